@@ -1,0 +1,3 @@
+from sbox_shim.cli import main_entry
+
+main_entry()

@@ -1,0 +1,201 @@
+"""The Docker backend: the Docker SDK, a tiny local base image, the host toolchain mounted read-only."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import signal
+import sys
+import tarfile
+import threading
+from typing import Any
+
+from sbox_shim.backends import materialize
+from sbox_shim.backends.dockerio import attach_and_run
+from sbox_shim.errors import SandboxError
+from sbox_shim.plan import DNS_SINKHOLE, Step
+
+NAME = "docker"
+BASE_IMAGE = "sbox-base:1"  # tagged with a digest of the host's top-level links
+LABEL = "io.sbox.run"
+INIT_PATHS = ("/usr/bin/docker-init", "/usr/bin/tini", "/usr/bin/tini-static")
+DNS_FILES = ("/etc/resolv.conf", "/etc/hosts")
+
+
+def _client() -> Any:
+    import docker  # lazily: the Docker SDK costs ~100 ms to import
+
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        client.ping()
+        return client
+    except Exception as exc:  # the SDK raises many types for "no daemon"
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise SandboxError(
+            f"cannot reach a Docker daemon at {where} ({_short(exc)}); start one "
+            "(`sudo systemctl start docker`, or `sudo dockerd &`) or use backend: bwrap"
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def unavailable() -> str | None:
+    try:
+        _client()
+    except SandboxError as exc:
+        return exc.args[0]
+    return None
+
+
+def base_image_tag(links: tuple[tuple[str, str], ...]) -> str:
+    digest = hashlib.sha256(repr(links).encode()).hexdigest()[:12]
+    return f"{BASE_IMAGE}-{digest}"
+
+
+def ensure_base_image(client: Any, links: tuple[tuple[str, str], ...]) -> str:
+    """An image built locally from scratch: no registry pull; only the host's top-level links
+    (`/bin -> usr/bin` on merged-/usr systems) and empty mount points."""
+    import docker
+
+    tag = base_image_tag(links)
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = b"FROM scratch\nLABEL io.sbox.base=1\nCOPY root/ /\n"
+        _add(tar, "Dockerfile", tarfile.REGTYPE, data=dockerfile)
+        for name in ("root", "root/etc", "root/tmp", "root/proc", "root/dev", "root/sys"):
+            _add(tar, name, tarfile.DIRTYPE)
+        for target, link in links:
+            _add(tar, "root" + target, tarfile.SYMTYPE, link=link)
+    context.seek(0)
+    try:
+        client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, labels={LABEL: "base"})
+    except Exception as exc:
+        raise SandboxError(f"could not build the local base image {tag}: {_short(exc)}") from None
+    return tag
+
+
+def _add(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    info.linkname = link
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data) if data else None)
+
+
+def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool) -> dict[str, Any]:
+    """The keyword arguments for `containers.create`: a pure function of the step."""
+    from docker.types import Mount as DockerMount
+
+    net = step.network
+    mounts = []
+    for m in list(step.mounts) + file_mounts:
+        if m.kind == "symlink":
+            continue  # part of the base image
+        if net.policy == "dns" and m.target in DNS_FILES:
+            continue  # the spec's mechanism: Docker writes them from dns= and extra_hosts
+        if m.kind == "tmpfs":
+            mounts.append(DockerMount(m.target, None, type="tmpfs", tmpfs_mode=0o1777))
+        else:
+            mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
+    init = _host_init() if not step.image else None
+    config: dict[str, Any] = dict(
+        image=image,
+        command=[init, "--", *step.argv] if init else list(step.argv),
+        name=name,
+        user=f"{step.uid}:{step.gid}",
+        working_dir=step.cwd,
+        environment=dict(step.env),
+        mounts=mounts,
+        tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777", "/var/tmp": "rw,nosuid,nodev,mode=1777"},
+        read_only=True,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"] if step.no_new_privileges else [],
+        init=init is None,
+        labels={LABEL: "1"},
+        stdin_open=True,
+        tty=tty,
+        hostname="sbox",
+        pids_limit=step.limits.pids or -1,
+    )
+    if step.limits.memory:
+        config["mem_limit"] = step.limits.memory
+    if net.policy in ("off", "proxy"):
+        config["network_mode"] = "none"
+    elif net.policy == "dns":
+        config["dns"] = [DNS_SINKHOLE]
+        config["extra_hosts"] = [f"{n}:{ip}" for n, ips in net.pins for ip in ips if ":" not in ip]
+    if step.image:
+        config.pop("read_only")  # a real image may need its own writable root
+    return config
+
+
+def _host_init() -> str | None:
+    """The host's tini (shipped as docker-init), visible through the read-only /usr mount.
+
+    Docker's own init is bind-mounted at /sbin/docker-init, which a host /sbin -> usr/sbin link
+    inside the read-only /usr cannot take; running the same binary from /usr avoids that.
+    """
+    for path in INIT_PATHS:
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def run(step: Step, run_dir: str, index: int = 0) -> int:
+    client = _client()
+    links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")
+    image = step.image or ensure_base_image(client, links)
+    if step.image:
+        _ensure_image(client, step.image)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    name = f"sbox-{os.getpid()}-{secrets.token_hex(4)}"
+    config = container_config(step, materialize(step, run_dir, index), name, image, tty)
+    try:
+        container = client.containers.create(**config)
+    except Exception as exc:
+        raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
+    try:
+        return attach_and_run(client, container, tty, step.limits.timeout)
+    finally:
+        _remove(container)
+
+
+def _ensure_image(client: Any, image: str) -> None:
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        try:
+            client.images.pull(image)
+        except Exception as exc:
+            raise SandboxError(f"image {image!r} is not available: {_short(exc)}") from None
+
+
+def _remove(container: Any) -> None:
+    # Signals must not interrupt the cleanup that guarantees no leftovers.
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        container.remove(force=True)
+    except Exception:
+        pass
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def leftovers() -> list[str]:
+    """Names of sbox containers still present (for `doctor` and tests)."""
+    client = _client()
+    return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]

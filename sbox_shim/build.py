@@ -1,0 +1,135 @@
+"""Build a Plan from argv, config and host facts. Pure but for name resolution and stat()."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+from sbox_shim import dispatch, ecosystems, layout
+from sbox_shim.config import Config, Profile
+from sbox_shim.environment import scrub
+from sbox_shim.errors import UsageError
+from sbox_shim.host import Host
+from sbox_shim.network import build_network
+from sbox_shim.plan import PROXY_PORT, SANDBOX_DIR, Limits, Mount, Plan, Step
+from sbox_shim.resolve import Resolver, system_resolver
+from sbox_shim.toolpath import find_real, without_shims
+
+DEFAULT_PROFILE = Profile(name="default", network=False, writable=True)
+BRIDGE = f"{SANDBOX_DIR}/bridge.py"
+RUN_DIR = f"{SANDBOX_DIR}/run"
+EGRESS_SOCKET = f"{RUN_DIR}/egress.sock"
+
+
+def choose(config: Config, argv: Sequence[str], override: str | None,
+           ctx: ecosystems.Context) -> list[tuple[Profile, ecosystems.Phase]]:
+    """Which profile each step runs in: --profile, dispatch, the ecosystem's policy, `default`."""
+    if override:
+        if override not in config.profiles:
+            known = ", ".join(sorted(config.profiles)) or "none defined"
+            raise UsageError(f"--profile {override}: no such profile in {config.path or 'the config'} ({known})")
+        return [(config.profiles[override], _as_is(argv, f"--profile {override}"))]
+    found = dispatch.match(config, argv)
+    if found:
+        reason = f"dispatch rule {found.rule.name!r} matched {found.pattern!r}"
+        return [(config.profiles[found.rule.profile], _as_is(argv, reason))]
+    builtin = ecosystems.phases(argv, ctx)
+    if builtin:
+        tool = os.path.basename(argv[0])
+        return [(_builtin_profile(tool, phase), phase) for phase in builtin]
+    profile = config.profiles.get("default", DEFAULT_PROFILE)
+    why = "profile 'default'" if "default" in config.profiles else "built-in default (network off)"
+    return [(profile, _as_is(argv, f"no dispatch rule matched; {why}"))]
+
+
+def _as_is(argv: Sequence[str], reason: str) -> ecosystems.Phase:
+    return ecosystems.Phase("run", tuple(argv), network=False, reason=reason)
+
+
+def _builtin_profile(tool: str, phase: ecosystems.Phase) -> Profile:
+    return Profile(name=f"{tool}:{phase.label}", network=phase.network, network_allow=phase.allow)
+
+
+def build_plan(
+    argv: Sequence[str],
+    config: Config,
+    host: Host,
+    *,
+    profile: str | None = None,
+    backend: str | None = None,
+    run_dir: str = "<run-dir>",
+    resolver: Resolver = system_resolver,
+    which: Callable[[str, str, Sequence[str]], str | None] = find_real,
+) -> Plan:
+    if not argv:
+        raise UsageError("no command given; usage: sbox run -- COMMAND [ARGS...]")
+    path = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
+    real = which(argv[0], path, host.shim_dirs)
+    ctx = ecosystems.Context(host.cwd, config.root, host.home, host.env, host.cache_dir, real)
+    warnings: list[str] = []
+    steps = []
+    for prof, phase in choose(config, argv, profile, ctx):
+        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver)
+        steps.append(step)
+        warnings += [n for n in notes if n not in warnings]
+    if any(s.network.policy == "dns" for s in steps):
+        warnings.append(
+            "under network_enforce: dns the sandbox shares the host network: services on the host's "
+            "loopback and abstract unix sockets are reachable"
+        )
+    return Plan(tuple(steps), backend or config.backend, config.path, config.root, tuple(warnings))
+
+
+def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
+          real: str | None, run_dir: str, resolver: Resolver) -> tuple[Step, tuple[str, ...]]:
+    net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
+                               static=config.hosts, resolver=resolver)
+    env = scrub(host.env, extra=prof.env, allow_secrets=prof.env + phase.secrets)
+    env.update(phase.env)
+    env.update(PATH=path, HOME=host.home, USER=host.user, LOGNAME=host.user, SHELL="/bin/sh",
+               TMPDIR="/tmp", SBOX_ACTIVE="1", SBOX_PROFILE=prof.name)
+    mounts: list[Mount] = layout.toolchain_mounts()
+    prefix = layout.tool_prefix(real, host.home)
+    if prefix:
+        mounts.append(Mount(prefix, prefix))
+    mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
+    mounts += layout.project_mounts(config.root, prof.writable, config.path)
+    mounts += phase.mounts
+    argv = phase.argv
+    if net.policy == "proxy":
+        argv, bridge_mounts = _bridge(argv, net.forwards, host, run_dir)
+        mounts += bridge_mounts
+        proxy = f"http://127.0.0.1:{PROXY_PORT}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+                     "npm_config_proxy", "npm_config_https_proxy"):
+            env[name] = proxy
+        env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+    cwd = host.cwd if _inside(host.cwd, config.root) else config.root
+    limits = Limits(prof.limits.pids, prof.limits.memory, prof.limits.timeout)
+    step = Step(
+        label=phase.label, argv=tuple(argv), profile=prof.name, reason=phase.reason, mode=prof.mode,
+        cwd=cwd, env=tuple(sorted(env.items())), network=net, mounts=layout.dedupe(mounts),
+        files=tuple(layout.etc_files(host.user, host.uid, host.gid, host.home, net)),
+        writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
+        uid=host.uid, gid=host.gid, home=host.home, limits=limits,
+    )
+    return step, notes
+
+
+def _bridge(argv: Sequence[str], forwards: Sequence[tuple[str, int]], host: Host,
+            run_dir: str) -> tuple[tuple[str, ...], list[Mount]]:
+    """Wrap argv in the egress bridge, which runs inside and listens on the sandbox's loopback."""
+    wrapped = [host.python, "-I", "-S", BRIDGE, "--socket", EGRESS_SOCKET,
+               "--listen", f"127.0.0.1:{PROXY_PORT}"]
+    for name, port in forwards:
+        wrapped += ["--forward", f"127.0.0.1:{port}={name}:{port}"]
+    mounts = [
+        Mount(os.path.join(host.package_dir, "egress", "bridge.py"), BRIDGE),
+        Mount(run_dir, RUN_DIR),
+    ]
+    if not host.python_prefix.startswith(("/usr/", "/bin", "/lib")) and host.python_prefix != "/usr":
+        mounts.append(Mount(host.python_prefix, host.python_prefix))
+    return tuple(wrapped + ["--", *argv]), mounts
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")

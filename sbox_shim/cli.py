@@ -1,0 +1,142 @@
+"""The `sbox` command: one parser, each subcommand a plain function returning an exit code."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Mapping, Sequence
+
+from sbox_shim import __version__
+from sbox_shim.errors import CommandNotFound, SboxError, UsageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sbox", description="Run package-manager commands in a sandbox.")
+    parser.add_argument("--version", action="version", version=f"sbox {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_plan_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--profile", help="use this profile instead of dispatch")
+        p.add_argument("--backend", choices=("auto", "docker", "bwrap"), help="override the config's backend")
+        p.add_argument("--config", help="use this config file instead of searching upward")
+        p.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+    with_plan_options(sub.add_parser("run", help="run a command in the sandbox"))
+    plan = sub.add_parser("plan", help="show what would run, where, with which network, and why")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    with_plan_options(plan)
+    shims = sub.add_parser("shims", help="manage the npm/pip/cargo/go shims")
+    shims.add_argument("action", choices=("install", "uninstall", "list", "verify"))
+    shims.add_argument("--dir", help="shims directory (default: sbox's user data dir)")
+    activate = sub.add_parser("activate", help="print shell code that puts the shims first on PATH")
+    activate.add_argument("shell", choices=("bash", "zsh", "fish", "sh"))
+    activate.add_argument("--dir", help="shims directory")
+    sub.add_parser("init", help="write a starter sbox.yaml for this project")
+    doctor = sub.add_parser("doctor", help="check backends, shims and config")
+    doctor.add_argument("--dir", help="shims directory")
+    return parser
+
+
+def _command(argv: list[str]) -> list[str]:
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("no command given; usage: sbox run -- COMMAND [ARGS...]")
+    return argv
+
+
+def _load(args: argparse.Namespace, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
+    from sbox_shim import config
+    from sbox_shim.host import Host
+
+    host = Host.current(env)
+    return config.load(host.cwd, env, args.config), host
+
+
+def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from sbox_shim import report
+    from sbox_shim.build import build_plan
+
+    cfg, host = _load(args, env)
+    plan = build_plan(_command(args.argv), cfg, host, profile=args.profile, backend=args.backend)
+    backend = _describe_backend(plan.backend, host.cache_dir, env)
+    print(report.plan_json(plan, backend) if args.json else report.plan_text(plan, backend))
+    return 0
+
+
+def _describe_backend(name: str, cache_dir: str, env: Mapping[str, str]) -> str:
+    from sbox_shim.backends.select import pick
+
+    try:
+        return str(pick(name, cache_dir, env).NAME) + (" (auto)" if name == "auto" else "")
+    except SboxError as exc:
+        return f"{name} (not usable: {exc.args[0]})"
+
+
+def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from sbox_shim import runner
+    from sbox_shim.backends.select import pick
+    from sbox_shim.build import build_plan
+
+    cfg, host = _load(args, env)
+    argv = _command(args.argv)
+    run_dir = runner.make_run_dir()
+    try:
+        plan = build_plan(argv, cfg, host, profile=args.profile, backend=args.backend, run_dir=run_dir)
+        _check_tool(plan, host)
+        sandboxed = any(s.mode == "sandbox" for s in plan.steps)
+        backend = pick(plan.backend, host.cache_dir, env) if sandboxed else None
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return runner.execute(plan, backend, run_dir, env, host.state_dir)
+
+
+def _check_tool(plan, host) -> None:  # type: ignore[no-untyped-def]
+    """A command that does not exist fails as a shell would (127), before any sandbox starts."""
+    from sbox_shim.toolpath import find_real, without_shims
+
+    path = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
+    for step in plan.steps:
+        name = step.argv[step.argv.index("--") + 1] if step.network.policy == "proxy" else step.argv[0]
+        if find_real(name, path, host.shim_dirs) is None:
+            raise CommandNotFound(f"{name}: command not found (PATH outside the sbox shims)")
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args, env)
+        if args.command == "plan":
+            return cmd_plan(args, env)
+        if args.command == "shims":
+            from sbox_shim import shims
+
+            return shims.cmd_shims(args.action, args.dir, env)
+        if args.command == "activate":
+            from sbox_shim import activate
+
+            return activate.cmd_activate(args.shell, args.dir, env)
+        if args.command == "init":
+            from sbox_shim import init
+
+            return init.cmd_init(os.getcwd(), env)
+        if args.command == "doctor":
+            from sbox_shim import doctor
+
+            return doctor.cmd_doctor(args.dir, env)
+        _parser().print_help()
+        return 2
+    except SboxError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def main_entry() -> None:
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Built-in policy per ecosystem, used when the project's own dispatch does not match.
+
+Each module exposes `TOOLS` (the command names it serves) and
+`phases(argv, ctx) -> tuple[Phase, ...] | None`: None passes the command through unchanged
+(it runs in the project's default profile); otherwise each Phase becomes one sandboxed step.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Mapping, Sequence
+
+from sbox_shim.plan import Mount
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an ecosystem may look at: all of it gathered by the caller."""
+
+    cwd: str
+    project_root: str
+    home: str
+    env: Mapping[str, str]
+    cache_dir: str  # sbox's own cache root; each ecosystem takes a subdirectory
+    real_tool: str | None
+
+
+@dataclass(frozen=True)
+class Phase:
+    label: str  # download | scripts | run
+    argv: tuple[str, ...]
+    network: bool
+    allow: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # set inside (tool config, caches)
+    secrets: tuple[str, ...] = ()  # caller variables passed through in this phase only
+    mounts: tuple[Mount, ...] = ()
+    reason: str = ""
+
+
+def _modules() -> dict[str, ModuleType]:
+    from sbox_shim.ecosystems import cargo, go, npm, pip
+
+    return {tool: mod for mod in (npm, pip, cargo, go) for tool in mod.TOOLS}
+
+
+def tools() -> tuple[str, ...]:
+    return tuple(_modules())
+
+
+def phases(argv: Sequence[str], ctx: Context) -> tuple[Phase, ...] | None:
+    if not argv:
+        return None
+    module = _modules().get(os.path.basename(argv[0]))
+    if module is None:
+        return None
+    result: tuple[Phase, ...] | None = module.phases(tuple(argv), ctx)
+    return result

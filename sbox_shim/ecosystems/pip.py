@@ -1,0 +1,10 @@
+"""pip: built-in policy (placeholder until the ecosystem issue lands)."""
+from __future__ import annotations
+
+from sbox_shim.ecosystems import Context, Phase
+
+TOOLS: tuple[str, ...] = ("pip",)
+
+
+def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
+    return None

@@ -1,0 +1,38 @@
+"""The sandbox's environment: the caller's, scrubbed to an allowlist."""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping
+
+PASSTHROUGH = (
+    "LANG", "LANGUAGE", "TERM", "COLORTERM", "TZ", "COLUMNS", "LINES", "NO_COLOR",
+    "FORCE_COLOR", "CI", "SOURCE_DATE_EPOCH", "DEBIAN_FRONTEND",
+)
+PASSTHROUGH_PREFIXES = ("LC_",)
+# Names that look like credentials never pass, whatever the allowlist says.
+SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|_AUTH|AUTH_|CREDENTIAL|API_?KEY|PRIVATE|SESSION|COOKIE)", re.I)
+
+
+def is_secret(name: str) -> bool:
+    return bool(SECRET.search(name))
+
+
+def scrub(
+    env: Mapping[str, str],
+    *,
+    extra: Iterable[str] = (),
+    prefixes: Iterable[str] = (),
+    allow_secrets: Iterable[str] = (),
+) -> dict[str, str]:
+    """Keep only allowlisted variables; credential-like names only when named in allow_secrets."""
+    names = set(PASSTHROUGH) | set(extra)
+    starts = tuple(PASSTHROUGH_PREFIXES) + tuple(prefixes)
+    secrets = set(allow_secrets)
+    out = {}
+    for name, value in env.items():
+        if name not in names and not name.startswith(starts):
+            continue
+        if is_secret(name) and name not in secrets:
+            continue
+        out[name] = value
+    return out

@@ -1,0 +1,51 @@
+"""Facts about the invoking host, gathered once so the plan builders can stay pure."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Mapping
+
+from sbox_shim.toolpath import split_path
+
+
+@dataclass(frozen=True)
+class Host:
+    uid: int
+    gid: int
+    user: str
+    home: str
+    cwd: str
+    env: Mapping[str, str]
+    shim_dirs: tuple[str, ...]
+    python: str  # an interpreter usable inside the sandbox for the egress bridge
+    python_prefix: str  # its installation prefix, mounted read-only when not under /usr
+    package_dir: str  # the installed sbox_shim package
+    cache_dir: str  # sbox's own package caches
+    state_dir: str  # reports of denied connections
+
+    @classmethod
+    def current(cls, env: Mapping[str, str], cwd: str | None = None) -> "Host":
+        from platformdirs import user_cache_dir, user_state_dir
+
+        home = env.get("HOME") or os.path.expanduser("~")
+        shim_dirs = tuple(d for d in split_path(env.get("SBOX_SHIM_DIRS", "")))
+        base = os.path.realpath(sys.base_prefix)
+        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        python = os.path.join(base, "bin", version)
+        if not os.path.exists(python):
+            python = os.path.realpath(sys.executable)
+        return cls(
+            uid=os.getuid(),
+            gid=os.getgid(),
+            user=env.get("USER") or env.get("LOGNAME") or ("root" if os.getuid() == 0 else "user"),
+            home=home,
+            cwd=os.path.abspath(cwd or os.getcwd()),
+            env=dict(env),
+            shim_dirs=shim_dirs,
+            python=python,
+            python_prefix=base,
+            package_dir=os.path.dirname(os.path.abspath(__file__)),
+            cache_dir=env.get("SBOX_CACHE_DIR") or user_cache_dir("sbox"),
+            state_dir=env.get("SBOX_STATE_DIR") or user_state_dir("sbox"),
+        )

@@ -1,0 +1,98 @@
+"""Turn a profile's network keys into the Plan's Network: validate, expand, resolve."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+from sbox_shim.plan import Network
+from sbox_shim.registries import expand, is_known_wildcard, parse_entry
+from sbox_shim.resolve import Resolver, resolve_all, system_resolver
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def build_network(
+    network: bool,
+    allow: Iterable[str],
+    enforce: str,
+    *,
+    static: Mapping[str, tuple[str, ...]] | None = None,
+    resolver: Resolver = system_resolver,
+) -> tuple[Network, tuple[str, ...]]:
+    """Return the Network and the warnings `sbox plan` should print about it."""
+    allow = tuple(allow)
+    if not network:
+        return Network("off"), ()
+    if not allow:
+        return Network("open"), ("network: on with no network_allow: the command can reach every host",)
+    warnings: list[str] = []
+    names: list[str] = []
+    explicit: list[str] = []
+    ports: dict[str, set[int]] = {}
+    for raw in allow:
+        entry = parse_entry(raw)
+        expanded = expand(entry)
+        if entry.wildcard and not is_known_wildcard(entry):
+            warnings.append(
+                f"{entry.pattern}: no built-in table for {entry.host}; only {entry.host} itself is allowed, "
+                "its other subdomains stay blocked (list them by name)"
+            )
+        if not entry.wildcard:
+            explicit.append(entry.host)
+        for name in expanded:
+            names.append(name)
+            if entry.port is not None:
+                ports.setdefault(name, set()).add(entry.port)
+    literal = {n: (n,) for n in names if _is_ip(n)}
+    pins, failures = resolve_all(
+        [n for n in names if n not in literal], static={**(static or {})}, resolver=resolver
+    )
+    pins.update(literal)
+    for name, why in failures.items():
+        warnings.append(f"{name} did not resolve on the host ({why}); it stays blocked")
+    policy = "dns" if enforce == "dns" else "proxy"
+    if policy == "dns":
+        warnings.append(
+            "network_enforce: dns pins allowed names but does not stop a script that connects to a "
+            "hard-coded IP address (e.g. 169.254.169.254); use the default proxy enforcement, "
+            "network: off, or a two-phase install for that"
+        )
+    ordered = tuple((n, pins[n]) for n in dict.fromkeys(names) if n in pins)
+    forwards = tuple(
+        sorted({(n, p) for n, ps in ports.items() for p in ps if _loopback(pins.get(n, ()))})
+    )
+    net = Network(
+        policy=policy,
+        patterns=tuple(parse_entry(raw).pattern for raw in allow),
+        pins=ordered,
+        unresolved=tuple(sorted(failures.items())),
+        explicit=tuple(dict.fromkeys(explicit)),
+        ports=tuple(sorted((n, tuple(sorted(p))) for n, p in ports.items())),
+        forwards=forwards,
+    )
+    return net, tuple(warnings)
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _loopback(addresses: Iterable[str]) -> bool:
+    import ipaddress
+
+    return any(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def allow_line(net: Network) -> str:
+    """The spec's line: `network_allow: [resolved] name=ip, ...; [patterns] ...`."""
+    resolved = ", ".join(f"{name}={'/'.join(ips)}" for name, ips in net.pins) or "(none)"
+    patterns = ", ".join(p for p in net.patterns if "*" in p) or "(none)"
+    line = f"network_allow: [resolved] {resolved}; [patterns] {patterns}"
+    if net.unresolved:
+        line += "; [unresolved] " + ", ".join(name for name, _ in net.unresolved)
+    return line

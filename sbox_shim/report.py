@@ -1,0 +1,80 @@
+"""Human and JSON renderings of a Plan, and the summary of what the egress proxy refused."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterable, Mapping
+
+from sbox_shim.network import allow_line
+from sbox_shim.plan import Plan, Step
+
+_NETWORK_TEXT = {
+    "off": "off (own network namespace with nothing in it)",
+    "proxy": "allowlist, enforced by sbox's egress proxy (own network namespace; only allowed names, pinned addresses)",
+    "dns": "allowlist by DNS pinning only (resolver 192.0.2.1, pinned /etc/hosts; shares the host network)",
+    "open": "on, unrestricted",
+}
+
+
+def plan_text(plan: Plan, backend: str) -> str:
+    lines = [f"config: {plan.config_path or '(none: not opted in; built-in defaults)'}",
+             f"project: {plan.project_root}", f"backend: {backend}"]
+    for n, step in enumerate(plan.steps, 1):
+        lines.append(f"step {n}/{len(plan.steps)} [{step.label}]: {_shell(_user_argv(step))}")
+        lines += [f"  profile: {step.profile} ({step.reason})", f"  mode: {step.mode}",
+                  f"  network: {_NETWORK_TEXT[step.network.policy]}"]
+        if step.network.policy in ("proxy", "dns"):
+            lines.append("  " + allow_line(step.network))
+        lines.append(f"  project: {'writable' if step.writable else 'read-only'}"
+                     + (" (sbox.yaml, .git, .github, .vscode, .idea, .claude read-only)" if step.writable else ""))
+        lines.append(f"  no_new_privileges: {str(step.no_new_privileges).lower()}")
+        if step.image:
+            lines.append(f"  image: {step.image}")
+    lines += [f"warning: {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def _user_argv(step: Step) -> tuple[str, ...]:
+    """The command as the user sees it, without sbox's bridge wrapper."""
+    if "--" in step.argv and step.network.policy == "proxy":
+        return step.argv[step.argv.index("--") + 1:]
+    return step.argv
+
+
+def _shell(argv: Iterable[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def plan_json(plan: Plan, backend: str) -> str:
+    data: dict[str, Any] = dataclasses.asdict(plan)
+    data["backend_selected"] = backend
+    for step, raw in zip(plan.steps, data["steps"]):
+        raw["command"] = list(_user_argv(step))
+        raw["env"] = dict(step.env)
+        raw["network"]["pins"] = {n: list(ips) for n, ips in step.network.pins}
+        raw["network"]["allow_line"] = allow_line(step.network) if step.network.policy in ("proxy", "dns") else None
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def denial_summary(denials: Iterable[Mapping[str, Any]], log_path: str | None) -> list[str]:
+    """One or two lines for stderr: what was refused, how often, and what would admit it."""
+    counts: dict[tuple[str, str], int] = {}
+    hints: dict[tuple[str, str], str] = {}
+    for d in denials:
+        key = (f"{d.get('host')}:{d.get('port')}", str(d.get("reason")))
+        counts[key] = counts.get(key, 0) + 1
+        hints[key] = str(d.get("hint") or "")
+    if not counts:
+        return []
+    parts = [f"{target} ({reason}{', x' + str(n) if n > 1 else ''})" for (target, reason), n in counts.items()]
+    lines = [f"sbox: blocked {sum(counts.values())} connection attempt(s): " + ", ".join(parts[:6])
+             + (f", and {len(parts) - 6} more" if len(parts) > 6 else "")]
+    admit = sorted({h for h in hints.values() if h})
+    tail = f"; log: {log_path}" if log_path else ""
+    if admit:
+        lines.append("sbox: to admit one, " + "; ".join(admit[:3]) + tail)
+    elif tail:
+        lines.append("sbox:" + tail[1:])
+    return lines

@@ -1,0 +1,97 @@
+"""Execute a Plan step by step: the egress proxy where needed, the backend, the report."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from types import ModuleType
+from typing import Any, Mapping, TextIO
+
+from sbox_shim import process
+from sbox_shim.plan import Plan, Step
+from sbox_shim.report import denial_summary
+
+NETWORK_WORDS = {"off": "network off", "proxy": "network: allowlist (proxy)",
+                 "dns": "network: allowlist (dns)", "open": "network: on"}
+
+
+def make_run_dir() -> str:
+    """A private directory for one run: generated /etc files and the egress socket."""
+    return tempfile.mkdtemp(prefix="sbox-run-")
+
+
+def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[str, str],
+            state_dir: str, err: TextIO = sys.stderr) -> int:
+    quiet = env.get("SBOX_QUIET") == "1"
+    try:
+        for index, step in enumerate(plan.steps):
+            if not quiet:
+                err.write(_announce(step, index, len(plan.steps), backend) + "\n")
+                err.flush()
+            code = _run_step(step, backend, run_dir, index, state_dir, err)
+            if code != 0:
+                if len(plan.steps) > 1 and not quiet:
+                    err.write(f"sbox: step {index + 1} [{step.label}] exited {code}; stopping\n")
+                return code
+        return 0
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
+    where = "unsandboxed (mode: host)" if step.mode == "host" else f"sandbox ({backend.NAME if backend else '?'})"
+    what = " ".join(_user_argv(step))
+    count = f" step {index + 1}/{total} [{step.label}]" if total > 1 else ""
+    return f"sbox:{count} {what} -> {where}, profile {step.profile}, {NETWORK_WORDS[step.network.policy]}"
+
+
+def _user_argv(step: Step) -> tuple[str, ...]:
+    if step.network.policy == "proxy" and "--" in step.argv:
+        return step.argv[step.argv.index("--") + 1:]
+    return step.argv
+
+
+def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, state_dir: str,
+              err: TextIO) -> int:
+    if step.mode == "host":
+        env = dict(os.environ)
+        return process.run_foreground(_user_argv(step), env, cwd=step.cwd, timeout=step.limits.timeout)
+    assert backend is not None
+    if step.network.policy != "proxy":
+        return int(backend.run(step, run_dir, index))
+    from sbox_shim.egress.policy import EgressPolicy
+    from sbox_shim.egress.proxy import EgressProxy
+
+    policy = EgressPolicy(
+        pins=dict(step.network.pins), ports=dict(step.network.ports), explicit=frozenset(step.network.explicit)
+    )
+    socket_path = os.path.join(run_dir, "egress.sock")
+    proxy = EgressProxy(policy, socket_path)
+    proxy.start()
+    try:
+        code = int(backend.run(step, run_dir, index))
+    finally:
+        proxy.stop()
+    denials = proxy.denials
+    if denials:
+        log = write_denials(state_dir, step, denials)
+        for line in denial_summary(denials, log):
+            err.write(line + "\n")
+    return code
+
+
+def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> str | None:
+    """Keep a JSON record of every refused attempt; return its path (None if it cannot be written)."""
+    directory = os.path.join(state_dir, "denials")
+    path = os.path.join(directory, f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{step.label}.json")
+    record = {"command": list(_user_argv(step)), "profile": step.profile, "cwd": step.cwd, "denials": denials}
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=2)
+        return path
+    except OSError:
+        return None
