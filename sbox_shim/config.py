@@ -108,7 +108,7 @@ def _load_yaml(path: str, text: str) -> _Doc:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark else None
+        line = min(mark.line + 1, max(1, len(text.splitlines()))) if mark else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(path, line, "", f"malformed YAML: {problem}") from None
     lines: dict[tuple[str, ...], int] = {}

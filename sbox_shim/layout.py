@@ -34,7 +34,7 @@ def tool_prefix(real_tool: str | None, home: str) -> str | None:
     """The installation prefix of a tool outside the system dirs, to mount read-only.
 
     `/opt/node/bin/npm` -> `/opt/node`, `~/.pyenv/shims/pip` -> `~/.pyenv`. A prefix that is HOME
-    itself, or `~/.cargo` (which holds registry credentials), shrinks to the tool's bin directory.
+    itself, or a `.cargo` (which holds registry credentials), shrinks to the tool's bin directory.
     """
     if not real_tool:
         return None
@@ -42,7 +42,7 @@ def tool_prefix(real_tool: str | None, home: str) -> str | None:
     if bindir.startswith(SYSTEM_DIRS):
         return None
     prefix = os.path.dirname(bindir)
-    if prefix in ("/", home, os.path.join(home, ".cargo")):
+    if prefix in ("/", home) or os.path.basename(prefix) == ".cargo":
         return bindir
     return prefix
 

@@ -13,7 +13,7 @@ class Mount:
     source: str  # host path; "" for tmpfs; the link's text for a symlink
     target: str  # path inside the sandbox
     readonly: bool = True
-    kind: str = "bind"  # bind | tmpfs | symlink
+    kind: str = "bind"  # bind | tmpfs | symlink | cache (a bind whose source sbox creates)
 
 
 @dataclass(frozen=True)

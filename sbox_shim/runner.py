@@ -60,6 +60,9 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
         env = dict(os.environ)
         return process.run_foreground(_user_argv(step), env, cwd=step.cwd, timeout=step.limits.timeout)
     assert backend is not None
+    for mount in step.mounts:
+        if mount.kind == "cache":
+            os.makedirs(mount.source, mode=0o700, exist_ok=True)
     if step.network.policy != "proxy":
         return int(backend.run(step, run_dir, index))
     from sbox_shim.egress.policy import EgressPolicy

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Mapping, Sequence
 
-from sbox_shim.plan import Mount
+from sbox_shim.plan import File, Mount
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,35 @@ class Phase:
     env: Mapping[str, str] = field(default_factory=dict)  # set inside (tool config, caches)
     secrets: tuple[str, ...] = ()  # caller variables passed through in this phase only
     mounts: tuple[Mount, ...] = ()
+    files: tuple[File, ...] = ()  # generated files, e.g. an empty file masking a credentials file
     reason: str = ""
+
+
+def url_entry(url: str) -> str | None:
+    """The allowlist entry for a registry URL the user configured: `host` or `host:port`."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip().removeprefix("sparse+"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = 443 if parts.scheme == "https" else 80
+    return f"{host}:{parts.port}" if parts.port and parts.port != default else host
+
+
+def local_path(url: str) -> str | None:
+    """The directory a `file://` URL or a plain path names, if it is local."""
+    url = url.strip()
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(url).path) or None
+    return url if url.startswith("/") else None
+
+
+def cache_mount(path: str, writable: bool) -> Mount:
+    """sbox's own cache directory for a tool: created by the runner before the step starts."""
+    return Mount(path, path, readonly=not writable, kind="cache")
 
 
 def _modules() -> dict[str, ModuleType]:

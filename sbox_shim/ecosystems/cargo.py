@@ -1,10 +1,101 @@
-"""cargo: built-in policy (placeholder until the ecosystem issue lands)."""
+"""cargo: `cargo fetch` through the allowlist, then the command itself with `--offline`.
+
+Build scripts (build.rs) and proc macros run only in the offline phase. CARGO_HOME is sbox's own:
+the user's config.toml is carried in read-only, credentials.toml only into the fetch phase.
+"""
 from __future__ import annotations
 
-from sbox_shim.ecosystems import Context, Phase
+import os
+import re
 
-TOOLS: tuple[str, ...] = ("cargo",)
+from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, url_entry
+from sbox_shim.plan import Mount
+from sbox_shim.registries import ECOSYSTEM_ALLOW
+
+TOOLS = ("cargo",)
+INSTALL = ("build", "b", "check", "c", "test", "t", "fetch", "install", "run", "r", "bench", "doc", "d",
+           "generate-lockfile", "update", "vendor", "tree", "metadata")
+_URL = re.compile(r"""^\s*(?:registry|index)\s*=\s*["']([^"']+)["']""", re.M)
+_PATH = re.compile(r"""^\s*(?:local-registry|directory)\s*=\s*["']([^"']+)["']""", re.M)
+SECRETS = ("CARGO_REGISTRY_TOKEN",)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def user_cargo_home(ctx: Context) -> str:
+    return ctx.env.get("CARGO_HOME") or os.path.join(ctx.home, ".cargo")
+
+
+def config_files(ctx: Context) -> list[str]:
+    """The user's cargo config and the project's (.cargo/config.toml from cwd up to the root)."""
+    home = user_cargo_home(ctx)
+    files = [os.path.join(home, n) for n in ("config.toml", "config")]
+    here = ctx.cwd
+    while True:
+        files += [os.path.join(here, ".cargo", n) for n in ("config.toml", "config")]
+        if here == ctx.project_root or os.path.dirname(here) == here:
+            break
+        here = os.path.dirname(here)
+    return [f for f in files if os.path.isfile(f)]
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
-    return None
+    sub = next((a for a in argv[1:] if not a.startswith(("-", "+"))), "")
+    if sub not in INSTALL:
+        return None
+    texts = [_read(f) for f in config_files(ctx)]
+    urls = [u for t in texts for u in _URL.findall(t)]
+    urls += [v for k, v in ctx.env.items() if re.fullmatch(r"CARGO_REGISTRIES_\w+_INDEX", k)]
+    allow = ECOSYSTEM_ALLOW["cargo"] + tuple(e for e in map(url_entry, urls) if e)
+    local = [p for t in texts for p in _PATH.findall(t)] + [p for u in urls for p in [local_path(u)] if p]
+    readonly = [Mount(p, p) for p in dict.fromkeys(local) if p.startswith("/") and os.path.exists(p)]
+    cargo_home = os.path.join(ctx.cache_dir, "cargo")
+    env = {"CARGO_HOME": cargo_home, "CARGO_TERM_PROGRESS_WHEN": "never"}
+    rustup = ctx.env.get("RUSTUP_HOME") or os.path.join(ctx.home, ".rustup")
+    if os.path.isdir(rustup):
+        env["RUSTUP_HOME"] = rustup
+        readonly.append(Mount(rustup, rustup))
+    user_home = user_cargo_home(ctx)
+    config = [Mount(os.path.join(user_home, n), os.path.join(cargo_home, n))
+              for n in ("config.toml", "config") if os.path.isfile(os.path.join(user_home, n))]
+    credentials = [Mount(os.path.join(user_home, n), os.path.join(cargo_home, n))
+                   for n in ("credentials.toml", "credentials") if os.path.isfile(os.path.join(user_home, n))]
+    fetch = Phase(
+        "download", (argv[0], "fetch", *_manifest_args(argv)), True, allow, env, secrets=SECRETS,
+        mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
+        reason="built-in cargo policy: fetch dependencies through the allowlist (no build scripts run)",
+    )
+    if sub == "fetch":
+        return (fetch,)
+    offline = Phase(
+        "scripts", _offline(argv), False, (), {**env, "CARGO_NET_OFFLINE": "true"},
+        mounts=(cache_mount(cargo_home, True), *readonly, *config),
+        reason=f"built-in cargo policy: then {sub} offline (build scripts run with the network off)",
+    )
+    return (fetch, offline)
+
+
+def _manifest_args(argv: tuple[str, ...]) -> list[str]:
+    """The options of the original command that `cargo fetch` understands too."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg in ("--manifest-path", "--target") and i + 1 < len(argv):
+            out += [arg, argv[i + 1]]
+        elif arg.startswith(("--manifest-path=", "--target=")) or arg in ("--locked", "--frozen"):
+            out.append(arg)
+    return out
+
+
+def _offline(argv: tuple[str, ...]) -> tuple[str, ...]:
+    if "--offline" in argv or "--frozen" in argv:
+        return argv
+    if "--" in argv:
+        i = argv.index("--")
+        return (*argv[:i], "--offline", *argv[i:])
+    return (*argv, "--offline")
