@@ -57,7 +57,9 @@ def _user_argv(step: Step) -> tuple[str, ...]:
 def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, state_dir: str,
               err: TextIO) -> int:
     if step.mode == "host":
-        env = dict(os.environ)
+        # Explicitly unsandboxed: the caller's own environment, but PATH without the shims, so
+        # the real tool runs instead of the shim handing the command back to sbox.
+        env = dict(os.environ, PATH=step.environ["PATH"])
         return process.run_foreground(_user_argv(step), env, cwd=step.cwd, timeout=step.limits.timeout)
     assert backend is not None
     for mount in step.mounts:

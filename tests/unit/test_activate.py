@@ -1,0 +1,92 @@
+"""`sbox activate`: the emitted code, run for real in each shell that is installed, twice."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import activate, cli, shims
+
+POSIX_SHELLS = [s for s in ("bash", "sh", "dash", "zsh") if shutil.which(s)]
+BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@pytest.fixture
+def shims_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "my shims 'quoted'"
+    shims.install(str(d), ["npm"], "/x/sbox")
+    return d
+
+
+def _run(shell: str, code: str, body: str, path: str, extra: dict[str, str] | None = None) -> str:
+    env = {"PATH": path, "HOME": os.environ["HOME"], **(extra or {})}
+    if shell == "fish":
+        argv = ["fish", "--no-config", "-c", f"{code}\n{code}\n{body}"]
+    else:
+        argv = [shell, "-c", f'eval "$1"\neval "$1"\n{body}', shell, code]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("shell", POSIX_SHELLS)
+def test_sourcing_twice_leaves_one_entry_first(shell: str, shims_dir: Path) -> None:
+    code = activate.script("zsh" if shell == "zsh" else "bash" if shell == "bash" else "sh", str(shims_dir))
+    start = f"{shims_dir}:/opt/a::/usr/bin:{shims_dir}:/bin:{shims_dir}"
+    out = _run(shell, code, 'printf "%s\\n" "$PATH" "$SBOX_SHIM_DIRS"', start, {"SBOX_SHIM_DIRS": "/other"})
+    path, dirs = out.splitlines()
+    assert path == f"{shims_dir}:/opt/a::/usr/bin:/bin"
+    assert dirs == f"{shims_dir}:/other"
+
+
+@pytest.mark.parametrize("shell", POSIX_SHELLS)
+def test_empty_path_and_no_shim_dirs(shell: str, shims_dir: Path) -> None:
+    code = activate.script("sh", str(shims_dir))
+    body = 'printf "%s\\n" "$PATH" "$SBOX_SHIM_DIRS"'
+    argv = [shutil.which(shell) or shell, "-c", f'eval "$1"\n{body}', shell, code]
+    proc = subprocess.run(argv, env={"PATH": ""}, capture_output=True, text=True, timeout=30)
+    assert proc.stdout.splitlines() == [str(shims_dir), str(shims_dir)]
+
+
+@pytest.mark.parametrize("shell", [s for s in ("bash", "zsh") if shutil.which(s)])
+def test_the_shim_wins_over_a_command_already_hashed(shell: str, shims_dir: Path) -> None:
+    code = activate.script(shell, str(shims_dir))
+    body = "command -v npm"
+    env = {"PATH": BASE_PATH, "HOME": os.environ["HOME"]}
+    script = f'hash npm 2>/dev/null; command -v npm >/dev/null; eval "$1"\n{body}'
+    proc = subprocess.run([shell, "-c", script, shell, code], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.stdout.strip() == str(shims_dir / "npm")
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish not installed")
+def test_fish(shims_dir: Path) -> None:
+    code = activate.script("fish", str(shims_dir))
+    out = _run("fish", code, 'string join : $PATH; echo $SBOX_SHIM_DIRS', f"/usr/bin:{shims_dir}:/bin")
+    assert out.splitlines() == [f"{shims_dir}:/usr/bin:/bin", str(shims_dir)]
+
+
+def test_the_command_prints_code_for_the_chosen_shell(shims_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["activate", "bash", "--dir", str(shims_dir)]) == 0
+    out = capsys.readouterr()
+    assert "hash -r" in out.out and "export PATH SBOX_SHIM_DIRS" in out.out
+    assert out.err == ""
+    assert cli.main(["activate", "zsh", "--dir", str(shims_dir)]) == 0
+    assert "rehash" in capsys.readouterr().out
+    assert cli.main(["activate", "fish", "--dir", str(shims_dir)]) == 0
+    assert "set -gx PATH" in capsys.readouterr().out
+
+
+def test_warns_when_no_shims_are_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["activate", "sh", "--dir", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr()
+    assert "sbox shims install" in out.err
+    assert str(tmp_path / "empty") in out.out
+
+
+def test_default_dir_comes_from_the_environment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "custom"
+    assert cli.main(["activate", "bash"], env={"SBOX_SHIMS_DIR": str(d)}) == 0
+    assert f"_sbox_shims={d}\n" in capsys.readouterr().out
