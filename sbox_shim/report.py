@@ -52,10 +52,21 @@ def plan_json(plan: Plan, backend: str) -> str:
     data["backend_selected"] = backend
     for step, raw in zip(plan.steps, data["steps"]):
         raw["command"] = list(_user_argv(step))
-        raw["env"] = dict(step.env)
+        raw["env"] = {name: _redact(name, value) for name, value in step.env}
         raw["network"]["pins"] = {n: list(ips) for n, ips in step.network.pins}
         raw["network"]["allow_line"] = allow_line(step.network) if step.network.policy in ("proxy", "dns") else None
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+def _redact(name: str, value: str) -> str:
+    """Credentials a step receives (tokens; passwords in index URLs) are not printed."""
+    import re
+
+    from sbox_shim.environment import is_secret
+
+    if is_secret(name):
+        return "<redacted>"
+    return re.sub(r"(://)[^/@\s]+@", r"\1<redacted>@", value)
 
 
 def denial_summary(denials: Iterable[Mapping[str, Any]], log_path: str | None) -> list[str]:
@@ -63,7 +74,8 @@ def denial_summary(denials: Iterable[Mapping[str, Any]], log_path: str | None) -
     counts: dict[tuple[str, str], int] = {}
     hints: dict[tuple[str, str], str] = {}
     for d in denials:
-        key = (f"{d.get('host')}:{d.get('port')}", str(d.get("reason")))
+        host = str(d.get("host"))
+        key = (f"[{host}]:{d.get('port')}" if ":" in host else f"{host}:{d.get('port')}", str(d.get("reason")))
         counts[key] = counts.get(key, 0) + 1
         hints[key] = str(d.get("hint") or "")
     if not counts:
