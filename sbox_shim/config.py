@@ -230,7 +230,10 @@ PROFILE_KEYS = ("mode", "network", "network_allow", "network_enforce", "writable
 def _profile(doc: _Doc, name: str, value: Any) -> Profile:
     keys = ("profiles", name)
     value = _check_keys(doc, keys, value or {}, PROFILE_KEYS)
-    k = lambda key: keys + (key,)  # noqa: E731
+
+    def k(key: str) -> tuple[str, ...]:
+        return keys + (key,)
+
     allow = _strings(doc, k("network_allow"), value.get("network_allow", []))
     for i, raw in enumerate(allow):
         try:

@@ -11,8 +11,8 @@ Resolver = Callable[[str], "tuple[str, ...]"]
 def system_resolver(name: str) -> tuple[str, ...]:
     """A and AAAA records for `name`, IPv4 first, without duplicates."""
     infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    v4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]
-    v6 = [i[4][0] for i in infos if i[0] == socket.AF_INET6]
+    v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
+    v6 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET6]
     return tuple(dict.fromkeys(v4 + v6))
 
 

@@ -47,7 +47,7 @@ def unavailable() -> str | None:
     try:
         _client()
     except SandboxError as exc:
-        return exc.args[0]
+        return str(exc.args[0])
     return None
 
 
@@ -101,8 +101,8 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
     for m in list(step.mounts) + file_mounts:
         if m.kind == "symlink":
             continue  # part of the base image
-        if net.policy == "dns" and m.target in DNS_FILES:
-            continue  # the spec's mechanism: Docker writes them from dns= and extra_hosts
+        if net.policy in ("dns", "open") and m.target in DNS_FILES:
+            continue  # Docker writes them: from dns= and extra_hosts (the spec's mechanism), or the host's
         if m.kind == "tmpfs":
             mounts.append(DockerMount(m.target, None, type="tmpfs", tmpfs_mode=0o1777))
         else:
@@ -116,7 +116,7 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
         working_dir=step.cwd,
         environment=dict(step.env),
         mounts=mounts,
-        tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777", "/var/tmp": "rw,nosuid,nodev,mode=1777"},
+        tmpfs={"/tmp": "rw,exec,nosuid,nodev,mode=1777", "/var/tmp": "rw,exec,nosuid,nodev,mode=1777"},
         read_only=True,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"] if step.no_new_privileges else [],

@@ -34,7 +34,7 @@ def _probe_cached(cache_dir: str, name: str) -> str | None:
             return data["reason"]  # type: ignore[no-any-return]
     except (OSError, ValueError, KeyError):
         pass
-    reason = module(name).unavailable()
+    reason: str | None = module(name).unavailable()
     try:
         os.makedirs(cache_dir, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:

@@ -1,0 +1,154 @@
+"""Sandbox start-up: `true` run directly vs through `sbox run` on each backend.
+
+    python bench/bench_backends.py [--runs 20] [--output bench/results/backends.json]
+
+Variants, all in a temporary project whose `default` profile has the network off:
+- direct: `/usr/bin/true`;
+- sbox (mode: host): `sbox run -- true` with the profile unsandboxed: sbox's own cost, no sandbox;
+- sbox bwrap / sbox docker: `sbox run --backend B -- true`.
+Variants are interleaved run by run, so drift on the machine hits them all alike; a backend that
+is not usable here is reported with its reason instead of a figure. Medians in ms. Everything runs
+under a temporary HOME, cache and state.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SANDBOX_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n"
+HOST_CONFIG = "version: 1\nprofiles:\n  default:\n    mode: host\n"
+
+
+def sbox_executable() -> str:
+    beside = Path(sys.executable).with_name("sbox")
+    found = str(beside) if beside.exists() else shutil.which("sbox")
+    if not found:
+        raise SystemExit("no `sbox` command: run from the project's venv (./install.sh)")
+    return found
+
+
+def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = (time.perf_counter() - start) * 1000
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def unusable(backend: str) -> str | None:
+    from sbox_shim.backends.select import module
+
+    try:
+        return module(backend).unavailable()  # type: ignore[no-any-return]
+    except Exception as exc:  # a backend that cannot even be probed
+        return str(exc)
+
+
+def setup(base: Path) -> tuple[dict[str, tuple[list[str], Path]], dict[str, str], dict[str, str]]:
+    sandboxed, host, home = base / "project", base / "host-project", base / "home"
+    for d in (sandboxed, host, home):
+        d.mkdir(parents=True)
+    (sandboxed / "sbox.yaml").write_text(SANDBOX_CONFIG)
+    (host / "sbox.yaml").write_text(HOST_CONFIG)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "SBOX_QUIET": "1",
+        "SBOX_CACHE_DIR": str(base / "cache"),
+        "SBOX_STATE_DIR": str(base / "state"),
+        "SBOX_USER_CONFIG": str(base / "user-config.yaml"),
+    }
+    if "DOCKER_HOST" in os.environ:
+        env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
+    sbox = sbox_executable()
+    variants: dict[str, tuple[list[str], Path]] = {
+        "direct": (["/usr/bin/true"], sandboxed),
+        "sbox (mode: host)": ([sbox, "run", "--", "true"], host),
+    }
+    skipped = {}
+    for backend in ("bwrap", "docker"):
+        reason = unusable(backend)
+        if reason:
+            skipped[f"sbox {backend}"] = reason
+        else:
+            variants[f"sbox {backend}"] = ([sbox, "run", "--backend", backend, "--", "true"], sandboxed)
+    return variants, env, skipped
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for name, argv in (("bwrap", ["bwrap", "--version"]), ("docker", ["docker", "version", "--format",
+                                                                       "{{.Server.Version}}"])):
+        try:
+            versions[name] = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            versions[name] = "unavailable"
+    return versions
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="runs of each variant (>= 20)")
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "backends.json"))
+    args = parser.parse_args(argv)
+    runs = max(args.runs, 20)
+
+    with tempfile.TemporaryDirectory(prefix="sbox-bench-backends-") as tmp:
+        variants, env, skipped = setup(Path(tmp))
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        for name, (cmd, cwd) in variants.items():  # warm up (docker builds its base image), fail early
+            timed(cmd, cwd, env)
+        for _ in range(runs):
+            for name, (cmd, cwd) in variants.items():
+                samples[name].append(timed(cmd, cwd, env))
+
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    direct = medians["direct"]
+    print(f"{'variant':20} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
+    for name, value in medians.items():
+        extra = "" if name == "direct" else f"{value - direct:+12.1f}"
+        print(f"{name:20} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
+              f"{max(samples[name]):9.1f} {extra}")
+    for name, reason in skipped.items():
+        print(f"{name:20} skipped: {reason}")
+
+    result = {
+        "benchmark": "backends",
+        "command": "true",
+        "network": "off",
+        "unit": "ms",
+        "runs": {name: len(values) for name, values in samples.items()},
+        "median_ms": {name: round(v, 2) for name, v in medians.items()},
+        "min_ms": {name: round(min(v), 2) for name, v in samples.items()},
+        "max_ms": {name: round(max(v), 2) for name, v in samples.items()},
+        "overhead_vs_direct_ms": {name: round(v - direct, 2) for name, v in medians.items() if name != "direct"},
+        "skipped": skipped,
+        "tools": tool_versions(),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

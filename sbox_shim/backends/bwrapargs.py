@@ -1,0 +1,83 @@
+"""The bubblewrap command line for a Step: a pure function of the step and its generated files."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from sbox_shim.plan import Mount, Step
+
+SHARED_NET = ("dns", "open")  # policies that keep the host's network namespace
+HOSTNAME = "sbox"
+# Fresh kernel filesystems and scratch space every sandbox gets, whatever the plan says.
+SCRATCH = (
+    ("/proc", ["--proc", "/proc"]),
+    ("/dev", ["--dev", "/dev"]),
+    ("/dev/shm", ["--perms", "1777", "--tmpfs", "/dev/shm"]),
+    ("/tmp", ["--perms", "1777", "--tmpfs", "/tmp"]),
+    ("/var/tmp", ["--perms", "1777", "--tmpfs", "/var/tmp"]),
+)
+
+
+def namespace_args(uid: int, gid: int, share_net: bool, disable_userns: bool = True) -> list[str]:
+    """Every namespace new (the network's kept only when asked), no capabilities, own session.
+
+    bwrap always sets PR_SET_NO_NEW_PRIVS; `--die-with-parent` ties the sandbox to our process;
+    `--disable-userns` (bubblewrap >= 0.8) stops the command making user namespaces of its own.
+    """
+    args = ["--unshare-all"]
+    if share_net:
+        args.append("--share-net")
+    args.append("--unshare-user")
+    if disable_userns:
+        args.append("--disable-userns")
+    return args + [
+        "--die-with-parent", "--new-session",
+        "--cap-drop", "ALL",
+        "--uid", str(uid), "--gid", str(gid),
+        "--hostname", HOSTNAME,
+    ]
+
+
+def env_args(env: Sequence[tuple[str, str]]) -> list[str]:
+    args = ["--clearenv"]
+    for name, value in env:
+        args += ["--setenv", name, value]
+    return args
+
+
+def mount_args(mounts: Sequence[Mount]) -> list[str]:
+    """Scratch filesystems, the plan's mounts and our /etc files; parents before children.
+
+    The sort is stable and by depth only, so at one depth the later mount of a target wins.
+    """
+    entries: list[tuple[str, list[str]]] = [(target, list(args)) for target, args in SCRATCH]
+    for m in mounts:
+        if m.kind == "symlink":
+            entries.append((m.target, ["--symlink", m.source, m.target]))
+        elif m.kind == "tmpfs":
+            entries.append((m.target, ["--tmpfs", m.target]))
+        else:
+            entries.append((m.target, ["--ro-bind" if m.readonly else "--bind", m.source, m.target]))
+    entries.sort(key=lambda e: _depth(e[0]))
+    args = [a for _, group in entries for a in group]
+    return args + ["--remount-ro", "/"]  # the root holds only mount points: read-only, as in docker
+
+
+def _depth(target: str) -> int:
+    return len([part for part in target.split("/") if part])
+
+
+def bwrap_options(step: Step, file_mounts: Sequence[Mount], disable_userns: bool = True) -> list[str]:
+    """Everything between `bwrap` and `--`: namespaces, environment, filesystem, working directory."""
+    return [
+        *namespace_args(step.uid, step.gid, step.network.policy in SHARED_NET, disable_userns),
+        *env_args(step.env),
+        *mount_args([*step.mounts, *file_mounts]),
+        "--chdir", step.cwd,
+    ]
+
+
+def bwrap_argv(step: Step, file_mounts: Sequence[Mount], bwrap: str = "bwrap",
+               disable_userns: bool = True) -> list[str]:
+    """The whole command line. The runner passes the options through `--args FD` instead, so that
+    environment values never show in the host's `ps`."""
+    return [bwrap, *bwrap_options(step, file_mounts, disable_userns), "--", *step.argv]
