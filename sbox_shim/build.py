@@ -76,14 +76,18 @@ def build_plan(
             "under network_enforce: dns the sandbox shares the host network: services on the host's "
             "loopback and abstract unix sockets are reachable"
         )
-    return Plan(tuple(steps), backend or config.backend, config.path, config.root, tuple(warnings))
+    chosen = backend or config.backend
+    if chosen != "docker" and any(s.limits.memory for s in steps):
+        warnings.append("limits.memory is enforced by the docker backend only (bubblewrap has no cgroups)")
+    return Plan(tuple(steps), chosen, config.path, config.root, tuple(warnings))
 
 
 def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
           real: str | None, run_dir: str, resolver: Resolver) -> tuple[Step, tuple[str, ...]]:
     net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
                                static=config.hosts, resolver=resolver)
-    env = scrub(host.env, extra=prof.env, allow_secrets=prof.env + phase.secrets)
+    # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
+    env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
     env.update(phase.env)
     env.update(PATH=path, HOME=host.home, USER=host.user, LOGNAME=host.user, SHELL="/bin/sh",
                TMPDIR="/tmp", SBOX_ACTIVE="1", SBOX_PROFILE=prof.name)

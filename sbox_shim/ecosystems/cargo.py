@@ -13,8 +13,15 @@ from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
 TOOLS = ("cargo",)
-INSTALL = ("build", "b", "check", "c", "test", "t", "fetch", "install", "run", "r", "bench", "doc", "d",
-           "generate-lockfile", "update", "vendor", "tree", "metadata")
+# Commands that compile, so run build scripts and proc macros: `cargo fetch`, then offline.
+BUILD = ("build", "b", "check", "c", "test", "t", "run", "r", "bench", "doc", "d", "clippy", "rustc",
+         "rustdoc", "fix")
+# Commands that resolve and download but compile nothing: one step, the command itself, through
+# the allowlist (offline they would quietly use a stale index).
+DOWNLOAD = ("fetch", "update", "generate-lockfile", "vendor", "tree", "metadata")
+INSTALL = BUILD + DOWNLOAD
+# `cargo install` is not here: it builds outside any project and writes into the user's
+# ~/.cargo/bin, which no sandboxed step may touch; it runs in the `default` profile (or a dispatch rule).
 _URL = re.compile(r"""^\s*(?:registry|index)\s*=\s*["']([^"']+)["']""", re.M)
 _PATH = re.compile(r"""^\s*(?:local-registry|directory)\s*=\s*["']([^"']+)["']""", re.M)
 SECRETS = ("CARGO_REGISTRY_TOKEN",)
@@ -46,13 +53,13 @@ def config_files(ctx: Context) -> list[str]:
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
-    sub = next((a for a in argv[1:] if not a.startswith(("-", "+"))), "")
+    sub = _subcommand(argv)
     if sub not in INSTALL:
         return None
     texts = [_read(f) for f in config_files(ctx)]
     urls = [u for t in texts for u in _URL.findall(t)]
     urls += [v for k, v in ctx.env.items() if re.fullmatch(r"CARGO_REGISTRIES_\w+_INDEX", k)]
-    allow = ECOSYSTEM_ALLOW["cargo"] + tuple(e for e in map(url_entry, urls) if e)
+    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["cargo"] + tuple(e for e in map(url_entry, urls) if e)))
     local = [p for t in texts for p in _PATH.findall(t)] + [p for u in urls for p in [local_path(u)] if p]
     readonly = [Mount(p, p) for p in dict.fromkeys(local) if p.startswith("/") and os.path.exists(p)]
     cargo_home = os.path.join(ctx.cache_dir, "cargo")
@@ -66,30 +73,54 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
               for n in ("config.toml", "config") if os.path.isfile(os.path.join(user_home, n))]
     credentials = [Mount(os.path.join(user_home, n), os.path.join(cargo_home, n))
                    for n in ("credentials.toml", "credentials") if os.path.isfile(os.path.join(user_home, n))]
+    if sub in DOWNLOAD:
+        return (Phase(
+            "download", argv, True, allow, env, secrets=SECRETS,
+            mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
+            reason=f"built-in cargo policy: {sub} resolves and downloads through the allowlist (nothing is compiled)",
+        ),)
     fetch = Phase(
-        "download", (argv[0], "fetch", *_manifest_args(argv)), True, allow, env, secrets=SECRETS,
+        "download", _fetch(argv), True, allow, env, secrets=SECRETS,
         mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
         reason="built-in cargo policy: fetch dependencies through the allowlist (no build scripts run)",
     )
-    if sub == "fetch":
-        return (fetch,)
+    # sbox's CARGO_HOME holds the registry sources every project builds from: read-only while
+    # build scripts run, so that none can plant code or config there for the next build.
     offline = Phase(
         "scripts", _offline(argv), False, (), {**env, "CARGO_NET_OFFLINE": "true"},
-        mounts=(cache_mount(cargo_home, True), *readonly, *config),
+        mounts=(cache_mount(cargo_home, False), *readonly, *config),
         reason=f"built-in cargo policy: then {sub} offline (build scripts run with the network off)",
     )
     return (fetch, offline)
 
 
-def _manifest_args(argv: tuple[str, ...]) -> list[str]:
-    """The options of the original command that `cargo fetch` understands too."""
-    out = []
+_GLOBAL_VALUES = ("--color", "--config", "-Z", "-C")  # cargo's global options that take a value
+
+
+def _subcommand(argv: tuple[str, ...]) -> str:
+    skip = False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_VALUES:
+            skip = True
+        elif not arg.startswith(("-", "+")):
+            return arg
+    return ""
+
+
+def _fetch(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """`cargo fetch` with what it shares with the command: a `+toolchain`, the manifest, the target,
+    `--config`, the lockfile's strictness (`--frozen` is `--locked` plus offline)."""
+    out = [argv[0], *([argv[1]] if len(argv) > 1 and argv[1].startswith("+") else []), "fetch"]
     for i, arg in enumerate(argv):
-        if arg in ("--manifest-path", "--target") and i + 1 < len(argv):
+        if arg in ("--manifest-path", "--target", "--config") and i + 1 < len(argv):
             out += [arg, argv[i + 1]]
-        elif arg.startswith(("--manifest-path=", "--target=")) or arg in ("--locked", "--frozen"):
+        elif arg.startswith(("--manifest-path=", "--target=", "--config=")) or arg == "--locked":
             out.append(arg)
-    return out
+        elif arg == "--frozen":
+            out.append("--locked")
+    return tuple(out)
 
 
 def _offline(argv: tuple[str, ...]) -> tuple[str, ...]:

@@ -2,6 +2,8 @@
 
 Go runs no install scripts, but `go test`, `go run` and `go generate` run the project's and its
 dependencies' code: they get the network off. GOMODCACHE is sbox's own, read-only in that phase.
+`go get`, `go mod tidy`, `go mod download` and `go install pkg@version` run no module code and
+exist to reach the proxy: they are one step, the command itself, through the allowlist.
 """
 from __future__ import annotations
 
@@ -13,20 +15,51 @@ from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
 TOOLS = ("go",)
-INSTALL = ("build", "test", "get", "install", "run", "mod", "generate", "vet", "list")
-PASSTHROUGH_ENV = ("GOFLAGS", "GOPRIVATE", "GONOPROXY", "GONOSUMDB", "GONOSUMCHECK", "GOSUMDB",
-                   "GOINSECURE", "CGO_ENABLED", "GOOS", "GOARCH", "GOEXPERIMENT", "GO111MODULE")
+# Commands that build or run code: `go mod download`, then the command with GOPROXY=off, offline.
+BUILD = ("build", "test", "install", "run", "generate", "vet", "list")
+MOD_BUILD = ("vendor", "verify", "graph", "why")
+# Commands that resolve and download but run no module code: one step, the command itself, through
+# the allowlist (offline they could not reach the new versions they exist to find).
+MOD_DOWNLOAD = ("download", "tidy")
+INSTALL = BUILD + ("get", "mod")
+PASSTHROUGH_ENV = ("GOFLAGS", "GOPRIVATE", "GONOPROXY", "GONOSUMDB", "GOSUMDB",
+                   "GOINSECURE", "CGO_ENABLED", "GOOS", "GOARCH", "GOEXPERIMENT", "GO111MODULE",
+                   "GOAMD64", "GOARM", "GOWORK")
 DEFAULT_PROXY = "https://proxy.golang.org,direct"
+_GLOBAL_VALUES = ("-C",)
+
+
+def _args(argv: tuple[str, ...]) -> list[str]:
+    """The words that are not options (the value of `go -C dir` skipped)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_VALUES and not out:
+            skip = True
+        elif not arg.startswith("-"):
+            out.append(arg)
+    return out
+
+
+def user_gobin(ctx: Context) -> str:
+    """Where `go install` puts binaries for the caller: GOBIN, else the first GOPATH's bin."""
+    if ctx.env.get("GOBIN"):
+        return ctx.env["GOBIN"]
+    gopath = (ctx.env.get("GOPATH") or os.path.join(ctx.home, "go")).split(os.pathsep)[0]
+    return os.path.join(gopath, "bin")
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
-    args = [a for a in argv[1:] if not a.startswith("-")]
+    args = _args(argv)
     sub = args[0] if args else ""
-    if sub not in INSTALL or (sub == "mod" and args[1:2] not in (["download"], ["tidy"])):
+    modsub = args[1] if sub == "mod" and len(args) > 1 else ""
+    if sub not in INSTALL or (sub == "mod" and modsub not in MOD_DOWNLOAD + MOD_BUILD):
         return None
     proxy = ctx.env.get("GOPROXY") or DEFAULT_PROXY
     entries = [p for p in proxy.replace("|", ",").split(",") if p not in ("direct", "off")]
-    allow = ECOSYSTEM_ALLOW["go"] + tuple(e for e in map(url_entry, entries) if e)
+    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["go"] + tuple(e for e in map(url_entry, entries) if e)))
     readonly = tuple(Mount(p, p) for e in entries for p in [local_path(e)] if p and os.path.isdir(p))
     base = os.path.join(ctx.cache_dir, "go")
     modcache = os.path.join(base, "mod")
@@ -35,21 +68,36 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     env = {k: ctx.env[k] for k in PASSTHROUGH_ENV if k in ctx.env}
     env.update(GOMODCACHE=modcache, GOPATH=os.path.join(base, "path"), GOCACHE=build_cache,
                GOTOOLCHAIN="local", GOENV="off", GOTELEMETRY="off")
+    # `go install` writes the caller's binaries: into the caller's GOBIN, writable for that step only.
+    gobin: tuple[Mount, ...] = ()
+    if sub == "install":
+        env["GOBIN"] = user_gobin(ctx)
+        gobin = (Mount(env["GOBIN"], env["GOBIN"], readonly=False, kind="cache"),)
+    remote = sub == "install" and any("@" in a for a in args[1:])
+    if sub == "get" or modsub in MOD_DOWNLOAD or remote:
+        what = "go get" if sub == "get" else "go install pkg@version" if remote else f"go mod {modsub}"
+        return (Phase(
+            "download", argv, True, allow, {**env, "GOPROXY": proxy},
+            mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly, *gobin),
+            reason=f"built-in go policy: {what} resolves and downloads through the allowlist (no module code runs)",
+        ),)
     download = Phase(
         "download", (argv[0], "mod", "download"), True, allow, {**env, "GOPROXY": proxy},
         mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly),
         reason="built-in go policy: download modules through the allowlist (no code runs)",
     )
-    if sub == "mod" and args[1:2] == ["download"]:
-        return (download,)
+    what = f"mod {modsub}" if sub == "mod" else sub
+    vendored = os.path.isfile(os.path.join(ctx.project_root, "vendor", "modules.txt"))
+    flags = env.get("GOFLAGS", "") if vendored else _flags(env.get("GOFLAGS"))
     offline = Phase(
-        "scripts", argv, False, (), {**env, "GOPROXY": "off", "GOFLAGS": _flags(env.get("GOFLAGS"))},
-        mounts=(cache_mount(modcache, False), cache_mount(build_cache, True), *readonly),
-        reason=f"built-in go policy: then {sub} with GOPROXY=off and the network off",
+        "scripts", argv, False, (), {**env, "GOPROXY": "off", "GOFLAGS": flags},
+        mounts=(cache_mount(modcache, False), cache_mount(build_cache, True), *readonly, *gobin),
+        reason=f"built-in go policy: then {what} with GOPROXY=off and the network off",
     )
     return (download, offline)
 
 
 def _flags(flags: str | None) -> str:
+    """-mod=mod unless the caller chose: go.sum may gain the hashes the download phase fetched."""
     flags = flags or ""
     return flags if "-mod=" in flags else (flags + " -mod=mod").strip()

@@ -1,7 +1,11 @@
 """npm, pnpm, yarn: install in two phases — download with scripts disabled, then rebuild offline.
 
-The registry the user configured (.npmrc files, npm_config_registry) joins the allowlist; its
-credentials (the user's ~/.npmrc, *_TOKEN variables) reach the download phase only.
+The registry the user configured (.npmrc files, npm_config_*registry, --registry) joins the
+allowlist; its credentials (the user's and global npmrc, *_TOKEN variables) reach the download
+phase only, and the project's .npmrc reads as empty in the scripts phase. `npm rebuild` runs the
+dependencies' install scripts and the project's preinstall/install/postinstall; a bare
+`npm install`/`npm ci` also runs the project's `prepare`, so that becomes a third, offline step
+when package.json has one.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import re
 from typing import Iterable
 
 from sbox_shim.ecosystems import Context, Phase, cache_mount, url_entry
+from sbox_shim.environment import is_secret
 from sbox_shim.plan import File, Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -41,37 +46,114 @@ def config_files(ctx: Context) -> list[str]:
     return [f for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 
-def registries(ctx: Context, texts: Iterable[str]) -> tuple[str, ...]:
+def registries(ctx: Context, texts: Iterable[str], argv: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Every registry npm may use: config files, npm_config_*registry variables, the command line."""
     urls = [m for text in texts for m in _REGISTRY_LINE.findall(text)]
     urls += [v for k, v in ctx.env.items() if k.lower() == "npm_config_registry" or k.lower().endswith(":registry")]
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name == "--registry" or (name.startswith("--@") and name.endswith(":registry")):
+            urls.append(value if eq else argv[i + 1] if i + 1 < len(argv) else "")
     return tuple(dict.fromkeys(e for e in map(url_entry, urls) if e))
+
+
+def passthrough(ctx: Context, download: bool) -> tuple[str, ...]:
+    """The caller's npm_config_* variables (npm reads them case-insensitively). The download phase
+    gets them all and the tokens; the scripts phase neither credentials nor config-file paths."""
+    names = [k for k in ctx.env if k.lower().startswith("npm_config_")]
+    if download:
+        return tuple(dict.fromkeys([*sorted(names), *SECRETS]))
+    drop = {"npm_config_userconfig", "npm_config_globalconfig"}
+    return tuple(sorted(k for k in names if k.lower() not in drop and not is_secret(k)))
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     tool = os.path.basename(argv[0])
-    sub = next((a for a in argv[1:] if not a.startswith("-")), "install" if tool == "yarn" else "")
+    sub = _subcommand(argv) or ("install" if tool == "yarn" else "")
     if tool == "npx" or (sub not in INSTALL and sub not in REBUILD):
         return None
     files = config_files(ctx)
     texts = [_read(f) for f in files]
-    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["npm"] + registries(ctx, texts)))
+    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["npm"] + registries(ctx, texts, argv)))
     cache = os.path.join(ctx.cache_dir, "npm")
     env = {"npm_config_cache": cache, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
     local = [m for text in texts for m in _CAFILE_LINE.findall(text) if m.startswith("/")]
-    if ctx.env.get("npm_config_cafile", "").startswith("/"):
-        local.append(ctx.env["npm_config_cafile"])
-    readonly = tuple(Mount(p, p) for p in dict.fromkeys(local) if not p.startswith(("/etc/", "/usr/")))
-    user_rc = os.path.join(ctx.home, ".npmrc")
-    credentials = (Mount(user_rc, user_rc),) if user_rc in files else ()
+    local += [v for k, v in ctx.env.items() if k.lower() == "npm_config_cafile" and v.startswith("/")]
+    readonly = tuple(Mount(p, p) for p in dict.fromkeys(local)
+                     if os.path.exists(p) and not p.startswith(("/etc/", "/usr/")))
+    # The user's and the global config files may hold tokens: the download phase only. The project's
+    # own .npmrc is part of the project; the scripts phase reads it as empty.
+    credentials = tuple(Mount(f, f) for f in files
+                        if f != os.path.join(ctx.project_root, ".npmrc") and not f.startswith(("/etc/", "/usr/")))
     rebuild = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
     download = Phase(
-        "download", _ignore_scripts(argv, tool), True, allow, env, secrets=SECRETS,
+        "download", _ignore_scripts(argv, tool), True, allow, env, secrets=passthrough(ctx, True),
         mounts=(cache_mount(cache, True), *readonly, *credentials),
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
     )
-    return (download, _scripts(rebuild, env, cache, readonly, ctx, "then runs install scripts with the network off"))
+    steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx,
+                                                   "then runs install scripts with the network off"))
+    # A bare `npm install` / `npm ci` also runs the project's own `prepare` (husky and the like);
+    # `npm rebuild` runs its preinstall/install/postinstall but not that one.
+    if sub in ROOT_LIFECYCLE and not _package_args(argv, sub) and "prepare" in _root_scripts(ctx):
+        runner = "npm" if tool == "yarn" else argv[0]
+        steps += (_scripts((runner, "run", "prepare"), env, cache, readonly, ctx,
+                           "then runs the project's prepare script with the network off"),)
+    return steps
+
+
+ROOT_LIFECYCLE = INSTALL - {"add", "update", "up", "upgrade", "udpate"}
+
+
+def _package_args(argv: tuple[str, ...], sub: str) -> list[str]:
+    """The packages named after the subcommand (`npm install left-pad`), options left out."""
+    rest = argv[argv.index(sub) + 1:] if sub in argv else ()
+    out, skip = [], False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_VALUES:
+            skip = True
+        elif not arg.startswith("-"):
+            out.append(arg)
+    return out
+
+
+def _root_scripts(ctx: Context) -> dict[str, str]:
+    """The `scripts` of the project's package.json: the nearest one from cwd up to the root."""
+    import json
+
+    here = ctx.cwd
+    while True:
+        path = os.path.join(here, "package.json")
+        if os.path.isfile(path):
+            try:
+                scripts = json.loads(_read(path) or "{}").get("scripts") or {}
+            except (ValueError, AttributeError):
+                return {}
+            return scripts if isinstance(scripts, dict) else {}
+        if here == ctx.project_root or os.path.dirname(here) == here:
+            return {}
+        here = os.path.dirname(here)
+
+
+# Options that take a separate value and may come before the subcommand (`npm --prefix dir install`).
+_GLOBAL_VALUES = {"--registry", "--prefix", "-C", "--workspace", "-w", "--userconfig", "--globalconfig",
+                  "--cache", "--loglevel", "--cafile", "--dir", "--filter"}
+
+
+def _subcommand(argv: tuple[str, ...]) -> str:
+    skip = False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_VALUES:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
 
 
 def _ignore_scripts(argv: tuple[str, ...], tool: str) -> tuple[str, ...]:
@@ -81,10 +163,10 @@ def _ignore_scripts(argv: tuple[str, ...], tool: str) -> tuple[str, ...]:
 def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: tuple[Mount, ...],
              ctx: Context, why: str) -> Phase:
     """The offline phase: no credentials; a project .npmrc (which may hold a token) reads as empty."""
-    masks = ()
+    masks: tuple[File, ...] = ()
     project_rc = os.path.join(ctx.project_root, ".npmrc")
     if os.path.isfile(project_rc):
         masks = (File(project_rc, ""),)
     return Phase("scripts", argv, False, (), {**env, "npm_config_offline": "true"},
-                 mounts=(cache_mount(cache, False), *readonly), files=masks,
+                 secrets=passthrough(ctx, False), mounts=(cache_mount(cache, False), *readonly), files=masks,
                  reason=f"built-in {os.path.basename(argv[0])} policy: {why}")

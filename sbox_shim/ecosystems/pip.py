@@ -3,12 +3,20 @@
 `pip download` of a source distribution runs its build backend to learn its dependencies, so the
 download phase is not script-free: it runs with the registry allowlist only, no credentials but the
 index's, and an empty HOME. The install phase (where setup.py builds run for real) has no network.
+
+The environment pip runs in: when the real pip belongs to a virtual environment (its directory
+holds `pyvenv.cfg`), the base interpreter named by `home =` is mounted read-only (the venv's
+`python` is a link to it), and the venv itself is writable in the install phase only: it is what
+`pip install` writes to. Installing into an interpreter that is not a venv writes into the
+toolchain, which stays read-only: use a venv.
 """
 from __future__ import annotations
 
 import configparser
 import hashlib
 import os
+import shlex
+from typing import Sequence
 
 from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, url_entry
 from sbox_shim.plan import Mount
@@ -20,81 +28,223 @@ URL_KEYS = ("index-url", "extra-index-url")
 PATH_KEYS = ("find-links", "cert", "client-cert", "constraint", "requirement")
 INDEX_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 BUILD_REQUIREMENTS = ("setuptools", "wheel")
+SYSTEM = ("/usr/", "/bin/", "/lib/", "/lib64/", "/etc/")
+# Command-line options naming an index or a local path, and the setting each one stands for.
+_OPTION_KEYS = {"-i": "index-url", "--index-url": "index-url", "--extra-index-url": "extra-index-url",
+                "-f": "find-links", "--find-links": "find-links", "--cert": "cert",
+                "--client-cert": "client-cert", "-c": "constraint", "--constraint": "constraint",
+                "-r": "requirement", "--requirement": "requirement"}
+# The options that tell `pip download` where packages come from: the build requirements use them too.
+_INDEX_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host",
+                  "--cert", "--client-cert", "--proxy", "--timeout", "--retries", "--keyring-provider"}
+_INDEX_FLAGS = {"--no-index", "--pre", "--isolated"}
 
 
-def config_files(ctx: Context) -> list[str]:
+def config_files(ctx: Context, venv: str | None = None) -> list[str]:
+    """The config files pip reads, as pip decides: global, user (unless PIP_CONFIG_FILE names an
+    existing file, /dev/null included), site (the venv's), then PIP_CONFIG_FILE."""
     env = ctx.env
-    if env.get("PIP_CONFIG_FILE"):
-        return [env["PIP_CONFIG_FILE"]] if os.path.isfile(env["PIP_CONFIG_FILE"]) else []
-    xdg = env.get("XDG_CONFIG_HOME") or os.path.join(ctx.home, ".config")
-    files = ["/etc/pip.conf", "/etc/xdg/pip/pip.conf", os.path.join(ctx.home, ".pip", "pip.conf"),
-             os.path.join(xdg, "pip", "pip.conf")]
-    if env.get("VIRTUAL_ENV"):
-        files.append(os.path.join(env["VIRTUAL_ENV"], "pip.conf"))
-    return [f for f in files if os.path.isfile(f)]
+    explicit = env.get("PIP_CONFIG_FILE")
+    xdg_dirs = (env.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")
+    files = [os.path.join(d, "pip", "pip.conf") for d in xdg_dirs if d] + ["/etc/pip.conf"]
+    if not (explicit and os.path.exists(explicit)):
+        xdg = env.get("XDG_CONFIG_HOME") or os.path.join(ctx.home, ".config")
+        files += [os.path.join(ctx.home, ".pip", "pip.conf"), os.path.join(xdg, "pip", "pip.conf")]
+    for prefix in dict.fromkeys(p for p in (venv, env.get("VIRTUAL_ENV")) if p):
+        files.append(os.path.join(prefix, "pip.conf"))
+    if explicit:
+        files.append(explicit)
+    return [f for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 
-def settings(ctx: Context) -> dict[str, list[str]]:
-    """The URL and path settings pip would use, from its config files and PIP_* variables."""
-    found: dict[str, list[str]] = {}
-    for path in config_files(ctx):
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, UnicodeDecodeError):
+def _from_config(path: str, found: dict[str, list[str]]) -> None:
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError):
+        return
+    for section in parser.sections():
+        for key in URL_KEYS + PATH_KEYS:
+            if parser.has_option(section, key):
+                found.setdefault(key, []).extend(parser.get(section, key).split())
+
+
+def _from_argv(args: list[str], found: dict[str, list[str]]) -> None:
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name in _OPTION_KEYS:
+            if not eq:
+                if i + 1 >= len(args):
+                    continue
+                value = args[i + 1]
+            found.setdefault(_OPTION_KEYS[name], []).append(value)
+        elif arg.startswith("-i") and len(arg) > 2 and not arg.startswith("--"):
+            found.setdefault("index-url", []).append(arg[2:])
+
+
+def _from_requirements(path: str, cwd: str, found: dict[str, list[str]], depth: int = 0) -> None:
+    """Index options written inside a requirements file (`--index-url`, `-f`, nested `-r`)."""
+    path = os.path.join(cwd, path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [ln.split(" #")[0].strip() for ln in f]
+    except (OSError, UnicodeDecodeError):
+        return
+    words = [w for ln in lines if ln.startswith("-") for w in shlex.split(ln, comments=True)]
+    nested: dict[str, list[str]] = {}
+    _from_argv(words, nested)
+    for key, values in nested.items():
+        if key in ("requirement", "constraint"):
+            if depth < 5:
+                for value in values:
+                    _from_requirements(value, os.path.dirname(path), found, depth + 1)
             continue
-        for section in parser.sections():
-            for key in URL_KEYS + PATH_KEYS:
-                if parser.has_option(section, key):
-                    found.setdefault(key, []).extend(parser.get(section, key).split())
+        found.setdefault(key, []).extend(values)
+
+
+def settings(ctx: Context, args: Sequence[str] = (), venv: str | None = None) -> dict[str, list[str]]:
+    """The URL and path settings pip would use: config files, PIP_* variables, the command line
+    and the requirements files it names."""
+    found: dict[str, list[str]] = {}
+    for path in config_files(ctx, venv):
+        _from_config(path, found)
     for key in URL_KEYS + PATH_KEYS:
         value = ctx.env.get("PIP_" + key.upper().replace("-", "_"))
         if value:
             found.setdefault(key, []).extend(value.split())
+    _from_argv(list(args), found)
+    for requirements in list(found.get("requirement", [])) + list(found.get("constraint", [])):
+        _from_requirements(requirements, ctx.cwd, found)
     return found
+
+
+def environment(ctx: Context) -> tuple[str | None, tuple[str, ...]]:
+    """The venv the real pip belongs to, and the base interpreter prefixes it needs (read-only)."""
+    candidates = []
+    if ctx.real_tool:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.join(ctx.cwd, ctx.real_tool))))
+    if ctx.env.get("VIRTUAL_ENV"):
+        candidates.append(ctx.env["VIRTUAL_ENV"])
+    for venv in candidates:
+        venv = os.path.normpath(venv)
+        cfg = os.path.join(venv, "pyvenv.cfg")
+        if os.path.isfile(cfg):
+            return venv, _base_prefixes(cfg)
+    return None, ()
+
+
+def _base_prefixes(cfg: str) -> tuple[str, ...]:
+    values: dict[str, str] = {}
+    try:
+        with open(cfg, encoding="utf-8") as f:
+            for line in f:
+                key, eq, value = line.partition("=")
+                if eq:
+                    values[key.strip().lower()] = value.strip()
+    except (OSError, UnicodeDecodeError):
+        return ()
+    found = []
+    for key in ("home", "executable", "base-executable"):
+        setting = values.get(key, "")
+        if not setting.startswith("/"):
+            continue
+        directory = setting if key == "home" else os.path.dirname(setting)
+        for path in (directory, os.path.realpath(directory)):
+            prefix = os.path.dirname(path) if os.path.basename(path) == "bin" else path
+            if prefix not in ("", "/") and not (prefix + "/").startswith(SYSTEM) and os.path.isdir(prefix):
+                found.append(prefix)
+    return tuple(dict.fromkeys(found))
+
+
+def _pip_variables(ctx: Context, index: bool) -> tuple[str, ...]:
+    """The caller's PIP_* settings pass through; the index URLs (which may hold credentials) and the
+    config file that names them reach the download phase only."""
+    skip = () if index else INDEX_ENV + ("PIP_CONFIG_FILE",)
+    return tuple(sorted(k for k in ctx.env if k.startswith("PIP_") and k not in skip))
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     sub = next((a for a in argv[1:] if not a.startswith("-")), "")
     if sub not in INSTALL:
         return None
-    found = settings(ctx)
+    rest = list(argv[argv.index(sub) + 1:])
+    venv, bases = environment(ctx)
+    found = settings(ctx, rest, venv)
     urls = [u for k in URL_KEYS for u in found.get(k, [])]
-    allow = ECOSYSTEM_ALLOW["pip"] + tuple(e for e in map(url_entry, urls) if e)
+    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["pip"] + tuple(e for e in map(url_entry, urls) if e)))
     local = [p for k in PATH_KEYS for v in found.get(k, []) for p in [local_path(v)] if p]
     local += [p for u in urls for p in [local_path(u)] if p]
-    readonly = tuple(Mount(p, p) for p in dict.fromkeys(local)
-                     if os.path.exists(p) and not p.startswith(("/usr/", "/etc/")))
+    readonly = [Mount(p, p) for p in dict.fromkeys(local)
+                if os.path.exists(p) and not (p + "/").startswith(SYSTEM)]
+    readonly += [Mount(p, p) for p in bases]
+    configs = [Mount(f, f) for f in config_files(ctx, venv) if not (f + "/").startswith(SYSTEM)]
     key = hashlib.sha256(ctx.project_root.encode()).hexdigest()[:16]
     wheelhouse = os.path.join(ctx.cache_dir, "pip", "wheelhouse", key)
     cache = os.path.join(ctx.cache_dir, "pip", "http")
     env = {"PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
-    rest = list(argv[argv.index(sub) + 1:])
+    target = [Mount(venv, venv, readonly=True)] if venv else []
     if sub == "download":  # already download-only: one phase with the allowlist
-        return (Phase("download", argv, True, allow, env, secrets=INDEX_ENV,
-                      mounts=(cache_mount(cache, True), *readonly),
+        return (Phase("download", argv, True, allow, env, secrets=_pip_variables(ctx, True),
+                      mounts=(cache_mount(cache, True), *readonly, *configs, *target),
                       reason="built-in pip policy: download runs with the registry allowlist"),)
-    # setuptools and wheel join the wheelhouse so that source distributions can build offline.
-    fetch = (argv[0], "download", "--dest", wheelhouse, *_download_args(rest), *BUILD_REQUIREMENTS)
+    fetch = _fetch(argv[0], wheelhouse, _download_args(rest))
     download = Phase(
-        "download", fetch, True, allow, env,
-        secrets=INDEX_ENV, mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly),
-        reason="built-in pip policy: download to a wheelhouse through the allowlist",
+        "download", fetch, True, allow, env, secrets=_pip_variables(ctx, True),
+        mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target),
+        reason="built-in pip policy: download to a wheelhouse through the allowlist "
+               "(with setuptools and wheel when the index has them)",
     )
+    if venv and sub == "install":
+        target = [Mount(venv, venv, readonly=False)]  # the install's destination
     offline = Phase(
         "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *rest), False, (),
-        {**env, "PIP_NO_INDEX": "1"}, mounts=(cache_mount(wheelhouse, False), *readonly),
+        {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
+        mounts=(cache_mount(wheelhouse, False), *readonly, *target),
         reason=f"built-in pip policy: then {sub} offline from the wheelhouse (builds run with the network off)",
     )
     return (download, offline)
+
+
+def _fetch(pip: str, wheelhouse: str, args: list[str]) -> tuple[str, ...]:
+    """`pip download` of the command's requirements into the wheelhouse, then, best effort, the
+    build requirements of setup.py-only sdists (setuptools, wheel) so that they can build offline.
+
+    Best effort because an index need not carry them (a private index of wheels): pip on the host
+    would not have needed them then, so their absence must not fail the install.
+    """
+    # In the script "$1" is pip and "$4" the wheelhouse: the command's own words, not repeated.
+    # Each build requirement is fetched on its own (with its dependencies), so one missing from the
+    # index (wheel is not needed by setuptools >= 70.1) does not cost the other.
+    fetch = " ".join(['"$1" download -q -d "$4"', *map(shlex.quote, _index_args(args))])
+    note = "sbox: no setuptools on the index: setup.py sdists will not build offline"
+    script = (f'"$@" || exit; {fetch} setuptools >/dev/null 2>&1 || echo {shlex.quote(note)} >&2; '
+              f'{fetch} wheel >/dev/null 2>&1; exit 0')
+    return ("sh", "-c", script, "sh", pip, "download", "--dest", wheelhouse, *args)
+
+
+def _index_args(args: list[str]) -> list[str]:
+    out = []
+    for i, arg in enumerate(args):
+        name = arg.split("=", 1)[0]
+        if name in _INDEX_FLAGS:
+            out.append(arg)
+        elif name in _INDEX_OPTIONS:
+            out.append(arg)
+            if "=" not in arg and i + 1 < len(args):
+                out.append(args[i + 1])
+        elif arg.startswith("-i") and len(arg) > 2 and not arg.startswith("--"):
+            out.append(arg)
+    return out
 
 
 # Options of `pip install` that `pip download` does not take (they concern the install itself).
 _INSTALL_ONLY = {"--user", "--upgrade", "-U", "--force-reinstall", "--ignore-installed", "-I",
                  "--no-warn-script-location", "--no-warn-conflicts", "--compile", "--no-compile",
                  "--break-system-packages", "--editable", "-e", "--target", "-t", "--prefix", "--root",
-                 "--upgrade-strategy", "--dry-run", "--report", "--require-virtualenv"}
-_TAKES_VALUE = {"--target", "-t", "--prefix", "--root", "--upgrade-strategy", "--report"}
+                 "--upgrade-strategy", "--dry-run", "--report", "--require-virtualenv",
+                 "--wheel-dir", "-w", "--root-user-action"}
+_TAKES_VALUE = {"--target", "-t", "--prefix", "--root", "--upgrade-strategy", "--report", "--wheel-dir", "-w",
+                "--root-user-action"}
 
 
 def _download_args(rest: list[str]) -> list[str]:

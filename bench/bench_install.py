@@ -1,0 +1,159 @@
+"""A small real `npm install`: directly on the host vs `sbox run --backend bwrap` vs `--backend docker`.
+
+    python bench/bench_install.py [--runs 5] [--packages 8] [--output bench/results/install.json]
+
+A local npm registry on 127.0.0.1 serves a handful of packages (a small dependency tree, one
+with a postinstall script), configured in the project's `.npmrc`. Every run starts from a fresh
+project directory (no node_modules, no lockfile); npm's cache is warm (one untimed warm-up run
+per way first), as it is for a developer. Sandboxed runs go through the built-in two-phase policy
+(`npm install --ignore-scripts` with the registry allowlist via the egress proxy, then
+`npm rebuild` offline), so they include two sandbox starts. Runs are interleaved so that other
+load on the machine hits all three ways alike. Prints the median (and min/max) of each and its
+ratio to direct; writes the numbers as JSON. All traffic stays on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.packages import npm_package  # noqa: E402
+from support.registries import NpmRegistry  # noqa: E402
+
+WAYS = ("direct", "bwrap", "docker")
+
+
+def packages(count: int) -> tuple[list[bytes], dict[str, str]]:
+    """`count` packages: a chain of dependencies, a few files each, the last with a postinstall."""
+    tarballs = []
+    names = [f"sbox-bench-{i}" for i in range(count)]
+    for i, name in enumerate(names):
+        files = {"index.js": f"module.exports = {i};\n", "README.md": "bench fixture\n" * 20,
+                 "lib/util.js": "exports.id = (x) => x;\n" * 50}
+        deps = {names[i + 1]: "1.0.0"} if i % 2 == 0 and i + 1 < count else None
+        scripts = {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\""} \
+            if i == count - 1 else None
+        tarballs.append(npm_package(name, "1.0.0", files, scripts=scripts, dependencies=deps))
+    top = {n: "1.0.0" for i, n in enumerate(names) if i % 2 == 0}
+    return tarballs, top
+
+
+def unavailable(way: str) -> str | None:
+    if way == "direct":
+        return None if shutil.which("npm") else "npm is not installed"
+    try:
+        if way == "docker":
+            from sbox_shim.backends import docker
+
+            return docker.unavailable()  # type: ignore[no-any-return]
+        from sbox_shim.backends import bwrap
+
+        return bwrap.unavailable()  # type: ignore[no-any-return]
+    except ImportError as exc:
+        return f"backend not importable: {exc}"
+
+
+def sbox_command() -> str:
+    beside = Path(sys.executable).parent / "sbox"
+    return str(beside) if beside.exists() else shutil.which("sbox") or "sbox"
+
+
+def one_run(way: str, work: Path, registry: NpmRegistry, top: dict[str, str], env: dict[str, str],
+            run: int) -> float:
+    project = work / f"{way}-{run}"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps(
+        {"name": "bench-app", "version": "0.0.0", "private": True, "dependencies": top}))
+    (project / ".npmrc").write_text(f"registry={registry.url}/\naudit=false\nfund=false\n")
+    if way == "direct":
+        argv = ["npm", "install"]
+        run_env = dict(env, npm_config_cache=str(work / "direct-cache"))
+    else:
+        (project / "sbox.yaml").write_text("version: 1\n")
+        argv = [sbox_command(), "run", "--backend", way, "--", "npm", "install"]
+        run_env = env
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=project, env=run_env, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{way}: {' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    last = sorted(top)[-1]
+    if not (project / "node_modules" / last / "package.json").is_file():
+        raise SystemExit(f"{way}: {last} is not installed")
+    shutil.rmtree(project)
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--packages", type=int, default=8)
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "install.json"))
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    skipped = {w: r for w in WAYS if (r := unavailable(w))}
+    ways = [w for w in WAYS if w not in skipped]
+    if "direct" not in ways:
+        raise SystemExit(f"direct: {skipped['direct']}")
+    tarballs, top = packages(args.packages)
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    with tempfile.TemporaryDirectory(prefix="sbox-bench-install-") as tmp, NpmRegistry(tarballs) as registry:
+        work = Path(tmp)
+        home = work / "home"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.lower().startswith(("npm_config_", "sbox_"))}
+        env.update(HOME=str(home), SBOX_QUIET="1", SBOX_CACHE_DIR=str(work / "sbox-cache"),
+                   SBOX_STATE_DIR=str(work / "sbox-state"), SBOX_USER_CONFIG=str(work / "none.yaml"),
+                   npm_config_update_notifier="false")
+        for way in ways:  # warm-up: npm's cache, docker's base image, the page cache
+            one_run(way, work, registry, top, env, -1)
+        for run in range(args.runs):
+            for way in ways:
+                times[way].append(one_run(way, work, registry, top, env, run))
+                print(f"  run {run + 1}/{args.runs} {way:<7} {times[way][-1]:.2f} s", file=sys.stderr)
+
+    direct = statistics.median(times["direct"])
+    results = {
+        way: {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3), "max_s": round(max(t), 3),
+              "runs_s": [round(x, 3) for x in t], "ratio_to_direct": round(statistics.median(t) / direct, 2)}
+        for way, t in times.items()
+    }
+    versions = {tool: subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip()
+                for tool in ("node", "npm")}
+    record = {
+        "benchmark": "npm install of a small tree from a loopback registry, fresh node_modules per run",
+        "packages": args.packages, "top_level_dependencies": len(top), "runs": args.runs,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), **versions,
+                    "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]},
+        "results": results, "skipped": skipped,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+
+    print(f"npm install, {args.packages} packages, median of {args.runs} runs (fresh node_modules each)")
+    print(f"{'way':<8} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
+    for way, r in results.items():
+        print(f"{way:<8} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
+    for way, why in skipped.items():
+        print(f"{way:<8} skipped: {why}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

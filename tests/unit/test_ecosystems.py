@@ -1,0 +1,556 @@
+"""The built-in two-phase policies (npm, pip, cargo, go), pure: config in temp files, no sandbox.
+
+Each policy turns argv and what it reads of the caller's config into Phases: the argv of each
+step, its network and allowlist (with the registry the user configured), the local paths it
+mounts, and which step gets credentials. Commands outside the install family return None.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import ecosystems
+from sbox_shim.build import build_plan
+from sbox_shim.config import Config
+from sbox_shim.ecosystems import Context, Phase, url_entry
+from sbox_shim.host import Host
+from sbox_shim.plan import File, Mount
+
+NPM_ALLOW = ("*.npmjs.org", "*.yarnpkg.com")
+
+
+@pytest.fixture
+def where(tmp_path: Path) -> dict[str, Path]:
+    dirs = {name: tmp_path / name for name in ("project", "home", "cache", "elsewhere")}
+    for d in dirs.values():
+        d.mkdir()
+    return dirs
+
+
+def ctx(where: dict[str, Path], env: dict[str, str] | None = None, real: str | None = None,
+        cwd: Path | None = None) -> Context:
+    return Context(cwd=str(cwd or where["project"]), project_root=str(where["project"]), home=str(where["home"]),
+                   env=env or {}, cache_dir=str(where["cache"]), real_tool=real)
+
+
+def phases(argv: str, c: Context) -> tuple[Phase, ...] | None:
+    return ecosystems.phases(argv.split(), c)
+
+
+def two(argv: str, c: Context) -> tuple[Phase, Phase]:
+    found = phases(argv, c)
+    assert found is not None and len(found) == 2, found
+    assert [p.label for p in found] == ["download", "scripts"]
+    assert found[0].network is True and found[1].network is False and found[1].allow == ()
+    return found[0], found[1]
+
+
+def mounts(phase: Phase) -> dict[str, Mount]:
+    return {m.target: m for m in phase.mounts}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- the dispatcher ---------------------------------------------------------------------------
+
+
+def test_every_shimmed_tool_has_a_policy_and_others_pass(where: dict[str, Path]) -> None:
+    assert set(ecosystems.tools()) >= {"npm", "npx", "pnpm", "yarn", "pip", "pip3", "cargo", "go"}
+    assert phases("make deps", ctx(where)) is None
+    assert ecosystems.phases([], ctx(where)) is None
+    found = ecosystems.phases(["/usr/local/bin/npm", "install"], ctx(where))  # by basename
+    assert found is not None and found[0].argv[0] == "/usr/local/bin/npm"
+
+
+@pytest.mark.parametrize("url,entry", [
+    ("https://registry.example.com/", "registry.example.com"),
+    ("http://127.0.0.1:4873/", "127.0.0.1:4873"),
+    ("https://npm.example:443/x", "npm.example"),
+    ("sparse+http://localhost:8080/index/", "localhost:8080"),
+    ("http://[::1]:9000/simple", "[::1]:9000"),
+    ("file:///srv/wheels", None),
+    ("/srv/wheels", None),
+])
+def test_url_entry(url: str, entry: str | None) -> None:
+    assert url_entry(url) == entry
+
+
+# --- npm --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv,download,scripts", [
+    ("npm install", "npm install --ignore-scripts", "npm rebuild"),
+    ("npm i left-pad", "npm i left-pad --ignore-scripts", "npm rebuild"),
+    ("npm ci", "npm ci --ignore-scripts", "npm rebuild"),
+    ("npm install --ignore-scripts", "npm install --ignore-scripts", "npm rebuild"),
+    ("npm --prefix sub install", "npm --prefix sub install --ignore-scripts", "npm rebuild"),
+    ("pnpm add left-pad", "pnpm add left-pad --ignore-scripts", "pnpm rebuild"),
+    ("yarn", "yarn --ignore-scripts", "npm rebuild"),
+    ("yarn add left-pad", "yarn add left-pad --ignore-scripts", "npm rebuild"),
+])
+def test_npm_install_family_is_two_phases(where: dict[str, Path], argv: str, download: str, scripts: str) -> None:
+    d, s = two(argv, ctx(where))
+    assert " ".join(d.argv) == download and " ".join(s.argv) == scripts
+    assert d.allow == NPM_ALLOW
+    assert s.env["npm_config_offline"] == "true"
+
+
+def test_npm_rebuild_alone_is_the_offline_phase(where: dict[str, Path]) -> None:
+    (only,) = phases("npm rebuild", ctx(where)) or ()
+    assert only.label == "scripts" and only.argv == ("npm", "rebuild") and only.network is False
+
+
+@pytest.mark.parametrize("argv,prepare", [
+    ("npm install", "npm run prepare"), ("npm ci", "npm run prepare"), ("npm i --no-audit", "npm run prepare"),
+    ("pnpm install", "pnpm run prepare"), ("yarn", "npm run prepare"),
+    ("npm install left-pad", None), ("npm update", None), ("pnpm add x", None),
+])
+def test_npm_bare_install_also_runs_the_projects_prepare_offline(where: dict[str, Path], argv: str,
+                                                                 prepare: str | None) -> None:
+    write(where["project"] / "package.json", '{"name": "a", "scripts": {"prepare": "husky"}}')
+    found = phases(argv, ctx(where)) or ()
+    assert [p.label for p in found] == ["download", "scripts"] + (["scripts"] if prepare else [])
+    if prepare:
+        assert " ".join(found[2].argv) == prepare and found[2].network is False
+        assert found[2].files == found[1].files and found[2].secrets == found[1].secrets
+
+
+def test_npm_without_a_prepare_script_is_two_phases(where: dict[str, Path]) -> None:
+    write(where["project"] / "package.json", '{"name": "a", "scripts": {"postinstall": "x"}}')
+    two("npm install", ctx(where))
+    write(where["project"] / "package.json", "not json")
+    two("npm install", ctx(where))
+
+
+@pytest.mark.parametrize("argv", ["npm run build", "npm test", "npm --version", "npm publish", "npx cowsay hi",
+                                  "npm exec foo", "npm ls", "npm"])
+def test_npm_other_commands_pass_through(where: dict[str, Path], argv: str) -> None:
+    assert phases(argv, ctx(where)) is None
+
+
+def test_npm_allowlist_takes_every_configured_registry(where: dict[str, Path]) -> None:
+    write(where["project"] / ".npmrc", "registry=http://127.0.0.1:4873/\n")
+    write(where["home"] / ".npmrc", "@corp:registry=https://npm.corp.example/\n")
+    env = {"npm_config_registry": "https://env.example:8443/", "NPM_CONFIG_@other:registry": "https://other.example/"}
+    d, _ = two("npm install --registry http://cli.example:81/ x", ctx(where, env))
+    assert d.allow == NPM_ALLOW + ("npm.corp.example", "127.0.0.1:4873", "env.example:8443",
+                                   "other.example", "cli.example:81")  # config files, env, command line
+
+
+def test_npm_credentials_reach_the_download_phase_only(where: dict[str, Path]) -> None:
+    user_rc = write(where["home"] / ".npmrc", "//npm.corp.example/:_authToken=${NPM_TOKEN}\n")
+    project_rc = write(where["project"] / ".npmrc", "registry=https://npm.corp.example/\n")
+    env = {"NPM_TOKEN": "t", "npm_config_loglevel": "warn", "npm_config__authToken": "t2"}
+    d, s = two("npm install", ctx(where, env))
+    assert mounts(d)[str(user_rc)] == Mount(str(user_rc), str(user_rc), readonly=True)
+    assert str(user_rc) not in mounts(s)
+    assert {"NPM_TOKEN", "NODE_AUTH_TOKEN", "npm_config__authToken", "npm_config_loglevel"} <= set(d.secrets)
+    assert s.secrets == ("npm_config_loglevel",)
+    assert s.files == (File(str(project_rc), ""),)  # the project .npmrc reads as empty
+    assert d.files == ()
+
+
+def test_npm_custom_user_config_is_carried_into_the_download_phase(where: dict[str, Path]) -> None:
+    custom = write(where["elsewhere"] / "npmrc", "registry=https://custom.example/\n")
+    d, s = two("npm install", ctx(where, {"npm_config_userconfig": str(custom)}))
+    assert "custom.example" in d.allow
+    assert str(custom) in mounts(d) and "npm_config_userconfig" in d.secrets
+    assert str(custom) not in mounts(s) and "npm_config_userconfig" not in s.secrets
+
+
+def test_npm_cache_is_writable_only_while_downloading_and_cafile_is_mounted(where: dict[str, Path]) -> None:
+    ca = write(where["elsewhere"] / "ca.pem", "pem")
+    write(where["project"] / ".npmrc", f"cafile={ca}\n")
+    d, s = two("npm install", ctx(where))
+    cache = str(where["cache"] / "npm")
+    assert d.env["npm_config_cache"] == cache == s.env["npm_config_cache"]
+    assert mounts(d)[cache] == Mount(cache, cache, readonly=False, kind="cache")
+    assert mounts(s)[cache] == Mount(cache, cache, readonly=True, kind="cache")
+    assert mounts(d)[str(ca)].readonly and mounts(s)[str(ca)].readonly
+
+
+# --- pip --------------------------------------------------------------------------------------
+
+
+def wheelhouse(where: dict[str, Path]) -> str:
+    import hashlib
+
+    return str(where["cache"] / "pip" / "wheelhouse" / hashlib.sha256(str(where["project"]).encode()).hexdigest()[:16])
+
+
+def test_pip_install_downloads_to_a_wheelhouse_then_installs_offline(where: dict[str, Path]) -> None:
+    d, s = two("pip install -U --user requests -r req.txt --target t", ctx(where))
+    wh = wheelhouse(where)
+    assert d.argv[:2] == ("sh", "-c")
+    assert d.argv[3:] == ("sh", "pip", "download", "--dest", wh, "requests", "-r", "req.txt")
+    assert s.argv == ("pip", "install", "--no-index", "--find-links", wh,
+                      "-U", "--user", "requests", "-r", "req.txt", "--target", "t")
+    assert d.allow == ("*.pypi.org", "files.pythonhosted.org")
+    assert s.env["PIP_NO_INDEX"] == "1"
+    assert mounts(d)[wh].readonly is False and mounts(s)[wh].readonly is True
+
+
+@pytest.mark.parametrize("argv", ["pip list", "pip freeze", "pip show x", "pip uninstall -y x", "pip --version",
+                                  "pip3 config list"])
+def test_pip_other_commands_pass_through(where: dict[str, Path], argv: str) -> None:
+    assert phases(argv, ctx(where)) is None
+
+
+def test_pip_download_alone_is_one_allowlisted_phase(where: dict[str, Path]) -> None:
+    (only,) = phases("pip3 download -d out x", ctx(where)) or ()
+    assert only.label == "download" and only.network and only.argv == ("pip3", "download", "-d", "out", "x")
+
+
+def test_pip_wheel_keeps_its_wheel_dir_offline_only(where: dict[str, Path]) -> None:
+    d, s = two("pip wheel -w dist x", ctx(where))
+    assert d.argv[-1] == "x" and "-w" not in d.argv[3:]
+    assert s.argv[:2] == ("pip", "wheel") and s.argv[-3:] == ("-w", "dist", "x")
+
+
+def _fake_pip(tmp: Path, missing: str) -> Path:
+    """A `pip` that records its calls, saves one file per requirement and fails on `missing`."""
+    script = write(tmp / "pip", f"""#!/bin/sh
+echo "$*" >> {tmp}/calls
+for a in "$@"; do [ "$a" = "{missing}" ] && exit 1; done
+exit 0
+""")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("missing,code,note", [
+    ("nothing", 0, False),  # index has everything
+    ("setuptools", 0, True),  # an index without setuptools: still a success, with a note
+    ("wheel", 0, False),  # wheel is not needed by setuptools >= 70.1: no note
+    ("requests", 1, False),  # the user's own requirement fails: the phase fails
+])
+def test_pip_build_requirements_are_best_effort(where: dict[str, Path], missing: str, code: int, note: bool) -> None:
+    fake = _fake_pip(where["elsewhere"], missing)
+    d, _ = two(f"{fake} install -i http://127.0.0.1:1/simple requests", ctx(where, real=str(fake)))
+    run = subprocess.run(d.argv, capture_output=True, text=True)
+    assert run.returncode == code, run.stderr
+    assert ("no setuptools on the index" in run.stderr) is note
+    calls = (where["elsewhere"] / "calls").read_text().splitlines()
+    wh = wheelhouse(where)
+    assert calls[0] == f"download --dest {wh} -i http://127.0.0.1:1/simple requests"
+    if code == 0:  # the build requirements use the same index options
+        assert calls[1:] == [f"download -q -d {wh} -i http://127.0.0.1:1/simple setuptools",
+                             f"download -q -d {wh} -i http://127.0.0.1:1/simple wheel"]
+    else:
+        assert len(calls) == 1
+
+
+def test_pip_allowlist_takes_env_config_cli_and_requirements(where: dict[str, Path]) -> None:
+    write(where["home"] / ".config" / "pip" / "pip.conf",
+          "[global]\nindex-url = https://user.example/simple\n")
+    write(where["project"] / "req.txt", "--extra-index-url http://127.0.0.1:3141/simple\nrequests\n")
+    env = {"PIP_INDEX_URL": "http://127.0.0.1:8080/simple/", "PIP_EXTRA_INDEX_URL": "https://a.example/s https://b.example/s"}
+    d, _ = two("pip install -r req.txt --index-url https://cli.example/simple x", ctx(where, env))
+    assert d.allow[:2] == ("*.pypi.org", "files.pythonhosted.org")
+    assert set(d.allow[2:]) == {"user.example", "127.0.0.1:8080", "a.example", "b.example", "cli.example",
+                                "127.0.0.1:3141"}
+
+
+def test_pip_config_file_devnull_hides_the_user_config_as_pip_does(where: dict[str, Path]) -> None:
+    write(where["home"] / ".config" / "pip" / "pip.conf", "[global]\nindex-url = https://user.example/simple\n")
+    d, _ = two("pip install x", ctx(where, {"PIP_CONFIG_FILE": os.devnull}))
+    assert "user.example" not in d.allow
+    assert d.allow == ("*.pypi.org", "files.pythonhosted.org")
+
+
+def test_pip_user_config_is_mounted_for_the_download_phase_only(where: dict[str, Path]) -> None:
+    conf = write(where["home"] / ".config" / "pip" / "pip.conf", "[global]\nindex-url = https://user.example/simple\n")
+    d, s = two("pip install x", ctx(where))
+    assert mounts(d)[str(conf)].readonly and str(conf) not in mounts(s)
+
+
+def test_pip_local_paths_are_mounted_read_only(where: dict[str, Path]) -> None:
+    links = where["elsewhere"] / "wheels"
+    links.mkdir()
+    index = where["elsewhere"] / "simple"
+    index.mkdir()
+    env = {"PIP_FIND_LINKS": str(links), "PIP_INDEX_URL": f"file://{index}"}
+    d, s = two("pip install x", ctx(where, env))
+    for phase in (d, s):
+        assert mounts(phase)[str(links)] == Mount(str(links), str(links))
+        assert mounts(phase)[str(index)] == Mount(str(index), str(index))
+    assert d.allow == ("*.pypi.org", "files.pythonhosted.org")  # file:// is no network entry
+
+
+def test_pip_index_urls_and_config_file_reach_the_download_phase_only(where: dict[str, Path]) -> None:
+    env = {"PIP_INDEX_URL": "https://u:p@idx.example/simple", "PIP_EXTRA_INDEX_URL": "https://x.example/s",
+           "PIP_CONFIG_FILE": os.devnull, "PIP_PRE": "1", "PIP_FIND_LINKS": "/nonexistent"}
+    d, s = two("pip install x", ctx(where, env))
+    assert set(d.secrets) == set(env)
+    assert set(s.secrets) == {"PIP_PRE", "PIP_FIND_LINKS"}
+
+
+def _venv(where: dict[str, Path]) -> tuple[Path, Path]:
+    base = where["elsewhere"] / "python-3.11"
+    (base / "bin").mkdir(parents=True)
+    venv = where["project"] / ".venv"
+    write(venv / "pyvenv.cfg", f"home = {base}/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n")
+    write(venv / "bin" / "pip", "#!/bin/sh\n")
+    return venv, base
+
+
+def test_pip_in_a_venv_mounts_the_base_interpreter_and_writes_the_venv_when_installing(where: dict[str, Path]) -> None:
+    venv, base = _venv(where)
+    d, s = two(".venv/bin/pip install x", ctx(where, real=".venv/bin/pip"))
+    for phase in (d, s):
+        assert mounts(phase)[str(base)] == Mount(str(base), str(base), readonly=True)
+    assert mounts(d)[str(venv)].readonly is True
+    assert mounts(s)[str(venv)] == Mount(str(venv), str(venv), readonly=False)
+
+
+def test_pip_venv_found_through_virtual_env_too(where: dict[str, Path]) -> None:
+    venv, base = _venv(where)
+    write(venv / "pip.conf", "[global]\nindex-url = http://127.0.0.1:9/simple\n")
+    _, s = two("pip install x", ctx(where, {"VIRTUAL_ENV": str(venv)}, real="/usr/bin/pip"))
+    assert str(base) in mounts(s) and mounts(s)[str(venv)].readonly is False
+    d, _ = two("pip install x", ctx(where, {"VIRTUAL_ENV": str(venv)}, real="/usr/bin/pip"))
+    assert "127.0.0.1:9" in d.allow  # the venv's own pip.conf (pip's "site" config)
+
+
+def test_pip_without_a_venv_mounts_nothing_extra(where: dict[str, Path]) -> None:
+    d, s = two("pip install x", ctx(where, real="/usr/bin/pip"))
+    assert [m.target for m in d.mounts if m.kind != "cache"] == []
+    assert [m.target for m in s.mounts if m.kind != "cache"] == []
+
+
+def test_pip_venv_with_a_system_base_needs_no_mount(where: dict[str, Path]) -> None:
+    venv = where["project"] / ".venv"
+    write(venv / "pyvenv.cfg", "home = /usr/bin\n")
+    _, s = two(".venv/bin/pip install x", ctx(where, real=str(venv / "bin" / "pip")))
+    assert [m.target for m in s.mounts if m.kind != "cache"] == [str(venv)]
+
+
+# --- cargo ------------------------------------------------------------------------------------
+
+
+def cargo_home(where: dict[str, Path]) -> str:
+    return str(where["cache"] / "cargo")
+
+
+@pytest.mark.parametrize("argv,fetch,offline", [
+    ("cargo build", "cargo fetch", "cargo build --offline"),
+    ("cargo build --release", "cargo fetch", "cargo build --release --offline"),
+    ("cargo test --manifest-path a/Cargo.toml", "cargo fetch --manifest-path a/Cargo.toml",
+     "cargo test --manifest-path a/Cargo.toml --offline"),
+    ("cargo +nightly check --frozen", "cargo +nightly fetch --locked", "cargo +nightly check --frozen"),
+    ("cargo run -- --port 1", "cargo fetch", "cargo run --offline -- --port 1"),
+    ("cargo --color always build --target x86_64-unknown-linux-gnu",
+     "cargo fetch --target x86_64-unknown-linux-gnu",
+     "cargo --color always build --target x86_64-unknown-linux-gnu --offline"),
+    ("cargo clippy", "cargo fetch", "cargo clippy --offline"),
+])
+def test_cargo_build_family_fetches_then_builds_offline(where: dict[str, Path], argv: str, fetch: str,
+                                                         offline: str) -> None:
+    d, s = two(argv, ctx(where))
+    assert " ".join(d.argv) == fetch and " ".join(s.argv) == offline
+    assert d.allow == ("*.crates.io", "static.crates.io")
+    assert s.env["CARGO_NET_OFFLINE"] == "true"
+    assert d.env["CARGO_HOME"] == s.env["CARGO_HOME"] == cargo_home(where)
+
+
+@pytest.mark.parametrize("argv", ["cargo fetch", "cargo update -p serde", "cargo generate-lockfile", "cargo vendor",
+                                  "cargo tree", "cargo metadata --format-version 1"])
+def test_cargo_commands_that_compile_nothing_are_one_allowlisted_step(where: dict[str, Path], argv: str) -> None:
+    (only,) = phases(argv, ctx(where)) or ()
+    assert only.label == "download" and only.network and " ".join(only.argv) == argv
+
+
+@pytest.mark.parametrize("argv", ["cargo fmt", "cargo --version", "cargo new x", "cargo install ripgrep",
+                                  "cargo login", "cargo publish", "cargo"])
+def test_cargo_other_commands_pass_through(where: dict[str, Path], argv: str) -> None:
+    assert phases(argv, ctx(where)) is None
+
+
+def test_cargo_allowlist_takes_source_replacement_registries_and_env(where: dict[str, Path]) -> None:
+    user_home = where["elsewhere"] / "cargo-home"
+    write(user_home / "config.toml",
+          '[source.crates-io]\nreplace-with = "mirror"\n\n[source.mirror]\n'
+          'registry = "sparse+http://127.0.0.1:7878/index/"\n\n'
+          '[registries.corp]\nindex = "https://git.corp.example/index.git"\n')
+    write(where["project"] / ".cargo" / "config.toml", '[registries.proj]\nindex = "sparse+https://proj.example/i/"\n')
+    env = {"CARGO_HOME": str(user_home), "CARGO_REGISTRIES_EXTRA_INDEX": "sparse+https://extra.example:8443/"}
+    d, _ = two("cargo build", ctx(where, env))
+    assert d.allow == ("*.crates.io", "static.crates.io", "127.0.0.1:7878", "git.corp.example",
+                       "proj.example", "extra.example:8443")
+
+
+def test_cargo_project_config_is_found_from_a_subdirectory(where: dict[str, Path]) -> None:
+    write(where["project"] / ".cargo" / "config.toml", '[registries.p]\nindex = "sparse+https://p.example/"\n')
+    sub = where["project"] / "crates" / "a"
+    sub.mkdir(parents=True)
+    d, _ = two("cargo build", ctx(where, cwd=sub))
+    assert "p.example" in d.allow
+
+
+def test_cargo_config_in_both_phases_credentials_and_token_in_fetch_only(where: dict[str, Path]) -> None:
+    user_home = where["elsewhere"] / "cargo-home"
+    config = write(user_home / "config.toml", "[net]\nretry = 2\n")
+    creds = write(user_home / "credentials.toml", '[registry]\ntoken = "t"\n')
+    d, s = two("cargo build", ctx(where, {"CARGO_HOME": str(user_home), "CARGO_REGISTRY_TOKEN": "t"}))
+    home = cargo_home(where)
+    for phase in (d, s):
+        assert mounts(phase)[f"{home}/config.toml"] == Mount(str(config), f"{home}/config.toml")
+    assert mounts(d)[f"{home}/credentials.toml"] == Mount(str(creds), f"{home}/credentials.toml")
+    assert f"{home}/credentials.toml" not in mounts(s)
+    assert "CARGO_REGISTRY_TOKEN" in d.secrets and "CARGO_REGISTRY_TOKEN" not in s.secrets
+
+
+def test_cargo_home_is_read_only_while_build_scripts_run(where: dict[str, Path]) -> None:
+    d, s = two("cargo build", ctx(where))
+    home = cargo_home(where)
+    assert mounts(d)[home] == Mount(home, home, readonly=False, kind="cache")
+    assert mounts(s)[home] == Mount(home, home, readonly=True, kind="cache")
+
+
+def test_cargo_local_registry_and_rustup_are_mounted_read_only(where: dict[str, Path]) -> None:
+    user_home = where["elsewhere"] / "cargo-home"
+    local = where["elsewhere"] / "local-registry"
+    local.mkdir()
+    rustup = where["elsewhere"] / "rustup"
+    rustup.mkdir()
+    write(user_home / "config.toml", f'[source.crates-io]\nreplace-with = "l"\n\n[source.l]\nlocal-registry = "{local}"\n')
+    d, s = two("cargo build", ctx(where, {"CARGO_HOME": str(user_home), "RUSTUP_HOME": str(rustup)}))
+    for phase in (d, s):
+        assert mounts(phase)[str(local)] == Mount(str(local), str(local))
+        assert mounts(phase)[str(rustup)] == Mount(str(rustup), str(rustup))
+        assert phase.env["RUSTUP_HOME"] == str(rustup)
+
+
+# --- go ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", ["go build ./...", "go test -run X ./pkg", "go vet", "go run .", "go generate ./...",
+                                  "go list -m all", "go mod vendor", "go mod verify", "go -C sub build"])
+def test_go_build_family_downloads_then_runs_offline(where: dict[str, Path], argv: str) -> None:
+    d, s = two(argv, ctx(where))
+    assert d.argv == ("go", "mod", "download")
+    assert " ".join(s.argv) == argv
+    assert d.env["GOPROXY"] == "https://proxy.golang.org,direct" and s.env["GOPROXY"] == "off"
+    assert s.env["GOFLAGS"] == "-mod=mod"
+    assert d.allow == ("proxy.golang.org", "sum.golang.org")
+
+
+@pytest.mark.parametrize("argv", ["go get example.com/x@v1.2.3", "go mod tidy", "go mod download",
+                                  "go install example.com/cmd/x@latest"])
+def test_go_commands_that_run_no_module_code_are_one_allowlisted_step(where: dict[str, Path], argv: str) -> None:
+    (only,) = phases(argv, ctx(where)) or ()
+    assert only.label == "download" and only.network and " ".join(only.argv) == argv
+    assert only.env["GOPROXY"] == "https://proxy.golang.org,direct"
+
+
+@pytest.mark.parametrize("argv", ["go version", "go env GOPATH", "go fmt ./...", "go mod init x", "go mod edit -go=1.21",
+                                  "go doc fmt", "go"])
+def test_go_other_commands_pass_through(where: dict[str, Path], argv: str) -> None:
+    assert phases(argv, ctx(where)) is None
+
+
+def test_go_allowlist_takes_goproxy_and_mounts_file_proxies(where: dict[str, Path]) -> None:
+    files = where["elsewhere"] / "goproxy"
+    files.mkdir()
+    env = {"GOPROXY": f"http://127.0.0.1:3000,https://goproxy.corp.example|file://{files},direct",
+           "GOSUMDB": "off", "GOFLAGS": "-mod=mod -modcacherw", "GONOSUMDB": "corp.example", "GOPATH": "/x"}
+    d, s = two("go build", ctx(where, env))
+    assert d.allow == ("proxy.golang.org", "sum.golang.org", "127.0.0.1:3000", "goproxy.corp.example")
+    assert d.env["GOPROXY"] == env["GOPROXY"]
+    for phase in (d, s):
+        assert mounts(phase)[str(files)] == Mount(str(files), str(files))
+        assert phase.env["GOSUMDB"] == "off" and phase.env["GONOSUMDB"] == "corp.example"
+        assert phase.env["GOPATH"] != "/x"  # sbox's own
+    assert s.env["GOFLAGS"] == "-mod=mod -modcacherw"
+
+
+def test_go_module_cache_is_read_only_offline_and_the_build_cache_is_per_project(where: dict[str, Path]) -> None:
+    d, s = two("go test ./...", ctx(where))
+    mod = str(where["cache"] / "go" / "mod")
+    assert mounts(d)[mod].readonly is False and mounts(s)[mod].readonly is True
+    build = d.env["GOCACHE"]
+    assert build.startswith(str(where["cache"] / "go" / "build") + "/")
+    assert mounts(s)[build].readonly is False
+    other = Context(**{**ctx(where).__dict__, "project_root": str(where["elsewhere"])})
+    assert ecosystems.phases(["go", "build"], other)[0].env["GOCACHE"] != build  # type: ignore[index]
+
+
+def test_go_vendored_project_keeps_its_mod_flag(where: dict[str, Path]) -> None:
+    write(where["project"] / "vendor" / "modules.txt", "# example.com/x v1.0.0\n")
+    _, s = two("go build", ctx(where))
+    assert s.env["GOFLAGS"] == ""
+
+
+def test_go_install_writes_into_the_callers_gobin(where: dict[str, Path]) -> None:
+    gobin = str(where["elsewhere"] / "bin")
+    d, s = two("go install ./cmd/x", ctx(where, {"GOBIN": gobin}))
+    assert s.env["GOBIN"] == gobin and mounts(s)[gobin] == Mount(gobin, gobin, readonly=False, kind="cache")
+    assert gobin not in mounts(d)
+    (only,) = phases("go install example.com/x@v1.0.0", ctx(where, {"GOPATH": "/gp1:/gp2"})) or ()
+    assert only.env["GOBIN"] == "/gp1/bin" and mounts(only)["/gp1/bin"].readonly is False
+    (only,) = phases("go install example.com/x@v1.0.0", ctx(where)) or ()
+    assert only.env["GOBIN"] == str(where["home"] / "go" / "bin")
+
+
+# --- through build_plan: what reaches each step -------------------------------------------------
+
+
+def _host(where: dict[str, Path], env: dict[str, str]) -> Host:
+    return Host(uid=1000, gid=1000, user="dev", home=str(where["home"]), cwd=str(where["project"]),
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **env}, shim_dirs=(),
+                python="/usr/bin/python3", python_prefix="/usr", package_dir="/opt/sbox/sbox_shim",
+                cache_dir=str(where["cache"]), state_dir=str(where["elsewhere"]))
+
+
+def _no_dns(name: str) -> tuple[str, ...]:
+    raise OSError(-2, "Name or service not known")
+
+
+def test_plan_npm_token_reaches_the_download_step_only(where: dict[str, Path]) -> None:
+    write(where["project"] / ".npmrc", "registry=http://127.0.0.1:4873/\n")
+    cfg = Config(str(where["project"] / "sbox.yaml"), str(where["project"]))
+    host = _host(where, {"NPM_TOKEN": "tok", "AWS_SECRET_ACCESS_KEY": "aws"})
+    plan = build_plan(["npm", "install"], cfg, host, resolver=_no_dns, which=lambda n, p, s: f"/usr/bin/{n}")
+    download, scripts = plan.steps
+    assert download.profile == "npm:download" and scripts.profile == "npm:scripts"
+    assert download.environ["NPM_TOKEN"] == "tok" and "NPM_TOKEN" not in scripts.environ
+    assert "AWS_SECRET_ACCESS_KEY" not in download.environ
+    assert download.network.policy == "proxy" and ("127.0.0.1", 4873) in download.network.forwards
+    assert scripts.network.policy == "off"
+
+
+def test_plan_pip_index_url_reaches_the_download_step_and_the_venv_is_writable_offline(where: dict[str, Path]) -> None:
+    venv, base = _venv(where)
+    cfg = Config(str(where["project"] / "sbox.yaml"), str(where["project"]))
+    host = _host(where, {"PIP_INDEX_URL": "http://127.0.0.1:8080/simple/", "PIP_CONFIG_FILE": os.devnull})
+    plan = build_plan([".venv/bin/pip", "install", "x"], cfg, host, resolver=_no_dns,
+                      which=lambda n, p, s: n)
+    download, scripts = plan.steps
+    assert download.environ["PIP_INDEX_URL"] == "http://127.0.0.1:8080/simple/"
+    assert download.environ["PIP_CONFIG_FILE"] == os.devnull
+    assert "PIP_INDEX_URL" not in scripts.environ
+    d, s = ({m.target: m for m in step.mounts} for step in plan.steps)
+    assert d[str(venv)].readonly is True and s[str(venv)].readonly is False  # the policy wins over the tool prefix
+    assert d[str(base)].readonly and s[str(base)].readonly
+
+
+def test_plan_json_does_not_print_the_credentials_a_step_receives(where: dict[str, Path]) -> None:
+    import json
+
+    from sbox_shim.report import plan_json
+
+    cfg = Config(str(where["project"] / "sbox.yaml"), str(where["project"]))
+    host = _host(where, {"NPM_TOKEN": "tok-123", "PIP_INDEX_URL": "https://me:pw-456@idx.example/simple"})
+    for argv in (["npm", "install"], ["pip", "install", "x"]):
+        plan = build_plan(argv, cfg, host, resolver=_no_dns, which=lambda n, p, s: f"/usr/bin/{n}")
+        text = plan_json(plan, "bwrap")
+        assert "tok-123" not in text and "pw-456" not in text
+    env = json.loads(text)["steps"][0]["env"]
+    assert env["PIP_INDEX_URL"] == "https://<redacted>@idx.example/simple"
