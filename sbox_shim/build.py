@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from sbox_shim import dispatch, ecosystems, layout
 from sbox_shim.config import Config, Profile
@@ -11,8 +11,10 @@ from sbox_shim.errors import UsageError
 from sbox_shim.host import Host
 from sbox_shim.network import build_network
 from sbox_shim.plan import PROXY_PORT, SANDBOX_DIR, Limits, Mount, Plan, Step
-from sbox_shim.resolve import Resolver, system_resolver
 from sbox_shim.toolpath import find_real, without_shims
+
+if TYPE_CHECKING:
+    from sbox_shim.resolve import Resolver
 
 DEFAULT_PROFILE = Profile(name="default", network=False, writable=True)
 BRIDGE = f"{SANDBOX_DIR}/bridge.py"
@@ -57,7 +59,7 @@ def build_plan(
     profile: str | None = None,
     backend: str | None = None,
     run_dir: str = "<run-dir>",
-    resolver: Resolver = system_resolver,
+    resolver: Resolver | None = None,
     which: Callable[[str, str, Sequence[str]], str | None] = find_real,
 ) -> Plan:
     if not argv:
@@ -83,7 +85,7 @@ def build_plan(
 
 
 def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
-          real: str | None, run_dir: str, resolver: Resolver) -> tuple[Step, tuple[str, ...]]:
+          real: str | None, run_dir: str, resolver: Resolver | None) -> tuple[Step, tuple[str, ...]]:
     net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
                                static=config.hosts, resolver=resolver)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).

@@ -80,16 +80,14 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     cfg, host = _load(args, env)
     argv = _command(args.argv)
-    run_dir = runner.make_run_dir()
+    run_dir = runner.make_run_dir(env)
     try:
         plan = build_plan(argv, cfg, host, profile=args.profile, backend=args.backend, run_dir=run_dir)
         _check_tool(plan, host)
         sandboxed = any(s.mode == "sandbox" for s in plan.steps)
         backend = pick(plan.backend, host.cache_dir, env) if sandboxed else None
     except BaseException:
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
+        runner.remove_run_dir(run_dir)
         raise
     return runner.execute(plan, backend, run_dir, env, host.state_dir)
 

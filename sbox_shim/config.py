@@ -313,9 +313,9 @@ def parse(doc: _Doc, root: str, base: Config | None = None) -> Config:
 def user_config_path(env: Mapping[str, str]) -> str:
     if env.get("SBOX_USER_CONFIG"):
         return env["SBOX_USER_CONFIG"]
-    from platformdirs import user_config_dir
+    from sbox_shim.paths import user_dir
 
-    return os.path.join(user_config_dir("sbox"), "config.yaml")
+    return os.path.join(user_dir("config", env), "config.yaml")
 
 
 def load(cwd: str, env: Mapping[str, str], explicit: str | None = None) -> Config:

@@ -26,7 +26,7 @@ class Host:
 
     @classmethod
     def current(cls, env: Mapping[str, str], cwd: str | None = None) -> "Host":
-        from platformdirs import user_cache_dir, user_state_dir
+        from sbox_shim.paths import user_dir
 
         home = env.get("HOME") or os.path.expanduser("~")
         shim_dirs = tuple(d for d in split_path(env.get("SBOX_SHIM_DIRS", "")))
@@ -46,6 +46,6 @@ class Host:
             python=python,
             python_prefix=base,
             package_dir=os.path.dirname(os.path.abspath(__file__)),
-            cache_dir=env.get("SBOX_CACHE_DIR") or user_cache_dir("sbox"),
-            state_dir=env.get("SBOX_STATE_DIR") or user_state_dir("sbox"),
+            cache_dir=env.get("SBOX_CACHE_DIR") or user_dir("cache", env),
+            state_dir=env.get("SBOX_STATE_DIR") or user_dir("state", env),
         )

@@ -1,11 +1,13 @@
 """Turn a profile's network keys into the Plan's Network: validate, expand, resolve."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from sbox_shim.plan import Network
-from sbox_shim.registries import expand, is_known_wildcard, parse_entry
-from sbox_shim.resolve import Resolver, resolve_all, system_resolver
+from sbox_shim.registries import expand, is_ip as _is_ip, is_known_wildcard, parse_entry
+
+if TYPE_CHECKING:
+    from sbox_shim.resolve import Resolver
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -16,7 +18,7 @@ def build_network(
     enforce: str,
     *,
     static: Mapping[str, tuple[str, ...]] | None = None,
-    resolver: Resolver = system_resolver,
+    resolver: Resolver | None = None,
 ) -> tuple[Network, tuple[str, ...]]:
     """Return the Network and the warnings `sbox plan` should print about it."""
     allow = tuple(allow)
@@ -42,9 +44,11 @@ def build_network(
             names.append(name)
             if entry.port is not None:
                 ports.setdefault(name, set()).add(entry.port)
+    from sbox_shim.resolve import resolve_all, system_resolver  # threads and sockets: only here
+
     literal = {n: (n,) for n in names if _is_ip(n)}
     pins, failures = resolve_all(
-        [n for n in names if n not in literal], static={**(static or {})}, resolver=resolver
+        [n for n in names if n not in literal], static={**(static or {})}, resolver=resolver or system_resolver
     )
     pins.update(literal)
     for name, why in failures.items():
@@ -70,16 +74,6 @@ def build_network(
         forwards=forwards,
     )
     return net, tuple(warnings)
-
-
-def _is_ip(name: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 def _loopback(addresses: Iterable[str]) -> bool:

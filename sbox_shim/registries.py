@@ -91,7 +91,7 @@ def _split_port(text: str) -> tuple[str, int | None]:
     return text, None
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
         return True
@@ -111,7 +111,7 @@ def parse_entry(raw: str) -> Entry:
     name = host[2:] if wildcard else host
     if "*" in name:
         raise ValueError(f"{raw!r}: '*' is only accepted as a leading '*.' label, e.g. \"*.npmjs.org\"")
-    if _is_ip(name):
+    if is_ip(name):
         if wildcard:
             raise ValueError(f"{raw!r}: a wildcard cannot apply to an IP address; list the address itself")
         return Entry(text, name, port, False, True)

@@ -1,26 +1,69 @@
 """Execute a Plan step by step: the egress proxy where needed, the backend, the report."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from types import ModuleType
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from sbox_shim import process
 from sbox_shim.plan import Plan, Step
-from sbox_shim.report import denial_summary
 
 NETWORK_WORDS = {"off": "network off", "proxy": "network: allowlist (proxy)",
                  "dns": "network: allowlist (dns)", "open": "network: on"}
 
 
-def make_run_dir() -> str:
-    """A private directory for one run: generated /etc files and the egress socket."""
-    return tempfile.mkdtemp(prefix="sbox-run-")
+def make_run_dir(env: Mapping[str, str] | None = None) -> str:
+    """A private directory for one run: generated /etc files and the egress socket.
+
+    Made by hand rather than with tempfile, whose imports cost milliseconds on every command.
+    """
+    base = (env or os.environ).get("TMPDIR") or "/tmp"
+    sweep_stale_run_dirs(base)
+    for _ in range(100):
+        path = os.path.join(base, f"{RUN_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot create a run directory in {base}")
+
+
+RUN_PREFIX = "sbox-run-"
+
+
+def sweep_stale_run_dirs(base: str) -> None:
+    """Remove run directories left by an sbox that was killed (its pid no longer runs)."""
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(RUN_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(RUN_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            path = os.path.join(base, name)
+            if os.path.isdir(path) and not os.path.islink(path) and os.stat(path).st_uid == os.getuid():
+                remove_run_dir(path)
+
+
+def remove_run_dir(path: str) -> None:
+    """Remove the run directory (files, the egress socket, subdirectories), ignoring errors."""
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            _ignore_errors(os.unlink, os.path.join(root, name))
+        for name in dirs:
+            full = os.path.join(root, name)
+            _ignore_errors(os.unlink if os.path.islink(full) else os.rmdir, full)
+    _ignore_errors(os.rmdir, path)
+
+
+def _ignore_errors(remove: Callable[[str], None], path: str) -> None:
+    try:
+        remove(path)
+    except OSError:
+        pass
 
 
 def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[str, str],
@@ -38,7 +81,7 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                 return code
         return 0
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_run_dir(run_dir)
 
 
 def _announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
@@ -82,6 +125,8 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
         proxy.stop()
     denials = proxy.denials
     if denials:
+        from sbox_shim.report import denial_summary
+
         log = write_denials(state_dir, step, denials)
         for line in denial_summary(denials, log):
             err.write(line + "\n")
@@ -92,6 +137,8 @@ def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> 
     """Keep a JSON record of every refused attempt; return its path (None if it cannot be written)."""
     directory = os.path.join(state_dir, "denials")
     path = os.path.join(directory, f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{step.label}.json")
+    import json
+
     record = {"command": list(_user_argv(step)), "profile": step.profile, "cwd": step.cwd, "denials": denials}
     try:
         os.makedirs(directory, exist_ok=True)

@@ -28,9 +28,9 @@ def tools() -> tuple[str, ...]:
 def default_dir(env: Mapping[str, str]) -> str:
     if env.get("SBOX_SHIMS_DIR"):
         return os.path.abspath(env["SBOX_SHIMS_DIR"])
-    from platformdirs import user_data_dir
+    from sbox_shim.paths import user_dir
 
-    return os.path.join(user_data_dir("sbox"), "shims")
+    return os.path.join(user_dir("data", env), "shims")
 
 
 def sbox_executable(env: Mapping[str, str]) -> str:

@@ -14,11 +14,12 @@ from typing import Any
 from sbox_shim.backends import materialize
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.errors import SandboxError
-from sbox_shim.plan import DNS_SINKHOLE, Step
+from sbox_shim.plan import DNS_SINKHOLE, Mount, Step
 
 NAME = "docker"
 BASE_IMAGE = "sbox-base:1"  # tagged with a digest of the host's top-level links
 LABEL = "io.sbox.run"
+OWNER = "io.sbox.owner"
 INIT_PATHS = ("/usr/bin/docker-init", "/usr/bin/tini", "/usr/bin/tini-static")
 DNS_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
@@ -92,6 +93,12 @@ def _add(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: 
     tar.addfile(info, io.BytesIO(data) if data else None)
 
 
+# The container's tie to the sbox process: a FIFO whose only writer is sbox. When sbox dies, even
+# by SIGKILL, the read sees EOF and every process in the container is killed.
+LIFELINE = "/.sbox/lifeline"
+LIFELINE_SH = f'(read _ < {LIFELINE}; kill -KILL -1) 2>/dev/null & exec "$@"'
+
+
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool) -> dict[str, Any]:
     """The keyword arguments for `containers.create`: a pure function of the step."""
     from docker.types import Mount as DockerMount
@@ -108,9 +115,11 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
         else:
             mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
     init = _host_init() if not step.image else None
+    lifeline = any(m.target == LIFELINE for m in file_mounts)
+    argv = ["/bin/sh", "-c", LIFELINE_SH, "sbox-lifeline", *step.argv] if lifeline else list(step.argv)
     config: dict[str, Any] = dict(
         image=image,
-        command=[init, "--", *step.argv] if init else list(step.argv),
+        command=[init, "--", *argv] if init else argv,
         name=name,
         user=f"{step.uid}:{step.gid}",
         working_dir=step.cwd,
@@ -121,7 +130,7 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"] if step.no_new_privileges else [],
         init=init is None,
-        labels={LABEL: "1"},
+        labels={LABEL: "1", OWNER: owner()},
         stdin_open=True,
         tty=tty,
         hostname="sbox",
@@ -151,23 +160,51 @@ def _host_init() -> str | None:
     return None
 
 
+def owner() -> str:
+    """This sbox process, as `boot-id:pid`: lets a later run reap what a killed one left."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = "unknown"
+    return f"{boot}:{os.getpid()}"
+
+
+def reap_stale(client: Any) -> None:
+    """Remove sbox containers whose sbox process died (SIGKILL leaves no chance to clean up)."""
+    boot = owner().split(":")[0]
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        mark = container.labels.get(OWNER, "")
+        their_boot, _, pid = mark.partition(":")
+        if their_boot == boot and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _remove(container)
+
+
 def run(step: Step, run_dir: str, index: int = 0) -> int:
     client = _client()
+    reap_stale(client)
     links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")
     image = step.image or ensure_base_image(client, links)
     if step.image:
         _ensure_image(client, step.image)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     name = f"sbox-{os.getpid()}-{secrets.token_hex(4)}"
-    config = container_config(step, materialize(step, run_dir, index), name, image, tty)
+    fifo = os.path.join(run_dir, f"lifeline-{index}")
+    os.mkfifo(fifo, 0o600)
+    keep = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # never blocks; closed by the kernel if we die
     try:
-        container = client.containers.create(**config)
-    except Exception as exc:
-        raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
-    try:
-        return attach_and_run(client, container, tty, step.limits.timeout)
+        files = materialize(step, run_dir, index) + [Mount(fifo, LIFELINE)]
+        config = container_config(step, files, name, image, tty)
+        try:
+            container = client.containers.create(**config)
+        except Exception as exc:
+            raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
+        try:
+            return attach_and_run(client, container, tty, step.limits.timeout)
+        finally:
+            _remove(container)
     finally:
-        _remove(container)
+        os.close(keep)
 
 
 def _ensure_image(client: Any, image: str) -> None:

@@ -45,12 +45,17 @@ def _probe_cached(cache_dir: str, name: str) -> str | None:
 
 
 def pick(name: str, cache_dir: str, env: Mapping[str, str]) -> ModuleType:
+    if name == "docker":
+        return module(name)  # its run() reaches the daemon first and fails closed with the reason
     if name != "auto":
-        backend = module(name)
-        reason = backend.unavailable()
+        # A cached "works" is trusted (a sandbox that then fails to start still fails closed);
+        # a cached "does not work" is probed again so the error is current.
+        if _probe_cached(cache_dir, name) is None:
+            return module(name)
+        reason = module(name).unavailable()
         if reason:
             raise SandboxError(f"backend {name} is not usable: {reason}")
-        return backend
+        return module(name)
     reasons = {}
     for candidate in ("bwrap", "docker"):
         # bwrap's probe is cached; docker's is cheap and the daemon may come and go.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from sbox_shim.plan import File, Mount
 
@@ -61,25 +61,45 @@ def local_path(url: str) -> str | None:
     return url if url.startswith("/") else None
 
 
+def subcommand(argv: Sequence[str], takes_value: Collection[str], flag_prefixes: tuple[str, ...] = ("-",)) -> str:
+    """The first word after the tool that is not an option (nor the value of one in takes_value)."""
+    skip = False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+        elif arg in takes_value:
+            skip = True
+        elif not arg.startswith(flag_prefixes):
+            return arg
+    return ""
+
+
 def cache_mount(path: str, writable: bool) -> Mount:
     """sbox's own cache directory for a tool: created by the runner before the step starts."""
     return Mount(path, path, readonly=not writable, kind="cache")
 
 
-def _modules() -> dict[str, ModuleType]:
-    from sbox_shim.ecosystems import cargo, go, npm, pip
+# Which module serves which tool: a table, so a command imports only its own ecosystem.
+MODULES = {"npm": "npm", "npx": "npm", "pnpm": "npm", "yarn": "npm", "pip": "pip", "pip3": "pip",
+           "cargo": "cargo", "go": "go"}
 
-    return {tool: mod for mod in (npm, pip, cargo, go) for tool in mod.TOOLS}
+
+def _module(tool: str) -> ModuleType | None:
+    if tool not in MODULES:
+        return None
+    import importlib
+
+    return importlib.import_module(f"sbox_shim.ecosystems.{MODULES[tool]}")
 
 
 def tools() -> tuple[str, ...]:
-    return tuple(_modules())
+    return tuple(MODULES)
 
 
 def phases(argv: Sequence[str], ctx: Context) -> tuple[Phase, ...] | None:
     if not argv:
         return None
-    module = _modules().get(os.path.basename(argv[0]))
+    module = _module(os.path.basename(argv[0]))
     if module is None:
         return None
     result: tuple[Phase, ...] | None = module.phases(tuple(argv), ctx)

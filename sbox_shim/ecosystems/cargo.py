@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, url_entry
+from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, subcommand, url_entry
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -98,15 +98,7 @@ _GLOBAL_VALUES = ("--color", "--config", "-Z", "-C")  # cargo's global options t
 
 
 def _subcommand(argv: tuple[str, ...]) -> str:
-    skip = False
-    for arg in argv[1:]:
-        if skip:
-            skip = False
-        elif arg in _GLOBAL_VALUES:
-            skip = True
-        elif not arg.startswith(("-", "+")):
-            return arg
-    return ""
+    return subcommand(argv, _GLOBAL_VALUES, ("-", "+"))
 
 
 def _fetch(argv: tuple[str, ...]) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Iterable
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, url_entry
+from sbox_shim.ecosystems import Context, Phase, cache_mount, subcommand, url_entry
 from sbox_shim.environment import is_secret
 from sbox_shim.plan import File, Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
@@ -145,15 +145,7 @@ _GLOBAL_VALUES = {"--registry", "--prefix", "-C", "--workspace", "-w", "--userco
 
 
 def _subcommand(argv: tuple[str, ...]) -> str:
-    skip = False
-    for arg in argv[1:]:
-        if skip:
-            skip = False
-        elif arg in _GLOBAL_VALUES:
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return ""
+    return subcommand(argv, _GLOBAL_VALUES)
 
 
 def _ignore_scripts(argv: tuple[str, ...], tool: str) -> tuple[str, ...]:

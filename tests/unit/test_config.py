@@ -9,33 +9,9 @@ import pytest
 from sbox_shim import config
 from sbox_shim.cli import main
 from sbox_shim.errors import ConfigError
+from support.spec import SPEC_PROFILES
 
-SPEC_EXAMPLE = textwrap.dedent(
-    """\
-    profiles:
-      download:
-        mode: sandbox
-        network: on
-        network_allow:
-          - "*.npmjs.org"
-        writable: true
-        no_new_privileges: true
-      scripts:
-        mode: sandbox
-        network: off
-        writable: true
-        no_new_privileges: true
-    dispatch:
-      npm-download:
-        match:
-          - "npm install --ignore-scripts*"
-        profile: download
-      npm-rebuild:
-        match:
-          - "npm rebuild*"
-        profile: scripts
-    """
-)
+SPEC_EXAMPLE = SPEC_PROFILES
 
 
 def write(tmp_path: Path, text: str, name: str = "sbox.yaml") -> Path:

@@ -554,3 +554,14 @@ def test_plan_json_does_not_print_the_credentials_a_step_receives(where: dict[st
         assert "tok-123" not in text and "pw-456" not in text
     env = json.loads(text)["steps"][0]["env"]
     assert env["PIP_INDEX_URL"] == "https://<redacted>@idx.example/simple"
+
+
+def test_module_table_matches_each_modules_tools() -> None:
+    import importlib
+
+    from sbox_shim.ecosystems import MODULES
+
+    for tool, name in MODULES.items():
+        assert tool in importlib.import_module(f"sbox_shim.ecosystems.{name}").TOOLS
+    for name in set(MODULES.values()):
+        assert set(importlib.import_module(f"sbox_shim.ecosystems.{name}").TOOLS) <= set(MODULES)

@@ -1,0 +1,30 @@
+"""Where sbox keeps its files: the XDG base directories, read from the env passed in.
+
+On Linux this is what platformdirs answers, without importing it on every `npm` a user types;
+elsewhere platformdirs decides.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping
+
+_XDG = {
+    "config": ("XDG_CONFIG_HOME", ".config"),
+    "data": ("XDG_DATA_HOME", ".local/share"),
+    "cache": ("XDG_CACHE_HOME", ".cache"),
+    "state": ("XDG_STATE_HOME", ".local/state"),
+}
+
+
+def user_dir(kind: str, env: Mapping[str, str]) -> str:
+    """sbox's own directory of `kind` (config, data, cache, state) for this user."""
+    if not sys.platform.startswith("linux"):
+        import platformdirs
+
+        return str(getattr(platformdirs, f"user_{kind}_dir")("sbox"))
+    variable, default = _XDG[kind]
+    base = env.get(variable, "")
+    if not os.path.isabs(base):  # the XDG spec: a relative value is ignored
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), default)
+    return os.path.join(base, "sbox")
