@@ -99,43 +99,91 @@ def docker_containers(label: str = LABEL) -> list[str]:
     return [str(c.attrs["Names"][0]).lstrip("/") for c in found]
 
 
-def docker_gateway() -> str:
-    """The docker bridge's gateway: an address of this machine that containers could reach."""
-    attrs = docker_client().networks.get("bridge").attrs
-    gateway = attrs["IPAM"]["Config"][0].get("Gateway")
-    if gateway:
-        return str(gateway)
-    # Older engines leave it out of IPAM: the bridge interface carries the address.
-    return _interface_address(attrs["Options"].get("com.docker.network.bridge.name", "docker0"))
-
-
-def _interface_address(name: str) -> str:
-    import fcntl
-    import socket
-    import struct
-
-    SIOCGIFADDR = 0x8915
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        packed = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
-    return socket.inet_ntoa(packed[20:24])
-
-
-def host_addresses() -> list[str]:
-    """Non-loopback IPv4 addresses of this machine (best effort)."""
-    import socket
-
-    found = []
+_LISTENER = r"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    data = b""
     try:
-        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout
-        found = [a for a in out.split() if ":" not in a]
+        while True:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
     except OSError:
         pass
-    if not found:
+    print("HIT", data.hex(), flush=True)
+    c.close()
+"""
+
+
+class ListenerContainer:
+    """A canary listener in a container of the test's own, on Docker's default bridge.
+
+    The sandbox could reach it over the bridge if its network let it: the target of the docker
+    backend's network tests. It lives only for the test; traffic to it never leaves this machine.
+    """
+
+    port = 8080
+
+    def __init__(self) -> None:
+        from docker.types import Mount as DockerMount
+
+        from sbox_shim.backends.docker import ensure_base_image
+        from sbox_shim.layout import toolchain_mounts
+
+        client = docker_client()
+        tools = [m for m in toolchain_mounts() if m.target in ("/usr", "/bin", "/lib", "/lib64", "/sbin")]
+        image = ensure_base_image(client, tuple((m.target, m.source) for m in tools if m.kind == "symlink"))
+        mounts = [DockerMount(m.target, m.source, type="bind", read_only=True) for m in tools if m.kind == "bind"]
+        self.container = client.containers.run(
+            image, ["/usr/bin/python3", "-u", "-c", _LISTENER], detach=True, mounts=mounts,
+            labels={"io.sbox.test": "listener"}, cap_drop=["ALL"], user="65534:65534",
+        )
+        deadline = time.monotonic() + 60
+        while b"ready" not in self.container.logs():
+            assert time.monotonic() < deadline, self.container.logs()
+            time.sleep(0.1)
+        self.container.reload()
+        self.host = str(self.container.attrs["NetworkSettings"]["IPAddress"])
+
+    def _hits(self) -> list[bytes]:
+        lines = self.container.logs().decode().splitlines()
+        return [bytes.fromhex(line.split(" ", 1)[1] if " " in line else "") for line in lines if line.startswith("HIT")]
+
+    @property
+    def hits(self) -> int:
+        return len(self._hits())
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self._hits())
+
+    def wait_for(self, hits: int = 1, data: bytes = b"", timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not (self.hits >= hits and data in self.received):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def close(self) -> None:
         try:
-            found = [socket.gethostbyname(socket.gethostname())]
-        except OSError:
+            self.container.remove(force=True)
+        except Exception:
             pass
-    return [a for a in dict.fromkeys(found) if not a.startswith("127.")]
+
+    def __enter__(self) -> "ListenerContainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def processes_with(text: str) -> list[int]:
