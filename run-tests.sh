@@ -14,6 +14,8 @@ command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
 command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh)     # `sbox activate zsh` is tested for real
+command -v fish >/dev/null 2>&1 || need_pkgs+=(fish)   # and so is `sbox activate fish`
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_pkgs[*]}; run as root or install them: apt-get install ${need_pkgs[*]}"
