@@ -1,14 +1,19 @@
 """Egress throughput: one large HTTP download on loopback, direct vs through sbox's egress path.
 
-    python bench/bench_egress.py [--size-mib 200] [--runs 5] [--output bench/results/egress.json]
+    python bench/bench_egress.py [--size-mib 512] [--runs 15] [--requests 200]
+                                 [--output bench/results/egress.json]
 
-Three ways to fetch the same payload from a loopback HTTP server:
+Three ways to fetch the same payload from the same loopback HTTP server with the same client:
 - direct: TCP straight to the server;
 - proxy: the unix socket of EgressProxy, `CONNECT registry.test:PORT`, then the GET;
 - bridge: TCP to bridge.py's --listen port (as a sandboxed tool would), which pipes to the proxy.
-Server, proxy and client run in processes of their own, as in real use (the bridge too). Runs are
-interleaved so that other load on the machine hits all three alike. Prints the median of each and
-its ratio to direct; writes the numbers as JSON. All traffic stays on 127.0.0.1.
+Server, proxy, bridge and client are processes of their own, as in real use. Runs are interleaved,
+in an order that rotates from one round to the next, so that other load on the machine hits all
+three alike. Reported per way: the median download time and throughput and its ratio to direct,
+the CPU seconds each process spent during the downloads (what bounds throughput on few cores),
+and the rate of small requests on fresh connections (the per-connection cost); and how busy the
+CPUs were just before (other load skews everything). All traffic stays on 127.0.0.1 and on a
+unix socket.
 """
 from __future__ import annotations
 
@@ -32,15 +37,23 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sbox_shim.egress import bridge as bridge_module  # noqa: E402
 from sbox_shim.egress.policy import EgressPolicy  # noqa: E402
 from sbox_shim.egress.proxy import EgressProxy  # noqa: E402
 
 BLOCK = os.urandom(4 * 1024 * 1024)  # streamed repeatedly: random, so nothing compresses it
 BRIDGE = ROOT / "sbox_shim" / "egress" / "bridge.py"
+SMALL = 1024  # bytes per small request
+ON_PATH = {  # the processes each way goes through
+    "direct": ("server", "client"),
+    "proxy": ("server", "proxy", "client"),
+    "bridge": ("server", "proxy", "bridge", "client"),
+}
+Open = Callable[[], socket.socket]
 
 
-def serve(listener: socket.socket, size: int) -> None:
-    """A minimal HTTP server: any GET gets `size` bytes of the random block, then close."""
+def serve(listener: socket.socket) -> None:
+    """A minimal HTTP server: `GET /N` gets N bytes (repeats of the random block), then close."""
     def answer(conn: socket.socket) -> None:
         with conn:
             head = b""
@@ -49,6 +62,7 @@ def serve(listener: socket.socket, size: int) -> None:
                 if not chunk:
                     return
                 head += chunk
+            size = int(head.split(b" ", 2)[1].lstrip(b"/"))
             conn.sendall(
                 f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode(),
             )
@@ -66,36 +80,33 @@ def serve(listener: socket.socket, size: int) -> None:
         threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
 
-def download(sock: socket.socket, size: int, prefix: bytes = b"") -> None:
+def fetch(sock: socket.socket, size: int, prefix: bytes, buf: bytearray) -> None:
     """Send a GET over `sock` (after `prefix`, e.g. a CONNECT) and read the whole response."""
-    sock.sendall(prefix + b"GET /payload HTTP/1.1\r\nHost: registry.test\r\n\r\n")
-    buf = bytearray(1024 * 1024)
+    sock.sendall(prefix + f"GET /{size} HTTP/1.1\r\nHost: registry.test\r\n\r\n".encode())
     received = 0
-    while True:
-        n = sock.recv_into(buf)
-        if not n:
-            break
+    while n := sock.recv_into(buf):
         received += n
     sock.close()
     if received < size:
         raise SystemExit(f"short download: {received} of {size} bytes")
 
 
-def connect_prefix(port: int) -> bytes:
-    return f"CONNECT registry.test:{port} HTTP/1.1\r\nHost: registry.test:{port}\r\n\r\n".encode()
+def cpu_seconds(pid: int) -> float:
+    """User + system time of a process, its ended threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(runs: int, ways: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
-    """Seconds per run for each way, interleaved so that load on the machine hits all alike."""
-    for fetch in ways.values():
-        fetch()  # warm-up, not counted
-    seconds: dict[str, list[float]] = {name: [] for name in ways}
-    for _ in range(runs):
-        for name, fetch in ways.items():
-            start = time.perf_counter()
-            fetch()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
+def busy_percent(seconds: float = 2.0) -> float:
+    """How busy the machine's CPUs are, before we start: other work that competes with ours."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    total, idle = sample()
+    time.sleep(seconds)
+    total2, idle2 = sample()
+    return round(100 * (1 - (idle2 - idle) / max(1, total2 - total)), 1)
 
 
 def wait_until(ready: Callable[[], bool]) -> None:
@@ -119,21 +130,70 @@ def run_proxy(policy: EgressPolicy, socket_path: str, stop: Event) -> None:
         stop.wait()
 
 
+def measure(args: argparse.Namespace, ways: dict[str, tuple[Open, bytes]],
+            pids: dict[str, int]) -> dict[str, dict[str, object]]:
+    size = args.size_mib * 1024 * 1024
+    buf = bytearray(1024 * 1024)
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(pids, 0.0) for name in ways}
+    for name, (opener, prefix) in ways.items():
+        fetch(opener(), size, prefix, buf)  # warm-up, not counted
+    for round_ in range(args.runs):
+        names = list(ways)[round_ % len(ways):] + list(ways)[:round_ % len(ways)]
+        for name in names:
+            opener, prefix = ways[name]
+            before = {who: cpu_seconds(pid) for who, pid in pids.items()}
+            start = time.perf_counter()
+            fetch(opener(), size, prefix, buf)
+            seconds[name].append(time.perf_counter() - start)
+            for who, pid in pids.items():
+                cpu[name][who] += cpu_seconds(pid) - before[who]
+
+    rates: dict[str, float] = {}
+    for name, (opener, prefix) in ways.items():
+        start = time.perf_counter()
+        for _ in range(args.requests):
+            fetch(opener(), SMALL, prefix, buf)
+        rates[name] = args.requests / (time.perf_counter() - start)
+
+    report: dict[str, dict[str, object]] = {}
+    direct_mbps = size / statistics.median(seconds["direct"]) / 1e6
+    for name in ways:
+        median = statistics.median(seconds[name])
+        mbps = size / median / 1e6
+        report[name] = {
+            "seconds": [round(s, 4) for s in seconds[name]],
+            "median_seconds": round(median, 4),
+            "median_mb_per_s": round(mbps, 1),
+            "ratio_to_direct": round(mbps / direct_mbps, 3),
+            "cpu_seconds_per_run": {
+                who: round(total / args.runs, 3) for who, total in cpu[name].items()
+                if who in ON_PATH[name]
+            },
+            "small_requests_per_s": round(rates[name], 1),
+        }
+        print(f"{name:>7}: median {median:.3f} s  {mbps:8.1f} MB/s  "
+              f"({mbps / direct_mbps:.2f}x direct)  cpu/run {report[name]['cpu_seconds_per_run']}"
+              f"  {rates[name]:.0f} small req/s")
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=5)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--requests", type=int, default=200, help="small requests per way")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "egress.json"))
     args = parser.parse_args(argv)
-    size = args.size_mib * 1024 * 1024
     load_before = [round(x, 2) for x in os.getloadavg()]
+    busy_before = busy_percent()
     fork = multiprocessing.get_context("fork")
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
+    listener.listen(64)
     port = listener.getsockname()[1]
-    server = fork.Process(target=serve, args=(listener, size), daemon=True)
+    server = fork.Process(target=serve, args=(listener,), daemon=True)
     server.start()
     listener.close()
 
@@ -141,36 +201,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         pins={"registry.test": ("127.0.0.1",)}, ports={"registry.test": (port,)},
         explicit=frozenset(("registry.test",)),
     )
+    connect = f"CONNECT registry.test:{port} HTTP/1.1\r\nHost: registry.test:{port}\r\n\r\n"
     with tempfile.TemporaryDirectory(prefix="sbox-bench-") as tmp:
         socket_path = os.path.join(tmp, "egress.sock")
         stop = fork.Event()
         proxy = fork.Process(target=run_proxy, args=(policy, socket_path, stop), daemon=True)
         proxy.start()
         wait_until(lambda: os.path.exists(socket_path))
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        bridge_port = probe.getsockname()[1]
-        probe.close()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            bridge_port = probe.getsockname()[1]
         bridge = subprocess.Popen([
             sys.executable, "-I", "-S", str(BRIDGE), "--socket", socket_path,
             "--listen", f"127.0.0.1:{bridge_port}", "--", "sleep", "3600",
         ])
 
-        def direct() -> None:
-            download(socket.create_connection(("127.0.0.1", port)), size)
-
-        def via_proxy() -> None:
+        def via_unix() -> socket.socket:
             sock = socket.socket(socket.AF_UNIX)
             sock.connect(socket_path)
-            download(sock, size, connect_prefix(port))
+            return sock
 
-        def via_bridge() -> None:
-            sock = socket.create_connection(("127.0.0.1", bridge_port))
-            download(sock, size, connect_prefix(port))
-
+        ways: dict[str, tuple[Open, bytes]] = {
+            "direct": (lambda: socket.create_connection(("127.0.0.1", port)), b""),
+            "proxy": (via_unix, connect.encode()),
+            "bridge": (lambda: socket.create_connection(("127.0.0.1", bridge_port)),
+                       connect.encode()),
+        }
+        assert server.pid is not None and proxy.pid is not None
+        pids = {"server": server.pid, "proxy": proxy.pid, "bridge": bridge.pid,
+                "client": os.getpid()}
         try:
             wait_until(lambda: listening(bridge_port))
-            results = timed(args.runs, {"direct": direct, "proxy": via_proxy, "bridge": via_bridge})
+            results = measure(args, ways, pids)
         finally:
             bridge.terminate()
             bridge.wait(timeout=10)
@@ -180,26 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report: dict[str, object] = {
         "benchmark": "egress",
-        "payload_bytes": size,
+        "payload_bytes": args.size_mib * 1024 * 1024,
         "runs": args.runs,
+        "small_requests": {"count": args.requests, "bytes": SMALL},
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
         "cpus": os.cpu_count(),
+        "data_path": "os.splice" if bridge_module.SPLICE else "user-space copy",
+        "cpu_busy_percent_before": busy_before,
         "loadavg_before": load_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        **results,
     }
-    direct_mbps = size / statistics.median(results["direct"]) / 1e6
-    for name, seconds in results.items():
-        mbps = size / statistics.median(seconds) / 1e6
-        report[name] = {
-            "seconds": [round(s, 4) for s in seconds],
-            "median_seconds": round(statistics.median(seconds), 4),
-            "median_mb_per_s": round(mbps, 1),
-            "ratio_to_direct": round(mbps / direct_mbps, 3),
-        }
-        print(f"{name:>7}: median {statistics.median(seconds):.3f} s  {mbps:8.1f} MB/s  "
-              f"({mbps / direct_mbps:.2f}x direct)")
-
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")

@@ -6,13 +6,21 @@ HTTP/1.1 for package managers: `CONNECT host:port` tunnels and absolute-form pla
 requests. Every request goes through `policy.decide()`; allowed ones are connected to the
 addresses pinned at plan time (names are never resolved again, so DNS rebinding cannot
 redirect them), and a tunnel's TLS ClientHello must name the host that was CONNECTed to.
+
+The event loop accepts, reads request heads and decides, on raw non-blocking sockets (no stream
+buffers: every byte read is in hand). An allowed tunnel then leaves the loop: `relay.relay` moves
+its bytes in the kernel, in threads of its own.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime
+import errno
+import functools
 import logging
 import os
+import socket
+import stat
 import threading
 from types import TracebackType
 from typing import Any
@@ -22,12 +30,10 @@ from sbox_shim.egress.policy import decide
 from sbox_shim.egress.policy import EgressPolicy
 from sbox_shim.egress.policy import normalize_host
 from sbox_shim.egress.policy import parse_ip_literal
+from sbox_shim.egress.relay import relay
 from sbox_shim.egress.sni import MAX_HELLO
 from sbox_shim.egress.sni import parse_client_hello_sni
 from sbox_shim.egress.sni import Peek
-from sbox_shim.egress.relay import Origin
-from sbox_shim.egress.relay import pump
-from sbox_shim.egress.relay import Sink
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +65,18 @@ class EgressProxy:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False  # under _lock: what fails then is the shutdown, not a denial
 
     def start(self) -> None:
         """Listen on the unix socket, then serve from a daemon thread."""
         if self._loop is not None:
             raise RuntimeError("EgressProxy already started")
+        listener = _listen(self.socket_path)
+        self._stopping = False
         loop = asyncio.new_event_loop()
-        try:
-            self._server = loop.run_until_complete(
-                asyncio.start_unix_server(self._handle, self.socket_path, limit=MAX_HEAD),
-            )
-            os.chmod(self.socket_path, 0o777)  # the sandbox may run as another uid
-        except BaseException:
-            loop.close()
-            raise
+        self._accepting = loop.create_task(self._accept(listener))
         self._loop = loop
         self._thread = threading.Thread(
             target=loop.run_forever, name="sbox-egress-proxy", daemon=True,
@@ -86,13 +88,15 @@ class EgressProxy:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        with self._lock:
+            self._stopping = True
         try:
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
-            self._loop = self._thread = self._server = None
+            self._loop = self._thread = self._accepting = None
             try:
                 os.unlink(self.socket_path)
             except FileNotFoundError:
@@ -116,16 +120,28 @@ class EgressProxy:
             return [dict(denial) for denial in self._denials]
 
     async def _shutdown(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        tasks = list(self._tasks)
+        tasks = [task for task in (self._accepting, *self._tasks) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            await asyncio.wait_for(self._server.wait_closed(), 5)
-        except asyncio.TimeoutError:
-            pass
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        with listener:
+            while True:
+                try:
+                    client, _ = await loop.sock_accept(listener)
+                except ConnectionAbortedError:
+                    continue
+                except OSError as e:
+                    if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        logger.exception("egress proxy: cannot accept connections")
+                        return
+                    await asyncio.sleep(0.1)  # out of descriptors: let some connections finish
+                    continue
+                task = loop.create_task(self._handle(client))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     def _record(self, kind: str, host: str, port: int, reason: str, hint: str = "",
                 **extra: str) -> None:
@@ -133,116 +149,94 @@ class EgressProxy:
         denial: Denial = {"time": now, "kind": kind, "host": host, "port": port,
                           "reason": reason, "hint": hint, **extra}
         with self._lock:
-            if len(self._denials) < MAX_DENIALS:
+            if len(self._denials) < MAX_DENIALS and not self._stopping:
                 self._denials.append(denial)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _handle(self, client: socket.socket) -> None:
         try:
-            await self._serve(reader, writer)
-        except (_Refused, OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            await self._serve(client)
+        except (_Refused, OSError, asyncio.TimeoutError):
             pass  # refused and told, or the client went away
         except asyncio.CancelledError:
             pass  # stop(): end quietly (asyncio logs tasks that end cancelled, in some versions)
         except Exception:
             logger.exception("egress proxy: unexpected error")
         finally:
-            self._tasks.discard(task)
-            writer.close()
+            client.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-        except asyncio.LimitOverrunError:
+    async def _serve(self, client: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        received = await asyncio.wait_for(_read_head(client), HEAD_TIMEOUT)
+        if received is None:
+            return  # closed before the end of its request head
+        head, rest = received
+        if len(head) > MAX_HEAD:
             self._record("bad-request", "", 0, "head-too-large")
-            writer.write(httphead.response(431, "Request Header Fields Too Large"))
-            return await writer.drain()
+            return await loop.sock_sendall(
+                client, httphead.response(431, "Request Header Fields Too Large"),
+            )
         request = httphead.parse_request_head(head)
 
         if request is not None and request.method == "CONNECT":
             target = httphead.split_authority(request.target, default_port=None)
             if target is not None:
                 host, port = target
-                origin = await self._open("connect", writer, host, port)
-                established = b"HTTP/1.1 200 Connection established\r\n\r\n"
-                return await self._splice(
-                    reader, writer, origin, to_client=established, vet_sni=host, port=port,
-                )
+                with await self._open("connect", client, host, port) as origin:
+                    await loop.sock_sendall(client, b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    vet = functools.partial(self._vet_sni, client, rest, host, port)
+                    return await relay(client, origin, vet)
         elif request is not None:
             url = httphead.split_absolute_url(request.target)
             if url is not None:
-                origin = await self._open("http", writer, url.host, url.port)
-                head = httphead.origin_form(request, url)
-                return await self._splice(
-                    reader, writer, origin, to_origin=head, vet_sni=None, port=url.port,
-                )
+                with await self._open("http", client, url.host, url.port) as origin:
+                    head = httphead.origin_form(request, url) + rest
+                    return await relay(client, origin, lambda: head)
 
         self._record("bad-request", "", 0, "malformed" if request is None else "unsupported")
         body = "sbox: the egress proxy takes CONNECT host:port or GET http://host/... requests\n"
-        writer.write(httphead.response(400, "Bad Request", body))
-        await writer.drain()
+        await loop.sock_sendall(client, httphead.response(400, "Bad Request", body))
 
-    async def _open(self, kind: str, writer: asyncio.StreamWriter, host: str, port: int) -> Origin:
+    async def _open(self, kind: str, client: socket.socket, host: str, port: int) -> socket.socket:
         """Connect to the pinned addresses of an allowed (host, port); else answer and refuse."""
+        loop = asyncio.get_running_loop()
         decision = decide(self.policy, host, port)
         if not decision.allowed:
             self._record(kind, host, port, decision.reason, decision.hint)
             hint = f"; {decision.hint}" if decision.hint else ""
             body = f"sbox: egress to {host}:{port} refused ({decision.reason}){hint}\n"
-            writer.write(httphead.response(403, "Forbidden", body))
-            await writer.drain()
+            await loop.sock_sendall(client, httphead.response(403, "Forbidden", body))
             raise _Refused
-        loop = asyncio.get_running_loop()
         for address in decision.addresses:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            origin = socket.socket(family, socket.SOCK_STREAM)
             try:
-                _, origin = await asyncio.wait_for(
-                    loop.create_connection(lambda: Origin(writer), address, port),
-                    self.connect_timeout,
-                )
+                origin.setblocking(False)
+                origin.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await asyncio.wait_for(loop.sock_connect(origin, (address, port)),
+                                       self.connect_timeout)
                 return origin
             except (OSError, asyncio.TimeoutError):
-                continue
+                origin.close()
+            except BaseException:
+                origin.close()
+                raise
         body = f"sbox: could not connect to {host}:{port}\n"
-        writer.write(httphead.response(502, "Bad Gateway", body))
-        await writer.drain()
+        await loop.sock_sendall(client, httphead.response(502, "Bad Gateway", body))
         raise _Refused
 
-    async def _splice(
-            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, origin: Origin, *,
-            to_client: bytes = b"", to_origin: bytes = b"", vet_sni: str | None, port: int,
-    ) -> None:
-        """Copy both ways, each until its end (half-close), or until either side fails."""
-        try:
-            writer.write(to_client)
-            origin.write(to_origin)
-            origin.start()
-            if vet_sni is None:
-                up = asyncio.ensure_future(pump(reader, origin))
-            else:
-                up = asyncio.ensure_future(self._vet_then_pump(reader, origin, vet_sni, port))
-            try:
-                await asyncio.gather(up, origin.done)
-            finally:
-                up.cancel()
-                await asyncio.gather(up, return_exceptions=True)
-        finally:
-            origin.close()
-
-    async def _vet_then_pump(
-            self, reader: asyncio.StreamReader, origin: Sink, host: str, port: int,
-    ) -> None:
-        """Hold the client's first bytes until we know they are not TLS for another name."""
-        data = b""
+    def _vet_sni(self, client: socket.socket, data: bytes, host: str, port: int) -> bytes | None:
+        """The client's first bytes once we know they are not TLS for another name, else None.
+        `data` is what came after the CONNECT head. Runs in the relay's thread: it may block."""
         while True:
-            chunk = await reader.read(MAX_HELLO)
-            data += chunk
             verdict = parse_client_hello_sni(data)
-            if verdict is not Peek.INCOMPLETE or not chunk or len(data) > 4 * MAX_HELLO:
+            if verdict is not Peek.INCOMPLETE or len(data) > 4 * MAX_HELLO:
                 break
+            chunk = client.recv(MAX_HELLO)
+            if not chunk:
+                break
+            data += chunk
         if not data:
-            return await pump(reader, origin)  # closed without sending anything: half-close
+            return data  # closed without sending anything: the relay passes the half-close on
 
         reason, extra = "", {}
         if verdict is Peek.INCOMPLETE:
@@ -255,7 +249,42 @@ class EgressProxy:
             reason, extra = "sni-mismatch", {"sni": verdict[:253]}
         if reason:
             self._record("sni", host, port, reason, **extra)
-            raise _Refused
-        origin.write(data)
-        await pump(reader, origin)
+            return None
+        return data
 
+
+def _listen(path: str) -> socket.socket:
+    """A non-blocking unix listener at `path` that any uid may connect to (the sandbox may run
+    as another uid); a stale socket left there is replaced."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o777)
+        listener.listen(128)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+async def _read_head(client: socket.socket) -> tuple[bytes, bytes] | None:
+    """(request head, what came after it), or None if the client closed before its end. A head
+    longer than MAX_HEAD comes back longer than MAX_HEAD, cut short."""
+    loop = asyncio.get_running_loop()
+    data = b""
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return data[:end + 4], data[end + 4:]
+        if len(data) > MAX_HEAD:
+            return data, b""
+        chunk = await loop.sock_recv(client, 65536)
+        if not chunk:
+            return None
+        data += chunk

@@ -1,146 +1,89 @@
-"""Moving bytes through an open tunnel, both ways, with backpressure and half-close.
+"""Moving bytes through an open tunnel: in the kernel, off the event loop.
 
-The client side is an asyncio stream pair. The origin side is an `Origin` protocol: what the
-origin sends is written straight to the client's writer, without a StreamReader in between
-(downloads are the hot direction: this saves a copy and a task switch per chunk), and the
-origin is paused while the client drains.
+The proxy decides on the event loop (policy, connect); once a tunnel is allowed, it is two
+connected sockets, and the event loop lets go of them. Each direction then runs in a thread of its
+own with `os.splice` through a pipe (see `bridge.pipe`): no byte crosses into Python, no chunk
+wakes the event loop. Each direction ends on its own (half-close: EOF is passed on with
+shutdown(SHUT_WR)); an error in either tears both down.
+
+The client's first bytes are special: the caller's `first()` reads and vets them (the SNI check)
+in the client-to-origin thread, before that direction sends anything, while what the origin sends
+already flows to the client (an origin may speak first). Threads are kept for reuse (`spawn`):
+starting one costs more than a small request.
+
+The data path is the bridge's, imported: bridge.py must stay standalone (it alone is mounted into
+the sandbox), and this way both ends of the egress path share one implementation.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+import logging
+import socket
+from typing import Callable
+from typing import Optional
 
-CHUNK = 256 * 1024
-HIGH_WATER = 1024 * 1024  # client-side buffer above which the origin is paused
+from sbox_shim.egress.bridge import abort
+from sbox_shim.egress.bridge import pipe
+from sbox_shim.egress.bridge import spawn
 
+logger = logging.getLogger(__name__)
 
-class Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
-    async def drain(self) -> None: ...
-    def can_write_eof(self) -> bool: ...
-    def write_eof(self) -> None: ...
-
-
-async def pump(reader: asyncio.StreamReader, sink: Sink) -> None:
-    """Copy until the reader ends, then pass the end on (half-close)."""
-    while True:
-        data = await reader.read(CHUNK)
-        if not data:
-            break
-        sink.write(data)
-        await sink.drain()
-    if sink.can_write_eof():
-        sink.write_eof()
+# Called in the relay's thread, with the client socket blocking: the bytes to send the origin
+# before anything else, or None to refuse (both connections are then closed). It may read the
+# client; it must not write to it.
+First = Callable[[], Optional[bytes]]
 
 
-class Origin(asyncio.Protocol):
-    """The connection to the origin server. Nothing it sends reaches the client before
-    `start()`, which is called once the client has been answered. `done` resolves when the
-    origin has sent everything (EOF), or fails when either connection is lost."""
+async def relay(client: socket.socket, origin: socket.socket, first: First) -> None:
+    """Relay both ways until both directions have ended, or one failed, or `first` refused.
 
-    def __init__(self, client: asyncio.StreamWriter) -> None:
-        self.client = client
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._transport: asyncio.Transport | None = None
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._draining: asyncio.Task[None] | None = None
-        self._started = False
-        self._early: list[bytes] = []  # what arrived before start(), with b"" for an EOF
+    The event loop must no longer use either socket; the caller closes both afterwards. If this
+    coroutine is cancelled, both sockets are shut down, and it ends (cancelled) only once the
+    threads have let go of them, so that closing them then is safe.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
 
-    @property
-    def transport(self) -> asyncio.Transport:
-        assert self._transport is not None
-        return self._transport
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
 
-    def start(self) -> None:
-        self._started = True
-        early, self._early = self._early, []
-        for data in early:
-            if data:
-                self.data_received(data)
-            else:
-                self.eof_received()
-        if self._draining is None:
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        if self._draining is not None:
-            self._draining.cancel()
-        if self._transport is not None:
-            self._transport.close()
-        self._finish(None)
-        if not self.done.cancelled():
-            self.done.exception()  # retrieved: a lost connection is not worth a log line
-
-    # Sink: what the client sends, towards the origin.
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    async def drain(self) -> None:
-        await self._writable.wait()
-        if self.transport.is_closing():
-            raise ConnectionResetError("the origin closed the connection")
-
-    def can_write_eof(self) -> bool:
-        return self.transport.can_write_eof()
-
-    def write_eof(self) -> None:
-        self.transport.write_eof()
-
-    # asyncio.Protocol: what the origin sends, towards the client.
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        # Not paused here: before Python 3.11 the transport starts reading right after this
-        # call, paused or not. Anything early is held back in data_received instead.
-
-    def data_received(self, data: bytes) -> None:
-        if not self._started:
-            self._early.append(data)
-            self.transport.pause_reading()
-            return
-        if self.client.transport.is_closing():
-            self.transport.close()
-            return
-        self.client.write(data)
-        if self._draining is None and self.client.transport.get_write_buffer_size() > HIGH_WATER:
-            self.transport.pause_reading()
-            self._draining = asyncio.ensure_future(self._drain_client())
-
-    async def _drain_client(self) -> None:
+    def up() -> None:
         try:
-            await self.client.drain()
-        except OSError as e:  # the client is gone
-            self._finish(e)
-            self.transport.close()
-        else:
-            self.transport.resume_reading()
+            _up(client, origin, first)
         finally:
-            self._draining = None
+            try:
+                loop.call_soon_threadsafe(finished)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
 
-    def eof_received(self) -> bool:
-        if not self._started:
-            self._early.append(b"")
-            return True
-        if self.client.can_write_eof() and not self.client.transport.is_closing():
-            self.client.write_eof()
-        self._finish(None)
-        return True  # keep our side open: the client may still be sending
+    for sock in (client, origin):
+        sock.setblocking(True)
+    spawn(up)
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        abort(client, origin)  # both directions see an end or an error at once
+        await done
+        raise
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._writable.set()  # wake a writer blocked in drain(); it sees the closed transport
-        self._finish(exc or ConnectionResetError("the origin closed the connection"))
 
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    def _finish(self, exc: BaseException | None) -> None:
-        if not self.done.done():
-            if exc is None:
-                self.done.set_result(None)
-            else:
-                self.done.set_exception(exc)
+def _up(client: socket.socket, origin: socket.socket, first: First) -> None:
+    """Client to origin, in this thread, once `first` allows; origin to client, in another,
+    from the start. Returns when both have ended."""
+    try:
+        down = spawn(lambda: pipe(origin, client))
+    except RuntimeError:  # out of threads: refuse this one tunnel
+        return abort(client, origin)
+    try:
+        to_origin = first()
+    except OSError:  # the client is gone
+        to_origin = None
+    except Exception:
+        logger.exception("egress proxy: unexpected error")
+        to_origin = None
+    if to_origin is None:
+        abort(client, origin)
+    else:
+        pipe(client, origin, to_origin)
+    down.wait()

@@ -1,6 +1,7 @@
 """The bridge as it runs in a sandbox: a separate `python -I -S bridge.py` process, real sockets."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +20,8 @@ import pytest
 import sbox_shim.egress
 from sbox_shim.egress.policy import EgressPolicy
 from sbox_shim.egress.proxy import EgressProxy
+
+from .test_egress_relay import old_python
 
 BRIDGE = str(Path(sbox_shim.egress.__file__).parent / "bridge.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # one that an unprivileged uid can run
@@ -270,3 +274,46 @@ def test_bad_invocations_are_125(proxy: EgressProxy, args: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 125
     assert result.stderr.startswith("sbox: bridge: ") and len(result.stderr.splitlines()) == 1
+
+
+def pythons() -> list[str]:
+    """This interpreter (splice), and a Python 3.9 if there is one (no os.splice: the copy)."""
+    old = old_python()
+    return [sys.executable] + ([old] if old else [])
+
+
+@pytest.mark.parametrize("interpreter", pythons(), ids=lambda path: os.path.basename(path))
+def test_a_large_transfer_through_bridge_and_proxy_is_intact(
+        proxy: EgressProxy, echo: Echo, interpreter: str) -> None:
+    """Upload 24 MiB through --forward while reading the echo back: both directions, in full."""
+    forward = free_port()
+    argv = [interpreter, "-I", "-S", BRIDGE, "--socket", proxy.socket_path,
+            "--forward", f"127.0.0.1:{forward}=registry.test:{echo.port}", "--", "sleep", "60"]
+    process = subprocess.Popen(argv)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", forward), timeout=TIMEOUT)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.02)
+        payload = os.urandom(24 * 1024 * 1024)
+
+        def upload() -> None:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        sha, size = hashlib.sha256(), 0
+        with sock:
+            while chunk := sock.recv(1024 * 1024):
+                sha.update(chunk)
+                size += len(chunk)
+        uploader.join(TIMEOUT)
+        assert (size, sha.hexdigest()) == (len(payload), hashlib.sha256(payload).hexdigest())
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import http.server
 import os
 import socket
@@ -459,3 +460,104 @@ def test_an_address_listed_literally_may_skip_sni(tmp_path: Path, upstream: Upst
         sock.shutdown(socket.SHUT_WR)
         assert read_all(sock) == hello
         assert proxy.denials == []
+
+
+class HashEcho:
+    """A loopback TCP server that echoes one connection and keeps the sha256 of what it got."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port: int = self.sock.getsockname()[1]
+        self.result: list[tuple[int, str]] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with self.sock:
+            conn, _ = self.sock.accept()
+        sha, size = hashlib.sha256(), 0
+        buf = bytearray(1024 * 1024)
+        with conn:
+            while n := conn.recv_into(buf):
+                sha.update(memoryview(buf)[:n])
+                size += n
+                conn.sendall(memoryview(buf)[:n])
+            conn.shutdown(socket.SHUT_WR)
+        self.result.append((size, sha.hexdigest()))
+
+
+def test_large_upload_and_echo_through_the_proxy_arrive_intact(tmp_path: Path) -> None:
+    echo = HashEcho()
+    policy = EgressPolicy(
+        pins={"big.test": ("127.0.0.1",)}, ports={"big.test": (echo.port,)},
+        explicit=frozenset(("big.test",)),
+    )
+    payload = os.urandom(40 * 1024 * 1024)
+    with EgressProxy(policy, str(tmp_path / "egress.sock")) as proxy, \
+            unix_client(proxy.socket_path) as sock:
+        sock.sendall(f"CONNECT big.test:{echo.port} HTTP/1.1\r\n\r\n".encode())
+        assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+
+        def upload() -> None:
+            view = memoryview(payload)
+            for i in range(0, len(payload), 3 * 1024 * 1024 + 17):  # uneven pieces
+                sock.sendall(view[i:i + 3 * 1024 * 1024 + 17])
+            sock.shutdown(socket.SHUT_WR)
+
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        sha, size = hashlib.sha256(), 0
+        while chunk := sock.recv(1024 * 1024):
+            sha.update(chunk)
+            size += len(chunk)
+        uploader.join(TIMEOUT)
+    expected = (len(payload), hashlib.sha256(payload).hexdigest())
+    echo.thread.join(TIMEOUT)
+    assert echo.result == [expected]  # what the origin got
+    assert (size, sha.hexdigest()) == expected  # what came back
+
+
+def test_bytes_pipelined_after_a_connect_reach_the_origin_in_order(env: Env) -> None:
+    """The ClientHello and what follows it, sent with the CONNECT in one go: the proxy has read
+    them already when the relay starts, and must pass them on first."""
+    hello = client_hello("registry.test")
+    sock, head = env.tunnel(f"registry.test:{env.upstream.port}", first=hello + b"after")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    sock.sendall(b" and later")
+    sock.shutdown(socket.SHUT_WR)
+    assert read_all(sock) == hello + b"after and later"
+    assert env.upstream.wait_finished() == hello + b"after and later"
+
+
+def test_a_request_body_sent_with_the_head_reaches_the_origin(env: Env) -> None:
+    sock = env.connect()
+    sock.sendall(
+        f"POST http://registry.test:{env.upstream.port}/upload HTTP/1.1\r\n"
+        f"Content-Length: 10\r\n\r\nfirst half".encode(),
+    )
+    sock.sendall(b"+second")
+    sock.shutdown(socket.SHUT_WR)
+    received = env.upstream.wait_finished()
+    assert received.startswith(b"POST /upload HTTP/1.1\r\n")
+    assert received.endswith(b"\r\n\r\nfirst half+second")
+    assert read_all(sock) == received  # echoed
+
+
+def test_stop_during_an_sni_peek_is_not_a_denial(tmp_path: Path, upstream: Upstream) -> None:
+    policy = EgressPolicy(
+        pins={"registry.test": ("127.0.0.1",)}, ports={"registry.test": (upstream.port,)},
+        explicit=frozenset(("registry.test",)),
+    )
+    proxy = EgressProxy(policy, str(tmp_path / "egress.sock"))
+    proxy.start()
+    sock = unix_client(proxy.socket_path)
+    sock.sendall(f"CONNECT registry.test:{upstream.port} HTTP/1.1\r\n\r\n\x16\x03\x01".encode())
+    assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+    assert upstream.accepted.acquire(timeout=TIMEOUT)
+    proxy.stop()  # cuts the half-sent ClientHello short: that is no tls-incomplete
+    assert read_all(sock) == b""
+    assert upstream.wait_finished() == b""
+    assert proxy.denials == []
+    sock.close()
