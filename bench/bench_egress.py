@@ -6,7 +6,8 @@
 Three ways to fetch the same payload from the same loopback HTTP server with the same client:
 - direct: TCP straight to the server;
 - proxy: the unix socket of EgressProxy, `CONNECT registry.test:PORT`, then the GET;
-- bridge: TCP to bridge.py's --listen port (as a sandboxed tool would), which pipes to the proxy.
+- bridge: TCP to bridge.py's --listen port (as a sandboxed tool would), which hands each accepted
+  connection to the proxy (SCM_RIGHTS): the proxy then serves that TCP socket itself.
 Server, proxy, bridge and client are processes of their own, as in real use. Runs are interleaved,
 in an order that rotates from one round to the next, so that other load on the machine hits all
 three alike. Reported per way: the median download time and throughput and its ratio to direct,
@@ -249,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
         "cpus": os.cpu_count(),
         "data_path": "os.splice" if bridge_module.SPLICE else "user-space copy",
+        "bridge_path": "descriptor handoff (SCM_RIGHTS)",
         "cpu_busy_percent_before": busy_before,
         "loadavg_before": load_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],

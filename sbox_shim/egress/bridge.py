@@ -2,10 +2,12 @@
 
 The sandbox's network namespace holds only loopback. This script binds ports on it and relays
 them to sbox's egress proxy through the unix socket mounted into the sandbox:
-- `--listen ADDR:PORT`: the HTTP proxy that HTTP_PROXY/HTTPS_PROXY point at; each connection is
-  piped byte for byte to a new connection to the proxy;
-- `--forward LOCAL=HOST:PORT`: a plain TCP port; each connection becomes `CONNECT HOST:PORT`
-  through the proxy, for tools that never use a proxy for loopback addresses.
+- `--listen ADDR:PORT`: the HTTP proxy that HTTP_PROXY/HTTPS_PROXY point at;
+- `--forward LOCAL=HOST:PORT`: a plain TCP port whose connections go to HOST:PORT through the
+  proxy (as by `CONNECT`), for tools that never use a proxy for loopback addresses.
+Each accepted connection goes to the proxy whole: its descriptor (SCM_RIGHTS), with a header
+naming the port it came to; no byte of it crosses this process. If the proxy declines (a socket
+that drops descriptors), it is piped instead: as is, or through a `CONNECT HOST:PORT`.
 Then it runs the command, relays SIGINT/SIGTERM/SIGHUP/SIGQUIT to it and exits with its status
 (128+N if a signal N killed it). Standalone on purpose: it runs as `python3 -I bridge.py` inside
 the sandbox, where sbox itself is not importable. Linux only (sigwaitinfo).
@@ -16,6 +18,7 @@ one thread per direction. The host-side proxy imports this data path too: pipe, 
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import errno
 import functools
@@ -42,9 +45,17 @@ SPLICE = hasattr(os, "splice")
 MAX_HEAD = 64 * 1024
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 SI_KERNEL = 0x80  # si_code of a signal the terminal sent to its whole foreground group
+# A handoff: one sendmsg of a header and the descriptor; the proxy answers TAKEN and closes.
+HANDOFF_PROXY = b"SBOX-FD PROXY\r\n\r\n"
+HANDOFF_FORWARD = b"SBOX-FD FORWARD "  # + HOST:PORT + CRLF CRLF
+HANDOFF_END = b"\r\n\r\n"
+TAKEN = b"SBOX-FD TAKEN\r\n"
+HANDOFF = threading.Event()  # set while handoffs are worth trying: until the proxy declines one
+HANDOFF.set()
 
 Address = tuple[str, int]
 Opener = Callable[[], tuple[socket.socket, bytes]]
+Route = tuple[str, bytes, Opener]  # the proxy's socket, the handoff header, the fallback
 Job = tuple[Callable[[], None], threading.Event]
 IDLE: queue.SimpleQueue[queue.SimpleQueue[Job]] = queue.SimpleQueue()  # idle relay threads' inboxes
 
@@ -116,6 +127,28 @@ def dial_connect(socket_path: str, target: str) -> tuple[socket.socket, bytes]:
         raise
 
 
+def hand_off(socket_path: str, client: socket.socket, header: bytes) -> bool | None:
+    """Pass `client` itself to the proxy: True if it took it, False if it declined (nothing was
+    read from `client`: pipe it instead), None if unknown or unreachable (drop it)."""
+    try:
+        sock, _ = dial(socket_path)
+    except OSError:
+        return None
+    with sock:
+        reply = b""
+        try:
+            sock.settimeout(60)
+            fds = array.array("i", [client.fileno()])
+            sock.sendmsg([header], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            while len(reply) <= len(TAKEN) and (chunk := sock.recv(64)):
+                reply += chunk
+        except socket.timeout:
+            return None
+        except OSError:
+            pass
+    return reply == TAKEN
+
+
 def pipe(src: socket.socket, dst: socket.socket, early: bytes = b"") -> None:
     """Send `early`, copy src to dst until src ends, then half-close dst. On an error (a reset,
     or an abort() from elsewhere) tear both down, so that the other direction ends too."""
@@ -184,10 +217,16 @@ def _work(job: Callable[[], None], done: threading.Event) -> None:
         job, done = inbox.get()
 
 
-def relay(client: socket.socket, opener: Opener) -> None:
-    """Relay one accepted client to the proxy, each direction until its end."""
+def relay(client: socket.socket, route: Route) -> None:
+    """Hand one accepted client to the proxy; else relay it, each direction until its end."""
+    socket_path, header, opener = route
     try:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a relay adds no delay
+        if HANDOFF.is_set():
+            taken = hand_off(socket_path, client, header)
+            if taken is not False:
+                return client.close()  # the proxy holds its own copy now (or may: drop it)
+            HANDOFF.clear()  # declined: this proxy socket passes no descriptors
         upstream, early = opener()
     except OSError:
         return client.close()
@@ -201,7 +240,7 @@ def relay(client: socket.socket, opener: Opener) -> None:
         upstream.close()
 
 
-def serve(listener: socket.socket, opener: Opener) -> None:
+def serve(listener: socket.socket, route: Route) -> None:
     while True:
         try:
             client, _ = listener.accept()
@@ -211,7 +250,7 @@ def serve(listener: socket.socket, opener: Opener) -> None:
                 continue
             return
         try:
-            spawn(functools.partial(relay, client, opener))
+            spawn(functools.partial(relay, client, route))
         except RuntimeError:
             client.close()
 
@@ -275,23 +314,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         socket_path: str = args.socket
         if not stat.S_ISSOCK(os.stat(socket_path).st_mode):
             raise BridgeError(f"{socket_path} is not a socket")
-        servers: list[tuple[socket.socket, Opener]] = []
+        servers: list[tuple[socket.socket, Route]] = []
         for text in args.listen:
-            servers.append((listen(parse_address(text)), functools.partial(dial, socket_path)))
+            route: Route = (socket_path, HANDOFF_PROXY, functools.partial(dial, socket_path))
+            servers.append((listen(parse_address(text)), route))
         for text in args.forward:
             local, sep, remote = text.partition("=")
             if not sep:
                 raise BridgeError(f"--forward {text!r} is not LOCAL=HOST:PORT")
             target = authority(parse_address(remote))
+            header = HANDOFF_FORWARD + target.encode() + HANDOFF_END
             connect = functools.partial(dial_connect, socket_path, target)
-            servers.append((listen(parse_address(local)), connect))
+            servers.append((listen(parse_address(local)), (socket_path, header, connect)))
     except (BridgeError, OSError) as e:
         message = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) else str(e)
         print(f"sbox: bridge: {message}", file=sys.stderr)
         return EXIT_BRIDGE
 
-    for listener, opener in servers:
-        threading.Thread(target=serve, args=(listener, opener), daemon=True).start()
+    for listener, route in servers:
+        threading.Thread(target=serve, args=(listener, route), daemon=True).start()
     return run(command, watched)
 
 

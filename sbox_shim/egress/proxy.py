@@ -1,9 +1,10 @@
 """The egress proxy: the only way out of a sandbox whose network is allowlisted.
 
 It runs on the host, in a thread of the sbox process, and listens on a unix socket that is
-mounted into the sandbox (where `bridge.py` exposes it on 127.0.0.1). It speaks just enough
-HTTP/1.1 for package managers: `CONNECT host:port` tunnels and absolute-form plain-HTTP
-requests. Every request goes through `policy.decide()`; allowed ones are connected to the
+mounted into the sandbox (where `bridge.py` exposes it on 127.0.0.1, handing each connection
+it accepts over whole: see `intake`). It speaks just enough HTTP/1.1 for package managers:
+`CONNECT host:port` tunnels and absolute-form plain-HTTP requests; a connection to a bridge's
+`--forward` port is served as a tunnel to its target, as if CONNECTed, with no answer line. Every request goes through `policy.decide()`; allowed ones are connected to the
 addresses pinned at plan time (names are never resolved again, so DNS rebinding cannot
 redirect them), and a tunnel's TLS ClientHello must name the host that was CONNECTed to.
 
@@ -20,12 +21,12 @@ import functools
 import logging
 import os
 import socket
-import stat
 import threading
 from types import TracebackType
 from typing import Any
 
 from sbox_shim.egress import httphead
+from sbox_shim.egress import intake
 from sbox_shim.egress.policy import decide
 from sbox_shim.egress.policy import EgressPolicy
 from sbox_shim.egress.policy import normalize_host
@@ -37,8 +38,9 @@ from sbox_shim.egress.sni import Peek
 
 logger = logging.getLogger(__name__)
 
-MAX_HEAD = 64 * 1024
+MAX_HEAD = intake.MAX_HEAD
 HEAD_TIMEOUT = 60.0
+LINGER = 2.0  # seconds for a refused client to finish sending (see _linger)
 MAX_DENIALS = 10_000  # a looping script must not grow the host process without bound
 
 # One refused attempt: {"time": ISO 8601 UTC, "kind": "connect" | "http" | "sni" | "bad-request",
@@ -73,7 +75,7 @@ class EgressProxy:
         """Listen on the unix socket, then serve from a daemon thread."""
         if self._loop is not None:
             raise RuntimeError("EgressProxy already started")
-        listener = _listen(self.socket_path)
+        listener = intake.listen(self.socket_path)
         self._stopping = False
         loop = asyncio.new_event_loop()
         self._accepting = loop.create_task(self._accept(listener))
@@ -152,27 +154,39 @@ class EgressProxy:
             if len(self._denials) < MAX_DENIALS and not self._stopping:
                 self._denials.append(denial)
 
-    async def _handle(self, client: socket.socket) -> None:
+    async def _handle(self, conn: socket.socket) -> None:
+        client = conn
         try:
-            await self._serve(client)
-        except (_Refused, OSError, asyncio.TimeoutError):
+            first = await asyncio.wait_for(intake.receive(conn), HEAD_TIMEOUT)
+            if isinstance(first, bytes):
+                return await self._serve(conn, first) if first else None
+            conn.close()  # a handoff: serve the connection it brought instead
+            client = first.client
+            if first.target is None:
+                return await self._serve(client, b"")
+            with await self._open("connect", client, *first.target, answer=False) as origin:
+                vet = functools.partial(self._vet_sni, client, b"", *first.target)
+                return await relay(client, origin, vet)
+        except (_Refused, intake.Declined, OSError, asyncio.TimeoutError):
             pass  # refused and told, or the client went away
         except asyncio.CancelledError:
             pass  # stop(): end quietly (asyncio logs tasks that end cancelled, in some versions)
         except Exception:
             logger.exception("egress proxy: unexpected error")
         finally:
+            conn.close()
+            if client is not conn and not client.getblocking() and not self._stopping:
+                await _linger(client)  # answered, never relayed (relay() makes it blocking)
             client.close()
 
-    async def _serve(self, client: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        received = await asyncio.wait_for(_read_head(client), HEAD_TIMEOUT)
+    async def _serve(self, client: socket.socket, data: bytes) -> None:
+        received = await asyncio.wait_for(intake.read_head(client, data), HEAD_TIMEOUT)
         if received is None:
             return  # closed before the end of its request head
         head, rest = received
         if len(head) > MAX_HEAD:
             self._record("bad-request", "", 0, "head-too-large")
-            return await loop.sock_sendall(
+            return await intake.sendall(
                 client, httphead.response(431, "Request Header Fields Too Large"),
             )
         request = httphead.parse_request_head(head)
@@ -182,7 +196,7 @@ class EgressProxy:
             if target is not None:
                 host, port = target
                 with await self._open("connect", client, host, port) as origin:
-                    await loop.sock_sendall(client, b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    await intake.sendall(client, b"HTTP/1.1 200 Connection established\r\n\r\n")
                     vet = functools.partial(self._vet_sni, client, rest, host, port)
                     return await relay(client, origin, vet)
         elif request is not None:
@@ -194,17 +208,20 @@ class EgressProxy:
 
         self._record("bad-request", "", 0, "malformed" if request is None else "unsupported")
         body = "sbox: the egress proxy takes CONNECT host:port or GET http://host/... requests\n"
-        await loop.sock_sendall(client, httphead.response(400, "Bad Request", body))
+        await intake.sendall(client, httphead.response(400, "Bad Request", body))
 
-    async def _open(self, kind: str, client: socket.socket, host: str, port: int) -> socket.socket:
-        """Connect to the pinned addresses of an allowed (host, port); else answer and refuse."""
+    async def _open(self, kind: str, client: socket.socket, host: str, port: int,
+                    answer: bool = True) -> socket.socket:
+        """Connect to the pinned addresses of an allowed (host, port); else answer (if `answer`:
+        a forward's client gets no HTTP, only the close) and refuse."""
         loop = asyncio.get_running_loop()
         decision = decide(self.policy, host, port)
         if not decision.allowed:
             self._record(kind, host, port, decision.reason, decision.hint)
             hint = f"; {decision.hint}" if decision.hint else ""
             body = f"sbox: egress to {host}:{port} refused ({decision.reason}){hint}\n"
-            await loop.sock_sendall(client, httphead.response(403, "Forbidden", body))
+            if answer:
+                await intake.sendall(client, httphead.response(403, "Forbidden", body))
             raise _Refused
         for address in decision.addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -221,7 +238,8 @@ class EgressProxy:
                 origin.close()
                 raise
         body = f"sbox: could not connect to {host}:{port}\n"
-        await loop.sock_sendall(client, httphead.response(502, "Bad Gateway", body))
+        if answer:
+            await intake.sendall(client, httphead.response(502, "Bad Gateway", body))
         raise _Refused
 
     def _vet_sni(self, client: socket.socket, data: bytes, host: str, port: int) -> bytes | None:
@@ -253,38 +271,19 @@ class EgressProxy:
         return data
 
 
-def _listen(path: str) -> socket.socket:
-    """A non-blocking unix listener at `path` that any uid may connect to (the sandbox may run
-    as another uid); a stale socket left there is replaced."""
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(path)
-        os.chmod(path, 0o777)
-        listener.listen(128)
-        listener.setblocking(False)
-    except BaseException:
-        listener.close()
-        raise
-    return listener
 
+async def _linger(client: socket.socket) -> None:
+    """Before closing a TCP client that was answered without reading all it sent: end our side,
+    then discard what it still sends, for a while. Closing at once would meet its late bytes
+    with a reset, which can destroy the answer before it is read."""
 
-async def _read_head(client: socket.socket) -> tuple[bytes, bytes] | None:
-    """(request head, what came after it), or None if the client closed before its end. A head
-    longer than MAX_HEAD comes back longer than MAX_HEAD, cut short."""
-    loop = asyncio.get_running_loop()
-    data = b""
-    while True:
-        end = data.find(b"\r\n\r\n")
-        if end >= 0:
-            return data[:end + 4], data[end + 4:]
-        if len(data) > MAX_HEAD:
-            return data, b""
-        chunk = await loop.sock_recv(client, 65536)
-        if not chunk:
-            return None
-        data += chunk
+    async def drain() -> None:
+        left = MAX_HEAD
+        while left > 0 and (chunk := await intake.recv(client, 65536)):
+            left -= len(chunk)
+
+    try:
+        client.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(drain(), LINGER)
+    except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+        pass  # gone, or slow, or stop(): close now
