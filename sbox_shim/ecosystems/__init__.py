@@ -39,6 +39,15 @@ class Phase:
     reason: str = ""
 
 
+def read_text(path: str) -> str:
+    """A config file's text, or "" when it is missing or unreadable (a tool ignores those too)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def url_entry(url: str) -> str | None:
     """The allowlist entry for a registry URL the user configured: `host` or `host:port`."""
     from urllib.parse import urlsplit

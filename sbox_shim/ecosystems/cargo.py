@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, subcommand, url_entry
+from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_text, subcommand, url_entry
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -25,14 +25,6 @@ INSTALL = BUILD + DOWNLOAD
 _URL = re.compile(r"""^\s*(?:registry|index)\s*=\s*["']([^"']+)["']""", re.M)
 _PATH = re.compile(r"""^\s*(?:local-registry|directory)\s*=\s*["']([^"']+)["']""", re.M)
 SECRETS = ("CARGO_REGISTRY_TOKEN",)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 def user_cargo_home(ctx: Context) -> str:
@@ -56,7 +48,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     sub = _subcommand(argv)
     if sub not in INSTALL:
         return None
-    texts = [_read(f) for f in config_files(ctx)]
+    texts = [read_text(f) for f in config_files(ctx)]
     urls = [u for t in texts for u in _URL.findall(t)]
     urls += [v for k, v in ctx.env.items() if re.fullmatch(r"CARGO_REGISTRIES_\w+_INDEX", k)]
     allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["cargo"] + tuple(e for e in map(url_entry, urls) if e)))

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Iterable
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, subcommand, url_entry
+from sbox_shim.ecosystems import Context, Phase, cache_mount, read_text, subcommand, url_entry
 from sbox_shim.environment import is_secret
 from sbox_shim.plan import File, Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
@@ -25,14 +25,6 @@ REBUILD = {"rebuild", "rb"}
 SECRETS = ("NPM_TOKEN", "NODE_AUTH_TOKEN", "npm_config__authToken", "npm_config__auth", "YARN_NPM_AUTH_TOKEN")
 _REGISTRY_LINE = re.compile(r"^\s*(?:@[\w.-]+:)?registry\s*=\s*(\S+)", re.M)
 _CAFILE_LINE = re.compile(r"^\s*cafile\s*=\s*(\S+)", re.M)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return ""
 
 
 def config_files(ctx: Context) -> list[str]:
@@ -73,7 +65,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     if tool == "npx" or (sub not in INSTALL and sub not in REBUILD):
         return None
     files = config_files(ctx)
-    texts = [_read(f) for f in files]
+    texts = [read_text(f) for f in files]
     allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["npm"] + registries(ctx, texts, argv)))
     cache = os.path.join(ctx.cache_dir, "npm")
     env = {"npm_config_cache": cache, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
@@ -130,7 +122,7 @@ def _root_scripts(ctx: Context) -> dict[str, str]:
         path = os.path.join(here, "package.json")
         if os.path.isfile(path):
             try:
-                scripts = json.loads(_read(path) or "{}").get("scripts") or {}
+                scripts = json.loads(read_text(path) or "{}").get("scripts") or {}
             except (ValueError, AttributeError):
                 return {}
             return scripts if isinstance(scripts, dict) else {}
