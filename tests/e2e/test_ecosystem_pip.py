@@ -45,10 +45,9 @@ def _env(venv: Path, index: PypiIndex, quiet: bool = True) -> dict[str, str]:
 
 def _build_requirements() -> list[tuple[str, bytes]]:
     """setuptools, wheel (and wheel's packaging) from this host, for setup.py-only sdists."""
-    found = [pkg.find_local_wheel(p) for p in ("setuptools", "wheel", "packaging")]
-    if found[0] is None:
-        pytest.skip("no local setuptools wheel (set SBOX_TEST_WHEELHOUSE)")
-    return [(p.name, p.read_bytes()) for p in found if p is not None]
+    found = pkg.build_wheels()
+    assert len(found) == 3, f"could not fetch setuptools, wheel and packaging with pip: {found}"
+    return [(p.name, p.read_bytes()) for p in found]
 
 
 @pytest.fixture

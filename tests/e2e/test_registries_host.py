@@ -174,10 +174,9 @@ def test_pip_installs_wheel_and_sdist_from_index(tmp_path: Path) -> None:
 
 def _setuptools_wheels() -> list[tuple[str, bytes]]:
     """The build deps pip asks for a setup.py-only sdist, from a local wheelhouse."""
-    found = [pkg.find_local_wheel(p) for p in ("setuptools", "wheel", "packaging")]
-    if found[0] is None:
-        pytest.skip("no local setuptools wheel (set SBOX_TEST_WHEELHOUSE)")
-    return [(p.name, p.read_bytes()) for p in found if p is not None]
+    found = pkg.build_wheels()
+    assert len(found) == 3, f"could not fetch setuptools, wheel and packaging with pip: {found}"
+    return [(p.name, p.read_bytes()) for p in found]
 
 
 @pytest.mark.parametrize("backend", ["intree", "setuptools"])

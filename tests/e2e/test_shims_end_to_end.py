@@ -34,9 +34,9 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """`install.sh` once per module, in a fresh HOME, from this checkout. Its dependencies come
-    from this machine's local wheel index (file://) when it has one; elsewhere from wherever
-    pip is configured to install (as `run-tests.sh` itself does). This is setup, not a test step:
-    the commands under test only ever reach 127.0.0.1."""
+    from wherever this machine's pip is configured to install from, as for a user (and as
+    `run-tests.sh` itself does). This is setup, not a test step: the commands under test only
+    ever reach 127.0.0.1."""
     script = REPO / "install.sh"
     if not script.is_file():
         pytest.skip("install.sh is not there yet")
@@ -45,14 +45,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SBOX_", "VIRTUAL_ENV"))}
     env.update(HOME=str(home), PIP_DISABLE_PIP_VERSION_CHECK="1")
-    local = [f"file://{d}" for d in ("/opt/pypi/simple", "/opt/pypi-more/simple") if os.path.isdir(d)]
-    if local:
-        env = {k: v for k, v in env.items() if not k.startswith("PIP_")}
-        env.update(PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL=local[0])
-        if local[1:]:
-            env["PIP_EXTRA_INDEX_URL"] = " ".join(local[1:])
-        if os.path.isdir("/opt/wheels"):
-            env["PIP_FIND_LINKS"] = "/opt/wheels"
     result = subprocess.run(["bash", str(script), "--prefix", str(work / "venv"), "--bin-dir", str(work / "bin")],
                             env=env, cwd=work, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

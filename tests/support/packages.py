@@ -168,18 +168,31 @@ def sdist(
     return f"{base}.tar.gz", _targz(entries)
 
 
-def find_local_wheel(project: str, dirs: Iterable[str] | None = None) -> Path | None:
-    """Newest local wheel of ``project`` (e.g. setuptools) in a wheelhouse on this host.
+_BUILD_WHEELS: dict[str, Path] = {}
 
-    Looked for in ``$SBOX_TEST_WHEELHOUSE``, ``$PIP_FIND_LINKS`` and ``/opt/pypi/files``.
+
+def build_wheels(projects: Iterable[str] = ("setuptools", "wheel", "packaging")) -> list[Path]:
+    """Wheels of the build requirements of a setup.py-only sdist, for a test index to serve.
+
+    Fetched once per session with this machine's own pip, as configured (the package registry is
+    what pip reaches), or taken from ``$SBOX_TEST_WHEELHOUSE`` when that is set.
     """
-    if dirs is None:
-        env = [os.environ.get(k, "") for k in ("SBOX_TEST_WHEELHOUSE", "PIP_FIND_LINKS")]
-        dirs = [*" ".join(env).split(), "/opt/pypi/files"]
-    prefix = _dist_name(project) + "-"
-    found = [p for d in dirs if Path(d).is_dir() for p in Path(d).glob("*-py3-none-any.whl")
-             if p.name.lower().startswith(prefix)]
-    return max(found, key=lambda p: version_key(p.name.split("-")[1]), default=None)
+    import subprocess
+    import sys
+    import tempfile
+
+    wanted = [p for p in projects if p not in _BUILD_WHEELS]
+    if wanted:
+        where = os.environ.get("SBOX_TEST_WHEELHOUSE") or tempfile.mkdtemp(prefix="sbox-build-wheels-")
+        if not os.environ.get("SBOX_TEST_WHEELHOUSE"):
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                            "--dest", where, *wanted], capture_output=True, timeout=300, check=False)
+        for project in wanted:
+            prefix = _dist_name(project) + "-"
+            found = [p for p in Path(where).glob("*-py3-none-any.whl") if p.name.lower().startswith(prefix)]
+            if found:
+                _BUILD_WHEELS[project] = max(found, key=lambda p: version_key(p.name.split("-")[1]))
+    return [_BUILD_WHEELS[p] for p in projects if p in _BUILD_WHEELS]
 
 
 def version_key(version: str) -> tuple[int, ...]:
