@@ -13,9 +13,7 @@ under a temporary HOME, cache and state.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,6 +25,9 @@ from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+import results_file  # noqa: E402
 
 SANDBOX_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n"
 HOST_CONFIG = "version: 1\nprofiles:\n  default:\n    mode: host\n"
@@ -140,13 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overhead_vs_direct_ms": {name: round(v - direct, 2) for name, v in medians.items() if name != "direct"},
         "skipped": skipped,
         "tools": tool_versions(),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    results_file.write(result, args.output)
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,8 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import results_file  # noqa: E402
 from support.packages import npm_package  # noqa: E402
 from support.registries import NpmRegistry  # noqa: E402
 
@@ -137,13 +138,10 @@ def main() -> int:
     record = {
         "benchmark": "npm install of a small tree from a loopback registry, fresh node_modules per run",
         "packages": args.packages, "top_level_dependencies": len(top), "runs": args.runs,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), **versions,
-                    "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**results_file.machine(), **versions},
         "results": results, "skipped": skipped,
     }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    results_file.write(record, args.output)
 
     print(f"npm install, {args.packages} packages, median of {args.runs} runs (fresh node_modules each)")
     print(f"{'way':<8} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
@@ -151,7 +149,6 @@ def main() -> int:
         print(f"{way:<8} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
     for way, why in skipped.items():
         print(f"{way:<8} skipped: {why}")
-    print(f"wrote {out}")
     return 0
 
 

@@ -15,9 +15,7 @@ Target: passthrough adds at most 2 ms to direct. Everything runs under a tempora
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,9 @@ from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+import results_file  # noqa: E402
 
 from sbox_shim import shims  # noqa: E402
 
@@ -110,13 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target_passthrough_overhead_ms": TARGET_MS,
         "meets_target": overhead["passthrough"] <= TARGET_MS,
         "sh": os.path.realpath("/bin/sh"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    results_file.write(result, args.output)
     return 0
 
 

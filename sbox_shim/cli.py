@@ -97,8 +97,7 @@ def _check_tool(plan, host) -> None:  # type: ignore[no-untyped-def]
     from sbox_shim.toolpath import find_real, without_shims
 
     path = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
-    for step in plan.steps:
-        name = step.argv[step.argv.index("--") + 1] if step.network.policy == "proxy" else step.argv[0]
+    for name in dict.fromkeys(step.command[0] for step in plan.steps):  # each tool once
         if find_real(name, path, host.shim_dirs) is None:
             raise CommandNotFound(f"{name}: command not found (PATH outside the sbox shims)")
 

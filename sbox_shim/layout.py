@@ -66,7 +66,7 @@ def etc_files(user: str, uid: int, gid: int, home: str, net: Network) -> list[Fi
             continue
         hosts += [f"{ip} {name}" for ip in addresses]
     resolv = f"nameserver {DNS_SINKHOLE}\noptions timeout:1 attempts:1\n"
-    users = [f"root:x:0:0:root:/root:/bin/sh"]
+    users = ["root:x:0:0:root:/root:/bin/sh"]
     groups = ["root:x:0:"]
     if uid != 0:
         users.append(f"{user}:x:{uid}:{gid}:{user}:{home}:/bin/sh")

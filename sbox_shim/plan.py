@@ -73,6 +73,13 @@ class Step:
     def environ(self) -> dict[str, str]:
         return dict(self.env)
 
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The command as the user sees it: argv without the egress bridge that wraps it."""
+        if self.network.policy == "proxy" and "--" in self.argv:
+            return self.argv[self.argv.index("--") + 1:]
+        return self.argv
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterable, Mapping
 
 from sbox_shim.network import allow_line
-from sbox_shim.plan import Plan, Step
+from sbox_shim.plan import Plan
 
 _NETWORK_TEXT = {
     "off": "off (own network namespace with nothing in it)",
@@ -20,7 +20,7 @@ def plan_text(plan: Plan, backend: str) -> str:
     lines = [f"config: {plan.config_path or '(none: not opted in; built-in defaults)'}",
              f"project: {plan.project_root}", f"backend: {backend}"]
     for n, step in enumerate(plan.steps, 1):
-        lines.append(f"step {n}/{len(plan.steps)} [{step.label}]: {_shell(_user_argv(step))}")
+        lines.append(f"step {n}/{len(plan.steps)} [{step.label}]: {_shell(step.command)}")
         lines += [f"  profile: {step.profile} ({step.reason})", f"  mode: {step.mode}",
                   f"  network: {_NETWORK_TEXT[step.network.policy]}"]
         if step.network.policy in ("proxy", "dns"):
@@ -34,13 +34,6 @@ def plan_text(plan: Plan, backend: str) -> str:
     return "\n".join(lines)
 
 
-def _user_argv(step: Step) -> tuple[str, ...]:
-    """The command as the user sees it, without sbox's bridge wrapper."""
-    if "--" in step.argv and step.network.policy == "proxy":
-        return step.argv[step.argv.index("--") + 1:]
-    return step.argv
-
-
 def _shell(argv: Iterable[str]) -> str:
     import shlex
 
@@ -51,7 +44,7 @@ def plan_json(plan: Plan, backend: str) -> str:
     data: dict[str, Any] = dataclasses.asdict(plan)
     data["backend_selected"] = backend
     for step, raw in zip(plan.steps, data["steps"]):
-        raw["command"] = list(_user_argv(step))
+        raw["command"] = list(step.command)
         raw["env"] = {name: _redact(name, value) for name, value in step.env}
         raw["network"]["pins"] = {n: list(ips) for n, ips in step.network.pins}
         raw["network"]["allow_line"] = allow_line(step.network) if step.network.policy in ("proxy", "dns") else None

@@ -86,15 +86,9 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
 
 def _announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
     where = "unsandboxed (mode: host)" if step.mode == "host" else f"sandbox ({backend.NAME if backend else '?'})"
-    what = " ".join(_user_argv(step))
+    what = " ".join(step.command)
     count = f" step {index + 1}/{total} [{step.label}]" if total > 1 else ""
     return f"sbox:{count} {what} -> {where}, profile {step.profile}, {NETWORK_WORDS[step.network.policy]}"
-
-
-def _user_argv(step: Step) -> tuple[str, ...]:
-    if step.network.policy == "proxy" and "--" in step.argv:
-        return step.argv[step.argv.index("--") + 1:]
-    return step.argv
 
 
 def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, state_dir: str,
@@ -103,7 +97,7 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
         # Explicitly unsandboxed: the caller's own environment, but PATH without the shims, so
         # the real tool runs instead of the shim handing the command back to sbox.
         env = dict(os.environ, PATH=step.environ["PATH"])
-        return process.run_foreground(_user_argv(step), env, cwd=step.cwd, timeout=step.limits.timeout)
+        return process.run_foreground(step.command, env, cwd=step.cwd, timeout=step.limits.timeout)
     assert backend is not None
     for mount in step.mounts:
         if mount.kind == "cache":
@@ -139,7 +133,7 @@ def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> 
     path = os.path.join(directory, f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{step.label}.json")
     import json
 
-    record = {"command": list(_user_argv(step)), "profile": step.profile, "cwd": step.cwd, "denials": denials}
+    record = {"command": list(step.command), "profile": step.profile, "cwd": step.cwd, "denials": denials}
     try:
         os.makedirs(directory, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
