@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+
+TYPE_CHECKING = False  # typing itself costs milliseconds on this path (mypy reads it as True)
+if TYPE_CHECKING:
+    from typing import Mapping
 
 _XDG = {
     "config": ("XDG_CONFIG_HOME", ".config"),

@@ -44,8 +44,11 @@ def env_args(env: Sequence[tuple[str, str]]) -> list[str]:
     return args
 
 
-def mount_args(mounts: Sequence[Mount]) -> list[str]:
+def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = ()) -> list[str]:
     """Scratch filesystems, the plan's mounts and our /etc files; parents before children.
+
+    `data` are our generated files as (target, fd): bwrap copies each fd into a read-only file, so
+    nothing is written on the host.
 
     The sort is stable and by depth only, so at one depth the later mount of a target wins.
     """
@@ -57,6 +60,8 @@ def mount_args(mounts: Sequence[Mount]) -> list[str]:
             entries.append((m.target, ["--tmpfs", m.target]))
         else:
             entries.append((m.target, ["--ro-bind" if m.readonly else "--bind", m.source, m.target]))
+    for target, fd in data:
+        entries.append((target, ["--perms", "0644", "--ro-bind-data", str(fd), target]))
     entries.sort(key=lambda e: _depth(e[0]))
     args = [a for _, group in entries for a in group]
     return args + ["--remount-ro", "/"]  # the root holds only mount points: read-only, as in docker
@@ -66,18 +71,22 @@ def _depth(target: str) -> int:
     return len([part for part in target.split("/") if part])
 
 
-def bwrap_options(step: Step, file_mounts: Sequence[Mount], disable_userns: bool = True) -> list[str]:
-    """Everything between `bwrap` and `--`: namespaces, environment, filesystem, working directory."""
+def bwrap_options(step: Step, data: Sequence[tuple[str, int | str]] = (), disable_userns: bool = True,
+                  env: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    """Everything between `bwrap` and `--`: namespaces, environment, filesystem, working directory.
+
+    `data` names an fd for each of the step's files; `env` replaces the step's environment (the plan
+    cache stores references in place of the caller's values)."""
     return [
         *namespace_args(step.uid, step.gid, step.network.policy in SHARED_NET, disable_userns),
-        *env_args(step.env),
-        *mount_args([*step.mounts, *file_mounts]),
+        *env_args(step.env if env is None else env),
+        *mount_args(step.mounts, data),
         "--chdir", step.cwd,
     ]
 
 
-def bwrap_argv(step: Step, file_mounts: Sequence[Mount], bwrap: str = "bwrap",
+def bwrap_argv(step: Step, data: Sequence[tuple[str, int | str]] = (), bwrap: str = "bwrap",
                disable_userns: bool = True) -> list[str]:
     """The whole command line. The runner passes the options through `--args FD` instead, so that
     environment values never show in the host's `ps`."""
-    return [bwrap, *bwrap_options(step, file_mounts, disable_userns), "--", *step.argv]
+    return [bwrap, *bwrap_options(step, data, disable_userns), "--", *step.argv]

@@ -11,7 +11,6 @@ import tarfile
 import threading
 from typing import Any
 
-from sbox_shim.backends import materialize
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.errors import SandboxError
 from sbox_shim.plan import DNS_SINKHOLE, Mount, Step
@@ -236,3 +235,17 @@ def leftovers() -> list[str]:
     """Names of sbox containers still present (for `doctor` and tests)."""
     client = _client()
     return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+
+
+def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:
+    """Write the step's generated files under run_dir and return read-only mounts for them."""
+    base = os.path.join(run_dir, f"files-{index}")
+    mounts = []
+    for f in step.files:
+        path = os.path.join(base, f.target.lstrip("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(f.content)
+        os.chmod(path, 0o644)
+        mounts.append(Mount(path, f.target))
+    return mounts

@@ -29,8 +29,7 @@ def _step(policy: str = "off", **kw: object) -> Step:
     return Step(**base)  # type: ignore[arg-type]
 
 
-FILES = [Mount("/run/sbox-x/files-0/etc/resolv.conf", "/etc/resolv.conf"),
-         Mount("/run/sbox-x/files-0/etc/hosts", "/etc/hosts")]
+FILES = [("/etc/resolv.conf", 7), ("/etc/hosts", 8)]  # generated files, as (target, fd)
 
 
 def _pairs(argv: list[str], flag: str, width: int = 1) -> list[tuple[str, ...]]:
@@ -83,7 +82,7 @@ def test_mount_kinds() -> None:
     assert (PROJECT, PROJECT) in _pairs(options, "--bind", 2)
     assert (f"{PROJECT}/.git", f"{PROJECT}/.git") in _pairs(options, "--ro-bind", 2)
     assert (f"{PROJECT}/sbox.yaml", f"{PROJECT}/sbox.yaml") in _pairs(options, "--ro-bind", 2)
-    assert ("/run/sbox-x/files-0/etc/resolv.conf", "/etc/resolv.conf") in _pairs(options, "--ro-bind", 2)
+    assert ("0644", "--ro-bind-data", "7", "/etc/resolv.conf") in _pairs(options, "--perms", 4)
     tmpfs = [t for (t,) in _pairs(options, "--tmpfs")]
     assert {"/tmp", "/var/tmp", "/dev/shm", "/home/u"} <= set(tmpfs)
     assert ("1777", "--tmpfs", "/tmp") in _pairs(options, "--perms", 3)
@@ -108,9 +107,8 @@ def test_parents_are_mounted_before_children() -> None:
 
 
 def test_generated_files_come_after_the_plans_mounts_at_the_same_depth() -> None:
-    mounts = [Mount("/etc/hosts", "/etc/hosts"), *FILES]
-    args = mount_args(mounts)
-    assert _position(args, "--ro-bind", "/etc/hosts", "/etc/hosts") < _position(args, "--ro-bind", FILES[1].source, "/etc/hosts")
+    args = mount_args([Mount("/etc/hosts", "/etc/hosts")], FILES)
+    assert _position(args, "--ro-bind", "/etc/hosts", "/etc/hosts") < _position(args, "--ro-bind-data", "8", "/etc/hosts")
 
 
 def test_root_is_read_only_after_every_mount() -> None:

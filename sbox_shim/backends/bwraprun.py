@@ -1,0 +1,305 @@
+"""Running bwrap: the process side of the bubblewrap backend.
+
+bwrap's own processes: the monitor we start (outside), pid 1 of the sandbox (bwrap's reaper) and
+the command, pid 2. `--die-with-parent` chains them: when we die the monitor dies, when the monitor
+exits pid 1 dies, and with it the whole pid namespace, daemonised children included.
+
+bwrap does not forward signals, so we do: to the command itself, found through the pid namespace.
+`--json-status-fd` tells setup failures (no `exit-code` line) from the command's own exit status.
+
+sbox's warm path (compiled.py) runs a cached plan through this module alone, so it imports only
+what the interpreter has loaded already or builds in: no subprocess, signal, json or typing, each
+of which costs milliseconds on every command.
+"""
+from __future__ import annotations
+
+import os
+import select
+import time
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    import signal as _signal  # the same functions, with types
+    from typing import Callable, Sequence
+else:
+    import _signal  # built in; `signal` would import enum, functools and collections
+
+RELAYED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH)
+DEFAULT_IN_CHILD = (_signal.SIGPIPE, _signal.SIGXFSZ)  # Python ignores these; the command must not
+KILL_GRACE = 5.0
+HOST_DNS = ("/etc/resolv.conf", "/etc/hosts")
+
+
+def file_data(files: Sequence[tuple[str, str]], host_dns: bool) -> list[tuple[str, bytes]]:
+    """The bytes of each generated file. With the host's network (`network: on`) names resolve as on
+    the host: its resolv.conf and hosts are read now (often through a link into /run), never bound."""
+    out = []
+    for target, content in files:
+        data = content.encode()
+        if host_dns and target in HOST_DNS:
+            try:
+                with open(target, "rb") as f:
+                    data = f.read()
+            except OSError:
+                pass
+        out.append((target, data))
+    return out
+
+
+def memfd(name: str, data: bytes) -> int:
+    """An anonymous file holding `data`, positioned at its start (close-on-exec until passed on)."""
+    fd = os.memfd_create(name)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+class Status:
+    """bwrap's `--json-status-fd`: `{"child-pid": N, ...}` once cloned, `{"exit-code": N}` only if
+    the command was exec'd. Read without blocking whenever we need it (a signal, the end).
+
+    bwrap writes one flat object per line with integer values; the two keys are read directly.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.child_pid: int | None = None
+        self.exit_code: int | None = None
+        self._buf = b""
+        os.set_blocking(fd, False)
+
+    def poll(self, wait: float = 0.0) -> None:
+        while self.fd >= 0:
+            if wait and not select.select([self.fd], [], [], wait)[0]:
+                return
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            self._buf += chunk
+            *lines, self._buf = self._buf.split(b"\n")
+            if not chunk:  # end of file: bwrap has exited
+                lines.append(self._buf)
+                self._buf = b""
+                self.close()
+            for line in lines:
+                self._parse(line)
+
+    def _parse(self, line: bytes) -> None:
+        pid, code = _integer(line, b'"child-pid"'), _integer(line, b'"exit-code"')
+        if pid is not None:
+            self.child_pid = pid
+        if code is not None:
+            self.exit_code = code
+
+    def finish(self) -> None:
+        """After bwrap has exited: read what is left, to the end."""
+        self.poll(wait=1.0)
+        self.close()
+
+    def command_pid(self) -> int | None:
+        """The command's pid as the host sees it: the child of bwrap's pid 1 that is pid 2 inside."""
+        self.poll()
+        if self.child_pid is None:
+            return None
+        for pid in _children(self.child_pid):
+            if _ns_pid(pid) == 2:
+                return pid
+        return None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _integer(line: bytes, key: bytes) -> int | None:
+    at = line.find(key)
+    if at < 0:
+        return None
+    rest = line[at + len(key):].lstrip()
+    if not rest.startswith(b":"):
+        return None
+    digits = rest[1:].lstrip().split(b",")[0].split(b"}")[0].strip()
+    return int(digits) if digits.isdigit() else None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
+        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _status_field(int(p), "PPid") == [str(pid)]]
+
+
+def _ns_pid(pid: int) -> int | None:
+    fields = _status_field(pid, "NSpid")
+    return int(fields[-1]) if fields else None
+
+
+def _status_field(pid: int, key: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
+            return next((line.split()[1:] for line in f if line.startswith(key + ":")), [])
+    except OSError:
+        return []
+
+
+def command_line(path: str, options: Sequence[str], argv: Sequence[str]) -> tuple[list[str], list[int], Status]:
+    """bwrap's command line, the fds to pass it (close them once it has started), its status.
+
+    The options go through a memfd and `--args`: environment values stay out of /proc/PID/cmdline.
+    """
+    args_fd = memfd("sbox-bwrap-args", b"".join(o.encode() + b"\0" for o in options))
+    status_r, status_w = os.pipe()
+    command = [path, "--args", str(args_fd), "--json-status-fd", str(status_w), "--", *argv]
+    return command, [args_fd, status_w], Status(status_r)
+
+
+def spawn(command: Sequence[str], keep: Sequence[int], nproc: int | None = None) -> int:
+    """Start bwrap in a session of its own with an empty environment, passing only `keep` beyond
+    stdio: a terminal's ^C reaches sbox alone, and sbox relays it. Returns the pid."""
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    leaked = [fd for fd in _open_fds() if fd > 2 and fd not in keep and _inheritable(fd)]
+    if nproc is None:
+        return os.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
+                              file_actions=[(os.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
+    return _fork_with_nproc(command, leaked, nproc)
+
+
+def _inheritable(fd: int) -> bool:
+    try:
+        return os.get_inheritable(fd)
+    except OSError:  # not open (the listing's own fd)
+        return False
+
+
+def _open_fds() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return list(range(3, 256))
+
+
+def _fork_with_nproc(command: Sequence[str], leaked: Sequence[int], nproc: int) -> int:
+    """RLIMIT_NPROC has to be set between fork and exec: the hard limit cannot be raised again."""
+    import resource
+
+    pid = os.fork()
+    if pid == 0:  # the child: system calls only, then exec
+        try:
+            os.setsid()
+            for fd in leaked:
+                os.close(fd)
+            for signum in DEFAULT_IN_CHILD:
+                _signal.signal(signum, _signal.SIG_DFL)
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            os.execve(command[0], list(command), {})
+        finally:
+            os._exit(127)
+    return pid
+
+
+def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
+        timeout: float | None = None, nproc: int | None = None,
+        warn: Callable[[str], object] | None = None) -> tuple[int, Status | None]:
+    """Run bwrap in the foreground, relaying signals to the command; return (exit code, status).
+
+    `pass_fds` (the data files the options name) are closed here once bwrap has them. The status
+    is None when sbox ended the sandbox itself (a timeout, exit 124) or bwrap was killed.
+    Raises OSError when bwrap cannot be started at all.
+    """
+    command, fds, status = command_line(path, options, argv)
+    started: list[int] = []
+    pending: list[int] = []
+
+    def relay(signum: int, _frame: object) -> None:
+        if not started:
+            pending.append(signum)  # before bwrap even started: it will not be set up at all
+            return
+        target = status.command_pid()
+        try:
+            if target is not None:
+                os.kill(target, signum)
+            elif signum != _signal.SIGWINCH:
+                os.kill(started[0], signum)  # still setting up: the sandbox goes, nothing has run
+        except ProcessLookupError:
+            pass
+
+    previous = _install(relay)
+    try:
+        started.append(spawn(command, [*fds, *pass_fds], nproc))
+    except BaseException:
+        _restore(previous)
+        status.close()
+        raise
+    finally:
+        for fd in [*fds, *pass_fds]:
+            os.close(fd)
+    pid = started[0]
+    for signum in pending:
+        os.kill(pid, signum)
+    try:
+        code = _wait(pid, timeout)
+        if code is None:
+            _stop(pid, status)
+            if warn:
+                warn(f"sbox: timed out after {timeout:g}s; the sandbox was killed\n")
+            status.close()
+            return 124, None
+    finally:
+        _restore(previous)
+    status.finish()
+    if code < 0:
+        return 128 - code, None
+    return (status.exit_code if status.exit_code is not None else code), status
+
+
+def _wait(pid: int, timeout: float | None) -> int | None:
+    """bwrap's exit code (negative: killed by that signal), or None once `timeout` has passed."""
+    if timeout is None:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    pidfd = os.pidfd_open(pid)
+    try:
+        deadline = time.monotonic() + timeout
+        while not select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            if time.monotonic() >= deadline:
+                return None
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        os.close(pidfd)
+
+
+def _stop(pid: int, status: Status) -> None:
+    """SIGTERM to the command, then SIGKILL to bwrap (which takes the whole pid namespace along)."""
+    target = status.command_pid()
+    if target is not None:
+        try:
+            os.kill(target, _signal.SIGTERM)
+            if _wait(pid, KILL_GRACE) is not None:
+                return
+        except ProcessLookupError:
+            pass
+    try:
+        os.kill(pid, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+
+
+def _install(handler: Callable[[int, object], None]) -> dict[int, object]:
+    previous: dict[int, object] = {}
+    for signum in RELAYED:
+        try:
+            previous[signum] = _signal.signal(signum, handler)
+        except ValueError:  # not the main thread: signals are the main thread's to handle
+            break
+    return previous
+
+
+def _restore(previous: dict[int, object]) -> None:
+    for signum, handler in previous.items():
+        _signal.signal(signum, handler)  # type: ignore[arg-type]
