@@ -38,7 +38,7 @@ bin_dir=$(cd -P -- "$bin_dir" && pwd -P)
 # Build from a copy, so the checkout stays untouched (no build/ or *.egg-info left behind).
 work=$(mktemp -d "${TMPDIR:-/tmp}/sbox-install.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
-files=(pyproject.toml sbox_shim)
+files=(pyproject.toml sbox_shim bin)
 for f in "$src"/README* "$src"/LICENSE*; do
   [ -e "$f" ] && files+=("${f##*/}")
 done
@@ -48,6 +48,8 @@ say "creating the venv in $prefix"
 "${PYTHON:-python3}" -m venv -- "$prefix"
 say "installing sbox into it"
 "$prefix/bin/python" -m pip install --quiet --disable-pip-version-check "$work"
+# This venv is sbox's own: its `sbox` can start Python with -I -S (see sbox_shim/launcher.py).
+"$prefix/bin/python" -m sbox_shim.launcher "$prefix/bin/sbox"
 
 link="$bin_dir/sbox"
 if [ -e "$link" ] && [ ! -L "$link" ]; then

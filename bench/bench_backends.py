@@ -2,10 +2,16 @@
 
     python bench/bench_backends.py [--runs 20] [--output bench/results/backends.json]
 
-Variants, all in a temporary project whose `default` profile has the network off:
+Run it with the interpreter of a venv where sbox is installed (not editable). Variants, all in a
+temporary project whose `default` profile has the network off:
 - direct: `/usr/bin/true`;
-- sbox (mode: host): `sbox run -- true` with the profile unsandboxed: sbox's own cost, no sandbox;
-- sbox bwrap / sbox docker: `sbox run --backend B -- true`.
+- sbox (mode: host): `sbox run -- true` with the profile unsandboxed: sbox's own cold cost;
+- sbox bwrap: `sbox run --backend bwrap -- true` as a user repeats it: the plan cache is warm, and
+  `sbox` is the launcher install.sh writes (Python with -I -S);
+- sbox bwrap, pip's script: the same through the `sbox` script pip installs (Python with `site`);
+- sbox bwrap, cold: the plan cache off (SBOX_PLAN_CACHE=0): every run builds the plan, as the
+  first run of a command does;
+- sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached).
 Variants are interleaved run by run, so drift on the machine hits them all alike; a backend that
 is not usable here is reported with its reason instead of a figure. Medians in ms. Everything runs
 under a temporary HOME, cache and state.
@@ -60,7 +66,10 @@ def unusable(backend: str) -> str | None:
         return str(exc)
 
 
-def setup(base: Path) -> tuple[dict[str, tuple[list[str], Path]], dict[str, str], dict[str, str]]:
+Variant = tuple[list[str], Path, dict[str, str]]  # argv, cwd, environment on top of the common one
+
+
+def setup(base: Path) -> tuple[dict[str, Variant], dict[str, str], dict[str, str]]:
     sandboxed, host, home = base / "project", base / "host-project", base / "home"
     for d in (sandboxed, host, home):
         d.mkdir(parents=True)
@@ -77,18 +86,27 @@ def setup(base: Path) -> tuple[dict[str, tuple[list[str], Path]], dict[str, str]
     }
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
-    sbox = sbox_executable()
-    variants: dict[str, tuple[list[str], Path]] = {
-        "direct": (["/usr/bin/true"], sandboxed),
-        "sbox (mode: host)": ([sbox, "run", "--", "true"], host),
+    script = sbox_executable()
+    from sbox_shim import launcher
+
+    sbox = str(base / "bin" / "sbox")  # what install.sh puts in its venv
+    (base / "bin").mkdir()
+    launcher.write(sbox)
+    variants: dict[str, Variant] = {
+        "direct": (["/usr/bin/true"], sandboxed, {}),
+        "sbox (mode: host)": ([sbox, "run", "--", "true"], host, {}),
     }
     skipped = {}
     for backend in ("bwrap", "docker"):
         reason = unusable(backend)
         if reason:
             skipped[f"sbox {backend}"] = reason
-        else:
-            variants[f"sbox {backend}"] = ([sbox, "run", "--backend", backend, "--", "true"], sandboxed)
+            continue
+        argv = ["run", "--backend", backend, "--", "true"]
+        variants[f"sbox {backend}"] = ([sbox, *argv], sandboxed, {})
+        if backend == "bwrap":
+            variants["sbox bwrap, pip's script"] = ([script, *argv], sandboxed, {})
+            variants["sbox bwrap, cold"] = ([sbox, *argv], sandboxed, {"SBOX_PLAN_CACHE": "0"})
     return variants, env, skipped
 
 
@@ -113,21 +131,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sbox-bench-backends-") as tmp:
         variants, env, skipped = setup(Path(tmp))
         samples: dict[str, list[float]] = {name: [] for name in variants}
-        for name, (cmd, cwd) in variants.items():  # warm up (docker builds its base image), fail early
-            timed(cmd, cwd, env)
+        for name, (cmd, cwd, extra) in variants.items():  # warm up (docker's image, the plan cache)
+            timed(cmd, cwd, {**env, **extra})
         for _ in range(runs):
-            for name, (cmd, cwd) in variants.items():
-                samples[name].append(timed(cmd, cwd, env))
+            for name, (cmd, cwd, extra) in variants.items():
+                samples[name].append(timed(cmd, cwd, {**env, **extra}))
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     direct = medians["direct"]
-    print(f"{'variant':20} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
+    print(f"{'variant':26} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
     for name, value in medians.items():
         extra = "" if name == "direct" else f"{value - direct:+12.1f}"
-        print(f"{name:20} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
+        print(f"{name:26} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
               f"{max(samples[name]):9.1f} {extra}")
     for name, reason in skipped.items():
-        print(f"{name:20} skipped: {reason}")
+        print(f"{name:26} skipped: {reason}")
 
     result = {
         "benchmark": "backends",

@@ -1,3 +1,3 @@
-from sbox_shim.cli import main_entry
+from sbox_shim.entry import main
 
-main_entry()
+main()

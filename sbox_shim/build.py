@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sbox_shim.resolve import Resolver
 
 DEFAULT_PROFILE = Profile(name="default", network=False, writable=True)
+AS_IS = "run"  # the label of a step that runs the command as given (no ecosystem phases)
 BRIDGE = f"{SANDBOX_DIR}/bridge.py"
 RUN_DIR = f"{SANDBOX_DIR}/run"
 EGRESS_SOCKET = f"{RUN_DIR}/egress.sock"
@@ -44,7 +45,7 @@ def choose(config: Config, argv: Sequence[str], override: str | None,
 
 
 def _as_is(argv: Sequence[str], reason: str) -> ecosystems.Phase:
-    return ecosystems.Phase("run", tuple(argv), network=False, reason=reason)
+    return ecosystems.Phase(AS_IS, tuple(argv), network=False, reason=reason)
 
 
 def _builtin_profile(tool: str, phase: ecosystems.Phase) -> Profile:
@@ -109,6 +110,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
                      "npm_config_proxy", "npm_config_https_proxy"):
             env[name] = proxy
         env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+    mounts += layout.own_mounts(mounts, host.own_dirs)
     cwd = host.cwd if _inside(host.cwd, config.root) else config.root
     limits = Limits(prof.limits.pids, prof.limits.memory, prof.limits.timeout)
     step = Step(

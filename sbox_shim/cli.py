@@ -73,8 +73,9 @@ def _describe_backend(name: str, cache_dir: str, env: Mapping[str, str]) -> str:
         return f"{name} (not usable: {exc.args[0]})"
 
 
-def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from sbox_shim import runner
+def cmd_run(args: argparse.Namespace, env: Mapping[str, str], raw: Sequence[str] = ()) -> int:
+    """`raw` is sbox's own argv as typed: the plan cache's key."""
+    from sbox_shim import compiled, runner
     from sbox_shim.backends.select import pick
     from sbox_shim.build import build_plan
 
@@ -86,6 +87,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         _check_tool(plan, host)
         sandboxed = any(s.mode == "sandbox" for s in plan.steps)
         backend = pick(plan.backend, host.cache_dir, env) if sandboxed else None
+        if backend is not None and raw:
+            compiled.store(raw, plan, backend, host, args.config, runner.announce(plan.steps[0], 0, 1, backend))
     except BaseException:
         runner.remove_run_dir(run_dir)
         raise
@@ -104,10 +107,11 @@ def _check_tool(plan, host) -> None:  # type: ignore[no-untyped-def]
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(raw)
     try:
         if args.command == "run":
-            return cmd_run(args, env)
+            return cmd_run(args, env, raw)
         if args.command == "plan":
             return cmd_plan(args, env)
         if args.command == "shims":
@@ -133,7 +137,3 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-
-
-def main_entry() -> None:
-    raise SystemExit(main())

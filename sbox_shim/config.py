@@ -73,6 +73,22 @@ def find_config(start: str) -> str | None:
         here = parent
 
 
+def consulted(cwd: str, env: Mapping[str, str], explicit: str | None = None) -> list[str]:
+    """Every file whose content or presence decides `load(cwd, env, explicit)`: the plan cache
+    watches them. The user file, then the candidates walked up to the one found."""
+    paths = [user_config_path(env)]
+    if explicit:
+        return paths + [explicit]
+    found = find_config(cwd)
+    here = os.path.abspath(cwd)
+    while True:
+        paths += [os.path.join(here, name) for name in (*CONFIG_NAMES, "pyproject.toml")]
+        parent = os.path.dirname(here)
+        if parent == here or (found and os.path.dirname(found) == here):
+            return paths
+        here = parent
+
+
 def _has_tool_sbox(path: str) -> bool:
     try:
         with open(path, encoding="utf-8") as f:

@@ -22,7 +22,8 @@ class Host:
     python_prefix: str  # its installation prefix, mounted read-only when not under /usr
     package_dir: str  # the installed sbox_shim package
     cache_dir: str  # sbox's own package caches
-    state_dir: str  # reports of denied connections
+    state_dir: str  # reports of denied connections, the plan cache
+    own_dirs: tuple[str, ...] = ()  # sbox's own files: never writable inside a sandbox
 
     @classmethod
     def current(cls, env: Mapping[str, str], cwd: str | None = None) -> "Host":
@@ -35,6 +36,11 @@ class Host:
         python = os.path.join(base, "bin", version)
         if not os.path.exists(python):
             python = os.path.realpath(sys.executable)
+        state_dir = env.get("SBOX_STATE_DIR") or user_dir("state", env)
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+        from sbox_shim.config import user_config_path
+
+        own = (state_dir, os.path.dirname(user_config_path(env)), user_dir("data", env), sys.prefix, package_dir)
         return cls(
             uid=os.getuid(),
             gid=os.getgid(),
@@ -45,7 +51,8 @@ class Host:
             shim_dirs=shim_dirs,
             python=python,
             python_prefix=base,
-            package_dir=os.path.dirname(os.path.abspath(__file__)),
+            package_dir=package_dir,
             cache_dir=env.get("SBOX_CACHE_DIR") or user_dir("cache", env),
-            state_dir=env.get("SBOX_STATE_DIR") or user_dir("state", env),
+            state_dir=state_dir,
+            own_dirs=tuple(os.path.abspath(d) for d in own),
         )

@@ -19,14 +19,19 @@ SYSTEM_DIRS = ("/usr/", "/bin", "/sbin", "/lib")
 
 def toolchain_mounts(exists: Callable[[str], bool] = os.path.lexists,
                      readlink: Callable[[str], str | None] = lambda p: os.readlink(p) if os.path.islink(p) else None,
+                     is_file: Callable[[str], bool] = lambda p: os.path.isfile(p) and not os.path.islink(p),
                      ) -> list[Mount]:
-    """The host toolchain read-only; `/bin -> usr/bin` style links are recreated as links."""
+    """The host toolchain read-only; `/bin -> usr/bin` style links are recreated as links, plain
+    files of /etc are copied in."""
     mounts = []
     for path in TOOLCHAIN + ETC:
         if not exists(path):
             continue
         link = readlink(path) if path in TOOLCHAIN else None
-        mounts.append(Mount(link, path, kind="symlink") if link else Mount(path, path))
+        if link:
+            mounts.append(Mount(link, path, kind="symlink"))
+        else:
+            mounts.append(Mount(path, path, kind="copy" if path in ETC and is_file(path) else "bind"))
     return mounts
 
 
@@ -47,15 +52,29 @@ def tool_prefix(real_tool: str | None, home: str) -> str | None:
     return prefix
 
 
+def protected_paths(root: str, config_path: str | None) -> list[str]:
+    """Paths in a writable project that stay read-only, when they exist."""
+    protected = [os.path.join(root, name) for name in PROTECTED]
+    if config_path:
+        protected.append(os.path.abspath(config_path))
+    return list(dict.fromkeys(protected))
+
+
 def project_mounts(root: str, writable: bool, config_path: str | None,
                    exists: Callable[[str], bool] = os.path.lexists) -> list[Mount]:
     mounts = [Mount(root, root, readonly=not writable)]
     if writable:
-        protected = [os.path.join(root, name) for name in PROTECTED]
-        if config_path:
-            protected.append(os.path.abspath(config_path))
-        mounts += [Mount(p, p) for p in dict.fromkeys(protected) if exists(p)]
+        mounts += [Mount(p, p) for p in protected_paths(root, config_path) if exists(p)]
     return mounts
+
+
+def own_mounts(mounts: Sequence[Mount], own: Iterable[str],
+               exists: Callable[[str], bool] = os.path.lexists) -> list[Mount]:
+    """sbox's own directories (its state with the plan cache, its config, its install) read-only
+    wherever a writable mount would expose them: a project at or above HOME, say."""
+    writable = [m.source for m in mounts if not m.readonly and m.kind in ("bind", "cache")]
+    return [Mount(d, d) for d in dict.fromkeys(own)
+            if exists(d) and any(d == w or d.startswith(w.rstrip("/") + "/") for w in writable)]
 
 
 def etc_files(user: str, uid: int, gid: int, home: str, net: Network) -> list[File]:

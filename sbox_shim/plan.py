@@ -13,7 +13,9 @@ class Mount:
     source: str  # host path; "" for tmpfs; the link's text for a symlink
     target: str  # path inside the sandbox
     readonly: bool = True
-    kind: str = "bind"  # bind | tmpfs | symlink | cache (a bind whose source sbox creates)
+    # bind | tmpfs | symlink | cache (a bind whose source sbox creates) | copy (a small host file,
+    # read-only: bwrap copies its content in, which is cheaper than a mount; docker binds it)
+    kind: str = "bind"
 
 
 @dataclass(frozen=True)

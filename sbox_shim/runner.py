@@ -72,7 +72,7 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
     try:
         for index, step in enumerate(plan.steps):
             if not quiet:
-                err.write(_announce(step, index, len(plan.steps), backend) + "\n")
+                err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
             code = _run_step(step, backend, run_dir, index, state_dir, err)
             if code != 0:
@@ -84,7 +84,7 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
         remove_run_dir(run_dir)
 
 
-def _announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
+def announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
     where = "unsandboxed (mode: host)" if step.mode == "host" else f"sandbox ({backend.NAME if backend else '?'})"
     what = " ".join(step.command)
     count = f" step {index + 1}/{total} [{step.label}]" if total > 1 else ""

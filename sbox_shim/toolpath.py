@@ -41,3 +41,21 @@ def find_real(name: str, path_var: str, shim_dirs: Sequence[str] = ()) -> str | 
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK) and not is_shim(candidate):
             return candidate
     return None
+
+
+def searched(name: str, path_var: str, shim_dirs: Sequence[str] = ()) -> list[str]:
+    """What `find_real` looks at: each PATH directory up to the one it finds `name` in, and each
+    candidate there. The plan cache watches them (a directory's mtime moves when a file comes)."""
+    if os.sep in name:
+        return [name]
+    shims = {os.path.realpath(d) for d in shim_dirs}
+    found = find_real(name, path_var, shim_dirs)
+    out = []
+    for directory in split_path(path_var):
+        if os.path.realpath(directory) in shims:
+            continue
+        candidate = os.path.join(directory, name)
+        out += [directory, candidate]
+        if candidate == found:
+            break
+    return out

@@ -90,9 +90,16 @@ def _path_for(step: Step) -> str:
     return path
 
 
+def data_files(step: Step) -> list[tuple[str, str, str]]:
+    """What bwrap copies in, as (target, content, source): the generated files, then the host's
+    (read at run time)."""
+    return ([(f.target, f.content, "") for f in step.files]
+            + [(m.target, "", m.source) for m in step.mounts if m.kind == "copy"])
+
+
 def data_fds(step: Step) -> list[tuple[str, int]]:
-    """The step's generated /etc files as memfds, in the order of `step.files`."""
-    files = bwraprun.file_data([(f.target, f.content) for f in step.files], step.network.policy == "open")
+    """`data_files` as memfds, in that order."""
+    files = bwraprun.file_data(data_files(step), step.network.policy == "open")
     return [(target, bwraprun.memfd("sbox" + target.replace("/", "-"), data)) for target, data in files]
 
 

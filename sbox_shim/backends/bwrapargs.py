@@ -47,8 +47,10 @@ def env_args(env: Sequence[tuple[str, str]]) -> list[str]:
 def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = ()) -> list[str]:
     """Scratch filesystems, the plan's mounts and our /etc files; parents before children.
 
-    `data` are our generated files as (target, fd): bwrap copies each fd into a read-only file, so
-    nothing is written on the host.
+    `data` are our generated files and the copied ones as (target, fd). bwrap writes each into the
+    sandbox's own root (`--file`, no mount, made read-only with the root), or where a bound host
+    directory holds the target, into a file of its own bound over it (`--ro-bind-data`): nothing is
+    ever written through to the host.
 
     The sort is stable and by depth only, so at one depth the later mount of a target wins.
     """
@@ -58,10 +60,15 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
             entries.append((m.target, ["--symlink", m.source, m.target]))
         elif m.kind == "tmpfs":
             entries.append((m.target, ["--tmpfs", m.target]))
+        elif m.kind == "copy":
+            continue  # in `data`
         else:
             entries.append((m.target, ["--ro-bind" if m.readonly else "--bind", m.source, m.target]))
+    bound = [m.target.rstrip("/") for m in mounts if m.kind not in ("symlink", "tmpfs", "copy")]
     for target, fd in data:
-        entries.append((target, ["--perms", "0644", "--ro-bind-data", str(fd), target]))
+        inside = any(target == b or target.startswith(b + "/") for b in bound)
+        how = "--ro-bind-data" if inside else "--file"
+        entries.append((target, ["--perms", "0644", how, str(fd), target]))
     entries.sort(key=lambda e: _depth(e[0]))
     args = [a for _, group in entries for a in group]
     return args + ["--remount-ro", "/"]  # the root holds only mount points: read-only, as in docker

@@ -30,15 +30,18 @@ KILL_GRACE = 5.0
 HOST_DNS = ("/etc/resolv.conf", "/etc/hosts")
 
 
-def file_data(files: Sequence[tuple[str, str]], host_dns: bool) -> list[tuple[str, bytes]]:
-    """The bytes of each generated file. With the host's network (`network: on`) names resolve as on
-    the host: its resolv.conf and hosts are read now (often through a link into /run), never bound."""
+def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tuple[str, bytes]]:
+    """The bytes of each file sbox puts in, as (target, content, source): generated content, or
+    the host's file `source` (content ""), read now. With the host's network (`network: on`) names resolve as on the host: its
+    resolv.conf and hosts are read now too (often through a link into /run), never bound."""
     out = []
-    for target, content in files:
+    for target, content, source in files:
         data = content.encode()
         if host_dns and target in HOST_DNS:
+            source = target
+        if source:
             try:
-                with open(target, "rb") as f:
+                with open(source, "rb") as f:
                     data = f.read()
             except OSError:
                 pass

@@ -82,7 +82,7 @@ def test_mount_kinds() -> None:
     assert (PROJECT, PROJECT) in _pairs(options, "--bind", 2)
     assert (f"{PROJECT}/.git", f"{PROJECT}/.git") in _pairs(options, "--ro-bind", 2)
     assert (f"{PROJECT}/sbox.yaml", f"{PROJECT}/sbox.yaml") in _pairs(options, "--ro-bind", 2)
-    assert ("0644", "--ro-bind-data", "7", "/etc/resolv.conf") in _pairs(options, "--perms", 4)
+    assert ("0644", "--file", "7", "/etc/resolv.conf") in _pairs(options, "--perms", 4)
     tmpfs = [t for (t,) in _pairs(options, "--tmpfs")]
     assert {"/tmp", "/var/tmp", "/dev/shm", "/home/u"} <= set(tmpfs)
     assert ("1777", "--tmpfs", "/tmp") in _pairs(options, "--perms", 3)
@@ -109,6 +109,21 @@ def test_parents_are_mounted_before_children() -> None:
 def test_generated_files_come_after_the_plans_mounts_at_the_same_depth() -> None:
     args = mount_args([Mount("/etc/hosts", "/etc/hosts")], FILES)
     assert _position(args, "--ro-bind", "/etc/hosts", "/etc/hosts") < _position(args, "--ro-bind-data", "8", "/etc/hosts")
+
+
+def test_a_file_in_a_bound_directory_is_bound_over_never_written_through() -> None:
+    """`--file` writes where the target is: inside a bound project that would be the host's file."""
+    options = bwrap_options(_step(), [("/etc/hosts", 8), (f"{PROJECT}/.npmrc", 9)])
+    assert ("0644", "--file", "8", "/etc/hosts") in _pairs(options, "--perms", 4)
+    assert ("0644", "--ro-bind-data", "9", f"{PROJECT}/.npmrc") in _pairs(options, "--perms", 4)
+    assert not [t for _, t in _pairs(options, "--file", 2) if t.startswith(PROJECT)]
+
+
+def test_copied_host_files_are_not_mounted() -> None:
+    step = _step(mounts=(Mount("/usr", "/usr"), Mount("/etc/services", "/etc/services", kind="copy")))
+    options = bwrap_options(step, [("/etc/services", 5)])
+    assert "/etc/services" not in [t for _, t in _pairs(options, "--ro-bind", 2)]
+    assert ("0644", "--file", "5", "/etc/services") in _pairs(options, "--perms", 4)
 
 
 def test_root_is_read_only_after_every_mount() -> None:
