@@ -1,0 +1,234 @@
+"""The plan cache's pure parts: its key, the facts it re-checks, what it stores and refuses.
+
+Running records in real sandboxes is tests/e2e/test_plan_cache.py.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import types
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import compiled, launcher, layout
+from sbox_shim.backends import bwraprun
+from sbox_shim.build import build_plan
+from sbox_shim.config import Config, Limits, Profile
+from sbox_shim.host import Host
+from sbox_shim.plan import Mount
+
+BWRAP = types.SimpleNamespace(NAME="bwrap")
+DOCKER = types.SimpleNamespace(NAME="docker")
+ARGV = ["run", "--", "true"]
+
+
+def _host(tmp_path: Path, **env: str) -> Host:
+    base = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "NPM_TOKEN": "s3cret-canary",
+            "SBOX_STATE_DIR": str(tmp_path / "state")}
+    base.update(env)
+    (tmp_path / "project").mkdir(exist_ok=True)
+    return Host(uid=os.getuid(), gid=os.getgid(), user="dev", home=str(tmp_path / "home"), cwd=str(tmp_path / "project"),
+                env=base, shim_dirs=(), python="/usr/bin/python3", python_prefix="/usr",
+                package_dir=compiled.PACKAGE, cache_dir=str(tmp_path / "cache"), state_dir=str(tmp_path / "state"))
+
+
+def _plan(tmp_path: Path, profile: Profile | None = None, argv: tuple[str, ...] = ("true",)):  # type: ignore[no-untyped-def]
+    profiles = {"default": profile} if profile else {}
+    config = Config(str(tmp_path / "project" / "sbox.yaml"), str(tmp_path / "project"), "bwrap", profiles)
+    return build_plan(list(argv), config, _host(tmp_path), which=lambda name, path, shims: f"/usr/bin/{name}")
+
+
+# ---------------------------------------------------------------- the key
+
+
+def test_key_covers_argv_cwd_and_environment() -> None:
+    env = {"PATH": "/usr/bin", "HOME": "/h"}
+    k = compiled.key(ARGV, env, "/p")
+    assert compiled.key(ARGV, env, "/p") == k and len(k) == 64
+    assert compiled.key(["run", "--", "false"], env, "/p") != k
+    assert compiled.key(ARGV, env, "/q") != k
+    assert compiled.key(ARGV, {**env, "HOME": "/other"}, "/p") != k
+    assert compiled.key(ARGV, {**env, "NEW": "1"}, "/p") != k
+    # argv is not joined ambiguously: ("a b") differs from ("a", "b")
+    assert compiled.key(["run", "a b"], env, "/p") != compiled.key(["run", "a", "b"], env, "/p")
+
+
+def test_key_ignores_shell_bookkeeping_only() -> None:
+    env = {"PATH": "/usr/bin"}
+    k = compiled.key(ARGV, env, "/p")
+    assert compiled.key(ARGV, {**env, "_": "/usr/bin/strace", "OLDPWD": "/x"}, "/p") == k
+
+
+# ---------------------------------------------------------------- facts
+
+
+def test_facts_change_with_what_they_watch(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("a")
+    before = compiled.fact("stat", str(f))
+    f.write_text("bb")
+    assert compiled.fact("stat", str(f)) != before
+    assert compiled.fact("stat", str(tmp_path / "missing")) is None
+    assert compiled.fact("exists", str(f)) is True and compiled.fact("exists", str(tmp_path / "missing")) is None
+    link = tmp_path / "l"
+    link.symlink_to("f")
+    assert compiled.fact("link", str(link)) == "f" and compiled.fact("link", str(f)) is None
+    assert compiled.fact("type", str(f)) != compiled.fact("type", str(tmp_path))
+    assert compiled.fact("lstat", str(link)) != compiled.fact("stat", str(link))
+
+
+def test_code_fact_moves_when_a_source_file_of_sbox_changes(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    for sub in ("", "backends", "ecosystems", "egress"):
+        (package / sub).mkdir(parents=True, exist_ok=True)
+        (package / sub / "m.py").write_text("x = 1\n")
+    before = compiled.fact("code", str(package))
+    (package / "backends" / "m.py").write_text("x = 22\n")
+    assert compiled.fact("code", str(package)) != before
+
+
+# ---------------------------------------------------------------- filling a record in
+
+
+def test_fill_resolves_environment_and_fd_references() -> None:
+    ref = compiled.REF
+    template = ["--setenv", "TOKEN", f"{ref}env{ref}TOKEN", "--file", f"{ref}fd{ref}1", "/etc/hosts"]
+    assert compiled._fill(template, {"TOKEN": "t"}, [10, 11]) == ["--setenv", "TOKEN", "t", "--file", "11", "/etc/hosts"]
+    assert compiled._fill(template, {}, [10, 11]) is None
+
+
+# ---------------------------------------------------------------- what may be cached
+
+
+def test_a_plain_sandboxed_command_is_cacheable(tmp_path: Path) -> None:
+    assert compiled.cacheable(_plan(tmp_path), BWRAP, _host(tmp_path)) is None
+
+
+@pytest.mark.parametrize("profile, why", [
+    (Profile("default", network=True, network_allow=("registry.npmjs.org",)), "allowlist"),
+    (Profile("default", mode="host"), "bwrap"),
+    (Profile("default", limits=Limits(timeout=5.0)), "limits"),
+    (Profile("default", image="debian"), "limits and images"),
+])
+def test_what_the_warm_path_cannot_do_is_not_cached(tmp_path: Path, profile: Profile, why: str) -> None:
+    plan = _plan(tmp_path, profile)
+    reason = compiled.cacheable(plan, BWRAP if plan.steps[0].mode == "sandbox" else None, _host(tmp_path))
+    assert reason is not None and why in reason
+
+
+def test_docker_and_ecosystem_phases_are_not_cached(tmp_path: Path) -> None:
+    assert "bwrap" in str(compiled.cacheable(_plan(tmp_path), DOCKER, _host(tmp_path)))
+    two_phase = _plan(tmp_path, argv=("npm", "install"))
+    assert "ecosystem" in str(compiled.cacheable(two_phase, BWRAP, _host(tmp_path)))
+
+
+def test_a_plan_cache_inside_a_writable_mount_is_not_used(tmp_path: Path) -> None:
+    host = _host(tmp_path, SBOX_STATE_DIR=str(tmp_path / "project" / ".state"))
+    config = Config(str(tmp_path / "project" / "sbox.yaml"), str(tmp_path / "project"), "bwrap", {})
+    plan = build_plan(["true"], config, host, which=lambda name, path, shims: f"/usr/bin/{name}")
+    assert "writable" in str(compiled.cacheable(plan, BWRAP, host))
+
+
+def test_a_record_holds_no_environment_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sbox_shim.backends.bwrap.options_of", lambda path: frozenset({"--disable-userns"}))
+    host = _host(tmp_path)
+    plan = _plan(tmp_path, Profile("default", env=("NPM_TOKEN",)))
+    assert plan.steps[0].environ["NPM_TOKEN"] == "s3cret-canary"
+    path = compiled.store(ARGV, plan, BWRAP, host, None, "sbox: true")  # type: ignore[arg-type]
+    assert path and Path(path).parent == tmp_path / "state" / "plans"
+    data = Path(path).read_bytes()
+    assert b"s3cret-canary" not in data
+    record = marshal.loads(data)
+    i = record["options"].index("NPM_TOKEN")
+    assert record["options"][i + 1] == f"{compiled.REF}env{compiled.REF}NPM_TOKEN"
+    assert os.stat(path).st_mode & 0o777 == 0o600 and os.stat(Path(path).parent).st_mode & 0o777 == 0o700
+
+
+def test_cache_off_writes_nothing(tmp_path: Path) -> None:
+    host = _host(tmp_path, SBOX_PLAN_CACHE="0")
+    assert compiled.store(ARGV, _plan(tmp_path), BWRAP, host, None, "") is None  # type: ignore[arg-type]
+    assert not (tmp_path / "state" / "plans").exists()
+
+
+def test_records_are_read_only_when_private(tmp_path: Path) -> None:
+    plans = tmp_path / "plans"
+    plans.mkdir(mode=0o700)
+    record = plans / "x.plan"
+    record.write_bytes(marshal.dumps({"format": compiled.FORMAT, "facts": []}))
+    record.chmod(0o600)
+    assert compiled._read(str(record)) is not None
+    record.chmod(0o620)
+    assert compiled._read(str(record)) is None
+    record.chmod(0o600)
+    plans.chmod(0o777)
+    assert compiled._read(str(record)) is None
+    plans.chmod(0o700)
+    record.write_bytes(b"\x00garbage")
+    assert compiled._read(str(record)) is None
+
+
+def test_old_records_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled, "KEEP", 3)
+    for i in range(5):
+        compiled._write(str(tmp_path / "plans" / f"{i}.plan"), b"x")
+        os.utime(tmp_path / "plans" / f"{i}.plan", ns=(i * 10**9, i * 10**9))
+    compiled._prune(str(tmp_path / "plans"))
+    assert sorted(p.name for p in (tmp_path / "plans").iterdir()) == ["2.plan", "3.plan", "4.plan"]
+
+
+# ---------------------------------------------------------------- sbox's own directories
+
+
+def test_own_directories_inside_a_writable_mount_become_read_only(tmp_path: Path) -> None:
+    state = tmp_path / "project" / ".state"
+    state.mkdir(parents=True)
+    mounts = [Mount(str(tmp_path / "project"), str(tmp_path / "project"), readonly=False),
+              Mount("", "/home/u", readonly=False, kind="tmpfs")]
+    own = layout.own_mounts(mounts, [str(state), str(tmp_path / "elsewhere"), "/home/u/.local/state/sbox"])
+    assert own == [Mount(str(state), str(state))]
+
+
+def test_small_etc_files_are_copied_and_directories_bound() -> None:
+    mounts = {m.target: m for m in layout.toolchain_mounts(
+        exists=lambda p: p in ("/usr", "/etc/ssl", "/etc/services"),
+        readlink=lambda p: None,
+        is_file=lambda p: p == "/etc/services")}
+    assert mounts["/etc/services"].kind == "copy" and mounts["/etc/ssl"].kind == "bind"
+    assert mounts["/usr"].kind == "bind"
+
+
+# ---------------------------------------------------------------- bwrap's status and the launcher
+
+
+@pytest.mark.parametrize("line, pid, code", [
+    (b'{ "child-pid": 4242, "cgroup-namespace": 4026531835 }', 4242, None),
+    (b'{ "exit-code": 3 }', None, 3),
+    (b'{"exit-code":0}', None, 0),
+    (b'not json', None, None),
+])
+def test_status_lines(line: bytes, pid: int | None, code: int | None) -> None:
+    r, w = os.pipe()
+    os.write(w, line + b"\n")
+    os.close(w)
+    status = bwraprun.Status(r)
+    status.finish()
+    assert (status.child_pid, status.exit_code) == (pid, code)
+
+
+def test_launcher_starts_python_isolated_and_names_its_packages(tmp_path: Path) -> None:
+    path = tmp_path / "sbox"
+    launcher.write(str(path), python="/venv/bin/python", paths=["/venv/lib/site-packages"])
+    text = path.read_text()
+    assert text.startswith("#!/venv/bin/python -IS\n") and "sys.path.append('/venv/lib/site-packages')" in text
+    assert os.access(path, os.X_OK)
+    launcher.write(str(path), python="/venv/bin/python", paths=["/v2"])  # its own launcher: replaced
+    assert "/v2" in path.read_text()
+
+
+def test_launcher_never_replaces_someone_elses_file(tmp_path: Path) -> None:
+    path = tmp_path / "sbox"
+    path.write_text("#!/bin/sh\necho mine\n")
+    with pytest.raises(SystemExit, match="not sbox's"):
+        launcher.write(str(path))
+    assert path.read_text() == "#!/bin/sh\necho mine\n"
