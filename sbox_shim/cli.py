@@ -60,8 +60,24 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     cfg, host = _load(args, env)
     plan = build_plan(_command(args.argv), cfg, host, profile=args.profile, backend=args.backend)
     backend = _describe_backend(plan.backend, host.cache_dir, env)
-    print(report.plan_json(plan, backend) if args.json else report.plan_text(plan, backend))
+    cache = _describe_cache(plan, host, env)
+    print(report.plan_json(plan, backend, cache) if args.json else report.plan_text(plan, backend, cache))
     return 0
+
+
+def _describe_cache(plan, host, env: Mapping[str, str]) -> str:  # type: ignore[no-untyped-def]
+    """Would `sbox run` store this plan for the warm path, and if not, why not."""
+    from sbox_shim import compiled
+    from sbox_shim.backends.select import pick
+
+    try:
+        module = pick(plan.backend, host.cache_dir, env) if any(s.mode == "sandbox" for s in plan.steps) else None
+    except SboxError:
+        module = None
+    why = compiled.cacheable(plan, module, host)
+    if host.env.get("SBOX_PLAN_CACHE") == "0":
+        why = "off (SBOX_PLAN_CACHE=0)"
+    return "yes: repeating this command skips planning" if why is None else f"no: {why}"
 
 
 def _describe_backend(name: str, cache_dir: str, env: Mapping[str, str]) -> str:

@@ -239,14 +239,14 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
     from sbox_shim.environment import is_secret
 
     if len(plan.steps) != 1 or plan.steps[0].label != AS_IS:
-        return "an ecosystem's phases read project files"
+        return "a built-in two-phase install reads project files and is planned on every run"
     step = plan.steps[0]
     if step.mode != "sandbox" or backend is None or backend.NAME != "bwrap":
         return "the warm path runs bwrap sandboxes only"
     if step.network.policy not in ("off", "open"):
         return "an allowlist is resolved and enforced anew on every run"
     if step.image or step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0):
-        return "limits and images are the cold path's"
+        return "limits and images are handled by the full path only"
     if any(is_secret(name) and host.env.get(name) != value for name, value in step.env):
         return "a credential-like value sbox computed would be written to disk"
     plans = directory(host.env)

@@ -16,7 +16,10 @@ def main() -> None:
 
         code = compiled.run_cached(argv, os.environ)
         if code is not None:
-            raise SystemExit(code)
+            # Nothing to clean up: skip the interpreter's teardown (most of a millisecond).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     from sbox_shim.cli import main as cold
 
     raise SystemExit(cold())
