@@ -58,9 +58,16 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
         return None
     path = record_path(env, key(argv, env, cwd))
     record = _read(path)
-    if record is None or not all(fact(kind, p) == seen for kind, p, seen in record["facts"]):
+    if record is None:
         return None
-    code = execute(record, env)
+    try:
+        prepared = _prepare(record, env)
+    except (LookupError, TypeError, ValueError, AttributeError, OSError):  # a record of another shape
+        _remove(path)
+        return None
+    if prepared is None:
+        return None
+    code = _run(record, *prepared)
     if code is None:
         _remove(path)
     return code
@@ -68,7 +75,7 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
 
 def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
     """A digest of everything the plan was built from that is not a file."""
-    parts = [f"sbox-plan-{FORMAT}", __version__, str(os.getuid()), str(os.getgid()), sys.executable, cwd,
+    parts = [f"sbox-plan-{FORMAT}", __version__, sys.version, str(os.getuid()), str(os.getgid()), sys.executable, cwd,
              str(len(argv)), *argv]
     parts += [f"{name}={value}" for name, value in sorted(env.items()) if name not in VOLATILE]
     return _sha256("\0".join(parts).encode("utf-8", "surrogateescape"))
@@ -165,20 +172,37 @@ def _fill(template: Sequence[str], env: Mapping[str, str], fds: Sequence[int]) -
     return out
 
 
-def execute(record: Mapping[str, Any], env: Mapping[str, str]) -> int | None:
-    """Run a record's sandbox; None if it cannot be (nothing ran): the cold path takes over."""
-    files = bwraprun.file_data(record["files"], record["host_dns"])
-    fds = [bwraprun.memfd("sbox" + target.replace("/", "-"), data) for target, data in files]
-    options = _fill(record["options"], env, fds)
-    if options is None:
-        for fd in fds:
-            os.close(fd)
+def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[str], list[int]] | None:
+    """The options and data fds to run a record with; None if a fact has changed or a referenced
+    variable is gone. Raises if the record is not what this version writes."""
+    if not all(fact(kind, p) == seen for kind, p, seen in record["facts"]):
         return None
-    if record["announce"]:
-        sys.stderr.write(record["announce"] + "\n")
-        sys.stderr.flush()
     for path in record["makedirs"]:
         os.makedirs(path, mode=0o700, exist_ok=True)
+    fds: list[int] = []
+    try:
+        for target, data in bwraprun.file_data(record["files"], record["host_dns"]):
+            fds.append(bwraprun.memfd("sbox" + target.replace("/", "-"), data))
+        options = _fill(record["options"], env, fds)
+        if options is not None and all(isinstance(o, str) for o in [record["bwrap"], *record["argv"], *options]):
+            return options, fds
+    except BaseException:
+        _close(fds)
+        raise
+    _close(fds)
+    return None
+
+
+def _close(fds: Sequence[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int | None:
+    """Run a prepared record's sandbox; None if bwrap could not set it up (nothing ran)."""
+    if record.get("announce"):
+        sys.stderr.write(str(record["announce"]) + "\n")
+        sys.stderr.flush()
     try:
         code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write)
     except OSError:
@@ -211,6 +235,14 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     path = bwrap.bwrap_path()
     if path is None:
         return None
+    target = record_path(host.env, key(argv, host.env, host.cwd))
+    try:  # what the run creates anyway, created before the facts are taken: else they go stale at once
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        for m in step.mounts:
+            if m.kind == "cache":
+                os.makedirs(m.source, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
     env = [(name, REF + "env" + REF + name if host.env.get(name) == value else value) for name, value in step.env]
     files = bwrap.data_files(step)
     data = [(target, REF + "fd" + REF + str(i)) for i, (target, _, _) in enumerate(files)]
@@ -225,7 +257,6 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
     }
-    target = record_path(host.env, key(argv, host.env, host.cwd))
     try:
         _write(target, marshal.dumps(record))
     except (OSError, ValueError):
@@ -249,11 +280,15 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
         return "limits and images are handled by the full path only"
     if any(is_secret(name) and host.env.get(name) != value for name, value in step.env):
         return "a credential-like value sbox computed would be written to disk"
-    plans = directory(host.env)
-    if any(not m.readonly and m.kind in ("bind", "cache") and (plans + "/").startswith(m.source.rstrip("/") + "/")
+    plans = os.path.realpath(directory(host.env))
+    if any(not m.readonly and m.kind in ("bind", "cache") and _within(plans, os.path.realpath(m.source))
            for m in step.mounts):
         return "the plan cache would be writable inside the sandbox"
     return None
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str) -> list[tuple[str, str]]:

@@ -68,13 +68,17 @@ def project_mounts(root: str, writable: bool, config_path: str | None,
     return mounts
 
 
-def own_mounts(mounts: Sequence[Mount], own: Iterable[str],
-               exists: Callable[[str], bool] = os.path.lexists) -> list[Mount]:
+def own_mounts(mounts: Sequence[Mount], own: Iterable[str]) -> list[Mount]:
     """sbox's own directories (its state with the plan cache, its config, its install) read-only
-    wherever a writable mount would expose them: a project at or above HOME, say."""
-    writable = [m.source for m in mounts if not m.readonly and m.kind in ("bind", "cache")]
-    return [Mount(d, d) for d in dict.fromkeys(own)
-            if exists(d) and any(d == w or d.startswith(w.rstrip("/") + "/") for w in writable)]
+    wherever a writable mount would expose them: a project at or above HOME, say. Compared by real
+    path, so a link to them changes nothing; made first if missing (kind `cache`), so a sandbox
+    cannot create them either."""
+    writable = [os.path.realpath(m.source) for m in mounts if not m.readonly and m.kind in ("bind", "cache")]
+    out = []
+    for d in dict.fromkeys(os.path.realpath(d) for d in own):
+        if any(d == w or d.startswith(w.rstrip("/") + "/") for w in writable):
+            out.append(Mount(d, d, readonly=True, kind="cache"))
+    return out
 
 
 def etc_files(user: str, uid: int, gid: int, home: str, net: Network) -> list[File]:

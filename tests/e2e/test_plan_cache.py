@@ -85,7 +85,8 @@ class Run:
         return not any(COLD_ONLY_MODULE in line for line in self.imports)
 
     def __str__(self) -> str:
-        return f"exit {self.returncode} ({'warm' if self.warm else 'cold'})\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+        path = "warm" if self.warm else "cold"
+        return f"exit {self.returncode} ({path})\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
 
 def interpreter(sbox_bin: str) -> str:
@@ -114,8 +115,10 @@ class Sbox:
     def plans(self) -> Path:
         return self.state / "plans"
 
-    def records(self) -> list[Path]:
-        return sorted(self.plans.glob("*.plan")) if self.plans.is_dir() else []
+    def records(self, env: Mapping[str, str] | None = None) -> list[Path]:
+        """The records in the plans directory of this env's SBOX_STATE_DIR (default: the fixture's)."""
+        plans = Path(env["SBOX_STATE_DIR"]) / "plans" if env else self.plans
+        return sorted(plans.glob("*.plan")) if plans.is_dir() else []
 
     def argv(self, command: Sequence[str], options: Sequence[str] = ()) -> list[str]:
         return [*self.prefix, "run", *options, "--", *command]
@@ -134,26 +137,24 @@ class Sbox:
             pass_fds: Sequence[int] = ()) -> Run:
         return self.finish(self.start(*command, options=options, env=env, pass_fds=pass_fds))
 
-    def run_twice(self, *command: str, **kw: object) -> tuple[Run, Run]:
+    def run_twice(self, *command: str, env: Mapping[str, str] | None = None,
+                  pass_fds: Sequence[int] = ()) -> tuple[Run, Run]:
         """Prime a record with a cold run, then run the same again: it must be warm."""
-        first = self.run(*command, **kw)  # type: ignore[arg-type]
+        first = self.run(*command, env=env, pass_fds=pass_fds)
         assert not first.warm, f"the first run should have been cold:\n{first}"
-        assert self.records(), f"the cold run wrote no record in {self.plans}:\n{first}"
-        second = self.run(*command, **kw)  # type: ignore[arg-type]
+        assert self.records(env), f"the cold run wrote no record:\n{first}"
+        second = self.run(*command, env=env, pass_fds=pass_fds)
         assert second.warm, f"the second, identical run should have been warm:\n{second}"
         return first, second
 
-    def warm(self, *command: str, **kw: object) -> Run:
+    def warm(self, *command: str, env: Mapping[str, str] | None = None) -> Run:
         """The warm run of `command` (after its priming cold run)."""
-        return self.run_twice(*command, **kw)[1]
+        return self.run_twice(*command, env=env)[1]
 
 
-def test_env() -> dict[str, str]:
+def caller_env() -> dict[str, str]:
     """os.environ as the autouse fake_home fixture left it, minus pytest's per-phase variable."""
     return {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-
-
-test_env.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ def sbox(request: pytest.FixtureRequest, sbox_bin: str, tmp_path: Path) -> Sbox:
     first record is stale at once (see test_the_first_record_in_a_fresh_state_dir_is_usable)."""
     if request.node.get_closest_marker("docker") is None:
         require_backend("bwrap")
-    env = test_env()
+    env = caller_env()
     os.makedirs(env["SBOX_STATE_DIR"], mode=0o700)
     return Sbox(sbox_bin, project(tmp_path, profile() + BWRAP), env)
 
@@ -190,17 +191,13 @@ def test_a_record_is_written_and_the_identical_run_is_warm_with_the_same_result(
 def test_the_first_record_in_a_fresh_state_dir_is_usable(sbox_bin: str, tmp_path: Path) -> None:
     """With no state dir yet, the first cold run records a plan the second run can use."""
     require_backend("bwrap")
-    env = test_env()
+    env = caller_env()
     assert not os.path.exists(env["SBOX_STATE_DIR"])
     box = Sbox(sbox_bin, project(tmp_path, profile() + BWRAP), env)
     first = box.run("true")
     assert not first.warm and box.records(), str(first)
     second = box.run("true")
-    assert second.returncode == 0, str(second)
-    if not second.warm:
-        pytest.xfail("sbox bug: the record watches the state dir's existence, which storing it creates; "
-                     "only the third run is warm")
-    assert second.warm
+    assert second.returncode == 0 and second.warm, str(second)
 
 
 # ---------------------------------------------------------------- isolation, on warm runs
@@ -275,7 +272,8 @@ def test_a_passed_token_reaches_the_warm_run_but_never_the_disk(sbox: Sbox) -> N
     warm = sbox.warm("sh", "-c", 'echo "token=$NPM_TOKEN"', env={**sbox.env, "NPM_TOKEN": token})
     assert warm.stdout == f"token={token}\n", str(warm)
     assert sbox.records()
-    found = [p for p in sbox.state.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    disk = [*sbox.state.rglob("*"), *Path(sbox.env["SBOX_CACHE_DIR"]).rglob("*")]
+    found = [p for p in disk if p.is_file() and token.encode() in p.read_bytes()]
     assert found == [], f"the token is on disk in {found}"
 
 
@@ -391,8 +389,6 @@ def test_a_well_formed_record_of_the_wrong_shape_falls_back_to_the_cold_path(sbo
     [record] = sbox.records()
     record.write_bytes(marshal.dumps({"format": marshal.loads(record.read_bytes())["format"]}))
     after = sbox.run(*command)
-    if after.returncode != 0 and "KeyError" in after.stderr:
-        pytest.xfail("sbox bug: run_cached raises KeyError on a record without 'facts'")
     assert (after.returncode, after.stdout, after.warm) == (0, "ran\n", False), str(after)
 
 
@@ -452,7 +448,76 @@ def test_a_state_dir_inside_the_project_stays_read_only(sbox: Sbox) -> None:
         run = sbox.run(PY, "-c", WRITE, *targets, env=env)
         assert verdicts(run.stdout) == {targets[0]: "DENIED", targets[1]: "DENIED", targets[2]: "WROTE"}, str(run)
     assert sorted(p.name for p in state.iterdir()) == ["plans"]
-    assert [p for p in (state / "plans").iterdir() if not p.name.endswith(".plan") or p.name.startswith("0")] == []
+    assert not (state / "plans" / ("0" * 64 + ".plan")).exists()
+
+
+def test_a_user_config_reached_through_a_symlink_cannot_be_created(sbox: Sbox, tmp_path: Path) -> None:
+    """The user-level config names the project through a link and does not exist yet: a sandboxed
+    command must not create it (it would set `mode: host` for every project of this user)."""
+    alias = tmp_path / "alias"
+    alias.symlink_to(sbox.root)
+    env = {**sbox.env, "SBOX_USER_CONFIG": str(alias / ".config" / "sbox" / "config.yaml")}
+    target = str(sbox.root / ".config" / "sbox" / "config.yaml")
+    run = sbox.run(PY, "-c", WRITE, target, str(sbox.root / "allowed"), env=env)
+    assert verdicts(run.stdout) == {target: "DENIED", str(sbox.root / "allowed"): "WROTE"}, str(run)
+    assert not os.path.exists(target)
+
+
+# Inside: plant a record in PLANS (making the directory if need be), then rewrite every record of
+# `echo innocent` there to bind the host's / at /tmp/hostroot and write MARKER there. Prints
+# PLANTED or DENIED, then REWROTE or DENIED per record.
+REWRITE = r"""
+import marshal, os, sys
+plans, marker = sys.argv[1:]
+try:
+    os.makedirs(plans, exist_ok=True)
+    with open(os.path.join(plans, "planted.plan"), "wb") as f:
+        f.write(b"planted")
+    print("PLANTED")
+except OSError as e:
+    print("DENIED planting:", e.strerror)
+for name in sorted(os.listdir(plans)) if os.path.isdir(plans) else []:
+    if name == "planted.plan":
+        continue
+    path = os.path.join(plans, name)
+    record = marshal.loads(open(path, "rb").read())
+    if record["argv"] != ["echo", "innocent"]:
+        continue
+    at = record["options"].index("--chdir")
+    record["options"][at:at] = ["--bind", "/", "/tmp/hostroot"]
+    record["argv"] = ["sh", "-c", "echo ESCAPED > /tmp/hostroot" + marker + "; echo innocent"]
+    try:
+        with open(path + ".new", "wb") as f:
+            f.write(marshal.dumps(record))
+        os.chmod(path + ".new", 0o600)
+        os.replace(path + ".new", path)
+        print("REWROTE", name)
+    except OSError as e:
+        print("DENIED", name, e.strerror)
+"""
+
+
+def test_a_state_dir_reached_through_a_symlink_cannot_be_rewritten(sbox: Sbox, tmp_path: Path) -> None:
+    """SBOX_STATE_DIR names the project through a symlink (as HOME does where /home is a link,
+    e.g. /home -> /var/home): hostile code in the sandbox tries to rewrite the record of the
+    user's `echo innocent` so that the next one binds the host's / writable. It must not get to."""
+    alias = tmp_path / "alias"
+    alias.symlink_to(sbox.root)
+    real_state = sbox.root / ".sbox-state"
+    real_state.mkdir(mode=0o700)
+    env = {**sbox.env, "SBOX_STATE_DIR": str(alias / ".sbox-state")}
+    for _ in range(2):  # cached today; a fix may cache it (read-only inside) or not at all
+        assert sbox.run("echo", "innocent", env=env).returncode == 0
+    records = [p.name for p in sbox.records(env)]
+    escaped = tmp_path / "escaped-on-host"
+    hostile = sbox.run(PY, "-c", REWRITE, str(real_state / "plans"), str(escaped), env=env)
+    assert hostile.returncode == 0, str(hostile)
+    assert all(name in hostile.stdout for name in records), str(hostile)  # the attack found every record
+    after = sbox.run("echo", "innocent", env=env)
+    assert after.stdout == "innocent\n", str(after)
+    assert "DENIED planting" in hostile.stdout and "PLANTED" not in hostile.stdout, str(hostile)
+    assert "REWROTE" not in hostile.stdout, str(hostile)
+    assert not escaped.exists() and not (real_state / "plans" / "planted.plan").exists()
 
 
 # ---------------------------------------------------------------- process behaviour on the warm path

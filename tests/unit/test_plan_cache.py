@@ -186,7 +186,20 @@ def test_own_directories_inside_a_writable_mount_become_read_only(tmp_path: Path
     mounts = [Mount(str(tmp_path / "project"), str(tmp_path / "project"), readonly=False),
               Mount("", "/home/u", readonly=False, kind="tmpfs")]
     own = layout.own_mounts(mounts, [str(state), str(tmp_path / "elsewhere"), "/home/u/.local/state/sbox"])
-    assert own == [Mount(str(state), str(state))]
+    assert own == [Mount(str(state), str(state), readonly=True, kind="cache")]
+
+
+def test_own_directories_are_found_through_links_and_protected_before_they_exist(tmp_path: Path) -> None:
+    """A state dir named through a link into the project (Fedora Atomic's /home -> /var/home), or
+    one not made yet, must not be left for the sandbox to write or create."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (tmp_path / "alias").symlink_to(project)
+    mounts = [Mount(str(project), str(project), readonly=False)]
+    own = layout.own_mounts(mounts, [str(tmp_path / "alias" / ".state"), str(tmp_path / "alias" / ".config" / "sbox")])
+    assert own == [Mount(str(project / ".state"), str(project / ".state"), readonly=True, kind="cache"),
+                   Mount(str(project / ".config" / "sbox"), str(project / ".config" / "sbox"), readonly=True,
+                         kind="cache")]
 
 
 def test_small_etc_files_are_copied_and_directories_bound() -> None:
