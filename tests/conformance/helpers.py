@@ -263,3 +263,22 @@ def run_in_terminal(argv: list[str], cwd: Path, env: Mapping[str, str], keys: by
     os.close(fd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), output, pid
+
+
+# Inside: try to write each path, print one verdict line per path.
+WRITE = r"""
+import os, sys
+for path in sys.argv[1:]:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a") as f:
+            f.write("written from the sandbox\n")
+        print("WROTE", path)
+    except OSError as e:
+        print("DENIED", path, e.strerror)
+"""
+
+
+def verdicts(stdout: str) -> dict[str, str]:
+    """WRITE's output: path -> WROTE | DENIED."""
+    return {line.split()[1]: line.split()[0] for line in stdout.splitlines() if line.startswith(("WROTE", "DENIED"))}

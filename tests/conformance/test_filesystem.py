@@ -6,27 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import PY, Runs, marker, profile, project
+from .helpers import PY, WRITE, Runs, marker, profile, project, verdicts as _verdicts
 
 PROTECTED_DIRS = (".git", ".github", ".vscode", ".idea", ".claude")
-
-# Inside: try to write each path, print one verdict line per path.
-WRITE = r"""
-import os, sys
-for path in sys.argv[1:]:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a") as f:
-            f.write("written from the sandbox\n")
-        print("WROTE", path)
-    except OSError as e:
-        print("DENIED", path, e.strerror)
-"""
-
-
-def _verdicts(stdout: str) -> dict[str, str]:
-    return {line.split()[1]: line.split()[0] for line in stdout.splitlines() if line.startswith(("WROTE", "DENIED"))}
-
 
 def test_read_only_project_cannot_be_written(runs: Runs, tmp_path: Path) -> None:
     root = project(tmp_path, profile(writable=False))

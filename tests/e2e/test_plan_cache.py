@@ -25,26 +25,13 @@ import pytest
 from conftest import require_backend
 from support.listener import CanaryListener
 
-from conformance.helpers import PY, finish, marker, profile, project, read_line
+from conformance.helpers import PY, WRITE, finish, marker, profile, project, read_line, verdicts
 
 pytestmark = pytest.mark.bwrap
 
 IMPORT_TIME = "import time:"
 COLD_ONLY_MODULE = "sbox_shim.cli"  # the cold path's parser: the warm path must never import it
 BWRAP = "backend: bwrap\n"
-
-# Inside: try to write each path (creating its directory), print one verdict line per path.
-WRITE = r"""
-import os, sys
-for path in sys.argv[1:]:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a") as f:
-            f.write("written from the sandbox\n")
-        print("WROTE", path)
-    except OSError as e:
-        print("DENIED", path, e.strerror)
-"""
 
 # Inside: connect to HOST PORT and send a payload; print the verdict.
 CONNECT = r"""
@@ -95,11 +82,6 @@ def interpreter(sbox_bin: str) -> str:
         first = f.readline()
     assert first.startswith("#!"), f"{sbox_bin} has no shebang: {first!r}"
     return first[2:].strip().split()[0]
-
-
-def verdicts(stdout: str) -> dict[str, str]:
-    """WRITE's output: path -> WROTE | DENIED."""
-    return {line.split()[1]: line.split()[0] for line in stdout.splitlines() if line.startswith(("WROTE", "DENIED"))}
 
 
 class Sbox:
