@@ -11,7 +11,9 @@ temporary project whose `default` profile has the network off:
 - sbox bwrap, pip's script: the same through the `sbox` script pip installs (Python with `site`);
 - sbox bwrap, cold: the plan cache off (SBOX_PLAN_CACHE=0): every run builds the plan, as the
   first run of a command does;
-- sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached).
+- sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached);
+- python -I -S alone, and bwrap alone with the options of the cached plan: the two fixed costs
+  inside a warm run, so that what is left is sbox's own work.
 Variants are interleaved run by run, so drift on the machine hits them all alike; a backend that
 is not usable here is reported with its reason instead of a figure. Medians in ms. Everything runs
 under a temporary HOME, cache and state.
@@ -57,6 +59,37 @@ def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
     return elapsed
 
 
+BWRAP_ALONE = "bwrap alone (sbox's options)"
+PYTHON_ALONE = "python -I -S alone"
+
+
+def timed_bwrap_alone(state: Path, env: dict[str, str]) -> float:
+    """bwrap with exactly the options of the cached `true` plan, started directly: what the
+    sandbox itself costs, without sbox's Python around it."""
+    import marshal
+
+    from sbox_shim import compiled
+    from sbox_shim.backends import bwraprun
+
+    record = next(r for r in (marshal.loads(p.read_bytes()) for p in (state / "plans").glob("*.plan"))
+                  if r["argv"] == ["true"])
+    fds = [bwraprun.memfd("bench", data) for _, data in bwraprun.file_data(record["files"], record["host_dns"])]
+    options = compiled._fill(record["options"], env, fds)
+    assert options is not None
+    command, passed, status = bwraprun.command_line(record["bwrap"], options, record["argv"])
+    try:
+        start = time.perf_counter()
+        code = subprocess.run(command, env={}, pass_fds=[*passed, *fds], stdin=subprocess.DEVNULL).returncode
+        elapsed = (time.perf_counter() - start) * 1000
+    finally:
+        for fd in [*passed, *fds]:
+            os.close(fd)
+        status.close()
+    if code != 0:
+        raise SystemExit(f"bwrap alone exited {code}")
+    return elapsed
+
+
 def unusable(backend: str) -> str | None:
     from sbox_shim.backends.select import module
 
@@ -69,7 +102,7 @@ def unusable(backend: str) -> str | None:
 Variant = tuple[list[str], Path, dict[str, str]]  # argv, cwd, environment on top of the common one
 
 
-def setup(base: Path) -> tuple[dict[str, Variant], dict[str, str], dict[str, str]]:
+def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[dict[str, Variant], dict[str, str], dict[str, str]]:
     sandboxed, host, home = base / "project", base / "host-project", base / "home"
     for d in (sandboxed, host, home):
         d.mkdir(parents=True)
@@ -97,7 +130,7 @@ def setup(base: Path) -> tuple[dict[str, Variant], dict[str, str], dict[str, str
         "sbox (mode: host)": ([sbox, "run", "--", "true"], host, {}),
     }
     skipped = {}
-    for backend in ("bwrap", "docker"):
+    for backend in backends:
         reason = unusable(backend)
         if reason:
             skipped[f"sbox {backend}"] = reason
@@ -107,6 +140,8 @@ def setup(base: Path) -> tuple[dict[str, Variant], dict[str, str], dict[str, str
         if backend == "bwrap":
             variants["sbox bwrap, pip's script"] = ([script, *argv], sandboxed, {})
             variants["sbox bwrap, cold"] = ([sbox, *argv], sandboxed, {"SBOX_PLAN_CACHE": "0"})
+            variants[PYTHON_ALONE] = ([sys.executable, "-I", "-S", "-c", "pass"], sandboxed, {})
+            variants[BWRAP_ALONE] = ([], sandboxed, {})  # timed by timed_bwrap_alone
     return variants, env, skipped
 
 
@@ -125,17 +160,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="runs of each variant (>= 20)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "backends.json"))
+    parser.add_argument("--backends", default="bwrap,docker", help="comma-separated: bwrap, docker")
     args = parser.parse_args(argv)
     runs = max(args.runs, 20)
 
     with tempfile.TemporaryDirectory(prefix="sbox-bench-backends-") as tmp:
-        variants, env, skipped = setup(Path(tmp))
+        variants, env, skipped = setup(Path(tmp), [b for b in args.backends.split(",") if b])
         samples: dict[str, list[float]] = {name: [] for name in variants}
+        def measure(name: str, cmd: list[str], cwd: Path, extra: dict[str, str]) -> float:
+            if name == BWRAP_ALONE:
+                return timed_bwrap_alone(Path(env["SBOX_STATE_DIR"]), {**env, **extra})
+            return timed(cmd, cwd, {**env, **extra})
+
         for name, (cmd, cwd, extra) in variants.items():  # warm up (docker's image, the plan cache)
-            timed(cmd, cwd, {**env, **extra})
+            measure(name, cmd, cwd, extra)
         for _ in range(runs):
             for name, (cmd, cwd, extra) in variants.items():
-                samples[name].append(timed(cmd, cwd, {**env, **extra}))
+                samples[name].append(measure(name, cmd, cwd, extra))
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     direct = medians["direct"]
@@ -147,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, reason in skipped.items():
         print(f"{name:26} skipped: {reason}")
 
+    if "sbox bwrap" in medians and BWRAP_ALONE in medians:
+        own = medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE]
+        print(f"sbox's own work on the warm path: {own:.1f} ms (sbox bwrap - bwrap alone - python alone)")
     result = {
         "benchmark": "backends",
         "command": "true",
@@ -157,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "min_ms": {name: round(min(v), 2) for name, v in samples.items()},
         "max_ms": {name: round(max(v), 2) for name, v in samples.items()},
         "overhead_vs_direct_ms": {name: round(v - direct, 2) for name, v in medians.items() if name != "direct"},
+        "sbox_own_warm_ms": (round(medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE], 2)
+                             if BWRAP_ALONE in medians else None),
         "skipped": skipped,
         "tools": tool_versions(),
     }

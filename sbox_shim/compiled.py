@@ -83,12 +83,12 @@ def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
 
 def _sha256(data: bytes) -> str:
     try:  # the built-in module: hashlib loads OpenSSL, tens of milliseconds here
-        from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
-    except ImportError:
-        try:
+        if sys.version_info >= (3, 12):
+            from _sha2 import sha256  # type: ignore[import-not-found]
+        else:
             from _sha256 import sha256  # type: ignore[import-not-found]
-        except ImportError:
-            from hashlib import sha256
+    except ImportError:
+        from hashlib import sha256
     return str(sha256(data).hexdigest())
 
 

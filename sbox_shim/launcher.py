@@ -22,7 +22,9 @@ def text(python: str, paths: list[str]) -> str:
         f"#!{python} -IS",
         MARKER,
         "import sys",
-        *(f"sys.path.append({p!r})" for p in dict.fromkeys(paths)),
+        # First on the path: sbox's own venv holds no module named like one of the standard library's,
+        # and the interpreter finds sbox without looking through the standard library's directories.
+        *(f"sys.path.insert({i}, {p!r})" for i, p in enumerate(dict.fromkeys(paths))),
         "from sbox_shim.entry import main",
         "main()",
         "",

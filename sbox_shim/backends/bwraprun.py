@@ -14,8 +14,6 @@ of which costs milliseconds on every command.
 from __future__ import annotations
 
 import os
-import select
-import time
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
@@ -75,7 +73,7 @@ class Status:
 
     def poll(self, wait: float = 0.0) -> None:
         while self.fd >= 0:
-            if wait and not select.select([self.fd], [], [], wait)[0]:
+            if wait and not _readable(self.fd, wait):
                 return
             try:
                 chunk = os.read(self.fd, 65536)
@@ -98,8 +96,8 @@ class Status:
             self.exit_code = code
 
     def finish(self) -> None:
-        """After bwrap has exited: read what is left, to the end."""
-        self.poll(wait=1.0)
+        """After bwrap has exited: read what it wrote (its last line comes before its exit)."""
+        self.poll()
         self.close()
 
     def command_pid(self) -> int | None:
@@ -116,6 +114,12 @@ class Status:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _readable(fd: int, wait: float) -> bool:
+    import select  # only when waiting: loading it costs more than the warm path's checks
+
+    return bool(select.select([fd], [], [], wait)[0])
 
 
 def _integer(line: bytes, key: bytes) -> int | None:
@@ -265,10 +269,12 @@ def _wait(pid: int, timeout: float | None) -> int | None:
     """bwrap's exit code (negative: killed by that signal), or None once `timeout` has passed."""
     if timeout is None:
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    import time
+
     pidfd = os.pidfd_open(pid)
     try:
         deadline = time.monotonic() + timeout
-        while not select.select([pidfd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        while not _readable(pidfd, max(0.0, deadline - time.monotonic())):
             if time.monotonic() >= deadline:
                 return None
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

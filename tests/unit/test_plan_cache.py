@@ -233,7 +233,7 @@ def test_launcher_starts_python_isolated_and_names_its_packages(tmp_path: Path) 
     path = tmp_path / "sbox"
     launcher.write(str(path), python="/venv/bin/python", paths=["/venv/lib/site-packages"])
     text = path.read_text()
-    assert text.startswith("#!/venv/bin/python -IS\n") and "sys.path.append('/venv/lib/site-packages')" in text
+    assert text.startswith("#!/venv/bin/python -IS\n") and "sys.path.insert(0, '/venv/lib/site-packages')" in text
     assert os.access(path, os.X_OK)
     launcher.write(str(path), python="/venv/bin/python", paths=["/v2"])  # its own launcher: replaced
     assert "/v2" in path.read_text()
