@@ -9,8 +9,10 @@ temporary project whose `default` profile has the network off:
 - sbox bwrap: `sbox run --backend bwrap -- true` as a user repeats it: the plan cache is warm, and
   `sbox` is the launcher install.sh writes (Python with -I -S);
 - sbox bwrap, pip's script: the same through the `sbox` script pip installs (Python with `site`);
-- sbox bwrap, cold: the plan cache off (SBOX_PLAN_CACHE=0): every run builds the plan, as the
-  first run of a command does;
+- sbox bwrap, new command: a command line never run before (`sh -c : run-N`): the plan is built,
+  from a config parsed before, as when a developer types a new command in a known project;
+- sbox bwrap, cold: sbox's caches off (SBOX_PLAN_CACHE=0): nothing kept from earlier runs, as on
+  a fresh CI machine;
 - sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached);
 - python -I -S alone, and bwrap alone with the options of the cached plan: the two fixed costs
   inside a warm run, so that what is left is sbox's own work.
@@ -60,6 +62,7 @@ def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 BWRAP_ALONE = "bwrap alone (sbox's options)"
+FIRST_RUN = "sbox bwrap, new command"
 PYTHON_ALONE = "python -I -S alone"
 
 
@@ -139,6 +142,7 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
         variants[f"sbox {backend}"] = ([sbox, *argv], sandboxed, {})
         if backend == "bwrap":
             variants["sbox bwrap, pip's script"] = ([script, *argv], sandboxed, {})
+            variants[FIRST_RUN] = ([sbox, *argv[:-1], "sh", "-c", ":"], sandboxed, {})  # + a new word each run
             variants["sbox bwrap, cold"] = ([sbox, *argv], sandboxed, {"SBOX_PLAN_CACHE": "0"})
             variants[PYTHON_ALONE] = ([sys.executable, "-I", "-S", "-c", "pass"], sandboxed, {})
             variants[BWRAP_ALONE] = ([], sandboxed, {})  # timed by timed_bwrap_alone
@@ -167,9 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sbox-bench-backends-") as tmp:
         variants, env, skipped = setup(Path(tmp), [b for b in args.backends.split(",") if b])
         samples: dict[str, list[float]] = {name: [] for name in variants}
+        fresh = iter(range(10**9))
+
         def measure(name: str, cmd: list[str], cwd: Path, extra: dict[str, str]) -> float:
             if name == BWRAP_ALONE:
                 return timed_bwrap_alone(Path(env["SBOX_STATE_DIR"]), {**env, **extra})
+            if name == FIRST_RUN:  # an argv never run before: no plan to reuse, the config parsed
+                cmd = [*cmd, f"run-{next(fresh)}"]
             return timed(cmd, cwd, {**env, **extra})
 
         for name, (cmd, cwd, extra) in variants.items():  # warm up (docker's image, the plan cache)

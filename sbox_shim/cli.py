@@ -1,23 +1,31 @@
 """The `sbox` command: one parser, each subcommand a plain function returning an exit code."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Mapping, Sequence
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from sbox_shim import __version__
 from sbox_shim.errors import CommandNotFound, SboxError, UsageError
 
+if TYPE_CHECKING:
+    import argparse
+
+BACKENDS = ("auto", "docker", "bwrap")
+PLAN_OPTIONS = ("--profile", "--backend", "--config")
+
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="sbox", description="Run package-manager commands in a sandbox.")
     parser.add_argument("--version", action="version", version=f"sbox {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def with_plan_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--profile", help="use this profile instead of dispatch")
-        p.add_argument("--backend", choices=("auto", "docker", "bwrap"), help="override the config's backend")
+        p.add_argument("--backend", choices=BACKENDS, help="override the config's backend")
         p.add_argument("--config", help="use this config file instead of searching upward")
         p.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
@@ -37,6 +45,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quick(raw: Sequence[str]) -> SimpleNamespace | None:
+    """`run` and `plan` read without argparse (importing and building it costs milliseconds on
+    every command); None for anything else or anything unusual, which argparse then reads, so
+    help and errors are argparse's own."""
+    if not raw or raw[0] not in ("run", "plan"):
+        return None
+    args = SimpleNamespace(command=raw[0], json=False, profile=None, backend=None, config=None, argv=[])
+    i = 1
+    while i < len(raw):
+        word = raw[i]
+        name, eq, value = word.partition("=")
+        if word == "--json" and raw[0] == "plan":
+            args.json = True
+        elif name in PLAN_OPTIONS and (eq or i + 1 < len(raw)):
+            if not eq:
+                i, value = i + 1, raw[i + 1]
+            if name == "--backend" and value not in BACKENDS:
+                return None
+            setattr(args, name[2:], value)
+        elif word == "--" or not word.startswith("-"):
+            args.argv = list(raw[i:])
+            return args
+        else:
+            return None
+        i += 1
+    return args
+
+
 def _command(argv: list[str]) -> list[str]:
     if argv and argv[0] == "--":
         argv = argv[1:]
@@ -45,7 +81,7 @@ def _command(argv: list[str]) -> list[str]:
     return argv
 
 
-def _load(args: argparse.Namespace, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
     from sbox_shim import config
     from sbox_shim.host import Host
 
@@ -53,7 +89,7 @@ def _load(args: argparse.Namespace, env: Mapping[str, str]):  # type: ignore[no-
     return config.load(host.cwd, env, args.config), host
 
 
-def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def cmd_plan(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str]) -> int:
     from sbox_shim import report
     from sbox_shim.build import build_plan
 
@@ -89,7 +125,7 @@ def _describe_backend(name: str, cache_dir: str, env: Mapping[str, str]) -> str:
         return f"{name} (not usable: {exc.args[0]})"
 
 
-def cmd_run(args: argparse.Namespace, env: Mapping[str, str], raw: Sequence[str] = ()) -> int:
+def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], raw: Sequence[str] = ()) -> int:
     """`raw` is sbox's own argv as typed: the plan cache's key."""
     from sbox_shim import compiled, runner
     from sbox_shim.backends.select import pick
@@ -124,7 +160,7 @@ def _check_tool(plan, host) -> None:  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     raw = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(raw)
+    args = _quick(raw) or _parser().parse_args(raw)
     try:
         if args.command == "run":
             return cmd_run(args, env, raw)

@@ -16,7 +16,8 @@ A record is used only when everything it was built from is unchanged:
   bwrap binary.
 Environment values are stored as references to the caller's variables, so no token reaches the
 disk. Records live in sbox's state directory (0700, owner checked on read), which build.py keeps
-read-only in every sandbox that could otherwise reach it. `SBOX_PLAN_CACHE=0` turns it off.
+read-only in every sandbox that could otherwise reach it. `SBOX_PLAN_CACHE=0` turns it off (and
+the kept parsed configs and bwrap options, which use `read_private`/`write_private` too).
 """
 from __future__ import annotations
 
@@ -78,10 +79,11 @@ def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
     parts = [f"sbox-plan-{FORMAT}", __version__, sys.version, str(os.getuid()), str(os.getgid()), sys.executable, cwd,
              str(len(argv)), *argv]
     parts += [f"{name}={value}" for name, value in sorted(env.items()) if name not in VOLATILE]
-    return _sha256("\0".join(parts).encode("utf-8", "surrogateescape"))
+    return digest("\0".join(parts).encode("utf-8", "surrogateescape"))
 
 
-def _sha256(data: bytes) -> str:
+def digest(data: bytes) -> str:
+    """SHA-256, hex."""
     try:  # the built-in module: hashlib loads OpenSSL, tens of milliseconds here
         if sys.version_info >= (3, 12):
             from _sha2 import sha256  # type: ignore[import-not-found]
@@ -103,8 +105,13 @@ def record_path(env: Mapping[str, str], digest: str) -> str:
 
 
 def _read(path: str) -> dict[str, Any] | None:
-    """The record, if it is ours: a regular file of this user in a directory of this user that no
-    one else can write to."""
+    record = read_private(path)
+    return record if isinstance(record, dict) and record.get("format") == FORMAT else None
+
+
+def read_private(path: str) -> object:
+    """What sbox stored at `path`, if it is ours: a regular file of this user, in a directory of
+    this user, neither writable by anyone else. None otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -118,10 +125,9 @@ def _read(path: str) -> dict[str, Any] | None:
     finally:
         os.close(fd)
     try:
-        record = marshal.loads(data)
+        return marshal.loads(data)
     except (ValueError, EOFError, TypeError):
         return None
-    return record if isinstance(record, dict) and record.get("format") == FORMAT else None
 
 
 def _private(st: os.stat_result) -> bool:
@@ -308,8 +314,14 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     return list(dict.fromkeys(watched))
 
 
+def write_private(path: str, value: Any) -> None:
+    """Store `value` (plain data) at `path` for `read_private`: atomically, in a private directory
+    that keeps its newest KEEP files. Raises OSError, or ValueError for what marshal cannot hold."""
+    _write(path, marshal.dumps(value))
+
+
 def _write(path: str, data: bytes) -> None:
-    """Atomically, in a private directory; the oldest records go once there are more than KEEP."""
+    """Atomically, in a private directory; the oldest files go once there are more than KEEP."""
     base = os.path.dirname(path)
     os.makedirs(base, mode=0o700, exist_ok=True)
     os.chmod(base, 0o700)
@@ -325,6 +337,6 @@ def _write(path: str, data: bytes) -> None:
 
 def _prune(base: str) -> None:
     with os.scandir(base) as entries:
-        records = [(e.stat().st_mtime_ns, e.path) for e in entries if e.name.endswith(".plan")]
+        records = [(e.stat().st_mtime_ns, e.path) for e in entries if not e.name.endswith(".tmp")]
     for _, old in sorted(records)[:-KEEP]:
         _remove(old)

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+if TYPE_CHECKING:
+    import subprocess  # imported where used: a plain `sbox run` on bwrap never needs it
 
 
 def capture(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run a short helper command and capture its output."""
+    import subprocess
+
     return subprocess.run(list(argv), env=dict(env) if env is not None else None, capture_output=True,
                           text=True, timeout=timeout, check=False)
 
@@ -23,6 +24,9 @@ def exit_code(returncode: int) -> int:
 def run_foreground(argv: Sequence[str], env: Mapping[str, str], cwd: str | None = None,
                    timeout: float | None = None, pass_fds: Sequence[int] = ()) -> int:
     """Run argv with our stdio, relaying SIGINT/SIGTERM/SIGHUP/SIGQUIT; return a shell exit code."""
+    import signal
+    import subprocess
+
     proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, pass_fds=tuple(pass_fds))
     previous = {}
 
@@ -32,7 +36,7 @@ def run_foreground(argv: Sequence[str], env: Mapping[str, str], cwd: str | None 
         except ProcessLookupError:
             pass
 
-    for sig in FORWARDED:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         previous[sig] = signal.signal(sig, relay)
     try:
         try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import subprocess
 import sys
 
 from sbox_shim.backends import bwraprun
@@ -25,20 +23,42 @@ def bwrap_path() -> str | None:
     for path in KNOWN_PATHS:
         if os.access(path, os.X_OK):
             return path
+    import shutil
+
     return shutil.which("bwrap")
 
 
 @functools.lru_cache(maxsize=None)
 def options_of(path: str) -> frozenset[str]:
-    """The options this bwrap knows, from its --help (bubblewrap has grown them over the years)."""
+    """The options this bwrap knows, from its --help (bubblewrap has grown them over the years).
+
+    Kept in sbox's state directory per bwrap binary (path and identity), so a run does not start
+    `bwrap --help` first."""
+    from sbox_shim import compiled
+
+    kept = os.path.join(os.path.dirname(compiled.directory(os.environ)), "bwrap",
+                        compiled.digest(repr((path, compiled.fact("stat", path))).encode()))
+    found = compiled.read_private(kept) if os.environ.get("SBOX_PLAN_CACHE") != "0" else None
+    if isinstance(found, list) and all(isinstance(o, str) for o in found):
+        return frozenset(found)
+    import subprocess
+
     try:
         text = subprocess.run([path, "--help"], env={}, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
         return frozenset()
-    return frozenset(word for word in text.split() if word.startswith("--"))
+    options = frozenset(word for word in text.split() if word.startswith("--"))
+    if options:
+        try:
+            compiled.write_private(kept, sorted(options))
+        except OSError:
+            pass
+    return options
 
 
 def unavailable() -> str | None:
+    import subprocess
+
     path = bwrap_path()
     if path is None:
         return "bwrap (bubblewrap) is not installed; apt-get/dnf/pacman install bubblewrap"
@@ -112,6 +132,8 @@ def _nproc(pids: int | None) -> int | None:
 def _diagnose(path: str, step: Step, disable_userns: bool) -> None:
     """bwrap exited 1 before exec'ing the command: was it the sandbox or the command? Set the same
     sandbox up again around `command -v NAME`, which runs nothing, and find out."""
+    import subprocess
+
     name = step.argv[0]
     fds = data_fds(step)
     options = bwrap_options(step, fds, disable_userns=disable_userns)

@@ -245,3 +245,36 @@ def test_launcher_never_replaces_someone_elses_file(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="not sbox's"):
         launcher.write(str(path))
     assert path.read_text() == "#!/bin/sh\necho mine\n"
+
+
+# ---------------------------------------------------------------- parsed config files
+
+
+def test_a_parsed_config_is_kept_by_content_and_read_only_when_private(tmp_path: Path) -> None:
+    from sbox_shim import config
+
+    path = tmp_path / "sbox.yaml"
+    path.write_text("version: 1\nprofiles:\n  default:\n    network: off\n")
+    parsed = tmp_path / "state" / "parsed"
+    first = config.read_document(str(path), str(parsed))
+    [kept] = list(parsed.iterdir())
+    assert (first.data, first.lines[("profiles", "default", "network")]) == (
+        {"version": 1, "profiles": {"default": {"network": False}}}, 4)
+    compiled.write_private(str(kept), ({"version": 1, "backend": "docker"}, {(): 1}))
+    assert config.read_document(str(path), str(parsed)).data["backend"] == "docker"  # served from the copy
+    kept.chmod(0o666)
+    assert config.read_document(str(path), str(parsed)).data == first.data  # someone else's: parsed again
+    path.write_text("version: 1\nbackend: bwrap\n")
+    assert config.read_document(str(path), str(parsed)).data == {"version": 1, "backend": "bwrap"}
+
+
+def test_errors_from_a_kept_config_keep_their_lines(tmp_path: Path) -> None:
+    from sbox_shim import config
+    from sbox_shim.errors import ConfigError
+
+    path = tmp_path / "sbox.yaml"
+    path.write_text("version: 1\nprofiles:\n  default:\n    netwrk: off\n")
+    for _ in range(2):  # parsed, then kept
+        with pytest.raises(ConfigError, match=r"sbox.yaml:4: profiles.default.netwrk: unknown key"):
+            config.parse(config.read_document(str(path), str(tmp_path / "parsed")), str(tmp_path))
+    assert len(list((tmp_path / "parsed").iterdir())) == 1
