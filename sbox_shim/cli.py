@@ -103,14 +103,14 @@ def cmd_plan(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str])
 
 def _describe_cache(plan, host, env: Mapping[str, str]) -> str:  # type: ignore[no-untyped-def]
     """Would `sbox run` store this plan for the warm path, and if not, why not."""
-    from sbox_shim import compiled
+    from sbox_shim import recorder
     from sbox_shim.backends.select import pick
 
     try:
         module = pick(plan.backend, host.cache_dir, env) if any(s.mode == "sandbox" for s in plan.steps) else None
     except SboxError:
         module = None
-    why = compiled.cacheable(plan, module, host)
+    why = recorder.cacheable(plan, module, host)
     if host.env.get("SBOX_PLAN_CACHE") == "0":
         why = "off (SBOX_PLAN_CACHE=0)"
     return "yes: repeating this command skips planning" if why is None else f"no: {why}"
@@ -127,7 +127,7 @@ def _describe_backend(name: str, cache_dir: str, env: Mapping[str, str]) -> str:
 
 def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], raw: Sequence[str] = ()) -> int:
     """`raw` is sbox's own argv as typed: the plan cache's key."""
-    from sbox_shim import compiled, runner
+    from sbox_shim import recorder, runner
     from sbox_shim.backends.select import pick
     from sbox_shim.build import build_plan
 
@@ -140,7 +140,7 @@ def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], 
         sandboxed = any(s.mode == "sandbox" for s in plan.steps)
         backend = pick(plan.backend, host.cache_dir, env) if sandboxed else None
         if backend is not None and raw:
-            compiled.store(raw, plan, backend, host, args.config, runner.announce(plan.steps[0], 0, 1, backend))
+            recorder.store(raw, plan, backend, host, args.config, runner.announce(plan.steps[0], 0, 1, backend))
     except BaseException:
         runner.remove_run_dir(run_dir)
         raise

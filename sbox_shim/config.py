@@ -174,15 +174,15 @@ def read_document(path: str, parsed_dir: str | None = None) -> _Doc:
         return _load_pyproject(path, text)
     if parsed_dir is None:
         return _load_yaml(path, text)
-    from sbox_shim import compiled
+    from sbox_shim import kept as private
 
-    kept = os.path.join(parsed_dir, compiled.digest(text.encode("utf-8", "surrogateescape")) + ".yaml")
-    found = compiled.read_private(kept)
+    kept = os.path.join(parsed_dir, private.digest(text.encode("utf-8", "surrogateescape")) + ".yaml")
+    found = private.read_private(kept)
     if isinstance(found, tuple) and len(found) == 2 and isinstance(found[1], dict):
         return _Doc(path, found[0], found[1])
     doc = _load_yaml(path, text)
     try:
-        compiled.write_private(kept, (doc.data, doc.lines))
+        private.write_private(kept, (doc.data, doc.lines))
     except (OSError, ValueError):  # not plain data (a YAML timestamp, say), or no room: parse next time
         pass
     return doc

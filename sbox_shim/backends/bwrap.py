@@ -34,11 +34,11 @@ def options_of(path: str) -> frozenset[str]:
 
     Kept in sbox's state directory per bwrap binary (path and identity), so a run does not start
     `bwrap --help` first."""
-    from sbox_shim import compiled
+    from sbox_shim import compiled, kept as private
 
     kept = os.path.join(os.path.dirname(compiled.directory(os.environ)), "bwrap",
-                        compiled.digest(repr((path, compiled.fact("stat", path))).encode()))
-    found = compiled.read_private(kept) if os.environ.get("SBOX_PLAN_CACHE") != "0" else None
+                        private.digest(repr((path, compiled.fact("stat", path))).encode()))
+    found = private.read_private(kept) if os.environ.get("SBOX_PLAN_CACHE") != "0" else None
     if isinstance(found, list) and all(isinstance(o, str) for o in found):
         return frozenset(found)
     import subprocess
@@ -50,7 +50,7 @@ def options_of(path: str) -> frozenset[str]:
     options = frozenset(word for word in text.split() if word.startswith("--"))
     if options:
         try:
-            compiled.write_private(kept, sorted(options))
+            private.write_private(kept, sorted(options))
         except OSError:
             pass
     return options

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sbox_shim import compiled, launcher, layout
+from sbox_shim import compiled, kept, launcher, layout, recorder
 from sbox_shim.backends import bwraprun
 from sbox_shim.build import build_plan
 from sbox_shim.config import Config, Limits, Profile
@@ -102,7 +102,7 @@ def test_fill_resolves_environment_and_fd_references() -> None:
 
 
 def test_a_plain_sandboxed_command_is_cacheable(tmp_path: Path) -> None:
-    assert compiled.cacheable(_plan(tmp_path), BWRAP, _host(tmp_path)) is None
+    assert recorder.cacheable(_plan(tmp_path), BWRAP, _host(tmp_path)) is None
 
 
 @pytest.mark.parametrize("profile, why", [
@@ -113,21 +113,21 @@ def test_a_plain_sandboxed_command_is_cacheable(tmp_path: Path) -> None:
 ])
 def test_what_the_warm_path_cannot_do_is_not_cached(tmp_path: Path, profile: Profile, why: str) -> None:
     plan = _plan(tmp_path, profile)
-    reason = compiled.cacheable(plan, BWRAP if plan.steps[0].mode == "sandbox" else None, _host(tmp_path))
+    reason = recorder.cacheable(plan, BWRAP if plan.steps[0].mode == "sandbox" else None, _host(tmp_path))
     assert reason is not None and why in reason
 
 
 def test_docker_and_ecosystem_phases_are_not_cached(tmp_path: Path) -> None:
-    assert "bwrap" in str(compiled.cacheable(_plan(tmp_path), DOCKER, _host(tmp_path)))
+    assert "bwrap" in str(recorder.cacheable(_plan(tmp_path), DOCKER, _host(tmp_path)))
     two_phase = _plan(tmp_path, argv=("npm", "install"))
-    assert "two-phase" in str(compiled.cacheable(two_phase, BWRAP, _host(tmp_path)))
+    assert "two-phase" in str(recorder.cacheable(two_phase, BWRAP, _host(tmp_path)))
 
 
 def test_a_plan_cache_inside_a_writable_mount_is_not_used(tmp_path: Path) -> None:
     host = _host(tmp_path, SBOX_STATE_DIR=str(tmp_path / "project" / ".state"))
     config = Config(str(tmp_path / "project" / "sbox.yaml"), str(tmp_path / "project"), "bwrap", {})
     plan = build_plan(["true"], config, host, which=lambda name, path, shims: f"/usr/bin/{name}")
-    assert "writable" in str(compiled.cacheable(plan, BWRAP, host))
+    assert "writable" in str(recorder.cacheable(plan, BWRAP, host))
 
 
 def test_a_record_holds_no_environment_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +135,7 @@ def test_a_record_holds_no_environment_value(tmp_path: Path, monkeypatch: pytest
     host = _host(tmp_path)
     plan = _plan(tmp_path, Profile("default", env=("NPM_TOKEN",)))
     assert plan.steps[0].environ["NPM_TOKEN"] == "s3cret-canary"
-    path = compiled.store(ARGV, plan, BWRAP, host, None, "sbox: true")  # type: ignore[arg-type]
+    path = recorder.store(ARGV, plan, BWRAP, host, None, "sbox: true")  # type: ignore[arg-type]
     assert path and Path(path).parent == tmp_path / "state" / "plans"
     data = Path(path).read_bytes()
     assert b"s3cret-canary" not in data
@@ -147,7 +147,7 @@ def test_a_record_holds_no_environment_value(tmp_path: Path, monkeypatch: pytest
 
 def test_cache_off_writes_nothing(tmp_path: Path) -> None:
     host = _host(tmp_path, SBOX_PLAN_CACHE="0")
-    assert compiled.store(ARGV, _plan(tmp_path), BWRAP, host, None, "") is None  # type: ignore[arg-type]
+    assert recorder.store(ARGV, _plan(tmp_path), BWRAP, host, None, "") is None  # type: ignore[arg-type]
     assert not (tmp_path / "state" / "plans").exists()
 
 
@@ -169,11 +169,11 @@ def test_records_are_read_only_when_private(tmp_path: Path) -> None:
 
 
 def test_old_records_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compiled, "KEEP", 3)
+    monkeypatch.setattr(kept, "KEEP", 3)
     for i in range(5):
-        compiled._write(str(tmp_path / "plans" / f"{i}.plan"), b"x")
+        kept.write_bytes(str(tmp_path / "plans" / f"{i}.plan"), b"x")
         os.utime(tmp_path / "plans" / f"{i}.plan", ns=(i * 10**9, i * 10**9))
-    compiled._prune(str(tmp_path / "plans"))
+    kept.prune(str(tmp_path / "plans"))
     assert sorted(p.name for p in (tmp_path / "plans").iterdir()) == ["2.plan", "3.plan", "4.plan"]
 
 
@@ -257,12 +257,12 @@ def test_a_parsed_config_is_kept_by_content_and_read_only_when_private(tmp_path:
     path.write_text("version: 1\nprofiles:\n  default:\n    network: off\n")
     parsed = tmp_path / "state" / "parsed"
     first = config.read_document(str(path), str(parsed))
-    [kept] = list(parsed.iterdir())
+    [copy] = list(parsed.iterdir())
     assert (first.data, first.lines[("profiles", "default", "network")]) == (
         {"version": 1, "profiles": {"default": {"network": False}}}, 4)
-    compiled.write_private(str(kept), ({"version": 1, "backend": "docker"}, {(): 1}))
+    kept.write_private(str(copy), ({"version": 1, "backend": "docker"}, {(): 1}))
     assert config.read_document(str(path), str(parsed)).data["backend"] == "docker"  # served from the copy
-    kept.chmod(0o666)
+    copy.chmod(0o666)
     assert config.read_document(str(path), str(parsed)).data == first.data  # someone else's: parsed again
     path.write_text("version: 1\nbackend: bwrap\n")
     assert config.read_document(str(path), str(parsed)).data == {"version": 1, "backend": "bwrap"}

@@ -1,0 +1,90 @@
+"""sbox's private state files: the plan cache's records, parsed configs, bwrap's options.
+
+Each is plain data (marshal) in a directory under sbox's state directory, written atomically with
+mode 0600 in a 0700 directory, and read back only if the file and its directory belong to this
+user and no one else can write to them. build.py keeps the state directory read-only in every
+sandbox that could otherwise reach it. Lean: the warm path uses it.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
+
+KEEP = 256  # files kept per directory; the oldest go first
+
+
+def digest(data: bytes) -> str:
+    """SHA-256, hex."""
+    try:  # the built-in module: hashlib loads OpenSSL, tens of milliseconds here
+        if sys.version_info >= (3, 12):
+            from _sha2 import sha256  # type: ignore[import-not-found]
+        else:
+            from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:
+        from hashlib import sha256
+    return str(sha256(data).hexdigest())
+
+
+def read_private(path: str) -> object:
+    """What sbox stored at `path`, if it is ours: a regular file of this user, in a directory of
+    this user, neither writable by anyone else. None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not (_private(os.fstat(fd)) and _private(os.stat(os.path.dirname(path)))):
+            return None
+        data = b""
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+    finally:
+        os.close(fd)
+    try:
+        return marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
+        return None
+
+
+def _private(st: os.stat_result) -> bool:
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def write_private(path: str, value: Any) -> None:
+    """Store `value` (plain data) at `path` for `read_private`: atomically, in a private directory
+    that keeps its newest KEEP files. Raises OSError, or ValueError for what marshal cannot hold."""
+    write_bytes(path, marshal.dumps(value))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Atomically, in a private directory; the oldest files go once there are more than KEEP."""
+    base = os.path.dirname(path)
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    os.chmod(base, 0o700)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    prune(base)
+
+
+def prune(base: str) -> None:
+    with os.scandir(base) as entries:
+        records = [(e.stat().st_mtime_ns, e.path) for e in entries if not e.name.endswith(".tmp")]
+    for _, old in sorted(records)[:-KEEP]:
+        remove(old)
+
+
+def remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

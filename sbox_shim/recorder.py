@@ -1,0 +1,102 @@
+"""Writing plan-cache records: the cold path's side of compiled.py.
+
+After the cold path has built a plan, `store` checks that the warm path could run it exactly as
+the cold path would (`cacheable`) and writes the finished bwrap options, the facts to check again
+and the files to copy in. Environment values become references to the caller's variables.
+"""
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Sequence
+
+from sbox_shim import kept
+from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
+from sbox_shim.host import Host
+from sbox_shim.plan import Plan
+
+
+def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, explicit_config: str | None,
+          announce: str) -> str | None:
+    """Record a plan the warm path can run; return the record's path, or None (and why not is
+    `cacheable`'s answer). Failing to write is not an error: the next run is just cold again."""
+    if host.env.get("SBOX_PLAN_CACHE") == "0" or cacheable(plan, backend, host) is not None:
+        return None
+    from sbox_shim.backends import bwrap
+    from sbox_shim.backends.bwrapargs import bwrap_options
+
+    step = plan.steps[0]
+    path = bwrap.bwrap_path()
+    if path is None:
+        return None
+    target = record_path(host.env, key(argv, host.env, host.cwd))
+    try:  # what the run creates anyway, created before the facts are taken: else they go stale at once
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        for m in step.mounts:
+            if m.kind == "cache":
+                os.makedirs(m.source, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    env = [(name, REF + "env" + REF + name if host.env.get(name) == value else value) for name, value in step.env]
+    files = bwrap.data_files(step)
+    data = [(target, REF + "fd" + REF + str(i)) for i, (target, _, _) in enumerate(files)]
+    record = {
+        "format": FORMAT,
+        "facts": [(kind, p, fact(kind, p)) for kind, p in _watched(plan, host, explicit_config, path)],
+        "bwrap": path,
+        "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path), env=env),
+        "argv": list(step.argv),
+        "files": files,
+        "host_dns": step.network.policy == "open",
+        "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
+        "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
+    }
+    try:
+        kept.write_private(target, record)
+    except (OSError, ValueError):
+        return None
+    return target
+
+
+def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
+    """None if the warm path can run this plan exactly as the cold path would; else why not."""
+    from sbox_shim.build import AS_IS
+    from sbox_shim.environment import is_secret
+
+    if len(plan.steps) != 1 or plan.steps[0].label != AS_IS:
+        return "a built-in two-phase install reads project files and is planned on every run"
+    step = plan.steps[0]
+    if step.mode != "sandbox" or backend is None or backend.NAME != "bwrap":
+        return "the warm path runs bwrap sandboxes only"
+    if step.network.policy not in ("off", "open"):
+        return "an allowlist is resolved and enforced anew on every run"
+    if step.image or step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0):
+        return "limits and images are handled by the full path only"
+    if any(is_secret(name) and host.env.get(name) != value for name, value in step.env):
+        return "a credential-like value sbox computed would be written to disk"
+    plans = os.path.realpath(directory(host.env))
+    if any(not m.readonly and m.kind in ("bind", "cache") and _within(plans, os.path.realpath(m.source))
+           for m in step.mounts):
+        return "the plan cache would be writable inside the sandbox"
+    return None
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str) -> list[tuple[str, str]]:
+    """The paths whose state built this plan, with what to compare (see `fact`)."""
+    from sbox_shim import config, layout
+    from sbox_shim.toolpath import searched, without_shims
+
+    step = plan.steps[0]
+    path_var = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
+    watched = [("code", PACKAGE), ("stat", bwrap_path)]
+    watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
+    watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]
+    watched += [("exists", p) for p in layout.protected_paths(plan.project_root, plan.config_path)]
+    watched += [("exists", p) for p in host.own_dirs]
+    for p in searched(step.argv[0], path_var, host.shim_dirs):
+        watched += [("stat", p), ("lstat", p)]
+    return list(dict.fromkeys(watched))
