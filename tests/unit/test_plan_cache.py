@@ -278,3 +278,24 @@ def test_errors_from_a_kept_config_keep_their_lines(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"sbox.yaml:4: profiles.default.netwrk: unknown key"):
             config.parse(config.read_document(str(path), str(tmp_path / "parsed")), str(tmp_path))
     assert len(list((tmp_path / "parsed").iterdir())) == 1
+
+
+def test_the_warm_path_runs_exactly_the_cold_paths_bwrap_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filled in with the same environment, a record's options are the cold path's, fd for fd."""
+    from sbox_shim.backends import bwrap
+    from sbox_shim.backends.bwrapargs import bwrap_options
+
+    monkeypatch.setattr("sbox_shim.backends.bwrap.options_of", lambda path: frozenset({"--disable-userns"}))
+    host = _host(tmp_path)
+    plan = _plan(tmp_path, Profile("default", env=("NPM_TOKEN",), network=True))
+    path = recorder.store(ARGV, plan, BWRAP, host, None, "")  # type: ignore[arg-type]
+    assert path is not None
+    record = compiled._read(path)
+    assert record is not None
+    step = plan.steps[0]
+    fds = list(range(100, 100 + len(bwrap.data_files(step))))
+    targets = [target for target, _, _ in bwrap.data_files(step)]
+    assert [t for t, _, _ in record["files"]] == targets
+    cold = bwrap_options(step, list(zip(targets, fds)), disable_userns=True)
+    assert compiled._fill(record["options"], host.env, fds) == cold
+    assert record["argv"] == list(step.argv) and record["host_dns"] is True  # network on: the host's DNS
