@@ -44,7 +44,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "format": FORMAT,
         "facts": [(kind, p, fact(kind, p)) for kind, p in _watched(plan, host, explicit_config, path)],
         "bwrap": path,
-        "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path), env=env),
+        "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path, host.state_dir), env=env),
         "argv": list(step.argv),
         "files": files,
         "host_dns": step.network.policy == "open",

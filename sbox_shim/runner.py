@@ -74,7 +74,8 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
-            code = _run_step(step, backend, run_dir, index, state_dir, err)
+            code = _run_step(step, backend, run_dir, index, state_dir, err,
+                             keep=env.get("SBOX_PLAN_CACHE") != "0")
             if code != 0:
                 if len(plan.steps) > 1 and not quiet:
                     err.write(f"sbox: step {index + 1} [{step.label}] exited {code}; stopping\n")
@@ -92,7 +93,9 @@ def announce(step: Step, index: int, total: int, backend: ModuleType | None) -> 
 
 
 def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, state_dir: str,
-              err: TextIO) -> int:
+              err: TextIO, keep: bool = True) -> int:
+    """Run one step; `keep`: the backend may keep what it learns in the state directory."""
+    kept_in = state_dir if keep else None
     if step.mode == "host":
         # Explicitly unsandboxed: the caller's own environment, but PATH without the shims, so
         # the real tool runs instead of the shim handing the command back to sbox.
@@ -103,7 +106,7 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
         if mount.kind == "cache":
             os.makedirs(mount.source, mode=0o700, exist_ok=True)
     if step.network.policy != "proxy":
-        return int(backend.run(step, run_dir, index))
+        return int(backend.run(step, run_dir, index, kept_in))
     from sbox_shim.egress.policy import EgressPolicy
     from sbox_shim.egress.proxy import EgressProxy
 
@@ -114,7 +117,7 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
     proxy = EgressProxy(policy, socket_path)
     proxy.start()
     try:
-        code = int(backend.run(step, run_dir, index))
+        code = int(backend.run(step, run_dir, index, kept_in))
     finally:
         proxy.stop()
     denials = proxy.denials

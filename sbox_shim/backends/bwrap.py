@@ -29,16 +29,16 @@ def bwrap_path() -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def options_of(path: str) -> frozenset[str]:
+def options_of(path: str, state_dir: str | None = None) -> frozenset[str]:
     """The options this bwrap knows, from its --help (bubblewrap has grown them over the years).
 
-    Kept in sbox's state directory per bwrap binary (path and identity), so a run does not start
+    With `state_dir`, kept there per bwrap binary (path and identity), so a run does not start
     `bwrap --help` first."""
     from sbox_shim import compiled, kept as private
 
-    kept = os.path.join(os.path.dirname(compiled.directory(os.environ)), "bwrap",
-                        private.digest(repr((path, compiled.fact("stat", path))).encode()))
-    found = private.read_private(kept) if os.environ.get("SBOX_PLAN_CACHE") != "0" else None
+    kept = state_dir and os.path.join(state_dir, "bwrap",
+                                      private.digest(repr((path, compiled.fact("stat", path))).encode()))
+    found = private.read_private(kept) if kept else None
     if isinstance(found, list) and all(isinstance(o, str) for o in found):
         return frozenset(found)
     import subprocess
@@ -48,7 +48,7 @@ def options_of(path: str) -> frozenset[str]:
     except (OSError, subprocess.TimeoutExpired):
         return frozenset()
     options = frozenset(word for word in text.split() if word.startswith("--"))
-    if options:
+    if options and kept:
         try:
             private.write_private(kept, sorted(options))
         except OSError:
@@ -83,12 +83,13 @@ def _message(stderr: str, code: int) -> str:
     return lines[-1] if lines else f"exit status {code}"
 
 
-def run(step: Step, run_dir: str, index: int = 0) -> int:
+def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
+    """Run the step in a sandbox; `state_dir`, where sbox may keep what it learns of bwrap."""
     path = _path_for(step)
     if step.limits.memory:
         sys.stderr.write("sbox: warning: limits.memory is not enforced by the bwrap backend (no cgroups); "
                          "use backend: docker to enforce it\n")
-    disable_userns = "--disable-userns" in options_of(path)
+    disable_userns = "--disable-userns" in options_of(path, state_dir)
     fds = data_fds(step)
     options = bwrap_options(step, fds, disable_userns=disable_userns)
     try:

@@ -179,7 +179,7 @@ def reap_stale(client: Any) -> None:
             _remove(container)
 
 
-def run(step: Step, run_dir: str, index: int = 0) -> int:
+def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
     client = _client()
     reap_stale(client)
     links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")

@@ -131,7 +131,7 @@ def test_a_plan_cache_inside_a_writable_mount_is_not_used(tmp_path: Path) -> Non
 
 
 def test_a_record_holds_no_environment_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sbox_shim.backends.bwrap.options_of", lambda path: frozenset({"--disable-userns"}))
+    monkeypatch.setattr("sbox_shim.backends.bwrap.options_of", lambda path, state=None: frozenset({"--disable-userns"}))
     host = _host(tmp_path)
     plan = _plan(tmp_path, Profile("default", env=("NPM_TOKEN",)))
     assert plan.steps[0].environ["NPM_TOKEN"] == "s3cret-canary"
@@ -285,7 +285,7 @@ def test_the_warm_path_runs_exactly_the_cold_paths_bwrap_options(tmp_path: Path,
     from sbox_shim.backends import bwrap
     from sbox_shim.backends.bwrapargs import bwrap_options
 
-    monkeypatch.setattr("sbox_shim.backends.bwrap.options_of", lambda path: frozenset({"--disable-userns"}))
+    monkeypatch.setattr("sbox_shim.backends.bwrap.options_of", lambda path, state=None: frozenset({"--disable-userns"}))
     host = _host(tmp_path)
     plan = _plan(tmp_path, Profile("default", env=("NPM_TOKEN",), network=True))
     path = recorder.store(ARGV, plan, BWRAP, host, None, "")  # type: ignore[arg-type]
@@ -299,3 +299,29 @@ def test_the_warm_path_runs_exactly_the_cold_paths_bwrap_options(tmp_path: Path,
     cold = bwrap_options(step, list(zip(targets, fds)), disable_userns=True)
     assert compiled._fill(record["options"], host.env, fds) == cold
     assert record["argv"] == list(step.argv) and record["host_dns"] is True  # network on: the host's DNS
+
+
+def test_bwraps_options_are_kept_per_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from sbox_shim.backends import bwrap
+
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho '--args FD  --disable-userns  --json-status-fd FD'\n")
+    fake.chmod(0o755)
+    bwrap.options_of.cache_clear()
+    state = str(tmp_path / "state")
+    assert bwrap.options_of(str(fake), state) == {"--args", "--disable-userns", "--json-status-fd"}
+    assert len(list((tmp_path / "state" / "bwrap").iterdir())) == 1
+    bwrap.options_of.cache_clear()
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("bwrap --help ran again")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    assert "--disable-userns" in bwrap.options_of(str(fake), state)  # from the kept copy
+    bwrap.options_of.cache_clear()
+    fake.write_text("#!/bin/sh\necho '--args FD'\n")  # another binary at that path: asked again
+    monkeypatch.undo()
+    assert bwrap.options_of(str(fake), state) == {"--args"}
+    bwrap.options_of.cache_clear()
