@@ -5,10 +5,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from sbox_shim import __version__
 from sbox_shim.errors import ConfigError
 from sbox_shim.registries import parse_entry
 
 CONFIG_NAMES = ("sbox.yaml", ".sbox.yaml")
+PARSED_FORMAT = 2  # how _load_yaml reads a document; kept parses of another format are not used
 BACKENDS = ("auto", "docker", "bwrap")
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 
@@ -135,7 +137,8 @@ def _load_yaml(path: str, text: str) -> _Doc:
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k, v in n.value:
-                key = str(loader.construct_object(k))
+                # A key is a name as written: YAML 1.1 would read a profile called `on` or `no` as a boolean.
+                key = k.value if isinstance(k, yaml.ScalarNode) else str(loader.construct_object(k))
                 if key in out:
                     raise ConfigError(path, k.start_mark.line + 1, ".".join(keys + (key,)), "duplicate key")
                 lines[keys + (key,)] = k.start_mark.line + 1
@@ -176,7 +179,8 @@ def read_document(path: str, parsed_dir: str | None = None) -> _Doc:
         return _load_yaml(path, text)
     from sbox_shim import kept as private
 
-    kept = os.path.join(parsed_dir, private.digest(text.encode("utf-8", "surrogateescape")) + ".yaml")
+    name = f"{PARSED_FORMAT}\0{__version__}\0{text}"  # a new reading of YAML makes new entries
+    kept = os.path.join(parsed_dir, private.digest(name.encode("utf-8", "surrogateescape")) + ".yaml")
     found = private.read_private(kept)
     if isinstance(found, tuple) and len(found) == 2 and isinstance(found[1], dict):
         return _Doc(path, found[0], found[1])
@@ -305,6 +309,8 @@ def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> 
         if required not in value:
             raise doc.error(keys, f"missing key {required!r}")
     profile = value["profile"]
+    if not isinstance(profile, str):  # `profile: on` is a YAML boolean
+        raise doc.error(keys + ("profile",), f"expected a profile name, got {_kind(profile)}; quote it: profile: \"on\"")
     if profile not in profiles:
         known = ", ".join(sorted(profiles)) or "none defined"
         raise doc.error(keys + ("profile",), f"unknown profile {profile!r}; defined: {known}")

@@ -35,6 +35,18 @@ def test_quoted_on_off_strings_are_accepted(tmp_path: Path) -> None:
     assert cfg.profiles["p"].network and not cfg.profiles["q"].network
 
 
+def test_names_are_kept_as_written_even_yaml_booleans(tmp_path: Path) -> None:
+    """A profile called `on` (or `no`) is that name, not True: `--profile on` finds it."""
+    write(tmp_path, "profiles:\n  on:\n    network: on\n  no:\n    network: off\n"
+                    "dispatch:\n  yes:\n    match: ['npm publish*']\n    profile: \"on\"\n")
+    cfg = config.load(str(tmp_path), {})
+    assert sorted(cfg.profiles) == ["no", "on"] and cfg.profiles["on"].network is True
+    assert [(r.name, r.profile) for r in cfg.dispatch] == [("yes", "on")]
+    write(tmp_path, "profiles:\n  on:\n    network: on\ndispatch:\n  r:\n    match: ['x*']\n    profile: on\n")
+    with pytest.raises(ConfigError, match=r"sbox.yaml:7: dispatch.r.profile: expected a profile name, got a boolean"):
+        config.load(str(tmp_path), {})
+
+
 def test_discovery_walks_up_and_finds_every_form(tmp_path: Path) -> None:
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
