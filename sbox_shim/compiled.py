@@ -20,10 +20,10 @@ the cache off, and with it the kept parsed configs and bwrap options.
 """
 from __future__ import annotations
 
-import os
+import posix
 import sys
 
-from sbox_shim import __version__, kept
+from sbox_shim import __version__, kept, lean
 from sbox_shim.backends import bwraprun
 
 TYPE_CHECKING = False  # mypy reads this as True
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 REF = "\0"  # an option that starts with it is filled in at run time: REF + "env" + REF + NAME | REF + "fd" + REF + N
-PACKAGE = os.path.dirname(os.path.abspath(__file__))
+PACKAGE = lean.dirname(lean.join(posix.getcwd(), __file__))  # __file__ is absolute but from `python -m`
 # Shell bookkeeping that no plan is built from: `_` (the path the shell ran) and OLDPWD. Should a
 # profile pass them through, the sandbox still gets their current values (recorder.store).
 VOLATILE = ("_", "OLDPWD")
@@ -47,7 +47,7 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     if env.get("SBOX_PLAN_CACHE") == "0":
         return None
     try:
-        cwd = os.getcwd()
+        cwd = posix.getcwd()
     except OSError:
         return None
     path = record_path(env, key(argv, env, cwd))
@@ -69,7 +69,7 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
 
 def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
     """A digest of everything the plan was built from that is not a file."""
-    parts = [f"sbox-plan-{FORMAT}", __version__, sys.version, str(os.getuid()), str(os.getgid()), sys.executable, cwd,
+    parts = [f"sbox-plan-{FORMAT}", __version__, sys.version, str(posix.getuid()), str(posix.getgid()), sys.executable, cwd,
              str(len(argv)), *argv]
     parts += [f"{name}={value}" for name, value in sorted(env.items()) if name not in VOLATILE]
     return kept.digest("\0".join(parts).encode("utf-8", "surrogateescape"))
@@ -78,11 +78,11 @@ def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
 def directory(env: Mapping[str, str]) -> str:
     from sbox_shim.paths import user_dir
 
-    return os.path.join(env.get("SBOX_STATE_DIR") or user_dir("state", env), "plans")
+    return lean.join(env.get("SBOX_STATE_DIR") or user_dir("state", env), "plans")
 
 
 def record_path(env: Mapping[str, str], digest: str) -> str:
-    return os.path.join(directory(env), digest + ".plan")
+    return lean.join(directory(env), digest + ".plan")
 
 
 def _read(path: str) -> dict[str, Any] | None:
@@ -96,13 +96,13 @@ def fact(kind: str, path: str) -> object:
     times, for `code` every source file of sbox."""
     try:
         if kind == "exists":
-            os.lstat(path)
+            posix.lstat(path)
             return True
         if kind == "link":
-            return os.readlink(path)
+            return posix.readlink(path)
         if kind == "code":
             return _code(path)
-        st = os.stat(path) if kind == "stat" else os.lstat(path)
+        st = posix.stat(path) if kind == "stat" else posix.lstat(path)
     except OSError:
         return None
     if kind == "type":
@@ -113,11 +113,11 @@ def fact(kind: str, path: str) -> object:
 def _code(package: str) -> tuple[tuple[str, int, int, int], ...]:
     out = []
     for sub in ("", "backends", "ecosystems", "egress"):
-        with os.scandir(os.path.join(package, sub)) as entries:
+        with posix.scandir(lean.join(package, sub)) as entries:
             for entry in entries:
                 if entry.name.endswith(".py"):
                     st = entry.stat()
-                    out.append((os.path.join(sub, entry.name), st.st_ino, st.st_size, st.st_mtime_ns))
+                    out.append((lean.join(sub, entry.name), st.st_ino, st.st_size, st.st_mtime_ns))
     return tuple(sorted(out))
 
 
@@ -140,7 +140,7 @@ def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[st
     if not all(fact(kind, p) == seen for kind, p, seen in record["facts"]):
         return None
     for path in record["makedirs"]:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        lean.makedirs(path, 0o700)
     fds: list[int] = []
     try:
         for target, data in bwraprun.file_data(record["files"], record["host_dns"]):
@@ -157,7 +157,7 @@ def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[st
 
 def _close(fds: Sequence[int]) -> None:
     for fd in fds:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int | None:

@@ -5,21 +5,22 @@ sbox; everything else, and every first run, goes to cli.py.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["run"]:
-        from sbox_shim import compiled
+        import posix
 
-        code = compiled.run_cached(argv, os.environ)
+        from sbox_shim import compiled, lean
+
+        code = compiled.run_cached(argv, lean.environ())
         if code is not None:
             # Nothing to clean up: skip the interpreter's teardown (most of a millisecond).
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(code)
+            posix._exit(code)
     from sbox_shim.cli import main as cold
 
     raise SystemExit(cold())

@@ -8,8 +8,10 @@ sandbox that could otherwise reach it. Lean: the warm path uses it.
 from __future__ import annotations
 
 import marshal
-import os
+import posix
 import sys
+
+from sbox_shim import lean
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
@@ -34,25 +36,25 @@ def read_private(path: str) -> object:
     """What sbox stored at `path`, if it is ours: a regular file of this user, in a directory of
     this user, neither writable by anyone else. None otherwise."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
-        if not (_private(os.fstat(fd)) and _private(os.stat(os.path.dirname(path)))):
+        if not (_private(posix.fstat(fd)) and _private(posix.stat(lean.dirname(path)))):
             return None
         data = b""
-        while chunk := os.read(fd, 1 << 16):
+        while chunk := posix.read(fd, 1 << 16):
             data += chunk
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
         return marshal.loads(data)
     except (ValueError, EOFError, TypeError):
         return None
 
 
-def _private(st: os.stat_result) -> bool:
-    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+def _private(st: posix.stat_result) -> bool:
+    return st.st_uid == posix.getuid() and not st.st_mode & 0o022
 
 
 def write_private(path: str, value: Any) -> None:
@@ -63,21 +65,21 @@ def write_private(path: str, value: Any) -> None:
 
 def write_bytes(path: str, data: bytes) -> None:
     """Atomically, in a private directory; the oldest files go once there are more than KEEP."""
-    base = os.path.dirname(path)
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    os.chmod(base, 0o700)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    base = lean.dirname(path)
+    lean.makedirs(base, 0o700)
+    posix.chmod(base, 0o700)
+    temporary = f"{path}.{posix.getpid()}.tmp"
+    fd = posix.open(temporary, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_NOFOLLOW | posix.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        posix.write(fd, data)
     finally:
-        os.close(fd)
-    os.replace(temporary, path)
+        posix.close(fd)
+    posix.replace(temporary, path)
     prune(base)
 
 
 def prune(base: str) -> None:
-    with os.scandir(base) as entries:
+    with posix.scandir(base) as entries:
         records = [(e.stat().st_mtime_ns, e.path) for e in entries if not e.name.endswith(".tmp")]
     for _, old in sorted(records)[:-KEEP]:
         remove(old)
@@ -85,6 +87,6 @@ def prune(base: str) -> None:
 
 def remove(path: str) -> None:
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except OSError:
         pass

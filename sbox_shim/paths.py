@@ -5,8 +5,10 @@ elsewhere platformdirs decides.
 """
 from __future__ import annotations
 
-import os
+import posix
 import sys
+
+from sbox_shim import lean
 
 TYPE_CHECKING = False  # typing itself costs milliseconds on this path (mypy reads it as True)
 if TYPE_CHECKING:
@@ -28,6 +30,19 @@ def user_dir(kind: str, env: Mapping[str, str]) -> str:
         return str(getattr(platformdirs, f"user_{kind}_dir")("sbox"))
     variable, default = _XDG[kind]
     base = env.get(variable, "")
-    if not os.path.isabs(base):  # the XDG spec: a relative value is ignored
-        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), default)
-    return os.path.join(base, "sbox")
+    if not base.startswith("/"):  # the XDG spec: a relative value is ignored
+        base = lean.join(env.get("HOME") or _home(), default)
+    return lean.join(base, "sbox")
+
+
+def _home() -> str:
+    """`os.path.expanduser("~")`: without loading os where it has not been (the warm path)."""
+    loaded = sys.modules.get("os")
+    if loaded is not None:  # its environ is the live one
+        return str(loaded.path.expanduser("~"))
+    home = posix.environ.get(b"HOME")
+    if home:
+        return home.decode(sys.getfilesystemencoding(), "surrogateescape")
+    import pwd
+
+    return pwd.getpwuid(posix.getuid()).pw_dir

@@ -13,7 +13,7 @@ of which costs milliseconds on every command.
 """
 from __future__ import annotations
 
-import os
+import posix
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
@@ -49,11 +49,11 @@ def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tup
 
 def memfd(name: str, data: bytes) -> int:
     """An anonymous file holding `data`, positioned at its start (close-on-exec until passed on)."""
-    fd = os.memfd_create(name)
+    fd = posix.memfd_create(name)
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
+        view = view[posix.write(fd, view):]
+    posix.lseek(fd, 0, 0)
     return fd
 
 
@@ -69,14 +69,14 @@ class Status:
         self.child_pid: int | None = None
         self.exit_code: int | None = None
         self._buf = b""
-        os.set_blocking(fd, False)
+        posix.set_blocking(fd, False)
 
     def poll(self, wait: float = 0.0) -> None:
         while self.fd >= 0:
             if wait and not _readable(self.fd, wait):
                 return
             try:
-                chunk = os.read(self.fd, 65536)
+                chunk = posix.read(self.fd, 65536)
             except BlockingIOError:
                 return
             self._buf += chunk
@@ -112,7 +112,7 @@ class Status:
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            posix.close(self.fd)
             self.fd = -1
 
 
@@ -138,7 +138,7 @@ def _children(pid: int) -> list[int]:
         with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
             return [int(p) for p in f.read().split()]
     except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
-        return [int(p) for p in os.listdir("/proc") if p.isdigit() and _status_field(int(p), "PPid") == [str(pid)]]
+        return [int(p) for p in posix.listdir("/proc") if p.isdigit() and _status_field(int(p), "PPid") == [str(pid)]]
 
 
 def _ns_pid(pid: int) -> int | None:
@@ -160,7 +160,7 @@ def command_line(path: str, options: Sequence[str], argv: Sequence[str]) -> tupl
     The options go through a memfd and `--args`: environment values stay out of /proc/PID/cmdline.
     """
     args_fd = memfd("sbox-bwrap-args", b"".join(o.encode() + b"\0" for o in options))
-    status_r, status_w = os.pipe()
+    status_r, status_w = posix.pipe()
     command = [path, "--args", str(args_fd), "--json-status-fd", str(status_w), "--", *argv]
     return command, [args_fd, status_w], Status(status_r)
 
@@ -169,24 +169,24 @@ def spawn(command: Sequence[str], keep: Sequence[int], nproc: int | None = None)
     """Start bwrap in a session of its own with an empty environment, passing only `keep` beyond
     stdio: a terminal's ^C reaches sbox alone, and sbox relays it. Returns the pid."""
     for fd in keep:
-        os.set_inheritable(fd, True)
+        posix.set_inheritable(fd, True)
     leaked = [fd for fd in _open_fds() if fd > 2 and fd not in keep and _inheritable(fd)]
     if nproc is None:
-        return os.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
-                              file_actions=[(os.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
+        return posix.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
+                              file_actions=[(posix.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
     return _fork_with_nproc(command, leaked, nproc)
 
 
 def _inheritable(fd: int) -> bool:
     try:
-        return os.get_inheritable(fd)
+        return posix.get_inheritable(fd)
     except OSError:  # not open (the listing's own fd)
         return False
 
 
 def _open_fds() -> list[int]:
     try:
-        return [int(name) for name in os.listdir("/proc/self/fd")]
+        return [int(name) for name in posix.listdir("/proc/self/fd")]
     except OSError:
         return list(range(3, 256))
 
@@ -195,18 +195,18 @@ def _fork_with_nproc(command: Sequence[str], leaked: Sequence[int], nproc: int) 
     """RLIMIT_NPROC has to be set between fork and exec: the hard limit cannot be raised again."""
     import resource
 
-    pid = os.fork()
+    pid = posix.fork()
     if pid == 0:  # the child: system calls only, then exec
         try:
-            os.setsid()
+            posix.setsid()
             for fd in leaked:
-                os.close(fd)
+                posix.close(fd)
             for signum in DEFAULT_IN_CHILD:
                 _signal.signal(signum, _signal.SIG_DFL)
             resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-            os.execve(command[0], list(command), {})
+            posix.execve(command[0], list(command), {})
         finally:
-            os._exit(127)
+            posix._exit(127)
     return pid
 
 
@@ -230,9 +230,9 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
         target = status.command_pid()
         try:
             if target is not None:
-                os.kill(target, signum)
+                posix.kill(target, signum)
             elif signum != _signal.SIGWINCH:
-                os.kill(started[0], signum)  # still setting up: the sandbox goes, nothing has run
+                posix.kill(started[0], signum)  # still setting up: the sandbox goes, nothing has run
         except ProcessLookupError:
             pass
 
@@ -245,10 +245,10 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
         raise
     finally:
         for fd in [*fds, *pass_fds]:
-            os.close(fd)
+            posix.close(fd)
     pid = started[0]
     for signum in pending:
-        os.kill(pid, signum)
+        posix.kill(pid, signum)
     try:
         code = _wait(pid, timeout)
         if code is None:
@@ -268,18 +268,18 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
 def _wait(pid: int, timeout: float | None) -> int | None:
     """bwrap's exit code (negative: killed by that signal), or None once `timeout` has passed."""
     if timeout is None:
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return posix.waitstatus_to_exitcode(posix.waitpid(pid, 0)[1])
     import time
 
-    pidfd = os.pidfd_open(pid)
+    pidfd = posix.pidfd_open(pid)
     try:
         deadline = time.monotonic() + timeout
         while not _readable(pidfd, max(0.0, deadline - time.monotonic())):
             if time.monotonic() >= deadline:
                 return None
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return posix.waitstatus_to_exitcode(posix.waitpid(pid, 0)[1])
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
 
 
 def _stop(pid: int, status: Status) -> None:
@@ -287,16 +287,16 @@ def _stop(pid: int, status: Status) -> None:
     target = status.command_pid()
     if target is not None:
         try:
-            os.kill(target, _signal.SIGTERM)
+            posix.kill(target, _signal.SIGTERM)
             if _wait(pid, KILL_GRACE) is not None:
                 return
         except ProcessLookupError:
             pass
     try:
-        os.kill(pid, _signal.SIGKILL)
+        posix.kill(pid, _signal.SIGKILL)
     except ProcessLookupError:
         pass
-    os.waitpid(pid, 0)
+    posix.waitpid(pid, 0)
 
 
 def _install(handler: Callable[[int, object], None]) -> dict[int, object]:
