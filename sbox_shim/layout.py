@@ -9,7 +9,7 @@ from sbox_shim.plan import DNS_SINKHOLE, File, Mount, Network
 TOOLCHAIN = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = (
     "/etc/ssl", "/etc/ca-certificates", "/etc/ca-certificates.conf", "/etc/pki", "/etc/alternatives",
-    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/timezone",
+    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/timezone",
     "/etc/mime.types", "/etc/services", "/etc/protocols", "/etc/os-release", "/etc/debian_version",
     "/etc/npmrc", "/etc/pip.conf", "/etc/xdg/pip", "/etc/gitconfig", "/etc/python3", "/etc/login.defs",
 )

@@ -7,11 +7,11 @@ from sbox_shim.plan import Mount, Step
 
 SHARED_NET = ("dns", "open")  # policies that keep the host's network namespace
 HOSTNAME = "sbox"
-# Fresh kernel filesystems and scratch space every sandbox gets, whatever the plan says.
+# Fresh kernel filesystems and scratch space every sandbox gets, whatever the plan says. `--dev`
+# is a tmpfs with the device nodes and a writable /dev/shm of its own: no second mount for it.
 SCRATCH = (
     ("/proc", ["--proc", "/proc"]),
     ("/dev", ["--dev", "/dev"]),
-    ("/dev/shm", ["--perms", "1777", "--tmpfs", "/dev/shm"]),
     ("/tmp", ["--perms", "1777", "--tmpfs", "/tmp"]),
     ("/var/tmp", ["--perms", "1777", "--tmpfs", "/var/tmp"]),
 )

@@ -113,9 +113,10 @@ def test_home_is_empty_writable_and_thrown_away(runs: Runs, tmp_path: Path, fake
 def test_scratch_space_is_writable_and_private(runs: Runs, tmp_path: Path) -> None:
     root = project(tmp_path, profile(writable=False))
     tag = marker()
-    result = runs.run(root, "sh", "-c", f"echo x > /tmp/{tag} && echo x > /var/tmp/{tag} && ls /tmp /var/tmp")
+    result = runs.run(root, "sh", "-c", f"echo x > /tmp/{tag} && echo x > /var/tmp/{tag} && echo x > /dev/shm/{tag}"
+                                       " && ls /tmp /var/tmp /dev/shm")
     assert result.returncode == 0, result.stderr
-    assert not os.path.exists(f"/tmp/{tag}") and not os.path.exists(f"/var/tmp/{tag}")
+    assert not any(os.path.exists(f"{d}/{tag}") for d in ("/tmp", "/var/tmp", "/dev/shm"))
 
 
 def test_host_secrets_locations_are_absent(runs: Runs, tmp_path: Path) -> None:

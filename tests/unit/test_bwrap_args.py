@@ -84,7 +84,7 @@ def test_mount_kinds() -> None:
     assert (f"{PROJECT}/sbox.yaml", f"{PROJECT}/sbox.yaml") in _pairs(options, "--ro-bind", 2)
     assert ("0644", "--file", "7", "/etc/resolv.conf") in _pairs(options, "--perms", 4)
     tmpfs = [t for (t,) in _pairs(options, "--tmpfs")]
-    assert {"/tmp", "/var/tmp", "/dev/shm", "/home/u"} <= set(tmpfs)
+    assert {"/tmp", "/var/tmp", "/home/u"} <= set(tmpfs)  # /dev/shm comes with --dev
     assert ("1777", "--tmpfs", "/tmp") in _pairs(options, "--perms", 3)
 
 
@@ -98,7 +98,7 @@ def test_nothing_of_the_host_run_or_home_is_bound() -> None:
 def test_parents_are_mounted_before_children() -> None:
     options = bwrap_options(_step(), FILES)
     assert _position(options, "--bind", PROJECT, PROJECT) < _position(options, "--ro-bind", f"{PROJECT}/.git", f"{PROJECT}/.git")
-    assert _position(options, "--dev", "/dev") < _position(options, "--tmpfs", "/dev/shm")
+    assert _position(options, "--proc", "/proc") < _position(options, "--tmpfs", "/tmp")
     # a HOME or project under /tmp must not be hidden by the scratch /tmp
     step = _step(mounts=(Mount("", "/tmp/h/home", readonly=False, kind="tmpfs"), Mount("/tmp/p", "/tmp/p")))
     options = bwrap_options(step, FILES)
