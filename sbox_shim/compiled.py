@@ -69,8 +69,8 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
 
 def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
     """A digest of everything the plan was built from that is not a file."""
-    parts = [f"sbox-plan-{FORMAT}", __version__, sys.version, str(posix.getuid()), str(posix.getgid()), sys.executable, cwd,
-             str(len(argv)), *argv]
+    parts = [f"sbox-plan-{FORMAT}", __version__, sys.version, str(posix.getuid()), str(posix.getgid()),
+             sys.executable, cwd, str(len(argv)), *argv]
     parts += [f"{name}={value}" for name, value in sorted(env.items()) if name not in VOLATILE]
     return kept.digest("\0".join(parts).encode("utf-8", "surrogateescape"))
 
