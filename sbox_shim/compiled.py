@@ -76,9 +76,9 @@ def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
 
 
 def directory(env: Mapping[str, str]) -> str:
-    from sbox_shim.paths import user_dir
+    from sbox_shim.paths import sbox_dir
 
-    return lean.join(env.get("SBOX_STATE_DIR") or user_dir("state", env), "plans")
+    return lean.join(sbox_dir("state", env), "plans")
 
 
 def record_path(env: Mapping[str, str], digest: str) -> str:
@@ -141,10 +141,8 @@ def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[st
         return None
     for path in record["makedirs"]:
         lean.makedirs(path, 0o700)
-    fds: list[int] = []
+    fds = bwraprun.data_fds(record["files"], record["host_dns"])
     try:
-        for target, data in bwraprun.file_data(record["files"], record["host_dns"]):
-            fds.append(bwraprun.memfd("sbox" + target.replace("/", "-"), data))
         options = _fill(record["options"], env, fds)
         if options is not None and all(isinstance(o, str) for o in [record["bwrap"], *record["argv"], *options]):
             return options, fds

@@ -196,9 +196,9 @@ def parsed_dir(env: Mapping[str, str]) -> str | None:
     """Where parsed config files are kept: sbox's state directory (never writable in a sandbox)."""
     if env.get("SBOX_PLAN_CACHE") == "0":
         return None
-    from sbox_shim.paths import user_dir
+    from sbox_shim.paths import sbox_dir
 
-    return os.path.join(env.get("SBOX_STATE_DIR") or user_dir("state", env), "parsed")
+    return os.path.join(sbox_dir("state", env), "parsed")
 
 
 # ---------------------------------------------------------------- validation

@@ -27,7 +27,7 @@ class Host:
 
     @classmethod
     def current(cls, env: Mapping[str, str], cwd: str | None = None) -> "Host":
-        from sbox_shim.paths import user_dir
+        from sbox_shim.paths import sbox_dir, user_dir
 
         home = env.get("HOME") or os.path.expanduser("~")
         shim_dirs = tuple(d for d in split_path(env.get("SBOX_SHIM_DIRS", "")))
@@ -36,7 +36,7 @@ class Host:
         python = os.path.join(base, "bin", version)
         if not os.path.exists(python):
             python = os.path.realpath(sys.executable)
-        state_dir = env.get("SBOX_STATE_DIR") or user_dir("state", env)
+        state_dir = sbox_dir("state", env)
         package_dir = os.path.dirname(os.path.abspath(__file__))
         from sbox_shim.config import user_config_path
 
@@ -52,7 +52,7 @@ class Host:
             python=python,
             python_prefix=base,
             package_dir=package_dir,
-            cache_dir=env.get("SBOX_CACHE_DIR") or user_dir("cache", env),
+            cache_dir=sbox_dir("cache", env),
             state_dir=state_dir,
             own_dirs=tuple(os.path.abspath(d) for d in own),
         )

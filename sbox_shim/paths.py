@@ -22,6 +22,14 @@ _XDG = {
 }
 
 
+OVERRIDES = {"state": "SBOX_STATE_DIR", "cache": "SBOX_CACHE_DIR"}
+
+
+def sbox_dir(kind: str, env: Mapping[str, str]) -> str:
+    """sbox's state or cache directory: SBOX_STATE_DIR / SBOX_CACHE_DIR if set, else the XDG one."""
+    return env.get(OVERRIDES[kind]) or user_dir(kind, env)
+
+
 def user_dir(kind: str, env: Mapping[str, str]) -> str:
     """sbox's own directory of `kind` (config, data, cache, state) for this user."""
     if not sys.platform.startswith("linux"):

@@ -120,8 +120,8 @@ def data_files(step: Step) -> list[tuple[str, str, str]]:
 
 def data_fds(step: Step) -> list[tuple[str, int]]:
     """`data_files` as memfds, in that order."""
-    files = bwraprun.file_data(data_files(step), step.network.policy == "open")
-    return [(target, bwraprun.memfd("sbox" + target.replace("/", "-"), data)) for target, data in files]
+    files = data_files(step)
+    return list(zip([target for target, _, _ in files], bwraprun.data_fds(files, step.network.policy == "open")))
 
 
 def _nproc(pids: int | None) -> int | None:

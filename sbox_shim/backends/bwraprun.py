@@ -57,6 +57,19 @@ def memfd(name: str, data: bytes) -> int:
     return fd
 
 
+def data_fds(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[int]:
+    """`file_data` as memfds, in that order: the fds bwrap's --file/--ro-bind-data options name."""
+    fds: list[int] = []
+    try:
+        for target, data in file_data(files, host_dns):
+            fds.append(memfd("sbox" + target.replace("/", "-"), data))
+    except BaseException:
+        for fd in fds:
+            posix.close(fd)
+        raise
+    return fds
+
+
 class Status:
     """bwrap's `--json-status-fd`: `{"child-pid": N, ...}` once cloned, `{"exit-code": N}` only if
     the command was exec'd. Read without blocking whenever we need it (a signal, the end).
