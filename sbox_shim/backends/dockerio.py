@@ -99,11 +99,23 @@ def _pump_in(raw: socket.socket, stop: threading.Event) -> None:
         pass
 
 
-def _kill(container: Any, sig: str) -> None:
-    try:
-        container.kill(signal=sig)
-    except Exception:
-        pass
+def _kill(container: Any, sig: str, attempts: int = 3) -> None:
+    """Send `sig` to the container, trying again if the daemon call fails: a relayed SIGTERM that
+    is silently lost leaves the command running. A container that is already gone is no failure."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            container.kill(signal=sig)
+            return
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            if status in (404, 409):  # gone, or not running any more
+                return
+            if attempt == attempts - 1:
+                sys.stderr.write(f"sbox: could not send {sig} to the sandbox: {str(exc).splitlines()[0][:200]}\n")
+                return
+            time.sleep(0.2)
 
 
 @contextmanager
