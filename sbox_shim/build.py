@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from sbox_shim import dispatch, ecosystems, layout
+from sbox_shim import boundary, dispatch, ecosystems, layout
 from sbox_shim.config import Config, Profile
-from sbox_shim.environment import scrub
+from sbox_shim.environment import has_url_credentials, scrub
 from sbox_shim.errors import UsageError
 from sbox_shim.host import Host
 from sbox_shim.network import build_network
@@ -65,12 +65,21 @@ def build_plan(
 ) -> Plan:
     if not argv:
         raise UsageError("no command given; usage: sbox run -- COMMAND [ARGS...]")
+    boundary.check_root(config.root, host.home, config.path)
     path = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
     real = which(argv[0], path, host.shim_dirs)
     ctx = ecosystems.Context(host.cwd, config.root, host.home, host.env, host.cache_dir, real)
+    chosen_profiles = choose(config, argv, profile, ctx)
+    if any(prof.mode == "host" for prof, _ in chosen_profiles):
+        # Unsandboxed: nothing the project holds may pick the program (a planted ./node_modules/.bin/npm).
+        path = host_path(path, config.root, host.cwd)
+        real = which(argv[0], path, host.shim_dirs)
+        if real and boundary.inside(os.path.realpath(real), os.path.realpath(config.root)):
+            raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
+                             "it); run a tool installed outside the project")
     warnings: list[str] = []
     steps = []
-    for prof, phase in choose(config, argv, profile, ctx):
+    for prof, phase in chosen_profiles:
         step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver)
         steps.append(step)
         warnings += [n for n in notes if n not in warnings]
@@ -88,9 +97,11 @@ def build_plan(
 def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
           real: str | None, run_dir: str, resolver: Resolver | None) -> tuple[Step, tuple[str, ...]]:
     net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
-                               static=config.hosts, resolver=resolver)
+                               static=config.hosts, resolver=resolver, implied=phase.implied)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
+    if net.policy == "off":  # package code runs offline: no credential rides along in a URL
+        env = {k: v for k, v in env.items() if k in prof.env or not has_url_credentials(v)}
     env.update(phase.env)
     env.update(PATH=path, HOME=host.home, USER=host.user, LOGNAME=host.user, SHELL="/bin/sh",
                TMPDIR="/tmp", SBOX_ACTIVE="1", SBOX_PROFILE=prof.name)
@@ -110,6 +121,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
                      "npm_config_proxy", "npm_config_https_proxy"):
             env[name] = proxy
         env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
+    mounts += boundary.check_mounts(mounts, config.root, host.home, host.own_dirs, phase.credentials)
     mounts += layout.own_mounts(mounts, host.own_dirs)
     cwd = host.cwd if _inside(host.cwd, config.root) else config.root
     limits = Limits(prof.limits.pids, prof.limits.memory, prof.limits.timeout)
@@ -137,6 +149,14 @@ def _bridge(argv: Sequence[str], forwards: Sequence[tuple[str, int]], host: Host
     if not host.python_prefix.startswith(("/usr/", "/bin", "/lib")) and host.python_prefix != "/usr":
         mounts.append(Mount(host.python_prefix, host.python_prefix))
     return tuple(wrapped + ["--", *argv]), mounts
+
+
+def host_path(path: str, root: str, cwd: str) -> str:
+    """PATH for an unsandboxed command: no relative entries (they name the working directory) and
+    none inside the project."""
+    keep = [d for d in path.split(os.pathsep)
+            if d.startswith("/") and not boundary.inside(os.path.realpath(d), os.path.realpath(root))]
+    return os.pathsep.join(keep)
 
 
 def _inside(path: str, root: str) -> bool:

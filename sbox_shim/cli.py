@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     activate = sub.add_parser("activate", help="print shell code that puts the shims first on PATH")
     activate.add_argument("shell", choices=("bash", "zsh", "fish", "sh"))
     activate.add_argument("--dir", help="shims directory")
+    trust = sub.add_parser("trust", help="trust the current content of a project's config files")
+    trust.add_argument("--list", action="store_true", help="list what is trusted")
+    trust.add_argument("paths", nargs="*", metavar="PATH", help="files, or project directories (default: here)")
+    untrust = sub.add_parser("untrust", help="forget the trust of files or of a project's inputs")
+    untrust.add_argument("paths", nargs="*", metavar="PATH")
     sub.add_parser("init", help="write a starter sbox.yaml for this project")
     doctor = sub.add_parser("doctor", help="check backends, shims and config")
     doctor.add_argument("--dir", help="shims directory")
@@ -81,24 +86,43 @@ def _command(argv: list[str]) -> list[str]:
     return argv
 
 
-def _load(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str]):  # type: ignore[no-untyped-def]
-    from sbox_shim import config
+def _load(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], argv: Sequence[str]):  # type: ignore[no-untyped-def]
+    """The config and host facts, through the trust gate: every opt-in file up the tree is trusted
+    before it is parsed, the tool configuration before the plan reads it."""
+    from sbox_shim import config, gate
     from sbox_shim.host import Host
 
     host = Host.current(env)
-    return config.load(host.cwd, env, args.config), host
+    gate.before_config(host, args.config)
+    cfg = config.load(host.cwd, env, args.config)
+    gate.before_plan(argv, cfg, host)
+    return cfg, host
 
 
 def cmd_plan(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str]) -> int:
-    from sbox_shim import report
+    from sbox_shim import gate, report
     from sbox_shim.build import build_plan
 
-    cfg, host = _load(args, env)
-    plan = build_plan(_command(args.argv), cfg, host, profile=args.profile, backend=args.backend)
+    argv = _command(args.argv)
+    cfg, host = _load(args, env, argv)
+    plan = build_plan(argv, cfg, host, profile=args.profile, backend=args.backend)
+    gate.after_plan(plan, host)
     backend = _describe_backend(plan.backend, host.cache_dir, env)
     cache = _describe_cache(plan, host, env)
-    print(report.plan_json(plan, backend, cache) if args.json else report.plan_text(plan, backend, cache))
+    trusted = _describe_trust(args, argv, plan, host)
+    text = report.plan_json(plan, backend, cache, trusted) if args.json else report.plan_text(plan, backend, cache, trusted)
+    print(text)
     return 0
+
+
+def _describe_trust(args, argv: Sequence[str], plan, host) -> list[str]:  # type: ignore[no-untyped-def]
+    """The trust status of every input the plan was made from (all trusted, or it would not exist)."""
+    from sbox_shim import gate, trust
+    from sbox_shim.config import Config
+
+    cfg = Config(plan.config_path, plan.project_root)
+    items = gate.opt_in(host.cwd, args.config) + gate.tools(argv, cfg, host) + gate.host_scripts(plan, host.cwd)
+    return trust.describe(trust.check(items, host.state_dir))
 
 
 def _describe_cache(plan, host, env: Mapping[str, str]) -> str:  # type: ignore[no-untyped-def]
@@ -131,11 +155,14 @@ def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], 
     from sbox_shim.backends.select import pick
     from sbox_shim.build import build_plan
 
-    cfg, host = _load(args, env)
+    from sbox_shim import gate
+
     argv = _command(args.argv)
+    cfg, host = _load(args, env, argv)
     run_dir = runner.make_run_dir(env)
     try:
         plan = build_plan(argv, cfg, host, profile=args.profile, backend=args.backend, run_dir=run_dir)
+        gate.after_plan(plan, host)
         _check_tool(plan, host)
         sandboxed = any(s.mode == "sandbox" for s in plan.steps)
         backend = pick(plan.backend, host.cache_dir, env) if sandboxed else None
@@ -174,6 +201,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from sbox_shim import activate
 
             return activate.cmd_activate(args.shell, args.dir, env)
+        if args.command in ("trust", "untrust"):
+            from sbox_shim import trustcmd
+
+            if args.command == "untrust":
+                return trustcmd.cmd_untrust(args.paths, env)
+            return trustcmd.cmd_trust(args.paths, args.list, env)
         if args.command == "init":
             from sbox_shim import init
 

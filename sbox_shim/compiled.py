@@ -50,7 +50,10 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
         cwd = posix.getcwd()
     except OSError:
         return None
-    path = record_path(env, key(argv, env, cwd))
+    records = directory(env)
+    if records.startswith(cwd.rstrip("/") + "/") or in_a_project(records):
+        return None  # a sandbox could have written it: the cold path refuses, saying why
+    path = lean.join(records, key(argv, env, cwd) + ".plan")
     record = _read(path)
     if record is None:
         return None
@@ -79,6 +82,22 @@ def directory(env: Mapping[str, str]) -> str:
     from sbox_shim.paths import sbox_dir
 
     return lean.join(sbox_dir("state", env), "plans")
+
+
+def in_a_project(path: str) -> bool:
+    """Does a directory above `path` hold an opt-in file (or a pyproject.toml, which might be one)?
+    Then `path` may lie in a project a sandbox could write, and nothing there is used."""
+    while True:
+        parent = lean.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+        for name in ("sbox.yaml", ".sbox.yaml", "pyproject.toml"):
+            try:
+                posix.lstat(lean.join(path, name))
+                return True
+            except OSError:
+                pass
 
 
 def record_path(env: Mapping[str, str], digest: str) -> str:

@@ -60,43 +60,51 @@ class Config:
 
 def find_config(start: str) -> str | None:
     """Walk up from `start` to the first opt-in file: sbox.yaml, .sbox.yaml, [tool.sbox]."""
+    found = opt_in_files(start)
+    return found[0] if found else None
+
+
+def opt_in_files(start: str) -> list[str]:
+    """Every opt-in file from `start` up to `/`, nearest first. Each needs the user's trust: a
+    sandbox that could write a project could plant one in any directory of it. Two in one
+    directory are an error, not a preference."""
     here = os.path.abspath(start)
+    out = []
     while True:
-        for name in CONFIG_NAMES:
-            candidate = os.path.join(here, name)
-            if os.path.isfile(candidate):
-                return candidate
+        names = [os.path.join(here, n) for n in CONFIG_NAMES if os.path.isfile(os.path.join(here, n))]
         pyproject = os.path.join(here, "pyproject.toml")
         if os.path.isfile(pyproject) and _has_tool_sbox(pyproject):
-            return pyproject
+            names.append(pyproject)
+        if len(names) > 1:
+            listed = " and ".join(os.path.basename(n) for n in names)
+            raise ConfigError(names[0], None, "", f"{listed} both opt this directory in; keep one of them")
+        out += names
         parent = os.path.dirname(here)
         if parent == here:
-            return None
+            return out
         here = parent
 
 
 def consulted(cwd: str, env: Mapping[str, str], explicit: str | None = None) -> list[str]:
-    """Every file whose content or presence decides `load(cwd, env, explicit)`: the plan cache
-    watches them. The user file, then the candidates walked up to the one found."""
+    """Every file whose content or presence decides `load(cwd, env, explicit)` and its trust: the
+    plan cache watches them. The user file, then the candidates of every directory up to `/`."""
     paths = [user_config_path(env)]
     if explicit:
-        return paths + [explicit]
-    found = find_config(cwd)
+        paths.append(explicit)
     here = os.path.abspath(cwd)
     while True:
         paths += [os.path.join(here, name) for name in (*CONFIG_NAMES, "pyproject.toml")]
         parent = os.path.dirname(here)
-        if parent == here or (found and os.path.dirname(found) == here):
+        if parent == here:
             return paths
         here = parent
 
 
 def _has_tool_sbox(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return any(line.strip().startswith("[tool.sbox") for line in f)
-    except OSError:
-        return False
+    from sbox_shim.safe import read_regular
+
+    data = read_regular(path)
+    return data is not None and any(line.strip().startswith(b"[tool.sbox") for line in data.splitlines())
 
 
 # ---------------------------------------------------------------- reading
@@ -168,11 +176,15 @@ def _load_pyproject(path: str, text: str) -> _Doc:
 def read_document(path: str, parsed_dir: str | None = None) -> _Doc:
     """The document at `path`. With `parsed_dir`, YAML is parsed once per distinct content and
     kept there (PyYAML's import alone costs about 25 ms)."""
+    from sbox_shim.safe import read_regular, why_unreadable
+
+    data = read_regular(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise ConfigError(path, None, "", f"cannot read: {exc.strerror}") from None
+        text = data.decode("utf-8") if data is not None else None
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        raise ConfigError(path, None, "", f"cannot read: it {why_unreadable(path) or 'is not UTF-8 text'}")
     if path.endswith(".toml"):
         return _load_pyproject(path, text)
     if parsed_dir is None:

@@ -28,15 +28,31 @@ def config_status(cwd: str, env: Mapping[str, str], usable: list[str]) -> tuple[
     from sbox_shim import config
 
     try:
+        untrusted_opt_in = trust_status(cwd, env, opt_in_only=True)
+        if untrusted_opt_in:
+            return False, f"not trusted: {'; '.join(untrusted_opt_in)} (review, then `sbox trust`)"
         cfg = config.load(cwd, env)
     except SboxError as exc:
         return False, f"invalid: {exc}"
     if cfg.path is None:
         return True, f"none from {cwd} up (not opted in: the shims pass commands straight through)"
     text = f"{cfg.path} (valid; backend: {cfg.backend}, profiles: {', '.join(cfg.profiles) or 'none'})"
+    untrusted = trust_status(cwd, env)
+    if untrusted:
+        return False, f"{text}; not trusted: {'; '.join(untrusted)} (review, then `sbox trust`)"
     if cfg.backend != "auto" and cfg.backend not in usable:
         return False, f"{text}; but backend {cfg.backend} is not usable here"
     return True, text
+
+
+def trust_status(cwd: str, env: Mapping[str, str], opt_in_only: bool = False) -> list[str]:
+    """The project's inputs that are not trusted, as `path (new|changed)`."""
+    from sbox_shim import gate, trust
+    from sbox_shim.paths import sbox_dir
+
+    items = gate.opt_in(cwd) if opt_in_only else gate.project(cwd, env)
+    return [f"{v.input.path} ({v.state})" for v in trust.check(items, sbox_dir("state", env))
+            if v.state not in ("trusted", "empty")]
 
 
 def cmd_doctor(dir: str | None, env: Mapping[str, str]) -> int:

@@ -13,6 +13,14 @@ PASSTHROUGH_PREFIXES = ("LC_",)
 SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|_AUTH|AUTH_|CREDENTIAL|API_?KEY|PRIVATE|SESSION|COOKIE)", re.I)
 
 
+_URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s@]+@", re.I)
+
+
+def has_url_credentials(value: str) -> bool:
+    """`https://user:token@host/…`: a URL carrying credentials, anywhere in the value."""
+    return bool(_URL_CREDENTIALS.search(value))
+
+
 def is_secret(name: str) -> bool:
     return bool(SECRET.search(name))
 

@@ -103,6 +103,9 @@ def cmd_init(cwd: str, env: Mapping[str, str]) -> int:
     for name in CONFIG_NAMES:  # find_config skips what is not a file, such as a dangling link
         if os.path.lexists(os.path.join(cwd, name)):
             raise UsageError(f"{os.path.join(cwd, name)} already exists; remove it to start over")
+    from sbox_shim.boundary import check_root
+
+    check_root(os.path.abspath(cwd), env.get("HOME") or os.path.expanduser("~"), None)
     ecosystems = detect(cwd)
     path = os.path.join(cwd, "sbox.yaml")
     try:
@@ -113,7 +116,11 @@ def cmd_init(cwd: str, env: Mapping[str, str]) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     what = ", ".join(ecosystems) if ecosystems else "no ecosystem detected; all registries listed"
-    print(f"sbox: wrote {path} ({what})")
+    from sbox_shim import trust
+    from sbox_shim.paths import sbox_dir
+
+    trust.record(trust.Input(os.path.abspath(path), trust.OPT_IN), sbox_dir("state", env))
+    print(f"sbox: wrote {path} ({what}) and trusted it (an edit needs `sbox trust` again)")
     if above:
         print(f"sbox: it takes precedence over {above} in this directory and below")
     example = EXAMPLES[ecosystems[0] if ecosystems else "npm"]

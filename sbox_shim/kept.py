@@ -63,8 +63,9 @@ def write_private(path: str, value: Any) -> None:
     write_bytes(path, marshal.dumps(value))
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Atomically, in a private directory; the oldest files go once there are more than KEEP."""
+def write_bytes(path: str, data: bytes, prune_old: bool = True) -> None:
+    """Atomically, in a private directory; unless `prune_old` is False, the oldest files go once
+    there are more than KEEP."""
     base = lean.dirname(path)
     lean.makedirs(base, 0o700)
     posix.chmod(base, 0o700)
@@ -75,7 +76,8 @@ def write_bytes(path: str, data: bytes) -> None:
     finally:
         posix.close(fd)
     posix.replace(temporary, path)
-    prune(base)
+    if prune_old:
+        prune(base)
 
 
 def prune(base: str) -> None:

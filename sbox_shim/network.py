@@ -19,9 +19,13 @@ def build_network(
     *,
     static: Mapping[str, tuple[str, ...]] | None = None,
     resolver: Resolver | None = None,
+    implied: Iterable[str] = (),
 ) -> tuple[Network, tuple[str, ...]]:
-    """Return the Network and the warnings `sbox plan` should print about it."""
-    allow = tuple(allow)
+    """Return the Network and the warnings `sbox plan` should print about it. `implied` entries
+    (names from project files) are admitted like the others but are never explicit: the proxy
+    refuses them loopback, private, link-local and metadata addresses."""
+    implied = tuple(e for e in implied if e not in tuple(allow))
+    allow = tuple(allow) + implied
     if not network:
         return Network("off"), ()
     if not allow:
@@ -38,7 +42,7 @@ def build_network(
                 f"{entry.pattern}: no built-in table for {entry.host}; only {entry.host} itself is allowed, "
                 "its other subdomains stay blocked (list them by name)"
             )
-        if not entry.wildcard:
+        if not entry.wildcard and raw not in implied:
             explicit.append(entry.host)
         for name in expanded:
             names.append(name)

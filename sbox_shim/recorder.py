@@ -87,13 +87,14 @@ def _within(path: str, directory: str) -> bool:
 
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str) -> list[tuple[str, str]]:
     """The paths whose state built this plan, with what to compare (see `fact`)."""
-    from sbox_shim import config, layout
+    from sbox_shim import config, layout, trust
     from sbox_shim.toolpath import searched, without_shims
 
     step = plan.steps[0]
     path_var = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
     watched = [("code", PACKAGE), ("stat", bwrap_path)]
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
+    watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
     watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]
     watched += [("exists", p) for p in layout.protected_paths(plan.project_root, plan.config_path)]
     watched += [("exists", p) for p in host.own_dirs]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from sbox_shim.network import allow_line
 from sbox_shim.plan import Plan
@@ -16,11 +16,12 @@ _NETWORK_TEXT = {
 }
 
 
-def plan_text(plan: Plan, backend: str, cache: str = "") -> str:
+def plan_text(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = ()) -> str:
     lines = [f"config: {plan.config_path or '(none: not opted in; built-in defaults)'}",
              f"project: {plan.project_root}", f"backend: {backend}"]
     if cache:
         lines.append(f"plan cache: {cache}")
+    lines += [f"trust: {line}" for line in trust] or (["trust: no project file decides this plan"] if cache else [])
     for n, step in enumerate(plan.steps, 1):
         lines.append(f"step {n}/{len(plan.steps)} [{step.label}]: {_shell(step.command)}")
         lines += [f"  profile: {step.profile} ({step.reason})", f"  mode: {step.mode}",
@@ -42,10 +43,11 @@ def _shell(argv: Iterable[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def plan_json(plan: Plan, backend: str, cache: str = "") -> str:
+def plan_json(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = ()) -> str:
     data: dict[str, Any] = dataclasses.asdict(plan)
     data["backend_selected"] = backend
     data["plan_cache"] = cache
+    data["trust"] = list(trust)
     for step, raw in zip(plan.steps, data["steps"]):
         raw["command"] = list(step.command)
         raw["env"] = {name: _redact(name, value) for name, value in step.env}

@@ -31,21 +31,29 @@ class Phase:
     label: str  # download | scripts | run
     argv: tuple[str, ...]
     network: bool
-    allow: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()  # the registries the user's own settings name
     env: Mapping[str, str] = field(default_factory=dict)  # set inside (tool config, caches)
     secrets: tuple[str, ...] = ()  # caller variables passed through in this phase only
     mounts: tuple[Mount, ...] = ()
     files: tuple[File, ...] = ()  # generated files, e.g. an empty file masking a credentials file
     reason: str = ""
+    implied: tuple[str, ...] = ()  # names from project files: admitted, but never as explicit entries
+    credentials: tuple[str, ...] = ()  # credential files among the mounts, chosen by sbox for this phase
 
 
 def read_text(path: str) -> str:
-    """A config file's text, or "" when it is missing or unreadable (a tool ignores those too)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return ""
+    """A config file's text, or "" when it is missing, unreadable or not a regular file."""
+    from sbox_shim.safe import read_text as safe_read
+
+    return safe_read(path)
+
+
+def sandbox_writable(path: str, ctx: Context, *more: str) -> bool:
+    """Could a sandbox have written `path`: it lies in the project, in sbox's caches or in one of
+    `more` (a venv). Such a file decides nothing unless the user trusted its content."""
+    path = os.path.abspath(path)
+    return any(path == a or path.startswith(a.rstrip("/") + "/")
+               for a in (ctx.project_root, ctx.cache_dir, *more) if a)
 
 
 def url_entry(url: str) -> str | None:
@@ -103,6 +111,15 @@ def _module(tool: str) -> ModuleType | None:
 
 def tools() -> tuple[str, ...]:
     return tuple(MODULES)
+
+
+def inputs(argv: Sequence[str], ctx: Context) -> list[tuple[str, str, str]]:
+    """The tool configuration a sandbox could have written that this command's plan would read,
+    as (path, what it is, which part decides: all | options)."""
+    module = _module(os.path.basename(argv[0])) if argv else None
+    if module is None or not hasattr(module, "inputs"):
+        return []
+    return list(module.inputs(tuple(argv), ctx))
 
 
 def phases(argv: Sequence[str], ctx: Context) -> tuple[Phase, ...] | None:

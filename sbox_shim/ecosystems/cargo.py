@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_text, subcommand, url_entry
+from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, read_text, sandbox_writable,
+                                  subcommand, url_entry)
+from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -44,14 +47,34 @@ def config_files(ctx: Context) -> list[str]:
     return [f for f in files if os.path.isfile(f)]
 
 
+def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
+    """The configuration a sandbox could have written that cargo would act on: the project's
+    .cargo/config files and rust-toolchain files (rustup runs the toolchain a `path` names)."""
+    if _subcommand(argv) not in INSTALL:
+        return []
+    out = [(f, "cargo config", "all") for f in config_files(ctx) if sandbox_writable(f, ctx)]
+    here = ctx.cwd
+    while True:
+        out += [(p, "rust toolchain file", "all") for n in ("rust-toolchain", "rust-toolchain.toml")
+                for p in [os.path.join(here, n)] if os.path.lexists(p)]
+        if here == ctx.project_root or os.path.dirname(here) == here:
+            return out
+        here = os.path.dirname(here)
+
+
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     sub = _subcommand(argv)
     if sub not in INSTALL:
         return None
-    texts = [read_text(f) for f in config_files(ctx)]
+    files = config_files(ctx)
+    texts = [read_text(f) for f in files]
     urls = [u for t in texts for u in _URL.findall(t)]
     urls += [v for k, v in ctx.env.items() if re.fullmatch(r"CARGO_REGISTRIES_\w+_INDEX", k)]
-    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["cargo"] + tuple(e for e in map(url_entry, urls) if e)))
+    ours = {u for f, t in zip(files, texts) if sandbox_writable(f, ctx) for u in _URL.findall(t)}
+    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["cargo"] + tuple(e for u in urls if u not in ours
+                                                                  for e in [url_entry(u)] if e)))
+    # Registries named by the project's .cargo/config: admitted, never as explicit entries.
+    implied = tuple(e for u in ours for e in [url_entry(u)] if e and e not in allow)
     local = [p for t in texts for p in _PATH.findall(t)] + [p for u in urls for p in [local_path(u)] if p]
     readonly = [Mount(p, p) for p in dict.fromkeys(local) if p.startswith("/") and os.path.exists(p)]
     cargo_home = os.path.join(ctx.cache_dir, "cargo")
@@ -65,14 +88,21 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
               for n in ("config.toml", "config") if os.path.isfile(os.path.join(user_home, n))]
     credentials = [Mount(os.path.join(user_home, n), os.path.join(cargo_home, n))
                    for n in ("credentials.toml", "credentials") if os.path.isfile(os.path.join(user_home, n))]
+    _refuse_planted(cargo_home)
+    # The programs cargo runs while it fetches (rustc for the target's facts, wrappers, credential
+    # providers) are sbox's choice, whatever a config file says: the environment outranks it.
+    fetching = {**env, "RUSTC": "rustc", "RUSTC_WRAPPER": "", "RUSTC_WORKSPACE_WRAPPER": "",
+                "CARGO_REGISTRY_GLOBAL_CREDENTIAL_PROVIDERS": "cargo:token"}
     if sub in DOWNLOAD:
         return (Phase(
-            "download", argv, True, allow, env, secrets=SECRETS,
+            "download", argv, True, allow, fetching, secrets=SECRETS, implied=implied,
+            credentials=tuple(m.source for m in credentials),
             mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
             reason=f"built-in cargo policy: {sub} resolves and downloads through the allowlist (nothing is compiled)",
         ),)
     fetch = Phase(
-        "download", _fetch(argv), True, allow, env, secrets=SECRETS,
+        "download", _fetch(argv), True, allow, fetching, secrets=SECRETS, implied=implied,
+        credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
         reason="built-in cargo policy: fetch dependencies through the allowlist (no build scripts run)",
     )
@@ -84,6 +114,21 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         reason=f"built-in cargo policy: then {sub} offline (build scripts run with the network off)",
     )
     return (fetch, offline)
+
+
+def _refuse_planted(cargo_home: str) -> None:
+    """sbox's CARGO_HOME is shared by every project and writable while fetching. sbox never writes
+    a config there (the user's is bound over the name, leaving an empty mount point), so one with
+    content was planted: it would run in every other project's build. Refuse, and say where."""
+    for name in ("config.toml", "config"):
+        path = os.path.join(cargo_home, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_size:
+            raise UsageError(f"{path}: sbox's shared CARGO_HOME holds a config file sbox did not write "
+                             "(a sandbox may have planted it); move it away, then run again")
 
 
 _GLOBAL_VALUES = ("--color", "--config", "-Z", "-C")  # cargo's global options that take a value

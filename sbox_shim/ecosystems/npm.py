@@ -13,7 +13,7 @@ import os
 import re
 from typing import Iterable
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, read_text, subcommand, url_entry
+from sbox_shim.ecosystems import Context, Phase, cache_mount, read_text, sandbox_writable, subcommand, url_entry
 from sbox_shim.environment import is_secret
 from sbox_shim.plan import File, Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
@@ -23,6 +23,12 @@ INSTALL = {"install", "i", "in", "ins", "inst", "insta", "instal", "isnt", "isnt
            "ci", "clean-install", "add", "update", "up", "upgrade", "udpate"}
 REBUILD = {"rebuild", "rb"}
 SECRETS = ("NPM_TOKEN", "NODE_AUTH_TOKEN", "npm_config__authToken", "npm_config__auth", "YARN_NPM_AUTH_TOKEN")
+# Settings that name a program npm runs: in a phase with the network and the registry token they
+# are sbox's, whatever a config file says (the environment outranks every .npmrc).
+EXECUTABLES = {"npm_config_git": "git", "npm_config_script_shell": "/bin/sh", "npm_config_shell": "/bin/sh",
+               "npm_config_node_options": ""}
+# Project files npm, pnpm and yarn read that decide what runs or where it connects.
+PROJECT_FILES = (".yarnrc", ".yarnrc.yml", ".pnpmfile.cjs", ".pnpmfile.mjs")
 _REGISTRY_LINE = re.compile(r"^\s*(?:@[\w.-]+:)?registry\s*=\s*(\S+)", re.M)
 _CAFILE_LINE = re.compile(r"^\s*cafile\s*=\s*(\S+)", re.M)
 
@@ -38,9 +44,12 @@ def config_files(ctx: Context) -> list[str]:
     return [f for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 
-def registries(ctx: Context, texts: Iterable[str], argv: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Every registry npm may use: config files, npm_config_*registry variables, the command line."""
+def registries(ctx: Context, texts: Iterable[str], argv: tuple[str, ...] | None = ()) -> tuple[str, ...]:
+    """Every registry npm may use: config files, npm_config_*registry variables and the command
+    line (with `argv` None: the config files alone)."""
     urls = [m for text in texts for m in _REGISTRY_LINE.findall(text)]
+    if argv is None:
+        return tuple(dict.fromkeys(e for e in map(url_entry, urls) if e))
     urls += [v for k, v in ctx.env.items() if k.lower() == "npm_config_registry" or k.lower().endswith(":registry")]
     for i, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
@@ -59,6 +68,23 @@ def passthrough(ctx: Context, download: bool) -> tuple[str, ...]:
     return tuple(sorted(k for k in names if k.lower() not in drop and not is_secret(k)))
 
 
+def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
+    """The configuration a sandbox could have written that an install would read: .npmrc files in
+    the project (or sbox's caches), yarn's and pnpm's project files."""
+    tool = os.path.basename(argv[0])
+    sub = _subcommand(argv) or ("install" if tool == "yarn" else "")
+    if tool == "npx" or (sub not in INSTALL and sub not in REBUILD):
+        return []
+    out = [(f, "npm config", "all") for f in config_files(ctx) if sandbox_writable(f, ctx)]
+    here = ctx.cwd
+    while True:
+        out += [(p, f"{tool} project config", "all") for n in PROJECT_FILES
+                for p in [os.path.join(here, n)] if os.path.lexists(p)]
+        if here == ctx.project_root or os.path.dirname(here) == here:
+            return out
+        here = os.path.dirname(here)
+
+
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     tool = os.path.basename(argv[0])
     sub = _subcommand(argv) or ("install" if tool == "yarn" else "")
@@ -66,7 +92,12 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         return None
     files = config_files(ctx)
     texts = [read_text(f) for f in files]
-    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["npm"] + registries(ctx, texts, argv)))
+    users = [t for f, t in zip(files, texts) if not sandbox_writable(f, ctx)]
+    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["npm"] + registries(ctx, users, argv)))
+    # Names from the project's own .npmrc are admitted, but never as explicit entries: the proxy
+    # refuses them loopback, private and metadata addresses.
+    ours = [t for f, t in zip(files, texts) if sandbox_writable(f, ctx)]
+    implied = tuple(e for e in registries(ctx, ours, None) if e not in allow)
     cache = os.path.join(ctx.cache_dir, "npm")
     env = {"npm_config_cache": cache, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
     local = [m for text in texts for m in _CAFILE_LINE.findall(text) if m.startswith("/")]
@@ -81,7 +112,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
     download = Phase(
-        "download", _ignore_scripts(argv, tool), True, allow, env, secrets=passthrough(ctx, True),
+        "download", _ignore_scripts(argv, tool), True, allow, {**env, **EXECUTABLES}, implied=implied,
+        secrets=passthrough(ctx, True), credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cache, True), *readonly, *credentials),
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
     )

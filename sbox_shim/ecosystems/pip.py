@@ -18,7 +18,8 @@ import os
 import shlex
 from typing import Sequence
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, url_entry
+from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_text, sandbox_writable, url_entry
+from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -60,8 +61,8 @@ def config_files(ctx: Context, venv: str | None = None) -> list[str]:
 def _from_config(path: str, found: dict[str, list[str]]) -> None:
     parser = configparser.RawConfigParser()
     try:
-        parser.read(path, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError):
+        parser.read_string(read_text(path), source=path)
+    except configparser.Error:
         return
     for section in parser.sections():
         for key in URL_KEYS + PATH_KEYS:
@@ -82,40 +83,65 @@ def _from_argv(args: list[str], found: dict[str, list[str]]) -> None:
             found.setdefault("index-url", []).append(arg[2:])
 
 
-def _from_requirements(path: str, cwd: str, found: dict[str, list[str]], depth: int = 0) -> None:
-    """Index options written inside a requirements file (`--index-url`, `-f`, nested `-r`)."""
+def _from_requirements(path: str, cwd: str, found: dict[str, list[str]], depth: int = 0,
+                       files: list[str] | None = None) -> None:
+    """Index options written inside a requirements file (`--index-url`, `-f`, nested `-r`); `files`
+    collects each requirements file read. Read only if it is a regular file (never a FIFO or a
+    device a project names), with a size cap."""
     path = os.path.join(cwd, path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [ln.split(" #")[0].strip() for ln in f]
-    except (OSError, UnicodeDecodeError):
-        return
-    words = [w for ln in lines if ln.startswith("-") for w in shlex.split(ln, comments=True)]
+    if files is not None:
+        files.append(os.path.normpath(path))
+    words = []
+    for line in option_lines(read_text(path)):
+        try:
+            words += shlex.split(line, comments=True)
+        except ValueError:  # an unbalanced quote: pip would refuse the file too
+            continue
     nested: dict[str, list[str]] = {}
     _from_argv(words, nested)
     for key, values in nested.items():
         if key in ("requirement", "constraint"):
             if depth < 5:
                 for value in values:
-                    _from_requirements(value, os.path.dirname(path), found, depth + 1)
+                    _from_requirements(value, os.path.dirname(path), found, depth + 1, files)
             continue
         found.setdefault(key, []).extend(values)
+
+
+def option_lines(text: str) -> list[str]:
+    """The lines of a requirements file that are options (`-i URL`, `-r FILE`, `--find-links …`):
+    what decides where pip looks, hence what needs the user's trust."""
+    lines = [ln.split(" #")[0].strip() for ln in text.splitlines()]
+    return [ln for ln in lines if ln.startswith("-")]
 
 
 def settings(ctx: Context, args: Sequence[str] = (), venv: str | None = None) -> dict[str, list[str]]:
     """The URL and path settings pip would use: config files, PIP_* variables, the command line
     and the requirements files it names."""
-    found: dict[str, list[str]] = {}
+    user, project, _ = sources(ctx, args, venv)
+    return {k: user.get(k, []) + project.get(k, []) for k in dict.fromkeys([*user, *project])}
+
+
+def sources(ctx: Context, args: Sequence[str] = (),
+            venv: str | None = None) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """(what the user's own settings say, what files a sandbox could have written say, those
+    requirements files). The user's: config files outside the project, venv and sbox's caches,
+    PIP_* variables, the command line. The others: a venv's pip.conf, requirements files (whose
+    option lines need trust, and whose names are never explicit allow entries)."""
+    user: dict[str, list[str]] = {}
+    project: dict[str, list[str]] = {}
     for path in config_files(ctx, venv):
-        _from_config(path, found)
+        _from_config(path, project if sandbox_writable(path, ctx, *([venv] if venv else [])) else user)
     for key in URL_KEYS + PATH_KEYS:
         value = ctx.env.get("PIP_" + key.upper().replace("-", "_"))
         if value:
-            found.setdefault(key, []).extend(value.split())
-    _from_argv(list(args), found)
-    for requirements in list(found.get("requirement", [])) + list(found.get("constraint", [])):
-        _from_requirements(requirements, ctx.cwd, found)
-    return found
+            user.setdefault(key, []).extend(value.split())
+    _from_argv(list(args), user)
+    files: list[str] = []
+    for found in (user, dict(project)):
+        for requirements in list(found.get("requirement", [])) + list(found.get("constraint", [])):
+            _from_requirements(requirements, ctx.cwd, project, files=files)
+    return user, project, list(dict.fromkeys(files))
 
 
 def environment(ctx: Context) -> tuple[str | None, tuple[str, ...]]:
@@ -134,15 +160,14 @@ def environment(ctx: Context) -> tuple[str | None, tuple[str, ...]]:
 
 
 def _base_prefixes(cfg: str) -> tuple[str, ...]:
+    """The base interpreter's prefixes a venv's pyvenv.cfg names, checked rather than trusted: each
+    must be a real Python installation (a `bin/python3*` or `lib/python3*` in it), so a venv a
+    sandbox rewrote cannot have sbox mount `~/.ssh`."""
     values: dict[str, str] = {}
-    try:
-        with open(cfg, encoding="utf-8") as f:
-            for line in f:
-                key, eq, value = line.partition("=")
-                if eq:
-                    values[key.strip().lower()] = value.strip()
-    except (OSError, UnicodeDecodeError):
-        return ()
+    for line in read_text(cfg).splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            values[key.strip().lower()] = value.strip()
     found = []
     for key in ("home", "executable", "base-executable"):
         setting = values.get(key, "")
@@ -151,9 +176,20 @@ def _base_prefixes(cfg: str) -> tuple[str, ...]:
         directory = setting if key == "home" else os.path.dirname(setting)
         for path in (directory, os.path.realpath(directory)):
             prefix = os.path.dirname(path) if os.path.basename(path) == "bin" else path
-            if prefix not in ("", "/") and not (prefix + "/").startswith(SYSTEM) and os.path.isdir(prefix):
-                found.append(prefix)
+            if prefix in ("", "/") or (prefix + "/").startswith(SYSTEM) or not os.path.isdir(prefix):
+                continue
+            if not _is_python_prefix(prefix):
+                raise UsageError(f"{cfg}: {key} = {setting} does not name a Python installation; "
+                                 "recreate the venv (python3 -m venv)")
+            found.append(prefix)
     return tuple(dict.fromkeys(found))
+
+
+def _is_python_prefix(prefix: str) -> bool:
+    import glob
+
+    return bool(glob.glob(os.path.join(glob.escape(prefix), "bin", "python3*"))
+                or glob.glob(os.path.join(glob.escape(prefix), "lib", "python3*")))
 
 
 def _pip_variables(ctx: Context, index: bool) -> tuple[str, ...]:
@@ -169,9 +205,11 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         return None
     rest = list(argv[argv.index(sub) + 1:])
     venv, bases = environment(ctx)
-    found = settings(ctx, rest, venv)
+    user, project, _ = sources(ctx, rest, venv)
+    found = {k: user.get(k, []) + project.get(k, []) for k in dict.fromkeys([*user, *project])}
     urls = [u for k in URL_KEYS for u in found.get(k, [])]
-    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["pip"] + tuple(e for e in map(url_entry, urls) if e)))
+    allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["pip"] + _entries(user)))
+    implied = tuple(e for e in dict.fromkeys(_entries(project)) if e not in allow)
     local = [p for k in PATH_KEYS for v in found.get(k, []) for p in [local_path(v)] if p]
     local += [p for u in urls for p in [local_path(u)] if p]
     readonly = [Mount(p, p) for p in dict.fromkeys(local)
@@ -184,12 +222,12 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     env = {"PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     target = [Mount(venv, venv, readonly=True)] if venv else []
     if sub == "download":  # already download-only: one phase with the allowlist
-        return (Phase("download", argv, True, allow, env, secrets=_pip_variables(ctx, True),
+        return (Phase("download", argv, True, allow, env, secrets=_pip_variables(ctx, True), implied=implied,
                       mounts=(cache_mount(cache, True), *readonly, *configs, *target),
                       reason="built-in pip policy: download runs with the registry allowlist"),)
     fetch = _fetch(argv[0], wheelhouse, _download_args(rest))
     download = Phase(
-        "download", fetch, True, allow, env, secrets=_pip_variables(ctx, True),
+        "download", fetch, True, allow, env, secrets=_pip_variables(ctx, True), implied=implied,
         mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
                "(with setuptools and wheel when the index has them)",
@@ -203,6 +241,24 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         reason=f"built-in pip policy: then {sub} offline from the wheelhouse (builds run with the network off)",
     )
     return (download, offline)
+
+
+def _entries(found: dict[str, list[str]]) -> tuple[str, ...]:
+    return tuple(e for k in URL_KEYS for u in found.get(k, []) for e in [url_entry(u)] if e)
+
+
+def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
+    """The files this command's plan would be made from that a sandbox could have written, as
+    (path, what it is, which part decides): a venv's pip.conf, requirements files' option lines."""
+    sub = next((a for a in argv[1:] if not a.startswith("-")), "")
+    if sub not in INSTALL:
+        return []
+    rest = list(argv[argv.index(sub) + 1:])
+    venv, _ = environment(ctx)
+    extra = [venv] if venv else []
+    out = [(f, "pip config", "all") for f in config_files(ctx, venv) if sandbox_writable(f, ctx, *extra)]
+    out += [(f, "requirements file (its option lines)", "options") for f in sources(ctx, rest, venv)[2]]
+    return out
 
 
 def _fetch(pip: str, wheelhouse: str, args: list[str]) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """Config discovery, the spec's own example, and a table of bad configs: one line each, exit 2."""
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sbox_shim import config
 from sbox_shim.cli import main
 from sbox_shim.errors import ConfigError
 from support.spec import SPEC_PROFILES
+from support.trust import trust
 
 SPEC_EXAMPLE = SPEC_PROFILES
 
@@ -107,9 +109,10 @@ def test_bad_config_is_one_line_with_file_line_key(
     name: str, text: str, line: int, message: str,
 ) -> None:
     path = write(tmp_path, text)
+    trust(path)
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "ran"
-    code = main(["run", "--", "sh", "-c", f"touch {marker}"], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    code = main(["run", "--", "sh", "-c", f"touch {marker}"], env=dict(os.environ, PATH="/usr/bin:/bin"))
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1, err
@@ -126,8 +129,8 @@ def test_config_error_str_names_file_line_key() -> None:
 def test_unknown_profile_on_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write(tmp_path, "profiles:\n  a: {}\n")
+    trust(write(tmp_path, "profiles:\n  a: {}\n"))
     monkeypatch.chdir(tmp_path)
-    code = main(["plan", "--profile", "nope", "--", "true"], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    code = main(["plan", "--profile", "nope", "--", "true"], env=dict(os.environ, PATH="/usr/bin:/bin"))
     assert code == 2
     assert "--profile nope: no such profile" in capsys.readouterr().err

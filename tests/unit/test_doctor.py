@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from support.trust import trust
 from conftest import backend_reason
 
 from sbox_shim import cli, doctor, shims
@@ -69,6 +71,7 @@ def test_no_shims_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_valid_config_is_named(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     (setup["project"] / "sbox.yaml").write_text("version: 1\nprofiles:\n  build:\n    network: off\n")
+    trust(setup["project"] / "sbox.yaml")
     code = cli.main(["doctor", "--dir", str(setup["shims"])])
     out = capsys.readouterr().out
     assert f"config: {setup['project'] / 'sbox.yaml'} (valid; backend: auto, profiles: build)" in out
@@ -78,6 +81,7 @@ def test_valid_config_is_named(setup: dict[str, Path], capsys: pytest.CaptureFix
 def test_invalid_config_fails_with_its_one_line_error(setup: dict[str, Path],
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     (setup["project"] / "sbox.yaml").write_text("version: 1\nbackend: podman\n")
+    trust(setup["project"] / "sbox.yaml")
     assert cli.main(["doctor", "--dir", str(setup["shims"])]) == 1
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("config:"))
@@ -93,3 +97,10 @@ def test_a_config_naming_an_unusable_backend_fails(setup: dict[str, Path],
     (setup["project"] / "sbox.yaml").write_text(f"version: 1\nbackend: {broken[0]}\n")
     assert cli.main(["doctor", "--dir", str(setup["shims"])]) == 1
     assert f"backend {broken[0]} is not usable here" in capsys.readouterr().out
+
+
+def test_an_untrusted_config_is_named_with_the_remedy(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    (setup["project"] / "sbox.yaml").write_text("version: 1\n")
+    assert cli.main(["doctor", "--dir", str(setup["shims"])]) == 1
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("config:"))
+    assert line == f"config: not trusted: {setup['project'] / 'sbox.yaml'} (new) (review, then `sbox trust`)"

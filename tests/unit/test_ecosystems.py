@@ -140,8 +140,9 @@ def test_npm_allowlist_takes_every_configured_registry(where: dict[str, Path]) -
     write(where["home"] / ".npmrc", "@corp:registry=https://npm.corp.example/\n")
     env = {"npm_config_registry": "https://env.example:8443/", "NPM_CONFIG_@other:registry": "https://other.example/"}
     d, _ = two("npm install --registry http://cli.example:81/ x", ctx(where, env))
-    assert d.allow == NPM_ALLOW + ("npm.corp.example", "127.0.0.1:4873", "env.example:8443",
-                                   "other.example", "cli.example:81")  # config files, env, command line
+    assert d.allow == NPM_ALLOW + ("npm.corp.example", "env.example:8443",
+                                   "other.example", "cli.example:81")  # the user's config files, env, command line
+    assert d.implied == ("127.0.0.1:4873",)  # the project's .npmrc: admitted, never an explicit entry
 
 
 def test_npm_credentials_reach_the_download_phase_only(where: dict[str, Path]) -> None:
@@ -254,8 +255,8 @@ def test_pip_allowlist_takes_env_config_cli_and_requirements(where: dict[str, Pa
     env = {"PIP_INDEX_URL": "http://127.0.0.1:8080/simple/", "PIP_EXTRA_INDEX_URL": "https://a.example/s https://b.example/s"}
     d, _ = two("pip install -r req.txt --index-url https://cli.example/simple x", ctx(where, env))
     assert d.allow[:2] == ("*.pypi.org", "files.pythonhosted.org")
-    assert set(d.allow[2:]) == {"user.example", "127.0.0.1:8080", "a.example", "b.example", "cli.example",
-                                "127.0.0.1:3141"}
+    assert set(d.allow[2:]) == {"user.example", "127.0.0.1:8080", "a.example", "b.example", "cli.example"}
+    assert d.implied == ("127.0.0.1:3141",)  # named by a requirements file: never an explicit entry
 
 
 def test_pip_config_file_devnull_hides_the_user_config_as_pip_does(where: dict[str, Path]) -> None:
@@ -294,7 +295,7 @@ def test_pip_index_urls_and_config_file_reach_the_download_phase_only(where: dic
 
 def _venv(where: dict[str, Path]) -> tuple[Path, Path]:
     base = where["elsewhere"] / "python-3.11"
-    (base / "bin").mkdir(parents=True)
+    write(base / "bin" / "python3.11", "")  # a Python installation: pyvenv.cfg is checked, not trusted
     venv = where["project"] / ".venv"
     write(venv / "pyvenv.cfg", f"home = {base}/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n")
     write(venv / "bin" / "pip", "#!/bin/sh\n")
@@ -316,7 +317,7 @@ def test_pip_venv_found_through_virtual_env_too(where: dict[str, Path]) -> None:
     _, s = two("pip install x", ctx(where, {"VIRTUAL_ENV": str(venv)}, real="/usr/bin/pip"))
     assert str(base) in mounts(s) and mounts(s)[str(venv)].readonly is False
     d, _ = two("pip install x", ctx(where, {"VIRTUAL_ENV": str(venv)}, real="/usr/bin/pip"))
-    assert "127.0.0.1:9" in d.allow  # the venv's own pip.conf (pip's "site" config)
+    assert "127.0.0.1:9" in d.implied  # the venv's own pip.conf (pip's "site" config): never explicit
 
 
 def test_pip_without_a_venv_mounts_nothing_extra(where: dict[str, Path]) -> None:
@@ -383,7 +384,8 @@ def test_cargo_allowlist_takes_source_replacement_registries_and_env(where: dict
     env = {"CARGO_HOME": str(user_home), "CARGO_REGISTRIES_EXTRA_INDEX": "sparse+https://extra.example:8443/"}
     d, _ = two("cargo build", ctx(where, env))
     assert d.allow == ("*.crates.io", "static.crates.io", "127.0.0.1:7878", "git.corp.example",
-                       "proj.example", "extra.example:8443")
+                       "extra.example:8443")
+    assert d.implied == ("proj.example",)  # the project's own config: never an explicit entry
 
 
 def test_cargo_project_config_is_found_from_a_subdirectory(where: dict[str, Path]) -> None:
@@ -391,7 +393,7 @@ def test_cargo_project_config_is_found_from_a_subdirectory(where: dict[str, Path
     sub = where["project"] / "crates" / "a"
     sub.mkdir(parents=True)
     d, _ = two("cargo build", ctx(where, cwd=sub))
-    assert "p.example" in d.allow
+    assert "p.example" in d.implied
 
 
 def test_cargo_config_in_both_phases_credentials_and_token_in_fetch_only(where: dict[str, Path]) -> None:

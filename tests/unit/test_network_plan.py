@@ -109,7 +109,7 @@ def test_pattern_semantics(pattern: str, line: str, expected: bool) -> None:
 
 
 def _host(tmp_path: Path) -> Host:
-    return Host(uid=1000, gid=1000, user="dev", home=str(tmp_path / "home"), cwd=str(tmp_path),
+    return Host(uid=1000, gid=1000, user="dev", home="/home/dev-not-here", cwd=str(tmp_path),
                 env={"PATH": "/usr/bin:/bin", "NPM_TOKEN": "secret", "LANG": "C.UTF-8", "AWS_SECRET_ACCESS_KEY": "x"},
                 shim_dirs=(), python="/usr/bin/python3", python_prefix="/usr",
                 package_dir="/opt/sbox/sbox_shim", cache_dir=str(tmp_path / "cache"), state_dir=str(tmp_path / "s"))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from support.trust import trust
+
 from sbox_shim import cli, shims
 from sbox_shim.toolpath import SHIM_MARKER, is_shim
 
@@ -359,6 +361,7 @@ def test_host_mode_through_the_real_sbox_reaches_the_real_tool(world: dict[str, 
     """sbox runs `npm` unsandboxed (mode: host): PATH still has the shim, the guard sends it on."""
     shims.install(str(world["shims"]), ["npm"], sbox_bin)
     (world["project"] / "sbox.yaml").write_text("version: 1\nprofiles:\n  default:\n    mode: host\n")
+    trust(world["project"] / "sbox.yaml")
     env = dict(os.environ, PATH=_path(world["shims"], world["real"], "/usr/bin", "/bin"))
     env.pop("SBOX_SHIM_DIRS", None)
     proc = subprocess.run(["npm", "run", "a b"], cwd=world["project"], env=env, capture_output=True, text=True,

@@ -1,0 +1,60 @@
+"""Reading files that a sandbox could have written: regular files only, never through a final
+link, never more than a cap. A FIFO would hang sbox and `/dev/zero` would exhaust its memory."""
+from __future__ import annotations
+
+import os
+import stat
+
+MAX_BYTES = 1 << 20  # no config, requirements or manifest file sbox reads is larger
+
+
+def read_regular(path: str, limit: int = MAX_BYTES) -> bytes | None:
+    """The bytes of `path` if it is a regular file (its last component not a link) of at most
+    `limit` bytes; None for anything else, missing or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return None if total > limit else b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str, limit: int = MAX_BYTES) -> str:
+    """A config file's text, or "" when it is missing, unreadable or not a plain regular file (a
+    tool ignores what it cannot read too)."""
+    data = read_regular(path, limit)
+    if data is None:
+        return ""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+
+
+def why_unreadable(path: str, limit: int = MAX_BYTES) -> str | None:
+    """Why `read_regular` refuses `path` (for an error line), or None if it would read it."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link (sbox never follows links a project holds)"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    if st.st_size > limit:
+        return f"is larger than {limit >> 20} MiB"
+    return None if read_regular(path, limit) is not None else "cannot be read"

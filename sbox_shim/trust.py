@@ -1,0 +1,197 @@
+"""Trusted inputs: sbox acts on a file a sandbox could have written only if the user trusted its
+exact content (as `mise trust` and `direnv allow` do).
+
+Every opt-in file from the working directory up to `/` needs trust, and so does the tool
+configuration a plan is made from when it lies where a sandbox can write (the project, a venv,
+sbox's caches). `sbox trust` records a content digest in sbox's state directory, which no sandbox
+can write; an edit needs a new trust. Only the part of a file that decides counts: the option lines
+of a requirements file, the `[tool.sbox]` table of a pyproject.toml, the `scripts` of a
+package.json that a host-mode npm would run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from sbox_shim import kept
+from sbox_shim.errors import EXIT_USAGE, SboxError
+from sbox_shim.safe import read_regular, why_unreadable
+
+OPT_IN = "opt-in config"
+SHOWN_LINES = 60  # how much of a new file `sbox trust` prints
+_SECRET_LINE = re.compile(r"(_auth|token|password|secret|credential)", re.I)
+
+
+@dataclass(frozen=True)
+class Input:
+    path: str
+    kind: str  # what it is, for the user
+    part: str = "all"  # all | options | tool.sbox | scripts: which part of it decides
+
+
+@dataclass(frozen=True)
+class Verdict:
+    input: Input
+    state: str  # trusted | new | changed | unreadable | empty (nothing in it decides anything)
+    detail: str = ""
+
+
+class UntrustedError(SboxError):
+    """Inputs the user has not trusted: one line each, nothing ran."""
+
+    exit_code = EXIT_USAGE
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def directory(state_dir: str) -> str:
+    return os.path.join(state_dir, "trust")
+
+
+def _record_path(state_dir: str, path: str) -> str:
+    return os.path.join(directory(state_dir), kept.digest(path.encode("utf-8", "surrogateescape")) + ".trust")
+
+
+# ---------------------------------------------------------------- what decides
+
+
+def decisive(data: bytes, part: str) -> str:
+    """The part of a file's content that decides what sbox does."""
+    text = data.decode("utf-8", "surrogateescape")
+    if part == "options":
+        from sbox_shim.ecosystems.pip import option_lines
+
+        return "\n".join(option_lines(text))
+    if part == "tool.sbox":
+        out, inside = [], False
+        for line in text.splitlines():
+            if line.strip().startswith("["):
+                inside = line.strip().startswith("[tool.sbox")
+            if inside:
+                out.append(line)
+        return "\n".join(out)
+    if part == "scripts":
+        try:
+            scripts = json.loads(text).get("scripts") or {}
+        except (ValueError, AttributeError):
+            return text  # not JSON npm could read: the whole file decides
+        return json.dumps(scripts, indent=1, sort_keys=True) if scripts else ""
+    return text
+
+
+def _shown(text: str) -> str:
+    """What sbox keeps to show the next change: lines that look like credentials left out."""
+    return "\n".join("<a line with a credential, not kept>" if _SECRET_LINE.search(line) else line
+                     for line in text.splitlines())
+
+
+def verdict(item: Input, state_dir: str) -> Verdict:
+    data = read_regular(item.path)
+    if data is None:
+        return Verdict(item, "unreadable", why_unreadable(item.path) or "cannot be read")
+    content = decisive(data, item.part)
+    if item.part != "all" and not content.strip():
+        return Verdict(item, "empty")
+    record = kept.read_private(_record_path(state_dir, item.path))
+    digest = kept.digest(content.encode("utf-8", "surrogateescape"))
+    if not isinstance(record, dict):
+        return Verdict(item, "new")
+    if record.get("sha256") == digest and record.get("part") == item.part:
+        return Verdict(item, "trusted")
+    return Verdict(item, "changed", str(record.get("shown", "")))
+
+
+def check(inputs: Iterable[Input], state_dir: str) -> list[Verdict]:
+    return [verdict(i, state_dir) for i in dict.fromkeys(inputs)]
+
+
+def require(inputs: Iterable[Input], state_dir: str) -> None:
+    """Stop (exit 2, one line per file, nothing run) unless every input is trusted."""
+    lines = [_refusal(v) for v in check(inputs, state_dir) if v.state not in ("trusted", "empty")]
+    if lines:
+        raise UntrustedError("\n".join(lines))
+
+
+def _refusal(v: Verdict) -> str:
+    path = v.input.path
+    if v.state == "unreadable":
+        return f"sbox: {path}: {v.input.kind} {v.detail}; sbox reads only regular files there: replace it, nothing ran"
+    what = "is new" if v.state == "new" else "changed since you trusted it"
+    return (f"sbox: {path}: {v.input.kind} {what} and is not trusted, nothing ran; "
+            f"review it, then: sbox trust {shlex.quote(path)}")
+
+
+# ---------------------------------------------------------------- recording
+
+
+def record(item: Input, state_dir: str) -> Verdict:
+    """Trust the input's current content; the verdict before."""
+    before = verdict(item, state_dir)
+    data = read_regular(item.path)
+    if data is None:
+        return before
+    content = decisive(data, item.part)
+    kept.write_bytes(_record_path(state_dir, item.path), _dump({
+        "path": item.path, "kind": item.kind, "part": item.part, "at": int(time.time()),
+        "sha256": kept.digest(content.encode("utf-8", "surrogateescape")), "shown": _shown(content),
+    }), prune_old=False)
+    return before
+
+
+def _dump(value: Mapping[str, object]) -> bytes:
+    import marshal
+
+    return marshal.dumps(dict(value))
+
+
+def forget(path: str, state_dir: str) -> bool:
+    target = _record_path(state_dir, path)
+    if not os.path.exists(target):
+        return False
+    kept.remove(target)
+    _touch(directory(state_dir))
+    return True
+
+
+def _touch(path: str) -> None:
+    """A trust removed changes the directory's times, which the plan cache watches."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def records(state_dir: str) -> list[dict[str, object]]:
+    try:
+        names = sorted(os.listdir(directory(state_dir)))
+    except OSError:
+        return []
+    found = [kept.read_private(os.path.join(directory(state_dir), n)) for n in names if n.endswith(".trust")]
+    return sorted((r for r in found if isinstance(r, dict)), key=lambda r: str(r.get("path")))
+
+
+def change(v: Verdict) -> list[str]:
+    """What `sbox trust` shows of an input: the change since the last trust, or the new content."""
+    data = read_regular(v.input.path) or b""
+    now = _shown(decisive(data, v.input.part)).splitlines()
+    if v.state == "changed":
+        import difflib
+
+        return list(difflib.unified_diff(v.detail.splitlines(), now, "trusted before", "now", lineterm="", n=1))
+    if v.state == "new":
+        extra = [f"… {len(now) - SHOWN_LINES} more lines"] if len(now) > SHOWN_LINES else []
+        return now[:SHOWN_LINES] + extra
+    return []
+
+
+def describe(verdicts: Sequence[Verdict]) -> list[str]:
+    """One line per input, for `sbox plan` and `sbox doctor`."""
+    words = {"trusted": "trusted", "new": "NOT TRUSTED (new)", "changed": "NOT TRUSTED (changed)",
+             "empty": "nothing to trust", "unreadable": "REFUSED"}
+    return [f"{words[v.state]}: {v.input.path} ({v.input.kind})" for v in verdicts]
