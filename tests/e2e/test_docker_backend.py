@@ -10,12 +10,14 @@ import pytest
 
 from support.sboxcli import run_sbox
 from support.spec import SPEC_PROFILES
+from support.trust import trust
 
 SPEC_CONFIG = "version: 1\nbackend: docker\n" + SPEC_PROFILES
 
 
 def test_no_daemon_fails_closed_with_one_line(tmp_path: Path, sbox_bin: str) -> None:
     (tmp_path / "sbox.yaml").write_text("backend: docker\n")
+    trust(tmp_path / "sbox.yaml")
     marker = tmp_path / "ran"
     env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-such.sock")
     result = run_sbox(sbox_bin, ["run", "--", "sh", "-c", f"touch {marker}"], tmp_path, env=env)
@@ -40,6 +42,7 @@ def test_base_image_is_built_locally_without_a_pull(docker_backend: str) -> None
 @pytest.mark.network
 def test_plan_prints_profiles_and_the_spec_line(tmp_path: Path, sbox_bin: str) -> None:
     (tmp_path / "sbox.yaml").write_text(SPEC_CONFIG)
+    trust(tmp_path / "sbox.yaml")
     out = run_sbox(sbox_bin, ["plan", "--", "npm", "install", "--ignore-scripts"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert "profile: download (dispatch rule 'npm-download' matched 'npm install --ignore-scripts*')" in out.stdout
@@ -59,6 +62,7 @@ def test_plan_prints_profiles_and_the_spec_line(tmp_path: Path, sbox_bin: str) -
 @pytest.mark.network
 def test_real_npm_install_through_the_spec_allowlist(tmp_path: Path, sbox_bin: str, docker_backend: str) -> None:
     (tmp_path / "sbox.yaml").write_text(SPEC_CONFIG)
+    trust(tmp_path / "sbox.yaml")
     (tmp_path / "package.json").write_text('{"name": "demo", "version": "1.0.0", "private": true}\n')
     result = run_sbox(sbox_bin, ["run", "--", "npm", "install", "--ignore-scripts", "--no-audit", "--no-fund",
                                  "is-number@7.0.0"], tmp_path, timeout=600)

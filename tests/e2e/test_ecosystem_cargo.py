@@ -17,6 +17,7 @@ from support import packages as pkg
 from support.hostile import Trap, trap
 from support.registries import CargoRegistry
 from support.sboxcli import run_sbox
+from support.trust import trust
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo is not installed")
 
@@ -30,6 +31,7 @@ def _project(project: Path, backend: str) -> None:
         '[dependencies]\nsbox_evil = "1"\nsbox_hello = "1"\n')
     (project / "src" / "main.rs").write_text(MAIN)
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml")
 
 
 @pytest.fixture
@@ -94,6 +96,7 @@ def test_build_script_cannot_touch_the_shared_cargo_cache(tmp_path: Path, fake_h
             '[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\nsbox_evil = "1"\n')
         (t.project / "src" / "main.rs").write_text('fn main() { println!("{}", sbox_evil::ok()); }\n')
         (t.project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+        trust(t.project / "sbox.yaml")
         with CargoRegistry([pkg.crate("sbox_evil", "1.0.0", "pub fn ok() -> bool { true }\n",
                                       build_rs=build_rs)]) as registry:
             cargo_home = tmp_path / "cargo-home"

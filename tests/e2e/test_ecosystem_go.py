@@ -15,6 +15,7 @@ import pytest
 from support import packages as pkg
 from support.registries import GoProxy
 from support.sboxcli import run_sbox
+from support.trust import trust
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed")
 
@@ -36,6 +37,7 @@ def _modules() -> list[dict[str, bytes]]:
 def _project(project: Path, backend: str) -> None:
     project.mkdir()
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml")
     (project / "go.mod").write_text("module example.test/app\n\ngo 1.19\n\n"
                                     "require (\n\texample.test/Mixed v0.1.0\n\texample.test/hello v1.1.0\n)\n")
     (project / "main.go").write_text(MAIN)

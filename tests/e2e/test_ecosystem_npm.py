@@ -19,6 +19,7 @@ from support import packages as pkg
 from support.hostile import Trap, trap
 from support.registries import NpmRegistry
 from support.sboxcli import run_sbox
+from support.trust import trust
 
 pytestmark = pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
 
@@ -37,7 +38,7 @@ PREPARE = "node -e \"require('fs').writeFileSync('prepared.txt', process.env.SBO
 
 
 @pytest.fixture
-def world(tmp_path: Path, fake_home: Path) -> Iterator[tuple[Trap, NpmRegistry]]:
+def world(tmp_path: Path, fake_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Trap, NpmRegistry]]:
     project = tmp_path / "project"
     with trap(fake_home, tmp_path, project) as t:
         evil = pkg.npm_package(
@@ -52,11 +53,16 @@ def world(tmp_path: Path, fake_home: Path) -> Iterator[tuple[Trap, NpmRegistry]]
                 "name": "app", "version": "0.0.0", "private": True, "scripts": {"prepare": PREPARE},
                 "dependencies": {"sbox-hello": "1.0.0", "sbox-evil": "1.0.0"}}))
             (project / ".npmrc").write_text(f"registry={registry.url}/\n")
+            trust(project / ".npmrc")
+            # A loopback registry is admitted only when the user names it (a project file's name
+            # never reaches loopback, private or metadata addresses).
+            monkeypatch.setenv("npm_config_registry", f"{registry.url}/")
             yield t, registry
 
 
 def _config(project: Path, backend: str) -> None:
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml")
 
 
 def test_hostile_postinstall_runs_confined_and_the_install_succeeds(

@@ -21,6 +21,7 @@ from support import packages as pkg
 from support.hostile import Trap, trap
 from support.registries import PypiIndex
 from support.sboxcli import run_sbox
+from support.trust import trust
 
 PYTHON = shutil.which("python3")
 pytestmark = pytest.mark.skipif(PYTHON is None, reason="python3 is not installed")
@@ -68,6 +69,7 @@ def test_hostile_sdist_is_confined_in_both_phases(world: Trap, backend: str, sbo
                                                   sdist_backend: str) -> None:
     t = world
     (t.project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(t.project / "sbox.yaml")
     venv = _venv(t.project)
     dists = [
         pkg.wheel("sbox-hello", "1.0", {"sbox_hello.py": "from sbox_dep import N\nN1 = N + 1\n"},
@@ -105,6 +107,7 @@ def test_steps_are_announced_and_a_missing_setuptools_does_not_fail(world: Trap,
     requirements are fetched best effort, and a one-line note says they are missing."""
     t = world
     (t.project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(t.project / "sbox.yaml")
     venv = _venv(t.project)
     with PypiIndex([pkg.wheel("sbox-dep", "2.0", {"sbox_dep.py": "N = 41\n"})]) as index:
         result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-dep"], t.project,

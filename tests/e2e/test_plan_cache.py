@@ -24,6 +24,7 @@ from typing import Iterator, Mapping, Sequence
 import pytest
 from conftest import require_backend
 from support.listener import CanaryListener
+from support.trust import trust
 
 from conformance.helpers import PY, WRITE, finish, marker, profile, project, read_line, verdicts
 
@@ -154,6 +155,7 @@ def sbox(request: pytest.FixtureRequest, sbox_bin: str, tmp_path: Path) -> Sbox:
 
 def set_config(sbox: Sbox, config: str) -> None:
     (sbox.root / "sbox.yaml").write_text(config)
+    trust(sbox.root / "sbox.yaml")
 
 
 # ---------------------------------------------------------------- the record and the warm run
@@ -418,9 +420,10 @@ def test_plans_the_warm_path_cannot_run_are_not_cached(sbox: Sbox, kind: str) ->
 # ---------------------------------------------------------------- sbox's own files
 
 
-def test_a_state_dir_inside_the_project_stays_read_only(sbox: Sbox) -> None:
-    """SBOX_STATE_DIR inside the (writable) project: the sandbox cannot plant a record or
-    anything else there, on any run."""
+def test_a_state_dir_inside_the_project_is_refused(sbox: Sbox) -> None:
+    """SBOX_STATE_DIR inside the (writable) project: a sandbox could plant records, kept parses or
+    trust there (or rename the directory's parent and put its own in place), so sbox refuses to
+    run, saying why, and nothing runs, cold or warm."""
     state = sbox.root / ".sbox-state"
     (state / "plans").mkdir(parents=True, mode=0o700)
     state.chmod(0o700)
@@ -428,21 +431,22 @@ def test_a_state_dir_inside_the_project_stays_read_only(sbox: Sbox) -> None:
     targets = [str(state / "plans" / ("0" * 64 + ".plan")), str(state / "planted"), str(sbox.root / "allowed")]
     for _ in range(2):
         run = sbox.run(PY, "-c", WRITE, *targets, env=env)
-        assert verdicts(run.stdout) == {targets[0]: "DENIED", targets[1]: "DENIED", targets[2]: "WROTE"}, str(run)
-    assert "planted" not in [p.name for p in state.iterdir()]  # sbox keeps its own files there
-    assert not (state / "plans" / ("0" * 64 + ".plan")).exists()
+        assert run.returncode == 2 and "lies inside the project" in run.stderr, str(run)
+        assert verdicts(run.stdout) == {}, str(run)  # nothing ran
+    assert not (sbox.root / "allowed").exists() and not (state / "planted").exists()
+    assert list((state / "plans").iterdir()) == []
 
 
-def test_a_user_config_reached_through_a_symlink_cannot_be_created(sbox: Sbox, tmp_path: Path) -> None:
-    """The user-level config names the project through a link and does not exist yet: a sandboxed
-    command must not create it (it would set `mode: host` for every project of this user)."""
+def test_a_user_config_reached_through_a_symlink_is_refused(sbox: Sbox, tmp_path: Path) -> None:
+    """The user-level config names the project through a link: a sandboxed command could create
+    it (`mode: host` for every project of this user), so sbox refuses to run at all."""
     alias = tmp_path / "alias"
     alias.symlink_to(sbox.root)
     env = {**sbox.env, "SBOX_USER_CONFIG": str(alias / ".config" / "sbox" / "config.yaml")}
     target = str(sbox.root / ".config" / "sbox" / "config.yaml")
     run = sbox.run(PY, "-c", WRITE, target, str(sbox.root / "allowed"), env=env)
-    assert verdicts(run.stdout) == {target: "DENIED", str(sbox.root / "allowed"): "WROTE"}, str(run)
-    assert not os.path.exists(target)
+    assert run.returncode == 2 and "lies inside the project" in run.stderr, str(run)
+    assert verdicts(run.stdout) == {} and not os.path.exists(target)
 
 
 # Inside: plant a record in PLANS (making the directory if need be), then rewrite every record of
@@ -479,27 +483,22 @@ for name in sorted(os.listdir(plans)) if os.path.isdir(plans) else []:
 """
 
 
-def test_a_state_dir_reached_through_a_symlink_cannot_be_rewritten(sbox: Sbox, tmp_path: Path) -> None:
+def test_a_state_dir_reached_through_a_symlink_is_refused(sbox: Sbox, tmp_path: Path) -> None:
     """SBOX_STATE_DIR names the project through a symlink (as HOME does where /home is a link,
-    e.g. /home -> /var/home): hostile code in the sandbox tries to rewrite the record of the
-    user's `echo innocent` so that the next one binds the host's / writable. It must not get to."""
+    e.g. /home -> /var/home): sbox refuses before any record exists, so no hostile run can find
+    one to rewrite so that the next binds the host's / writable."""
     alias = tmp_path / "alias"
     alias.symlink_to(sbox.root)
     real_state = sbox.root / ".sbox-state"
     real_state.mkdir(mode=0o700)
     env = {**sbox.env, "SBOX_STATE_DIR": str(alias / ".sbox-state")}
-    for _ in range(2):  # cached today; a fix may cache it (read-only inside) or not at all
-        assert sbox.run("echo", "innocent", env=env).returncode == 0
-    records = [p.name for p in sbox.records(env)]
+    for _ in range(2):
+        run = sbox.run("echo", "innocent", env=env)
+        assert run.returncode == 2 and run.stdout == "" and "lies inside the project" in run.stderr, str(run)
     escaped = tmp_path / "escaped-on-host"
     hostile = sbox.run(PY, "-c", REWRITE, str(real_state / "plans"), str(escaped), env=env)
-    assert hostile.returncode == 0, str(hostile)
-    assert all(name in hostile.stdout for name in records), str(hostile)  # the attack found every record
-    after = sbox.run("echo", "innocent", env=env)
-    assert after.stdout == "innocent\n", str(after)
-    assert "DENIED planting" in hostile.stdout and "PLANTED" not in hostile.stdout, str(hostile)
-    assert "REWROTE" not in hostile.stdout, str(hostile)
-    assert not escaped.exists() and not (real_state / "plans" / "planted.plan").exists()
+    assert hostile.returncode == 2 and hostile.stdout == "", str(hostile)
+    assert not escaped.exists() and not (real_state / "plans").exists()
 
 
 # ---------------------------------------------------------------- process behaviour on the warm path

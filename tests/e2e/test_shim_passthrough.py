@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from support.trust import trust
+
 REPO = Path(__file__).resolve().parents[2]
 NPM = shutil.which("npm", path="/usr/local/bin:/usr/bin:/bin")
 
@@ -38,9 +40,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "shims": home / ".local" / "share" / "sbox" / "shims"}
 
 
-def _bash(installed: dict[str, Path], script: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+def _user_env(installed: dict[str, Path]) -> dict[str, str]:
+    """The installed user's environment: their HOME, none of this test run's sbox settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SBOX_")}
-    env.update(HOME=str(installed["home"]), PATH=f"{installed['bin']}:{os.environ['PATH']}", **extra)
+    env.update(HOME=str(installed["home"]))
+    return env
+
+
+def _bash(installed: dict[str, Path], script: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = _user_env(installed)
+    env.update(PATH=f"{installed['bin']}:{os.environ['PATH']}", **extra)
     return subprocess.run(["bash", "-c", f'eval "$(sbox activate bash)"\n{script}'], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -69,6 +78,7 @@ def test_with_config_npm_runs_in_the_sandbox(installed: dict[str, Path], tmp_pat
     project = tmp_path / "project"
     project.mkdir()
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml", env=_user_env(installed))
     (project / "package.json").write_text(json.dumps({
         "name": "probe", "version": "1.0.0",
         "scripts": {"env": "node -e \"console.log('active=' + process.env.SBOX_ACTIVE)\""},

@@ -19,6 +19,7 @@ import pytest
 from support import packages as pkg
 from support.hostile import Trap, trap
 from support.registries import CargoRegistry, GoProxy, NpmRegistry, PypiIndex
+from support.trust import trust
 
 REPO = Path(__file__).resolve().parents[2]
 ANNOUNCE = "sbox: step 1/2 [download] "
@@ -92,6 +93,9 @@ def npm_world(installed: Installed, tmp_path: Path) -> Iterator[tuple[Trap, NpmR
                     "name": "app", "version": "0.0.0", "private": True,
                     "dependencies": {"sbox-hello": "1.0.0", "sbox-evil": "1.0.0"}}))
                 (project / ".npmrc").write_text(f"registry={registry.url}/\n")
+                trust(project / ".npmrc")
+            # A loopback registry is admitted only when the user names it: their own ~/.npmrc.
+            (installed.home / ".npmrc").write_text(f"registry={registry.url}/\n")
             yield t, registry, tmp_path / "plain"
 
 
@@ -99,6 +103,7 @@ def test_npm_install_through_the_shim_is_sandboxed(installed: Installed, npm_wor
                                                    backend: str) -> None:
     t, registry, _ = npm_world
     (t.project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(t.project / "sbox.yaml")
     result = _bash(installed, "cd project\nnpm install", t.project.parent, _env(installed))
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
@@ -138,6 +143,7 @@ def test_pip_install_through_the_shim(installed: Installed, tmp_path: Path, back
     project = tmp_path / "project"
     project.mkdir()
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml")
     python = shutil.which("python3")
     assert python
     subprocess.run([python, "-m", "venv", str(project / ".venv")], check=True, timeout=300, capture_output=True)
@@ -163,6 +169,7 @@ def test_cargo_build_through_the_shim(installed: Installed, tmp_path: Path, back
     project = tmp_path / "project"
     (project / "src").mkdir(parents=True)
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml")
     (project / "Cargo.toml").write_text(
         '[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n[dependencies]\nhi = "1"\n')
     (project / "src" / "main.rs").write_text('fn main() { println!("{}", hi::n()); }\n')
@@ -190,6 +197,7 @@ def test_go_build_through_the_shim(installed: Installed, tmp_path: Path, backend
     project = tmp_path / "project"
     project.mkdir()
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml")
     (project / "go.mod").write_text("module example.test/app\n\ngo 1.19\n\nrequire example.test/hello v1.1.0\n")
     (project / "main.go").write_text(
         'package main\n\nimport (\n\t"fmt"\n\n\t"example.test/hello"\n)\n\nfunc main() { fmt.Println(hello.N()) }\n')
