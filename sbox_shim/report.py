@@ -67,6 +67,16 @@ def _redact(name: str, value: str) -> str:
     return re.sub(r"(://)[^/@\s]+@", r"\1<redacted>@", value)
 
 
+# What the proxy refused for what a connection carried, rather than for where it went.
+_REASONS = {
+    "plain-http": "plain HTTP inside CONNECT refused",
+    "not-tls": "not TLS inside CONNECT: refused",
+    "sni-mismatch": "TLS for another name inside CONNECT refused",
+    "sni-missing": "TLS without a server name refused",
+    "body-framing": "chunked plain-HTTP request body refused",
+}
+
+
 def denial_summary(denials: Iterable[Mapping[str, Any]], log_path: str | None) -> list[str]:
     """One or two lines for stderr: what was refused, how often, and what would admit it."""
     counts: dict[tuple[str, str], int] = {}
@@ -78,7 +88,8 @@ def denial_summary(denials: Iterable[Mapping[str, Any]], log_path: str | None) -
         hints[key] = str(d.get("hint") or "")
     if not counts:
         return []
-    parts = [f"{target} ({reason}{', x' + str(n) if n > 1 else ''})" for (target, reason), n in counts.items()]
+    parts = [f"{target} ({_REASONS.get(reason, reason)}{', x' + str(n) if n > 1 else ''})"
+             for (target, reason), n in counts.items()]
     lines = [f"sbox: blocked {sum(counts.values())} connection attempt(s): " + ", ".join(parts[:6])
              + (f", and {len(parts) - 6} more" if len(parts) > 6 else "")]
     admit = sorted({h for h in hints.values() if h})

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 _AUTHORITY_HOST = re.compile(r"[A-Za-z0-9._:%-]{1,255}")
 _PORT = re.compile(r"[0-9]{1,5}")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_REQUEST_START = re.compile(rb"[A-Z]{3,16} [!-~]")
 _HOP_BY_HOP = frozenset(("host", "connection", "keep-alive", "te", "upgrade", "trailer"))
 
 
@@ -98,6 +99,24 @@ def origin_form(request: Request, url: AbsoluteURL) -> bytes:
     ]
     lines += ["Connection: close", "", ""]
     return "\r\n".join(lines).encode("latin-1")
+
+
+def looks_like_request(data: bytes) -> bool:
+    """Whether `data` starts like an HTTP/1 request line (`GET /...`), even cut short."""
+    return _REQUEST_START.match(data) is not None
+
+
+def body_length(request: Request) -> int | None:
+    """How many bytes of body follow the head: its one Content-Length, or 0 if it has none.
+    None for a body framed otherwise (Transfer-Encoding) or ambiguously (two lengths, a sign)."""
+    lengths = [value for name, value in request.headers if name.lower() == "content-length"]
+    if any(name.lower() == "transfer-encoding" for name, _ in request.headers):
+        return None
+    if not lengths:
+        return 0
+    if len(set(lengths)) != 1 or not re.fullmatch(r"[0-9]{1,18}", lengths[0]):
+        return None
+    return int(lengths[0])
 
 
 def response(status: int, phrase: str, body: str = "") -> bytes:

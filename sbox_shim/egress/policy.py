@@ -57,6 +57,10 @@ class EgressPolicy:
     ports: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # names the user listed literally: only these may map to loopback/private/metadata addresses
     explicit: frozenset[str] = frozenset()
+    # (name, port) that the sandbox's bridge forwards (network.py's `forwards`): tunnels to them
+    # may carry bytes other than TLS. None: the names listed literally with that port, as
+    # network.py picks them. Either way only while the address connected to is loopback.
+    forwards: frozenset[tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,27 @@ def is_private(ip: IPAddress) -> bool:
             return True
         ip = ipaddress.IPv6Address(ip.packed)  # drop a %scope before the network checks
     return any(ip in net for net in _BLOCKED_NETWORKS if net.version == ip.version)
+
+
+def may_carry_plain(policy: EgressPolicy, host: str, port: int, address: str) -> bool:
+    """Whether a tunnel to (host, port), connected to `address`, may carry bytes other than TLS.
+
+    Elsewhere the SNI check is what keeps a tunnel on the name it was allowed for: plain HTTP
+    inside it would pick any site behind the same address by its Host header (a shared CDN).
+    A loopback registry the user listed with its port (the bridge forwards it to plain-HTTP
+    tools) serves no one else, and is reachable only because the user named it.
+    """
+    host = normalize_host(host)
+    if policy.forwards is not None:
+        listed = (host, port) in policy.forwards
+    else:
+        listed = host in policy.explicit and port in policy.ports.get(host, ())
+    ip = parse_ip_literal(normalize_host(address))
+    if ip is None or not listed:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def _show(host: str) -> str:

@@ -4,9 +4,16 @@ It runs on the host, in a thread of the sbox process, and listens on a unix sock
 mounted into the sandbox (where `bridge.py` exposes it on 127.0.0.1, handing each connection
 it accepts over whole: see `intake`). It speaks just enough HTTP/1.1 for package managers:
 `CONNECT host:port` tunnels and absolute-form plain-HTTP requests; a connection to a bridge's
-`--forward` port is served as a tunnel to its target, as if CONNECTed, with no answer line. Every request goes through `policy.decide()`; allowed ones are connected to the
-addresses pinned at plan time (names are never resolved again, so DNS rebinding cannot
-redirect them), and a tunnel's TLS ClientHello must name the host that was CONNECTed to.
+`--forward` port is served as a tunnel to its target, as if CONNECTed, with no answer line.
+Every request goes through `policy.decide()`; allowed ones are connected to the addresses pinned
+at plan time (names are never resolved again, so DNS rebinding cannot redirect them).
+
+What an allowed connection carries is checked too, since the address alone does not say which
+site is reached (on a shared CDN, the Host header or the SNI picks it): a tunnel must carry TLS
+whose ClientHello names the host that was CONNECTed to (plain HTTP or anything else is refused:
+its Host would pick any tenant), except to a loopback registry the user listed with its port
+(`policy.may_carry_plain`); and a plain-HTTP connection carries one request, whose Host we
+write, and is closed after its answer (`relay.Once`).
 
 The event loop accepts, reads request heads and decides, on raw non-blocking sockets (no stream
 buffers: every byte read is in hand). An allowed tunnel then leaves the loop: `relay.relay` moves
@@ -29,8 +36,10 @@ from sbox_shim.egress import httphead
 from sbox_shim.egress import intake
 from sbox_shim.egress.policy import decide
 from sbox_shim.egress.policy import EgressPolicy
+from sbox_shim.egress.policy import may_carry_plain
 from sbox_shim.egress.policy import normalize_host
 from sbox_shim.egress.policy import parse_ip_literal
+from sbox_shim.egress.relay import Once
 from sbox_shim.egress.relay import relay
 from sbox_shim.egress.sni import MAX_HELLO
 from sbox_shim.egress.sni import parse_client_hello_sni
@@ -165,7 +174,7 @@ class EgressProxy:
             if first.target is None:
                 return await self._serve(client, b"")
             with await self._open("connect", client, *first.target, answer=False) as origin:
-                vet = functools.partial(self._vet_sni, client, b"", *first.target)
+                vet = self._vetter(client, b"", *first.target, origin)
                 return await relay(client, origin, vet)
         except (_Refused, intake.Declined, OSError, asyncio.TimeoutError):
             pass  # refused and told, or the client went away
@@ -197,14 +206,23 @@ class EgressProxy:
                 host, port = target
                 with await self._open("connect", client, host, port) as origin:
                     await intake.sendall(client, b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    vet = functools.partial(self._vet_sni, client, rest, host, port)
+                    vet = self._vetter(client, rest, host, port, origin)
                     return await relay(client, origin, vet)
         elif request is not None:
             url = httphead.split_absolute_url(request.target)
             if url is not None:
+                length = httphead.body_length(request)
+                if length is None and decide(self.policy, url.host, url.port).allowed:
+                    self._record("bad-request", url.host, url.port, "body-framing")
+                    text = ("sbox: over plain HTTP the egress proxy forwards request bodies with "
+                            "a Content-Length only; use https://\n")
+                    return await intake.sendall(
+                        client, httphead.response(411, "Length Required", text))
+                length = length or 0  # (None only for a host that _open refuses)
                 with await self._open("http", client, url.host, url.port) as origin:
-                    head = httphead.origin_form(request, url) + rest
-                    return await relay(client, origin, lambda: head)
+                    early = rest[:length]  # what came after the head: the body, or part of it
+                    once = Once(httphead.origin_form(request, url) + early, length - len(early))
+                    return await relay(client, origin, lambda: once)
 
         self._record("bad-request", "", 0, "malformed" if request is None else "unsupported")
         body = "sbox: the egress proxy takes CONNECT host:port or GET http://host/... requests\n"
@@ -242,9 +260,16 @@ class EgressProxy:
             await intake.sendall(client, httphead.response(502, "Bad Gateway", body))
         raise _Refused
 
-    def _vet_sni(self, client: socket.socket, data: bytes, host: str, port: int) -> bytes | None:
-        """The client's first bytes once we know they are not TLS for another name, else None.
-        `data` is what came after the CONNECT head. Runs in the relay's thread: it may block."""
+    def _vetter(self, client: socket.socket, data: bytes, host: str, port: int,
+                origin: socket.socket) -> functools.partial[bytes | None]:
+        plain = may_carry_plain(self.policy, host, port, origin.getpeername()[0])
+        return functools.partial(self._vet_sni, client, data, host, port, plain)
+
+    def _vet_sni(self, client: socket.socket, data: bytes, host: str, port: int,
+                 plain: bool) -> bytes | None:
+        """The client's first bytes once we know they are TLS for `host` (or, if `plain` allows,
+        not TLS at all), else None. `data` is what came after the CONNECT head. Runs in the
+        relay's thread: it may block."""
         while True:
             verdict = parse_client_hello_sni(data)
             if verdict is not Peek.INCOMPLETE or len(data) > 4 * MAX_HELLO:
@@ -257,7 +282,11 @@ class EgressProxy:
             return data  # closed without sending anything: the relay passes the half-close on
 
         reason, extra = "", {}
-        if verdict is Peek.INCOMPLETE:
+        if verdict is Peek.NOT_TLS and not plain:
+            reason = "plain-http" if httphead.looks_like_request(data) else "not-tls"
+            line = data.split(b"\r\n", 1)[0][:200].decode("latin-1")
+            extra = {"first": "".join(c if c.isprintable() else "?" for c in line)}
+        elif verdict is Peek.INCOMPLETE:
             reason = "tls-incomplete"
         elif verdict is Peek.MALFORMED:
             reason = "tls-malformed"

@@ -11,6 +11,11 @@ in the client-to-origin thread, before that direction sends anything, while what
 already flows to the client (an origin may speak first). Threads are kept for reuse (`spawn`):
 starting one costs more than a small request.
 
+A plain-HTTP request gets `Once` instead: its head and body go to the origin, and nothing the
+client sends after them, so that one connection carries one checked request (a second one, kept
+alive or pipelined, would reach the same address whatever its Host). Once the origin has
+answered and closed (the proxy asks it to: `Connection: close`), the client is closed too.
+
 The data path is the bridge's, imported: bridge.py must stay standalone (it alone is mounted into
 the sandbox), and this way both ends of the egress path share one implementation.
 """
@@ -19,8 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
+from dataclasses import dataclass
 from typing import Callable
 from typing import Optional
+from typing import Union
 
 from sbox_shim.egress.bridge import abort
 from sbox_shim.egress.bridge import pipe
@@ -28,10 +36,22 @@ from sbox_shim.egress.bridge import spawn
 
 logger = logging.getLogger(__name__)
 
+LINGER = 2.0  # seconds to discard what a client still sends after its one request (see _linger)
+MAX_DISCARD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Once:
+    """One request: send `data`, then copy exactly `more` bytes of the client (the rest of its
+    body), then read nothing more from it."""
+    data: bytes
+    more: int
+
+
 # Called in the relay's thread, with the client socket blocking: the bytes to send the origin
-# before anything else, or None to refuse (both connections are then closed). It may read the
-# client; it must not write to it.
-First = Callable[[], Optional[bytes]]
+# before anything else (then the rest of the client, or with Once just its one request), or None
+# to refuse (both connections are then closed). It may read the client; it must not write to it.
+First = Callable[[], Union[bytes, Once, None]]
 
 
 async def relay(client: socket.socket, origin: socket.socket, first: First) -> None:
@@ -84,6 +104,43 @@ def _up(client: socket.socket, origin: socket.socket, first: First) -> None:
         to_origin = None
     if to_origin is None:
         abort(client, origin)
+    elif isinstance(to_origin, Once):
+        try:
+            _copy(client, origin, to_origin)
+        except OSError:
+            abort(client, origin)
+        down.wait()
+        return _linger(client)
     else:
         pipe(client, origin, to_origin)
     down.wait()
+
+
+def _copy(client: socket.socket, origin: socket.socket, once: Once) -> None:
+    """Send `once.data`, then the next `once.more` bytes of the client, and stop."""
+    origin.sendall(once.data)
+    left = once.more
+    buf = bytearray(min(left, 256 * 1024))
+    while left:
+        n = client.recv_into(buf, min(left, len(buf)))
+        if not n:
+            raise ConnectionResetError("the client ended inside its request body")
+        origin.sendall(memoryview(buf)[:n])
+        left -= n
+
+
+def _linger(client: socket.socket) -> None:
+    """The answer has gone to the client and its sending side is shut: discard what it still
+    sends (a next request), for a while, so that closing it sends no reset, which could destroy
+    the answer before the client has read it."""
+    deadline = time.monotonic() + LINGER
+    left = MAX_DISCARD
+    try:
+        while left > 0 and (wait := deadline - time.monotonic()) > 0:
+            client.settimeout(wait)
+            chunk = client.recv(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except OSError:
+        pass  # gone or slow: close now

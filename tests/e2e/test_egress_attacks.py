@@ -74,3 +74,25 @@ def r_port(r: dict) -> int:  # type: ignore[type-arg]
     loop = [d["port"] for d in r["denials"] if d["host"] == "127.0.0.1"]
     assert loop, r["denials"]
     return int(loop[0])
+
+
+PLAIN_SCENARIO = Path(__file__).with_name("plain_connect_scenario.py")
+
+
+def test_plain_http_inside_connect_reaches_no_tenant(backend: str, netns_ok: None,
+                                                      tmp_path: Path) -> None:
+    out = subprocess.run(["unshare", "--net", "--", sys.executable, str(PLAIN_SCENARIO), backend,
+                          str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-4000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["code"] == 0, r["stderr"]
+    seen = json.loads(r["stdout"].strip().splitlines()[-1])
+    # The attack: the tunnel opened, then closed on the plain request; the front end got nothing.
+    assert seen["plain"].startswith("HTTP/1.1 200 ") and seen["plain"].endswith("then b''"), seen
+    assert not r["tenant_through_sbox"]
+    # The same tunnel with TLS for the allowed name does reach it (the path works) ...
+    assert r["sni_through_sbox"], seen
+    # ... and so does the plain request when sent directly, outside sbox (the listener is live).
+    assert r["tenant_direct"]
+    assert [(d["host"], d["reason"]) for d in r["denials"]] == [("registry.sbox.test", "plain-http")]
+    assert "registry.sbox.test:443 (plain HTTP inside CONNECT refused)" in r["stderr"]

@@ -17,6 +17,7 @@ from sbox_shim.egress.bridge import HANDOFF_PROXY
 from sbox_shim.egress.bridge import TAKEN
 
 from .test_egress_bridge import BRIDGE
+from .test_egress_proxy import cdn_proxy
 from .test_egress_proxy import client_hello
 from .test_egress_proxy import env  # noqa: F401 (a fixture)
 from .test_egress_proxy import Env
@@ -25,6 +26,7 @@ from .test_egress_proxy import read_head
 from .test_egress_proxy import TIMEOUT
 from .test_egress_proxy import unix_client
 from .test_egress_proxy import upstream  # noqa: F401 (a fixture)
+from .test_egress_proxy import Upstream
 from .test_egress_proxy import web  # noqa: F401 (a fixture)
 from .test_egress_proxy import free_port
 
@@ -116,6 +118,22 @@ def test_a_forward_with_tls_for_another_name_never_reaches_upstream(env: Env) ->
     assert env.upstream.wait_finished() == b""  # a connection, and not one byte
     [denial] = env.proxy.denials
     assert (denial["reason"], denial["sni"]) == ("sni-mismatch", "evil.test")
+
+
+def test_a_forged_forward_to_a_name_the_bridge_does_not_forward_carries_no_plain_http(
+        tmp_path: Path, upstream: Upstream) -> None:
+    """The sandbox can hand off a socket with any forward header: what decides whether plain
+    bytes may pass is the policy's forwards, never the header."""
+    with cdn_proxy(tmp_path, upstream.port) as proxy:
+        ours, theirs = tcp_pair()
+        with send(proxy.socket_path, forward(f"cdn.test:{upstream.port}"), theirs.fileno()) as conn:
+            assert read_all(conn) == TAKEN
+        theirs.close()
+        with ours:
+            ours.sendall(b"GET / HTTP/1.1\r\nHost: other-tenant.test\r\n\r\n")
+            assert read_all(ours) == b""
+        assert upstream.wait_finished() == b""
+        assert [d["reason"] for d in proxy.denials] == ["plain-http"]
 
 
 def test_a_proxy_port_tunnel_with_tls_for_another_name_never_reaches_upstream(env: Env) -> None:

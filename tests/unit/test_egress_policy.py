@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sbox_shim.egress.policy import decide
 from sbox_shim.egress.policy import Decision
 from sbox_shim.egress.policy import EgressPolicy
+from sbox_shim.egress.policy import may_carry_plain
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:4700:4700::1111"
@@ -150,3 +153,26 @@ def test_default_ports_and_empty_policy() -> None:
     policy = EgressPolicy(pins={"a.test": (PUBLIC_V4,)})
     assert [decide(policy, "a.test", p).allowed for p in (80, 443, 8080)] == [True, True, False]
     assert decide(EgressPolicy(pins={}), "a.test", 443).reason == "not-allowlisted"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "address", "plain"),
+    (
+        ("registry.test", 4873, "127.0.0.1", True),  # listed with its port, loopback: a forward
+        ("REGISTRY.test.", 4873, "::ffff:127.0.0.1", True),
+        ("registry.test", 4873, "10.0.0.5", False),  # not loopback: its Host could pick anyone
+        ("mirror.test", 443, "127.0.0.1", False),  # from a wildcard, not listed literally
+        ("crates.test", 443, PUBLIC_V4, False),
+        ("127.0.0.1", 443, "127.0.0.1", False),  # listed without a port: no forward
+    ),
+)
+def test_only_the_bridges_loopback_forwards_may_carry_plain_bytes(
+        host: str, port: int, address: str, plain: bool) -> None:
+    assert may_carry_plain(POLICY, host, port, address) is plain
+
+
+def test_forwards_given_explicitly_replace_the_derived_ones() -> None:
+    policy = dataclasses.replace(POLICY, forwards=frozenset({("127.0.0.1", 443)}))
+    assert may_carry_plain(policy, "127.0.0.1", 443, "127.0.0.1")
+    assert not may_carry_plain(policy, "registry.test", 4873, "127.0.0.1")
+    assert not may_carry_plain(policy, "127.0.0.1", 443, PUBLIC_V4)

@@ -199,6 +199,14 @@ def web() -> Iterator[tuple[int, Seen]]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, {**self.headers, "body": body.decode()}))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def log_message(self, *args: object) -> None:
             pass
 
@@ -531,18 +539,18 @@ def test_bytes_pipelined_after_a_connect_reach_the_origin_in_order(env: Env) -> 
     assert env.upstream.wait_finished() == hello + b"after and later"
 
 
-def test_a_request_body_sent_with_the_head_reaches_the_origin(env: Env) -> None:
+def test_a_request_body_sent_with_the_head_reaches_the_origin(
+        env: Env, web: tuple[int, Seen]) -> None:
+    port, seen = web
     sock = env.connect()
     sock.sendall(
-        f"POST http://registry.test:{env.upstream.port}/upload HTTP/1.1\r\n"
-        f"Content-Length: 10\r\n\r\nfirst half".encode(),
+        f"POST http://registry.test:{port}/upload HTTP/1.1\r\n"
+        f"Content-Length: 17\r\n\r\nfirst half".encode(),
     )
     sock.sendall(b"+second")
-    sock.shutdown(socket.SHUT_WR)
-    received = env.upstream.wait_finished()
-    assert received.startswith(b"POST /upload HTTP/1.1\r\n")
-    assert received.endswith(b"\r\n\r\nfirst half+second")
-    assert read_all(sock) == received  # echoed
+    assert read_all(sock).endswith(b"\r\n\r\nfirst half+second")  # echoed
+    [(path, headers)] = seen
+    assert (path, headers["body"]) == ("/upload", "first half+second")
 
 
 def test_stop_during_an_sni_peek_is_not_a_denial(tmp_path: Path, upstream: Upstream) -> None:
@@ -561,3 +569,146 @@ def test_stop_during_an_sni_peek_is_not_a_denial(tmp_path: Path, upstream: Upstr
     assert upstream.wait_finished() == b""
     assert proxy.denials == []
     sock.close()
+
+
+# What an allowed connection carries. cdn.test stands for a registry on a shared CDN: its address
+# also serves other sites, picked by the Host header or the SNI. It is not a loopback registry the
+# bridge forwards (forwards=frozenset()), though the test's listener is on loopback.
+
+def cdn_proxy(tmp_path: Path, port: int) -> EgressProxy:
+    policy = EgressPolicy(
+        pins={"cdn.test": ("127.0.0.1",)}, ports={"cdn.test": (port,)},
+        explicit=frozenset(("cdn.test",)), forwards=frozenset(),
+    )
+    return EgressProxy(policy, str(tmp_path / "egress.sock"))
+
+
+PLAIN_GET = b"GET / HTTP/1.1\r\nHost: other-tenant.test\r\n\r\n"
+
+
+@pytest.mark.parametrize("pipelined", (False, True))
+@pytest.mark.parametrize("payload", (PLAIN_GET, b"SSH-2.0-OpenSSH_9.6\r\n"))
+def test_plain_bytes_inside_connect_never_reach_upstream(
+        tmp_path: Path, upstream: Upstream, pipelined: bool, payload: bytes) -> None:
+    with cdn_proxy(tmp_path, upstream.port) as proxy, unix_client(proxy.socket_path) as sock:
+        connect = f"CONNECT cdn.test:{upstream.port} HTTP/1.1\r\n\r\n".encode()
+        sock.sendall(connect + payload if pipelined else connect)
+        assert read_head(sock) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        if not pipelined:
+            sock.sendall(payload)
+        assert read_all(sock) == b""  # closed, nothing echoed
+        assert upstream.wait_finished() == b""  # it saw a connection, and not one byte
+        [denial] = proxy.denials
+    reason = "plain-http" if payload == PLAIN_GET else "not-tls"
+    first = payload.split(b"\r\n")[0].decode()
+    assert (denial["kind"], denial["host"], denial["reason"], denial["first"]) == (
+        "sni", "cdn.test", reason, first)
+
+
+def test_tls_for_the_name_still_passes_where_plain_bytes_do_not(
+        tmp_path: Path, upstream: Upstream) -> None:
+    hello = client_hello("cdn.test")
+    with cdn_proxy(tmp_path, upstream.port) as proxy, unix_client(proxy.socket_path) as sock:
+        sock.sendall(f"CONNECT cdn.test:{upstream.port} HTTP/1.1\r\n\r\n".encode() + hello)
+        assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(PLAIN_GET)  # after a good ClientHello, the tunnel is the client's
+        sock.shutdown(socket.SHUT_WR)
+        assert read_all(sock) == hello + PLAIN_GET
+        assert upstream.wait_finished() == hello + PLAIN_GET
+        assert proxy.denials == []
+
+
+class OneAnswer:
+    """A loopback HTTP origin that answers the first request head of each connection, ends its
+    side, and records every byte the connection brings until the proxy closes it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port: int = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.finished = threading.Semaphore(0)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            conn.settimeout(TIMEOUT)
+            try:
+                while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                    data += chunk
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                conn.shutdown(socket.SHUT_WR)
+                while chunk := conn.recv(65536):
+                    data += chunk
+            except OSError:
+                pass
+        self.received.append(data)
+        self.finished.release()
+
+    def wait_finished(self) -> bytes:
+        assert self.finished.acquire(timeout=TIMEOUT)
+        return self.received[-1]
+
+
+def absolute(port: int, path: str, extra: str = "") -> bytes:
+    return f"GET http://cdn.test:{port}{path} HTTP/1.1\r\nHost: cdn.test\r\n{extra}\r\n".encode()
+
+
+@pytest.mark.parametrize("pipelined", (False, True))
+def test_one_plain_http_request_per_connection(tmp_path: Path, pipelined: bool) -> None:
+    origin = OneAnswer()
+    second = b"GET /tenant HTTP/1.1\r\nHost: other-tenant.test\r\n\r\n"
+    with cdn_proxy(tmp_path, origin.port) as proxy, unix_client(proxy.socket_path) as sock:
+        first = absolute(origin.port, "/first", "Connection: keep-alive\r\n")
+        sock.sendall(first + second if pipelined else first)
+        answer = b""
+        while not answer.endswith(b"ok"):
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        try:  # a client keeping the connection alive sends its next request
+            sock.sendall(second)
+        except OSError:
+            pass  # already closed: just as good
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert read_all(sock) == b""  # the connection ends after the one answer
+        received = origin.wait_finished()
+        assert proxy.denials == []
+    assert received.startswith(b"GET /first HTTP/1.1\r\nHost: cdn.test:")
+    assert received.count(b"HTTP/1.1") == 1 and b"other-tenant" not in received
+
+
+def test_a_request_body_is_forwarded_and_what_follows_it_is_not(tmp_path: Path) -> None:
+    origin = OneAnswer()
+    with cdn_proxy(tmp_path, origin.port) as proxy, unix_client(proxy.socket_path) as sock:
+        sock.sendall(f"POST http://cdn.test:{origin.port}/up HTTP/1.1\r\n"
+                     f"Content-Length: 12\r\n\r\nfirst".encode())
+        sock.sendall(b" second" + absolute(origin.port, "/next"))
+        assert read_all(sock).endswith(b"\r\n\r\nok")
+        received = origin.wait_finished()
+        assert proxy.denials == []
+    assert received.startswith(b"POST /up HTTP/1.1\r\n")
+    assert received.endswith(b"\r\n\r\nfirst second")
+
+
+@pytest.mark.parametrize("framing", ("Transfer-Encoding: chunked\r\n",
+                                     "Content-Length: 5\r\nContent-Length: 6\r\n",
+                                     "Content-Length: +5\r\n"))
+def test_a_body_framed_otherwise_is_refused(tmp_path: Path, upstream: Upstream,
+                                            framing: str) -> None:
+    with cdn_proxy(tmp_path, upstream.port) as proxy, unix_client(proxy.socket_path) as sock:
+        sock.sendall(f"POST http://cdn.test:{upstream.port}/ HTTP/1.1\r\n{framing}\r\n".encode()
+                     + b"5\r\nhello\r\n0\r\n\r\n")
+        assert read_head(sock).startswith(b"HTTP/1.1 411 ")
+        assert [(d["kind"], d["reason"]) for d in proxy.denials] == [("bad-request", "body-framing")]
+    assert not upstream.accepted.acquire(timeout=0.2)
