@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support.trust import trust
 
 from .helpers import PY, Runs, marker, project
 
@@ -24,6 +25,7 @@ REFUSED = "EPERM"
 
 def setup_project(tmp_path: Path) -> Path:
     root = project(tmp_path)
+    trust(root / "sbox.yaml")
     shutil.copy(PROBE, root / "probe.py")
     return root
 
