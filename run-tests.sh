@@ -14,6 +14,8 @@ command -v bwrap >/dev/null 2>&1 || need_pkgs+=(bubblewrap)
 command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_pkgs+=(util-linux)
+# libseccomp builds the sandbox's seccomp filter (through pyseccomp); bubblewrap pulls it in too
+case "$(/sbin/ldconfig -p 2>/dev/null)" in *'libseccomp.so.2 '*) ;; *) need_pkgs+=(libseccomp2) ;; esac
 command -v zsh >/dev/null 2>&1 || need_pkgs+=(zsh)     # `sbox activate zsh` is tested for real
 command -v fish >/dev/null 2>&1 || need_pkgs+=(fish)   # and so is `sbox activate fish`
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

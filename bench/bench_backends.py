@@ -76,7 +76,7 @@ def timed_bwrap_alone(state: Path, env: dict[str, str]) -> float:
 
     record = next(r for r in (marshal.loads(p.read_bytes()) for p in (state / "plans").glob("*.plan"))
                   if r["argv"] == ["true"])
-    fds = bwraprun.data_fds(record["files"], record["host_dns"])
+    fds = compiled.record_fds(record)
     options = compiled._fill(record["options"], env, fds)
     assert options is not None
     command, passed, status = bwraprun.command_line(record["bwrap"], options, record["argv"])

@@ -30,7 +30,7 @@ TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any, Mapping, Sequence
 
-FORMAT = 1
+FORMAT = 2  # 2: records carry the seccomp filter
 REF = "\0"  # an option that starts with it is filled in at run time: REF + "env" + REF + NAME | REF + "fd" + REF + N
 PACKAGE = lean.dirname(lean.join(posix.getcwd(), __file__))  # __file__ is absolute but from `python -m`
 # Shell bookkeeping that no plan is built from: `_` (the path the shell ran) and OLDPWD. Should a
@@ -160,7 +160,7 @@ def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[st
         return None
     for path in record["makedirs"]:
         lean.makedirs(path, 0o700)
-    fds = bwraprun.data_fds(record["files"], record["host_dns"])
+    fds = record_fds(record)
     try:
         options = _fill(record["options"], env, fds)
         if options is not None and all(isinstance(o, str) for o in [record["bwrap"], *record["argv"], *options]):
@@ -170,6 +170,21 @@ def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[st
         raise
     _close(fds)
     return None
+
+
+def record_fds(record: Mapping[str, Any]) -> list[int]:
+    """The fds a record's options name: its files' memfds, then its seccomp filter's (the BPF
+    itself is in the record, so no kept file is read and no filter is built here)."""
+    bpf = record["seccomp"]
+    if not isinstance(bpf, bytes) or not bpf or len(bpf) % 8:
+        raise ValueError("a record without a seccomp filter")
+    fds = bwraprun.data_fds(record["files"], record["host_dns"])
+    try:
+        fds.append(bwraprun.memfd("sbox-seccomp", bpf))
+    except BaseException:
+        _close(fds)
+        raise
+    return fds
 
 
 def _close(fds: Sequence[int]) -> None:

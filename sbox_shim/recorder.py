@@ -22,8 +22,9 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     `cacheable`'s answer). Failing to write is not an error: the next run is just cold again."""
     if host.env.get("SBOX_PLAN_CACHE") == "0" or cacheable(plan, backend, host) is not None:
         return None
-    from sbox_shim.backends import bwrap
+    from sbox_shim.backends import bwrap, seccomp
     from sbox_shim.backends.bwrapargs import bwrap_options
+    from sbox_shim.errors import SandboxError
 
     step = plan.steps[0]
     path = bwrap.bwrap_path()
@@ -37,16 +38,23 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
                 os.makedirs(m.source, mode=0o700, exist_ok=True)
     except OSError:
         return None
+    try:
+        bpf = seccomp.kept_filter(host.state_dir)
+    except SandboxError:
+        return None
     env = [(name, REF + "env" + REF + name if host.env.get(name) == value else value) for name, value in step.env]
     files = bwrap.data_files(step)
     data = [(target, REF + "fd" + REF + str(i)) for i, (target, _, _) in enumerate(files)]
+    filter_ref = REF + "fd" + REF + str(len(files))  # the filter's memfd comes after the files' (compiled.fds)
     record = {
         "format": FORMAT,
         "facts": [(kind, p, fact(kind, p)) for kind, p in _watched(plan, host, explicit_config, path)],
         "bwrap": path,
-        "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path, host.state_dir), env=env),
+        "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path, host.state_dir), env=env,
+                                 seccomp=filter_ref, masked=bwrap.masked_proc()),
         "argv": list(step.argv),
         "files": files,
+        "seccomp": bpf,
         "host_dns": step.network.policy == "open",
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
@@ -88,6 +96,7 @@ def _within(path: str, directory: str) -> bool:
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str) -> list[tuple[str, str]]:
     """The paths whose state built this plan, with what to compare (see `fact`)."""
     from sbox_shim import config, layout, trust
+    from sbox_shim.backends.bwrapargs import MASKED_PROC
     from sbox_shim.toolpath import searched, without_shims
 
     step = plan.steps[0]
@@ -96,6 +105,7 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
     watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]
+    watched += [("exists", p) for p in MASKED_PROC]
     watched += [("exists", p) for p in layout.protected_paths(plan.project_root, plan.config_path)]
     watched += [("exists", p) for p in host.own_dirs]
     for p in searched(step.argv[0], path_var, host.shim_dirs):

@@ -9,13 +9,15 @@ import os
 import sys
 
 from sbox_shim.backends import bwraprun
-from sbox_shim.backends.bwrapargs import bwrap_options, namespace_args
+from sbox_shim.backends import seccomp
+from sbox_shim.backends.bwrapargs import MASKED_PROC, bwrap_options, namespace_args
 from sbox_shim.errors import CommandNotFound, SandboxError, SboxError
 from sbox_shim.plan import Step
 
 NAME = "bwrap"
 KNOWN_PATHS = ("/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap")
-REQUIRED_OPTIONS = ("--json-status-fd", "--args", "--perms", "--cap-drop", "--die-with-parent", "--ro-bind-data")
+REQUIRED_OPTIONS = ("--json-status-fd", "--args", "--perms", "--cap-drop", "--die-with-parent", "--ro-bind-data",
+                    "--seccomp")
 
 
 def bwrap_path() -> str | None:
@@ -90,16 +92,23 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
         sys.stderr.write("sbox: warning: limits.memory is not enforced by the bwrap backend (no cgroups); "
                          "use backend: docker to enforce it\n")
     disable_userns = "--disable-userns" in options_of(path, state_dir)
+    bpf = seccomp.kept_filter(state_dir)  # before any fd is open: it raises when it cannot be built
     fds = data_fds(step)
-    options = bwrap_options(step, fds, disable_userns=disable_userns)
+    filter_fd = seccomp.memfd(bpf)
+    options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc())
     try:
-        code, status = bwraprun.run(path, options, step.argv, [fd for _, fd in fds], step.limits.timeout,
-                                    _nproc(step.limits.pids), warn=sys.stderr.write)
+        code, status = bwraprun.run(path, options, step.argv, [*(fd for _, fd in fds), filter_fd],
+                                    step.limits.timeout, _nproc(step.limits.pids), warn=sys.stderr.write)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:
-        _diagnose(path, step, disable_userns)
+        _diagnose(path, step, disable_userns, bpf)
     return code
+
+
+def masked_proc() -> list[str]:
+    """The MASKED_PROC files this kernel has: bwrap cannot bind over one that is absent."""
+    return [p for p in MASKED_PROC if os.path.lexists(p)]
 
 
 def _path_for(step: Step) -> str:
@@ -130,17 +139,18 @@ def _nproc(pids: int | None) -> int | None:
     return pids if pids and os.getuid() != 0 else None
 
 
-def _diagnose(path: str, step: Step, disable_userns: bool) -> None:
+def _diagnose(path: str, step: Step, disable_userns: bool, bpf: bytes) -> None:
     """bwrap exited 1 before exec'ing the command: was it the sandbox or the command? Set the same
     sandbox up again around `command -v NAME`, which runs nothing, and find out."""
     import subprocess
 
     name = step.argv[0]
     fds = data_fds(step)
-    options = bwrap_options(step, fds, disable_userns=disable_userns)
+    filter_fd = seccomp.memfd(bpf)
+    options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc())
     probe = ["/bin/sh", "-c", 'command -v "$1" >/dev/null', "sh", name]
     command, passed, status = bwraprun.command_line(path, options, probe)
-    passed += [fd for _, fd in fds]
+    passed += [fd for _, fd in fds] + [filter_fd]
     try:
         result = subprocess.run(command, env={}, pass_fds=passed, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, timeout=60, check=False, start_new_session=True)

@@ -15,6 +15,11 @@ SCRATCH = (
     ("/tmp", ["--perms", "1777", "--tmpfs", "/tmp"]),
     ("/var/tmp", ["--perms", "1777", "--tmpfs", "/var/tmp"]),
 )
+# Kernel files Docker masks in /proc: the host's keyrings, timers, scheduler and memory. Each that
+# exists on the host (so in the sandbox's /proc, the same kernel's) gets /dev/null bound over it,
+# which bwrap mounts nodev: reading it is refused.
+MASKED_PROC = ("/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+               "/proc/latency_stats", "/proc/kcore", "/proc/sysrq-trigger")
 
 
 def namespace_args(uid: int, gid: int, share_net: bool, disable_userns: bool = True) -> list[str]:
@@ -44,8 +49,10 @@ def env_args(env: Sequence[tuple[str, str]]) -> list[str]:
     return args
 
 
-def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = ()) -> list[str]:
-    """Scratch filesystems, the plan's mounts and our /etc files; parents before children.
+def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = (),
+               masked: Sequence[str] = ()) -> list[str]:
+    """Scratch filesystems, the masked /proc files, the plan's mounts and our /etc files; parents
+    before children.
 
     `data` are our generated files and the copied ones as (target, fd). bwrap writes each into the
     sandbox's own root (`--file`, no mount, made read-only with the root), or where a bound host
@@ -55,6 +62,7 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
     The sort is stable and by depth only, so at one depth the later mount of a target wins.
     """
     entries: list[tuple[str, list[str]]] = [(target, list(args)) for target, args in SCRATCH]
+    entries += [(target, ["--ro-bind", "/dev/null", target]) for target in masked]
     for m in mounts:
         if m.kind == "symlink":
             entries.append((m.target, ["--symlink", m.source, m.target]))
@@ -79,21 +87,26 @@ def _depth(target: str) -> int:
 
 
 def bwrap_options(step: Step, data: Sequence[tuple[str, int | str]] = (), disable_userns: bool = True,
-                  env: Sequence[tuple[str, str]] | None = None) -> list[str]:
-    """Everything between `bwrap` and `--`: namespaces, environment, filesystem, working directory.
+                  env: Sequence[tuple[str, str]] | None = None, seccomp: int | str | None = None,
+                  masked: Sequence[str] = ()) -> list[str]:
+    """Everything between `bwrap` and `--`: namespaces, seccomp, environment, filesystem, working
+    directory.
 
     `data` names an fd for each of the step's files; `env` replaces the step's environment (the plan
-    cache stores references in place of the caller's values)."""
+    cache stores references in place of the caller's values); `seccomp` is the fd of the filter
+    (seccomp.py), `masked` the MASKED_PROC files this kernel has."""
     return [
         *namespace_args(step.uid, step.gid, step.network.policy in SHARED_NET, disable_userns),
+        *(["--seccomp", str(seccomp)] if seccomp is not None else []),
         *env_args(step.env if env is None else env),
-        *mount_args(step.mounts, data),
+        *mount_args(step.mounts, data, masked),
         "--chdir", step.cwd,
     ]
 
 
 def bwrap_argv(step: Step, data: Sequence[tuple[str, int | str]] = (), bwrap: str = "bwrap",
-               disable_userns: bool = True) -> list[str]:
+               disable_userns: bool = True, seccomp: int | str | None = None,
+               masked: Sequence[str] = ()) -> list[str]:
     """The whole command line. The runner passes the options through `--args FD` instead, so that
     environment values never show in the host's `ps`."""
-    return [bwrap, *bwrap_options(step, data, disable_userns), "--", *step.argv]
+    return [bwrap, *bwrap_options(step, data, disable_userns, seccomp=seccomp, masked=masked), "--", *step.argv]

@@ -11,6 +11,7 @@ import tarfile
 import threading
 from typing import Any
 
+from sbox_shim.backends import seccomp
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.errors import SandboxError
 from sbox_shim.plan import DNS_SINKHOLE, Mount, Step
@@ -127,7 +128,7 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
         tmpfs={"/tmp": "rw,exec,nosuid,nodev,mode=1777", "/var/tmp": "rw,exec,nosuid,nodev,mode=1777"},
         read_only=True,
         cap_drop=["ALL"],
-        security_opt=["no-new-privileges"] if step.no_new_privileges else [],
+        security_opt=(["no-new-privileges"] if step.no_new_privileges else []) + [seccomp.docker_security_opt()],
         init=init is None,
         labels={LABEL: "1", OWNER: owner()},
         stdin_open=True,

@@ -282,7 +282,7 @@ def test_errors_from_a_kept_config_keep_their_lines(tmp_path: Path) -> None:
 
 def test_the_warm_path_runs_exactly_the_cold_paths_bwrap_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Filled in with the same environment, a record's options are the cold path's, fd for fd."""
-    from sbox_shim.backends import bwrap
+    from sbox_shim.backends import bwrap, seccomp
     from sbox_shim.backends.bwrapargs import bwrap_options
 
     monkeypatch.setattr("sbox_shim.backends.bwrap.options_of", lambda path, state=None: frozenset({"--disable-userns"}))
@@ -296,8 +296,9 @@ def test_the_warm_path_runs_exactly_the_cold_paths_bwrap_options(tmp_path: Path,
     fds = list(range(100, 100 + len(bwrap.data_files(step))))
     targets = [target for target, _, _ in bwrap.data_files(step)]
     assert [t for t, _, _ in record["files"]] == targets
-    cold = bwrap_options(step, list(zip(targets, fds)), disable_userns=True)
-    assert compiled._fill(record["options"], host.env, fds) == cold
+    cold = bwrap_options(step, list(zip(targets, fds)), disable_userns=True, seccomp=99, masked=bwrap.masked_proc())
+    assert compiled._fill(record["options"], host.env, [*fds, 99]) == cold  # the filter's fd comes last
+    assert record["seccomp"] == seccomp.kept_filter(host.state_dir) and "--seccomp" in cold
     assert record["argv"] == list(step.argv) and record["host_dns"] is True  # network on: the host's DNS
 
 
