@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("init", help="write a starter sbox.yaml for this project")
     doctor = sub.add_parser("doctor", help="check backends, shims and config")
     doctor.add_argument("--dir", help="shims directory")
+    quarantine = sub.add_parser("quarantine", help="list or restore what the persistence guard moved away")
+    quarantine.add_argument("action", choices=("list", "restore"))
+    quarantine.add_argument("id", nargs="?", help="the quarantine to restore (see list)")
+    quarantine.add_argument("--force", action="store_true", help="restore over existing files (moved aside)")
     return parser
 
 
@@ -215,6 +219,14 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from sbox_shim import doctor
 
             return doctor.cmd_doctor(args.dir, env)
+        if args.command == "quarantine":
+            from sbox_shim import paths, quarantine
+
+            if args.action == "list":
+                return quarantine.cmd_list(paths.sbox_dir("state", env))
+            if not args.id:
+                raise UsageError("usage: sbox quarantine restore ID [--force] (IDs: sbox quarantine list)")
+            return quarantine.cmd_restore(paths.sbox_dir("state", env), args.id, args.force)
         _parser().print_help()
         return 2
     except SboxError as exc:

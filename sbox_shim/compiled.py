@@ -197,10 +197,17 @@ def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int |
     if record.get("announce"):
         sys.stderr.write(str(record["announce"]) + "\n")
         sys.stderr.flush()
-    try:
-        code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write)
-    except OSError:
-        return None
-    if status is not None and status.exit_code is None and code == 1:
-        return None  # set-up failed or the command is missing: the cold path says which
-    return code
+    def sandbox() -> int | None:
+        try:
+            code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write)
+        except OSError:
+            return None
+        if status is not None and status.exit_code is None and code == 1:
+            return None  # set-up failed or the command is missing: the cold path says which
+        return code
+
+    if record.get("guard"):  # the project is writable: the persistence guard checks it after
+        from sbox_shim.runner import guarded_warm
+
+        return guarded_warm(record["guard"], sandbox)
+    return sandbox()

@@ -58,12 +58,26 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "host_dns": step.network.policy == "open",
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
+        "guard": _guard(plan, host),
     }
     try:
         kept.write_private(target, record)
     except (OSError, ValueError):
         return None
     return target
+
+
+def _guard(plan: Plan, host: Host) -> dict[str, object] | None:
+    """What the warm path needs to run the persistence guard around a step that can write the
+    project (runner.guarded_warm); None when it cannot."""
+    from sbox_shim.guard import writable_parts
+
+    step = plan.steps[0]
+    if not writable_parts(step.mounts, plan.project_root):
+        return None
+    mounts = [(m.source, m.target, m.readonly, m.kind) for m in step.mounts if m.kind in ("bind", "cache")]
+    return {"root": plan.project_root, "state": host.state_dir, "mounts": mounts, "label": step.label,
+            "command": list(step.command), "profile": step.profile, "cwd": step.cwd}
 
 
 def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:

@@ -1,0 +1,256 @@
+"""The persistence guard's eyes: what a writable sandbox step left that the host would execute.
+
+Before a step that can write the project, `before` notes the host-executed paths (the protected
+names of layout.PROTECTED, `.husky/`, `.envrc`, `.pre-commit-config.yaml`, the root `Makefile`,
+git's `core.hooksPath` directory) with the content of their small files, and the project's
+`package.json` scripts. After it, `after` compares them per file, and walks the writable part of
+the tree (no link followed, read-only mounts skipped) for setuid/setgid files, sockets and FIFOs
+whose inode changed since the step began (ctime, which no process can set back). Pure reading:
+quarantine.py moves what this finds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+from sbox_shim.layout import PROTECTED
+from sbox_shim.plan import Mount
+
+HOST_EXECUTED = (".husky", ".envrc", ".pre-commit-config.yaml", "Makefile")
+KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
+SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
+KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
+         stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    mode: int  # st_mode
+    ident: tuple[int, ...]  # device, inode, size, mtime, ctime: unchanged means untouched
+    sha256: str | None = None  # regular files
+    content: bytes | None = None  # regular files up to KEEP_BYTES, to roll a change back
+    target: str | None = None  # links
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str  # relative to the project root
+    what: str  # created | changed
+    entry: Entry
+    why: str  # host-executed | setuid | socket | fifo
+
+
+@dataclass(frozen=True)
+class Before:
+    root: str
+    started_ns: int
+    entries: Mapping[str, Entry]
+    names: tuple[str, ...] = ()  # the watched names, the hooks path as it was
+    scripts: Mapping[str, str] = field(default_factory=dict)
+
+
+def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
+    """The parts of the project a step's mounts make writable (empty: the guard has nothing to do)."""
+    root = root.rstrip("/") or "/"
+    out = []
+    for m in mounts:
+        if m.readonly or m.kind not in ("bind", "cache"):
+            continue
+        source = m.source.rstrip("/") or "/"
+        if _within(root, source):
+            out.append(root)
+        elif _within(source, root):
+            out.append(source)
+    return list(dict.fromkeys(out))
+
+
+def readonly_targets(mounts: Sequence[Mount]) -> frozenset[str]:
+    return frozenset(m.target.rstrip("/") for m in mounts if m.readonly and m.kind in ("bind", "cache"))
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def hooks_path(root: str) -> str | None:
+    """git's `core.hooksPath` in the project's `.git/config`, relative to the root, if it lies in
+    the project; read as text (running git would run the project's config)."""
+    try:
+        with open(os.path.join(root, ".git", "config"), encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    section, value = "", None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("["):
+            section = line[1:line.find("]")].strip().lower() if "]" in line else ""
+        elif section == "core" and "=" in line:
+            name, _, raw = line.partition("=")
+            if name.strip().lower() == "hookspath":
+                value = raw.split(" #")[0].split(" ;")[0].strip().strip('"')
+    if not value:
+        return None
+    if value.startswith("~"):
+        return None  # under HOME, never in a sandbox's reach
+    full = os.path.normpath(os.path.join(root, value))
+    return os.path.relpath(full, root) if _within(full, root) and full != root else None
+
+
+def watched(root: str) -> list[str]:
+    names = [*PROTECTED, *HOST_EXECUTED]
+    hooks = hooks_path(root)
+    return list(dict.fromkeys(names + ([hooks] if hooks else [])))
+
+
+def _entry(path: str, st: os.stat_result, keep: bool) -> Entry:
+    kind = KINDS.get(stat.S_IFMT(st.st_mode), "other")
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if kind == "link":
+        return Entry(kind, st.st_mode, ident, target=os.readlink(path))
+    if kind != "file":
+        return Entry(kind, st.st_mode, ident)
+    digest = hashlib.sha256()
+    content = b""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return Entry(kind, st.st_mode, ident)
+    with os.fdopen(fd, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            digest.update(chunk)
+            if keep and len(content) <= KEEP_BYTES:
+                content += chunk
+    return Entry(kind, st.st_mode, ident, digest.hexdigest(), content if keep and len(content) <= KEEP_BYTES else None)
+
+
+def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tuple[str, Entry]]:
+    """Every entry at and under root/rel, links not followed, read-only mounts not entered."""
+    path = os.path.join(root, rel)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    yield rel, _entry(path, st, keep)
+    if not stat.S_ISDIR(st.st_mode) or path in skip:
+        return
+    try:
+        with os.scandir(path) as it:
+            names = sorted(e.name for e in it)
+    except OSError:
+        return
+    for name in names:
+        yield from _tree(root, os.path.join(rel, name), skip, keep)
+
+
+def _scripts(root: str) -> dict[str, str]:
+    try:
+        with open(os.path.join(root, "package.json"), encoding="utf-8") as f:
+            scripts = json.load(f).get("scripts") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in scripts.items()} if isinstance(scripts, dict) else {}
+
+
+def before(root: str, mounts: Sequence[Mount]) -> Before:
+    """What the host-executed paths hold before a step (content kept to roll a change back)."""
+    started = time.time_ns() - SLACK_NS
+    skip = readonly_targets(mounts)
+    names = tuple(watched(root))
+    entries = {rel: e for name in names for rel, e in _tree(root, name, skip, keep=True)}
+    return Before(root, started, entries, names, _scripts(root))
+
+
+def after(snapshot: Before, mounts: Sequence[Mount]) -> list[Change]:
+    """What the step created or changed among the host-executed paths, and the setuid/setgid
+    files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
+    root, skip = snapshot.root, readonly_targets(mounts)
+    names = dict.fromkeys([*snapshot.names, *watched(root)])
+    changes: dict[str, Change] = {}
+    for name in names:
+        for rel, entry in _tree(root, name, skip, keep=False):
+            old = snapshot.entries.get(rel)
+            if old is None:
+                changes[rel] = Change(rel, "created", entry, "host-executed")
+            elif _differs(old, entry):
+                changes[rel] = Change(rel, "changed", entry, "host-executed")
+    for part in writable_parts(mounts, root):
+        for rel, entry in special_files(root, part, skip, snapshot.started_ns):
+            if rel not in changes:
+                old = snapshot.entries.get(rel)
+                changes[rel] = Change(rel, "changed" if old else "created", entry,
+                                      "setuid" if entry.kind == "file" else entry.kind)
+    return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
+
+
+def _differs(old: Entry, new: Entry) -> bool:
+    if old.kind != new.kind:
+        return True
+    if new.kind == "dir":
+        return False  # compared per file
+    if new.kind == "file":
+        return old.sha256 != new.sha256 or old.mode != new.mode
+    if new.kind == "link":
+        return old.target != new.target
+    return old.ident != new.ident
+
+
+def special_files(root: str, top: str, skip: frozenset[str], since_ns: int) -> Iterator[tuple[str, Entry]]:
+    """Setuid/setgid files, sockets and FIFOs under `top` whose inode changed at or after
+    `since_ns`: one lstat per entry, no link followed, read-only mounts not entered."""
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            it = os.scandir(directory)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if e.path not in skip:
+                        stack.append(e.path)
+                    continue
+                if e.is_symlink():
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                fmt = stat.S_IFMT(st.st_mode)
+                special = fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
+                    fmt == stat.S_IFREG and st.st_mode & (stat.S_ISUID | stat.S_ISGID))
+                if special and st.st_ctime_ns >= since_ns:
+                    yield os.path.relpath(e.path, root), _entry(e.path, st, keep=False)
+
+
+def script_changes(snapshot: Before) -> list[str]:
+    """package.json scripts the step added or changed, one line each (reported, not quarantined)."""
+    now = _scripts(snapshot.root)
+    lines = []
+    for name, body in now.items():
+        if name not in snapshot.scripts:
+            lines.append(f"sbox: package.json script {name!r} was added by the sandbox: {body}")
+        elif snapshot.scripts[name] != body:
+            lines.append(f"sbox: package.json script {name!r} was changed by the sandbox: {body}")
+    return lines
+
+
+HOOK_INSTALLERS = ("husky", "simple-git-hooks", "lefthook", "pre-commit install", "core.hookspath", "git-hooks")
+
+
+def installs_hooks(command: Sequence[str], snapshot: Before) -> bool:
+    """Is this step the project's own git hook installer (`npm run prepare` running husky, ...)?"""
+    words = [os.path.basename(w) for w in command]
+    if "husky" in words:
+        return True
+    if list(command[-2:]) == ["run", "prepare"]:
+        body = snapshot.scripts.get("prepare", "").lower()
+        return any(name in body for name in HOOK_INSTALLERS)
+    return False

@@ -1,0 +1,196 @@
+"""The persistence guard's hands: move what guard.py found into sbox's quarantine, and back.
+
+Nothing is deleted: each entry is renamed (never followed) into
+`<state>/quarantine/<ID>/files/<its relative path>`, with `manifest.json` beside it; a changed
+file's previous version is put back from the snapshot when it was kept. `sbox quarantine list`
+and `sbox quarantine restore ID [--force]` read the manifests.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from typing import Any, Mapping, Sequence, TextIO
+
+from sbox_shim.guard import Before, Change, Entry
+
+HOOK_DIRS = (".husky",)
+
+
+def directory(state_dir: str) -> str:
+    return os.path.join(state_dir, "quarantine")
+
+
+def _move(source: str, target: str) -> None:
+    """rename(2) the entry itself; across filesystems copy it (links as links) and then remove it,
+    as mv does. A socket or FIFO holds no data: its manifest line is what is kept."""
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    try:
+        os.rename(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    st = os.lstat(source)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.copytree(source, target, symlinks=True, ignore=_specials)
+        shutil.rmtree(source)
+    elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+        shutil.copy2(source, target, follow_symlinks=False)
+        os.unlink(source)
+    else:
+        os.unlink(source)
+
+
+def _specials(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if not (os.path.isdir(os.path.join(directory, n))
+                                     or os.path.isfile(os.path.join(directory, n)))
+            and not os.path.islink(os.path.join(directory, n))]
+
+
+def _put_back(root: str, rel: str, snapshot: Before) -> bool:
+    """Recreate the previous version of `rel` (already moved away) from the snapshot; False if it
+    was not kept."""
+    old = snapshot.entries.get(rel)
+    path = os.path.join(root, rel)
+    if old is None or not _real_parents(root, rel):
+        return False
+    if old.kind == "link" and old.target is not None:
+        os.symlink(old.target, path)
+    elif old.kind == "dir":
+        os.mkdir(path, stat.S_IMODE(old.mode))
+        under = sorted(r for r in snapshot.entries if r.startswith(rel + "/"))
+        return all([_put_back(root, r, snapshot) for r in under if "/" not in r[len(rel) + 1:]])
+    elif old.kind == "file" and old.content is not None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(old.content)
+        os.chmod(path, stat.S_IMODE(old.mode))
+    else:
+        return False
+    return True
+
+
+def _real_parents(root: str, rel: str) -> bool:
+    """Every directory between root and rel is a real directory (no link to follow)."""
+    here = root
+    for part in rel.split("/")[:-1]:
+        here = os.path.join(here, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(here).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _record(change: Change, restored: bool) -> dict[str, Any]:
+    e: Entry = change.entry
+    return {"path": change.path, "what": change.what, "kind": e.kind, "why": change.why,
+            "mode": oct(stat.S_IMODE(e.mode)), "sha256": e.sha256, "link": e.target,
+            "previous_restored": restored}
+
+
+def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
+               command: Sequence[str]) -> tuple[str, list[dict[str, Any]]] | None:
+    """Move every change into a new quarantine; return its id and manifest entries (None if there
+    was nothing). An entry inside a created or changed directory moves with it."""
+    if not changes:
+        return None
+    ident = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}"
+    where = os.path.join(directory(state_dir), ident)
+    os.makedirs(os.path.join(where, "files"), mode=0o700)
+    moved: list[str] = []
+    records = []
+    for change in changes:
+        inside = any(change.path.startswith(m + "/") for m in moved)
+        restored = False
+        if not inside:
+            source = os.path.join(snapshot.root, change.path)
+            _move(source, os.path.join(where, "files", change.path))
+            moved.append(change.path)
+            if change.what == "changed":
+                restored = _put_back(snapshot.root, change.path, snapshot)
+        records.append(_record(change, restored))
+    manifest = {"id": ident, "root": snapshot.root, "command": list(command), "time": time.time(),
+                "entries": records}
+    with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return ident, records
+
+
+def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    out = []
+    for r in records:
+        if r["kind"] == "dir" and r["what"] == "created":
+            continue  # its files have a line each
+        what = f"{r['what']} by the sandbox" + (f", {r['why']}" if r["why"] != "host-executed" else "")
+        if r["what"] == "changed":
+            what += "; the previous version is back" if r["previous_restored"] else "; no previous version kept"
+        out.append(f"sbox: quarantined {r['path']} ({what}); restore: sbox quarantine restore {ident}")
+    return out
+
+
+def touches_hooks(records: Sequence[Mapping[str, Any]], hooks: str | None) -> bool:
+    dirs = [*HOOK_DIRS, *([hooks] if hooks else [])]
+    return any(r["path"] == d or r["path"].startswith(d + "/") for r in records for d in dirs)
+
+
+def _manifests(state_dir: str) -> list[dict[str, Any]]:
+    base = directory(state_dir)
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(base, name, "manifest.json"), encoding="utf-8") as f:
+                out.append(json.load(f))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def cmd_list(state_dir: str, out: TextIO = sys.stdout) -> int:
+    for m in _manifests(state_dir):
+        paths = [e["path"] for e in m["entries"] if not (e["kind"] == "dir" and e["what"] == "created")]
+        back = " (restored)" if m.get("restored") else ""
+        out.write(f"{m['id']}{back}  {m['root']}  {' '.join(m['command'])}\n")
+        for p in paths:
+            out.write(f"  {p}\n")
+    return 0
+
+
+def cmd_restore(state_dir: str, ident: str, force: bool, err: TextIO = sys.stderr) -> int:
+    """Move a quarantine's entries back where they were. An existing file is not overwritten
+    without --force, and with it is moved into the quarantine's `displaced/`, not lost."""
+    where = os.path.join(directory(state_dir), ident)
+    found = [m for m in _manifests(state_dir) if m.get("id") == ident and os.path.basename(where) == ident]
+    if not found or "/" in ident:
+        err.write(f"sbox: no quarantine {ident!r}; see sbox quarantine list\n")
+        return 1
+    manifest, root = found[0], found[0]["root"]
+    tops = [e["path"] for e in manifest["entries"] if os.path.lexists(os.path.join(where, "files", e["path"]))]
+    tops = [p for p in tops if not any(p.startswith(t + "/") for t in tops)]
+    if not tops:
+        err.write(f"sbox: quarantine {ident} holds nothing left to restore\n")
+        return 1
+    taken = [p for p in tops if os.path.lexists(os.path.join(root, p))]
+    if taken and not force:
+        err.write(f"sbox: not restored: {', '.join(taken)} exists in {root}; "
+                  f"sbox quarantine restore {ident} --force moves it into the quarantine first\n")
+        return 1
+    for p in taken:
+        _move(os.path.join(root, p), os.path.join(where, "displaced", p))
+    for p in tops:
+        _move(os.path.join(where, "files", p), os.path.join(root, p))
+        err.write(f"sbox: restored {p} in {root}\n")
+    manifest["restored"] = True
+    with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+    return 0

@@ -1,0 +1,47 @@
+"""The persistence guard's pure parts: where git's hooks are, which mounts it watches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import guard
+from sbox_shim.plan import Mount
+
+
+@pytest.mark.parametrize("config, expected", [
+    ('[core]\n\thooksPath = .husky/_\n', ".husky/_"),
+    ('[Core]\n  hookspath = "githooks" ; a comment\n', "githooks"),
+    ('[core]\n\tbare = false\n[hooks]\n\thooksPath = x\n', None),
+    ('[core]\n\thooksPath = ../outside\n', None),
+    ('[core]\n\thooksPath = ~/hooks\n', None),
+    ('[core]\n\thooksPath = .\n', None),
+])
+def test_hooks_path_is_read_from_git_config_without_git(tmp_path: Path, config: str, expected: str | None) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text(config)
+    assert guard.hooks_path(str(tmp_path)) == expected
+
+
+def test_absolute_hooks_path_inside_the_project_is_watched(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text(f"[core]\n\thooksPath = {tmp_path}/hooks\n")
+    assert guard.hooks_path(str(tmp_path)) == "hooks"
+    assert "hooks" in guard.watched(str(tmp_path))
+
+
+def test_writable_parts_of_the_project() -> None:
+    root = "/p"
+    assert guard.writable_parts([Mount("/p", "/p", readonly=True)], root) == []
+    assert guard.writable_parts([Mount("/p", "/p", readonly=False), Mount("/p/.git", "/p/.git")], root) == ["/p"]
+    assert guard.writable_parts([Mount("/p/node_modules", "/p/node_modules", readonly=False)], root) == ["/p/node_modules"]
+    assert guard.writable_parts([Mount("/", "/", readonly=False)], root) == ["/p"]
+    assert guard.writable_parts([Mount("/pq", "/pq", readonly=False), Mount("", "/tmp", False, "tmpfs")], root) == []
+
+
+def test_a_hook_installer_step_is_recognised() -> None:
+    husky = guard.Before("/p", 0, {}, (), {"prepare": "husky install"})
+    plain = guard.Before("/p", 0, {}, (), {"prepare": "tsc"})
+    assert guard.installs_hooks(("npm", "run", "prepare"), husky)
+    assert not guard.installs_hooks(("npm", "run", "prepare"), plain)
+    assert guard.installs_hooks(("npx", "husky"), plain)
