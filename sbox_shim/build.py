@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from sbox_shim import dispatch, ecosystems, layout
+from sbox_shim import dispatch, ecosystems, layout, tree
 from sbox_shim.config import Config, Profile
 from sbox_shim.environment import scrub
 from sbox_shim.errors import UsageError
@@ -49,7 +49,8 @@ def _as_is(argv: Sequence[str], reason: str) -> ecosystems.Phase:
 
 
 def _builtin_profile(tool: str, phase: ecosystems.Phase) -> Profile:
-    return Profile(name=f"{tool}:{phase.label}", network=phase.network, network_allow=phase.allow)
+    return Profile(name=f"{tool}:{phase.label}", network=phase.network, network_allow=phase.allow,
+                   writable=phase.writable)
 
 
 def build_plan(
@@ -70,8 +71,9 @@ def build_plan(
     ctx = ecosystems.Context(host.cwd, config.root, host.home, host.env, host.cache_dir, real)
     warnings: list[str] = []
     steps = []
-    for prof, phase in choose(config, argv, profile, ctx):
-        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver)
+    for index, (prof, phase) in enumerate(choose(config, argv, profile, ctx)):
+        stage_dir = os.path.join(run_dir, "out", str(index))
+        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver, stage_dir)
         steps.append(step)
         warnings += [n for n in notes if n not in warnings]
     if any(s.network.policy == "dns" for s in steps):
@@ -86,9 +88,13 @@ def build_plan(
 
 
 def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
-          real: str | None, run_dir: str, resolver: Resolver | None) -> tuple[Step, tuple[str, ...]]:
+          real: str | None, run_dir: str, resolver: Resolver | None,
+          stage_dir: str) -> tuple[Step, tuple[str, ...]]:
     net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
                                static=config.hosts, resolver=resolver)
+    project = layout.project_layout(config.root, prof.writable, config.path,
+                                    tree.inspect(config.root, prof.writable), stage_dir)
+    notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
     env.update(phase.env)
@@ -99,7 +105,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     if prefix:
         mounts.append(Mount(prefix, prefix))
     mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
-    mounts += layout.project_mounts(config.root, prof.writable, config.path)
+    mounts += project.mounts
     mounts += phase.mounts
     argv = phase.argv
     if net.policy == "proxy":
@@ -119,6 +125,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         files=tuple(layout.etc_files(host.user, host.uid, host.gid, host.home, net)) + phase.files,
         writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
         uid=host.uid, gid=host.gid, home=host.home, limits=limits,
+        create=project.create, staged=project.staged,
     )
     return step, notes
 

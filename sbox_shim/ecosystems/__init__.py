@@ -37,6 +37,10 @@ class Phase:
     mounts: tuple[Mount, ...] = ()
     files: tuple[File, ...] = ()  # generated files, e.g. an empty file masking a credentials file
     reason: str = ""
+    # What of the project the phase writes: True (all but the protected paths), or its outputs,
+    # project-relative, a trailing "/" for a directory (see layout.py). Only a built-in phase's
+    # own value counts; a command that runs as given takes its profile's `writable`.
+    writable: bool | tuple[str, ...] = True
 
 
 def read_text(path: str) -> str:
