@@ -21,6 +21,7 @@ class Placeholder:
     target: str  # the project file
     dev: int
     ino: int
+    created: bool = True  # False: an earlier step of the run made the file; its content was staged
 
 
 def make_dirs(paths: Sequence[str]) -> None:
@@ -40,16 +41,27 @@ def make_dirs(paths: Sequence[str]) -> None:
 
 
 def stage(staged: Sequence[tuple[str, str]]) -> list[Placeholder]:
-    """An empty run-dir file and an empty placeholder (O_EXCL: never an existing file) for each."""
+    """An empty run-dir file and an empty placeholder (O_EXCL: never an existing file) for each.
+    A regular file an earlier step of the same run created there is staged with its content."""
     made = []
     try:
         for source, target in staged:
             os.makedirs(os.path.dirname(source), mode=0o700, exist_ok=True)
-            os.close(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+            data, created = b"", True
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+            except FileExistsError:
+                fd = os.open(target, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    raise OSError(0, "not a regular file", target) from None
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    data, created = f.read(), False
             st = os.fstat(fd)
             os.close(fd)
-            made.append(Placeholder(source, target, st.st_dev, st.st_ino))
+            with open(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600), "wb") as out:
+                out.write(data)
+            made.append(Placeholder(source, target, st.st_dev, st.st_ino, created))
     except OSError as exc:
         unstage(made)
         raise SandboxError(f"cannot stage {exc.filename}: {exc.strerror}; nothing ran") from None
@@ -58,7 +70,7 @@ def stage(staged: Sequence[tuple[str, str]]) -> list[Placeholder]:
 
 def unstage(made: Sequence[Placeholder], err: TextIO | None = None) -> None:
     """After the step: each staged file's content replaces its placeholder; an untouched (empty)
-    one leaves nothing behind. A placeholder that is no longer sbox's own is left alone."""
+    one sbox made leaves nothing behind. A placeholder that is no longer sbox's own is left alone."""
     for p in made:
         try:
             st = os.lstat(p.target)
@@ -71,13 +83,16 @@ def unstage(made: Sequence[Placeholder], err: TextIO | None = None) -> None:
         try:
             with open(p.source, "rb") as f:
                 data = f.read()
-            if not data:
+                mode = os.fstat(f.fileno()).st_mode & 0o777  # an executable output stays one; no setuid
+            if not data and p.created:
                 os.unlink(p.target)
                 continue
             fd = os.open(p.target, os.O_WRONLY | os.O_TRUNC | _NOFOLLOW)
             with os.fdopen(fd, "wb") as out:
                 if (os.fstat(out.fileno()).st_ino) == p.ino:
                     out.write(data)
+                    if p.created:
+                        os.fchmod(out.fileno(), mode)
         except OSError as exc:
             if err:
                 err.write(f"sbox: cannot write {p.target}: {exc.strerror}\n")

@@ -7,9 +7,10 @@ exist to reach the proxy: they are one step, the command itself, through the all
 
 What each phase may write of the project (layout.py): the module's `go.mod` and `go.sum` (and
 `go.work.sum` when there is a go.work), the caches being sbox's own; `go mod vendor` also
-`vendor/`, `go build -o PATH` that path. `go build` without `-o` writes a binary named after the
-package into the working directory, and `go generate` exists to write source files: those two
-keep the whole project writable (but the protected paths).
+`vendor/`, `go build -o PATH` that path when it exists. `go build` without `-o` writes a binary
+named after the package into the working directory, a first `go build -o PATH` creates an
+executable (a staged file would not keep its mode), and `go generate` exists to write source
+files: those keep the whole project writable (but the protected paths).
 """
 from __future__ import annotations
 
@@ -134,6 +135,8 @@ def _built(argv: tuple[str, ...], sub: str, modsub: str, ctx: Context) -> bool |
         path = os.path.normpath(os.path.join(ctx.cwd, out))
         if not path.startswith(ctx.project_root.rstrip("/") + "/"):
             return outputs(ctx)
+        if not os.path.lexists(path):
+            return True  # a staged file would lose the executable mode go gives a new binary
         relative = os.path.relpath(path, ctx.project_root)
         return outputs(ctx) + (relative + "/" if out.endswith("/") else relative,)
     return outputs(ctx)

@@ -81,7 +81,7 @@ def _sandbox_lines(stderr: str) -> list[str]:
 def npm_world(installed: Installed, tmp_path: Path) -> Iterator[tuple[Trap, NpmRegistry, Path]]:
     if shutil.which("npm") is None:
         pytest.skip("npm is not installed")
-    with trap(installed.home, tmp_path, tmp_path / "project") as t:
+    with trap(installed.home, tmp_path, tmp_path / "project", proofs_in="node_modules") as t:
         evil = pkg.npm_package("sbox-evil", "1.0.0", {"hostile.js": pkg.hostile_npm_script(*t.args())},
                                scripts={"postinstall": "node hostile.js"})
         hello = pkg.npm_package("sbox-hello", "1.0.0", {"index.js": "module.exports = 42;\n"})

@@ -166,6 +166,10 @@ def test_go_and_pip_outputs(tmp_path: Path) -> None:
     found = ecosystems.phases(["go", "test", "./..."], ctx(tmp_path))
     assert found is not None and [p.writable for p in found] == [("go.mod", "go.sum")] * 2
     found = ecosystems.phases(["go", "build", "-o", "bin/x", "."], ctx(tmp_path))
+    assert found is not None and found[1].writable is True  # a new executable: see go.py
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "x").write_text("")
+    found = ecosystems.phases(["go", "build", "-o", "bin/x", "."], ctx(tmp_path))
     assert found is not None and found[1].writable == ("go.mod", "go.sum", "bin/x")
     found = ecosystems.phases(["pip", "install", "requests"], ctx(tmp_path))
     assert found is not None and [p.writable for p in found] == [(), ()]
