@@ -121,6 +121,7 @@ def test_npm_install_without_opt_in_runs_the_real_npm_unsandboxed(
     """No sbox.yaml above the directory: the shim execs the real npm; the hostile postinstall
     reads the canary (the proof goes to the opted-in project's directory, named in the script)."""
     t, _, plain = npm_world
+    (t.project / "node_modules").mkdir(exist_ok=True)  # where the proof goes (named in the script)
     result = _bash(installed, "cd plain\ncommand -v npm\nnpm install", plain.parent, _env(installed))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.splitlines()[0].endswith("/shims/npm")  # the shim was what ran
