@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from sbox_shim import boundary, dispatch, ecosystems, layout
+from sbox_shim import boundary, dispatch, ecosystems, layout, tree
 from sbox_shim.config import Config, Profile
 from sbox_shim.environment import has_url_credentials, scrub
 from sbox_shim.errors import UsageError
@@ -49,7 +49,8 @@ def _as_is(argv: Sequence[str], reason: str) -> ecosystems.Phase:
 
 
 def _builtin_profile(tool: str, phase: ecosystems.Phase) -> Profile:
-    return Profile(name=f"{tool}:{phase.label}", network=phase.network, network_allow=phase.allow)
+    return Profile(name=f"{tool}:{phase.label}", network=phase.network, network_allow=phase.allow,
+                   writable=phase.writable)
 
 
 def build_plan(
@@ -79,8 +80,9 @@ def build_plan(
                              "it); run a tool installed outside the project")
     warnings: list[str] = []
     steps = []
-    for prof, phase in chosen_profiles:
-        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver)
+    for index, (prof, phase) in enumerate(chosen_profiles):
+        stage_dir = os.path.join(run_dir, "out", str(index))
+        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver, stage_dir)
         steps.append(step)
         warnings += [n for n in notes if n not in warnings]
     if any(s.network.policy == "dns" for s in steps):
@@ -95,9 +97,13 @@ def build_plan(
 
 
 def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
-          real: str | None, run_dir: str, resolver: Resolver | None) -> tuple[Step, tuple[str, ...]]:
+          real: str | None, run_dir: str, resolver: Resolver | None,
+          stage_dir: str) -> tuple[Step, tuple[str, ...]]:
     net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
                                static=config.hosts, resolver=resolver, implied=phase.implied)
+    project = layout.project_layout(config.root, prof.writable, config.path,
+                                    tree.inspect(config.root, prof.writable), stage_dir)
+    notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
     if net.policy == "off":  # package code runs offline: no credential rides along in a URL
@@ -110,7 +116,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     if prefix:
         mounts.append(Mount(prefix, prefix))
     mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
-    mounts += layout.project_mounts(config.root, prof.writable, config.path)
+    mounts += project.mounts
     mounts += phase.mounts
     argv = phase.argv
     if net.policy == "proxy":
@@ -131,6 +137,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         files=tuple(layout.etc_files(host.user, host.uid, host.gid, host.home, net)) + phase.files,
         writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
         uid=host.uid, gid=host.gid, home=host.home, limits=limits,
+        create=project.create, staged=project.staged,
     )
     return step, notes
 

@@ -12,7 +12,8 @@ A record is used only when everything it was built from is unchanged:
   variable, hashed (the record holds no copy of them);
 - the facts it depends on, checked again on every use: sbox's own source files, each config file
   consulted (the user file, every candidate up the tree), the toolchain paths and protected paths
-  whose presence shaped the mounts, each PATH directory and candidate searched for the tool, the
+  whose presence shaped the mounts, each writable output's kind, every `.git` in the writable
+  parts of the project (walked again: about 20 ms for 20,000 files), the sockets at its top, each PATH directory and candidate searched for the tool, the
   bwrap binary.
 Environment values are stored as references to the caller's variables, so no token reaches the
 disk. Records are kept.py's private files in sbox's state directory. `SBOX_PLAN_CACHE=0` turns
@@ -112,7 +113,8 @@ def _read(path: str) -> dict[str, Any] | None:
 def fact(kind: str, path: str) -> object:
     """What a record remembers about a path: for `exists` whether it is there, for `type` which
     kind of file it is, for `link` where it points, for `stat`/`lstat` its identity, size and
-    times, for `code` every source file of sbox."""
+    times, for `code` every source file of sbox, for `gits` every .git below a directory, for
+    `sockets` the unix sockets in its top two levels."""
     try:
         if kind == "exists":
             posix.lstat(path)
@@ -121,6 +123,10 @@ def fact(kind: str, path: str) -> object:
             return posix.readlink(path)
         if kind == "code":
             return _code(path)
+        if kind == "gits":
+            return lean.git_entries(path)
+        if kind == "sockets":
+            return lean.sockets(path)
         st = posix.stat(path) if kind == "stat" else posix.lstat(path)
     except OSError:
         return None

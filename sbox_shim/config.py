@@ -29,7 +29,9 @@ class Profile:
     network: bool = False
     network_allow: tuple[str, ...] = ()
     network_enforce: str = "proxy"  # proxy | dns
-    writable: bool = True
+    # true: the project is writable (but for layout.PROTECTED); false: read-only; a tuple: read-only
+    # but for these project-relative paths (a trailing "/" names a directory sbox may create)
+    writable: bool | tuple[str, ...] = True
     no_new_privileges: bool = True
     image: str | None = None
     env: tuple[str, ...] = ()  # extra variable names passed through
@@ -279,6 +281,31 @@ def _limits(doc: _Doc, keys: tuple[str, ...], value: Any) -> Limits:
     )
 
 
+_GLOB = set("*?[]{}")
+
+
+def _writable(doc: _Doc, keys: tuple[str, ...], value: Any) -> bool | tuple[str, ...]:
+    """`writable:` is true, false, or a list of project-relative paths (no `..`, no globs)."""
+    if not isinstance(value, list):
+        return _bool(doc, keys, value, "true, false or a list of project-relative paths")
+    out = []
+    for i, raw in enumerate(value):
+        key = keys + (str(i),)
+        if not isinstance(raw, str) or not raw.strip():
+            raise doc.error(key, f"expected a project-relative path such as node_modules/, got {raw!r}")
+        parts = [p for p in raw.split("/") if p not in ("", ".")]
+        if raw.startswith("/") or raw.startswith("~"):
+            raise doc.error(key, f"expected a path relative to the project root, got {raw!r}")
+        if ".." in parts:
+            raise doc.error(key, f"'..' is not allowed: the path must stay inside the project, got {raw!r}")
+        if _GLOB & set(raw):
+            raise doc.error(key, f"globs are not supported; name each path, got {raw!r}")
+        if not parts:
+            raise doc.error(key, f"names the project root itself; use writable: true, got {raw!r}")
+        out.append("/".join(parts) + ("/" if raw.endswith("/") else ""))
+    return tuple(dict.fromkeys(out))
+
+
 PROFILE_KEYS = ("mode", "network", "network_allow", "network_enforce", "writable",
                 "no_new_privileges", "image", "env", "limits")
 
@@ -305,7 +332,7 @@ def _profile(doc: _Doc, name: str, value: Any) -> Profile:
         network=network,
         network_allow=allow,
         network_enforce=_choice(doc, k("network_enforce"), value.get("network_enforce", "proxy"), ("proxy", "dns")),
-        writable=_bool(doc, k("writable"), value.get("writable", True)),
+        writable=_writable(doc, k("writable"), value.get("writable", True)),
         no_new_privileges=_bool(doc, k("no_new_privileges"), value.get("no_new_privileges", True)),
         image=str(value["image"]) if value.get("image") else None,
         env=_strings(doc, k("env"), value.get("env", [])),

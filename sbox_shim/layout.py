@@ -1,10 +1,44 @@
-"""What the sandbox's filesystem holds: toolchain, project, throwaway HOME, our own /etc files."""
+"""What the sandbox's filesystem holds: toolchain, project, throwaway HOME, our own /etc files.
+
+The project is mounted at its own path, and what of it a step may write is its `writable`:
+- `True` (the project's own lifecycle scripts, `npm run`, a profile's default): all of it, but
+  PROTECTED, the config file, every `.git` file or directory anywhere in the tree (submodules,
+  nested repositories, node_modules included: git reads their config and hooks on the host) and
+  git's `core.hooksPath` when it points inside the project, which stay read-only binds;
+- `False`: none of it;
+- a tuple of project-relative paths (the built-in phases' outputs, a profile's `writable:` list):
+  the project read-only but for a writable bind of each path, with the same `.git` protections
+  inside them.
+
+An output that does not exist yet: a directory (written with a trailing "/", as `node_modules/`)
+is created by sbox on the host before the sandbox starts, empty. A file (a lockfile, go.sum) is
+staged: a bind needs a mount point, and the project is read-only, so sbox creates an empty
+placeholder on the host (O_EXCL, no link followed) and binds a fresh empty file of the run
+directory over it; after the step, the staged content replaces the placeholder (written through an
+O_NOFOLLOW descriptor, only if the placeholder is still the very inode sbox made), or, if the step
+wrote nothing, the placeholder is removed. npm and cargo read an empty lockfile as none and write a
+whole one. An output that is a symbolic link, or lies under one, is refused: left read-only, with a
+warning, so a mount source never resolves through a link the project holds. A missing file is
+staged only where its directory exists; sbox creates no parents for it.
+
+Making the project root writable to let a lockfile appear would have undone all of this; binding a
+staging file keeps every other path of the project read-only even in the phase that makes it.
+
+Unix sockets found (by lstat, at plan time) in the project's top two levels, `.git/` among them
+(git's fsmonitor daemon listens at `.git/fsmonitor--daemon.ipc`), are masked by /dev/null in every
+sandbox that mounts the project: a network-off step cannot reach a host daemon through them.
+Still possible: a socket deeper in the tree (`node_modules/.cache/x/y.sock`), or one a host
+process creates after the plan was made, is connectable; abstract sockets need the network
+namespace, which network-off and allowlisted steps have.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from sbox_shim.plan import DNS_SINKHOLE, File, Mount, Network
+from sbox_shim.tree import Tree
 
 TOOLCHAIN = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = (
@@ -66,6 +100,48 @@ def project_mounts(root: str, writable: bool, config_path: str | None,
     if writable:
         mounts += [Mount(p, p) for p in protected_paths(root, config_path) if exists(p)]
     return mounts
+
+
+@dataclass(frozen=True)
+class ProjectLayout:
+    mounts: tuple[Mount, ...]
+    create: tuple[str, ...] = ()  # missing output directories sbox makes before the step
+    staged: tuple[tuple[str, str], ...] = ()  # (run-dir file, project file) copied back after
+    refused: tuple[str, ...] = ()  # why an output stays read-only
+
+
+def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str | None, tree: Tree,
+                   stage_dir: str, exists: Callable[[str], bool] = os.path.lexists) -> ProjectLayout:
+    """The project's mounts for a step (see the module's docstring); `tree` from tree.inspect."""
+    masks = [Mount("/dev/null", s) for s in tree.sockets]
+    if writable is False or writable == ():
+        return ProjectLayout(tuple([Mount(root, root)] + masks))
+    if isinstance(writable, bool):
+        mounts = project_mounts(root, True, config_path, exists)
+        mounts += [Mount(p, p) for p in tree.gits + tree.hooks]
+        return ProjectLayout(tuple(mounts + masks))
+    mounts = [Mount(root, root)]
+    create: list[str] = []
+    staged: list[tuple[str, str]] = []
+    refused: list[str] = []
+    kinds = dict(tree.kinds)
+    for n, relative in enumerate(writable):
+        path = os.path.join(root, relative.rstrip("/"))
+        found = kinds.get(relative, "refused: not inspected")
+        if found == "missing" and relative.endswith("/"):
+            create.append(path)
+        elif found == "missing":
+            source = os.path.join(stage_dir, f"{n}-{os.path.basename(path)}")
+            staged.append((source, path))
+            mounts.append(Mount(source, path, readonly=False))
+            continue
+        elif found.startswith("refused"):
+            refused.append(f"{relative} stays read-only ({found.split(': ', 1)[-1]})")
+            continue
+        mounts.append(Mount(path, path, readonly=False))
+    guarded = [p for p in protected_paths(root, config_path) + list(tree.gits + tree.hooks) if exists(p)]
+    mounts += [Mount(p, p) for p in guarded]
+    return ProjectLayout(tuple(mounts + masks), tuple(create), tuple(staged), tuple(refused))
 
 
 def own_mounts(mounts: Sequence[Mount], own: Iterable[str]) -> list[Mount]:

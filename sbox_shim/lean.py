@@ -49,3 +49,52 @@ def makedirs(path: str, mode: int = 0o777) -> None:
         posix.mkdir(path, mode)
     except FileExistsError:
         pass
+
+
+def git_entries(top: str) -> tuple[str, ...]:
+    """Every `.git` file, directory or link below `top` (itself included), sorted. Links are
+    not followed and nothing is skipped: a `.git` deep in node_modules is as host-executed as any
+    (git reads its config and hooks on `git status` in that directory)."""
+    found = []
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = posix.scandir(directory)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                if entry.name == ".git":
+                    found.append(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return tuple(sorted(found))
+
+
+SOCKET = 0o140000
+
+
+def sockets(top: str, depth: int = 2) -> tuple[str, ...]:
+    """Unix sockets up to `depth` levels below `top` (links not followed), sorted."""
+    found = []
+    level = [top]
+    for _ in range(depth):
+        below = []
+        for directory in level:
+            try:
+                entries = posix.scandir(directory)
+            except OSError:
+                continue
+            with entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        below.append(entry.path)
+                    elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
+                        try:  # d_type said neither file, dir nor link: a socket, a fifo, a device
+                            if posix.lstat(entry.path).st_mode & 0o170000 == SOCKET:
+                                found.append(entry.path)
+                        except OSError:
+                            pass
+        level = below
+    return tuple(sorted(found))

@@ -63,13 +63,15 @@ class Step:
     network: Network
     mounts: tuple[Mount, ...] = ()
     files: tuple[File, ...] = ()
-    writable: bool = True
+    writable: bool | tuple[str, ...] = True  # the project: all, none, or these relative paths
     no_new_privileges: bool = True
     image: str | None = None
     uid: int = 0
     gid: int = 0
     home: str = "/tmp/home"
     limits: Limits = field(default_factory=Limits)
+    create: tuple[str, ...] = ()  # output directories sbox makes on the host before the step
+    staged: tuple[tuple[str, str], ...] = ()  # (run-dir file, project file): copied back after it
 
     @property
     def environ(self) -> dict[str, str]:

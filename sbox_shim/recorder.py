@@ -30,13 +30,17 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     path = bwrap.bwrap_path()
     if path is None:
         return None
+    from sbox_shim import outputs
+    from sbox_shim.errors import SboxError
+
     target = record_path(host.env, key(argv, host.env, host.cwd))
     try:  # what the run creates anyway, created before the facts are taken: else they go stale at once
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         for m in step.mounts:
             if m.kind == "cache":
                 os.makedirs(m.source, mode=0o700, exist_ok=True)
-    except OSError:
+        outputs.make_dirs(step.create)
+    except (OSError, SboxError):
         return None
     try:
         bpf = seccomp.kept_filter(host.state_dir)
@@ -94,6 +98,8 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
         return "an allowlist is resolved and enforced anew on every run"
     if step.image or step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0):
         return "limits and images are handled by the full path only"
+    if step.staged:
+        return "a missing output file is staged and copied back by the full path"
     if any(is_secret(name) and host.env.get(name) != value for name, value in step.env):
         return "a credential-like value sbox computed would be written to disk"
     plans = os.path.realpath(directory(host.env))
@@ -122,6 +128,33 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     watched += [("exists", p) for p in MASKED_PROC]
     watched += [("exists", p) for p in layout.protected_paths(plan.project_root, plan.config_path)]
     watched += [("exists", p) for p in host.own_dirs]
+    watched += _layout_facts(plan.project_root, step.writable)
     for p in searched(step.argv[0], path_var, host.shim_dirs):
         watched += [("stat", p), ("lstat", p)]
     return list(dict.fromkeys(watched))
+
+
+def _layout_facts(root: str, writable: bool | tuple[str, ...]) -> list[tuple[str, str]]:
+    """What tree.inspect looked at: each output's kind (and of every directory on its way), the
+    .git entries of the writable parts, git's hooks path, the sockets near the top."""
+    from sbox_shim import tree
+
+    facts = [("sockets", root)]
+    if writable:
+        facts += [("gits", d) for d in tree.writable_dirs(root, writable)]
+        facts += [("stat", os.path.join(root, ".git", "config")), ("type", os.path.join(root, ".git"))]
+        hooks = tree.configured_hooks(root)
+        if hooks:
+            facts += _components(root, os.path.relpath(hooks, root))
+    if isinstance(writable, tuple):
+        for relative in writable:
+            facts += _components(root, relative)
+    return facts
+
+
+def _components(root: str, relative: str) -> list[tuple[str, str]]:
+    here, out = root, []
+    for part in [p for p in relative.split("/") if p]:
+        here = os.path.join(here, part)
+        out.append(("type", here))
+    return out

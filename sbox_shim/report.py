@@ -28,13 +28,21 @@ def plan_text(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = 
                   f"  network: {_NETWORK_TEXT[step.network.policy]}"]
         if step.network.policy in ("proxy", "dns"):
             lines.append("  " + allow_line(step.network))
-        lines.append(f"  project: {'writable' if step.writable else 'read-only'}"
-                     + (" (sbox.yaml, .git, .github, .vscode, .idea, .claude read-only)" if step.writable else ""))
+        lines.append("  project: " + _writable(step.writable))
         lines.append(f"  no_new_privileges: {str(step.no_new_privileges).lower()}")
         if step.image:
             lines.append(f"  image: {step.image}")
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def _writable(writable: bool | tuple[str, ...]) -> str:
+    guarded = "sbox.yaml, every .git, git's hooksPath, .github, .vscode, .idea, .claude read-only"
+    if writable is True:
+        return f"writable ({guarded})"
+    if not writable:
+        return "read-only"
+    return f"read-only but for {', '.join(writable)} ({guarded})"
 
 
 def _shell(argv: Iterable[str]) -> str:

@@ -165,6 +165,20 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
     for mount in step.mounts:
         if mount.kind == "cache":
             os.makedirs(mount.source, mode=0o700, exist_ok=True)
+    if step.create or step.staged:
+        from sbox_shim import outputs
+
+        outputs.make_dirs(step.create)
+        staged = outputs.stage(step.staged)
+        try:
+            return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in)
+        finally:
+            outputs.unstage(staged, err)
+    return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in)
+
+
+def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state_dir: str,
+                err: TextIO, kept_in: str | None) -> int:
     if step.network.policy != "proxy":
         return int(backend.run(step, run_dir, index, kept_in))
     from sbox_shim.egress.policy import EgressPolicy

@@ -39,6 +39,10 @@ class Phase:
     reason: str = ""
     implied: tuple[str, ...] = ()  # names from project files: admitted, but never as explicit entries
     credentials: tuple[str, ...] = ()  # credential files among the mounts, chosen by sbox for this phase
+    # What of the project the phase writes: True (all but the protected paths), or its outputs,
+    # project-relative, a trailing "/" for a directory (see layout.py). Only a built-in phase's
+    # own value counts; a command that runs as given takes its profile's `writable`.
+    writable: bool | tuple[str, ...] = True
 
 
 def read_text(path: str) -> str:

@@ -2,6 +2,10 @@
 
 Build scripts (build.rs) and proc macros run only in the offline phase. CARGO_HOME is sbox's own:
 the user's config.toml is carried in read-only, credentials.toml only into the fetch phase.
+
+What each phase may write of the project (layout.py): `target/` (or CARGO_TARGET_DIR /
+`--target-dir` when inside the project) and `Cargo.lock`, at the workspace root (the nearest
+directory up from the manifest whose Cargo.toml has `[workspace]`, else the manifest's own).
 """
 from __future__ import annotations
 
@@ -94,17 +98,20 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     fetching = {**env, "RUSTC": "rustc", "RUSTC_WRAPPER": "", "RUSTC_WORKSPACE_WRAPPER": "",
                 "CARGO_REGISTRY_GLOBAL_CREDENTIAL_PROVIDERS": "cargo:token"}
     if sub in DOWNLOAD:
+        written = outputs(argv, ctx) + (("vendor/",) if sub == "vendor" else ())
         return (Phase(
             "download", argv, True, allow, fetching, secrets=SECRETS, implied=implied,
             credentials=tuple(m.source for m in credentials),
             mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
             reason=f"built-in cargo policy: {sub} resolves and downloads through the allowlist (nothing is compiled)",
+            writable=written,
         ),)
     fetch = Phase(
         "download", _fetch(argv), True, allow, fetching, secrets=SECRETS, implied=implied,
         credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
         reason="built-in cargo policy: fetch dependencies through the allowlist (no build scripts run)",
+        writable=outputs(argv, ctx),
     )
     # sbox's CARGO_HOME holds the registry sources every project builds from: read-only while
     # build scripts run, so that none can plant code or config there for the next build.
@@ -112,6 +119,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         "scripts", _offline(argv), False, (), {**env, "CARGO_NET_OFFLINE": "true"},
         mounts=(cache_mount(cargo_home, False), *readonly, *config),
         reason=f"built-in cargo policy: then {sub} offline (build scripts run with the network off)",
+        writable=outputs(argv, ctx),
     )
     return (fetch, offline)
 
@@ -129,6 +137,37 @@ def _refuse_planted(cargo_home: str) -> None:
         if not stat.S_ISREG(st.st_mode) or st.st_size:
             raise UsageError(f"{path}: sbox's shared CARGO_HOME holds a config file sbox did not write "
                              "(a sandbox may have planted it); move it away, then run again")
+
+
+def outputs(argv: tuple[str, ...], ctx: Context) -> tuple[str, ...]:
+    """`target/` and `Cargo.lock` of the workspace, project-relative; none outside the project."""
+    manifest = _option(argv, "--manifest-path")
+    here = os.path.dirname(os.path.join(ctx.cwd, manifest)) if manifest else ctx.cwd
+    workspace = here
+    while _inside(here, ctx.project_root):
+        if "[workspace]" in read_text(os.path.join(here, "Cargo.toml")):
+            workspace = here
+            break
+        if here == ctx.project_root:
+            break
+        here = os.path.dirname(here)
+    target = _option(argv, "--target-dir") or ctx.env.get("CARGO_TARGET_DIR") or "target"
+    paths = [(os.path.join(workspace, target), "/"), (os.path.join(workspace, "Cargo.lock"), "")]
+    return tuple(os.path.relpath(os.path.normpath(p), ctx.project_root) + tail for p, tail in paths
+                 if _inside(os.path.normpath(p), ctx.project_root) and os.path.normpath(p) != ctx.project_root)
+
+
+def _option(argv: tuple[str, ...], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 _GLOBAL_VALUES = ("--color", "--config", "-Z", "-C")  # cargo's global options that take a value

@@ -4,6 +4,13 @@ Go runs no install scripts, but `go test`, `go run` and `go generate` run the pr
 dependencies' code: they get the network off. GOMODCACHE is sbox's own, read-only in that phase.
 `go get`, `go mod tidy`, `go mod download` and `go install pkg@version` run no module code and
 exist to reach the proxy: they are one step, the command itself, through the allowlist.
+
+What each phase may write of the project (layout.py): the module's `go.mod` and `go.sum` (and
+`go.work.sum` when there is a go.work), the caches being sbox's own; `go mod vendor` also
+`vendor/`, `go build -o PATH` that path when it exists. `go build` without `-o` writes a binary
+named after the package into the working directory, a first `go build -o PATH` creates an
+executable (a staged file would not keep its mode), and `go generate` exists to write source
+files: those keep the whole project writable (but the protected paths).
 """
 from __future__ import annotations
 
@@ -80,11 +87,13 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
             "download", argv, True, allow, {**env, "GOPROXY": proxy},
             mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly, *gobin),
             reason=f"built-in go policy: {what} resolves and downloads through the allowlist (no module code runs)",
+            writable=outputs(ctx),
         ),)
     download = Phase(
         "download", (argv[0], "mod", "download"), True, allow, {**env, "GOPROXY": proxy},
         mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly),
         reason="built-in go policy: download modules through the allowlist (no code runs)",
+        writable=outputs(ctx),
     )
     what = f"mod {modsub}" if sub == "mod" else sub
     vendored = os.path.isfile(os.path.join(ctx.project_root, "vendor", "modules.txt"))
@@ -93,8 +102,44 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         "scripts", argv, False, (), {**env, "GOPROXY": "off", "GOFLAGS": flags},
         mounts=(cache_mount(modcache, False), cache_mount(build_cache, True), *readonly, *gobin),
         reason=f"built-in go policy: then {what} with GOPROXY=off and the network off",
+        writable=_built(argv, sub, modsub, ctx),
     )
     return (download, offline)
+
+
+def outputs(ctx: Context) -> tuple[str, ...]:
+    """go.mod, go.sum (go.work.sum) of the module that holds cwd, project-relative."""
+    here = ctx.cwd
+    while here != ctx.project_root and here.startswith(ctx.project_root) \
+            and not os.path.isfile(os.path.join(here, "go.mod")):
+        here = os.path.dirname(here)
+    if not here.startswith(ctx.project_root):
+        here = ctx.project_root
+    names = ["go.mod", "go.sum"]
+    if os.path.isfile(os.path.join(here, "go.work")):
+        names.append("go.work.sum")
+    return tuple(os.path.relpath(os.path.join(here, n), ctx.project_root) for n in names)
+
+
+def _built(argv: tuple[str, ...], sub: str, modsub: str, ctx: Context) -> bool | tuple[str, ...]:
+    """The scripts phase's outputs: see the module's docstring."""
+    if sub == "generate":
+        return True
+    if modsub == "vendor":
+        return outputs(ctx) + ("vendor/",)
+    if sub == "build":
+        out = next((argv[i + 1] if a == "-o" and i + 1 < len(argv) else a[3:]
+                    for i, a in enumerate(argv) if a == "-o" or a.startswith("-o=")), None)
+        if out is None:
+            return True
+        path = os.path.normpath(os.path.join(ctx.cwd, out))
+        if not path.startswith(ctx.project_root.rstrip("/") + "/"):
+            return outputs(ctx)
+        if not os.path.lexists(path):
+            return True  # a staged file would lose the executable mode go gives a new binary
+        relative = os.path.relpath(path, ctx.project_root)
+        return outputs(ctx) + (relative + "/" if out.endswith("/") else relative,)
+    return outputs(ctx)
 
 
 def _flags(flags: str | None) -> str:

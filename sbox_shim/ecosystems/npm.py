@@ -6,6 +6,11 @@ phase only, and the project's .npmrc reads as empty in the scripts phase. `npm r
 dependencies' install scripts and the project's preinstall/install/postinstall; a bare
 `npm install`/`npm ci` also runs the project's `prepare`, so that becomes a third, offline step
 when package.json has one.
+
+What each phase may write of the project (layout.py): the download, `node_modules/`, package.json
+and the lockfiles (those that exist, and the one the tool would create); the install scripts of the
+dependencies (`rebuild`), `node_modules/` only; the project's own `prepare`, the whole project
+but for the protected paths, as the project's own code run by `npm run` would be.
 """
 from __future__ import annotations
 
@@ -116,6 +121,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         secrets=passthrough(ctx, True), credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cache, True), *readonly, *credentials),
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
+        writable=outputs(ctx, tool),
     )
     steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx,
                                                    "then runs install scripts with the network off"))
@@ -124,8 +130,38 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     if sub in ROOT_LIFECYCLE and not _package_args(argv, sub) and "prepare" in _root_scripts(ctx):
         runner = "npm" if tool == "yarn" else argv[0]
         steps += (_scripts((runner, "run", "prepare"), env, cache, readonly, ctx,
-                           "then runs the project's prepare script with the network off"),)
+                           "then runs the project's prepare script with the network off", True),)
     return steps
+
+
+LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml")
+
+
+def outputs(ctx: Context, tool: str) -> tuple[str, ...]:
+    """What a download writes, relative to the project root: node_modules, package.json, the
+    lockfiles there are, and the one the tool makes when there is none. A lockfile that does not
+    exist is not offered otherwise: npm updates a yarn.lock or an npm-shrinkwrap.json it finds, so
+    an empty placeholder for one would change which file npm writes."""
+    base = os.path.relpath(_package_dir(ctx), ctx.project_root)
+    prefix = "" if base == "." else base + "/"
+    here = os.path.join(ctx.project_root, prefix)
+    present = [f for f in ("package.json", *LOCKFILES) if os.path.lexists(os.path.join(here, f))]
+    own = {"yarn": "yarn.lock", "pnpm": "pnpm-lock.yaml"}.get(tool, "package-lock.json")
+    if tool not in ("yarn", "pnpm") and "npm-shrinkwrap.json" in present:
+        own = "npm-shrinkwrap.json"
+    names = ["node_modules/", *present, own]
+    if prefix and "node_modules/" in names:  # hoisted workspaces install at the root as well
+        names.append("../" * prefix.count("/") + "node_modules/")
+    return tuple(dict.fromkeys(os.path.normpath(prefix + n) + ("/" if n.endswith("/") else "") for n in names))
+
+
+def _package_dir(ctx: Context) -> str:
+    """The directory of the nearest package.json from cwd up to the root, where npm installs."""
+    root = ctx.project_root
+    here = ctx.cwd if (ctx.cwd + "/").startswith(root.rstrip("/") + "/") else root
+    while here != root and not os.path.isfile(os.path.join(here, "package.json")):
+        here = os.path.dirname(here)
+    return here
 
 
 ROOT_LIFECYCLE = INSTALL - {"add", "update", "up", "upgrade", "udpate"}
@@ -177,7 +213,7 @@ def _ignore_scripts(argv: tuple[str, ...], tool: str) -> tuple[str, ...]:
 
 
 def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: tuple[Mount, ...],
-             ctx: Context, why: str) -> Phase:
+             ctx: Context, why: str, own: bool = False) -> Phase:
     """The offline phase: no credentials; a project .npmrc (which may hold a token) reads as empty."""
     masks: tuple[File, ...] = ()
     project_rc = os.path.join(ctx.project_root, ".npmrc")
@@ -185,4 +221,10 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
         masks = (File(project_rc, ""),)
     return Phase("scripts", argv, False, (), {**env, "npm_config_offline": "true"},
                  secrets=passthrough(ctx, False), mounts=(cache_mount(cache, False), *readonly), files=masks,
-                 reason=f"built-in {os.path.basename(argv[0])} policy: {why}")
+                 reason=f"built-in {os.path.basename(argv[0])} policy: {why}",
+                 writable=True if own else _modules(ctx))
+
+
+def _modules(ctx: Context) -> tuple[str, ...]:
+    """Dependencies' install scripts write their own package's directory: node_modules only."""
+    return tuple(n for n in outputs(ctx, "npm") if n.endswith("node_modules/"))

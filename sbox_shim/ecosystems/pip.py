@@ -9,6 +9,12 @@ holds `pyvenv.cfg`), the base interpreter named by `home =` is mounted read-only
 `python` is a link to it), and the venv itself is writable in the install phase only: it is what
 `pip install` writes to. Installing into an interpreter that is not a venv writes into the
 toolchain, which stays read-only: use a venv.
+
+What each phase may write of the project (layout.py): nothing, but a venv inside it (the install
+phase) and, for `pip download` / `pip wheel`, the destination directory (`-d` / `-w`, else the
+working directory). Installing a local project (`pip install .`, `-e .`, a path inside the
+project) builds in its tree (`build/`, `*.egg-info`): those steps keep the project writable (but
+the protected paths).
 """
 from __future__ import annotations
 
@@ -224,13 +230,15 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     if sub == "download":  # already download-only: one phase with the allowlist
         return (Phase("download", argv, True, allow, env, secrets=_pip_variables(ctx, True), implied=implied,
                       mounts=(cache_mount(cache, True), *readonly, *configs, *target),
-                      reason="built-in pip policy: download runs with the registry allowlist"),)
+                      reason="built-in pip policy: download runs with the registry allowlist",
+                      writable=_destination(rest, ("-d", "--dest", "--destination-dir"), ctx)),)
     fetch = _fetch(argv[0], wheelhouse, _download_args(rest))
     download = Phase(
         "download", fetch, True, allow, env, secrets=_pip_variables(ctx, True), implied=implied,
         mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
                "(with setuptools and wheel when the index has them)",
+        writable=(),
     )
     if venv and sub == "install":
         target = [Mount(venv, venv, readonly=False)]  # the install's destination
@@ -239,6 +247,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
         mounts=(cache_mount(wheelhouse, False), *readonly, *target),
         reason=f"built-in pip policy: then {sub} offline from the wheelhouse (builds run with the network off)",
+        writable=True if _local_project(rest, ctx) else
+        _destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else (),
     )
     return (download, offline)
 
@@ -259,6 +269,34 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     out = [(f, "pip config", "all") for f in config_files(ctx, venv) if sandbox_writable(f, ctx, *extra)]
     out += [(f, "requirements file (its option lines)", "options") for f in sources(ctx, rest, venv)[2]]
     return out
+
+
+def _destination(args: list[str], names: tuple[str, ...], ctx: Context) -> bool | tuple[str, ...]:
+    """The directory `pip download -d` / `pip wheel -w` writes (the working directory by default),
+    project-relative; the whole project when it is the root."""
+    value = "."
+    for i, arg in enumerate(args):
+        name, eq, rest = arg.partition("=")
+        if name in names:
+            value = rest if eq else args[i + 1] if i + 1 < len(args) else "."
+    path = os.path.normpath(os.path.join(ctx.cwd, value))
+    if path == ctx.project_root:
+        return True
+    if not path.startswith(ctx.project_root.rstrip("/") + "/"):
+        return ()
+    return (os.path.relpath(path, ctx.project_root) + "/",)
+
+
+def _local_project(args: list[str], ctx: Context) -> bool:
+    """Whether the command installs a directory of the project (`.`, `-e .`, `./sub[extra]`)."""
+    for arg in args:
+        word = arg.split("=", 1)[1] if arg.startswith("--editable=") else arg
+        if word.startswith("-") or not word.startswith((".", "/")) and "/" not in word:
+            continue
+        path = os.path.normpath(os.path.join(ctx.cwd, word.split("[", 1)[0]))
+        if (path + "/").startswith(ctx.project_root.rstrip("/") + "/") and os.path.isdir(path):
+            return True
+    return False
 
 
 def _fetch(pip: str, wheelhouse: str, args: list[str]) -> tuple[str, ...]:

@@ -36,7 +36,7 @@ def _project(project: Path, backend: str) -> None:
 
 @pytest.fixture
 def world(tmp_path: Path, fake_home: Path, backend: str) -> Iterator[tuple[Trap, CargoRegistry, dict[str, str]]]:
-    with trap(fake_home, tmp_path, tmp_path / "project") as t:
+    with trap(fake_home, tmp_path, tmp_path / "project", proofs_in="target") as t:
         _project(t.project, backend)
         crates = [
             pkg.crate("sbox_evil", "1.0.0", "pub fn ok() -> bool { true }\n", build_rs=pkg.hostile_build_rs(*t.args())),
@@ -88,7 +88,7 @@ def test_build_script_cannot_touch_the_shared_cargo_cache(tmp_path: Path, fake_h
     """sbox's CARGO_HOME (registry sources of every project) is read-only while build scripts run:
     a build.rs cannot plant code or config there for the next project."""
     cache_home = Path(os.environ["SBOX_CACHE_DIR"]) / "cargo"
-    with trap(fake_home, tmp_path, tmp_path / "project") as t:
+    with trap(fake_home, tmp_path, tmp_path / "project", proofs_in="target") as t:
         t.outside = cache_home / "config"  # cargo would read this file on every later run
         build_rs = pkg.hostile_build_rs(*t.args())
         (t.project / "src").mkdir(parents=True)

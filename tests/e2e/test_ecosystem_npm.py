@@ -29,7 +29,8 @@ const home = process.env.HOME || os.homedir();
 const seen = {profile: process.env.SBOX_PROFILE || null, env: Object.keys(process.env).sort(),
   user_npmrc: fs.existsSync(path.join(home, ".npmrc")),
   project_npmrc: fs.readFileSync(path.join(process.env.INIT_CWD || ".", ".npmrc"), "utf8")};
-fs.writeFileSync(path.join(process.env.INIT_CWD || ".", "env-" + Date.now() + ".json"), JSON.stringify(seen));
+// node_modules: the only part of the project the dependencies' install scripts may write.
+fs.writeFileSync(path.join(process.env.INIT_CWD || ".", "node_modules", "env-" + Date.now() + ".json"), JSON.stringify(seen));
 """
 
 
@@ -40,7 +41,7 @@ PREPARE = "node -e \"require('fs').writeFileSync('prepared.txt', process.env.SBO
 @pytest.fixture
 def world(tmp_path: Path, fake_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Trap, NpmRegistry]]:
     project = tmp_path / "project"
-    with trap(fake_home, tmp_path, project) as t:
+    with trap(fake_home, tmp_path, project, proofs_in="node_modules") as t:
         evil = pkg.npm_package(
             "sbox-evil", "1.0.0", {"hostile.js": pkg.hostile_npm_script(*t.args()), "envdump.js": ENV_DUMP},
             scripts={"postinstall": "node hostile.js && node envdump.js"})
@@ -93,7 +94,7 @@ def test_hostile_postinstall_runs_confined_and_the_install_succeeds(
     t.assert_nothing_escaped(out)
 
     # What the scripts phase saw: no token, no user .npmrc, an empty project .npmrc.
-    dumps = [json.loads(p.read_text()) for p in t.project.glob("env-*.json")]
+    dumps = [json.loads(p.read_text()) for p in (t.project / "node_modules").glob("env-*.json")]
     assert len(dumps) == 1 and dumps[0]["profile"] == "npm:scripts"
     assert "NPM_TOKEN" not in dumps[0]["env"]
     assert dumps[0]["user_npmrc"] is False

@@ -53,7 +53,16 @@ def _build_requirements() -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def world(tmp_path: Path, fake_home: Path) -> Iterator[Trap]:
-    with trap(fake_home, tmp_path, tmp_path / "project") as t:
+    # The project is read-only to pip's phases: the download phase may write its wheelhouse (sbox's
+    # cache), the install phase the venv.
+    import hashlib
+
+    from sbox_shim.paths import sbox_dir
+
+    project = tmp_path / "project"
+    key = hashlib.sha256(str(project).encode()).hexdigest()[:16]
+    wheelhouse = os.path.join(sbox_dir("cache", dict(os.environ)), "pip", "wheelhouse", key)
+    with trap(fake_home, tmp_path, project, proofs_in=f"{wheelhouse}:.venv") as t:
         yield t
 
 

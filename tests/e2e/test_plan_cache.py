@@ -298,6 +298,45 @@ def test_a_git_dir_created_after_the_record_is_protected(sbox: Sbox) -> None:
     assert list((sbox.root / ".git" / "hooks").iterdir()) == []
 
 
+def test_a_nested_git_created_after_the_record_is_protected(sbox: Sbox) -> None:
+    """A submodule's .git file deep in the tree, made after the record: the next run is cold and
+    that file is read-only in it."""
+    script = '[ -e lib/sub/.git ] || { echo ABSENT; exit; }; echo "gitdir: /tmp/evil" > lib/sub/.git && echo WROTE || echo DENIED'
+    (sbox.root / "lib" / "sub").mkdir(parents=True)
+    warm = sbox.warm("sh", "-c", script)
+    assert "ABSENT" in warm.stdout, str(warm)
+    (sbox.root / "lib" / "sub" / ".git").write_text("gitdir: ../../.git/modules/sub\n")
+    after = sbox.run("sh", "-c", script)
+    assert not after.warm, str(after)
+    assert "DENIED" in after.stdout, str(after)
+    assert (sbox.root / "lib" / "sub" / ".git").read_text() == "gitdir: ../../.git/modules/sub\n"
+
+
+def test_a_socket_created_after_the_record_is_masked(sbox: Sbox) -> None:
+    """A unix socket a host daemon opens in the project after the record: the next run is cold and
+    cannot connect to it; outside sbox the same connect works."""
+    import socket
+
+    code = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+            "try:\n    s.connect(sys.argv[1]); print('CONNECTED')\nexcept OSError as e:\n    print('FAILED', e)\n")
+    path = str(sbox.root / "db.sock")
+    sbox.warm(PY, "-c", code, path)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    server.settimeout(0.5)
+    try:
+        after = sbox.run(PY, "-c", code, path)
+        assert not after.warm, str(after)
+        assert after.stdout.startswith("FAILED"), str(after)
+        with pytest.raises(OSError):
+            server.accept()  # nothing reached the listener
+        control = subprocess.run([PY, "-c", code, path], capture_output=True, text=True, timeout=30)
+        assert control.stdout.startswith("CONNECTED"), control.stderr
+    finally:
+        server.close()
+
+
 def test_a_changed_passed_variable_is_seen(sbox: Sbox) -> None:
     """A variable the profile passes changes: the run is cold (a new key) and sees the new value."""
     set_config(sbox, profile(env=["MY_SETTING"]) + BWRAP)

@@ -82,7 +82,7 @@ def _sandbox_lines(stderr: str) -> list[str]:
 def npm_world(installed: Installed, tmp_path: Path) -> Iterator[tuple[Trap, NpmRegistry, Path]]:
     if shutil.which("npm") is None:
         pytest.skip("npm is not installed")
-    with trap(installed.home, tmp_path, tmp_path / "project") as t:
+    with trap(installed.home, tmp_path, tmp_path / "project", proofs_in="node_modules") as t:
         evil = pkg.npm_package("sbox-evil", "1.0.0", {"hostile.js": pkg.hostile_npm_script(*t.args())},
                                scripts={"postinstall": "node hostile.js"})
         hello = pkg.npm_package("sbox-hello", "1.0.0", {"index.js": "module.exports = 42;\n"})
@@ -126,6 +126,7 @@ def test_npm_install_without_opt_in_runs_the_real_npm_unsandboxed(
     """No sbox.yaml above the directory: the shim execs the real npm; the hostile postinstall
     reads the canary (the proof goes to the opted-in project's directory, named in the script)."""
     t, _, plain = npm_world
+    (t.project / "node_modules").mkdir(exist_ok=True)  # where the proof goes (named in the script)
     result = _bash(installed, "cd plain\ncommand -v npm\nnpm install", plain.parent, _env(installed))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.splitlines()[0].endswith("/shims/npm")  # the shim was what ran

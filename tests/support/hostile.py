@@ -122,11 +122,13 @@ if _C["udp_port"]:
         _p["udp_sent"] = True
     except Exception as _e:
         _p["errors"]["udp"] = repr(_e)
-try:
-    with open(_C["proof"], "w") as _f:
-        _j.dump(_p, _f)
-except Exception as _e:
-    _p["errors"]["proof"] = repr(_e)
+for _where in _C["proof"].split(":"):  # the first of the places the step may write
+    try:
+        with open(_where, "w") as _f:
+            _j.dump(_p, _f)
+        break
+    except Exception as _e:
+        _p["errors"]["proof"] = repr(_e)
 print(_C["proof_marker"], _j.dumps(_p), file=_sys.stderr)
 '''
 
@@ -246,10 +248,17 @@ class Trap:
     project: Path
     listener: CanaryListener
     udp: UdpCanaryListener
+    # Where the steps under test may write (node_modules, target), project-relative or absolute,
+    # ":"-separated: the Python script tries each in turn, the others take one.
+    proofs_in: str = ""
+
+    @property
+    def proof_dirs(self) -> list[Path]:
+        return [self.project / d for d in self.proofs_in.split(":")] if self.proofs_in else [self.project]
 
     @property
     def proof_path(self) -> str:
-        return str(self.project / f"proof-{UNIQUE}.json")
+        return ":".join(str(d / f"proof-{UNIQUE}.json") for d in self.proof_dirs)
 
     def args(self) -> tuple[str, str, int, str, str, int]:
         """The positional arguments of ``hostile_npm_script`` / ``hostile_python`` / ``hostile_build_rs``."""
@@ -257,7 +266,7 @@ class Trap:
                 self.udp.port)
 
     def proofs(self) -> list[dict[str, Any]]:
-        found = sorted(_glob.glob(str(self.project / "proof-*.json")))
+        found = sorted(p for d in self.proof_dirs for p in _glob.glob(str(d / "proof-*.json")))
         return [json.loads(Path(p).read_text()) for p in found]
 
     def assert_confined(self, proof: dict[str, Any]) -> None:
@@ -289,7 +298,7 @@ class Trap:
 
 
 @contextmanager
-def trap(home: Path, tmp: Path, project: Path) -> Iterator[Trap]:
+def trap(home: Path, tmp: Path, project: Path, proofs_in: str = "") -> Iterator[Trap]:
     """Plant a canary in ``home`` (the caller's HOME), listen on 127.0.0.1, and name an outside
     path in ``tmp`` that exists on the host but not under ``project``."""
     token = _secrets.token_hex(16)
@@ -299,4 +308,4 @@ def trap(home: Path, tmp: Path, project: Path) -> Iterator[Trap]:
     outside_dir.mkdir(exist_ok=True)
     project.mkdir(parents=True, exist_ok=True)
     with CanaryListener() as listener, UdpCanaryListener() as udp:
-        yield Trap(token, canary, outside_dir / "pwned", project, listener, udp)
+        yield Trap(token, canary, outside_dir / "pwned", project, listener, udp, proofs_in)

@@ -77,12 +77,28 @@ def test_user_config_sets_defaults_but_never_opts_in(tmp_path: Path) -> None:
     assert cfg.path == str(project / "sbox.yaml") and set(cfg.profiles) == {"default", "x"}
 
 
+def test_writable_takes_true_false_or_project_relative_paths(tmp_path: Path) -> None:
+    write(tmp_path, "profiles:\n  a:\n    writable: false\n  b: {}\n  c:\n"
+                    "    writable:\n      - node_modules/\n      - ./dist//x/\n      - package-lock.json\n")
+    cfg = config.load(str(tmp_path), {"SBOX_USER_CONFIG": str(tmp_path / "none.yaml")})
+    assert cfg.profiles["a"].writable is False and cfg.profiles["b"].writable is True
+    assert cfg.profiles["c"].writable == ("node_modules/", "dist/x/", "package-lock.json")
+
+
 BAD = [
     ("malformed", "profiles:\n  a: [\n", 2, "malformed YAML"),
     ("unknown top key", "version: 1\nprofile:\n  a: {}\n", 2, "profile: unknown key"),
     ("unknown profile key", "profiles:\n  a:\n    netwrok: off\n", 3, "profiles.a.netwrok: unknown key"),
     ("network type", "profiles:\n  a:\n    network: maybe\n", 3, "expected on or off"),
-    ("writable type", "profiles:\n  a:\n    writable: 3\n", 3, "expected true or false"),
+    ("writable type", "profiles:\n  a:\n    writable: 3\n", 3, "expected true, false or a list of project-relative paths"),
+    ("writable absolute", "profiles:\n  a:\n    writable:\n      - dist/\n      - /etc\n", 5,
+     "profiles.a.writable.1: expected a path relative to the project root"),
+    ("writable dotdot", "profiles:\n  a:\n    writable: [out, ../elsewhere]\n", 3, "profiles.a.writable.1: '..' is not allowed"),
+    ("writable hidden dotdot", "profiles:\n  a:\n    writable:\n      - a/../../b\n", 4, "'..' is not allowed"),
+    ("writable glob", "profiles:\n  a:\n    writable:\n      - \"build/*\"\n", 4, "profiles.a.writable.0: globs are not supported"),
+    ("writable root", "profiles:\n  a:\n    writable:\n      - ./\n", 4, "use writable: true"),
+    ("writable not string", "profiles:\n  a:\n    writable:\n      - 5\n", 4, "expected a project-relative path"),
+    ("writable home", "profiles:\n  a:\n    writable: [\"~/x\"]\n", 3, "relative to the project root"),
     ("mode", "profiles:\n  a:\n    mode: chroot\n", 3, "expected one of sandbox | host"),
     ("backend", "backend: podman\n", 1, "expected one of auto | docker | bwrap"),
     ("version", "version: 2\n", 1, "unsupported version"),

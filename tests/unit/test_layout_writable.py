@@ -1,0 +1,215 @@
+"""What of the project a step may write: the pure layout builder, the tree facts it is given, the
+outputs each ecosystem names, and the host-side staging of missing output files."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import ecosystems, layout, outputs, tree
+from sbox_shim.backends.bwrapargs import mount_args
+from sbox_shim.ecosystems import Context
+from sbox_shim.errors import SandboxError
+from sbox_shim.plan import Mount
+
+ROOT = "/home/u/project"
+
+
+def by_target(mounts: tuple[Mount, ...]) -> dict[str, Mount]:
+    return {m.target: m for m in layout.dedupe(mounts)}
+
+
+def test_outputs_are_the_only_writable_binds_of_a_read_only_project() -> None:
+    facts = tree.Tree(kinds=(("node_modules/", "dir"), ("package.json", "file"), ("package-lock.json", "missing"),
+                             ("dist/", "missing"), ("evil/", "refused: /home/u/project/evil is a symbolic link")),
+                      gits=(f"{ROOT}/node_modules/dep/.git",), sockets=(f"{ROOT}/.git/fsmonitor--daemon.ipc",))
+    writable = ("node_modules/", "package.json", "package-lock.json", "dist/", "evil/")
+    out = layout.project_layout(ROOT, writable, f"{ROOT}/sbox.yaml", facts, "/run/x/out/0",
+                                exists=lambda p: p.endswith((".git", "sbox.yaml")))
+    m = by_target(out.mounts)
+    assert m[ROOT].readonly
+    for path in ("node_modules", "package.json", "dist"):
+        assert m[f"{ROOT}/{path}"] == Mount(f"{ROOT}/{path}", f"{ROOT}/{path}", readonly=False)
+    assert m[f"{ROOT}/package-lock.json"] == Mount("/run/x/out/0/2-package-lock.json", f"{ROOT}/package-lock.json",
+                                                   readonly=False)
+    assert out.staged == (("/run/x/out/0/2-package-lock.json", f"{ROOT}/package-lock.json"),)
+    assert out.create == (f"{ROOT}/dist",)
+    assert f"{ROOT}/evil" not in m and out.refused == ("evil/ stays read-only (/home/u/project/evil is a symbolic link)",)
+    assert m[f"{ROOT}/node_modules/dep/.git"].readonly and m[f"{ROOT}/sbox.yaml"].readonly
+    assert m[f"{ROOT}/.git/fsmonitor--daemon.ipc"] == Mount("/dev/null", f"{ROOT}/.git/fsmonitor--daemon.ipc")
+    # bwrap: the protection is bound after (over) the writable output that holds it
+    args = mount_args(layout.dedupe(out.mounts))
+    assert args.index(f"{ROOT}/node_modules/dep/.git") > args.index(f"{ROOT}/node_modules")
+    assert args[args.index(f"{ROOT}/node_modules") - 1] == "--bind"
+
+
+def test_a_writable_project_protects_every_git_and_the_hooks_path() -> None:
+    facts = tree.Tree(gits=(f"{ROOT}/.git", f"{ROOT}/vendor/sub/.git", f"{ROOT}/node_modules/x/.git"),
+                      hooks=(f"{ROOT}/.husky",), sockets=(f"{ROOT}/tmp/db.sock",))
+    m = by_target(layout.project_layout(ROOT, True, None, facts, "/r", exists=lambda p: False).mounts)
+    assert not m[ROOT].readonly
+    for path in (".git", "vendor/sub/.git", "node_modules/x/.git", ".husky"):
+        assert m[f"{ROOT}/{path}"].readonly, path
+    assert m[f"{ROOT}/tmp/db.sock"].source == "/dev/null"
+
+
+def test_a_read_only_project_still_masks_sockets() -> None:
+    facts = tree.Tree(sockets=(f"{ROOT}/x.sock",))
+    for writable in (False, ()):
+        m = by_target(layout.project_layout(ROOT, writable, None, facts, "/r").mounts)
+        assert m[ROOT].readonly and m[f"{ROOT}/x.sock"].source == "/dev/null"
+        assert not [t for t, mount in m.items() if not mount.readonly]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / ".git" / "hooks").mkdir(parents=True)
+    (root / ".git" / "config").write_text("[core]\n\tbare = false\n[core]\n\thooksPath = .husky\n")
+    (root / ".husky").mkdir()
+    (root / "vendor" / "sub").mkdir(parents=True)
+    (root / "vendor" / "sub" / ".git").write_text("gitdir: ../../.git/modules/sub\n")
+    (root / "node_modules" / "a" / "b").mkdir(parents=True)
+    (root / "node_modules" / "a" / "b" / ".git").mkdir()
+    (root / "node_modules" / "a" / "b" / ".git" / "nested").mkdir()
+    (root / "outside").mkdir()
+    (root / "linked").symlink_to(tmp_path)
+    (root / "package.json").write_text("{}")
+    return root
+
+
+def test_inspect_finds_every_git_without_following_links(project: Path) -> None:
+    facts = tree.inspect(str(project), True)
+    assert facts.gits == tuple(sorted(str(project / p) for p in (".git", "vendor/sub/.git", "node_modules/a/b/.git")))
+    assert facts.hooks == (str(project / ".husky"),)
+
+
+def test_inspect_kinds_refuse_links(project: Path) -> None:
+    (project / "node_modules" / "lnk").symlink_to(project / "outside")
+    facts = tree.inspect(str(project), ("node_modules/", "package.json", "package-lock.json", "linked/",
+                                        "linked/x/", "node_modules/lnk/", "nodir/lock"))
+    kinds = dict(facts.kinds)
+    assert kinds["node_modules/"] == "dir" and kinds["package.json"] == "file"
+    assert kinds["package-lock.json"] == "missing"
+    for refused in ("linked/", "linked/x/", "node_modules/lnk/", "nodir/lock"):
+        assert kinds[refused].startswith("refused"), refused
+    assert facts.gits == (str(project / "node_modules/a/b/.git"),)
+
+
+def test_hooks_path_outside_the_project_or_through_a_link_is_ignored(project: Path) -> None:
+    for value in ("../elsewhere", "/etc", "~/hooks", "linked"):
+        (project / ".git" / "config").write_text(f"[core]\n  hooksPath = {value}\n")
+        assert tree.hooks_path(str(project)) == (), value
+
+
+def test_inspect_finds_sockets_in_the_top_two_levels(project: Path) -> None:
+    made = []
+    for path in (project / ".git" / "fsmonitor--daemon.ipc", project / "top.sock",
+                 project / "node_modules" / "a" / "deep.sock"):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        made.append(s)
+    try:
+        found = tree.inspect(str(project), False).sockets
+    finally:
+        for s in made:
+            s.close()
+    assert found == (str(project / ".git" / "fsmonitor--daemon.ipc"), str(project / "top.sock"))
+
+
+def ctx(root: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> Context:
+    return Context(str(cwd or root), str(root), str(root.parent / "home"), env or {}, str(root.parent / "cache"), None)
+
+
+def test_npm_phases_write_only_their_outputs(tmp_path: Path) -> None:
+    (tmp_path / "package.json").write_text('{"scripts": {"prepare": "husky"}}')
+    (tmp_path / "yarn.lock").write_text("")
+    found = ecosystems.phases(["npm", "install"], ctx(tmp_path))
+    assert found is not None
+    download, rebuild, prepare = found
+    assert download.writable == ("node_modules/", "package.json", "yarn.lock", "package-lock.json")
+    assert rebuild.writable == ("node_modules/",)
+    assert prepare.writable is True
+    (tmp_path / "npm-shrinkwrap.json").write_text("{}")
+    found = ecosystems.phases(["npm", "ci"], ctx(tmp_path))
+    assert found is not None and "package-lock.json" not in found[0].writable  # type: ignore[operator]
+    found = ecosystems.phases(["yarn"], ctx(tmp_path))
+    assert found is not None and found[0].writable == ("node_modules/", "package.json", "npm-shrinkwrap.json", "yarn.lock")
+
+
+def test_npm_in_a_workspace_package_writes_its_own_and_the_roots_node_modules(tmp_path: Path) -> None:
+    pkg = tmp_path / "packages" / "a"
+    pkg.mkdir(parents=True)
+    (pkg / "package.json").write_text("{}")
+    found = ecosystems.phases(["npm", "install"], ctx(tmp_path, cwd=pkg))
+    assert found is not None
+    assert found[0].writable == ("packages/a/node_modules/", "packages/a/package.json",
+                                 "packages/a/package-lock.json", "node_modules/")
+
+
+def test_cargo_writes_target_and_the_lockfile_of_its_workspace(tmp_path: Path) -> None:
+    (tmp_path / "Cargo.toml").write_text("[workspace]\nmembers = ['a']\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "Cargo.toml").write_text("[package]\nname='a'\n")
+    found = ecosystems.phases(["cargo", "build"], ctx(tmp_path, cwd=tmp_path / "a"))
+    assert found is not None and all(p.writable == ("target/", "Cargo.lock") for p in found)
+    found = ecosystems.phases(["cargo", "build"], ctx(tmp_path, env={"CARGO_TARGET_DIR": str(tmp_path / "out")}))
+    assert found is not None and found[1].writable == ("out/", "Cargo.lock")
+    found = ecosystems.phases(["cargo", "build"], ctx(tmp_path, env={"CARGO_TARGET_DIR": "/elsewhere"}))
+    assert found is not None and found[1].writable == ("Cargo.lock",)
+
+
+def test_go_and_pip_outputs(tmp_path: Path) -> None:
+    (tmp_path / "go.mod").write_text("module x\n")
+    found = ecosystems.phases(["go", "test", "./..."], ctx(tmp_path))
+    assert found is not None and [p.writable for p in found] == [("go.mod", "go.sum")] * 2
+    found = ecosystems.phases(["go", "build", "-o", "bin/x", "."], ctx(tmp_path))
+    assert found is not None and found[1].writable is True  # a new executable: see go.py
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "x").write_text("")
+    found = ecosystems.phases(["go", "build", "-o", "bin/x", "."], ctx(tmp_path))
+    assert found is not None and found[1].writable == ("go.mod", "go.sum", "bin/x")
+    found = ecosystems.phases(["pip", "install", "requests"], ctx(tmp_path))
+    assert found is not None and [p.writable for p in found] == [(), ()]
+    found = ecosystems.phases(["pip", "install", "-e", "."], ctx(tmp_path))
+    assert found is not None and found[1].writable is True
+
+
+def test_staging_copies_back_and_leaves_nothing_when_untouched(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    pairs = [(str(tmp_path / "run" / "0-lock"), str(project / "lock")),
+             (str(tmp_path / "run" / "1-sum"), str(project / "sum"))]
+    made = outputs.stage(pairs)
+    assert (project / "lock").read_bytes() == b"" and (project / "sum").exists()
+    Path(pairs[0][0]).write_text('{"lockfileVersion": 3}\n')
+    outputs.unstage(made)
+    assert (project / "lock").read_text() == '{"lockfileVersion": 3}\n'
+    assert not (project / "sum").exists()
+
+
+def test_staging_never_writes_through_a_link_planted_at_the_output(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (project / "lock").symlink_to(victim)
+    with pytest.raises(SandboxError):
+        outputs.stage([(str(tmp_path / "run" / "0-lock"), str(project / "lock"))])
+    made = outputs.stage([(str(tmp_path / "run" / "1-other"), str(project / "other"))])
+    os.unlink(project / "other")
+    (project / "other").symlink_to(victim)  # swapped while the step ran
+    Path(made[0].source).write_text("evil")
+    outputs.unstage(made)
+    assert victim.read_text() == "keep"
+
+
+def test_missing_output_directories_are_made_but_never_through_a_link(tmp_path: Path) -> None:
+    outputs.make_dirs([str(tmp_path / "p" / "target")])
+    assert (tmp_path / "p" / "target").is_dir()
+    (tmp_path / "p" / "node_modules").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(SandboxError):
+        outputs.make_dirs([str(tmp_path / "p" / "node_modules" / "x")])
