@@ -267,7 +267,8 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     venv, _ = environment(ctx)
     extra = [venv] if venv else []
     out = [(f, "pip config", "all") for f in config_files(ctx, venv) if sandbox_writable(f, ctx, *extra)]
-    out += [(f, "requirements file (its option lines)", "options") for f in sources(ctx, rest, venv)[2]]
+    out += [(f, "requirements file (its option lines)", "options") for f in sources(ctx, rest, venv)[2]
+            if sandbox_writable(f, ctx, *extra)]
     return out
 
 

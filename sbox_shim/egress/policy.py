@@ -172,7 +172,8 @@ def decide(policy: EgressPolicy, host: str, port: int) -> Decision:
     if not addresses:
         hint = (
             f"{shown} resolves only to private addresses; "
-            f"list it literally in network_allow to allow them"
+            f"list it literally in network_allow to allow them (a built-in install admits them only "
+            f"for a registry named in your own ~/.npmrc, pip.conf or environment, never a project file's)"
         )
         return _refuse("private-address", hint)
     return Decision(allowed=True, addresses=addresses, reason="ok", hint="")

@@ -33,7 +33,7 @@ try { fs.writeFileSync(out, JSON.stringify(done)); } catch (e) { fs.writeFileSyn
 
 
 @pytest.fixture
-def npm_project(tmp_path: Path) -> Iterator[Path]:
+def npm_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     project = tmp_path / "project"
     (project / "src").mkdir(parents=True)
     (project / "src" / "index.js").write_text("module.exports = 1;\n")
@@ -50,6 +50,9 @@ def npm_project(tmp_path: Path) -> Iterator[Path]:
             "name": "app", "version": "0.0.0", "private": True, "scripts": {"prepare": prepare},
             "dependencies": {"sbox-writer": "1.0.0"}}))
         (project / ".npmrc").write_text(f"registry={registry.url}/\n")
+        trust(project / ".npmrc")
+        # A loopback registry is admitted only when the user names it, not a project file.
+        monkeypatch.setenv("npm_config_registry", f"{registry.url}/")
         yield project
 
 

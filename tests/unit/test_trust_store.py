@@ -1,0 +1,174 @@
+"""The trust store, the gate's gathering, and the boundary checks on mounts: pure parts, real files."""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import boundary, gate, trust
+from sbox_shim.build import host_path
+from sbox_shim.environment import has_url_credentials
+from sbox_shim.errors import ConfigError, UsageError
+from sbox_shim.network import build_network
+from sbox_shim.plan import Mount
+from sbox_shim.safe import read_regular
+from sbox_shim.trust import Input
+from sbox_shim.trustcmd import trust_paths
+
+
+def _state(tmp_path: Path) -> str:
+    return str(tmp_path / "state")
+
+
+def test_a_new_file_is_untrusted_until_trusted_and_an_edit_needs_a_new_trust(tmp_path: Path) -> None:
+    cfg = tmp_path / "sbox.yaml"
+    cfg.write_text("version: 1\n")
+    item = Input(str(cfg), trust.OPT_IN)
+    assert trust.verdict(item, _state(tmp_path)).state == "new"
+    trust.record(item, _state(tmp_path))
+    assert trust.verdict(item, _state(tmp_path)).state == "trusted"
+    cfg.write_text("version: 1\nprofiles: {default: {mode: host}}\n")
+    v = trust.verdict(item, _state(tmp_path))
+    assert v.state == "changed"
+    assert "+profiles: {default: {mode: host}}" in trust.change(v)  # the change since the last trust
+    with pytest.raises(trust.UntrustedError) as err:
+        trust.require([item], _state(tmp_path))
+    line = str(err.value)
+    assert line == (f"sbox: {cfg}: opt-in config changed since you trusted it and is not trusted, nothing ran; "
+                    f"review it, then: sbox trust {cfg}")
+
+
+def test_only_the_deciding_part_counts(tmp_path: Path) -> None:
+    req = tmp_path / "requirements.txt"
+    req.write_text("requests==2.0\n")
+    item = Input(str(req), "requirements file", "options")
+    assert trust.verdict(item, _state(tmp_path)).state == "empty"  # no option line: nothing to trust
+    req.write_text("requests==2.0\n--index-url http://127.0.0.1:9/simple\n")
+    assert trust.verdict(item, _state(tmp_path)).state == "new"
+    trust.record(item, _state(tmp_path))
+    req.write_text("requests==2.1\nflask\n--index-url http://127.0.0.1:9/simple\n")  # packages change freely
+    assert trust.verdict(item, _state(tmp_path)).state == "trusted"
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("[project]\nname = 'a'\n[tool.sbox]\nversion = 1\n")
+    opt = Input(str(pyproject), trust.OPT_IN, "tool.sbox")
+    trust.record(opt, _state(tmp_path))
+    pyproject.write_text("[project]\nname = 'b'\ndependencies = ['x']\n[tool.sbox]\nversion = 1\n")
+    assert trust.verdict(opt, _state(tmp_path)).state == "trusted"
+    pyproject.write_text("[project]\nname = 'b'\n[tool.sbox]\nversion = 1\n[tool.sbox.profiles.default]\nmode = 'host'\n")
+    assert trust.verdict(opt, _state(tmp_path)).state == "changed"
+
+
+def test_lines_with_credentials_are_not_kept(tmp_path: Path) -> None:
+    rc = tmp_path / ".npmrc"
+    rc.write_text("registry=https://r.example/\n//r.example/:_authToken=npm_SECRETCANARY\n")
+    trust.record(Input(str(rc), "npm config"), _state(tmp_path))
+    for path in (tmp_path / "state").rglob("*"):
+        if path.is_file():
+            assert b"SECRETCANARY" not in path.read_bytes()
+
+
+def test_untrust_forgets(tmp_path: Path) -> None:
+    cfg = tmp_path / "sbox.yaml"
+    cfg.write_text("version: 1\n")
+    item = Input(str(cfg), trust.OPT_IN)
+    trust.record(item, _state(tmp_path))
+    assert trust.forget(str(cfg), _state(tmp_path)) is True
+    assert trust.verdict(item, _state(tmp_path)).state == "new"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link", "device", "big"])
+def test_what_is_not_a_small_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "requirements.txt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "link":
+        (tmp_path / "real.txt").write_text("-i http://x/\n")
+        path.symlink_to(tmp_path / "real.txt")
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path.write_bytes(b"-i x\n" * (1 << 19))
+    started = time.monotonic()
+    assert read_regular(str(path)) is None
+    v = trust.verdict(Input(str(path), "requirements file", "options"), _state(tmp_path))
+    assert v.state == "unreadable" and time.monotonic() - started < 5
+
+
+def test_every_opt_in_file_up_the_tree_is_gathered_and_two_in_one_directory_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "sbox.yaml").write_text("version: 1\n")
+    deep = tmp_path / "packages" / "web"
+    deep.mkdir(parents=True)
+    (deep / ".sbox.yaml").write_text("version: 1\n")
+    found = [i.path for i in gate.opt_in(str(deep))]
+    assert found[:2] == [str(deep / ".sbox.yaml"), str(tmp_path / "sbox.yaml")]
+    (deep / "sbox.yaml").write_text("version: 1\n")
+    with pytest.raises(ConfigError, match="both opt this directory in"):
+        gate.opt_in(str(deep))
+
+
+def test_trust_paths_on_a_project_trusts_its_inputs(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "sbox.yaml").write_text("version: 1\n")
+    (project / ".npmrc").write_text("registry=https://r.example/\n")
+    (project / "requirements.txt").write_text("-r more.txt\nx\n")
+    (project / "more.txt").write_text("--find-links ./wheels\n")
+    env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "SBOX_STATE_DIR": _state(tmp_path),
+           "SBOX_CACHE_DIR": str(tmp_path / "cache"), "SBOX_USER_CONFIG": str(tmp_path / "uc.yaml")}
+    out = io.StringIO()
+    assert trust_paths([str(project)], env, out=out) == 0
+    text = out.getvalue()
+    for name in ("sbox.yaml", ".npmrc", "requirements.txt"):
+        assert f"trusted: {project / name}" in text
+    items = gate.project(str(project), env)
+    assert all(v.state in ("trusted", "empty") for v in trust.check(items, _state(tmp_path)))
+
+
+def test_mounts_never_include_home_its_secrets_or_links_in_the_project(tmp_path: Path) -> None:
+    home, root = tmp_path / "home", tmp_path / "home" / "code" / "app"
+    (home / ".ssh").mkdir(parents=True)
+    root.mkdir(parents=True)
+    (root / ".claude").symlink_to("../../.ssh")
+    with pytest.raises(UsageError, match="symbolic link"):
+        boundary.check_mounts([Mount(str(root / ".claude"), str(root / ".claude"))], str(root), str(home), ())
+    with pytest.raises(UsageError, match="HOME or a directory above it"):
+        boundary.check_mounts([Mount(str(tmp_path), str(tmp_path))], str(root), str(home), ())
+    with pytest.raises(UsageError, match="secret places"):
+        boundary.check_mounts([Mount(str(home / ".ssh"), str(home / ".ssh"))], str(root), str(home), ())
+    masks = boundary.check_mounts([Mount(str(home / "code"), str(home / "code"))], str(root), str(home), ())
+    assert masks == []
+    (home / "code" / ".netrc").write_text("x")  # not a secret place: only HOME's own
+    masks = boundary.check_mounts([Mount(str(home / ".local"), str(home / ".local"))], str(root), str(home), ())
+    assert masks == []
+    (home / ".local" / "share" / "keyrings").mkdir(parents=True)
+    masks = boundary.check_mounts([Mount(str(home / ".local"), str(home / ".local"))], str(root), str(home), ())
+    assert masks == [Mount("", str(home / ".local" / "share" / "keyrings"), kind="tmpfs")]
+    with pytest.raises(UsageError, match="is your HOME or contains it"):
+        boundary.check_root(str(home), str(home), str(home / "sbox.yaml"))
+
+
+def test_own_dirs_in_a_writable_mount_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / ".state").mkdir(parents=True)
+    with pytest.raises(UsageError, match="lies inside"):
+        boundary.check_mounts([Mount(str(root), str(root), readonly=False)], str(root), "/nonexistent",
+                              [str(root / ".state")])
+    boundary.check_mounts([Mount(str(root), str(root), readonly=True)], str(root), "/nonexistent", [str(root / ".state")])
+
+
+def test_names_from_project_files_are_never_explicit() -> None:
+    net, _ = build_network(True, ("*.npmjs.org", "127.0.0.1:4873"), "proxy", implied=("10.0.0.5:8080", "r.example"),
+                           static={"r.example": ("10.1.1.1",)})
+    assert "127.0.0.1" in net.explicit
+    assert "10.0.0.5" not in net.explicit and "r.example" not in net.explicit
+    assert dict(net.pins)["r.example"] == ("10.1.1.1",)
+
+
+def test_url_credentials_and_host_path() -> None:
+    assert has_url_credentials("https://u:pass@registry.example/")
+    assert has_url_credentials("x https://token@h/ y")
+    assert not has_url_credentials("https://registry.example/@scope/pkg")
+    assert host_path("./node_modules/.bin:/p/node_modules/.bin::/usr/bin:bin", "/p", "/p") == "/usr/bin"
