@@ -219,8 +219,11 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
     project_rc = os.path.join(ctx.project_root, ".npmrc")
     if os.path.isfile(project_rc):
         masks = (File(project_rc, ""),)
+    # sbox's npm cache is not shown to package code: the download phase's logs and cache index
+    # hold registry URLs as configured, credentials included, from every project. An empty one.
+    empty_cache = Mount("", cache, readonly=False, kind="tmpfs")
     return Phase("scripts", argv, False, (), {**env, "npm_config_offline": "true"},
-                 secrets=passthrough(ctx, False), mounts=(cache_mount(cache, False), *readonly), files=masks,
+                 secrets=passthrough(ctx, False), mounts=(empty_cache, *readonly), files=masks,
                  reason=f"built-in {os.path.basename(argv[0])} policy: {why}",
                  writable=True if own else _modules(ctx))
 

@@ -16,7 +16,8 @@ from support import packages as pkg
 from support.boundary import Sbox, config
 from support.registries import NpmRegistry, PypiIndex
 
-# Node: what an install script can see, written into the project as dump-<profile>-<pid>.json.
+# Node: what an install script can see, written as node_modules/dump-<profile>-<pid>.json (the
+# scripts phase writes node_modules only).
 NODE_DUMP = r"""const fs = require("fs"), path = require("path");
 const files = {};
 function walk(d, depth) {
@@ -32,11 +33,12 @@ function walk(d, depth) {
   }
 }
 walk(process.env.HOME || "/nonexistent", 0); walk("/tmp", 0);
-const out = path.join(process.env.INIT_CWD, "dump-" + process.env.SBOX_PROFILE + "-" + process.pid + ".json");
+const out = path.join(process.env.INIT_CWD, "node_modules", "dump-" + process.env.SBOX_PROFILE + "-" + process.pid + ".json");
 fs.writeFileSync(out, JSON.stringify({env: process.env, files}));
 """
 
-# Python: the same, from a setup.py (run by pip download and again by the offline install).
+# Python: the same, from a setup.py (run by pip download and again by the offline install), written
+# into the venv (the only writable place of the offline install).
 PY_DUMP = r"""import json, os
 files = {}
 for top in (os.environ.get("HOME", "/nonexistent"), "/tmp"):
@@ -48,13 +50,17 @@ for top in (os.environ.get("HOME", "/nonexistent"), "/tmp"):
                     files[p] = open(p, encoding="latin-1").read()
             except OSError:
                 pass
-out = os.path.join(ROOT, "dump-%s-%d.json" % (os.environ.get("SBOX_PROFILE"), os.getpid()))
-open(out, "w").write(json.dumps({"env": dict(os.environ), "files": files}))
+out = os.path.join(ROOT, ".venv", "dump-%s-%d.json" % (os.environ.get("SBOX_PROFILE"), os.getpid()))
+try:  # the download phase cannot write the venv: only the offline install's dump is kept
+    open(out, "w").write(json.dumps({"env": dict(os.environ), "files": files}))
+except OSError:
+    pass
 """
 
 
 def _dumps(root: Path, profile: str) -> list[str]:
-    return [p.read_text() for p in root.glob(f"dump-{profile}-*.json")]
+    found = [p for where in ("", "node_modules/", ".venv/") for p in root.glob(f"{where}dump-{profile}-*.json")]
+    return [p.read_text() for p in found]
 
 
 def _clean_env() -> dict[str, str]:

@@ -166,14 +166,15 @@ def test_npm_custom_user_config_is_carried_into_the_download_phase(where: dict[s
     assert str(custom) not in mounts(s) and "npm_config_userconfig" not in s.secrets
 
 
-def test_npm_cache_is_writable_only_while_downloading_and_cafile_is_mounted(where: dict[str, Path]) -> None:
+def test_npm_cache_is_sbox_s_while_downloading_and_an_empty_one_for_scripts(where: dict[str, Path]) -> None:
     ca = write(where["elsewhere"] / "ca.pem", "pem")
     write(where["project"] / ".npmrc", f"cafile={ca}\n")
     d, s = two("npm install", ctx(where))
     cache = str(where["cache"] / "npm")
     assert d.env["npm_config_cache"] == cache == s.env["npm_config_cache"]
     assert mounts(d)[cache] == Mount(cache, cache, readonly=False, kind="cache")
-    assert mounts(s)[cache] == Mount(cache, cache, readonly=True, kind="cache")
+    # The shared cache holds registry URLs with their credentials (logs, index): never shown to scripts.
+    assert mounts(s)[cache] == Mount("", cache, readonly=False, kind="tmpfs")
     assert mounts(d)[str(ca)].readonly and mounts(s)[str(ca)].readonly
 
 
