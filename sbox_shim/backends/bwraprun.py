@@ -4,6 +4,11 @@ bwrap's own processes: the monitor we start (outside), pid 1 of the sandbox (bwr
 the command, pid 2. `--die-with-parent` chains them: when we die the monitor dies, when the monitor
 exits pid 1 dies, and with it the whole pid namespace, daemonised children included.
 
+The monitor ends when pid 1 reports the command's exit, which a stopped pid 1 (ptrace, SIGSTOP)
+never does. So we watch the command ourselves (a pidfd): once it has exited, whether or not that
+was reported, the sandbox has GRACE seconds to end; then we kill the monitor and pid 1, and with
+pid 1 everything in the namespace, stopped or not.
+
 bwrap does not forward signals, so we do: to the command itself, found through the pid namespace.
 `--json-status-fd` tells setup failures (no `exit-code` line) from the command's own exit status.
 
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import posix
 
+from sbox_shim.backends import procs
+
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     import signal as _signal  # the same functions, with types
@@ -24,7 +31,9 @@ else:
 
 RELAYED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH)
 DEFAULT_IN_CHILD = (_signal.SIGPIPE, _signal.SIGXFSZ)  # Python ignores these; the command must not
-KILL_GRACE = 5.0
+KILL_GRACE = 5.0  # after a timeout's SIGTERM, before SIGKILL
+GRACE = 2.0  # after the command's exit, for the sandbox to end on its own
+FIND_EVERY = 0.05  # how often to look for the command's pid until it is found
 HOST_DNS = ("/etc/resolv.conf", "/etc/hosts")
 
 
@@ -118,8 +127,8 @@ class Status:
         self.poll()
         if self.child_pid is None:
             return None
-        for pid in _children(self.child_pid):
-            if _ns_pid(pid) == 2:
+        for pid in procs.children(self.child_pid):
+            if procs.ns_pid(pid) == 2:
                 return pid
         return None
 
@@ -144,27 +153,6 @@ def _integer(line: bytes, key: bytes) -> int | None:
         return None
     digits = rest[1:].lstrip().split(b",")[0].split(b"}")[0].strip()
     return int(digits) if digits.isdigit() else None
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
-        return [int(p) for p in posix.listdir("/proc") if p.isdigit() and _status_field(int(p), "PPid") == [str(pid)]]
-
-
-def _ns_pid(pid: int) -> int | None:
-    fields = _status_field(pid, "NSpid")
-    return int(fields[-1]) if fields else None
-
-
-def _status_field(pid: int, key: str) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
-            return next((line.split()[1:] for line in f if line.startswith(key + ":")), [])
-    except OSError:
-        return []
 
 
 def command_line(path: str, options: Sequence[str], argv: Sequence[str]) -> tuple[list[str], list[int], Status]:
@@ -263,7 +251,7 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
     for signum in pending:
         posix.kill(pid, signum)
     try:
-        code = _wait(pid, timeout)
+        code, torn = _watch(pid, status, timeout)
         if code is None:
             _stop(pid, status)
             if warn:
@@ -272,10 +260,70 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
             return 124, None
     finally:
         _restore(previous)
+    if torn:
+        if warn:
+            warn(f"sbox: the sandbox did not end within {GRACE:g}s of the command's exit; it was killed\n")
+        status.close()
+        return (status.exit_code if status.exit_code is not None else 128 + _signal.SIGKILL), status
     status.finish()
     if code < 0:
         return 128 - code, None
     return (status.exit_code if status.exit_code is not None else code), status
+
+
+def _watch(pid: int, status: Status, timeout: float | None) -> tuple[int | None, bool]:
+    """Wait for bwrap: (its exit code, negative if killed by that signal, or None once `timeout`
+    has passed; whether sbox tore the sandbox down because it outlived the command by GRACE)."""
+    import select
+    import time
+
+    monitor = posix.pidfd_open(pid)
+    command = sandbox = -1  # pidfds of the command and of pid 1, once known
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ended: float | None = None  # when the command was seen to have exited
+    try:
+        while True:
+            if sandbox < 0 and status.child_pid is not None:
+                sandbox = procs.pidfd(status.child_pid)
+            found = status.command_pid() if command < 0 and ended is None else None
+            if found is not None:
+                command = procs.pidfd(found)
+            if ended is None and (status.exit_code is not None or command >= 0 and select.select([command], [], [], 0)[0]):
+                ended = time.monotonic()
+                if status.exit_code is None and found is not None:
+                    status.exit_code = procs.exit_code(found)
+            limits = [t for t in (deadline, None if ended is None else ended + GRACE) if t is not None]
+            wait = max(0.0, min(limits) - time.monotonic()) if limits else None
+            if command < 0 and ended is None:
+                wait = FIND_EVERY if wait is None else min(wait, FIND_EVERY)
+            fds = [fd for fd in (monitor, status.fd, -1 if ended is not None else command) if fd >= 0]
+            if monitor in select.select(fds, [], [], wait)[0]:
+                return posix.waitstatus_to_exitcode(posix.waitpid(pid, 0)[1]), False
+            status.poll()
+            now = time.monotonic()
+            if ended is not None and now >= ended + GRACE:
+                _kill(pid, sandbox)
+                return posix.waitstatus_to_exitcode(posix.waitpid(pid, 0)[1]), True
+            if deadline is not None and now >= deadline:
+                return None, False
+    finally:
+        for fd in (monitor, command, sandbox):
+            if fd >= 0:
+                posix.close(fd)
+
+
+def _kill(pid: int, sandbox: int) -> None:
+    """SIGKILL bwrap's monitor (its whole process group), then the sandbox's pid 1 and with it
+    every process in the pid namespace; a stopped process dies of SIGKILL all the same."""
+    try:
+        posix.killpg(pid, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if sandbox >= 0:
+        try:
+            _signal.pidfd_send_signal(sandbox, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _wait(pid: int, timeout: float | None) -> int | None:
