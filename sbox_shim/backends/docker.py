@@ -173,8 +173,9 @@ def owner() -> str:
 def reap_stale(client: Any) -> None:
     """Remove sbox containers whose sbox process died (SIGKILL leaves no chance to clean up)."""
     boot = owner().split(":")[0]
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        mark = container.labels.get(OWNER, "")
+    # sparse: no inspect per container, which fails on one that another run removes meanwhile
+    for container in client.containers.list(all=True, filters={"label": LABEL}, sparse=True):
+        mark = (container.attrs.get("Labels") or {}).get(OWNER, "")
         their_boot, _, pid = mark.partition(":")
         if their_boot == boot and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             _remove(container)
