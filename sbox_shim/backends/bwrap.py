@@ -16,8 +16,8 @@ from sbox_shim.plan import Step
 
 NAME = "bwrap"
 KNOWN_PATHS = ("/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap")
-REQUIRED_OPTIONS = ("--json-status-fd", "--args", "--perms", "--cap-drop", "--die-with-parent", "--ro-bind-data",
-                    "--seccomp")
+REQUIRED_OPTIONS = ("--json-status-fd", "--args", "--perms", "--size", "--cap-drop", "--die-with-parent",
+                    "--ro-bind-data", "--seccomp")
 
 
 def bwrap_path() -> str | None:

@@ -3,23 +3,26 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from sbox_shim.backends.scratch import scratch_bytes
 from sbox_shim.plan import Mount, Step
 
 SHARED_NET = ("dns", "open")  # policies that keep the host's network namespace
 HOSTNAME = "sbox"
 # Fresh kernel filesystems and scratch space every sandbox gets, whatever the plan says. `--dev`
-# is a tmpfs with the device nodes and a writable /dev/shm of its own: no second mount for it.
-SCRATCH = (
-    ("/proc", ["--proc", "/proc"]),
-    ("/dev", ["--dev", "/dev"]),
-    ("/tmp", ["--perms", "1777", "--tmpfs", "/tmp"]),
-    ("/var/tmp", ["--perms", "1777", "--tmpfs", "/var/tmp"]),
-)
+# is a tmpfs with the device nodes and a /dev/shm directory, of the kernel's default size: it is
+# made read-only in the end, and /dev/shm gets a sized tmpfs of its own.
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 # Kernel files Docker masks in /proc: the host's keyrings, timers, scheduler and memory. Each that
 # exists on the host (so in the sandbox's /proc, the same kernel's) gets /dev/null bound over it,
 # which bwrap mounts nodev: reading it is refused.
 MASKED_PROC = ("/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
                "/proc/latency_stats", "/proc/kcore", "/proc/sysrq-trigger")
+
+
+def scratch_args(size: int) -> list[tuple[str, list[str]]]:
+    """/proc, /dev and the scratch tmpfs, each at most `size` bytes (`--size` precedes its `--tmpfs`)."""
+    return [("/proc", ["--proc", "/proc"]), ("/dev", ["--dev", "/dev"])] + [
+        (target, ["--perms", "1777", "--size", str(size), "--tmpfs", target]) for target in SCRATCH]
 
 
 def namespace_args(uid: int, gid: int, share_net: bool, disable_userns: bool = True) -> list[str]:
@@ -50,9 +53,11 @@ def env_args(env: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = (),
-               masked: Sequence[str] = ()) -> list[str]:
+               masked: Sequence[str] = (), size: int | None = None) -> list[str]:
     """Scratch filesystems, the masked /proc files, the plan's mounts and our /etc files; parents
     before children.
+
+    Every tmpfs (scratch, the throwaway HOME) holds at most `size` bytes (default: `scratch_bytes`).
 
     `data` are our generated files and the copied ones as (target, fd). bwrap writes each into the
     sandbox's own root (`--file`, no mount, made read-only with the root), or where a bound host
@@ -61,13 +66,14 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
 
     The sort is stable and by depth only, so at one depth the later mount of a target wins.
     """
-    entries: list[tuple[str, list[str]]] = [(target, list(args)) for target, args in SCRATCH]
+    size = scratch_bytes(None) if size is None else size
+    entries = scratch_args(size)
     entries += [(target, ["--ro-bind", "/dev/null", target]) for target in masked]
     for m in mounts:
         if m.kind == "symlink":
             entries.append((m.target, ["--symlink", m.source, m.target]))
         elif m.kind == "tmpfs":
-            entries.append((m.target, ["--tmpfs", m.target]))
+            entries.append((m.target, ["--size", str(size), "--tmpfs", m.target]))
         elif m.kind == "copy":
             continue  # in `data`
         else:
@@ -79,7 +85,8 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
         entries.append((target, ["--perms", "0644", how, str(fd), target]))
     entries.sort(key=lambda e: _depth(e[0]))
     args = [a for _, group in entries for a in group]
-    return args + ["--remount-ro", "/"]  # the root holds only mount points: read-only, as in docker
+    # the root holds only mount points: read-only, as in docker; /dev too, a tmpfs bwrap cannot size
+    return args + ["--remount-ro", "/dev", "--remount-ro", "/"]
 
 
 def _depth(target: str) -> int:
@@ -99,7 +106,7 @@ def bwrap_options(step: Step, data: Sequence[tuple[str, int | str]] = (), disabl
         *namespace_args(step.uid, step.gid, step.network.policy in SHARED_NET, disable_userns),
         *(["--seccomp", str(seccomp)] if seccomp is not None else []),
         *env_args(step.env if env is None else env),
-        *mount_args(step.mounts, data, masked),
+        *mount_args(step.mounts, data, masked, scratch_bytes(step.limits.memory)),
         "--chdir", step.cwd,
     ]
 

@@ -4,6 +4,9 @@ bwrap's own processes: the monitor we start (outside), pid 1 of the sandbox (bwr
 the command, pid 2. `--die-with-parent` chains them: when we die the monitor dies, when the monitor
 exits pid 1 dies, and with it the whole pid namespace, daemonised children included.
 
+The monitor ends when pid 1 reports the command's exit, which a stopped pid 1 never does:
+bwrapend.py watches the command itself and ends the sandbox GRACE seconds after its exit.
+
 bwrap does not forward signals, so we do: to the command itself, found through the pid namespace.
 `--json-status-fd` tells setup failures (no `exit-code` line) from the command's own exit status.
 
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import posix
 
+from sbox_shim.backends import procs
+from sbox_shim.backends.bwrapend import GRACE, readable, stop, watch
+
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     import signal as _signal  # the same functions, with types
@@ -24,7 +30,6 @@ else:
 
 RELAYED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGWINCH)
 DEFAULT_IN_CHILD = (_signal.SIGPIPE, _signal.SIGXFSZ)  # Python ignores these; the command must not
-KILL_GRACE = 5.0
 HOST_DNS = ("/etc/resolv.conf", "/etc/hosts")
 
 
@@ -86,7 +91,7 @@ class Status:
 
     def poll(self, wait: float = 0.0) -> None:
         while self.fd >= 0:
-            if wait and not _readable(self.fd, wait):
+            if wait and not readable(self.fd, wait):
                 return
             try:
                 chunk = posix.read(self.fd, 65536)
@@ -118,8 +123,8 @@ class Status:
         self.poll()
         if self.child_pid is None:
             return None
-        for pid in _children(self.child_pid):
-            if _ns_pid(pid) == 2:
+        for pid in procs.children(self.child_pid):
+            if procs.ns_pid(pid) == 2:
                 return pid
         return None
 
@@ -127,12 +132,6 @@ class Status:
         if self.fd >= 0:
             posix.close(self.fd)
             self.fd = -1
-
-
-def _readable(fd: int, wait: float) -> bool:
-    import select  # only when waiting: loading it costs more than the warm path's checks
-
-    return bool(select.select([fd], [], [], wait)[0])
 
 
 def _integer(line: bytes, key: bytes) -> int | None:
@@ -144,27 +143,6 @@ def _integer(line: bytes, key: bytes) -> int | None:
         return None
     digits = rest[1:].lstrip().split(b",")[0].split(b"}")[0].strip()
     return int(digits) if digits.isdigit() else None
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
-        return [int(p) for p in posix.listdir("/proc") if p.isdigit() and _status_field(int(p), "PPid") == [str(pid)]]
-
-
-def _ns_pid(pid: int) -> int | None:
-    fields = _status_field(pid, "NSpid")
-    return int(fields[-1]) if fields else None
-
-
-def _status_field(pid: int, key: str) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
-            return next((line.split()[1:] for line in f if line.startswith(key + ":")), [])
-    except OSError:
-        return []
 
 
 def command_line(path: str, options: Sequence[str], argv: Sequence[str]) -> tuple[list[str], list[int], Status]:
@@ -263,53 +241,24 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
     for signum in pending:
         posix.kill(pid, signum)
     try:
-        code = _wait(pid, timeout)
+        code, torn = watch(pid, status, timeout)
         if code is None:
-            _stop(pid, status)
+            stop(pid, status)
             if warn:
                 warn(f"sbox: timed out after {timeout:g}s; the sandbox was killed\n")
             status.close()
             return 124, None
     finally:
         _restore(previous)
+    if torn:
+        if warn:
+            warn(f"sbox: the sandbox did not end within {GRACE:g}s of the command's exit; it was killed\n")
+        status.close()
+        return (status.exit_code if status.exit_code is not None else 128 + _signal.SIGKILL), status
     status.finish()
     if code < 0:
         return 128 - code, None
     return (status.exit_code if status.exit_code is not None else code), status
-
-
-def _wait(pid: int, timeout: float | None) -> int | None:
-    """bwrap's exit code (negative: killed by that signal), or None once `timeout` has passed."""
-    if timeout is None:
-        return posix.waitstatus_to_exitcode(posix.waitpid(pid, 0)[1])
-    import time
-
-    pidfd = posix.pidfd_open(pid)
-    try:
-        deadline = time.monotonic() + timeout
-        while not _readable(pidfd, max(0.0, deadline - time.monotonic())):
-            if time.monotonic() >= deadline:
-                return None
-        return posix.waitstatus_to_exitcode(posix.waitpid(pid, 0)[1])
-    finally:
-        posix.close(pidfd)
-
-
-def _stop(pid: int, status: Status) -> None:
-    """SIGTERM to the command, then SIGKILL to bwrap (which takes the whole pid namespace along)."""
-    target = status.command_pid()
-    if target is not None:
-        try:
-            posix.kill(target, _signal.SIGTERM)
-            if _wait(pid, KILL_GRACE) is not None:
-                return
-        except ProcessLookupError:
-            pass
-    try:
-        posix.kill(pid, _signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    posix.waitpid(pid, 0)
 
 
 def _install(handler: Callable[[int, object], None]) -> dict[int, object]:

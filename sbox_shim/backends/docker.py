@@ -13,6 +13,8 @@ from typing import Any
 
 from sbox_shim.backends import seccomp
 from sbox_shim.backends.dockerio import attach_and_run
+from sbox_shim.backends.dockerwatch import DONE
+from sbox_shim.backends.scratch import scratch_bytes
 from sbox_shim.errors import SandboxError
 from sbox_shim.plan import DNS_SINKHOLE, Mount, Step
 
@@ -20,6 +22,9 @@ NAME = "docker"
 BASE_IMAGE = "sbox-base:1"  # tagged with a digest of the host's top-level links
 LABEL = "io.sbox.run"
 OWNER = "io.sbox.owner"
+_WATCHERS: list[int] = []  # reaped when the next step starts one, or by init after sbox
+# sbox's own package first in place of the working directory (the project's), which `-c` would put there
+WATCHER = "import sys; sys.path[0] = sys.argv.pop(1); from sbox_shim.backends.dockerwatch import main; raise SystemExit(main())"
 INIT_PATHS = ("/usr/bin/docker-init", "/usr/bin/tini", "/usr/bin/tini-static")
 DNS_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
@@ -93,17 +98,13 @@ def _add(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: 
     tar.addfile(info, io.BytesIO(data) if data else None)
 
 
-# The container's tie to the sbox process: a FIFO whose only writer is sbox. When sbox dies, even
-# by SIGKILL, the read sees EOF and every process in the container is killed.
-LIFELINE = "/.sbox/lifeline"
-LIFELINE_SH = f'(read _ < {LIFELINE}; kill -KILL -1) 2>/dev/null & exec "$@"'
-
-
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool) -> dict[str, Any]:
     """The keyword arguments for `containers.create`: a pure function of the step."""
     from docker.types import Mount as DockerMount
 
     net = step.network
+    size = scratch_bytes(step.limits.memory)
+    scratch = f"rw,exec,nosuid,nodev,mode=1777,size={size}"
     mounts = []
     for m in list(step.mounts) + file_mounts:
         if m.kind == "symlink":
@@ -111,12 +112,11 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
         if net.policy in ("dns", "open") and m.target in DNS_FILES:
             continue  # Docker writes them: from dns= and extra_hosts (the spec's mechanism), or the host's
         if m.kind == "tmpfs":
-            mounts.append(DockerMount(m.target, None, type="tmpfs", tmpfs_mode=0o1777))
+            mounts.append(DockerMount(m.target, None, type="tmpfs", tmpfs_mode=0o1777, tmpfs_size=size))
         else:
             mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
     init = _host_init() if not step.image else None
-    lifeline = any(m.target == LIFELINE for m in file_mounts)
-    argv = ["/bin/sh", "-c", LIFELINE_SH, "sbox-lifeline", *step.argv] if lifeline else list(step.argv)
+    argv = list(step.argv)
     config: dict[str, Any] = dict(
         image=image,
         command=[init, "--", *argv] if init else argv,
@@ -125,7 +125,8 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
         working_dir=step.cwd,
         environment=dict(step.env),
         mounts=mounts,
-        tmpfs={"/tmp": "rw,exec,nosuid,nodev,mode=1777", "/var/tmp": "rw,exec,nosuid,nodev,mode=1777"},
+        tmpfs={"/tmp": scratch, "/var/tmp": scratch},
+        shm_size=size,
         read_only=True,
         cap_drop=["ALL"],
         security_opt=(["no-new-privileges"] if step.no_new_privileges else []) + [seccomp.docker_security_opt()],
@@ -173,8 +174,9 @@ def owner() -> str:
 def reap_stale(client: Any) -> None:
     """Remove sbox containers whose sbox process died (SIGKILL leaves no chance to clean up)."""
     boot = owner().split(":")[0]
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
-        mark = container.labels.get(OWNER, "")
+    # sparse: no inspect per container, which fails on one that another run removes meanwhile
+    for container in client.containers.list(all=True, filters={"label": LABEL}, sparse=True):
+        mark = (container.attrs.get("Labels") or {}).get(OWNER, "")
         their_boot, _, pid = mark.partition(":")
         if their_boot == boot and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             _remove(container)
@@ -189,12 +191,9 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
         _ensure_image(client, step.image)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     name = f"sbox-{os.getpid()}-{secrets.token_hex(4)}"
-    fifo = os.path.join(run_dir, f"lifeline-{index}")
-    os.mkfifo(fifo, 0o600)
-    keep = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # never blocks; closed by the kernel if we die
+    lifeline = _lifeline(name)
     try:
-        files = materialize(step, run_dir, index) + [Mount(fifo, LIFELINE)]
-        config = container_config(step, files, name, image, tty)
+        config = container_config(step, materialize(step, run_dir, index), name, image, tty)
         try:
             container = client.containers.create(**config)
         except Exception as exc:
@@ -203,8 +202,34 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
             return attach_and_run(client, container, tty, step.limits.timeout)
         finally:
             _remove(container)
+    finally:  # sbox cleaned up itself: the watcher has nothing to do
+        try:
+            os.write(lifeline, DONE)
+        except OSError:
+            pass
+        os.close(lifeline)
+
+
+def _lifeline(name: str) -> int:
+    """Start the host-side watcher that removes container `name` if sbox dies (dockerwatch.py);
+    returns the pipe to it, which only this process holds."""
+    for pid in list(_WATCHERS):  # earlier steps' watchers, done by now
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            _WATCHERS.remove(pid)
+    read, write = os.pipe()
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        with open(os.devnull, "r+b") as null:
+            pid = os.posix_spawn(sys.executable, [sys.executable, "-c", WATCHER, package, name], os.environ,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, read, 0), (os.POSIX_SPAWN_DUP2, null.fileno(), 1),
+                                               (os.POSIX_SPAWN_DUP2, null.fileno(), 2)], setsid=True)
+    except OSError as exc:
+        os.close(write)
+        raise SandboxError(f"cannot start sbox's watcher of the docker sandbox: {exc}") from None
     finally:
-        os.close(keep)
+        os.close(read)
+    _WATCHERS.append(pid)
+    return write
 
 
 def _ensure_image(client: Any, image: str) -> None:

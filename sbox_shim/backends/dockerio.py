@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+GRACE = 2.0  # after the command's exit, for the container to end on its own
+LOOK_EVERY = 0.05  # how often to look at the command's process while it runs
 
 
 def attach_and_run(client: Any, container: Any, tty: bool, timeout: float | None) -> int:
@@ -24,12 +26,7 @@ def attach_and_run(client: Any, container: Any, tty: bool, timeout: float | None
         _start(container)
         out.start()
         inp.start()
-        try:
-            status = container.wait(timeout=timeout) if timeout else container.wait()
-            code = int(status.get("StatusCode", 125))
-        except Exception:  # timed out: requests raises its own ReadTimeout / ConnectionError
-            _kill(container, "SIGKILL")
-            code = 124
+        code = _wait(container, timeout)
         out.join(timeout=10)
         stop.set()
     try:
@@ -37,6 +34,113 @@ def attach_and_run(client: Any, container: Any, tty: bool, timeout: float | None
     except OSError:
         pass
     return code
+
+
+def _wait(container: Any, timeout: float | None) -> int:
+    """The command's exit code, or 124 once `timeout` has passed (the container killed).
+
+    The container ends when its init does; a command can stop that init (ptrace) and exit, and the
+    wait would never return. So where the daemon's processes are ours to see, the command itself is
+    watched: once it has exited, the container has GRACE seconds to end, then it is killed."""
+    import time
+
+    done = threading.Event()
+    result: list[int | None] = []
+
+    def wait() -> None:
+        try:
+            result.append(int(container.wait().get("StatusCode", 125)))
+        except Exception:  # the daemon went away
+            result.append(None)
+        finally:
+            done.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    command = _Command(container)
+    try:
+        while not done.wait(_step(command, deadline, time.monotonic())):
+            code = _check(container, command, deadline, time.monotonic(), done)
+            if code is not None:
+                return code
+    finally:
+        command.close()
+    if result[0] is None:
+        _kill(container, "SIGKILL")
+        sys.stderr.write("sbox: lost the Docker daemon while the command ran; the sandbox was killed\n")
+        return 125
+    return result[0]
+
+
+def _step(command: _Command, deadline: float | None, now: float) -> float | None:
+    """How long to wait for the container before looking again."""
+    ends = [t for t in (deadline, None if command.exited_at is None else command.exited_at + GRACE) if t is not None]
+    wait = max(0.0, min(ends) - now) if ends else None
+    if command.watching:
+        wait = LOOK_EVERY if wait is None else min(wait, LOOK_EVERY)
+    return wait
+
+
+def _check(container: Any, command: _Command, deadline: float | None, now: float, done: threading.Event) -> int | None:
+    """The exit code once sbox has ended the container itself (a timeout, a lingering sandbox)."""
+    if command.exited_at is not None and now >= command.exited_at + GRACE:
+        sys.stderr.write(f"sbox: the sandbox did not end within {GRACE:g}s of the command's exit; it was killed\n")
+        _kill(container, "SIGKILL")
+        done.wait(GRACE)
+        return command.code if command.code is not None else 128 + signal.SIGKILL
+    if deadline is not None and now >= deadline:
+        _kill(container, "SIGKILL")
+        return 124
+    command.look()
+    return None
+
+
+class _Command:
+    """The command's process as the host sees it: the child of the container's init. Found only
+    when the daemon runs in this pid namespace (the init's cgroup names the container)."""
+
+    def __init__(self, container: Any) -> None:
+        from sbox_shim.backends import procs
+
+        self.procs = procs
+        self.pidfd = -1
+        self.pid = 0
+        self.code: int | None = None
+        self.exited_at: float | None = None
+        try:
+            container.reload()
+            self.init = int(container.attrs["State"]["Pid"] or 0)
+            with open(f"/proc/{self.init}/cgroup", encoding="utf-8") as f:
+                if container.id not in f.read():
+                    self.init = 0
+        except (Exception, OSError):
+            self.init = 0
+
+    @property
+    def watching(self) -> bool:
+        """Still to be found, or found and running."""
+        return bool(self.init) and self.exited_at is None
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def look(self) -> None:
+        import time
+
+        if not self.watching:
+            return
+        if self.pidfd < 0:
+            found = self.procs.children(self.init)
+            if found:
+                self.pid, self.pidfd = found[0], self.procs.pidfd(found[0])
+            if self.pidfd < 0:
+                return
+        if self.pidfd >= 0 and self.exited_at is None and select.select([self.pidfd], [], [], 0)[0]:
+            self.exited_at = time.monotonic()
+            self.code = self.procs.exit_code(self.pid)
+            self.close()
 
 
 def _start(container: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sbox_shim.backends.bwrapargs import bwrap_argv, bwrap_options, mount_args
+from sbox_shim.backends.scratch import scratch_bytes
 from sbox_shim.plan import Limits, Mount, Network, Step
 
 PROJECT = "/home/u/project"
@@ -84,8 +85,25 @@ def test_mount_kinds() -> None:
     assert (f"{PROJECT}/sbox.yaml", f"{PROJECT}/sbox.yaml") in _pairs(options, "--ro-bind", 2)
     assert ("0644", "--file", "7", "/etc/resolv.conf") in _pairs(options, "--perms", 4)
     tmpfs = [t for (t,) in _pairs(options, "--tmpfs")]
-    assert {"/tmp", "/var/tmp", "/home/u"} <= set(tmpfs)  # /dev/shm comes with --dev
-    assert ("1777", "--tmpfs", "/tmp") in _pairs(options, "--perms", 3)
+    assert {"/tmp", "/var/tmp", "/home/u", "/dev/shm"} <= set(tmpfs)
+    assert ("1777", "--size", str(scratch_bytes(None)), "--tmpfs", "/tmp") in _pairs(options, "--perms", 5)
+
+
+def test_every_tmpfs_is_sized_by_the_memory_limit() -> None:
+    """A tmpfs's size must come right before it (bwrap: `--size` applies to the next `--tmpfs`)."""
+    options = bwrap_options(_step(limits=Limits(memory=64 << 20)), FILES)
+    sized = [(options[i - 1], options[i + 1]) for i, o in enumerate(options) if o == "--tmpfs"]
+    assert sized == [(str(32 << 20), t) for _, t in sized] and len(sized) == 4
+    assert options.index("--tmpfs") > options.index("--dev")  # /dev/shm over --dev's own directory
+    last = options.index("--remount-ro")  # after every mount; /dev's own tmpfs cannot be sized
+    assert options[last:last + 4] == ["--remount-ro", "/dev", "--remount-ro", "/"] and last > options.index("--tmpfs")
+
+
+def test_default_scratch_is_a_gib_or_an_eighth_of_the_ram_never_above_a_quarter() -> None:
+    assert scratch_bytes(None, ram=2 << 30) == 512 << 20
+    assert scratch_bytes(None, ram=4 << 30) == 1 << 30
+    assert scratch_bytes(None, ram=64 << 30) == 8 << 30
+    assert scratch_bytes(256 << 20, ram=64 << 30) == 128 << 20
 
 
 def test_nothing_of_the_host_run_or_home_is_bound() -> None:

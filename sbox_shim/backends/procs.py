@@ -1,0 +1,55 @@
+"""What /proc says about a sandbox's processes, read from the host: children, the pid a process
+has in its own namespace, the exit status of one that is dead but not yet reaped.
+
+Imported on sbox's warm path (through bwraprun): posix and builtins only.
+"""
+from __future__ import annotations
+
+import posix
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
+        return [int(p) for p in posix.listdir("/proc") if p.isdigit() and status_field(int(p), "PPid") == [str(pid)]]
+
+
+def ns_pid(pid: int) -> int | None:
+    """The pid this process has in its innermost pid namespace."""
+    fields = status_field(pid, "NSpid")
+    return int(fields[-1]) if fields else None
+
+
+def status_field(pid: int, key: str) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as f:
+            return next((line.split()[1:] for line in f if line.startswith(key + ":")), [])
+    except OSError:
+        return []
+
+
+def exit_code(pid: int) -> int | None:
+    """A zombie's exit code as a shell reports it (128 + N when killed by signal N), from the
+    `exit_code` field of /proc/PID/stat: its parent may never reap it (a stopped pid 1)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    if len(fields) < 50 or fields[0] not in ("Z", "X") or not fields[49].isdigit():
+        return None
+    try:
+        code = posix.waitstatus_to_exitcode(int(fields[49]))
+    except ValueError:
+        return None
+    return 128 - code if code < 0 else code
+
+
+def pidfd(pid: int) -> int:
+    """A pidfd for `pid`, or -1 if it is gone: readable once the process has exited."""
+    try:
+        return posix.pidfd_open(pid)
+    except OSError:
+        return -1
