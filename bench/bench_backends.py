@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
 import results_file  # noqa: E402
+import trusting  # noqa: E402
 
 SANDBOX_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n"
 HOST_CONFIG = "version: 1\nprofiles:\n  default:\n    mode: host\n"
@@ -122,6 +123,7 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
     }
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
+    trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml")
     script = sbox_executable()
     from sbox_shim import launcher
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import results_file  # noqa: E402
+import trusting  # noqa: E402
 from support.packages import npm_package  # noqa: E402
 from support.registries import NpmRegistry  # noqa: E402
 
@@ -83,6 +84,7 @@ def one_run(way: str, work: Path, registry: NpmRegistry, top: dict[str, str], en
         run_env = dict(env, npm_config_cache=str(work / "direct-cache"))
     else:
         (project / "sbox.yaml").write_text("version: 1\n")
+        trusting.trust(env, project / "sbox.yaml", project / ".npmrc")
         argv = [sbox_command(), "run", "--backend", way, "--", "npm", "install"]
         run_env = env
     start = time.perf_counter()
@@ -119,7 +121,9 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if not k.lower().startswith(("npm_config_", "sbox_"))}
         env.update(HOME=str(home), SBOX_QUIET="1", SBOX_CACHE_DIR=str(work / "sbox-cache"),
                    SBOX_STATE_DIR=str(work / "sbox-state"), SBOX_USER_CONFIG=str(work / "none.yaml"),
-                   npm_config_update_notifier="false")
+                   npm_config_update_notifier="false",
+                   # the user names the loopback registry (a project .npmrc's never reaches loopback)
+                   npm_config_registry=f"{registry.url}/")
         for way in ways:  # warm-up: npm's cache, docker's base image, the page cache
             one_run(way, work, registry, top, env, -1)
         for run in range(args.runs):

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
 import results_file  # noqa: E402
+import trusting  # noqa: E402
 
 from sbox_shim import shims  # noqa: E402
 
@@ -64,6 +65,7 @@ def setup(base: Path) -> tuple[dict[str, tuple[list[str], Path]], dict[str, str]
         "SBOX_STATE_DIR": str(base / "state"),
         "SBOX_USER_CONFIG": str(base / "user-config.yaml"),
     }
+    trusting.trust(env, base / "opted" / "sbox.yaml")
     variants = {
         "direct": ([str(real / "npm"), "--version"], plain),
         "passthrough": (["npm", "--version"], plain),
