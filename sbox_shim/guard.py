@@ -10,6 +10,7 @@ quarantine.py moves what this finds.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,17 @@ from typing import Iterator, Mapping, Sequence
 from sbox_shim.layout import PROTECTED
 from sbox_shim.plan import Mount
 
-HOST_EXECUTED = (".husky", ".envrc", ".pre-commit-config.yaml", "Makefile")
+# At the project's top: files the host runs or reads as code later (git hooks and their managers,
+# direnv and dotenv, make in all its spellings, editors', dev containers' and agents' tasks).
+HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.yaml", "Makefile", "makefile",
+                 "GNUmakefile", "lefthook.yml", "lefthook.yaml", ".lefthook.yml", ".lefthook.yaml",
+                 ".lintstagedrc", ".lintstagedrc.json", ".lintstagedrc.js", ".lintstagedrc.cjs",
+                 ".lintstagedrc.mjs", ".lintstagedrc.yaml", ".lintstagedrc.yml", "lint-staged.config.js",
+                 "lint-staged.config.cjs", "lint-staged.config.mjs", ".mcp.json", ".devcontainer", ".zed",
+                 "mise.toml", ".mise.toml", ".tool-versions")
+# At any depth: git runs a repository's config (core.fsmonitor, hooks) wherever a `.git` is, and
+# direnv loads an `.envrc` in any directory the user enters.
+NESTED = (".git", ".envrc")
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
@@ -106,7 +117,21 @@ def hooks_path(root: str) -> str | None:
 def watched(root: str) -> list[str]:
     names = [*PROTECTED, *HOST_EXECUTED]
     hooks = hooks_path(root)
-    return list(dict.fromkeys(names + ([hooks] if hooks else [])))
+    return list(dict.fromkeys(names + ([anchor(root, hooks)] if hooks else [])))
+
+
+def anchor(root: str, rel: str) -> str:
+    """`rel`, or its first component that is a link: what lies beyond a link is not the
+    project's, and the guard never follows one (a planted `tools -> /elsewhere` is itself what
+    it moves)."""
+    parts = rel.split("/")
+    for i in range(1, len(parts)):
+        try:
+            if stat.S_ISLNK(os.lstat(os.path.join(root, *parts[:i])).st_mode):
+                return "/".join(parts[:i])
+        except OSError:
+            return rel
+    return rel
 
 
 def _entry(path: str, st: os.stat_result, keep: bool) -> Entry:
@@ -184,8 +209,9 @@ def after(snapshot: Before, mounts: Sequence[Mount]) -> list[Change]:
         for rel, entry in special_files(root, part, skip, snapshot.started_ns):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
-                changes[rel] = Change(rel, "changed" if old else "created", entry,
-                                      "setuid" if entry.kind == "file" else entry.kind)
+                why = os.path.basename(rel) if os.path.basename(rel) in NESTED else \
+                    "setuid" if entry.kind == "file" else entry.kind
+                changes[rel] = Change(rel, "changed" if old else "created", entry, why)
     return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
 
 
@@ -202,32 +228,48 @@ def _differs(old: Entry, new: Entry) -> bool:
 
 
 def special_files(root: str, top: str, skip: frozenset[str], since_ns: int) -> Iterator[tuple[str, Entry]]:
-    """Setuid/setgid files, sockets and FIFOs under `top` whose inode changed at or after
-    `since_ns`: one lstat per entry, no link followed, read-only mounts not entered."""
+    """What a step left anywhere under `top` that the host would act on, judged by inodes that
+    changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, and a `.git` or `.envrc`
+    at any depth (NESTED; a directory is yielded whole, not entered). One lstat per entry, no link
+    followed, read-only mounts not entered. A directory too deep to open by path (a tree built to
+    outrun PATH_MAX) is yielded itself, so it is moved, not skipped."""
     stack = [top]
     while stack:
         directory = stack.pop()
         try:
             it = os.scandir(directory)
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                yield _too_deep(root, directory)
             continue
         with it:
             for e in it:
-                if e.is_dir(follow_symlinks=False):
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError as exc:
+                    if exc.errno == errno.ENAMETOOLONG:
+                        yield _too_deep(root, e.path)
+                    continue
+                fmt = stat.S_IFMT(st.st_mode)
+                nested = e.name in NESTED and st.st_ctime_ns >= since_ns and e.path not in skip
+                if fmt == stat.S_IFDIR and not nested:
                     if e.path not in skip:
                         stack.append(e.path)
                     continue
-                if e.is_symlink():
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                fmt = stat.S_IFMT(st.st_mode)
-                special = fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
+                special = nested or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
                     fmt == stat.S_IFREG and st.st_mode & (stat.S_ISUID | stat.S_ISGID))
                 if special and st.st_ctime_ns >= since_ns:
                     yield os.path.relpath(e.path, root), _entry(e.path, st, keep=False)
+
+
+def _too_deep(root: str, directory: str) -> tuple[str, Entry]:
+    """An ancestor of `directory` well within reach of a path (at most 64 levels down, where no
+    real tree goes): moved whole, with everything under it."""
+    rel = os.path.relpath(directory, root)
+    parts = rel.split("/")
+    cut = "/".join(parts[:min(max(1, len(parts) // 2), 64)])
+    st = os.lstat(os.path.join(root, cut))
+    return cut, _entry(os.path.join(root, cut), st, keep=False)
 
 
 def script_changes(snapshot: Before) -> list[str]:

@@ -36,15 +36,23 @@ profiles:
     mode: sandbox             # sandbox | host (host = explicitly unsandboxed)
     network: on
     network_allow:{allow}
-    writable: true            # the project directory is writable inside
+    writable: {download_writes}
     no_new_privileges: true
   # Running install scripts and builds: no network at all.
   scripts:
     mode: sandbox
     network: off
-    writable: true
+    writable: {scripts_writes}
     no_new_privileges: true
 """
+# What each profile may write in the project (true: all of it but .git and the other protected
+# paths; false: nothing; a list: those paths only). Least privilege by default.
+WRITES = {
+    "npm": ("[node_modules/, package.json, package-lock.json]   # the rest of the project stays read-only",
+            "[node_modules/]         # dependencies' install scripts write their own packages only"),
+    "other": ("false                   # list what it may write, e.g. [target, Cargo.lock]",
+              "false"),
+}
 
 _DISPATCH = """
 # Rules are tried in order; the first pattern that matches the command line wins (`*` = any text).
@@ -92,7 +100,9 @@ def render(ecosystems: tuple[str, ...]) -> str:
         for i, entry in enumerate(REGISTRIES[name]):
             quoted = f'"{entry}"'
             lines.append(f"      - {quoted:<28}# {name}" if i == 0 else f"      - {quoted}")
-    text = _HEAD.format(allow="\n" + "\n".join(lines), example=EXAMPLES[chosen[0]])
+    download, scripts = WRITES["npm" if "npm" in chosen else "other"]
+    text = _HEAD.format(allow="\n" + "\n".join(lines), example=EXAMPLES[chosen[0]],
+                        download_writes=download, scripts_writes=scripts)
     return text + (_DISPATCH if "npm" in chosen else _NO_DISPATCH)
 
 

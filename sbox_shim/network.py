@@ -34,6 +34,7 @@ def build_network(
     names: list[str] = []
     explicit: list[str] = []
     ports: dict[str, set[int]] = {}
+    bare: set[str] = set()
     for raw in allow:
         entry = parse_entry(raw)
         expanded = expand(entry)
@@ -48,6 +49,10 @@ def build_network(
             names.append(name)
             if entry.port is not None:
                 ports.setdefault(name, set()).add(entry.port)
+            else:
+                bare.add(name)
+    for name in bare & set(ports):  # `reg` and `reg:8080` both listed: the default ports stay
+        ports[name] |= {80, 443}
     from sbox_shim.resolve import resolve_all, system_resolver  # threads and sockets: only here
 
     literal = {n: (n,) for n in names if _is_ip(n)}

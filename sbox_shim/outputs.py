@@ -83,7 +83,10 @@ def unstage(made: Sequence[Placeholder], err: TextIO | None = None) -> None:
         try:
             with open(p.source, "rb") as f:
                 data = f.read()
-                mode = os.fstat(f.fileno()).st_mode & 0o777  # an executable output stays one; no setuid
+                # The placeholder's own mode (the user's umask), executable if the output was made
+                # so; never setuid.
+                made_exec = os.fstat(f.fileno()).st_mode & 0o100
+                mode = (st.st_mode & 0o666) | (((st.st_mode & 0o444) >> 2) if made_exec else 0)
             if not data and p.created:
                 os.unlink(p.target)
                 continue

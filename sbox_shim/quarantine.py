@@ -37,7 +37,10 @@ def _move(source: str, target: str) -> None:
             raise
     st = os.lstat(source)
     if stat.S_ISDIR(st.st_mode):
-        shutil.copytree(source, target, symlinks=True, ignore=_specials)
+        try:
+            shutil.copytree(source, target, symlinks=True, ignore=_specials)
+        except RecursionError:  # a tree built deeper than a copy can follow: left where it is
+            raise OSError(errno.ELOOP, f"{source} is too deep to copy across filesystems") from None
         shutil.rmtree(source)
     elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
         shutil.copy2(source, target, follow_symlinks=False)
@@ -75,6 +78,21 @@ def _put_back(root: str, rel: str, snapshot: Before) -> bool:
     return True
 
 
+def _parents_or_missing(root: str, rel: str) -> bool:
+    """Every directory between root and rel that exists is a real directory (none is a link)."""
+    here = root
+    for part in rel.split("/")[:-1]:
+        here = os.path.join(here, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(here).st_mode):
+                return False
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+    return True
+
+
 def _real_parents(root: str, rel: str) -> bool:
     """Every directory between root and rel is a real directory (no link to follow)."""
     here = root
@@ -109,6 +127,8 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
     for change in changes:
         inside = any(change.path.startswith(m + "/") for m in moved)
         restored = False
+        if not inside and not _real_parents(snapshot.root, change.path):
+            raise OSError(errno.ELOOP, f"{change.path}: a directory above it is a link; not followed")
         if not inside:
             source = os.path.join(snapshot.root, change.path)
             _move(source, os.path.join(where, "files", change.path))
@@ -126,8 +146,8 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
 def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
     for r in records:
-        if r["kind"] == "dir" and r["what"] == "created":
-            continue  # its files have a line each
+        if r["kind"] == "dir" and r["what"] == "created" and r["why"] == "host-executed":
+            continue  # a watched directory: its files have a line each (a moved-whole one has its own)
         what = f"{r['what']} by the sandbox" + (f", {r['why']}" if r["why"] != "host-executed" else "")
         if r["what"] == "changed":
             what += "; the previous version is back" if r["previous_restored"] else "; no previous version kept"
@@ -179,6 +199,11 @@ def cmd_restore(state_dir: str, ident: str, force: bool, err: TextIO = sys.stder
     tops = [p for p in tops if not any(p.startswith(t + "/") for t in tops)]
     if not tops:
         err.write(f"sbox: quarantine {ident} holds nothing left to restore\n")
+        return 1
+    unsafe = [p for p in tops if p.startswith("/") or ".." in p.split("/") or not _parents_or_missing(root, p)]
+    if unsafe:
+        err.write(f"sbox: not restored: a directory above {', '.join(unsafe)} in {root} is not a real directory "
+                  "(a link?); sbox never restores through one: replace it with a directory, then try again\n")
         return 1
     taken = [p for p in tops if os.path.lexists(os.path.join(root, p))]
     if taken and not force:

@@ -45,7 +45,13 @@ def test_written_file_loads_with_the_real_loader(tmp_path: Path, ecosystems: tup
     download, scripts = cfg.profiles["download"], cfg.profiles["scripts"]
     expected = [e for name in (ecosystems or tuple(init.REGISTRIES)) for e in init.REGISTRIES[name]]
     assert list(download.network_allow) == expected
-    assert download.network and download.writable and download.no_new_privileges
+    assert download.network and download.no_new_privileges
+    # Least privilege: an npm project's profiles write node_modules (and the manifests), others nothing.
+    if "npm" in ecosystems or not ecosystems:
+        assert download.writable == ("node_modules/", "package.json", "package-lock.json")
+        assert scripts.writable == ("node_modules/",)
+    else:
+        assert download.writable is False and scripts.writable is False
     assert download.mode == scripts.mode == "sandbox"
     assert not scripts.network
     out = capsys.readouterr().out

@@ -172,3 +172,11 @@ def test_url_credentials_and_host_path() -> None:
     assert has_url_credentials("x https://token@h/ y")
     assert not has_url_credentials("https://registry.example/@scope/pkg")
     assert host_path("./node_modules/.bin:/p/node_modules/.bin::/usr/bin:bin", "/p", "/p") == "/usr/bin"
+
+
+def test_a_name_listed_bare_and_with_a_port_keeps_the_default_ports() -> None:
+    net, _ = build_network(True, ("registry.test", "registry.test:8080"), "proxy",
+                           static={"registry.test": ("203.0.113.5",)})
+    assert dict(net.ports)["registry.test"] == (80, 443, 8080)
+    only, _ = build_network(True, ("registry.test:8080",), "proxy", static={"registry.test": ("203.0.113.5",)})
+    assert dict(only.ports)["registry.test"] == (8080,)

@@ -1,0 +1,99 @@
+"""The persistence guard against what a black-box attack found it missed (every backend): a nested
+`.git` whose config git runs at the host's next `git status`, make's other spellings, a link in
+git's hooksPath that the guard must move rather than follow, a restore through a link planted
+later, and a FIFO hidden deeper than a path can reach."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from .helpers import PY, Runs
+from .test_persistence_guard import git, husky_project, quarantines
+
+
+def _state() -> Path:
+    return Path(os.environ["SBOX_STATE_DIR"])
+
+
+def test_a_nested_git_repository_the_sandbox_creates_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    root = husky_project(tmp_path)
+    pwned = tmp_path / "fsmonitor-ran"
+    plant = (f"mkdir -p packages/web && cd packages/web && git init -q . && "
+             f"printf '[core]\\n\\tfsmonitor = \"touch {pwned}\"\\n' >> .git/config && "
+             f"mkdir -p ../../deep/er && printf 'echo x\\n' > ../../deep/er/.envrc")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined packages/web/.git (created by the sandbox" in result.stderr, result.stderr
+    assert "quarantined deep/er/.envrc (created by the sandbox" in result.stderr, result.stderr
+    assert not (root / "packages" / "web" / ".git").exists() and not (root / "deep" / "er" / ".envrc").exists()
+    # The host's next `git status` there runs nothing planted ...
+    subprocess.run(["git", "status"], cwd=root / "packages" / "web", capture_output=True, timeout=60,
+                   env=dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1"))
+    assert not pwned.exists()
+    # ... while the same repository made on the host (the live control) does run it.
+    control = tmp_path / "control"
+    control.mkdir()
+    git(control, "init", "-q")
+    with open(control / ".git" / "config", "a") as f:
+        f.write(f'[core]\n\tfsmonitor = "touch {pwned}"\n')
+    subprocess.run(["git", "status"], cwd=control, capture_output=True, timeout=60,
+                   env=dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1"))
+    assert pwned.exists()
+
+
+def test_every_spelling_make_reads_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    root = husky_project(tmp_path)
+    (root / "Makefile").write_text("all:\n\t@echo ok\n")
+    result = runs.run(root, "sh", "-c", "printf 'all:\\n\\t@echo PWNED\\n' | tee GNUmakefile > makefile")
+    assert result.returncode == 0, result.stderr
+    assert not (root / "GNUmakefile").exists() and not (root / "makefile").exists()
+    out = subprocess.run(["make", "-s"], cwd=root, capture_output=True, text=True, timeout=60).stdout \
+        if subprocess.run(["sh", "-c", "command -v make"], capture_output=True).returncode == 0 else "ok\n"
+    assert out == "ok\n"
+
+
+def test_a_link_in_the_hooks_path_is_moved_never_followed(runs: Runs, tmp_path: Path) -> None:
+    root = husky_project(tmp_path)
+    git(root, "config", "core.hooksPath", "tools/hooks")  # tools/ does not exist yet
+    victim = tmp_path / "victim"
+    (victim / "hooks").mkdir(parents=True)
+    (victim / "hooks" / "keep.txt").write_text("precious\n")
+    result = runs.run(root, "sh", "-c", f"ln -s {victim} tools")
+    assert result.returncode == 0, result.stderr
+    assert (victim / "hooks" / "keep.txt").read_text() == "precious\n"  # the host's files stay put
+    assert not os.path.lexists(root / "tools")  # the planted link itself is what moved
+    assert "quarantined tools (created by the sandbox" in result.stderr, result.stderr
+
+
+def test_restore_never_goes_through_a_link_planted_later(runs: Runs, tmp_path: Path, sbox_bin: str) -> None:
+    root = husky_project(tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    first = runs.run(root, "sh", "-c", "mkdir x && mkfifo x/ff")
+    assert "quarantined x/ff" in first.stderr, first.stderr
+    ident = str(quarantines(_state())[0]["id"])
+    runs.run(root, "sh", "-c", f"rm -rf x && ln -s {victim} x")
+    assert os.path.islink(root / "x")
+    restore = subprocess.run([sbox_bin, "quarantine", "restore", ident], cwd=root, capture_output=True,
+                             text=True, timeout=60)
+    assert restore.returncode == 1 and "not a real directory" in restore.stderr, restore.stderr
+    assert list(victim.iterdir()) == []
+
+
+def test_a_fifo_deeper_than_a_path_reaches_is_still_moved(runs: Runs, tmp_path: Path) -> None:
+    root = husky_project(tmp_path)
+    # 25 levels of 200-character names: deeper than PATH_MAX (4096) reaches, shallow enough for
+    # any tool to remove afterwards.
+    deep = ("import os\nos.mkdir('f'); os.chdir('f')\n"
+            "for i in range(25):\n    os.mkdir('d' * 200); os.chdir('d' * 200)\nos.mkfifo('fifo')\n")
+    result = runs.run(root, PY, "-c", deep)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined f/ddd" in result.stderr, result.stderr  # the part no path reaches, moved whole
+    q = quarantines(_state())
+    moved = [str(e["path"]) for e in q[0]["entries"]]  # type: ignore[union-attr]
+    assert len(moved) == 1 and moved[0].startswith("f/ddd")
+    # What is left in the project is shallow enough to walk: no FIFO in it.
+    left = [os.path.join(d, n) for d, _, names in os.walk(root / "f") for n in names]
+    assert not any(stat.S_ISFIFO(os.lstat(p).st_mode) for p in left)
