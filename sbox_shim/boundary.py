@@ -73,7 +73,11 @@ def _no_links(source: str, root: str) -> None:
         except OSError:
             return  # missing: nothing to follow (the backend makes a mount point or skips it)
         if stat.S_ISLNK(st.st_mode):
-            raise UsageError(f"{here} is a symbolic link (to {os.readlink(here)}) inside the project; sbox never "
+            try:
+                target = os.readlink(here)
+            except OSError:
+                target = "?"
+            raise UsageError(f"{here} is a symbolic link (to {target}) inside the project; sbox never "
                              "mounts through links a project holds: replace it with the real directory or file")
 
 

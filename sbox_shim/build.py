@@ -136,7 +136,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         cwd=cwd, env=tuple(sorted(env.items())), network=net, mounts=layout.dedupe(mounts),
         files=tuple(layout.etc_files(host.user, host.uid, host.gid, host.home, net)) + phase.files,
         writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
-        uid=host.uid, gid=host.gid, home=host.home, limits=limits,
+        uid=host.uid, gid=host.gid, home=host.home, limits=limits, project=config.root,
         create=project.create, staged=project.staged,
     )
     return step, notes

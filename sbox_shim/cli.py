@@ -232,5 +232,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except SboxError as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file changed under sbox while it checked it (a sandbox racing it?)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"sbox: {where}{exc.strerror or exc} (did it change while sbox checked it?); nothing more ran",
+              file=sys.stderr)
+        return 125
     except KeyboardInterrupt:
         return 130

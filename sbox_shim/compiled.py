@@ -25,13 +25,13 @@ import posix
 import sys
 
 from sbox_shim import __version__, kept, lean
-from sbox_shim.backends import bwraprun
+from sbox_shim.backends import bwraprun, pinned
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any, Mapping, Sequence
 
-FORMAT = 2  # 2: records carry the seccomp filter
+FORMAT = 3  # 2: records carry the seccomp filter; 3: and the binds to pin
 REF = "\0"  # an option that starts with it is filled in at run time: REF + "env" + REF + NAME | REF + "fd" + REF + N
 PACKAGE = lean.dirname(lean.join(posix.getcwd(), __file__))  # __file__ is absolute but from `python -m`
 # Shell bookkeeping that no plan is built from: `_` (the path the shell ran) and OLDPWD. Should a
@@ -187,6 +187,8 @@ def record_fds(record: Mapping[str, Any]) -> list[int]:
     fds = bwraprun.data_fds(record["files"], record["host_dns"])
     try:
         fds.append(bwraprun.memfd("sbox-seccomp", bpf))
+        root, sources = record["pins"]
+        fds += pinned.open_all(str(root), [str(s) for s in sources])  # OSError: the cold path says why
     except BaseException:
         _close(fds)
         raise

@@ -72,6 +72,14 @@ class Step:
     limits: Limits = field(default_factory=Limits)
     create: tuple[str, ...] = ()  # output directories sbox makes on the host before the step
     staged: tuple[tuple[str, str], ...] = ()  # (run-dir file, project file): copied back after it
+    project: str = ""  # the project root: binds at or under it are pinned by fd (backends/pinned.py)
+
+    def pinned(self) -> list[tuple[str, str]]:
+        """(source, target) of the binds at or under the project root, in mount order."""
+        from sbox_shim.backends.pinned import inside
+
+        return [(m.source, m.target) for m in self.mounts
+                if m.kind in ("bind", "cache") and inside(m.source, self.project)]
 
     @property
     def environ(self) -> dict[str, str]:

@@ -50,15 +50,18 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     files = bwrap.data_files(step)
     data = [(target, REF + "fd" + REF + str(i)) for i, (target, _, _) in enumerate(files)]
     filter_ref = REF + "fd" + REF + str(len(files))  # the filter's memfd comes after the files' (compiled.fds)
+    # then the pinned binds' fds, reopened on each use (compiled.record_fds)
+    pinned = {target: REF + "fd" + REF + str(len(files) + 1 + i) for i, (_, target) in enumerate(step.pinned())}
     record = {
         "format": FORMAT,
         "facts": [(kind, p, fact(kind, p)) for kind, p in _watched(plan, host, explicit_config, path)],
         "bwrap": path,
         "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path, host.state_dir), env=env,
-                                 seccomp=filter_ref, masked=bwrap.masked_proc()),
+                                 seccomp=filter_ref, masked=bwrap.masked_proc(), pinned=pinned),
         "argv": list(step.argv),
         "files": files,
         "seccomp": bpf,
+        "pins": [step.project, [source for source, _ in step.pinned()]],
         "host_dns": step.network.policy == "open",
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,

@@ -9,6 +9,7 @@ import os
 import sys
 
 from sbox_shim.backends import bwraprun
+from sbox_shim.backends import pinned as pinned_sources
 from sbox_shim.backends import seccomp
 from sbox_shim.backends.bwrapargs import MASKED_PROC, bwrap_options, namespace_args
 from sbox_shim.errors import CommandNotFound, SandboxError, SboxError
@@ -93,17 +94,29 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
                          "use backend: docker to enforce it\n")
     disable_userns = "--disable-userns" in options_of(path, state_dir)
     bpf = seccomp.kept_filter(state_dir)  # before any fd is open: it raises when it cannot be built
+    pins = pin(step)
     fds = data_fds(step)
     filter_fd = seccomp.memfd(bpf)
-    options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc())
+    pinned = {target: fd for (_, target), fd in zip(step.pinned(), pins)}
+    options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc(),
+                            pinned=pinned)
     try:
-        code, status = bwraprun.run(path, options, step.argv, [*(fd for _, fd in fds), filter_fd],
+        code, status = bwraprun.run(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
                                     step.limits.timeout, _nproc(step.limits.pids), warn=sys.stderr.write)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:
         _diagnose(path, step, disable_userns, bpf)
     return code
+
+
+def pin(step: Step) -> list[int]:
+    """An O_PATH fd on the source of each bind under the project (Step.pinned), opened without
+    following a link below the project root: bwrap binds these, never the paths again."""
+    try:
+        return pinned_sources.open_all(step.project, [source for source, _ in step.pinned()])
+    except OSError as exc:
+        raise SandboxError(f"{exc.filename or step.project}: {exc.strerror}; nothing ran") from None
 
 
 def masked_proc() -> list[str]:
@@ -145,12 +158,15 @@ def _diagnose(path: str, step: Step, disable_userns: bool, bpf: bytes) -> None:
     import subprocess
 
     name = step.argv[0]
+    pins = pin(step)
     fds = data_fds(step)
     filter_fd = seccomp.memfd(bpf)
-    options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc())
+    pinned = {target: fd for (_, target), fd in zip(step.pinned(), pins)}
+    options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc(),
+                            pinned=pinned)
     probe = ["/bin/sh", "-c", 'command -v "$1" >/dev/null', "sh", name]
     command, passed, status = bwraprun.command_line(path, options, probe)
-    passed += [fd for _, fd in fds] + [filter_fd]
+    passed += [fd for _, fd in fds] + [filter_fd] + pins
     try:
         result = subprocess.run(command, env={}, pass_fds=passed, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, timeout=60, check=False, start_new_session=True)

@@ -1,7 +1,7 @@
 """The bubblewrap command line for a Step: a pure function of the step and its generated files."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from sbox_shim.backends.scratch import scratch_bytes
 from sbox_shim.plan import Mount, Step
@@ -53,7 +53,8 @@ def env_args(env: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = (),
-               masked: Sequence[str] = (), size: int | None = None) -> list[str]:
+               masked: Sequence[str] = (), size: int | None = None,
+               pinned: Mapping[str, int | str] | None = None) -> list[str]:
     """Scratch filesystems, the masked /proc files, the plan's mounts and our /etc files; parents
     before children.
 
@@ -64,8 +65,12 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
     directory holds the target, into a file of its own bound over it (`--ro-bind-data`): nothing is
     ever written through to the host.
 
+    `pinned` maps the target of a bind to the fd of its source, opened by sbox (pinned.py): bwrap
+    binds that open file (--bind-fd), not the path, which a sandbox could have swapped since.
+
     The sort is stable and by depth only, so at one depth the later mount of a target wins.
     """
+    pinned = pinned or {}
     size = scratch_bytes(None) if size is None else size
     entries = scratch_args(size)
     entries += [(target, ["--ro-bind", "/dev/null", target]) for target in masked]
@@ -76,6 +81,9 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
             entries.append((m.target, ["--size", str(size), "--tmpfs", m.target]))
         elif m.kind == "copy":
             continue  # in `data`
+        elif m.target in pinned:
+            how = "--ro-bind-fd" if m.readonly else "--bind-fd"
+            entries.append((m.target, [how, str(pinned[m.target]), m.target]))
         else:
             entries.append((m.target, ["--ro-bind" if m.readonly else "--bind", m.source, m.target]))
     bound = [m.target.rstrip("/") for m in mounts if m.kind not in ("symlink", "tmpfs", "copy")]
@@ -95,18 +103,19 @@ def _depth(target: str) -> int:
 
 def bwrap_options(step: Step, data: Sequence[tuple[str, int | str]] = (), disable_userns: bool = True,
                   env: Sequence[tuple[str, str]] | None = None, seccomp: int | str | None = None,
-                  masked: Sequence[str] = ()) -> list[str]:
+                  masked: Sequence[str] = (), pinned: Mapping[str, int | str] | None = None) -> list[str]:
     """Everything between `bwrap` and `--`: namespaces, seccomp, environment, filesystem, working
     directory.
 
     `data` names an fd for each of the step's files; `env` replaces the step's environment (the plan
     cache stores references in place of the caller's values); `seccomp` is the fd of the filter
-    (seccomp.py), `masked` the MASKED_PROC files this kernel has."""
+    (seccomp.py), `masked` the MASKED_PROC files this kernel has, `pinned` the fds of the binds
+    under the project (Step.pinned, in its order)."""
     return [
         *namespace_args(step.uid, step.gid, step.network.policy in SHARED_NET, disable_userns),
         *(["--seccomp", str(seccomp)] if seccomp is not None else []),
         *env_args(step.env if env is None else env),
-        *mount_args(step.mounts, data, masked, scratch_bytes(step.limits.memory)),
+        *mount_args(step.mounts, data, masked, scratch_bytes(step.limits.memory), pinned),
         "--chdir", step.cwd,
     ]
 

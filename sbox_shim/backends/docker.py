@@ -9,9 +9,9 @@ import signal
 import sys
 import tarfile
 import threading
-from typing import Any
+from typing import Any, Sequence
 
-from sbox_shim.backends import seccomp
+from sbox_shim.backends import pinned, seccomp
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.backends.dockerwatch import DONE
 from sbox_shim.backends.scratch import scratch_bytes
@@ -98,8 +98,18 @@ def _add(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: 
     tar.addfile(info, io.BytesIO(data) if data else None)
 
 
-def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool) -> dict[str, Any]:
-    """The keyword arguments for `containers.create`: a pure function of the step."""
+# Before the command, each pinned bind inside the container must be the very directory or file sbox
+# opened and checked on the host (device and inode): docker resolves a bind's source path again
+# when it mounts it, and a link swapped in meanwhile would be followed.
+VERIFY = ('while [ "$1" != -- ]; do [ "$(stat -c %d:%i -- "$1" 2>/dev/null)" = "$2" ] || '
+          '{ echo "sbox: $1 is not what sbox checked (swapped for a link while the sandbox was set up?); '
+          'nothing ran" >&2; exit 125; }; shift 2; done; shift; exec "$@"')
+
+
+def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
+                     verify: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The keyword arguments for `containers.create`: a pure function of the step. `verify` holds
+    (target, "dev:ino") of the pinned binds, checked inside before the command runs."""
     from docker.types import Mount as DockerMount
 
     net = step.network
@@ -117,6 +127,8 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
             mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
     init = _host_init() if not step.image else None
     argv = list(step.argv)
+    if verify:
+        argv = ["/bin/sh", "-c", VERIFY, "sh", *(w for pair in verify for w in pair), "--", *argv]
     config: dict[str, Any] = dict(
         image=image,
         command=[init, "--", *argv] if init else argv,
@@ -193,7 +205,7 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
     name = f"sbox-{os.getpid()}-{secrets.token_hex(4)}"
     lifeline = _lifeline(name)
     try:
-        config = container_config(step, materialize(step, run_dir, index), name, image, tty)
+        config = container_config(step, materialize(step, run_dir, index), name, image, tty, identities(step))
         try:
             container = client.containers.create(**config)
         except Exception as exc:
@@ -208,6 +220,21 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
         except OSError:
             pass
         os.close(lifeline)
+
+
+def identities(step: Step) -> list[tuple[str, str]]:
+    """(target, "dev:ino") of each bind under the project, opened without following a link below
+    the project root (pinned.py): what the container must find at each target."""
+    try:
+        fds = pinned.open_all(step.project, [source for source, _ in step.pinned()])
+    except OSError as exc:
+        raise SandboxError(f"{exc.filename or step.project}: {exc.strerror}; nothing ran") from None
+    try:
+        stats = [os.fstat(fd) for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return [(target, f"{st.st_dev}:{st.st_ino}") for (_, target), st in zip(step.pinned(), stats)]
 
 
 def _lifeline(name: str) -> int:

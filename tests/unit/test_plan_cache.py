@@ -296,8 +296,14 @@ def test_the_warm_path_runs_exactly_the_cold_paths_bwrap_options(tmp_path: Path,
     fds = list(range(100, 100 + len(bwrap.data_files(step))))
     targets = [target for target, _, _ in bwrap.data_files(step)]
     assert [t for t, _, _ in record["files"]] == targets
-    cold = bwrap_options(step, list(zip(targets, fds)), disable_userns=True, seccomp=99, masked=bwrap.masked_proc())
-    assert compiled._fill(record["options"], host.env, [*fds, 99]) == cold  # the filter's fd comes last
+    pins = list(range(200, 200 + len(step.pinned())))
+    assert pins and record["pins"] == [step.project, [source for source, _ in step.pinned()]]
+    cold = bwrap_options(step, list(zip(targets, fds)), disable_userns=True, seccomp=99, masked=bwrap.masked_proc(),
+                         pinned={target: fd for (_, target), fd in zip(step.pinned(), pins)})
+    # the filter's fd comes after the files', then the pinned binds'
+    assert compiled._fill(record["options"], host.env, [*fds, 99, *pins]) == cold
+    at = cold.index("--bind-fd")  # the project root is bound by fd, not by path
+    assert cold[at:at + 3] == ["--bind-fd", "200", step.project]
     assert record["seccomp"] == seccomp.kept_filter(host.state_dir) and "--seccomp" in cold
     assert record["argv"] == list(step.argv) and record["host_dns"] is True  # network on: the host's DNS
 

@@ -180,3 +180,20 @@ def test_a_name_listed_bare_and_with_a_port_keeps_the_default_ports() -> None:
     assert dict(net.ports)["registry.test"] == (80, 443, 8080)
     only, _ = build_network(True, ("registry.test:8080",), "proxy", static={"registry.test": ("203.0.113.5",)})
     assert dict(only.ports)["registry.test"] == (8080,)
+
+
+def test_a_bind_source_is_opened_without_following_a_link_below_the_root(tmp_path: Path) -> None:
+    from sbox_shim.backends import pinned
+
+    root = tmp_path / "p"
+    (root / "out").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    (root / "swapped").symlink_to("../home")
+    fd = pinned.open_source(str(root), str(root / "out"))
+    try:
+        assert os.fstat(fd).st_ino == os.stat(root / "out").st_ino
+    finally:
+        os.close(fd)
+    for source in (root / "swapped", root / "swapped" / "x"):
+        with pytest.raises(OSError):
+            pinned.open_source(str(root), str(source))

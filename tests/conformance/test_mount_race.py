@@ -1,0 +1,60 @@
+"""A bind source swapped for a link between sbox's check and the mount (every backend).
+
+Another sandbox writing the same project (a dev server, say) swaps `out/` and a link to a
+HOME-like directory holding a secret, over and over, while sbox sets up a sandbox whose profile may
+write `out/`. Checked paths are re-resolved by the backend at mount time, so without pinning some
+runs mount the link's target, writable: the secret is read and the directory written. sbox binds
+the directory it opened (bwrap) or checks inside that the target is it (docker): never the link's.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from .helpers import Runs, project
+
+FLIP = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(sys.argv[1])
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    libc.renameat2(-100, b"out", -100, b"out.x", 2)  # RENAME_EXCHANGE: `out` is the dir or the link
+"""
+
+
+def test_a_bind_source_swapped_for_a_link_is_never_mounted(runs: Runs, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret").write_text("SBOX-RACE-CANARY\n")
+    root = project(tmp_path, """\
+        version: 1
+        profiles:
+          w:
+            network: off
+            writable: [out/]
+        """)
+    (root / "out").mkdir()
+    (root / "out.x").symlink_to("../home")
+    # The live control: through the link, the secret is right there.
+    assert (root / "out.x" / "secret").read_text() == "SBOX-RACE-CANARY\n"
+    rounds = 40
+    flipper = subprocess.Popen([sys.executable, "-c", FLIP, str(root), "600"])
+    outcomes: dict[int, int] = {}
+    try:
+        for _ in range(rounds):
+            command = ("sh", "-c", "cat out/secret 2>/dev/null; echo x >> out/written 2>/dev/null; true")
+            result = subprocess.run(runs.argv(command, "--profile", "w"), cwd=root, capture_output=True,
+                                    text=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert "SBOX-RACE-CANARY" not in result.stdout + result.stderr, "the link's target was mounted"
+            outcomes[result.returncode] = outcomes.get(result.returncode, 0) + 1
+            if result.returncode not in (0, 2, 125):
+                print("UNEXPECTED", result.returncode, result.stderr[-800:])
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert not (home / "written").exists(), "the sandbox wrote through the swapped-in link"
+    assert sorted(home.iterdir()) == [home / "secret"]
+    assert outcomes.get(0, 0) > 0, outcomes  # the ordinary case still runs
+    assert set(outcomes) <= {0, 2, 125}, outcomes  # a swap seen at the check is refused, never followed
