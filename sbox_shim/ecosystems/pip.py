@@ -227,15 +227,16 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     cache = os.path.join(ctx.cache_dir, "pip", "http")
     env = {"PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     target = [Mount(venv, venv, readonly=True)] if venv else []
+    fetcher, own = _fetcher(venv, argv[0], ctx)
     if sub == "download":  # already download-only: one phase with the allowlist
-        return (Phase("download", argv, True, allow, env, secrets=_pip_variables(ctx, True), implied=implied,
-                      mounts=(cache_mount(cache, True), *readonly, *configs, *target),
+        return (Phase("download", (*fetcher, *argv[1:]), True, allow, env, secrets=_pip_variables(ctx, True),
+                      implied=implied, mounts=(cache_mount(cache, True), *readonly, *configs, *target, *own),
                       reason="built-in pip policy: download runs with the registry allowlist",
                       writable=_destination(rest, ("-d", "--dest", "--destination-dir"), ctx)),)
-    fetch = _fetch(argv[0], wheelhouse, _download_args(rest))
+    fetch = _fetch(fetcher, wheelhouse, _download_args(rest))
     download = Phase(
         "download", fetch, True, allow, env, secrets=_pip_variables(ctx, True), implied=implied,
-        mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target),
+        mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target, *own),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
                "(with setuptools and wheel when the index has them)",
         writable=(),
@@ -300,21 +301,51 @@ def _local_project(args: list[str], ctx: Context) -> bool:
     return False
 
 
-def _fetch(pip: str, wheelhouse: str, args: list[str]) -> tuple[str, ...]:
+def _fetcher(venv: str | None, pip: str, ctx: Context) -> tuple[tuple[str, ...], tuple[Mount, ...]]:
+    """The pip that runs with the network and the index credentials: never the venv's, whose
+    files (a `.pth`, pip itself) a sandbox may have written in an earlier install phase. sbox's
+    own pip (outside every project) on the venv's base interpreter, which pyvenv.cfg names and
+    `_base_prefixes` checked: the same Python, so the same wheels; `-I -S`, so no site runs."""
+    if not venv:
+        return (pip,), ()
+    import importlib.util
+
+    spec = importlib.util.find_spec("pip")
+    own = os.path.dirname(spec.origin) if spec and spec.origin else ""
+    python = _base_python(os.path.join(venv, "pyvenv.cfg"))
+    if not own or not python or sandbox_writable(own, ctx, venv) or sandbox_writable(python, ctx, venv):
+        raise UsageError(f"{venv}: cannot find the venv's base interpreter or sbox's own pip to download "
+                         "with (the venv's own pip is not run where the network is); recreate the venv")
+    return (python, "-I", "-S", own), (Mount(own, own),)
+
+
+def _base_python(cfg: str) -> str | None:
+    values = {k.strip().lower(): v.strip() for k, eq, v in (ln.partition("=") for ln in read_text(cfg).splitlines()) if eq}
+    home = values.get("home", "")
+    version = (values.get("version_info") or values.get("version") or "").split(".")
+    names = ([f"python{version[0]}.{version[1]}"] if len(version) > 1 else []) + ["python3", "python"]
+    for name in names:
+        path = os.path.join(home, name)
+        if home.startswith("/") and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _fetch(pip: tuple[str, ...], wheelhouse: str, args: list[str]) -> tuple[str, ...]:
     """`pip download` of the command's requirements into the wheelhouse, then, best effort, the
     build requirements of setup.py-only sdists (setuptools, wheel) so that they can build offline.
 
     Best effort because an index need not carry them (a private index of wheels): pip on the host
     would not have needed them then, so their absence must not fail the install.
     """
-    # In the script "$1" is pip and "$4" the wheelhouse: the command's own words, not repeated.
     # Each build requirement is fetched on its own (with its dependencies), so one missing from the
     # index (wheel is not needed by setuptools >= 70.1) does not cost the other.
-    fetch = " ".join(['"$1" download -q -d "$4"', *map(shlex.quote, _index_args(args))])
+    fetch = " ".join([*map(shlex.quote, pip), "download", "-q", "-d", shlex.quote(wheelhouse),
+                      *map(shlex.quote, _index_args(args))])
     note = "sbox: no setuptools on the index: setup.py sdists will not build offline"
     script = (f'"$@" || exit; {fetch} setuptools >/dev/null 2>&1 || echo {shlex.quote(note)} >&2; '
               f'{fetch} wheel >/dev/null 2>&1; exit 0')
-    return ("sh", "-c", script, "sh", pip, "download", "--dest", wheelhouse, *args)
+    return ("sh", "-c", script, "sh", *pip, "download", "--dest", wheelhouse, *args)
 
 
 def _index_args(args: list[str]) -> list[str]:

@@ -125,7 +125,8 @@ def test_steps_are_announced_and_a_missing_setuptools_does_not_fail(world: Trap,
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("sbox:")]
     assert len(lines) == 3, lines
     assert lines[0].startswith("sbox: step 1/2 [download] sh -c ")
-    assert " sh pip download --dest " in lines[0] and lines[0].endswith(
+    # The venv's pip never runs with the network: sbox's own pip on the venv's base interpreter does.
+    assert " -I -S " in lines[0] and " download --dest " in lines[0] and lines[0].endswith(
         f" sbox-dep -> sandbox ({backend}), profile pip:download, network: allowlist (proxy)")
     assert lines[1] == "sbox: no setuptools on the index: setup.py sdists will not build offline"
     assert lines[2].startswith("sbox: step 2/2 [scripts] pip install --no-index --find-links ")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -112,4 +113,33 @@ def test_pip_find_links_credentials_never_reach_the_offline_install(tmp_path: Pa
     # A plain command in the default profile (network off) does not get it either.
     result = Sbox(sbox_bin, env).run(root, "env")
     assert result.returncode == 0 and "SBOX_PROFILE=default" in result.stdout, result.stderr
+    assert secret not in result.stdout + result.stderr
+
+
+def test_code_planted_in_the_venv_never_runs_where_the_index_credentials_are(tmp_path: Path, backend: str,
+                                                                            sbox_bin: str) -> None:
+    """A sandboxed step writes a `.pth` into the venv (it may write the venv while installing):
+    the next install's download phase, which has the network and the index URL with its password,
+    must not run it. It runs sbox's own pip on the venv's base interpreter instead."""
+    secret = "SBOXURLSECRET" + secrets.token_hex(8)
+    root = tmp_path / "proj"
+    config(root, backend)
+    venv = root / ".venv"
+    subprocess.run([shutil.which("python3") or "python3", "-m", "venv", str(venv)], check=True, timeout=300)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    probe = pkg.sdist("sbox-dump", "1.0", f"ROOT = {str(root)!r}\n" + PY_DUMP, {"sbox_dump.py": ""},
+                      backend="intree")
+    with PypiIndex([probe]) as index:
+        url = index.index_url.replace("http://", f"http://u:{secret}@")
+        env = dict(_clean_env(), PIP_INDEX_URL=url, PIP_CONFIG_FILE=os.devnull, PIP_RETRIES="0",
+                   VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        planted = ("import os, sys; sys.stderr.write('PTH-RAN ' + os.environ.get('SBOX_PROFILE', '?') + ' ' + "
+                   "os.environ.get('PIP_INDEX_URL', '') + chr(10))\n")
+        plant = Sbox(sbox_bin, env).run(root, "sh", "-c", f"printf '%s' {shlex.quote(planted)} > {site}/zz.pth")
+        assert plant.returncode == 0, plant.stderr
+        assert (site / "zz.pth").is_file()
+        result = Sbox(sbox_bin, env).run(root, "pip", "install", "sbox-dump")
+        assert result.returncode == 0, result.stderr[-3000:]
+    ran = [ln for ln in result.stderr.splitlines() if ln.startswith("PTH-RAN")]
+    assert ran and all(ln.startswith("PTH-RAN pip:scripts") for ln in ran), ran  # offline only: the live check
     assert secret not in result.stdout + result.stderr
