@@ -175,10 +175,11 @@ def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tup
 
 
 def _scripts(root: str) -> dict[str, str]:
+    from sbox_shim.safe import read_text  # a regular file of at most 1 MiB, never through a link
+
     try:
-        with open(os.path.join(root, "package.json"), encoding="utf-8") as f:
-            scripts = json.load(f).get("scripts") or {}
-    except (OSError, ValueError, AttributeError):
+        scripts = json.loads(read_text(os.path.join(root, "package.json")) or "{}").get("scripts") or {}
+    except (ValueError, AttributeError):
         return {}
     return {str(k): str(v) for k, v in scripts.items()} if isinstance(scripts, dict) else {}
 

@@ -104,6 +104,8 @@ def verdict(item: Input, state_dir: str) -> Verdict:
         return Verdict(item, "new")
     if record.get("sha256") == digest and record.get("part") == item.part:
         return Verdict(item, "trusted")
+    if record.get("sha256_all") == kept.digest(data):  # the whole file was trusted as it is now
+        return Verdict(item, "trusted")
     return Verdict(item, "changed", str(record.get("shown", "")))
 
 
@@ -140,6 +142,7 @@ def record(item: Input, state_dir: str) -> Verdict:
     kept.write_bytes(_record_path(state_dir, item.path), _dump({
         "path": item.path, "kind": item.kind, "part": item.part, "at": int(time.time()),
         "sha256": kept.digest(content.encode("utf-8", "surrogateescape")), "shown": _shown(content),
+        "sha256_all": kept.digest(data),
     }), prune_old=False)
     return before
 

@@ -67,9 +67,19 @@ def url_entry(url: str) -> str | None:
     parts = urlsplit(url.strip().removeprefix("sparse+"))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.rstrip(".")
     default = 443 if parts.scheme == "https" else 80
-    return f"{host}:{parts.port}" if parts.port and parts.port != default else host
+    try:
+        entry = f"{host}:{parts.port}" if parts.port and parts.port != default else host
+    except ValueError:  # a port out of range
+        return None
+    from sbox_shim.registries import parse_entry
+
+    try:
+        parse_entry(entry)
+    except ValueError:  # not a name the allowlist can hold: nothing is admitted for it
+        return None
+    return entry
 
 
 def local_path(url: str) -> str | None:

@@ -93,6 +93,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     credentials = [Mount(os.path.join(user_home, n), os.path.join(cargo_home, n))
                    for n in ("credentials.toml", "credentials") if os.path.isfile(os.path.join(user_home, n))]
     _refuse_planted(cargo_home)
+    _refuse_project_toolchain(ctx)
     # The programs cargo runs while it fetches (rustc for the target's facts, wrappers, credential
     # providers) are sbox's choice, whatever a config file says: the environment outranks it.
     fetching = {**env, "RUSTC": "rustc", "RUSTC_WRAPPER": "", "RUSTC_WORKSPACE_WRAPPER": "",
@@ -122,6 +123,26 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         writable=outputs(argv, ctx),
     )
     return (fetch, offline)
+
+
+_TOOLCHAIN_PATH = re.compile(r"""^\s*path\s*=\s*["']([^"']+)["']""", re.M)
+
+
+def _refuse_project_toolchain(ctx: Context) -> None:
+    """A rust-toolchain file's `path` makes rustup run the cargo and rustc found there, in the
+    phase with the network and the registry token: never a directory a sandbox could write."""
+    here = ctx.cwd
+    while True:
+        for name in ("rust-toolchain.toml", "rust-toolchain"):
+            file = os.path.join(here, name)
+            for value in _TOOLCHAIN_PATH.findall(read_text(file)):
+                target = os.path.normpath(os.path.join(here, value))
+                if sandbox_writable(target, ctx):
+                    raise UsageError(f"{file}: path = {value} names a toolchain inside the project, which "
+                                     "sandboxes can write; install it outside the project and name that")
+        if here == ctx.project_root or os.path.dirname(here) == here:
+            return
+        here = os.path.dirname(here)
 
 
 def _refuse_planted(cargo_home: str) -> None:

@@ -117,7 +117,7 @@ def _from_requirements(path: str, cwd: str, found: dict[str, list[str]], depth: 
 def option_lines(text: str) -> list[str]:
     """The lines of a requirements file that are options (`-i URL`, `-r FILE`, `--find-links …`):
     what decides where pip looks, hence what needs the user's trust."""
-    lines = [ln.split(" #")[0].strip() for ln in text.splitlines()]
+    lines = [ln.split(" #")[0].strip().lstrip("\ufeff\u200b\u2060 \t") for ln in text.splitlines()]
     return [ln for ln in lines if ln.startswith("-")]
 
 

@@ -197,3 +197,36 @@ def test_a_bind_source_is_opened_without_following_a_link_below_the_root(tmp_pat
     for source in (root / "swapped", root / "swapped" / "x"):
         with pytest.raises(OSError):
             pinned.open_source(str(root), str(source))
+
+
+def test_an_invisible_prefix_does_not_hide_an_option_line() -> None:
+    from sbox_shim.ecosystems.pip import option_lines
+
+    assert option_lines("\ufeff--index-url http://127.0.0.1:9/simple\nx==1\n") == ["--index-url http://127.0.0.1:9/simple"]
+
+
+def test_a_registry_url_sbox_cannot_hold_is_dropped_not_a_traceback() -> None:
+    from sbox_shim.ecosystems import url_entry
+
+    assert url_entry("http://localhost.:48731/") == "localhost:48731"
+    assert url_entry("http://reg.example:99999/") is None
+
+
+def test_a_file_trusted_whole_is_trusted_for_any_part(tmp_path: Path) -> None:
+    req = tmp_path / "a.txt"
+    req.write_text("-r b.txt\n")
+    trust.record(Input(str(req), "tool config"), _state(tmp_path))  # `sbox trust a.txt`: the whole file
+    assert trust.verdict(Input(str(req), "requirements file", "options"), _state(tmp_path)).state == "trusted"
+
+
+def test_a_rust_toolchain_inside_the_project_is_refused(tmp_path: Path) -> None:
+    from sbox_shim import ecosystems
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "rust-toolchain.toml").write_text('[toolchain]\npath = "tc"\n')
+    ctx = ecosystems.Context(str(root), str(root), str(tmp_path / "home"), {}, str(tmp_path / "cache"), None)
+    with pytest.raises(UsageError, match="names a toolchain inside the project"):
+        ecosystems.phases(("cargo", "build"), ctx)
+    (root / "rust-toolchain.toml").write_text(f'[toolchain]\npath = "{tmp_path / "elsewhere"}"\n')
+    assert ecosystems.phases(("cargo", "build"), ctx)
