@@ -21,6 +21,7 @@ from typing import Iterator, Mapping, Sequence
 
 from sbox_shim.layout import PROTECTED
 from sbox_shim.plan import Mount
+from sbox_shim.safe import printable
 
 # At the project's top: files the host runs or reads as code later (git hooks and their managers,
 # direnv and dotenv, make in all its spellings, editors', dev containers' and agents' tasks).
@@ -279,9 +280,9 @@ def script_changes(snapshot: Before) -> list[str]:
     lines = []
     for name, body in now.items():
         if name not in snapshot.scripts:
-            lines.append(f"sbox: package.json script {name!r} was added by the sandbox: {body}")
+            lines.append(printable(f"sbox: package.json script {name!r} was added by the sandbox: {body}"))
         elif snapshot.scripts[name] != body:
-            lines.append(f"sbox: package.json script {name!r} was changed by the sandbox: {body}")
+            lines.append(printable(f"sbox: package.json script {name!r} was changed by the sandbox: {body}"))
     return lines
 
 

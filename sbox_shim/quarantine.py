@@ -17,6 +17,7 @@ import time
 from typing import Any, Mapping, Sequence, TextIO
 
 from sbox_shim.guard import Before, Change, Entry
+from sbox_shim.safe import printable
 
 HOOK_DIRS = (".husky",)
 
@@ -151,7 +152,7 @@ def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
         what = f"{r['what']} by the sandbox" + (f", {r['why']}" if r["why"] != "host-executed" else "")
         if r["what"] == "changed":
             what += "; the previous version is back" if r["previous_restored"] else "; no previous version kept"
-        out.append(f"sbox: quarantined {r['path']} ({what}); restore: sbox quarantine restore {ident}")
+        out.append(printable(f"sbox: quarantined {r['path']} ({what}); restore: sbox quarantine restore {ident}"))
     return out
 
 
@@ -180,9 +181,9 @@ def cmd_list(state_dir: str, out: TextIO = sys.stdout) -> int:
     for m in _manifests(state_dir):
         paths = [e["path"] for e in m["entries"] if not (e["kind"] == "dir" and e["what"] == "created")]
         back = " (restored)" if m.get("restored") else ""
-        out.write(f"{m['id']}{back}  {m['root']}  {' '.join(m['command'])}\n")
+        out.write(printable(f"{m['id']}{back}  {m['root']}  {' '.join(m['command'])}") + "\n")
         for p in paths:
-            out.write(f"  {p}\n")
+            out.write(printable(f"  {p}") + "\n")
     return 0
 
 
@@ -214,7 +215,7 @@ def cmd_restore(state_dir: str, ident: str, force: bool, err: TextIO = sys.stder
         _move(os.path.join(root, p), os.path.join(where, "displaced", p))
     for p in tops:
         _move(os.path.join(where, "files", p), os.path.join(root, p))
-        err.write(f"sbox: restored {p} in {root}\n")
+        err.write(printable(f"sbox: restored {p} in {root}") + "\n")
     manifest["restored"] = True
     with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)

@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 from sbox_shim import kept
 from sbox_shim.errors import EXIT_USAGE, SboxError
-from sbox_shim.safe import read_regular, why_unreadable
+from sbox_shim.safe import printable, read_regular, why_unreadable
 
 OPT_IN = "opt-in config"
 SHOWN_LINES = 60  # how much of a new file `sbox trust` prints
@@ -115,7 +115,7 @@ def check(inputs: Iterable[Input], state_dir: str) -> list[Verdict]:
 
 def require(inputs: Iterable[Input], state_dir: str) -> None:
     """Stop (exit 2, one line per file, nothing run) unless every input is trusted."""
-    lines = [_refusal(v) for v in check(inputs, state_dir) if v.state not in ("trusted", "empty")]
+    lines = [printable(_refusal(v)) for v in check(inputs, state_dir) if v.state not in ("trusted", "empty")]
     if lines:
         raise UntrustedError("\n".join(lines))
 
@@ -197,4 +197,4 @@ def describe(verdicts: Sequence[Verdict]) -> list[str]:
     """One line per input, for `sbox plan` and `sbox doctor`."""
     words = {"trusted": "trusted", "new": "NOT TRUSTED (new)", "changed": "NOT TRUSTED (changed)",
              "empty": "nothing to trust", "unreadable": "REFUSED"}
-    return [f"{words[v.state]}: {v.input.path} ({v.input.kind})" for v in verdicts]
+    return [printable(f"{words[v.state]}: {v.input.path} ({v.input.kind})") for v in verdicts]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping, Sequence, TextIO
+from typing import Callable, Mapping, Sequence, TextIO
 
 from sbox_shim import gate, trust
 from sbox_shim.errors import UsageError
+from sbox_shim.safe import printable
 from sbox_shim.trust import Input
 
 
@@ -34,11 +35,18 @@ def _inputs(paths: Sequence[str], env: Mapping[str, str], cwd: str) -> list[Inpu
     return list(dict.fromkeys(out))
 
 
+def _writer(out: TextIO | None) -> Callable[[str], object]:
+    """Lines for the terminal: what a sandbox could have written (names, content) escaped, so no
+    control sequence hides a line from the review `sbox trust` asks for."""
+    stream = out or sys.stdout
+    return lambda text: stream.write(printable(text.rstrip("\n")) + "\n")
+
+
 def trust_paths(paths: Sequence[str], env: Mapping[str, str], cwd: str | None = None,
                 out: TextIO | None = None) -> int:
     """Trust the files named (or each project's inputs); print what was trusted."""
     state = _state_dir(env)
-    write = (out or sys.stdout).write
+    write = _writer(out)
     items = _inputs(paths, env, cwd or os.getcwd())
     refused = 0
     for v in trust.check(items, state):
@@ -66,7 +74,7 @@ def cmd_trust(paths: Sequence[str], listing: bool, env: Mapping[str, str]) -> in
 
 
 def list_trusted(env: Mapping[str, str], out: TextIO | None = None) -> int:
-    write = (out or sys.stdout).write
+    write = _writer(out)
     state = _state_dir(env)
     found = trust.records(state)
     for r in found:

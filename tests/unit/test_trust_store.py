@@ -230,3 +230,13 @@ def test_a_rust_toolchain_inside_the_project_is_refused(tmp_path: Path) -> None:
         ecosystems.phases(("cargo", "build"), ctx)
     (root / "rust-toolchain.toml").write_text(f'[toolchain]\npath = "{tmp_path / "elsewhere"}"\n')
     assert ecosystems.phases(("cargo", "build"), ctx)
+
+
+def test_what_a_sandbox_wrote_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    rc = tmp_path / ".npmrc"
+    rc.write_text("registry=https://r.example/\ncafile=/x\x1b[1A\x1b[2K\r\n")
+    out = io.StringIO()
+    env = {"HOME": str(tmp_path / "home"), "SBOX_STATE_DIR": _state(tmp_path), "PATH": "/usr/bin"}
+    trust_paths([str(rc)], env, out=out)
+    assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
+    assert "cafile=/x\\x1b[1A\\x1b[2K" in out.getvalue()
