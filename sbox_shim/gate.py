@@ -56,7 +56,34 @@ def host_scripts(plan: Plan, cwd: str) -> list[Input]:
             manifest = _nearest(cwd, plan.project_root, "package.json")
             if manifest:
                 out.append(Input(manifest, "package.json scripts (mode: host runs them unsandboxed)", "scripts"))
-    return out
+                out += [Input(p, "workspace package.json scripts (mode: host runs them unsandboxed)", "scripts")
+                        for p in workspaces(manifest)]
+    return list(dict.fromkeys(out))
+
+
+def workspaces(manifest: str, limit: int = 500) -> list[str]:
+    """The package.json of each workspace a manifest names (`npm publish --workspaces` runs their
+    scripts too), read safely, links not followed."""
+    import json
+
+    from sbox_shim.safe import read_text
+
+    try:
+        declared = json.loads(read_text(manifest) or "{}").get("workspaces") or []
+    except (ValueError, AttributeError):
+        return []
+    if isinstance(declared, dict):
+        declared = declared.get("packages") or []
+    base = os.path.dirname(manifest)
+    found: list[str] = []
+    for pattern in declared if isinstance(declared, list) else []:
+        if not isinstance(pattern, str) or pattern.startswith("/") or ".." in pattern.split("/"):
+            continue
+        for d in sorted(glob.glob(os.path.join(glob.escape(base), pattern))):
+            path = os.path.join(d, "package.json")
+            if os.path.isfile(path) and not os.path.islink(path) and len(found) < limit:
+                found.append(path)
+    return found
 
 
 def _nearest(cwd: str, root: str, name: str) -> str | None:

@@ -76,12 +76,13 @@ def decisive(data: bytes, part: str) -> str:
             if inside:
                 out.append(line)
         return "\n".join(out)
-    if part == "scripts":
+    if part == "scripts":  # what a host-mode npm runs: the scripts, and which workspaces it enters
         try:
-            scripts = json.loads(text).get("scripts") or {}
+            manifest = json.loads(text)
+            decides = {k: manifest.get(k) for k in ("scripts", "workspaces") if manifest.get(k)}
         except (ValueError, AttributeError):
             return text  # not JSON npm could read: the whole file decides
-        return json.dumps(scripts, indent=1, sort_keys=True) if scripts else ""
+        return json.dumps(decides, indent=1, sort_keys=True) if decides else ""
     return text
 
 

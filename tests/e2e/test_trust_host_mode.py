@@ -91,3 +91,25 @@ def test_npm_planted_on_path_never_runs_under_mode_host(world: tuple[Path, Path,
     # Control: outside sbox, the same PATH runs the planted npm.
     subprocess.run(["sh", "-c", "npm run-script hello"], cwd=root, env=env, capture_output=True, timeout=60)
     assert marker.exists()
+
+
+def test_a_workspace_planted_by_a_sandbox_is_refused_until_trusted(world: tuple[Path, Path, Sbox]) -> None:
+    """The sandbox adds `workspaces` to the root manifest and a workspace whose scripts run at
+    `npm publish --workspaces` on the host: the root's `workspaces` and each workspace's scripts
+    are trusted inputs too."""
+    root, marker, sbox = world
+    sbox.plant(root, "node -e 'const fs = require(\"fs\"); const p = JSON.parse(fs.readFileSync(\"package.json\"));"
+               " p.workspaces = [\"w\"]; fs.writeFileSync(\"package.json\", JSON.stringify(p)); fs.mkdirSync(\"w\");"
+               " fs.writeFileSync(\"w/package.json\", JSON.stringify({name: \"w\", version: \"1.0.0\","
+               f" scripts: {{prepack: \"touch {marker}\", prepublishOnly: \"touch {marker}\"}}}}))'")
+    assert (root / "w" / "package.json").is_file()
+
+    result = sbox.run(root, "npm", "publish", "--workspaces", "--dry-run")
+    assert result.returncode == 2 and str(root / "package.json") in result.stderr, result.stderr
+    assert str(root / "w" / "package.json") in result.stderr
+    assert not marker.exists()
+
+    # Control: outside sbox, the planted workspace script runs at publish.
+    subprocess.run(["npm", "publish", "--workspaces", "--dry-run"], cwd=root, env=sbox.env, capture_output=True,
+                   timeout=120)
+    assert marker.exists()
