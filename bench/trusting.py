@@ -8,7 +8,7 @@ from typing import Mapping
 
 def trust(env: Mapping[str, str], *paths: Path) -> None:
     """Record trust in these files in the sbox state directory that `env` names."""
-    from sbox_shim.trustcmd import trust_paths
+    from sbox_shim.trust.cmd import trust_paths
 
     out = io.StringIO()
     if trust_paths([str(p) for p in paths], dict(env), out=out) != 0:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from sbox_shim import boundary, dispatch, ecosystems, layout, tree
+from sbox_shim import dispatch, ecosystems, layout, tree
+from sbox_shim.trust import boundary
 from sbox_shim.config import Config, Profile
 from sbox_shim.environment import has_url_credentials, scrub
 from sbox_shim.errors import UsageError

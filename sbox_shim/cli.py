@@ -93,7 +93,8 @@ def _command(argv: list[str]) -> list[str]:
 def _load(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], argv: Sequence[str]):  # type: ignore[no-untyped-def]
     """The config and host facts, through the trust gate: every opt-in file up the tree is trusted
     before it is parsed, the tool configuration before the plan reads it."""
-    from sbox_shim import config, gate
+    from sbox_shim import config
+    from sbox_shim.trust import gate
     from sbox_shim.host import Host
 
     host = Host.current(env)
@@ -104,7 +105,8 @@ def _load(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], ar
 
 
 def cmd_plan(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str]) -> int:
-    from sbox_shim import gate, report
+    from sbox_shim import report
+    from sbox_shim.trust import gate
     from sbox_shim.build import build_plan
 
     argv = _command(args.argv)
@@ -121,7 +123,8 @@ def cmd_plan(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str])
 
 def _describe_trust(args, argv: Sequence[str], plan, host) -> list[str]:  # type: ignore[no-untyped-def]
     """The trust status of every input the plan was made from (all trusted, or it would not exist)."""
-    from sbox_shim import gate, trust
+    from sbox_shim import trust
+    from sbox_shim.trust import gate
     from sbox_shim.config import Config
 
     cfg = Config(plan.config_path, plan.project_root)
@@ -159,7 +162,7 @@ def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], 
     from sbox_shim.backends.select import pick
     from sbox_shim.build import build_plan
 
-    from sbox_shim import gate
+    from sbox_shim.trust import gate
 
     argv = _command(args.argv)
     cfg, host = _load(args, env, argv)
@@ -206,7 +209,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
             return activate.cmd_activate(args.shell, args.dir, env)
         if args.command in ("trust", "untrust"):
-            from sbox_shim import trustcmd
+            from sbox_shim.trust import cmd as trustcmd
 
             if args.command == "untrust":
                 return trustcmd.cmd_untrust(args.paths, env)
@@ -220,7 +223,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
             return doctor.cmd_doctor(args.dir, env)
         if args.command == "quarantine":
-            from sbox_shim import paths, quarantine
+            from sbox_shim import paths
+            from sbox_shim.guard import quarantine
 
             if args.action == "list":
                 return quarantine.cmd_list(paths.sbox_dir("state", env))

@@ -103,7 +103,7 @@ def consulted(cwd: str, env: Mapping[str, str], explicit: str | None = None) -> 
 
 
 def _has_tool_sbox(path: str) -> bool:
-    from sbox_shim.safe import read_regular
+    from sbox_shim.trust.files import read_regular
 
     data = read_regular(path)
     return data is not None and any(line.strip().startswith(b"[tool.sbox") for line in data.splitlines())
@@ -178,7 +178,7 @@ def _load_pyproject(path: str, text: str) -> _Doc:
 def read_document(path: str, parsed_dir: str | None = None) -> _Doc:
     """The document at `path`. With `parsed_dir`, YAML is parsed once per distinct content and
     kept there (PyYAML's import alone costs about 25 ms)."""
-    from sbox_shim.safe import read_regular, why_unreadable
+    from sbox_shim.trust.files import read_regular, why_unreadable
 
     data = read_regular(path)
     try:

@@ -47,7 +47,8 @@ def config_status(cwd: str, env: Mapping[str, str], usable: list[str]) -> tuple[
 
 def trust_status(cwd: str, env: Mapping[str, str], opt_in_only: bool = False) -> list[str]:
     """The project's inputs that are not trusted, as `path (new|changed)`."""
-    from sbox_shim import gate, trust
+    from sbox_shim import trust
+    from sbox_shim.trust import gate
     from sbox_shim.paths import sbox_dir
 
     items = gate.opt_in(cwd) if opt_in_only else gate.project(cwd, env)

@@ -113,7 +113,7 @@ def cmd_init(cwd: str, env: Mapping[str, str]) -> int:
     for name in CONFIG_NAMES:  # find_config skips what is not a file, such as a dangling link
         if os.path.lexists(os.path.join(cwd, name)):
             raise UsageError(f"{os.path.join(cwd, name)} already exists; remove it to start over")
-    from sbox_shim.boundary import check_root
+    from sbox_shim.trust.boundary import check_root
 
     check_root(os.path.abspath(cwd), env.get("HOME") or os.path.expanduser("~"), None)
     ecosystems = detect(cwd)

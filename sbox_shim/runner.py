@@ -87,7 +87,7 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
 
 def _guarded(step: Step, root: str, state_dir: str, err: TextIO, run: Callable[[], int]) -> int:
     """Run a step; if it is sandboxed and can write the project, quarantine the host-executed
-    files it created or changed (the persistence guard: guard.py, quarantine.py)."""
+    files it created or changed (the persistence guard: guard/)."""
     if step.mode != "sandbox":
         return run()
     from sbox_shim import guard
@@ -128,7 +128,8 @@ def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int 
 
 
 def _inspect(step: Step, snapshot: Any, code: int, state_dir: str, err: TextIO) -> None:
-    from sbox_shim import guard, quarantine
+    from sbox_shim import guard
+    from sbox_shim.guard import quarantine
 
     changes = guard.after(snapshot, step.mounts)
     moved = quarantine.quarantine(changes, snapshot, state_dir, step.command)

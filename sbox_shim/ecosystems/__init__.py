@@ -47,7 +47,7 @@ class Phase:
 
 def read_text(path: str) -> str:
     """A config file's text, or "" when it is missing, unreadable or not a regular file."""
-    from sbox_shim.safe import read_text as safe_read
+    from sbox_shim.trust.files import read_text as safe_read
 
     return safe_read(path)
 

@@ -10,7 +10,7 @@ from typing import Mapping
 def trust(*paths: str | Path, env: Mapping[str, str] | None = None) -> None:
     """Record trust in these files (or every input of these project directories) in the sbox state
     directory that `env` (default: this process's environment) names."""
-    from sbox_shim.trustcmd import trust_paths
+    from sbox_shim.trust.cmd import trust_paths
 
     out = io.StringIO()
     code = trust_paths([str(p) for p in paths], dict(os.environ if env is None else env), out=out)

@@ -80,12 +80,20 @@ def test_facts_change_with_what_they_watch(tmp_path: Path) -> None:
 
 def test_code_fact_moves_when_a_source_file_of_sbox_changes(tmp_path: Path) -> None:
     package = tmp_path / "pkg"
-    for sub in ("", "backends", "ecosystems", "egress"):
+    for sub in compiled.SUBPACKAGES:
         (package / sub).mkdir(parents=True, exist_ok=True)
         (package / sub / "m.py").write_text("x = 1\n")
-    before = compiled.fact("code", str(package))
-    (package / "backends" / "m.py").write_text("x = 22\n")
-    assert compiled.fact("code", str(package)) != before
+    for sub in ("backends", "trust", "guard"):
+        before = compiled.fact("code", str(package))
+        (package / sub / "m.py").write_text(f"x = 22  # {sub}\n")
+        assert compiled.fact("code", str(package)) != before, sub
+
+
+def test_every_subpackage_of_sbox_is_watched() -> None:
+    """A source file in a subpackage the code fact does not list would not invalidate records."""
+    package = Path(compiled.PACKAGE)
+    subs = {str(p.parent.relative_to(package)) for p in package.rglob("*.py") if "__pycache__" not in p.parts}
+    assert {"" if s == "." else s for s in subs} <= set(compiled.SUBPACKAGES)
 
 
 # ---------------------------------------------------------------- filling a record in

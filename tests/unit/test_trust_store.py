@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from sbox_shim import boundary, gate, trust
+from sbox_shim import trust
+from sbox_shim.trust import boundary, gate
 from sbox_shim.build import host_path
 from sbox_shim.environment import has_url_credentials
 from sbox_shim.errors import ConfigError, UsageError
 from sbox_shim.network import build_network
 from sbox_shim.plan import Mount
-from sbox_shim.safe import read_regular
+from sbox_shim.trust.files import read_regular
 from sbox_shim.trust import Input
-from sbox_shim.trustcmd import trust_paths
+from sbox_shim.trust.cmd import trust_paths
 
 
 def _state(tmp_path: Path) -> str:

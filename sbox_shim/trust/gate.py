@@ -1,5 +1,5 @@
 """Which files a command's plan would be made from, and the gate before planning: every one a
-sandbox could have written must be trusted (trust.py), or nothing runs."""
+sandbox could have written must be trusted (the store in __init__.py), or nothing runs."""
 from __future__ import annotations
 
 import glob
@@ -66,7 +66,7 @@ def workspaces(manifest: str, limit: int = 500) -> list[str]:
     scripts too), read safely, links not followed."""
     import json
 
-    from sbox_shim.safe import read_text
+    from sbox_shim.trust.files import read_text
 
     try:
         declared = json.loads(read_text(manifest) or "{}").get("workspaces") or []
@@ -147,7 +147,7 @@ def own_dirs_outside_projects(host: Host) -> None:
     """sbox's state (trust records, kept parses, plan records), caches and user config must not
     lie in a project (or the working directory, the project of a plain `sbox run`): a sandbox
     that may write there could plant what the next run reads as trusted."""
-    from sbox_shim.boundary import inside
+    from sbox_shim.trust.boundary import inside
     from sbox_shim.config import opt_in_files, user_config_path
     from sbox_shim.errors import UsageError
 

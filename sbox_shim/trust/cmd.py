@@ -9,10 +9,10 @@ import os
 import sys
 from typing import Callable, Mapping, Sequence, TextIO
 
-from sbox_shim import gate, trust
+from sbox_shim import trust
 from sbox_shim.errors import UsageError
-from sbox_shim.safe import printable
-from sbox_shim.trust import Input
+from sbox_shim.trust import Input, gate
+from sbox_shim.trust.files import printable
 
 
 def _state_dir(env: Mapping[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""The persistence guard's hands: move what guard.py found into sbox's quarantine, and back.
+"""The persistence guard's hands: move what the guard (__init__.py) found into sbox's quarantine, and back.
 
 Nothing is deleted: each entry is renamed (never followed) into
 `<state>/quarantine/<ID>/files/<its relative path>`, with `manifest.json` beside it; a changed
@@ -17,7 +17,7 @@ import time
 from typing import Any, Mapping, Sequence, TextIO
 
 from sbox_shim.guard import Before, Change, Entry
-from sbox_shim.safe import printable
+from sbox_shim.trust.files import printable
 
 HOOK_DIRS = (".husky",)
 

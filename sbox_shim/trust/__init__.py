@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 from sbox_shim import kept
 from sbox_shim.errors import EXIT_USAGE, SboxError
-from sbox_shim.safe import printable, read_regular, why_unreadable
+from sbox_shim.trust.files import printable, read_regular, why_unreadable
 
 OPT_IN = "opt-in config"
 SHOWN_LINES = 60  # how much of a new file `sbox trust` prints

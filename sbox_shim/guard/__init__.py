@@ -6,7 +6,7 @@ git's `core.hooksPath` directory) with the content of their small files, and the
 `package.json` scripts. After it, `after` compares them per file, and walks the writable part of
 the tree (no link followed, read-only mounts skipped) for setuid/setgid files, sockets and FIFOs
 whose inode changed since the step began (ctime, which no process can set back). Pure reading:
-quarantine.py moves what this finds.
+guard/quarantine.py moves what this finds.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Iterator, Mapping, Sequence
 
 from sbox_shim.layout import PROTECTED
 from sbox_shim.plan import Mount
-from sbox_shim.safe import printable
+from sbox_shim.trust.files import printable
 
 # At the project's top: files the host runs or reads as code later (git hooks and their managers,
 # direnv and dotenv, make in all its spellings, editors', dev containers' and agents' tasks).
@@ -176,7 +176,7 @@ def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tup
 
 
 def _scripts(root: str) -> dict[str, str]:
-    from sbox_shim.safe import read_text  # a regular file of at most 1 MiB, never through a link
+    from sbox_shim.trust.files import read_text  # a regular file of at most 1 MiB, never through a link
 
     try:
         scripts = json.loads(read_text(os.path.join(root, "package.json")) or "{}").get("scripts") or {}
