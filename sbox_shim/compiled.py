@@ -218,7 +218,7 @@ def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int |
         return code
 
     if record.get("guard"):  # the project is writable: the persistence guard checks it after
-        from sbox_shim.runner import guarded_warm
+        from sbox_shim.guard.run import guarded_warm
 
         return guarded_warm(record["guard"], sandbox)
     return sandbox()

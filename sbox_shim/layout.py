@@ -47,7 +47,7 @@ ETC = (
     "/etc/mime.types", "/etc/services", "/etc/protocols", "/etc/os-release", "/etc/debian_version",
     "/etc/npmrc", "/etc/pip.conf", "/etc/xdg/pip", "/etc/gitconfig", "/etc/python3", "/etc/login.defs",
 )
-PROTECTED = ("sbox.yaml", ".sbox.yaml", ".git", ".github", ".vscode", ".idea", ".claude")
+from sbox_shim.protected import PROTECTED  # noqa: E402  (re-exported: layout.PROTECTED)
 SYSTEM_DIRS = ("/usr/", "/bin", "/sbin", "/lib")
 
 

@@ -76,7 +76,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
 
 def _guard(plan: Plan, host: Host) -> dict[str, object] | None:
     """What the warm path needs to run the persistence guard around a step that can write the
-    project (runner.guarded_warm); None when it cannot."""
+    project (guard/run.py: guarded_warm); None when it cannot."""
     from sbox_shim.guard import writable_parts
 
     step = plan.steps[0]

@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, TextIO
 
 from sbox_shim import process
+from sbox_shim.guard.run import guarded
 from sbox_shim.plan import Plan, Step
 
 NETWORK_WORDS = {"off": "network off", "proxy": "network: allowlist (proxy)",
@@ -74,7 +75,7 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
-            code = _guarded(step, plan.project_root, state_dir, err, lambda: _run_step(
+            code = guarded(step, plan.project_root, state_dir, err, lambda: _run_step(
                 step, backend, run_dir, index, state_dir, err, keep=env.get("SBOX_PLAN_CACHE") != "0"))
             if code != 0:
                 if len(plan.steps) > 1 and not quiet:
@@ -83,67 +84,6 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
         return 0
     finally:
         remove_run_dir(run_dir)
-
-
-def _guarded(step: Step, root: str, state_dir: str, err: TextIO, run: Callable[[], int]) -> int:
-    """Run a step; if it is sandboxed and can write the project, quarantine the host-executed
-    files it created or changed (the persistence guard: guard/)."""
-    if step.mode != "sandbox":
-        return run()
-    from sbox_shim import guard
-
-    if not guard.writable_parts(step.mounts, root):
-        return run()
-    snapshot = guard.before(root, step.mounts)
-    try:
-        code = run()
-    except BaseException:
-        _inspect(step, snapshot, 1, state_dir, err)
-        raise
-    try:
-        _inspect(step, snapshot, code, state_dir, err)
-    except OSError as exc:
-        err.write(f"sbox: the persistence guard could not check or quarantine {root}: {exc}; "
-                  f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them\n")
-        return code or 125
-    return code
-
-
-def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int | None:
-    """The guard around a plan-cache run (compiled.py); `info` is what recorder.store kept. None:
-    the sandbox could not be set up (nothing ran), as `run` says."""
-    from sbox_shim.plan import Mount, Network
-
-    mounts = tuple(Mount(str(a), str(b), bool(c), str(d)) for a, b, c, d in info["mounts"])
-    step = Step(str(info["label"]), tuple(info["command"]), str(info["profile"]), "plan cache", "sandbox",
-                str(info["cwd"]), (), Network("off"), mounts)
-    result: list[int | None] = []
-
-    def once() -> int:
-        result.append(run())
-        return result[0] or 0
-
-    code = _guarded(step, str(info["root"]), str(info["state"]), sys.stderr, once)
-    return None if result == [None] else code
-
-
-def _inspect(step: Step, snapshot: Any, code: int, state_dir: str, err: TextIO) -> None:
-    from sbox_shim import guard
-    from sbox_shim.guard import quarantine
-
-    changes = guard.after(snapshot, step.mounts)
-    moved = quarantine.quarantine(changes, snapshot, state_dir, step.command)
-    lines = guard.script_changes(snapshot)
-    if moved:
-        ident, records = moved
-        lines = quarantine.report_lines(ident, records) + lines
-        write_record(state_dir, step, "quarantine", {"quarantine": ident, "entries": records})
-    hooks = moved is not None and quarantine.touches_hooks(moved[1], guard.hooks_path(snapshot.root))
-    if hooks or (code != 0 and guard.installs_hooks(step.command, snapshot)):
-        lines.append("sbox: the git hooks were not installed (the sandbox cannot write .git or the hooks); "
-                     "run npx husky (or the project's hook installer) outside sbox after reviewing it")
-    for line in lines:
-        err.write(line + "\n")
 
 
 def announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:

@@ -11,17 +11,17 @@ guard/quarantine.py moves what this finds.
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import stat
 import time
-from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
 
-from sbox_shim.layout import PROTECTED
-from sbox_shim.plan import Mount
-from sbox_shim.trust.files import printable
+from sbox_shim.protected import PROTECTED
+
+TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
+if TYPE_CHECKING:
+    from typing import Any, Iterator, Mapping, Sequence
+
+    from sbox_shim.plan import Mount
 
 # At the project's top: files the host runs or reads as code later (git hooks and their managers,
 # direnv and dotenv, make in all its spellings, editors', dev containers' and agents' tasks).
@@ -40,31 +40,66 @@ KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
 
 
-@dataclass(frozen=True)
-class Entry:
-    kind: str
-    mode: int  # st_mode
-    ident: tuple[int, ...]  # device, inode, size, mtime, ctime: unchanged means untouched
-    sha256: str | None = None  # regular files
-    content: bytes | None = None  # regular files up to KEEP_BYTES, to roll a change back
-    target: str | None = None  # links
+class _Record:
+    """A small record without dataclasses (their import costs the warm path ~10 ms)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
-@dataclass(frozen=True)
-class Change:
-    path: str  # relative to the project root
-    what: str  # created | changed
-    entry: Entry
-    why: str  # host-executed | setuid | socket | fifo
+class Entry(_Record):
+    __slots__ = ("kind", "mode", "ident", "sha256", "content", "target")
+
+    def __init__(self, kind: str, mode: int, ident: tuple[int, ...], sha256: str | None = None,
+                 content: bytes | None = None, target: str | None = None) -> None:
+        self.kind = kind
+        self.mode = mode  # st_mode
+        self.ident = ident  # device, inode, size, mtime, ctime: unchanged means untouched
+        self.sha256 = sha256  # regular files
+        self.content = content  # regular files up to KEEP_BYTES, to roll a change back
+        self.target = target  # links
 
 
-@dataclass(frozen=True)
-class Before:
-    root: str
-    started_ns: int
-    entries: Mapping[str, Entry]
-    names: tuple[str, ...] = ()  # the watched names, the hooks path as it was
-    scripts: Mapping[str, str] = field(default_factory=dict)
+class Change(_Record):
+    __slots__ = ("path", "what", "entry", "why")
+
+    def __init__(self, path: str, what: str, entry: Entry, why: str) -> None:
+        self.path = path  # relative to the project root
+        self.what = what  # created | changed
+        self.entry = entry
+        self.why = why  # host-executed | setuid | socket | fifo | .git | .envrc
+
+
+class Before(_Record):
+    __slots__ = ("root", "started_ns", "entries", "names", "scripts")
+
+    def __init__(self, root: str, started_ns: int, entries: Mapping[str, Entry], names: tuple[str, ...] = (),
+                 scripts: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        self.started_ns = started_ns
+        self.entries = entries
+        self.names = names  # the watched names, the hooks path as it was
+        self.scripts = scripts if scripts is not None else {}
+
+
+def _sha256() -> object:
+    """A SHA-256 hasher: the built-in module (hashlib loads OpenSSL, milliseconds on the warm path)."""
+    import sys
+
+    try:
+        if sys.version_info >= (3, 12):
+            from _sha2 import sha256  # type: ignore[import-not-found]
+        else:
+            from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:
+        from hashlib import sha256
+    return sha256()
 
 
 def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
@@ -142,7 +177,7 @@ def _entry(path: str, st: os.stat_result, keep: bool) -> Entry:
         return Entry(kind, st.st_mode, ident, target=os.readlink(path))
     if kind != "file":
         return Entry(kind, st.st_mode, ident)
-    digest = hashlib.sha256()
+    digest: Any = _sha256()
     content = b""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -178,8 +213,13 @@ def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tup
 def _scripts(root: str) -> dict[str, str]:
     from sbox_shim.trust.files import read_text  # a regular file of at most 1 MiB, never through a link
 
+    text = read_text(os.path.join(root, "package.json"))
+    if not text:
+        return {}
+    import json
+
     try:
-        scripts = json.loads(read_text(os.path.join(root, "package.json")) or "{}").get("scripts") or {}
+        scripts = json.loads(text).get("scripts") or {}
     except (ValueError, AttributeError):
         return {}
     return {str(k): str(v) for k, v in scripts.items()} if isinstance(scripts, dict) else {}
@@ -274,15 +314,21 @@ def _too_deep(root: str, directory: str) -> tuple[str, Entry]:
     return cut, _entry(os.path.join(root, cut), st, keep=False)
 
 
+def _printable(text: str) -> str:
+    from sbox_shim.trust.files import printable
+
+    return printable(text)
+
+
 def script_changes(snapshot: Before) -> list[str]:
     """package.json scripts the step added or changed, one line each (reported, not quarantined)."""
     now = _scripts(snapshot.root)
     lines = []
     for name, body in now.items():
         if name not in snapshot.scripts:
-            lines.append(printable(f"sbox: package.json script {name!r} was added by the sandbox: {body}"))
+            lines.append(_printable(f"sbox: package.json script {name!r} was added by the sandbox: {body}"))
         elif snapshot.scripts[name] != body:
-            lines.append(printable(f"sbox: package.json script {name!r} was changed by the sandbox: {body}"))
+            lines.append(_printable(f"sbox: package.json script {name!r} was changed by the sandbox: {body}"))
     return lines
 
 

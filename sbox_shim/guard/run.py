@@ -1,0 +1,101 @@
+"""The persistence guard around a step: snapshot, run, compare, quarantine, report.
+
+Used by the runner (cold path) and by the plan cache's warm path (compiled.py), where nothing
+heavy is imported unless the step actually left something: the snapshot and comparison load only
+`os` and the guard's own small records; the mover, JSON and the plan's dataclasses come only
+with a change.
+"""
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping, Sequence, TextIO
+
+
+class _Mount:
+    """What the guard reads of a mount, for the warm path (plan.Mount costs its dataclasses)."""
+
+    __slots__ = ("source", "target", "readonly", "kind")
+
+    def __init__(self, source: str, target: str, readonly: bool, kind: str) -> None:
+        self.source, self.target, self.readonly, self.kind = source, target, readonly, kind
+
+
+class _Step:
+    """What the guard and its record read of a step, for the warm path."""
+
+    __slots__ = ("label", "command", "profile", "cwd", "mode", "mounts")
+
+    def __init__(self, info: Mapping[str, Any]) -> None:
+        self.label, self.profile, self.cwd = str(info["label"]), str(info["profile"]), str(info["cwd"])
+        self.command = tuple(str(w) for w in info["command"])
+        self.mode = "sandbox"
+        self.mounts = tuple(_Mount(str(a), str(b), bool(c), str(d)) for a, b, c, d in info["mounts"])
+
+
+def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[], int]) -> int:
+    """Run a step; if it is sandboxed and can write the project, quarantine the host-executed
+    files it created or changed."""
+    if step.mode != "sandbox":
+        return run()
+    from sbox_shim import guard
+
+    if not guard.writable_parts(step.mounts, root):
+        return run()
+    snapshot = guard.before(root, step.mounts)
+    try:
+        code = run()
+    except BaseException:
+        _inspect(step, snapshot, 1, state_dir, err)
+        raise
+    try:
+        _inspect(step, snapshot, code, state_dir, err)
+    except OSError as exc:
+        err.write(f"sbox: the persistence guard could not check or quarantine {root}: {exc}; "
+                  f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them\n")
+        return code or 125
+    return code
+
+
+def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int | None:
+    """The guard around a plan-cache run; `info` is what recorder.store kept. None: the sandbox
+    could not be set up (nothing ran), as `run` says."""
+    result: list[int | None] = []
+
+    def once() -> int:
+        result.append(run())
+        return result[0] or 0
+
+    code = guarded(_Step(info), str(info["root"]), str(info["state"]), sys.stderr, once)
+    return None if result == [None] else code
+
+
+def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -> None:
+    from sbox_shim import guard
+
+    changes = guard.after(snapshot, step.mounts)
+    lines = guard.script_changes(snapshot)
+    moved = None
+    if changes:
+        from sbox_shim.guard import quarantine
+        from sbox_shim.runner import write_record
+
+        moved = quarantine.quarantine(changes, snapshot, state_dir, step.command)
+        if moved:
+            ident, records = moved
+            lines = quarantine.report_lines(ident, records) + lines
+            write_record(state_dir, step, "quarantine", {"quarantine": ident, "entries": records})
+    hooks = moved is not None and _touches_hooks(moved[1], guard.hooks_path(snapshot.root))
+    if hooks or (code != 0 and guard.installs_hooks(step.command, snapshot)):
+        lines.append("sbox: the git hooks were not installed (the sandbox cannot write .git or the hooks); "
+                     "run npx husky (or the project's hook installer) outside sbox after reviewing it")
+    for line in lines:
+        err.write(line + "\n")
+
+
+def _touches_hooks(records: Sequence[Mapping[str, Any]], hooks: str | None) -> bool:
+    from sbox_shim.guard import quarantine
+
+    return quarantine.touches_hooks(records, hooks)
