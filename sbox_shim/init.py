@@ -11,7 +11,7 @@ from sbox_shim.errors import UsageError
 # What marks each ecosystem, and the registries its download phase needs.
 MARKERS = (
     ("npm", ("package.json",)),
-    ("pip", ("requirements*.txt", "pyproject.toml", "setup.py")),
+    ("pip", ("requirements*.txt", "pyproject.toml", "setup.py", ".venv/pyvenv.cfg", "venv/pyvenv.cfg")),
     ("cargo", ("Cargo.toml",)),
     ("go", ("go.mod",)),
 )

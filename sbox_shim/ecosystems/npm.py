@@ -116,10 +116,11 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     rebuild = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
+    logs = os.path.join(ctx.cache_dir, "npm-logs", "download")  # npm's log pointer leads somewhere
     download = Phase(
-        "download", _ignore_scripts(argv, tool), True, allow, {**env, **EXECUTABLES}, implied=implied,
-        secrets=passthrough(ctx, True), credentials=tuple(m.source for m in credentials),
-        mounts=(cache_mount(cache, True), *readonly, *credentials),
+        "download", _ignore_scripts(argv, tool), True, allow, {**env, **EXECUTABLES, "npm_config_logs_dir": logs},
+        implied=implied, secrets=passthrough(ctx, True), credentials=tuple(m.source for m in credentials),
+        mounts=(cache_mount(cache, True), cache_mount(logs, True), *readonly, *credentials),
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
         writable=outputs(ctx, tool),
     )
@@ -222,8 +223,11 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
     # sbox's npm cache is not shown to package code: the download phase's logs and cache index
     # hold registry URLs as configured, credentials included, from every project. An empty one.
     empty_cache = Mount("", cache, readonly=False, kind="tmpfs")
-    return Phase("scripts", argv, False, (), {**env, "npm_config_offline": "true"},
-                 secrets=passthrough(ctx, False), mounts=(empty_cache, *readonly), files=masks,
+    # Its own logs, kept where npm's "complete log" line points (never the download phase's).
+    logs = os.path.join(ctx.cache_dir, "npm-logs", "scripts")
+    return Phase("scripts", argv, False, (), {**env, "npm_config_offline": "true", "npm_config_logs_dir": logs},
+                 secrets=passthrough(ctx, False), mounts=(empty_cache, cache_mount(logs, True), *readonly),
+                 files=masks,
                  reason=f"built-in {os.path.basename(argv[0])} policy: {why}",
                  writable=True if own else _modules(ctx))
 
