@@ -119,3 +119,10 @@ def test_a_plain_pyproject_does_not_block_and_a_parent_config_is_mentioned(
     assert "(pip)" in out
     assert f"takes precedence over {tmp_path / 'sbox.yaml'}" in out
     assert config.load(str(sub), {}).path == str(sub / "sbox.yaml")
+
+
+def test_a_venv_only_project_is_a_pip_project(tmp_path: Path) -> None:
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    assert init.detect(str(tmp_path)) == ("pip",)
+    assert "pip install" in init.render(init.detect(str(tmp_path))).splitlines()[0]
