@@ -31,7 +31,7 @@ TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any, Mapping, Sequence
 
-FORMAT = 3  # 2: records carry the seccomp filter; 3: and the binds to pin
+FORMAT = 4  # 2: records carry the seccomp filter; 3: and the binds to pin; 4: and their targets
 REF = "\0"  # an option that starts with it is filled in at run time: REF + "env" + REF + NAME | REF + "fd" + REF + N
 PACKAGE = lean.dirname(lean.join(posix.getcwd(), __file__))  # __file__ is absolute but from `python -m`
 # Shell bookkeeping that no plan is built from: `_` (the path the shell ran) and OLDPWD. Should a
@@ -190,7 +190,7 @@ def record_fds(record: Mapping[str, Any]) -> list[int]:
     fds = bwraprun.data_fds(record["files"], record["host_dns"])
     try:
         fds.append(bwraprun.memfd("sbox-seccomp", bpf))
-        root, sources = record["pins"]
+        root, sources, _ = record["pins"]
         fds += pinned.open_all(str(root), [str(s) for s in sources])  # OSError: the cold path says why
     except BaseException:
         _close(fds)
@@ -208,9 +208,14 @@ def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int |
     if record.get("announce"):
         sys.stderr.write(str(record["announce"]) + "\n")
         sys.stderr.flush()
+    targets = [str(t) for t in record["pins"][2]]
+    pins = fds[len(fds) - len(targets):] if targets else []
+    verify = [(t, st.st_dev, st.st_ino) for t, fd in zip(targets, pins) for st in [posix.fstat(fd)]]
+
     def sandbox() -> int | None:
         try:
-            code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write)
+            code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write,
+                                        verify=verify)
         except OSError:
             return None
         if status is not None and status.exit_code is None and code == 1:

@@ -61,7 +61,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "argv": list(step.argv),
         "files": files,
         "seccomp": bpf,
-        "pins": [step.project, [source for source, _ in step.pinned()]],
+        "pins": [step.project, [source for source, _ in step.pinned()], [target for _, target in step.pinned()]],
         "host_dns": step.network.policy == "open",
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,

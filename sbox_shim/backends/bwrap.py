@@ -100,9 +100,11 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
     pinned = {target: fd for (_, target), fd in zip(step.pinned(), pins)}
     options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc(),
                             pinned=pinned)
+    verify = [(target, st.st_dev, st.st_ino) for (_, target), fd in zip(step.pinned(), pins) for st in [os.fstat(fd)]]
     try:
         code, status = bwraprun.run(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
-                                    step.limits.timeout, _nproc(step.limits.pids), warn=sys.stderr.write)
+                                    step.limits.timeout, _nproc(step.limits.pids), warn=sys.stderr.write,
+                                    verify=verify)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:

@@ -145,15 +145,18 @@ def _integer(line: bytes, key: bytes) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def command_line(path: str, options: Sequence[str], argv: Sequence[str]) -> tuple[list[str], list[int], Status]:
+def command_line(path: str, options: Sequence[str], argv: Sequence[str],
+                 block: int | None = None) -> tuple[list[str], list[int], Status]:
     """bwrap's command line, the fds to pass it (close them once it has started), its status.
+    With `block`, bwrap waits on that fd once the sandbox is set up, before the command runs.
 
     The options go through a memfd and `--args`: environment values stay out of /proc/PID/cmdline.
     """
     args_fd = memfd("sbox-bwrap-args", b"".join(o.encode() + b"\0" for o in options))
     status_r, status_w = posix.pipe()
-    command = [path, "--args", str(args_fd), "--json-status-fd", str(status_w), "--", *argv]
-    return command, [args_fd, status_w], Status(status_r)
+    blocking = ["--block-fd", str(block)] if block is not None else []
+    command = [path, "--args", str(args_fd), "--json-status-fd", str(status_w), *blocking, "--", *argv]
+    return command, [args_fd, status_w, *([block] if block is not None else [])], Status(status_r)
 
 
 def spawn(command: Sequence[str], keep: Sequence[int], nproc: int | None = None) -> int:
@@ -203,14 +206,18 @@ def _fork_with_nproc(command: Sequence[str], leaked: Sequence[int], nproc: int) 
 
 def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
         timeout: float | None = None, nproc: int | None = None,
-        warn: Callable[[str], object] | None = None) -> tuple[int, Status | None]:
+        warn: Callable[[str], object] | None = None,
+        verify: Sequence[tuple[str, int, int]] = ()) -> tuple[int, Status | None]:
     """Run bwrap in the foreground, relaying signals to the command; return (exit code, status).
 
     `pass_fds` (the data files the options name) are closed here once bwrap has them. The status
     is None when sbox ended the sandbox itself (a timeout, exit 124) or bwrap was killed.
-    Raises OSError when bwrap cannot be started at all.
+    Raises OSError when bwrap cannot be started at all. `verify` holds (target, device, inode) of
+    the binds under the project: checked where they were mounted before the command may run
+    (mountcheck.py); exit 125 and nothing run when one is not what sbox opened.
     """
-    command, fds, status = command_line(path, options, argv)
+    block_r, block_w = posix.pipe() if verify else (None, None)
+    command, fds, status = command_line(path, options, argv, block_r)
     started: list[int] = []
     pending: list[int] = []
 
@@ -240,6 +247,13 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
     pid = started[0]
     for signum in pending:
         posix.kill(pid, signum)
+    if block_w is not None:
+        why = _checked(pid, status, verify, block_w)
+        if why:
+            _restore(previous)
+            if warn:
+                warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
+            return 125, None
     try:
         code, torn = watch(pid, status, timeout)
         if code is None:
@@ -259,6 +273,29 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
     if code < 0:
         return 128 - code, None
     return (status.exit_code if status.exit_code is not None else code), status
+
+
+def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], block_w: int) -> str:
+    """Check the sandbox's binds while bwrap waits; let it go on ("") or kill it (why). A failure
+    of sbox itself kills it too: closing the pipe unwritten would let the command run unchecked."""
+    from sbox_shim.backends import mountcheck
+
+    why: str | None = "sbox could not check the sandbox's mounts"
+    try:
+        why = mountcheck.verify(status, verify)
+        if not why:
+            posix.write(block_w, b"x")
+            return ""
+        stop(pid, status)
+        status.close()
+        return why
+    finally:
+        if why:
+            try:
+                posix.kill(-pid, _signal.SIGKILL)
+            except OSError:
+                pass
+        posix.close(block_w)
 
 
 def _install(handler: Callable[[int, object], None]) -> dict[int, object]:

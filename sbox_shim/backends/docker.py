@@ -98,18 +98,22 @@ def _add(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: 
     tar.addfile(info, io.BytesIO(data) if data else None)
 
 
-# Before the command, each pinned bind inside the container must be the very directory or file sbox
-# opened and checked on the host (device and inode): docker resolves a bind's source path again
-# when it mounts it, and a link swapped in meanwhile would be followed.
-VERIFY = ('while [ "$1" != -- ]; do [ "$(stat -c %d:%i -- "$1" 2>/dev/null)" = "$2" ] || '
+# Before the command, each pinned bind inside the container must be a mount point at its target
+# (mountinfo's fifth field, as the kernel escapes it) holding the very directory or file sbox opened
+# and checked on the host (device and inode): docker resolves a bind's source and destination
+# paths again when it mounts them, and a link swapped in meanwhile would be followed.
+VERIFY = ('while [ "$1" != -- ]; do awk \'BEGIN { t = ARGV[2]; ARGV[2] = "" } $5 == t { f = 1 } END { exit !f }\' '
+          '/proc/self/mountinfo "$2" && '
+          '[ "$(stat -c %d:%i -- "$1" 2>/dev/null)" = "$3" ] || '
           '{ echo "sbox: $1 is not what sbox checked (swapped for a link while the sandbox was set up?); '
-          'nothing ran" >&2; exit 125; }; shift 2; done; shift; exec "$@"')
+          'nothing ran" >&2; exit 125; }; shift 3; done; shift; exec "$@"')
 
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
-                     verify: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+                     verify: Sequence[tuple[str, str, str]] = ()) -> dict[str, Any]:
     """The keyword arguments for `containers.create`: a pure function of the step. `verify` holds
-    (target, "dev:ino") of the pinned binds, checked inside before the command runs."""
+    (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
+    command runs."""
     from docker.types import Mount as DockerMount
 
     net = step.network
@@ -222,7 +226,7 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
         os.close(lifeline)
 
 
-def identities(step: Step) -> list[tuple[str, str]]:
+def identities(step: Step) -> list[tuple[str, str, str]]:
     """(target, "dev:ino") of each bind under the project, opened without following a link below
     the project root (pinned.py): what the container must find at each target."""
     try:
@@ -234,7 +238,14 @@ def identities(step: Step) -> list[tuple[str, str]]:
     finally:
         for fd in fds:
             os.close(fd)
-    return [(target, f"{st.st_dev}:{st.st_ino}") for (_, target), st in zip(step.pinned(), stats)]
+    return [(target, _escaped(target), f"{st.st_dev}:{st.st_ino}") for (_, target), st in zip(step.pinned(), stats)]
+
+
+def _escaped(path: str) -> str:
+    """A path as /proc/self/mountinfo writes it."""
+    for char, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        path = path.replace(char, code)
+    return path
 
 
 def _lifeline(name: str) -> int:

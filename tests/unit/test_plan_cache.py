@@ -305,7 +305,7 @@ def test_the_warm_path_runs_exactly_the_cold_paths_bwrap_options(tmp_path: Path,
     targets = [target for target, _, _ in bwrap.data_files(step)]
     assert [t for t, _, _ in record["files"]] == targets
     pins = list(range(200, 200 + len(step.pinned())))
-    assert pins and record["pins"] == [step.project, [source for source, _ in step.pinned()]]
+    assert pins and record["pins"] == [step.project, [s for s, _ in step.pinned()], [t for _, t in step.pinned()]]
     cold = bwrap_options(step, list(zip(targets, fds)), disable_userns=True, seccomp=99, masked=bwrap.masked_proc(),
                          pinned={target: fd for (_, target), fd in zip(step.pinned(), pins)})
     # the filter's fd comes after the files', then the pinned binds'
