@@ -128,7 +128,7 @@ def _describe_trust(args, argv: Sequence[str], plan, host) -> list[str]:  # type
     from sbox_shim.config import Config
 
     cfg = Config(plan.config_path, plan.project_root)
-    items = gate.opt_in(host.cwd, args.config) + gate.tools(argv, cfg, host) + gate.host_scripts(plan, host.cwd)
+    items = gate.opt_in(host.cwd, args.config) + gate.tools(argv, cfg, host) + gate.host_scripts(plan, host.cwd, host)
     return trust.describe(trust.check(items, host.state_dir))
 
 

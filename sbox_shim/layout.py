@@ -81,7 +81,9 @@ def tool_prefix(real_tool: str | None, home: str) -> str | None:
     if bindir.startswith(SYSTEM_DIRS):
         return None
     prefix = os.path.dirname(bindir)
-    if prefix in ("/", home) or os.path.basename(prefix) == ".cargo":
+    # HOME itself, a `.cargo` (registry credentials) or `~/.local` (shell histories, keyrings,
+    # every app's data): only the tool's bin directory.
+    if prefix in ("/", home, os.path.join(home, ".local")) or os.path.basename(prefix) == ".cargo":
         return bindir
     return prefix
 

@@ -64,8 +64,11 @@ def url_entry(url: str) -> str | None:
     """The allowlist entry for a registry URL the user configured: `host` or `host:port`."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url.strip().removeprefix("sparse+"))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url.strip().removeprefix("sparse+"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+    except ValueError:  # "http://[::1/" and the like: nothing to admit
         return None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.rstrip(".")
     default = 443 if parts.scheme == "https" else 80

@@ -46,6 +46,10 @@ def config_files(ctx: Context) -> list[str]:
         files.append(env["npm_config_globalconfig"])
     files.append(env.get("npm_config_userconfig") or os.path.join(ctx.home, ".npmrc"))
     files.append(os.path.join(ctx.project_root, ".npmrc"))
+    here = ctx.cwd  # npm's project config is the .npmrc of its local prefix, which may be below the root
+    while here != ctx.project_root and here.startswith(ctx.project_root.rstrip("/") + "/"):
+        files.append(os.path.join(here, ".npmrc"))
+        here = os.path.dirname(here)
     return [f for f in dict.fromkeys(files) if os.path.isfile(f)]
 
 

@@ -30,7 +30,10 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  ".lintstagedrc", ".lintstagedrc.json", ".lintstagedrc.js", ".lintstagedrc.cjs",
                  ".lintstagedrc.mjs", ".lintstagedrc.yaml", ".lintstagedrc.yml", "lint-staged.config.js",
                  "lint-staged.config.cjs", "lint-staged.config.mjs", ".mcp.json", ".devcontainer", ".zed",
-                 "mise.toml", ".mise.toml", ".tool-versions")
+                 "mise.toml", ".mise.toml", "mise.local.toml", ".mise.local.toml", ".config/mise.toml",
+                 ".config/mise", ".tool-versions", "justfile", "Justfile", ".justfile", "lefthook-local.yml",
+                 ".lefthook-local.yml", ".devcontainer.json", ".cursor", ".gemini", ".roo", ".kiro", ".amazonq",
+                 ".continue", ".windsurf")
 # At any depth: git runs a repository's config (core.fsmonitor, hooks) wherever a `.git` is, and
 # direnv loads an `.envrc` in any directory the user enters.
 NESTED = (".git", ".envrc")

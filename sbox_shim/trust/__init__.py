@@ -65,6 +65,9 @@ def decisive(data: bytes, part: str) -> str:
     """The part of a file's content that decides what sbox does."""
     text = data.decode("utf-8", "surrogateescape")
     if part == "options":
+        from sbox_shim.trust.files import decode
+
+        text = decode(data) or text  # a UTF-16 requirements file's options count too
         from sbox_shim.ecosystems.pip import option_lines
 
         return "\n".join(option_lines(text))

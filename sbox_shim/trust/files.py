@@ -39,8 +39,19 @@ def read_text(path: str, limit: int = MAX_BYTES) -> str:
     data = read_regular(path, limit)
     if data is None:
         return ""
+    return decode(data)
+
+
+def decode(data: bytes) -> str:
+    """Text as a tool reads it: a byte-order mark picks the encoding, else UTF-8; "" if neither."""
+    encoding = "utf-8"
+    for bom, name in ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                      (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"), (b"\xef\xbb\xbf", "utf-8-sig")):
+        if data.startswith(bom):  # as pip reads a requirements file: a byte-order mark decides
+            encoding = name
+            break
     try:
-        return data.decode("utf-8")
+        return data.decode(encoding)
     except UnicodeDecodeError:
         return ""
 

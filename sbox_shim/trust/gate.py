@@ -48,10 +48,14 @@ def tools(argv: Sequence[str], cfg: Config, host: Host) -> list[Input]:
     return [Input(p, kind, part) for p, kind, part in ecosystems.inputs(argv, ctx)]
 
 
-def host_scripts(plan: Plan, cwd: str) -> list[Input]:
-    """A host-mode npm runs the project's lifecycle scripts unsandboxed: they are trusted inputs."""
+def host_scripts(plan: Plan, cwd: str, host: Host | None = None) -> list[Input]:
+    """What a host-mode tool reads and runs unsandboxed: an npm's lifecycle scripts, and any
+    ecosystem tool's configuration a sandbox could write (a `.npmrc` naming a `script-shell`, say),
+    whatever the subcommand."""
     out = []
     for step in plan.steps:
+        if step.mode == "host" and step.command and host is not None:
+            out += _host_tool_config(step.command[0], plan, host)
         if step.mode == "host" and step.command and os.path.basename(step.command[0]) in NPM_TOOLS:
             manifest = _nearest(cwd, plan.project_root, "package.json")
             if manifest:
@@ -59,6 +63,18 @@ def host_scripts(plan: Plan, cwd: str) -> list[Input]:
                 out += [Input(p, "workspace package.json scripts (mode: host runs them unsandboxed)", "scripts")
                         for p in workspaces(manifest)]
     return list(dict.fromkeys(out))
+
+
+def _host_tool_config(tool: str, plan: Plan, host: Host) -> list[Input]:
+    from sbox_shim.config import Config
+
+    name = os.path.basename(tool)
+    representative = next((argv for argv in REPRESENTATIVE if argv[0] == name), None)
+    if representative is None and name in ("npx", "pip3"):
+        representative = ("npm", "install") if name == "npx" else ("pip", "install")
+    if representative is None:
+        return []
+    return tools((tool, *representative[1:]), Config(plan.config_path, plan.project_root), host)
 
 
 def workspaces(manifest: str, limit: int = 500) -> list[str]:
@@ -167,4 +183,4 @@ def before_plan(argv: Sequence[str], cfg: Config, host: Host) -> None:
 
 def after_plan(plan: Plan, host: Host) -> None:
     """Before anything runs unsandboxed: what a host-mode step would run is trusted."""
-    trust.require(host_scripts(plan, host.cwd), host.state_dir)
+    trust.require(host_scripts(plan, host.cwd, host), host.state_dir)

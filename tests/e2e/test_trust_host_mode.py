@@ -113,3 +113,17 @@ def test_a_workspace_planted_by_a_sandbox_is_refused_until_trusted(world: tuple[
     subprocess.run(["npm", "publish", "--workspaces", "--dry-run"], cwd=root, env=sbox.env, capture_output=True,
                    timeout=120)
     assert marker.exists()
+
+
+def test_an_npmrc_planted_by_a_sandbox_is_a_trusted_input_under_mode_host(world: tuple[Path, Path, Sbox]) -> None:
+    """A sandboxed step writes `.npmrc` with `script-shell=./x.sh`: a host-mode `npm run-script`
+    would run x.sh unsandboxed. It is refused until the user trusts that .npmrc."""
+    root, marker, sbox = world
+    sbox.plant(root, f"printf '#!/bin/sh\\ntouch {marker}\\n' > x.sh && chmod +x x.sh && "
+               f"echo 'script-shell={root}/x.sh' > .npmrc")
+    result = sbox.run(root, "npm", "run-script", "hello")
+    refused(result, root / ".npmrc")
+    assert not marker.exists()
+    # Control: outside sbox, npm runs the planted shell.
+    subprocess.run(["npm", "run-script", "hello"], cwd=root, env=sbox.env, capture_output=True, timeout=120)
+    assert marker.exists()

@@ -241,3 +241,24 @@ def test_what_a_sandbox_wrote_reaches_the_terminal_escaped(tmp_path: Path) -> No
     trust_paths([str(rc)], env, out=out)
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
     assert "cafile=/x\\x1b[1A\\x1b[2K" in out.getvalue()
+
+
+def test_a_utf16_requirements_file_has_option_lines_too(tmp_path: Path) -> None:
+    req = tmp_path / "requirements.txt"
+    req.write_bytes("--find-links /srv/wheels\nx==1\n".encode("utf-16"))
+    assert trust.verdict(Input(str(req), "requirements file", "options"), _state(tmp_path)).state == "new"
+
+
+def test_a_tool_in_the_local_bin_gets_only_that_bin(tmp_path: Path) -> None:
+    from sbox_shim.layout import tool_prefix
+
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "mytool").write_text("#!/bin/sh\n")
+    assert tool_prefix(str(home / ".local" / "bin" / "mytool"), str(home)) == str(home / ".local" / "bin")
+
+
+def test_an_unreadable_registry_url_is_no_entry() -> None:
+    from sbox_shim.ecosystems import url_entry
+
+    assert url_entry("http://[::1/") is None  # no traceback; a zoned link-local literal is refused by the proxy
