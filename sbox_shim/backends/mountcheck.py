@@ -59,11 +59,16 @@ def _settled(mounts: Sequence[tuple[str, str, str]]) -> bool:
 def verify(status: Any, expected: Sequence[tuple[str, int, int]], timeout: float = TIMEOUT) -> str | None:
     """"" when each (target, device, inode) is mounted at its target; None when bwrap ended before
     (its own failure, which the caller reports); otherwise why the sandbox must not run."""
+    from sbox_shim.backends.bwrapend import readable
+
     deadline = time.monotonic() + timeout
     while status.child_pid is None:
-        status.poll(0.05)
-        if status.child_pid is None and (status.fd < 0 or time.monotonic() > deadline):
-            return None if status.fd < 0 else "bwrap did not report its sandbox"
+        if status.fd < 0:
+            return None
+        if readable(status.fd, 0.05):
+            status.poll()  # what is there now (poll with a wait would wait again after it)
+        elif time.monotonic() > deadline:
+            return "bwrap did not report its sandbox"
     pid = status.child_pid
     while True:
         mounts = _mountinfo(pid)
