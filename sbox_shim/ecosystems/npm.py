@@ -229,11 +229,32 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
     empty_cache = Mount("", cache, readonly=False, kind="tmpfs")
     # Its own logs, kept where npm's "complete log" line points (never the download phase's).
     logs = os.path.join(ctx.cache_dir, "npm-logs", "scripts")
-    return Phase("scripts", argv, False, (), {**env, "npm_config_offline": "true", "npm_config_logs_dir": logs},
+    settings = plain_settings(ctx)  # node-gyp's nodedir, python, ...: every phase; credentials: never here
+    return Phase("scripts", argv, False, (), {**settings, **env, "npm_config_offline": "true",
+                                              "npm_config_logs_dir": logs},
                  secrets=passthrough(ctx, False), mounts=(empty_cache, cache_mount(logs, True), *readonly),
                  files=masks,
                  reason=f"built-in {os.path.basename(argv[0])} policy: {why}",
                  writable=True if own else _modules(ctx))
+
+
+_SETTING = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*=\s*(.*?)\s*$", re.M)
+_NOT_OFFLINE = {"registry", "proxy", "https-proxy", "noproxy", "cafile", "ca", "cert", "key", "userconfig",
+                "globalconfig", "cache", "logs-dir", "offline", "prefer-online", "script-shell", "shell", "git",
+                "node-options", "onload-script", "editor", "browser", "viewer", "prefix"}
+
+
+def plain_settings(ctx: Context) -> dict[str, str]:
+    """The non-secret settings of the user's, global and (trusted) project npmrc, as npm_config_*
+    variables for the offline phase, which reads no npmrc with a token in it: node-gyp's `nodedir`
+    and `python` among them. Nothing credential-like, nothing naming a program or a registry."""
+    out: dict[str, str] = {}
+    for path in config_files(ctx):
+        for key, value in _SETTING.findall(read_text(path)):
+            if key in _NOT_OFFLINE or is_secret(key) or "${" in value or "://" in value and "@" in value:
+                continue
+            out["npm_config_" + key.replace("-", "_")] = value.strip("\"'")
+    return out
 
 
 def _modules(ctx: Context) -> tuple[str, ...]:

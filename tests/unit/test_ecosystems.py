@@ -568,3 +568,15 @@ def test_module_table_matches_each_modules_tools() -> None:
         assert tool in importlib.import_module(f"sbox_shim.ecosystems.{name}").TOOLS
     for name in set(MODULES.values()):
         assert set(importlib.import_module(f"sbox_shim.ecosystems.{name}").TOOLS) <= set(MODULES)
+
+
+def test_npm_plain_settings_reach_the_scripts_phase_and_credentials_do_not(where: dict[str, Path]) -> None:
+    """node-gyp needs the user's `nodedir`/`python` offline; the token, the registry and any
+    program setting stay out of the scripts phase."""
+    write(where["home"] / ".npmrc", "nodedir=/usr\npython=/usr/bin/python3\n//r.example/:_authToken=npm_CANARY\n"
+          "registry=https://u:pw@r.example/\nscript-shell=/tmp/x.sh\n_auth=abc\nemail=me@example.com\n")
+    d, s = two("npm install", ctx(where))
+    assert s.env["npm_config_nodedir"] == "/usr" and s.env["npm_config_python"] == "/usr/bin/python3"
+    joined = repr(s.env)
+    for leaked in ("npm_CANARY", "u:pw", "script_shell", "abc"):
+        assert leaked not in joined, leaked
