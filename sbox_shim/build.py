@@ -128,7 +128,8 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
                      "npm_config_proxy", "npm_config_https_proxy"):
             env[name] = proxy
         env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
-    mounts += boundary.check_mounts(mounts, config.root, host.home, host.own_dirs, phase.credentials)
+    if prof.mode == "sandbox":  # mode: host mounts nothing
+        mounts += boundary.check_mounts(mounts, config.root, host.home, host.own_dirs, phase.credentials)
     mounts += layout.own_mounts(mounts, host.own_dirs)
     cwd = host.cwd if _inside(host.cwd, config.root) else config.root
     limits = Limits(prof.limits.pids, prof.limits.memory, prof.limits.timeout)

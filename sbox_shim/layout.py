@@ -83,7 +83,8 @@ def tool_prefix(real_tool: str | None, home: str) -> str | None:
     prefix = os.path.dirname(bindir)
     # HOME itself, a `.cargo` (registry credentials) or `~/.local` (shell histories, keyrings,
     # every app's data): only the tool's bin directory.
-    if prefix in ("/", home, os.path.join(home, ".local")) or os.path.basename(prefix) == ".cargo":
+    if (prefix in ("/", home, os.path.join(home, ".local")) or os.path.basename(prefix) == ".cargo"
+            or home.startswith(prefix.rstrip("/") + "/")):  # a prefix above HOME would hold HOME
         return bindir
     return prefix
 
