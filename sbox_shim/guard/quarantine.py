@@ -81,6 +81,12 @@ def _put_back(root: str, rel: str, snapshot: Before) -> bool:
 
 def _parents_or_missing(root: str, rel: str) -> bool:
     """Every directory between root and rel that exists is a real directory (none is a link)."""
+    return _real_parents(root, rel, missing_ok=True)
+
+
+def _real_parents(root: str, rel: str, missing_ok: bool = False) -> bool:
+    """Every directory between root and rel is a real directory (no link to follow); with
+    `missing_ok`, the first one missing ends the walk (restore makes the rest)."""
     here = root
     for part in rel.split("/")[:-1]:
         here = os.path.join(here, part)
@@ -88,20 +94,7 @@ def _parents_or_missing(root: str, rel: str) -> bool:
             if not stat.S_ISDIR(os.lstat(here).st_mode):
                 return False
         except FileNotFoundError:
-            return True
-        except OSError:
-            return False
-    return True
-
-
-def _real_parents(root: str, rel: str) -> bool:
-    """Every directory between root and rel is a real directory (no link to follow)."""
-    here = root
-    for part in rel.split("/")[:-1]:
-        here = os.path.join(here, part)
-        try:
-            if not stat.S_ISDIR(os.lstat(here).st_mode):
-                return False
+            return missing_ok
         except OSError:
             return False
     return True
