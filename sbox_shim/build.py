@@ -79,6 +79,13 @@ def build_plan(
         if real and boundary.inside(os.path.realpath(real), os.path.realpath(config.root)):
             raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
                              "it); run a tool installed outside the project")
+        for i, word in enumerate(argv):  # `pip --python .venv/bin/python`: an interpreter the project holds
+            name, eq, value = word.partition("=")
+            if name == "--python" and (eq or i + 1 < len(argv)):
+                chosen = os.path.realpath(os.path.join(host.cwd, value if eq else argv[i + 1]))
+                if boundary.inside(chosen, os.path.realpath(config.root)):
+                    raise UsageError(f"mode: host would run {chosen}, which lies inside the project (sandboxes "
+                                     "can write it); run it sandboxed, or name an interpreter outside the project")
     warnings: list[str] = []
     steps = []
     for index, (prof, phase) in enumerate(chosen_profiles):

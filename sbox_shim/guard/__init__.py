@@ -33,10 +33,13 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  "mise.toml", ".mise.toml", "mise.local.toml", ".mise.local.toml", ".config/mise.toml",
                  ".config/mise", ".tool-versions", "justfile", "Justfile", ".justfile", "lefthook-local.yml",
                  ".lefthook-local.yml", ".devcontainer.json", ".cursor", ".gemini", ".roo", ".kiro", ".amazonq",
-                 ".continue", ".windsurf")
+                 ".continue", ".windsurf", "gradlew", "mvnw", ".mvn", "Taskfile.yml", "Taskfile.yaml", "Rakefile",
+                 ".bazelrc", "Procfile", ".exrc", ".nvim.lua", ".lazy.lua", ".envrc.local", ".env.local",
+                 ".lfsconfig", ".gitconfig", ".gitmodules", "CLAUDE.md", "AGENTS.md", "GEMINI.md", ".clinerules",
+                 ".aider.conf.yml")
 # At any depth: git runs a repository's config (core.fsmonitor, hooks) wherever a `.git` is, and
 # direnv loads an `.envrc` in any directory the user enters.
-NESTED = (".git", ".envrc")
+NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git finds (bare repository)
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
@@ -128,34 +131,58 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
+def _git_config(root: str) -> tuple[str | None, list[str]]:
+    """(core.hooksPath, the project files git includes) from `.git/config` and the files its
+    `include.path` / `includeIf.*.path` name, read as text (running git would run the config).
+    Paths relative to the root, only those inside the project."""
+    gitdir = os.path.join(root, ".git")
+    files, hooks = [os.path.join(gitdir, "config")], None
+    seen: set[str] = set()
+    includes: list[str] = []
+    while files and len(seen) < 16:
+        path = files.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        section = ""
+        for line in lines:
+            line = line.strip()
+            if line.startswith("["):
+                section = line[1:line.find("]")].strip().lower() if "]" in line else ""
+                continue
+            name, eq, raw = line.partition("=")
+            if not eq:
+                continue
+            value = raw.split(" #")[0].split(" ;")[0].strip().strip('"')
+            key = name.strip().lower()
+            if section == "core" and key == "hookspath" and value:
+                hooks = value
+            elif section.startswith(("include", "includeif")) and key == "path" and value and not value.startswith("~"):
+                target = os.path.normpath(os.path.join(os.path.dirname(path), value))
+                files.append(target)
+                if _within(target, root) and not _within(target, gitdir):
+                    includes.append(os.path.relpath(target, root))
+    if not hooks or hooks.startswith("~"):
+        return None, includes  # under HOME, never in a sandbox's reach
+    full = os.path.normpath(os.path.join(root, hooks))
+    return (os.path.relpath(full, root) if _within(full, root) and full != root else None), includes
+
+
 def hooks_path(root: str) -> str | None:
-    """git's `core.hooksPath` in the project's `.git/config`, relative to the root, if it lies in
-    the project; read as text (running git would run the project's config)."""
-    try:
-        with open(os.path.join(root, ".git", "config"), encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    section, value = "", None
-    for line in lines:
-        line = line.strip()
-        if line.startswith("["):
-            section = line[1:line.find("]")].strip().lower() if "]" in line else ""
-        elif section == "core" and "=" in line:
-            name, _, raw = line.partition("=")
-            if name.strip().lower() == "hookspath":
-                value = raw.split(" #")[0].split(" ;")[0].strip().strip('"')
-    if not value:
-        return None
-    if value.startswith("~"):
-        return None  # under HOME, never in a sandbox's reach
-    full = os.path.normpath(os.path.join(root, value))
-    return os.path.relpath(full, root) if _within(full, root) and full != root else None
+    """git's `core.hooksPath`, through the project's `.git/config` and what it includes, relative to
+    the root, if it lies in the project."""
+    return _git_config(root)[0]
 
 
 def watched(root: str) -> list[str]:
     names = [*PROTECTED, *HOST_EXECUTED]
-    hooks = hooks_path(root)
+    hooks, includes = _git_config(root)
+    names += [anchor(root, p) for p in includes]  # a config git includes from the project runs like .git/config
     return list(dict.fromkeys(names + ([anchor(root, hooks)] if hooks else [])))
 
 

@@ -2,6 +2,7 @@
 sandbox could have written must be trusted (the store in __init__.py), or nothing runs."""
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -68,13 +69,29 @@ def host_scripts(plan: Plan, cwd: str, host: Host | None = None) -> list[Input]:
 def _host_tool_config(tool: str, plan: Plan, host: Host) -> list[Input]:
     from sbox_shim.config import Config
 
-    name = os.path.basename(tool)
+    name = {"npx": "npm", "pip3": "pip"}.get(os.path.basename(tool), os.path.basename(tool))
     representative = next((argv for argv in REPRESENTATIVE if argv[0] == name), None)
-    if representative is None and name in ("npx", "pip3"):
-        representative = ("npm", "install") if name == "npx" else ("pip", "install")
     if representative is None:
         return []
-    return tools((tool, *representative[1:]), Config(plan.config_path, plan.project_root), host)
+    cfg = Config(plan.config_path, plan.project_root)
+    found = tools(representative, cfg, host)
+    for where in _prefixes(plan, host.cwd):  # `npm --prefix DIR` / `-C DIR` reads DIR's config and scripts
+        found += tools(representative, cfg, dataclasses.replace(host, cwd=where))
+        manifest = os.path.join(where, "package.json")
+        if os.path.lexists(manifest):
+            found.append(Input(manifest, "package.json scripts (mode: host runs them unsandboxed)", "scripts"))
+    return found
+
+
+def _prefixes(plan: Plan, cwd: str) -> list[str]:
+    out = []
+    for step in plan.steps:
+        words = list(step.command)
+        for i, word in enumerate(words):
+            name, eq, value = word.partition("=")
+            if name in ("--prefix", "-C", "--dir") and (eq or i + 1 < len(words)):
+                out.append(os.path.normpath(os.path.join(cwd, value if eq else words[i + 1])))
+    return out
 
 
 def workspaces(manifest: str, limit: int = 500) -> list[str]:

@@ -97,3 +97,25 @@ def test_a_fifo_deeper_than_a_path_reaches_is_still_moved(runs: Runs, tmp_path: 
     # What is left in the project is shallow enough to walk: no FIFO in it.
     left = [os.path.join(d, n) for d, _, names in os.walk(root / "f") for n in names]
     assert not any(stat.S_ISFIFO(os.lstat(p).st_mode) for p in left)
+
+
+def test_a_directory_made_a_git_dir_and_a_config_git_includes_are_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """A sandbox turns `src/` into a repository git discovers (HEAD, objects, refs, config with a
+    core.fsmonitor), and rewrites a project file the repository's config includes: the host's
+    next `git status` runs neither."""
+    root = husky_project(tmp_path)
+    (root / "src" / "lib").mkdir(parents=True)
+    git(root, "config", "include.path", "../.gitconfig")
+    (root / ".gitconfig").write_text("[user]\n\tname = me\n")
+    pwned = tmp_path / "fsmonitor-ran"
+    plant = (f"cd src && mkdir -p objects refs/heads && echo 'ref: refs/heads/main' > HEAD && "
+             f"printf '[core]\\n\\tworktree = ..\\n\\tfsmonitor = \"touch {pwned}\"\\n' > config && cd .. && "
+             f"printf '[core]\\n\\tfsmonitor = \"touch {pwned}\"\\n' >> .gitconfig")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined src/HEAD" in result.stderr and "quarantined .gitconfig" in result.stderr, result.stderr
+    assert (root / ".gitconfig").read_text() == "[user]\n\tname = me\n"  # the previous version is back
+    for where in (root / "src" / "lib", root):
+        subprocess.run(["git", "status"], cwd=where, capture_output=True, timeout=60,
+                       env=dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1"))
+    assert not pwned.exists()
