@@ -262,3 +262,34 @@ def test_an_unreadable_registry_url_is_no_entry() -> None:
     from sbox_shim.ecosystems import url_entry
 
     assert url_entry("http://[::1/") is None  # no traceback; a zoned link-local literal is refused by the proxy
+
+
+def _host_mode_plan(tmp_path: Path, argv: list[str]):  # type: ignore[no-untyped-def]
+    from sbox_shim.build import build_plan
+    from sbox_shim.config import Config, Profile
+    from sbox_shim.host import Host
+
+    root = tmp_path / "p"
+    root.mkdir(exist_ok=True)
+    host = Host(uid=1000, gid=1000, user="dev", home=str(tmp_path / "home"), cwd=str(root), env={"PATH": "/usr/bin"},
+                shim_dirs=(), python="/usr/bin/python3", python_prefix="/usr", package_dir="/nonexistent",
+                cache_dir=str(tmp_path / "cache"), state_dir=_state(tmp_path))
+    cfg = Config(str(root / "sbox.yaml"), str(root), "bwrap", {"default": Profile("default", mode="host")})
+    return build_plan(argv, cfg, host, which=lambda name, path, shims: f"/usr/bin/{name}"), host, root
+
+
+def test_host_mode_npx_and_npm_prefix_read_trusted_config_only(tmp_path: Path) -> None:
+    plan, host, root = _host_mode_plan(tmp_path, ["npx", "-c", "echo hi"])
+    (root / ".npmrc").write_text("script-shell=/x.sh\n")
+    assert str(root / ".npmrc") in [i.path for i in gate.host_scripts(plan, host.cwd, host)]
+    (root / "pkg").mkdir()
+    (root / "pkg" / ".npmrc").write_text("script-shell=/x.sh\n")
+    (root / "pkg" / "package.json").write_text('{"scripts": {"test": "evil"}}')
+    plan, host, root = _host_mode_plan(tmp_path, ["npm", "--prefix", "pkg", "test"])
+    paths = [i.path for i in gate.host_scripts(plan, host.cwd, host)]
+    assert str(root / "pkg" / ".npmrc") in paths and str(root / "pkg" / "package.json") in paths
+
+
+def test_host_mode_refuses_an_interpreter_inside_the_project(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="lies inside the project"):
+        _host_mode_plan(tmp_path, ["pip", "--python", ".venv/bin/python", "list"])
