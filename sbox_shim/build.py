@@ -10,6 +10,7 @@ from sbox_shim.config import Config, Profile
 from sbox_shim.environment import has_url_credentials, scrub
 from sbox_shim.errors import UsageError
 from sbox_shim.host import Host
+from sbox_shim.lean import inside
 from sbox_shim.network import build_network
 from sbox_shim.plan import PROXY_PORT, SANDBOX_DIR, Limits, Mount, Plan, Step
 from sbox_shim.toolpath import find_real, without_shims
@@ -76,14 +77,14 @@ def build_plan(
         # Unsandboxed: nothing the project holds may pick the program (a planted ./node_modules/.bin/npm).
         path = host_path(path, config.root, host.cwd)
         real = which(argv[0], path, host.shim_dirs)
-        if real and boundary.inside(os.path.realpath(real), os.path.realpath(config.root)):
+        if real and inside(os.path.realpath(real), os.path.realpath(config.root)):
             raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
                              "it); run a tool installed outside the project")
         for i, word in enumerate(argv):  # `pip --python .venv/bin/python`: an interpreter the project holds
             name, eq, value = word.partition("=")
             if name == "--python" and (eq or i + 1 < len(argv)):
                 chosen = os.path.realpath(os.path.join(host.cwd, value if eq else argv[i + 1]))
-                if boundary.inside(chosen, os.path.realpath(config.root)):
+                if inside(chosen, os.path.realpath(config.root)):
                     raise UsageError(f"mode: host would run {chosen}, which lies inside the project (sandboxes "
                                      "can write it); run it sandboxed, or name an interpreter outside the project")
     warnings: list[str] = []
@@ -138,7 +139,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     if prof.mode == "sandbox":  # mode: host mounts nothing
         mounts += boundary.check_mounts(mounts, config.root, host.home, host.own_dirs, phase.credentials)
     mounts += layout.own_mounts(mounts, host.own_dirs)
-    cwd = host.cwd if _inside(host.cwd, config.root) else config.root
+    cwd = host.cwd if inside(host.cwd, config.root) else config.root
     limits = Limits(prof.limits.pids, prof.limits.memory, prof.limits.timeout)
     step = Step(
         label=phase.label, argv=tuple(argv), profile=prof.name, reason=phase.reason, mode=prof.mode,
@@ -171,9 +172,7 @@ def host_path(path: str, root: str, cwd: str) -> str:
     """PATH for an unsandboxed command: no relative entries (they name the working directory) and
     none inside the project."""
     keep = [d for d in path.split(os.pathsep)
-            if d.startswith("/") and not boundary.inside(os.path.realpath(d), os.path.realpath(root))]
+            if d.startswith("/") and not inside(os.path.realpath(d), os.path.realpath(root))]
     return os.pathsep.join(keep)
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")

@@ -20,16 +20,23 @@ if TYPE_CHECKING:
 KEEP = 256  # files kept per directory; the oldest go first
 
 
-def digest(data: bytes) -> str:
-    """SHA-256, hex."""
-    try:  # the built-in module: hashlib loads OpenSSL, tens of milliseconds here
+def hasher() -> Any:
+    """A SHA-256 hasher from the built-in module: hashlib loads OpenSSL, tens of milliseconds here."""
+    try:
         if sys.version_info >= (3, 12):
             from _sha2 import sha256  # type: ignore[import-not-found]
         else:
             from _sha256 import sha256  # type: ignore[import-not-found]
     except ImportError:
         from hashlib import sha256
-    return str(sha256(data).hexdigest())
+    return sha256()
+
+
+def digest(data: bytes) -> str:
+    """SHA-256, hex."""
+    h = hasher()
+    h.update(data)
+    return str(h.hexdigest())
 
 
 def read_private(path: str) -> object:
@@ -57,10 +64,11 @@ def _private(st: posix.stat_result) -> bool:
     return st.st_uid == posix.getuid() and not st.st_mode & 0o022
 
 
-def write_private(path: str, value: Any) -> None:
+def write_private(path: str, value: Any, prune_old: bool = True) -> None:
     """Store `value` (plain data) at `path` for `read_private`: atomically, in a private directory
-    that keeps its newest KEEP files. Raises OSError, or ValueError for what marshal cannot hold."""
-    write_bytes(path, marshal.dumps(value))
+    that keeps its newest KEEP files (all of them, without `prune_old`). Raises OSError, or
+    ValueError for what marshal cannot hold."""
+    write_bytes(path, marshal.dumps(value), prune_old)
 
 
 def write_bytes(path: str, data: bytes, prune_old: bool = True) -> None:

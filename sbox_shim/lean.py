@@ -31,6 +31,11 @@ def join(base: str, *parts: str) -> str:
     return path
 
 
+def inside(path: str, root: str) -> bool:
+    """`path` is `root` or lies below it (as strings: resolve first where links matter)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def dirname(path: str) -> str:
     """`os.path.dirname`."""
     head = path[:path.rfind("/") + 1]

@@ -13,6 +13,7 @@ from typing import Sequence
 from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
 from sbox_shim.host import Host
+from sbox_shim.lean import inside
 from sbox_shim.plan import Plan
 
 
@@ -106,14 +107,12 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
     if any(is_secret(name) and host.env.get(name) != value for name, value in step.env):
         return "a credential-like value sbox computed would be written to disk"
     plans = os.path.realpath(directory(host.env))
-    if any(not m.readonly and m.kind in ("bind", "cache") and _within(plans, os.path.realpath(m.source))
+    if any(not m.readonly and m.kind in ("bind", "cache") and inside(plans, os.path.realpath(m.source))
            for m in step.mounts):
         return "the plan cache would be writable inside the sandbox"
     return None
 
 
-def _within(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str) -> list[tuple[str, str]]:

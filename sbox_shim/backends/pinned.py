@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import posix
 
+from sbox_shim import lean
+
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Sequence
@@ -22,7 +24,7 @@ ELOOP = 40
 
 
 def inside(path: str, root: str) -> bool:
-    return bool(root) and (path == root or path.startswith(root.rstrip("/") + "/"))
+    return bool(root) and lean.inside(path, root)
 
 
 def open_source(root: str, source: str) -> int:

@@ -55,9 +55,10 @@ def read_text(path: str) -> str:
 def sandbox_writable(path: str, ctx: Context, *more: str) -> bool:
     """Could a sandbox have written `path`: it lies in the project, in sbox's caches or in one of
     `more` (a venv). Such a file decides nothing unless the user trusted its content."""
+    from sbox_shim.lean import inside
+
     path = os.path.abspath(path)
-    return any(path == a or path.startswith(a.rstrip("/") + "/")
-               for a in (ctx.project_root, ctx.cache_dir, *more) if a)
+    return any(inside(path, a) for a in (ctx.project_root, ctx.cache_dir, *more) if a)
 
 
 def url_entry(url: str) -> str | None:

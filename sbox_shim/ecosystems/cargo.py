@@ -16,6 +16,7 @@ import stat
 from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, read_text, sandbox_writable,
                                   subcommand, url_entry)
 from sbox_shim.errors import UsageError
+from sbox_shim.lean import inside
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -165,7 +166,7 @@ def outputs(argv: tuple[str, ...], ctx: Context) -> tuple[str, ...]:
     manifest = _option(argv, "--manifest-path")
     here = os.path.dirname(os.path.join(ctx.cwd, manifest)) if manifest else ctx.cwd
     workspace = here
-    while _inside(here, ctx.project_root):
+    while inside(here, ctx.project_root):
         if "[workspace]" in read_text(os.path.join(here, "Cargo.toml")):
             workspace = here
             break
@@ -175,7 +176,7 @@ def outputs(argv: tuple[str, ...], ctx: Context) -> tuple[str, ...]:
     target = _option(argv, "--target-dir") or ctx.env.get("CARGO_TARGET_DIR") or "target"
     paths = [(os.path.join(workspace, target), "/"), (os.path.join(workspace, "Cargo.lock"), "")]
     return tuple(os.path.relpath(os.path.normpath(p), ctx.project_root) + tail for p, tail in paths
-                 if _inside(os.path.normpath(p), ctx.project_root) and os.path.normpath(p) != ctx.project_root)
+                 if inside(os.path.normpath(p), ctx.project_root) and os.path.normpath(p) != ctx.project_root)
 
 
 def _option(argv: tuple[str, ...], name: str) -> str | None:
@@ -187,8 +188,6 @@ def _option(argv: tuple[str, ...], name: str) -> str | None:
     return None
 
 
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 _GLOBAL_VALUES = ("--color", "--config", "-Z", "-C")  # cargo's global options that take a value

@@ -15,6 +15,8 @@ import os
 import stat
 import time
 
+from sbox_shim import kept
+from sbox_shim.lean import inside
 from sbox_shim.protected import PROTECTED
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
@@ -94,20 +96,6 @@ class Before(_Record):
         self.scripts = scripts if scripts is not None else {}
 
 
-def _sha256() -> object:
-    """A SHA-256 hasher: the built-in module (hashlib loads OpenSSL, milliseconds on the warm path)."""
-    import sys
-
-    try:
-        if sys.version_info >= (3, 12):
-            from _sha2 import sha256  # type: ignore[import-not-found]
-        else:
-            from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:
-        from hashlib import sha256
-    return sha256()
-
-
 def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
     """The parts of the project a step's mounts make writable (empty: the guard has nothing to do)."""
     root = root.rstrip("/") or "/"
@@ -116,9 +104,9 @@ def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
         if m.readonly or m.kind not in ("bind", "cache"):
             continue
         source = m.source.rstrip("/") or "/"
-        if _within(root, source):
+        if inside(root, source):
             out.append(root)
-        elif _within(source, root):
+        elif inside(source, root):
             out.append(source)
     return list(dict.fromkeys(out))
 
@@ -127,8 +115,6 @@ def readonly_targets(mounts: Sequence[Mount]) -> frozenset[str]:
     return frozenset(m.target.rstrip("/") for m in mounts if m.readonly and m.kind in ("bind", "cache"))
 
 
-def _within(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _git_config(root: str) -> tuple[str | None, list[str]]:
@@ -165,12 +151,12 @@ def _git_config(root: str) -> tuple[str | None, list[str]]:
             elif section.startswith(("include", "includeif")) and key == "path" and value and not value.startswith("~"):
                 target = os.path.normpath(os.path.join(os.path.dirname(path), value))
                 files.append(target)
-                if _within(target, root) and not _within(target, gitdir):
+                if inside(target, root) and not inside(target, gitdir):
                     includes.append(os.path.relpath(target, root))
     if not hooks or hooks.startswith("~"):
         return None, includes  # under HOME, never in a sandbox's reach
     full = os.path.normpath(os.path.join(root, hooks))
-    return (os.path.relpath(full, root) if _within(full, root) and full != root else None), includes
+    return (os.path.relpath(full, root) if inside(full, root) and full != root else None), includes
 
 
 def hooks_path(root: str) -> str | None:
@@ -207,7 +193,7 @@ def _entry(path: str, st: os.stat_result, keep: bool) -> Entry:
         return Entry(kind, st.st_mode, ident, target=os.readlink(path))
     if kind != "file":
         return Entry(kind, st.st_mode, ident)
-    digest: Any = _sha256()
+    digest = kept.hasher()
     content = b""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -143,18 +143,12 @@ def record(item: Input, state_dir: str) -> Verdict:
     if data is None:
         return before
     content = decisive(data, item.part)
-    kept.write_bytes(_record_path(state_dir, item.path), _dump({
+    kept.write_private(_record_path(state_dir, item.path), {
         "path": item.path, "kind": item.kind, "part": item.part, "at": int(time.time()),
         "sha256": kept.digest(content.encode("utf-8", "surrogateescape")), "shown": _shown(content),
         "sha256_all": kept.digest(data),
-    }), prune_old=False)
+    }, prune_old=False)
     return before
-
-
-def _dump(value: Mapping[str, object]) -> bytes:
-    import marshal
-
-    return marshal.dumps(dict(value))
 
 
 def forget(path: str, state_dir: str) -> bool:

@@ -14,6 +14,7 @@ import stat
 from typing import Iterable, Sequence
 
 from sbox_shim.errors import UsageError
+from sbox_shim.lean import inside
 from sbox_shim.plan import Mount
 
 # Relative to HOME: what no sandbox ever sees, whichever mount would include it.
@@ -24,10 +25,6 @@ SECRET_PLACES = (
     ".cargo/credentials", ".cargo/credentials.toml", ".npmrc", ".yarnrc",
 )
 BIND_KINDS = ("bind", "cache", "copy")
-
-
-def inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def check_root(root: str, home: str, config_path: str | None) -> None:

@@ -180,7 +180,7 @@ def own_dirs_outside_projects(host: Host) -> None:
     """sbox's state (trust records, kept parses, plan records), caches and user config must not
     lie in a project (or the working directory, the project of a plain `sbox run`): a sandbox
     that may write there could plant what the next run reads as trusted."""
-    from sbox_shim.trust.boundary import inside
+    from sbox_shim.lean import inside
     from sbox_shim.config import opt_in_files, user_config_path
     from sbox_shim.errors import UsageError
 
