@@ -41,9 +41,10 @@ class Upstream:
             except OSError:
                 return
             self.accepted.release()
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
-    def _echo(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
+        """Echo everything back; record it."""
         data = b""
         with conn:
             try:
@@ -618,28 +619,11 @@ def test_tls_for_the_name_still_passes_where_plain_bytes_do_not(
         assert proxy.denials == []
 
 
-class OneAnswer:
+class OneAnswer(Upstream):
     """A loopback HTTP origin that answers the first request head of each connection, ends its
     side, and records every byte the connection brings until the proxy closes it."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port: int = self.sock.getsockname()[1]
-        self.received: list[bytes] = []
-        self.finished = threading.Semaphore(0)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         data = b""
         with conn:
             conn.settimeout(TIMEOUT)
@@ -654,10 +638,6 @@ class OneAnswer:
                 pass
         self.received.append(data)
         self.finished.release()
-
-    def wait_finished(self) -> bytes:
-        assert self.finished.acquire(timeout=TIMEOUT)
-        return self.received[-1]
 
 
 def absolute(port: int, path: str, extra: str = "") -> bytes:
