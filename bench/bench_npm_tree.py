@@ -43,7 +43,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import npm_fixture  # noqa: E402
 import results_file  # noqa: E402
 import trusting  # noqa: E402
-from bench_install import sbox_command, unavailable  # noqa: E402
 
 TREES = {
     "large": {  # create-vite's react-ts template
@@ -57,6 +56,26 @@ TREES = {
 }
 WAYS = ("direct", "direct-2phase", "bwrap", "docker")
 CACHES = ("warm", "cold")
+
+
+def unavailable(way: str) -> str | None:
+    if way == "direct":
+        return None if shutil.which("npm") else "npm is not installed"
+    try:
+        if way == "docker":
+            from sbox_shim.backends import docker
+
+            return docker.unavailable()  # type: ignore[no-any-return]
+        from sbox_shim.backends import bwrap
+
+        return bwrap.unavailable()  # type: ignore[no-any-return]
+    except ImportError as exc:
+        return f"backend not importable: {exc}"
+
+
+def sbox_command() -> str:
+    beside = Path(sys.executable).parent / "sbox"
+    return str(beside) if beside.exists() else shutil.which("sbox") or "sbox"
 
 
 class Bench:
@@ -135,7 +154,7 @@ def main() -> int:
     asked = [w for w in args.ways.split(",") if w]
     if "direct" not in asked or not set(asked) <= set(WAYS):
         parser.error(f"--ways must include direct and name only {', '.join(WAYS)}")
-    skipped = {w: r for w in asked if (r := unavailable(w.split("-")[0]))}
+    skipped = {w: why for w in asked if (why := unavailable(w.split("-")[0]))}
     ways = [w for w in asked if w not in skipped]
     if "direct" not in ways:
         raise SystemExit(f"direct: {skipped['direct']}")

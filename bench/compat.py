@@ -19,6 +19,7 @@ and exits 0. Writes `results/compat.json` and prints a markdown table the README
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
+import compat_redact  # noqa: E402
 import compat_run  # noqa: E402
 import compat_tree  # noqa: E402
 import results_file  # noqa: E402
@@ -129,7 +131,7 @@ def identical_cell(record: dict[str, Any], ways: list[str]) -> str:
 
 
 def says_cell(record: dict[str, Any], ways: list[str]) -> str:
-    lines = {w: record[w]["explanation"] for w in ways if w in record and record[w]["explanation"]
+    lines = {w: str(record[w]["explanation"]) for w in ways if w in record and record[w]["explanation"]
              and (not record[w]["ok"] or not record[w].get("identical", True))}
     if len(set(lines.values())) == 1:
         return next(iter(lines.values())).replace("|", "\\|")
@@ -150,6 +152,15 @@ def table(records: list[dict[str, Any]], ways: list[str]) -> str:
     return "\n".join(rows)
 
 
+def merge(records: list[dict[str, Any]], output: Path, cases_file: str) -> list[dict[str, Any]]:
+    """These records, and the output's earlier ones for every other case, in the cases' order."""
+    earlier = compat_redact.deep(json.loads(output.read_text())["cases"]) if output.is_file() else []
+    by_name = {r["name"]: r for r in earlier} | {r["name"]: r for r in records}
+    with open(cases_file, "rb") as f:
+        order = [c["name"] for c in tomllib.load(f)["case"]]
+    return [by_name[n] for n in order if n in by_name]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=str(Path(__file__).parent / "compat_cases.toml"))
@@ -158,6 +169,8 @@ def main() -> int:
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--timeout", type=float, default=420.0, help="seconds per case and way")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "compat.json"))
+    parser.add_argument("--update", action="store_true",
+                        help="keep the output's earlier results for the cases not run now (with --only)")
     args = parser.parse_args()
     ways = [w for w in args.ways.split(",") if w]
     if not ways or ways[0] != "direct" or any(w not in WAYS for w in ways):
@@ -175,7 +188,8 @@ def main() -> int:
         needed = sorted({c["ecosystem"] for c in cases if "skip" not in c})
         down = {e: why for e in needed if (why := probe(e, work, env, python))}
         if needed and len(down) == len(needed):
-            print(f"compat: skipped, no registry reachable ({'; '.join(f'{e}: {w}' for e, w in down.items())})")
+            print(compat_redact.text(f"compat: skipped, no registry reachable "
+                                     f"({'; '.join(f'{e}: {w}' for e, w in down.items())})"))
             return 0
         records: list[dict[str, Any]] = []
         started = time.time()
@@ -185,7 +199,7 @@ def main() -> int:
                                       "command": " && ".join(" ".join(s) for s in steps), "env": case.get("env", {})}
             skip = case.get("skip") or down.get(case["ecosystem"])
             if skip:
-                record["skipped"] = skip
+                record["skipped"] = compat_redact.text(skip)
                 records.append(record)
                 print(f"[{n}/{len(cases)}] {case['name']}: skipped ({skip})", file=sys.stderr)
                 continue
@@ -194,15 +208,17 @@ def main() -> int:
                 outcomes[way] = compat_run.run_case(case, way, work / "area", env, sbox, python, args.timeout)
                 o = outcomes[way]
                 print(f"[{n}/{len(cases)}] {case['name']} {way}: {o.status} {o.seconds:.1f}s"
-                      + (f" — {o.explanation}" if o.explanation else ""), file=sys.stderr)
+                      + (f" — {compat_redact.text(o.explanation)}" if o.explanation else ""), file=sys.stderr)
             judge(record, outcomes)
-            records.append(record)
+            records.append(compat_redact.deep(record))
         elapsed = time.time() - started
 
     versions = {tool: subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip()
                 for tool in ("node", "npm", "cargo", "go") if shutil.which(tool) and tool != "go"}
     if shutil.which("go"):
         versions["go"] = subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip()
+    if args.update:
+        records = merge(records, Path(args.output), args.cases)
     rendered = table(records, ways)
     ran = [r for r in records if "skipped" not in r]
     alike = [r for r in ran if all(r.get(w, {}).get("identical") for w in ways if w != "direct")]
@@ -210,7 +226,7 @@ def main() -> int:
         "benchmark": "real packages from the real registries, directly and through sbox, trees compared",
         "ways": ways, "timeout_s": args.timeout, "elapsed_s": round(elapsed, 1),
         "machine": {**results_file.machine(), **versions},
-        "registries_unreachable": down, "volatile_ignored": list(compat_tree.VOLATILE),
+        "registries_unreachable": compat_redact.deep(down), "volatile_ignored": list(compat_tree.VOLATILE),
         "summary": {"cases": len(records), "ran": len(ran), "direct_ok": sum(r["direct"]["ok"] for r in ran),
                     "ok_and_identical_on_every_sandbox": len(alike)},
         "cases": records, "table_markdown": rendered,
