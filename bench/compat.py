@@ -77,7 +77,7 @@ def probe(ecosystem: str, work: Path, env: dict[str, str], python: str) -> str |
         "npm": ["npm", "view", "is-number", "version"],
         "pip": [python, "-m", "pip", "download", "--no-deps", "--dest", str(where), "six"],
         "cargo": ["cargo", "search", "--limit", "1", "itoa"],
-        "go": ["go", "mod", "download", "-json", "golang.org/x/text@v0.14.0"],
+        "go": ["go", "mod", "download", "golang.org/x/text@v0.14.0"],
     }[ecosystem]
     try:
         proc = subprocess.run(argv, cwd=where, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT)

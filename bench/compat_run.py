@@ -20,6 +20,14 @@ from typing import Any
 import compat_tree
 
 NPM_PACKAGE = {"name": "compat-app", "version": "1.0.0", "private": True}
+# lines of the command's output that name a cause, best first
+CAUSES = (re.compile(r"\b[A-Z]\w*Error: "), re.compile(r"ERROR: "),
+          re.compile(r"(?i)failed, reason|read-only file system|no such file|not found|denied|refused|could not"))
+# a line that speaks of an error, and lines that never name the cause
+ERROR = re.compile(r"(?i)error|not found|no such file|ENOENT|EROFS|EACCES|denied|refused|"
+                   r"no matching distribution|from versions")
+NOISE = re.compile(r"(?i)^(note:|npm error (a complete log|command|path|code|node\.js|\s*$|\s+at ))|"
+                   r"originates from a subprocess|subprocess-exited-with-error|^npm error\s*$")
 # the line that says where a step runs: sbox's announcement, not an explanation
 ANNOUNCE = re.compile(r"^sbox: (step \d+(/\d+)? \[[\w-]+\] )?.* -> (sandbox|host)")
 
@@ -92,16 +100,28 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tup
         return None, out, err
 
 
+def _cause(lines: list[str]) -> list[str]:
+    """The command's own line naming the cause: the first exception or `ERROR:` line, else the
+    first system error, else the last line that speaks of an error, else the last line."""
+    for pattern in CAUSES:
+        found = [ln for ln in lines if pattern.search(ln)]
+        if found:
+            return found[:1]
+    errors = [ln for ln in lines if ERROR.search(ln) and not NOISE.search(ln)]
+    return (errors or lines)[-1:]
+
+
 def explain(stderr: str, failed: bool) -> tuple[str, list[str]]:
-    """sbox's own lines (announcements aside) and the one that explains the most; for a failure
-    where sbox said nothing, the last line of stderr."""
+    """sbox's own lines (announcements aside) and the one that explains the most (its hint, else
+    its exit line); for a failure, with the command's own line that names the cause."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.startswith("sbox:")]
     said = [ln for ln in lines if not ANNOUNCE.match(ln)]
+    other = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("sbox:")]
+    cause = _cause(other) if failed else []
+    last = f" (output: {cause[0][:160]})" if cause else ""
     hints = [ln for ln in said if not re.search(r"exited \d+; stopping$", ln)]
     if hints:
-        return hints[0], said
-    other = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("sbox:")]
-    last = f" (last output: {other[-1][:160]})" if failed and other else ""
+        return hints[0] + last, said
     if said:
         return said[-1] + last, said
     return (f"(sbox said nothing){last}" if failed else ""), said
