@@ -34,7 +34,8 @@ class Profile:
     writable: bool | tuple[str, ...] = True
     no_new_privileges: bool = True
     image: str | None = None
-    env: tuple[str, ...] = ()  # extra variable names passed through
+    env: tuple[str, ...] = ()  # extra variable names passed through from the caller
+    env_set: tuple[tuple[str, str], ...] = ()  # `NAME=value` entries: set inside, whatever the caller has
     limits: Limits = field(default_factory=Limits)
     line: int | None = None
 
@@ -55,6 +56,9 @@ class Config:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     dispatch: tuple[Rule, ...] = ()
     hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Profiles named after a built-in phase (`npm:scripts`): what they add to it (env, allow
+    # entries, limits, an explicit `network: on` for a scripts phase); see `phase_profile`.
+    phases: Mapping[str, Profile] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- discovery
@@ -326,6 +330,7 @@ def _profile(doc: _Doc, name: str, value: Any) -> Profile:
     network = _bool(doc, k("network"), value.get("network", False), "on or off")
     if allow and not network:
         raise doc.error(k("network_allow"), "has no effect with network: off; set network: on or remove it")
+    passed, assigned = _env(doc, k("env"), value.get("env", []))
     return Profile(
         name=name,
         mode=_choice(doc, k("mode"), value.get("mode", "sandbox"), ("sandbox", "host")),
@@ -335,10 +340,83 @@ def _profile(doc: _Doc, name: str, value: Any) -> Profile:
         writable=_writable(doc, k("writable"), value.get("writable", True)),
         no_new_privileges=_bool(doc, k("no_new_privileges"), value.get("no_new_privileges", True)),
         image=str(value["image"]) if value.get("image") else None,
-        env=_strings(doc, k("env"), value.get("env", [])),
+        env=passed,
+        env_set=assigned,
         limits=_limits(doc, k("limits"), value["limits"]) if "limits" in value else Limits(),
         line=doc.lines.get(keys),
     )
+
+
+def _env(doc: _Doc, keys: tuple[str, ...], value: Any) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """`env:` entries: a NAME passes the caller's variable through; NAME=value sets it inside."""
+    passed, assigned = [], []
+    for i, entry in enumerate(_strings(doc, keys, value)):
+        name, eq, text = entry.partition("=")
+        if not name.strip() or name != name.strip():
+            raise doc.error(keys + (str(i),), f"expected a variable name or NAME=value, got {entry!r}")
+        if eq:
+            assigned.append((name, text))
+        else:
+            passed.append(name)
+    return tuple(dict.fromkeys(passed)), tuple(dict(assigned).items())
+
+
+PHASE_LABELS = ("download", "scripts")  # the built-in phases of every ecosystem (ecosystems.Phase.label)
+PHASE_KEYS = ("env", "network", "network_allow", "limits")
+
+
+def phase_name(name: str) -> bool:
+    """Does a profile name configure a built-in phase (`npm:scripts`)? A known tool before the
+    colon, or one of the phase labels after it (a typo such as `nmp:scripts` is then refused)."""
+    from sbox_shim.ecosystems import tools
+
+    tool, colon, label = name.partition(":")
+    return bool(colon) and (tool in tools() or label in PHASE_LABELS)
+
+
+def _phase(doc: _Doc, name: str, value: Any) -> Profile:
+    """A profile named after a built-in phase: what it adds to sbox's phase. The phase's command,
+    writable outputs, mounts and credentials stay sbox's; its network too, but for an explicit
+    `network: on` on a scripts phase, which `sbox plan` shows."""
+    from sbox_shim.ecosystems import tools
+    from sbox_shim.environment import is_secret
+
+    keys = ("profiles", name)
+    tool, _, label = name.partition(":")
+    if tool not in tools():
+        raise doc.error(keys, f"no built-in policy for {tool!r}; built-in phases exist for {', '.join(tools())}")
+    if label not in PHASE_LABELS:
+        raise doc.error(keys, f"no built-in phase {label!r}; expected {tool}:download or {tool}:scripts")
+    value = value or {}
+    if not isinstance(value, dict):
+        raise doc.error(keys, f"expected a mapping, got {_kind(value)}")
+    for key in value:
+        if key not in PHASE_KEYS:
+            raise doc.error(keys + (key,), f"not settable for a built-in phase (sbox decides it); accepted: "
+                                           f"{', '.join(PHASE_KEYS)}")
+
+    def k(key: str) -> tuple[str, ...]:
+        return keys + (key,)
+
+    allow = _strings(doc, k("network_allow"), value.get("network_allow", []))
+    for i, raw in enumerate(allow):
+        try:
+            parse_entry(raw)
+        except ValueError as exc:
+            raise doc.error(k("network_allow") + (str(i),), str(exc)) from None
+    network = _bool(doc, k("network"), value.get("network", label == "download"), "on or off")
+    if label == "download" and not network:
+        raise doc.error(k("network"), "the download phase needs the network; give the command a dispatch rule instead")
+    if allow and not network:
+        raise doc.error(k("network_allow"), "has no effect: the scripts phase runs with the network off; add "
+                                            "network: on to let its scripts reach these (sbox plan shows it)")
+    passed, assigned = _env(doc, k("env"), value.get("env", []))
+    secret = next((n for n in (*passed, *(n for n, _ in assigned)) if is_secret(n)), None)
+    if secret and not network:
+        raise doc.error(k("env"), f"{secret} looks like a credential; credentials reach only phases with the network")
+    return Profile(name=name, network=network, network_allow=allow, env=passed, env_set=assigned,
+                   limits=_limits(doc, k("limits"), value["limits"]) if "limits" in value else Limits(),
+                   line=doc.lines.get(keys))
 
 
 def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> Rule:
@@ -350,6 +428,9 @@ def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> 
     profile = value["profile"]
     if not isinstance(profile, str):  # `profile: on` is a YAML boolean
         raise doc.error(keys + ("profile",), f"expected a profile name, got {_kind(profile)}; quote it: profile: \"on\"")
+    if profile not in profiles and phase_name(profile):
+        raise doc.error(keys + ("profile",), f"{profile!r} configures sbox's built-in phase of that name; "
+                                             "a dispatch rule needs a profile of your own")
     if profile not in profiles:
         known = ", ".join(sorted(profiles)) or "none defined"
         raise doc.error(keys + ("profile",), f"unknown profile {profile!r}; defined: {known}")
@@ -387,12 +468,17 @@ def parse(doc: _Doc, root: str, base: Config | None = None) -> Config:
     backend = _choice(doc, ("backend",), data.get("backend", base.backend if base else "auto"), BACKENDS)
     raw_profiles = _check_keys(doc, ("profiles",), data.get("profiles") or {}, tuple(data.get("profiles") or {}))
     profiles = dict(base.profiles) if base else {}
-    profiles.update({name: _profile(doc, str(name), v) for name, v in raw_profiles.items()})
+    phases = dict(base.phases) if base else {}
+    for name, v in raw_profiles.items():
+        if phase_name(str(name)):
+            phases[str(name)] = _phase(doc, str(name), v)
+        else:
+            profiles[str(name)] = _profile(doc, str(name), v)
     raw_rules = _check_keys(doc, ("dispatch",), data.get("dispatch") or {}, tuple(data.get("dispatch") or {}))
     rules = tuple(_rule(doc, str(name), v, profiles) for name, v in raw_rules.items())
     hosts = dict(base.hosts) if base else {}
     hosts.update(_hosts(doc, data.get("hosts") or {}))
-    return Config(doc.path, root, backend, profiles, rules, hosts)
+    return Config(doc.path, root, backend, profiles, rules, hosts, phases)
 
 
 def user_config_path(env: Mapping[str, str]) -> str:
@@ -410,7 +496,7 @@ def load(cwd: str, env: Mapping[str, str], explicit: str | None = None) -> Confi
     kept = parsed_dir(env)
     if os.path.isfile(user_path):
         user = parse(read_document(user_path, kept), cwd)
-        base = Config(None, cwd, user.backend, user.profiles, (), user.hosts)
+        base = Config(None, cwd, user.backend, user.profiles, (), user.hosts, user.phases)
     path = explicit or find_config(cwd)
     if path is None:
         return base or Config(None, os.path.abspath(cwd))
