@@ -260,14 +260,28 @@ def _project_venv(ctx: Context) -> str:
 
 
 def _pip_venv(argv: Sequence[str], ctx: Context) -> str | None:
-    """The environment `uv pip` installs into, as uv finds it: VIRTUAL_ENV, else the nearest
-    `.venv`. None when a --target/--prefix says where; none found: refused, with what to do."""
-    if any(a.split("=", 1)[0] in ("--target", "--prefix", "--system", "--python", "-p") for a in argv):
-        if any(a.split("=", 1)[0] in ("--system", "--python", "-p") for a in argv):
-            raise UsageError("uv pip --system / --python: sbox installs into a virtual environment only "
-                             "(the toolchain is read-only in the sandbox); activate one, or create it: uv venv")
+    """The environment `uv pip` installs into, as uv finds it: `--python` naming a venv's
+    interpreter (or the venv), VIRTUAL_ENV, else the nearest `.venv`. None when --target/--prefix
+    says where; no venv: refused, with what to do."""
+    if any(a.split("=", 1)[0] in ("--target", "--prefix") for a in argv):
         return None
-    candidates = [ctx.env["VIRTUAL_ENV"]] if ctx.env.get("VIRTUAL_ENV") else []
+    candidates = []
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in ("--python", "-p"):
+            value = value if eq else argv[i + 1] if i + 1 < len(argv) else ""
+            path = os.path.join(ctx.cwd, value)
+            found = [c for c in (path, os.path.dirname(os.path.dirname(path)))
+                     if "/" in value and os.path.isfile(os.path.join(c, "pyvenv.cfg"))]
+            if not found:
+                raise UsageError(f"uv pip --python {value}: sbox installs into a virtual environment only (the "
+                                 "toolchain is read-only in the sandbox); name a venv's python, or create one: uv venv")
+            candidates.append(found[0])
+    if "--system" in argv:
+        raise UsageError("uv pip --system: sbox installs into a virtual environment only (the toolchain is "
+                         "read-only in the sandbox); activate one, or create it: uv venv")
+    if ctx.env.get("VIRTUAL_ENV"):
+        candidates.append(ctx.env["VIRTUAL_ENV"])
     here = ctx.cwd
     while True:
         candidates.append(os.path.join(here, ".venv"))

@@ -63,6 +63,13 @@ def test_pip_install_without_a_venv_is_refused_before_anything_runs(where: dict[
         phases("uv pip install requests", ctx(where))
     with pytest.raises(UsageError, match="virtual environment only"):
         phases("uv pip install --system requests", ctx(where))
+    with pytest.raises(UsageError, match="virtual environment only"):
+        phases("uv pip install --python 3.12 requests", ctx(where))
+
+
+def test_pip_install_into_the_venv_python_names(where: dict[str, Path], venv: Path) -> None:
+    (step,) = phases("uv pip install --python .venv/bin/python requests", ctx(where))
+    assert step.env["VIRTUAL_ENV"] == str(venv) and step.writable == (".venv/",)
 
 
 def test_project_settings_are_implied_and_need_trust(where: dict[str, Path]) -> None:
