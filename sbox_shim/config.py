@@ -361,64 +361,6 @@ def _env(doc: _Doc, keys: tuple[str, ...], value: Any) -> tuple[tuple[str, ...],
     return tuple(dict.fromkeys(passed)), tuple(dict(assigned).items())
 
 
-PHASE_LABELS = ("download", "scripts")  # the built-in phases of every ecosystem (ecosystems.Phase.label)
-PHASE_KEYS = ("env", "network", "network_allow", "limits")
-
-
-def phase_name(name: str) -> bool:
-    """Does a profile name configure a built-in phase (`npm:scripts`)? A known tool before the
-    colon, or one of the phase labels after it (a typo such as `nmp:scripts` is then refused)."""
-    from sbox_shim.ecosystems import tools
-
-    tool, colon, label = name.partition(":")
-    return bool(colon) and (tool in tools() or label in PHASE_LABELS)
-
-
-def _phase(doc: _Doc, name: str, value: Any) -> Profile:
-    """A profile named after a built-in phase: what it adds to sbox's phase. The phase's command,
-    writable outputs, mounts and credentials stay sbox's; its network too, but for an explicit
-    `network: on` on a scripts phase, which `sbox plan` shows."""
-    from sbox_shim.ecosystems import tools
-    from sbox_shim.environment import is_secret
-
-    keys = ("profiles", name)
-    tool, _, label = name.partition(":")
-    if tool not in tools():
-        raise doc.error(keys, f"no built-in policy for {tool!r}; built-in phases exist for {', '.join(tools())}")
-    if label not in PHASE_LABELS:
-        raise doc.error(keys, f"no built-in phase {label!r}; expected {tool}:download or {tool}:scripts")
-    value = value or {}
-    if not isinstance(value, dict):
-        raise doc.error(keys, f"expected a mapping, got {_kind(value)}")
-    for key in value:
-        if key not in PHASE_KEYS:
-            raise doc.error(keys + (key,), f"not settable for a built-in phase (sbox decides it); accepted: "
-                                           f"{', '.join(PHASE_KEYS)}")
-
-    def k(key: str) -> tuple[str, ...]:
-        return keys + (key,)
-
-    allow = _strings(doc, k("network_allow"), value.get("network_allow", []))
-    for i, raw in enumerate(allow):
-        try:
-            parse_entry(raw)
-        except ValueError as exc:
-            raise doc.error(k("network_allow") + (str(i),), str(exc)) from None
-    network = _bool(doc, k("network"), value.get("network", label == "download"), "on or off")
-    if label == "download" and not network:
-        raise doc.error(k("network"), "the download phase needs the network; give the command a dispatch rule instead")
-    if allow and not network:
-        raise doc.error(k("network_allow"), "has no effect: the scripts phase runs with the network off; add "
-                                            "network: on to let its scripts reach these (sbox plan shows it)")
-    passed, assigned = _env(doc, k("env"), value.get("env", []))
-    secret = next((n for n in (*passed, *(n for n, _ in assigned)) if is_secret(n)), None)
-    if secret and not network:
-        raise doc.error(k("env"), f"{secret} looks like a credential; credentials reach only phases with the network")
-    return Profile(name=name, network=network, network_allow=allow, env=passed, env_set=assigned,
-                   limits=_limits(doc, k("limits"), value["limits"]) if "limits" in value else Limits(),
-                   line=doc.lines.get(keys))
-
-
 def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> Rule:
     keys = ("dispatch", name)
     value = _check_keys(doc, keys, value, ("match", "profile"))
@@ -428,6 +370,8 @@ def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> 
     profile = value["profile"]
     if not isinstance(profile, str):  # `profile: on` is a YAML boolean
         raise doc.error(keys + ("profile",), f"expected a profile name, got {_kind(profile)}; quote it: profile: \"on\"")
+    from sbox_shim.phaseprofiles import phase_name
+
     if profile not in profiles and phase_name(profile):
         raise doc.error(keys + ("profile",), f"{profile!r} configures sbox's built-in phase of that name; "
                                              "a dispatch rule needs a profile of your own")
@@ -469,9 +413,11 @@ def parse(doc: _Doc, root: str, base: Config | None = None) -> Config:
     raw_profiles = _check_keys(doc, ("profiles",), data.get("profiles") or {}, tuple(data.get("profiles") or {}))
     profiles = dict(base.profiles) if base else {}
     phases = dict(base.phases) if base else {}
+    from sbox_shim.phaseprofiles import phase_name, phase_profile
+
     for name, v in raw_profiles.items():
         if phase_name(str(name)):
-            phases[str(name)] = _phase(doc, str(name), v)
+            phases[str(name)] = phase_profile(doc, str(name), v)
         else:
             profiles[str(name)] = _profile(doc, str(name), v)
     raw_rules = _check_keys(doc, ("dispatch",), data.get("dispatch") or {}, tuple(data.get("dispatch") or {}))
