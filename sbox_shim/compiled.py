@@ -13,8 +13,9 @@ A record is used only when everything it was built from is unchanged:
 - the facts it depends on, checked again on every use: sbox's own source files, each config file
   consulted (the user file, every candidate up the tree), the toolchain paths and protected paths
   whose presence shaped the mounts, each writable output's kind, every `.git` in the writable
-  parts of the project (walked again: about 20 ms for 20,000 files), the sockets at its top, each PATH directory and candidate searched for the tool, the
-  bwrap binary.
+  parts of the project (listing only the directories that changed since the last walk:
+  guard/index.py), the sockets at its top, each PATH directory and candidate searched for the
+  tool, the bwrap binary.
 Environment values are stored as references to the caller's variables, so no token reaches the
 disk. Records are kept.py's private files in sbox's state directory. `SBOX_PLAN_CACHE=0` turns
 the cache off, and with it the kept parsed configs and bwrap options.
@@ -59,7 +60,7 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     if record is None:
         return None
     try:
-        prepared = _prepare(record, env)
+        prepared = _prepare(record, env, lean.dirname(records))
     except (LookupError, TypeError, ValueError, AttributeError, OSError):  # a record of another shape
         kept.remove(path)
         return None
@@ -110,11 +111,12 @@ def _read(path: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("format") == FORMAT else None
 
 
-def fact(kind: str, path: str) -> object:
+def fact(kind: str, path: str, state_dir: str | None = None) -> object:
     """What a record remembers about a path: for `exists` whether it is there, for `type` which
     kind of file it is, for `link` where it points, for `stat`/`lstat` its identity, size and
-    times, for `code` every source file of sbox, for `gits` every .git below a directory, for
-    `sockets` the unix sockets in its top two levels."""
+    times, for `code` every source file of sbox, for `gits` every .git below a directory (walked
+    against the directory index kept in `state_dir`: guard/index.py), for `sockets` the unix
+    sockets in its top two levels."""
     try:
         if kind == "exists":
             posix.lstat(path)
@@ -124,7 +126,9 @@ def fact(kind: str, path: str) -> object:
         if kind == "code":
             return _code(path)
         if kind == "gits":
-            return lean.git_entries(path)
+            from sbox_shim.guard import index
+
+            return index.scan(path, state_dir).gits()
         if kind == "sockets":
             return lean.sockets(path)
         st = posix.stat(path) if kind == "stat" else posix.lstat(path)
@@ -162,10 +166,11 @@ def _fill(template: Sequence[str], env: Mapping[str, str], fds: Sequence[int]) -
     return out
 
 
-def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[str], list[int]] | None:
+def _prepare(record: Mapping[str, Any], env: Mapping[str, str],
+             state_dir: str | None = None) -> tuple[list[str], list[int]] | None:
     """The options and data fds to run a record with; None if a fact has changed or a referenced
     variable is gone. Raises if the record is not what this version writes."""
-    if not all(fact(kind, p) == seen for kind, p, seen in record["facts"]):
+    if not all(fact(kind, p, state_dir) == seen for kind, p, seen in record["facts"]):
         return None
     for path in record["makedirs"]:
         lean.makedirs(path, 0o700)

@@ -55,7 +55,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     pinned = {target: REF + "fd" + REF + str(len(files) + 1 + i) for i, (_, target) in enumerate(step.pinned())}
     record = {
         "format": FORMAT,
-        "facts": [(kind, p, fact(kind, p)) for kind, p in _watched(plan, host, explicit_config, path)],
+        "facts": [(kind, p, fact(kind, p, host.state_dir)) for kind, p in _watched(plan, host, explicit_config, path)],
         "bwrap": path,
         "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path, host.state_dir), env=env,
                                  seccomp=filter_ref, masked=bwrap.masked_proc(), pinned=pinned),
