@@ -4,14 +4,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import secrets
 import signal
 import sys
-import tarfile
 import threading
 from typing import Any, Sequence
 
-from sbox_shim.backends import pinned, seccomp
+from sbox_shim.backends import dockerapi, pinned, seccomp
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.backends.dockerwatch import DONE
 from sbox_shim.backends.scratch import scratch_bytes
@@ -30,12 +28,10 @@ DNS_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
 
 def _client() -> Any:
-    import docker  # lazily: the Docker SDK costs ~100 ms to import
-
+    """The SDK's low-level APIClient (dockerapi.py); agreeing on the API version is the one
+    request that proves a daemon answers."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        client.ping()
-        return client
+        return dockerapi.connect()
     except Exception as exc:  # the SDK raises many types for "no daemon"
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise SandboxError(
@@ -65,14 +61,21 @@ def base_image_tag(links: tuple[tuple[str, str], ...]) -> str:
 def ensure_base_image(client: Any, links: tuple[tuple[str, str], ...]) -> str:
     """An image built locally from scratch: no registry pull; only the host's top-level links
     (`/bin -> usr/bin` on merged-/usr systems) and empty mount points."""
-    import docker
-
+    api = dockerapi.low_level(client)
     tag = base_image_tag(links)
     try:
-        client.images.get(tag)
+        api.inspect_image(tag)
         return tag
-    except docker.errors.ImageNotFound:
-        pass
+    except Exception as exc:
+        if not dockerapi.image_missing(exc):
+            raise SandboxError(f"docker could not look up the local base image {tag}: {_short(exc)}") from None
+    build_base_image(api, tag, links)
+    return tag
+
+
+def build_base_image(api: Any, tag: str, links: tuple[tuple[str, str], ...]) -> None:
+    import tarfile
+
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         dockerfile = b"FROM scratch\nLABEL io.sbox.base=1\nCOPY root/ /\n"
@@ -83,13 +86,14 @@ def ensure_base_image(client: Any, links: tuple[tuple[str, str], ...]) -> str:
             _add(tar, "root" + target, tarfile.SYMTYPE, link=link)
     context.seek(0)
     try:
-        client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, labels={LABEL: "base"})
+        dockerapi.build(api, context, tag, {LABEL: "base"})
     except Exception as exc:
         raise SandboxError(f"could not build the local base image {tag}: {_short(exc)}") from None
-    return tag
 
 
-def _add(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:
+def _add(tar: Any, name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
@@ -189,33 +193,34 @@ def owner() -> str:
 
 def reap_stale(client: Any) -> None:
     """Remove sbox containers whose sbox process died (SIGKILL leaves no chance to clean up)."""
+    api = dockerapi.low_level(client)
     boot = owner().split(":")[0]
-    # sparse: no inspect per container, which fails on one that another run removes meanwhile
-    for container in client.containers.list(all=True, filters={"label": LABEL}, sparse=True):
-        mark = (container.attrs.get("Labels") or {}).get(OWNER, "")
+    try:
+        found = api.containers(all=True, filters={"label": LABEL})
+    except Exception:  # the daemon went away: the run itself reports that
+        return
+    for container in found:
+        mark = (container.get("Labels") or {}).get(OWNER, "")
         their_boot, _, pid = mark.partition(":")
         if their_boot == boot and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            _remove(container)
+            _remove(dockerapi.Box(api, str(container["Id"]), []))
 
 
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
-    client = _client()
-    reap_stale(client)
+    api = _client()
+    # What other, killed sbox runs left: removed alongside this run's own requests, not before them.
+    reaper = threading.Thread(target=reap_stale, args=(api,), daemon=True)
+    reaper.start()
     links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")
-    image = step.image or ensure_base_image(client, links)
-    if step.image:
-        _ensure_image(client, step.image)
+    image = step.image or base_image_tag(links)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    name = f"sbox-{os.getpid()}-{secrets.token_hex(4)}"
+    name = f"sbox-{os.getpid()}-{os.urandom(4).hex()}"
     lifeline = _lifeline(name)
     try:
         config = container_config(step, materialize(step, run_dir, index), name, image, tty, identities(step))
+        container = _create(api, config, step, links)
         try:
-            container = client.containers.create(**config)
-        except Exception as exc:
-            raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
-        try:
-            return attach_and_run(client, container, tty, step.limits.timeout)
+            return attach_and_run(api, container, tty, step.limits.timeout)
         finally:
             _remove(container)
     finally:  # sbox cleaned up itself: the watcher has nothing to do
@@ -224,6 +229,23 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
         except OSError:
             pass
         os.close(lifeline)
+        reaper.join(timeout=5)
+
+
+def _create(api: Any, config: dict[str, Any], step: Step, links: tuple[tuple[str, str], ...]) -> Any:
+    """Create the container; an image not there yet (the base image on first use, or the
+    profile's image) is built or pulled once, and the create tried again."""
+    for attempt in range(2):
+        try:
+            return dockerapi.create(api, config)
+        except Exception as exc:
+            if attempt or not dockerapi.image_missing(exc):
+                raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
+        if step.image:
+            _pull(api, step.image)
+        else:
+            build_base_image(api, config["image"], links)
+    raise AssertionError("unreachable")
 
 
 def identities(step: Step) -> list[tuple[str, str, str]]:
@@ -270,16 +292,11 @@ def _lifeline(name: str) -> int:
     return write
 
 
-def _ensure_image(client: Any, image: str) -> None:
-    import docker
-
+def _pull(api: Any, image: str) -> None:
     try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        try:
-            client.images.pull(image)
-        except Exception as exc:
-            raise SandboxError(f"image {image!r} is not available: {_short(exc)}") from None
+        api.pull(image)  # the SDK splits off the tag (latest if none)
+    except Exception as exc:
+        raise SandboxError(f"image {image!r} is not available: {_short(exc)}") from None
 
 
 def _remove(container: Any) -> None:
@@ -297,8 +314,8 @@ def _remove(container: Any) -> None:
 
 def leftovers() -> list[str]:
     """Names of sbox containers still present (for `doctor` and tests)."""
-    client = _client()
-    return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+    api = _client()
+    return [str(c["Names"][0]).lstrip("/") for c in api.containers(all=True, filters={"label": LABEL})]
 
 
 def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:

@@ -108,8 +108,7 @@ class _Command:
         self.code: int | None = None
         self.exited_at: float | None = None
         try:
-            container.reload()
-            self.init = int(container.attrs["State"]["Pid"] or 0)
+            self.init = container.init_pid()
             with open(f"/proc/{self.init}/cgroup", encoding="utf-8") as f:
                 if container.id not in f.read():
                     self.init = 0
@@ -151,7 +150,7 @@ def _start(container: Any) -> None:
     except Exception as exc:
         text = getattr(exc, "explanation", None) or str(exc)
         if "executable file not found" in str(text):
-            raise CommandNotFound(f"{container.attrs['Config']['Cmd'][-1]}: command not found in the sandbox") from None
+            raise CommandNotFound(f"{container.command[-1]}: command not found in the sandbox") from None
         raise SandboxError(f"docker could not start the sandbox: {str(text).splitlines()[0][:200]}") from None
 
 

@@ -34,12 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def remove(name: str) -> None:
     import time
 
-    import docker  # only now: a run that ends normally never pays for it
+    from sbox_shim.backends import dockerapi  # only now: a run that ends normally never pays for it
 
-    client = docker.from_env(version="auto", timeout=60)
+    try:
+        api = dockerapi.connect()
+    except Exception:  # no daemon: nothing of it left to remove
+        return
     for attempt in range(2):
         try:
-            client.containers.get(name).remove(force=True)
+            api.remove_container(name, force=True)
         except Exception:  # gone already, or not there yet
             pass
         if attempt == 0:
