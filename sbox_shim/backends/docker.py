@@ -21,8 +21,10 @@ BASE_IMAGE = "sbox-base:1"  # tagged with a digest of the host's top-level links
 LABEL = "io.sbox.run"
 OWNER = "io.sbox.owner"
 _WATCHERS: list[int] = []  # reaped when the next step starts one, or by init after sbox
-# sbox's own package first in place of the working directory (the project's), which `-c` would put there
-WATCHER = "import sys; sys.path[0] = sys.argv.pop(1); from sbox_shim.backends.dockerwatch import main; raise SystemExit(main())"
+# Python with -I -S (no site, no working directory on the path: ~3x less start-up on every run),
+# sbox's own package first; the Docker SDK's directories are passed to it for a removal.
+WATCHER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from sbox_shim.backends.dockerwatch import main; "
+           "raise SystemExit(main())")
 INIT_PATHS = ("/usr/bin/docker-init", "/usr/bin/tini", "/usr/bin/tini-static")
 DNS_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
@@ -280,7 +282,8 @@ def _lifeline(name: str) -> int:
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         with open(os.devnull, "r+b") as null:
-            pid = os.posix_spawn(sys.executable, [sys.executable, "-c", WATCHER, package, name], os.environ,
+            argv = [sys.executable, "-I", "-S", "-c", WATCHER, package, name, _sdk_path()]
+            pid = os.posix_spawn(sys.executable, argv, os.environ,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, read, 0), (os.POSIX_SPAWN_DUP2, null.fileno(), 1),
                                                (os.POSIX_SPAWN_DUP2, null.fileno(), 2)], setsid=True)
     except OSError as exc:
@@ -290,6 +293,17 @@ def _lifeline(name: str) -> int:
         os.close(read)
     _WATCHERS.append(pid)
     return write
+
+
+def _sdk_path() -> str:
+    """Where this process found the Docker SDK and what it imports (absolute directories only, never
+    the working directory): all the watcher may import from besides the standard library."""
+    dirs = []
+    for module in ("docker", "requests", "urllib3", "idna", "certifi", "charset_normalizer"):
+        found = getattr(sys.modules.get(module), "__file__", None)
+        if found and os.path.isabs(found):
+            dirs.append(os.path.dirname(os.path.dirname(found)))
+    return os.pathsep.join(dict.fromkeys(dirs))
 
 
 def _pull(api: Any, image: str) -> None:
