@@ -14,11 +14,15 @@ temporary project whose `default` profile has the network off:
 - sbox bwrap, cold: sbox's caches off (SBOX_PLAN_CACHE=0): nothing kept from earlier runs, as on
   a fresh CI machine;
 - sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached);
+- docker run (bare): `docker run --rm --network none` of sbox's own base image with the host's
+  toolchain directories bound read-only (the image holds only links: `true` comes from /usr),
+  `true`: what a container costs through the docker CLI, the floor for `sbox docker`;
 - python -I -S alone, and bwrap alone with the options of the cached plan: the two fixed costs
   inside a warm run, so that what is left is sbox's own work.
 Variants are interleaved run by run, so drift on the machine hits them all alike; a backend that
-is not usable here is reported with its reason instead of a figure. Medians in ms. Everything runs
-under a temporary HOME, cache and state.
+is not usable here is reported with its reason instead of a figure. Medians in ms, and the CPU time
+(user + system) of each command's own process, which other load on the machine disturbs less; the
+load average before and after. Everything runs under a temporary HOME, cache and state.
 """
 from __future__ import annotations
 
@@ -52,17 +56,42 @@ def sbox_executable() -> str:
     return found
 
 
-def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+CPU_MS: dict[str, list[float]] = {}  # variant -> CPU time of its process in each run
+
+
+def timed(argv: Sequence[str], cwd: Path, env: dict[str, str], name: str = "") -> float:
     start = time.perf_counter()
-    proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = (time.perf_counter() - start) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {err.decode()[-500:]}")
+    if name:
+        CPU_MS.setdefault(name, []).append((usage.ru_utime + usage.ru_stime) * 1000)
     return elapsed
 
 
+def bare_docker_run() -> list[str]:
+    """`docker run --rm --network none` of the image sbox's docker backend uses, with the host's
+    toolchain bound read-only: the same `true`, through the docker CLI alone."""
+    from sbox_shim import layout
+    from sbox_shim.backends import docker
+
+    mounts = layout.toolchain_mounts()
+    image = docker.ensure_base_image(docker._client(), tuple((m.target, m.source) for m in mounts
+                                                             if m.kind == "symlink"))
+    binds = [a for m in mounts if m.kind == "bind" and m.target in layout.TOOLCHAIN
+             for a in ("-v", f"{m.source}:{m.target}:ro")]
+    return ["docker", "run", "--rm", "--network", "none", *binds, image, "/usr/bin/true"]
+
+
 BWRAP_ALONE = "bwrap alone (sbox's options)"
+DOCKER_BARE = "docker run (bare)"
 FIRST_RUN = "sbox bwrap, new command"
 PYTHON_ALONE = "python -I -S alone"
 
@@ -129,7 +158,12 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
 
     sbox = str(base / "bin" / "sbox")  # what install.sh puts in its venv
     (base / "bin").mkdir()
-    launcher.write(sbox)
+    import sysconfig
+
+    paths = [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    if not (Path(paths[0]) / "sbox_shim").is_dir():  # an editable install: the launcher names the tree
+        paths.insert(0, str(ROOT))
+    launcher.write(sbox, paths=paths)
     variants: dict[str, Variant] = {
         "direct": (["/usr/bin/true"], sandboxed, {}),
         "sbox (mode: host)": ([sbox, "run", "--", "true"], host, {}),
@@ -148,6 +182,8 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
             variants["sbox bwrap, cold"] = ([sbox, *argv], sandboxed, {"SBOX_PLAN_CACHE": "0"})
             variants[PYTHON_ALONE] = ([sys.executable, "-I", "-S", "-c", "pass"], sandboxed, {})
             variants[BWRAP_ALONE] = ([], sandboxed, {})  # timed by timed_bwrap_alone
+        if backend == "docker":
+            variants[DOCKER_BARE] = (bare_docker_run(), sandboxed, {})
     return variants, env, skipped
 
 
@@ -160,6 +196,11 @@ def tool_versions() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             versions[name] = "unavailable"
     return versions
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,21 +221,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return timed_bwrap_alone(Path(env["SBOX_STATE_DIR"]), {**env, **extra})
             if name == FIRST_RUN:  # an argv never run before: no plan to reuse, the config parsed
                 cmd = [*cmd, f"run-{next(fresh)}"]
-            return timed(cmd, cwd, {**env, **extra})
+            return timed(cmd, cwd, {**env, **extra}, name)
 
         for name, (cmd, cwd, extra) in variants.items():  # warm up (docker's image, the plan cache)
             measure(name, cmd, cwd, extra)
+        CPU_MS.clear()
+        load_before = loadavg()
         for _ in range(runs):
             for name, (cmd, cwd, extra) in variants.items():
                 samples[name].append(measure(name, cmd, cwd, extra))
 
+        load_after = loadavg()
     medians = {name: statistics.median(values) for name, values in samples.items()}
+    cpu = {name: statistics.median(values) for name, values in CPU_MS.items()}
     direct = medians["direct"]
-    print(f"{'variant':26} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
+    print(f"{'variant':26} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12} {'cpu ms':>7}")
     for name, value in medians.items():
         extra = "" if name == "direct" else f"{value - direct:+12.1f}"
         print(f"{name:26} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
-              f"{max(samples[name]):9.1f} {extra}")
+              f"{max(samples[name]):9.1f} {extra:>12} {cpu.get(name, float('nan')):7.1f}")
+    docker_ratio = (medians["sbox docker"] / medians[DOCKER_BARE]) if DOCKER_BARE in medians else None
+    if docker_ratio is not None:
+        print(f"sbox docker / docker run (bare): {docker_ratio:.2f}x")
+    print(f"load average before {load_before}, after {load_after}")
     for name, reason in skipped.items():
         print(f"{name:26} skipped: {reason}")
 
@@ -213,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overhead_vs_direct_ms": {name: round(v - direct, 2) for name, v in medians.items() if name != "direct"},
         "sbox_own_warm_ms": (round(medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE], 2)
                              if BWRAP_ALONE in medians else None),
+        "cpu_ms": {name: round(v, 2) for name, v in cpu.items()},
+        "sbox_docker_vs_bare_docker_run": round(docker_ratio, 3) if docker_ratio is not None else None,
+        "loadavg": {"before": load_before, "after": load_after},
         "skipped": skipped,
         "tools": tool_versions(),
     }

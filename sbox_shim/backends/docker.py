@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
-from sbox_shim.backends import dockerapi, pinned, seccomp
+from sbox_shim.backends import dockerahead, dockerapi, pinned, seccomp
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.backends.dockerwatch import DONE
 from sbox_shim.backends.scratch import scratch_bytes
@@ -116,10 +116,11 @@ VERIFY = ('while [ "$1" != -- ]; do awk \'BEGIN { t = ARGV[2]; ARGV[2] = "" } $5
 
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
-                     verify: Sequence[tuple[str, str, str]] = ()) -> dict[str, Any]:
-    """The keyword arguments for `containers.create`: a pure function of the step. `verify` holds
-    (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
-    command runs."""
+                     verify: Sequence[tuple[str, str, str]] = (), gated: bool = False) -> dict[str, Any]:
+    """The keyword arguments for creating the container: a pure function of the step. `verify`
+    holds (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
+    command runs; `gated`: the command waits for sbox's go instead (dockerahead.py), checked from
+    the host."""
     from docker.types import Mount as DockerMount
 
     net = step.network
@@ -137,7 +138,9 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
             mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
     init = _host_init() if not step.image else None
     argv = list(step.argv)
-    if verify:
+    if gated:
+        argv = ["/bin/sh", "-c", dockerahead.GATED, "sh", *argv]
+    elif verify:
         argv = ["/bin/sh", "-c", VERIFY, "sh", *(w for pair in verify for w in pair), "--", *argv]
     config: dict[str, Any] = dict(
         image=image,
@@ -208,8 +211,26 @@ def reap_stale(client: Any) -> None:
             _remove(dockerapi.Box(api, str(container["Id"]), []))
 
 
+# The runner names the next step (`ahead`) and drops what was not used (`discard`): dockerahead.py.
+ahead = dockerahead.plan
+discard = dockerahead.discard_all
+
+
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
     api = _client()
+    started = dockerahead.take(step, index)
+    if started is not None:
+        try:
+            if started.ready():
+                return attach_and_run(api, started.box, started.tty, step.limits.timeout, sock=started.sock,
+                                      go=started.go, started=lambda: dockerahead.kick(api))
+        finally:
+            started.discard()
+    return _run_new(api, step, run_dir, index)
+
+
+def _run_new(api: Any, step: Step, run_dir: str, index: int) -> int:
+    """The step in a container made now."""
     # What other, killed sbox runs left: removed alongside this run's own requests, not before them.
     reaper = threading.Thread(target=reap_stale, args=(api,), daemon=True)
     reaper.start()
@@ -222,7 +243,7 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
         config = container_config(step, materialize(step, run_dir, index), name, image, tty, identities(step))
         container = _create(api, config, step, links)
         try:
-            return attach_and_run(api, container, tty, step.limits.timeout)
+            return attach_and_run(api, container, tty, step.limits.timeout, started=lambda: dockerahead.kick(api))
         finally:
             _remove(container)
     finally:  # sbox cleaned up itself: the watcher has nothing to do

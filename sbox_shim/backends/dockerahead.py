@@ -1,0 +1,152 @@
+"""A later step's container, created and started while the step before it runs.
+
+A two-phase install pays a container start (~0.2 s of the daemon's time) per phase. The runner
+names the next step (`plan`); once the current step's own container runs, that step's container is
+created, attached and started in a thread (`kick`). Its command waits behind a gate: a shell that
+reads one line from a FIFO sbox holds, and nothing else. No command of the step runs before sbox
+says go.
+
+When the step's turn comes (`take`), sbox opens every bind under the project afresh (as it does for
+a container made then) and checks from the host, through /proc, that the waiting shell sees each
+one mounted at its target and holding that very directory or file (mountcheck.mismatch): what the
+earlier step did cannot have moved them unseen. Only then does it write "go". A container that is
+not ready, not visible from here (a daemon in another pid namespace) or does not match is removed
+and the step gets a container made then, as before. A step with staged files (run-dir files copied
+into the project) never starts ahead: their content is written just before the step runs.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from sbox_shim.plan import Mount, Step
+
+GATE = "/.sbox-gate"
+GATED = f'read -r go < {GATE} && [ "$go" = go ] && exec "$@"; exit 125'
+OPEN_WITHIN = 20.0  # seconds for the waiting shell to open the gate
+
+
+class Ahead:
+    def __init__(self, step: Step, run_dir: str, index: int) -> None:
+        self.step, self.run_dir, self.index = step, run_dir, index
+        self.fifo = os.path.join(run_dir, f"gate-{index}")
+        self.thread: threading.Thread | None = None
+        self.box: Any = None
+        self.sock: Any = None
+        self.lifeline = -1
+        self.tty = sys.stdin.isatty() and sys.stdout.isatty()
+
+    def prepare(self, api: Any) -> None:
+        from sbox_shim.backends import docker
+
+        step = self.step
+        try:
+            links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")
+            name = f"sbox-{os.getpid()}-{os.urandom(4).hex()}"
+            for mount in step.mounts:  # as the runner makes them before the step
+                if mount.kind == "cache":
+                    os.makedirs(mount.source, mode=0o700, exist_ok=True)
+            self.lifeline = docker._lifeline(name)
+            os.mkfifo(self.fifo, 0o600)
+            files = docker.materialize(step, self.run_dir, self.index) + [Mount(self.fifo, GATE)]
+            config = docker.container_config(step, files, name, step.image or docker.base_image_tag(links),
+                                             self.tty, gated=True)
+            self.box = docker._create(api, config, step, links)
+            self.sock = self.box.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            self.box.start()
+        except Exception:  # the step gets a container made in its turn
+            self.discard()
+
+    def ready(self) -> bool:
+        """The waiting shell sees each pinned bind of the step as sbox opens it now."""
+        from sbox_shim.backends import docker, mountcheck, procs
+
+        expected = [(target, int(dev), int(ino)) for target, _, ident in docker.identities(self.step)
+                    for dev, _, ino in [ident.partition(":")]]
+        try:
+            init = self.box.init_pid()
+            with open(f"/proc/{init}/cgroup", encoding="utf-8") as f:
+                if not init or self.box.id not in f.read():
+                    return False  # not this container's init: the daemon's pids are not ours to see
+        except Exception:
+            return False
+        shells = procs.children(init)
+        if len(shells) != 1:
+            return False
+        return mountcheck.mismatch(shells[0], mountcheck._mountinfo(shells[0]), expected) == ""
+
+    def go(self) -> None:
+        """Let the command run: "go" into the gate once the shell has it open."""
+        deadline = time.monotonic() + OPEN_WITHIN
+        while True:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                break
+            except OSError:  # ENXIO: no reader yet
+                if time.monotonic() > deadline:
+                    return  # the container's wait reports how it ended
+                time.sleep(0.002)
+        try:
+            os.write(fd, b"go\n")
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Remove the container (if any), end its watcher, drop the gate."""
+        from sbox_shim.backends import docker
+        from sbox_shim.backends.dockerwatch import DONE
+
+        if self.box is not None:
+            docker._remove(self.box)
+            self.box = None
+        if self.lifeline >= 0:
+            try:
+                os.write(self.lifeline, DONE)
+            except OSError:
+                pass
+            os.close(self.lifeline)
+            self.lifeline = -1
+        try:
+            os.unlink(self.fifo)
+        except OSError:
+            pass
+
+
+_PLANNED: dict[int, Ahead] = {}
+
+
+def plan(step: Step, run_dir: str, index: int) -> None:
+    """The runner's word that step `index` comes next: start its container once this one runs."""
+    if step.mode == "sandbox" and not step.staged and index not in _PLANNED:
+        _PLANNED[index] = Ahead(step, run_dir, index)
+
+
+def kick(api: Any) -> None:
+    for ahead in _PLANNED.values():
+        if ahead.thread is None:
+            ahead.thread = threading.Thread(target=ahead.prepare, args=(api,), daemon=True)
+            ahead.thread.start()
+
+
+def take(step: Step, index: int) -> Ahead | None:
+    """Step `index`'s container if it was started ahead, for this very step, and is ready."""
+    ahead = _PLANNED.pop(index, None)
+    if ahead is None or ahead.thread is None:
+        return None
+    ahead.thread.join()
+    if ahead.step is not step or ahead.box is None:
+        ahead.discard()
+        return None
+    return ahead
+
+
+def discard_all() -> None:
+    """Remove every container started ahead and not used (the run stopped before its step)."""
+    while _PLANNED:
+        _, ahead = _PLANNED.popitem()
+        if ahead.thread is not None:
+            ahead.thread.join()
+        ahead.discard()
