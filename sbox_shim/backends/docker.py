@@ -1,8 +1,6 @@
 """The Docker backend: the Docker SDK, a tiny local base image, the host toolchain mounted read-only."""
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import signal
 import sys
@@ -10,6 +8,8 @@ import threading
 from typing import Any, Sequence
 
 from sbox_shim.backends import dockerahead, dockerapi, pinned, seccomp
+from sbox_shim.backends.dockerimage import base_image_tag, build_base_image, pull
+from sbox_shim.backends.dockerimage import ensure_base_image as ensure_base_image  # for tests and benches
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.backends.dockerwatch import DONE
 from sbox_shim.backends.scratch import scratch_bytes
@@ -17,8 +17,7 @@ from sbox_shim.errors import SandboxError
 from sbox_shim.plan import DNS_SINKHOLE, Mount, Step
 
 NAME = "docker"
-BASE_IMAGE = "sbox-base:1"  # tagged with a digest of the host's top-level links
-LABEL = "io.sbox.run"
+LABEL = dockerapi.LABEL
 OWNER = "io.sbox.owner"
 _WATCHERS: list[int] = []  # reaped when the next step starts one, or by init after sbox
 # Python with -I -S (no site, no working directory on the path: ~3x less start-up on every run),
@@ -42,9 +41,7 @@ def _client() -> Any:
         ) from None
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]
+_short = dockerapi.short
 
 
 def unavailable() -> str | None:
@@ -53,55 +50,6 @@ def unavailable() -> str | None:
     except SandboxError as exc:
         return str(exc.args[0])
     return None
-
-
-def base_image_tag(links: tuple[tuple[str, str], ...]) -> str:
-    digest = hashlib.sha256(repr(links).encode()).hexdigest()[:12]
-    return f"{BASE_IMAGE}-{digest}"
-
-
-def ensure_base_image(client: Any, links: tuple[tuple[str, str], ...]) -> str:
-    """An image built locally from scratch: no registry pull; only the host's top-level links
-    (`/bin -> usr/bin` on merged-/usr systems) and empty mount points."""
-    api = dockerapi.low_level(client)
-    tag = base_image_tag(links)
-    try:
-        api.inspect_image(tag)
-        return tag
-    except Exception as exc:
-        if not dockerapi.image_missing(exc):
-            raise SandboxError(f"docker could not look up the local base image {tag}: {_short(exc)}") from None
-    build_base_image(api, tag, links)
-    return tag
-
-
-def build_base_image(api: Any, tag: str, links: tuple[tuple[str, str], ...]) -> None:
-    import tarfile
-
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        dockerfile = b"FROM scratch\nLABEL io.sbox.base=1\nCOPY root/ /\n"
-        _add(tar, "Dockerfile", tarfile.REGTYPE, data=dockerfile)
-        for name in ("root", "root/etc", "root/tmp", "root/proc", "root/dev", "root/sys"):
-            _add(tar, name, tarfile.DIRTYPE)
-        for target, link in links:
-            _add(tar, "root" + target, tarfile.SYMTYPE, link=link)
-    context.seek(0)
-    try:
-        dockerapi.build(api, context, tag, {LABEL: "base"})
-    except Exception as exc:
-        raise SandboxError(f"could not build the local base image {tag}: {_short(exc)}") from None
-
-
-def _add(tar: Any, name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:
-    import tarfile
-
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    info.linkname = link
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data) if data else None)
 
 
 # Before the command, each pinned bind inside the container must be a mount point at its target
@@ -116,11 +64,11 @@ VERIFY = ('while [ "$1" != -- ]; do awk \'BEGIN { t = ARGV[2]; ARGV[2] = "" } $5
 
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
-                     verify: Sequence[tuple[str, str, str]] = (), gated: bool = False) -> dict[str, Any]:
+                     verify: Sequence[tuple[str, str, str]] = (), gate: str = "") -> dict[str, Any]:
     """The keyword arguments for creating the container: a pure function of the step. `verify`
     holds (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
-    command runs; `gated`: the command waits for sbox's go instead (dockerahead.py), checked from
-    the host."""
+    command runs; `gate`: the command waits for sbox to write this word instead (dockerahead.py),
+    the binds checked from the host."""
     from docker.types import Mount as DockerMount
 
     net = step.network
@@ -138,8 +86,8 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
             mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
     init = _host_init() if not step.image else None
     argv = list(step.argv)
-    if gated:
-        argv = ["/bin/sh", "-c", dockerahead.GATED, "sh", *argv]
+    if gate:
+        argv = ["/bin/sh", "-c", dockerahead.GATED, "sh", gate, *argv]
     elif verify:
         argv = ["/bin/sh", "-c", VERIFY, "sh", *(w for pair in verify for w in pair), "--", *argv]
     config: dict[str, Any] = dict(
@@ -265,7 +213,7 @@ def _create(api: Any, config: dict[str, Any], step: Step, links: tuple[tuple[str
             if attempt or not dockerapi.image_missing(exc):
                 raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
         if step.image:
-            _pull(api, step.image)
+            pull(api, step.image)
         else:
             build_base_image(api, config["image"], links)
     raise AssertionError("unreachable")
@@ -325,13 +273,6 @@ def _sdk_path() -> str:
         if found and os.path.isabs(found):
             dirs.append(os.path.dirname(os.path.dirname(found)))
     return os.pathsep.join(dict.fromkeys(dirs))
-
-
-def _pull(api: Any, image: str) -> None:
-    try:
-        api.pull(image)  # the SDK splits off the tag (latest if none)
-    except Exception as exc:
-        raise SandboxError(f"image {image!r} is not available: {_short(exc)}") from None
 
 
 def _remove(container: Any) -> None:

@@ -3,16 +3,20 @@
 A two-phase install pays a container start (~0.2 s of the daemon's time) per phase. The runner
 names the next step (`plan`); once the current step's own container runs, that step's container is
 created, attached and started in a thread (`kick`). Its command waits behind a gate: a shell that
-reads one line from a FIFO sbox holds, and nothing else. No command of the step runs before sbox
-says go.
+reads one line from a FIFO and runs the command only if the line is the word sbox put in its
+argument list (a random one per container, which no other sandbox can read). The FIFO lies in a
+private directory beside the run directory, mounted into no sandbox but this container (the run
+directory itself is mounted read-only into network steps, and a FIFO opens for writing even on a
+read-only mount). No command of the step runs before sbox says go.
 
 When the step's turn comes (`take`), sbox opens every bind under the project afresh (as it does for
 a container made then) and checks from the host, through /proc, that the waiting shell sees each
 one mounted at its target and holding that very directory or file (mountcheck.mismatch): what the
-earlier step did cannot have moved them unseen. Only then does it write "go". A container that is
-not ready, not visible from here (a daemon in another pid namespace) or does not match is removed
-and the step gets a container made then, as before. A step with staged files (run-dir files copied
-into the project) never starts ahead: their content is written just before the step runs.
+earlier step did cannot have moved them unseen. Only then does it write the word. A container that
+is not ready, not visible from here (a daemon in another pid namespace) or does not match is
+removed and the step gets a container made then, as before. Never started ahead: a step with staged
+files (run-dir files copied into the project; their content is written just before the step) or
+with an output directory outside the project (not pinned, so not checked at the step's turn).
 """
 from __future__ import annotations
 
@@ -25,22 +29,25 @@ from typing import Any
 from sbox_shim.plan import Mount, Step
 
 GATE = "/.sbox-gate"
-GATED = f'read -r go < {GATE} && [ "$go" = go ] && exec "$@"; exit 125'
+GATED = f'read -r go < {GATE} && [ "$go" = "$1" ] && shift && exec "$@"; exit 125'
 OPEN_WITHIN = 20.0  # seconds for the waiting shell to open the gate
 
 
 class Ahead:
     def __init__(self, step: Step, run_dir: str, index: int) -> None:
         self.step, self.run_dir, self.index = step, run_dir, index
-        self.fifo = os.path.join(run_dir, f"gate-{index}")
+        self.gates = f"{run_dir}-gate-{index}"  # swept like the run directory if sbox dies (runner.py)
+        self.fifo = os.path.join(self.gates, "gate")
+        self.word = os.urandom(16).hex()
         self.thread: threading.Thread | None = None
         self.box: Any = None
         self.sock: Any = None
         self.lifeline = -1
+        self.made = False
         self.tty = sys.stdin.isatty() and sys.stdout.isatty()
 
     def prepare(self, api: Any) -> None:
-        from sbox_shim.backends import docker
+        from sbox_shim.backends import docker, dockerimage
 
         step = self.step
         try:
@@ -50,10 +57,12 @@ class Ahead:
                 if mount.kind == "cache":
                     os.makedirs(mount.source, mode=0o700, exist_ok=True)
             self.lifeline = docker._lifeline(name)
+            os.mkdir(self.gates, 0o700)  # never one that exists (a link another user put there)
+            self.made = True
             os.mkfifo(self.fifo, 0o600)
             files = docker.materialize(step, self.run_dir, self.index) + [Mount(self.fifo, GATE)]
-            config = docker.container_config(step, files, name, step.image or docker.base_image_tag(links),
-                                             self.tty, gated=True)
+            config = docker.container_config(step, files, name, step.image or dockerimage.base_image_tag(links),
+                                             self.tty, gate=self.word)
             self.box = docker._create(api, config, step, links)
             self.sock = self.box.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             self.box.start()
@@ -79,7 +88,7 @@ class Ahead:
         return mountcheck.mismatch(shells[0], mountcheck._mountinfo(shells[0]), expected) == ""
 
     def go(self) -> None:
-        """Let the command run: "go" into the gate once the shell has it open."""
+        """Let the command run: the word into the gate once the shell has it open."""
         deadline = time.monotonic() + OPEN_WITHIN
         while True:
             try:
@@ -90,7 +99,7 @@ class Ahead:
                     return  # the container's wait reports how it ended
                 time.sleep(0.002)
         try:
-            os.write(fd, b"go\n")
+            os.write(fd, self.word.encode() + b"\n")
         finally:
             os.close(fd)
 
@@ -109,10 +118,13 @@ class Ahead:
                 pass
             os.close(self.lifeline)
             self.lifeline = -1
-        try:
-            os.unlink(self.fifo)
-        except OSError:
-            pass
+        if self.made:
+            self.made = False
+            for remove, path in ((os.unlink, self.fifo), (os.rmdir, self.gates)):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
 
 
 _PLANNED: dict[int, Ahead] = {}
@@ -120,7 +132,10 @@ _PLANNED: dict[int, Ahead] = {}
 
 def plan(step: Step, run_dir: str, index: int) -> None:
     """The runner's word that step `index` comes next: start its container once this one runs."""
-    if step.mode == "sandbox" and not step.staged and index not in _PLANNED:
+    from sbox_shim.backends.pinned import inside
+
+    if step.mode == "sandbox" and not step.staged and all(inside(path, step.project) for path in step.create) \
+            and index not in _PLANNED:
         _PLANNED[index] = Ahead(step, run_dir, index)
 
 

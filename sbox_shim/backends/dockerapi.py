@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+LABEL = "io.sbox.run"  # on every container (and image) sbox makes
+
 # container_config's keys that belong to the HostConfig (the rest go to the container's Config)
 HOST_KEYS = frozenset({"mounts", "tmpfs", "shm_size", "read_only", "cap_drop", "security_opt", "init",
                        "pids_limit", "mem_limit", "network_mode", "dns", "extra_hosts"})
@@ -77,3 +79,7 @@ class Box:
     def remove(self, force: bool = True) -> None:
         self.api.remove_container(self.id, force=force)
 
+
+def short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]

@@ -111,3 +111,20 @@ def test_a_container_started_ahead_for_a_step_that_never_comes_is_removed(tmp_pa
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.sbox.owner={mark}"],
                           capture_output=True, text=True, check=True).stdout
     assert left.strip() == ""
+
+
+def test_a_line_that_is_not_sboxs_word_runs_nothing(started: tuple[Step, object, str]) -> None:
+    """Whatever else reached the gate and wrote to it, the command does not run, and the container
+    is not used: the step would get a new one."""
+    from sbox_shim.backends.dockerahead import Ahead
+
+    step, ahead, _ = started
+    assert isinstance(ahead, Ahead)
+    fd = os.open(ahead.fifo, os.O_WRONLY)
+    os.write(fd, b"go\n")
+    os.close(fd)
+    deadline = time.monotonic() + 30
+    while ahead.box.init_pid() and time.monotonic() < deadline:  # the gate's shell gives up: exit 125
+        time.sleep(0.05)
+    assert not ahead.ready()
+    assert not (Path(step.cwd) / "out" / "ran").exists()
