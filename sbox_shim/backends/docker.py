@@ -164,8 +164,12 @@ ahead = dockerahead.plan
 discard = dockerahead.discard_all
 
 
+_STEPS_CLIENT: list[Any] = []  # one client for the steps of a run: the daemon answered the first
+
+
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
-    api = _client()
+    api = _STEPS_CLIENT[0] if _STEPS_CLIENT else _client()
+    _STEPS_CLIENT[:] = [api]
     started = dockerahead.take(step, index)
     if started is not None:
         try:
