@@ -191,20 +191,37 @@ def _run_new(api: Any, step: Step, run_dir: str, index: int) -> int:
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     name = f"sbox-{os.getpid()}-{os.urandom(4).hex()}"
     lifeline = _lifeline(name)
+    container = None
     try:
         config = container_config(step, materialize(step, run_dir, index), name, image, tty, identities(step))
         container = _create(api, config, step, links)
-        try:
-            return attach_and_run(api, container, tty, step.limits.timeout, started=lambda: dockerahead.kick(api))
-        finally:
-            _remove(container)
-    finally:  # sbox cleaned up itself: the watcher has nothing to do
-        try:
-            os.write(lifeline, DONE)
-        except OSError:
-            pass
-        os.close(lifeline)
+        return attach_and_run(api, container, tty, step.limits.timeout, started=lambda: dockerahead.kick(api))
+    finally:
+        # A container that has ended, with a step to come: removed while that step runs (joined
+        # before sbox exits); otherwise now.
+        if container is not None and dockerahead.pending() and _ended(container):
+            dockerahead.behind(threading.Thread(target=_finish, args=(container, lifeline)))
+        else:
+            _finish(container, lifeline)
         reaper.join(timeout=5)
+
+
+def _finish(container: Any, lifeline: int) -> None:
+    """Remove the container; then the watcher has nothing to do."""
+    if container is not None:
+        _remove(container)
+    try:
+        os.write(lifeline, DONE)
+    except OSError:
+        pass
+    os.close(lifeline)
+
+
+def _ended(container: Any) -> bool:
+    try:
+        return not container.api.inspect_container(container.id)["State"]["Running"]
+    except Exception:  # unknown: removed before anything else happens
+        return False
 
 
 def _create(api: Any, config: dict[str, Any], step: Step, links: tuple[tuple[str, str], ...]) -> Any:

@@ -128,6 +128,17 @@ class Ahead:
 
 
 _PLANNED: dict[int, Ahead] = {}
+_BEHIND: list[threading.Thread] = []  # removals of ended containers, running alongside later steps
+
+
+def pending() -> bool:
+    """A later step is planned: the run goes on after this one."""
+    return bool(_PLANNED)
+
+
+def behind(removal: threading.Thread) -> None:
+    removal.start()
+    _BEHIND.append(removal)
 
 
 def plan(step: Step, run_dir: str, index: int) -> None:
@@ -159,7 +170,10 @@ def take(step: Step, index: int) -> Ahead | None:
 
 
 def discard_all() -> None:
-    """Remove every container started ahead and not used (the run stopped before its step)."""
+    """Remove every container started ahead and not used (the run stopped before its step); wait
+    for the removals still under way."""
+    while _BEHIND:
+        _BEHIND.pop().join()
     while _PLANNED:
         _, ahead = _PLANNED.popitem()
         if ahead.thread is not None:
