@@ -24,11 +24,15 @@ temporary project whose `default` profile has the network off:
   of the download phase, bwrap), not npm's. The cold run resolves the registry names of npm's
   built-in allowlist, as every `sbox run -- npm install` does; warm runs reuse the pinned
   addresses while the record lives (recorder_plan.PIN_TTL);
+- docker run (bare): `docker run --rm --network none` of sbox's own base image with the host's
+  toolchain directories bound read-only (the image holds only links: `true` comes from /usr),
+  `true`: what a container costs through the docker CLI, the floor for `sbox docker`;
 - python -I -S alone, and bwrap alone with the options of the cached plan: the two fixed costs
   inside a warm run, so that what is left is sbox's own work.
 Variants are interleaved run by run, so drift on the machine hits them all alike; a backend that
-is not usable here is reported with its reason instead of a figure. Medians in ms. Everything runs
-under a temporary HOME, cache and state.
+is not usable here is reported with its reason instead of a figure. Medians in ms, and the CPU time
+(user + system) of each command's own process, which other load on the machine disturbs less; the
+load average before and after. Everything runs under a temporary HOME, cache and state.
 """
 from __future__ import annotations
 
@@ -64,14 +68,38 @@ def sbox_executable() -> str:
     return found
 
 
-def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+CPU_MS: dict[str, list[float]] = {}  # variant -> CPU time of its process in each run
+
+
+def timed(argv: Sequence[str], cwd: Path, env: dict[str, str], name: str = "") -> float:
     start = time.perf_counter()
-    proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = (time.perf_counter() - start) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {err.decode()[-500:]}")
+    if name:
+        CPU_MS.setdefault(name, []).append((usage.ru_utime + usage.ru_stime) * 1000)
     return elapsed
+
+
+def bare_docker_run() -> list[str]:
+    """`docker run --rm --network none` of the image sbox's docker backend uses, with the host's
+    toolchain bound read-only: the same `true`, through the docker CLI alone."""
+    from sbox_shim import layout
+    from sbox_shim.backends import docker
+
+    mounts = layout.toolchain_mounts()
+    image = docker.ensure_base_image(docker._client(), tuple((m.target, m.source) for m in mounts
+                                                             if m.kind == "symlink"))
+    binds = [a for m in mounts if m.kind == "bind" and m.target in layout.TOOLCHAIN
+             for a in ("-v", f"{m.source}:{m.target}:ro")]
+    return ["docker", "run", "--rm", "--network", "none", *binds, image, "/usr/bin/true"]
 
 
 BWRAP_ALONE = "bwrap alone (sbox's options)"
@@ -86,6 +114,9 @@ def timed_first_step(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> flo
     if proc.returncode != 0 or not proc.stdout.strip():
         raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
     return (int(proc.stdout.split()[0]) - start) / 1e6
+
+
+DOCKER_BARE = "docker run (bare)"
 FIRST_RUN = "sbox bwrap, new command"
 PYTHON_ALONE = "python -I -S alone"
 
@@ -159,7 +190,12 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
 
     sbox = str(base / "bin" / "sbox")  # what install.sh puts in its venv
     (base / "bin").mkdir()
-    launcher.write(sbox)
+    import sysconfig
+
+    paths = [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    if not (Path(paths[0]) / "sbox_shim").is_dir():  # an editable install: the launcher names the tree
+        paths.insert(0, str(ROOT))
+    launcher.write(sbox, paths=paths)
     variants: dict[str, Variant] = {
         "direct": (["/usr/bin/true"], sandboxed, {}),
         "sbox (mode: host)": ([sbox, "run", "--", "true"], host, {}),
@@ -183,6 +219,8 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
                                         {**stub_path, "SBOX_PLAN_CACHE": "0"})
             variants[PYTHON_ALONE] = ([sys.executable, "-I", "-S", "-c", "pass"], sandboxed, {})
             variants[BWRAP_ALONE] = ([], sandboxed, {})  # timed by timed_bwrap_alone
+        if backend == "docker":
+            variants[DOCKER_BARE] = (bare_docker_run(), sandboxed, {})
     return variants, env, skipped
 
 
@@ -195,6 +233,11 @@ def tool_versions() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             versions[name] = "unavailable"
     return versions
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -217,26 +260,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cmd = [*cmd, f"run-{next(fresh)}"]
             if name in (NPM_FIRST, NPM_FIRST_COLD):
                 return timed_first_step(cmd, cwd, {**env, **extra})
-            return timed(cmd, cwd, {**env, **extra})
+            return timed(cmd, cwd, {**env, **extra}, name)
 
         for _ in range(2):  # warm up (docker's image, the plan cache: npm's plan is kept after its tree settles)
             for name, (cmd, cwd, extra) in variants.items():
                 measure(name, cmd, cwd, extra)
+        CPU_MS.clear()
+        load_before = loadavg()
         for _ in range(runs):
             for name, (cmd, cwd, extra) in variants.items():
                 samples[name].append(measure(name, cmd, cwd, extra))
 
-    load = os.getloadavg()
+        load_after = loadavg()
     medians = {name: statistics.median(values) for name, values in samples.items()}
+    cpu = {name: statistics.median(values) for name, values in CPU_MS.items()}
     direct = medians["direct"]
-    print(f"{'variant':34} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
+    print(f"{'variant':34} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12} {'cpu ms':>7}")
     for name, value in medians.items():
         extra = "" if name == "direct" else f"{value - direct:+12.1f}"
         print(f"{name:34} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
-              f"{max(samples[name]):9.1f} {extra}")
+              f"{max(samples[name]):9.1f} {extra:>12} {cpu.get(name, float('nan')):7.1f}")
+    docker_ratio = (medians["sbox docker"] / medians[DOCKER_BARE]) if DOCKER_BARE in medians else None
+    if docker_ratio is not None:
+        print(f"sbox docker / docker run (bare): {docker_ratio:.2f}x")
+    print(f"load average before {load_before}, after {load_after}")
     for name, reason in skipped.items():
         print(f"{name:26} skipped: {reason}")
-    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min; 2 cores)")
 
     if "sbox bwrap" in medians and BWRAP_ALONE in medians:
         own = medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE]
@@ -253,8 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overhead_vs_direct_ms": {name: round(v - direct, 2) for name, v in medians.items() if name != "direct"},
         "sbox_own_warm_ms": (round(medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE], 2)
                              if BWRAP_ALONE in medians else None),
+        "cpu_ms": {name: round(v, 2) for name, v in cpu.items()},
+        "sbox_docker_vs_bare_docker_run": round(docker_ratio, 3) if docker_ratio is not None else None,
+        "loadavg": {"before": load_before, "after": load_after},
         "skipped": skipped,
-        "load_average": [round(x, 2) for x in load],
         "tools": tool_versions(),
     }
     results_file.write(result, args.output)

@@ -7,8 +7,12 @@ with a postinstall script), configured in the project's `.npmrc`. Every run star
 project directory (no node_modules, no lockfile); npm's cache is warm (one untimed warm-up run
 per way first), as it is for a developer. Sandboxed runs go through the built-in two-phase policy
 (`npm install --ignore-scripts` with the registry allowlist via the egress proxy, then
-`npm rebuild` offline), so they include two sandbox starts. Runs are interleaved so that other
-load on the machine hits all three ways alike. Prints the median (and min/max) of each and its
+`npm rebuild` offline), so they include two sandbox starts (on docker the second container is
+started while the first phase runs). `docker by hand` is the floor for the docker backend: the
+same `npm install` (scripts included) in one `docker run --rm` of sbox's base image with the host's
+toolchain bound read-only and the host's network (for the loopback registry), as a user would
+type it. Runs are interleaved so that other load on the machine hits all ways alike; the load
+average is recorded before and after. Prints the median (and min/max) of each and its
 ratio to direct; writes the numbers as JSON. All traffic stays on 127.0.0.1.
 """
 from __future__ import annotations
@@ -34,7 +38,7 @@ import trusting  # noqa: E402
 from support.packages import npm_package  # noqa: E402
 from support.registries import NpmRegistry  # noqa: E402
 
-WAYS = ("direct", "bwrap", "docker")
+WAYS = ("direct", "bwrap", "docker", "docker by hand")
 
 
 def packages(count: int) -> tuple[list[bytes], dict[str, str]]:
@@ -56,7 +60,7 @@ def unavailable(way: str) -> str | None:
     if way == "direct":
         return None if shutil.which("npm") else "npm is not installed"
     try:
-        if way == "docker":
+        if way.startswith("docker"):
             from sbox_shim.backends import docker
 
             return docker.unavailable()  # type: ignore[no-any-return]
@@ -67,6 +71,22 @@ def unavailable(way: str) -> str | None:
         return f"backend not importable: {exc}"
 
 
+def by_hand(project: Path, cache: Path, env: dict[str, str]) -> list[str]:
+    """`npm install` in one `docker run --rm` of the docker backend's base image, as a user would."""
+    from sbox_shim import layout
+    from sbox_shim.backends import docker
+
+    mounts = layout.toolchain_mounts()
+    image = docker.ensure_base_image(docker._client(), tuple((m.target, m.source) for m in mounts
+                                                             if m.kind == "symlink"))
+    cache.mkdir(exist_ok=True)
+    binds = [a for m in mounts if m.kind != "symlink" for a in ("-v", f"{m.source}:{m.target}:ro")]
+    return ["docker", "run", "--rm", "--network", "host", "-u", f"{os.getuid()}:{os.getgid()}", *binds,
+            "-v", f"{project}:{project}", "-v", f"{cache}:{cache}", "-w", str(project), "--tmpfs", "/tmp",
+            "-e", "HOME=/tmp", "-e", f"npm_config_cache={cache}", "-e", "npm_config_update_notifier=false",
+            "-e", f"npm_config_registry={env['npm_config_registry']}", image, "npm", "install"]
+
+
 def sbox_command() -> str:
     beside = Path(sys.executable).parent / "sbox"
     return str(beside) if beside.exists() else shutil.which("sbox") or "sbox"
@@ -74,7 +94,7 @@ def sbox_command() -> str:
 
 def one_run(way: str, work: Path, registry: NpmRegistry, top: dict[str, str], env: dict[str, str],
             run: int) -> float:
-    project = work / f"{way}-{run}"
+    project = work / f"{way.replace(' ', '-')}-{run}"
     project.mkdir()
     (project / "package.json").write_text(json.dumps(
         {"name": "bench-app", "version": "0.0.0", "private": True, "dependencies": top}))
@@ -82,6 +102,9 @@ def one_run(way: str, work: Path, registry: NpmRegistry, top: dict[str, str], en
     if way == "direct":
         argv = ["npm", "install"]
         run_env = dict(env, npm_config_cache=str(work / "direct-cache"))
+    elif way == "docker by hand":
+        argv = by_hand(project, work / "by-hand-cache", env)
+        run_env = env
     else:
         (project / "sbox.yaml").write_text("version: 1\n")
         trusting.trust(env, project / "sbox.yaml", project / ".npmrc")
@@ -97,6 +120,11 @@ def one_run(way: str, work: Path, registry: NpmRegistry, top: dict[str, str], en
         raise SystemExit(f"{way}: {last} is not installed")
     shutil.rmtree(project)
     return elapsed
+
+
+def results_file_load() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def main() -> int:
@@ -126,11 +154,13 @@ def main() -> int:
                    npm_config_registry=f"{registry.url}/")
         for way in ways:  # warm-up: npm's cache, docker's base image, the page cache
             one_run(way, work, registry, top, env, -1)
+        load_before = results_file_load()
         for run in range(args.runs):
             for way in ways:
                 times[way].append(one_run(way, work, registry, top, env, run))
-                print(f"  run {run + 1}/{args.runs} {way:<7} {times[way][-1]:.2f} s", file=sys.stderr)
+                print(f"  run {run + 1}/{args.runs} {way:<15} {times[way][-1]:.2f} s", file=sys.stderr)
 
+        load_after = results_file_load()
     direct = statistics.median(times["direct"])
     results = {
         way: {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3), "max_s": round(max(t), 3),
@@ -143,16 +173,17 @@ def main() -> int:
         "benchmark": "npm install of a small tree from a loopback registry, fresh node_modules per run",
         "packages": args.packages, "top_level_dependencies": len(top), "runs": args.runs,
         "machine": {**results_file.machine(), **versions},
-        "results": results, "skipped": skipped,
+        "results": results, "skipped": skipped, "loadavg": {"before": load_before, "after": load_after},
     }
     results_file.write(record, args.output)
 
     print(f"npm install, {args.packages} packages, median of {args.runs} runs (fresh node_modules each)")
-    print(f"{'way':<8} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
+    print(f"{'way':<15} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
     for way, r in results.items():
-        print(f"{way:<8} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
+        print(f"{way:<15} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
     for way, why in skipped.items():
-        print(f"{way:<8} skipped: {why}")
+        print(f"{way:<15} skipped: {why}")
+    print(f"load average before {load_before}, after {load_after}")
     return 0
 
 

@@ -72,6 +72,8 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
     quiet = env.get("SBOX_QUIET") == "1"
     try:
         for index, step in enumerate(plan.steps):
+            if backend is not None and index + 1 < len(plan.steps) and hasattr(backend, "ahead"):
+                backend.ahead(plan.steps[index + 1], run_dir, index + 1)  # docker: started while this one runs
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
@@ -88,6 +90,8 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                 return code
         return 0
     finally:
+        if backend is not None and hasattr(backend, "discard"):
+            backend.discard()
         remove_run_dir(run_dir)
 
 
