@@ -33,10 +33,11 @@ def main(argv: list[str]) -> int:
     from pip._internal.cli.main import main as pip_main
 
     code = pip_main(argv)
-    if code or argv[:1] != ["download"]:
+    build_args = os.environ.get("SBOX_PIP_BUILD_ARGS")  # set for sbox's own `download --dest WHEELHOUSE …`
+    if code or build_args is None or argv[:2] != ["download", "--dest"]:
         return int(code or 0)
-    wheelhouse = argv[argv.index("--dest") + 1]
-    extra = json.loads(os.environ.get("SBOX_PIP_BUILD_ARGS") or "[]")
+    wheelhouse = argv[2]
+    extra = json.loads(build_args)
     tried: set[str] = set()
     for _ in range(ROUNDS):
         wanted = [(r, optional, sdist) for r, optional, sdist in missing(wheelhouse) if r not in tried]
@@ -67,6 +68,7 @@ def missing(wheelhouse: str) -> list[tuple[str, bool, str]]:
     """(requirement, optional, sdist) for each build requirement of the wheelhouse's sdists that no
     file in the wheelhouse satisfies."""
     from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
+    from pip._vendor.packaging.version import InvalidVersion
 
     have = _versions(wheelhouse)
     out = []
@@ -80,10 +82,16 @@ def missing(wheelhouse: str) -> list[tuple[str, bool, str]]:
                 continue
             if req.marker is not None and not req.marker.evaluate():
                 continue
-            found = have.get(_canonical(req.name), [])
-            if not any(req.specifier.contains(v, prereleases=True) for v in found):
+            if not any(_satisfies(req, v, InvalidVersion) for v in have.get(_canonical(req.name), [])):
                 out.append((text, optional, name))
     return out
+
+
+def _satisfies(req: Any, version: str, invalid: type[Exception]) -> bool:
+    try:
+        return bool(req.specifier.contains(version, prereleases=True))
+    except invalid:
+        return False
 
 
 def build_requires(path: str) -> list[tuple[str, bool]]:
