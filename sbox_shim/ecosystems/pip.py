@@ -3,12 +3,16 @@
 `pip download` of a source distribution runs its build backend to learn its dependencies, so the
 download phase is not script-free: it runs with the registry allowlist only, no credentials but the
 index's, and an empty HOME. The install phase (where setup.py builds run for real) has no network.
+The download phase is one process (pip_fetch.py: sbox's own pip, in-process), which afterwards
+fetches the build requirements of the sdists it downloaded, so that they build offline; a
+wheel-only install costs two pip processes, one a phase.
 
 The environment pip runs in: when the real pip belongs to a virtual environment (its directory
 holds `pyvenv.cfg`), the base interpreter named by `home =` is mounted read-only (the venv's
 `python` is a link to it), and the venv itself is writable in the install phase only: it is what
-`pip install` writes to. Installing into an interpreter that is not a venv writes into the
-toolchain, which stays read-only: use a venv.
+`pip install` writes to. Installing into an interpreter that is not a venv would write into the
+toolchain (read-only) or the sandbox's throwaway HOME: refused before running, unless it installs
+into a directory of the project (`--target`, `--prefix`, `--root`).
 
 What each phase may write of the project (layout.py): nothing, but a venv inside it (the install
 phase) and, for `pip download` / `pip wheel`, the destination directory (`-d` / `-w`, else the
@@ -28,8 +32,9 @@ from typing import Sequence
 from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_text, sandbox_writable, url_entry
 from sbox_shim.ecosystems.pip_args import TARGET_OPTIONS, destination, download_args, index_args, local_project
 from sbox_shim.ecosystems.pip_index import index_root
+from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher
 from sbox_shim.errors import UsageError
-from sbox_shim.plan import SANDBOX_DIR, Mount
+from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
 TOOLS = ("pip", "pip3")
@@ -37,8 +42,6 @@ INSTALL = ("install", "download", "wheel")
 URL_KEYS = ("index-url", "extra-index-url")
 PATH_KEYS = ("find-links", "cert", "client-cert", "constraint", "requirement")
 INDEX_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
-FETCH_STEP = f"{SANDBOX_DIR}/pip"  # where pip_fetch.py is mounted in the download sandbox
-SYSTEM = ("/usr/", "/bin/", "/lib/", "/lib64/", "/etc/")
 # Command-line options naming an index or a local path, and the setting each one stands for.
 _OPTION_KEYS = {"-i": "index-url", "--index-url": "index-url", "--extra-index-url": "extra-index-url",
                 "-f": "find-links", "--find-links": "find-links", "--cert": "cert",
@@ -149,54 +152,6 @@ def sources(ctx: Context, args: Sequence[str] = (),
     return user, project, list(dict.fromkeys(files))
 
 
-def environment(ctx: Context) -> tuple[str | None, tuple[str, ...]]:
-    """The venv the real pip belongs to, and the base interpreter prefixes it needs (read-only)."""
-    candidates = []
-    if ctx.real_tool:
-        candidates.append(os.path.dirname(os.path.dirname(os.path.join(ctx.cwd, ctx.real_tool))))
-    if ctx.env.get("VIRTUAL_ENV"):
-        candidates.append(ctx.env["VIRTUAL_ENV"])
-    for venv in candidates:
-        venv = os.path.normpath(venv)
-        cfg = os.path.join(venv, "pyvenv.cfg")
-        if os.path.isfile(cfg):
-            return venv, _base_prefixes(cfg)
-    return None, ()
-
-
-def _base_prefixes(cfg: str) -> tuple[str, ...]:
-    """The base interpreter's prefixes a venv's pyvenv.cfg names, checked rather than trusted: each
-    must be a real Python installation (a `bin/python3*` or `lib/python3*` in it), so a venv a
-    sandbox rewrote cannot have sbox mount `~/.ssh`."""
-    values: dict[str, str] = {}
-    for line in read_text(cfg).splitlines():
-        key, eq, value = line.partition("=")
-        if eq:
-            values[key.strip().lower()] = value.strip()
-    found = []
-    for key in ("home", "executable", "base-executable"):
-        setting = values.get(key, "")
-        if not setting.startswith("/"):
-            continue
-        directory = setting if key == "home" else os.path.dirname(setting)
-        for path in (directory, os.path.realpath(directory)):
-            prefix = os.path.dirname(path) if os.path.basename(path) == "bin" else path
-            if prefix in ("", "/") or (prefix + "/").startswith(SYSTEM) or not os.path.isdir(prefix):
-                continue
-            if not _is_python_prefix(prefix):
-                raise UsageError(f"{cfg}: {key} = {setting} does not name a Python installation; "
-                                 "recreate the venv (python3 -m venv)")
-            found.append(prefix)
-    return tuple(dict.fromkeys(found))
-
-
-def _is_python_prefix(prefix: str) -> bool:
-    import glob
-
-    return bool(glob.glob(os.path.join(glob.escape(prefix), "bin", "python3*"))
-                or glob.glob(os.path.join(glob.escape(prefix), "lib", "python3*")))
-
-
 def _pip_variables(ctx: Context, index: bool) -> tuple[str, ...]:
     """The caller's PIP_* settings pass through; the index URLs (which may hold credentials) and the
     config file that names them reach the download phase only."""
@@ -227,9 +182,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     cache = os.path.join(ctx.cache_dir, "pip", "http")
     env = {"PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     target = [Mount(venv, venv, readonly=True)] if venv else []
-    fetcher, own, fetch_env = _fetcher(venv, argv[0], ctx)
+    fetch, own, fetch_env = fetcher(venv, argv[0], ctx)
     if sub == "download":  # already download-only: one phase with the allowlist
-        return (Phase("download", (*fetcher, *argv[1:]), True, allow, {**env, **fetch_env},
+        return (Phase("download", (*fetch, *argv[1:]), True, allow, {**env, **fetch_env},
                       secrets=_pip_variables(ctx, True), implied=implied,
                       mounts=(cache_mount(cache, True), *readonly, *configs, *target, *own),
                       reason="built-in pip policy: download runs with the registry allowlist",
@@ -237,7 +192,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     if venv:  # sbox's fetch step also fetches the build requirements of the sdists it downloaded
         fetch_env["SBOX_PIP_BUILD_ARGS"] = json.dumps(index_args(rest, binary=True))
     download = Phase(
-        "download", (*fetcher, "download", "--dest", wheelhouse, *download_args(rest)), True, allow,
+        "download", (*fetch, "download", "--dest", wheelhouse, *download_args(rest)), True, allow,
         {**env, **fetch_env}, secrets=_pip_variables(ctx, True), implied=implied,
         mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target, *own),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
@@ -289,40 +244,3 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     out += [(f, "requirements file (its option lines)", "options") for f in sources(ctx, rest, venv)[2]
             if sandbox_writable(f, ctx, *extra)]
     return out
-
-
-def _fetcher(venv: str | None, pip: str,
-             ctx: Context) -> tuple[tuple[str, ...], tuple[Mount, ...], dict[str, str]]:
-    """The pip that runs with the network and the index credentials: never the venv's, whose
-    files (a `.pth`, pip itself) a sandbox may have written in an earlier install phase. sbox's
-    own pip (outside every project) on the venv's base interpreter, which pyvenv.cfg names and
-    `_base_prefixes` checked: the same Python, so the same wheels; `-I -S`, so no site runs. It
-    runs through sbox's fetch step (pip_fetch.py, mounted as `/.sbox/pip`), which also fetches the
-    build requirements of the sdists it downloaded; the announced command reads `… /.sbox/pip download …`."""
-    if not venv:
-        return (pip,), (), {}
-    import importlib.util
-
-    spec = importlib.util.find_spec("pip")
-    own = os.path.dirname(spec.origin) if spec and spec.origin else ""
-    python = _base_python(os.path.join(venv, "pyvenv.cfg"))
-    step = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pip_fetch.py")
-    if not own or not python or any(sandbox_writable(p, ctx, venv) for p in (own, python, step)):
-        raise UsageError(f"{venv}: cannot find the venv's base interpreter or sbox's own pip to download "
-                         "with (the venv's own pip is not run where the network is); recreate the venv")
-    return ((python, "-I", "-S", FETCH_STEP), (Mount(own, own), Mount(step, FETCH_STEP)),
-            {"SBOX_PIP_HOME": os.path.dirname(own)})
-
-
-def _base_python(cfg: str) -> str | None:
-    values = {k.strip().lower(): v.strip() for k, eq, v in (ln.partition("=") for ln in read_text(cfg).splitlines()) if eq}
-    home = values.get("home", "")
-    version = (values.get("version_info") or values.get("version") or "").split(".")
-    names = ([f"python{version[0]}.{version[1]}"] if len(version) > 1 else []) + ["python3", "python"]
-    for name in names:
-        path = os.path.join(home, name)
-        if home.startswith("/") and os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
