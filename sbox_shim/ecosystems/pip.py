@@ -33,6 +33,7 @@ from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_t
 from sbox_shim.ecosystems.pip_args import TARGET_OPTIONS, destination, download_args, index_args, local_project
 from sbox_shim.ecosystems.pip_index import index_root
 from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher
+from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # noqa: F401 (uv.py uses it)
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
