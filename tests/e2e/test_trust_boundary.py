@@ -157,11 +157,11 @@ def test_requirements_that_are_not_regular_files_are_refused_quickly(tmp_path: P
     requirements = root / "requirements.txt"
     if named == "fifo":
         os.mkfifo(requirements)
-        command = ["run", "--", "pip", "install", "-r", str(requirements)]
+        command = ["run", "--", "pip", "install", "--target", "vendor", "-r", str(requirements)]
     else:
         requirements.write_text("-r /dev/zero\n")
         sbox.trust(root, requirements)
-        command = ["plan", "--", "pip", "install", "-r", str(requirements)]
+        command = ["plan", "--", "pip", "install", "--target", "vendor", "-r", str(requirements)]  # no venv
     started = time.monotonic()
     try:
         result = subprocess.run([sbox.bin, *command], cwd=root, env=sbox.env, capture_output=True, text=True,
