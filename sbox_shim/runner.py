@@ -70,8 +70,20 @@ def _ignore_errors(remove: Callable[[str], None], path: str) -> None:
 def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[str, str],
             state_dir: str, err: TextIO = sys.stderr) -> int:
     quiet = env.get("SBOX_QUIET") == "1"
+    hooks = None
+    if any(s.hook for s in plan.steps):
+        from sbox_shim.hooks import Hooks
+
+        hooks = Hooks(err)
     try:
         for index, step in enumerate(plan.steps):
+            if hooks is not None:
+                chosen, why = hooks.before(step)
+                if chosen is None:
+                    if not quiet:
+                        err.write(f"sbox: step {index + 1}/{len(plan.steps)} [{step.label}] skipped: {why}\n")
+                    continue
+                step = chosen
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
@@ -85,15 +97,26 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                               f"(a prebuilt binary, headers) fails here; in sbox.yaml, a profile {step.profile} "
                               f"with env: [PUPPETEER_SKIP_DOWNLOAD] (the package's skip variable) passes it in, "
                               f"or network: on with network_allow: [host] admits what it needs\n")
+                if hooks is not None:
+                    hooks.failed()
                 return code
+        if hooks is not None:
+            hooks.done()
         return 0
+    except BaseException:
+        if hooks is not None:
+            hooks.failed()
+        raise
     finally:
         remove_run_dir(run_dir)
 
 
 def announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
     where = "unsandboxed (mode: host)" if step.mode == "host" else f"sandbox ({backend.NAME if backend else '?'})"
-    what = " ".join(step.command)
+    words = step.command
+    if step.hook and len(words) > 8:  # `npm rebuild DIR...`, chosen at run time: its first few
+        words = (*words[:6], f"... ({len(words) - 6} more)")
+    what = " ".join(words)
     count = f" step {index + 1}/{total} [{step.label}]" if total > 1 else ""
     return f"sbox:{count} {what} -> {where}, profile {step.profile}, {NETWORK_WORDS[step.network.policy]}"
 
