@@ -60,6 +60,9 @@ def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", 
     try:
         os.mkdir(target, stat.S_IMODE(st.st_mode))
         _clone(fd, target, top=True)
+    except BaseException:  # interrupted or failed: no half-made copy is left in the project
+        shutil.rmtree(where, ignore_errors=True)
+        raise
     finally:
         os.close(fd)
     kept.modules = "cloned"

@@ -1,0 +1,133 @@
+"""The run-time halves of npm's built-in policy, on real files and no sandbox: which install
+scripts the offline phase runs (npm_scope), the rollback's keep and restore (rollback), and the
+line for a `file:` dependency outside the project (npm_local)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import rollback
+from sbox_shim.ecosystems import npm_local, npm_scope
+from sbox_shim.errors import UsageError
+
+
+def _lock(packages: dict[str, dict[str, object]]) -> bytes:
+    return json.dumps({"lockfileVersion": 3, "packages": {"": {"name": "app"}, **packages}}).encode()
+
+
+def test_only_added_or_changed_packages_with_scripts_are_built(tmp_path: Path) -> None:
+    before = npm_scope.entries(_lock({
+        "node_modules/a": {"version": "1.0.0", "hasInstallScript": True},
+        "node_modules/b": {"version": "1.0.0", "hasInstallScript": True}}))
+    after = npm_scope.entries(_lock({
+        "node_modules/a": {"version": "1.0.0", "hasInstallScript": True},  # unchanged
+        "node_modules/b": {"version": "2.0.0", "hasInstallScript": True},  # changed
+        "node_modules/c": {"version": "1.0.0", "hasInstallScript": True},  # added
+        "node_modules/d": {"version": "1.0.0"},  # added, no scripts
+        "node_modules/c/node_modules/e": {"version": "1.0.0", "hasInstallScript": True, "inBundle": True},
+        "node_modules/w": {"resolved": "packages/w", "link": True}}))  # a link: npm runs its scripts every time
+    argv = npm_scope.scripts_argv(("npm", "rebuild"), "/p", before, after, root=False)
+    assert argv == ("npm", "rebuild", "/p/node_modules/b", "/p/node_modules/c", "/p/node_modules/w")
+    assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", after, after, root=True) == (
+        "npm", "rebuild", "/p/node_modules/w", "/p")
+    nothing = npm_scope.entries(_lock({"node_modules/d": {"version": "1.0.0"}}))
+    assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", None, nothing, root=False) is None
+
+
+def test_a_lying_lockfile_names_nothing_outside_node_modules() -> None:
+    after = npm_scope.entries(_lock({
+        "../../home/u/.ssh": {"hasInstallScript": True}, "/etc": {"hasInstallScript": True},
+        "node_modules/../../x": {"hasInstallScript": True}, "--script-shell=/bin/evil": {"hasInstallScript": True},
+        "node_modules/ok": {"hasInstallScript": True}}))
+    assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", None, after, root=False) == (
+        "npm", "rebuild", "/p/node_modules/ok")
+    # Unreadable state after the download: every script, as a plain `npm rebuild` runs them.
+    assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", None, None, root=False) == ("npm", "rebuild")
+    assert npm_scope.entries(b"[1, 2]") is None and npm_scope.entries(b"\xff") is None
+
+
+def test_lockfiles_are_never_read_through_a_link(tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere"
+    (real / "node_modules").mkdir(parents=True)
+    (real / "node_modules" / ".package-lock.json").write_bytes(_lock({"node_modules/a": {"version": "1"}}))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "node_modules").symlink_to(real / "node_modules")
+    assert npm_scope.read_state(str(project)) is None
+    assert npm_scope.read_state(str(real)) == {"node_modules/a": (json.dumps(["1", None, None, None]), False, False)}
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(dirpath, name)
+            rel = str(path.relative_to(root))
+            out[rel] = ("link:" + os.readlink(path)) if path.is_symlink() else "dir" if path.is_dir() else path.read_text()
+    return out
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_rollback_puts_files_and_node_modules_back(tmp_path: Path, whole: bool) -> None:
+    _write(tmp_path, {"package.json": "{}", "package-lock.json": "lock", "node_modules/a/index.js": "a",
+                      "node_modules/.package-lock.json": "hidden"})
+    (tmp_path / "node_modules" / ".bin").mkdir()
+    (tmp_path / "node_modules" / ".bin" / "a").symlink_to("../a/index.js")
+    before = _snapshot(tmp_path)
+    kept = rollback.keep(str(tmp_path), ("package.json", "package-lock.json", "npm-shrinkwrap.json"), whole=whole)
+    # What an install might do: replace a package, add one, rewrite the lockfiles, plant links.
+    if not whole:
+        os.rename(tmp_path / "node_modules" / "a", tmp_path / "node_modules" / ".a-retired")
+    _write(tmp_path, {"node_modules/a/index.js": "a2", "node_modules/b/index.js": "b",
+                      "node_modules/.package-lock.json": "hidden2", "npm-shrinkwrap.json": "new"})
+    (tmp_path / "package-lock.json").unlink()
+    (tmp_path / "package-lock.json").symlink_to("/etc/passwd")
+    (tmp_path / "package.json").write_text('{"dependencies": {"b": "1"}}')
+    done, problem = rollback.restore(kept)
+    assert problem is None
+    assert done == ["node_modules", "package.json", "package-lock.json", "npm-shrinkwrap.json"]
+    after = _snapshot(tmp_path)
+    assert after == before
+
+
+def test_rollback_of_a_first_install_removes_node_modules(tmp_path: Path) -> None:
+    _write(tmp_path, {"package.json": "{}"})
+    kept = rollback.keep(str(tmp_path), ("package.json", "package-lock.json"))
+    _write(tmp_path, {"node_modules/a/index.js": "a", "package-lock.json": "lock"})
+    assert rollback.restore(kept) == (["node_modules", "package-lock.json"], None)
+    assert _snapshot(tmp_path) == {"package.json": "{}"}
+
+
+def test_file_dependency_outside_the_root_names_file_line_and_key(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "package.json").write_text('{\n  "dependencies": {\n    "lib": "file:../lib"\n  }\n}\n')
+    with pytest.raises(UsageError) as caught:
+        npm_local.check(str(project), str(project), ())
+    assert str(caught.value).startswith(f"sbox: {project}/package.json:3: dependencies.lib: file:../lib is outside")
+    (project / "package.json").write_text('{"dependencies": {"lib": "file:./lib"}}')
+    npm_local.check(str(project), str(project), ())  # inside: nothing to say
+    with pytest.raises(UsageError, match=r"^sbox: \.\./other is outside the project root"):
+        npm_local.check(str(project), str(project), ("../other",))
+
+
+def test_a_named_install_is_hooked_as_named(tmp_path: Path) -> None:
+    from sbox_shim import ecosystems
+
+    (tmp_path / "package.json").write_text('{"scripts": {"prepare": "x"}}')
+    ctx = ecosystems.Context(str(tmp_path), str(tmp_path), "/home/u-not-here", {}, str(tmp_path / "c"), None)
+    assert [p.hook for p in ecosystems.phases(["npm", "ci"], ctx) or ()] == [
+        ("npm", "ci", str(tmp_path))] * 2 + [()]
+    assert [p.hook for p in ecosystems.phases(["yarn", "install"], ctx) or ()] == [(), (), ()]
+    phases = ecosystems.phases(["npm", "install", "left-pad"], ctx)
+    assert phases is not None and [p.label for p in phases] == ["download", "scripts"]
+    assert phases[1].hook == ("npm", "named", str(tmp_path))
