@@ -8,7 +8,10 @@ not an output of any phase, so no sandbox can write it): the small files' bytes,
 clone of hard links (no file data is copied). Nothing here follows a link the project holds:
 directories are opened with O_NOFOLLOW from their parent's descriptor, links are kept as links.
 A file a step rewrote in place (rather than replaced, as npm does) shares its inode with the
-clone, so that change is not undone.
+clone, so that change is not undone, as it would stay after a successful install. What the
+persistence guard watches is never shared: the names it looks for at any depth (`.git`, `.envrc`,
+`HEAD`) are copied, not linked, and the clone put back has no setuid or setgid bit (a step could
+have set one on a shared inode).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 
+from sbox_shim.guard import NESTED
 from sbox_shim.trust.files import printable
 
 PREFIX = ".sbox-rollback-"
@@ -75,6 +79,8 @@ def restore(kept: Kept, modules: str = "node_modules") -> tuple[list[str], str |
     done: list[str] = []
     try:
         current = os.path.join(kept.directory, modules)
+        if kept.modules == "cloned":
+            _strip_setid(os.path.join(kept.keep, modules))
         if kept.modules in ("absent", "moved", "cloned") and os.path.lexists(current):
             os.rename(current, os.path.join(kept.keep, "failed-" + modules))
         if kept.modules in ("moved", "cloned"):
@@ -144,7 +150,7 @@ def _same(path: str, content: bytes) -> bool:
     return read_regular(path, _BIG) == content
 
 
-def _clone(fd: int, target: str, top: bool = False) -> None:
+def _clone(fd: int, target: str, top: bool = False, copy: bool = False) -> None:
     """Recreate the tree open at `fd` under `target`: directories made, links copied as links,
     regular files hard-linked (the top level's own files, which a tool rewrites in place, copied,
     last: npm trusts its hidden lockfile only when it is newer than the directories)."""
@@ -157,19 +163,28 @@ def _clone(fd: int, target: str, top: bool = False) -> None:
                 os.mkdir(dest, stat.S_IMODE(st.st_mode) | 0o700)
                 child = os.open(name, _DIR, dir_fd=fd)
                 try:
-                    _clone(child, dest)
+                    _clone(child, dest, copy=copy or name in NESTED)
                 finally:
                     os.close(child)
             elif stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(name, dir_fd=fd), dest)
             elif stat.S_ISREG(st.st_mode):
-                if not top:
+                if not (top or copy or name in NESTED):
                     try:
                         os.link(name, dest, src_dir_fd=fd, follow_symlinks=False)
                         continue
                     except OSError:
                         pass
                 _copy(fd, name, dest, st.st_mode)
+
+
+def _strip_setid(path: str) -> None:
+    """Clear setuid and setgid bits in the tree at `path` (sbox's own copy: no link followed)."""
+    for directory, _, files in os.walk(path):
+        for name in files:
+            st = os.lstat(os.path.join(directory, name))
+            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(os.path.join(directory, name), stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
 
 
 def _copy(fd: int, name: str, dest: str, mode: int) -> None:

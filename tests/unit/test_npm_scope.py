@@ -131,3 +131,21 @@ def test_a_named_install_is_hooked_as_named(tmp_path: Path) -> None:
     phases = ecosystems.phases(["npm", "install", "left-pad"], ctx)
     assert phases is not None and [p.label for p in phases] == ["download", "scripts"]
     assert phases[1].hook == ("npm", "named", str(tmp_path))
+
+
+def test_the_clone_shares_nothing_the_guard_watches(tmp_path: Path) -> None:
+    """A step that rewrites a nested .envrc in place or sets a setuid bit on a shared inode does
+    not get it back through the rollback (the persistence guard would have quarantined it)."""
+    import stat
+
+    _write(tmp_path, {"package.json": "{}", "node_modules/a/index.js": "a", "node_modules/a/.envrc": "ok",
+                      "node_modules/a/.git/HEAD": "ref"})
+    kept = rollback.keep(str(tmp_path), ("package.json",))
+    for rel in ("node_modules/a/.envrc", "node_modules/a/.git/HEAD"):
+        with open(tmp_path / rel, "r+") as f:  # in place: the same inode
+            f.write("evil")
+    os.chmod(tmp_path / "node_modules/a/index.js", 0o4755)
+    assert rollback.restore(kept)[1] is None
+    assert (tmp_path / "node_modules/a/.envrc").read_text() == "ok"
+    assert (tmp_path / "node_modules/a/.git/HEAD").read_text() == "ref"
+    assert not os.stat(tmp_path / "node_modules/a/index.js").st_mode & stat.S_ISUID
