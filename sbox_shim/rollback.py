@@ -33,13 +33,15 @@ class Kept:
     directory: str  # the package directory
     keep: str  # where the previous state is kept
     files: dict[str, tuple[str, bytes | str, int] | None] = field(default_factory=dict)  # absent: None
-    modules: str = "absent"  # absent | moved | cloned | unkept (a link or not a directory)
+    modules: str = "absent"  # absent | moved | cloned | left (not kept) | unkept (a link or not a directory)
     since: float = 0.0
 
 
-def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", whole: bool = False) -> Kept:
+def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", whole: bool = False,
+         tree: bool = True) -> Kept:
     """Keep `names` (files in `directory`) and its `modules` directory; `whole`: the install
-    replaces the directory entirely, so it is renamed away and an empty one put in its place."""
+    replaces the directory entirely, so it is renamed away and an empty one put in its place;
+    not `tree`: the directory is not kept (nothing is expected to change it)."""
     import time
 
     where = os.path.join(directory, PREFIX + os.urandom(4).hex())
@@ -50,6 +52,9 @@ def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", 
     try:
         st = os.lstat(os.path.join(directory, modules))
     except FileNotFoundError:
+        return kept
+    if not tree:
+        kept.modules = "left"
         return kept
     if not stat.S_ISDIR(st.st_mode):
         kept.modules = "unkept"
@@ -85,7 +90,7 @@ def restore(kept: Kept, modules: str = "node_modules") -> tuple[list[str], str |
             os.rename(current, os.path.join(kept.keep, "failed-" + modules))
         if kept.modules in ("moved", "cloned"):
             os.rename(os.path.join(kept.keep, modules), current)
-        if kept.modules != "unkept":
+        if kept.modules not in ("unkept", "left"):
             done.append(modules)
         for name, saved in kept.files.items():
             if _put(kept, name, saved):

@@ -31,8 +31,10 @@ def before(state: State | None, step: Step, err: TextIO) -> tuple[State | None, 
     _, kind, directory = step.hook
     if step.label == "download":
         known = None if kind == "ci" else npm_scope.read_state(directory)
+        # A bare install of a settled tree changes nothing there: no copy of node_modules to make.
+        tree = kind != "install" or not npm_scope.settled(directory, known)
         try:
-            kept = rollback.keep(directory, FILES, whole=kind == "ci")
+            kept = rollback.keep(directory, FILES, whole=kind == "ci", tree=tree)
         except OSError as exc:
             err.write(printable(f"sbox: cannot keep the state before the install ({exc.filename}: {exc.strerror}); "
                                 "a failed install will not be rolled back") + "\n")
@@ -51,7 +53,12 @@ def failed(state: State | None, err: TextIO) -> None:
     if state is None or state.kept is None:
         return
     done, problem = rollback.restore(state.kept)
-    if problem is None:
+    if problem is None and state.kept.modules == "left":
+        changed = npm_scope.read_state(state.kept.directory) != state.before
+        what = f"rolled back {', '.join(done)}" if done else "package.json and the lockfile are as before"
+        err.write(f"sbox: the install failed; {what}; node_modules was not kept (its lockfiles said nothing "
+                  f"would change){': it changed, run npm ci to restore it' if changed else ' and is as before'}\n")
+    elif problem is None:
         err.write(f"sbox: the install failed; rolled back {', '.join(done)} to their state before it\n")
     else:
         err.write(printable(f"sbox: the install failed and could not be rolled back ({problem}); the state before "

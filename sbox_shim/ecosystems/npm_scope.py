@@ -72,6 +72,27 @@ def targets(before: Entries, after: Entries) -> list[str]:
     return out
 
 
+def settled(directory: str, before: Entries | None) -> bool:
+    """Will a bare `npm install` change nothing in node_modules: package-lock.json lists exactly
+    what npm's hidden lockfile says is there, package.json asks for what the lockfile's root holds,
+    and no link (a workspace with its own package.json) is involved. A lie here only costs the
+    rollback of node_modules, never a script."""
+    if not before or any(link for _, _, link in before.values()):
+        return False
+    data = _read(directory, ("package-lock.json",))
+    if entries(data) != before:
+        return False
+    try:
+        lock = json.loads(data or b"{}")["packages"][""]
+        manifest = json.loads(_read(directory, ("package.json",)) or b"{}")
+        return all((manifest.get(s) or {}) == (lock.get(s) or {}) for s in ROOT_SECTIONS)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+ROOT_SECTIONS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies", "workspaces")
+
+
 def root_due(directory: str) -> bool:
     """Does the project's package.json have an install-time script (or a binding.gyp)?"""
     try:

@@ -149,3 +149,23 @@ def test_the_clone_shares_nothing_the_guard_watches(tmp_path: Path) -> None:
     assert (tmp_path / "node_modules/a/.envrc").read_text() == "ok"
     assert (tmp_path / "node_modules/a/.git/HEAD").read_text() == "ref"
     assert not os.stat(tmp_path / "node_modules/a/index.js").st_mode & stat.S_ISUID
+
+
+def test_a_settled_tree_is_one_whose_lockfiles_agree_with_package_json(tmp_path: Path) -> None:
+    packages = {"node_modules/a": {"version": "1.0.0", "hasInstallScript": True}}
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / ".package-lock.json").write_bytes(_lock(packages))
+    lock = json.loads(_lock(packages))
+    lock["packages"][""]["dependencies"] = {"a": "1.0.0"}
+    (tmp_path / "package-lock.json").write_text(json.dumps(lock))
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "1.0.0"}}))
+    before = npm_scope.read_state(str(tmp_path))
+    assert npm_scope.settled(str(tmp_path), before)
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "^2"}}))
+    assert not npm_scope.settled(str(tmp_path), before)
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "1.0.0"}}))
+    (tmp_path / "node_modules" / ".package-lock.json").write_bytes(_lock({}))
+    assert not npm_scope.settled(str(tmp_path), npm_scope.read_state(str(tmp_path)))
+    kept = rollback.keep(str(tmp_path), ("package.json",), tree=False)
+    assert kept.modules == "left" and rollback.restore(kept) == ([], None)
+    assert (tmp_path / "node_modules" / ".package-lock.json").exists()
