@@ -5,7 +5,10 @@ allowlist; its credentials (the user's and global npmrc, *_TOKEN variables) reac
 phase only, and the project's .npmrc reads as empty in the scripts phase. `npm rebuild` runs the
 dependencies' install scripts and the project's preinstall/install/postinstall; a bare
 `npm install`/`npm ci` also runs the project's `prepare`, so that becomes a third, offline step
-when package.json has one.
+when package.json has one. For npm itself, what the scripts phase rebuilds is decided at run time,
+after the download (npm_run.py): the packages the install added or changed, as npm would, or no
+phase at all; and a failed install is rolled back. A `file:` dependency outside the project root
+stops the command before it runs (npm_local.py).
 
 What each phase may write of the project (layout.py): the download, `node_modules/`, package.json
 and the lockfiles (those that exist, and the one the tool would create); the install scripts of the

@@ -53,7 +53,8 @@ def entries(data: bytes | None) -> Entries | None:
         return None
     out: Entries = {}
     for key, meta in packages.items():
-        if not isinstance(meta, dict) or meta.get("inBundle") or not isinstance(key, str) or not _KEY.match(key):
+        if (not isinstance(meta, dict) or meta.get("inBundle") or not isinstance(key, str) or not _KEY.match(key)
+                or any(part in (".", "..", "@.", "@..") for part in key.split("/"))):
             continue  # the root (""), link targets outside node_modules, bundled packages (never built)
         identity = json.dumps([meta.get(k) for k in ("version", "resolved", "integrity", "link")])
         out[key] = (identity, meta.get("hasInstallScript") is True, meta.get("link") is True)

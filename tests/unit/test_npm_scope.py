@@ -40,7 +40,8 @@ def test_only_added_or_changed_packages_with_scripts_are_built(tmp_path: Path) -
 def test_a_lying_lockfile_names_nothing_outside_node_modules() -> None:
     after = npm_scope.entries(_lock({
         "../../home/u/.ssh": {"hasInstallScript": True}, "/etc": {"hasInstallScript": True},
-        "node_modules/../../x": {"hasInstallScript": True}, "--script-shell=/bin/evil": {"hasInstallScript": True},
+        "node_modules/../../x": {"hasInstallScript": True}, "node_modules/..": {"hasInstallScript": True},
+        "node_modules/@../..": {"hasInstallScript": True}, "node_modules/a/node_modules/.": {"hasInstallScript": True}, "--script-shell=/bin/evil": {"hasInstallScript": True},
         "node_modules/ok": {"hasInstallScript": True}}))
     assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", None, after, root=False) == (
         "npm", "rebuild", "/p/node_modules/ok")
