@@ -59,6 +59,8 @@ def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", 
     if not stat.S_ISDIR(st.st_mode):
         kept.modules = "unkept"
         return kept
+    if _empty(os.path.join(directory, modules)):  # as good as absent (sbox makes it before a run it records)
+        return kept
     source, target = os.path.join(directory, modules), os.path.join(where, modules)
     if whole:
         os.rename(source, target)
@@ -181,6 +183,15 @@ def _clone(fd: int, target: str, top: bool = False, copy: bool = False) -> None:
                     except OSError:
                         pass
                 _copy(fd, name, dest, st.st_mode)
+
+
+def _empty(path: str) -> bool:
+    fd = os.open(path, _DIR)
+    try:
+        with os.scandir(fd) as entries:
+            return next(iter(entries), None) is None
+    finally:
+        os.close(fd)
 
 
 def _strip_setid(path: str) -> None:

@@ -25,6 +25,8 @@ NOTHING = "nothing this install added or changed has install scripts"
 class State:
     kept: rollback.Kept | None
     before: npm_scope.Entries | None
+    directory: str = ""
+    built: bool = False  # the scripts phase ran
 
 
 def before(state: State | None, step: Step, err: TextIO) -> tuple[State | None, Step | None, str]:
@@ -39,13 +41,14 @@ def before(state: State | None, step: Step, err: TextIO) -> tuple[State | None, 
             err.write(printable(f"sbox: cannot keep the state before the install ({exc.filename}: {exc.strerror}); "
                                 "a failed install will not be rolled back") + "\n")
             kept = None
-        return State(kept, known), step, ""
+        return State(kept, known, directory), step, ""
     if state is None:  # no download phase ran in this run (cannot happen in a built-in plan): all scripts
         return state, step, ""
     root = kind != "named" and npm_scope.root_due(directory)
     argv = npm_scope.scripts_argv(step.argv, directory, state.before, npm_scope.read_after(directory), root)
     if argv is None:
         return state, None, NOTHING
+    state.built = True
     return state, dataclasses.replace(step, argv=argv), ""
 
 
@@ -67,5 +70,7 @@ def failed(state: State | None, err: TextIO) -> None:
 
 
 def done(state: State | None) -> None:
+    if state is not None and state.built:
+        npm_scope.touch(state.directory)
     if state is not None and state.kept is not None:
         rollback.discard(state.kept)

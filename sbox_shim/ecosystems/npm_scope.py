@@ -30,8 +30,45 @@ Entries = dict[str, tuple[str, bool, bool]]  # lockfile key -> (identity, has in
 
 
 def read_state(directory: str) -> Entries | None:
-    """The packages npm's hidden lockfile lists under `directory`; None if there is none to read."""
-    return entries(_read(directory, ("node_modules", ".package-lock.json")))
+    """The packages npm's hidden lockfile lists under `directory`, but those whose folder is gone or
+    changed after it was written (npm would reinstall or look at them anew); None if there is none."""
+    found = entries(_read(directory, ("node_modules", ".package-lock.json")))
+    if not found:
+        return found
+    try:
+        written = os.lstat(os.path.join(directory, HIDDEN)).st_mtime_ns + 10_000_000  # npm's 10 ms slack
+    except OSError:
+        return None
+    return {key: e for key, e in found.items() if _current(os.path.join(directory, key), e[2], written)}
+
+
+def _current(path: str, link: bool, written: int) -> bool:
+    """The package's folder is there and no entry was added to or removed from it since `written`."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if link:
+        return stat.S_ISLNK(st.st_mode)
+    return stat.S_ISDIR(st.st_mode) and st.st_mtime_ns <= written
+
+
+def touch(directory: str) -> None:
+    """After the scripts phase: npm's hidden lockfile newer than the folders the scripts wrote, as
+    npm, which writes it after the scripts, leaves it (else npm and the next run distrust it).
+    Never through a link."""
+    try:
+        fd = os.open(os.path.join(directory, "node_modules"), _DIR)
+    except OSError:
+        return
+    try:
+        os.utime(".package-lock.json", dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_after(directory: str) -> Entries | None:

@@ -134,7 +134,8 @@ def test_a_failing_first_install_leaves_no_node_modules(
     text = (project / "package.json").read_bytes()
     result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
     assert result.returncode == 3, result.stderr[-3000:]
-    assert not (project / "node_modules").exists() and not (project / "package-lock.json").exists()
+    assert not (project / "node_modules").exists() and not (project / "package-lock.json").exists(), \
+        (result.stderr[-3000:], list((project / "node_modules").rglob("*")))
     assert (project / "package.json").read_bytes() == text
 
 

@@ -52,7 +52,7 @@ def test_a_lying_lockfile_names_nothing_outside_node_modules() -> None:
 
 def test_lockfiles_are_never_read_through_a_link(tmp_path: Path) -> None:
     real = tmp_path / "elsewhere"
-    (real / "node_modules").mkdir(parents=True)
+    (real / "node_modules" / "a").mkdir(parents=True)
     (real / "node_modules" / ".package-lock.json").write_bytes(_lock({"node_modules/a": {"version": "1"}}))
     project = tmp_path / "project"
     project.mkdir()
@@ -154,7 +154,7 @@ def test_the_clone_shares_nothing_the_guard_watches(tmp_path: Path) -> None:
 
 def test_a_settled_tree_is_one_whose_lockfiles_agree_with_package_json(tmp_path: Path) -> None:
     packages = {"node_modules/a": {"version": "1.0.0", "hasInstallScript": True}}
-    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "a").mkdir(parents=True)
     (tmp_path / "node_modules" / ".package-lock.json").write_bytes(_lock(packages))
     lock = json.loads(_lock(packages))
     lock["packages"][""]["dependencies"] = {"a": "1.0.0"}
@@ -170,3 +170,21 @@ def test_a_settled_tree_is_one_whose_lockfiles_agree_with_package_json(tmp_path:
     kept = rollback.keep(str(tmp_path), ("package.json",), tree=False)
     assert kept.modules == "left" and rollback.restore(kept) == ([], None)
     assert (tmp_path / "node_modules" / ".package-lock.json").exists()
+
+
+def test_a_package_folder_gone_or_changed_since_the_hidden_lockfile_is_not_known(tmp_path: Path) -> None:
+    """npm reinstalls (or looks anew at) a folder missing or changed since it wrote its hidden
+    lockfile: its scripts are due again, as npm would run them."""
+    for name in ("a", "b", "c"):
+        (tmp_path / "node_modules" / name).mkdir(parents=True)
+    hidden = tmp_path / "node_modules" / ".package-lock.json"
+    hidden.write_bytes(_lock({f"node_modules/{n}": {"version": "1.0.0", "hasInstallScript": True} for n in "abc"}))
+    old = hidden.stat().st_mtime - 60
+    for name in ("a", "b", "c"):
+        os.utime(tmp_path / "node_modules" / name, (old, old))
+    os.utime(hidden, (old + 1, old + 1))
+    (tmp_path / "node_modules" / "b").rmdir()
+    (tmp_path / "node_modules" / "c" / "built.txt").write_text("new")  # the folder changed since
+    assert sorted(npm_scope.read_state(str(tmp_path)) or {}) == ["node_modules/a"]
+    npm_scope.touch(str(tmp_path))
+    assert sorted(npm_scope.read_state(str(tmp_path)) or {}) == ["node_modules/a", "node_modules/c"]
