@@ -95,6 +95,11 @@ def test_named_install_runs_only_the_new_packages_script(
     assert (project / "node_modules" / "sbox-b" / "index.js").is_file()
     # As npm runs it: the added package's script only, not sbox-a's again, not the project's own.
     assert _ran(project) == ["sbox-b:install"], result.stderr[-3000:]
+    (project / "node_modules" / ".ran").unlink()
+
+    again = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _ran(project) == ["app:postinstall"], again.stderr[-3000:]  # nothing changed: the root's only
 
 
 def test_no_scripts_phase_when_nothing_has_install_scripts(
