@@ -86,6 +86,8 @@ def restore(kept: Kept, modules: str = "node_modules") -> tuple[list[str], str |
     done: list[str] = []
     try:
         current = os.path.join(kept.directory, modules)
+        if kept.modules in ("moved", "cloned"):  # what is there stays unless the kept one can replace it
+            os.lstat(os.path.join(kept.keep, modules))
         if kept.modules == "cloned":
             _strip_setid(os.path.join(kept.keep, modules))
         if kept.modules in ("absent", "moved", "cloned") and os.path.lexists(current):

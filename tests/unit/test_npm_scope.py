@@ -188,3 +188,20 @@ def test_a_package_folder_gone_or_changed_since_the_hidden_lockfile_is_not_known
     assert sorted(npm_scope.read_state(str(tmp_path)) or {}) == ["node_modules/a"]
     npm_scope.touch(str(tmp_path))
     assert sorted(npm_scope.read_state(str(tmp_path)) or {}) == ["node_modules/a", "node_modules/c"]
+
+
+def test_a_rollback_that_cannot_finish_says_where_the_state_is_kept(tmp_path: Path) -> None:
+    import io
+
+    from sbox_shim.ecosystems import npm_run
+
+    _write(tmp_path, {"package.json": "{}", "node_modules/a/index.js": "a"})
+    kept = rollback.keep(str(tmp_path), ("package.json",))
+    os.rename(Path(kept.keep) / "node_modules", tmp_path / "elsewhere")  # the kept tree is gone
+    err = io.StringIO()
+    npm_run.failed(npm_run.State(kept, None, str(tmp_path)), err)
+    (line,) = err.getvalue().splitlines()
+    assert line.startswith("sbox: the install failed and could not be rolled back (")
+    assert line.endswith(f"the state before it is kept in {kept.keep}: move its contents back into {tmp_path}")
+    assert os.path.isdir(kept.keep)  # not removed
+    assert (tmp_path / "node_modules" / "a" / "index.js").is_file()  # what was there stays
