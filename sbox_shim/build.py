@@ -165,7 +165,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
         uid=host.uid, gid=host.gid, home=host.home, limits=limits, project=config.root,
         declared=_declared(prof, host.env),
-        create=project.create, staged=project.staged,
+        create=project.create, staged=project.staged, hook=phase.hook,
     )
     return step, notes
 

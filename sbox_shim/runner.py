@@ -70,10 +70,25 @@ def _ignore_errors(remove: Callable[[str], None], path: str) -> None:
 def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[str, str],
             state_dir: str, err: TextIO = sys.stderr) -> int:
     quiet = env.get("SBOX_QUIET") == "1"
+    hooks = None
+    if any(s.hook for s in plan.steps):
+        from sbox_shim.hooks import Hooks
+
+        hooks = Hooks(err)
     try:
         for index, step in enumerate(plan.steps):
-            if backend is not None and index + 1 < len(plan.steps) and hasattr(backend, "ahead"):
-                backend.ahead(plan.steps[index + 1], run_dir, index + 1)  # docker: started while this one runs
+            if hooks is not None:
+                chosen, why = hooks.before(step)
+                if chosen is None:
+                    if not quiet:
+                        err.write(f"sbox: step {index + 1}/{len(plan.steps)} [{step.label}] skipped: {why}\n")
+                    continue
+                step = chosen
+            following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
+            # docker: the next step's container starts while this one runs, unless a hook decides
+            # that step only when this one has ended (npm's scripts phase)
+            if backend is not None and following is not None and not following.hook and hasattr(backend, "ahead"):
+                backend.ahead(following, run_dir, index + 1)
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
@@ -87,8 +102,16 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                               f"(a prebuilt binary, headers) fails here; in sbox.yaml, a profile {step.profile} "
                               f"with env: [PUPPETEER_SKIP_DOWNLOAD] (the package's skip variable) passes it in, "
                               f"or network: on with network_allow: [host] admits what it needs\n")
+                if hooks is not None:
+                    hooks.failed()
                 return code
+        if hooks is not None:
+            hooks.done()
         return 0
+    except BaseException:
+        if hooks is not None:
+            hooks.failed()
+        raise
     finally:
         if backend is not None and hasattr(backend, "discard"):
             backend.discard()
@@ -97,7 +120,10 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
 
 def announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
     where = "unsandboxed (mode: host)" if step.mode == "host" else f"sandbox ({backend.NAME if backend else '?'})"
-    what = " ".join(step.command)
+    words = step.command
+    if step.hook and len(words) > 8:  # `npm rebuild DIR...`, chosen at run time: its first few
+        words = (*words[:6], f"... ({len(words) - 6} more)")
+    what = " ".join(words)
     count = f" step {index + 1}/{total} [{step.label}]" if total > 1 else ""
     return f"sbox:{count} {what} -> {where}, profile {step.profile}, {NETWORK_WORDS[step.network.policy]}"
 

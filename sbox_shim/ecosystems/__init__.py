@@ -43,6 +43,7 @@ class Phase:
     # project-relative, a trailing "/" for a directory (see layout.py). Only a built-in phase's
     # own value counts; a command that runs as given takes its profile's `writable`.
     writable: bool | tuple[str, ...] = True
+    hook: tuple[str, ...] = ()  # decided at run time, between the steps (hooks.py)
 
 
 def read_text(path: str) -> str:

@@ -206,3 +206,30 @@ def test_protected_paths_are_read_only_mounts(tmp_path: Path) -> None:
     assert mounts[str(tmp_path / ".git")].readonly and mounts[str(tmp_path / "sbox.yaml")].readonly
     paths = [m.target for m in plan.steps[0].mounts]
     assert paths.index(str(tmp_path)) < paths.index(str(tmp_path / ".git"))  # parents first
+
+
+@pytest.mark.parametrize("known", [("registry.npmjs.org",), ("mirror.example",)])
+def test_builtin_npm_expansion_is_quiet_when_the_registry_in_use_resolves(tmp_path: Path, known: tuple[str, ...]) -> None:
+    """A resolver that knows only the registry itself (issue 11, item 13): no line about the other
+    names of the built-in npm table."""
+    def resolver(name: str) -> tuple[str, ...]:
+        if name in known:
+            return ("192.0.2.10",)
+        raise OSError(-2, "Name or service not known")
+
+    host = _host(tmp_path)
+    if known == ("mirror.example",):
+        host = Host(**{**host.__dict__, "env": {**host.env, "npm_config_registry": "https://mirror.example/"}})
+    plan = build_plan(["npm", "install"], Config(None, str(tmp_path)), host, resolver=resolver, which=which)
+    assert not [w for w in plan.warnings if "did not resolve" in w], plan.warnings
+
+
+def test_builtin_expansion_that_resolves_nowhere_is_one_line() -> None:
+    def resolver(name: str) -> tuple[str, ...]:
+        raise OSError(-2, "Name or service not known")
+
+    _, warnings = build_network(True, ["*.npmjs.org", "*.yarnpkg.com"], "proxy", resolver=resolver)
+    assert len([w for w in warnings if "did not resolve" in w]) == 1, warnings
+    _, warnings = build_network(True, ["*.npmjs.org", "nothere.example"], "proxy", resolver=resolver)
+    assert any(w.startswith("nothere.example did not resolve") for w in warnings)
+    assert len([w for w in warnings if "did not resolve" in w]) == 2, warnings
