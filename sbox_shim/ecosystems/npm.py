@@ -136,6 +136,11 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
         writable=outputs(ctx, tool), hook=hook,
     )
+    if "--ignore-scripts" in argv or "--ignore-scripts=true" in argv:  # the user's own: no scripts to run
+        return (Phase(download.label, download.argv, True, allow, download.env, implied=implied,
+                      secrets=download.secrets, credentials=download.credentials, mounts=download.mounts,
+                      reason=f"built-in {tool} policy: install downloads; --ignore-scripts, so no scripts phase",
+                      writable=download.writable),)
     why = ("then runs the install scripts of what it added or changed, with the network off" if hook
            else "then runs install scripts with the network off")
     steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx, why, hook=hook))

@@ -116,6 +116,17 @@ def test_no_scripts_phase_when_nothing_has_install_scripts(
     assert not list(project.glob(".sbox-rollback-*"))  # the kept state is gone after a success
 
 
+def test_the_users_own_ignore_scripts_runs_no_script(
+        tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry) -> None:
+    """`npm install --ignore-scripts` directly runs no install script; through sbox neither."""
+    project, env = _project(tmp_path, backend, registry, {"sbox-a": "1.0.0"}, {"postinstall": MARK})
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "install", "--ignore-scripts"], project, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (project / "node_modules" / "sbox-a" / "index.js").is_file()
+    assert _ran(project) == [], result.stderr[-3000:]
+    assert "profile npm:download" in result.stderr and "scripts" not in " ".join(_steps(result.stderr))
+
+
 def test_a_failing_scripts_phase_rolls_the_install_back(
         tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry) -> None:
     project, env = _project(tmp_path, backend, registry, {"sbox-a": "1.0.0", "sbox-plain": "1.0.0"})

@@ -89,7 +89,6 @@ def test_url_entry(url: str, entry: str | None) -> None:
     ("npm install", "npm install --ignore-scripts", "npm rebuild"),
     ("npm i left-pad", "npm i left-pad --ignore-scripts", "npm rebuild"),
     ("npm ci", "npm ci --ignore-scripts", "npm rebuild"),
-    ("npm install --ignore-scripts", "npm install --ignore-scripts", "npm rebuild"),
     ("npm --prefix sub install", "npm --prefix sub install --ignore-scripts", "npm rebuild"),
     ("pnpm add left-pad", "pnpm add left-pad --ignore-scripts", "pnpm rebuild"),
     ("yarn", "yarn --ignore-scripts", "npm rebuild"),
@@ -100,6 +99,13 @@ def test_npm_install_family_is_two_phases(where: dict[str, Path], argv: str, dow
     assert " ".join(d.argv) == download and " ".join(s.argv) == scripts
     assert d.allow == NPM_ALLOW
     assert s.env["npm_config_offline"] == "true"
+
+
+@pytest.mark.parametrize("argv", ["npm install --ignore-scripts", "npm ci --ignore-scripts=true"])
+def test_npm_install_with_the_users_own_ignore_scripts_has_no_scripts_phase(where: dict[str, Path], argv: str) -> None:
+    (only,) = phases(argv, ctx(where)) or ()
+    assert only.label == "download" and only.network and "--ignore-scripts" in " ".join(only.argv)
+    assert not only.hook  # nothing to scope, nothing to roll back to
 
 
 def test_npm_rebuild_alone_is_the_offline_phase(where: dict[str, Path]) -> None:
