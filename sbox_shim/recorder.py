@@ -14,7 +14,7 @@ from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
 from sbox_shim.host import Host
 from sbox_shim.lean import inside
-from sbox_shim.plan import Plan
+from sbox_shim.plan import Plan, Step
 
 
 def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, explicit_config: str | None,
@@ -28,6 +28,11 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     from sbox_shim.errors import SandboxError
 
     step = plan.steps[0]
+    if step.network.policy == "proxy":  # run without the bridge (cacheable: netns.usable())
+        import dataclasses
+
+        step = bwrap.unbridged(step)
+        plan = dataclasses.replace(plan, steps=(step,))
     path = bwrap.bwrap_path()
     if path is None:
         return None
@@ -67,6 +72,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
         "guard": _guard(plan, host),
+        "egress": _egress(step, host),
     }
     try:
         kept.write_private(target, record)
@@ -98,7 +104,11 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
     step = plan.steps[0]
     if step.mode != "sandbox" or backend is None or backend.NAME != "bwrap":
         return "the warm path runs bwrap sandboxes only"
-    if step.network.policy not in ("off", "open"):
+    if step.network.policy == "proxy":
+        why = _egress_cacheable(step)
+        if why:
+            return why
+    elif step.network.policy not in ("off", "open"):
         return "an allowlist is resolved and enforced anew on every run"
     if step.image or step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0):
         return "limits and images are handled by the full path only"
@@ -115,6 +125,30 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
 
 
 
+def _egress_cacheable(step: Step) -> str | None:
+    """None if the warm path may run this allowlisted step (egress/warm.py): sbox listens in the
+    sandbox's network namespace (no bridge to start), and every allowed name is pinned to
+    loopback, as `hosts:` in a watched config file or /etc/hosts (watched too) pins it: a name
+    resolved through DNS is resolved anew on every run."""
+    from sbox_shim.egress import netns
+
+    net = step.network
+    if not netns.usable():
+        return "an allowlisted step runs the egress bridge inside, on the full path only"
+    if net.unresolved or not net.pins or not all(
+            address.startswith("127.") or address == "::1" for _, addresses in net.pins for address in addresses):
+        return "an allowlist is resolved and enforced anew on every run, unless it names loopback registries only"
+    return None
+
+
+def _egress(step: Step, host: Host) -> dict[str, object] | None:
+    if step.network.policy != "proxy":
+        return None
+    from sbox_shim.egress import warm
+
+    return warm.record(step, host.state_dir)
+
+
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str) -> list[tuple[str, str]]:
     """The paths whose state built this plan, with what to compare (see `fact`)."""
     from sbox_shim import config, layout, trust
@@ -124,6 +158,8 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     step = plan.steps[0]
     path_var = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
     watched = [("code", PACKAGE), ("stat", bwrap_path)]
+    if step.network.policy == "proxy":
+        watched.append(("stat", "/etc/hosts"))  # names pinned to loopback may come from there
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
     watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]

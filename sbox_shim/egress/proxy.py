@@ -86,13 +86,15 @@ class EgressProxy:
         self._stopping = False  # under _lock: what fails then is the shutdown, not a denial
 
     def start(self) -> None:
-        """Listen on the unix socket, then accept from a thread of its own."""
+        """Listen on the unix socket (none if `socket_path` is ""), then accept from a thread of
+        its own; `serve` adds listeners."""
         if self._wake is not None:
             raise RuntimeError("EgressProxy already started")
-        listener = intake.listen(self.socket_path)
+        listener = intake.listen(self.socket_path) if self.socket_path else None
         self._stopping = False
         self._wake = os.pipe()
-        self.serve(listener, None, unix=True)
+        if listener is not None:
+            self.serve(listener, None, unix=True)
 
     def serve(self, listener: socket.socket, target: tuple[str, int] | None,
               unix: bool = False) -> None:
@@ -129,7 +131,8 @@ class EgressProxy:
         self._wake = None
         self._accepting = []
         try:
-            os.unlink(self.socket_path)
+            if self.socket_path:
+                os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
 
