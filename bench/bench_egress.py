@@ -7,7 +7,10 @@ Three ways to fetch the same payload from the same loopback HTTP server with the
 - direct: TCP straight to the server;
 - proxy: the unix socket of EgressProxy, `CONNECT registry.test:PORT`, then the GET;
 - bridge: TCP to bridge.py's --listen port (as a sandboxed tool would), which hands each accepted
-  connection to the proxy (SCM_RIGHTS): the proxy then serves that TCP socket itself.
+  connection to the proxy (SCM_RIGHTS): the proxy then serves that TCP socket itself (the docker
+  backend's path, and bwrap's when sbox is not root);
+- listener: TCP to a port the proxy itself listens on (bwrap's path as root: egress/netns.py makes
+  that listener on the sandbox's loopback; here it is on the host's, which costs the same).
 Server, proxy, bridge and client are processes of their own, as in real use. Runs are interleaved,
 in an order that rotates from one round to the next, so that other load on the machine hits all
 three alike. Reported per way: the median download time and throughput and its ratio to direct,
@@ -55,6 +58,7 @@ ON_PATH = {  # the processes each way goes through
     "direct": ("server", "client"),
     "proxy": ("server", "proxy", "client"),
     "bridge": ("server", "proxy", "bridge", "client"),
+    "listener": ("server", "proxy", "client"),
 }
 Open = Callable[[], socket.socket]
 
@@ -132,8 +136,10 @@ def listening(port: int) -> bool:
         return False
 
 
-def run_proxy(policy: EgressPolicy, socket_path: str, stop: Event) -> None:
-    with EgressProxy(policy, socket_path):
+def run_proxy(policy: EgressPolicy, socket_path: str, stop: Event,
+              listener: socket.socket) -> None:
+    with EgressProxy(policy, socket_path) as proxy:
+        proxy.serve(listener, None)
         stop.wait()
 
 
@@ -280,8 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sbox-bench-") as tmp:
         socket_path = os.path.join(tmp, "egress.sock")
         stop = fork.Event()
-        proxy = fork.Process(target=run_proxy, args=(policy, socket_path, stop), daemon=True)
+        served = socket.socket()
+        served.bind(("127.0.0.1", 0))
+        served.listen(128)
+        served_port = served.getsockname()[1]
+        proxy = fork.Process(target=run_proxy, args=(policy, socket_path, stop, served),
+                             daemon=True)
         proxy.start()
+        served.close()
         wait_until(lambda: os.path.exists(socket_path))
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -301,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "proxy": (via_unix, connect.encode()),
             "bridge": (lambda: socket.create_connection(("127.0.0.1", bridge_port)),
                        connect.encode()),
+            "listener": (lambda: socket.create_connection(("127.0.0.1", served_port)),
+                         connect.encode()),
         }
         assert server.pid is not None and proxy.pid is not None
         pids = {"server": server.pid, "proxy": proxy.pid, "bridge": bridge.pid,
@@ -326,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "data_path": "os.splice" if bridge_module.SPLICE else "user-space copy",
         "bridge_path": "descriptor handoff (SCM_RIGHTS)",
+        "listener_path": "the proxy's own TCP listener (bwrap as root: in the sandbox's netns)",
         "cpu_busy_percent_before": busy_before,
         "loadavg_before": load_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],

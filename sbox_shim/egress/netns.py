@@ -87,14 +87,26 @@ def _listen(address: Address) -> socket.socket:
     return sock
 
 
+def prepare() -> None:
+    """Load what entering a namespace takes (ctypes before Python 3.12), ahead of time: the warm
+    path does it while bwrap sets the sandbox up."""
+    if not hasattr(os, "setns"):
+        _libc()
+
+
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _setns(fd: int, kind: int) -> None:
     setns: Callable[[int, int], None] | None = getattr(os, "setns", None)  # Python >= 3.12
     if setns is not None:
         return setns(fd, kind)
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, kind) != 0:
+    if _libc().setns(fd, kind) != 0:
         error = ctypes.get_errno()
         raise OSError(error, os.strerror(error))
     return None

@@ -52,6 +52,7 @@ def run(egress: Mapping[str, Any], sandbox: Callable[[Ready], int | None]) -> in
         proxy = EgressProxy(policy, "")
         proxy.start()
         made.append(proxy)
+        netns.prepare()
 
     def ready(pid: int) -> str:
         maker.join()
