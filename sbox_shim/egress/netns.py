@@ -54,7 +54,8 @@ def listen_in(pid: int, addresses: Sequence[Address]) -> list[socket.socket]:
 
     def enter_and_bind() -> None:  # a thread of its own, which ends in the sandbox's namespace
         try:
-            if os.fstat(ns).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
+            theirs, ours = os.fstat(ns), os.stat("/proc/thread-self/ns/net")
+            if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
                 raise OSError(f"process {pid} shares sbox's own network namespace")
             _setns(ns, CLONE_NEWNET)
             for address in addresses:

@@ -54,6 +54,7 @@ MAX_HEAD = intake.MAX_HEAD
 HEAD_TIMEOUT = 60.0
 LINGER = 2.0  # seconds for a refused client to finish sending (see _linger)
 MAX_DENIALS = 10_000  # a looping script must not grow the host process without bound
+MAX_CONNECTIONS = 1024  # served at once (a thread each, two while relaying); more are closed
 STOP_TIMEOUT = 30.0  # seconds stop() waits for the connections it has shut down to let go
 
 # One refused attempt: {"time": ISO 8601 UTC, "kind": "connect" | "http" | "sni" | "bad-request",
@@ -186,9 +187,11 @@ class EgressProxy:
             done.set()
 
     def _enter(self, conn: socket.socket) -> bool:
-        """Count a connection in (False once stopping); stop() shuts its sockets down."""
+        """Count a connection in (False once stopping, or with MAX_CONNECTIONS in hand: a
+        sandbox opening connections without end must not grow the host process without bound);
+        stop() shuts its sockets down."""
         with self._lock:
-            if self._stopping:
+            if self._stopping or self._busy >= MAX_CONNECTIONS:
                 return False
             self._live.add(conn)
             self._busy += 1
