@@ -17,7 +17,6 @@ one thread per direction. The host-side proxy imports this data path too: pipe, 
 """
 from __future__ import annotations
 
-import argparse
 import array
 import contextlib
 import errno
@@ -30,6 +29,7 @@ import stat
 import sys
 import threading
 import time
+from typing import Any
 from typing import Callable
 from typing import NoReturn
 from typing import Sequence
@@ -64,9 +64,16 @@ class BridgeError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise BridgeError(message)
+def _parser() -> Any:
+    """The command line's parser (argparse is imported here only: the host-side proxy imports
+    this module for its data path, and has no use for it)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise BridgeError(message)
+
+    return Parser(prog="bridge.py")
 
 
 def parse_address(text: str) -> Address:
@@ -299,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BRIDGE
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
-    parser = _Parser(prog="bridge.py")
+    parser = _parser()
     parser.add_argument("--socket", required=True)
     parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--forward", action="append", default=[])
