@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sbox_shim import dispatch, ecosystems, layout, tree
 from sbox_shim.trust import boundary
@@ -40,7 +41,7 @@ def choose(config: Config, argv: Sequence[str], override: str | None,
     builtin = ecosystems.phases(argv, ctx)
     if builtin:
         tool = os.path.basename(argv[0])
-        return [(_builtin_profile(tool, phase), phase) for phase in builtin]
+        return [_builtin_profile(tool, phase, config) for phase in builtin]
     profile = config.profiles.get("default", DEFAULT_PROFILE)
     why = "profile 'default'" if "default" in config.profiles else "built-in default (network off)"
     return [(profile, _as_is(argv, f"no dispatch rule matched; {why}"))]
@@ -50,9 +51,21 @@ def _as_is(argv: Sequence[str], reason: str) -> ecosystems.Phase:
     return ecosystems.Phase(AS_IS, tuple(argv), network=False, reason=reason)
 
 
-def _builtin_profile(tool: str, phase: ecosystems.Phase) -> Profile:
-    return Profile(name=f"{tool}:{phase.label}", network=phase.network, network_allow=phase.allow,
-                   writable=phase.writable)
+def _builtin_profile(tool: str, phase: ecosystems.Phase,
+                     config: Config) -> tuple[Profile, ecosystems.Phase]:
+    """sbox's profile for a built-in phase, with what the config's profile of that name adds
+    (`pnpm:scripts`, else its ecosystem's `npm:scripts`): variables, allow entries, limits, and an
+    explicit `network: on`. The command, outputs, mounts and credentials stay the phase's."""
+    name = f"{tool}:{phase.label}"
+    extra = config.phases.get(name) or config.phases.get(f"{ecosystems.MODULES.get(tool, tool)}:{phase.label}")
+    if extra is None:
+        return Profile(name=name, network=phase.network, network_allow=phase.allow, writable=phase.writable), phase
+    where = f"{config.path}:{extra.line}" if config.path and extra.line else config.path or "the user config"
+    merged = Profile(name=name, network=phase.network or extra.network,
+                     network_allow=tuple(dict.fromkeys(phase.allow + extra.network_allow)),
+                     writable=phase.writable, env=extra.env, env_set=extra.env_set, limits=extra.limits)
+    turned = ", which turns the network on" if extra.network and not phase.network else ""
+    return merged, replace(phase, reason=f"{phase.reason}; with profile {extra.name} ({where}){turned}")
 
 
 def build_plan(
@@ -87,7 +100,9 @@ def build_plan(
                 if inside(chosen, os.path.realpath(config.root)):
                     raise UsageError(f"mode: host would run {chosen}, which lies inside the project (sandboxes "
                                      "can write it); run it sandboxed, or name an interpreter outside the project")
-    warnings: list[str] = []
+    warnings: list[str] = [f"{prof.name}: scripts run with the network on, as its profile in {config.path} says"
+                           for prof, phase in chosen_profiles if prof.network and not phase.network
+                           and phase.label != AS_IS]
     steps = []
     for index, (prof, phase) in enumerate(chosen_profiles):
         stage_dir = os.path.join(run_dir, "out", str(index))
@@ -116,7 +131,9 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
     if net.policy == "off":  # package code runs offline: no credential rides along in a URL
-        env = {k: v for k, v in env.items() if k in prof.env or not has_url_credentials(v)}
+        named = prof.env if phase.label == AS_IS else ()  # a profile's own choice; never a built-in phase's
+        env = {k: v for k, v in env.items() if k in named or not has_url_credentials(v)}
+    env.update(prof.env_set)  # the config's NAME=value; sbox's own settings for the phase win
     env.update(phase.env)
     env.update(PATH=path, HOME=host.home, USER=host.user, LOGNAME=host.user, SHELL="/bin/sh",
                TMPDIR="/tmp", SBOX_ACTIVE="1", SBOX_PROFILE=prof.name)
@@ -147,9 +164,16 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         files=tuple(layout.etc_files(host.user, host.uid, host.gid, host.home, net)) + phase.files,
         writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
         uid=host.uid, gid=host.gid, home=host.home, limits=limits, project=config.root,
+        declared=_declared(prof, host.env),
         create=project.create, staged=project.staged,
     )
     return step, notes
+
+
+def _declared(prof: Profile, caller: Mapping[str, str]) -> tuple[str, ...]:
+    """The variables the profile names, for `sbox plan` (names only, never values)."""
+    return (*(f"{n} (passed)" if n in caller else f"{n} (passed; not set)" for n in prof.env),
+            *(f"{n} (set)" for n, _ in prof.env_set))
 
 
 def _bridge(argv: Sequence[str], forwards: Sequence[tuple[str, int]], host: Host,

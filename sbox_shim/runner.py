@@ -81,10 +81,10 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                 if len(plan.steps) > 1 and not quiet:
                     err.write(f"sbox: step {index + 1} [{step.label}] exited {code}; stopping\n")
                 if step.network.policy == "off" and step.label == "scripts" and code not in (124, 130):
-                    err.write("sbox: install scripts and builds run with the network off: one that downloads "
-                              "(a prebuilt binary, headers) fails here; give the command a dispatch rule in "
-                              "sbox.yaml to a profile whose env: passes the package's skip variable (e.g. "
-                              "PUPPETEER_SKIP_DOWNLOAD) or whose network_allow admits what it needs\n")
+                    err.write(f"sbox: install scripts and builds run with the network off: one that downloads "
+                              f"(a prebuilt binary, headers) fails here; in sbox.yaml, a profile {step.profile} "
+                              f"with env: [PUPPETEER_SKIP_DOWNLOAD] (the package's skip variable) passes it in, "
+                              f"or network: on with network_allow: [host] admits what it needs\n")
                 return code
         return 0
     finally:

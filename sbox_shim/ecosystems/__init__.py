@@ -116,7 +116,7 @@ def cache_mount(path: str, writable: bool) -> Mount:
 
 # Which module serves which tool: a table, so a command imports only its own ecosystem.
 MODULES = {"npm": "npm", "npx": "npm", "pnpm": "npm", "yarn": "npm", "pip": "pip", "pip3": "pip",
-           "cargo": "cargo", "go": "go"}
+           "cargo": "cargo", "go": "go", "uv": "uv"}
 
 
 def _module(tool: str) -> ModuleType | None:

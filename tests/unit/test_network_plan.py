@@ -147,6 +147,39 @@ def test_unmatched_npm_install_uses_builtin_two_phase(tmp_path: Path) -> None:
     assert plan.steps[1].argv == ("npm", "rebuild") and plan.steps[1].network.policy == "off"
 
 
+def test_phase_profiles_merge_into_the_builtin_phases(tmp_path: Path) -> None:
+    from sbox_shim.config import Limits
+
+    npm_scripts = Profile("npm:scripts", env=("PUPPETEER_SKIP_DOWNLOAD", "UNSET_ONE"), env_set=(("A", "1"),),
+                          limits=Limits(pids=99, timeout=30.0), line=3)
+    download = Profile("pnpm:download", network=True, network_allow=("cdn.example",), line=7)
+    cfg = Config(str(tmp_path / "sbox.yaml"), str(tmp_path), phases={"npm:scripts": npm_scripts,
+                                                                       "pnpm:download": download})
+    host = _host(tmp_path)
+    host.env.update(PUPPETEER_SKIP_DOWNLOAD="1", npm_config_cache="/elsewhere")
+    plan = build_plan(["pnpm", "install"], cfg, host, resolver=fake_resolver, which=which)
+    fetch, scripts = plan.steps
+    # pnpm's own download profile; its scripts phase takes the npm family's.
+    assert fetch.profile == "pnpm:download" and "cdn.example" in dict(fetch.network.unresolved)
+    assert "PUPPETEER_SKIP_DOWNLOAD" not in fetch.environ and fetch.limits.pids == 4096
+    assert scripts.profile == "pnpm:scripts" and "npm:scripts" in scripts.reason and "sbox.yaml:3" in scripts.reason
+    assert scripts.environ["PUPPETEER_SKIP_DOWNLOAD"] == "1" and scripts.environ["A"] == "1"
+    assert scripts.network.policy == "off" and scripts.writable == ("node_modules/",)
+    assert scripts.limits.pids == 99 and scripts.limits.timeout == 30.0
+    assert scripts.declared == ("PUPPETEER_SKIP_DOWNLOAD (passed)", "UNSET_ONE (passed; not set)", "A (set)")
+    assert not any("network on" in w for w in plan.warnings)
+
+
+def test_a_scripts_phase_profile_turns_the_network_on_only_explicitly_and_loudly(tmp_path: Path) -> None:
+    cfg = Config(str(tmp_path / "sbox.yaml"), str(tmp_path),
+                 phases={"npm:scripts": Profile("npm:scripts", network=True, network_allow=("registry.npmjs.org",))})
+    plan = build_plan(["npm", "install"], cfg, _host(tmp_path), resolver=fake_resolver, which=which)
+    scripts = plan.steps[1]
+    assert scripts.network.policy == "proxy" and dict(scripts.network.pins) == {"registry.npmjs.org": ("104.16.0.1",)}
+    assert "turns the network on" in scripts.reason
+    assert any(w.startswith("npm:scripts: scripts run with the network on") for w in plan.warnings)
+
+
 def test_env_is_scrubbed_and_home_is_throwaway(tmp_path: Path) -> None:
     host = _host(tmp_path)
     plan = build_plan(["true"], Config(None, str(tmp_path)), host, resolver=fake_resolver, which=which)
