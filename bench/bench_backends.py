@@ -14,6 +14,16 @@ temporary project whose `default` profile has the network off:
 - sbox bwrap, cold: sbox's caches off (SBOX_PLAN_CACHE=0): nothing kept from earlier runs, as on
   a fresh CI machine;
 - sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached);
+- sbox bwrap, read-only project: the same `true` where the profile has `writable: false` (no
+  persistence guard to run);
+- npm install, to first step: `sbox run -- npm install` repeated in an unchanged project, from
+  sbox's start to the moment the first step's command starts in its sandbox (warm: from the
+  plan cache's record of the whole two-phase plan; cold: SBOX_PLAN_CACHE=0). `npm` is a stub on
+  PATH that prints the wall clock (`date +%s%N`, under /bin/sh: about a millisecond of its own
+  counted in) and exits, so the time is sbox's (planning or the record's checks, the egress proxy
+  of the download phase, bwrap), not npm's. The cold run resolves the registry names of npm's
+  built-in allowlist, as every `sbox run -- npm install` does; warm runs reuse the pinned
+  addresses while the record lives (recorder_plan.PIN_TTL);
 - python -I -S alone, and bwrap alone with the options of the cached plan: the two fixed costs
   inside a warm run, so that what is left is sbox's own work.
 Variants are interleaved run by run, so drift on the machine hits them all alike; a backend that
@@ -41,6 +51,8 @@ import results_file  # noqa: E402
 import trusting  # noqa: E402
 
 SANDBOX_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n"
+READONLY_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n    writable: false\n"
+NPM_STUB = "#!/bin/sh\ndate +%s%N\n"  # the first step's start, on the wall clock shared with the host
 HOST_CONFIG = "version: 1\nprofiles:\n  default:\n    mode: host\n"
 
 
@@ -63,6 +75,17 @@ def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 BWRAP_ALONE = "bwrap alone (sbox's options)"
+NPM_FIRST = "npm install, to first step"
+NPM_FIRST_COLD = "npm install, to first step, cold"
+
+
+def timed_first_step(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    """From just before sbox starts to the first line the stub `npm` prints: its start time."""
+    start = time.time_ns()
+    proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return (int(proc.stdout.split()[0]) - start) / 1e6
 FIRST_RUN = "sbox bwrap, new command"
 PYTHON_ALONE = "python -I -S alone"
 
@@ -76,7 +99,7 @@ def timed_bwrap_alone(state: Path, env: dict[str, str]) -> float:
     from sbox_shim.backends import bwraprun
 
     record = next(r for r in (marshal.loads(p.read_bytes()) for p in (state / "plans").glob("*.plan"))
-                  if r["argv"] == ["true"])
+                  if r.get("argv") == ["true"] and r.get("guard"))  # the writable project's
     fds = compiled.record_fds(record)
     options = compiled._fill(record["options"], env, fds)
     assert options is not None
@@ -108,10 +131,17 @@ Variant = tuple[list[str], Path, dict[str, str]]  # argv, cwd, environment on to
 
 def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[dict[str, Variant], dict[str, str], dict[str, str]]:
     sandboxed, host, home = base / "project", base / "host-project", base / "home"
-    for d in (sandboxed, host, home):
+    readonly, npm, stubs = base / "readonly-project", base / "npm-project", base / "stubs"
+    for d in (sandboxed, host, home, readonly, npm, stubs):
         d.mkdir(parents=True)
     (sandboxed / "sbox.yaml").write_text(SANDBOX_CONFIG)
     (host / "sbox.yaml").write_text(HOST_CONFIG)
+    (readonly / "sbox.yaml").write_text(READONLY_CONFIG)
+    (npm / "sbox.yaml").write_text("version: 1\n")
+    (npm / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true}\n')
+    (npm / "node_modules").mkdir()
+    (stubs / "npm").write_text(NPM_STUB)
+    (stubs / "npm").chmod(0o755)
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
@@ -123,7 +153,7 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
     }
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
-    trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml")
+    trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml", readonly / "sbox.yaml", npm / "sbox.yaml")
     script = sbox_executable()
     from sbox_shim import launcher
 
@@ -146,6 +176,11 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
             variants["sbox bwrap, pip's script"] = ([script, *argv], sandboxed, {})
             variants[FIRST_RUN] = ([sbox, *argv[:-1], "sh", "-c", ":"], sandboxed, {})  # + a new word each run
             variants["sbox bwrap, cold"] = ([sbox, *argv], sandboxed, {"SBOX_PLAN_CACHE": "0"})
+            variants["sbox bwrap, read-only project"] = ([sbox, *argv], readonly, {})
+            stub_path = {"PATH": f"{stubs}:{env['PATH']}"}
+            variants[NPM_FIRST] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm, stub_path)
+            variants[NPM_FIRST_COLD] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm,
+                                        {**stub_path, "SBOX_PLAN_CACHE": "0"})
             variants[PYTHON_ALONE] = ([sys.executable, "-I", "-S", "-c", "pass"], sandboxed, {})
             variants[BWRAP_ALONE] = ([], sandboxed, {})  # timed by timed_bwrap_alone
     return variants, env, skipped
@@ -180,23 +215,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return timed_bwrap_alone(Path(env["SBOX_STATE_DIR"]), {**env, **extra})
             if name == FIRST_RUN:  # an argv never run before: no plan to reuse, the config parsed
                 cmd = [*cmd, f"run-{next(fresh)}"]
+            if name in (NPM_FIRST, NPM_FIRST_COLD):
+                return timed_first_step(cmd, cwd, {**env, **extra})
             return timed(cmd, cwd, {**env, **extra})
 
-        for name, (cmd, cwd, extra) in variants.items():  # warm up (docker's image, the plan cache)
-            measure(name, cmd, cwd, extra)
+        for _ in range(2):  # warm up (docker's image, the plan cache: npm's plan is kept after its tree settles)
+            for name, (cmd, cwd, extra) in variants.items():
+                measure(name, cmd, cwd, extra)
         for _ in range(runs):
             for name, (cmd, cwd, extra) in variants.items():
                 samples[name].append(measure(name, cmd, cwd, extra))
 
+    load = os.getloadavg()
     medians = {name: statistics.median(values) for name, values in samples.items()}
     direct = medians["direct"]
-    print(f"{'variant':26} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
+    print(f"{'variant':34} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
     for name, value in medians.items():
         extra = "" if name == "direct" else f"{value - direct:+12.1f}"
-        print(f"{name:26} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
+        print(f"{name:34} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
               f"{max(samples[name]):9.1f} {extra}")
     for name, reason in skipped.items():
         print(f"{name:26} skipped: {reason}")
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min; 2 cores)")
 
     if "sbox bwrap" in medians and BWRAP_ALONE in medians:
         own = medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE]
@@ -214,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sbox_own_warm_ms": (round(medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE], 2)
                              if BWRAP_ALONE in medians else None),
         "skipped": skipped,
+        "load_average": [round(x, 2) for x in load],
         "tools": tool_versions(),
     }
     results_file.write(result, args.output)
