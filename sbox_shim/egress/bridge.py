@@ -29,10 +29,10 @@ import stat
 import sys
 import threading
 import time
-from typing import Any
-from typing import Callable
-from typing import NoReturn
-from typing import Sequence
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Sequence
 
 EXIT_BRIDGE = 125
 CHUNK = 256 * 1024  # the user-space buffer, where splice is missing
@@ -54,9 +54,10 @@ HANDOFF = threading.Event()  # set while handoffs are worth trying: until the pr
 HANDOFF.set()
 
 Address = tuple[str, int]
-Opener = Callable[[], tuple[socket.socket, bytes]]
-Route = tuple[str, bytes, Opener]  # the proxy's socket, the handoff header, the fallback
-Job = tuple[Callable[[], None], threading.Event]
+if TYPE_CHECKING:
+    Opener = Callable[[], tuple[socket.socket, bytes]]
+    Route = tuple[str, bytes, Opener]  # the proxy's socket, the handoff header, the fallback
+    Job = tuple[Callable[[], None], threading.Event]
 IDLE: queue.SimpleQueue[queue.SimpleQueue[Job]] = queue.SimpleQueue()  # idle relay threads' inboxes
 
 

@@ -32,8 +32,6 @@ import select
 import socket
 import threading
 import time
-from types import TracebackType
-from typing import Any
 
 from sbox_shim.egress import httphead
 from sbox_shim.egress import intake
@@ -59,7 +57,12 @@ STOP_TIMEOUT = 30.0  # seconds stop() waits for the connections it has shut down
 
 # One refused attempt: {"time": ISO 8601 UTC, "kind": "connect" | "http" | "sni" | "bad-request",
 #                       "host": str, "port": int, "reason": str, "hint": str[, "sni": str]}
-Denial = dict[str, Any]
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
+    Denial = dict[str, Any]
 
 
 class _Refused(Exception):
