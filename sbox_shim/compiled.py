@@ -30,7 +30,7 @@ from sbox_shim.backends import bwraprun, pinned
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
-    from typing import Any, Mapping, Sequence
+    from typing import Any, Callable, Mapping, Sequence
 
 FORMAT = 5  # 2: records carry the seccomp filter; 3: and the binds to pin; 4: and their targets; 5: or a plan
 REF = "\0"  # an option that starts with it is filled in at run time: REF + "env" + REF + NAME | REF + "fd" + REF + N
@@ -272,18 +272,24 @@ def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int |
     pins = fds[len(fds) - len(targets):] if targets else []
     verify = [(t, st.st_dev, st.st_ino) for t, fd in zip(targets, pins) for st in [posix.fstat(fd)]]
 
-    def sandbox() -> int | None:
+    def sandbox(ready: Callable[[int], str] | None = None) -> int | None:
         try:
             code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write,
-                                        verify=verify)
+                                        verify=verify, ready=ready)
         except OSError:
             return None
         if status is not None and status.exit_code is None and code == 1:
             return None  # set-up failed or the command is missing: the cold path says which
         return code
 
+    run: Callable[[], int | None] = sandbox
+    if record.get("egress"):  # an allowlisted step: the egress proxy around it (egress/warm.py)
+        from sbox_shim.egress import warm
+
+        def run() -> int | None:
+            return warm.run(record["egress"], sandbox)
     if record.get("guard"):  # the project is writable: the persistence guard checks it after
         from sbox_shim.guard.run import guarded_warm
 
-        return guarded_warm(record["guard"], sandbox)
-    return sandbox()
+        return guarded_warm(record["guard"], run)
+    return run()

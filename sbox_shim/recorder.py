@@ -14,7 +14,7 @@ from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
 from sbox_shim.host import Host
 from sbox_shim.lean import inside
-from sbox_shim.plan import Plan
+from sbox_shim.plan import Plan, Step
 
 
 def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, explicit_config: str | None,
@@ -36,6 +36,11 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     from sbox_shim.errors import SandboxError
 
     step = plan.steps[0]
+    if step.network.policy == "proxy":  # run without the bridge (cacheable: netns.usable())
+        import dataclasses
+
+        step = bwrap.unbridged(step)
+        plan = dataclasses.replace(plan, steps=(step,))
     path = bwrap.bwrap_path()
     if path is None:
         return None
@@ -75,6 +80,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
         "guard": _guard(plan, host),
+        "egress": _egress(step, host),
     }
     try:
         kept.write_private(target, record)
@@ -113,14 +119,41 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
 
 def alone(plan: Plan, host: Host) -> bool:
     """Can compiled.py run this plan from finished bwrap options, without the runner? One step as
-    given, no allowlist, no limits sbox must watch, no staged outputs. Else replay.py runs it."""
+    given, no allowlist (but one that egress/warm.py runs: `_egress_cacheable`), no limits sbox
+    must watch, no staged outputs. Else replay.py runs it."""
     from sbox_shim.build import AS_IS
 
     if len(plan.steps) != 1 or plan.steps[0].label != AS_IS:
         return False
     step = plan.steps[0]
-    return (step.network.policy in ("off", "open") and not step.staged and not step.image
+    network = step.network.policy in ("off", "open") or (step.network.policy == "proxy"
+                                                          and _egress_cacheable(step) is None)
+    return (network and not step.staged and not step.image
             and not (step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0)))
+
+
+def _egress_cacheable(step: Step) -> str | None:
+    """None if compiled.py may run this allowlisted step alone (egress/warm.py): sbox listens in
+    the sandbox's network namespace (no bridge to start), and every allowed name is pinned to
+    loopback, as `hosts:` in a watched config file or /etc/hosts (watched too) pins it. Any other
+    allowlisted step is replayed through the runner (replay.py)."""
+    from sbox_shim.egress import netns
+
+    net = step.network
+    if not netns.usable():
+        return "an allowlisted step runs the egress bridge inside"
+    if net.unresolved or not net.pins or not all(
+            address.startswith("127.") or address == "::1" for _, addresses in net.pins for address in addresses):
+        return "an allowlist that names more than loopback registries"
+    return None
+
+
+def _egress(step: Step, host: Host) -> dict[str, object] | None:
+    if step.network.policy != "proxy":
+        return None
+    from sbox_shim.egress import warm
+
+    return warm.record(step, host.state_dir)
 
 
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str,
@@ -133,6 +166,8 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     step = plan.steps[step_index]
     path_var = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
     watched = [("code", PACKAGE), ("stat", bwrap_path)]
+    if step.network.policy == "proxy":
+        watched.append(("stat", "/etc/hosts"))  # names pinned to loopback may come from there
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
     watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]

@@ -167,7 +167,7 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
     proxy = EgressProxy(policy, socket_path)
     proxy.start()
     try:
-        code = int(backend.run(step, run_dir, index, kept_in))
+        code = int(backend.run(step, run_dir, index, kept_in, **_listening(backend, proxy, step)))
     finally:
         proxy.stop()
     denials = proxy.denials
@@ -178,6 +178,17 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
         for line in denial_summary(denials, log):
             err.write(line + "\n")
     return code
+
+
+def _listening(backend: ModuleType, proxy: Any, step: Step) -> dict[str, Any]:
+    """On bwrap, when sbox can, the proxy listens in the sandbox's own network namespace and the
+    bridge does not run (egress/netns.py): the backend's `egress` argument."""
+    from sbox_shim.egress import netns
+    from sbox_shim.plan import PROXY_PORT
+
+    if getattr(backend, "NAME", "") != "bwrap" or not netns.usable():
+        return {}
+    return {"egress": lambda pid: netns.serve(proxy, pid, PROXY_PORT, step.network.forwards)}
 
 
 def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> str | None:
