@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 from support import packages as pkg
-from support.registries import NpmRegistry, PypiIndex
+from support.registries import PypiIndex
 from support.trust import trust
 
 from sbox_shim.plan import Mount, Network, Step
