@@ -95,3 +95,24 @@ def test_an_npm_in_the_active_venv_never_runs_with_the_network(tmp_path: Path, b
 
         control = subprocess.run([str(planted), "--version"], env=env, capture_output=True, timeout=60)
         assert control.returncode == 0 and _exfiltrated(reg) == [f"/exfil?{TOKEN}"]
+
+
+def test_mode_host_refuses_an_npm_from_a_venv(tmp_path: Path, sbox_bin: str) -> None:
+    """`mode: host` for `npm publish`: the `npm` a wheel put in the venv's bin would run unsandboxed
+    with the token. sbox refuses in one line; nothing runs."""
+    with NpmRegistry([]) as reg:
+        project, env = _project(tmp_path, "bwrap", reg, {})
+        (project / "sbox.yaml").write_text("version: 1\nprofiles:\n  publish:\n    mode: host\n"
+                                           "dispatch:\n  publish:\n    match: ['npm publish*']\n    profile: publish\n")
+        trust(project / "sbox.yaml")
+        venv = tmp_path / "venv"
+        (venv / "bin").mkdir(parents=True)
+        (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        planted = venv / "bin" / "npm"
+        planted.write_text(_exfil(reg.port, shutil.which("npm") or "npm"))
+        planted.chmod(0o755)
+        env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}")
+        result = run_sbox(sbox_bin, ["run", "--", "npm", "publish", "--dry-run"], project, env=env)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"mode: host would run {planted}" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not _exfiltrated(reg)
