@@ -14,11 +14,25 @@ temporary project whose `default` profile has the network off:
 - sbox bwrap, cold: sbox's caches off (SBOX_PLAN_CACHE=0): nothing kept from earlier runs, as on
   a fresh CI machine;
 - sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached);
+- sbox bwrap, read-only project: the same `true` where the profile has `writable: false` (no
+  persistence guard to run);
+- npm install, to first step: `sbox run -- npm install` repeated in an unchanged project, from
+  sbox's start to the moment the first step's command starts in its sandbox (warm: from the
+  plan cache's record of the whole two-phase plan; cold: SBOX_PLAN_CACHE=0). `npm` is a stub on
+  PATH that prints the wall clock (`date +%s%N`, under /bin/sh: about a millisecond of its own
+  counted in) and exits, so the time is sbox's (planning or the record's checks, the egress proxy
+  of the download phase, bwrap), not npm's. The cold run resolves the registry names of npm's
+  built-in allowlist, as every `sbox run -- npm install` does; warm runs reuse the pinned
+  addresses while the record lives (recorder_plan.PIN_TTL);
+- docker run (bare): `docker run --rm --network none` of sbox's own base image with the host's
+  toolchain directories bound read-only (the image holds only links: `true` comes from /usr),
+  `true`: what a container costs through the docker CLI, the floor for `sbox docker`;
 - python -I -S alone, and bwrap alone with the options of the cached plan: the two fixed costs
   inside a warm run, so that what is left is sbox's own work.
 Variants are interleaved run by run, so drift on the machine hits them all alike; a backend that
-is not usable here is reported with its reason instead of a figure. Medians in ms. Everything runs
-under a temporary HOME, cache and state.
+is not usable here is reported with its reason instead of a figure. Medians in ms, and the CPU time
+(user + system) of each command's own process, which other load on the machine disturbs less; the
+load average before and after. Everything runs under a temporary HOME, cache and state.
 """
 from __future__ import annotations
 
@@ -41,6 +55,8 @@ import results_file  # noqa: E402
 import trusting  # noqa: E402
 
 SANDBOX_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n"
+READONLY_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n    writable: false\n"
+NPM_STUB = "#!/bin/sh\ndate +%s%N\n"  # the first step's start, on the wall clock shared with the host
 HOST_CONFIG = "version: 1\nprofiles:\n  default:\n    mode: host\n"
 
 
@@ -52,17 +68,55 @@ def sbox_executable() -> str:
     return found
 
 
-def timed(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+CPU_MS: dict[str, list[float]] = {}  # variant -> CPU time of its process in each run
+
+
+def timed(argv: Sequence[str], cwd: Path, env: dict[str, str], name: str = "") -> float:
     start = time.perf_counter()
-    proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = (time.perf_counter() - start) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {err.decode()[-500:]}")
+    if name:
+        CPU_MS.setdefault(name, []).append((usage.ru_utime + usage.ru_stime) * 1000)
     return elapsed
 
 
+def bare_docker_run() -> list[str]:
+    """`docker run --rm --network none` of the image sbox's docker backend uses, with the host's
+    toolchain bound read-only: the same `true`, through the docker CLI alone."""
+    from sbox_shim import layout
+    from sbox_shim.backends import docker
+
+    mounts = layout.toolchain_mounts()
+    image = docker.ensure_base_image(docker._client(), tuple((m.target, m.source) for m in mounts
+                                                             if m.kind == "symlink"))
+    binds = [a for m in mounts if m.kind == "bind" and m.target in layout.TOOLCHAIN
+             for a in ("-v", f"{m.source}:{m.target}:ro")]
+    return ["docker", "run", "--rm", "--network", "none", *binds, image, "/usr/bin/true"]
+
+
 BWRAP_ALONE = "bwrap alone (sbox's options)"
+NPM_FIRST = "npm install, to first step"
+NPM_FIRST_COLD = "npm install, to first step, cold"
+
+
+def timed_first_step(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
+    """From just before sbox starts to the first line the stub `npm` prints: its start time."""
+    start = time.time_ns()
+    proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise SystemExit(f"{' '.join(argv)} in {cwd} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return (int(proc.stdout.split()[0]) - start) / 1e6
+
+
+DOCKER_BARE = "docker run (bare)"
 FIRST_RUN = "sbox bwrap, new command"
 PYTHON_ALONE = "python -I -S alone"
 
@@ -76,7 +130,7 @@ def timed_bwrap_alone(state: Path, env: dict[str, str]) -> float:
     from sbox_shim.backends import bwraprun
 
     record = next(r for r in (marshal.loads(p.read_bytes()) for p in (state / "plans").glob("*.plan"))
-                  if r["argv"] == ["true"])
+                  if r.get("argv") == ["true"] and r.get("guard"))  # the writable project's
     fds = compiled.record_fds(record)
     options = compiled._fill(record["options"], env, fds)
     assert options is not None
@@ -108,10 +162,17 @@ Variant = tuple[list[str], Path, dict[str, str]]  # argv, cwd, environment on to
 
 def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[dict[str, Variant], dict[str, str], dict[str, str]]:
     sandboxed, host, home = base / "project", base / "host-project", base / "home"
-    for d in (sandboxed, host, home):
+    readonly, npm, stubs = base / "readonly-project", base / "npm-project", base / "stubs"
+    for d in (sandboxed, host, home, readonly, npm, stubs):
         d.mkdir(parents=True)
     (sandboxed / "sbox.yaml").write_text(SANDBOX_CONFIG)
     (host / "sbox.yaml").write_text(HOST_CONFIG)
+    (readonly / "sbox.yaml").write_text(READONLY_CONFIG)
+    (npm / "sbox.yaml").write_text("version: 1\n")
+    (npm / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true}\n')
+    (npm / "node_modules").mkdir()
+    (stubs / "npm").write_text(NPM_STUB)
+    (stubs / "npm").chmod(0o755)
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
@@ -123,13 +184,18 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
     }
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
-    trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml")
+    trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml", readonly / "sbox.yaml", npm / "sbox.yaml")
     script = sbox_executable()
     from sbox_shim import launcher
 
     sbox = str(base / "bin" / "sbox")  # what install.sh puts in its venv
     (base / "bin").mkdir()
-    launcher.write(sbox)
+    import sysconfig
+
+    paths = [sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    if not (Path(paths[0]) / "sbox_shim").is_dir():  # an editable install: the launcher names the tree
+        paths.insert(0, str(ROOT))
+    launcher.write(sbox, paths=paths)
     variants: dict[str, Variant] = {
         "direct": (["/usr/bin/true"], sandboxed, {}),
         "sbox (mode: host)": ([sbox, "run", "--", "true"], host, {}),
@@ -146,8 +212,15 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
             variants["sbox bwrap, pip's script"] = ([script, *argv], sandboxed, {})
             variants[FIRST_RUN] = ([sbox, *argv[:-1], "sh", "-c", ":"], sandboxed, {})  # + a new word each run
             variants["sbox bwrap, cold"] = ([sbox, *argv], sandboxed, {"SBOX_PLAN_CACHE": "0"})
+            variants["sbox bwrap, read-only project"] = ([sbox, *argv], readonly, {})
+            stub_path = {"PATH": f"{stubs}:{env['PATH']}"}
+            variants[NPM_FIRST] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm, stub_path)
+            variants[NPM_FIRST_COLD] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm,
+                                        {**stub_path, "SBOX_PLAN_CACHE": "0"})
             variants[PYTHON_ALONE] = ([sys.executable, "-I", "-S", "-c", "pass"], sandboxed, {})
             variants[BWRAP_ALONE] = ([], sandboxed, {})  # timed by timed_bwrap_alone
+        if backend == "docker":
+            variants[DOCKER_BARE] = (bare_docker_run(), sandboxed, {})
     return variants, env, skipped
 
 
@@ -160,6 +233,11 @@ def tool_versions() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired):
             versions[name] = "unavailable"
     return versions
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,21 +258,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return timed_bwrap_alone(Path(env["SBOX_STATE_DIR"]), {**env, **extra})
             if name == FIRST_RUN:  # an argv never run before: no plan to reuse, the config parsed
                 cmd = [*cmd, f"run-{next(fresh)}"]
-            return timed(cmd, cwd, {**env, **extra})
+            if name in (NPM_FIRST, NPM_FIRST_COLD):
+                return timed_first_step(cmd, cwd, {**env, **extra})
+            return timed(cmd, cwd, {**env, **extra}, name)
 
-        for name, (cmd, cwd, extra) in variants.items():  # warm up (docker's image, the plan cache)
-            measure(name, cmd, cwd, extra)
+        for _ in range(2):  # warm up (docker's image, the plan cache: npm's plan is kept after its tree settles)
+            for name, (cmd, cwd, extra) in variants.items():
+                measure(name, cmd, cwd, extra)
+        CPU_MS.clear()
+        load_before = loadavg()
         for _ in range(runs):
             for name, (cmd, cwd, extra) in variants.items():
                 samples[name].append(measure(name, cmd, cwd, extra))
 
+        load_after = loadavg()
     medians = {name: statistics.median(values) for name, values in samples.items()}
+    cpu = {name: statistics.median(values) for name, values in CPU_MS.items()}
     direct = medians["direct"]
-    print(f"{'variant':26} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12}")
+    print(f"{'variant':34} {'runs':>5} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'+ vs direct':>12} {'cpu ms':>7}")
     for name, value in medians.items():
         extra = "" if name == "direct" else f"{value - direct:+12.1f}"
-        print(f"{name:26} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
-              f"{max(samples[name]):9.1f} {extra}")
+        print(f"{name:34} {len(samples[name]):5d} {value:10.1f} {min(samples[name]):9.1f} "
+              f"{max(samples[name]):9.1f} {extra:>12} {cpu.get(name, float('nan')):7.1f}")
+    docker_ratio = (medians["sbox docker"] / medians[DOCKER_BARE]) if DOCKER_BARE in medians else None
+    if docker_ratio is not None:
+        print(f"sbox docker / docker run (bare): {docker_ratio:.2f}x")
+    print(f"load average before {load_before}, after {load_after}")
     for name, reason in skipped.items():
         print(f"{name:26} skipped: {reason}")
 
@@ -213,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overhead_vs_direct_ms": {name: round(v - direct, 2) for name, v in medians.items() if name != "direct"},
         "sbox_own_warm_ms": (round(medians["sbox bwrap"] - medians[BWRAP_ALONE] - medians[PYTHON_ALONE], 2)
                              if BWRAP_ALONE in medians else None),
+        "cpu_ms": {name: round(v, 2) for name, v in cpu.items()},
+        "sbox_docker_vs_bare_docker_run": round(docker_ratio, 3) if docker_ratio is not None else None,
+        "loadavg": {"before": load_before, "after": load_after},
         "skipped": skipped,
         "tools": tool_versions(),
     }

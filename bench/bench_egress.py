@@ -1,13 +1,16 @@
 """Egress throughput: one large HTTP download on loopback, direct vs through sbox's egress path.
 
     python bench/bench_egress.py [--size-mib 512] [--runs 15] [--requests 200]
-                                 [--output bench/results/egress.json]
+                                 [--setup-runs 15] [--output bench/results/egress.json]
 
 Three ways to fetch the same payload from the same loopback HTTP server with the same client:
 - direct: TCP straight to the server;
 - proxy: the unix socket of EgressProxy, `CONNECT registry.test:PORT`, then the GET;
 - bridge: TCP to bridge.py's --listen port (as a sandboxed tool would), which hands each accepted
-  connection to the proxy (SCM_RIGHTS): the proxy then serves that TCP socket itself.
+  connection to the proxy (SCM_RIGHTS): the proxy then serves that TCP socket itself (the docker
+  backend's path, and bwrap's when sbox is not root);
+- listener: TCP to a port the proxy itself listens on (bwrap's path as root: egress/netns.py makes
+  that listener on the sandbox's loopback; here it is on the host's, which costs the same).
 Server, proxy, bridge and client are processes of their own, as in real use. Runs are interleaved,
 in an order that rotates from one round to the next, so that other load on the machine hits all
 three alike. Reported per way: the median download time and throughput and its ratio to direct,
@@ -15,6 +18,11 @@ the CPU seconds each process spent during the downloads (what bounds throughput 
 and the rate of small requests on fresh connections (the per-connection cost); and how busy the
 CPUs were just before (other load skews everything). All traffic stays on 127.0.0.1 and on a
 unix socket.
+
+Then the set-up cost of an allowlisted step: `sbox run -- true` on bubblewrap in a project whose
+profile has `network_allow: [a loopback registry name:port]` against the same with the network
+off, interleaved, warm plan cache, through the launcher install.sh writes (`--setup-runs 0`
+skips it).
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -49,6 +58,7 @@ ON_PATH = {  # the processes each way goes through
     "direct": ("server", "client"),
     "proxy": ("server", "proxy", "client"),
     "bridge": ("server", "proxy", "bridge", "client"),
+    "listener": ("server", "proxy", "client"),
 }
 Open = Callable[[], socket.socket]
 
@@ -126,8 +136,11 @@ def listening(port: int) -> bool:
         return False
 
 
-def run_proxy(policy: EgressPolicy, socket_path: str, stop: Event) -> None:
-    with EgressProxy(policy, socket_path):
+def run_proxy(policy: EgressPolicy, socket_path: str, stop: Event,
+              listener: socket.socket) -> None:
+    with EgressProxy(policy, socket_path) as proxy:
+        if hasattr(proxy, "serve"):  # (not in sbox before the proxy could listen in the sandbox)
+            proxy.serve(listener, None)
         stop.wait()
 
 
@@ -179,11 +192,79 @@ def measure(args: argparse.Namespace, ways: dict[str, tuple[Open, bytes]],
     return report
 
 
+ALLOW_CONFIG = """version: 1
+backend: bwrap
+hosts:
+  registry.test: [127.0.0.1]
+profiles:
+  default:
+    network: on
+    network_allow: ["registry.test:{port}"]
+"""
+OFF_CONFIG = "version: 1\nbackend: bwrap\nprofiles:\n  default:\n    network: off\n"
+
+
+def measure_setup(runs: int, port: int) -> dict[str, object]:
+    """Median ms of `sbox run -- true` with an allowlist vs the network off, rounds interleaved."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import trusting  # noqa: E402
+    from sbox_shim import launcher
+
+    with tempfile.TemporaryDirectory(prefix="sbox-bench-egress-setup-") as tmp:
+        base = Path(tmp)
+        projects = {"network off": base / "off", "network_allow (proxy)": base / "allow"}
+        projects["network off"].mkdir()
+        projects["network_allow (proxy)"].mkdir()
+        (projects["network off"] / "sbox.yaml").write_text(OFF_CONFIG)
+        (projects["network_allow (proxy)"] / "sbox.yaml").write_text(ALLOW_CONFIG.format(port=port))
+        (base / "home").mkdir()
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(base / "home"),
+               "LANG": os.environ.get("LANG", "C.UTF-8"), "SBOX_QUIET": "1",
+               "SBOX_CACHE_DIR": str(base / "cache"), "SBOX_STATE_DIR": str(base / "state"),
+               "SBOX_USER_CONFIG": str(base / "user-config.yaml")}
+        trusting.trust(env, *(p / "sbox.yaml" for p in projects.values()))
+        sbox = str(base / "sbox")
+        # The launcher install.sh writes, which finds this tree's sbox_shim first (an editable
+        # install's finder is not loaded under -S).
+        launcher.write(sbox, paths=[str(ROOT), sysconfig.get_path("purelib"),
+                                    sysconfig.get_path("platlib")])
+
+        def timed(cwd: Path) -> float:
+            start = time.perf_counter()
+            proc = subprocess.run([sbox, "run", "--", "true"], cwd=cwd, env=env,
+                                  stdin=subprocess.DEVNULL, capture_output=True)
+            elapsed = (time.perf_counter() - start) * 1000
+            if proc.returncode != 0:
+                raise SystemExit(f"sbox run -- true in {cwd} exited {proc.returncode}: "
+                                 f"{proc.stderr.decode()[-500:]}")
+            return elapsed
+
+        samples: dict[str, list[float]] = {name: [] for name in projects}
+        for cwd in projects.values():
+            timed(cwd)  # warm the plan cache
+        for round_ in range(runs):
+            names = list(projects)[round_ % 2:] + list(projects)[:round_ % 2]
+            for name in names:
+                samples[name].append(timed(projects[name]))
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    extra = medians["network_allow (proxy)"] - medians["network off"]
+    for name, value in medians.items():
+        print(f"setup {name:>22}: median {value:6.1f} ms  (min {min(samples[name]):.1f}, "
+              f"max {max(samples[name]):.1f})")
+    print(f"setup: an allowlisted step costs {extra:+.1f} ms over a network-off one")
+    return {"command": "sbox run -- true (bwrap, warm plan cache)", "runs": runs,
+            "median_ms": {name: round(v, 2) for name, v in medians.items()},
+            "samples_ms": {name: [round(v, 2) for v in vs] for name, vs in samples.items()},
+            "allowlist_extra_ms": round(extra, 2)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--requests", type=int, default=200, help="small requests per way")
+    parser.add_argument("--setup-runs", type=int, default=15,
+                        help="rounds of the set-up cost comparison (0: skip it)")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "egress.json"))
     args = parser.parse_args(argv)
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -206,8 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sbox-bench-") as tmp:
         socket_path = os.path.join(tmp, "egress.sock")
         stop = fork.Event()
-        proxy = fork.Process(target=run_proxy, args=(policy, socket_path, stop), daemon=True)
+        served = socket.socket()
+        served.bind(("127.0.0.1", 0))
+        served.listen(128)
+        served_port = served.getsockname()[1]
+        proxy = fork.Process(target=run_proxy, args=(policy, socket_path, stop, served),
+                             daemon=True)
         proxy.start()
+        served.close()
         wait_until(lambda: os.path.exists(socket_path))
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -227,19 +314,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             "proxy": (via_unix, connect.encode()),
             "bridge": (lambda: socket.create_connection(("127.0.0.1", bridge_port)),
                        connect.encode()),
+            "listener": (lambda: socket.create_connection(("127.0.0.1", served_port)),
+                         connect.encode()),
         }
+        if not hasattr(EgressProxy, "serve"):
+            del ways["listener"]
         assert server.pid is not None and proxy.pid is not None
         pids = {"server": server.pid, "proxy": proxy.pid, "bridge": bridge.pid,
                 "client": os.getpid()}
         try:
             wait_until(lambda: listening(bridge_port))
-            results = measure(args, ways, pids)
+            results = measure(args, ways, pids) if args.runs else {}
         finally:
             bridge.terminate()
             bridge.wait(timeout=10)
             stop.set()
             proxy.join(timeout=10)
             server.terminate()
+    setup = measure_setup(args.setup_runs, port) if args.setup_runs else None
 
     report: dict[str, object] = {
         "benchmark": "egress",
@@ -251,10 +343,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "data_path": "os.splice" if bridge_module.SPLICE else "user-space copy",
         "bridge_path": "descriptor handoff (SCM_RIGHTS)",
+        "listener_path": "the proxy's own TCP listener (bwrap as root: in the sandbox's netns)",
         "cpu_busy_percent_before": busy_before,
         "loadavg_before": load_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         **results,
+        "setup": setup,
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

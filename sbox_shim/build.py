@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sbox_shim import dispatch, ecosystems, layout, tree
 from sbox_shim.trust import boundary
@@ -40,7 +41,7 @@ def choose(config: Config, argv: Sequence[str], override: str | None,
     builtin = ecosystems.phases(argv, ctx)
     if builtin:
         tool = os.path.basename(argv[0])
-        return [(_builtin_profile(tool, phase), phase) for phase in builtin]
+        return [_builtin_profile(tool, phase, config) for phase in builtin]
     profile = config.profiles.get("default", DEFAULT_PROFILE)
     why = "profile 'default'" if "default" in config.profiles else "built-in default (network off)"
     return [(profile, _as_is(argv, f"no dispatch rule matched; {why}"))]
@@ -50,9 +51,21 @@ def _as_is(argv: Sequence[str], reason: str) -> ecosystems.Phase:
     return ecosystems.Phase(AS_IS, tuple(argv), network=False, reason=reason)
 
 
-def _builtin_profile(tool: str, phase: ecosystems.Phase) -> Profile:
-    return Profile(name=f"{tool}:{phase.label}", network=phase.network, network_allow=phase.allow,
-                   writable=phase.writable)
+def _builtin_profile(tool: str, phase: ecosystems.Phase,
+                     config: Config) -> tuple[Profile, ecosystems.Phase]:
+    """sbox's profile for a built-in phase, with what the config's profile of that name adds
+    (`pnpm:scripts`, else its ecosystem's `npm:scripts`): variables, allow entries, limits, and an
+    explicit `network: on`. The command, outputs, mounts and credentials stay the phase's."""
+    name = f"{tool}:{phase.label}"
+    extra = config.phases.get(name) or config.phases.get(f"{ecosystems.MODULES.get(tool, tool)}:{phase.label}")
+    if extra is None:
+        return Profile(name=name, network=phase.network, network_allow=phase.allow, writable=phase.writable), phase
+    where = f"{config.path}:{extra.line}" if config.path and extra.line else config.path or "the user config"
+    merged = Profile(name=name, network=phase.network or extra.network,
+                     network_allow=tuple(dict.fromkeys(phase.allow + extra.network_allow)),
+                     writable=phase.writable, env=extra.env, env_set=extra.env_set, limits=extra.limits)
+    turned = ", which turns the network on" if extra.network and not phase.network else ""
+    return merged, replace(phase, reason=f"{phase.reason}; with profile {extra.name} ({where}){turned}")
 
 
 def build_plan(
@@ -73,10 +86,16 @@ def build_plan(
     real = which(argv[0], path, host.shim_dirs)
     ctx = ecosystems.Context(host.cwd, config.root, host.home, host.env, host.cache_dir, real)
     chosen_profiles = choose(config, argv, profile, ctx)
+    writable = sandbox_written(config.root, host)
     if any(prof.mode == "host" for prof, _ in chosen_profiles):
-        # Unsandboxed: nothing the project holds may pick the program (a planted ./node_modules/.bin/npm).
-        path = host_path(path, config.root, host.cwd)
+        # Unsandboxed: nothing a sandbox could write may pick the program (a planted
+        # ./node_modules/.bin/npm, an `npm` a wheel put in a venv's bin).
+        real_before = real
+        path = host_path(path, config.root, host.cwd, writable)
         real = which(argv[0], path, host.shim_dirs)
+        if real_before and real_before != real:
+            raise UsageError(f"mode: host would run {real_before}, which lies where sandboxes write (the "
+                             "project, a venv, sbox's cache); run a tool installed elsewhere")
         if real and inside(os.path.realpath(real), os.path.realpath(config.root)):
             raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
                              "it); run a tool installed outside the project")
@@ -87,11 +106,13 @@ def build_plan(
                 if inside(chosen, os.path.realpath(config.root)):
                     raise UsageError(f"mode: host would run {chosen}, which lies inside the project (sandboxes "
                                      "can write it); run it sandboxed, or name an interpreter outside the project")
-    warnings: list[str] = []
+    warnings: list[str] = [f"{prof.name}: scripts run with the network on, as its profile in {config.path} says"
+                           for prof, phase in chosen_profiles if prof.network and not phase.network
+                           and phase.label != AS_IS]
     steps = []
     for index, (prof, phase) in enumerate(chosen_profiles):
         stage_dir = os.path.join(run_dir, "out", str(index))
-        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver, stage_dir)
+        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver, stage_dir, writable, which)
         steps.append(step)
         warnings += [n for n in notes if n not in warnings]
     if any(s.network.policy == "dns" for s in steps):
@@ -107,16 +128,34 @@ def build_plan(
 
 def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
           real: str | None, run_dir: str, resolver: Resolver | None,
-          stage_dir: str) -> tuple[Step, tuple[str, ...]]:
+          stage_dir: str, writable: tuple[str, ...] = (),
+          which: Callable[[str, str, Sequence[str]], str | None] = find_real) -> tuple[Step, tuple[str, ...]]:
     net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
                                static=config.hosts, resolver=resolver, implied=phase.implied)
+    if net.policy != "off" and prof.mode == "sandbox":
+        # A step with the network (and, in a download phase, your registry credentials) runs no
+        # program a sandbox could have written: not the tool, not the `node` its #! line names.
+        path = network_path(path, writable)
+        tool = phase.argv[0] if phase.argv else ""
+        if tool and os.sep not in tool and which(tool, path, host.shim_dirs) is None:
+            planted = which(tool, without_shims(host.env.get("PATH", os.defpath), host.shim_dirs),
+                            host.shim_dirs)
+            if planted:
+                raise UsageError(f"{tool}: the only one on PATH is {planted}, where sandboxes write (the project, "
+                                 f"a venv, sbox's cache); a step with the network will not run it: install "
+                                 f"{tool} outside them (the system's, ~/.local/bin, pipx)")
+        elif tool.startswith("/") and _written_by_sandbox(tool, writable):
+            raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
+                             "the network will not run it")
     project = layout.project_layout(config.root, prof.writable, config.path,
                                     tree.inspect(config.root, prof.writable), stage_dir)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
     if net.policy == "off":  # package code runs offline: no credential rides along in a URL
-        env = {k: v for k, v in env.items() if k in prof.env or not has_url_credentials(v)}
+        named = prof.env if phase.label == AS_IS else ()  # a profile's own choice; never a built-in phase's
+        env = {k: v for k, v in env.items() if k in named or not has_url_credentials(v)}
+    env.update(prof.env_set)  # the config's NAME=value; sbox's own settings for the phase win
     env.update(phase.env)
     env.update(PATH=path, HOME=host.home, USER=host.user, LOGNAME=host.user, SHELL="/bin/sh",
                TMPDIR="/tmp", SBOX_ACTIVE="1", SBOX_PROFILE=prof.name)
@@ -147,9 +186,16 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         files=tuple(layout.etc_files(host.user, host.uid, host.gid, host.home, net)) + phase.files,
         writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
         uid=host.uid, gid=host.gid, home=host.home, limits=limits, project=config.root,
-        create=project.create, staged=project.staged,
+        declared=_declared(prof, host.env),
+        create=project.create, staged=project.staged, hook=phase.hook,
     )
     return step, notes
+
+
+def _declared(prof: Profile, caller: Mapping[str, str]) -> tuple[str, ...]:
+    """The variables the profile names, for `sbox plan` (names only, never values)."""
+    return (*(f"{n} (passed)" if n in caller else f"{n} (passed; not set)" for n in prof.env),
+            *(f"{n} (set)" for n, _ in prof.env_set))
 
 
 def _bridge(argv: Sequence[str], forwards: Sequence[tuple[str, int]], host: Host,
@@ -168,11 +214,33 @@ def _bridge(argv: Sequence[str], forwards: Sequence[tuple[str, int]], host: Host
     return tuple(wrapped + ["--", *argv]), mounts
 
 
-def host_path(path: str, root: str, cwd: str) -> str:
+def sandbox_written(root: str, host: Host) -> tuple[str, ...]:
+    """Where a sandbox may have written programs: the project, sbox's caches, the active venv."""
+    places = [root, host.cache_dir, host.env.get("VIRTUAL_ENV", "")]
+    return tuple(os.path.realpath(p) for p in places if p.startswith("/"))
+
+
+def _written_by_sandbox(directory: str, writable: Sequence[str]) -> bool:
+    """A PATH entry a sandbox could have filled: inside `writable`, or any venv's bin (pip writes
+    the venv it installs into, whichever that is)."""
+    real = os.path.realpath(directory)
+    if any(inside(real, w) for w in writable):
+        return True
+    return os.path.isfile(os.path.join(os.path.dirname(real), "pyvenv.cfg"))
+
+
+def network_path(path: str, writable: Sequence[str]) -> str:
+    """PATH for a step with the network: absolute entries no sandbox could have filled."""
+    return os.pathsep.join(d for d in path.split(os.pathsep)
+                           if d.startswith("/") and not _written_by_sandbox(d, writable))
+
+
+def host_path(path: str, root: str, cwd: str, writable: Sequence[str] = ()) -> str:
     """PATH for an unsandboxed command: no relative entries (they name the working directory) and
-    none inside the project."""
+    none a sandbox could have filled (the project, a venv's bin, sbox's caches)."""
     keep = [d for d in path.split(os.pathsep)
-            if d.startswith("/") and not inside(os.path.realpath(d), os.path.realpath(root))]
+            if d.startswith("/") and not inside(os.path.realpath(d), os.path.realpath(root))
+            and not _written_by_sandbox(d, writable)]
     return os.pathsep.join(keep)
 
 

@@ -164,17 +164,25 @@ def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], 
 
     from sbox_shim.trust import gate
 
+    from sbox_shim import probe
+
     argv = _command(args.argv)
-    cfg, host = _load(args, env, argv)
-    run_dir = runner.make_run_dir(env)
+    with probe.watching(os.getcwd()) as probes:  # what planning looks at: the plan cache's facts
+        cfg, host = _load(args, env, argv)
+        run_dir = runner.make_run_dir(env)
+        try:
+            plan = build_plan(argv, cfg, host, profile=args.profile, backend=args.backend, run_dir=run_dir)
+            gate.after_plan(plan, host)
+            _check_tool(plan, host)
+            sandboxed = any(s.mode == "sandbox" for s in plan.steps)
+            backend = pick(plan.backend, host.cache_dir, env) if sandboxed else None
+        except BaseException:
+            runner.remove_run_dir(run_dir)
+            raise
     try:
-        plan = build_plan(argv, cfg, host, profile=args.profile, backend=args.backend, run_dir=run_dir)
-        gate.after_plan(plan, host)
-        _check_tool(plan, host)
-        sandboxed = any(s.mode == "sandbox" for s in plan.steps)
-        backend = pick(plan.backend, host.cache_dir, env) if sandboxed else None
         if backend is not None and raw:
-            recorder.store(raw, plan, backend, host, args.config, runner.announce(plan.steps[0], 0, 1, backend))
+            recorder.store(raw, plan, backend, host, args.config, runner.announce(plan.steps[0], 0, 1, backend),
+                           probes.facts(), run_dir)
     except BaseException:
         runner.remove_run_dir(run_dir)
         raise

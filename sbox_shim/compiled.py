@@ -13,8 +13,9 @@ A record is used only when everything it was built from is unchanged:
 - the facts it depends on, checked again on every use: sbox's own source files, each config file
   consulted (the user file, every candidate up the tree), the toolchain paths and protected paths
   whose presence shaped the mounts, each writable output's kind, every `.git` in the writable
-  parts of the project (walked again: about 20 ms for 20,000 files), the sockets at its top, each PATH directory and candidate searched for the tool, the
-  bwrap binary.
+  parts of the project (listing only the directories that changed since the last walk:
+  guard/index.py), the sockets at its top, each PATH directory and candidate searched for the
+  tool, the bwrap binary.
 Environment values are stored as references to the caller's variables, so no token reaches the
 disk. Records are kept.py's private files in sbox's state directory. `SBOX_PLAN_CACHE=0` turns
 the cache off, and with it the kept parsed configs and bwrap options.
@@ -29,9 +30,9 @@ from sbox_shim.backends import bwraprun, pinned
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
-    from typing import Any, Mapping, Sequence
+    from typing import Any, Callable, Mapping, Sequence
 
-FORMAT = 4  # 2: records carry the seccomp filter; 3: and the binds to pin; 4: and their targets
+FORMAT = 5  # 2: records carry the seccomp filter; 3: and the binds to pin; 4: and their targets; 5: or a plan
 REF = "\0"  # an option that starts with it is filled in at run time: REF + "env" + REF + NAME | REF + "fd" + REF + N
 PACKAGE = lean.dirname(lean.join(posix.getcwd(), __file__))  # __file__ is absolute but from `python -m`
 # Shell bookkeeping that no plan is built from: `_` (the path the shell ran) and OLDPWD. Should a
@@ -58,8 +59,10 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     record = _read(path)
     if record is None:
         return None
+    if "plan" in record:  # a whole plan, for the runner (replay.py)
+        return _replay(path, record, env)
     try:
-        prepared = _prepare(record, env)
+        prepared = _prepare(record, env, lean.dirname(records))
     except (LookupError, TypeError, ValueError, AttributeError, OSError):  # a record of another shape
         kept.remove(path)
         return None
@@ -69,6 +72,30 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     if code is None:
         kept.remove(path)
     return code
+
+
+def _replay(path: str, record: Mapping[str, Any], env: Mapping[str, str]) -> int | None:
+    """A recorded plan, run by the runner once every fact holds (and its pinned addresses are
+    still fresh); None, and the record gone if it went stale, when the cold path must plan."""
+    import time
+
+    try:
+        state = str(record["state"])
+        fresh = not record["expires"] or time.time() < float(record["expires"])
+        holds = fresh and all(fact(kind, p, state) == seen for kind, p, seen in record["facts"])
+    except (LookupError, TypeError, ValueError, AttributeError, OSError):
+        holds = False
+    if not holds:
+        kept.remove(path)
+        return None
+    from sbox_shim import replay
+
+    try:
+        prepared = replay.prepare(record, env)
+    except (LookupError, TypeError, ValueError, AttributeError):  # a record of another shape
+        kept.remove(path)
+        return None
+    return None if prepared is None else replay.run(*prepared, env, state)
 
 
 def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:
@@ -110,11 +137,13 @@ def _read(path: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("format") == FORMAT else None
 
 
-def fact(kind: str, path: str) -> object:
+def fact(kind: str, path: str, state_dir: str | None = None) -> object:
     """What a record remembers about a path: for `exists` whether it is there, for `type` which
-    kind of file it is, for `link` where it points, for `stat`/`lstat` its identity, size and
-    times, for `code` every source file of sbox, for `gits` every .git below a directory, for
-    `sockets` the unix sockets in its top two levels."""
+    kind of file it is (`follow`: of what a link leads to), for `link` where it points, for
+    `names` what a directory lists, for `content` the digest of what a file holds, for `stat`/`lstat` its identity, size and
+    times, for `code` every source file of sbox, for `gits` every .git below a directory (walked
+    against the directory index kept in `state_dir`: guard/index.py), for `sockets` the unix
+    sockets in its top two levels."""
     try:
         if kind == "exists":
             posix.lstat(path)
@@ -124,15 +153,45 @@ def fact(kind: str, path: str) -> object:
         if kind == "code":
             return _code(path)
         if kind == "gits":
-            return lean.git_entries(path)
+            from sbox_shim.guard import index
+
+            return index.scan(path, state_dir).gits()
         if kind == "sockets":
             return lean.sockets(path)
-        st = posix.stat(path) if kind == "stat" else posix.lstat(path)
+        if kind == "names":
+            return _names(path)
+        if kind == "content":
+            return _content(path)
+        st = posix.stat(path) if kind in ("stat", "follow") else posix.lstat(path)
     except OSError:
         return None
-    if kind == "type":
+    if kind in ("type", "follow"):
         return st.st_mode & 0o170000
     return (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _names(path: str) -> str:
+    """A listing: each name with its kind (directory, link, other), digested."""
+    with posix.scandir(path) as entries:
+        names = sorted(e.name + ("/" if e.is_dir(follow_symlinks=False) else "@" if e.is_symlink() else "")
+                       for e in entries)
+    return kept.digest("\0".join(names).encode("utf-8", "surrogateescape"))
+
+
+def _content(path: str) -> object:
+    """What a file opened for reading held: its bytes' digest (a link followed, as open does); the
+    kind of anything that is not a regular file."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NONBLOCK)
+    try:
+        st = posix.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000:
+            return st.st_mode & 0o170000
+        h = kept.hasher()
+        while chunk := posix.read(fd, 1 << 20):
+            h.update(chunk)
+        return str(h.hexdigest())
+    finally:
+        posix.close(fd)
 
 
 SUBPACKAGES = ("", "backends", "ecosystems", "egress", "guard", "trust")  # every source file counts
@@ -162,10 +221,11 @@ def _fill(template: Sequence[str], env: Mapping[str, str], fds: Sequence[int]) -
     return out
 
 
-def _prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[str], list[int]] | None:
+def _prepare(record: Mapping[str, Any], env: Mapping[str, str],
+             state_dir: str | None = None) -> tuple[list[str], list[int]] | None:
     """The options and data fds to run a record with; None if a fact has changed or a referenced
     variable is gone. Raises if the record is not what this version writes."""
-    if not all(fact(kind, p) == seen for kind, p, seen in record["facts"]):
+    if not all(fact(kind, p, state_dir) == seen for kind, p, seen in record["facts"]):
         return None
     for path in record["makedirs"]:
         lean.makedirs(path, 0o700)
@@ -212,18 +272,24 @@ def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int |
     pins = fds[len(fds) - len(targets):] if targets else []
     verify = [(t, st.st_dev, st.st_ino) for t, fd in zip(targets, pins) for st in [posix.fstat(fd)]]
 
-    def sandbox() -> int | None:
+    def sandbox(ready: Callable[[int], str] | None = None) -> int | None:
         try:
             code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write,
-                                        verify=verify)
+                                        verify=verify, ready=ready)
         except OSError:
             return None
         if status is not None and status.exit_code is None and code == 1:
             return None  # set-up failed or the command is missing: the cold path says which
         return code
 
+    run: Callable[[], int | None] = sandbox
+    if record.get("egress"):  # an allowlisted step: the egress proxy around it (egress/warm.py)
+        from sbox_shim.egress import warm
+
+        def run() -> int | None:
+            return warm.run(record["egress"], sandbox)
     if record.get("guard"):  # the project is writable: the persistence guard checks it after
         from sbox_shim.guard.run import guarded_warm
 
-        return guarded_warm(record["guard"], sandbox)
-    return sandbox()
+        return guarded_warm(record["guard"], run)
+    return run()

@@ -34,7 +34,8 @@ class Profile:
     writable: bool | tuple[str, ...] = True
     no_new_privileges: bool = True
     image: str | None = None
-    env: tuple[str, ...] = ()  # extra variable names passed through
+    env: tuple[str, ...] = ()  # extra variable names passed through from the caller
+    env_set: tuple[tuple[str, str], ...] = ()  # `NAME=value` entries: set inside, whatever the caller has
     limits: Limits = field(default_factory=Limits)
     line: int | None = None
 
@@ -55,6 +56,9 @@ class Config:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     dispatch: tuple[Rule, ...] = ()
     hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Profiles named after a built-in phase (`npm:scripts`): what they add to it (env, allow
+    # entries, limits, an explicit `network: on` for a scripts phase); see `phase_profile`.
+    phases: Mapping[str, Profile] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- discovery
@@ -326,6 +330,7 @@ def _profile(doc: _Doc, name: str, value: Any) -> Profile:
     network = _bool(doc, k("network"), value.get("network", False), "on or off")
     if allow and not network:
         raise doc.error(k("network_allow"), "has no effect with network: off; set network: on or remove it")
+    passed, assigned = _env(doc, k("env"), value.get("env", []))
     return Profile(
         name=name,
         mode=_choice(doc, k("mode"), value.get("mode", "sandbox"), ("sandbox", "host")),
@@ -335,10 +340,25 @@ def _profile(doc: _Doc, name: str, value: Any) -> Profile:
         writable=_writable(doc, k("writable"), value.get("writable", True)),
         no_new_privileges=_bool(doc, k("no_new_privileges"), value.get("no_new_privileges", True)),
         image=str(value["image"]) if value.get("image") else None,
-        env=_strings(doc, k("env"), value.get("env", [])),
+        env=passed,
+        env_set=assigned,
         limits=_limits(doc, k("limits"), value["limits"]) if "limits" in value else Limits(),
         line=doc.lines.get(keys),
     )
+
+
+def _env(doc: _Doc, keys: tuple[str, ...], value: Any) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """`env:` entries: a NAME passes the caller's variable through; NAME=value sets it inside."""
+    passed, assigned = [], []
+    for i, entry in enumerate(_strings(doc, keys, value)):
+        name, eq, text = entry.partition("=")
+        if not name.strip() or name != name.strip():
+            raise doc.error(keys + (str(i),), f"expected a variable name or NAME=value, got {entry!r}")
+        if eq:
+            assigned.append((name, text))
+        else:
+            passed.append(name)
+    return tuple(dict.fromkeys(passed)), tuple(dict(assigned).items())
 
 
 def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> Rule:
@@ -350,6 +370,11 @@ def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> 
     profile = value["profile"]
     if not isinstance(profile, str):  # `profile: on` is a YAML boolean
         raise doc.error(keys + ("profile",), f"expected a profile name, got {_kind(profile)}; quote it: profile: \"on\"")
+    from sbox_shim.phaseprofiles import phase_name
+
+    if profile not in profiles and phase_name(profile):
+        raise doc.error(keys + ("profile",), f"{profile!r} configures sbox's built-in phase of that name; "
+                                             "a dispatch rule needs a profile of your own")
     if profile not in profiles:
         known = ", ".join(sorted(profiles)) or "none defined"
         raise doc.error(keys + ("profile",), f"unknown profile {profile!r}; defined: {known}")
@@ -387,12 +412,19 @@ def parse(doc: _Doc, root: str, base: Config | None = None) -> Config:
     backend = _choice(doc, ("backend",), data.get("backend", base.backend if base else "auto"), BACKENDS)
     raw_profiles = _check_keys(doc, ("profiles",), data.get("profiles") or {}, tuple(data.get("profiles") or {}))
     profiles = dict(base.profiles) if base else {}
-    profiles.update({name: _profile(doc, str(name), v) for name, v in raw_profiles.items()})
+    phases = dict(base.phases) if base else {}
+    from sbox_shim.phaseprofiles import phase_name, phase_profile
+
+    for name, v in raw_profiles.items():
+        if phase_name(str(name)):
+            phases[str(name)] = phase_profile(doc, str(name), v)
+        else:
+            profiles[str(name)] = _profile(doc, str(name), v)
     raw_rules = _check_keys(doc, ("dispatch",), data.get("dispatch") or {}, tuple(data.get("dispatch") or {}))
     rules = tuple(_rule(doc, str(name), v, profiles) for name, v in raw_rules.items())
     hosts = dict(base.hosts) if base else {}
     hosts.update(_hosts(doc, data.get("hosts") or {}))
-    return Config(doc.path, root, backend, profiles, rules, hosts)
+    return Config(doc.path, root, backend, profiles, rules, hosts, phases)
 
 
 def user_config_path(env: Mapping[str, str]) -> str:
@@ -410,7 +442,7 @@ def load(cwd: str, env: Mapping[str, str], explicit: str | None = None) -> Confi
     kept = parsed_dir(env)
     if os.path.isfile(user_path):
         user = parse(read_document(user_path, kept), cwd)
-        base = Config(None, cwd, user.backend, user.profiles, (), user.hosts)
+        base = Config(None, cwd, user.backend, user.profiles, (), user.hosts, user.phases)
     path = explicit or find_config(cwd)
     if path is None:
         return base or Config(None, os.path.abspath(cwd))

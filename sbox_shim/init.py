@@ -21,8 +21,14 @@ REGISTRIES = {
     "cargo": ("*.crates.io", "static.crates.io"),
     "go": ("proxy.golang.org", "sum.golang.org"),
 }
-EXAMPLES = {"npm": "npm install", "pip": "pip install -r requirements.txt", "cargo": "cargo build",
-            "go": "go mod download"}
+INSTALLS = {"npm": "npm install", "pip": "pip install", "cargo": "cargo build", "go": "go build"}
+# What the two built-in phases run, for the comments of the phase profiles.
+PHASE_TEXT = {
+    "npm": ("npm install --ignore-scripts", "npm rebuild: install scripts"),
+    "pip": ("pip download (sdists' build backends run here)", "pip install --no-index: builds"),
+    "cargo": ("cargo fetch", "cargo build --offline: build scripts"),
+    "go": ("go mod download", "go build with GOPROXY=off"),
+}
 
 _HEAD = """\
 # sbox.yaml: this project opts in to sbox. With the shims on PATH, a plain `{example}`
@@ -30,54 +36,63 @@ _HEAD = """\
 version: 1
 backend: auto                 # auto | bwrap | docker
 
+# {installs} run{s} in sbox's built-in phases: TOOL:download (scripts disabled,
+# only the registries reachable: the public ones named below and those your tool config names), then
+# TOOL:scripts (install scripts and builds, network off). sbox decides what each phase runs, mounts
+# and may write; a profile named after a phase adds to it: `env` (NAME passes your shell's
+# variable in, NAME=value sets one), `network_allow` (more hosts), `limits`. For pnpm and yarn
+# the npm:* profiles apply. Each phase's profile and what it adds show in `sbox plan`.
 profiles:
-  # Fetching packages: the network reaches the registries below and nothing else.
-  download:
+"""
+_PHASES = """\
+  {tool}:download:{pad1}# {download}; reaches {registries}
+    network_allow: []         # more hosts its download needs, e.g. ["cdn.example.com"]
+  {tool}:scripts:{pad2}# {scripts}, network off
+    env: []                   # e.g. [{env_example}
+"""
+_MORE = """\
+    # limits: {pids: 4096, timeout: 600, memory: 2g}   # seconds; memory on docker only
+    # network: on             # a visible exception: scripts then reach network_allow: [host]
+"""
+ENV_EXAMPLE = {"npm": "PUPPETEER_SKIP_DOWNLOAD=1] for a package that would download a binary",
+               "pip": "SETUPTOOLS_SCM_PRETEND_VERSION] (passed from your shell)",
+               "cargo": "OPENSSL_DIR] (passed from your shell) for a -sys crate's build script",
+               "go": "CGO_ENABLED=0]"}
+_DEFAULT = """\
+  # Every other command (`{other}`, `sbox run -- make`, ...) runs in this profile.
+  default:
     mode: sandbox             # sandbox | host (host = explicitly unsandboxed)
-    network: on
-    network_allow:{allow}
-    writable: {download_writes}
-    no_new_privileges: true
-  # Running install scripts and builds: no network at all.
-  scripts:
-    mode: sandbox
-    network: off
-    writable: {scripts_writes}
+    network: off              # on | off; with on, network_allow: [host, "*.example.com"]
+    writable: true            # the project, but .git, sbox.yaml and the like; or a list of paths
     no_new_privileges: true
 """
-# What each profile may write in the project (true: all of it but .git and the other protected
-# paths; false: nothing; a list: those paths only). Least privilege by default.
-WRITES = {
-    "npm": ("[node_modules/, package.json, package-lock.json]   # the rest of the project stays read-only",
-            "[node_modules/]         # dependencies' install scripts write their own packages only"),
-    "other": ("false                   # list what it may write, e.g. [target, Cargo.lock]",
-              "false"),
-}
+OTHER = {"npm": "npm test", "pip": "python -m pytest", "cargo": "cargo fmt", "go": "go vet"}
 
 _DISPATCH = """
-# Rules are tried in order; the first pattern that matches the command line wins (`*` = any text).
-# Install commands no rule matches get sbox's built-in two-phase policy: download with scripts
-# disabled and only the registries reachable, then scripts and builds with the network off.
-# Anything else runs in a profile named `default` if you define one, else with the network off.
-dispatch:
-  npm-download:
-    match: ["npm install --ignore-scripts*"]
-    profile: download
-  npm-rebuild:
-    match: ["npm rebuild*"]
-    profile: scripts
+# To send a command to a profile of your own instead (first matching rule wins, `*` = any text):
+# dispatch:
+#   publish:
+#     match: ["npm publish*"]
+#     profile: publisher      # e.g. mode: host, for a command that needs your credentials
 """
 
-_NO_DISPATCH = """
-# No dispatch rules yet. Install commands (pip install, cargo build, go mod download, ...) get
-# sbox's built-in two-phase policy: download with scripts disabled and only the registries
-# reachable, then scripts and builds with the network off. Anything else runs in a profile named
-# `default` if you define one, else with the network off. To route a command to a profile:
-# dispatch:
-#   my-rule:
-#     match: ["pip install --only-binary*"]   # `*` = any text; first matching rule wins
-#     profile: download
-"""
+
+def example(cwd: str, ecosystem: str) -> str:
+    """The install command that fits the project: its requirements file, its own package, ..."""
+    if ecosystem == "npm":
+        for lock, tool in (("pnpm-lock.yaml", "pnpm"), ("yarn.lock", "yarn")):
+            if os.path.isfile(os.path.join(cwd, lock)):
+                return f"{tool} install"
+        return "npm install"
+    if ecosystem == "pip":
+        found = sorted(glob.glob(os.path.join(glob.escape(cwd), "requirements*.txt")))
+        if found:
+            name = "requirements.txt" if os.path.join(cwd, "requirements.txt") in found else os.path.basename(found[0])
+            return f"pip install -r {name}"
+        if any(os.path.isfile(os.path.join(cwd, n)) for n in ("pyproject.toml", "setup.py")):
+            return "pip install -e ."
+        return "pip install PACKAGE"
+    return {"cargo": "cargo build", "go": "go mod download"}[ecosystem]
 
 
 def detect(cwd: str) -> tuple[str, ...]:
@@ -89,21 +104,22 @@ def detect(cwd: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def render(ecosystems: tuple[str, ...]) -> str:
-    """The starter config for these ecosystems (all four registries when none was detected)."""
+def render(ecosystems: tuple[str, ...], cwd: str = ".") -> str:
+    """The starter config for these ecosystems (every ecosystem's phases when none was detected)."""
     chosen = ecosystems or tuple(REGISTRIES)
-    lines = []
+    first = example(cwd, chosen[0])
+    installs = ", ".join(f"`{INSTALLS[name]}`" for name in chosen)
+    text = _HEAD.format(example=first, installs=installs, s="" if len(chosen) > 1 else "s")
     if not ecosystems:
-        lines.append("      # no package.json, requirements*.txt, pyproject.toml, setup.py, Cargo.toml")
-        lines.append("      # or go.mod here: every known registry is listed; keep the ones you use")
-    for name in chosen:
-        for i, entry in enumerate(REGISTRIES[name]):
-            quoted = f'"{entry}"'
-            lines.append(f"      - {quoted:<28}# {name}" if i == 0 else f"      - {quoted}")
-    download, scripts = WRITES["npm" if "npm" in chosen else "other"]
-    text = _HEAD.format(allow="\n" + "\n".join(lines), example=EXAMPLES[chosen[0]],
-                        download_writes=download, scripts_writes=scripts)
-    return text + (_DISPATCH if "npm" in chosen else _NO_DISPATCH)
+        text += ("  # no package.json, requirements*.txt, pyproject.toml, setup.py, Cargo.toml or go.mod\n"
+                 "  # here: every ecosystem's phases are listed; keep the ones you use\n")
+    for i, name in enumerate(chosen):
+        download, scripts = PHASE_TEXT[name]
+        text += _PHASES.format(tool=name, download=download, scripts=scripts, env_example=ENV_EXAMPLE[name],
+                               registries=", ".join(REGISTRIES[name]),
+                               pad1=" " * max(1, 18 - len(name)), pad2=" " * max(1, 19 - len(name)))
+        text += _MORE if i == 0 else ""
+    return text + _DEFAULT.format(other=OTHER[chosen[0]]) + _DISPATCH
 
 
 def cmd_init(cwd: str, env: Mapping[str, str]) -> int:
@@ -120,7 +136,7 @@ def cmd_init(cwd: str, env: Mapping[str, str]) -> int:
     path = os.path.join(cwd, "sbox.yaml")
     try:
         with open(path, "x", encoding="utf-8") as f:
-            f.write(render(ecosystems))
+            f.write(render(ecosystems, cwd))
     except FileExistsError:
         raise UsageError(f"{path} already exists; edit it, or remove it to start over") from None
     except OSError as exc:
@@ -133,6 +149,6 @@ def cmd_init(cwd: str, env: Mapping[str, str]) -> int:
     print(f"sbox: wrote {path} ({what}) and trusted it (an edit needs `sbox trust` again)")
     if above:
         print(f"sbox: it takes precedence over {above} in this directory and below")
-    example = EXAMPLES[ecosystems[0] if ecosystems else "npm"]
-    print(f"next: review it, then run `sbox plan -- {example}` to see what would run, and where")
+    suggested = example(cwd, ecosystems[0]) if ecosystems else "npm install"
+    print(f"next: review it, then run `sbox plan -- {suggested}` to see what would run, and where")
     return 0

@@ -32,6 +32,7 @@ def build_network(
         return Network("open"), ("network: on with no network_allow: the command can reach every host",)
     warnings: list[str] = []
     names: list[str] = []
+    listed: set[str] = set()  # names an entry names itself, not only through a wildcard's table
     explicit: list[str] = []
     ports: dict[str, set[int]] = {}
     bare: set[str] = set()
@@ -45,6 +46,8 @@ def build_network(
             )
         if not entry.wildcard and raw not in implied:
             explicit.append(entry.host)
+        if not entry.wildcard or not is_known_wildcard(entry):
+            listed.add(entry.host)
         for name in expanded:
             names.append(name)
             if entry.port is not None:
@@ -60,8 +63,7 @@ def build_network(
         [n for n in names if n not in literal], static={**(static or {})}, resolver=resolver or system_resolver
     )
     pins.update(literal)
-    for name, why in failures.items():
-        warnings.append(f"{name} did not resolve on the host ({why}); it stays blocked")
+    warnings += _unresolved(failures, listed, bool(pins))
     policy = "dns" if enforce == "dns" else "proxy"
     if policy == "dns":
         warnings.append(
@@ -83,6 +85,19 @@ def build_network(
         forwards=forwards,
     )
     return net, tuple(warnings)
+
+
+def _unresolved(failures: Mapping[str, str], listed: set[str], any_resolved: bool) -> list[str]:
+    """A line for each listed name that did not resolve. Names only a wildcard's built-in table
+    added (`*.npmjs.org`: npmjs.org, www.npmjs.org, ...) are quiet when any allowed name resolved
+    (the registry in use), else one line for them all."""
+    out = [f"{name} did not resolve on the host ({why}); it stays blocked"
+           for name, why in failures.items() if name in listed]
+    table = [name for name in failures if name not in listed]
+    if table and not any_resolved:
+        out.append(f"{len(table)} name(s) of the built-in registry tables ({', '.join(table)}) did not resolve "
+                   "on the host; they stay blocked")
+    return out
 
 
 def _loopback(addresses: Iterable[str]) -> bool:

@@ -73,6 +73,9 @@ class Step:
     create: tuple[str, ...] = ()  # output directories sbox makes on the host before the step
     staged: tuple[tuple[str, str], ...] = ()  # (run-dir file, project file): copied back after it
     project: str = ""  # the project root: binds at or under it are pinned by fd (backends/pinned.py)
+    declared: tuple[str, ...] = ()  # the variables its profile names, as `sbox plan` shows them
+    # A run-time decision between steps (hooks.py): the module's name first, then its data.
+    hook: tuple[str, ...] = ()
 
     def pinned(self) -> list[tuple[str, str]]:
         """(source, target) of the binds at or under the project root, in mount order."""

@@ -14,20 +14,33 @@ from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
 from sbox_shim.host import Host
 from sbox_shim.lean import inside
-from sbox_shim.plan import Plan
+from sbox_shim.plan import Plan, Step
 
 
 def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, explicit_config: str | None,
-          announce: str) -> str | None:
+          announce: str, probed: Sequence[tuple[str, str]] | None = None, run_dir: str = "") -> str | None:
     """Record a plan the warm path can run; return the record's path, or None (and why not is
-    `cacheable`'s answer). Failing to write is not an error: the next run is just cold again."""
+    `cacheable`'s answer). Failing to write is not an error: the next run is just cold again.
+    A plan compiled.py cannot run alone is kept whole (replay.py) when `probed` says what its
+    planning looked at (probe.py)."""
     if host.env.get("SBOX_PLAN_CACHE") == "0" or cacheable(plan, backend, host) is not None:
         return None
+    if not alone(plan, host):
+        if probed is None or not run_dir:
+            return None
+        from sbox_shim.recorder_plan import store_plan
+
+        return store_plan(argv, plan, host, explicit_config, probed, run_dir)
     from sbox_shim.backends import bwrap, seccomp
     from sbox_shim.backends.bwrapargs import bwrap_options
     from sbox_shim.errors import SandboxError
 
     step = plan.steps[0]
+    if step.network.policy == "proxy":  # run without the bridge (cacheable: netns.usable())
+        import dataclasses
+
+        step = bwrap.unbridged(step)
+        plan = dataclasses.replace(plan, steps=(step,))
     path = bwrap.bwrap_path()
     if path is None:
         return None
@@ -55,7 +68,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     pinned = {target: REF + "fd" + REF + str(len(files) + 1 + i) for i, (_, target) in enumerate(step.pinned())}
     record = {
         "format": FORMAT,
-        "facts": [(kind, p, fact(kind, p)) for kind, p in _watched(plan, host, explicit_config, path)],
+        "facts": [(kind, p, fact(kind, p, host.state_dir)) for kind, p in _watched(plan, host, explicit_config, path)],
         "bwrap": path,
         "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path, host.state_dir), env=env,
                                  seccomp=filter_ref, masked=bwrap.masked_proc(), pinned=pinned),
@@ -67,6 +80,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "makedirs": [m.source for m in step.mounts if m.kind == "cache"],
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
         "guard": _guard(plan, host),
+        "egress": _egress(step, host),
     }
     try:
         kept.write_private(target, record)
@@ -90,40 +104,70 @@ def _guard(plan: Plan, host: Host) -> dict[str, object] | None:
 
 def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
     """None if the warm path can run this plan exactly as the cold path would; else why not."""
-    from sbox_shim.build import AS_IS
     from sbox_shim.environment import is_secret
 
-    if len(plan.steps) != 1 or plan.steps[0].label != AS_IS:
-        return "a built-in two-phase install reads project files and is planned on every run"
-    step = plan.steps[0]
-    if step.mode != "sandbox" or backend is None or backend.NAME != "bwrap":
+    if any(step.mode != "sandbox" for step in plan.steps) or backend is None or backend.NAME != "bwrap":
         return "the warm path runs bwrap sandboxes only"
-    if step.network.policy not in ("off", "open"):
-        return "an allowlist is resolved and enforced anew on every run"
-    if step.image or step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0):
-        return "limits and images are handled by the full path only"
-    if step.staged:
-        return "a missing output file is staged and copied back by the full path"
-    if any(is_secret(name) and host.env.get(name) != value for name, value in step.env):
+    if any(is_secret(name) and host.env.get(name) != value for step in plan.steps for name, value in step.env):
         return "a credential-like value sbox computed would be written to disk"
     plans = os.path.realpath(directory(host.env))
     if any(not m.readonly and m.kind in ("bind", "cache") and inside(plans, os.path.realpath(m.source))
-           for m in step.mounts):
+           for step in plan.steps for m in step.mounts):
         return "the plan cache would be writable inside the sandbox"
     return None
 
 
+def alone(plan: Plan, host: Host) -> bool:
+    """Can compiled.py run this plan from finished bwrap options, without the runner? One step as
+    given, no allowlist (but one that egress/warm.py runs: `_egress_cacheable`), no limits sbox
+    must watch, no staged outputs. Else replay.py runs it."""
+    from sbox_shim.build import AS_IS
+
+    if len(plan.steps) != 1 or plan.steps[0].label != AS_IS:
+        return False
+    step = plan.steps[0]
+    network = step.network.policy in ("off", "open") or (step.network.policy == "proxy"
+                                                          and _egress_cacheable(step) is None)
+    return (network and not step.staged and not step.image
+            and not (step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0)))
 
 
-def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str) -> list[tuple[str, str]]:
-    """The paths whose state built this plan, with what to compare (see `fact`)."""
+def _egress_cacheable(step: Step) -> str | None:
+    """None if compiled.py may run this allowlisted step alone (egress/warm.py): sbox listens in
+    the sandbox's network namespace (no bridge to start), and every allowed name is pinned to
+    loopback, as `hosts:` in a watched config file or /etc/hosts (watched too) pins it. Any other
+    allowlisted step is replayed through the runner (replay.py)."""
+    from sbox_shim.egress import netns
+
+    net = step.network
+    if not netns.usable():
+        return "an allowlisted step runs the egress bridge inside"
+    if net.unresolved or not net.pins or not all(
+            address.startswith("127.") or address == "::1" for _, addresses in net.pins for address in addresses):
+        return "an allowlist that names more than loopback registries"
+    return None
+
+
+def _egress(step: Step, host: Host) -> dict[str, object] | None:
+    if step.network.policy != "proxy":
+        return None
+    from sbox_shim.egress import warm
+
+    return warm.record(step, host.state_dir)
+
+
+def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str,
+             step_index: int = 0) -> list[tuple[str, str]]:
+    """The paths whose state built this plan's step, with what to compare (see `fact`)."""
     from sbox_shim import config, layout, trust
     from sbox_shim.backends.bwrapargs import MASKED_PROC
     from sbox_shim.toolpath import searched, without_shims
 
-    step = plan.steps[0]
+    step = plan.steps[step_index]
     path_var = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
     watched = [("code", PACKAGE), ("stat", bwrap_path)]
+    if step.network.policy == "proxy":
+        watched.append(("stat", "/etc/hosts"))  # names pinned to loopback may come from there
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
     watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]

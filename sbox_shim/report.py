@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterable, Mapping, Sequence
 
 from sbox_shim.network import allow_line
-from sbox_shim.plan import Plan
+from sbox_shim.plan import Limits, Plan
 
 _NETWORK_TEXT = {
     "off": "off (own network namespace with nothing in it)",
@@ -29,11 +29,20 @@ def plan_text(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = 
         if step.network.policy in ("proxy", "dns"):
             lines.append("  " + allow_line(step.network))
         lines.append("  project: " + _writable(step.writable))
+        if step.declared:
+            lines.append(f"  env: {', '.join(step.declared)}")
+        lines.append("  limits: " + _limits(step.limits))
         lines.append(f"  no_new_privileges: {str(step.no_new_privileges).lower()}")
         if step.image:
             lines.append(f"  image: {step.image}")
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def _limits(limits: Limits) -> str:
+    memory = f"{limits.memory >> 20}m" if limits.memory else "none"
+    timeout = f"{limits.timeout:g}s" if limits.timeout else "none"
+    return f"pids {limits.pids or 'none'}, memory {memory}, timeout {timeout}"
 
 
 def _writable(writable: bool | tuple[str, ...]) -> str:

@@ -70,8 +70,25 @@ def _ignore_errors(remove: Callable[[str], None], path: str) -> None:
 def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[str, str],
             state_dir: str, err: TextIO = sys.stderr) -> int:
     quiet = env.get("SBOX_QUIET") == "1"
+    hooks = None
+    if any(s.hook for s in plan.steps):
+        from sbox_shim.hooks import Hooks
+
+        hooks = Hooks(err)
     try:
         for index, step in enumerate(plan.steps):
+            if hooks is not None:
+                chosen, why = hooks.before(step)
+                if chosen is None:
+                    if not quiet:
+                        err.write(f"sbox: step {index + 1}/{len(plan.steps)} [{step.label}] skipped: {why}\n")
+                    continue
+                step = chosen
+            following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
+            # docker: the next step's container starts while this one runs, unless a hook decides
+            # that step only when this one has ended (npm's scripts phase)
+            if backend is not None and following is not None and not following.hook and hasattr(backend, "ahead"):
+                backend.ahead(following, run_dir, index + 1)
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
@@ -81,19 +98,32 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                 if len(plan.steps) > 1 and not quiet:
                     err.write(f"sbox: step {index + 1} [{step.label}] exited {code}; stopping\n")
                 if step.network.policy == "off" and step.label == "scripts" and code not in (124, 130):
-                    err.write("sbox: install scripts and builds run with the network off: one that downloads "
-                              "(a prebuilt binary, headers) fails here; give the command a dispatch rule in "
-                              "sbox.yaml to a profile whose env: passes the package's skip variable (e.g. "
-                              "PUPPETEER_SKIP_DOWNLOAD) or whose network_allow admits what it needs\n")
+                    err.write(f"sbox: install scripts and builds run with the network off: one that downloads "
+                              f"(a prebuilt binary, headers) fails here; in sbox.yaml, a profile {step.profile} "
+                              f"with env: [PUPPETEER_SKIP_DOWNLOAD] (the package's skip variable) passes it in, "
+                              f"or network: on with network_allow: [host] admits what it needs\n")
+                if hooks is not None:
+                    hooks.failed()
                 return code
+        if hooks is not None:
+            hooks.done()
         return 0
+    except BaseException:
+        if hooks is not None:
+            hooks.failed()
+        raise
     finally:
+        if backend is not None and hasattr(backend, "discard"):
+            backend.discard()
         remove_run_dir(run_dir)
 
 
 def announce(step: Step, index: int, total: int, backend: ModuleType | None) -> str:
     where = "unsandboxed (mode: host)" if step.mode == "host" else f"sandbox ({backend.NAME if backend else '?'})"
-    what = " ".join(step.command)
+    words = step.command
+    if step.hook and len(words) > 8:  # `npm rebuild DIR...`, chosen at run time: its first few
+        words = (*words[:6], f"... ({len(words) - 6} more)")
+    what = " ".join(words)
     count = f" step {index + 1}/{total} [{step.label}]" if total > 1 else ""
     return f"sbox:{count} {what} -> {where}, profile {step.profile}, {NETWORK_WORDS[step.network.policy]}"
 
@@ -137,7 +167,7 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
     proxy = EgressProxy(policy, socket_path)
     proxy.start()
     try:
-        code = int(backend.run(step, run_dir, index, kept_in))
+        code = int(backend.run(step, run_dir, index, kept_in, **_listening(backend, proxy, step)))
     finally:
         proxy.stop()
     denials = proxy.denials
@@ -148,6 +178,17 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
         for line in denial_summary(denials, log):
             err.write(line + "\n")
     return code
+
+
+def _listening(backend: ModuleType, proxy: Any, step: Step) -> dict[str, Any]:
+    """On bwrap, when sbox can, the proxy listens in the sandbox's own network namespace and the
+    bridge does not run (egress/netns.py): the backend's `egress` argument."""
+    from sbox_shim.egress import netns
+    from sbox_shim.plan import PROXY_PORT
+
+    if getattr(backend, "NAME", "") != "bwrap" or not netns.usable():
+        return {}
+    return {"egress": lambda pid: netns.serve(proxy, pid, PROXY_PORT, step.network.forwards)}
 
 
 def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> str | None:

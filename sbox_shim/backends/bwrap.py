@@ -13,7 +13,11 @@ from sbox_shim.backends import pinned as pinned_sources
 from sbox_shim.backends import seccomp
 from sbox_shim.backends.bwrapargs import MASKED_PROC, bwrap_options, namespace_args
 from sbox_shim.errors import CommandNotFound, SandboxError, SboxError
-from sbox_shim.plan import Step
+from sbox_shim.plan import SANDBOX_DIR, Step
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Callable
 
 NAME = "bwrap"
 KNOWN_PATHS = ("/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap")
@@ -86,9 +90,16 @@ def _message(stderr: str, code: int) -> str:
     return lines[-1] if lines else f"exit status {code}"
 
 
-def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
-    """Run the step in a sandbox; `state_dir`, where sbox may keep what it learns of bwrap."""
+def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
+        egress: Callable[[int], str] | None = None) -> int:
+    """Run the step in a sandbox; `state_dir`, where sbox may keep what it learns of bwrap.
+
+    `egress` (an allowlisted step, when sbox can listen in the sandbox's network namespace:
+    egress/netns.py): the step runs without the bridge that wraps it, and `egress` is called with
+    the sandbox's pid before the command runs, to make the proxy's listeners in there."""
     path = _path_for(step)
+    if egress is not None:
+        step = unbridged(step)
     if step.limits.memory:
         sys.stderr.write("sbox: warning: limits.memory is not enforced by the bwrap backend (no cgroups); "
                          "use backend: docker to enforce it\n")
@@ -104,12 +115,21 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
     try:
         code, status = bwraprun.run(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
                                     step.limits.timeout, _nproc(step.limits.pids), warn=sys.stderr.write,
-                                    verify=verify)
+                                    verify=verify, ready=egress)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:
         _diagnose(path, step, disable_userns, bpf)
     return code
+
+
+def unbridged(step: Step) -> Step:
+    """The step without the egress bridge: its command alone, without the bridge's mounts."""
+    import dataclasses
+
+    bridge = (f"{SANDBOX_DIR}/bridge.py", f"{SANDBOX_DIR}/run")  # build.BRIDGE and build.RUN_DIR
+    mounts = tuple(m for m in step.mounts if m.target not in bridge)
+    return dataclasses.replace(step, argv=step.command, mounts=mounts)
 
 
 def pin(step: Step) -> list[int]:

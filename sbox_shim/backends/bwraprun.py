@@ -207,16 +207,19 @@ def _fork_with_nproc(command: Sequence[str], leaked: Sequence[int], nproc: int) 
 def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
         timeout: float | None = None, nproc: int | None = None,
         warn: Callable[[str], object] | None = None,
-        verify: Sequence[tuple[str, int, int]] = ()) -> tuple[int, Status | None]:
+        verify: Sequence[tuple[str, int, int]] = (),
+        ready: Callable[[int], str] | None = None) -> tuple[int, Status | None]:
     """Run bwrap in the foreground, relaying signals to the command; return (exit code, status).
 
     `pass_fds` (the data files the options name) are closed here once bwrap has them. The status
     is None when sbox ended the sandbox itself (a timeout, exit 124) or bwrap was killed.
     Raises OSError when bwrap cannot be started at all. `verify` holds (target, device, inode) of
     the binds under the project: checked where they were mounted before the command may run
-    (mountcheck.py); exit 125 and nothing run when one is not what sbox opened.
+    (mountcheck.py); exit 125 and nothing run when one is not what sbox opened. `ready`, called
+    with the pid of the sandbox's pid 1 once it is set up and before the command runs, may prepare
+    more (the egress proxy's listeners: egress/netns.py); it returns "" or why nothing may run.
     """
-    block_r, block_w = posix.pipe() if verify else (None, None)
+    block_r, block_w = posix.pipe() if verify or ready else (None, None)
     command, fds, status = command_line(path, options, argv, block_r)
     started: list[int] = []
     pending: list[int] = []
@@ -248,7 +251,7 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
     for signum in pending:
         posix.kill(pid, signum)
     if block_w is not None:
-        why = _checked(pid, status, verify, block_w)
+        why = _checked(pid, status, verify, block_w, ready)
         if why:
             _restore(previous)
             if warn:
@@ -275,14 +278,19 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
     return (status.exit_code if status.exit_code is not None else code), status
 
 
-def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], block_w: int) -> str:
-    """Check the sandbox's binds while bwrap waits; let it go on ("") or kill it (why). A failure
-    of sbox itself kills it too: closing the pipe unwritten would let the command run unchecked."""
+def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], block_w: int,
+             ready: Callable[[int], str] | None = None) -> str:
+    """Check the sandbox's binds while bwrap waits, then make it `ready`; let it go on ("") or
+    kill it (why). A failure of sbox itself kills it too: closing the pipe unwritten would let
+    the command run unchecked."""
     from sbox_shim.backends import mountcheck
 
     why: str | None = "sbox could not check the sandbox's mounts"
     try:
         why = mountcheck.verify(status, verify)
+        if why == "" and ready is not None and status.child_pid is not None:
+            why = "sbox could not prepare the sandbox's network"
+            why = ready(status.child_pid)
         if not why:
             posix.write(block_w, b"x")
             return ""

@@ -1,17 +1,15 @@
 """The Docker backend: the Docker SDK, a tiny local base image, the host toolchain mounted read-only."""
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import secrets
 import signal
 import sys
-import tarfile
 import threading
 from typing import Any, Sequence
 
-from sbox_shim.backends import pinned, seccomp
+from sbox_shim.backends import dockerahead, dockerapi, pinned, seccomp
+from sbox_shim.backends.dockerimage import base_image_tag, build_base_image, pull
+from sbox_shim.backends.dockerimage import ensure_base_image as ensure_base_image  # for tests and benches
 from sbox_shim.backends.dockerio import attach_and_run
 from sbox_shim.backends.dockerwatch import DONE
 from sbox_shim.backends.scratch import scratch_bytes
@@ -19,23 +17,22 @@ from sbox_shim.errors import SandboxError
 from sbox_shim.plan import DNS_SINKHOLE, Mount, Step
 
 NAME = "docker"
-BASE_IMAGE = "sbox-base:1"  # tagged with a digest of the host's top-level links
-LABEL = "io.sbox.run"
+LABEL = dockerapi.LABEL
 OWNER = "io.sbox.owner"
 _WATCHERS: list[int] = []  # reaped when the next step starts one, or by init after sbox
-# sbox's own package first in place of the working directory (the project's), which `-c` would put there
-WATCHER = "import sys; sys.path[0] = sys.argv.pop(1); from sbox_shim.backends.dockerwatch import main; raise SystemExit(main())"
+# Python with -I -S (no site, no working directory on the path: ~3x less start-up on every run),
+# sbox's own package first; the Docker SDK's directories are passed to it for a removal.
+WATCHER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from sbox_shim.backends.dockerwatch import main; "
+           "raise SystemExit(main())")
 INIT_PATHS = ("/usr/bin/docker-init", "/usr/bin/tini", "/usr/bin/tini-static")
 DNS_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
 
 def _client() -> Any:
-    import docker  # lazily: the Docker SDK costs ~100 ms to import
-
+    """The SDK's low-level APIClient (dockerapi.py); agreeing on the API version is the one
+    request that proves a daemon answers."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        client.ping()
-        return client
+        return dockerapi.connect()
     except Exception as exc:  # the SDK raises many types for "no daemon"
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise SandboxError(
@@ -44,9 +41,7 @@ def _client() -> Any:
         ) from None
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]
+_short = dockerapi.short
 
 
 def unavailable() -> str | None:
@@ -55,47 +50,6 @@ def unavailable() -> str | None:
     except SandboxError as exc:
         return str(exc.args[0])
     return None
-
-
-def base_image_tag(links: tuple[tuple[str, str], ...]) -> str:
-    digest = hashlib.sha256(repr(links).encode()).hexdigest()[:12]
-    return f"{BASE_IMAGE}-{digest}"
-
-
-def ensure_base_image(client: Any, links: tuple[tuple[str, str], ...]) -> str:
-    """An image built locally from scratch: no registry pull; only the host's top-level links
-    (`/bin -> usr/bin` on merged-/usr systems) and empty mount points."""
-    import docker
-
-    tag = base_image_tag(links)
-    try:
-        client.images.get(tag)
-        return tag
-    except docker.errors.ImageNotFound:
-        pass
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        dockerfile = b"FROM scratch\nLABEL io.sbox.base=1\nCOPY root/ /\n"
-        _add(tar, "Dockerfile", tarfile.REGTYPE, data=dockerfile)
-        for name in ("root", "root/etc", "root/tmp", "root/proc", "root/dev", "root/sys"):
-            _add(tar, name, tarfile.DIRTYPE)
-        for target, link in links:
-            _add(tar, "root" + target, tarfile.SYMTYPE, link=link)
-    context.seek(0)
-    try:
-        client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, labels={LABEL: "base"})
-    except Exception as exc:
-        raise SandboxError(f"could not build the local base image {tag}: {_short(exc)}") from None
-    return tag
-
-
-def _add(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    info.linkname = link
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data) if data else None)
 
 
 # Before the command, each pinned bind inside the container must be a mount point at its target
@@ -110,10 +64,11 @@ VERIFY = ('while [ "$1" != -- ]; do awk \'BEGIN { t = ARGV[2]; ARGV[2] = "" } $5
 
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
-                     verify: Sequence[tuple[str, str, str]] = ()) -> dict[str, Any]:
-    """The keyword arguments for `containers.create`: a pure function of the step. `verify` holds
-    (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
-    command runs."""
+                     verify: Sequence[tuple[str, str, str]] = (), gate: str = "") -> dict[str, Any]:
+    """The keyword arguments for creating the container: a pure function of the step. `verify`
+    holds (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
+    command runs; `gate`: the command waits for sbox to write this word instead (dockerahead.py),
+    the binds checked from the host."""
     from docker.types import Mount as DockerMount
 
     net = step.network
@@ -131,7 +86,9 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
             mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
     init = _host_init() if not step.image else None
     argv = list(step.argv)
-    if verify:
+    if gate:
+        argv = ["/bin/sh", "-c", dockerahead.GATED, "sh", gate, *argv]
+    elif verify:
         argv = ["/bin/sh", "-c", VERIFY, "sh", *(w for pair in verify for w in pair), "--", *argv]
     config: dict[str, Any] = dict(
         image=image,
@@ -189,41 +146,98 @@ def owner() -> str:
 
 def reap_stale(client: Any) -> None:
     """Remove sbox containers whose sbox process died (SIGKILL leaves no chance to clean up)."""
+    api = dockerapi.low_level(client)
     boot = owner().split(":")[0]
-    # sparse: no inspect per container, which fails on one that another run removes meanwhile
-    for container in client.containers.list(all=True, filters={"label": LABEL}, sparse=True):
-        mark = (container.attrs.get("Labels") or {}).get(OWNER, "")
+    try:
+        found = api.containers(all=True, filters={"label": LABEL})
+    except Exception:  # the daemon went away: the run itself reports that
+        return
+    for container in found:
+        mark = (container.get("Labels") or {}).get(OWNER, "")
         their_boot, _, pid = mark.partition(":")
         if their_boot == boot and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            _remove(container)
+            _remove(dockerapi.Box(api, str(container["Id"]), []))
+
+
+# The runner names the next step (`ahead`) and drops what was not used (`discard`): dockerahead.py.
+ahead = dockerahead.plan
+discard = dockerahead.discard_all
+
+
+_STEPS_CLIENT: list[Any] = []  # one client for the steps of a run: the daemon answered the first
 
 
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
-    client = _client()
-    reap_stale(client)
+    api = _STEPS_CLIENT[0] if _STEPS_CLIENT else _client()
+    _STEPS_CLIENT[:] = [api]
+    started = dockerahead.take(step, index)
+    if started is not None:
+        try:
+            if started.ready():
+                return attach_and_run(api, started.box, started.tty, step.limits.timeout, sock=started.sock,
+                                      go=started.go, started=lambda: dockerahead.kick(api))
+        finally:
+            started.discard()
+    return _run_new(api, step, run_dir, index)
+
+
+def _run_new(api: Any, step: Step, run_dir: str, index: int) -> int:
+    """The step in a container made now."""
+    # What other, killed sbox runs left: removed alongside this run's own requests, not before them.
+    reaper = threading.Thread(target=reap_stale, args=(api,), daemon=True)
+    reaper.start()
     links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")
-    image = step.image or ensure_base_image(client, links)
-    if step.image:
-        _ensure_image(client, step.image)
+    image = step.image or base_image_tag(links)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    name = f"sbox-{os.getpid()}-{secrets.token_hex(4)}"
+    name = f"sbox-{os.getpid()}-{os.urandom(4).hex()}"
     lifeline = _lifeline(name)
+    container = None
     try:
         config = container_config(step, materialize(step, run_dir, index), name, image, tty, identities(step))
+        container = _create(api, config, step, links)
+        return attach_and_run(api, container, tty, step.limits.timeout, started=lambda: dockerahead.kick(api))
+    finally:
+        # A container that has ended, with a step to come: removed while that step runs (joined
+        # before sbox exits); otherwise now.
+        if container is not None and dockerahead.pending() and _ended(container):
+            dockerahead.behind(threading.Thread(target=_finish, args=(container, lifeline)))
+        else:
+            _finish(container, lifeline)
+        reaper.join(timeout=5)
+
+
+def _finish(container: Any, lifeline: int) -> None:
+    """Remove the container; then the watcher has nothing to do."""
+    if container is not None:
+        _remove(container)
+    try:
+        os.write(lifeline, DONE)
+    except OSError:
+        pass
+    os.close(lifeline)
+
+
+def _ended(container: Any) -> bool:
+    try:
+        return not container.api.inspect_container(container.id)["State"]["Running"]
+    except Exception:  # unknown: removed before anything else happens
+        return False
+
+
+def _create(api: Any, config: dict[str, Any], step: Step, links: tuple[tuple[str, str], ...]) -> Any:
+    """Create the container; an image not there yet (the base image on first use, or the
+    profile's image) is built or pulled once, and the create tried again."""
+    for attempt in range(2):
         try:
-            container = client.containers.create(**config)
+            return dockerapi.create(api, config)
         except Exception as exc:
-            raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
-        try:
-            return attach_and_run(client, container, tty, step.limits.timeout)
-        finally:
-            _remove(container)
-    finally:  # sbox cleaned up itself: the watcher has nothing to do
-        try:
-            os.write(lifeline, DONE)
-        except OSError:
-            pass
-        os.close(lifeline)
+            if attempt or not dockerapi.image_missing(exc):
+                raise SandboxError(f"docker could not create the sandbox: {_short(exc)}") from None
+        if step.image:
+            pull(api, step.image)
+        else:
+            build_base_image(api, config["image"], links)
+    raise AssertionError("unreachable")
 
 
 def identities(step: Step) -> list[tuple[str, str, str]]:
@@ -258,7 +272,8 @@ def _lifeline(name: str) -> int:
     package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         with open(os.devnull, "r+b") as null:
-            pid = os.posix_spawn(sys.executable, [sys.executable, "-c", WATCHER, package, name], os.environ,
+            argv = [sys.executable, "-I", "-S", "-c", WATCHER, package, name, _sdk_path()]
+            pid = os.posix_spawn(sys.executable, argv, os.environ,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, read, 0), (os.POSIX_SPAWN_DUP2, null.fileno(), 1),
                                                (os.POSIX_SPAWN_DUP2, null.fileno(), 2)], setsid=True)
     except OSError as exc:
@@ -270,16 +285,15 @@ def _lifeline(name: str) -> int:
     return write
 
 
-def _ensure_image(client: Any, image: str) -> None:
-    import docker
-
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        try:
-            client.images.pull(image)
-        except Exception as exc:
-            raise SandboxError(f"image {image!r} is not available: {_short(exc)}") from None
+def _sdk_path() -> str:
+    """Where this process found the Docker SDK and what it imports (absolute directories only, never
+    the working directory): all the watcher may import from besides the standard library."""
+    dirs = []
+    for module in ("docker", "requests", "urllib3", "idna", "certifi", "charset_normalizer"):
+        found = getattr(sys.modules.get(module), "__file__", None)
+        if found and os.path.isabs(found):
+            dirs.append(os.path.dirname(os.path.dirname(found)))
+    return os.pathsep.join(dict.fromkeys(dirs))
 
 
 def _remove(container: Any) -> None:
@@ -297,8 +311,8 @@ def _remove(container: Any) -> None:
 
 def leftovers() -> list[str]:
     """Names of sbox containers still present (for `doctor` and tests)."""
-    client = _client()
-    return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
+    api = _client()
+    return [str(c["Names"][0]).lstrip("/") for c in api.containers(all=True, filters={"label": LABEL})]
 
 
 def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:

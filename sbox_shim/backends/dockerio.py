@@ -9,23 +9,35 @@ import struct
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 GRACE = 2.0  # after the command's exit, for the container to end on its own
 LOOK_EVERY = 0.05  # how often to look at the command's process while it runs
 
 
-def attach_and_run(client: Any, container: Any, tty: bool, timeout: float | None) -> int:
-    sock = container.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+ATTACH = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+
+
+def attach_and_run(client: Any, container: Any, tty: bool, timeout: float | None, *, sock: Any = None,
+                   go: Callable[[], None] | None = None, started: Callable[[], None] | None = None) -> int:
+    """Run the container with our stdio. `sock` and `go`: a container attached and started ahead,
+    waiting for `go()` to let its command run. `started`: called once the command runs."""
+    if sock is None:
+        sock = container.attach_socket(params=ATTACH)
     raw: socket.socket = getattr(sock, "_sock", sock)
     stop = threading.Event()
     out = threading.Thread(target=_pump_out, args=(raw, tty), daemon=True)
     inp = threading.Thread(target=_pump_in, args=(raw, stop), daemon=True)
     with _relay_signals(container, tty), _raw_terminal(tty):
-        _start(container)
+        if go is None:
+            _start(container)
+        else:
+            go()
         out.start()
         inp.start()
+        if started is not None:
+            started()
         code = _wait(container, timeout)
         out.join(timeout=10)
         stop.set()
@@ -108,8 +120,7 @@ class _Command:
         self.code: int | None = None
         self.exited_at: float | None = None
         try:
-            container.reload()
-            self.init = int(container.attrs["State"]["Pid"] or 0)
+            self.init = container.init_pid()
             with open(f"/proc/{self.init}/cgroup", encoding="utf-8") as f:
                 if container.id not in f.read():
                     self.init = 0
@@ -151,7 +162,7 @@ def _start(container: Any) -> None:
     except Exception as exc:
         text = getattr(exc, "explanation", None) or str(exc)
         if "executable file not found" in str(text):
-            raise CommandNotFound(f"{container.attrs['Config']['Cmd'][-1]}: command not found in the sandbox") from None
+            raise CommandNotFound(f"{container.command[-1]}: command not found in the sandbox") from None
         raise SandboxError(f"docker could not start the sandbox: {str(text).splitlines()[0][:200]}") from None
 
 

@@ -79,6 +79,16 @@ def verify(status: Any, expected: Sequence[tuple[str, int, int]], timeout: float
         if time.monotonic() > deadline:
             return "the sandbox did not finish setting up"
         time.sleep(0.0005)
+    return mismatch(pid, mounts, expected)
+
+
+def mismatch(pid: int, mounts: Sequence[tuple[str, str, str]] | None,
+             expected: Sequence[tuple[str, int, int]]) -> str | None:
+    """"" when each (target, device, inode) is a mount point in the view of process `pid` (whose
+    mount table `mounts` is, as _mountinfo reads it) holding that very file; None once the process
+    is gone; otherwise what differs. Also the docker backend's check of a container started ahead."""
+    if mounts is None:
+        return None
     points = {point for _, point, _ in mounts}
     for target, dev, ino in expected:
         if target not in points:

@@ -43,6 +43,7 @@ class Phase:
     # project-relative, a trailing "/" for a directory (see layout.py). Only a built-in phase's
     # own value counts; a command that runs as given takes its profile's `writable`.
     writable: bool | tuple[str, ...] = True
+    hook: tuple[str, ...] = ()  # decided at run time, between the steps (hooks.py)
 
 
 def read_text(path: str) -> str:
@@ -116,7 +117,7 @@ def cache_mount(path: str, writable: bool) -> Mount:
 
 # Which module serves which tool: a table, so a command imports only its own ecosystem.
 MODULES = {"npm": "npm", "npx": "npm", "pnpm": "npm", "yarn": "npm", "pip": "pip", "pip3": "pip",
-           "cargo": "cargo", "go": "go"}
+           "cargo": "cargo", "go": "go", "uv": "uv"}
 
 
 def _module(tool: str) -> ModuleType | None:

@@ -5,7 +5,10 @@ allowlist; its credentials (the user's and global npmrc, *_TOKEN variables) reac
 phase only, and the project's .npmrc reads as empty in the scripts phase. `npm rebuild` runs the
 dependencies' install scripts and the project's preinstall/install/postinstall; a bare
 `npm install`/`npm ci` also runs the project's `prepare`, so that becomes a third, offline step
-when package.json has one.
+when package.json has one. For npm itself, what the scripts phase rebuilds is decided at run time,
+after the download (npm_run.py): the packages the install added or changed, as npm would, or no
+phase at all; and a failed install is rolled back. A `file:` dependency outside the project root
+stops the command before it runs (npm_local.py).
 
 What each phase may write of the project (layout.py): the download, `node_modules/`, package.json
 and the lockfiles (those that exist, and the one the tool would create); the install scripts of the
@@ -99,6 +102,10 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     sub = _subcommand(argv) or ("install" if tool == "yarn" else "")
     if tool == "npx" or (sub not in INSTALL and sub not in REBUILD):
         return None
+    if sub in INSTALL:
+        from sbox_shim.ecosystems import npm_local
+
+        npm_local.check(_package_dir(ctx), ctx.project_root, _package_args(argv, sub))
     files = config_files(ctx)
     texts = [read_text(f) for f in files]
     users = [t for f, t in zip(files, texts) if not sandbox_writable(f, ctx)]
@@ -121,15 +128,22 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
     logs = os.path.join(ctx.cache_dir, "npm-logs", "download")  # npm's log pointer leads somewhere
+    hook = _hook(argv, tool, sub, ctx)
     download = Phase(
         "download", _ignore_scripts(argv, tool), True, allow, {**env, **EXECUTABLES, "npm_config_logs_dir": logs},
         implied=implied, secrets=passthrough(ctx, True), credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cache, True), cache_mount(logs, True), *readonly, *credentials),
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
-        writable=outputs(ctx, tool),
+        writable=outputs(ctx, tool), hook=hook,
     )
-    steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx,
-                                                   "then runs install scripts with the network off"))
+    if "--ignore-scripts" in argv or "--ignore-scripts=true" in argv:  # the user's own: no scripts to run
+        return (Phase(download.label, download.argv, True, allow, download.env, implied=implied,
+                      secrets=download.secrets, credentials=download.credentials, mounts=download.mounts,
+                      reason=f"built-in {tool} policy: install downloads; --ignore-scripts, so no scripts phase",
+                      writable=download.writable),)
+    why = ("then runs the install scripts of what it added or changed, with the network off" if hook
+           else "then runs install scripts with the network off")
+    steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx, why, hook=hook))
     # A bare `npm install` / `npm ci` also runs the project's own `prepare` (husky and the like);
     # `npm rebuild` runs its preinstall/install/postinstall but not that one.
     if sub in ROOT_LIFECYCLE and not _package_args(argv, sub) and "prepare" in _root_scripts(ctx):
@@ -217,8 +231,19 @@ def _ignore_scripts(argv: tuple[str, ...], tool: str) -> tuple[str, ...]:
     return argv if "--ignore-scripts" in argv else (*argv, "--ignore-scripts")
 
 
+def _hook(argv: tuple[str, ...], tool: str, sub: str, ctx: Context) -> tuple[str, ...]:
+    """npm's run-time decisions (npm_run.py): roll a failed install back, and run the scripts of
+    what the install added or changed. pnpm and yarn keep their lockfiles otherwise: a plain rebuild."""
+    if tool != "npm" or sub not in INSTALL:
+        return ()
+    kind = "ci" if sub in ("ci", "clean-install") else "install"
+    if sub not in ROOT_LIFECYCLE or _package_args(argv, sub):
+        kind = "named"  # `npm install <pkg>`, `npm update`: npm runs none of the project's own scripts
+    return ("npm", kind, _package_dir(ctx))
+
+
 def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: tuple[Mount, ...],
-             ctx: Context, why: str, own: bool = False) -> Phase:
+             ctx: Context, why: str, own: bool = False, hook: tuple[str, ...] = ()) -> Phase:
     """The offline phase: no credentials; a project .npmrc (which may hold a token) reads as empty."""
     masks: tuple[File, ...] = ()
     project_rc = os.path.join(ctx.project_root, ".npmrc")
@@ -235,7 +260,7 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
                  secrets=passthrough(ctx, False), mounts=(empty_cache, cache_mount(logs, True), *readonly),
                  files=masks,
                  reason=f"built-in {os.path.basename(argv[0])} policy: {why}",
-                 writable=True if own else _modules(ctx))
+                 writable=True if own else _modules(ctx), hook=hook)
 
 
 _SETTING = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*=\s*(.*?)\s*$", re.M)

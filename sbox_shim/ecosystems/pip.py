@@ -3,12 +3,16 @@
 `pip download` of a source distribution runs its build backend to learn its dependencies, so the
 download phase is not script-free: it runs with the registry allowlist only, no credentials but the
 index's, and an empty HOME. The install phase (where setup.py builds run for real) has no network.
+The download phase is one process (pip_fetch.py: sbox's own pip, in-process), which afterwards
+fetches the build requirements of the sdists it downloaded, so that they build offline; a
+wheel-only install costs two pip processes, one a phase.
 
 The environment pip runs in: when the real pip belongs to a virtual environment (its directory
 holds `pyvenv.cfg`), the base interpreter named by `home =` is mounted read-only (the venv's
 `python` is a link to it), and the venv itself is writable in the install phase only: it is what
-`pip install` writes to. Installing into an interpreter that is not a venv writes into the
-toolchain, which stays read-only: use a venv.
+`pip install` writes to. Installing into an interpreter that is not a venv would write into the
+toolchain (read-only) or the sandbox's throwaway HOME: refused before running, unless it installs
+into a directory of the project (`--target`, `--prefix`, `--root`).
 
 What each phase may write of the project (layout.py): nothing, but a venv inside it (the install
 phase) and, for `pip download` / `pip wheel`, the destination directory (`-d` / `-w`, else the
@@ -20,11 +24,16 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import json
 import os
 import shlex
 from typing import Sequence
 
 from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_text, sandbox_writable, url_entry
+from sbox_shim.ecosystems.pip_args import TARGET_OPTIONS, destination, download_args, index_args, local_project
+from sbox_shim.ecosystems.pip_index import index_root
+from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher
+from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # noqa: F401 (uv.py uses it)
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
@@ -34,17 +43,11 @@ INSTALL = ("install", "download", "wheel")
 URL_KEYS = ("index-url", "extra-index-url")
 PATH_KEYS = ("find-links", "cert", "client-cert", "constraint", "requirement")
 INDEX_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
-BUILD_REQUIREMENTS = ("setuptools", "wheel")
-SYSTEM = ("/usr/", "/bin/", "/lib/", "/lib64/", "/etc/")
 # Command-line options naming an index or a local path, and the setting each one stands for.
 _OPTION_KEYS = {"-i": "index-url", "--index-url": "index-url", "--extra-index-url": "extra-index-url",
                 "-f": "find-links", "--find-links": "find-links", "--cert": "cert",
                 "--client-cert": "client-cert", "-c": "constraint", "--constraint": "constraint",
                 "-r": "requirement", "--requirement": "requirement"}
-# The options that tell `pip download` where packages come from: the build requirements use them too.
-_INDEX_OPTIONS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host",
-                  "--cert", "--client-cert", "--proxy", "--timeout", "--retries", "--keyring-provider"}
-_INDEX_FLAGS = {"--no-index", "--pre", "--isolated"}
 
 
 def config_files(ctx: Context, venv: str | None = None) -> list[str]:
@@ -150,54 +153,6 @@ def sources(ctx: Context, args: Sequence[str] = (),
     return user, project, list(dict.fromkeys(files))
 
 
-def environment(ctx: Context) -> tuple[str | None, tuple[str, ...]]:
-    """The venv the real pip belongs to, and the base interpreter prefixes it needs (read-only)."""
-    candidates = []
-    if ctx.real_tool:
-        candidates.append(os.path.dirname(os.path.dirname(os.path.join(ctx.cwd, ctx.real_tool))))
-    if ctx.env.get("VIRTUAL_ENV"):
-        candidates.append(ctx.env["VIRTUAL_ENV"])
-    for venv in candidates:
-        venv = os.path.normpath(venv)
-        cfg = os.path.join(venv, "pyvenv.cfg")
-        if os.path.isfile(cfg):
-            return venv, _base_prefixes(cfg)
-    return None, ()
-
-
-def _base_prefixes(cfg: str) -> tuple[str, ...]:
-    """The base interpreter's prefixes a venv's pyvenv.cfg names, checked rather than trusted: each
-    must be a real Python installation (a `bin/python3*` or `lib/python3*` in it), so a venv a
-    sandbox rewrote cannot have sbox mount `~/.ssh`."""
-    values: dict[str, str] = {}
-    for line in read_text(cfg).splitlines():
-        key, eq, value = line.partition("=")
-        if eq:
-            values[key.strip().lower()] = value.strip()
-    found = []
-    for key in ("home", "executable", "base-executable"):
-        setting = values.get(key, "")
-        if not setting.startswith("/"):
-            continue
-        directory = setting if key == "home" else os.path.dirname(setting)
-        for path in (directory, os.path.realpath(directory)):
-            prefix = os.path.dirname(path) if os.path.basename(path) == "bin" else path
-            if prefix in ("", "/") or (prefix + "/").startswith(SYSTEM) or not os.path.isdir(prefix):
-                continue
-            if not _is_python_prefix(prefix):
-                raise UsageError(f"{cfg}: {key} = {setting} does not name a Python installation; "
-                                 "recreate the venv (python3 -m venv)")
-            found.append(prefix)
-    return tuple(dict.fromkeys(found))
-
-
-def _is_python_prefix(prefix: str) -> bool:
-    import glob
-
-    return bool(glob.glob(os.path.join(glob.escape(prefix), "bin", "python3*"))
-                or glob.glob(os.path.join(glob.escape(prefix), "lib", "python3*")))
-
-
 def _pip_variables(ctx: Context, index: bool) -> tuple[str, ...]:
     """The caller's PIP_* settings pass through; the index URLs (which may hold credentials) and the
     config file that names them reach the download phase only."""
@@ -211,13 +166,14 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         return None
     rest = list(argv[argv.index(sub) + 1:])
     venv, bases = environment(ctx)
+    into = _outside_venv(rest, ctx) if sub == "install" and not venv else ()
     user, project, _ = sources(ctx, rest, venv)
     found = {k: user.get(k, []) + project.get(k, []) for k in dict.fromkeys([*user, *project])}
     urls = [u for k in URL_KEYS for u in found.get(k, [])]
     allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["pip"] + _entries(user)))
     implied = tuple(e for e in dict.fromkeys(_entries(project)) if e not in allow)
     local = [p for k in PATH_KEYS for v in found.get(k, []) for p in [local_path(v)] if p]
-    local += [p for u in urls for p in [local_path(u)] if p]
+    local += [index_root(p, ctx.home, ctx.project_root) for u in urls for p in [local_path(u)] if p and os.path.isdir(p)]
     readonly = [Mount(p, p) for p in dict.fromkeys(local)
                 if os.path.exists(p) and not (p + "/").startswith(SYSTEM)]
     readonly += [Mount(p, p) for p in bases]
@@ -227,18 +183,21 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     cache = os.path.join(ctx.cache_dir, "pip", "http")
     env = {"PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     target = [Mount(venv, venv, readonly=True)] if venv else []
-    fetcher, own = _fetcher(venv, argv[0], ctx)
+    fetch, own, fetch_env = fetcher(venv, argv[0], ctx)
     if sub == "download":  # already download-only: one phase with the allowlist
-        return (Phase("download", (*fetcher, *argv[1:]), True, allow, env, secrets=_pip_variables(ctx, True),
-                      implied=implied, mounts=(cache_mount(cache, True), *readonly, *configs, *target, *own),
+        return (Phase("download", (*fetch, *argv[1:]), True, allow, {**env, **fetch_env},
+                      secrets=_pip_variables(ctx, True), implied=implied,
+                      mounts=(cache_mount(cache, True), *readonly, *configs, *target, *own),
                       reason="built-in pip policy: download runs with the registry allowlist",
-                      writable=_destination(rest, ("-d", "--dest", "--destination-dir"), ctx)),)
-    fetch = _fetch(fetcher, wheelhouse, _download_args(rest))
+                      writable=destination(rest, ("-d", "--dest", "--destination-dir"), ctx)),)
+    if venv:  # sbox's fetch step also fetches the build requirements of the sdists it downloaded
+        fetch_env["SBOX_PIP_BUILD_ARGS"] = json.dumps(index_args(rest, binary=True))
     download = Phase(
-        "download", fetch, True, allow, env, secrets=_pip_variables(ctx, True), implied=implied,
+        "download", (*fetch, "download", "--dest", wheelhouse, *download_args(rest)), True, allow,
+        {**env, **fetch_env}, secrets=_pip_variables(ctx, True), implied=implied,
         mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target, *own),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
-               "(with setuptools and wheel when the index has them)",
+               "(with the build requirements of the sdists, when the index has them)",
         writable=(),
     )
     if venv and sub == "install":
@@ -248,10 +207,25 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
         mounts=(cache_mount(wheelhouse, False), *readonly, *target),
         reason=f"built-in pip policy: then {sub} offline from the wheelhouse (builds run with the network off)",
-        writable=True if _local_project(rest, ctx) else
-        _destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else (),
+        writable=True if local_project(rest, ctx) else
+        destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else into,
     )
     return (download, offline)
+
+
+def _outside_venv(rest: list[str], ctx: Context) -> tuple[str, ...]:
+    """An install without a venv writes into the sandbox's throwaway HOME (`--user`, a pyenv
+    interpreter's own site-packages are read-only): refused before it runs, unless it installs into
+    a directory of the project (`--target`, `--prefix`, `--root`), which is then what it may write.
+    `--dry-run` writes nothing."""
+    if "--dry-run" in rest:
+        return ()
+    into = destination(rest, TARGET_OPTIONS, ctx) if any(a.split("=", 1)[0] in TARGET_OPTIONS for a in rest) else ()
+    if into is True or not into:
+        raise UsageError("pip install outside a virtual environment would install into the sandbox's throwaway "
+                         "HOME, not your Python: create and activate a venv (python3 -m venv .venv && "
+                         ". .venv/bin/activate), or install with --target DIR inside the project")
+    return into
 
 
 def _entries(found: dict[str, list[str]]) -> tuple[str, ...]:
@@ -270,121 +244,4 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     out = [(f, "pip config", "all") for f in config_files(ctx, venv) if sandbox_writable(f, ctx, *extra)]
     out += [(f, "requirements file (its option lines)", "options") for f in sources(ctx, rest, venv)[2]
             if sandbox_writable(f, ctx, *extra)]
-    return out
-
-
-def _destination(args: list[str], names: tuple[str, ...], ctx: Context) -> bool | tuple[str, ...]:
-    """The directory `pip download -d` / `pip wheel -w` writes (the working directory by default),
-    project-relative; the whole project when it is the root."""
-    value = "."
-    for i, arg in enumerate(args):
-        name, eq, rest = arg.partition("=")
-        if name in names:
-            value = rest if eq else args[i + 1] if i + 1 < len(args) else "."
-    path = os.path.normpath(os.path.join(ctx.cwd, value))
-    if path == ctx.project_root:
-        return True
-    if not path.startswith(ctx.project_root.rstrip("/") + "/"):
-        return ()
-    return (os.path.relpath(path, ctx.project_root) + "/",)
-
-
-def _local_project(args: list[str], ctx: Context) -> bool:
-    """Whether the command installs a directory of the project (`.`, `-e .`, `./sub[extra]`)."""
-    for arg in args:
-        word = arg.split("=", 1)[1] if arg.startswith("--editable=") else arg
-        if word.startswith("-") or not word.startswith((".", "/")) and "/" not in word:
-            continue
-        path = os.path.normpath(os.path.join(ctx.cwd, word.split("[", 1)[0]))
-        if (path + "/").startswith(ctx.project_root.rstrip("/") + "/") and os.path.isdir(path):
-            return True
-    return False
-
-
-def _fetcher(venv: str | None, pip: str, ctx: Context) -> tuple[tuple[str, ...], tuple[Mount, ...]]:
-    """The pip that runs with the network and the index credentials: never the venv's, whose
-    files (a `.pth`, pip itself) a sandbox may have written in an earlier install phase. sbox's
-    own pip (outside every project) on the venv's base interpreter, which pyvenv.cfg names and
-    `_base_prefixes` checked: the same Python, so the same wheels; `-I -S`, so no site runs."""
-    if not venv:
-        return (pip,), ()
-    import importlib.util
-
-    spec = importlib.util.find_spec("pip")
-    own = os.path.dirname(spec.origin) if spec and spec.origin else ""
-    python = _base_python(os.path.join(venv, "pyvenv.cfg"))
-    if not own or not python or sandbox_writable(own, ctx, venv) or sandbox_writable(python, ctx, venv):
-        raise UsageError(f"{venv}: cannot find the venv's base interpreter or sbox's own pip to download "
-                         "with (the venv's own pip is not run where the network is); recreate the venv")
-    return (python, "-I", "-S", own), (Mount(own, own),)
-
-
-def _base_python(cfg: str) -> str | None:
-    values = {k.strip().lower(): v.strip() for k, eq, v in (ln.partition("=") for ln in read_text(cfg).splitlines()) if eq}
-    home = values.get("home", "")
-    version = (values.get("version_info") or values.get("version") or "").split(".")
-    names = ([f"python{version[0]}.{version[1]}"] if len(version) > 1 else []) + ["python3", "python"]
-    for name in names:
-        path = os.path.join(home, name)
-        if home.startswith("/") and os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def _fetch(pip: tuple[str, ...], wheelhouse: str, args: list[str]) -> tuple[str, ...]:
-    """`pip download` of the command's requirements into the wheelhouse, then, best effort, the
-    build requirements of setup.py-only sdists (setuptools, wheel) so that they can build offline.
-
-    Best effort because an index need not carry them (a private index of wheels): pip on the host
-    would not have needed them then, so their absence must not fail the install.
-    """
-    # Each build requirement is fetched on its own (with its dependencies), so one missing from the
-    # index (wheel is not needed by setuptools >= 70.1) does not cost the other.
-    fetch = " ".join([*map(shlex.quote, pip), "download", "-q", "-d", shlex.quote(wheelhouse),
-                      *map(shlex.quote, _index_args(args))])
-    note = "sbox: no setuptools on the index: setup.py sdists will not build offline"
-    script = (f'"$@" || exit; {fetch} setuptools >/dev/null 2>&1 || echo {shlex.quote(note)} >&2; '
-              f'{fetch} wheel >/dev/null 2>&1; exit 0')
-    return ("sh", "-c", script, "sh", *pip, "download", "--dest", wheelhouse, *args)
-
-
-def _index_args(args: list[str]) -> list[str]:
-    out = []
-    for i, arg in enumerate(args):
-        name = arg.split("=", 1)[0]
-        if name in _INDEX_FLAGS:
-            out.append(arg)
-        elif name in _INDEX_OPTIONS:
-            out.append(arg)
-            if "=" not in arg and i + 1 < len(args):
-                out.append(args[i + 1])
-        elif arg.startswith("-i") and len(arg) > 2 and not arg.startswith("--"):
-            out.append(arg)
-    return out
-
-
-# Options of `pip install` that `pip download` does not take (they concern the install itself).
-_INSTALL_ONLY = {"--user", "--upgrade", "-U", "--force-reinstall", "--ignore-installed", "-I",
-                 "--no-warn-script-location", "--no-warn-conflicts", "--compile", "--no-compile",
-                 "--break-system-packages", "--editable", "-e", "--target", "-t", "--prefix", "--root",
-                 "--upgrade-strategy", "--dry-run", "--report", "--require-virtualenv",
-                 "--wheel-dir", "-w", "--root-user-action"}
-_TAKES_VALUE = {"--target", "-t", "--prefix", "--root", "--upgrade-strategy", "--report", "--wheel-dir", "-w",
-                "--root-user-action"}
-
-
-def _download_args(rest: list[str]) -> list[str]:
-    out, skip = [], False
-    for i, arg in enumerate(rest):
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in _INSTALL_ONLY:
-            skip = name in _TAKES_VALUE and "=" not in arg
-            if name in ("-e", "--editable"):  # a local project: fetch its dependencies
-                out.append(rest[i + 1] if "=" not in arg and i + 1 < len(rest) else arg.split("=", 1)[1])
-                skip = "=" not in arg
-            continue
-        out.append(arg)
     return out

@@ -17,7 +17,6 @@ one thread per direction. The host-side proxy imports this data path too: pipe, 
 """
 from __future__ import annotations
 
-import argparse
 import array
 import contextlib
 import errno
@@ -30,9 +29,10 @@ import stat
 import sys
 import threading
 import time
-from typing import Callable
-from typing import NoReturn
-from typing import Sequence
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Sequence
 
 EXIT_BRIDGE = 125
 CHUNK = 256 * 1024  # the user-space buffer, where splice is missing
@@ -54,9 +54,10 @@ HANDOFF = threading.Event()  # set while handoffs are worth trying: until the pr
 HANDOFF.set()
 
 Address = tuple[str, int]
-Opener = Callable[[], tuple[socket.socket, bytes]]
-Route = tuple[str, bytes, Opener]  # the proxy's socket, the handoff header, the fallback
-Job = tuple[Callable[[], None], threading.Event]
+if TYPE_CHECKING:
+    Opener = Callable[[], tuple[socket.socket, bytes]]
+    Route = tuple[str, bytes, Opener]  # the proxy's socket, the handoff header, the fallback
+    Job = tuple[Callable[[], None], threading.Event]
 IDLE: queue.SimpleQueue[queue.SimpleQueue[Job]] = queue.SimpleQueue()  # idle relay threads' inboxes
 
 
@@ -64,9 +65,16 @@ class BridgeError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise BridgeError(message)
+def _parser() -> Any:
+    """The command line's parser (argparse is imported here only: the host-side proxy imports
+    this module for its data path, and has no use for it)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise BridgeError(message)
+
+    return Parser(prog="bridge.py")
 
 
 def parse_address(text: str) -> Address:
@@ -299,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BRIDGE
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
-    parser = _Parser(prog="bridge.py")
+    parser = _parser()
     parser.add_argument("--socket", required=True)
     parser.add_argument("--listen", action="append", default=[])
     parser.add_argument("--forward", action="append", default=[])

@@ -7,7 +7,8 @@ server will see.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from sbox_shim.egress.value import Value
 
 _AUTHORITY_HOST = re.compile(r"[A-Za-z0-9._:%-]{1,255}")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -16,20 +17,27 @@ _REQUEST_START = re.compile(rb"[A-Z]{3,16} [!-~]")
 _HOP_BY_HOP = frozenset(("host", "connection", "keep-alive", "te", "upgrade", "trailer"))
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Value):
+    __slots__ = ("method", "target", "version", "headers")
     method: str
     target: str
     version: str
     headers: tuple[tuple[str, str], ...]
 
+    def __init__(self, method: str, target: str, version: str,
+                 headers: tuple[tuple[str, str], ...]) -> None:
+        self._init(method=method, target=target, version=version, headers=headers)
 
-@dataclass(frozen=True)
-class AbsoluteURL:
+
+class AbsoluteURL(Value):
+    __slots__ = ("authority", "host", "port", "path")
     authority: str  # as written, for the Host header
     host: str
     port: int
     path: str  # origin-form: path and query
+
+    def __init__(self, authority: str, host: str, port: int, path: str) -> None:
+        self._init(authority=authority, host=host, port=port, path=path)
 
 
 def parse_request_head(head: bytes) -> Request | None:

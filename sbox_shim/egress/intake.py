@@ -10,17 +10,18 @@ socket and send any bytes and any descriptors. A descriptor is used only if it c
 header in the first message, alone, and is a connected TCP socket (not a pipe, a file, a listener,
 a unix socket...); anything else is closed unread and unwritten. Descriptors sent later in a
 connection never reach us: a plain recv() makes the kernel discard them. A handed-off socket is
-shared with the sandbox, which may clear O_NONBLOCK on it at any time: on the event loop it is
-only used through `recv` and `sendall` here, which never block whatever its flags say.
+shared with the sandbox, which may clear O_NONBLOCK on it at any time: until a tunnel is allowed it
+is only used through `recv` and `sendall` here, which wait (with poll) until a deadline at most
+whatever its flags say.
 """
 from __future__ import annotations
 
 import array
-import asyncio
 import os
+import select
 import socket
 import stat
-from dataclasses import dataclass
+import time
 
 from sbox_shim.egress import httphead
 from sbox_shim.egress.bridge import HANDOFF_END
@@ -38,14 +39,16 @@ class Declined(Exception):
     """A handoff that was not taken: the descriptors are closed, the connection should be."""
 
 
-@dataclass(frozen=True)
 class Handoff:
-    client: socket.socket  # a connected TCP socket, non-blocking
-    target: tuple[str, int] | None  # a forward's HOST:PORT; None for the proxy port
+    __slots__ = ("client", "target")
+
+    def __init__(self, client: socket.socket, target: tuple[str, int] | None) -> None:
+        self.client = client  # a connected TCP socket
+        self.target = target  # a forward's HOST:PORT; None for the proxy port
 
 
 def listen(path: str) -> socket.socket:
-    """A non-blocking unix listener at `path` that any uid may connect to (the sandbox may run
+    """A unix listener at `path` that any uid may connect to (the sandbox may run
     as another uid); a stale socket left there is replaced."""
     try:
         if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -57,21 +60,21 @@ def listen(path: str) -> socket.socket:
         listener.bind(path)
         os.chmod(path, 0o777)
         listener.listen(128)
-        listener.setblocking(False)
     except BaseException:
         listener.close()
         raise
     return listener
 
 
-async def receive(conn: socket.socket) -> Handoff | bytes:
+def receive(conn: socket.socket, deadline: float) -> Handoff | bytes:
     """The first message on a new unix connection: a handoff (answered TAKEN), or the first bytes
-    of a plain client (b"" if it closed at once). Declined if it is a handoff we do not take."""
+    of a plain client (b"" if it closed at once). Declined if it is a handoff we do not take.
+    TimeoutError once `deadline` (time.monotonic()) passes."""
     while True:
-        await _ready(conn)
+        wait(conn, deadline)
         try:
             data, ancdata, flags, _ = conn.recvmsg(
-                MAX_HEAD, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC)
+                MAX_HEAD, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC | socket.MSG_DONTWAIT)
             break
         except (BlockingIOError, InterruptedError):
             continue
@@ -86,8 +89,7 @@ async def receive(conn: socket.socket) -> Handoff | bytes:
         if len(fds) != 1 or flags & socket.MSG_CTRUNC:
             raise Declined
         client = _adopt(fds.pop())
-        client.setblocking(False)
-        await sendall(conn, TAKEN)
+        sendall(conn, TAKEN, deadline)
         return Handoff(client, target)
     except BaseException:
         if client is not None:
@@ -98,7 +100,7 @@ async def receive(conn: socket.socket) -> Handoff | bytes:
             os.close(fd)
 
 
-async def read_head(client: socket.socket, data: bytes = b"") -> tuple[bytes, bytes] | None:
+def read_head(client: socket.socket, data: bytes, deadline: float) -> tuple[bytes, bytes] | None:
     """(request head, what came after it), or None if the client closed before its end. A head
     longer than MAX_HEAD comes back longer than MAX_HEAD, cut short. `data`: what was read."""
     while True:
@@ -107,45 +109,42 @@ async def read_head(client: socket.socket, data: bytes = b"") -> tuple[bytes, by
             return data[:end + 4], data[end + 4:]
         if len(data) > MAX_HEAD:
             return data, b""
-        chunk = await recv(client, 65536)
+        chunk = recv(client, 65536, deadline)
         if not chunk:
             return None
         data += chunk
 
 
-async def recv(sock: socket.socket, size: int) -> bytes:
-    """sock.recv(size) on the event loop, never blocking (MSG_DONTWAIT, whatever O_NONBLOCK)."""
+def recv(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """sock.recv(size), waiting until `deadline` at most (MSG_DONTWAIT, whatever O_NONBLOCK)."""
     while True:
         try:
             return sock.recv(size, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            await _ready(sock)
+            wait(sock, deadline)
 
 
-async def sendall(sock: socket.socket, data: bytes) -> None:
-    """sock.sendall(data) on the event loop, never blocking (MSG_DONTWAIT, whatever O_NONBLOCK)."""
+def sendall(sock: socket.socket, data: bytes, deadline: float) -> None:
+    """sock.sendall(data), waiting until `deadline` at most (MSG_DONTWAIT, whatever O_NONBLOCK)."""
     view = memoryview(data)
     while view:
         try:
             view = view[sock.send(view, socket.MSG_DONTWAIT):]
         except (BlockingIOError, InterruptedError):
-            await _ready(sock, write=True)
+            wait(sock, deadline, write=True)
 
 
-async def _ready(sock: socket.socket, write: bool = False) -> None:
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    fd = sock.fileno()
-    (loop.add_writer if write else loop.add_reader)(fd, wake)
-    try:
-        await ready
-    finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
+def wait(sock: socket.socket, deadline: float, write: bool = False) -> None:
+    """Until `sock` is readable (or writable), or has an error or an end; TimeoutError at
+    `deadline`. A socket shut down from another thread (the proxy's stop) wakes it at once."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT if write else select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        if poller.poll(left * 1000 + 1):
+            return
 
 
 def _descriptors(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

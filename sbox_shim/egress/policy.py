@@ -9,12 +9,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
-from dataclasses import field
-from typing import Mapping
-from typing import Union
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+from sbox_shim.egress.value import Value
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Mapping, Union
+
+    IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 DEFAULT_PORTS = (80, 443)
 
@@ -49,26 +51,39 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _HOSTNAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,62}(\.[a-z0-9_][a-z0-9_-]{0,62})*")
 
 
-@dataclass(frozen=True)
-class EgressPolicy:
+class EgressPolicy(Value):
+    __slots__ = ("pins", "ports", "explicit", "forwards")
     # allowed hostname (lowercase, no trailing dot) -> addresses pinned on the host at plan time
     pins: Mapping[str, tuple[str, ...]]
     # allowed ports per name; names absent here get DEFAULT_PORTS
-    ports: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    ports: Mapping[str, tuple[int, ...]]
     # names the user listed literally: only these may map to loopback/private/metadata addresses
-    explicit: frozenset[str] = frozenset()
+    explicit: frozenset[str]
     # (name, port) that the sandbox's bridge forwards (network.py's `forwards`): tunnels to them
     # may carry bytes other than TLS. None: the names listed literally with that port, as
     # network.py picks them. Either way only while the address connected to is loopback.
-    forwards: frozenset[tuple[str, int]] | None = None
+    forwards: frozenset[tuple[str, int]] | None
+
+    def __init__(self, pins: Mapping[str, tuple[str, ...]],
+                 ports: Mapping[str, tuple[int, ...]] | None = None,
+                 explicit: frozenset[str] = frozenset(),
+                 forwards: frozenset[tuple[str, int]] | None = None) -> None:
+        self._init(pins=pins, ports={} if ports is None else ports, explicit=explicit,
+                   forwards=forwards)
+
+    def __hash__(self) -> int:  # (its mappings are not hashable, as a dataclass's would not be)
+        raise TypeError("unhashable type: 'EgressPolicy'")
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Value):
+    __slots__ = ("allowed", "addresses", "reason", "hint")
     allowed: bool
     addresses: tuple[str, ...]  # where to connect, in order
     reason: str  # ok | not-allowlisted | ip-literal | port | private-address | unresolved
     hint: str  # what the user can do about it, or ""
+
+    def __init__(self, allowed: bool, addresses: tuple[str, ...], reason: str, hint: str) -> None:
+        self._init(allowed=allowed, addresses=addresses, reason=reason, hint=hint)
 
 
 def normalize_host(host: str) -> str:

@@ -15,25 +15,28 @@ its Host would pick any tenant), except to a loopback registry the user listed w
 (`policy.may_carry_plain`); and a plain-HTTP connection carries one request, whose Host we
 write, and is closed after its answer (`relay.Once`).
 
-The event loop accepts, reads request heads and decides, on raw non-blocking sockets (no stream
-buffers: every byte read is in hand). An allowed tunnel then leaves the loop: `relay.relay` moves
-its bytes in the kernel, in threads of its own.
+Threads, no event loop (asyncio alone would cost tens of milliseconds to import on every step):
+one accepts on each listener, and each connection is served in a thread of its own (kept for
+reuse: `bridge.spawn`), which reads the request head (with a deadline, on raw sockets: every byte
+read is in hand), decides, connects, and then relays (`relay.relay`: in the kernel, one more
+thread for the other direction). Besides the unix socket, the proxy may serve TCP listeners that
+the sandbox's own loopback holds (`serve`: see netns.py), whose connections are served as a
+handoff's.
 """
 from __future__ import annotations
 
-import asyncio
-import datetime
 import errno
 import functools
-import logging
 import os
+import select
 import socket
 import threading
-from types import TracebackType
-from typing import Any
+import time
 
 from sbox_shim.egress import httphead
 from sbox_shim.egress import intake
+from sbox_shim.egress.bridge import abort
+from sbox_shim.egress.bridge import spawn
 from sbox_shim.egress.policy import decide
 from sbox_shim.egress.policy import EgressPolicy
 from sbox_shim.egress.policy import may_carry_plain
@@ -45,16 +48,21 @@ from sbox_shim.egress.sni import MAX_HELLO
 from sbox_shim.egress.sni import parse_client_hello_sni
 from sbox_shim.egress.sni import Peek
 
-logger = logging.getLogger(__name__)
-
 MAX_HEAD = intake.MAX_HEAD
 HEAD_TIMEOUT = 60.0
 LINGER = 2.0  # seconds for a refused client to finish sending (see _linger)
 MAX_DENIALS = 10_000  # a looping script must not grow the host process without bound
+MAX_CONNECTIONS = 1024  # served at once (a thread each, two while relaying); more are closed
+STOP_TIMEOUT = 30.0  # seconds stop() waits for the connections it has shut down to let go
 
 # One refused attempt: {"time": ISO 8601 UTC, "kind": "connect" | "http" | "sni" | "bad-request",
 #                       "host": str, "port": int, "reason": str, "hint": str[, "sni": str]}
-Denial = dict[str, Any]
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
+    Denial = dict[str, Any]
 
 
 class _Refused(Exception):
@@ -74,44 +82,63 @@ class EgressProxy:
         self.connect_timeout = connect_timeout
         self._denials: list[Denial] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._accepting: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = threading.Condition(self._lock)
+        self._live: set[socket.socket] = set()  # under _lock: every socket a connection holds
+        self._busy = 0  # under _lock: connections being served
+        self._accepting: list[threading.Event] = []
+        self._wake: tuple[int, int] | None = None  # a pipe: written once, by stop()
         self._stopping = False  # under _lock: what fails then is the shutdown, not a denial
 
     def start(self) -> None:
-        """Listen on the unix socket, then serve from a daemon thread."""
-        if self._loop is not None:
+        """Listen on the unix socket (none if `socket_path` is ""), then accept from a thread of
+        its own; `serve` adds listeners."""
+        if self._wake is not None:
             raise RuntimeError("EgressProxy already started")
-        listener = intake.listen(self.socket_path)
+        listener = intake.listen(self.socket_path) if self.socket_path else None
         self._stopping = False
-        loop = asyncio.new_event_loop()
-        self._accepting = loop.create_task(self._accept(listener))
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=loop.run_forever, name="sbox-egress-proxy", daemon=True,
-        )
-        self._thread.start()
+        self._wake = os.pipe()
+        if listener is not None:
+            self.serve(listener, None, unix=True)
+
+    def serve(self, listener: socket.socket, target: tuple[str, int] | None,
+              unix: bool = False) -> None:
+        """Accept on `listener` until stop(), which closes it. A TCP listener's connections are
+        served as a handoff's: tunnels to `target` (a forward's HOST:PORT), or, for None, proxy
+        clients. `unix`: the proxy's own socket, whose connections say what they are."""
+        if self._wake is None:
+            listener.close()
+            raise RuntimeError("EgressProxy not started")
+        done = threading.Event()
+        self._accepting.append(done)
+        wake = self._wake[0]
+        threading.Thread(target=self._accept, args=(listener, target, unix, wake, done),
+                         name="sbox-egress-proxy", daemon=True).start()
 
     def stop(self) -> None:
-        """Close the listener and every tunnel, join the thread, remove the socket."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        """Close the listeners and every connection, wait for them, remove the socket."""
+        if self._wake is None:
             return
         with self._lock:
             self._stopping = True
+            live = list(self._live)
+        os.write(self._wake[1], b"x")
+        for done in self._accepting:
+            done.wait(STOP_TIMEOUT)
+        abort(*live)  # every thread blocked on one of them wakes with an end or an error
+        deadline = time.monotonic() + STOP_TIMEOUT
+        with self._lock:
+            while self._busy and (left := deadline - time.monotonic()) > 0:
+                abort(*self._live)
+                self._idle.wait(min(left, 0.1))
+        for fd in self._wake:
+            os.close(fd)
+        self._wake = None
+        self._accepting = []
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=30)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
-            self._loop = self._thread = self._accepting = None
-            try:
+            if self.socket_path:
                 os.unlink(self.socket_path)
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:
+            pass
 
     def __enter__(self) -> EgressProxy:
         self.start()
@@ -130,84 +157,130 @@ class EgressProxy:
         with self._lock:
             return [dict(denial) for denial in self._denials]
 
-    async def _shutdown(self) -> None:
-        tasks = [task for task in (self._accepting, *self._tasks) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        with listener:
+    def _accept(self, listener: socket.socket, target: tuple[str, int] | None, unix: bool,
+                wake: int, done: threading.Event) -> None:
+        poller = select.poll()
+        poller.register(listener.fileno(), select.POLLIN)
+        poller.register(wake, select.POLLIN)
+        listener.setblocking(False)
+        try:
             while True:
+                if any(fd == wake for fd, _ in poller.poll()):
+                    return
                 try:
-                    client, _ = await loop.sock_accept(listener)
-                except ConnectionAbortedError:
+                    conn, _ = listener.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue
                 except OSError as e:
                     if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        logger.exception("egress proxy: cannot accept connections")
+                        _log("egress proxy: cannot accept connections")
                         return
-                    await asyncio.sleep(0.1)  # out of descriptors: let some connections finish
+                    time.sleep(0.1)  # out of descriptors: let some connections finish
                     continue
-                task = loop.create_task(self._handle(client))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                if not self._enter(conn):
+                    conn.close()
+                    continue
+                try:
+                    spawn(functools.partial(self._handle, conn, target, unix))
+                except RuntimeError:  # out of threads: refuse this one connection
+                    self._leave([conn])
+                    conn.close()
+        finally:
+            listener.close()
+            done.set()
+
+    def _enter(self, conn: socket.socket) -> bool:
+        """Count a connection in (False once stopping, or with MAX_CONNECTIONS in hand: a
+        sandbox opening connections without end must not grow the host process without bound);
+        stop() shuts its sockets down."""
+        with self._lock:
+            if self._stopping or self._busy >= MAX_CONNECTIONS:
+                return False
+            self._live.add(conn)
+            self._busy += 1
+            return True
+
+    def _track(self, sock: socket.socket, held: list[socket.socket]) -> None:
+        """One more socket of a connection (a handed-off client, an origin) for stop() to end."""
+        held.append(sock)
+        with self._lock:
+            self._live.add(sock)
+            stopping = self._stopping
+        if stopping:
+            abort(sock)
+
+    def _leave(self, held: list[socket.socket]) -> None:
+        with self._lock:
+            self._live.difference_update(held)
+            self._busy -= 1
+            self._idle.notify_all()
 
     def _record(self, kind: str, host: str, port: int, reason: str, hint: str = "",
                 **extra: str) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-        denial: Denial = {"time": now, "kind": kind, "host": host, "port": port,
+        denial: Denial = {"time": _now(), "kind": kind, "host": host, "port": port,
                           "reason": reason, "hint": hint, **extra}
         with self._lock:
             if len(self._denials) < MAX_DENIALS and not self._stopping:
                 self._denials.append(denial)
 
-    async def _handle(self, conn: socket.socket) -> None:
-        client = conn
+    def _handle(self, conn: socket.socket, target: tuple[str, int] | None, unix: bool) -> None:
+        client, relayed, held = conn, False, [conn]
+        deadline = time.monotonic() + HEAD_TIMEOUT
         try:
-            first = await asyncio.wait_for(intake.receive(conn), HEAD_TIMEOUT)
-            if isinstance(first, bytes):
-                return await self._serve(conn, first) if first else None
-            conn.close()  # a handoff: serve the connection it brought instead
-            client = first.client
-            if first.target is None:
-                return await self._serve(client, b"")
-            with await self._open("connect", client, *first.target, answer=False) as origin:
-                vet = self._vetter(client, b"", *first.target, origin)
-                return await relay(client, origin, vet)
-        except (_Refused, intake.Declined, OSError, asyncio.TimeoutError):
-            pass  # refused and told, or the client went away
-        except asyncio.CancelledError:
-            pass  # stop(): end quietly (asyncio logs tasks that end cancelled, in some versions)
+            if unix:
+                first = intake.receive(conn, deadline)
+                if isinstance(first, bytes):
+                    if first:
+                        relayed = self._serve(conn, first, deadline, held)
+                    return
+                client = first.client  # a handoff: serve the connection it brought instead
+                self._track(client, held)
+                conn.close()
+                target = first.target
+            else:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if target is None:
+                relayed = self._serve(client, b"", deadline, held)
+                return
+            with self._open("connect", client, *target, deadline=deadline, held=held,
+                            answer=False) as origin:
+                relayed = True
+                relay(client, origin, self._vetter(client, b"", *target, origin))
+        except (_Refused, intake.Declined, OSError):
+            pass  # refused and told, or the client went away, or too slow (TimeoutError)
         except Exception:
-            logger.exception("egress proxy: unexpected error")
+            _log("egress proxy: unexpected error")
         finally:
-            conn.close()
-            if client is not conn and not client.getblocking() and not self._stopping:
-                await _linger(client)  # answered, never relayed (relay() makes it blocking)
-            client.close()
+            if not relayed and client.family != socket.AF_UNIX and not self._stopping:
+                _linger(client)  # answered, never relayed: let it read the answer
+            self._leave(held)
+            for sock in held:
+                sock.close()
 
-    async def _serve(self, client: socket.socket, data: bytes) -> None:
-        received = await asyncio.wait_for(intake.read_head(client, data), HEAD_TIMEOUT)
+    def _serve(self, client: socket.socket, data: bytes, deadline: float,
+               held: list[socket.socket]) -> bool:
+        """Serve one proxy request; True once it is relayed (else it was answered or dropped)."""
+        received = intake.read_head(client, data, deadline)
         if received is None:
-            return  # closed before the end of its request head
+            return False  # closed before the end of its request head
         head, rest = received
         if len(head) > MAX_HEAD:
             self._record("bad-request", "", 0, "head-too-large")
-            return await intake.sendall(
-                client, httphead.response(431, "Request Header Fields Too Large"),
-            )
+            intake.sendall(client, httphead.response(431, "Request Header Fields Too Large"),
+                           deadline)
+            return False
         request = httphead.parse_request_head(head)
 
         if request is not None and request.method == "CONNECT":
             target = httphead.split_authority(request.target, default_port=None)
             if target is not None:
                 host, port = target
-                with await self._open("connect", client, host, port) as origin:
-                    await intake.sendall(client, b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    vet = self._vetter(client, rest, host, port, origin)
-                    return await relay(client, origin, vet)
+                with self._open("connect", client, host, port, deadline=deadline,
+                                held=held) as origin:
+                    intake.sendall(client, b"HTTP/1.1 200 Connection established\r\n\r\n",
+                                   deadline)
+                    relay(client, origin, self._vetter(client, rest, host, port, origin))
+                    return True
         elif request is not None:
             url = httphead.split_absolute_url(request.target)
             if url is not None:
@@ -216,48 +289,51 @@ class EgressProxy:
                     self._record("bad-request", url.host, url.port, "body-framing")
                     text = ("sbox: over plain HTTP the egress proxy forwards request bodies with "
                             "a Content-Length only; use https://\n")
-                    return await intake.sendall(
-                        client, httphead.response(411, "Length Required", text))
+                    intake.sendall(client, httphead.response(411, "Length Required", text),
+                                   deadline)
+                    return False
                 length = length or 0  # (None only for a host that _open refuses)
-                with await self._open("http", client, url.host, url.port) as origin:
+                with self._open("http", client, url.host, url.port, deadline=deadline,
+                                held=held) as origin:
                     early = rest[:length]  # what came after the head: the body, or part of it
                     once = Once(httphead.origin_form(request, url) + early, length - len(early))
-                    return await relay(client, origin, lambda: once)
+                    relay(client, origin, lambda: once)
+                    return True
 
         self._record("bad-request", "", 0, "malformed" if request is None else "unsupported")
         body = "sbox: the egress proxy takes CONNECT host:port or GET http://host/... requests\n"
-        await intake.sendall(client, httphead.response(400, "Bad Request", body))
+        intake.sendall(client, httphead.response(400, "Bad Request", body), deadline)
+        return False
 
-    async def _open(self, kind: str, client: socket.socket, host: str, port: int,
-                    answer: bool = True) -> socket.socket:
+    def _open(self, kind: str, client: socket.socket, host: str, port: int, *,
+              deadline: float, held: list[socket.socket], answer: bool = True) -> socket.socket:
         """Connect to the pinned addresses of an allowed (host, port); else answer (if `answer`:
         a forward's client gets no HTTP, only the close) and refuse."""
-        loop = asyncio.get_running_loop()
         decision = decide(self.policy, host, port)
         if not decision.allowed:
             self._record(kind, host, port, decision.reason, decision.hint)
             hint = f"; {decision.hint}" if decision.hint else ""
             body = f"sbox: egress to {host}:{port} refused ({decision.reason}){hint}\n"
             if answer:
-                await intake.sendall(client, httphead.response(403, "Forbidden", body))
+                intake.sendall(client, httphead.response(403, "Forbidden", body), deadline)
             raise _Refused
         for address in decision.addresses:
             family = socket.AF_INET6 if ":" in address else socket.AF_INET
             origin = socket.socket(family, socket.SOCK_STREAM)
+            self._track(origin, held)
             try:
-                origin.setblocking(False)
                 origin.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                await asyncio.wait_for(loop.sock_connect(origin, (address, port)),
-                                       self.connect_timeout)
+                origin.settimeout(self.connect_timeout)
+                origin.connect((address, port))
                 return origin
-            except (OSError, asyncio.TimeoutError):
+            except OSError:
                 origin.close()
             except BaseException:
                 origin.close()
                 raise
         body = f"sbox: could not connect to {host}:{port}\n"
         if answer:
-            await intake.sendall(client, httphead.response(502, "Bad Gateway", body))
+            intake.sendall(client, httphead.response(502, "Bad Gateway", body), deadline)
         raise _Refused
 
     def _vetter(self, client: socket.socket, data: bytes, host: str, port: int,
@@ -300,19 +376,27 @@ class EgressProxy:
         return data
 
 
+def _now() -> str:
+    """The time, ISO 8601 UTC with milliseconds (as datetime writes it, without importing it)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}+00:00"
 
-async def _linger(client: socket.socket) -> None:
+
+def _log(message: str) -> None:
+    import logging  # only now: it costs milliseconds to import
+
+    logging.getLogger(__name__).exception(message)
+
+
+def _linger(client: socket.socket) -> None:
     """Before closing a TCP client that was answered without reading all it sent: end our side,
     then discard what it still sends, for a while. Closing at once would meet its late bytes
     with a reset, which can destroy the answer before it is read."""
-
-    async def drain() -> None:
-        left = MAX_HEAD
-        while left > 0 and (chunk := await intake.recv(client, 65536)):
-            left -= len(chunk)
-
+    deadline = time.monotonic() + LINGER
+    left = MAX_HEAD
     try:
         client.shutdown(socket.SHUT_WR)
-        await asyncio.wait_for(drain(), LINGER)
-    except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+        while left > 0 and (chunk := intake.recv(client, 65536, deadline)):
+            left -= len(chunk)
+    except OSError:
         pass  # gone, or slow, or stop(): close now

@@ -1,9 +1,8 @@
-"""Moving bytes through an open tunnel: in the kernel, off the event loop.
+"""Moving bytes through an open tunnel: in the kernel, one thread per direction.
 
-The proxy decides on the event loop (policy, connect); once a tunnel is allowed, it is two
-connected sockets, and the event loop lets go of them. Each direction then runs in a thread of its
-own with `os.splice` through a pipe (see `bridge.pipe`): no byte crosses into Python, no chunk
-wakes the event loop. Each direction ends on its own (half-close: EOF is passed on with
+The proxy decides in a connection's thread (policy, connect); once a tunnel is allowed, it is two
+connected sockets. Each direction then runs in a thread of its own (the connection's, and one
+more) with `os.splice` through a pipe (see `bridge.pipe`): no byte crosses into Python. Each direction ends on its own (half-close: EOF is passed on with
 shutdown(SHUT_WR)); an error in either tears both down.
 
 The client's first bytes are special: the caller's `first()` reads and vets them (the SNI check)
@@ -21,71 +20,45 @@ the sandbox), and this way both ends of the egress path share one implementation
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 import socket
 import time
-from dataclasses import dataclass
-from typing import Callable
-from typing import Optional
-from typing import Union
 
 from sbox_shim.egress.bridge import abort
 from sbox_shim.egress.bridge import pipe
 from sbox_shim.egress.bridge import spawn
 
-logger = logging.getLogger(__name__)
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Callable, Union
 
 LINGER = 2.0  # seconds to discard what a client still sends after its one request (see _linger)
 MAX_DISCARD = 64 * 1024
 
 
-@dataclass(frozen=True)
 class Once:
     """One request: send `data`, then copy exactly `more` bytes of the client (the rest of its
     body), then read nothing more from it."""
-    data: bytes
-    more: int
+    __slots__ = ("data", "more")
+
+    def __init__(self, data: bytes, more: int) -> None:
+        self.data = data
+        self.more = more
 
 
 # Called in the relay's thread, with the client socket blocking: the bytes to send the origin
 # before anything else (then the rest of the client, or with Once just its one request), or None
 # to refuse (both connections are then closed). It may read the client; it must not write to it.
-First = Callable[[], Union[bytes, Once, None]]
+if TYPE_CHECKING:
+    First = Callable[[], Union[bytes, Once, None]]
 
 
-async def relay(client: socket.socket, origin: socket.socket, first: First) -> None:
-    """Relay both ways until both directions have ended, or one failed, or `first` refused.
-
-    The event loop must no longer use either socket; the caller closes both afterwards. If this
-    coroutine is cancelled, both sockets are shut down, and it ends (cancelled) only once the
-    threads have let go of them, so that closing them then is safe.
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def finished() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    def up() -> None:
-        try:
-            _up(client, origin, first)
-        finally:
-            try:
-                loop.call_soon_threadsafe(finished)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
+def relay(client: socket.socket, origin: socket.socket, first: First) -> None:
+    """Relay both ways until both directions have ended, or one failed, or `first` refused: the
+    client to the origin in this thread, the origin to the client in another. The caller closes
+    both sockets afterwards; `abort` from any thread ends the relay at once."""
     for sock in (client, origin):
         sock.setblocking(True)
-    spawn(up)
-    try:
-        await asyncio.shield(done)
-    except asyncio.CancelledError:
-        abort(client, origin)  # both directions see an end or an error at once
-        await done
-        raise
+    _up(client, origin, first)
 
 
 def _up(client: socket.socket, origin: socket.socket, first: First) -> None:
@@ -100,7 +73,9 @@ def _up(client: socket.socket, origin: socket.socket, first: First) -> None:
     except OSError:  # the client is gone
         to_origin = None
     except Exception:
-        logger.exception("egress proxy: unexpected error")
+        import logging  # only now: it costs milliseconds to import
+
+        logging.getLogger(__name__).exception("egress proxy: unexpected error")
         to_origin = None
     if to_origin is None:
         abort(client, origin)

@@ -15,8 +15,10 @@ name that is not ASCII, lengths that do not add up) is MALFORMED rather than gue
 from __future__ import annotations
 
 import enum
-from typing import Literal
-from typing import Union
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Literal, Union
 
 CONTENT_HANDSHAKE = 0x16
 HANDSHAKE_CLIENT_HELLO = 0x01
@@ -32,7 +34,8 @@ class Peek(enum.Enum):
     MALFORMED = "malformed"
 
 
-PeekResult = Union[str, None, Literal[Peek.NOT_TLS, Peek.INCOMPLETE, Peek.MALFORMED]]
+if TYPE_CHECKING:
+    PeekResult = Union[str, None, Literal[Peek.NOT_TLS, Peek.INCOMPLETE, Peek.MALFORMED]]
 
 
 class _Malformed(Exception):

@@ -43,6 +43,7 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
 # direnv loads an `.envrc` in any directory the user enters.
 NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git finds (bare repository)
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
+PACKAGE_BYTES = 1 << 20  # trust.files.MAX_BYTES: a bigger package.json is read as none
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
@@ -85,15 +86,19 @@ class Change(_Record):
 
 
 class Before(_Record):
-    __slots__ = ("root", "started_ns", "entries", "names", "scripts")
+    __slots__ = ("root", "started_ns", "entries", "names", "package")
 
     def __init__(self, root: str, started_ns: int, entries: Mapping[str, Entry], names: tuple[str, ...] = (),
-                 scripts: Mapping[str, str] | None = None) -> None:
+                 package: bytes | None = None) -> None:
         self.root = root
         self.started_ns = started_ns
         self.entries = entries
         self.names = names  # the watched names, the hooks path as it was
-        self.scripts = scripts if scripts is not None else {}
+        self.package = package  # package.json's bytes, parsed only when needed (json costs the warm path)
+
+    @property
+    def scripts(self) -> dict[str, str]:
+        return _parse_scripts(self.package)
 
 
 def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
@@ -226,16 +231,36 @@ def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tup
         yield from _tree(root, os.path.join(rel, name), skip, keep)
 
 
-def _scripts(root: str) -> dict[str, str]:
-    from sbox_shim.trust.files import read_text  # a regular file of at most 1 MiB, never through a link
+def _package(root: str) -> bytes | None:
+    """package.json's bytes, as trust.files.read_regular reads it (a regular file of at most 1 MiB,
+    never through a link); here so that the warm path need not load the trust package."""
+    try:
+        fd = os.open(os.path.join(root, "package.json"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > PACKAGE_BYTES:
+            return None
+        data = b""
+        while len(data) <= PACKAGE_BYTES and (chunk := os.read(fd, 1 << 16)):
+            data += chunk
+        return data if len(data) <= PACKAGE_BYTES else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
-    text = read_text(os.path.join(root, "package.json"))
-    if not text:
+
+def _parse_scripts(data: bytes | None) -> dict[str, str]:
+    if not data:
         return {}
     import json
 
+    from sbox_shim.trust.files import decode
+
     try:
-        scripts = json.loads(text).get("scripts") or {}
+        scripts = json.loads(decode(data)).get("scripts") or {}
     except (ValueError, AttributeError):
         return {}
     return {str(k): str(v) for k, v in scripts.items()} if isinstance(scripts, dict) else {}
@@ -247,10 +272,10 @@ def before(root: str, mounts: Sequence[Mount]) -> Before:
     skip = readonly_targets(mounts)
     names = tuple(watched(root))
     entries = {rel: e for name in names for rel, e in _tree(root, name, skip, keep=True)}
-    return Before(root, started, entries, names, _scripts(root))
+    return Before(root, started, entries, names, _package(root))
 
 
-def after(snapshot: Before, mounts: Sequence[Mount]) -> list[Change]:
+def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = None) -> list[Change]:
     """What the step created or changed among the host-executed paths, and the setuid/setgid
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
     root, skip = snapshot.root, readonly_targets(mounts)
@@ -264,7 +289,7 @@ def after(snapshot: Before, mounts: Sequence[Mount]) -> list[Change]:
             elif _differs(old, entry):
                 changes[rel] = Change(rel, "changed", entry, "host-executed")
     for part in writable_parts(mounts, root):
-        for rel, entry in special_files(root, part, skip, snapshot.started_ns):
+        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
                 why = os.path.basename(rel) if os.path.basename(rel) in NESTED else \
@@ -285,39 +310,51 @@ def _differs(old: Entry, new: Entry) -> bool:
     return old.ident != new.ident
 
 
-def special_files(root: str, top: str, skip: frozenset[str], since_ns: int) -> Iterator[tuple[str, Entry]]:
+def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
+                  state_dir: str | None = None) -> Iterator[tuple[str, Entry]]:
     """What a step left anywhere under `top` that the host would act on, judged by inodes that
     changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, and a `.git` or `.envrc`
-    at any depth (NESTED; a directory is yielded whole, not entered). One lstat per entry, no link
-    followed, read-only mounts not entered. A directory too deep to open by path (a tree built to
-    outrun PATH_MAX) is yielded itself, so it is moved, not skipped."""
-    stack = [top]
-    while stack:
-        directory = stack.pop()
+    at any depth (NESTED; a directory is yielded whole, not entered). No link followed, read-only
+    mounts not entered. Only the directories that changed since the last walk are listed (the
+    index kept in `state_dir`, guard/index.py; without one, all of them), and each known NESTED
+    entry is looked at again. A directory too deep to open by path (a tree built to outrun
+    PATH_MAX) is yielded itself, so it is moved, not skipped."""
+    from sbox_shim.guard import index
+
+    found = index.scan(top, state_dir)
+    for directory in found.too_deep:
+        yield _too_deep(root, directory)
+    skipped: dict[str, bool] = {}
+
+    def in_skip(directory: str) -> bool:  # is `directory` inside a read-only mount?
+        if directory not in skipped:
+            parent = os.path.dirname(directory)
+            skipped[directory] = directory in skip or (parent != directory and inside(parent, top)
+                                                       and in_skip(parent))
+        return skipped[directory]
+
+    seen: set[str] = set()
+    moved: list[str] = []  # NESTED directories yielded whole: what is in them goes with them
+    candidates = [(e.path, e.name, e) for e in found.listed]
+    candidates += [(p, os.path.basename(p), None) for p in found.nested]
+    for path, name, e in candidates:
+        if path in seen or in_skip(os.path.dirname(path)) or any(inside(path, d) for d in moved):
+            continue
+        seen.add(path)
         try:
-            it = os.scandir(directory)
+            st = e.stat(follow_symlinks=False) if e is not None else os.lstat(path)
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:
-                yield _too_deep(root, directory)
+                yield _too_deep(root, path)
             continue
-        with it:
-            for e in it:
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except OSError as exc:
-                    if exc.errno == errno.ENAMETOOLONG:
-                        yield _too_deep(root, e.path)
-                    continue
-                fmt = stat.S_IFMT(st.st_mode)
-                nested = e.name in NESTED and st.st_ctime_ns >= since_ns and e.path not in skip
-                if fmt == stat.S_IFDIR and not nested:
-                    if e.path not in skip:
-                        stack.append(e.path)
-                    continue
-                special = nested or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
-                    fmt == stat.S_IFREG and st.st_mode & (stat.S_ISUID | stat.S_ISGID))
-                if special and st.st_ctime_ns >= since_ns:
-                    yield os.path.relpath(e.path, root), _entry(e.path, st, keep=False)
+        fmt = stat.S_IFMT(st.st_mode)
+        nested = name in NESTED and path not in skip
+        special = nested or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
+            fmt == stat.S_IFREG and bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)))
+        if special and st.st_ctime_ns >= since_ns:
+            if fmt == stat.S_IFDIR:
+                moved.append(path)
+            yield os.path.relpath(path, root), _entry(path, st, keep=False)
 
 
 def _too_deep(root: str, directory: str) -> tuple[str, Entry]:
@@ -338,8 +375,10 @@ def _printable(text: str) -> str:
 
 def script_changes(snapshot: Before) -> list[str]:
     """package.json scripts the step added or changed, one line each (reported, not quarantined)."""
-    now = _scripts(snapshot.root)
-    lines = []
+    package = _package(snapshot.root)
+    if package == snapshot.package:
+        return []
+    now, lines = _parse_scripts(package), []
     for name, body in now.items():
         if name not in snapshot.scripts:
             lines.append(_printable(f"sbox: package.json script {name!r} was added by the sandbox: {body}"))

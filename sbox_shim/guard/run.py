@@ -75,7 +75,7 @@ def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int 
 def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -> None:
     from sbox_shim import guard
 
-    changes = guard.after(snapshot, step.mounts)
+    changes = guard.after(snapshot, step.mounts, state_dir)
     lines = guard.script_changes(snapshot)
     moved = None
     if changes:

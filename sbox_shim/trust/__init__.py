@@ -31,7 +31,7 @@ _SECRET_LINE = re.compile(r"(_auth|token|password|secret|credential)", re.I)
 class Input:
     path: str
     kind: str  # what it is, for the user
-    part: str = "all"  # all | options | tool.sbox | scripts: which part of it decides
+    part: str = "all"  # all | options | tool.sbox | tool.uv | scripts: which part of it decides
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,12 @@ def decisive(data: bytes, part: str) -> str:
         from sbox_shim.ecosystems.pip import option_lines
 
         return "\n".join(option_lines(text))
-    if part == "tool.sbox":
+    if part in ("tool.sbox", "tool.uv"):  # a pyproject's own table (and its subtables)
         out, inside = [], False
         for line in text.splitlines():
             if line.strip().startswith("["):
-                inside = line.strip().startswith("[tool.sbox")
+                name = line.strip().lstrip("[").split("]")[0].strip()
+                inside = name == part or name.startswith(part + ".")
             if inside:
                 out.append(line)
         return "\n".join(out)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 NPM_TOOLS = ("npm", "npx", "pnpm", "yarn")
 # What `sbox trust` in a project looks at besides the opt-in files: each ecosystem's install.
 REPRESENTATIVE = (("npm", "install"), ("yarn", "install"), ("pnpm", "install"), ("pip", "install"),
-                  ("cargo", "build"))
+                  ("cargo", "build"), ("uv", "sync"))
 REQUIREMENTS = ("requirements*.txt", "constraints*.txt", "requirements/*.txt")
 
 
@@ -157,6 +157,12 @@ def classify(path: str) -> Input:
     if name in CONFIG_NAMES:
         return Input(path, OPT_IN)
     if name == "pyproject.toml":
+        from sbox_shim.ecosystems.uv import tool_uv
+        from sbox_shim.trust.files import read_text
+
+        text = read_text(path)
+        if tool_uv(text).strip() and not trust.decisive(text.encode(), "tool.sbox").strip():
+            return Input(path, "uv settings ([tool.uv])", "tool.uv")
         return Input(path, f"{OPT_IN} ([tool.sbox])", "tool.sbox")
     if name.endswith(".txt") and ("requirement" in name or "constraint" in name):
         return Input(path, "requirements file (its option lines)", "options")

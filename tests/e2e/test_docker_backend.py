@@ -72,6 +72,7 @@ def test_real_npm_install_through_the_spec_allowlist(tmp_path: Path, sbox_bin: s
     assert '"version": "7.0.0"' in installed.read_text()
     st = installed.stat()
     assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
-    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.sbox.run"],
+    # this project's containers only (bound in each): other suites may share the daemon
+    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.sbox.run", "--filter", f"volume={tmp_path}"],
                                capture_output=True, text=True, check=True).stdout
     assert leftovers.strip() == ""

@@ -34,11 +34,13 @@ def _venv(project: Path) -> Path:
     return venv
 
 
-def _env(venv: Path, index: PypiIndex, quiet: bool = True) -> dict[str, str]:
+def _env(venv: Path | None, index: PypiIndex | str, quiet: bool = True) -> dict[str, str]:
+    """The caller's environment with `index` as pip's only index; with `venv` activated, if given."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PYTHONPATH", "PYTHONHOME")}
-    env.update(PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull, VIRTUAL_ENV=str(venv),
-               PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+           if k not in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(PIP_INDEX_URL=index if isinstance(index, str) else index.index_url, PIP_CONFIG_FILE=os.devnull)
+    if venv:
+        env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
     if not quiet:
         env.pop("SBOX_QUIET", None)
     return env
@@ -110,10 +112,10 @@ def test_hostile_sdist_is_confined_in_both_phases(world: Trap, backend: str, sbo
     t.assert_nothing_escaped(out)
 
 
-def test_steps_are_announced_and_a_missing_setuptools_does_not_fail(world: Trap, backend: str,
-                                                                    sbox_bin: str) -> None:
-    """An index without setuptools (a private index of wheels) still installs: the build
-    requirements are fetched best effort, and a one-line note says they are missing."""
+def test_steps_are_announced_as_pip_without_a_shell_wrapper(world: Trap, backend: str, sbox_bin: str) -> None:
+    """Issue 11 (13): the download step reads as the pip command it is (sbox's own pip on the venv's
+    base interpreter, mounted as /.sbox/pip), no `sh -c` wrapper; a wheel-only install fetches no
+    build requirements (an index without setuptools costs no note)."""
     t = world
     (t.project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
     trust(t.project / "sbox.yaml")
@@ -122,15 +124,110 @@ def test_steps_are_announced_and_a_missing_setuptools_does_not_fail(world: Trap,
         result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-dep"], t.project,
                           env=_env(venv, index, quiet=False))
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "sh -c" not in result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("sbox:")]
-    assert len(lines) == 3, lines
-    assert lines[0].startswith("sbox: step 1/2 [download] sh -c ")
+    assert len(lines) == 2, lines
     # The venv's pip never runs with the network: sbox's own pip on the venv's base interpreter does.
-    assert " -I -S " in lines[0] and " download --dest " in lines[0] and lines[0].endswith(
-        f" sbox-dep -> sandbox ({backend}), profile pip:download, network: allowlist (proxy)")
-    assert lines[1] == "sbox: no setuptools on the index: setup.py sdists will not build offline"
-    assert lines[2].startswith("sbox: step 2/2 [scripts] pip install --no-index --find-links ")
-    assert lines[2].endswith(f" sbox-dep -> sandbox ({backend}), profile pip:scripts, network off")
+    assert lines[0].startswith("sbox: step 1/2 [download] /") and " -I -S /.sbox/pip download --dest " in lines[0]
+    assert lines[0].endswith(f" sbox-dep -> sandbox ({backend}), profile pip:download, network: allowlist (proxy)")
+    assert lines[1].startswith("sbox: step 2/2 [scripts] pip install --no-index --find-links ")
+    assert lines[1].endswith(f" sbox-dep -> sandbox ({backend}), profile pip:scripts, network off")
     check = subprocess.run([str(venv / "bin" / "python"), "-c", "import sbox_dep; print(sbox_dep.N)"],
                            capture_output=True, text=True)
     assert check.stdout.strip() == "41", check.stderr
+
+
+# --- issue 11: what a new user meets ---------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, fake_home: Path, backend: str) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project / "sbox.yaml")
+    return project
+
+
+def _imports(venv: Path, code: str) -> str:
+    check = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    return check.stdout.strip()
+
+
+def test_sdist_build_requirements_from_the_index_are_fetched_recursively(project: Path, sbox_bin: str) -> None:
+    """Issue 11 (7): an sdist whose build backend is on the index (itself an sdist whose own build
+    backend is a wheel there) builds offline: the download phase fetched the build requirements,
+    round after round, and the offline build environment found them in the wheelhouse."""
+    venv = _venv(project)
+    dists = [
+        pkg.backend_wheel("sbox-wheelmaker", "1.0", "sbox_wheelmaker"),
+        pkg.built_sdist("sbox-backend", "1.0", {"sbox_backend.py": pkg.PREBUILT_BACKEND}, ["sbox-wheelmaker"],
+                        "sbox_wheelmaker"),
+        pkg.built_sdist("sbox-app", "1.0", {"sbox_app.py": "HOW = 'built offline'\n"}, ["sbox-backend>=1"],
+                        "sbox_backend"),
+    ]
+    with PypiIndex(dists) as index:
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-app"], project, env=_env(venv, index))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert _imports(venv, "import sbox_app; print(sbox_app.HOW)") == "built offline"
+    assert {"/files/sbox_backend-1.0.tar.gz", "/files/sbox_wheelmaker-1.0-py3-none-any.whl"} <= set(index.requests)
+
+
+def _mirror(root: Path, dists: list[tuple[str, bytes]]) -> Path:
+    """A PEP 503 mirror on disk as this machine's own is laid out: `simple/<project>/index.html`
+    linking `../../files/<file>`. Returns the `simple/` directory."""
+    for filename, data in dists:
+        name = pkg.normalize_pypi_name(filename.split("-")[0])
+        (root / "files").mkdir(parents=True, exist_ok=True)
+        (root / "files" / filename).write_bytes(data)
+        page = root / "simple" / name / "index.html"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(f'<!DOCTYPE html><html><body>\n<a href="../../files/{filename}">{filename}</a>\n</body></html>\n')
+    return root / "simple"
+
+
+def test_a_file_index_linking_outside_its_directory_installs(project: Path, tmp_path: Path, sbox_bin: str) -> None:
+    """Issue 11 (1): the mirror's root (read-only) is mounted, not only `simple/`."""
+    venv = _venv(project)
+    simple = _mirror(tmp_path / "mirror", [pkg.wheel("sbox-dep", "2.0", {"sbox_dep.py": "N = 41\n"})])
+    result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-dep"], project,
+                      env=_env(venv, f"file://{simple}/"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert _imports(venv, "import sbox_dep; print(sbox_dep.N)") == "41"
+
+
+def test_a_file_index_whose_files_cannot_be_mounted_is_refused_in_one_line(project: Path, tmp_path: Path,
+                                                                             sbox_bin: str) -> None:
+    """A mirror whose pages link too far up (here: above HOME's parent) gets one line, no traceback."""
+    venv = _venv(project)
+    simple = _mirror(tmp_path / "a" / "b" / "c", [pkg.wheel("sbox-dep", "2.0", {"sbox_dep.py": "N = 41\n"})])
+    page = simple / "sbox-dep" / "index.html"
+    page.write_text(page.read_text().replace("../../files/", "../../../../../files/"))
+    result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-dep"], project,
+                      env=_env(venv, f"file://{simple}/"))
+    assert result.returncode == 2, (result.stdout + result.stderr)[-6000:]
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"sbox: {simple}: the pip index's pages link to files under ") and "does not mount" in line
+
+
+def test_pip_install_outside_a_venv_is_refused_before_running(project: Path, sbox_bin: str) -> None:
+    """Issue 11 (10): no venv, so the install would land in the sandbox's throwaway HOME: refused in
+    one line before anything runs (the index sees no request); `--target` inside the project works.
+    The interpreter's own pip, not a pyenv shim (which rehashes its read-only shims after installing)."""
+    prefix = subprocess.run([str(PYTHON), "-c", "import sys; print(sys.base_prefix)"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    env_path = f"{prefix}/bin{os.pathsep}{os.environ['PATH']}"
+    with PypiIndex([pkg.wheel("sbox-dep", "2.0", {"sbox_dep.py": "N = 41\n"})]) as index:
+        env = dict(_env(None, index), PATH=env_path)
+        refused = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-dep"], project, env=env)
+        assert index.requests == []
+        target = run_sbox(sbox_bin, ["run", "--", "pip", "install", "--target", "vendor", "sbox-dep"], project, env=env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "sbox: pip install outside a virtual environment would install into the sandbox's throwaway HOME, not "
+        "your Python: create and activate a venv (python3 -m venv .venv && . .venv/bin/activate), or install "
+        "with --target DIR inside the project"]
+    assert target.returncode == 0, (target.stdout + target.stderr)[-6000:]
+    assert (project / "vendor" / "sbox_dep.py").read_text() == "N = 41\n"

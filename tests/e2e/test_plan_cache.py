@@ -436,24 +436,43 @@ def test_docker_runs_are_not_cached(sbox: Sbox, docker_backend: str) -> None:
     assert sbox.records() == []
 
 
-def _allowlist(port: int) -> str:
+def _allowlist(port: int, address: str = "127.0.0.1") -> str:
     return (profile(network="on", network_allow=[f"registry.sbox.test:{port}"]) + BWRAP
-            + "hosts:\n  registry.sbox.test: [127.0.0.1]\n")
+            + f"hosts:\n  registry.sbox.test: [{address}]\n")
 
 
-@pytest.mark.parametrize("kind", ["allowlist", "mode-host", "timeout"])
-def test_plans_the_warm_path_cannot_run_are_not_cached(sbox: Sbox, kind: str) -> None:
-    """An allowlist (resolved and enforced per run), mode: host and a timeout stay cold: no record."""
+def test_mode_host_is_not_cached(sbox: Sbox) -> None:
+    """mode: host runs unsandboxed: the warm path runs bwrap sandboxes only, so no record."""
+    set_config(sbox, profile(mode="host") + BWRAP)
+    for _ in range(2):
+        run = sbox.run("sh", "-c", "echo ran")
+        assert (run.returncode, run.stdout, run.warm) == (0, "ran\n", False), str(run)
+    assert sbox.records() == []
+
+
+@pytest.mark.parametrize("kind", ["allowlist", "timeout"])
+def test_plans_for_the_runner_are_replayed_through_it(sbox: Sbox, kind: str) -> None:
+    """An allowlist (the egress proxy) or a timeout needs the runner: the plan is kept whole
+    (replay.py) and the repeat, warm, runs it through the runner with the same result. (An
+    allowlist of loopback registries alone runs without the runner as root: egress/warm.py,
+    tests/conformance/test_egress_netns.py.) The command sends nothing anywhere."""
     with CanaryListener("127.0.0.1") as allowed:
         set_config(sbox, {
-            "allowlist": _allowlist(allowed.port),
-            "mode-host": profile(mode="host") + BWRAP,
+            "allowlist": _allowlist(allowed.port, "198.51.100.7"),  # TEST-NET-2, never reached
             "timeout": "version: 1\nbackend: bwrap\nprofiles:\n  default:\n    limits:\n      timeout: 60\n",
         }[kind])
-        for _ in range(2):
-            run = sbox.run("sh", "-c", "echo ran")
-            assert (run.returncode, run.stdout, run.warm) == (0, "ran\n", False), str(run)
-    assert sbox.records() == []
+        cold, warm = sbox.run_twice("sh", "-c", "echo ran")
+        for run in (cold, warm):
+            assert (run.returncode, run.stdout) == (0, "ran\n"), str(run)
+    (record,) = sbox.records()
+    assert "plan" in marshal.loads(record.read_bytes())
+
+
+def test_a_timeout_holds_on_the_warm_path(sbox: Sbox) -> None:
+    set_config(sbox, "version: 1\nbackend: bwrap\nprofiles:\n  default:\n    limits:\n      timeout: 1\n")
+    cold, warm = sbox.run_twice("sh", "-c", "sleep 30")
+    assert cold.returncode == warm.returncode == 124, f"{cold}\n{warm}"
+    assert "timed out after 1s" in warm.stderr, warm
 
 
 # ---------------------------------------------------------------- sbox's own files

@@ -168,6 +168,41 @@ def sdist(
     return f"{base}.tar.gz", _targz(entries)
 
 
+# A PEP 517 backend that "builds" by copying the prebuilt wheel an sdist carries (prebuilt/*.whl).
+PREBUILT_BACKEND = """import glob, os, shutil
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    (found,) = glob.glob(os.path.join("prebuilt", "*.whl"))
+    shutil.copy(found, wheel_directory)
+    return os.path.basename(found)
+"""
+
+
+def backend_wheel(name: str, version: str, module: str, requires: Iterable[str] = ()) -> tuple[str, bytes]:
+    """A wheel holding a PEP 517 build backend `module` that emits the prebuilt wheel its sdist carries."""
+    return wheel(name, version, {f"{module}.py": PREBUILT_BACKEND}, requires=requires)
+
+
+def built_sdist(name: str, version: str, files: Mapping[str, str], build_requires: Iterable[str],
+                build_backend: str) -> tuple[str, bytes]:
+    """An sdist whose `[build-system]` names `build_requires` and `build_backend` (one from
+    ``backend_wheel``), carrying the wheel of ``files`` that the backend emits."""
+    base = f"{_dist_name(name)}-{version}"
+    whl_name, whl = wheel(name, version, files)
+    requires = ", ".join(f'"{r}"' for r in build_requires)
+    entries: dict[str, str | bytes] = {
+        f"{base}/pyproject.toml": f'[build-system]\nrequires = [{requires}]\nbuild-backend = "{build_backend}"\n',
+        f"{base}/PKG-INFO": _metadata(name, version),
+        f"{base}/prebuilt/{whl_name}": whl,
+    }
+    return f"{base}.tar.gz", _targz(entries)
+
+
 _BUILD_WHEELS: dict[str, Path] = {}
 
 

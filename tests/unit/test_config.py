@@ -116,6 +116,19 @@ BAD = [
     ("duplicate key", "profiles:\n  a: {}\n  a: {}\n", 3, "duplicate key"),
     ("bad memory", "profiles:\n  a:\n    limits:\n      memory: lots\n", 4, "expected a size"),
     ("bad hosts ip", "hosts:\n  reg.test: [not-an-ip]\n", 2, "expected IP addresses"),
+    # Profiles named after a built-in phase: only what may be added to sbox's phase.
+    ("phase writable", "profiles:\n  npm:scripts:\n    writable: true\n", 3,
+     "profiles.npm:scripts.writable: not settable for a built-in phase"),
+    ("phase mode host", "profiles:\n  pip:download:\n    mode: host\n", 3, "accepted: env, network, network_allow, limits"),
+    ("phase unknown label", "profiles:\n  npm:install:\n    env: [X]\n", 2, "expected npm:download or npm:scripts"),
+    ("phase unknown tool", "profiles:\n  nmp:scripts:\n    env: [X]\n", 2, "no built-in policy for 'nmp'"),
+    ("phase allow offline", "profiles:\n  npm:scripts:\n    network_allow: [x.example]\n", 3,
+     "the scripts phase runs with the network off; add network: on"),
+    ("phase download off", "profiles:\n  cargo:download:\n    network: off\n", 3, "needs the network"),
+    ("phase secret offline", "profiles:\n  npm:scripts:\n    env: [NPM_TOKEN]\n", 3, "NPM_TOKEN looks like a credential"),
+    ("phase dispatch", "profiles:\n  npm:scripts: {}\ndispatch:\n  r:\n    match: [npm*]\n    profile: npm:scripts\n", 6,
+     "configures sbox's built-in phase"),
+    ("env empty name", "profiles:\n  a:\n    env: [\"=1\"]\n", 3, "expected a variable name or NAME=value"),
 ]
 
 
@@ -135,6 +148,30 @@ def test_bad_config_is_one_line_with_file_line_key(
     assert err.startswith(f"sbox: {path}:{line}:"), err
     assert message in err
     assert not marker.exists()  # nothing ran
+
+
+def test_phase_profiles_are_kept_apart_from_profiles(tmp_path: Path) -> None:
+    write(tmp_path, """\
+        profiles:
+          npm:scripts:
+            env: [PUPPETEER_SKIP_DOWNLOAD, "FOO=a=b"]
+            limits: {timeout: 60}
+          pip:download:
+            network_allow: [mirror.example]
+          go:scripts:
+            network: on
+            network_allow: [proxy.golang.org]
+          default:
+            env: [X=1]
+        """)
+    cfg = config.load(str(tmp_path), {})
+    assert sorted(cfg.profiles) == ["default"]
+    scripts = cfg.phases["npm:scripts"]
+    assert scripts.env == ("PUPPETEER_SKIP_DOWNLOAD",) and scripts.env_set == (("FOO", "a=b"),)
+    assert scripts.limits.timeout == 60 and not scripts.network and scripts.line == 2
+    assert cfg.phases["pip:download"].network and cfg.phases["pip:download"].network_allow == ("mirror.example",)
+    assert cfg.phases["go:scripts"].network
+    assert cfg.profiles["default"].env == () and cfg.profiles["default"].env_set == (("X", "1"),)
 
 
 def test_config_error_str_names_file_line_key() -> None:

@@ -9,6 +9,7 @@ import socket
 import ssl
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -386,6 +387,57 @@ def test_misbehaving_clients_do_not_disturb_others(env: Env) -> None:
     # stop() (by the fixture) must not wait for the idle and the stalled connections
     idle.close()
     stalled.close()
+
+
+def test_connections_beyond_the_limit_are_closed(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox that opens connections without end gets at most MAX_CONNECTIONS served at once
+    (a thread each): the next one is closed unserved, and served again once one has ended."""
+    from sbox_shim.egress import proxy as proxy_module
+
+    monkeypatch.setattr(proxy_module, "MAX_CONNECTIONS", 2)
+    held = [env.connect(), env.connect()]
+    for sock in held:
+        sock.sendall(b"CONNECT registry.te")  # half a head: each holds its connection
+    extra = env.connect()
+    extra.settimeout(TIMEOUT)
+    try:  # closed without an answer (reset if what it sent was not read, or before it sent)
+        extra.sendall(f"CONNECT registry.test:{env.upstream.port} HTTP/1.1\r\n\r\n".encode())
+        assert read_all(extra) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    assert env.upstream.received == [] and env.upstream.accepted.acquire(timeout=0.2) is False
+    held.pop().close()
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # the closed one is let go of soon after (until then, closed or reset)
+        try:
+            sock, head = env.tunnel(f"registry.test:{env.upstream.port}")
+        except (ConnectionError, AssertionError):  # reset or broken pipe; read_head asserts on a close
+            head = b""
+        if head.startswith(b"HTTP/1.1 200 ") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    sock.close()
+
+
+def test_a_tcp_listener_it_serves_is_a_proxy_port(env: Env) -> None:
+    """serve(): the proxy accepts on a TCP listener it is given (made in a sandbox's network
+    namespace by netns.py) and serves each connection as the proxy port's, refusals included."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    env.proxy.serve(listener, None)
+    port = listener.getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"CONNECT evil.test:443 HTTP/1.1\r\n\r\n")
+        assert read_head(sock).startswith(b"HTTP/1.1 403 ")
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"CONNECT registry.test:{env.upstream.port} HTTP/1.1\r\n\r\n".encode())
+        assert read_head(sock).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(client_hello("other.test"))  # TLS for another name: refused
+        assert read_all(sock) == b""
+    assert [d["reason"] for d in env.proxy.denials][-2:] == ["not-allowlisted", "sni-mismatch"]
+    assert env.upstream.wait_finished() == b""  # connected at CONNECT, then not one byte sent
 
 
 def test_ipv6_upstream(tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """The tunnel data path: splice (or the user-space fallback) between real sockets, both ways."""
 from __future__ import annotations
 
-import asyncio
 import errno
 import glob
 import hashlib
@@ -70,16 +69,12 @@ class Tunnel:
         self.sides = (client_side, origin_side)
         for sock in (self.client, self.server):
             sock.settimeout(TIMEOUT)
-        self.loop = asyncio.new_event_loop()
-        self.task = self.loop.create_task(relay(client_side, origin_side, first))
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(first,), daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
+    def _run(self, first: Callable[[], Optional[bytes]]) -> None:
         try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
+            relay(*self.sides, first)
         finally:
             for sock in self.sides:
                 sock.close()
@@ -92,7 +87,6 @@ class Tunnel:
         self.client.close()
         self.server.close()
         self.join()
-        self.loop.close()
 
 
 @pytest.fixture
@@ -287,22 +281,19 @@ def test_one_side_failing_tears_both_down(
     assert ended(other)  # it reads an end, EOF or a reset, rather than waiting
 
 
-def test_cancelling_shuts_both_down_and_waits_for_the_threads() -> None:
+def test_abort_from_another_thread_ends_the_relay_and_its_threads() -> None:
+    """The proxy's stop() aborts a tunnel: relay() returns once both threads have let go."""
     client, client_side = socket.socketpair()
     origin_side, server = tcp_pair()
     for sock in (client, server):
         sock.settimeout(TIMEOUT)
-
-    async def scenario() -> None:
-        task = asyncio.ensure_future(relay(client_side, origin_side, lambda: b""))
-        await asyncio.sleep(0.05)
-        server.sendall(b"hi")
-        assert await asyncio.get_running_loop().run_in_executor(None, client.recv, 2) == b"hi"
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(scenario())
+    relaying = threading.Thread(target=relay, args=(client_side, origin_side, lambda: b""))
+    relaying.start()
+    server.sendall(b"hi")
+    assert client.recv(2) == b"hi"
+    bridge.abort(client_side, origin_side)
+    relaying.join(TIMEOUT)
+    assert not relaying.is_alive()
     # The threads have let go: the sockets may be closed, and both ends saw the end.
     client_side.close()
     origin_side.close()

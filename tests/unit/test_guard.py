@@ -40,8 +40,8 @@ def test_writable_parts_of_the_project() -> None:
 
 
 def test_a_hook_installer_step_is_recognised() -> None:
-    husky = guard.Before("/p", 0, {}, (), {"prepare": "husky install"})
-    plain = guard.Before("/p", 0, {}, (), {"prepare": "tsc"})
+    husky = guard.Before("/p", 0, {}, (), b'{"scripts": {"prepare": "husky install"}}')
+    plain = guard.Before("/p", 0, {}, (), b'{"scripts": {"prepare": "tsc"}}')
     assert guard.installs_hooks(("npm", "run", "prepare"), husky)
     assert not guard.installs_hooks(("npm", "run", "prepare"), plain)
     assert guard.installs_hooks(("npx", "husky"), plain)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sbox_shim import cli, config, dispatch, init
+from sbox_shim import cli, config, init
+from sbox_shim.build import build_plan
+from sbox_shim.host import Host
 
 MARKERS = {"npm": "package.json", "pip": "requirements-dev.txt", "cargo": "Cargo.toml", "go": "go.mod"}
 
@@ -42,45 +44,75 @@ def test_written_file_loads_with_the_real_loader(tmp_path: Path, ecosystems: tup
     assert cli.main(["init"]) == 0
     cfg = config.load(str(tmp_path), {})
     assert cfg.path == str(tmp_path / "sbox.yaml")
-    download, scripts = cfg.profiles["download"], cfg.profiles["scripts"]
-    expected = [e for name in (ecosystems or tuple(init.REGISTRIES)) for e in init.REGISTRIES[name]]
-    assert list(download.network_allow) == expected
-    assert download.network and download.no_new_privileges
-    # Least privilege: an npm project's profiles write node_modules (and the manifests), others nothing.
-    if "npm" in ecosystems or not ecosystems:
-        assert download.writable == ("node_modules/", "package.json", "package-lock.json")
-        assert scripts.writable == ("node_modules/",)
-    else:
-        assert download.writable is False and scripts.writable is False
-    assert download.mode == scripts.mode == "sandbox"
-    assert not scripts.network
+    # The profiles that govern an install are the built-in phases' own, one pair per ecosystem.
+    names = [f"{name}:{label}" for name in (ecosystems or tuple(init.REGISTRIES)) for label in ("download", "scripts")]
+    assert sorted(cfg.phases) == sorted(names)
+    assert all(p.env == () and p.network_allow == () for p in cfg.phases.values())
+    assert all(cfg.phases[n].network == n.endswith(":download") for n in names)
+    default = cfg.profiles["default"]
+    assert list(cfg.profiles) == ["default"] and not default.network and default.mode == "sandbox"
+    assert cfg.dispatch == ()
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'sbox.yaml'}" in out
     assert "next:" in out and "sbox plan --" in out
 
 
-def test_npm_gets_the_specs_dispatch_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_starter_files_profiles_are_the_ones_an_install_runs_in(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11, item 3: the starter file's profiles looked as if they governed `npm install`
+    and did not. Its phase profiles do: an edit to them reaches the install's steps."""
     (tmp_path / "package.json").write_text("{}\n")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["init"]) == 0
+    path = tmp_path / "sbox.yaml"
+    text = path.read_text()
+    assert text.count("    env: []") == 1
+    path.write_text(text.replace("    env: []", "    env: [PUPPETEER_SKIP_DOWNLOAD=1]"))
     cfg = config.load(str(tmp_path), {})
-    assert [(r.name, r.patterns, r.profile) for r in cfg.dispatch] == [
-        ("npm-download", ("npm install --ignore-scripts*",), "download"),
-        ("npm-rebuild", ("npm rebuild*",), "scripts"),
-    ]
-    hit = dispatch.match(cfg, ["/usr/bin/npm", "install", "--ignore-scripts", "left-pad"])
-    assert hit is not None and hit.rule.profile == "download"
-    assert dispatch.match(cfg, ["npm", "install"]) is None  # falls to the built-in two-phase policy
-    text = (tmp_path / "sbox.yaml").read_text()
-    assert "two-phase" in text and "# npm" in text
+    host = Host(uid=1000, gid=1000, user="dev", home="/home/dev-not-here", cwd=str(tmp_path),
+                env={"PATH": "/usr/bin:/bin"}, shim_dirs=(), python="/usr/bin/python3", python_prefix="/usr",
+                package_dir="/opt/sbox/sbox_shim", cache_dir=str(tmp_path / "cache"), state_dir=str(tmp_path / "s"))
+    plan = build_plan(["npm", "install"], cfg, host, resolver=lambda name: ("104.16.0.1",),
+                      which=lambda name, path, shims: f"/usr/bin/{name}")
+    download, scripts = plan.steps
+    assert f"with profile npm:download ({path}:" in download.reason
+    assert f"with profile npm:scripts ({path}:" in scripts.reason
+    assert scripts.environ["PUPPETEER_SKIP_DOWNLOAD"] == "1" and scripts.network.policy == "off"
+    assert "PUPPETEER_SKIP_DOWNLOAD" not in download.environ
 
 
-def test_no_npm_no_dispatch_rules_but_a_commented_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_dispatch_rules_but_a_commented_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "Cargo.toml").write_text("")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["init"]) == 0
     assert config.load(str(tmp_path), {}).dispatch == ()
     assert "# dispatch:" in (tmp_path / "sbox.yaml").read_text()
+
+
+@pytest.mark.parametrize("files,suggested", [
+    ([".venv/pyvenv.cfg"], "pip install PACKAGE"),
+    (["requirements.txt", "pyproject.toml"], "pip install -r requirements.txt"),
+    (["requirements-dev.txt"], "pip install -r requirements-dev.txt"),
+    (["pyproject.toml"], "pip install -e ."),
+    (["setup.py"], "pip install -e ."),
+    (["package.json"], "npm install"),
+    (["package.json", "yarn.lock"], "yarn install"),
+    (["package.json", "pnpm-lock.yaml"], "pnpm install"),
+    (["go.mod"], "go mod download"),
+    ([], "npm install"),
+])
+def test_the_suggested_command_fits_the_project(tmp_path: Path, files: list[str], suggested: str,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11, item 13: a venv-only Python project was told to run `npm install` (then a
+    requirements file it does not have)."""
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("home = /usr/bin\n" if name.endswith(".cfg") else "")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["init"]) == 0
+    assert f"run `sbox plan -- {suggested}`" in capsys.readouterr().out
+    assert f"a plain `{suggested}`" in (tmp_path / "sbox.yaml").read_text().splitlines()[0]
 
 
 @pytest.mark.parametrize("name,text", [

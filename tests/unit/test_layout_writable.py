@@ -171,9 +171,9 @@ def test_go_and_pip_outputs(tmp_path: Path) -> None:
     (tmp_path / "bin" / "x").write_text("")
     found = ecosystems.phases(["go", "build", "-o", "bin/x", "."], ctx(tmp_path))
     assert found is not None and found[1].writable == ("go.mod", "go.sum", "bin/x")
-    found = ecosystems.phases(["pip", "install", "requests"], ctx(tmp_path))
-    assert found is not None and [p.writable for p in found] == [(), ()]
-    found = ecosystems.phases(["pip", "install", "-e", "."], ctx(tmp_path))
+    found = ecosystems.phases(["pip", "install", "--target", "vendor", "requests"], ctx(tmp_path))
+    assert found is not None and [p.writable for p in found] == [(), ("vendor/",)]
+    found = ecosystems.phases(["pip", "wheel", "-e", "."], ctx(tmp_path))
     assert found is not None and found[1].writable is True
 
 

@@ -147,6 +147,39 @@ def test_unmatched_npm_install_uses_builtin_two_phase(tmp_path: Path) -> None:
     assert plan.steps[1].argv == ("npm", "rebuild") and plan.steps[1].network.policy == "off"
 
 
+def test_phase_profiles_merge_into_the_builtin_phases(tmp_path: Path) -> None:
+    from sbox_shim.config import Limits
+
+    npm_scripts = Profile("npm:scripts", env=("PUPPETEER_SKIP_DOWNLOAD", "UNSET_ONE"), env_set=(("A", "1"),),
+                          limits=Limits(pids=99, timeout=30.0), line=3)
+    download = Profile("pnpm:download", network=True, network_allow=("cdn.example",), line=7)
+    cfg = Config(str(tmp_path / "sbox.yaml"), str(tmp_path), phases={"npm:scripts": npm_scripts,
+                                                                       "pnpm:download": download})
+    host = _host(tmp_path)
+    host.env.update(PUPPETEER_SKIP_DOWNLOAD="1", npm_config_cache="/elsewhere")
+    plan = build_plan(["pnpm", "install"], cfg, host, resolver=fake_resolver, which=which)
+    fetch, scripts = plan.steps
+    # pnpm's own download profile; its scripts phase takes the npm family's.
+    assert fetch.profile == "pnpm:download" and "cdn.example" in dict(fetch.network.unresolved)
+    assert "PUPPETEER_SKIP_DOWNLOAD" not in fetch.environ and fetch.limits.pids == 4096
+    assert scripts.profile == "pnpm:scripts" and "npm:scripts" in scripts.reason and "sbox.yaml:3" in scripts.reason
+    assert scripts.environ["PUPPETEER_SKIP_DOWNLOAD"] == "1" and scripts.environ["A"] == "1"
+    assert scripts.network.policy == "off" and scripts.writable == ("node_modules/",)
+    assert scripts.limits.pids == 99 and scripts.limits.timeout == 30.0
+    assert scripts.declared == ("PUPPETEER_SKIP_DOWNLOAD (passed)", "UNSET_ONE (passed; not set)", "A (set)")
+    assert not any("network on" in w for w in plan.warnings)
+
+
+def test_a_scripts_phase_profile_turns_the_network_on_only_explicitly_and_loudly(tmp_path: Path) -> None:
+    cfg = Config(str(tmp_path / "sbox.yaml"), str(tmp_path),
+                 phases={"npm:scripts": Profile("npm:scripts", network=True, network_allow=("registry.npmjs.org",))})
+    plan = build_plan(["npm", "install"], cfg, _host(tmp_path), resolver=fake_resolver, which=which)
+    scripts = plan.steps[1]
+    assert scripts.network.policy == "proxy" and dict(scripts.network.pins) == {"registry.npmjs.org": ("104.16.0.1",)}
+    assert "turns the network on" in scripts.reason
+    assert any(w.startswith("npm:scripts: scripts run with the network on") for w in plan.warnings)
+
+
 def test_env_is_scrubbed_and_home_is_throwaway(tmp_path: Path) -> None:
     host = _host(tmp_path)
     plan = build_plan(["true"], Config(None, str(tmp_path)), host, resolver=fake_resolver, which=which)
@@ -173,3 +206,30 @@ def test_protected_paths_are_read_only_mounts(tmp_path: Path) -> None:
     assert mounts[str(tmp_path / ".git")].readonly and mounts[str(tmp_path / "sbox.yaml")].readonly
     paths = [m.target for m in plan.steps[0].mounts]
     assert paths.index(str(tmp_path)) < paths.index(str(tmp_path / ".git"))  # parents first
+
+
+@pytest.mark.parametrize("known", [("registry.npmjs.org",), ("mirror.example",)])
+def test_builtin_npm_expansion_is_quiet_when_the_registry_in_use_resolves(tmp_path: Path, known: tuple[str, ...]) -> None:
+    """A resolver that knows only the registry itself (issue 11, item 13): no line about the other
+    names of the built-in npm table."""
+    def resolver(name: str) -> tuple[str, ...]:
+        if name in known:
+            return ("192.0.2.10",)
+        raise OSError(-2, "Name or service not known")
+
+    host = _host(tmp_path)
+    if known == ("mirror.example",):
+        host = Host(**{**host.__dict__, "env": {**host.env, "npm_config_registry": "https://mirror.example/"}})
+    plan = build_plan(["npm", "install"], Config(None, str(tmp_path)), host, resolver=resolver, which=which)
+    assert not [w for w in plan.warnings if "did not resolve" in w], plan.warnings
+
+
+def test_builtin_expansion_that_resolves_nowhere_is_one_line() -> None:
+    def resolver(name: str) -> tuple[str, ...]:
+        raise OSError(-2, "Name or service not known")
+
+    _, warnings = build_network(True, ["*.npmjs.org", "*.yarnpkg.com"], "proxy", resolver=resolver)
+    assert len([w for w in warnings if "did not resolve" in w]) == 1, warnings
+    _, warnings = build_network(True, ["*.npmjs.org", "nothere.example"], "proxy", resolver=resolver)
+    assert any(w.startswith("nothere.example did not resolve") for w in warnings)
+    assert len([w for w in warnings if "did not resolve" in w]) == 2, warnings

@@ -4,6 +4,7 @@ Running records in real sandboxes is tests/e2e/test_plan_cache.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import marshal
 import os
 import types
@@ -33,10 +34,12 @@ def _host(tmp_path: Path, **env: str) -> Host:
                 package_dir=compiled.PACKAGE, cache_dir=str(tmp_path / "cache"), state_dir=str(tmp_path / "state"))
 
 
-def _plan(tmp_path: Path, profile: Profile | None = None, argv: tuple[str, ...] = ("true",)):  # type: ignore[no-untyped-def]
+def _plan(tmp_path: Path, profile: Profile | None = None, argv: tuple[str, ...] = ("true",),  # type: ignore[no-untyped-def]
+          run_dir: str = "<run-dir>"):
     profiles = {"default": profile} if profile else {}
     config = Config(str(tmp_path / "project" / "sbox.yaml"), str(tmp_path / "project"), "bwrap", profiles)
-    return build_plan(list(argv), config, _host(tmp_path), which=lambda name, path, shims: f"/usr/bin/{name}")
+    return build_plan(list(argv), config, _host(tmp_path), which=lambda name, path, shims: f"/usr/bin/{name}",
+                      run_dir=run_dir)
 
 
 # ---------------------------------------------------------------- the key
@@ -113,22 +116,48 @@ def test_a_plain_sandboxed_command_is_cacheable(tmp_path: Path) -> None:
     assert recorder.cacheable(_plan(tmp_path), BWRAP, _host(tmp_path)) is None
 
 
-@pytest.mark.parametrize("profile, why", [
-    (Profile("default", network=True, network_allow=("registry.npmjs.org",)), "allowlist"),
-    (Profile("default", mode="host"), "bwrap"),
-    (Profile("default", limits=Limits(timeout=5.0)), "limits"),
-    (Profile("default", image="debian"), "images"),
+def test_an_unsandboxed_step_is_not_cached(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, Profile("default", mode="host"))
+    assert "bwrap" in str(recorder.cacheable(plan, None, _host(tmp_path)))
+
+
+@pytest.mark.parametrize("profile", [
+    Profile("default", network=True, network_allow=("registry.npmjs.org",)),
+    Profile("default", limits=Limits(timeout=5.0)),
+    Profile("default", image="debian"),
 ])
-def test_what_the_warm_path_cannot_do_is_not_cached(tmp_path: Path, profile: Profile, why: str) -> None:
+def test_what_compiled_cannot_run_alone_is_kept_for_the_runner(tmp_path: Path, profile: Profile) -> None:
     plan = _plan(tmp_path, profile)
-    reason = recorder.cacheable(plan, BWRAP if plan.steps[0].mode == "sandbox" else None, _host(tmp_path))
-    assert reason is not None and why in reason
+    assert recorder.cacheable(plan, BWRAP, _host(tmp_path)) is None
+    assert not recorder.alone(plan, _host(tmp_path))
+    assert recorder.alone(_plan(tmp_path), _host(tmp_path))
 
 
-def test_docker_and_ecosystem_phases_are_not_cached(tmp_path: Path) -> None:
+def test_docker_is_not_cached_and_ecosystem_phases_go_to_the_runner(tmp_path: Path) -> None:
     assert "bwrap" in str(recorder.cacheable(_plan(tmp_path), DOCKER, _host(tmp_path)))
     two_phase = _plan(tmp_path, argv=("npm", "install"))
-    assert "two-phase" in str(recorder.cacheable(two_phase, BWRAP, _host(tmp_path)))
+    assert len(two_phase.steps) == 2
+    assert recorder.cacheable(two_phase, BWRAP, _host(tmp_path)) is None
+    assert not recorder.alone(two_phase, _host(tmp_path))
+    assert recorder.store(ARGV, two_phase, BWRAP, _host(tmp_path), None, "") is None  # no probes: not kept
+
+
+def test_a_whole_plan_is_kept_as_data_and_restored_for_a_new_run(tmp_path: Path) -> None:
+    from sbox_shim import replay
+
+    plan = _plan(tmp_path, argv=("npm", "install"), run_dir="/tmp/sbox-run-1-aa")
+    env = {"NPM_TOKEN": "s3cret-canary", **_host(tmp_path).env}
+    plan = dataclasses.replace(plan, steps=tuple(dataclasses.replace(s, env=(*s.env, ("NPM_TOKEN", "s3cret-canary")))
+                                                 for s in plan.steps))
+    data = replay.encode(replay.referenced(plan, env))
+    assert "s3cret-canary" not in repr(data)
+    restored = replay.restore(data, "/tmp/sbox-run-1-aa", "/tmp/sbox-run-2-bb", env)
+    assert restored is not None and restored.steps[0].environ["NPM_TOKEN"] == "s3cret-canary"
+    assert "/tmp/sbox-run-1-aa" not in repr(restored) and "/tmp/sbox-run-2-bb" in repr(restored)
+    assert replay.restore(data, "/tmp/sbox-run-1-aa", "/tmp/sbox-run-1-aa", env) == plan
+    assert replay.restore(data, "/tmp/sbox-run-1-aa", "/x", {k: v for k, v in env.items() if k != "NPM_TOKEN"}) is None
+    with pytest.raises(KeyError):
+        replay.decode(["@", "Popen", {}])
 
 
 def test_a_plan_cache_inside_a_writable_mount_is_not_used(tmp_path: Path) -> None:

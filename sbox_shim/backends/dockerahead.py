@@ -1,0 +1,181 @@
+"""A later step's container, created and started while the step before it runs.
+
+A two-phase install pays a container start (~0.2 s of the daemon's time) per phase. The runner
+names the next step (`plan`); once the current step's own container runs, that step's container is
+created, attached and started in a thread (`kick`). Its command waits behind a gate: a shell that
+reads one line from a FIFO and runs the command only if the line is the word sbox put in its
+argument list (a random one per container, which no other sandbox can read). The FIFO lies in a
+private directory beside the run directory, mounted into no sandbox but this container (the run
+directory itself is mounted read-only into network steps, and a FIFO opens for writing even on a
+read-only mount). No command of the step runs before sbox says go.
+
+When the step's turn comes (`take`), sbox opens every bind under the project afresh (as it does for
+a container made then) and checks from the host, through /proc, that the waiting shell sees each
+one mounted at its target and holding that very directory or file (mountcheck.mismatch): what the
+earlier step did cannot have moved them unseen. Only then does it write the word. A container that
+is not ready, not visible from here (a daemon in another pid namespace) or does not match is
+removed and the step gets a container made then, as before. Never started ahead: a step with staged
+files (run-dir files copied into the project; their content is written just before the step) or
+with an output directory outside the project (not pinned, so not checked at the step's turn).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from sbox_shim.plan import Mount, Step
+
+GATE = "/.sbox-gate"
+GATED = f'read -r go < {GATE} && [ "$go" = "$1" ] && shift && exec "$@"; exit 125'
+OPEN_WITHIN = 20.0  # seconds for the waiting shell to open the gate
+
+
+class Ahead:
+    def __init__(self, step: Step, run_dir: str, index: int) -> None:
+        self.step, self.run_dir, self.index = step, run_dir, index
+        self.gates = f"{run_dir}-gate-{index}"  # swept like the run directory if sbox dies (runner.py)
+        self.fifo = os.path.join(self.gates, "gate")
+        self.word = os.urandom(16).hex()
+        self.thread: threading.Thread | None = None
+        self.box: Any = None
+        self.sock: Any = None
+        self.lifeline = -1
+        self.made = False
+        self.tty = sys.stdin.isatty() and sys.stdout.isatty()
+
+    def prepare(self, api: Any) -> None:
+        from sbox_shim.backends import docker, dockerimage
+
+        step = self.step
+        try:
+            links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")
+            name = f"sbox-{os.getpid()}-{os.urandom(4).hex()}"
+            for mount in step.mounts:  # as the runner makes them before the step
+                if mount.kind == "cache":
+                    os.makedirs(mount.source, mode=0o700, exist_ok=True)
+            self.lifeline = docker._lifeline(name)
+            os.mkdir(self.gates, 0o700)  # never one that exists (a link another user put there)
+            self.made = True
+            os.mkfifo(self.fifo, 0o600)
+            files = docker.materialize(step, self.run_dir, self.index) + [Mount(self.fifo, GATE)]
+            config = docker.container_config(step, files, name, step.image or dockerimage.base_image_tag(links),
+                                             self.tty, gate=self.word)
+            self.box = docker._create(api, config, step, links)
+            self.sock = self.box.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            self.box.start()
+        except Exception:  # the step gets a container made in its turn
+            self.discard()
+
+    def ready(self) -> bool:
+        """The waiting shell sees each pinned bind of the step as sbox opens it now."""
+        from sbox_shim.backends import docker, mountcheck, procs
+
+        expected = [(target, int(dev), int(ino)) for target, _, ident in docker.identities(self.step)
+                    for dev, _, ino in [ident.partition(":")]]
+        try:
+            init = self.box.init_pid()
+            with open(f"/proc/{init}/cgroup", encoding="utf-8") as f:
+                if not init or self.box.id not in f.read():
+                    return False  # not this container's init: the daemon's pids are not ours to see
+        except Exception:
+            return False
+        shells = procs.children(init)
+        if len(shells) != 1:
+            return False
+        return mountcheck.mismatch(shells[0], mountcheck._mountinfo(shells[0]), expected) == ""
+
+    def go(self) -> None:
+        """Let the command run: the word into the gate once the shell has it open."""
+        deadline = time.monotonic() + OPEN_WITHIN
+        while True:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                break
+            except OSError:  # ENXIO: no reader yet
+                if time.monotonic() > deadline:
+                    return  # the container's wait reports how it ended
+                time.sleep(0.002)
+        try:
+            os.write(fd, self.word.encode() + b"\n")
+        finally:
+            os.close(fd)
+
+    def discard(self) -> None:
+        """Remove the container (if any), end its watcher, drop the gate."""
+        from sbox_shim.backends import docker
+        from sbox_shim.backends.dockerwatch import DONE
+
+        if self.box is not None:
+            docker._remove(self.box)
+            self.box = None
+        if self.lifeline >= 0:
+            try:
+                os.write(self.lifeline, DONE)
+            except OSError:
+                pass
+            os.close(self.lifeline)
+            self.lifeline = -1
+        if self.made:
+            self.made = False
+            for remove, path in ((os.unlink, self.fifo), (os.rmdir, self.gates)):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
+
+
+_PLANNED: dict[int, Ahead] = {}
+_BEHIND: list[threading.Thread] = []  # removals of ended containers, running alongside later steps
+
+
+def pending() -> bool:
+    """A later step is planned: the run goes on after this one."""
+    return bool(_PLANNED)
+
+
+def behind(removal: threading.Thread) -> None:
+    removal.start()
+    _BEHIND.append(removal)
+
+
+def plan(step: Step, run_dir: str, index: int) -> None:
+    """The runner's word that step `index` comes next: start its container once this one runs."""
+    from sbox_shim.backends.pinned import inside
+
+    if step.mode == "sandbox" and not step.staged and all(inside(path, step.project) for path in step.create) \
+            and index not in _PLANNED:
+        _PLANNED[index] = Ahead(step, run_dir, index)
+
+
+def kick(api: Any) -> None:
+    for ahead in _PLANNED.values():
+        if ahead.thread is None:
+            ahead.thread = threading.Thread(target=ahead.prepare, args=(api,), daemon=True)
+            ahead.thread.start()
+
+
+def take(step: Step, index: int) -> Ahead | None:
+    """Step `index`'s container if it was started ahead, for this very step, and is ready."""
+    ahead = _PLANNED.pop(index, None)
+    if ahead is None or ahead.thread is None:
+        return None
+    ahead.thread.join()
+    if ahead.step is not step or ahead.box is None:
+        ahead.discard()
+        return None
+    return ahead
+
+
+def discard_all() -> None:
+    """Remove every container started ahead and not used (the run stopped before its step); wait
+    for the removals still under way."""
+    while _BEHIND:
+        _BEHIND.pop().join()
+    while _PLANNED:
+        _, ahead = _PLANNED.popitem()
+        if ahead.thread is not None:
+            ahead.thread.join()
+        ahead.discard()

@@ -1,0 +1,85 @@
+"""The Docker SDK's low-level client (`docker.APIClient`), and one container through it.
+
+sbox speaks to the daemon with the SDK's APIClient only: its high-level layer (DockerClient and
+the models) adds a round trip per object (an inspect after each create, a ping) for nothing sbox
+uses. Each call here is one request to the daemon.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+LABEL = "io.sbox.run"  # on every container (and image) sbox makes
+
+# container_config's keys that belong to the HostConfig (the rest go to the container's Config)
+HOST_KEYS = frozenset({"mounts", "tmpfs", "shm_size", "read_only", "cap_drop", "security_opt", "init",
+                       "pids_limit", "mem_limit", "network_mode", "dns", "extra_hosts"})
+
+
+def connect() -> Any:
+    """An APIClient for DOCKER_HOST (or the default socket), its API version agreed with the
+    daemon: that request is the reachability check. Raises the SDK's errors when there is none."""
+    import docker  # lazily: the SDK (requests, urllib3) costs ~70 ms to import
+
+    return docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
+
+
+def low_level(client: Any) -> Any:
+    """The APIClient itself, given it or a DockerClient (as tests hold)."""
+    return getattr(client, "api", client)
+
+
+def create(api: Any, config: dict[str, Any]) -> "Box":
+    """Create the container `config` (container_config's keyword arguments) describes."""
+    host = api.create_host_config(**{k: v for k, v in config.items() if k in HOST_KEYS})
+    rest = {k: v for k, v in config.items() if k not in HOST_KEYS}
+    made = api.create_container(host_config=host, **rest)
+    return Box(api, str(made["Id"]), list(rest.get("command") or []))
+
+
+def image_missing(exc: BaseException) -> bool:
+    import docker
+
+    return isinstance(exc, docker.errors.ImageNotFound)
+
+
+def build(api: Any, context: Any, tag: str, labels: dict[str, str]) -> None:
+    """Build an image from a tar context; raises RuntimeError with the daemon's message."""
+    for chunk in api.build(fileobj=context, custom_context=True, tag=tag, rm=True, labels=labels, decode=True):
+        if isinstance(chunk, dict) and chunk.get("error"):
+            raise RuntimeError(str(chunk["error"]).strip())
+
+
+class Box:
+    """One container: the calls dockerio.py makes on it, each one request."""
+
+    def __init__(self, api: Any, container_id: str, command: list[str]) -> None:
+        self.api = api
+        self.id = container_id
+        self.command = command
+
+    def attach_socket(self, params: dict[str, int]) -> Any:
+        return self.api.attach_socket(self.id, params=params)
+
+    def start(self) -> None:
+        self.api.start(self.id)
+
+    def wait(self) -> dict[str, Any]:
+        return dict(self.api.wait(self.id))
+
+    def kill(self, signal: str) -> None:
+        self.api.kill(self.id, signal=signal)
+
+    def resize(self, height: int, width: int) -> None:
+        self.api.resize(self.id, height=height, width=width)
+
+    def init_pid(self) -> int:
+        """The host pid of the container's init (0 when not running)."""
+        return int(self.api.inspect_container(self.id)["State"]["Pid"] or 0)
+
+    def remove(self, force: bool = True) -> None:
+        self.api.remove_container(self.id, force=force)
+
+
+def short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]

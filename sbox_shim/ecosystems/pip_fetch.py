@@ -1,0 +1,167 @@
+"""sbox's pip download step, run inside the download sandbox as `python -I -S /.sbox/pip download …`.
+
+Not imported by sbox: a script mounted into the sandbox and run on the venv's base interpreter with
+sbox's own pip (the directory holding it is `SBOX_PIP_HOME`), stdlib and pip's vendored libraries
+only. In one process it runs `pip download` of the command's requirements into the wheelhouse;
+then, only if that left source distributions whose build requirements are not there yet, it
+fetches those (`[build-system] requires`, setuptools and wheel for a setup.py-only sdist), round
+after round until closed, so that the offline install builds each sdist as pip would on the host
+(pip gives a build environment the install's `--no-index --find-links`). A build requirement the
+index lacks costs one line, not the install: pip on the host would have failed the same build.
+
+`SBOX_PIP_BUILD_ARGS` (JSON): the command's index and binary options (`-i`, `--no-binary`, …),
+which the build requirements are fetched with too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from typing import Any
+
+ROUNDS = 8
+PYPROJECT_CAP = 1 << 20
+LEGACY = ["setuptools>=40.8.0"]  # pip's build requirements for an sdist without [build-system]
+
+
+def main(argv: list[str]) -> int:
+    home = os.environ.get("SBOX_PIP_HOME", "")
+    sys.path.insert(0, home)
+    from pip._internal.cli.main import main as pip_main
+
+    code = pip_main(argv)
+    build_args = os.environ.get("SBOX_PIP_BUILD_ARGS")  # set for sbox's own `download --dest WHEELHOUSE …`
+    if code or build_args is None or argv[:2] != ["download", "--dest"]:
+        return int(code or 0)
+    wheelhouse = argv[2]
+    extra = json.loads(build_args)
+    tried: set[str] = set()
+    for _ in range(ROUNDS):
+        wanted = [(r, optional, sdist) for r, optional, sdist in missing(wheelhouse) if r not in tried]
+        if not wanted:
+            break
+        tried.update(r for r, _, _ in wanted)
+        fetch(home, wheelhouse, extra, wanted)
+    return 0
+
+
+def fetch(home: str, wheelhouse: str, extra: list[str], wanted: list[tuple[str, bool, str]]) -> None:
+    """`pip download` the build requirements together; if that fails, one by one, best effort."""
+    pip = [sys.executable, "-I", "-S", os.path.join(home, "pip"), "download", "-q", "--dest", wheelhouse, *extra]
+    names = list(dict.fromkeys(r for r, _, _ in wanted))
+    if _quiet(pip + names):
+        return
+    for requirement, optional, sdist in wanted:
+        if not _quiet(pip + [requirement]) and not optional:
+            sys.stderr.write(f"sbox: build requirement {requirement} of {sdist} is not on the index: "
+                             "it will not build offline\n")
+
+
+def _quiet(argv: list[str]) -> bool:
+    return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def missing(wheelhouse: str) -> list[tuple[str, bool, str]]:
+    """(requirement, optional, sdist) for each build requirement of the wheelhouse's sdists that no
+    file in the wheelhouse satisfies."""
+    from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
+    from pip._vendor.packaging.version import InvalidVersion
+
+    have = _versions(wheelhouse)
+    out = []
+    for name in sorted(os.listdir(wheelhouse)):
+        if not name.endswith((".tar.gz", ".zip")):
+            continue
+        for text, optional in build_requires(os.path.join(wheelhouse, name)):
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not req.marker.evaluate():
+                continue
+            if not any(_satisfies(req, v, InvalidVersion) for v in have.get(_canonical(req.name), [])):
+                out.append((text, optional, name))
+    return out
+
+
+def _satisfies(req: Any, version: str, invalid: type[Exception]) -> bool:
+    try:
+        return bool(req.specifier.contains(version, prereleases=True))
+    except invalid:
+        return False
+
+
+def build_requires(path: str) -> list[tuple[str, bool]]:
+    """An sdist's build requirements as (requirement, optional): its pyproject.toml's
+    `[build-system] requires`, else setuptools; with `wheel` optional for a setuptools build
+    (setuptools < 70.1 asks for it)."""
+    table = _build_system(path)
+    if table is None:
+        return [(r, False) for r in LEGACY] + [("wheel", True)]
+    requires = [(str(r), False) for r in table.get("requires", []) if isinstance(r, str)]
+    backend = str(table.get("build-backend", "setuptools"))
+    if backend.startswith("setuptools") and "wheel" not in {r for r, _ in requires}:
+        requires.append(("wheel", True))
+    return requires
+
+
+def _build_system(path: str) -> dict[str, Any] | None:
+    text = _pyproject(path)
+    if text is None:
+        return None
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: the copy pip vendors
+        from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        table = tomllib.loads(text).get("build-system")
+    except (ValueError, AttributeError):
+        return None
+    return table if isinstance(table, dict) else None
+
+
+def _pyproject(path: str) -> str | None:
+    """The top-level pyproject.toml of an sdist (`name-1.0/pyproject.toml`), or None."""
+    try:
+        if path.endswith(".zip"):
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    if info.filename.count("/") == 1 and info.filename.endswith("/pyproject.toml"):
+                        return z.read(info)[:PYPROJECT_CAP].decode("utf-8", "replace")
+            return None
+        with tarfile.open(path) as t:
+            for member in t:
+                if member.isfile() and member.name.count("/") == 1 and member.name.endswith("/pyproject.toml"):
+                    data = t.extractfile(member)
+                    return data.read(PYPROJECT_CAP).decode("utf-8", "replace") if data else None
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError):
+        return None
+    return None
+
+
+def _versions(wheelhouse: str) -> dict[str, list[str]]:
+    """The versions of each project the wheelhouse holds, by canonical name."""
+    out: dict[str, list[str]] = {}
+    for name in os.listdir(wheelhouse):
+        if name.endswith(".whl"):
+            project, _, rest = name.partition("-")
+            version = rest.split("-", 1)[0]
+        elif name.endswith((".tar.gz", ".zip")):
+            project, _, version = name.rsplit(".tar.gz" if name.endswith(".tar.gz") else ".zip", 1)[0].rpartition("-")
+        else:
+            continue
+        out.setdefault(_canonical(project), []).append(version)
+    return out
+
+
+def _canonical(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,128 @@
+"""The sandbox's proxy ports, listened on from the host: no bridge inside the sandbox.
+
+An allowlisted sandbox has a network namespace of its own that holds only loopback. Instead of
+starting bridge.py inside it (a Python interpreter per step, and a hop for every connection), sbox
+can make the listening sockets itself: a short-lived thread of the host process enters the
+sandbox's network namespace (setns on /proc/PID/ns/net of bwrap's pid 1, while bwrap waits on its
+--block-fd, before the command runs), creates and binds them there, and ends. A socket stays in
+the namespace it was made in, so the proxy then accepts, on the host, the sandbox's connections to
+its own 127.0.0.1:3128 (and to each forwarded registry port): each accepted socket is a plain TCP
+connection, whose other end alone the sandbox holds. Nothing of the host is mounted in, no
+descriptor is passed in or out, and no thread of sbox other than that one ever changes namespace.
+
+Entering a namespace takes CAP_SYS_ADMIN in the user namespace that owns it (bwrap's, a child of
+ours): root has it. Without it (sbox as an ordinary user) `usable()` is False and the bridge runs
+inside as before.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Callable, Sequence
+
+CLONE_NEWNET = 0x40000000
+CAP_SYS_ADMIN = 21
+
+Address = tuple[str, int]
+
+
+def usable() -> bool:
+    """Can this process enter the network namespace of a sandbox it starts? (root with
+    CAP_SYS_ADMIN: a capability in our user namespace holds in the child ones bwrap makes)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def listen_in(pid: int, addresses: Sequence[Address]) -> list[socket.socket]:
+    """A TCP listener on each address, made in the network namespace of process `pid`, which
+    must not be ours. OSError if one cannot be made (then none is returned open)."""
+    ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    made: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def enter_and_bind() -> None:  # a thread of its own, which ends in the sandbox's namespace
+        try:
+            theirs, ours = os.fstat(ns), os.stat("/proc/thread-self/ns/net")
+            if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+                raise OSError(f"process {pid} shares sbox's own network namespace")
+            _setns(ns, CLONE_NEWNET)
+            for address in addresses:
+                made.append(_listen(address))
+        except OSError as e:
+            failed.append(e)
+
+    try:
+        thread = threading.Thread(target=enter_and_bind, name="sbox-netns", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(ns)
+    if failed or len(made) != len(addresses):
+        for sock in made:
+            sock.close()
+        raise failed[0] if failed else OSError("cannot listen in the sandbox")
+    return made
+
+
+def _listen(address: Address) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def prepare() -> None:
+    """Load what entering a namespace takes (ctypes before Python 3.12), ahead of time: the warm
+    path does it while bwrap sets the sandbox up."""
+    if not hasattr(os, "setns"):
+        _libc()
+
+
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int, kind: int) -> None:
+    setns: Callable[[int, int], None] | None = getattr(os, "setns", None)  # Python >= 3.12
+    if setns is not None:
+        return setns(fd, kind)
+    import ctypes
+
+    if _libc().setns(fd, kind) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+    return None
+
+
+def serve(proxy: Any, pid: int, port: int, forwards: Sequence[Address]) -> str:
+    """Make the sandbox's proxy `port` (plan.PROXY_PORT) and its forwarded registry ports (the
+    Network's `forwards`) on 127.0.0.1 in the namespace of `pid`, and have `proxy` (an
+    EgressProxy) serve them: "" once done, else why the sandbox must not run."""
+    targets: list[tuple[str, int] | None] = [None, *forwards]
+    addresses = [("127.0.0.1", port), *(("127.0.0.1", p) for _, p in forwards)]
+    try:
+        listeners = listen_in(pid, addresses)
+    except OSError as e:
+        return f"sbox could not listen in the sandbox's network namespace: {e.strerror or e}"
+    for listener, target in zip(listeners, targets):
+        proxy.serve(listener, target)
+    return ""

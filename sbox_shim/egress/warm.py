@@ -1,0 +1,91 @@
+"""An allowlisted step on the warm path (compiled.py): the egress proxy around a cached sandbox.
+
+The plan cache keeps such a step only when sbox listens in the sandbox's own network namespace
+(netns.py: no bridge inside) and every allowed name is pinned to loopback (recorder.py says why).
+Its record holds the policy, as the cold path built it, and what the denial log names. Everything
+here is what the cold path does around the same sandbox (runner._run_staged): one proxy for the
+step, its denials written and summed up after.
+"""
+from __future__ import annotations
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping
+
+    Ready = Callable[[int], str]
+
+
+def record(step: Any, state_dir: str) -> dict[str, Any]:
+    """What the warm path needs of an allowlisted Step (plan.Step)."""
+    from sbox_shim.plan import PROXY_PORT
+
+    net = step.network
+    return {"pins": [[name, list(addresses)] for name, addresses in net.pins],
+            "ports": [[name, list(ports)] for name, ports in net.ports],
+            "explicit": list(net.explicit), "forwards": [list(f) for f in net.forwards],
+            "port": PROXY_PORT, "state": state_dir, "label": step.label, "command": list(step.command),
+            "profile": step.profile, "cwd": step.cwd}
+
+
+def run(egress: Mapping[str, Any], sandbox: Callable[[Ready], int | None]) -> int | None:
+    """Run `sandbox` (given the hook that makes the proxy's listeners in it) with the proxy up.
+
+    The proxy is imported and started in a thread while bwrap sets the sandbox up (its imports
+    cost milliseconds that bwrap's work hides); the hook waits for it. Without a proxy the hook
+    refuses: the sandbox is killed before the command runs."""
+    import sys
+    import threading
+
+    from sbox_shim.egress import netns
+
+    made: list[Any] = []
+
+    def make() -> None:
+        from sbox_shim.egress.policy import EgressPolicy
+        from sbox_shim.egress.proxy import EgressProxy
+
+        policy = EgressPolicy(
+            pins={str(name): tuple(map(str, addresses)) for name, addresses in egress["pins"]},
+            ports={str(name): tuple(map(int, ports)) for name, ports in egress["ports"]},
+            explicit=frozenset(map(str, egress["explicit"])),
+        )
+        proxy = EgressProxy(policy, "")
+        proxy.start()
+        made.append(proxy)
+        netns.prepare()
+
+    def ready(pid: int) -> str:
+        maker.join()
+        if not made:
+            return "sbox could not start the egress proxy"
+        return netns.serve(made[0], pid, int(egress["port"]), forwards)
+
+    forwards = [(str(name), int(port)) for name, port in egress["forwards"]]
+    maker = threading.Thread(target=make, name="sbox-egress-start", daemon=True)
+    maker.start()
+    try:
+        code = sandbox(ready)
+    finally:
+        maker.join()
+        for proxy in made:
+            proxy.stop()
+    denials = made[0].denials if made else []
+    if denials:
+        _report(egress, denials, sys.stderr.write)
+    return code
+
+
+def _report(egress: Mapping[str, Any], denials: list[dict[str, Any]],
+            write: Callable[[str], object]) -> None:
+    from sbox_shim.report import denial_summary
+    from sbox_shim.runner import write_record
+
+    class Step:  # what write_record reads of a plan.Step
+        label = str(egress["label"])
+        command = [str(word) for word in egress["command"]]
+        profile = str(egress["profile"])
+        cwd = str(egress["cwd"])
+
+    log = write_record(str(egress["state"]), Step(), "", {"denials": denials})  # type: ignore[arg-type]
+    for line in denial_summary(denials, log):
+        write(line + "\n")

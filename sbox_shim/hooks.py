@@ -1,0 +1,49 @@
+"""Decisions a plan leaves to run time, between its steps: a step's `hook` names the ecosystem
+module that makes them (today npm's: which install scripts the offline phase runs, and the
+rollback of a failed install). Each module offers
+
+    before(state, step, err) -> (state, step | None, why)  # the step to run; None: skip it, why
+    failed(state, err)                                      # a step failed: undo what it must
+    done(state)                                             # the steps succeeded
+
+The first step without a hook (the project's own `prepare`) ends the hooked group: what came
+before it is kept, as npm keeps an install whose root scripts fail.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, TextIO
+
+from sbox_shim.plan import Step
+
+MODULES = {"npm": "sbox_shim.ecosystems.npm_run"}
+
+
+class Hooks:
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.states: dict[str, Any] = {}
+
+    def before(self, step: Step) -> tuple[Step | None, str]:
+        """The step to run (None: skip it) and why it is skipped."""
+        if not step.hook:
+            self.done()
+            return step, ""
+        name = step.hook[0]
+        state, chosen, why = _module(name).before(self.states.get(name), step, self.err)
+        self.states[name] = state
+        return chosen, why
+
+    def failed(self) -> None:
+        states, self.states = self.states, {}
+        for name, state in states.items():
+            _module(name).failed(state, self.err)
+
+    def done(self) -> None:
+        states, self.states = self.states, {}
+        for name, state in states.items():
+            _module(name).done(state)
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(MODULES[name])

@@ -1,0 +1,132 @@
+"""A later step's container, started while the step before it runs (backends/dockerahead.py): its
+command waits for sbox's go, which comes only when every bind under the project is, as the waiting
+container sees it, what sbox opens at the step's turn; one not used is never left behind."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from support import packages as pkg
+from support.registries import PypiIndex
+from support.trust import trust
+
+from sbox_shim.plan import Mount, Network, Step
+
+
+def _step(project: Path) -> Step:
+    from sbox_shim.layout import toolchain_mounts
+
+    out = project / "out"
+    return Step(label="scripts", argv=("/bin/sh", "-c", "echo ran > out/ran"), profile="default", reason="test",
+                mode="sandbox", cwd=str(project), env=(("PATH", "/usr/bin:/bin"), ("HOME", "/tmp")),
+                network=Network("off"),
+                mounts=(*toolchain_mounts(), Mount(str(project), str(project)), Mount(str(out), str(out), readonly=False)),
+                uid=os.getuid(), gid=os.getgid(), project=str(project))
+
+
+@pytest.fixture
+def started(tmp_path: Path, docker_backend: str) -> Iterator[tuple[Step, object, str]]:
+    """Step 1 of a run, its container started ahead as the runner has it while step 0 runs."""
+    from sbox_shim.backends import docker, dockerahead
+
+    project, run_dir = tmp_path / "project", tmp_path / "run"
+    (project / "out").mkdir(parents=True)
+    run_dir.mkdir()
+    step = _step(project)
+    api = docker._client()
+    docker.ahead(step, str(run_dir), 1)
+    dockerahead.kick(api)
+    ahead = dockerahead.take(step, 1)
+    try:
+        yield step, ahead, str(run_dir)
+    finally:
+        if ahead is not None:
+            ahead.discard()
+        docker.discard()
+
+
+def test_the_command_waits_for_go_then_runs_in_the_container_started_ahead(started: tuple[Step, object, str]) -> None:
+    from sbox_shim.backends import docker
+    from sbox_shim.backends.dockerahead import Ahead
+
+    step, ahead, _ = started
+    assert isinstance(ahead, Ahead) and ahead.box is not None
+    out = Path(step.cwd) / "out" / "ran"
+    time.sleep(0.5)
+    assert not out.exists()  # started, mounted, and nothing of the step ran
+    assert ahead.ready()
+    code = docker.attach_and_run(docker._client(), ahead.box, False, None, sock=ahead.sock, go=ahead.go)
+    assert code == 0 and out.read_text() == "ran\n"
+
+
+def test_a_bind_swapped_after_the_container_started_is_refused_and_the_step_gets_a_new_one(
+        started: tuple[Step, object, str]) -> None:
+    from sbox_shim.backends import docker
+    from sbox_shim.backends.dockerahead import Ahead
+
+    step, ahead, run_dir = started
+    assert isinstance(ahead, Ahead)
+    out = Path(step.cwd) / "out"
+    out.rename(out.with_name("out-old"))  # what the waiting container holds now is not the project's out/
+    out.mkdir()
+    assert not ahead.ready()
+    ahead.discard()
+    assert docker.run(step, run_dir, 1) == 0  # nothing planned ahead any more: a container made now
+    assert (out / "ran").read_text() == "ran\n"
+    assert not (out.with_name("out-old") / "ran").exists()
+
+
+def test_a_container_started_ahead_for_a_step_that_never_comes_is_removed(tmp_path: Path, sbox_bin: str,
+                                                                       docker_backend: str) -> None:
+    """Phase 1 fails (a requirement the index does not have): phase 2's container, started while
+    phase 1 ran, goes with the run. (pip: npm's scripts phase is chosen only once its download
+    has ended, so it is never started ahead.)"""
+    from sbox_shim.backends.docker import owner
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "sbox.yaml").write_text("version: 1\nbackend: docker\n")
+    trust(project / "sbox.yaml")
+    venv = project / ".venv"
+    subprocess.run([shutil.which("python3") or "python3", "-m", "venv", "--without-pip", str(venv)],
+                   check=True, timeout=300)
+    since = time.time() - 1
+    with PypiIndex([pkg.wheel("sbox-other", "1.0", {"sbox_other.py": ""})]) as index:
+        env = dict(os.environ, PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull, PIP_RETRIES="0",
+                   VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", SBOX_QUIET="0")
+        proc = subprocess.Popen([sbox_bin, "run", "--", "pip", "install", "sbox-not-there"], cwd=project, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "step 1 [download] exited" in err, err[-2000:]
+    mark = f"{owner().split(':')[0]}:{proc.pid}"
+    created = subprocess.run(["docker", "events", "--since", f"{since:.0f}", "--until", f"{time.time() + 1:.0f}",
+                              "--filter", "event=create", "--filter", f"label=io.sbox.owner={mark}",
+                              "--format", "{{.Actor.Attributes.name}}"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert len(created) == 2  # phase 1's, and phase 2's started ahead
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.sbox.owner={mark}"],
+                          capture_output=True, text=True, check=True).stdout
+    assert left.strip() == ""
+
+
+def test_a_line_that_is_not_sboxs_word_runs_nothing(started: tuple[Step, object, str]) -> None:
+    """Whatever else reached the gate and wrote to it, the command does not run, and the container
+    is not used: the step would get a new one."""
+    from sbox_shim.backends.dockerahead import Ahead
+
+    step, ahead, _ = started
+    assert isinstance(ahead, Ahead)
+    fd = os.open(ahead.fifo, os.O_WRONLY)
+    os.write(fd, b"go\n")
+    os.close(fd)
+    deadline = time.monotonic() + 30
+    while ahead.box.init_pid() and time.monotonic() < deadline:  # the gate's shell gives up: exit 125
+        time.sleep(0.05)
+    assert not ahead.ready()
+    assert not (Path(step.cwd) / "out" / "ran").exists()
