@@ -9,6 +9,10 @@ PASSTHROUGH = (
     "FORCE_COLOR", "CI", "SOURCE_DATE_EPOCH", "DEBIAN_FRONTEND",
 )
 PASSTHROUGH_PREFIXES = ("LC_",)
+# A package's own install switches (PUPPETEER_SKIP_DOWNLOAD, ELECTRON_SKIP_BINARY_DOWNLOAD,
+# PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD, ...): set on the command line, they reach every phase, as they
+# would reach the script directly. Never a credential (see SECRET).
+SWITCH = re.compile(r"(^|_)SKIP(_|$)|^CYPRESS_INSTALL_BINARY$|^HUSKY$")
 # Names that look like credentials never pass, whatever the allowlist says.
 # `npm_config_key` (a client certificate's private key), `npm_config_otp`, `GPG_KEY`: a name ending
 # in KEY or KEYFILE, or an OTP, is one too.
@@ -41,7 +45,7 @@ def scrub(
     secrets = set(allow_secrets)
     out = {}
     for name, value in env.items():
-        if name not in names and not name.startswith(starts):
+        if name not in names and not name.startswith(starts) and not SWITCH.search(name):
             continue
         if is_secret(name) and name not in secrets:
             continue

@@ -61,11 +61,24 @@ def _fetched(project: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def test_without_a_phase_profile_the_skip_variable_does_not_reach_the_script(
+def test_a_skip_switch_on_the_command_line_reaches_the_install_script(
+        world: tuple[Path, StaticServer], backend: str, sbox_bin: str) -> None:
+    """`PUPPETEER_SKIP_DOWNLOAD=1 npm install puppeteer`, no config: a package's skip switch (a
+    name with SKIP in it) reaches the script as it would directly; other variables do not."""
+    project, binaries = world
+    _config(project, backend, "  default:\n    network: off\n")
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project,
+                      env=dict(os.environ, **{SKIP: "1", "FIXTURE_MODE": "leaked"}))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert _fetched(project) == "skipped "  # the switch arrived; FIXTURE_MODE did not
+    assert binaries.requests == []
+
+
+def test_without_the_switch_the_offline_script_fails_and_names_the_phase_profile(
         world: tuple[Path, StaticServer], backend: str, sbox_bin: str) -> None:
     project, binaries = world
     _config(project, backend, "  default:\n    network: off\n")
-    result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=dict(os.environ, **{SKIP: "1"}))
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=dict(os.environ))
     assert result.returncode != 0, result.stdout + result.stderr
     assert "fetch failed" in result.stderr
     assert "npm:scripts" in result.stderr  # the hint names the profile that would pass it

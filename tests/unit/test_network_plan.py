@@ -150,23 +150,23 @@ def test_unmatched_npm_install_uses_builtin_two_phase(tmp_path: Path) -> None:
 def test_phase_profiles_merge_into_the_builtin_phases(tmp_path: Path) -> None:
     from sbox_shim.config import Limits
 
-    npm_scripts = Profile("npm:scripts", env=("PUPPETEER_SKIP_DOWNLOAD", "UNSET_ONE"), env_set=(("A", "1"),),
+    npm_scripts = Profile("npm:scripts", env=("FIXTURE_OPTION", "UNSET_ONE"), env_set=(("A", "1"),),
                           limits=Limits(pids=99, timeout=30.0), line=3)
     download = Profile("pnpm:download", network=True, network_allow=("cdn.example",), line=7)
     cfg = Config(str(tmp_path / "sbox.yaml"), str(tmp_path), phases={"npm:scripts": npm_scripts,
                                                                        "pnpm:download": download})
     host = _host(tmp_path)
-    host.env.update(PUPPETEER_SKIP_DOWNLOAD="1", npm_config_cache="/elsewhere")
+    host.env.update(FIXTURE_OPTION="1", npm_config_cache="/elsewhere")
     plan = build_plan(["pnpm", "install"], cfg, host, resolver=fake_resolver, which=which)
     fetch, scripts = plan.steps
     # pnpm's own download profile; its scripts phase takes the npm family's.
     assert fetch.profile == "pnpm:download" and "cdn.example" in dict(fetch.network.unresolved)
-    assert "PUPPETEER_SKIP_DOWNLOAD" not in fetch.environ and fetch.limits.pids == 4096
+    assert "FIXTURE_OPTION" not in fetch.environ and fetch.limits.pids == 4096
     assert scripts.profile == "pnpm:scripts" and "npm:scripts" in scripts.reason and "sbox.yaml:3" in scripts.reason
-    assert scripts.environ["PUPPETEER_SKIP_DOWNLOAD"] == "1" and scripts.environ["A"] == "1"
+    assert scripts.environ["FIXTURE_OPTION"] == "1" and scripts.environ["A"] == "1"
     assert scripts.network.policy == "off" and scripts.writable == ("node_modules/",)
     assert scripts.limits.pids == 99 and scripts.limits.timeout == 30.0
-    assert scripts.declared == ("PUPPETEER_SKIP_DOWNLOAD (passed)", "UNSET_ONE (passed; not set)", "A (set)")
+    assert scripts.declared == ("FIXTURE_OPTION (passed)", "UNSET_ONE (passed; not set)", "A (set)")
     assert not any("network on" in w for w in plan.warnings)
 
 
