@@ -157,6 +157,8 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         env = {k: v for k, v in env.items() if k in named or not has_url_credentials(v)}
     env.update(prof.env_set)  # the config's NAME=value; sbox's own settings for the phase win
     env.update(phase.env)
+    if net.policy == "off" and phase.label == AS_IS and phase.argv and os.path.basename(phase.argv[0]) == "npx":
+        env.setdefault("npm_config_offline", "true")  # fail at once, not after a minute of retries
     env.update(PATH=path, HOME=host.home, USER=host.user, LOGNAME=host.user, SHELL="/bin/sh",
                TMPDIR="/tmp", SBOX_ACTIVE="1", SBOX_PROFILE=prof.name)
     mounts: list[Mount] = layout.toolchain_mounts()

@@ -102,6 +102,11 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                               f"(a prebuilt binary, headers) fails here; in sbox.yaml, a profile {step.profile} "
                               f"with env: [PUPPETEER_SKIP_DOWNLOAD] (the package's skip variable) passes it in, "
                               f"or network: on with network_allow: [host] admits what it needs\n")
+                if (step.network.policy == "off" and step.label == "run" and step.argv
+                        and os.path.basename(step.argv[0]) == "npx" and code not in (124, 130)):
+                    err.write(f"sbox: npx ran with the network off (profile {step.profile}): it runs what the "
+                              f"project has installed, and cannot fetch a package; npm install it first, or "
+                              f"give npx a dispatch rule to a profile with network_allow: [registry.npmjs.org]\n")
                 if hooks is not None:
                     hooks.failed()
                 return code

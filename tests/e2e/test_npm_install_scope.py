@@ -185,3 +185,14 @@ def test_a_file_dependency_inside_the_project_runs_its_script_in_place(
     assert result.returncode == 0, result.stderr[-3000:]
     assert (lib / "built.txt").read_text() == "ok"
     assert not (project / "outside.txt").exists()  # the project around it stays read-only
+
+
+def test_npx_of_a_package_not_installed_fails_at_once_with_the_remedy(
+        tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry) -> None:
+    """`npx cowsay` runs in the default profile, network off: npm retried for about 70 s, then sbox
+    said nothing. Now npm is told it is offline (it fails at once) and sbox says what to do."""
+    project, env = _project(tmp_path, backend, registry, {})
+    result = run_sbox(sbox_bin, ["run", "--", "npx", "--yes", "sbox-a"], project, env=env, timeout=60)
+    assert result.returncode != 0
+    assert "sbox: npx ran with the network off" in result.stderr, result.stderr[-2000:]
+    assert not any("/sbox-a" in r for r in registry.requests)
