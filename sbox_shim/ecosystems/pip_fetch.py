@@ -11,6 +11,10 @@ index lacks costs one line, not the install: pip on the host would have failed t
 
 `SBOX_PIP_BUILD_ARGS` (JSON): the command's index and binary options (`-i`, `--no-binary`, …),
 which the build requirements are fetched with too.
+
+A local project on the command line (`pip install .`, `./sub[extra]`) is read from a copy in the
+sandbox's /tmp: learning its dependencies builds its metadata in its tree (`*.egg-info`), and this
+phase, which has the network, writes nothing of the project. The offline install builds it in place.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, home)
     from pip._internal.cli.main import main as pip_main
 
+    if argv[:1] == ["download"]:
+        argv = [_copy_if_local(a) for a in argv]
     code = pip_main(argv)
     build_args = os.environ.get("SBOX_PIP_BUILD_ARGS")  # set for sbox's own `download --dest WHEELHOUSE …`
     if code or build_args is None or argv[:2] != ["download", "--dest"]:
@@ -58,6 +64,26 @@ def fetch(home: str, wheelhouse: str, extra: list[str], wanted: list[tuple[str, 
         if not _quiet(pip + [requirement]) and not optional:
             sys.stderr.write(f"sbox: build requirement {requirement} of {sdist} is not on the index: "
                              "it will not build offline\n")
+
+
+SKIP_IN_COPY = (".venv", "venv", "node_modules", "__pycache__", ".tox", ".nox", "build", "dist", "*.egg-info")
+
+
+def _copy_if_local(arg: str) -> str:
+    """A directory argument holding a Python project, copied to /tmp (links kept as links): the copy's
+    path, with its `[extras]`; any other argument as it is."""
+    import shutil
+    import tempfile
+
+    word = arg.split("=", 1)[1] if arg.startswith("--editable=") else arg
+    base = word.split("[", 1)[0]
+    if arg.startswith("-") and not arg.startswith("--editable=") or not base or not os.path.isdir(base):
+        return arg
+    if not any(os.path.isfile(os.path.join(base, f)) for f in ("pyproject.toml", "setup.py", "setup.cfg")):
+        return arg
+    copy = os.path.join(tempfile.mkdtemp(prefix="sbox-local-"), os.path.basename(os.path.abspath(base)) or "project")
+    shutil.copytree(base, copy, symlinks=True, ignore=shutil.ignore_patterns(*SKIP_IN_COPY))
+    return arg.replace(base, copy, 1) if arg.startswith("--editable=") else copy + word[len(base):]
 
 
 def _quiet(argv: list[str]) -> bool:

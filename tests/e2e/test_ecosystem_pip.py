@@ -231,3 +231,27 @@ def test_pip_install_outside_a_venv_is_refused_before_running(project: Path, sbo
         "with --target DIR inside the project"]
     assert target.returncode == 0, (target.stdout + target.stderr)[-6000:]
     assert (project / "vendor" / "sbox_dep.py").read_text() == "N = 41\n"
+
+
+def test_a_local_project_installs_and_the_download_phase_writes_nothing_of_it(project: Path,
+                                                                              sbox_bin: str) -> None:
+    """`pip install ./localpkg`: learning its dependencies builds its metadata in its tree (setuptools'
+    `*.egg-info`), which failed in the download phase with EROFS. That phase reads a copy; the
+    offline install builds it in place, as pip does directly."""
+    import io
+    import tarfile
+
+    venv = _venv(project)
+    name, data = pkg.sdist("sbox-local", "1.0",
+                           "import pathlib, os\n"
+                           "pathlib.Path('built-here.txt').write_text(os.environ.get('SBOX_PROFILE', '?'))\n",
+                           {"sbox_local.py": "WHERE = 'local'\n"}, backend="intree")
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(project, filter="data")
+    source = project / "sbox_local-1.0"
+    with PypiIndex([]) as index:
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "./sbox_local-1.0"], project,
+                          env=_env(venv, index))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert _imports(venv, "import sbox_local; print(sbox_local.WHERE)") == "local"
+    assert (source / "built-here.txt").read_text() == "pip:scripts"  # built in place by the offline phase only
