@@ -88,7 +88,9 @@ def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -
             lines = quarantine.report_lines(ident, records) + lines
             write_record(state_dir, step, "quarantine", {"quarantine": ident, "entries": records})
     hooks = moved is not None and _touches_hooks(moved[1], guard.hooks_path(snapshot.root))
-    if hooks or (code != 0 and guard.installs_hooks(step.command, snapshot)):
+    # .git is read-only in every sandbox: a hook installer never succeeds there, even when it exits 0
+    # (husky 9 does, having failed to set core.hooksPath)
+    if hooks or guard.installs_hooks(step.command, snapshot):
         lines.append("sbox: the git hooks were not installed (the sandbox cannot write .git or the hooks); "
                      "run npx husky (or the project's hook installer) outside sbox after reviewing it")
     for line in lines:

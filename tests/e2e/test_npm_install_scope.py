@@ -196,3 +196,15 @@ def test_npx_of_a_package_not_installed_fails_at_once_with_the_remedy(
     assert result.returncode != 0
     assert "sbox: npx ran with the network off" in result.stderr, result.stderr[-2000:]
     assert not any("/sbox-a" in r for r in registry.requests)
+
+
+def test_a_hook_installer_that_exits_0_still_gets_the_line(
+        tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry) -> None:
+    """husky 9's `prepare` exits 0 when it could not set core.hooksPath (.git is read-only in every
+    sandbox): the install "succeeded" and the hooks silently were not installed. sbox says so."""
+    project, env = _project(tmp_path, backend, registry, {"sbox-plain": "1.0.0"},
+                            {"prepare": "echo 'husky - git config failed' || husky"})
+    (project / ".git").mkdir()
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sbox: the git hooks were not installed" in result.stderr, result.stderr[-2000:]
