@@ -29,7 +29,8 @@ import os
 import shlex
 from typing import Sequence
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_text, sandbox_writable, url_entry
+from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text, sandbox_writable,
+                                  url_entry)
 from sbox_shim.ecosystems.pip_args import TARGET_OPTIONS, destination, download_args, index_args, local_project
 from sbox_shim.ecosystems.pip_index import index_root
 from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher
@@ -180,7 +181,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     configs = [Mount(f, f) for f in config_files(ctx, venv) if not (f + "/").startswith(SYSTEM)]
     key = hashlib.sha256(ctx.project_root.encode()).hexdigest()[:16]
     wheelhouse = os.path.join(ctx.cache_dir, "pip", "wheelhouse", key)
-    cache = os.path.join(ctx.cache_dir, "pip", "http")
+    cache = os.path.join(project_cache(ctx, "pip"), "http")  # writable where sdists build: this project's alone
     env = {"PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     target = [Mount(venv, venv, readonly=True)] if venv else []
     fetch, own, fetch_env = fetcher(venv, argv[0], ctx)
