@@ -177,7 +177,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     local += [index_root(p, ctx.home, ctx.project_root) for u in urls for p in [local_path(u)] if p and os.path.isdir(p)]
     readonly = [Mount(p, p) for p in dict.fromkeys(local)
                 if os.path.exists(p) and not (p + "/").startswith(SYSTEM)]
-    readonly += [Mount(p, p) for p in bases]
+    readonly += bases
     configs = [Mount(f, f) for f in config_files(ctx, venv) if not (f + "/").startswith(SYSTEM)]
     key = hashlib.sha256(ctx.project_root.encode()).hexdigest()[:16]
     wheelhouse = os.path.join(ctx.cache_dir, "pip", "wheelhouse", key)

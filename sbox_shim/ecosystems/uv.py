@@ -170,7 +170,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     venv = _pip_venv(argv, ctx) if kind == "pip" else _project_venv(ctx)
     writes: list[str] = []
     if venv:
-        readonly += [Mount(p, p) for p in _bases(venv)]
+        readonly += _bases(venv, ctx)
         if sandbox_writable(venv, ctx) and venv.startswith(ctx.project_root.rstrip("/") + "/"):
             writes.append(os.path.relpath(venv, ctx.project_root) + "/")
         else:
@@ -297,13 +297,13 @@ def _pip_venv(argv: Sequence[str], ctx: Context) -> str | None:
                      "with `uv venv`, as uv itself asks")
 
 
-def _bases(venv: str) -> tuple[str, ...]:
+def _bases(venv: str, ctx: Context) -> tuple[Mount, ...]:
     cfg = os.path.join(venv, "pyvenv.cfg")
     if not os.path.isfile(cfg):
         return ()
     from sbox_shim.ecosystems.pip import _base_prefixes
 
-    return _base_prefixes(cfg)
+    return _base_prefixes(cfg, ctx)
 
 
 def _local_project(argv: Sequence[str], ctx: Context) -> bool:

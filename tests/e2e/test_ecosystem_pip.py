@@ -231,3 +231,36 @@ def test_pip_install_outside_a_venv_is_refused_before_running(project: Path, sbo
         "with --target DIR inside the project"]
     assert target.returncode == 0, (target.stdout + target.stderr)[-6000:]
     assert (project / "vendor" / "sbox_dep.py").read_text() == "N = 41\n"
+
+
+@pytest.mark.parametrize("planted", ["link", "direct"])
+def test_a_rewritten_pyvenv_cfg_cannot_mount_a_host_directory(project: Path, fake_home: Path, sbox_bin: str,
+                                                              planted: str) -> None:
+    """Red team t8: an earlier install phase wrote the venv (outside the project): a link
+    `lib/rootlink -> ~/.local` and `base-executable` through it (or, `direct`, naming `~/.local/bin`,
+    whose `lib/python3.X` holds site-packages only). The next install would mount `~/.local`, with
+    its keyrings, into the download phase: refused in one line, nothing runs (the index sees nothing)."""
+    local = fake_home / ".local"
+    (local / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (local / "bin").mkdir()
+    (local / "share" / "keyrings").mkdir(parents=True)
+    (local / "share" / "keyrings" / "login.keyring").write_text("KEYRING-CANARY\n")
+    venv = fake_home / "venvs" / "v"
+    subprocess.run([str(PYTHON), "-m", "venv", str(venv)], check=True, timeout=300, capture_output=True)
+    if planted == "link":
+        (venv / "lib" / "rootlink").symlink_to(local)
+        base = venv / "lib" / "rootlink"
+    else:
+        base = local
+    with (venv / "pyvenv.cfg").open("a") as cfg:
+        cfg.write(f"base-executable = {base}/bin/python3\n")
+    reads = [str(base / "share" / "keyrings" / "login.keyring"), str(local / "share" / "keyrings" / "login.keyring")]
+    code = ("import sys\nfor f in %r:\n    try:\n        sys.stderr.write('READ %%r\\n' %% open(f).read())\n"
+            "    except OSError as e:\n        sys.stderr.write('NOREAD %%s\\n' %% e)\nraise SystemExit(1)\n" % (reads,))
+    with PypiIndex([pkg.sdist("evilpy", "1.0", code, {"evilpy.py": "x = 1\n"}, backend="intree")]) as index:
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "evilpy"], project, env=_env(venv, index))
+        assert index.requests == []
+    assert "KEYRING-CANARY" not in result.stdout + result.stderr
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"sbox: {venv}/pyvenv.cfg: base-executable = {base}/bin/python3 "), line

@@ -307,6 +307,7 @@ def test_pip_index_urls_and_config_file_reach_the_download_phase_only(where: dic
 def _venv(where: dict[str, Path]) -> tuple[Path, Path]:
     base = where["elsewhere"] / "python-3.11"
     write(base / "bin" / "python3.11", "").chmod(0o755)  # a Python installation: pyvenv.cfg is checked, not trusted
+    write(base / "lib" / "python3.11" / "os.py", "")
     venv = where["project"] / ".venv"
     write(venv / "pyvenv.cfg", f"home = {base}/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n")
     write(venv / "bin" / "pip", "#!/bin/sh\n")
