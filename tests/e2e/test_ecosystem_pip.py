@@ -55,16 +55,16 @@ def _build_requirements() -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def world(tmp_path: Path, fake_home: Path) -> Iterator[Trap]:
-    # The project is read-only to pip's phases: the download phase may write its wheelhouse (sbox's
-    # cache), the install phase the venv.
+    # The project is read-only to pip's phases: the download phase may write sbox's cache (this
+    # project's HTTP cache, and this run's wheelhouse, removed after the run), the install phase the venv.
     import hashlib
 
     from sbox_shim.paths import sbox_dir
 
     project = tmp_path / "project"
-    key = hashlib.sha256(str(project).encode()).hexdigest()[:16]
-    wheelhouse = os.path.join(sbox_dir("cache", dict(os.environ)), "pip", "wheelhouse", key)
-    with trap(fake_home, tmp_path, project, proofs_in=f"{wheelhouse}:.venv") as t:
+    key = hashlib.sha256(os.path.realpath(project).encode()).hexdigest()[:16]
+    http = os.path.join(sbox_dir("cache", dict(os.environ)), "pip", key, "http")
+    with trap(fake_home, tmp_path, project, proofs_in=f"{http}:.venv") as t:
         yield t
 
 
@@ -264,3 +264,36 @@ def test_a_rewritten_pyvenv_cfg_cannot_mount_a_host_directory(project: Path, fak
     assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"sbox: {venv}/pyvenv.cfg: base-executable = {base}/bin/python3 "), line
+
+
+def test_a_wheel_planted_in_the_wheelhouse_is_not_installed_by_a_later_run(project: Path, fake_home: Path,
+                                                                           sbox_bin: str) -> None:
+    """Red team t12: a hostile sdist's metadata hook (download phase, the wheelhouse writable) plants
+    `victim-99.0` in the wheelhouse it finds on pip's command line. The user throws the venv away
+    and installs only `victim`: from the index (1.0), since each run's wheelhouse is its own, made
+    empty for it and removed after it, on success as on failure."""
+    import base64
+
+    planted, data = pkg.wheel("victim", "99.0", {"victim.py": "VERSION = 'planted'\n"})
+    plant = ("import base64, os\nfor pid in os.listdir('/proc'):\n    try:\n"
+             "        a = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\\0')\n    except OSError:\n        continue\n"
+             "    if b'--dest' in a:\n        d = a[a.index(b'--dest') + 1].decode()\n"
+             f"        open(os.path.join(d, {planted!r}), 'wb').write(base64.b64decode({base64.b64encode(data).decode()!r}))\n")
+    dists = [pkg.sdist("evilpy", "1.0", plant, {"evilpy.py": "x = 1\n"}, backend="intree"),
+             pkg.sdist("evilfail", "1.0", plant + "raise SystemExit(1)\n", {"evilfail.py": "x = 1\n"}, backend="intree"),
+             pkg.wheel("victim", "1.0", {"victim.py": "VERSION = '1.0'\n"})]
+    runs = Path(os.environ["SBOX_CACHE_DIR"]) / "pip" / "runs"
+    with PypiIndex(dists) as index:
+        venv = _venv(project)
+        first = run_sbox(sbox_bin, ["run", "--", "pip", "install", "evilpy"], project, env=_env(venv, index))
+        assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+        assert _imports(venv, "import evilpy; print(evilpy.x)") == "1"
+        assert not runs.exists() or list(runs.iterdir()) == []  # removed after the run
+        failed = run_sbox(sbox_bin, ["run", "--", "pip", "install", "evilfail"], project, env=_env(venv, index))
+        assert failed.returncode != 0
+        assert not runs.exists() or list(runs.iterdir()) == []  # and after a failed one
+        shutil.rmtree(venv)
+        venv = _venv(project)
+        again = run_sbox(sbox_bin, ["run", "--", "pip", "install", "victim"], project, env=_env(venv, index))
+        assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert _imports(venv, "import victim; print(victim.VERSION)") == "1.0"
