@@ -207,7 +207,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     offline = Phase(
         "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *rest), False, (),
         {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
-        mounts=(Mount(wheelhouse, wheelhouse, kind="run"), *readonly, *target),
+        # pip's cache, empty and thrown away: some pips fail a build where PIP_CACHE_DIR cannot be made
+        mounts=(Mount(wheelhouse, wheelhouse, kind="run"), Mount("", cache, readonly=False, kind="tmpfs"),
+                *readonly, *target),
         reason=f"built-in pip policy: then {sub} offline from the wheelhouse (builds run with the network off)",
         writable=True if local_project(rest, ctx) else
         destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else into,

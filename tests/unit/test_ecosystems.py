@@ -214,7 +214,7 @@ def test_pip_install_downloads_to_a_wheelhouse_then_installs_offline(where: dict
     assert mounts(d)[wh] == Mount(wh, wh, readonly=False, kind="run") and mounts(s)[wh] == Mount(wh, wh, kind="run")
     http = str(where["cache"] / "pip" / hashlib.sha256(str(where["project"]).encode()).hexdigest()[:16] / "http")
     assert d.env["PIP_CACHE_DIR"] == http and mounts(d)[http] == Mount(http, http, readonly=False, kind="cache")
-    assert http not in mounts(s)  # this project's own HTTP cache, in the download phase only
+    assert mounts(s)[http] == Mount("", http, readonly=False, kind="tmpfs")  # this project's, download phase only
 
 
 def test_pip_build_requirements_are_fetched_with_the_index_and_binary_options(where: dict[str, Path]) -> None:
@@ -337,15 +337,15 @@ def test_pip_venv_found_through_virtual_env_too(where: dict[str, Path]) -> None:
 
 def test_pip_without_a_venv_mounts_nothing_extra(where: dict[str, Path]) -> None:
     d, s = two("pip wheel x", ctx(where, real="/usr/bin/pip"))
-    assert [m.target for m in d.mounts if m.kind not in ("cache", "run")] == []
-    assert [m.target for m in s.mounts if m.kind not in ("cache", "run")] == []
+    assert [m.target for m in d.mounts if m.kind not in ("cache", "run", "tmpfs")] == []
+    assert [m.target for m in s.mounts if m.kind not in ("cache", "run", "tmpfs")] == []
 
 
 def test_pip_venv_with_a_system_base_needs_no_mount(where: dict[str, Path]) -> None:
     venv = where["project"] / ".venv"
     write(venv / "pyvenv.cfg", "home = /usr/bin\n")
     _, s = two(".venv/bin/pip install x", ctx(where, real=str(venv / "bin" / "pip")))
-    assert [m.target for m in s.mounts if m.kind not in ("cache", "run")] == [str(venv)]
+    assert [m.target for m in s.mounts if m.kind not in ("cache", "run", "tmpfs")] == [str(venv)]
 
 
 # --- cargo ------------------------------------------------------------------------------------
