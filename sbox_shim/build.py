@@ -86,10 +86,16 @@ def build_plan(
     real = which(argv[0], path, host.shim_dirs)
     ctx = ecosystems.Context(host.cwd, config.root, host.home, host.env, host.cache_dir, real)
     chosen_profiles = choose(config, argv, profile, ctx)
+    writable = sandbox_written(config.root, host)
     if any(prof.mode == "host" for prof, _ in chosen_profiles):
-        # Unsandboxed: nothing the project holds may pick the program (a planted ./node_modules/.bin/npm).
-        path = host_path(path, config.root, host.cwd)
+        # Unsandboxed: nothing a sandbox could write may pick the program (a planted
+        # ./node_modules/.bin/npm, an `npm` a wheel put in a venv's bin).
+        real_before = real
+        path = host_path(path, config.root, host.cwd, writable)
         real = which(argv[0], path, host.shim_dirs)
+        if real_before and real_before != real:
+            raise UsageError(f"mode: host would run {real_before}, which lies where sandboxes write (the "
+                             "project, a venv, sbox's cache); run a tool installed elsewhere")
         if real and inside(os.path.realpath(real), os.path.realpath(config.root)):
             raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
                              "it); run a tool installed outside the project")
@@ -106,7 +112,7 @@ def build_plan(
     steps = []
     for index, (prof, phase) in enumerate(chosen_profiles):
         stage_dir = os.path.join(run_dir, "out", str(index))
-        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver, stage_dir)
+        step, notes = _step(prof, phase, config, host, path, real, run_dir, resolver, stage_dir, writable, which)
         steps.append(step)
         warnings += [n for n in notes if n not in warnings]
     if any(s.network.policy == "dns" for s in steps):
@@ -122,9 +128,25 @@ def build_plan(
 
 def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, path: str,
           real: str | None, run_dir: str, resolver: Resolver | None,
-          stage_dir: str) -> tuple[Step, tuple[str, ...]]:
+          stage_dir: str, writable: tuple[str, ...] = (),
+          which: Callable[[str, str, Sequence[str]], str | None] = find_real) -> tuple[Step, tuple[str, ...]]:
     net, notes = build_network(prof.network, prof.network_allow, prof.network_enforce,
                                static=config.hosts, resolver=resolver, implied=phase.implied)
+    if net.policy != "off" and prof.mode == "sandbox":
+        # A step with the network (and, in a download phase, your registry credentials) runs no
+        # program a sandbox could have written: not the tool, not the `node` its #! line names.
+        path = network_path(path, writable)
+        tool = phase.argv[0] if phase.argv else ""
+        if tool and os.sep not in tool and which(tool, path, host.shim_dirs) is None:
+            planted = which(tool, without_shims(host.env.get("PATH", os.defpath), host.shim_dirs),
+                            host.shim_dirs)
+            if planted:
+                raise UsageError(f"{tool}: the only one on PATH is {planted}, where sandboxes write (the project, "
+                                 f"a venv, sbox's cache); a step with the network will not run it: install "
+                                 f"{tool} outside them (the system's, ~/.local/bin, pipx)")
+        elif tool.startswith("/") and _written_by_sandbox(tool, writable):
+            raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
+                             "the network will not run it")
     project = layout.project_layout(config.root, prof.writable, config.path,
                                     tree.inspect(config.root, prof.writable), stage_dir)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
@@ -192,11 +214,33 @@ def _bridge(argv: Sequence[str], forwards: Sequence[tuple[str, int]], host: Host
     return tuple(wrapped + ["--", *argv]), mounts
 
 
-def host_path(path: str, root: str, cwd: str) -> str:
+def sandbox_written(root: str, host: Host) -> tuple[str, ...]:
+    """Where a sandbox may have written programs: the project, sbox's caches, the active venv."""
+    places = [root, host.cache_dir, host.env.get("VIRTUAL_ENV", "")]
+    return tuple(os.path.realpath(p) for p in places if p.startswith("/"))
+
+
+def _written_by_sandbox(directory: str, writable: Sequence[str]) -> bool:
+    """A PATH entry a sandbox could have filled: inside `writable`, or any venv's bin (pip writes
+    the venv it installs into, whichever that is)."""
+    real = os.path.realpath(directory)
+    if any(inside(real, w) for w in writable):
+        return True
+    return os.path.isfile(os.path.join(os.path.dirname(real), "pyvenv.cfg"))
+
+
+def network_path(path: str, writable: Sequence[str]) -> str:
+    """PATH for a step with the network: absolute entries no sandbox could have filled."""
+    return os.pathsep.join(d for d in path.split(os.pathsep)
+                           if d.startswith("/") and not _written_by_sandbox(d, writable))
+
+
+def host_path(path: str, root: str, cwd: str, writable: Sequence[str] = ()) -> str:
     """PATH for an unsandboxed command: no relative entries (they name the working directory) and
-    none inside the project."""
+    none a sandbox could have filled (the project, a venv's bin, sbox's caches)."""
     keep = [d for d in path.split(os.pathsep)
-            if d.startswith("/") and not inside(os.path.realpath(d), os.path.realpath(root))]
+            if d.startswith("/") and not inside(os.path.realpath(d), os.path.realpath(root))
+            and not _written_by_sandbox(d, writable)]
     return os.pathsep.join(keep)
 
 

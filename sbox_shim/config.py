@@ -314,6 +314,17 @@ PROFILE_KEYS = ("mode", "network", "network_allow", "network_enforce", "writable
                 "no_new_privileges", "image", "env", "limits")
 
 
+def _allow(doc: _Doc, keys: tuple[str, ...], value: Any) -> tuple[str, ...]:
+    """A `network_allow` list: strings, each an entry the allowlist can hold."""
+    allow = _strings(doc, keys, value)
+    for i, raw in enumerate(allow):
+        try:
+            parse_entry(raw)
+        except ValueError as exc:
+            raise doc.error(keys + (str(i),), str(exc)) from None
+    return allow
+
+
 def _profile(doc: _Doc, name: str, value: Any) -> Profile:
     keys = ("profiles", name)
     value = _check_keys(doc, keys, value or {}, PROFILE_KEYS)
@@ -321,12 +332,7 @@ def _profile(doc: _Doc, name: str, value: Any) -> Profile:
     def k(key: str) -> tuple[str, ...]:
         return keys + (key,)
 
-    allow = _strings(doc, k("network_allow"), value.get("network_allow", []))
-    for i, raw in enumerate(allow):
-        try:
-            parse_entry(raw)
-        except ValueError as exc:
-            raise doc.error(k("network_allow") + (str(i),), str(exc)) from None
+    allow = _allow(doc, k("network_allow"), value.get("network_allow", []))
     network = _bool(doc, k("network"), value.get("network", False), "on or off")
     if allow and not network:
         raise doc.error(k("network_allow"), "has no effect with network: off; set network: on or remove it")

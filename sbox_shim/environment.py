@@ -10,7 +10,10 @@ PASSTHROUGH = (
 )
 PASSTHROUGH_PREFIXES = ("LC_",)
 # Names that look like credentials never pass, whatever the allowlist says.
-SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|_AUTH|AUTH_|CREDENTIAL|API_?KEY|PRIVATE|SESSION|COOKIE)", re.I)
+# `npm_config_key` (a client certificate's private key), `npm_config_otp`, `GPG_KEY`: a name ending
+# in KEY or KEYFILE, or an OTP, is one too.
+SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|_AUTH|AUTH_|CREDENTIAL|API_?KEY|PRIVATE|SESSION|"
+                    r"COOKIE|_KEY$|_KEYFILE$|(^|_)OTP$)", re.I)
 
 
 _URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s@]+@", re.I)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sbox_shim.config import Limits, Profile, _bool, _Doc, _env, _kind, _limits, _strings
-from sbox_shim.registries import parse_entry
+from sbox_shim.config import Limits, Profile, _allow, _bool, _Doc, _env, _kind, _limits
 
 PHASE_LABELS = ("download", "scripts")  # the built-in phases of every ecosystem (ecosystems.Phase.label)
 PHASE_KEYS = ("env", "network", "network_allow", "limits")
@@ -48,12 +47,7 @@ def phase_profile(doc: _Doc, name: str, value: Any) -> Profile:
     def k(key: str) -> tuple[str, ...]:
         return keys + (key,)
 
-    allow = _strings(doc, k("network_allow"), value.get("network_allow", []))
-    for i, raw in enumerate(allow):
-        try:
-            parse_entry(raw)
-        except ValueError as exc:
-            raise doc.error(k("network_allow") + (str(i),), str(exc)) from None
+    allow = _allow(doc, k("network_allow"), value.get("network_allow", []))
     network = _bool(doc, k("network"), value.get("network", label == "download"), "on or off")
     if label == "download" and not network:
         raise doc.error(k("network"), "the download phase needs the network; give the command a dispatch rule instead")

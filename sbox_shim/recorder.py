@@ -44,17 +44,8 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     path = bwrap.bwrap_path()
     if path is None:
         return None
-    from sbox_shim import outputs
-    from sbox_shim.errors import SboxError
-
-    target = record_path(host.env, key(argv, host.env, host.cwd))
-    try:  # what the run creates anyway, created before the facts are taken: else they go stale at once
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        for m in step.mounts:
-            if m.kind == "cache":
-                os.makedirs(m.source, mode=0o700, exist_ok=True)
-        outputs.make_dirs(step.create)
-    except (OSError, SboxError):
+    target = prepared(host, argv, (step,))
+    if target is None:
         return None
     try:
         bpf = seccomp.kept_filter(host.state_dir)
@@ -204,3 +195,22 @@ def _components(root: str, relative: str) -> list[tuple[str, str]]:
         here = os.path.join(here, part)
         out.append(("type", here))
     return out
+
+
+def prepared(host: Host, argv: Sequence[str], steps: Sequence[Step]) -> str | None:
+    """The record's path, once what the run creates anyway exists (its caches, its outputs):
+    created before the facts are taken, else they would go stale at once."""
+    from sbox_shim import outputs
+    from sbox_shim.errors import SboxError
+
+    target = record_path(host.env, key(argv, host.env, host.cwd))
+    try:
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        for step in steps:
+            for m in step.mounts:
+                if m.kind == "cache":
+                    os.makedirs(m.source, mode=0o700, exist_ok=True)
+            outputs.make_dirs(step.create)
+    except (OSError, SboxError):
+        return None
+    return target

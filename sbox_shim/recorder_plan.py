@@ -14,7 +14,7 @@ import time
 from typing import Sequence
 
 from sbox_shim import kept
-from sbox_shim.compiled import FORMAT, fact, key, record_path
+from sbox_shim.compiled import FORMAT, fact
 from sbox_shim.host import Host
 from sbox_shim.plan import Plan
 
@@ -23,23 +23,15 @@ PIN_TTL = 300  # seconds: about the DNS TTL of the registries' CDNs; then the na
 
 def store_plan(argv: Sequence[str], plan: Plan, host: Host, explicit_config: str | None,
                probed: Sequence[tuple[str, str]], run_dir: str) -> str | None:
-    from sbox_shim import outputs, replay
+    from sbox_shim import replay
     from sbox_shim.backends import bwrap
-    from sbox_shim.errors import SboxError
-    from sbox_shim.recorder import _watched
+    from sbox_shim.recorder import _watched, prepared
 
     path = bwrap.bwrap_path()
     if path is None:
         return None
-    target = record_path(host.env, key(argv, host.env, host.cwd))
-    try:  # what the run creates anyway, created before the facts are taken: else they go stale at once
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        for step in plan.steps:
-            for m in step.mounts:
-                if m.kind == "cache":
-                    os.makedirs(m.source, mode=0o700, exist_ok=True)
-            outputs.make_dirs(step.create)
-    except (OSError, SboxError):
+    target = prepared(host, argv, plan.steps)
+    if target is None:
         return None
     watched: list[tuple[str, str]] = []
     for index in range(len(plan.steps)):

@@ -283,5 +283,9 @@ def plain_settings(ctx: Context) -> dict[str, str]:
 
 
 def _modules(ctx: Context) -> tuple[str, ...]:
-    """Dependencies' install scripts write their own package's directory: node_modules only."""
-    return tuple(n for n in outputs(ctx, "npm") if n.endswith("node_modules/"))
+    """Dependencies' install scripts write their own package's directory: node_modules, and a
+    local (`file:`) dependency's own directory inside the project, which npm links and runs in place."""
+    from sbox_shim.ecosystems import npm_local
+
+    local = npm_local.inside_dirs(_package_dir(ctx), ctx.project_root)
+    return tuple(n for n in outputs(ctx, "npm") if n.endswith("node_modules/")) + local

@@ -70,6 +70,23 @@ def _outside(spec: str, package_dir: str, root: str) -> str | None:
     return None if inside(target, root) else target
 
 
+def inside_dirs(package_dir: str, root: str) -> tuple[str, ...]:
+    """The local dependencies of `package_dir`'s package.json that lie inside `root`, relative to
+    it with a trailing "/": their own install scripts write there (npm links them, then runs them
+    in place). Only directories below the root, never the root itself."""
+    out = []
+    for _, _, spec in _local_specs(read_text(os.path.join(package_dir, "package.json"))):
+        if _outside(spec, package_dir, root) is not None:
+            continue
+        for prefix in _PREFIXES:
+            spec = spec.removeprefix(prefix)
+        target = os.path.normpath(os.path.join(package_dir, spec))
+        rel = os.path.relpath(target, root)
+        if rel != "." and not rel.startswith(".."):
+            out.append(rel + "/")
+    return tuple(dict.fromkeys(out))
+
+
 def _line_of(text: str, name: str, spec: str) -> int:
     for number, line in enumerate(text.splitlines(), 1):
         if f'"{name}"' in line and spec in line:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 from support import packages as pkg
-from support.registries import NpmRegistry
+from support.registries import PypiIndex
 from support.trust import trust
 
 from sbox_shim.plan import Mount, Network, Step
@@ -82,23 +82,25 @@ def test_a_bind_swapped_after_the_container_started_is_refused_and_the_step_gets
     assert not (out.with_name("out-old") / "ran").exists()
 
 
-@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
 def test_a_container_started_ahead_for_a_step_that_never_comes_is_removed(tmp_path: Path, sbox_bin: str,
                                                                        docker_backend: str) -> None:
-    """Phase 1 fails (a dependency the registry does not have): phase 2's container, started while
-    phase 1 ran, goes with the run."""
+    """Phase 1 fails (a requirement the index does not have): phase 2's container, started while
+    phase 1 ran, goes with the run. (pip: npm's scripts phase is chosen only once its download
+    has ended, so it is never started ahead.)"""
     from sbox_shim.backends.docker import owner
 
     project = tmp_path / "project"
     project.mkdir()
     (project / "sbox.yaml").write_text("version: 1\nbackend: docker\n")
     trust(project / "sbox.yaml")
-    (project / "package.json").write_text(json.dumps(
-        {"name": "app", "version": "0.0.0", "private": True, "dependencies": {"sbox-not-there": "1.0.0"}}))
+    venv = project / ".venv"
+    subprocess.run([shutil.which("python3") or "python3", "-m", "venv", "--without-pip", str(venv)],
+                   check=True, timeout=300)
     since = time.time() - 1
-    with NpmRegistry([pkg.npm_package("sbox-other", "1.0.0", {"index.js": ""})]) as registry:
-        env = dict(os.environ, npm_config_registry=f"{registry.url}/", npm_config_update_notifier="false", SBOX_QUIET="0")
-        proc = subprocess.Popen([sbox_bin, "run", "--", "npm", "install"], cwd=project, env=env,
+    with PypiIndex([pkg.wheel("sbox-other", "1.0", {"sbox_other.py": ""})]) as index:
+        env = dict(os.environ, PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull, PIP_RETRIES="0",
+                   VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", SBOX_QUIET="0")
+        proc = subprocess.Popen([sbox_bin, "run", "--", "pip", "install", "sbox-not-there"], cwd=project, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "step 1 [download] exited" in err, err[-2000:]

@@ -26,7 +26,23 @@ def _find_uv() -> str | None:
     return beside if os.access(beside, os.X_OK) else shutil.which("uv")
 
 
-UV = _find_uv()
+def _outside_a_venv(found: str | None) -> str | None:
+    """uv copied out of the test venv: sbox runs no tool from a venv's bin in a step with the
+    network (a wheel can put any program there), so the tests keep uv where a user's would be."""
+    if found is None:
+        return None
+    import tempfile
+
+    here = os.path.join(tempfile.gettempdir(), f"sbox-test-uv-{os.getuid()}")
+    os.makedirs(here, mode=0o700, exist_ok=True)
+    copy = os.path.join(here, "uv")
+    if not os.path.exists(copy) or os.path.getsize(copy) != os.path.getsize(found):
+        shutil.copy2(found, copy + ".tmp")
+        os.replace(copy + ".tmp", copy)
+    return copy
+
+
+UV = _outside_a_venv(_find_uv())
 pytestmark = pytest.mark.skipif(UV is None, reason="uv is not installed (run-tests.sh installs it into .venv)")
 PROBE = ("import os, sbox_hello, urllib.request\n"
          "try:\n    urllib.request.urlopen('%s', timeout=5); net = 'reached'\n"

@@ -167,3 +167,21 @@ def test_file_dependency_outside_the_root_is_one_line(
     assert result.stderr.startswith(f"sbox: {project}/package.json:")
     assert f"dependencies.lib: file:../lib is outside the project root {project} ({lib})" in result.stderr
     assert not (project / "node_modules").exists()
+
+
+def test_a_file_dependency_inside_the_project_runs_its_script_in_place(
+        tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry) -> None:
+    """`"local-lib": "file:packages/local-lib"`: npm links it and runs its postinstall in its own
+    directory, which the scripts phase may write (it failed there with EROFS); the rest of the
+    project stays read-only."""
+    project, env = _project(tmp_path, backend, registry, {"local-lib": "file:packages/local-lib"})
+    lib = project / "packages" / "local-lib"
+    lib.mkdir(parents=True)
+    (lib / "package.json").write_text(json.dumps({
+        "name": "local-lib", "version": "1.0.0",
+        "scripts": {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\" && "
+                                   "(touch ../../outside.txt 2>/dev/null || true)"}}))
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (lib / "built.txt").read_text() == "ok"
+    assert not (project / "outside.txt").exists()  # the project around it stays read-only

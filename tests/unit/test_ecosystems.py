@@ -543,6 +543,18 @@ def test_plan_npm_token_reaches_the_download_step_only(where: dict[str, Path]) -
     assert scripts.network.policy == "off"
 
 
+def test_plan_npm_client_key_and_otp_reach_the_download_step_only(where: dict[str, Path]) -> None:
+    """npm's client-certificate key and one-time password are credentials (red team): download only."""
+    cfg = Config(str(where["project"] / "sbox.yaml"), str(where["project"]))
+    host = _host(where, {"npm_config_key": "-----BEGIN PRIVATE KEY-----", "npm_config_otp": "123456",
+                         "npm_config_nodedir": "/usr/include/node"})
+    plan = build_plan(["npm", "install"], cfg, host, resolver=_no_dns, which=lambda n, p, s: f"/usr/bin/{n}")
+    download, scripts = plan.steps
+    assert download.environ["npm_config_key"] and download.environ["npm_config_otp"] == "123456"
+    assert "npm_config_key" not in scripts.environ and "npm_config_otp" not in scripts.environ
+    assert scripts.environ["npm_config_nodedir"] == "/usr/include/node"  # a plain setting still passes
+
+
 def test_plan_pip_index_url_reaches_the_download_step_and_the_venv_is_writable_offline(where: dict[str, Path]) -> None:
     venv, base = _venv(where)
     cfg = Config(str(where["project"] / "sbox.yaml"), str(where["project"]))

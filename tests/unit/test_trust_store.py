@@ -10,7 +10,7 @@ import pytest
 
 from sbox_shim import trust
 from sbox_shim.trust import boundary, gate
-from sbox_shim.build import host_path
+from sbox_shim.build import host_path, network_path
 from sbox_shim.environment import has_url_credentials
 from sbox_shim.errors import ConfigError, UsageError
 from sbox_shim.network import build_network
@@ -173,6 +173,19 @@ def test_url_credentials_and_host_path() -> None:
     assert has_url_credentials("x https://token@h/ y")
     assert not has_url_credentials("https://registry.example/@scope/pkg")
     assert host_path("./node_modules/.bin:/p/node_modules/.bin::/usr/bin:bin", "/p", "/p") == "/usr/bin"
+
+
+def test_network_and_host_paths_leave_out_what_sandboxes_write(tmp_path: Path) -> None:
+    """A venv's bin (any venv: pip writes the one it installs into), the project, sbox's cache."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    cache, tools = tmp_path / "cache", tmp_path / "tools"
+    (cache / "bin").mkdir(parents=True)
+    tools.mkdir()
+    path = os.pathsep.join([str(venv / "bin"), str(cache / "bin"), str(tools), "rel", "/usr/bin"])
+    assert network_path(path, (str(cache),)) == os.pathsep.join([str(tools), "/usr/bin"])
+    assert host_path(path, "/p", "/p", (str(cache),)) == os.pathsep.join([str(tools), "/usr/bin"])
 
 
 def test_a_name_listed_bare_and_with_a_port_keeps_the_default_ports() -> None:
