@@ -64,7 +64,7 @@ def world(tmp_path: Path, fake_home: Path) -> Iterator[Trap]:
     project = tmp_path / "project"
     key = hashlib.sha256(os.path.realpath(project).encode()).hexdigest()[:16]
     http = os.path.join(sbox_dir("cache", dict(os.environ)), "pip", key, "http")
-    with trap(fake_home, tmp_path, project, proofs_in=f"{http}:.venv") as t:
+    with trap(fake_home, tmp_path, project, proofs_in=f".venv:{http}") as t:
         yield t
 
 

@@ -163,7 +163,7 @@ def test_a_build_backend_cannot_poison_another_projects_uv_cache(
     victim = pkg.wheel("victim", "1.0", {"victim.py": "POISONED = False\n"})
     evil = pkg.sdist("evilpy", "1.0", poison, {"evilpy.py": "x = 1\n"}, backend="intree")
     with PypiIndex([victim, evil]) as index:
-        env = _env(UV_DEFAULT_INDEX=index.index_url, UV_PYTHON=sys.executable)
+        env = _env(UV_DEFAULT_INDEX=index.index_url)
         projects = {}
         for name, dep in (("projb", "victim==1.0"), ("proja", "evilpy==1.0")):
             root = tmp_path / name
