@@ -14,7 +14,8 @@ class Mount:
     target: str  # path inside the sandbox
     readonly: bool = True
     # bind | tmpfs | symlink | cache (a bind whose source sbox creates) | copy (a small host file,
-    # read-only: bwrap copies its content in, which is cheaper than a mount; docker binds it)
+    # read-only: bwrap copies its content in, which is cheaper than a mount; docker binds it) |
+    # run (a directory made empty for each run below `source`, removed after it: scratch.py)
     kind: str = "bind"
 
 

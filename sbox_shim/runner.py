@@ -71,11 +71,16 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
             state_dir: str, err: TextIO = sys.stderr) -> int:
     quiet = env.get("SBOX_QUIET") == "1"
     hooks = None
+    scratch: list[str] = []
     if any(s.hook for s in plan.steps):
         from sbox_shim.hooks import Hooks
 
         hooks = Hooks(err)
     try:
+        if any(m.kind == "run" for s in plan.steps for m in s.mounts):  # this run's own (pip's wheelhouse)
+            from sbox_shim import scratch as run_dirs
+
+            plan, scratch = run_dirs.instantiate(plan, run_dir)
         for index, step in enumerate(plan.steps):
             if hooks is not None:
                 chosen, why = hooks.before(step)
@@ -120,6 +125,10 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
     finally:
         if backend is not None and hasattr(backend, "discard"):
             backend.discard()
+        if scratch:
+            from sbox_shim import scratch as run_dirs
+
+            run_dirs.remove(scratch)
         remove_run_dir(run_dir)
 
 

@@ -115,6 +115,16 @@ def cache_mount(path: str, writable: bool) -> Mount:
     return Mount(path, path, readonly=not writable, kind="cache")
 
 
+def project_cache(ctx: Context, tool: str) -> str:
+    """sbox's cache of `tool` for this project alone: a subdirectory keyed by the project root's real
+    path. A step that writes its cache (where sdists' build backends run) writes only what this
+    project installs from, never another project's."""
+    import hashlib
+
+    key = hashlib.sha256(os.path.realpath(ctx.project_root).encode()).hexdigest()[:16]
+    return os.path.join(ctx.cache_dir, tool, key)
+
+
 # Which module serves which tool: a table, so a command imports only its own ecosystem.
 MODULES = {"npm": "npm", "npx": "npm", "pnpm": "npm", "yarn": "npm", "pip": "pip", "pip3": "pip",
            "cargo": "cargo", "go": "go", "uv": "uv"}

@@ -23,13 +23,13 @@ the protected paths).
 from __future__ import annotations
 
 import configparser
-import hashlib
 import json
 import os
 import shlex
 from typing import Sequence
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, read_text, sandbox_writable, url_entry
+from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text, sandbox_writable,
+                                  url_entry)
 from sbox_shim.ecosystems.pip_args import TARGET_OPTIONS, destination, download_args, index_args, local_project
 from sbox_shim.ecosystems.pip_index import index_root
 from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher
@@ -176,11 +176,12 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     local += [index_root(p, ctx.home, ctx.project_root) for u in urls for p in [local_path(u)] if p and os.path.isdir(p)]
     readonly = [Mount(p, p) for p in dict.fromkeys(local)
                 if os.path.exists(p) and not (p + "/").startswith(SYSTEM)]
-    readonly += [Mount(p, p) for p in bases]
+    readonly += bases
     configs = [Mount(f, f) for f in config_files(ctx, venv) if not (f + "/").startswith(SYSTEM)]
-    key = hashlib.sha256(ctx.project_root.encode()).hexdigest()[:16]
-    wheelhouse = os.path.join(ctx.cache_dir, "pip", "wheelhouse", key)
-    cache = os.path.join(ctx.cache_dir, "pip", "http")
+    # The wheelhouse is this run's own (scratch.py): made empty for it, removed after it, so a wheel
+    # a hostile sdist planted in one run's download phase is never installed by a later run.
+    wheelhouse = os.path.join(ctx.cache_dir, "pip", "runs")
+    cache = os.path.join(project_cache(ctx, "pip"), "http")  # writable where sdists build: this project's alone
     env = {"PIP_CACHE_DIR": cache, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     target = [Mount(venv, venv, readonly=True)] if venv else []
     fetch, own, fetch_env = fetcher(venv, argv[0], ctx)
@@ -195,7 +196,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     download = Phase(
         "download", (*fetch, "download", "--dest", wheelhouse, *download_args(rest)), True, allow,
         {**env, **fetch_env}, secrets=_pip_variables(ctx, True), implied=implied,
-        mounts=(cache_mount(cache, True), cache_mount(wheelhouse, True), *readonly, *configs, *target, *own),
+        mounts=(cache_mount(cache, True), Mount(wheelhouse, wheelhouse, readonly=False, kind="run"), *readonly,
+                *configs, *target, *own),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
                "(with the build requirements of the sdists, when the index has them)",
         writable=(),
@@ -205,7 +207,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     offline = Phase(
         "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *rest), False, (),
         {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
-        mounts=(cache_mount(wheelhouse, False), *readonly, *target),
+        # pip's cache, empty and thrown away: some pips fail a build where PIP_CACHE_DIR cannot be made
+        mounts=(Mount(wheelhouse, wheelhouse, kind="run"), Mount("", cache, readonly=False, kind="tmpfs"),
+                *readonly, *target),
         reason=f"built-in pip policy: then {sub} offline from the wheelhouse (builds run with the network off)",
         writable=True if local_project(rest, ctx) else
         destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else into,

@@ -7,14 +7,15 @@ import os
 
 from sbox_shim.ecosystems import Context, read_text, sandbox_writable
 from sbox_shim.errors import UsageError
+from sbox_shim.lean import inside
 from sbox_shim.plan import SANDBOX_DIR, Mount
 
 FETCH_STEP = f"{SANDBOX_DIR}/pip"  # where pip_fetch.py is mounted in the download sandbox
 SYSTEM = ("/usr/", "/bin/", "/lib/", "/lib64/", "/etc/")
 
 
-def environment(ctx: Context) -> tuple[str | None, tuple[str, ...]]:
-    """The venv the real pip belongs to, and the base interpreter prefixes it needs (read-only)."""
+def environment(ctx: Context) -> tuple[str | None, tuple[Mount, ...]]:
+    """The venv the real pip belongs to, and the base interpreter prefixes it needs (read-only mounts)."""
     candidates = []
     if ctx.real_tool:
         candidates.append(os.path.dirname(os.path.dirname(os.path.join(ctx.cwd, ctx.real_tool))))
@@ -24,41 +25,82 @@ def environment(ctx: Context) -> tuple[str | None, tuple[str, ...]]:
         venv = os.path.normpath(venv)
         cfg = os.path.join(venv, "pyvenv.cfg")
         if os.path.isfile(cfg):
-            return venv, _base_prefixes(cfg)
+            return venv, _base_prefixes(cfg, ctx)
     return None, ()
 
 
-def _base_prefixes(cfg: str) -> tuple[str, ...]:
-    """The base interpreter's prefixes a venv's pyvenv.cfg names, checked rather than trusted: each
-    must be a real Python installation (a `bin/python3*` or `lib/python3*` in it), so a venv a
-    sandbox rewrote cannot have sbox mount `~/.ssh`."""
+def _base_prefixes(cfg: str, ctx: Context) -> tuple[Mount, ...]:
+    """The base interpreter's prefixes a venv's pyvenv.cfg names, checked rather than trusted (a
+    sandbox that wrote the venv wrote this file): each lies outside the venv, the project and sbox's
+    cache, as written and resolved, and reaches no link planted there (`_resolve`); what it resolves
+    to must be a Python installation (`_is_python_prefix`). The resolved prefix is what is mounted
+    (at the written path too, which the venv's `python` link names), so a rewritten pyvenv.cfg
+    cannot have sbox mount `~/.ssh` or `~/.local`."""
     values: dict[str, str] = {}
     for line in read_text(cfg).splitlines():
         key, eq, value = line.partition("=")
         if eq:
             values[key.strip().lower()] = value.strip()
+    places = _places(os.path.dirname(os.path.abspath(cfg)), ctx)
     found = []
     for key in ("home", "executable", "base-executable"):
         setting = values.get(key, "")
         if not setting.startswith("/"):
             continue
-        directory = setting if key == "home" else os.path.dirname(setting)
-        for path in (directory, os.path.realpath(directory)):
-            prefix = os.path.dirname(path) if os.path.basename(path) == "bin" else path
-            if prefix in ("", "/") or (prefix + "/").startswith(SYSTEM) or not os.path.isdir(prefix):
-                continue
-            if not _is_python_prefix(prefix):
-                raise UsageError(f"{cfg}: {key} = {setting} does not name a Python installation; "
-                                 "recreate the venv (python3 -m venv)")
-            found.append(prefix)
+        directory = os.path.normpath(setting if key == "home" else os.path.dirname(setting))
+        real = _resolve(directory, places)
+        if real is None or any(inside(p, q) for p in (directory, real) for q in places):
+            raise UsageError(f"{cfg}: {key} = {setting} lies in the venv, the project or sbox's cache, or goes "
+                             "through a link there (a sandbox could have written it); recreate the venv (python3 -m venv)")
+        prefix = os.path.dirname(real) if os.path.basename(real) == "bin" else real
+        written = os.path.dirname(directory) if os.path.basename(directory) == "bin" else directory
+        if prefix in ("", "/") or (prefix + "/").startswith(SYSTEM) or not os.path.isdir(prefix):
+            continue
+        if not _is_python_prefix(prefix):
+            raise UsageError(f"{cfg}: {key} = {setting} does not name a Python installation; "
+                             "recreate the venv (python3 -m venv)")
+        found += [Mount(prefix, prefix)] + ([Mount(prefix, written)] if written not in ("", "/", prefix) else [])
     return tuple(dict.fromkeys(found))
 
 
+def _places(venv: str, ctx: Context) -> tuple[str, ...]:
+    """What a sandbox could have written: the venv, the project, sbox's cache; as given and resolved."""
+    given = [os.path.normpath(p) for p in (venv, ctx.project_root, ctx.cache_dir) if p]
+    return tuple(dict.fromkeys(given + [os.path.realpath(p) for p in given]))
+
+
+def _resolve(path: str, places: tuple[str, ...]) -> str | None:
+    """`path` with every link followed, as realpath does; None if a link on the way lies in one of
+    `places` (a link a sandbox could have planted), or the links loop."""
+    done, todo, hops = "/", [p for p in path.split("/") if p], 0
+    while todo:
+        name = todo.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            done = os.path.dirname(done)
+            continue
+        here = os.path.join(done, name)
+        if not os.path.islink(here):
+            done = here
+            continue
+        hops += 1
+        if hops > 40 or any(inside(here, p) for p in places):
+            return None
+        link = os.readlink(here)
+        done = "/" if link.startswith("/") else done
+        todo = [p for p in link.split("/") if p] + todo
+    return done
+
+
 def _is_python_prefix(prefix: str) -> bool:
+    """A Python installation: an interpreter in `bin/` and a standard library in `lib/` (its os.py).
+    `~/.local`, whose `lib/python3.X` holds only site-packages, is not one."""
     import glob
 
-    return bool(glob.glob(os.path.join(glob.escape(prefix), "bin", "python3*"))
-                or glob.glob(os.path.join(glob.escape(prefix), "lib", "python3*")))
+    root = glob.escape(prefix)
+    return bool(glob.glob(os.path.join(root, "bin", "python3*"))
+                and glob.glob(os.path.join(root, "lib", "python3*", "os.py")))
 
 
 def fetcher(venv: str | None, pip: str,

@@ -15,7 +15,9 @@ those join the allowlist. The project's own `uv.toml` and `[tool.uv]` of its `py
 files a sandbox could write: their names are admitted as implied entries only, and the files need
 the user's trust (`inputs`). uv does not read pip's configuration.
 
-sbox's uv cache (`UV_CACHE_DIR`) is writable in the network step only, and uv copies from it
+sbox's uv cache (`UV_CACHE_DIR`) is one per project (`project_cache`): a step, where sdists' build
+backends run, writes only its own project's cache, never one another project installs from. It is
+writable in the network step only, and uv copies from it
 (`UV_LINK_MODE=copy`): a hard link would let a later sandbox that writes the venv change the cache
 every project installs from. uv never downloads a Python here (`UV_PYTHON_DOWNLOADS=never`).
 """
@@ -25,8 +27,8 @@ import os
 import re
 from typing import Sequence
 
-from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, read_text, sandbox_writable,
-                                  subcommand, url_entry)
+from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text,
+                                  sandbox_writable, subcommand, url_entry)
 from sbox_shim.environment import is_secret
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
@@ -158,7 +160,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     local = [p for u in _user_urls(argv, ctx, user) for p in [local_path(u)] if p and os.path.exists(p)]
     readonly = [Mount(p, p) for p in dict.fromkeys(local) if not (p + "/").startswith(SYSTEM)]
     readonly += [Mount(f, f) for f in user if not (f + "/").startswith(SYSTEM)]
-    cache = os.path.join(ctx.cache_dir, "uv")
+    cache = project_cache(ctx, "uv")
     env = {"UV_CACHE_DIR": cache, "UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
     pythons = ctx.env.get("UV_PYTHON_INSTALL_DIR") or os.path.join(
         ctx.env.get("XDG_DATA_HOME") or os.path.join(ctx.home, ".local", "share"), "uv", "python")
@@ -168,7 +170,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     venv = _pip_venv(argv, ctx) if kind == "pip" else _project_venv(ctx)
     writes: list[str] = []
     if venv:
-        readonly += [Mount(p, p) for p in _bases(venv)]
+        readonly += _bases(venv, ctx)
         if sandbox_writable(venv, ctx) and venv.startswith(ctx.project_root.rstrip("/") + "/"):
             writes.append(os.path.relpath(venv, ctx.project_root) + "/")
         else:
@@ -295,13 +297,13 @@ def _pip_venv(argv: Sequence[str], ctx: Context) -> str | None:
                      "with `uv venv`, as uv itself asks")
 
 
-def _bases(venv: str) -> tuple[str, ...]:
+def _bases(venv: str, ctx: Context) -> tuple[Mount, ...]:
     cfg = os.path.join(venv, "pyvenv.cfg")
     if not os.path.isfile(cfg):
         return ()
     from sbox_shim.ecosystems.pip import _base_prefixes
 
-    return _base_prefixes(cfg)
+    return _base_prefixes(cfg, ctx)
 
 
 def _local_project(argv: Sequence[str], ctx: Context) -> bool:

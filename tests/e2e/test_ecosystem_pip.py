@@ -55,16 +55,16 @@ def _build_requirements() -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def world(tmp_path: Path, fake_home: Path) -> Iterator[Trap]:
-    # The project is read-only to pip's phases: the download phase may write its wheelhouse (sbox's
-    # cache), the install phase the venv.
+    # The project is read-only to pip's phases: the download phase may write sbox's cache (this
+    # project's HTTP cache, and this run's wheelhouse, removed after the run), the install phase the venv.
     import hashlib
 
     from sbox_shim.paths import sbox_dir
 
     project = tmp_path / "project"
-    key = hashlib.sha256(str(project).encode()).hexdigest()[:16]
-    wheelhouse = os.path.join(sbox_dir("cache", dict(os.environ)), "pip", "wheelhouse", key)
-    with trap(fake_home, tmp_path, project, proofs_in=f"{wheelhouse}:.venv") as t:
+    key = hashlib.sha256(os.path.realpath(project).encode()).hexdigest()[:16]
+    http = os.path.join(sbox_dir("cache", dict(os.environ)), "pip", key, "http")
+    with trap(fake_home, tmp_path, project, proofs_in=f".venv:{http}") as t:
         yield t
 
 
@@ -255,3 +255,69 @@ def test_a_local_project_installs_and_the_download_phase_writes_nothing_of_it(pr
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert _imports(venv, "import sbox_local; print(sbox_local.WHERE)") == "local"
     assert (source / "built-here.txt").read_text() == "pip:scripts"  # built in place by the offline phase only
+
+
+@pytest.mark.parametrize("planted", ["link", "direct"])
+def test_a_rewritten_pyvenv_cfg_cannot_mount_a_host_directory(project: Path, fake_home: Path, sbox_bin: str,
+                                                              planted: str) -> None:
+    """Red team t8: an earlier install phase wrote the venv (outside the project): a link
+    `lib/rootlink -> ~/.local` and `base-executable` through it (or, `direct`, naming `~/.local/bin`,
+    whose `lib/python3.X` holds site-packages only). The next install would mount `~/.local`, with
+    its keyrings, into the download phase: refused in one line, nothing runs (the index sees nothing)."""
+    local = fake_home / ".local"
+    (local / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (local / "bin").mkdir()
+    (local / "share" / "keyrings").mkdir(parents=True)
+    (local / "share" / "keyrings" / "login.keyring").write_text("KEYRING-CANARY\n")
+    venv = fake_home / "venvs" / "v"
+    subprocess.run([str(PYTHON), "-m", "venv", str(venv)], check=True, timeout=300, capture_output=True)
+    if planted == "link":
+        (venv / "lib" / "rootlink").symlink_to(local)
+        base = venv / "lib" / "rootlink"
+    else:
+        base = local
+    with (venv / "pyvenv.cfg").open("a") as cfg:
+        cfg.write(f"base-executable = {base}/bin/python3\n")
+    reads = [str(base / "share" / "keyrings" / "login.keyring"), str(local / "share" / "keyrings" / "login.keyring")]
+    code = ("import sys\nfor f in %r:\n    try:\n        sys.stderr.write('READ %%r\\n' %% open(f).read())\n"
+            "    except OSError as e:\n        sys.stderr.write('NOREAD %%s\\n' %% e)\nraise SystemExit(1)\n" % (reads,))
+    with PypiIndex([pkg.sdist("evilpy", "1.0", code, {"evilpy.py": "x = 1\n"}, backend="intree")]) as index:
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "evilpy"], project, env=_env(venv, index))
+        assert index.requests == []
+    assert "KEYRING-CANARY" not in result.stdout + result.stderr
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"sbox: {venv}/pyvenv.cfg: base-executable = {base}/bin/python3 "), line
+
+
+def test_a_wheel_planted_in_the_wheelhouse_is_not_installed_by_a_later_run(project: Path, fake_home: Path,
+                                                                           sbox_bin: str) -> None:
+    """Red team t12: a hostile sdist's metadata hook (download phase, the wheelhouse writable) plants
+    `victim-99.0` in the wheelhouse it finds on pip's command line. The user throws the venv away
+    and installs only `victim`: from the index (1.0), since each run's wheelhouse is its own, made
+    empty for it and removed after it, on success as on failure."""
+    import base64
+
+    planted, data = pkg.wheel("victim", "99.0", {"victim.py": "VERSION = 'planted'\n"})
+    plant = ("import base64, os\nfor pid in os.listdir('/proc'):\n    try:\n"
+             "        a = open('/proc/%s/cmdline' % pid, 'rb').read().split(b'\\0')\n    except OSError:\n        continue\n"
+             "    if b'--dest' in a:\n        d = a[a.index(b'--dest') + 1].decode()\n"
+             f"        open(os.path.join(d, {planted!r}), 'wb').write(base64.b64decode({base64.b64encode(data).decode()!r}))\n")
+    dists = [pkg.sdist("evilpy", "1.0", plant, {"evilpy.py": "x = 1\n"}, backend="intree"),
+             pkg.sdist("evilfail", "1.0", plant + "raise SystemExit(1)\n", {"evilfail.py": "x = 1\n"}, backend="intree"),
+             pkg.wheel("victim", "1.0", {"victim.py": "VERSION = '1.0'\n"})]
+    runs = Path(os.environ["SBOX_CACHE_DIR"]) / "pip" / "runs"
+    with PypiIndex(dists) as index:
+        venv = _venv(project)
+        first = run_sbox(sbox_bin, ["run", "--", "pip", "install", "evilpy"], project, env=_env(venv, index))
+        assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+        assert _imports(venv, "import evilpy; print(evilpy.x)") == "1"
+        assert not runs.exists() or list(runs.iterdir()) == []  # removed after the run
+        failed = run_sbox(sbox_bin, ["run", "--", "pip", "install", "evilfail"], project, env=_env(venv, index))
+        assert failed.returncode != 0
+        assert not runs.exists() or list(runs.iterdir()) == []  # and after a failed one
+        shutil.rmtree(venv)
+        venv = _venv(project)
+        again = run_sbox(sbox_bin, ["run", "--", "pip", "install", "victim"], project, env=_env(venv, index))
+        assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert _imports(venv, "import victim; print(victim.VERSION)") == "1.0"

@@ -147,3 +147,38 @@ def test_the_projects_own_uv_settings_need_trust(tmp_path: Path, sbox_bin: str, 
     plan = run_sbox(sbox_bin, ["plan", "--", "uv", "sync"], project, env=_env())
     assert plan.returncode == 0, plan.stderr
     assert "mirror.example" in plan.stdout  # admitted as a name a project file implies
+
+
+def test_a_build_backend_cannot_poison_another_projects_uv_cache(
+        tmp_path: Path, backend: str, sbox_bin: str, fake_home: Path) -> None:
+    """Red team t25: project A's sdist build backend (uv's network step, its cache writable) edits
+    every cached copy of `victim` it can reach under sbox's cache; project B, which synced victim
+    before, syncs again after losing its venv. B's cache is its own: it installs victim untouched."""
+    cache_root = os.environ["SBOX_CACHE_DIR"]
+    poison = ("import glob, os, sys\nhits = []\n"
+              f"for f in glob.glob({cache_root!r} + '/**/victim.py', recursive=True):\n"
+              "    try:\n        open(f, 'a').write('\\nPOISONED = True\\n'); hits.append(f)\n"
+              "    except OSError as e:\n        hits.append('refused %s' % e)\n"
+              "sys.stderr.write('POISON ran: %r\\n' % hits)\n")
+    victim = pkg.wheel("victim", "1.0", {"victim.py": "POISONED = False\n"})
+    evil = pkg.sdist("evilpy", "1.0", poison, {"evilpy.py": "x = 1\n"}, backend="intree")
+    with PypiIndex([victim, evil]) as index:
+        env = _env(UV_DEFAULT_INDEX=index.index_url)
+        projects = {}
+        for name, dep in (("projb", "victim==1.0"), ("proja", "evilpy==1.0")):
+            root = tmp_path / name
+            root.mkdir()
+            (root / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+            trust(root / "sbox.yaml")
+            (root / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "0"\n'
+                                                 f'requires-python = ">=3.8"\ndependencies = ["{dep}"]\n')
+            projects[name] = root
+        first = run_sbox(sbox_bin, ["run", "--", "uv", "sync"], projects["projb"], env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        hostile = run_sbox(sbox_bin, ["run", "--", "uv", "sync", "-v"], projects["proja"], env=env)
+        assert hostile.returncode == 0, hostile.stdout + hostile.stderr
+        shutil.rmtree(projects["projb"] / ".venv")
+        again = run_sbox(sbox_bin, ["run", "--", "uv", "sync"], projects["projb"], env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+    installed = list((projects["projb"] / ".venv").rglob("victim.py"))
+    assert installed and all("POISONED = True" not in p.read_text() for p in installed), hostile.stderr

@@ -6,6 +6,7 @@ mounts, and which step gets credentials. Commands outside the install family ret
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -188,9 +189,8 @@ def test_npm_cache_is_sbox_s_while_downloading_and_an_empty_one_for_scripts(wher
 
 
 def wheelhouse(where: dict[str, Path]) -> str:
-    import hashlib
-
-    return str(where["cache"] / "pip" / "wheelhouse" / hashlib.sha256(str(where["project"]).encode()).hexdigest()[:16])
+    """Where each run's own wheelhouse is made (scratch.py: below it, named after the run)."""
+    return str(where["cache"] / "pip" / "runs")
 
 
 def vctx(where: dict[str, Path], env: dict[str, str] | None = None, real: str | None = None) -> Context:
@@ -211,7 +211,10 @@ def test_pip_install_downloads_to_a_wheelhouse_then_installs_offline(where: dict
                       "-U", "requests", "-r", "req.txt", "--compile")
     assert d.allow == ("*.pypi.org", "files.pythonhosted.org")
     assert s.env["PIP_NO_INDEX"] == "1"
-    assert mounts(d)[wh].readonly is False and mounts(s)[wh].readonly is True
+    assert mounts(d)[wh] == Mount(wh, wh, readonly=False, kind="run") and mounts(s)[wh] == Mount(wh, wh, kind="run")
+    http = str(where["cache"] / "pip" / hashlib.sha256(str(where["project"]).encode()).hexdigest()[:16] / "http")
+    assert d.env["PIP_CACHE_DIR"] == http and mounts(d)[http] == Mount(http, http, readonly=False, kind="cache")
+    assert mounts(s)[http] == Mount("", http, readonly=False, kind="tmpfs")  # this project's, download phase only
 
 
 def test_pip_build_requirements_are_fetched_with_the_index_and_binary_options(where: dict[str, Path]) -> None:
@@ -307,6 +310,7 @@ def test_pip_index_urls_and_config_file_reach_the_download_phase_only(where: dic
 def _venv(where: dict[str, Path]) -> tuple[Path, Path]:
     base = where["elsewhere"] / "python-3.11"
     write(base / "bin" / "python3.11", "").chmod(0o755)  # a Python installation: pyvenv.cfg is checked, not trusted
+    write(base / "lib" / "python3.11" / "os.py", "")
     venv = where["project"] / ".venv"
     write(venv / "pyvenv.cfg", f"home = {base}/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n")
     write(venv / "bin" / "pip", "#!/bin/sh\n")
@@ -333,15 +337,15 @@ def test_pip_venv_found_through_virtual_env_too(where: dict[str, Path]) -> None:
 
 def test_pip_without_a_venv_mounts_nothing_extra(where: dict[str, Path]) -> None:
     d, s = two("pip wheel x", ctx(where, real="/usr/bin/pip"))
-    assert [m.target for m in d.mounts if m.kind != "cache"] == []
-    assert [m.target for m in s.mounts if m.kind != "cache"] == []
+    assert [m.target for m in d.mounts if m.kind not in ("cache", "run", "tmpfs")] == []
+    assert [m.target for m in s.mounts if m.kind not in ("cache", "run", "tmpfs")] == []
 
 
 def test_pip_venv_with_a_system_base_needs_no_mount(where: dict[str, Path]) -> None:
     venv = where["project"] / ".venv"
     write(venv / "pyvenv.cfg", "home = /usr/bin\n")
     _, s = two(".venv/bin/pip install x", ctx(where, real=str(venv / "bin" / "pip")))
-    assert [m.target for m in s.mounts if m.kind != "cache"] == [str(venv)]
+    assert [m.target for m in s.mounts if m.kind not in ("cache", "run", "tmpfs")] == [str(venv)]
 
 
 # --- cargo ------------------------------------------------------------------------------------
