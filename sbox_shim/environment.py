@@ -17,7 +17,7 @@ SWITCH = re.compile(r"(^|_)SKIP(_|$)|^CYPRESS_INSTALL_BINARY$|^HUSKY$")
 # `npm_config_key` (a client certificate's private key), `npm_config_otp`, `GPG_KEY`: a name ending
 # in KEY or KEYFILE, or an OTP, is one too.
 SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|_AUTH|AUTH_|CREDENTIAL|API_?KEY|PRIVATE|SESSION|"
-                    r"COOKIE|_KEY$|_KEYFILE$|(^|_)OTP$)", re.I)
+                    r"COOKIE|ACCESS_?KEY|_KEY$|_KEYFILE$|(^|_)OTP$|(^|_)PAT$|(^|_)PASS$|(^|_)PW$)", re.I)
 
 
 _URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s@]+@", re.I)

@@ -67,7 +67,10 @@ def _outside(spec: str, package_dir: str, root: str) -> str | None:
     if not spec:
         return None
     target = os.path.normpath(os.path.join(package_dir, spec))
-    return None if inside(target, root) else target
+    if not inside(target, root):
+        return target
+    real = os.path.realpath(target)  # a link in the project that leads out of it
+    return None if inside(real, os.path.realpath(root)) else real
 
 
 def inside_dirs(package_dir: str, root: str) -> tuple[str, ...]:
@@ -82,8 +85,12 @@ def inside_dirs(package_dir: str, root: str) -> tuple[str, ...]:
             spec = spec.removeprefix(prefix)
         target = os.path.normpath(os.path.join(package_dir, spec))
         rel = os.path.relpath(target, root)
-        if rel != "." and not rel.startswith(".."):
-            out.append(rel + "/")
+        # never the root, a hidden directory (.git, .husky, .venv, .vscode: what the host runs) or a venv
+        if rel == "." or rel.startswith("..") or any(c.startswith(".") for c in rel.split(os.sep)):
+            continue
+        if os.path.lexists(os.path.join(target, "pyvenv.cfg")):
+            continue
+        out.append(rel + "/")
     return tuple(dict.fromkeys(out))
 
 

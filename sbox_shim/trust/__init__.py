@@ -80,10 +80,11 @@ def decisive(data: bytes, part: str) -> str:
             if inside:
                 out.append(line)
         return "\n".join(out)
-    if part == "scripts":  # what a host-mode npm runs: the scripts, and which workspaces it enters
+    if part == "scripts":  # what a host-mode npm runs: the scripts, which workspaces it enters, and
+        # publishConfig, which npm lays over its whole config (`script-shell` there beats sbox's own)
         try:
             manifest = json.loads(text)
-            decides = {k: manifest.get(k) for k in ("scripts", "workspaces") if manifest.get(k)}
+            decides = {k: manifest.get(k) for k in ("scripts", "workspaces", "publishConfig") if manifest.get(k)}
         except (ValueError, AttributeError):
             return text  # not JSON npm could read: the whole file decides
         return json.dumps(decides, indent=1, sort_keys=True) if decides else ""

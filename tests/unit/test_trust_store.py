@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -306,3 +307,41 @@ def test_host_mode_npx_and_npm_prefix_read_trusted_config_only(tmp_path: Path) -
 def test_host_mode_refuses_an_interpreter_inside_the_project(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="lies inside the project"):
         _host_mode_plan(tmp_path, ["pip", "--python", ".venv/bin/python", "list"])
+
+
+def test_publish_config_is_part_of_what_a_host_mode_npm_trusts() -> None:
+    """npm lays package.json's publishConfig over its config: `script-shell` there ran a project file
+    on the host under a host-mode `npm publish` (red team). It decides, like the scripts."""
+    plain = json.dumps({"name": "a", "scripts": {"prepack": "echo hi"}}).encode()
+    planted = json.dumps({"name": "a", "scripts": {"prepack": "echo hi"},
+                          "publishConfig": {"script-shell": "./evil.sh"}}).encode()
+    assert trust.decisive(plain, "scripts") != trust.decisive(planted, "scripts")
+    assert trust.decisive(json.dumps({"name": "a", "version": "2"}).encode(), "scripts") == ""
+
+
+@pytest.mark.parametrize("name", ["npm_config_key", "npm_config_otp", "AWS_SKIP_ACCESS_KEY_ID", "GH_SKIP_PAT",
+                                  "SKIP_PASS", "SKIP_PW", "NPM_TOKEN_SKIP", "GPG_KEY"])
+def test_credential_names_never_pass_even_as_skip_switches(name: str) -> None:
+    from sbox_shim.environment import scrub
+
+    assert name not in scrub({name: "x", "PUPPETEER_SKIP_DOWNLOAD": "1"})
+    assert scrub({name: "x", "PUPPETEER_SKIP_DOWNLOAD": "1"}) == {"PUPPETEER_SKIP_DOWNLOAD": "1"}
+
+
+def test_npm_local_dependencies_the_scripts_phase_may_write(tmp_path: Path) -> None:
+    """file: dependencies inside the project: their own directories, never the root, a hidden
+    directory (.git, .husky, .venv: what the host runs) or a venv; a link leading out is outside."""
+    from sbox_shim.ecosystems import npm_local
+
+    root = tmp_path / "p"
+    for d in ("packages/lib", ".husky", ".venv", "env", "outside"):
+        (root / d).mkdir(parents=True)
+    (root / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (root / "lnk").symlink_to(tmp_path)
+    deps = {"a": "file:packages/lib", "b": "file:.husky", "c": "file:.venv", "d": "file:env", "e": "file:.",
+            "f": "file:packages/lib/../.."}
+    (root / "package.json").write_text(json.dumps({"dependencies": deps}))
+    assert npm_local.inside_dirs(str(root), str(root)) == ("packages/lib/",)
+    (root / "package.json").write_text(json.dumps({"dependencies": {"g": "file:lnk/x"}}))
+    with pytest.raises(UsageError, match="outside the project root"):
+        npm_local.check(str(root), str(root), [])
