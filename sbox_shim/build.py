@@ -93,9 +93,12 @@ def build_plan(
         real_before = real
         path = host_path(path, config.root, host.cwd, writable)
         real = which(argv[0], path, host.shim_dirs)
-        if real_before and real_before != real:
-            raise UsageError(f"mode: host would run {real_before}, which lies where sandboxes write (the "
-                             "project, a venv, sbox's cache); run a tool installed elsewhere")
+        # One the project holds is passed over for the next on PATH (as before); one in a venv or
+        # sbox's cache is refused: the next one on PATH would be another Python's pip, say.
+        if (real_before and real_before != real
+                and not inside(os.path.realpath(os.path.join(host.cwd, real_before)), os.path.realpath(config.root))):
+            raise UsageError(f"mode: host would run {real_before}, which lies where sandboxes write (a venv, "
+                             "sbox's cache); run a tool installed elsewhere")
         if real and inside(os.path.realpath(real), os.path.realpath(config.root)):
             raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
                              "it); run a tool installed outside the project")
