@@ -36,8 +36,9 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, home)
     from pip._internal.cli.main import main as pip_main
 
+    local: list[str] = []
     if argv[:1] == ["download"]:
-        argv = [_copy_if_local(a) for a in argv]
+        argv = [_copy_if_local(a, local) for a in argv]
     code = pip_main(argv)
     build_args = os.environ.get("SBOX_PIP_BUILD_ARGS")  # set for sbox's own `download --dest WHEELHOUSE …`
     if code or build_args is None or argv[:2] != ["download", "--dest"]:
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
     extra = json.loads(build_args)
     tried: set[str] = set()
     for _ in range(ROUNDS):
-        wanted = [(r, optional, sdist) for r, optional, sdist in missing(wheelhouse) if r not in tried]
+        wanted = [(r, optional, sdist) for r, optional, sdist in missing(wheelhouse, local) if r not in tried]
         if not wanted:
             break
         tried.update(r for r, _, _ in wanted)
@@ -69,7 +70,7 @@ def fetch(home: str, wheelhouse: str, extra: list[str], wanted: list[tuple[str, 
 SKIP_IN_COPY = (".venv", "venv", "node_modules", "__pycache__", ".tox", ".nox", "build", "dist", "*.egg-info")
 
 
-def _copy_if_local(arg: str) -> str:
+def _copy_if_local(arg: str, copies: list[str]) -> str:
     """A directory argument holding a Python project, copied to /tmp (links kept as links): the copy's
     path, with its `[extras]`; any other argument as it is."""
     import shutil
@@ -83,6 +84,7 @@ def _copy_if_local(arg: str) -> str:
         return arg
     copy = os.path.join(tempfile.mkdtemp(prefix="sbox-local-"), os.path.basename(os.path.abspath(base)) or "project")
     shutil.copytree(base, copy, symlinks=True, ignore=shutil.ignore_patterns(*SKIP_IN_COPY))
+    copies.append(copy)  # its own build requirements are fetched too (the offline phase builds it)
     return arg.replace(base, copy, 1) if arg.startswith("--editable=") else copy + word[len(base):]
 
 
@@ -90,18 +92,18 @@ def _quiet(argv: list[str]) -> bool:
     return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
-def missing(wheelhouse: str) -> list[tuple[str, bool, str]]:
-    """(requirement, optional, sdist) for each build requirement of the wheelhouse's sdists that no
-    file in the wheelhouse satisfies."""
+def missing(wheelhouse: str, local: list[str] | None = None) -> list[tuple[str, bool, str]]:
+    """(requirement, optional, sdist) for each build requirement of the wheelhouse's sdists (and of
+    the `local` project directories) that no file in the wheelhouse satisfies."""
     from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
     from pip._vendor.packaging.version import InvalidVersion
 
     have = _versions(wheelhouse)
     out = []
-    for name in sorted(os.listdir(wheelhouse)):
-        if not name.endswith((".tar.gz", ".zip")):
-            continue
-        for text, optional in build_requires(os.path.join(wheelhouse, name)):
+    sources = [os.path.join(wheelhouse, n) for n in sorted(os.listdir(wheelhouse)) if n.endswith((".tar.gz", ".zip"))]
+    for source in sources + list(local or ()):
+        name = os.path.basename(source)
+        for text, optional in build_requires(source):
             try:
                 req = Requirement(text)
             except InvalidRequirement:
@@ -150,8 +152,14 @@ def _build_system(path: str) -> dict[str, Any] | None:
 
 
 def _pyproject(path: str) -> str | None:
-    """The top-level pyproject.toml of an sdist (`name-1.0/pyproject.toml`), or None."""
+    """The top-level pyproject.toml of an sdist (`name-1.0/pyproject.toml`) or of a project
+    directory, or None."""
     try:
+        if os.path.isdir(path):
+            if not os.path.isfile(os.path.join(path, "pyproject.toml")):
+                return None
+            with open(os.path.join(path, "pyproject.toml"), "rb") as f:
+                return f.read(PYPROJECT_CAP).decode("utf-8", "replace")
         if path.endswith(".zip"):
             with zipfile.ZipFile(path) as z:
                 for info in z.infolist():

@@ -321,3 +321,20 @@ def test_a_wheel_planted_in_the_wheelhouse_is_not_installed_by_a_later_run(proje
         again = run_sbox(sbox_bin, ["run", "--", "pip", "install", "victim"], project, env=_env(venv, index))
         assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert _imports(venv, "import victim; print(victim.VERSION)") == "1.0"
+
+
+def test_a_local_projects_build_requirements_are_fetched_too(project: Path, sbox_bin: str) -> None:
+    """`pip install ./app` whose `[build-system]` names a backend only the index has: the download
+    phase fetched the wheelhouse's sdists' build requirements but not the local project's, and the
+    offline build found nothing ("from versions: none")."""
+    venv = _venv(project)
+    app = project / "app"
+    (app / "prebuilt").mkdir(parents=True)
+    whl_name, whl = pkg.wheel("sbox-localapp", "1.0", {"sbox_localapp.py": "HOW = 'local, built offline'\n"})
+    (app / "prebuilt" / whl_name).write_bytes(whl)
+    (app / "pyproject.toml").write_text('[build-system]\nrequires = ["sbox-wheelmaker"]\n'
+                                        'build-backend = "sbox_wheelmaker"\n')
+    with PypiIndex([pkg.backend_wheel("sbox-wheelmaker", "1.0", "sbox_wheelmaker")]) as index:
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "./app"], project, env=_env(venv, index))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert _imports(venv, "import sbox_localapp; print(sbox_localapp.HOW)") == "local, built offline"
