@@ -43,7 +43,6 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
 # direnv loads an `.envrc` in any directory the user enters.
 NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git finds (bare repository)
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
-PACKAGE_BYTES = 1 << 20  # trust.files.MAX_BYTES: a bigger package.json is read as none
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
@@ -232,24 +231,10 @@ def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tup
 
 
 def _package(root: str) -> bytes | None:
-    """package.json's bytes, as trust.files.read_regular reads it (a regular file of at most 1 MiB,
-    never through a link); here so that the warm path need not load the trust package."""
-    try:
-        fd = os.open(os.path.join(root, "package.json"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > PACKAGE_BYTES:
-            return None
-        data = b""
-        while len(data) <= PACKAGE_BYTES and (chunk := os.read(fd, 1 << 16)):
-            data += chunk
-        return data if len(data) <= PACKAGE_BYTES else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    """package.json's bytes: a regular file of at most 1 MiB, never through a link."""
+    from sbox_shim.regular import read_regular
+
+    return read_regular(os.path.join(root, "package.json"))
 
 
 def _parse_scripts(data: bytes | None) -> dict[str, str]:
