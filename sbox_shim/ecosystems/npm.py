@@ -137,10 +137,10 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         writable=outputs(ctx, tool), hook=hook,
     )
     if "--ignore-scripts" in argv or "--ignore-scripts=true" in argv:  # the user's own: no scripts to run
-        return (Phase(download.label, download.argv, True, allow, download.env, implied=implied,
-                      secrets=download.secrets, credentials=download.credentials, mounts=download.mounts,
-                      reason=f"built-in {tool} policy: install downloads; --ignore-scripts, so no scripts phase",
-                      writable=download.writable),)
+        from dataclasses import replace
+
+        return (replace(download, hook=(), reason=f"built-in {tool} policy: install downloads; "
+                                                  "--ignore-scripts, so no scripts phase"),)
     why = ("then runs the install scripts of what it added or changed, with the network off" if hook
            else "then runs install scripts with the network off")
     steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx, why, hook=hook))
