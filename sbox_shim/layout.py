@@ -167,7 +167,10 @@ def etc_files(user: str, uid: int, gid: int, home: str, net: Network) -> list[Fi
         if name in ("localhost",):
             continue
         hosts += [f"{ip} {name}" for ip in addresses]
-    resolv = f"nameserver {DNS_SINKHOLE}\noptions timeout:1 attempts:1\n"
+    # Offline, the sandbox's own loopback: nothing answers there but what sbox puts there to
+    # hear which names a failing script wanted (egress/lookups.py). Elsewhere, a sinkhole.
+    resolver = "127.0.0.1" if net.policy == "off" else DNS_SINKHOLE
+    resolv = f"nameserver {resolver}\noptions timeout:1 attempts:1\n"
     users = ["root:x:0:0:root:/root:/bin/sh"]
     groups = ["root:x:0:"]
     if uid != 0:

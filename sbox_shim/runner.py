@@ -169,6 +169,8 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
 
 def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state_dir: str,
                 err: TextIO, kept_in: str | None) -> int:
+    if step.network.policy == "off" and step.label == "scripts":
+        return _run_offline(step, backend, run_dir, index, state_dir, err, kept_in)
     if step.network.policy != "proxy":
         return int(backend.run(step, run_dir, index, kept_in))
     from sbox_shim.egress.policy import EgressPolicy
@@ -191,6 +193,29 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
         log = write_denials(state_dir, step, denials)
         for line in denial_summary(denials, log):
             err.write(line + "\n")
+    return code
+
+
+def _run_offline(step: Step, backend: ModuleType, run_dir: str, index: int, state_dir: str,
+                 err: TextIO, kept_in: str | None) -> int:
+    """A built-in offline phase: when sbox can (root, bwrap), it hears the names the phase looks
+    up (egress/lookups.py) and, if the phase fails, says which it tried to reach (printable
+    ASCII only: the parser keeps nothing else)."""
+    from sbox_shim.egress import netns
+
+    if getattr(backend, "NAME", "") != "bwrap" or not netns.usable():
+        return int(backend.run(step, run_dir, index, kept_in))
+    from sbox_shim.egress.lookups import Lookups
+
+    lookups = Lookups()
+    try:
+        code = int(backend.run(step, run_dir, index, kept_in, egress=lookups.listen))
+    finally:
+        names = lookups.stop()
+    if names and code != 0:
+        log = write_record(state_dir, step, "lookups", {"looked_up": names})
+        err.write(f"sbox: the {step.label} phase tried to reach {', '.join(names)} "
+                  f"(looked up with the network off, refused){f'; record: {log}' if log else ''}\n")
     return code
 
 

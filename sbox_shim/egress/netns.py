@@ -16,6 +16,7 @@ inside as before.
 """
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -48,28 +49,34 @@ def usable() -> bool:
 def listen_in(pid: int, addresses: Sequence[Address]) -> list[socket.socket]:
     """A TCP listener on each address, made in the network namespace of process `pid`, which
     must not be ours. OSError if one cannot be made (then none is returned open)."""
+    return made_in(pid, [functools.partial(_listen, address) for address in addresses])
+
+
+def made_in(pid: int, makers: Sequence[Callable[[], socket.socket]]) -> list[socket.socket]:
+    """The socket each of `makers` makes, made in the network namespace of process `pid`, which
+    must not be ours. OSError if one cannot be made (then none is returned open)."""
     ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     made: list[socket.socket] = []
     failed: list[OSError] = []
 
-    def enter_and_bind() -> None:  # a thread of its own, which ends in the sandbox's namespace
+    def enter_and_make() -> None:  # a thread of its own, which ends in the sandbox's namespace
         try:
             theirs, ours = os.fstat(ns), os.stat("/proc/thread-self/ns/net")
             if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
                 raise OSError(f"process {pid} shares sbox's own network namespace")
             _setns(ns, CLONE_NEWNET)
-            for address in addresses:
-                made.append(_listen(address))
+            for make in makers:
+                made.append(make())
         except OSError as e:
             failed.append(e)
 
     try:
-        thread = threading.Thread(target=enter_and_bind, name="sbox-netns", daemon=True)
+        thread = threading.Thread(target=enter_and_make, name="sbox-netns", daemon=True)
         thread.start()
         thread.join()
     finally:
         os.close(ns)
-    if failed or len(made) != len(addresses):
+    if failed or len(made) != len(makers):
         for sock in made:
             sock.close()
         raise failed[0] if failed else OSError("cannot listen in the sandbox")

@@ -37,3 +37,35 @@ def test_a_failing_install_script_gets_the_offline_hint_and_a_log_that_exists(
     logs = re.findall(r"A complete log of this run can be found in: (\S+)", result.stderr)
     assert logs, result.stderr[-2000:]
     assert all(Path(p).is_file() for p in logs), logs  # the pointer leads somewhere after the run
+
+
+def test_a_failing_install_script_is_told_which_names_it_tried_to_reach(tmp_path: Path, sbox_bin: str) -> None:
+    """As root on bwrap, sbox hears the offline phase's lookups (egress/lookups.py): the failure
+    names the host the script wanted, and the record beside the denials keeps it."""
+    from conftest import require_backend
+
+    require_backend("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("sbox hears an offline sandbox's lookups only as root (it enters the sandbox's network namespace)")
+    wants = "prebuilt.sbox-test.example"
+    script = (f"require('dns').lookup('{wants}', (e) => {{ console.error('lookup: ' + (e && e.code)); "
+              f"process.exit(3) }})")
+    failing = pkg.npm_package("sbox-downloads", "1.0.0", {"index.js": "", "install.js": script},
+                              scripts={"postinstall": "node install.js"})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "sbox.yaml").write_text("version: 1\nbackend: bwrap\n")
+    trust(project / "sbox.yaml")
+    with NpmRegistry([failing]) as registry:
+        (project / "package.json").write_text(json.dumps(
+            {"name": "app", "version": "0.0.0", "private": True, "dependencies": {"sbox-downloads": "1.0.0"}}))
+        env = dict(os.environ, npm_config_registry=f"{registry.url}/", npm_config_update_notifier="false",
+                   SBOX_QUIET="0")
+        result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
+    assert result.returncode != 0
+    assert "lookup: EAI_AGAIN" in result.stderr, result.stderr[-2000:]  # refused, as a failed lookup
+    line = [l for l in result.stderr.splitlines() if "tried to reach" in l]
+    assert line and f"the scripts phase tried to reach {wants} " in line[0], result.stderr[-2000:]
+    record = Path(line[0].rsplit("; record: ", 1)[1])
+    assert json.loads(record.read_text())["looked_up"] == [wants]
+    record.unlink()
