@@ -175,6 +175,7 @@ def measure(args: argparse.Namespace, ways: dict[str, tuple[Open, bytes]],
     for name in ways:
         median = statistics.median(seconds[name])
         mbps = size / median / 1e6
+        total = sum(cpu[name][who] for who in ON_PATH[name]) / args.runs
         report[name] = {
             "seconds": [round(s, 4) for s in seconds[name]],
             "median_seconds": round(median, 4),
@@ -184,10 +185,16 @@ def measure(args: argparse.Namespace, ways: dict[str, tuple[Open, bytes]],
                 who: round(total / args.runs, 3) for who, total in cpu[name].items()
                 if who in ON_PATH[name]
             },
+            # All the processes on the path, and how many CPUs that kept busy on average: a
+            # second loopback TCP hop (the listener, the bridge) costs about as much CPU as the
+            # first, so on few cores the ratio to direct is bounded by CPU, not by the relay.
+            "cpu_seconds_total_per_run": round(total, 3),
+            "cpus_busy": round(total * args.runs / sum(seconds[name]), 2),
             "small_requests_per_s": round(rates[name], 1),
         }
         print(f"{name:>7}: median {median:.3f} s  {mbps:8.1f} MB/s  "
               f"({mbps / direct_mbps:.2f}x direct)  cpu/run {report[name]['cpu_seconds_per_run']}"
+              f" = {total:.3f} s ({report[name]['cpus_busy']} CPUs)"
               f"  {rates[name]:.0f} small req/s")
     return report
 

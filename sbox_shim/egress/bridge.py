@@ -36,9 +36,17 @@ if TYPE_CHECKING:
 
 EXIT_BRIDGE = 125
 CHUNK = 256 * 1024  # the user-space buffer, where splice is missing
-# At most this much per move, which is what a default pipe holds. Bigger pipes measured slower:
-# the bytes sit longer between the origin's write and the client's read, and go cold in cache.
+# At most this much per move, which is what a default pipe holds; a direction that has moved
+# GROW bytes (a download) gets a pipe of BIG_PIPE, which halves the relay's CPU per byte on a
+# loopback TCP-to-TCP download (fewer splices, fewer window updates and wake-ups) and raised its
+# throughput by a quarter. Only then, and only BIG_PIPES at once: a user's pipes count against
+# fs.pipe-user-pages-soft (16384 pages by default), past which the kernel gives every new pipe of
+# that user, in any process of theirs, 2 pages.
 MOVE = 64 * 1024
+GROW = 1024 * 1024
+BIG_PIPE = 1024 * 1024  # fs.pipe-max-size's default
+BIG_PIPES = threading.BoundedSemaphore(16)  # 16 MiB of pipes: a quarter of the default limit
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, which Python has from 3.10 on
 NO_SPLICE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)  # not a pair of files that can splice
 MAX_IDLE = 64  # relay threads kept for the next connections
 SPLICE = hasattr(os, "splice")
@@ -175,6 +183,7 @@ def pipe(src: socket.socket, dst: socket.socket, early: bytes = b"") -> None:
 def _splice(src: int, dst: int) -> bool:
     """Move src to dst in the kernel, via a pipe; False (nothing moved) if they cannot splice."""
     out, into = os.pipe()
+    move = MOVE
     try:
         try:  # the first move tells whether these two can splice at all
             n = os.splice(src, into, MOVE)
@@ -182,15 +191,39 @@ def _splice(src: int, dst: int) -> bool:
             if e.errno not in NO_SPLICE:
                 raise
             return False
+        moved = 0
         while n:
             left = n
             while left:
                 left -= os.splice(out, dst, left)
-            n = os.splice(src, into, MOVE)  # the pipe is empty here: this never waits on it
+            if moved < GROW <= moved + n:  # once
+                move = _grow(into)
+            moved += n
+            n = os.splice(src, into, move)  # the pipe is empty here: this never waits on it
         return True
     finally:
         os.close(out)
         os.close(into)
+        if move != MOVE:
+            BIG_PIPES.release()
+
+
+def _grow(pipe: int) -> int:
+    """Make the (empty) pipe BIG_PIPE; how much a move may then take: MOVE if it stays small
+    (BIG_PIPES are in use, or the kernel refused: past the user's soft limit, or above
+    fs.pipe-max-size). Whoever gets more than MOVE releases BIG_PIPES once done."""
+    import fcntl  # only now: a quarter of a millisecond, which small connections never need
+
+    if not BIG_PIPES.acquire(blocking=False):
+        return MOVE
+    try:
+        size: int = fcntl.fcntl(pipe, F_SETPIPE_SZ, BIG_PIPE)
+    except OSError:
+        size = 0
+    if size <= MOVE:
+        BIG_PIPES.release()
+        return MOVE
+    return size
 
 
 def abort(*socks: socket.socket) -> None:

@@ -61,10 +61,12 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
 
 
 class Tunnel:
-    """client <-unix-> [relay] <-tcp-> server: the proxy's own shape. The test holds both ends."""
+    """client <-unix-> [relay] <-tcp-> server: the proxy's own shape (`tcp`: the client on TCP
+    too, as a handed-off or listener connection is). The test holds both ends."""
 
-    def __init__(self, first: Callable[[], Optional[bytes]] = lambda: b"") -> None:
-        self.client, client_side = socket.socketpair()
+    def __init__(self, first: Callable[[], Optional[bytes]] = lambda: b"",
+                 tcp: bool = False) -> None:
+        self.client, client_side = tcp_pair() if tcp else socket.socketpair()
         origin_side, self.server = tcp_pair()
         self.sides = (client_side, origin_side)
         for sock in (self.client, self.server):
@@ -93,8 +95,8 @@ class Tunnel:
 def tunnel_factory() -> Iterator[Callable[..., Tunnel]]:
     made: list[Tunnel] = []
 
-    def make(first: Callable[[], Optional[bytes]] = lambda: b"") -> Tunnel:
-        made.append(Tunnel(first))
+    def make(first: Callable[[], Optional[bytes]] = lambda: b"", tcp: bool = False) -> Tunnel:
+        made.append(Tunnel(first, tcp))
         return made[-1]
 
     yield make
@@ -160,6 +162,43 @@ def test_large_transfer_both_ways_arrives_intact(
     assert up_got == [(48 * MIB, up_sent[0])]
     assert down_got == [(64 * MIB, down_sent[0])]
     tunnel.join()
+
+
+@pytest.mark.parametrize("big_pipe", ("granted", "refused", "all-in-use"))
+def test_a_long_direction_grows_its_pipe_once(
+        big_pipe: str, monkeypatch: pytest.MonkeyPatch,
+        tunnel_factory: Callable[..., Tunnel]) -> None:
+    """Past GROW bytes a direction asks for a big pipe, once, and carries on with what it got:
+    the big one, or the default one if the kernel refuses (above fs.pipe-max-size) or BIG_PIPES
+    are all in use; a big one is given back at the end. Both ends on TCP, as with the proxy's
+    listener in the sandbox."""
+    if not bridge.SPLICE:
+        pytest.skip("no os.splice here (Python < 3.10)")
+    big_pipes = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(bridge, "BIG_PIPES", big_pipes)
+    if big_pipe == "refused":
+        monkeypatch.setattr(bridge, "BIG_PIPE", 2**31 - 1)  # above any fs.pipe-max-size
+    elif big_pipe == "all-in-use":
+        big_pipes.acquire()
+    grown: list[int] = []
+    real_grow = bridge._grow
+
+    def grow(pipe: int) -> int:
+        grown.append(real_grow(pipe))
+        return grown[-1]
+
+    monkeypatch.setattr(bridge, "_grow", grow)
+    tunnel = tunnel_factory(tcp=True)
+    tunnel.client.shutdown(socket.SHUT_WR)
+    sent: list[str] = []
+    got: list[tuple[int, str]] = []
+    run_all((send_random, (tunnel.server, 24 * MIB, sent)), (receive_all, (tunnel.client, got)))
+    assert got == [(24 * MIB, sent[0])]
+    tunnel.join()
+    assert grown == ([bridge.BIG_PIPE] if big_pipe == "granted" else [bridge.MOVE])
+    if big_pipe == "all-in-use":
+        big_pipes.release()
+    assert big_pipes.acquire(blocking=False)  # given back
 
 
 def test_half_close_client_first(data_path: str, tunnel_factory: Callable[..., Tunnel]) -> None:
