@@ -74,12 +74,21 @@ def unavailable() -> str | None:
 # Before the command, each pinned bind inside the container must be a mount point at its target
 # (mountinfo's fifth field, as the kernel escapes it) holding the very directory or file sbox opened
 # and checked on the host (device and inode): docker resolves a bind's source and destination
-# paths again when it mounts them, and a link swapped in meanwhile would be followed.
-VERIFY = ('while [ "$1" != -- ]; do awk \'BEGIN { t = ARGV[2]; ARGV[2] = "" } $5 == t { f = 1 } END { exit !f }\' '
-          '/proc/self/mountinfo "$2" && '
-          '[ "$(stat -c %d:%i -- "$1" 2>/dev/null)" = "$3" ] || '
-          '{ echo "sbox: $1 is not what sbox checked (swapped for a link while the sandbox was set up?); '
-          'nothing ran" >&2; exit 125; }; shift 3; done; shift; exec "$@"')
+# paths again when it mounts them, and a link swapped in meanwhile would be followed. Arguments:
+# (target, its mountinfo spelling, "dev:ino") for each bind, `--`, the command. One `stat` of every
+# target and one `awk` over mountinfo, whatever the number of binds (a stat that fails leaves its
+# line out: the count differs, and the check fails).
+VERIFY = (
+    '( n=$#; for a; do [ "$a" = -- ] && break; set -- "$@" "$a"; done; shift "$n"\n'
+    'ids=$(n=$#; k=0; for a; do [ $((k % 3)) = 0 ] && set -- "$@" "$a"; k=$((k + 1)); done; shift "$n"; '
+    'exec stat -c %d:%i -- "$@" 2>/dev/null)\n'
+    "exec awk -v ids=\"$ids\" 'BEGIN { n = split(ids, got, \"\\n\"); "
+    'for (i = 2; i < ARGC; i += 3) { k++; t[k] = ARGV[i]; m[k] = ARGV[i + 1]; want[k] = ARGV[i + 2] } '
+    'for (i = 2; i < ARGC; i++) ARGV[i] = "" } { seen[$5] = 1 } '
+    'END { for (j = 1; j <= k; j++) if (!(m[j] in seen) || got[j] != want[j] || n != k) { '
+    'print "sbox: " t[j] " is not what sbox checked (swapped for a link while the sandbox was set up?); '
+    'nothing ran" > "/dev/stderr"; exit 1 } }\' /proc/self/mountinfo "$@" ) || exit 125\n'
+    'while [ "$1" != -- ]; do shift; done; shift; exec "$@"')
 
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
