@@ -11,7 +11,8 @@ its plan, and it sees no project file.
 
 It is also the lifeline of the containers it creates (in place of dockerwatch.py's process per
 container): in a session of its own, its stdio on /dev/null, it reads its end of the socket; when
-sbox closes it (at exit, or killed), the helper removes every container sbox has not removed.
+sbox's end closes (sbox exits, or is killed), the helper removes every container sbox has not
+removed, and exits.
 Only for a daemon on a unix socket (an attached TLS stream cannot be handed over), and only forked
 while sbox has a single thread; otherwise sbox uses the SDK itself, as before.
 """
@@ -53,12 +54,6 @@ def remote() -> "Remote | None":
     return _HELPER[0] if _HELPER else None
 
 
-def stop() -> None:
-    """Close the helper's socket: it removes what is left (nothing, after a run) and exits."""
-    while _HELPER:
-        _HELPER.pop().close()
-
-
 class RemoteError(Exception):
     """An SDK error raised in the helper: its class name, text, HTTP status and explanation."""
 
@@ -75,12 +70,15 @@ class Remote:
         self.ids = itertools.count()
         self.lock = threading.Lock()
         self.slots: dict[int, list[Any]] = {}  # request id -> [event, result]
+        self.gone = False  # the helper has exited: every call fails at once
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
     def call(self, method: str, *args: Any) -> Any:
         slot: list[Any] = [threading.Event(), None]
         with self.lock:
+            if self.gone:
+                raise RemoteError("gone", "sbox's docker helper exited")
             rid = next(self.ids)
             self.slots[rid] = slot
             try:
@@ -106,22 +104,11 @@ class Remote:
                 slot[1] = (ok, value)
                 slot[0].set()
         with self.lock:
+            self.gone = True
             for slot in self.slots.values():
                 slot[1] = (False, ("gone", "sbox's docker helper exited", None, None))
                 slot[0].set()
             self.slots.clear()
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        self.reader.join(timeout=5)
-        self.sock.close()
-        try:
-            os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
     # the APIClient's signatures, as dockerapi.Box and dockerimage call them
     def ping(self) -> None:
