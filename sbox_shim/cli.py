@@ -158,6 +158,8 @@ def _describe_backend(name: str, cache_dir: str, env: Mapping[str, str]) -> str:
 
 def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], raw: Sequence[str] = ()) -> int:
     """`raw` is sbox's own argv as typed: the plan cache's key."""
+    if args.backend == "docker":  # the Docker SDK loads in a helper while sbox plans
+        _docker_early(env)
     from sbox_shim import recorder, runner
     from sbox_shim.backends.select import pick
     from sbox_shim.build import build_plan
@@ -169,6 +171,8 @@ def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], 
     argv = _command(args.argv)
     with probe.watching(os.getcwd()) as probes:  # what planning looks at: the plan cache's facts
         cfg, host = _load(args, env, argv)
+        if args.backend is None and cfg.backend == "docker":
+            _docker_early(env)
         run_dir = runner.make_run_dir(env)
         try:
             plan = build_plan(argv, cfg, host, profile=args.profile, backend=args.backend, run_dir=run_dir)
@@ -187,6 +191,12 @@ def cmd_run(args: argparse.Namespace | SimpleNamespace, env: Mapping[str, str], 
         runner.remove_run_dir(run_dir)
         raise
     return runner.execute(plan, backend, run_dir, env, host.state_dir)
+
+
+def _docker_early(env: Mapping[str, str]) -> None:
+    from sbox_shim.backends import docker
+
+    docker.start_early(dict(env))
 
 
 def _check_tool(plan, host) -> None:  # type: ignore[no-untyped-def]

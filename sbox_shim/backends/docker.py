@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
-from sbox_shim.backends import dockerahead, dockerapi, pinned, seccomp
+from sbox_shim.backends import dockerahead, dockerapi, dockerhelper, pinned, seccomp
 from sbox_shim.backends.dockerimage import base_image_tag, build_base_image, pull
 from sbox_shim.backends.dockerimage import ensure_base_image as ensure_base_image  # for tests and benches
 from sbox_shim.backends.dockerio import attach_and_run
@@ -34,11 +34,30 @@ def _client() -> Any:
     try:
         return dockerapi.connect()
     except Exception as exc:  # the SDK raises many types for "no daemon"
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        raise SandboxError(
-            f"cannot reach a Docker daemon at {where} ({_short(exc)}); start one "
-            "(`sudo systemctl start docker`, or `sudo dockerd &`) or use backend: bwrap"
-        ) from None
+        raise _unreachable(_short(exc)) from None
+
+
+def _unreachable(why: str) -> SandboxError:
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return SandboxError(f"cannot reach a Docker daemon at {where} ({why}); start one "
+                        "(`sudo systemctl start docker`, or `sudo dockerd &`) or use backend: bwrap")
+
+
+# sbox's command line calls this as soon as it knows that the run uses docker: the SDK is imported
+# and the daemon reached in a helper process while sbox plans (dockerhelper.py).
+start_early = dockerhelper.start
+
+
+def _steps_api() -> Any:
+    """The helper started early, once it has reached the daemon; else the SDK in this process."""
+    helper = dockerhelper.remote()
+    if helper is None:
+        return _client()
+    try:
+        helper.ping()
+    except dockerhelper.RemoteError as exc:
+        raise _unreachable(str(exc)) from None
+    return helper
 
 
 _short = dockerapi.short
@@ -55,12 +74,21 @@ def unavailable() -> str | None:
 # Before the command, each pinned bind inside the container must be a mount point at its target
 # (mountinfo's fifth field, as the kernel escapes it) holding the very directory or file sbox opened
 # and checked on the host (device and inode): docker resolves a bind's source and destination
-# paths again when it mounts them, and a link swapped in meanwhile would be followed.
-VERIFY = ('while [ "$1" != -- ]; do awk \'BEGIN { t = ARGV[2]; ARGV[2] = "" } $5 == t { f = 1 } END { exit !f }\' '
-          '/proc/self/mountinfo "$2" && '
-          '[ "$(stat -c %d:%i -- "$1" 2>/dev/null)" = "$3" ] || '
-          '{ echo "sbox: $1 is not what sbox checked (swapped for a link while the sandbox was set up?); '
-          'nothing ran" >&2; exit 125; }; shift 3; done; shift; exec "$@"')
+# paths again when it mounts them, and a link swapped in meanwhile would be followed. Arguments:
+# (target, its mountinfo spelling, "dev:ino") for each bind, `--`, the command. One `stat` of every
+# target and one `awk` over mountinfo, whatever the number of binds (a stat that fails leaves its
+# line out: the count differs, and the check fails).
+VERIFY = (
+    '( n=$#; for a; do [ "$a" = -- ] && break; set -- "$@" "$a"; done; shift "$n"\n'
+    'ids=$(n=$#; k=0; for a; do [ $((k % 3)) = 0 ] && set -- "$@" "$a"; k=$((k + 1)); done; shift "$n"; '
+    'exec stat -c %d:%i -- "$@" 2>/dev/null)\n'
+    "exec awk -v ids=\"$ids\" 'BEGIN { n = split(ids, got, \"\\n\"); "
+    'for (i = 2; i < ARGC; i += 3) { k++; t[k] = ARGV[i]; m[k] = ARGV[i + 1]; want[k] = ARGV[i + 2] } '
+    'for (i = 2; i < ARGC; i++) ARGV[i] = "" } { seen[$5] = 1 } '
+    'END { for (j = 1; j <= k; j++) if (!(m[j] in seen) || got[j] != want[j] || n != k) { '
+    'print "sbox: " t[j] " is not what sbox checked (swapped for a link while the sandbox was set up?); '
+    'nothing ran" > "/dev/stderr"; exit 1 } }\' /proc/self/mountinfo "$@" ) || exit 125\n'
+    'while [ "$1" != -- ]; do shift; done; shift; exec "$@"')
 
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
@@ -69,21 +97,22 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
     holds (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
     command runs; `gate`: the command waits for sbox to write this word instead (dockerahead.py),
     the binds checked from the host."""
-    from docker.types import Mount as DockerMount
-
     net = step.network
     size = scratch_bytes(step.limits.memory)
     scratch = f"rw,exec,nosuid,nodev,mode=1777,size={size}"
-    mounts = []
+    mounts: list[dict[str, Any]] = []
     for m in list(step.mounts) + file_mounts:
         if m.kind == "symlink":
             continue  # part of the base image
         if net.policy in ("dns", "open") and m.target in DNS_FILES:
             continue  # Docker writes them: from dns= and extra_hosts (the spec's mechanism), or the host's
+        # the SDK's docker.types.Mount as a plain dict: it crosses to the helper as data
         if m.kind == "tmpfs":
-            mounts.append(DockerMount(m.target, None, type="tmpfs", tmpfs_mode=0o1777, tmpfs_size=size))
+            mounts.append({"Target": m.target, "Source": None, "Type": "tmpfs", "ReadOnly": False,
+                           "TmpfsOptions": {"Mode": 0o1777, "SizeBytes": size}})
         else:
-            mounts.append(DockerMount(m.target, os.path.realpath(m.source), type="bind", read_only=m.readonly))
+            mounts.append({"Target": m.target, "Source": os.path.realpath(m.source), "Type": "bind",
+                           "ReadOnly": m.readonly})
     init = _host_init() if not step.image else None
     argv = list(step.argv)
     if gate:
@@ -168,7 +197,7 @@ _STEPS_CLIENT: list[Any] = []  # one client for the steps of a run: the daemon a
 
 
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
-    api = _STEPS_CLIENT[0] if _STEPS_CLIENT else _client()
+    api = _STEPS_CLIENT[0] if _STEPS_CLIENT else _steps_api()
     _STEPS_CLIENT[:] = [api]
     started = dockerahead.take(step, index)
     if started is not None:
@@ -183,14 +212,16 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) 
 
 def _run_new(api: Any, step: Step, run_dir: str, index: int) -> int:
     """The step in a container made now."""
-    # What other, killed sbox runs left: removed alongside this run's own requests, not before them.
+    # What other, killed sbox runs left: removed alongside this run's own requests, not before them
+    # (the helper did it as it started).
     reaper = threading.Thread(target=reap_stale, args=(api,), daemon=True)
-    reaper.start()
+    if not isinstance(api, dockerhelper.Remote):
+        reaper.start()
     links = tuple((m.target, m.source) for m in step.mounts if m.kind == "symlink")
     image = step.image or base_image_tag(links)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     name = f"sbox-{os.getpid()}-{os.urandom(4).hex()}"
-    lifeline = _lifeline(name)
+    lifeline = watch(api, name)
     container = None
     try:
         config = container_config(step, materialize(step, run_dir, index), name, image, tty, identities(step))
@@ -203,13 +234,16 @@ def _run_new(api: Any, step: Step, run_dir: str, index: int) -> int:
             dockerahead.behind(threading.Thread(target=_finish, args=(container, lifeline)))
         else:
             _finish(container, lifeline)
-        reaper.join(timeout=5)
+        if reaper.is_alive():
+            reaper.join(timeout=5)
 
 
 def _finish(container: Any, lifeline: int) -> None:
     """Remove the container; then the watcher has nothing to do."""
     if container is not None:
         _remove(container)
+    if lifeline < 0:
+        return
     try:
         os.write(lifeline, DONE)
     except OSError:
@@ -260,6 +294,12 @@ def _escaped(path: str) -> str:
     for char, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
         path = path.replace(char, code)
     return path
+
+
+def watch(api: Any, name: str) -> int:
+    """What removes container `name` if sbox dies: the helper that creates it (-1: nothing to
+    tell it), or a watcher of its own."""
+    return -1 if isinstance(api, dockerhelper.Remote) else _lifeline(name)
 
 
 def _lifeline(name: str) -> int:

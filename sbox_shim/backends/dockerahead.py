@@ -56,7 +56,7 @@ class Ahead:
             for mount in step.mounts:  # as the runner makes them before the step
                 if mount.kind == "cache":
                     os.makedirs(mount.source, mode=0o700, exist_ok=True)
-            self.lifeline = docker._lifeline(name)
+            self.lifeline = docker.watch(api, name)
             os.mkdir(self.gates, 0o700)  # never one that exists (a link another user put there)
             self.made = True
             os.mkfifo(self.fifo, 0o600)

@@ -11,7 +11,7 @@ from typing import Any
 LABEL = "io.sbox.run"  # on every container (and image) sbox makes
 
 # container_config's keys that belong to the HostConfig (the rest go to the container's Config)
-HOST_KEYS = frozenset({"mounts", "tmpfs", "shm_size", "read_only", "cap_drop", "security_opt", "init",
+HOST_KEYS = frozenset({"auto_remove", "mounts", "tmpfs", "shm_size", "read_only", "cap_drop", "security_opt", "init",
                        "pids_limit", "mem_limit", "network_mode", "dns", "extra_hosts"})
 
 
@@ -30,6 +30,10 @@ def low_level(client: Any) -> Any:
 
 def create(api: Any, config: dict[str, Any]) -> "Box":
     """Create the container `config` (container_config's keyword arguments) describes."""
+    from sbox_shim.backends.dockerhelper import Remote
+
+    if isinstance(api, Remote):  # the SDK makes the request in the helper, from the same arguments
+        return Box(api, api.create(config), list(config.get("command") or []))
     host = api.create_host_config(**{k: v for k, v in config.items() if k in HOST_KEYS})
     rest = {k: v for k, v in config.items() if k not in HOST_KEYS}
     made = api.create_container(host_config=host, **rest)
@@ -37,13 +41,18 @@ def create(api: Any, config: dict[str, Any]) -> "Box":
 
 
 def image_missing(exc: BaseException) -> bool:
-    import docker
-
-    return isinstance(exc, docker.errors.ImageNotFound)
+    """The SDK's ImageNotFound, raised here or in the helper (dockerhelper.py)."""
+    return getattr(exc, "kind", None) == "ImageNotFound" or any(
+        cls.__name__ == "ImageNotFound" and cls.__module__ == "docker.errors" for cls in type(exc).__mro__)
 
 
 def build(api: Any, context: Any, tag: str, labels: dict[str, str]) -> None:
     """Build an image from a tar context; raises RuntimeError with the daemon's message."""
+    from sbox_shim.backends.dockerhelper import Remote
+
+    if isinstance(api, Remote):
+        api.build(context.getvalue(), tag, labels)
+        return
     for chunk in api.build(fileobj=context, custom_context=True, tag=tag, rm=True, labels=labels, decode=True):
         if isinstance(chunk, dict) and chunk.get("error"):
             raise RuntimeError(str(chunk["error"]).strip())

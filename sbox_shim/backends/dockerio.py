@@ -224,7 +224,7 @@ def _kill(container: Any, sig: str, attempts: int = 3) -> None:
             container.kill(signal=sig)
             return
         except Exception as exc:
-            status = getattr(getattr(exc, "response", None), "status_code", None)
+            status = getattr(exc, "status_code", None)  # the SDK's APIError, or the helper's RemoteError
             if status in (404, 409):  # gone, or not running any more
                 return
             if attempt == attempts - 1:
