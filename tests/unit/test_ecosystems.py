@@ -17,6 +17,7 @@ from sbox_shim import ecosystems
 from sbox_shim.build import build_plan
 from sbox_shim.config import Config
 from sbox_shim.ecosystems import Context, Phase, url_entry
+from sbox_shim.ecosystems.npm import SCRIPTS_JS
 from sbox_shim.host import Host
 from sbox_shim.plan import File, Mount
 
@@ -87,10 +88,10 @@ def test_url_entry(url: str, entry: str | None) -> None:
 
 
 @pytest.mark.parametrize("argv,download,scripts", [
-    ("npm install", "npm install --ignore-scripts", "npm rebuild"),
-    ("npm i left-pad", "npm i left-pad --ignore-scripts", "npm rebuild"),
-    ("npm ci", "npm ci --ignore-scripts", "npm rebuild"),
-    ("npm --prefix sub install", "npm --prefix sub install --ignore-scripts", "npm rebuild"),
+    ("npm install", "npm install --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm install"),
+    ("npm i left-pad", "npm i left-pad --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm i left-pad"),
+    ("npm ci", "npm ci --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm ci"),
+    ("npm --prefix sub install", "npm --prefix sub install --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm install --prefix sub"),
     ("pnpm add left-pad", "pnpm add left-pad --ignore-scripts", "pnpm rebuild"),
     ("yarn", "yarn --ignore-scripts", "npm rebuild"),
     ("yarn add left-pad", "yarn add left-pad --ignore-scripts", "npm rebuild"),
@@ -126,7 +127,8 @@ def test_npm_bare_install_also_runs_the_projects_prepare_offline(where: dict[str
     assert [p.label for p in found] == ["download", "scripts"] + (["scripts"] if prepare else [])
     if prepare:
         assert " ".join(found[2].argv) == prepare and found[2].network is False
-        assert found[2].files == found[1].files and found[2].secrets == found[1].secrets
+        assert found[2].files == tuple(f for f in found[1].files if f.target != SCRIPTS_JS)
+        assert found[2].secrets == found[1].secrets
 
 
 def test_npm_without_a_prepare_script_is_two_phases(where: dict[str, Path]) -> None:
@@ -161,7 +163,7 @@ def test_npm_credentials_reach_the_download_phase_only(where: dict[str, Path]) -
     assert str(user_rc) not in mounts(s)
     assert {"NPM_TOKEN", "NODE_AUTH_TOKEN", "npm_config__authToken", "npm_config_loglevel"} <= set(d.secrets)
     assert s.secrets == ("npm_config_loglevel",)
-    assert s.files == (File(str(project_rc), ""),)  # the project .npmrc reads as empty
+    assert s.files[0] == File(str(project_rc), "") and s.files[1].target == SCRIPTS_JS  # the .npmrc reads as empty
     assert d.files == ()
 
 
