@@ -124,7 +124,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     # own .npmrc is part of the project; the scripts phase reads it as empty.
     credentials = tuple(Mount(f, f) for f in files
                         if f != os.path.join(ctx.project_root, ".npmrc") and not f.startswith(("/etc/", "/usr/")))
-    rebuild = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
+    rebuild: tuple[str, ...] = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
     logs = os.path.join(ctx.cache_dir, "npm-logs", "download")  # npm's log pointer leads somewhere
@@ -145,7 +145,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
            else "then runs install scripts with the network off")
     if hook:  # npm: sbox's driver of npm's own modules builds what the hook names (npm_scripts.js);
         # `env node`, as npm's own #! line: sbox's checks of the step's program read env, not node's 100 MB
-        rebuild = ("env", "node", SCRIPTS_JS, argv[0], sub, *offline_flags(argv, sub))
+        from sbox_shim.ecosystems import npm_driver
+
+        rebuild = npm_driver.command(argv, sub)
     steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx, why, hook=hook))
     # A bare `npm install` / `npm ci` also runs the project's own `prepare` (husky and the like);
     # `npm rebuild` runs its preinstall/install/postinstall but not that one.
@@ -252,8 +254,10 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
     project_rc = os.path.join(ctx.project_root, ".npmrc")
     if os.path.isfile(project_rc):
         masks = (File(project_rc, ""),)
-    if SCRIPTS_JS in argv[:3]:
-        masks += (File(SCRIPTS_JS, scripts_js()),)
+    if argv[:1] == ("env",):
+        from sbox_shim.ecosystems import npm_driver
+
+        masks += (npm_driver.file(),)
     # sbox's npm cache is not shown to package code: the download phase's logs and cache index
     # hold registry URLs as configured, credentials included, from every project. An empty one.
     empty_cache = Mount("", cache, readonly=False, kind="tmpfs")
@@ -266,36 +270,6 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
                  files=masks,
                  reason=f"built-in {os.path.basename(argv[0])} policy: {why}",
                  writable=True if own else _modules(ctx), hook=hook)
-
-
-# Where the scripts phase finds sbox's driver of npm's own modules: written into the sandbox.
-SCRIPTS_JS = "/etc/sbox-npm-scripts.js"
-
-
-def scripts_js() -> str:
-    with open(os.path.join(os.path.dirname(__file__), "npm_scripts.js"), encoding="utf-8") as f:
-        return f.read()
-
-
-def offline_flags(argv: tuple[str, ...], sub: str) -> tuple[str, ...]:
-    """The user's command line after the subcommand, for npm's scripts phase to load its
-    configuration from as npm did (npm exports options to the scripts as npm_config_*:
-    `--foreground-scripts`, `--build-from-source`), but any option naming a registry, a proxy, a
-    credential or a program (with its value), and any word with a credential in it."""
-    out: list[str] = []
-    words = iter(w for w in argv[1:] if w != sub)
-    for arg in words:
-        if is_secret(arg) or "${" in arg or "://" in arg and "@" in arg:
-            continue
-        name, eq, _ = arg[2:].partition("=")
-        key = name[3:] if name.startswith("no-") else name
-        if arg.startswith("--") and key != "prefix" and (
-                key in _NOT_OFFLINE or key == "ignore-scripts" or is_secret(key) or key.startswith(("/", "@", "_"))):
-            if not eq and arg in _GLOBAL_VALUES:
-                next(words, "")  # its value
-            continue
-        out.append(arg)
-    return tuple(out)
 
 
 _SETTING = re.compile(r"^\s*([a-z][a-z0-9_-]*)\s*=\s*(.*?)\s*$", re.M)

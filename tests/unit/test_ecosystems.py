@@ -17,7 +17,7 @@ from sbox_shim import ecosystems
 from sbox_shim.build import build_plan
 from sbox_shim.config import Config
 from sbox_shim.ecosystems import Context, Phase, url_entry
-from sbox_shim.ecosystems.npm import SCRIPTS_JS
+from sbox_shim.ecosystems.npm_driver import SCRIPTS_JS
 from sbox_shim.host import Host
 from sbox_shim.plan import File, Mount
 
@@ -108,6 +108,18 @@ def test_npm_install_with_the_users_own_ignore_scripts_has_no_scripts_phase(wher
     (only,) = phases(argv, ctx(where)) or ()
     assert only.label == "download" and only.network and "--ignore-scripts" in " ".join(only.argv)
     assert not only.hook  # nothing to scope, nothing to roll back to
+
+
+def test_npm_scripts_phase_loads_the_users_options_but_registries_credentials_and_programs(
+        where: dict[str, Path]) -> None:
+    argv = ("npm ci --foreground-scripts --registry http://r.example --//r.example/:_authToken=tok "
+            "--loglevel=silly --prefix sub --proxy=http://u:pw@h.example --script-shell=/bin/zsh "
+            "--build-from-source https://u:pw@h.example/x.tgz --otp=123456")
+    d, s = two(argv, ctx(where))
+    assert s.argv == ("env", "node", SCRIPTS_JS, "npm", "ci", "--foreground-scripts", "--loglevel=silly",
+                      "--prefix", "sub", "--build-from-source")
+    assert s.files[-1].target == SCRIPTS_JS and "@npmcli/run-script" in s.files[-1].content
+    assert "tok" in " ".join(d.argv)  # the download phase runs the command as given
 
 
 def test_npm_rebuild_alone_is_the_offline_phase(where: dict[str, Path]) -> None:
