@@ -36,6 +36,8 @@ def offline_flags(argv: tuple[str, ...], sub: str) -> tuple[str, ...]:
     out: list[str] = []
     words = iter(w for w in argv[1:] if w != sub)
     for arg in words:
+        if arg == "--":  # positionals follow, which configure nothing; the driver's own `--` comes last
+            break
         if is_secret(arg) or "${" in arg or "://" in arg and "@" in arg:
             continue
         name, eq, _ = arg[2:].partition("=")

@@ -174,8 +174,9 @@ const build = async (npm, log) => {
   nodes.sort((a, b) => (a.depth - b.depth) || localeCompare(a.path, b.path))
 
   const stdio = opts.foregroundScripts ? 'inherit' : 'pipe'
+  const failed = []
   const run = async (event) => {
-    const queue = nodes.filter(n => n.pkg.scripts[event])
+    const queue = nodes.filter(n => n.pkg.scripts[event] && !failed.includes(n))
     await callLimit(queue.map(node => async () => {
       const { path: where, pkg, meta, location } = node
       log.info('run', pkg._id, event, location, pkg.scripts[event])
@@ -188,11 +189,19 @@ const build = async (npm, log) => {
         npm_package_peer: boolEnv(meta.peer),
         npm_package_dev_optional: boolEnv(meta.devOptional && !meta.dev && !meta.optional),
       }
-      const result = await runScript({ event, path: where, pkg, stdio, env, scriptShell: opts.scriptShell })
-        .catch(er => {
-          log.info('run', pkg._id, event, { code: er.code, signal: er.signal })
+      let result
+      try {
+        result = await runScript({ event, path: where, pkg, stdio, env, scriptShell: opts.scriptShell })
+      } catch (er) {
+        log.info('run', pkg._id, event, { code: er.code, signal: er.signal })
+        if (meta.optional !== true) {
           throw er
-        })
+        }
+        // as npm's install: an optional dependency whose script fails is removed, the install goes on
+        log.verbose('reify', 'failed optional dependency', where)
+        failed.push(node)
+        return
+      }
       log.info('run', pkg._id, event, { code: result.code, signal: result.signal })
     }), { limit: opts.foregroundScripts ? 1 : undefined })
   }
@@ -205,6 +214,9 @@ const build = async (npm, log) => {
   }
   await run('install')
   await run('postinstall')
+  if (failed.length) {
+    await drop(prefix, failed)
+  }
   if (own) {
     const scriptShell = npm.config.get('script-shell') || undefined
     for (const event of ['preinstall', 'install', 'postinstall']) {
@@ -212,6 +224,36 @@ const build = async (npm, log) => {
     }
   }
   unreviewed(npm, nodes, log)
+}
+
+// Remove failed optional dependencies as npm's install does: their folders, the bins linked to
+// them and their entries in npm's hidden lockfile (package-lock.json keeps them, for other machines).
+const drop = async (prefix, failed) => {
+  const modules = path.join(prefix, 'node_modules')
+  const inside = (p, dir) => p === dir || p.startsWith(dir + path.sep)
+  let bins = []
+  try {
+    bins = fs.readdirSync(path.join(modules, '.bin'), { withFileTypes: true }).filter(e => e.isSymbolicLink())
+  } catch {}
+  for (const bin of bins) {
+    const link = path.join(modules, '.bin', bin.name)
+    if (failed.some(n => inside(path.resolve(path.dirname(link), fs.readlinkSync(link)), n.path))) {
+      fs.rmSync(link, { force: true })
+    }
+  }
+  for (const node of failed) {
+    fs.rmSync(node.path, { recursive: true, force: true })
+  }
+  const hidden = path.join(modules, '.package-lock.json')
+  try {
+    const lock = JSON.parse(fs.readFileSync(hidden, 'utf8'))
+    for (const key of Object.keys(lock.packages || {})) {
+      if (failed.some(n => key === n.location || key.startsWith(n.location + '/'))) {
+        delete lock.packages[key]
+      }
+    }
+    fs.writeFileSync(hidden, JSON.stringify(lock, null, 2) + '\n')
+  } catch {}
 }
 
 // npm's advisory after an install that ran scripts no allowScripts policy covers (reify-output.js)

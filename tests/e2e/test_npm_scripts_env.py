@@ -38,18 +38,22 @@ def registry() -> Iterator[NpmRegistry]:
     packages = [pkg.npm_package("sbox-a", "1.0.0", files, {"preinstall": RECORD, "postinstall": RECORD}),
                 pkg.npm_package("sbox-b", "1.0.0", files, {"install": RECORD}),
                 pkg.npm_package("sbox-c", "1.0.0", files, dependencies={"sbox-b": "1.0.0"}),
-                pkg.npm_package("sbox-fails", "1.0.0", files, {"postinstall": FAIL})]
+                pkg.npm_package("sbox-fails", "1.0.0", files, {"postinstall": FAIL}),
+                pkg.npm_package("sbox-optional-fails", "1.0.0", files, {"install": FAIL})]
     with NpmRegistry(packages) as reg:
         yield reg
 
 
-def _project(tmp_path: Path, backend: str, registry: NpmRegistry, deps: dict[str, str]) -> tuple[Path, dict[str, str]]:
+def _project(tmp_path: Path, backend: str, registry: NpmRegistry, deps: dict[str, str],
+             optional: dict[str, str] | None = None) -> tuple[Path, dict[str, str]]:
     project = tmp_path / "project"
     project.mkdir()
     (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
     trust(project / "sbox.yaml")
     manifest = {"name": "app", "version": "0.0.0", "private": True, "dependencies": deps,
                 "scripts": {"preinstall": RECORD, "postinstall": RECORD}}
+    if optional:
+        manifest["optionalDependencies"] = optional
     (project / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
     logs = tmp_path / "logs"
     # what sbox sets in both phases, set for direct npm too
@@ -108,3 +112,28 @@ def test_a_failing_script_reports_as_npm_does(
         return [ln for ln in stderr.splitlines() if ln.startswith("npm error") and "complete log" not in ln]
 
     assert report(direct.stderr) and report(result.stderr) == report(direct.stderr), result.stderr[-3000:]
+
+
+def _listing(project: Path) -> dict[str, str]:
+    out = {}
+    for root, dirs, names in os.walk(project / "node_modules"):
+        for name in dirs + names:
+            path = Path(root, name)
+            out[str(path.relative_to(project))] = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+    out["hidden lockfile"] = (project / "node_modules" / ".package-lock.json").read_text()
+    out["package-lock.json"] = (project / "package-lock.json").read_text()
+    return out
+
+
+def test_an_optional_dependency_whose_script_fails_is_removed_and_the_install_goes_on(
+        tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry) -> None:
+    project, env = _project(tmp_path, backend, registry, {"sbox-a": "1.0.0"}, {"sbox-optional-fails": "1.0.0"})
+    direct = _direct(project, env, "ci")
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    assert not (project / "node_modules" / "sbox-optional-fails").exists()
+    tree = _listing(project)
+    shutil.rmtree(project / "node_modules")
+
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "ci"], project, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _listing(project) == tree

@@ -114,7 +114,7 @@ def test_npm_scripts_phase_loads_the_users_options_but_registries_credentials_an
         where: dict[str, Path]) -> None:
     argv = ("npm ci --foreground-scripts --registry http://r.example --//r.example/:_authToken=tok "
             "--loglevel=silly --prefix sub --proxy=http://u:pw@h.example --script-shell=/bin/zsh "
-            "--build-from-source https://u:pw@h.example/x.tgz --otp=123456")
+            "--build-from-source https://u:pw@h.example/x.tgz --otp=123456 -- --not-an-option")
     d, s = two(argv, ctx(where))
     assert s.argv == ("env", "node", SCRIPTS_JS, "npm", "ci", "--foreground-scripts", "--loglevel=silly",
                       "--prefix", "sub", "--build-from-source")
