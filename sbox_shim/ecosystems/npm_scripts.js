@@ -14,9 +14,10 @@
 // and shown only on failure (unless --foreground-scripts); the project's own after them, its
 // output shown, as `npm ci`/`npm install` do. A failure ends with npm's own error report.
 //
-// Where npm would decide more than this knows (an allowScripts policy, a linked package, a
-// global install, no directories named, an npm without the modules used here), it runs
-// `npm rebuild DIR...` in this process instead, as the scripts phase did before.
+
+// Where npm would decide more than this knows (an allowScripts policy, the linked install
+// strategy, a global install, no directories named, a package outside the project, an npm
+// without the modules used here), it runs `npm rebuild DIR...` in this process instead.
 'use strict'
 const fs = require('node:fs')
 const path = require('node:path')
@@ -123,7 +124,20 @@ const delegate = async (npm) => {
       return true
     }
   } catch {}
-  return dirs.some(d => !d.startsWith(npm.prefix) || lstat(d)?.isSymbolicLink() !== false)
+  if (npm.config.get('install-strategy') === 'linked') {
+    return true
+  }
+  return dirs.some(d => !inside(d, npm.prefix) || !lstat(d) || !inside(realpath(d), npm.prefix))
+}
+
+const inside = (p, dir) => p === dir || p.startsWith(dir + path.sep)
+
+const realpath = (p) => {
+  try {
+    return fs.realpathSync(p)
+  } catch {
+    return ''
+  }
 }
 
 const lstat = (p) => {
@@ -152,15 +166,13 @@ const build = async (npm, log) => {
     lock = JSON.parse(fs.readFileSync(path.join(prefix, 'node_modules', '.package-lock.json'), 'utf8')).packages || {}
   } catch {}
 
-  const nodes = []
-  let own = false
-  for (const dir of dirs) {
-    if (dir === prefix) {
-      own = true
-      continue
-    }
-    const location = path.relative(prefix, dir).split(path.sep).join('/')
-    const { content: pkg } = await PackageJson.normalize(dir).catch(() => ({ content: {} }))
+  // a package to build: `dir` below node_modules, a link's target (a workspace, a file: dependency
+  // inside the project) built in place after the others, as arborist's rebuild builds links
+  const load = async (dir) => {
+    const link = lstat(dir).isSymbolicLink()
+    const where = link ? fs.realpathSync(dir) : dir
+    const location = path.relative(prefix, where).split(path.sep).join('/')
+    const { content: pkg } = await PackageJson.normalize(where).catch(() => ({ content: {} }))
     const scripts = pkg.scripts = pkg.scripts || {}
     if (pkg.gypfile !== false && !scripts.install && !scripts.preinstall && await isNodeGypPackage(dir)) {
       scripts.install = defaultGypInstallScript
@@ -169,20 +181,34 @@ const build = async (npm, log) => {
     if (typeof meta.resolved === 'string' && meta.resolved.startsWith('file:')) {
       meta.resolved = `file:${path.resolve(prefix, meta.resolved.slice(5))}` // as arborist reads it
     }
-    nodes.push({ path: dir, location, pkg, meta, depth: location.split('/node_modules/').length })
+    const depth = path.relative(prefix, dir).split(path.sep).join('/').split('/node_modules/').length
+    return { path: where, bin: dir, location, pkg, meta, depth, link }
   }
-  nodes.sort((a, b) => (a.depth - b.depth) || localeCompare(a.path, b.path))
+  const deps = []
+  const links = []
+  let own = false
+  for (const dir of dirs) {
+    if (dir === prefix) {
+      own = true
+    } else {
+      const node = await load(dir)
+      ;(node.link ? links : deps).push(node)
+    }
+  }
+  const order = (a, b) => (a.depth - b.depth) || localeCompare(a.bin, b.bin)
+  deps.sort(order)
+  links.sort(order)
 
   const stdio = opts.foregroundScripts ? 'inherit' : 'pipe'
   const failed = []
-  const run = async (event) => {
+  const run = async (nodes, event) => {
     const queue = nodes.filter(n => n.pkg.scripts[event] && !failed.includes(n))
     await callLimit(queue.map(node => async () => {
       const { path: where, pkg, meta, location } = node
       log.info('run', pkg._id, event, location, pkg.scripts[event])
       const env = {
-        npm_package_resolved: meta.resolved,
-        npm_package_integrity: meta.integrity,
+        npm_package_resolved: meta.resolved ?? null, // as arborist's node: null when unknown
+        npm_package_integrity: meta.integrity ?? null,
         npm_package_json: path.resolve(where, 'package.json'),
         npm_package_optional: boolEnv(meta.optional),
         npm_package_dev: boolEnv(meta.dev),
@@ -206,14 +232,19 @@ const build = async (npm, log) => {
     }), { limit: opts.foregroundScripts ? 1 : undefined })
   }
 
-  await run('preinstall')
-  if (opts.binLinks) {
-    const binLinks = arb('bin-links')
-    await Promise.all(nodes.filter(n => n.pkg.bin).map(n =>
-      binLinks({ pkg: n.pkg, path: n.path, top: false, force: opts.force, global: false })))
+  const binLinks = arb('bin-links')
+  for (const nodes of [deps, links]) {
+    await run(nodes, 'preinstall')
+    if (nodes === links) {
+      await run(nodes, 'prepare')
+    }
+    if (opts.binLinks) {
+      await Promise.all(nodes.filter(n => n.pkg.bin).map(n =>
+        binLinks({ pkg: n.pkg, path: n.bin, top: false, force: opts.force, global: false })))
+    }
+    await run(nodes, 'install')
+    await run(nodes, 'postinstall')
   }
-  await run('install')
-  await run('postinstall')
   if (failed.length) {
     await drop(prefix, failed)
   }
@@ -223,14 +254,13 @@ const build = async (npm, log) => {
       await runScript({ path: prefix, args: [], scriptShell, stdio: 'inherit', event })
     }
   }
-  unreviewed(npm, nodes, log)
+  unreviewed(npm, deps, log)
 }
 
 // Remove failed optional dependencies as npm's install does: their folders, the bins linked to
 // them and their entries in npm's hidden lockfile (package-lock.json keeps them, for other machines).
 const drop = async (prefix, failed) => {
   const modules = path.join(prefix, 'node_modules')
-  const inside = (p, dir) => p === dir || p.startsWith(dir + path.sep)
   let bins = []
   try {
     bins = fs.readdirSync(path.join(modules, '.bin'), { withFileTypes: true }).filter(e => e.isSymbolicLink())

@@ -54,6 +54,11 @@ def _project(tmp_path: Path, backend: str, registry: NpmRegistry, deps: dict[str
                 "scripts": {"preinstall": RECORD, "postinstall": RECORD}}
     if optional:
         manifest["optionalDependencies"] = optional
+    if "lib" in deps:  # a local package inside the project: npm links it and runs its scripts in place
+        (project / "lib").mkdir()
+        (project / "lib" / "package.json").write_text(json.dumps(
+            {"name": "lib", "version": "1.0.0", "scripts": {"preinstall": RECORD, "prepare": RECORD,
+                                                            "postinstall": RECORD}}))
     (project / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
     logs = tmp_path / "logs"
     # what sbox sets in both phases, set for direct npm too
@@ -84,13 +89,13 @@ def _seen(project: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
 @pytest.mark.parametrize("command", ["ci", "install"])
 def test_scripts_see_what_direct_npm_gives_them_in_its_order(
         tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry, command: str) -> None:
-    project, env = _project(tmp_path, backend, registry, {"sbox-a": "1.0.0", "sbox-c": "1.0.0"})
+    project, env = _project(tmp_path, backend, registry, {"sbox-a": "1.0.0", "sbox-c": "1.0.0", "lib": "file:lib"})
     direct = _direct(project, env, command)
     assert direct.returncode == 0, direct.stderr[-3000:]
     order, envs = _seen(project)
-    # npm's own order: each event across the dependencies, then the project's own scripts
-    assert order == ["sbox-a:preinstall", "sbox-b:install", "sbox-a:postinstall", "app:preinstall",
-                     "app:postinstall"]
+    # npm's own order: each event across the dependencies, then the linked ones, then the project's own
+    assert order == ["sbox-a:preinstall", "sbox-b:install", "sbox-a:postinstall", "lib:preinstall", "lib:prepare",
+                     "lib:postinstall", "app:preinstall", "app:postinstall"]
     assert envs[".env-sbox-a-postinstall.json"]["npm_command"] == command
     shutil.rmtree(project / "node_modules")
 
