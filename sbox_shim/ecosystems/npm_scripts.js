@@ -51,16 +51,20 @@ const rebuild = () => {
   require(cli)
 }
 
+// npm's own modules, as its install loads them; null for an npm whose modules are not these
 let lib, arb
 try {
   lib = createRequire(path.join(root, 'lib', 'npm.js'))
   arb = createRequire(path.join(root, 'node_modules', '@npmcli', 'arborist', 'lib', 'arborist', 'rebuild.js'))
-  for (const name of ['./cli/exit-handler.js', './arborist-cmd.js', './utils/cmd-list.js', 'proc-log']) {
-    lib.resolve(name)
-  }
   for (const name of ['@npmcli/run-script', '@npmcli/package-json', '@npmcli/node-gyp', 'bin-links',
     'promise-call-limit', '@isaacs/string-locale-compare']) {
     arb.resolve(name)
+  }
+  lib('graceful-fs').gracefulify(fs) // as npm's entry does, first
+  const shapes = [lib('./cli/exit-handler.js').prototype?.registerUncaughtHandlers, lib('./npm.js').cmd,
+    lib('./npm.js').prototype?.exec, lib('./arborist-cmd.js'), lib('./utils/cmd-list.js').deref, lib('proc-log').log]
+  if (!shapes.every(Boolean)) {
+    lib = null
   }
 } catch {
   lib = null
@@ -69,7 +73,6 @@ try {
 const main = async () => {
   process.title = 'npm'
   process.argv = [process.argv[0], cli, command, ...flags] // what npm's configuration is read from
-  lib('graceful-fs').gracefulify(fs)
   const ExitHandler = lib('./cli/exit-handler.js')
   const exitHandler = new ExitHandler({ process })
   const Npm = lib('./npm.js')
