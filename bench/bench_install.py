@@ -7,8 +7,8 @@ A local npm registry on 127.0.0.1 serves a handful of packages (a small dependen
 with a postinstall script), configured in the project's `.npmrc`. Every run starts from a fresh
 project directory (no node_modules, no lockfile); npm's cache is warm (one untimed warm-up run
 per way first), as it is for a developer. Sandboxed runs go through the built-in two-phase policy
-(`npm install --ignore-scripts` with the registry allowlist via the egress proxy, then
-`npm rebuild` offline), so they include two sandbox starts (on docker the second container is
+(`npm install --ignore-scripts` with the registry allowlist via the egress proxy, then the
+postinstall offline, run by sbox's driver of npm's modules), so they include two sandbox starts (on docker the second container is
 started while the first phase runs). `docker by hand` is the floor for the docker backend: the
 same `npm install` (scripts included) in one `docker run --rm` of sbox's base image with the host's
 toolchain bound read-only and the host's network (for the loopback registry), as a user would

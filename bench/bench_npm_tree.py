@@ -15,7 +15,9 @@ configuration and kept under `--fixtures` (outside the repository; see npm_fixtu
 Each run is `npm ci` in a fresh copy of the app (package.json + lockfile), the registry being a
 loopback server with no uplink, named by `npm_config_registry` as a user would. Ways: `direct`
 (npm ci), `direct-2phase` (npm ci --ignore-scripts, then npm rebuild, no sandbox: what the split
-costs by itself), `bwrap` and `docker` (`sbox run --backend B -- npm ci`, the built-in two-phase
+cost by npm's own means), `direct-split` (npm ci --ignore-scripts, then sbox's scripts driver,
+npm_scripts.js, for the packages sbox's scope picks, no sandbox: what sbox's split costs without
+the sandboxes), `bwrap` and `docker` (`sbox run --backend B -- npm ci`, the built-in two-phase
 policy). npm cache: `warm` (kept between runs, filled by an untimed warm-up) or `cold` (emptied
 before each run: a fresh directory for npm, sbox's `npm` cache directory removed). Rounds are
 interleaved (every tree, cache and way once per round) so that other load hits all alike; the
@@ -54,7 +56,7 @@ TREES = {
     },
     "small": {"esbuild": "^0.21.5", "lodash": "^4.17.21", "chalk": "^4.1.2"},
 }
-WAYS = ("direct", "direct-2phase", "bwrap", "docker")
+WAYS = ("direct", "direct-2phase", "direct-split", "bwrap", "docker")
 CACHES = ("warm", "cold")
 
 
@@ -71,6 +73,20 @@ def unavailable(way: str) -> str | None:
         return bwrap.unavailable()  # type: ignore[no-any-return]
     except ImportError as exc:
         return f"backend not importable: {exc}"
+
+
+SPLIT: list[str] = []  # stands for sbox's scripts phase, decided after the download (split_argv)
+
+
+def split_argv(project: Path) -> list[str]:
+    """What sbox's scripts phase runs after `npm ci --ignore-scripts` here, without a sandbox."""
+    from sbox_shim.ecosystems import npm_scope
+
+    driver = Path(npm_scope.__file__).with_name("npm_scripts.js")
+    argv = ("node", str(driver), "npm", "ci")
+    chosen = npm_scope.scripts_argv(argv, str(project), None, npm_scope.read_after(str(project)),
+                                    npm_scope.root_due(str(project)))
+    return list(chosen or ("true",))
 
 
 def sbox_command() -> str:
@@ -95,15 +111,19 @@ class Bench:
         npm_cache = self.work / ("npm-cache-warm" if cache == "warm" else f"npm-cache-cold-{self.count}")
         if cache == "cold":
             shutil.rmtree(self.sbox_cache(cache) / "npm", ignore_errors=True)
-        if way in ("direct", "direct-2phase"):
+        if way.startswith("direct"):
             env["npm_config_cache"] = str(npm_cache)
-            argvs = [["npm", "ci"]] if way == "direct" else [["npm", "ci", "--ignore-scripts"], ["npm", "rebuild"]]
+            argvs = {"direct": [["npm", "ci"]],
+                     "direct-2phase": [["npm", "ci", "--ignore-scripts"], ["npm", "rebuild"]],
+                     "direct-split": [["npm", "ci", "--ignore-scripts"], SPLIT]}[way]
         else:
             (project / "sbox.yaml").write_text("version: 1\n")
             trusting.trust(env, project / "sbox.yaml")
             argvs = [[sbox_command(), "run", "--backend", way, "--", "npm", "ci"]]
         start = time.perf_counter()
         for argv in argvs:
+            if argv is SPLIT:
+                argv = split_argv(project)
             proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=900)
             if proc.returncode != 0:
                 raise SystemExit(f"{tree}/{cache}/{way}: {' '.join(argv)} exited {proc.returncode}:\n"

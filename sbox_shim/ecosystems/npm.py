@@ -124,7 +124,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     # own .npmrc is part of the project; the scripts phase reads it as empty.
     credentials = tuple(Mount(f, f) for f in files
                         if f != os.path.join(ctx.project_root, ".npmrc") and not f.startswith(("/etc/", "/usr/")))
-    rebuild = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
+    rebuild: tuple[str, ...] = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
     logs = os.path.join(ctx.cache_dir, "npm-logs", "download")  # npm's log pointer leads somewhere
@@ -143,6 +143,11 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                                                   "--ignore-scripts, so no scripts phase"),)
     why = ("then runs the install scripts of what it added or changed, with the network off" if hook
            else "then runs install scripts with the network off")
+    if hook:  # npm: sbox's driver of npm's own modules builds what the hook names (npm_scripts.js);
+        # `env node`, as npm's own #! line: sbox's checks of the step's program read env, not node's 100 MB
+        from sbox_shim.ecosystems import npm_driver
+
+        rebuild = npm_driver.command(argv, sub)
     steps: tuple[Phase, ...] = (download, _scripts(rebuild, env, cache, readonly, ctx, why, hook=hook))
     # A bare `npm install` / `npm ci` also runs the project's own `prepare` (husky and the like);
     # `npm rebuild` runs its preinstall/install/postinstall but not that one.
@@ -249,6 +254,10 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
     project_rc = os.path.join(ctx.project_root, ".npmrc")
     if os.path.isfile(project_rc):
         masks = (File(project_rc, ""),)
+    if argv[:1] == ("env",):
+        from sbox_shim.ecosystems import npm_driver
+
+        masks += (npm_driver.file(),)
     # sbox's npm cache is not shown to package code: the download phase's logs and cache index
     # hold registry URLs as configured, credentials included, from every project. An empty one.
     empty_cache = Mount("", cache, readonly=False, kind="tmpfs")

@@ -144,8 +144,9 @@ def root_due(directory: str) -> bool:
 
 def scripts_argv(argv: tuple[str, ...], directory: str, before: Entries | None, after: Entries | None,
                  root: bool) -> tuple[str, ...] | None:
-    """The scripts phase's command (`npm rebuild DIR...`), or None when there is nothing to run.
-    `root`: the project's own install scripts are due. Unknown state: the whole `npm rebuild`."""
+    """The scripts phase's command (npm_scripts.js's `... -- DIR...`), or None when there is nothing
+    to run. `root`: the project's own install scripts are due. Unknown state: no directories, for
+    which the driver runs the whole `npm rebuild`."""
     if after is None:
         return argv
     chosen = targets(before or {}, after)
@@ -155,7 +156,7 @@ def scripts_argv(argv: tuple[str, ...], directory: str, before: Entries | None, 
         return None
     if len(chosen) > MAX_TARGETS:
         return argv
-    return (*argv, *[os.path.join(directory, key) if key else directory for key in chosen])
+    return (*argv, "--", *[os.path.join(directory, key) if key else directory for key in chosen])
 
 
 def _read(directory: str, parts: tuple[str, ...]) -> bytes | None:

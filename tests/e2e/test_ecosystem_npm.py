@@ -116,7 +116,8 @@ def test_each_step_is_announced_unless_quiet(world: tuple[Trap, NpmRegistry], ba
         f"sbox: step 1/3 [download] npm install --ignore-scripts -> sandbox ({backend}), "
         "profile npm:download, network: allowlist (proxy)",
         # Only the install scripts of what the install added (issue 11, item 5): sbox-evil's.
-        f"sbox: step 2/3 [scripts] npm rebuild {t.project}/node_modules/sbox-evil -> sandbox ({backend}), "
+        f"sbox: step 2/3 [scripts] env node /etc/sbox-npm-scripts.js npm install -- {t.project}/node_modules/sbox-evil "
+        f"-> sandbox ({backend}), "
         "profile npm:scripts, network off",
         f"sbox: step 3/3 [scripts] npm run prepare -> sandbox ({backend}), profile npm:scripts, network off",
     ]

@@ -112,7 +112,8 @@ def test_npm_install_through_the_shim_is_sandboxed(installed: Installed, npm_wor
         f"sbox: step 1/2 [download] npm install --ignore-scripts -> sandbox ({backend}), "
         "profile npm:download, network: allowlist (proxy)",
         # Only the install scripts of what the install added (issue 11, item 5): sbox-evil's.
-        f"sbox: step 2/2 [scripts] npm rebuild {t.project}/node_modules/sbox-evil -> sandbox ({backend}), "
+        f"sbox: step 2/2 [scripts] env node /etc/sbox-npm-scripts.js npm install -- {t.project}/node_modules/sbox-evil "
+        f"-> sandbox ({backend}), "
         "profile npm:scripts, network off",
     ]
     assert (t.project / "node_modules" / "sbox-hello" / "index.js").is_file()

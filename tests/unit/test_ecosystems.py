@@ -17,6 +17,7 @@ from sbox_shim import ecosystems
 from sbox_shim.build import build_plan
 from sbox_shim.config import Config
 from sbox_shim.ecosystems import Context, Phase, url_entry
+from sbox_shim.ecosystems.npm_driver import SCRIPTS_JS
 from sbox_shim.host import Host
 from sbox_shim.plan import File, Mount
 
@@ -87,10 +88,10 @@ def test_url_entry(url: str, entry: str | None) -> None:
 
 
 @pytest.mark.parametrize("argv,download,scripts", [
-    ("npm install", "npm install --ignore-scripts", "npm rebuild"),
-    ("npm i left-pad", "npm i left-pad --ignore-scripts", "npm rebuild"),
-    ("npm ci", "npm ci --ignore-scripts", "npm rebuild"),
-    ("npm --prefix sub install", "npm --prefix sub install --ignore-scripts", "npm rebuild"),
+    ("npm install", "npm install --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm install"),
+    ("npm i left-pad", "npm i left-pad --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm i left-pad"),
+    ("npm ci", "npm ci --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm ci"),
+    ("npm --prefix sub install", "npm --prefix sub install --ignore-scripts", "env node /etc/sbox-npm-scripts.js npm install --prefix sub"),
     ("pnpm add left-pad", "pnpm add left-pad --ignore-scripts", "pnpm rebuild"),
     ("yarn", "yarn --ignore-scripts", "npm rebuild"),
     ("yarn add left-pad", "yarn add left-pad --ignore-scripts", "npm rebuild"),
@@ -107,6 +108,18 @@ def test_npm_install_with_the_users_own_ignore_scripts_has_no_scripts_phase(wher
     (only,) = phases(argv, ctx(where)) or ()
     assert only.label == "download" and only.network and "--ignore-scripts" in " ".join(only.argv)
     assert not only.hook  # nothing to scope, nothing to roll back to
+
+
+def test_npm_scripts_phase_loads_the_users_options_but_registries_credentials_and_programs(
+        where: dict[str, Path]) -> None:
+    argv = ("npm ci --foreground-scripts --registry http://r.example --//r.example/:_authToken=tok "
+            "--loglevel=silly --prefix sub --proxy=http://u:pw@h.example --script-shell=/bin/zsh "
+            "--build-from-source https://u:pw@h.example/x.tgz --otp=123456 -- --not-an-option")
+    d, s = two(argv, ctx(where))
+    assert s.argv == ("env", "node", SCRIPTS_JS, "npm", "ci", "--foreground-scripts", "--loglevel=silly",
+                      "--prefix", "sub", "--build-from-source")
+    assert s.files[-1].target == SCRIPTS_JS and "@npmcli/run-script" in s.files[-1].content
+    assert "tok" in " ".join(d.argv)  # the download phase runs the command as given
 
 
 def test_npm_rebuild_alone_is_the_offline_phase(where: dict[str, Path]) -> None:
@@ -126,7 +139,8 @@ def test_npm_bare_install_also_runs_the_projects_prepare_offline(where: dict[str
     assert [p.label for p in found] == ["download", "scripts"] + (["scripts"] if prepare else [])
     if prepare:
         assert " ".join(found[2].argv) == prepare and found[2].network is False
-        assert found[2].files == found[1].files and found[2].secrets == found[1].secrets
+        assert found[2].files == tuple(f for f in found[1].files if f.target != SCRIPTS_JS)
+        assert found[2].secrets == found[1].secrets
 
 
 def test_npm_without_a_prepare_script_is_two_phases(where: dict[str, Path]) -> None:
@@ -161,7 +175,7 @@ def test_npm_credentials_reach_the_download_phase_only(where: dict[str, Path]) -
     assert str(user_rc) not in mounts(s)
     assert {"NPM_TOKEN", "NODE_AUTH_TOKEN", "npm_config__authToken", "npm_config_loglevel"} <= set(d.secrets)
     assert s.secrets == ("npm_config_loglevel",)
-    assert s.files == (File(str(project_rc), ""),)  # the project .npmrc reads as empty
+    assert s.files[0] == File(str(project_rc), "") and s.files[1].target == SCRIPTS_JS  # the .npmrc reads as empty
     assert d.files == ()
 
 

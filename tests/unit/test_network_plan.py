@@ -144,7 +144,8 @@ def test_unmatched_npm_install_uses_builtin_two_phase(tmp_path: Path) -> None:
     plan = build_plan(["npm", "install"], _spec_config(tmp_path), _host(tmp_path), resolver=fake_resolver, which=which)
     assert [s.label for s in plan.steps] == ["download", "scripts"]
     assert "--ignore-scripts" in plan.steps[0].argv and plan.steps[0].network.policy == "proxy"
-    assert plan.steps[1].argv == ("npm", "rebuild") and plan.steps[1].network.policy == "off"
+    assert plan.steps[1].argv == ("env", "node", "/etc/sbox-npm-scripts.js", "npm", "install")
+    assert plan.steps[1].network.policy == "off"
 
 
 def test_phase_profiles_merge_into_the_builtin_phases(tmp_path: Path) -> None:

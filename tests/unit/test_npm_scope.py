@@ -30,9 +30,9 @@ def test_only_added_or_changed_packages_with_scripts_are_built(tmp_path: Path) -
         "node_modules/c/node_modules/e": {"version": "1.0.0", "hasInstallScript": True, "inBundle": True},
         "node_modules/w": {"resolved": "packages/w", "link": True}}))  # a link: npm runs its scripts every time
     argv = npm_scope.scripts_argv(("npm", "rebuild"), "/p", before, after, root=False)
-    assert argv == ("npm", "rebuild", "/p/node_modules/b", "/p/node_modules/c", "/p/node_modules/w")
+    assert argv == ("npm", "rebuild", "--", "/p/node_modules/b", "/p/node_modules/c", "/p/node_modules/w")
     assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", after, after, root=True) == (
-        "npm", "rebuild", "/p/node_modules/w", "/p")
+        "npm", "rebuild", "--", "/p/node_modules/w", "/p")
     nothing = npm_scope.entries(_lock({"node_modules/d": {"version": "1.0.0"}}))
     assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", None, nothing, root=False) is None
 
@@ -44,7 +44,7 @@ def test_a_lying_lockfile_names_nothing_outside_node_modules() -> None:
         "node_modules/@../..": {"hasInstallScript": True}, "node_modules/a/node_modules/.": {"hasInstallScript": True}, "--script-shell=/bin/evil": {"hasInstallScript": True},
         "node_modules/ok": {"hasInstallScript": True}}))
     assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", None, after, root=False) == (
-        "npm", "rebuild", "/p/node_modules/ok")
+        "npm", "rebuild", "--", "/p/node_modules/ok")
     # Unreadable state after the download: every script, as a plain `npm rebuild` runs them.
     assert npm_scope.scripts_argv(("npm", "rebuild"), "/p", None, None, root=False) == ("npm", "rebuild")
     assert npm_scope.entries(b"[1, 2]") is None and npm_scope.entries(b"\xff") is None
