@@ -224,8 +224,12 @@ def _root_scripts(ctx: Context) -> dict[str, str]:
 
 
 # Options that take a separate value and may come before the subcommand (`npm --prefix dir install`).
+# Options whose value is the next word, so that it is taken for neither the subcommand nor a
+# package (those that take a path above all: `--script-shell /bin/zsh` names no local package).
 _GLOBAL_VALUES = {"--registry", "--prefix", "-C", "--workspace", "-w", "--userconfig", "--globalconfig",
-                  "--cache", "--loglevel", "--cafile", "--dir", "--filter"}
+                  "--cache", "--loglevel", "--cafile", "--dir", "--filter", "--script-shell", "--shell",
+                  "--nodedir", "--python", "--git", "--logs-dir", "--init-module", "--editor", "--viewer",
+                  "--tmp", "--node-gyp"}
 
 
 def _subcommand(argv: tuple[str, ...]) -> str:

@@ -205,3 +205,16 @@ def test_a_rollback_that_cannot_finish_says_where_the_state_is_kept(tmp_path: Pa
     assert line.endswith(f"the state before it is kept in {kept.keep}: move its contents back into {tmp_path}")
     assert os.path.isdir(kept.keep)  # not removed
     assert (tmp_path / "node_modules" / "a" / "index.js").is_file()  # what was there stays
+
+
+def test_an_option_s_path_value_is_not_taken_for_a_local_package(tmp_path: Path) -> None:
+    """`npm install --script-shell /bin/zsh` names a shell, not a package outside the project."""
+    from sbox_shim import ecosystems
+
+    (tmp_path / "package.json").write_text("{}")
+    ctx = ecosystems.Context(str(tmp_path), str(tmp_path), "/home/u-not-here", {}, str(tmp_path / "c"), None)
+    for argv in (["npm", "install", "--script-shell", "/bin/zsh"], ["npm", "--nodedir", "/usr/include/node", "ci"]):
+        phases = ecosystems.phases(argv, ctx)
+        assert phases is not None and [p.label for p in phases][0] == "download", argv
+    with pytest.raises(UsageError, match="is outside the project root"):
+        ecosystems.phases(["npm", "install", "--script-shell", "/bin/zsh", "../other"], ctx)
