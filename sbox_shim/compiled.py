@@ -62,13 +62,19 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     if "plan" in record:  # a whole plan, for the runner (replay.py)
         return _replay(path, record, env)
     try:
-        prepared = _prepare(record, env, lean.dirname(records))
+        if record["makedirs"]:  # bwrap needs them to exist: made once the facts hold
+            prepared = _prepare(record, env, lean.dirname(records))
+            held = None if prepared is None else _start(record, *prepared)
+        else:  # bwrap sets the sandbox up while the facts are checked; it runs nothing before
+            held = _held(record, env)
+            if held is not None and not _still_holds(record, lean.dirname(records), held[0]):
+                return None
     except (LookupError, TypeError, ValueError, AttributeError, OSError):  # a record of another shape
         kept.remove(path)
         return None
-    if prepared is None:
+    if held is None:
         return None
-    code = _run(record, *prepared)
+    code = _run(record, *held)
     if code is None:
         kept.remove(path)
     return code
@@ -221,14 +227,36 @@ def _fill(template: Sequence[str], env: Mapping[str, str], fds: Sequence[int]) -
     return out
 
 
+def _holds(record: Mapping[str, Any], state_dir: str | None = None) -> bool:
+    """Does every fact the record was built from still hold?"""
+    return all(fact(kind, p, state_dir) == seen for kind, p, seen in record["facts"])
+
+
+def _still_holds(record: Mapping[str, Any], state_dir: str, held: bwraprun.Held) -> bool:
+    """`_holds`, for a sandbox already held: killed unless every fact holds."""
+    try:
+        if _holds(record, state_dir):
+            return True
+    except BaseException:
+        held.abandon()
+        raise
+    held.abandon()
+    return False
+
+
 def _prepare(record: Mapping[str, Any], env: Mapping[str, str],
              state_dir: str | None = None) -> tuple[list[str], list[int]] | None:
     """The options and data fds to run a record with; None if a fact has changed or a referenced
     variable is gone. Raises if the record is not what this version writes."""
-    if not all(fact(kind, p, state_dir) == seen for kind, p, seen in record["facts"]):
+    if not _holds(record, state_dir):
         return None
     for path in record["makedirs"]:
         lean.makedirs(path, 0o700)
+    return _materials(record, env)
+
+
+def _materials(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[list[str], list[int]] | None:
+    """The options and data fds to run a record with; None if a referenced variable is gone."""
     fds = record_fds(record)
     try:
         options = _fill(record["options"], env, fds)
@@ -239,6 +267,24 @@ def _prepare(record: Mapping[str, Any], env: Mapping[str, str],
         raise
     _close(fds)
     return None
+
+
+def _held(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[bwraprun.Held, list[tuple[str, int, int]]] | None:
+    """The record's sandbox, started and held before its command; None if a referenced variable
+    is gone (nothing started)."""
+    prepared = _materials(record, env)
+    return None if prepared is None else _start(record, *prepared)
+
+
+def _start(record: Mapping[str, Any], options: list[str],
+           fds: list[int]) -> tuple[bwraprun.Held, list[tuple[str, int, int]]]:
+    """Start bwrap held before the command (it closes `fds` once it has them), and what to check
+    where it mounts: (target, device, inode) of each pinned source. Raises OSError when bwrap
+    cannot be started (the cold path says why)."""
+    targets = [str(t) for t in record["pins"][2]]
+    pins = fds[len(fds) - len(targets):] if targets else []
+    verify = [(t, st.st_dev, st.st_ino) for t, fd in zip(targets, pins) for st in [posix.fstat(fd)]]
+    return bwraprun.start(record["bwrap"], options, record["argv"], fds), verify
 
 
 def record_fds(record: Mapping[str, Any]) -> list[int]:
@@ -263,19 +309,15 @@ def _close(fds: Sequence[int]) -> None:
         posix.close(fd)
 
 
-def _run(record: Mapping[str, Any], options: list[str], fds: list[int]) -> int | None:
-    """Run a prepared record's sandbox; None if bwrap could not set it up (nothing ran)."""
+def _run(record: Mapping[str, Any], held: bwraprun.Held, verify: list[tuple[str, int, int]]) -> int | None:
+    """Run a held record's sandbox; None if bwrap could not set it up (nothing ran)."""
     if record.get("announce"):
         sys.stderr.write(str(record["announce"]) + "\n")
         sys.stderr.flush()
-    targets = [str(t) for t in record["pins"][2]]
-    pins = fds[len(fds) - len(targets):] if targets else []
-    verify = [(t, st.st_dev, st.st_ino) for t, fd in zip(targets, pins) for st in [posix.fstat(fd)]]
 
     def sandbox(ready: Callable[[int], str] | None = None) -> int | None:
         try:
-            code, status = bwraprun.run(record["bwrap"], options, record["argv"], fds, warn=sys.stderr.write,
-                                        verify=verify, ready=ready)
+            code, status = bwraprun.finish(held, warn=sys.stderr.write, verify=verify, ready=ready)
         except OSError:
             return None
         if status is not None and status.exit_code is None and code == 1:

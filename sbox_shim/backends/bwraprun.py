@@ -204,22 +204,35 @@ def _fork_with_nproc(command: Sequence[str], leaked: Sequence[int], nproc: int) 
     return pid
 
 
-def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
-        timeout: float | None = None, nproc: int | None = None,
-        warn: Callable[[str], object] | None = None,
-        verify: Sequence[tuple[str, int, int]] = (),
-        ready: Callable[[int], str] | None = None) -> tuple[int, Status | None]:
-    """Run bwrap in the foreground, relaying signals to the command; return (exit code, status).
+class Held:
+    """bwrap started with a block fd: the sandbox is being set up and the command does not run
+    until `finish` lets it go (or `abandon` kills it). Signals are relayed from the start."""
 
-    `pass_fds` (the data files the options name) are closed here once bwrap has them. The status
-    is None when sbox ended the sandbox itself (a timeout, exit 124) or bwrap was killed.
-    Raises OSError when bwrap cannot be started at all. `verify` holds (target, device, inode) of
-    the binds under the project: checked where they were mounted before the command may run
-    (mountcheck.py); exit 125 and nothing run when one is not what sbox opened. `ready`, called
-    with the pid of the sandbox's pid 1 once it is set up and before the command runs, may prepare
-    more (the egress proxy's listeners: egress/netns.py); it returns "" or why nothing may run.
-    """
-    block_r, block_w = posix.pipe() if verify or ready else (None, None)
+    def __init__(self, pid: int, status: Status, block_w: int, previous: dict[int, object]) -> None:
+        self.pid, self.status, self.block_w, self.previous = pid, status, block_w, previous
+
+    def abandon(self) -> None:
+        """Kill the sandbox before its command ran; nothing of it runs."""
+        try:
+            posix.kill(-self.pid, _signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            posix.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        posix.close(self.block_w)
+        self.status.close()
+        _restore(self.previous)
+
+
+def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
+          nproc: int | None = None) -> Held:
+    """Start bwrap held before the command (`--block-fd`), relaying signals; `pass_fds` (the data
+    files the options name) are closed here once bwrap has them. The caller may check more while
+    bwrap sets the sandbox up, then `finish` or `abandon` it. Raises OSError when bwrap cannot be
+    started at all."""
+    block_r, block_w = posix.pipe()
     command, fds, status = command_line(path, options, argv, block_r)
     started: list[int] = []
     pending: list[int] = []
@@ -243,20 +256,46 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
     except BaseException:
         _restore(previous)
         status.close()
+        posix.close(block_w)
         raise
     finally:
         for fd in [*fds, *pass_fds]:
             posix.close(fd)
-    pid = started[0]
     for signum in pending:
-        posix.kill(pid, signum)
-    if block_w is not None:
-        why = _checked(pid, status, verify, block_w, ready)
-        if why:
-            _restore(previous)
-            if warn:
-                warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
-            return 125, None
+        posix.kill(started[0], signum)
+    return Held(started[0], status, block_w, previous)
+
+
+def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
+        timeout: float | None = None, nproc: int | None = None,
+        warn: Callable[[str], object] | None = None,
+        verify: Sequence[tuple[str, int, int]] = (),
+        ready: Callable[[int], str] | None = None) -> tuple[int, Status | None]:
+    """Run bwrap in the foreground, relaying signals to the command; return (exit code, status).
+
+    `pass_fds` (the data files the options name) are closed here once bwrap has them. The status
+    is None when sbox ended the sandbox itself (a timeout, exit 124) or bwrap was killed.
+    Raises OSError when bwrap cannot be started at all. `verify` holds (target, device, inode) of
+    the binds under the project: checked where they were mounted before the command may run
+    (mountcheck.py); exit 125 and nothing run when one is not what sbox opened. `ready`, called
+    with the pid of the sandbox's pid 1 once it is set up and before the command runs, may prepare
+    more (the egress proxy's listeners: egress/netns.py); it returns "" or why nothing may run.
+    """
+    return finish(start(path, options, argv, pass_fds, nproc), timeout, warn, verify, ready)
+
+
+def finish(held: Held, timeout: float | None = None, warn: Callable[[str], object] | None = None,
+           verify: Sequence[tuple[str, int, int]] = (),
+           ready: Callable[[int], str] | None = None) -> tuple[int, Status | None]:
+    """Check the held sandbox (`verify`, `ready`: as `run` says), let its command go and wait for
+    it: (exit code, status), as `run` returns."""
+    pid, status, previous = held.pid, held.status, held.previous
+    why = _checked(pid, status, verify, held.block_w, ready)
+    if why:
+        _restore(previous)
+        if warn:
+            warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
+        return 125, None
     try:
         code, torn = watch(pid, status, timeout)
         if code is None:
@@ -283,11 +322,14 @@ def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], b
     """Check the sandbox's binds while bwrap waits, then make it `ready`; let it go on ("") or
     kill it (why). A failure of sbox itself kills it too: closing the pipe unwritten would let
     the command run unchecked."""
-    from sbox_shim.backends import mountcheck
-
     why: str | None = "sbox could not check the sandbox's mounts"
     try:
-        why = mountcheck.verify(status, verify)
+        if verify or ready is not None:
+            from sbox_shim.backends import mountcheck
+
+            why = mountcheck.verify(status, verify)
+        else:
+            why = ""  # nothing to check: the command may go as soon as bwrap has set it up
         if why == "" and ready is not None and status.child_pid is not None:
             why = "sbox could not prepare the sandbox's network"
             why = ready(status.child_pid)
