@@ -173,20 +173,28 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
         return _run_offline(step, backend, run_dir, index, state_dir, err, kept_in)
     if step.network.policy != "proxy":
         return int(backend.run(step, run_dir, index, kept_in))
-    from sbox_shim.egress.policy import EgressPolicy
-    from sbox_shim.egress.proxy import EgressProxy
+    from sbox_shim.egress import netns
 
-    policy = EgressPolicy(
-        pins=dict(step.network.pins), ports=dict(step.network.ports), explicit=frozenset(step.network.explicit)
-    )
     socket_path = os.path.join(run_dir, "egress.sock")
-    proxy = EgressProxy(policy, socket_path)
-    proxy.start()
-    try:
-        code = int(backend.run(step, run_dir, index, kept_in, **_listening(backend, proxy, step)))
-    finally:
-        proxy.stop()
-    denials = proxy.denials
+    if getattr(backend, "NAME", "") == "bwrap" and netns.usable():
+        # The proxy listens in the sandbox's own network namespace and the bridge does not run
+        # (egress/netns.py); it is needed only once bwrap has set the sandbox up, so it is
+        # imported and started meanwhile (its imports cost milliseconds bwrap's work hides).
+        proxy = _Starting(step, socket_path)
+        try:
+            code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready))
+        finally:
+            denials = proxy.stop()
+    else:
+        from sbox_shim.egress.proxy import EgressProxy
+
+        started = EgressProxy(_policy(step), socket_path)
+        started.start()
+        try:
+            code = int(backend.run(step, run_dir, index, kept_in))
+        finally:
+            started.stop()
+        denials = started.denials
     if denials:
         from sbox_shim.report import denial_summary
 
@@ -219,15 +227,50 @@ def _run_offline(step: Step, backend: ModuleType, run_dir: str, index: int, stat
     return code
 
 
-def _listening(backend: ModuleType, proxy: Any, step: Step) -> dict[str, Any]:
-    """On bwrap, when sbox can, the proxy listens in the sandbox's own network namespace and the
-    bridge does not run (egress/netns.py): the backend's `egress` argument."""
-    from sbox_shim.egress import netns
-    from sbox_shim.plan import PROXY_PORT
+def _policy(step: Step) -> Any:
+    from sbox_shim.egress.policy import EgressPolicy
 
-    if getattr(backend, "NAME", "") != "bwrap" or not netns.usable():
-        return {}
-    return {"egress": lambda pid: netns.serve(proxy, pid, PROXY_PORT, step.network.forwards)}
+    return EgressPolicy(pins=dict(step.network.pins), ports=dict(step.network.ports),
+                        explicit=frozenset(step.network.explicit))
+
+
+class _Starting:
+    """The step's egress proxy, imported and started in a thread; `ready` (bwrap's hook, called
+    with the sandbox's pid once it is set up) waits for it and makes its listeners in there.
+    Without a proxy, `ready` refuses: the sandbox is killed before the command runs."""
+
+    def __init__(self, step: Step, socket_path: str) -> None:
+        import threading
+
+        self.step, self.socket_path = step, socket_path
+        self.made: list[Any] = []
+        self.thread = threading.Thread(target=self._make, name="sbox-egress-start", daemon=True)
+        self.thread.start()
+
+    def _make(self) -> None:
+        from sbox_shim.egress import netns
+        from sbox_shim.egress.proxy import EgressProxy
+
+        proxy = EgressProxy(_policy(self.step), self.socket_path)
+        proxy.start()
+        self.made.append(proxy)
+        netns.prepare()
+
+    def ready(self, pid: int) -> str:
+        from sbox_shim.egress import netns
+        from sbox_shim.plan import PROXY_PORT
+
+        self.thread.join()
+        if not self.made:
+            return "sbox could not start the egress proxy"
+        return netns.serve(self.made[0], pid, PROXY_PORT, self.step.network.forwards)
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop the proxy (once it is up); what it refused."""
+        self.thread.join()
+        for proxy in self.made:
+            proxy.stop()
+        return list(self.made[0].denials) if self.made else []
 
 
 def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> str | None:

@@ -12,14 +12,13 @@ bwrap does not forward signals, so we do: to the command itself, found through t
 
 sbox's warm path (compiled.py) runs a cached plan through this module alone, so it imports only
 what the interpreter has loaded already or builds in: no subprocess, signal, json or typing, each
-of which costs milliseconds on every command.
+of which costs milliseconds on every command. What is needed only once bwrap runs (bwrapend.py,
+procs.py) is imported then, while bwrap sets the sandbox up.
 """
 from __future__ import annotations
 
 import posix
 
-from sbox_shim.backends import procs
-from sbox_shim.backends.bwrapend import GRACE, readable, stop, watch
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
@@ -91,7 +90,7 @@ class Status:
 
     def poll(self, wait: float = 0.0) -> None:
         while self.fd >= 0:
-            if wait and not readable(self.fd, wait):
+            if wait and not _readable(self.fd, wait):
                 return
             try:
                 chunk = posix.read(self.fd, 65536)
@@ -123,6 +122,8 @@ class Status:
         self.poll()
         if self.child_pid is None:
             return None
+        from sbox_shim.backends import procs
+
         for pid in procs.children(self.child_pid):
             if procs.ns_pid(pid) == 2:
                 return pid
@@ -289,6 +290,8 @@ def finish(held: Held, timeout: float | None = None, warn: Callable[[str], objec
            ready: Callable[[int], str] | None = None) -> tuple[int, Status | None]:
     """Check the held sandbox (`verify`, `ready`: as `run` says), let its command go and wait for
     it: (exit code, status), as `run` returns."""
+    from sbox_shim.backends.bwrapend import GRACE, stop, watch
+
     pid, status, previous = held.pid, held.status, held.previous
     why = _checked(pid, status, verify, held.block_w, ready)
     if why:
@@ -336,6 +339,8 @@ def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], b
         if not why:
             posix.write(block_w, b"x")
             return ""
+        from sbox_shim.backends.bwrapend import stop
+
         stop(pid, status)
         status.close()
         return why
@@ -346,6 +351,12 @@ def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], b
             except OSError:
                 pass
         posix.close(block_w)
+
+
+def _readable(fd: int, wait: float) -> bool:
+    from sbox_shim.backends.bwrapend import readable
+
+    return readable(fd, wait)
 
 
 def _install(handler: Callable[[int, object], None]) -> dict[int, object]:

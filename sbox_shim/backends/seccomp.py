@@ -28,7 +28,9 @@ binding ships only as Debian's python3-seccomp, built for /usr/bin/python3, whic
 (its own interpreter, no system site-packages) cannot import; pyseccomp needs only libseccomp2,
 which bubblewrap already depends on. The BPF is built once and kept in sbox's state directory
 (kept.py's private files), keyed by libseccomp's version, the architecture and this definition,
-so the binding is imported only when the key changes. A plan-cache record carries the BPF itself.
+so the binding is imported only when the key changes; the version itself is kept with the identity
+of the library file it was read from, so that libseccomp is loaded only when that file changes
+(kept_library_version). A plan-cache record carries the BPF itself.
 
 Docker: a container takes one seccomp profile, and Docker's default is an allowlist that cannot
 be extended from outside without copying it. sbox therefore passes its own profile rendered from
@@ -165,7 +167,8 @@ def kept_filter(state_dir: str | None) -> bytes:
 
     machine = os.uname().machine
     definition = rules()
-    path = state_dir and os.path.join(state_dir, "seccomp", digest(definition, machine, library_version()) + ".bpf")
+    version = kept_library_version(state_dir)
+    path = state_dir and os.path.join(state_dir, "seccomp", digest(definition, machine, version) + ".bpf")
     found = kept.read_private(path) if path else None
     if isinstance(found, bytes) and found and len(found) % 8 == 0:
         return found
@@ -176,6 +179,55 @@ def kept_filter(state_dir: str | None) -> bytes:
         except OSError:
             pass  # built again next time
     return bpf
+
+
+LIBRARY = "library"  # the kept note of which libseccomp file has which version
+
+
+def kept_library_version(state_dir: str | None) -> str:
+    """`library_version`, without loading the library (ctypes and libseccomp: milliseconds on
+    every command) while the file it was read from is unchanged: the version is kept in
+    `state_dir` with that file's path and identity (device, inode, size, times). Another file
+    the loader would now prefer is not looked for: the filter kept for the old one is still
+    libseccomp's rendering of the same definition."""
+    from sbox_shim import kept
+
+    note = os.path.join(state_dir, "seccomp", LIBRARY) if state_dir else None
+    found = kept.read_private(note) if note else None
+    if isinstance(found, list) and len(found) == 3 and isinstance(found[2], str) and found[2]:
+        where, ident, version = found
+        if isinstance(where, str) and _identity(where) == ident:
+            return str(version)
+    version = library_version()
+    where = loaded_library()
+    if note and version and where:
+        try:
+            kept.write_private(note, [where, _identity(where), version])
+        except (OSError, ValueError):
+            pass
+    return version
+
+
+def loaded_library() -> str | None:
+    """The libseccomp file this process has loaded (after `library_version`), from its memory map."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                path = fields[5].strip() if len(fields) == 6 else ""
+                if "/libseccomp.so" in path and path.startswith("/"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def _identity(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def memfd(bpf: bytes) -> int:

@@ -4,10 +4,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from sbox_shim import kept
 from sbox_shim.backends import bwrapargs, seccomp
 from sbox_shim.errors import SandboxError
 
@@ -82,7 +85,7 @@ def test_the_docker_profile_says_the_same() -> None:
 def test_the_filter_compiles_to_bpf_and_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bpf = seccomp.kept_filter(str(tmp_path))
     assert bpf and len(bpf) % 8 == 0
-    kept = list((tmp_path / "seccomp").iterdir())
+    kept = list((tmp_path / "seccomp").glob("*.bpf"))
     assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o600
 
     def no_build(*args: object) -> bytes:
@@ -110,3 +113,36 @@ def test_bwrap_gets_the_filter_and_the_masks() -> None:
     at = options.index("/proc/keys")
     assert options[at - 2:at + 1] == ["--ro-bind", "/dev/null", "/proc/keys"]
     assert options.index("/proc") < at  # bound over the fresh /proc, not under it
+
+
+LOADS = ("import sys; sys.path.insert(0, sys.argv[1]); from sbox_shim.backends import seccomp; "
+         "bpf = seccomp.kept_filter(sys.argv[2]); "
+         "print(bool(bpf), 'ctypes' in sys.modules, '/libseccomp.so' in open('/proc/self/maps').read())")
+
+
+def _repeat(state: Path) -> str:
+    root = str(Path(seccomp.__file__).parents[2])
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", LOADS, root, str(state)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_kept_filter_is_used_without_loading_libseccomp(tmp_path: Path) -> None:
+    """The version that keys the kept filter is kept with the identity of the library file: a
+    repeat loads neither ctypes nor libseccomp."""
+    first = seccomp.kept_filter(str(tmp_path))
+    where, _, version = kept.read_private(str(tmp_path / "seccomp" / seccomp.LIBRARY))  # type: ignore[misc]
+    assert "/libseccomp.so" in where and version == seccomp.library_version()
+    assert _repeat(tmp_path) == "True False False"
+    assert seccomp.kept_filter(str(tmp_path)) == first
+
+
+def test_a_changed_library_file_is_loaded_again(tmp_path: Path) -> None:
+    """The note names a file whose identity changed (an upgrade replaces it): libseccomp is loaded
+    again and the note follows the file it was read from."""
+    seccomp.kept_filter(str(tmp_path))
+    note = str(tmp_path / "seccomp" / seccomp.LIBRARY)
+    where, ident, version = kept.read_private(note)  # type: ignore[misc]
+    kept.write_private(note, [where, [*ident[:-1], ident[-1] + 1], "0.0.0"])  # another ctime: not that file
+    assert _repeat(tmp_path) == "True True True"
+    assert kept.read_private(note) == [where, ident, version]
