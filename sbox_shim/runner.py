@@ -182,7 +182,7 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
         # imported and started meanwhile (its imports cost milliseconds bwrap's work hides).
         proxy = _Starting(step, socket_path)
         try:
-            code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready))
+            code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin))
         finally:
             denials = proxy.stop()
     else:
@@ -235,19 +235,16 @@ def _policy(step: Step) -> Any:
 
 
 class _Starting:
-    """The step's egress proxy, imported and started in a thread; `ready` (bwrap's hook, called
-    with the sandbox's pid once it is set up) waits for it and makes its listeners in there.
-    Without a proxy, `ready` refuses: the sandbox is killed before the command runs."""
+    """The step's egress proxy, imported and started by `begin` (bwrap calls it once it has
+    started, while it sets the sandbox up); `ready` (bwrap's hook, with the sandbox's pid once it
+    is set up) makes the proxy's listeners in there. Without a proxy, `ready` refuses: the
+    sandbox is killed before the command runs."""
 
     def __init__(self, step: Step, socket_path: str) -> None:
-        import threading
-
         self.step, self.socket_path = step, socket_path
         self.made: list[Any] = []
-        self.thread = threading.Thread(target=self._make, name="sbox-egress-start", daemon=True)
-        self.thread.start()
 
-    def _make(self) -> None:
+    def begin(self) -> None:
         from sbox_shim.egress import netns
         from sbox_shim.egress.proxy import EgressProxy
 
@@ -260,14 +257,12 @@ class _Starting:
         from sbox_shim.egress import netns
         from sbox_shim.plan import PROXY_PORT
 
-        self.thread.join()
         if not self.made:
             return "sbox could not start the egress proxy"
         return netns.serve(self.made[0], pid, PROXY_PORT, self.step.network.forwards)
 
     def stop(self) -> list[dict[str, Any]]:
-        """Stop the proxy (once it is up); what it refused."""
-        self.thread.join()
+        """Stop the proxy (if it started); what it refused."""
         for proxy in self.made:
             proxy.stop()
         return list(self.made[0].denials) if self.made else []

@@ -91,12 +91,14 @@ def _message(stderr: str, code: int) -> str:
 
 
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
-        egress: Callable[[int], str] | None = None) -> int:
+        egress: Callable[[int], str] | None = None, meanwhile: Callable[[], object] | None = None) -> int:
     """Run the step in a sandbox; `state_dir`, where sbox may keep what it learns of bwrap.
 
     `egress` (an allowlisted step, when sbox can listen in the sandbox's network namespace:
     egress/netns.py): the step runs without the bridge that wraps it, and `egress` is called with
-    the sandbox's pid before the command runs, to make the proxy's listeners in there."""
+    the sandbox's pid before the command runs, to make the proxy's listeners in there.
+    `meanwhile` is called once bwrap has started, while it sets the sandbox up and before the
+    command may run (the egress proxy's start); if it raises, the sandbox is killed unrun."""
     path = _path_for(step)
     if egress is not None:
         step = unbridged(step)
@@ -113,9 +115,19 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
                             pinned=pinned)
     verify = [(target, st.st_dev, st.st_ino) for (_, target), fd in zip(step.pinned(), pins) for st in [os.fstat(fd)]]
     try:
-        code, status = bwraprun.run(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
-                                    step.limits.timeout, _nproc(step.limits.pids), warn=sys.stderr.write,
-                                    verify=verify, ready=egress)
+        held = bwraprun.start(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
+                              _nproc(step.limits.pids))
+    except OSError as exc:
+        raise SandboxError(f"cannot start bwrap: {exc}") from None
+    if meanwhile is not None:
+        try:
+            meanwhile()
+        except BaseException:
+            held.abandon()
+            raise
+    try:
+        code, status = bwraprun.finish(held, step.limits.timeout, warn=sys.stderr.write, verify=verify,
+                                       ready=egress)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:
