@@ -251,12 +251,24 @@ def _parse_scripts(data: bytes | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in scripts.items()} if isinstance(scripts, dict) else {}
 
 
+def present(root: str, names: Sequence[str]) -> list[str]:
+    """The names that may exist: those whose first component the root lists (one directory
+    read instead of an lstat per name; a name it does not list has nothing for `_tree` to see).
+    All of them if the root cannot be listed."""
+    try:
+        with os.scandir(root) as it:
+            listed = {e.name for e in it}
+    except OSError:
+        return list(names)
+    return [name for name in names if name.split("/", 1)[0] in listed]
+
+
 def before(root: str, mounts: Sequence[Mount]) -> Before:
     """What the host-executed paths hold before a step (content kept to roll a change back)."""
     started = time.time_ns() - SLACK_NS
     skip = readonly_targets(mounts)
     names = tuple(watched(root))
-    entries = {rel: e for name in names for rel, e in _tree(root, name, skip, keep=True)}
+    entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
     return Before(root, started, entries, names, _package(root))
 
 
@@ -266,7 +278,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     root, skip = snapshot.root, readonly_targets(mounts)
     names = dict.fromkeys([*snapshot.names, *watched(root)])
     changes: dict[str, Change] = {}
-    for name in names:
+    for name in present(root, list(names)):
         for rel, entry in _tree(root, name, skip, keep=False):
             old = snapshot.entries.get(rel)
             if old is None:
