@@ -286,6 +286,33 @@ def test_editing_sbox_yaml_invalidates_the_record(sbox: Sbox) -> None:
     assert (sbox.root / "new-file").read_text() == "written from the sandbox\n" * 2
 
 
+def test_a_stale_records_sandbox_never_runs_its_command(sbox: Sbox) -> None:
+    """bwrap is started from the record while its facts are checked: once one has changed, that
+    sandbox is killed before its command, which runs once (cold), and no process of it is left."""
+    token = f"held-{os.getpid()}-{id(sbox)}"
+    command = ("sh", "-c", f"echo {token} >> ran", token)
+    sbox.run_twice(*command)
+    assert (sbox.root / "ran").read_text() == f"{token}\n" * 2
+    set_config(sbox, (sbox.root / "sbox.yaml").read_text() + "# edited\n")  # the same profile, a new file
+    after = sbox.run(*command)
+    assert not after.warm and after.returncode == 0, str(after)
+    assert (sbox.root / "ran").read_text() == f"{token}\n" * 3
+    assert _running(token) == [], "a process of the stale record's sandbox is still there"
+
+
+def _running(token: str) -> list[int]:
+    """Processes (bwrap's included) whose command line names `token`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if token.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
 def test_a_git_dir_created_after_the_record_is_protected(sbox: Sbox) -> None:
     """.git made after the record: the next run is cold and .git is read-only in it."""
     script = 'echo planted > .git/hooks/pre-commit && echo WROTE || echo DENIED'
