@@ -1,0 +1,159 @@
+"""Where a warm `sbox run -- true` on bubblewrap spends its time, stage by stage.
+
+    python bench/warm_stages.py [--runs 30] [--output bench/results/warm_stages.json]
+
+Run it with the interpreter of a venv where sbox is installed (not editable), as bench_backends.py.
+In the same temporary project (a writable one, network off, the persistence guard on), each run is
+a fresh `python -I -S` that loads sbox's warm path as the launcher does, with the functions that
+mark a stage wrapped to note the time on the monotonic clock the parent shares; nothing else is
+changed (a module is wrapped right after the warm path itself imports it, so imports stay where
+they fall). Stages, from the moment the parent starts the process:
+
+- python start: to the first line of the program (the interpreter's own start-up);
+- imports before bwrap: entry, compiled and what they load before the record is read;
+- record: the plan directory's checks, the key, reading the record;
+- bwrap's data: the memfds of the files bwrap copies in, the seccomp filter, the pinned sources;
+- spawn: bwrap started, held before the command (`--block-fd`);
+- set-up, overlapped: from the spawn until bwrap has made its mounts, while sbox checks the
+  record's facts and the guard takes its snapshot (both shown, with the imports they need);
+- mount check: the pinned binds checked where bwrap mounted them, the command let go;
+- command + teardown: until bwrap has exited (`true` itself is about a millisecond);
+- guard after: the persistence guard's comparison;
+- exit: to the parent seeing the process end (the marks are printed first: a few tens of µs).
+
+Medians over the runs, in ms, with the load average; "overlapped" rows run while bwrap works.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_backends  # noqa: E402
+import results_file  # noqa: E402
+
+# The child: the launcher's own lines, with marks. Prints one line: [exit code, [(name, monotonic ns)]].
+CHILD = r"""
+import time
+_now = time.monotonic_ns
+marks = [("main", _now())]
+import sys, builtins
+sys.path[:0] = sys.argv[1].split(":")
+WRAP = {
+    "sbox_shim.compiled": ("in_a_project", "_read", "_materials", "_still_holds"),
+    "sbox_shim.backends.bwraprun": ("spawn", "finish"),
+    "sbox_shim.backends.mountcheck": ("verify",),
+    "sbox_shim.backends.bwrapend": ("watch",),
+    "sbox_shim.guard": ("before", "after"),
+}
+def wrap(module):
+    for name in WRAP.get(module.__name__, ()):
+        f = getattr(module, name)
+        def timed(*a, __f=f, __n=module.__name__.split(".")[-1] + "." + name, **k):
+            marks.append((__n + ">", _now()))
+            try:
+                return __f(*a, **k)
+            finally:
+                marks.append((__n + "<", _now()))
+        setattr(module, name, timed)
+_import = builtins.__import__
+def hooked(name, *a, **k):
+    fresh = [m for m in WRAP if m not in sys.modules]
+    out = _import(name, *a, **k)
+    for m in fresh:
+        if m in sys.modules and not getattr(sys.modules[m], "_staged", False):
+            sys.modules[m]._staged = True
+            wrap(sys.modules[m])
+    return out
+builtins.__import__ = hooked
+from sbox_shim import compiled, lean
+marks.append(("imported", _now()))
+code = compiled.run_cached(sys.argv[2:], lean.environ())
+marks.append(("done", _now()))
+sys.stdout.write(repr([code, marks]) + "\n")  # repr: json's import would count as exit
+sys.stdout.flush()
+__import__("posix")._exit(0)
+"""
+
+
+def one(python: str, paths: str, argv: Sequence[str], cwd: Path, env: dict[str, str]) -> dict[str, float] | None:
+    start = time.monotonic_ns()
+    out = subprocess.run([python, "-I", "-S", "-c", CHILD, paths, *argv], cwd=cwd, env=env,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    end = time.monotonic_ns()
+    if out.returncode != 0 or not out.stdout.strip():
+        raise SystemExit(f"the warm run failed: {out.stderr[-500:]}")
+    code, marks = ast.literal_eval(out.stdout.strip())
+    if code != 0:
+        return None  # not warm (the cold path would run): the record is being made
+    at: dict[str, float] = {}
+    for name, ns in marks:
+        at.setdefault(name, (ns - start) / 1e6)  # the first of each (the guard runs once)
+    at["end"] = (end - start) / 1e6
+    return stages(at)
+
+
+def stages(at: dict[str, float]) -> dict[str, float]:
+    spawn_end = at["bwraprun.spawn<"]
+    settled = at["mountcheck.verify<"]
+    ran = at["bwrapend.watch<"]
+    out = {
+        "python start": at["main"],
+        "imports before bwrap": at["imported"] - at["main"],
+        "record (checks, key, read)": at["compiled._materials>"] - at["imported"],
+        "bwrap's data (memfds, pins)": at["bwraprun.spawn>"] - at["compiled._materials>"],
+        "spawn": spawn_end - at["bwraprun.spawn>"],
+        "set-up: spawn to mounts made": at["mountcheck.verify<"] - spawn_end,
+        "  overlapped: facts": at["compiled._still_holds<"] - at["compiled._still_holds>"],
+        "  overlapped: guard imports + snapshot": at["guard.before<"] - at["compiled._still_holds<"],
+        "mount check, command let go": at["bwrapend.watch>"] - settled,
+        "command + teardown": ran - at["bwrapend.watch>"],
+        "guard after": at["guard.after<"] - at["guard.after>"],
+        "exit (after the guard)": at["end"] - at["guard.after<"],
+        "total": at["end"],
+    }
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "warm_stages.json"))
+    args = parser.parse_args(argv)
+    import sysconfig
+
+    paths = ":".join([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+    with tempfile.TemporaryDirectory(prefix="sbox-bench-stages-") as tmp:
+        variants, env, skipped = bench_backends.setup(Path(tmp), ["bwrap"])
+        if skipped:
+            raise SystemExit(f"bwrap is not usable here: {skipped}")
+        cmd, cwd, _ = variants["sbox bwrap"]
+        for _ in range(2):  # the record, then its directory index settles
+            subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, check=True)
+        load_before = bench_backends.loadavg()
+        runs = [r for r in (one(sys.executable, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]
+        load_after = bench_backends.loadavg()
+    if not runs:
+        raise SystemExit("no run was warm")
+    medians = {name: round(statistics.median(r[name] for r in runs), 2) for name in runs[0]}
+    for name, value in medians.items():
+        print(f"{name:40} {value:7.2f} ms")
+    print(f"{len(runs)} warm runs; load average before {load_before}, after {load_after}")
+    results_file.write({"benchmark": "warm_stages", "command": "sbox run --backend bwrap -- true", "unit": "ms",
+                        "runs": len(runs), "median_ms": medians,
+                        "loadavg": {"before": load_before, "after": load_after}}, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
