@@ -294,6 +294,8 @@ def finish(held: Held, timeout: float | None = None, warn: Callable[[str], objec
 
     pid, status, previous = held.pid, held.status, held.previous
     why = _checked(pid, status, verify, held.block_w, ready)
+    if why is None:
+        return _ended(held, warn)
     if why:
         _restore(previous)
         if warn:
@@ -320,11 +322,33 @@ def finish(held: Held, timeout: float | None = None, warn: Callable[[str], objec
     return (status.exit_code if status.exit_code is not None else code), status
 
 
+def _ended(held: Held, warn: Callable[[str], object] | None) -> tuple[int, Status | None]:
+    """bwrap ended before its sandbox could be checked (its own failure, or a signal relayed to it
+    while it set up), or the sandbox could not be looked at (then it is killed): how it ended,
+    with nothing run. The block fd stays open until bwrap is gone, so nothing reads its end."""
+    from sbox_shim.backends.bwrapend import watch
+
+    try:
+        code, _ = watch(held.pid, held.status, None)
+    finally:
+        posix.close(held.block_w)
+        _restore(held.previous)
+    held.status.finish()
+    if code == -_signal.SIGKILL:
+        if warn:
+            warn("sbox: sbox could not check the sandbox's mounts; the sandbox was killed, nothing ran\n")
+        return 125, None
+    if code is None or code < 0:
+        return 128 - (code or -_signal.SIGKILL), None
+    return code, held.status
+
+
 def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], block_w: int,
-             ready: Callable[[int], str] | None = None) -> str:
+             ready: Callable[[int], str] | None = None) -> str | None:
     """Check the sandbox's binds while bwrap waits, then make it `ready`; let it go on ("") or
     kill it (why). A failure of sbox itself kills it too: closing the pipe unwritten would let
-    the command run unchecked."""
+    the command run unchecked. None: bwrap has ended, or its sandbox cannot be looked at (it is
+    killed); the block fd is left open for `_ended`."""
     why: str | None = "sbox could not check the sandbox's mounts"
     try:
         if verify or ready is not None:
@@ -336,8 +360,13 @@ def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], b
         if why == "" and ready is not None and status.child_pid is not None:
             why = "sbox could not prepare the sandbox's network"
             why = ready(status.child_pid)
+        if why is None:
+            return None
         if not why:
-            posix.write(block_w, b"x")
+            try:
+                posix.write(block_w, b"x")
+            except BrokenPipeError:  # bwrap has ended meanwhile: it is waited for as usual
+                pass
             return ""
         from sbox_shim.backends.bwrapend import stop
 
@@ -345,12 +374,13 @@ def _checked(pid: int, status: Status, verify: Sequence[tuple[str, int, int]], b
         status.close()
         return why
     finally:
-        if why:
+        if why is None or why:
             try:
                 posix.kill(-pid, _signal.SIGKILL)
             except OSError:
                 pass
-        posix.close(block_w)
+        if why is not None:
+            posix.close(block_w)
 
 
 def _readable(fd: int, wait: float) -> bool:
