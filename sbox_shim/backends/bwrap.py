@@ -131,6 +131,8 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:
+        if status.set_up is False:  # it ended before its mounts were made: bwrap's own message says why
+            raise SandboxError("bwrap could not set the sandbox up; nothing ran")
         _diagnose(path, step, disable_userns, bpf)
     return code
 

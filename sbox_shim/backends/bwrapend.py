@@ -17,7 +17,7 @@ TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     import signal as _signal
 
-    from sbox_shim.backends.bwraprun import Status
+    from sbox_shim.backends.bwrapio import Status
 else:
     import _signal
 
