@@ -50,7 +50,7 @@ marks = [("main", _now())]
 import sys, builtins
 sys.path[:0] = sys.argv[1].split(":")
 WRAP = {
-    "sbox_shim.compiled": ("in_a_project", "_read", "_materials", "_still_holds"),
+    "sbox_shim.compiled": ("in_a_project", "_read", "_materials", "_still_holds", "_prepare", "record_fds"),
     "sbox_shim.backends.bwraprun": ("spawn", "finish"),
     "sbox_shim.backends.mountcheck": ("verify",),
     "sbox_shim.backends.bwrapend": ("watch",),
@@ -58,7 +58,9 @@ WRAP = {
 }
 def wrap(module):
     for name in WRAP.get(module.__name__, ()):
-        f = getattr(module, name)
+        f = getattr(module, name, None)
+        if f is None:  # another version of sbox
+            continue
         def timed(*a, __f=f, __n=module.__name__.split(".")[-1] + "." + name, **k):
             marks.append((__n + ">", _now()))
             try:
@@ -104,20 +106,26 @@ def one(python: str, paths: str, argv: Sequence[str], cwd: Path, env: dict[str, 
 
 
 def stages(at: dict[str, float]) -> dict[str, float]:
-    spawn_end = at["bwraprun.spawn<"]
-    settled = at["mountcheck.verify<"]
-    ran = at["bwrapend.watch<"]
+    """The stages of one run from its marks. Also for an sbox whose warm path checked the facts
+    and took the guard's snapshot before starting bwrap (then those rows are not overlapped)."""
+    spawned = at["bwraprun.spawn<"]
+    held = "compiled._still_holds>" in at  # facts checked while bwrap sets up
+    facts = ((at["compiled._still_holds>"], at["compiled._still_holds<"]) if held
+             else (at["compiled._prepare>"], at["compiled.record_fds>"]))
+    data = at["compiled._materials>"] if held else at["compiled.record_fds>"]
     out = {
         "python start": at["main"],
-        "imports before bwrap": at["imported"] - at["main"],
-        "record (checks, key, read)": at["compiled._materials>"] - at["imported"],
-        "bwrap's data (memfds, pins)": at["bwraprun.spawn>"] - at["compiled._materials>"],
-        "spawn": spawn_end - at["bwraprun.spawn>"],
-        "set-up: spawn to mounts made": at["mountcheck.verify<"] - spawn_end,
-        "  overlapped: facts": at["compiled._still_holds<"] - at["compiled._still_holds>"],
-        "  overlapped: guard imports + snapshot": at["guard.before<"] - at["compiled._still_holds<"],
-        "mount check, command let go": at["bwrapend.watch>"] - settled,
-        "command + teardown": ran - at["bwrapend.watch>"],
+        "imports before the record": at["imported"] - at["main"],
+        "record (checks, key, read)": min(data, facts[0]) - at["imported"],
+        "bwrap's data (memfds, pins)": (at["bwraprun.spawn>"] - data if held
+                                        else at["compiled.record_fds<"] - at["compiled.record_fds>"]),
+        "facts" + (" (overlapped)" if held else ""): facts[1] - facts[0],
+        "guard imports + snapshot" + (" (overlapped)" if held else ""):
+            at["guard.before<"] - (facts[1] if held else at["compiled.record_fds<"]),
+        "spawn": spawned - at["bwraprun.spawn>"],
+        "set-up: spawn to mounts made": at["mountcheck.verify<"] - spawned,
+        "mount check, command let go": at["bwrapend.watch>"] - at["mountcheck.verify<"],
+        "command + teardown": at["bwrapend.watch<"] - at["bwrapend.watch>"],
         "guard after": at["guard.after<"] - at["guard.after>"],
         "exit (after the guard)": at["end"] - at["guard.after<"],
         "total": at["end"],
@@ -129,19 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "warm_stages.json"))
+    parser.add_argument("--python", default=sys.executable, help="the interpreter of the sbox to measure")
     args = parser.parse_args(argv)
-    import sysconfig
-
-    paths = ":".join([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])
+    paths = subprocess.run([args.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib') + ':' + "
+                            "sysconfig.get_path('platlib'))"], capture_output=True, text=True, check=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="sbox-bench-stages-") as tmp:
         variants, env, skipped = bench_backends.setup(Path(tmp), ["bwrap"])
         if skipped:
             raise SystemExit(f"bwrap is not usable here: {skipped}")
         cmd, cwd, _ = variants["sbox bwrap"]
-        for _ in range(2):  # the record, then its directory index settles
-            subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, check=True)
+        prime = ("import sys; sys.path[:0] = sys.argv[1].split(':'); sys.argv[1:2] = []; "
+                 "from sbox_shim.entry import main; main()")
+        for _ in range(2):  # the record (its key names the interpreter), then the directory index settles
+            subprocess.run([args.python, "-I", "-S", "-c", prime, paths, *cmd[1:]], cwd=cwd, env=env,
+                           capture_output=True, check=True)
         load_before = bench_backends.loadavg()
-        runs = [r for r in (one(sys.executable, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]
+        runs = [r for r in (one(args.python, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]
         load_after = bench_backends.loadavg()
     if not runs:
         raise SystemExit("no run was warm")
