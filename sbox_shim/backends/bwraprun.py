@@ -86,11 +86,14 @@ class Held:
     """bwrap started with a block fd: the sandbox is being set up and the command does not run
     until `finish` lets it go (or `abandon` kills it). Signals are relayed from the start."""
 
-    def __init__(self, pid: int, status: Status, block_w: int, previous: dict[int, object]) -> None:
+    def __init__(self, pid: int, status: Status, block_w: int, previous: dict[int, object],
+                 received: list[int]) -> None:
         self.pid, self.status, self.block_w, self.previous = pid, status, block_w, previous
+        self.received = received  # the signals relayed so far
 
     def abandon(self) -> None:
-        """Kill the sandbox before its command ran; nothing of it runs."""
+        """Kill the sandbox before its command ran; nothing of it runs. A signal that came
+        meanwhile (a ^C) is sbox's again: sent to itself once its own handlers are back."""
         try:
             posix.kill(-self.pid, _signal.SIGKILL)
         except OSError:
@@ -102,6 +105,9 @@ class Held:
         posix.close(self.block_w)
         self.status.close()
         _restore(self.previous)
+        for signum in dict.fromkeys(self.received):
+            if signum != _signal.SIGWINCH:
+                posix.kill(posix.getpid(), signum)
 
 
 def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
@@ -114,8 +120,10 @@ def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequ
     command, fds, status = command_line(path, options, argv, block_r)
     started: list[int] = []
     pending: list[int] = []
+    received: list[int] = []
 
     def relay(signum: int, _frame: object) -> None:
+        received.append(signum)
         if not started:
             pending.append(signum)  # before bwrap even started: it will not be set up at all
             return
@@ -141,7 +149,7 @@ def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequ
             posix.close(fd)
     for signum in pending:
         posix.kill(started[0], signum)
-    return Held(started[0], status, block_w, previous)
+    return Held(started[0], status, block_w, previous, received)
 
 
 def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),

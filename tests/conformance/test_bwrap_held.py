@@ -6,6 +6,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from sbox_shim.backends import bwraprun
 
 from conftest import require_backend
@@ -56,3 +58,15 @@ def test_a_held_sandbox_runs_once_let_go(tmp_path: Path) -> None:
     assert not ran.exists()
     code, status = bwraprun.finish(held, verify=_target(tmp_path))
     assert code == 0 and status is not None and status.exit_code == 0 and ran.exists()
+
+
+def test_a_signal_while_held_is_sbox_s_again_once_abandoned(tmp_path: Path) -> None:
+    """A stale record's sandbox is abandoned after a ^C came: the ^C is not lost (the cold path
+    would otherwise plan and run the command); sbox gets it back under its own handler."""
+    require_backend("bwrap")
+    ran = tmp_path / "ran"
+    held = bwraprun.start("/usr/bin/bwrap", _options(tmp_path), ["/usr/bin/touch", str(ran)])
+    os.kill(os.getpid(), signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        held.abandon()
+    assert not ran.exists()
