@@ -10,7 +10,7 @@ import posix
 
 def children(pid: int) -> list[int]:
     try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:  # bytes: no codec to load
             return [int(p) for p in f.read().split()]
     except OSError:  # a kernel without CONFIG_PROC_CHILDREN: scan
         return [int(p) for p in posix.listdir("/proc") if p.isdigit() and status_field(int(p), "PPid") == [str(pid)]]
@@ -34,8 +34,8 @@ def exit_code(pid: int) -> int | None:
     """A zombie's exit code as a shell reports it (128 + N when killed by signal N), from the
     `exit_code` field of /proc/PID/stat: its parent may never reap it (a stopped pid 1)."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rpartition(")")[2].split()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].decode("utf-8", "replace").split()
     except OSError:
         return None
     if len(fields) < 50 or fields[0] not in ("Z", "X") or not fields[49].isdigit():

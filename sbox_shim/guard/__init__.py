@@ -11,12 +11,12 @@ guard/quarantine.py moves what this finds.
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 import time
 
 from sbox_shim import kept
-from sbox_shim.lean import inside
+from sbox_shim.lean import dirname, inside, join
 from sbox_shim.protected import PROTECTED
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
@@ -125,8 +125,8 @@ def _git_config(root: str) -> tuple[str | None, list[str]]:
     """(core.hooksPath, the project files git includes) from `.git/config` and the files its
     `include.path` / `includeIf.*.path` name, read as text (running git would run the config).
     Paths relative to the root, only those inside the project."""
-    gitdir = os.path.join(root, ".git")
-    files, hooks = [os.path.join(gitdir, "config")], None
+    gitdir = join(root, ".git")
+    files, hooks = [join(gitdir, "config")], None
     seen: set[str] = set()
     includes: list[str] = []
     while files and len(seen) < 16:
@@ -153,13 +153,17 @@ def _git_config(root: str) -> tuple[str | None, list[str]]:
             if section == "core" and key == "hookspath" and value:
                 hooks = value
             elif section.startswith(("include", "includeif")) and key == "path" and value and not value.startswith("~"):
-                target = os.path.normpath(os.path.join(os.path.dirname(path), value))
+                import os  # only for a config that includes another
+
+                target = os.path.normpath(join(dirname(path), value))
                 files.append(target)
                 if inside(target, root) and not inside(target, gitdir):
                     includes.append(os.path.relpath(target, root))
     if not hooks or hooks.startswith("~"):
         return None, includes  # under HOME, never in a sandbox's reach
-    full = os.path.normpath(os.path.join(root, hooks))
+    import os  # only for a project that sets core.hooksPath
+
+    full = os.path.normpath(join(root, hooks))
     return (os.path.relpath(full, root) if inside(full, root) and full != root else None), includes
 
 
@@ -183,58 +187,60 @@ def anchor(root: str, rel: str) -> str:
     parts = rel.split("/")
     for i in range(1, len(parts)):
         try:
-            if stat.S_ISLNK(os.lstat(os.path.join(root, *parts[:i])).st_mode):
+            if stat.S_ISLNK(posix.lstat(join(root, *parts[:i])).st_mode):
                 return "/".join(parts[:i])
         except OSError:
             return rel
     return rel
 
 
-def _entry(path: str, st: os.stat_result, keep: bool) -> Entry:
+def _entry(path: str, st: posix.stat_result, keep: bool) -> Entry:
     kind = KINDS.get(stat.S_IFMT(st.st_mode), "other")
     ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if kind == "link":
-        return Entry(kind, st.st_mode, ident, target=os.readlink(path))
+        return Entry(kind, st.st_mode, ident, target=posix.readlink(path))
     if kind != "file":
         return Entry(kind, st.st_mode, ident)
     digest = kept.hasher()
     content = b""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except OSError:
         return Entry(kind, st.st_mode, ident)
-    with os.fdopen(fd, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
+    try:
+        while chunk := posix.read(fd, 1 << 16):
             digest.update(chunk)
             if keep and len(content) <= KEEP_BYTES:
                 content += chunk
+    finally:
+        posix.close(fd)
     return Entry(kind, st.st_mode, ident, digest.hexdigest(), content if keep and len(content) <= KEEP_BYTES else None)
 
 
 def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tuple[str, Entry]]:
     """Every entry at and under root/rel, links not followed, read-only mounts not entered."""
-    path = os.path.join(root, rel)
+    path = join(root, rel)
     try:
-        st = os.lstat(path)
+        st = posix.lstat(path)
     except OSError:
         return
     yield rel, _entry(path, st, keep)
     if not stat.S_ISDIR(st.st_mode) or path in skip:
         return
     try:
-        with os.scandir(path) as it:
+        with posix.scandir(path) as it:
             names = sorted(e.name for e in it)
     except OSError:
         return
     for name in names:
-        yield from _tree(root, os.path.join(rel, name), skip, keep)
+        yield from _tree(root, join(rel, name), skip, keep)
 
 
 def _package(root: str) -> bytes | None:
     """package.json's bytes: a regular file of at most 1 MiB, never through a link."""
     from sbox_shim.regular import read_regular
 
-    return read_regular(os.path.join(root, "package.json"))
+    return read_regular(join(root, "package.json"))
 
 
 def _parse_scripts(data: bytes | None) -> dict[str, str]:
@@ -256,7 +262,7 @@ def present(root: str, names: Sequence[str]) -> list[str]:
     read instead of an lstat per name; a name it does not list has nothing for `_tree` to see).
     All of them if the root cannot be listed."""
     try:
-        with os.scandir(root) as it:
+        with posix.scandir(root) as it:
             listed = {e.name for e in it}
     except OSError:
         return list(names)
@@ -289,7 +295,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
         for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
-                why = os.path.basename(rel) if os.path.basename(rel) in NESTED else \
+                why = _basename(rel) if _basename(rel) in NESTED else \
                     "setuid" if entry.kind == "file" else entry.kind
                 changes[rel] = Change(rel, "changed" if old else "created", entry, why)
     return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
@@ -325,7 +331,7 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
 
     def in_skip(directory: str) -> bool:  # is `directory` inside a read-only mount?
         if directory not in skipped:
-            parent = os.path.dirname(directory)
+            parent = dirname(directory)
             skipped[directory] = directory in skip or (parent != directory and inside(parent, top)
                                                        and in_skip(parent))
         return skipped[directory]
@@ -333,13 +339,13 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
     seen: set[str] = set()
     moved: list[str] = []  # NESTED directories yielded whole: what is in them goes with them
     candidates = [(e.path, e.name, e) for e in found.listed]
-    candidates += [(p, os.path.basename(p), None) for p in found.nested]
+    candidates += [(p, _basename(p), None) for p in found.nested]
     for path, name, e in candidates:
-        if path in seen or in_skip(os.path.dirname(path)) or any(inside(path, d) for d in moved):
+        if path in seen or in_skip(dirname(path)) or any(inside(path, d) for d in moved):
             continue
         seen.add(path)
         try:
-            st = e.stat(follow_symlinks=False) if e is not None else os.lstat(path)
+            st = e.stat(follow_symlinks=False) if e is not None else posix.lstat(path)
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:
                 yield _too_deep(root, path)
@@ -351,17 +357,31 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         if special and st.st_ctime_ns >= since_ns:
             if fmt == stat.S_IFDIR:
                 moved.append(path)
-            yield os.path.relpath(path, root), _entry(path, st, keep=False)
+            yield _relative(path, root), _entry(path, st, keep=False)
 
 
 def _too_deep(root: str, directory: str) -> tuple[str, Entry]:
     """An ancestor of `directory` well within reach of a path (at most 64 levels down, where no
     real tree goes): moved whole, with everything under it."""
-    rel = os.path.relpath(directory, root)
+    rel = _relative(directory, root)
     parts = rel.split("/")
     cut = "/".join(parts[:min(max(1, len(parts) // 2), 64)])
-    st = os.lstat(os.path.join(root, cut))
-    return cut, _entry(os.path.join(root, cut), st, keep=False)
+    st = posix.lstat(join(root, cut))
+    return cut, _entry(join(root, cut), st, keep=False)
+
+
+def _basename(path: str) -> str:
+    """`os.path.basename`."""
+    return path[path.rfind("/") + 1:]
+
+
+def _relative(path: str, root: str) -> str:
+    """`os.path.relpath` of a path found by walking `root` (so below it, joined without `..`)."""
+    if inside(path, root) and path != root:
+        return path[len(root.rstrip("/")) + 1:]
+    import os
+
+    return os.path.relpath(path, root)
 
 
 def _printable(text: str) -> str:
@@ -389,7 +409,7 @@ HOOK_INSTALLERS = ("husky", "simple-git-hooks", "lefthook", "pre-commit install"
 
 def installs_hooks(command: Sequence[str], snapshot: Before) -> bool:
     """Is this step the project's own git hook installer (`npm run prepare` running husky, ...)?"""
-    words = [os.path.basename(w) for w in command]
+    words = [_basename(w) for w in command]
     if "husky" in words:
         return True
     if list(command[-2:]) == ["run", "prepare"]:

@@ -2,8 +2,8 @@
 
 Used by the runner (cold path) and by the plan cache's warm path (compiled.py), where nothing
 heavy is imported unless the step actually left something: the snapshot and comparison load only
-`os` and the guard's own small records; the mover, JSON and the plan's dataclasses come only
-with a change.
+`posix`, `stat` and the guard's own small records (not even `os`); the mover, JSON and the plan's
+dataclasses come only with a change.
 """
 from __future__ import annotations
 

@@ -28,6 +28,8 @@ from support.trust import trust
 
 from conformance.helpers import PY, WRITE, finish, marker, profile, project, read_line, verdicts
 
+from sbox_shim import compiled, launcher
+
 pytestmark = pytest.mark.bwrap
 
 IMPORT_TIME = "import time:"
@@ -170,6 +172,23 @@ def test_a_record_is_written_and_the_identical_run_is_warm_with_the_same_result(
     [record] = sbox.records()
     assert record.stat().st_mode & 0o777 == 0o600
     assert sbox.plans.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_warm_run_with_the_guard_loads_neither_os_nor_more_codecs(sbox: Sbox, tmp_path: Path) -> None:
+    """Through the launcher install.sh writes (`-I -S`: no `site`), the warm path in a writable
+    project (the persistence guard before and after the step, the mount check, the sandbox's end)
+    loads no `os` (its environ costs milliseconds) and no codec beyond the interpreter's own."""
+    command = ("sh", "-c", "echo hi")
+    sbox.run_twice(*command)
+    fast = str(tmp_path / "sbox")
+    launcher.write(fast, python=sbox.prefix[0], paths=[str(Path(compiled.__file__).parents[1])])
+    proc = subprocess.run([sbox.prefix[0], "-I", "-S", "-X", "importtime", fast, "run", "--", *command],
+                          cwd=sbox.root, env=sbox.env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    run = Run.of(proc.returncode, proc.stdout, proc.stderr)
+    assert run.warm and (run.returncode, run.stdout) == (0, "hi\n"), str(run)
+    loaded = [line.rsplit("|", 1)[-1].strip() for line in run.imports]
+    assert "sbox_shim.guard" in loaded and "sbox_shim.backends.mountcheck" in loaded, loaded
+    assert "os" not in loaded and "encodings.ascii" not in loaded, loaded
 
 
 def test_the_first_record_in_a_fresh_state_dir_is_usable(sbox_bin: str, tmp_path: Path) -> None:

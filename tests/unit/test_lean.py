@@ -43,8 +43,12 @@ def test_environ_is_os_environs_at_start() -> None:
 
 
 def test_the_warm_path_does_not_load_os() -> None:
+    """Neither what runs before bwrap starts nor what runs while and after it (the mount check,
+    the end of the sandbox, the persistence guard and its index)."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import sbox_shim.entry, sbox_shim.compiled, "
-            "sbox_shim.paths, sbox_shim.kept, sbox_shim.backends.bwraprun; print('os' in sys.modules)")
+            "sbox_shim.paths, sbox_shim.kept, sbox_shim.backends.bwraprun, sbox_shim.backends.mountcheck, "
+            "sbox_shim.backends.bwrapend, sbox_shim.backends.procs, sbox_shim.guard.run, sbox_shim.guard, "
+            "sbox_shim.guard.index, sbox_shim.regular; print('os' in sys.modules)")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(Path(lean.__file__).parents[1])],
                          capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
