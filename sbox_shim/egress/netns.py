@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
-import threading
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    import socket
     from typing import Any, Callable, Sequence
+# socket and threading are imported where used: `usable()` decides, before bwrap starts, whether
+# a step runs this way, and should not cost their imports (milliseconds) there.
 
 CLONE_NEWNET = 0x40000000
 CAP_SYS_ADMIN = 21
@@ -71,6 +72,9 @@ def made_in(pid: int, makers: Sequence[Callable[[], socket.socket]]) -> list[soc
             failed.append(e)
 
     try:
+        import socket  # noqa: F401 (loaded here, not by the thread that enters the namespace)
+        import threading
+
         thread = threading.Thread(target=enter_and_make, name="sbox-netns", daemon=True)
         thread.start()
         thread.join()
@@ -84,6 +88,8 @@ def made_in(pid: int, makers: Sequence[Callable[[], socket.socket]]) -> list[soc
 
 
 def _listen(address: Address) -> socket.socket:
+    import socket
+
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
