@@ -21,7 +21,8 @@ temporary project whose `default` profile has the network off:
   plan cache's record of the whole two-phase plan; cold: SBOX_PLAN_CACHE=0). `npm` is a stub on
   PATH that prints the wall clock (`date +%s%N`, under /bin/sh: about a millisecond of its own
   counted in) and exits, so the time is sbox's (planning or the record's checks, the egress proxy
-  of the download phase, bwrap), not npm's. The cold run resolves the registry names of npm's
+  of the download phase, bwrap), not npm's; the scripts phase's driver, which loads the `npm` it
+  finds as JavaScript, finds a file that exits at once. The cold run resolves the registry names of npm's
   built-in allowlist, as every `sbox run -- npm install` does; warm runs reuse the pinned
   addresses while the record lives (recorder_plan.PIN_TTL);
 - docker run (bare): `docker run --rm --network none` of sbox's own base image with the host's
@@ -56,7 +57,10 @@ import trusting  # noqa: E402
 
 SANDBOX_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n"
 READONLY_CONFIG = "version: 1\nprofiles:\n  default:\n    network: off\n    writable: false\n"
-NPM_STUB = "#!/bin/sh\ndate +%s%N\n"  # the first step's start, on the wall clock shared with the host
+# The first step's start, on the wall clock shared with the host (sh: `//bin/true` is /bin/true). The
+# same file is JavaScript that exits at once (the first line a hashbang, the second a comment): the
+# scripts phase's driver (npm_scripts.js) loads the `npm` it finds as npm's own entry point.
+NPM_STUB = "#!/bin/sh\n//bin/true; date +%s%N; exit 0\nprocess.exit(0)\n"
 HOST_CONFIG = "version: 1\nprofiles:\n  default:\n    mode: host\n"
 
 
