@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import marshal
 import os
+import time
 import types
 from pathlib import Path
 
@@ -369,3 +370,23 @@ def test_bwraps_options_are_kept_per_binary(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.undo()
     assert bwrap.options_of(str(fake), state) == {"--args"}
     bwrap.options_of.cache_clear()
+
+
+def test_a_big_file_read_while_planning_is_known_by_identity_and_any_write_shows(tmp_path: Path) -> None:
+    """A tool's binary whose first bytes planning read (node: 100 MB) is not digested on every warm
+    run; rewriting it, even with its size and times put back, changes the fact (its ctime)."""
+    big = tmp_path / "node"
+    big.write_bytes(b"\x7fELF" + b"\0" * compiled.DIGESTED)
+    small = tmp_path / ".npmrc"
+    small.write_text("fund=false\n")
+    seen = compiled.fact("content", str(big))
+    assert isinstance(seen, tuple) and seen[0] == "big"
+    assert isinstance(compiled.fact("content", str(small)), str)  # small: the digest, as before
+    st = big.stat()
+    time.sleep(0.01)
+    with open(big, "r+b") as f:  # same size, one byte changed, times restored
+        f.seek(1)
+        f.write(b"F")
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert big.stat().st_size == st.st_size and big.stat().st_mtime_ns == st.st_mtime_ns
+    assert compiled.fact("content", str(big)) != seen
