@@ -16,12 +16,11 @@ have set one on a shared inode).
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from dataclasses import dataclass, field
 
 from sbox_shim.guard import NESTED
-from sbox_shim.trust.files import printable
+from sbox_shim.text import printable
 
 PREFIX = ".sbox-rollback-"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -72,6 +71,8 @@ def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", 
         os.mkdir(target, stat.S_IMODE(st.st_mode))
         _clone(fd, target, top=True)
     except BaseException:  # interrupted or failed: no half-made copy is left in the project
+        import shutil
+
         shutil.rmtree(where, ignore_errors=True)
         raise
     finally:
@@ -109,6 +110,8 @@ def restore(kept: Kept, modules: str = "node_modules") -> tuple[list[str], str |
 
 def discard(kept: Kept) -> None:
     """The install succeeded: remove the kept state (never through a link: rmtree does not follow)."""
+    import shutil
+
     shutil.rmtree(kept.keep, ignore_errors=True)
 
 
@@ -120,7 +123,7 @@ def _read(directory: str, name: str) -> tuple[str, bytes | str, int] | None:
         return None
     if stat.S_ISLNK(st.st_mode):
         return "link", os.readlink(path), 0
-    from sbox_shim.trust.files import read_regular
+    from sbox_shim.regular import read_regular
 
     data = read_regular(path, _BIG)
     if data is None:
@@ -154,7 +157,7 @@ def _put(kept: Kept, name: str, saved: tuple[str, bytes | str, int] | None) -> b
 
 
 def _same(path: str, content: bytes) -> bool:
-    from sbox_shim.trust.files import read_regular
+    from sbox_shim.regular import read_regular
 
     return read_regular(path, _BIG) == content
 
@@ -208,5 +211,7 @@ def _strip_setid(path: str) -> None:
 def _copy(fd: int, name: str, dest: str, mode: int) -> None:
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
     with os.fdopen(src, "rb") as f, open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+        import shutil
+
         shutil.copyfileobj(f, out)
         os.fchmod(out.fileno(), stat.S_IMODE(mode))

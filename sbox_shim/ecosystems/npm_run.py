@@ -15,7 +15,7 @@ from typing import TextIO
 from sbox_shim import rollback
 from sbox_shim.ecosystems import npm_scope
 from sbox_shim.plan import Step
-from sbox_shim.trust.files import printable
+from sbox_shim.text import printable
 
 FILES = ("package.json", "package-lock.json", "npm-shrinkwrap.json")
 NOTHING = "nothing this install added or changed has install scripts"
