@@ -26,13 +26,16 @@ import configparser
 import json
 import os
 import shlex
+from dataclasses import replace
 from typing import Sequence
 
 from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text, sandbox_writable,
                                   url_entry)
-from sbox_shim.ecosystems.pip_args import TARGET_OPTIONS, destination, download_args, index_args, local_project
+from sbox_shim.ecosystems.pip_args import (TARGET_OPTIONS, destination, download_args, index_args, local_project,
+                                           one_phase)
 from sbox_shim.ecosystems.pip_index import index_root
-from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher
+from sbox_shim.ecosystems.pip_run import DONE
+from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher, installer
 from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # noqa: F401 (uv.py uses it)
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
@@ -214,7 +217,23 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         writable=True if local_project(rest, ctx) else
         destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else into,
     )
-    return (download, offline)
+    one = installer(venv, ctx) if venv and sub == "install" and one_phase(rest, ctx) else None
+    if one is None:
+        return (download, offline)
+    # Every distribution a wheel: sbox's own pip installs them into the venv in this one network
+    # phase (no package code runs there); else it leaves, and the two phases run (pip_run.py).
+    step, own, step_env = one
+    first = Phase(
+        "download", (*step, sub, *rest), True, allow,
+        {**env, **step_env, "SBOX_PIP_DONE": os.path.join(wheelhouse, DONE)}, secrets=_pip_variables(ctx, True),
+        implied=implied, mounts=(cache_mount(cache, True), Mount(wheelhouse, wheelhouse, readonly=False, kind="run"),
+                                 *readonly, *configs, *target, *own),
+        reason="built-in pip policy: sbox's own pip installs in this one phase when every distribution is a "
+               "wheel (no package code runs); else the two phases below",
+        writable=(),
+    )
+    hook = ("pip", wheelhouse)
+    return (first, replace(download, hook=hook), replace(offline, hook=hook))
 
 
 def _outside_venv(rest: list[str], ctx: Context) -> tuple[str, ...]:
