@@ -4,8 +4,13 @@
 download phase is not script-free: it runs with the registry allowlist only, no credentials but the
 index's, and an empty HOME. The install phase (where setup.py builds run for real) has no network.
 The download phase is one process (pip_fetch.py: sbox's own pip, in-process), which afterwards
-fetches the build requirements of the sdists it downloaded, so that they build offline; a
-wheel-only install costs two pip processes, one a phase.
+fetches the build requirements of the sdists it downloaded, so that they build offline.
+
+Installing a wheel runs no package code, so an install into a venv whose pip is sbox's own first
+tries one phase (pip_install.py): sbox's own pip, with the network, installs into the venv as the
+venv's pip would, if every distribution the resolver picks is a wheel; it leaves before preparing
+anything else, having written nothing, and the two phases run (pip_run.py decides, between steps).
+A wheel-only install thus costs one pip process and one sandbox.
 
 The environment pip runs in: when the real pip belongs to a virtual environment (its directory
 holds `pyvenv.cfg`), the base interpreter named by `home =` is mounted read-only (the venv's

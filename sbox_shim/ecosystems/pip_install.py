@@ -15,7 +15,8 @@ is sbox's own, file for file (its RECORD).
 
 Anything that would run code falls back, before pip writes anything to the venv: a distribution
 that is not a wheel (an sdist, a directory, a VCS link, a wheel built earlier from an sdist in pip's
-cache), an editable, and a venv whose pip differs or whose `.pth` files change `sys.path` in code.
+cache), an editable, and a venv whose pip differs, which has its own pip.conf (the download phase's
+pip does not read it either) or whose `.pth` files change `sys.path` in code.
 Falling back prints one line and exits 0 without the mark (`SBOX_PIP_DONE`): the download phase and
 the offline install then run as without this step (pip_run.py), with the resolution unchanged.
 The mark is made only once pip's install succeeded; a failing pip's exit code is the step's.
@@ -30,7 +31,7 @@ import re
 import sys
 from typing import Any, NoReturn
 
-RECORD_CAP = 1 << 22
+CAP = 1 << 22  # what is read of a file the venv holds
 _CODE_PATH = re.compile(r"sys\s*\.\s*path\b|addsitedir|__import__\(\s*['\"]sys")
 
 
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
                                                                "SBOX_PIP_DONE"))
     executable = interpreter(venv, tool)
     why = ("the venv's pip script does not start with its own python" if executable is None else
+           "the venv has its own pip.conf" if os.path.lexists(os.path.join(venv, "pip.conf")) else
            same_pip(home, venv) or "")
     paths = site_paths(venv, os.path.dirname(tool), [p for p in sys.path if p != home]) if not why else None
     if paths is None:
@@ -101,11 +103,9 @@ def _record(directory: str) -> frozenset[str] | None:
         return None
     if len(infos) != 1:
         return None
-    path = os.path.join(directory, infos[0], "RECORD")
-    if os.path.islink(path) or not os.path.isfile(path):
+    text = _read(os.path.join(directory, infos[0], "RECORD"))
+    if text is None:
         return None
-    with open(path, "rb") as f:
-        text = f.read(RECORD_CAP).decode("utf-8", "replace")
     return frozenset(ln for ln in text.splitlines() if ln.startswith("pip/") and "/__pycache__/" not in ln)
 
 
@@ -143,11 +143,10 @@ def site_paths(venv: str, script_dir: str, stdlib: list[str]) -> list[str] | Non
 def _pth(sitedir: str, name: str) -> list[str] | None:
     """The existing directories a .pth file names (site.addpackage's path lines); None if an import
     line touches sys.path."""
-    try:
-        with open(os.path.join(sitedir, name), "rb") as f:
-            lines = f.read(RECORD_CAP).decode("utf-8", "replace").splitlines()
-    except OSError:
+    text = _read(os.path.join(sitedir, name))
+    if text is None:
         return []
+    lines = text.splitlines()
     out = []
     for line in lines:
         if line.startswith("#") or not line.strip():
@@ -163,16 +162,25 @@ def _pth(sitedir: str, name: str) -> list[str] | None:
 
 
 def _system_site(cfg: str) -> bool:
-    try:
-        with open(cfg, "rb") as f:
-            text = f.read(RECORD_CAP).decode("utf-8", "replace")
-    except OSError:
-        return False
-    for line in text.splitlines():
+    for line in (_read(cfg) or "").splitlines():
         key, eq, value = line.partition("=")
         if eq and key.strip().lower() == "include-system-site-packages":
             return value.strip().lower() == "true"
     return False
+
+
+def _read(path: str) -> str | None:
+    """A regular file's text (never a FIFO's or a device's: a planted one would block), capped."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(CAP).decode("utf-8", "replace")
 
 
 def confine(paths: list[str]) -> None:

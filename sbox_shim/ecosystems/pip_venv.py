@@ -122,10 +122,13 @@ def fetcher(venv: str | None, pip: str,
 def installer(venv: str, ctx: Context) -> tuple[tuple[str, ...], tuple[Mount, ...], dict[str, str]] | None:
     """sbox's one-phase install step (pip_install.py, mounted as `/.sbox/pip-install`): sbox's own
     pip on the base interpreter, as `fetcher`, installing into the venv as the venv's pip would.
-    None when that step could only fall back: the pip the command runs is not the venv's, or the
-    venv's pip is not sbox's version (by the name of its dist-info; the step compares the files)."""
+    None when that step could only fall back: the pip the command runs is not the venv's, the venv
+    has its own pip.conf (which the downloading pip does not read), or the venv's pip is not sbox's
+    version (by the name of its dist-info; the step compares the files)."""
     tool = ctx.real_tool and os.path.normpath(os.path.join(ctx.cwd, ctx.real_tool))
     if not tool or os.path.dirname(tool) != os.path.join(venv, "bin"):
+        return None
+    if os.path.lexists(os.path.join(venv, "pip.conf")):
         return None
     python, own = _own_pip(venv, "pip_install.py", ctx)
     home = os.path.dirname(own)
@@ -167,7 +170,8 @@ def _names(directory: str) -> list[str]:
 
 
 def _settings(cfg: str) -> dict[str, str]:
-    return {k.strip().lower(): v.strip() for k, eq, v in (ln.partition("=") for ln in read_text(cfg).splitlines()) if eq}
+    lines = (ln.partition("=") for ln in read_text(cfg).splitlines())
+    return {k.strip().lower(): v.strip() for k, eq, v in lines if eq}
 
 
 def _base_python(cfg: str) -> str | None:

@@ -97,6 +97,9 @@ def test_a_wheel_only_install_is_one_phase_and_writes_what_pip_writes_directly(p
     assert " -I -S /.sbox/pip-install install sbox-tool " in steps[0], steps
     assert steps[1:] == [f"sbox: step 2/3 [download] {SKIPPED}", f"sbox: step 3/3 [scripts] {SKIPPED}"]
     assert "Successfully installed sbox-dep-2.0 sbox-local-1.0 sbox-tool-1.0" in result.stdout
+    # What pip says, as directly (no "not on PATH" warning: scripts sit beside its sys.executable).
+    assert result.stdout == direct.stdout
+    assert [ln for ln in result.stderr.splitlines() if not ln.startswith("sbox: ")] == direct.stderr.splitlines()
     got = _tree(venv)
     assert got.keys() == expected.keys()
     assert [k for k in got if got[k] != expected[k]] == []

@@ -176,3 +176,25 @@ def link(url: str) -> SimpleNamespace:
 def test_anything_but_a_wheel_needs_a_build(req: SimpleNamespace, why: str) -> None:
     found = pip_install.needs_build(req)
     assert why in found and bool(found) == bool(why)
+
+
+def test_no_one_phase_when_the_venv_has_its_own_pip_conf(where: dict[str, Path]) -> None:
+    """The downloading pip does not read a venv's pip.conf (README: the trust boundary); the one-phase
+    step, which is that pip, leaves it to the two phases rather than differ from them."""
+    write(where["venv"] / "pip.conf", "[install]\nno-compile = true\n")
+    assert len(plan(where, "pip install x")) == 2
+
+
+def test_a_planted_fifo_is_never_opened_for_reading_to_the_end(tmp_path: Path) -> None:
+    """A `.pth`, pyvenv.cfg or RECORD that is a FIFO would block the step: skipped as site.py's
+    reader cannot, read as nothing."""
+    venv = tmp_path / "v"
+    site = Path(pip_install.site_packages(str(venv)))
+    site.mkdir(parents=True)
+    os.mkfifo(site / "a.pth")
+    os.mkfifo(venv / "pyvenv.cfg")
+    (site / "pip-1.dist-info").mkdir()
+    os.mkfifo(site / "pip-1.dist-info" / "RECORD")
+    assert pip_install.site_paths(str(venv), str(venv / "bin"), []) == [str(venv / "bin"), str(site)]
+    record(tmp_path / "own", ["pip/__init__.py,sha256=a,1"])
+    assert pip_install.same_pip(str(tmp_path / "own"), str(venv)) == "the venv has no single pip distribution"
