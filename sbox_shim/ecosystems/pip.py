@@ -237,8 +237,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                "wheel (no package code runs); else the two phases below",
         writable=(),
     )
-    hook = ("pip", wheelhouse)
-    return (first, replace(download, hook=hook), replace(offline, hook=hook))
+    hook, when = ("pip", wheelhouse), "; only if step 1 did not install"
+    return (first, replace(download, hook=hook, reason=download.reason + when),
+            replace(offline, hook=hook, reason=offline.reason + when))
 
 
 def _outside_venv(rest: list[str], ctx: Context) -> tuple[str, ...]:
