@@ -39,7 +39,7 @@ from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, proje
 from sbox_shim.ecosystems.pip_args import (TARGET_OPTIONS, destination, download_args, index_args, local_project,
                                            one_phase)
 from sbox_shim.ecosystems.pip_index import index_root
-from sbox_shim.ecosystems.pip_run import DONE
+from sbox_shim.ecosystems.pip_run import DONE, fell_back
 from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher, installer
 from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # noqa: F401 (uv.py uses it)
 from sbox_shim.errors import UsageError
@@ -237,8 +237,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                "wheel (no package code runs); else the two phases below",
         writable=(),
     )
-    hook, when = ("pip", wheelhouse), "; only if step 1 did not install"
-    return (first, replace(download, hook=hook, reason=download.reason + when),
+    hook, when = ("pip", wheelhouse, fell_back(ctx, argv)), "; only if step 1 did not install"
+    return (replace(first, hook=hook), replace(download, hook=hook, reason=download.reason + when),
             replace(offline, hook=hook, reason=offline.reason + when))
 
 

@@ -175,6 +175,16 @@ def test_an_sdist_falls_back_to_the_two_phases_before_its_code_runs(project: Pat
     with PypiIndex(dists) as index:
         result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-tool", "sbox-src"], project,
                           env=_env(venv, index.index_url))
+        # The same command again goes straight to the two phases (for a day): no attempt to pay for.
+        again = run_sbox(sbox_bin, ["run", "--", "pip", "install", "--force-reinstall", "sbox-src"], project,
+                         env=_env(venv, index.index_url))
+        again2 = run_sbox(sbox_bin, ["run", "--", "pip", "install", "--force-reinstall", "sbox-src"], project,
+                          env=_env(venv, index.index_url))
+    assert again.returncode == 0 and again2.returncode == 0, (again.stderr + again2.stderr)[-6000:]
+    assert "is not a wheel" in again.stderr and "is not a wheel" not in again2.stderr
+    steps = _announced(again2.stderr)
+    assert steps[0] == "sbox: step 1/3 [download] skipped: this command needed a build when last run: straight " \
+                       "to the two phases" and len(steps) == 3, steps
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     assert "sbox: sbox_src-1.0.tar.gz is not a wheel: installing in two phases (download, then install offline)" \
         in result.stderr

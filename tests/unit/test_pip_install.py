@@ -67,8 +67,11 @@ def test_an_install_into_a_venv_with_sboxs_pip_tries_one_phase_first(where: dict
     info = os.path.join(os.path.dirname(OWN), OWN_INFO)
     assert by_target[OWN].readonly and by_target[info].readonly  # sbox's pip and its RECORD, read-only
     assert by_target[wheelhouse].kind == "run"  # where the mark goes: this run's own
-    # The two phases as before, each decided at run time by pip's hook.
-    assert download.hook == offline.hook == ("pip", wheelhouse)
+    # The two phases as before, each decided at run time by pip's hook, as the attempt itself is.
+    note = first.hook[2]
+    assert first.hook == download.hook == offline.hook == ("pip", wheelhouse, note)
+    assert note.startswith(str(where["cache"] / "pip" / "two-phase") + "/")
+    assert plan(where, "pip install -U y")[0].hook[2] != note  # one note a command
     assert download.argv[3:5] == ("/.sbox/pip", "download") and offline.argv[:2] == ("pip", "install")
     assert {m.target: m for m in download.mounts}[venv].readonly
 
@@ -94,14 +97,40 @@ def step(hook: tuple[str, ...]) -> Step:
                 env=(), network=None, mounts=(), files=(), writable=(), hook=hook)  # type: ignore[arg-type]
 
 
+def run_hooks(hook: tuple[str, ...]) -> list[str]:
+    """What pip's hook does with the three steps, in order: run, or the skip's reason."""
+    state: str | None = None
+    out = []
+    for label in ("download", "download", "scripts"):
+        s = step(hook)
+        state, chosen, why = pip_run.before(state, s, io.StringIO())
+        out.append("run" if chosen is s else why)
+        if label == "download" and chosen is s and out == ["run"] and (Path(hook[1]) / "mark-now").exists():
+            (Path(hook[1]) / pip_run.DONE).write_text("")  # what the one-phase step leaves on success
+    return out
+
+
 def test_the_two_phases_are_skipped_only_on_the_mark_as_a_file(tmp_path: Path) -> None:
-    s = step(("pip", str(tmp_path)))
-    assert pip_run.before(None, s, io.StringIO())[1] is s
-    (tmp_path / pip_run.DONE).symlink_to("/etc/passwd")
-    assert pip_run.before(None, s, io.StringIO())[1] is s
-    (tmp_path / pip_run.DONE).unlink()
-    (tmp_path / pip_run.DONE).write_text("")
-    assert pip_run.before(None, s, io.StringIO()) == (None, None, pip_run.SKIPPED)
+    wheelhouse, note = tmp_path / "wh", tmp_path / "notes" / "n"
+    wheelhouse.mkdir()
+    hook = ("pip", str(wheelhouse), str(note))
+    (wheelhouse / pip_run.DONE).symlink_to("/etc/passwd")  # not a file: no mark
+    assert run_hooks(hook) == ["run", "run", "run"]
+    (wheelhouse / pip_run.DONE).unlink()
+    note.unlink()
+    (wheelhouse / "mark-now").write_text("")
+    assert run_hooks(hook) == ["run", pip_run.SKIPPED, pip_run.SKIPPED]
+
+
+def test_a_command_that_fell_back_goes_straight_to_the_two_phases_for_a_day(tmp_path: Path) -> None:
+    wheelhouse, note = tmp_path / "wh", tmp_path / "notes" / "n"
+    wheelhouse.mkdir()
+    hook = ("pip", str(wheelhouse), str(note))
+    assert run_hooks(hook) == ["run", "run", "run"] and note.is_file()  # fell back: noted
+    assert run_hooks(hook) == [pip_run.NOTED, "run", "run"]
+    os.utime(note, (0, 0))  # a day later: tried again, and on success the note goes
+    (wheelhouse / "mark-now").write_text("")
+    assert run_hooks(hook) == ["run", pip_run.SKIPPED, pip_run.SKIPPED] and not note.exists()
 
 
 @pytest.mark.parametrize("line,named", [
