@@ -228,6 +228,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     # Every distribution a wheel: sbox's own pip installs them into the venv in this one network
     # phase (no package code runs there); else it leaves, and the two phases run (pip_run.py).
     step, own, step_env = one
+    hook, when = ("pip", wheelhouse, fell_back(ctx, argv)), "; only if step 1 did not install"
     first = Phase(
         "download", (*step, sub, *rest), True, allow,
         {**env, **step_env, "SBOX_PIP_DONE": os.path.join(wheelhouse, DONE)}, secrets=_pip_variables(ctx, True),
@@ -235,10 +236,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                                  *readonly, *configs, *target, *own),
         reason="built-in pip policy: sbox's own pip installs in this one phase when every distribution is a "
                "wheel (no package code runs); else the two phases below",
-        writable=(),
+        writable=(), hook=hook,
     )
-    hook, when = ("pip", wheelhouse, fell_back(ctx, argv)), "; only if step 1 did not install"
-    return (replace(first, hook=hook), replace(download, hook=hook, reason=download.reason + when),
+    return (first, replace(download, hook=hook, reason=download.reason + when),
             replace(offline, hook=hook, reason=offline.reason + when))
 
 
