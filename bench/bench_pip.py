@@ -6,8 +6,9 @@ A PEP 503 index on 127.0.0.1 serves a handful of pure-Python wheels (a small dep
 named by `PIP_INDEX_URL` as a user would; `PIP_CONFIG_FILE=/dev/null` keeps this machine's pip
 configuration out. Every run installs into a fresh venv in a fresh project (made untimed, with
 the `python3` on PATH); pip's caches are warm (one untimed warm-up run per way first), as they are
-for a developer. Sandboxed runs go through the built-in pip policy (sbox's own pip downloads to
-the wheelhouse through the egress proxy, then the venv's pip installs offline): two sandbox starts.
+for a developer. Sandboxed runs go through the built-in pip policy: every distribution is a wheel, so
+sbox's own pip installs them in its one network phase, through the egress proxy (pip_install.py;
+the download phase and the offline install are skipped): one sandbox start, one pip process.
 Runs are interleaved so that other load hits every way alike. Prints the median (and min/max) of
 each and its ratio to direct; writes the numbers as JSON. All traffic stays on 127.0.0.1.
 """

@@ -1,6 +1,6 @@
 """Decisions a plan leaves to run time, between its steps: a step's `hook` names the ecosystem
-module that makes them (today npm's: which install scripts the offline phase runs, and the
-rollback of a failed install). Each module offers
+module that makes them (npm's: which install scripts the offline phase runs, and the rollback of
+a failed install; pip's: whether its two phases run after its one-phase install). Each module offers
 
     before(state, step, err) -> (state, step | None, why)  # the step to run; None: skip it, why
     failed(state, err)                                      # a step failed: undo what it must
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from sbox_shim.plan import Step
 
-MODULES = {"npm": "sbox_shim.ecosystems.npm_run"}
+MODULES = {"npm": "sbox_shim.ecosystems.npm_run", "pip": "sbox_shim.ecosystems.pip_run"}
 
 
 class Hooks:

@@ -4,8 +4,13 @@
 download phase is not script-free: it runs with the registry allowlist only, no credentials but the
 index's, and an empty HOME. The install phase (where setup.py builds run for real) has no network.
 The download phase is one process (pip_fetch.py: sbox's own pip, in-process), which afterwards
-fetches the build requirements of the sdists it downloaded, so that they build offline; a
-wheel-only install costs two pip processes, one a phase.
+fetches the build requirements of the sdists it downloaded, so that they build offline.
+
+Installing a wheel runs no package code, so an install into a venv whose pip is sbox's own first
+tries one phase (pip_install.py): sbox's own pip, with the network, installs into the venv as the
+venv's pip would, if every distribution the resolver picks is a wheel; it leaves before preparing
+anything else, having written nothing, and the two phases run (pip_run.py decides, between steps).
+A wheel-only install thus costs one pip process and one sandbox.
 
 The environment pip runs in: when the real pip belongs to a virtual environment (its directory
 holds `pyvenv.cfg`), the base interpreter named by `home =` is mounted read-only (the venv's
@@ -26,13 +31,16 @@ import configparser
 import json
 import os
 import shlex
+from dataclasses import replace
 from typing import Sequence
 
 from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text, sandbox_writable,
                                   url_entry)
-from sbox_shim.ecosystems.pip_args import TARGET_OPTIONS, destination, download_args, index_args, local_project
+from sbox_shim.ecosystems.pip_args import (TARGET_OPTIONS, destination, download_args, index_args, local_project,
+                                           one_phase)
 from sbox_shim.ecosystems.pip_index import index_root
-from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher
+from sbox_shim.ecosystems.pip_run import DONE, fell_back
+from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher, installer
 from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # noqa: F401 (uv.py uses it)
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
@@ -214,7 +222,24 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         writable=True if local_project(rest, ctx) else
         destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else into,
     )
-    return (download, offline)
+    one = installer(venv, ctx) if venv and sub == "install" and one_phase(rest, ctx) else None
+    if one is None:
+        return (download, offline)
+    # Every distribution a wheel: sbox's own pip installs them into the venv in this one network
+    # phase (no package code runs there); else it leaves, and the two phases run (pip_run.py).
+    step, own, step_env = one
+    hook, when = ("pip", wheelhouse, fell_back(ctx, argv)), "; only if step 1 did not install"
+    first = Phase(
+        "download", (*step, sub, *rest), True, allow,
+        {**env, **step_env, "SBOX_PIP_DONE": os.path.join(wheelhouse, DONE)}, secrets=_pip_variables(ctx, True),
+        implied=implied, mounts=(cache_mount(cache, True), Mount(wheelhouse, wheelhouse, readonly=False, kind="run"),
+                                 *readonly, *configs, *target, *own),
+        reason="built-in pip policy: sbox's own pip installs in this one phase when every distribution is a "
+               "wheel (no package code runs); else the two phases below",
+        writable=(), hook=hook,
+    )
+    return (first, replace(download, hook=hook, reason=download.reason + when),
+            replace(offline, hook=hook, reason=offline.reason + when))
 
 
 def _outside_venv(rest: list[str], ctx: Context) -> tuple[str, ...]:

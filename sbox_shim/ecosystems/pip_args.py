@@ -90,3 +90,20 @@ def download_args(rest: list[str]) -> list[str]:
             continue
         out.append(arg)
     return out
+
+
+# What an install must not have for the one-phase attempt (pip_install.py): it would build (a local
+# project, an editable, `--no-binary`, a VCS link), write outside the venv (`--user`, `--target`,
+# `--report`), or run another interpreter (`--python`). Such a command runs in the two phases at once.
+_NOT_ONE_PHASE = {"-e", "--editable", "--no-binary", "--src", "--user", "-t", "--target", "--prefix", "--root",
+                  "--report", "--python"}
+
+
+def one_phase(args: list[str], ctx: Context) -> bool:
+    """Whether an install into a venv may try to complete in its network phase (every distribution
+    a wheel): pip_install.py falls back by itself for anything else; this spares it the attempt when
+    the command line already says so."""
+    if local_project(args, ctx):
+        return False
+    return not any(a.split("=", 1)[0] in _NOT_ONE_PHASE or a.startswith(("git+", "hg+", "svn+", "bzr+"))
+                   for a in args)

@@ -11,6 +11,7 @@ from sbox_shim.lean import inside
 from sbox_shim.plan import SANDBOX_DIR, Mount
 
 FETCH_STEP = f"{SANDBOX_DIR}/pip"  # where pip_fetch.py is mounted in the download sandbox
+INSTALL_STEP = f"{SANDBOX_DIR}/pip-install"  # where pip_install.py is mounted in the one-phase install
 SYSTEM = ("/usr/", "/bin/", "/lib/", "/lib64/", "/etc/")
 
 
@@ -113,21 +114,68 @@ def fetcher(venv: str | None, pip: str,
     build requirements of the sdists it downloaded; the announced command reads `… /.sbox/pip download …`."""
     if not venv:
         return (pip,), (), {}
+    python, own = _own_pip(venv, "pip_fetch.py", ctx)
+    return ((python, "-I", "-S", FETCH_STEP), (Mount(own, own), Mount(_step("pip_fetch.py"), FETCH_STEP)),
+            {"SBOX_PIP_HOME": os.path.dirname(own)})
+
+
+def installer(venv: str, ctx: Context) -> tuple[tuple[str, ...], tuple[Mount, ...], dict[str, str]] | None:
+    """sbox's one-phase install step (pip_install.py, mounted as `/.sbox/pip-install`): sbox's own
+    pip on the base interpreter, as `fetcher`, installing into the venv as the venv's pip would.
+    None when that step could only fall back: the pip the command runs is not the venv's, the venv
+    has its own pip.conf (which the downloading pip does not read), or the venv's pip is not sbox's
+    version (by the name of its dist-info; the step compares the files)."""
+    tool = ctx.real_tool and os.path.normpath(os.path.join(ctx.cwd, ctx.real_tool))
+    if not tool or os.path.dirname(tool) != os.path.join(venv, "bin"):
+        return None
+    if os.path.lexists(os.path.join(venv, "pip.conf")):
+        return None
+    python, own = _own_pip(venv, "pip_install.py", ctx)
+    home = os.path.dirname(own)
+    info = next((n for n in _names(home) if n.startswith("pip-") and n.endswith(".dist-info")), "")
+    values = _settings(os.path.join(venv, "pyvenv.cfg"))
+    version = (values.get("version_info") or values.get("version") or "").split(".")
+    if not info or len(version) < 2 or not os.path.isdir(
+            os.path.join(venv, "lib", f"python{version[0]}.{version[1]}", "site-packages", info)):
+        return None
+    mounts = (Mount(own, own), Mount(os.path.join(home, info), os.path.join(home, info)),
+              Mount(_step("pip_install.py"), INSTALL_STEP))
+    return (python, "-I", "-S", INSTALL_STEP), mounts, {"SBOX_PIP_HOME": home, "SBOX_PIP_VENV": venv,
+                                                         "SBOX_PIP_TOOL": tool}
+
+
+def _own_pip(venv: str, step: str, ctx: Context) -> tuple[str, str]:
+    """The venv's base interpreter and sbox's own pip package directory, checked to lie where no
+    sandbox writes."""
     import importlib.util
 
     spec = importlib.util.find_spec("pip")
     own = os.path.dirname(spec.origin) if spec and spec.origin else ""
     python = _base_python(os.path.join(venv, "pyvenv.cfg"))
-    step = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pip_fetch.py")
-    if not own or not python or any(sandbox_writable(p, ctx, venv) for p in (own, python, step)):
+    if not own or not python or any(sandbox_writable(p, ctx, venv) for p in (own, python, _step(step))):
         raise UsageError(f"{venv}: cannot find the venv's base interpreter or sbox's own pip to download "
                          "with (the venv's own pip is not run where the network is); recreate the venv")
-    return ((python, "-I", "-S", FETCH_STEP), (Mount(own, own), Mount(step, FETCH_STEP)),
-            {"SBOX_PIP_HOME": os.path.dirname(own)})
+    return python, own
+
+
+def _step(name: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+
+
+def _names(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
+def _settings(cfg: str) -> dict[str, str]:
+    lines = (ln.partition("=") for ln in read_text(cfg).splitlines())
+    return {k.strip().lower(): v.strip() for k, eq, v in lines if eq}
 
 
 def _base_python(cfg: str) -> str | None:
-    values = {k.strip().lower(): v.strip() for k, eq, v in (ln.partition("=") for ln in read_text(cfg).splitlines()) if eq}
+    values = _settings(cfg)
     home = values.get("home", "")
     version = (values.get("version_info") or values.get("version") or "").split(".")
     names = ([f"python{version[0]}.{version[1]}"] if len(version) > 1 else []) + ["python3", "python"]

@@ -113,28 +113,40 @@ def test_hostile_sdist_is_confined_in_both_phases(world: Trap, backend: str, sbo
 
 
 def test_steps_are_announced_as_pip_without_a_shell_wrapper(world: Trap, backend: str, sbox_bin: str) -> None:
-    """Issue 11 (13): the download step reads as the pip command it is (sbox's own pip on the venv's
-    base interpreter, mounted as /.sbox/pip), no `sh -c` wrapper; a wheel-only install fetches no
-    build requirements (an index without setuptools costs no note)."""
+    """Issue 11 (13): each step reads as the pip command it is (sbox's own pip on the venv's base
+    interpreter, mounted as /.sbox/pip-install or /.sbox/pip), no `sh -c` wrapper. A wheel-only
+    install completes in its first step (pip_install.py): the two phases after it are skipped, with
+    why; an install that builds runs them, announced as before, after one line saying so."""
     t = world
     (t.project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
     trust(t.project / "sbox.yaml")
     venv = _venv(t.project)
-    with PypiIndex([pkg.wheel("sbox-dep", "2.0", {"sbox_dep.py": "N = 41\n"})]) as index:
+    dists = [pkg.wheel("sbox-dep", "2.0", {"sbox_dep.py": "N = 41\n"}),
+             pkg.sdist("sbox-src", "1.0", "", {"sbox_src.py": "N = 1\n"}, backend="intree")]
+    with PypiIndex(dists) as index:
         result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-dep"], t.project,
                           env=_env(venv, index, quiet=False))
+        built = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-src"], t.project,
+                         env=_env(venv, index, quiet=False))
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "sh -c" not in result.stderr
+    assert "sh -c" not in result.stderr + built.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("sbox:")]
-    assert len(lines) == 2, lines
     # The venv's pip never runs with the network: sbox's own pip on the venv's base interpreter does.
-    assert lines[0].startswith("sbox: step 1/2 [download] /") and " -I -S /.sbox/pip download --dest " in lines[0]
+    assert lines[0].startswith("sbox: step 1/3 [download] /") and " -I -S /.sbox/pip-install install " in lines[0]
     assert lines[0].endswith(f" sbox-dep -> sandbox ({backend}), profile pip:download, network: allowlist (proxy)")
-    assert lines[1].startswith("sbox: step 2/2 [scripts] pip install --no-index --find-links ")
-    assert lines[1].endswith(f" sbox-dep -> sandbox ({backend}), profile pip:scripts, network off")
-    check = subprocess.run([str(venv / "bin" / "python"), "-c", "import sbox_dep; print(sbox_dep.N)"],
-                           capture_output=True, text=True)
-    assert check.stdout.strip() == "41", check.stderr
+    skipped = "skipped: every distribution was a wheel: installed in step 1"
+    assert lines[1:] == [f"sbox: step 2/3 [download] {skipped}", f"sbox: step 3/3 [scripts] {skipped}"]
+    assert _imports(venv, "import sbox_dep; print(sbox_dep.N)") == "41"
+
+    assert built.returncode == 0, built.stderr[-4000:]
+    lines = [ln for ln in built.stderr.splitlines() if ln.startswith("sbox:")]
+    assert lines[1] == "sbox: sbox_src-1.0.tar.gz is not a wheel: installing in two phases (download, then install offline)"
+    assert lines[2].startswith("sbox: step 2/3 [download] /") and " -I -S /.sbox/pip download --dest " in lines[2]
+    assert lines[2].endswith(f" sbox-src -> sandbox ({backend}), profile pip:download, network: allowlist (proxy)")
+    assert lines[3].startswith("sbox: step 3/3 [scripts] pip install --no-index --find-links ")
+    assert lines[3].endswith(f" sbox-src -> sandbox ({backend}), profile pip:scripts, network off")
+    assert len(lines) == 4, lines
+    assert _imports(venv, "import sbox_src; print(sbox_src.N)") == "1"
 
 
 # --- issue 11: what a new user meets ---------------------------------------------------------

@@ -22,7 +22,7 @@ from support.registries import CargoRegistry, GoProxy, NpmRegistry, PypiIndex
 from support.trust import trust
 
 REPO = Path(__file__).resolve().parents[2]
-ANNOUNCE = "sbox: step 1/2 [download] "
+ANNOUNCE = "sbox: step 1/3 [download] "
 
 
 @dataclass(frozen=True)
@@ -158,10 +158,11 @@ def test_pip_install_through_the_shim(installed: Installed, tmp_path: Path, back
                        project, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = _sandbox_lines(result.stderr)
-    assert len(lines) == 2 and lines[0].startswith(ANNOUNCE), lines
-    assert f"-> sandbox ({backend}), profile pip:download" in lines[0]
-    assert lines[1].startswith("sbox: step 2/2 [scripts] pip install --no-index ")
-    assert lines[1].endswith(f"sbox-dep -> sandbox ({backend}), profile pip:scripts, network off")
+    # A wheel: sbox's own pip installs it in the one network phase (the two phases are skipped).
+    assert len(lines) == 1 and lines[0].startswith(ANNOUNCE), lines
+    assert " -I -S /.sbox/pip-install install sbox-dep " in lines[0]
+    assert lines[0].endswith(f"-> sandbox ({backend}), profile pip:download, network: allowlist (proxy)")
+    assert "sbox: step 3/3 [scripts] skipped: every distribution was a wheel" in result.stderr
     check = subprocess.run([str(project / ".venv" / "bin" / "python"), "-c", "import sbox_dep; print(sbox_dep.N)"],
                            capture_output=True, text=True)
     assert check.stdout.strip() == "41", check.stderr
