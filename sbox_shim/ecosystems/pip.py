@@ -164,7 +164,7 @@ def sources(ctx: Context, args: Sequence[str] = (),
 def _pip_variables(ctx: Context, index: bool) -> tuple[str, ...]:
     """The caller's PIP_* settings pass through; the index URLs (which may hold credentials) and the
     config file that names them reach the download phase only."""
-    skip = () if index else INDEX_ENV + ("PIP_CONFIG_FILE",)
+    skip = () if index else INDEX_ENV + ("PIP_CONFIG_FILE", "PIP_CLIENT_CERT")
     return tuple(sorted(k for k in ctx.env if k.startswith("PIP_") and k not in skip))
 
 
@@ -185,6 +185,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     readonly = [Mount(p, p) for p in dict.fromkeys(local)
                 if os.path.exists(p) and not (p + "/").startswith(SYSTEM)]
     readonly += bases
+    # A client certificate holds its private key: a credential, for the network phases alone.
+    keys = {p for v in found.get("client-cert", []) for p in [local_path(v)] if p}
+    offline_readonly = [m for m in readonly if m.source not in keys]
     configs = [Mount(f, f) for f in config_files(ctx, venv) if not (f + "/").startswith(SYSTEM)]
     # The wheelhouse is this run's own (scratch.py): made empty for it, removed after it, so a wheel
     # a hostile sdist planted in one run's download phase is never installed by a later run.
@@ -217,7 +220,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
         # pip's cache, empty and thrown away: some pips fail a build where PIP_CACHE_DIR cannot be made
         mounts=(Mount(wheelhouse, wheelhouse, kind="run"), Mount("", cache, readonly=False, kind="tmpfs"),
-                *readonly, *target),
+                *offline_readonly, *target),
         reason=f"built-in pip policy: then {sub} offline from the wheelhouse (builds run with the network off)",
         writable=True if local_project(rest, ctx) else
         destination(rest, ("-w", "--wheel-dir"), ctx) if sub == "wheel" else into,

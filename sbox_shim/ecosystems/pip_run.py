@@ -4,7 +4,9 @@ and that step is not tried again soon for a command it could not complete.
 
 `step.hook` is ("pip", the run's wheelhouse, this command's note). The one-phase step leaves `DONE`
 in the wheelhouse once pip installed everything from wheels; it runs sbox's own pip and no package
-code, and the wheelhouse is made empty for each run (scratch.py), so the mark says only that.
+code, and the wheelhouse is made empty for each run (scratch.py), so the mark says only that. It
+is read once, right after that step: the download phase that may follow writes the wheelhouse
+too, and an sdist's metadata hook runs there, so nothing found later counts.
 Without it (something needed a build, or the venv's pip is not sbox's) both phases run as they
 would have without that step, and the note (a file in sbox's cache, which no sandbox mounts,
 named after the project and the command) spares the next runs of the same command the attempt
@@ -39,11 +41,16 @@ def before(state: str | None, step: Step, err: TextIO) -> tuple[str | None, Step
         if _regular(note, NOTE_DAYS * 86400):
             return "noted", None, NOTED
         return "tried", step, ""
-    if _regular(os.path.join(wheelhouse, DONE)):
-        _remove(note)
-        return state, None, SKIPPED
-    if state == "tried":
+    if state == "tried":  # just after the one-phase step: decided now, for both phases
+        if _regular(os.path.join(wheelhouse, DONE)):
+            _remove(note)
+            return "installed", None, SKIPPED
         _write(note)
+        return "fallen", step, ""
+    if state == "installed":
+        return state, None, SKIPPED
+    # Fallen back (or not tried): both phases run, whatever the wheelhouse holds by now. The
+    # download phase may write it and runs sdists' metadata hooks: a mark it left decides nothing.
     return "fallen", step, ""
 
 

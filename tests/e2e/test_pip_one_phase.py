@@ -196,3 +196,58 @@ def test_an_sdist_falls_back_to_the_two_phases_before_its_code_runs(project: Pat
     assert set(proof.read_text().splitlines()) == {"pip:scripts -"}
     site = next(venv.glob("lib/python3*/site-packages"))
     assert {"sbox_tool.py", "sbox_dep.py", "sbox_src.py"} <= {p.name for p in site.iterdir()}
+
+
+FORGE = """import glob, os
+for cmdline in glob.glob('/proc/[0-9]*/cmdline'):
+    try:
+        words = open(cmdline, 'rb').read().split(b'\\0')
+    except OSError:
+        continue
+    if b'--dest' in words:
+        try:
+            open(os.path.join(words[words.index(b'--dest') + 1].decode(), '.sbox-installed'), 'w').close()
+        except OSError:
+            pass
+"""
+
+
+def test_a_mark_the_download_phase_forges_does_not_skip_the_install(project: Path, sbox_bin: str) -> None:
+    """An sdist's metadata hook runs in the download phase, which writes the wheelhouse: the
+    one-phase step's mark it plants there must not make sbox skip the offline install and say all
+    was installed (the package, and all else on the command line, would silently be missing)."""
+    venv = _venv(project)
+    dists = _dists() + [pkg.sdist("sbox-forge", "1.0", FORGE, {"sbox_forge.py": "OK = 1\n"}, backend="intree")]
+    with PypiIndex(dists) as index:
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-tool", "sbox-forge"], project,
+                          env=_env(venv, index.index_url))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert SKIPPED not in result.stderr, result.stderr[-4000:]
+    site = next(venv.glob("lib/python3*/site-packages"))
+    assert {"sbox_tool.py", "sbox_forge.py"} <= {p.name for p in site.iterdir()}
+
+
+def test_the_client_certificate_s_key_stays_in_the_network_phases(project: Path, sbox_bin: str, tmp_path: Path) -> None:
+    """`PIP_CLIENT_CERT` names a PEM holding a private key: a credential. The offline install,
+    where an sdist's build runs, neither sees the variable nor can read the file."""
+    venv = _venv(project)
+    cert = tmp_path / "certs" / "client.pem"
+    cert.parent.mkdir()
+    cert.write_text("-----BEGIN PRIVATE KEY-----\nCLIENTKEY-CANARY-42\n-----END PRIVATE KEY-----\n")
+    proof = venv / "cert-proof"
+    thief = ("import os\n"
+             "if os.environ.get('SBOX_PROFILE') == 'pip:scripts':\n"
+             "    seen = os.environ.get('PIP_CLIENT_CERT', '-')\n"
+             "    try:\n"
+             f"        seen += ' ' + open({str(cert)!r}).read()\n"
+             "    except OSError as e:\n"
+             "        seen += ' unreadable'\n"
+             f"    open({str(proof)!r}, 'a').write(seen + '\\n')\n")
+    assert "CLIENTKEY-CANARY-42" in cert.read_text()  # control: the host reads it
+    dists = _dists() + [pkg.sdist("sbox-thief", "1.0", thief, {"sbox_thief.py": "OK = 1\n"}, backend="intree")]
+    with PypiIndex(dists) as index:
+        env = dict(_env(venv, index.index_url), PIP_CLIENT_CERT=str(cert))
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "sbox-thief"], project, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    seen = proof.read_text()
+    assert set(seen.splitlines()) == {"- unreadable"}, seen  # the build ran offline (twice), and saw neither
