@@ -98,6 +98,7 @@ def empty_out(fd: int) -> None:
 
 
 def strip_setid(fd: int) -> None:
+    """Clear the setuid and setgid bits of every regular file in the tree open at `fd`."""
     with os.scandir(fd) as listing:
         entries = list(listing)
     for entry in entries:
@@ -119,7 +120,9 @@ def _unset(fd: int, name: str) -> None:
     try:
         file = os.open(name, FILE, dir_fd=fd)
     except PermissionError:
-        file, readable = os.open(name, getattr(os, "O_PATH") | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd), False
+        if not hasattr(os, "O_PATH"):  # macOS: the rollback stops and says where the kept state is
+            raise
+        file, readable = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd), False
     try:
         st = os.fstat(file)
         if stat.S_ISREG(st.st_mode) and st.st_mode & _SETID:
