@@ -2,29 +2,37 @@
 later step fails: what a tool that installs in one process does itself (npm rolls a failed
 install back), and a split into sandboxed phases must not lose.
 
-Kept on the host, beside the project's own files, in `<package dir>/.sbox-rollback-XXXX` (0700,
-not an output of any phase, so no sandbox can write it): the small files' bytes, and the
-`node_modules` directory, renamed there when the install replaces it whole (`npm ci`), else a
-clone of hard links (no file data is copied). Nothing here follows a link the project holds:
-directories are opened with O_NOFOLLOW from their parent's descriptor, links are kept as links.
-A file a step rewrote in place (rather than replaced, as npm does) shares its inode with the
-clone, so that change is not undone, as it would stay after a successful install. What the
-persistence guard watches is never shared: the names it looks for at any depth (`.git`, `.envrc`,
-`HEAD`) are copied, not linked, and the clone put back has no setuid or setgid bit (a step could
-have set one on a shared inode).
+Kept on the host, beside the project's own files, in `<package dir>/.sbox-rollback-XXXX` (0700):
+the small files' bytes, and the `node_modules` directory, renamed there when the install replaces
+it whole (`npm ci`), else a clone of hard links (no file data is copied). A file a step rewrote in
+place (rather than replaced, as npm does) shares its inode with the clone, so that change is not
+undone, as it would stay after a successful install. What the persistence guard watches is never
+shared: the names it looks for at any depth (`.git`, `.envrc`, `HEAD`) are copied, not linked, and
+the clone put back has no setuid or setgid bit (a step could have set one on a shared inode).
+
+Another sandbox with the project writable (a dev server, run at the same time) can rename, replace
+or link anything there, this directory too. So nothing here follows a link the project holds and
+every path is one name under a directory sbox holds open: the package directory, the rollback
+directory and the kept tree are opened once, their identities (device, inode) remembered, and at
+restore opened again without following a link and compared. If one is not what sbox made, nothing
+is restored and nothing removed: the line says what was found and where the kept state is. What
+another sandbox moves while sbox works goes on being worked on where it went, which that sandbox
+could write already; no link leads sbox anywhere.
 """
 from __future__ import annotations
 
 import os
 import stat
+from contextlib import suppress
 from dataclasses import dataclass, field
 
-from sbox_shim.guard import NESTED
+from sbox_shim import rollback_tree
+from sbox_shim.rollback_tree import DIR as _DIR
 from sbox_shim.text import printable
 
 PREFIX = ".sbox-rollback-"
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BIG = 256 << 20  # a lockfile of a large monorepo is tens of MiB; nothing sensible is larger
+Ident = tuple[int, int]  # (st_dev, st_ino)
 
 
 @dataclass
@@ -34,6 +42,9 @@ class Kept:
     files: dict[str, tuple[str, bytes | str, int] | None] = field(default_factory=dict)  # absent: None
     modules: str = "absent"  # absent | moved | cloned | left (not kept) | unkept (a link or not a directory)
     since: float = 0.0
+    ids: tuple[Ident, Ident, Ident] = ((0, 0), (0, 0), (0, 0))  # the package dir, `keep`, the kept tree
+    refused: bool = False  # restore found one of them changed: nothing restored, nothing removed
+    found: str = ""  # then: where the kept state is ("" not found)
 
 
 def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", whole: bool = False,
@@ -43,65 +54,91 @@ def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", 
     not `tree`: the directory is not kept (nothing is expected to change it)."""
     import time
 
-    where = os.path.join(directory, PREFIX + os.urandom(4).hex())
-    os.mkdir(where, 0o700)
-    kept = Kept(directory, where, since=time.time())
-    for name in names:
-        kept.files[name] = _read(directory, name)
+    home = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the path the user is in
     try:
-        st = os.lstat(os.path.join(directory, modules))
+        name = PREFIX + os.urandom(4).hex()
+        os.mkdir(name, 0o700, dir_fd=home)
+        box = os.open(name, _DIR, dir_fd=home)  # a link put there in the instant: ELOOP, nothing kept
+        try:
+            kept = Kept(directory, os.path.join(directory, name), since=time.time(),
+                        ids=(_ident(os.fstat(home)), _ident(os.fstat(box)), (0, 0)))
+            try:
+                _fill(kept, home, box, names, modules, whole, tree)
+            except BaseException:  # interrupted or failed: no half-made copy is left in the project
+                if kept.modules != "moved":
+                    with suppress(OSError):
+                        rollback_tree.empty_out(box)
+                        os.rmdir(name, dir_fd=home)
+                raise
+            return kept
+        finally:
+            os.close(box)
+    finally:
+        os.close(home)
+
+
+def _fill(kept: Kept, home: int, box: int, names: tuple[str, ...], modules: str, whole: bool,
+          tree: bool) -> None:
+    for name in names:
+        kept.files[name] = _read(home, name)
+    try:
+        st = os.lstat(modules, dir_fd=home)
     except FileNotFoundError:
-        return kept
+        return
     if not tree:
         kept.modules = "left"
-        return kept
+        return
     if not stat.S_ISDIR(st.st_mode):
         kept.modules = "unkept"
-        return kept
-    if _empty(os.path.join(directory, modules)):  # as good as absent (sbox makes it before a run it records)
-        return kept
-    source, target = os.path.join(directory, modules), os.path.join(where, modules)
-    if whole:
-        os.rename(source, target)
-        os.mkdir(source, stat.S_IMODE(st.st_mode))
-        kept.modules = "moved"
-        return kept
-    fd = os.open(source, _DIR)
+        return
+    source = os.open(modules, _DIR, dir_fd=home)
     try:
-        os.mkdir(target, stat.S_IMODE(st.st_mode))
-        _clone(fd, target, top=True)
-    except BaseException:  # interrupted or failed: no half-made copy is left in the project
-        import shutil
-
-        shutil.rmtree(where, ignore_errors=True)
-        raise
+        if rollback_tree.empty(source):  # as good as absent (sbox makes it before a run it records)
+            return
+        if whole:
+            os.rename(modules, modules, src_dir_fd=home, dst_dir_fd=box)
+            kept.modules = "moved"
+            kept.ids = (*kept.ids[:2], _ident(os.lstat(modules, dir_fd=box)))
+            os.mkdir(modules, stat.S_IMODE(st.st_mode), dir_fd=home)
+            return
+        os.mkdir(modules, stat.S_IMODE(st.st_mode), dir_fd=box)
+        target = os.open(modules, _DIR, dir_fd=box)
+        try:
+            kept.ids = (*kept.ids[:2], _ident(os.fstat(target)))
+            rollback_tree.clone(source, target, top=True)
+        finally:
+            os.close(target)
+        kept.modules = "cloned"
     finally:
-        os.close(fd)
-    kept.modules = "cloned"
-    return kept
+        os.close(source)
 
 
 def restore(kept: Kept, modules: str = "node_modules") -> tuple[list[str], str | None]:
     """Put the kept state back; (what was rolled back, why it could not be: None if it was).
     On success the kept copy is removed; otherwise it stays where the line says."""
+    opened = _reopen(kept, modules)
+    if isinstance(opened, str):
+        kept.refused, kept.found = True, _find(kept)
+        return [], printable(opened + ": nothing was restored or removed")
+    home, box = opened
     done: list[str] = []
     try:
-        current = os.path.join(kept.directory, modules)
-        if kept.modules in ("moved", "cloned"):  # what is there stays unless the kept one can replace it
-            os.lstat(os.path.join(kept.keep, modules))
         if kept.modules == "cloned":
-            _strip_setid(os.path.join(kept.keep, modules))
-        if kept.modules in ("absent", "moved", "cloned") and os.path.lexists(current):
-            os.rename(current, os.path.join(kept.keep, "failed-" + modules))
+            _strip_setid(box, modules, kept.ids[2])
+        if kept.modules in ("absent", "moved", "cloned") and _lexists(home, modules):
+            os.rename(modules, "failed-" + modules, src_dir_fd=home, dst_dir_fd=box)
         if kept.modules in ("moved", "cloned"):
-            os.rename(os.path.join(kept.keep, modules), current)
+            os.rename(modules, modules, src_dir_fd=box, dst_dir_fd=home)
         if kept.modules not in ("unkept", "left"):
             done.append(modules)
         for name, saved in kept.files.items():
-            if _put(kept, name, saved):
+            if _put(home, box, name, saved):
                 done.append(name)
     except OSError as exc:
         return done, printable(f"{exc.filename or kept.directory}: {exc.strerror or exc}")
+    finally:
+        os.close(home)
+        os.close(box)
     if kept.modules == "unkept":
         return done, f"{modules} is not a directory (a link?): sbox did not keep it"
     discard(kept)
@@ -109,109 +146,141 @@ def restore(kept: Kept, modules: str = "node_modules") -> tuple[list[str], str |
 
 
 def discard(kept: Kept) -> None:
-    """The install succeeded: remove the kept state (never through a link: rmtree does not follow)."""
-    import shutil
-
-    shutil.rmtree(kept.keep, ignore_errors=True)
-
-
-def _read(directory: str, name: str) -> tuple[str, bytes | str, int] | None:
-    path = os.path.join(directory, name)
+    """The install succeeded (or was rolled back): remove the kept state, only if it is still
+    the directory sbox made; else it stays, as something else in the project left it."""
+    opened = _reopen(kept, None)
+    if isinstance(opened, str):
+        return
+    home, box = opened
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
+        with suppress(OSError):
+            rollback_tree.empty_out(box)
+            os.rmdir(os.path.basename(kept.keep), dir_fd=home)
+    finally:
+        os.close(home)
+        os.close(box)
+
+
+def _reopen(kept: Kept, modules: str | None) -> tuple[int, int] | str:
+    """The package directory and the kept one, open, each checked to be the one sbox made (and
+    the kept tree in it, with `modules`); else what was found instead."""
+    try:
+        home = os.open(kept.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"{kept.directory}: {exc.strerror}"
+    if _ident(os.fstat(home)) != kept.ids[0]:
+        os.close(home)
+        return f"{kept.directory} is now another directory than the one the install began in"
+    name = os.path.basename(kept.keep)
+    try:
+        box = os.open(name, _DIR, dir_fd=home)
+    except OSError:
+        box = -1
+    if box < 0 or _ident(os.fstat(box)) != kept.ids[1]:
+        if box >= 0:
+            os.close(box)
+        found = _what(home, name)
+        os.close(home)
+        return f"{kept.keep} is now {found}, not the directory sbox made"
+    if modules is not None and kept.modules in ("moved", "cloned"):
+        found = _what(box, modules, kept.ids[2])
+        if found:
+            os.close(home)
+            os.close(box)
+            return f"{os.path.join(kept.keep, modules)} is now {found}, not the {modules} sbox kept"
+    return home, box
+
+
+def _what(fd: int, name: str, ident: Ident | None = None) -> str:
+    """What is at `name` ('' if it has identity `ident`), in words."""
+    try:
+        st = os.lstat(name, dir_fd=fd)
+    except OSError:
+        return "gone"
+    if ident is not None and _ident(st) == ident:
+        return ""
     if stat.S_ISLNK(st.st_mode):
-        return "link", os.readlink(path), 0
-    from sbox_shim.regular import read_regular
-
-    data = read_regular(path, _BIG)
-    if data is None:
-        raise OSError(0, "not a regular file sbox can keep", path)
-    return "file", data, stat.S_IMODE(st.st_mode)
+        return f"a link to {os.readlink(name, dir_fd=fd)}"
+    return "another directory" if stat.S_ISDIR(st.st_mode) else "not a directory"
 
 
-def _put(kept: Kept, name: str, saved: tuple[str, bytes | str, int] | None) -> bool:
-    """Put one file back by rename (which replaces a link, never follows it); True if it changed."""
-    path = os.path.join(kept.directory, name)
-    if saved is None:
-        if os.path.lexists(path) and not os.path.isdir(path):
-            os.unlink(path)
-            return True
+def _find(kept: Kept) -> str:
+    """Where the kept directory is now, if something moved it within the package directory."""
+    try:
+        home = os.open(kept.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if _ident(os.fstat(home)) == kept.ids[0]:
+            with os.scandir(home) as entries:
+                for entry in entries:
+                    if _ident(entry.stat(follow_symlinks=False)) == kept.ids[1]:
+                        return os.path.join(kept.directory, entry.name)
+    except OSError:
+        pass
+    finally:
+        os.close(home)
+    return ""
+
+
+def _ident(st: os.stat_result) -> Ident:
+    return st.st_dev, st.st_ino
+
+
+def _lexists(fd: int, name: str) -> bool:
+    try:
+        os.lstat(name, dir_fd=fd)
+    except FileNotFoundError:
         return False
-    kind, content, mode = saved
-    temp = os.path.join(kept.keep, "restore-" + name)
-    if kind == "link":
-        assert isinstance(content, str)
-        os.symlink(content, temp)
-    else:
-        assert isinstance(content, bytes)
-        if _same(path, content):
-            return False
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            os.fchmod(f.fileno(), mode)
-    os.replace(temp, path)
     return True
 
 
-def _same(path: str, content: bytes) -> bool:
-    from sbox_shim.regular import read_regular
-
-    return read_regular(path, _BIG) == content
-
-
-def _clone(fd: int, target: str, top: bool = False, copy: bool = False) -> None:
-    """Recreate the tree open at `fd` under `target`: directories made, links copied as links,
-    regular files hard-linked (the top level's own files, which a tool rewrites in place, copied,
-    last: npm trusts its hidden lockfile only when it is newer than the directories)."""
-    with os.scandir(fd) as listing:
-        entries = sorted(listing, key=lambda e: not e.is_dir(follow_symlinks=False))
-        for entry in entries:
-            name, dest = entry.name, os.path.join(target, entry.name)
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                os.mkdir(dest, stat.S_IMODE(st.st_mode) | 0o700)
-                child = os.open(name, _DIR, dir_fd=fd)
-                try:
-                    _clone(child, dest, copy=copy or name in NESTED)
-                finally:
-                    os.close(child)
-            elif stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(name, dir_fd=fd), dest)
-            elif stat.S_ISREG(st.st_mode):
-                if not (top or copy or name in NESTED):
-                    try:
-                        os.link(name, dest, src_dir_fd=fd, follow_symlinks=False)
-                        continue
-                    except OSError:
-                        pass
-                _copy(fd, name, dest, st.st_mode)
-
-
-def _empty(path: str) -> bool:
-    fd = os.open(path, _DIR)
+def _read(fd: int, name: str) -> tuple[str, bytes | str, int] | None:
     try:
-        with os.scandir(fd) as entries:
-            return next(iter(entries), None) is None
+        st = os.lstat(name, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "link", os.readlink(name, dir_fd=fd), 0
+    data = rollback_tree.read_bytes(fd, name, _BIG)
+    if data is None:
+        raise OSError(0, "not a regular file sbox can keep", name)
+    return "file", data, stat.S_IMODE(st.st_mode)
+
+
+def _put(home: int, box: int, name: str, saved: tuple[str, bytes | str, int] | None) -> bool:
+    """Put one file back by rename (which replaces a link, never follows it); True if it changed."""
+    if saved is None:
+        try:
+            st = os.lstat(name, dir_fd=home)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            return False
+        os.unlink(name, dir_fd=home)
+        return True
+    kind, content, mode = saved
+    temp = "restore-" + name
+    if kind == "link":
+        assert isinstance(content, str)
+        os.symlink(content, temp, dir_fd=box)
+    else:
+        assert isinstance(content, bytes)
+        if rollback_tree.read_bytes(home, name, _BIG) == content:
+            return False
+        with os.fdopen(os.open(temp, rollback_tree.NEW, 0o600, dir_fd=box), "wb") as f:
+            f.write(content)
+            os.fchmod(f.fileno(), mode)
+    os.replace(temp, name, src_dir_fd=box, dst_dir_fd=home)
+    return True
+
+
+def _strip_setid(box: int, modules: str, ident: Ident) -> None:
+    """Clear setuid and setgid bits in the kept tree (checked to be sbox's own; no link followed)."""
+    fd = os.open(modules, _DIR, dir_fd=box)
+    try:
+        if _ident(os.fstat(fd)) != ident:
+            raise OSError(0, "not the tree sbox kept", modules)
+        rollback_tree.strip_setid(fd)
     finally:
         os.close(fd)
-
-
-def _strip_setid(path: str) -> None:
-    """Clear setuid and setgid bits in the tree at `path` (sbox's own copy: no link followed)."""
-    for directory, _, files in os.walk(path):
-        for name in files:
-            st = os.lstat(os.path.join(directory, name))
-            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                os.chmod(os.path.join(directory, name), stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
-
-
-def _copy(fd: int, name: str, dest: str, mode: int) -> None:
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-    with os.fdopen(src, "rb") as f, open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-        import shutil
-
-        shutil.copyfileobj(f, out)
-        os.fchmod(out.fileno(), stat.S_IMODE(mode))

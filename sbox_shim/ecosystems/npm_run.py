@@ -64,9 +64,11 @@ def failed(state: State | None, err: TextIO) -> None:
     elif problem is None:
         err.write(f"sbox: the install failed; rolled back {', '.join(done)} to their state before it\n")
     else:
-        err.write(printable(f"sbox: the install failed and could not be rolled back ({problem}); the state before "
-                            f"it is kept in {state.kept.keep}: move its contents back into {state.kept.directory}")
-                  + "\n")
+        kept = state.kept
+        where = kept.found if kept.refused else kept.keep  # refused: something else moved or replaced it
+        tail = (f"the state before it is kept in {where}: move its contents back into {kept.directory}" if where
+                else f"the state before it was kept in {kept.keep}, and sbox did not find where it went")
+        err.write(printable(f"sbox: the install failed and could not be rolled back ({problem}); {tail}") + "\n")
 
 
 def done(state: State | None) -> None:
