@@ -31,8 +31,9 @@ from support.boundary import config
 from support.registries import PypiIndex, StaticServer
 from support.sboxcli import run_sbox
 
-pytestmark = pytest.mark.skipif(not (shutil.which("npm") and shutil.which("git") and shutil.which("python3")),
-                                reason="npm, git and python3 are needed")
+pytestmark = pytest.mark.skipif(shutil.which("python3") is None, reason="python3 is not installed")
+needs_npm_and_git = pytest.mark.skipif(not (shutil.which("npm") and shutil.which("git")),
+                                       reason="npm and git are not installed")
 PYTHON = shutil.which("python3") or "python3"
 SYSTEM_PYTHON = "/usr/bin/python3" if os.path.isfile("/usr/bin/python3") else PYTHON  # reachable in a sandbox
 TOKEN = "SBOX-NPM-CANARY-TOKEN"
@@ -105,6 +106,7 @@ def swapped(tmp_path: Path, sbox_bin: str) -> Iterator[tuple[Path, Path, PypiInd
         yield venv, log, index
 
 
+@needs_npm_and_git
 def test_a_node_behind_a_linked_venv_bin_never_runs_under_mode_host(tmp_path: Path, sbox_bin: str,
                                                                     swapped: tuple[Path, Path, PypiIndex]) -> None:
     venv, log, _ = swapped
@@ -128,6 +130,7 @@ def test_a_node_behind_a_linked_venv_bin_never_runs_under_mode_host(tmp_path: Pa
         assert TOKEN in log.read_text()
 
 
+@needs_npm_and_git
 def test_a_git_behind_a_linked_venv_bin_never_runs_in_the_download_step(tmp_path: Path, sbox_bin: str,
                                                                        swapped: tuple[Path, Path, PypiIndex]) -> None:
     """pip's download step runs `git` for a VCS requirement, with PIP_INDEX_URL's password."""
@@ -151,6 +154,7 @@ def test_a_git_behind_a_linked_venv_bin_never_runs_in_the_download_step(tmp_path
     assert PASSWORD in " ".join(_exfiltrated(index))
 
 
+@needs_npm_and_git
 def test_an_npm_in_a_venv_named_by_its_path_never_runs_with_the_network(tmp_path: Path, sbox_bin: str) -> None:
     """`sbox run -- /…/venv/bin/npm install`: pyvenv.cfg is beside `bin`, not in it."""
     require_backend("bwrap")
