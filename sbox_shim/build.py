@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sbox_shim import dispatch, ecosystems, layout, tree
 from sbox_shim.trust import boundary
+from sbox_shim.trust.written import venv_of
 from sbox_shim.config import Config, Profile
 from sbox_shim.environment import has_url_credentials, scrub
 from sbox_shim.errors import UsageError
@@ -102,6 +103,9 @@ def build_plan(
         if real and inside(os.path.realpath(real), os.path.realpath(config.root)):
             raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
                              "it); run a tool installed outside the project")
+        if real and os.sep in argv[0] and _written_by_sandbox(os.path.join(host.cwd, real), writable):
+            raise UsageError(f"mode: host would run {real}, which lies where sandboxes write (a venv, "
+                             "sbox's cache); run a tool installed elsewhere")
         for i, word in enumerate(argv):  # `pip --python .venv/bin/python`: an interpreter the project holds
             name, eq, value = word.partition("=")
             if name == "--python" and (eq or i + 1 < len(argv)):
@@ -225,13 +229,14 @@ def sandbox_written(root: str, host: Host) -> tuple[str, ...]:
     return tuple(os.path.realpath(p) for p in places if p.startswith("/"))
 
 
-def _written_by_sandbox(directory: str, writable: Sequence[str]) -> bool:
-    """A PATH entry a sandbox could have filled: inside `writable`, or any venv's bin (pip writes
-    the venv it installs into, whichever that is)."""
-    real = os.path.realpath(directory)
-    if any(inside(real, w) for w in writable):
+def _written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
+    """A PATH entry or program a sandbox could have filled: inside `writable`, or inside any venv,
+    as written or resolved (pip writes the venv it installs into, whichever that is, and may
+    have moved its bin behind a link: `venv_of` looks for pyvenv.cfg in every directory above)."""
+    real = os.path.realpath(path)
+    if any(inside(p, w) for p in (os.path.normpath(path), real) for w in writable):
         return True
-    return os.path.isfile(os.path.join(os.path.dirname(real), "pyvenv.cfg"))
+    return venv_of(path) is not None
 
 
 def network_path(path: str, writable: Sequence[str]) -> str:

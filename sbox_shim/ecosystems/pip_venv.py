@@ -53,6 +53,10 @@ def _base_prefixes(cfg: str, ctx: Context) -> tuple[Mount, ...]:
         if real is None or any(inside(p, q) for p in (directory, real) for q in places):
             raise UsageError(f"{cfg}: {key} = {setting} lies in the venv, the project or sbox's cache, or goes "
                              "through a link there (a sandbox could have written it); recreate the venv (python3 -m venv)")
+        why = _untrusted(directory, ctx, os.path.dirname(os.path.abspath(cfg)))
+        if why:
+            raise UsageError(f"{cfg}: {key} = {setting} {why}; recreate the venv from a Python installed where "
+                             "no sandbox writes (python3 -m venv)")
         prefix = os.path.dirname(real) if os.path.basename(real) == "bin" else real
         written = os.path.dirname(directory) if os.path.basename(directory) == "bin" else directory
         if prefix in ("", "/") or (prefix + "/").startswith(SYSTEM) or not os.path.isdir(prefix):
@@ -151,11 +155,33 @@ def _own_pip(venv: str, step: str, ctx: Context) -> tuple[str, str]:
 
     spec = importlib.util.find_spec("pip")
     own = os.path.dirname(spec.origin) if spec and spec.origin else ""
-    python = _base_python(os.path.join(venv, "pyvenv.cfg"))
+    cfg = os.path.join(venv, "pyvenv.cfg")
+    python = _base_python(cfg)
     if not own or not python or any(sandbox_writable(p, ctx, venv) for p in (own, python, _step(step))):
         raise UsageError(f"{venv}: cannot find the venv's base interpreter or sbox's own pip to download "
                          "with (the venv's own pip is not run where the network is); recreate the venv")
+    why = _untrusted(python, ctx, venv)
+    if why:  # it would run with the network and the index credentials
+        raise UsageError(f"{cfg}: home = {_settings(cfg).get('home', '')}: {python} {why}; recreate the venv "
+                         "from a Python installed where no sandbox writes (python3 -m venv)")
     return python, own
+
+
+def _untrusted(path: str, ctx: Context, venv: str) -> str | None:
+    """Why a sandbox could have written the base interpreter (or its directory) `path`, or None:
+    see trust/written.py. Its looks (a `bin/python3`, a `lib/python3.X/os.py`) prove nothing."""
+    import pwd
+
+    from sbox_shim.paths import sbox_dir
+    from sbox_shim.trust.written import install_places, python_refusal
+
+    try:
+        homes: tuple[str, ...] = (ctx.home, pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        homes = (ctx.home,)
+    places = _places(venv, ctx) + tuple(dict.fromkeys(
+        p for d in (sbox_dir("state", ctx.env),) if d for p in (d, os.path.realpath(d))))
+    return python_refusal(path, places, install_places(ctx.env, homes))
 
 
 def _step(name: str) -> str:

@@ -216,7 +216,7 @@ def vctx(where: dict[str, Path], env: dict[str, str] | None = None, real: str | 
 def test_pip_install_downloads_to_a_wheelhouse_then_installs_offline(where: dict[str, Path]) -> None:
     d, s = two("pip install -U requests -r req.txt --compile", vctx(where))
     wh = wheelhouse(where)
-    python = str(where["elsewhere"] / "python-3.11" / "bin" / "python3.11")
+    python = str(where["home"] / ".pyenv" / "versions" / "python-3.11" / "bin" / "python3.11")
     # sbox's own pip on the venv's base interpreter, through its fetch step: no shell wrapper.
     assert d.argv == (python, "-I", "-S", "/.sbox/pip", "download", "--dest", wh, "requests", "-r", "req.txt")
     assert mounts(d)["/.sbox/pip"].source.endswith("sbox_shim/ecosystems/pip_fetch.py")
@@ -322,7 +322,7 @@ def test_pip_index_urls_and_config_file_reach_the_download_phase_only(where: dic
 
 
 def _venv(where: dict[str, Path]) -> tuple[Path, Path]:
-    base = where["elsewhere"] / "python-3.11"
+    base = where["home"] / ".pyenv" / "versions" / "python-3.11"
     write(base / "bin" / "python3.11", "").chmod(0o755)  # a Python installation: pyvenv.cfg is checked, not trusted
     write(base / "lib" / "python3.11" / "os.py", "")
     venv = where["project"] / ".venv"

@@ -33,7 +33,7 @@ def where(tmp_path: Path) -> dict[str, Path]:
     dirs = {name: tmp_path / name for name in ("project", "home", "cache", "elsewhere")}
     for d in dirs.values():
         d.mkdir()
-    base = dirs["elsewhere"] / "python"
+    base = dirs["home"] / ".pyenv" / "versions" / "python"  # where pyenv installs: no sandbox writes there
     write(base / "bin" / "python3.11", "").chmod(0o755)
     write(base / "lib" / "python3.11" / "os.py", "")
     venv = dirs["project"] / ".venv"
