@@ -14,12 +14,13 @@ S_IFMT, S_IFREG = 0o170000, 0o100000
 MAX_BYTES = 1 << 20  # no config, requirements or manifest file sbox reads is larger
 
 
-def read_regular(path: str, limit: int = MAX_BYTES) -> bytes | None:
-    """The bytes of `path` if it is a regular file (its last component not a link) of at most
-    `limit` bytes; None for anything else, missing or unreadable."""
+def read_regular(path: str, limit: int = MAX_BYTES, dir_fd: int | None = None) -> bytes | None:
+    """The bytes of `path` (relative to the directory open at `dir_fd`, if given) if it is a
+    regular file (its last component not a link) of at most `limit` bytes; None for anything
+    else, missing or unreadable."""
     calls = sys.modules.get("os") or posix
     try:
-        fd = calls.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
+        fd = calls.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:

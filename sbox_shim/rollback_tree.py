@@ -18,16 +18,9 @@ _SETID = stat.S_ISUID | stat.S_ISGID
 
 def read_bytes(fd: int, name: str, limit: int) -> bytes | None:
     """The bytes of regular file `name` (never through a link), None if it is anything else."""
-    try:
-        src = os.open(name, FILE, dir_fd=fd)
-    except OSError:
-        return None
-    with os.fdopen(src, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        data = f.read(limit + 1)
-    return data if len(data) <= limit else None
+    from sbox_shim.regular import read_regular
+
+    return read_regular(name, limit, dir_fd=fd)
 
 
 def clone(fd: int, target: int, top: bool = False, copy: bool = False) -> None:

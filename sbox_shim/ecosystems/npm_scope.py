@@ -162,7 +162,7 @@ def scripts_argv(argv: tuple[str, ...], directory: str, before: Entries | None, 
 def _read(directory: str, parts: tuple[str, ...]) -> bytes | None:
     """A file below `directory`, each directory opened without following a link; None if absent,
     not a regular file or larger than the cap."""
-    import stat
+    from sbox_shim.regular import read_regular
 
     try:
         fd = os.open(directory, _DIR)
@@ -173,14 +173,8 @@ def _read(directory: str, parts: tuple[str, ...]) -> bytes | None:
             child = os.open(part, _DIR, dir_fd=fd)
             os.close(fd)
             fd = child
-        f = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        return read_regular(parts[-1], _LIMIT, dir_fd=fd)
     except OSError:
-        os.close(fd)
         return None
-    os.close(fd)
-    with os.fdopen(f, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _LIMIT:
-            return None
-        data = handle.read(_LIMIT + 1)
-    return data if len(data) <= _LIMIT else None
+    finally:
+        os.close(fd)
