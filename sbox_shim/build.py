@@ -230,13 +230,26 @@ def sandbox_written(root: str, host: Host) -> tuple[str, ...]:
 
 
 def _written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
-    """A PATH entry or program a sandbox could have filled: inside `writable`, or inside any venv,
-    as written or resolved (pip writes the venv it installs into, whichever that is, and may
-    have moved its bin behind a link: `venv_of` looks for pyvenv.cfg in every directory above)."""
+    """A PATH entry or program a sandbox could have filled: inside `writable`, inside any venv, or
+    under any directory an sbox opt-in file covers, as written or resolved (pip writes the venv
+    it installs into, whichever that is, and may have moved its bin behind a link: `venv_of`
+    looks for pyvenv.cfg in every directory above)."""
     real = os.path.realpath(path)
     if any(inside(p, w) for p in (os.path.normpath(path), real) for w in writable):
         return True
-    return venv_of(path) is not None
+    return venv_of(path) is not None or _opted_in(os.path.normpath(path)) or _opted_in(real)
+
+
+def _opted_in(path: str) -> bool:
+    """An sbox opt-in file covers `path` (in it or a directory above): another project, whose
+    sandboxes write its tree (and may have deleted a venv's pyvenv.cfg there)."""
+    from sbox_shim.config import opt_in_files
+    from sbox_shim.errors import ConfigError
+
+    try:
+        return bool(opt_in_files(path))
+    except ConfigError:
+        return True
 
 
 def network_path(path: str, writable: Sequence[str]) -> str:

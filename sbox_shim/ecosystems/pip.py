@@ -40,7 +40,7 @@ from sbox_shim.ecosystems.pip_args import (TARGET_OPTIONS, destination, download
                                            one_phase)
 from sbox_shim.ecosystems.pip_index import index_root
 from sbox_shim.ecosystems.pip_run import DONE, fell_back
-from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher, installer
+from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher, installer, writable_venv
 from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # noqa: F401 (uv.py uses it)
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
@@ -214,7 +214,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         writable=(),
     )
     if venv and sub == "install":
-        target = [Mount(venv, venv, readonly=False)]  # the install's destination
+        target = list(writable_venv(venv))  # the install's destination
     offline = Phase(
         "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *rest), False, (),
         {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),

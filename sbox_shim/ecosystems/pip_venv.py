@@ -30,6 +30,15 @@ def environment(ctx: Context) -> tuple[str | None, tuple[Mount, ...]]:
     return None, ()
 
 
+def writable_venv(venv: str) -> tuple[Mount, ...]:
+    """A venv outside the project, writable for an install, with its pyvenv.cfg read-only: the
+    file by which sbox knows the directory for a venv (whose `bin` no step with the network, and
+    no `mode: host` command, takes a program from), which an install phase must not delete."""
+    cfg = os.path.join(venv, "pyvenv.cfg")
+    pinned = (Mount(cfg, cfg),) if os.path.isfile(cfg) and not os.path.islink(cfg) else ()
+    return (Mount(venv, venv, readonly=False), *pinned)
+
+
 def _base_prefixes(cfg: str, ctx: Context) -> tuple[Mount, ...]:
     """The base interpreter's prefixes a venv's pyvenv.cfg names, checked rather than trusted (a
     sandbox that wrote the venv wrote this file): each lies outside the venv, the project and sbox's

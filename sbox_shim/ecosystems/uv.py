@@ -29,6 +29,7 @@ from typing import Sequence
 
 from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text,
                                   sandbox_writable, subcommand, url_entry)
+from sbox_shim.ecosystems.pip_venv import writable_venv
 from sbox_shim.environment import is_secret
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
@@ -174,7 +175,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         if sandbox_writable(venv, ctx) and venv.startswith(ctx.project_root.rstrip("/") + "/"):
             writes.append(os.path.relpath(venv, ctx.project_root) + "/")
         else:
-            readonly.append(Mount(venv, venv, readonly=False))
+            readonly += writable_venv(venv)
         if kind == "pip":
             env["VIRTUAL_ENV"] = venv
     # uv replaces uv.lock and pyproject.toml through a temporary file beside them: a project command

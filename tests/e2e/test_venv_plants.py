@@ -214,3 +214,70 @@ def test_a_base_interpreter_another_sandbox_wrote_never_runs(tmp_path: Path, sbo
         # Control: the fake interpreter, run as pip's download step would, sends the password.
         subprocess.run([str(fake / "bin" / "python3.11"), "-I", "-S"], env=env, capture_output=True, timeout=60)
         assert PASSWORD in " ".join(_exfiltrated(index))
+
+
+@needs_npm_and_git
+def test_a_node_planted_in_another_projects_tree_never_runs_under_mode_host(tmp_path: Path,
+                                                                            sbox_bin: str) -> None:
+    """Another opted-in project's tree is written by its sandboxes: a `bin` there that is on PATH
+    (a venv whose pyvenv.cfg such a sandbox deleted, a tools directory) is no place for a host or
+    network step's programs, pyvenv.cfg or not."""
+    require_backend("bwrap")
+    other = tmp_path / "other"
+    config(other, "bwrap")
+    log = tmp_path / "outside" / "plant.log"
+    log.parent.mkdir()
+    tools = other / ".venv" / "bin"
+    with StaticServer() as registry:
+        node = _plants(registry.port, log)["node"]
+        plant = run_sbox(sbox_bin, ["run", "--", "sh", "-c", "mkdir -p .venv/bin && cat > .venv/bin/node && "
+                                    "chmod +x .venv/bin/node"], other, input=node)
+        assert plant.returncode == 0 and (tools / "node").is_file(), plant.stderr[-2000:]
+        project = tmp_path / "c"
+        config(project, "bwrap", "profiles:\n  publish:\n    mode: host\n"
+                                 "dispatch:\n  publish:\n    match: ['npm publish*']\n    profile: publish\n")
+        (project / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0"}))
+        home = Path(os.environ["HOME"])
+        (home / ".npmrc").write_text(f"//127.0.0.1:{registry.port}/:_authToken=${{NPM_TOKEN}}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("npm_config_")}
+        env.update(PATH=f"{tools}{os.pathsep}{os.environ['PATH']}", NPM_TOKEN=TOKEN,
+                   npm_config_registry=f"{registry.url}/", npm_config_update_notifier="false",
+                   npm_config_cache=str(tmp_path / "npm-cache"), npm_config_tag="sbox-test")
+        result = run_sbox(sbox_bin, ["run", "--", "npm", "publish", "--dry-run"], project, env=env)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert not log.exists(), log.read_text()
+
+        # Control: outside sbox, the same PATH runs the planted node, token and all.
+        subprocess.run(["npm", "publish", "--dry-run"], cwd=project, env=env, capture_output=True, timeout=120)
+        assert TOKEN in log.read_text()
+
+
+DELETE_CFG = """import os, sys
+try:
+    os.remove(os.path.join(sys.prefix, "pyvenv.cfg"))
+    print("deleted", file=sys.stderr)
+except OSError as e:
+    print("kept:", e, file=sys.stderr)
+"""
+
+
+def test_an_install_phase_cannot_delete_the_venv_s_pyvenv_cfg(tmp_path: Path, sbox_bin: str, backend: str) -> None:
+    """pyvenv.cfg is how sbox knows a directory for a venv, whose `bin` no network step or
+    `mode: host` command takes a program from: the install phase that writes a venv outside the
+    project finds it read-only."""
+    venv = tmp_path / "x" / "V"
+    subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True, timeout=300, capture_output=True)
+    project = tmp_path / "a"
+    config(project, backend)
+    with PypiIndex([]) as index:
+        index.add(*pkg.sdist("cfgdel", "1.0", DELETE_CFG, {"cfgdel.py": "OK = 1\n"}, backend="intree"))
+        env = _pip_env(index, venv / "bin")
+        result = run_sbox(sbox_bin, ["run", "--", "pip", "install", "cfgdel"], project, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert (venv / "pyvenv.cfg").is_file()
+    site = next(venv.glob("lib/python3*/site-packages"))
+    assert (site / "cfgdel.py").is_file()  # the install itself went through
+
+    # Control: the same code, run by the venv's python outside sbox, deletes it.
+    subprocess.run([str(venv / "bin" / "python"), "-c", DELETE_CFG], capture_output=True, timeout=60)
+    assert not (venv / "pyvenv.cfg").exists()

@@ -359,7 +359,9 @@ def test_pip_venv_with_a_system_base_needs_no_mount(where: dict[str, Path]) -> N
     venv = where["project"] / ".venv"
     write(venv / "pyvenv.cfg", "home = /usr/bin\n")
     _, s = two(".venv/bin/pip install x", ctx(where, real=str(venv / "bin" / "pip")))
-    assert [m.target for m in s.mounts if m.kind not in ("cache", "run", "tmpfs")] == [str(venv)]
+    # the venv, writable, with its pyvenv.cfg read-only: no base interpreter to mount
+    assert [(m.target, m.readonly) for m in s.mounts if m.kind not in ("cache", "run", "tmpfs")] == [
+        (str(venv), False), (str(venv / "pyvenv.cfg"), True)]
 
 
 # --- cargo ------------------------------------------------------------------------------------
