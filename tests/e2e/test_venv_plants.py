@@ -80,6 +80,28 @@ def _pip_env(index: PypiIndex, venv_bin: Path, password: bool = False) -> dict[s
     return env
 
 
+def _publish_under_host_mode(tmp_path: Path, sbox_bin: str, registry: StaticServer, bin_dir: Path,
+                             log: Path) -> None:
+    """`npm publish --dry-run` through a dispatch rule to a `mode: host` profile, with `bin_dir`
+    first on PATH: the planted `node` there must not run (the log stays absent); outside sbox, the
+    same PATH runs it, token and all (the control)."""
+    project = tmp_path / "c"
+    config(project, "bwrap", "profiles:\n  publish:\n    mode: host\n"
+                             "dispatch:\n  publish:\n    match: ['npm publish*']\n    profile: publish\n")
+    (project / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0"}))
+    home = Path(os.environ["HOME"])
+    (home / ".npmrc").write_text(f"//127.0.0.1:{registry.port}/:_authToken=${{NPM_TOKEN}}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("npm_config_")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", NPM_TOKEN=TOKEN,
+               npm_config_registry=f"{registry.url}/", npm_config_update_notifier="false",
+               npm_config_cache=str(tmp_path / "npm-cache"), npm_config_tag="sbox-test")
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "publish", "--dry-run"], project, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert not log.exists(), log.read_text()
+    subprocess.run(["npm", "publish", "--dry-run"], cwd=project, env=env, capture_output=True, timeout=120)
+    assert TOKEN in log.read_text()
+
+
 @pytest.fixture
 def swapped(tmp_path: Path, sbox_bin: str) -> Iterator[tuple[Path, Path, PypiIndex]]:
     """The venv …/x/V, outside every project, on PATH but not activated, whose bin a package's
@@ -110,24 +132,8 @@ def swapped(tmp_path: Path, sbox_bin: str) -> Iterator[tuple[Path, Path, PypiInd
 def test_a_node_behind_a_linked_venv_bin_never_runs_under_mode_host(tmp_path: Path, sbox_bin: str,
                                                                     swapped: tuple[Path, Path, PypiIndex]) -> None:
     venv, log, _ = swapped
-    project = tmp_path / "c"
-    config(project, "bwrap", "profiles:\n  publish:\n    mode: host\n"
-                             "dispatch:\n  publish:\n    match: ['npm publish*']\n    profile: publish\n")
-    (project / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0"}))
     with StaticServer() as registry:
-        home = Path(os.environ["HOME"])
-        (home / ".npmrc").write_text(f"//127.0.0.1:{registry.port}/:_authToken=${{NPM_TOKEN}}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("npm_config_")}
-        env.update(PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", NPM_TOKEN=TOKEN,
-                   npm_config_registry=f"{registry.url}/", npm_config_update_notifier="false",
-                   npm_config_cache=str(tmp_path / "npm-cache"), npm_config_tag="sbox-test")
-        result = run_sbox(sbox_bin, ["run", "--", "npm", "publish", "--dry-run"], project, env=env)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-        assert not log.exists(), log.read_text()
-
-        # Control: outside sbox, the same PATH runs the planted node, token and all.
-        subprocess.run(["npm", "publish", "--dry-run"], cwd=project, env=env, capture_output=True, timeout=120)
-        assert TOKEN in log.read_text()
+        _publish_under_host_mode(tmp_path, sbox_bin, registry, venv / "bin", log)
 
 
 @needs_npm_and_git
@@ -233,23 +239,7 @@ def test_a_node_planted_in_another_projects_tree_never_runs_under_mode_host(tmp_
         plant = run_sbox(sbox_bin, ["run", "--", "sh", "-c", "mkdir -p .venv/bin && cat > .venv/bin/node && "
                                     "chmod +x .venv/bin/node"], other, input=node)
         assert plant.returncode == 0 and (tools / "node").is_file(), plant.stderr[-2000:]
-        project = tmp_path / "c"
-        config(project, "bwrap", "profiles:\n  publish:\n    mode: host\n"
-                                 "dispatch:\n  publish:\n    match: ['npm publish*']\n    profile: publish\n")
-        (project / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0"}))
-        home = Path(os.environ["HOME"])
-        (home / ".npmrc").write_text(f"//127.0.0.1:{registry.port}/:_authToken=${{NPM_TOKEN}}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("npm_config_")}
-        env.update(PATH=f"{tools}{os.pathsep}{os.environ['PATH']}", NPM_TOKEN=TOKEN,
-                   npm_config_registry=f"{registry.url}/", npm_config_update_notifier="false",
-                   npm_config_cache=str(tmp_path / "npm-cache"), npm_config_tag="sbox-test")
-        result = run_sbox(sbox_bin, ["run", "--", "npm", "publish", "--dry-run"], project, env=env)
-        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-        assert not log.exists(), log.read_text()
-
-        # Control: outside sbox, the same PATH runs the planted node, token and all.
-        subprocess.run(["npm", "publish", "--dry-run"], cwd=project, env=env, capture_output=True, timeout=120)
-        assert TOKEN in log.read_text()
+        _publish_under_host_mode(tmp_path, sbox_bin, registry, tools, log)
 
 
 DELETE_CFG = """import os, sys
