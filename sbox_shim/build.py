@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sbox_shim import dispatch, ecosystems, layout, tree
 from sbox_shim.trust import boundary
-from sbox_shim.trust.written import venv_of
+from sbox_shim.trust.written import opted_in_by, venv_of
 from sbox_shim.config import Config, Profile
 from sbox_shim.environment import has_url_credentials, scrub
 from sbox_shim.errors import UsageError
@@ -234,22 +234,10 @@ def _written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
     under any directory an sbox opt-in file covers, as written or resolved (pip writes the venv
     it installs into, whichever that is, and may have moved its bin behind a link: `venv_of`
     looks for pyvenv.cfg in every directory above)."""
-    real = os.path.realpath(path)
-    if any(inside(p, w) for p in (os.path.normpath(path), real) for w in writable):
+    paths = tuple(dict.fromkeys((os.path.normpath(path), os.path.realpath(path))))
+    if any(inside(p, w) for p in paths for w in writable):
         return True
-    return venv_of(path) is not None or _opted_in(os.path.normpath(path)) or _opted_in(real)
-
-
-def _opted_in(path: str) -> bool:
-    """An sbox opt-in file covers `path` (in it or a directory above): another project, whose
-    sandboxes write its tree (and may have deleted a venv's pyvenv.cfg there)."""
-    from sbox_shim.config import opt_in_files
-    from sbox_shim.errors import ConfigError
-
-    try:
-        return bool(opt_in_files(path))
-    except ConfigError:
-        return True
+    return venv_of(path) is not None or any(opted_in_by(p) for p in paths)
 
 
 def network_path(path: str, writable: Sequence[str]) -> str:

@@ -37,6 +37,18 @@ def venv_of(path: str) -> str | None:
     return None
 
 
+def opted_in_by(path: str) -> str | None:
+    """The nearest sbox opt-in file covering `path` (in it or a directory above): a project whose
+    sandboxes write its tree. Two in one directory still opt it in: the first of them."""
+    from sbox_shim.config import opt_in_files
+    from sbox_shim.errors import ConfigError
+
+    try:
+        return next(iter(opt_in_files(path)), None)
+    except ConfigError as exc:
+        return exc.path
+
+
 def install_places(env: Mapping[str, str], homes: Iterable[str]) -> tuple[str, ...]:
     """The user's Python install directories (pyenv, uv, mise, asdf, Homebrew, conda, rye) and the
     system's: where interpreters live that no sandbox is given write to."""
@@ -62,9 +74,6 @@ def python_refusal(python: str, places: Iterable[str], installs: Iterable[str]) 
     resolved), in a venv, or in a directory an sbox opt-in file covers (any sandbox run there
     could write it); and, as written and as resolved, either under a Python install directory
     (`installs`) or on a path no directory of which this user can write (meaningful but as root)."""
-    from sbox_shim.config import opt_in_files
-    from sbox_shim.errors import ConfigError
-
     given, real = os.path.normpath(python), os.path.realpath(python)
     for path in dict.fromkeys((given, real)):
         where = next((p for p in places if p and inside(path, p)), None)
@@ -73,12 +82,9 @@ def python_refusal(python: str, places: Iterable[str], installs: Iterable[str]) 
         venv = venv_of(path)
         if venv:
             return f"lies in a venv ({venv}/pyvenv.cfg), which sandboxes write"
-        try:
-            opted = opt_in_files(path)
-        except ConfigError as exc:
-            opted = [exc.path]
+        opted = opted_in_by(path)
         if opted:
-            return f"lies under {os.path.dirname(opted[0])}, which {opted[0]} opts in (sandboxes write there)"
+            return f"lies under {os.path.dirname(opted)}, which {opted} opts in (sandboxes write there)"
     for path in dict.fromkeys((given, real)):
         if not any(inside(path, p) for p in installs) and not _unwritable(path):
             return ("is neither in a Python install directory (/usr, /opt, pyenv, uv, mise, asdf, Homebrew) "

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from support import packages as pkg
 from support.hostile import Trap, trap
+from support.boundary import config
 from support.registries import PypiIndex
 from support.sboxcli import run_sbox
 from support.trust import trust
@@ -154,11 +155,8 @@ def test_steps_are_announced_as_pip_without_a_shell_wrapper(world: Trap, backend
 
 @pytest.fixture
 def project(tmp_path: Path, fake_home: Path, backend: str) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
-    trust(project / "sbox.yaml")
-    return project
+    config(tmp_path / "project", backend)
+    return tmp_path / "project"
 
 
 def _imports(venv: Path, code: str) -> str:

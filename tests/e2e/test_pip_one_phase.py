@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from support import packages as pkg
+from support.boundary import config
 from support.registries import PypiIndex
 from support.sboxcli import run_sbox
-from support.trust import trust
 
 PYTHON = shutil.which("python3")
 pytestmark = pytest.mark.skipif(PYTHON is None, reason="python3 is not installed")
@@ -25,11 +25,8 @@ SKIPPED = "skipped: every distribution was a wheel: installed in step 1"
 
 @pytest.fixture
 def project(tmp_path: Path, fake_home: Path, backend: str) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
-    trust(project / "sbox.yaml")
-    return project
+    config(tmp_path / "project", backend)
+    return tmp_path / "project"
 
 
 def _venv(project: Path) -> Path:
