@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sbox_shim import dispatch, ecosystems, layout, tree
@@ -66,7 +65,7 @@ def _builtin_profile(tool: str, phase: ecosystems.Phase,
                      network_allow=tuple(dict.fromkeys(phase.allow + extra.network_allow)),
                      writable=phase.writable, env=extra.env, env_set=extra.env_set, limits=extra.limits)
     turned = ", which turns the network on" if extra.network and not phase.network else ""
-    return merged, replace(phase, reason=f"{phase.reason}; with profile {extra.name} ({where}){turned}")
+    return merged, phase.replace(reason=f"{phase.reason}; with profile {extra.name} ({where}){turned}")
 
 
 def build_plan(

@@ -11,10 +11,13 @@ before it is kept, as npm keeps an install whose root scripts fail.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any, TextIO
+import sys
 
-from sbox_shim.plan import Step
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Any, TextIO
+
+    from sbox_shim.plan import Step
 
 MODULES = {"npm": "sbox_shim.ecosystems.npm_run", "pip": "sbox_shim.ecosystems.pip_run"}
 
@@ -46,4 +49,5 @@ class Hooks:
 
 
 def _module(name: str) -> Any:
-    return importlib.import_module(MODULES[name])
+    __import__(MODULES[name])
+    return sys.modules[MODULES[name]]

@@ -7,21 +7,26 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
-from typing import Sequence, TextIO
-
 from sbox_shim.errors import SandboxError
+from sbox_shim.plan import Value
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence, TextIO
 
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-@dataclass(frozen=True)
-class Placeholder:
+class Placeholder(Value):
+    __slots__ = ("source", "target", "dev", "ino", "created")
     source: str  # the run-dir file bound over it
     target: str  # the project file
     dev: int
     ino: int
-    created: bool = True  # False: an earlier step of the run made the file; its content was staged
+    created: bool  # False: an earlier step of the run made the file; its content was staged
+
+    def __init__(self, source: str, target: str, dev: int, ino: int, created: bool = True) -> None:
+        self._set(source=source, target=target, dev=dev, ino=ino, created=created)
 
 
 def make_dirs(paths: Sequence[str]) -> None:

@@ -37,10 +37,8 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
 
     step = plan.steps[0]
     if step.network.policy == "proxy":  # run without the bridge (cacheable: netns.usable())
-        import dataclasses
-
         step = bwrap.unbridged(step)
-        plan = dataclasses.replace(plan, steps=(step,))
+        plan = plan.replace(steps=(step,))
     path = bwrap.bwrap_path()
     if path is None:
         return None

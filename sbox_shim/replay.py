@@ -14,19 +14,20 @@ are the same ones), so no token reaches the disk.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping
+from sbox_shim.plan import File, Limits, Mount, Network, Plan, Step, Value
 
-from sbox_shim.plan import File, Limits, Mount, Network, Plan, Step
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 TYPES = {t.__name__: t for t in (Plan, Step, Mount, File, Network, Limits)}
 REF = "\0"  # compiled.REF
 
 
 def encode(value: Any) -> Any:
-    """A Plan as marshal-able data: a dataclass is ["@", its name, {field: value}], a tuple ["(", items]."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return ["@", type(value).__name__, {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}]
+    """A Plan as marshal-able data: a plan.Value is ["@", its name, {field: value}], a tuple ["(", items]."""
+    if isinstance(value, Value):
+        return ["@", type(value).__name__, {name: encode(v) for name, v in value.fields().items()}]
     if isinstance(value, tuple):
         return ["(", [encode(v) for v in value]]
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -51,10 +52,10 @@ def decode(data: Any, swap: Any = None) -> Any:
 
 def referenced(plan: Plan, env: Mapping[str, str]) -> Plan:
     """The plan with each environment value that is the caller's own replaced by a reference."""
-    steps = tuple(dataclasses.replace(step, env=tuple(
+    steps = tuple(step.replace(env=tuple(
         (name, REF + "env" + REF + name if env.get(name) == value else value) for name, value in step.env))
         for step in plan.steps)
-    return dataclasses.replace(plan, steps=steps)
+    return plan.replace(steps=steps)
 
 
 def restore(data: Any, recorded_run_dir: str, run_dir: str, env: Mapping[str, str]) -> Plan | None:

@@ -1,12 +1,11 @@
 """Human and JSON renderings of a Plan, and the summary of what the egress proxy refused."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Iterable, Mapping, Sequence
 
 from sbox_shim.network import allow_line
-from sbox_shim.plan import Limits, Plan
+from sbox_shim.plan import Limits, Plan, asdict
 
 _NETWORK_TEXT = {
     "off": "off (own network namespace with nothing in it)",
@@ -61,7 +60,7 @@ def _shell(argv: Iterable[str]) -> str:
 
 
 def plan_json(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = ()) -> str:
-    data: dict[str, Any] = dataclasses.asdict(plan)
+    data: dict[str, Any] = asdict(plan)
     data["backend_selected"] = backend
     data["plan_cache"] = cache
     data["trust"] = list(trust)

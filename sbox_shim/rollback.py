@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import suppress
-from dataclasses import dataclass, field
 
 from sbox_shim import rollback_tree
 from sbox_shim.rollback_tree import DIR as _DIR
@@ -35,16 +33,23 @@ _BIG = 256 << 20  # a lockfile of a large monorepo is tens of MiB; nothing sensi
 Ident = tuple[int, int]  # (st_dev, st_ino)
 
 
-@dataclass
 class Kept:
-    directory: str  # the package directory
-    keep: str  # where the previous state is kept
-    files: dict[str, tuple[str, bytes | str, int] | None] = field(default_factory=dict)  # absent: None
-    modules: str = "absent"  # absent | moved | cloned | left (not kept) | unkept (a link or not a directory)
-    since: float = 0.0
-    ids: tuple[Ident, Ident, Ident] = ((0, 0), (0, 0), (0, 0))  # the package dir, `keep`, the kept tree
-    refused: bool = False  # restore found one of them changed: nothing restored, nothing removed
-    found: str = ""  # then: where the kept state is ("" not found)
+    """What `keep` kept, and where (a plain class: dataclasses' import costs the plan cache's
+    warm path milliseconds before an install's first step)."""
+
+    def __init__(self, directory: str, keep: str, since: float = 0.0,
+                 ids: tuple[Ident, Ident, Ident] = ((0, 0), (0, 0), (0, 0))) -> None:
+        self.directory = directory  # the package directory
+        self.keep = keep  # where the previous state is kept
+        self.files: dict[str, tuple[str, bytes | str, int] | None] = {}  # absent: None
+        self.modules = "absent"  # absent | moved | cloned | left (not kept) | unkept (a link or not a directory)
+        self.since = since
+        self.ids = ids  # the package dir, `keep`, the kept tree
+        self.refused = False  # restore found one of them changed: nothing restored, nothing removed
+        self.found = ""  # then: where the kept state is ("" not found)
+
+    def __repr__(self) -> str:
+        return f"Kept({self.__dict__!r})"
 
 
 def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", whole: bool = False,
@@ -66,9 +71,11 @@ def keep(directory: str, names: tuple[str, ...], modules: str = "node_modules", 
                 _fill(kept, home, box, names, modules, whole, tree)
             except BaseException:  # interrupted or failed: no half-made copy is left in the project
                 if kept.modules != "moved":
-                    with suppress(OSError):
+                    try:
                         rollback_tree.empty_out(box)
                         os.rmdir(name, dir_fd=home)
+                    except OSError:
+                        pass
                 raise
             return kept
         finally:
@@ -153,9 +160,11 @@ def discard(kept: Kept) -> None:
         return
     home, box = opened
     try:
-        with suppress(OSError):
+        try:
             rollback_tree.empty_out(box)
             os.rmdir(os.path.basename(kept.keep), dir_fd=home)
+        except OSError:
+            pass
     finally:
         os.close(home)
         os.close(box)

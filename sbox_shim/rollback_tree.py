@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import suppress
 
 from sbox_shim.guard import NESTED
 
@@ -83,11 +82,15 @@ def empty_out(fd: int) -> None:
                 empty_out(child)
             finally:
                 os.close(child)
-            with suppress(OSError):
+            try:
                 os.rmdir(entry.name, dir_fd=fd)
+            except OSError:
+                pass
         else:
-            with suppress(OSError):
+            try:
                 os.unlink(entry.name, dir_fd=fd)
+            except OSError:
+                pass
 
 
 def strip_setid(fd: int) -> None:

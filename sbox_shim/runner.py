@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from types import ModuleType
-from typing import Any, Callable, Mapping, TextIO
 
-from sbox_shim import process
 from sbox_shim.guard.run import guarded
-from sbox_shim.plan import Plan, Step
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Callable, Mapping, TextIO
+
+    from sbox_shim.plan import Plan, Step
 
 NETWORK_WORDS = {"off": "network off", "proxy": "network: allowlist (proxy)",
                  "dns": "network: allowlist (dns)", "open": "network: on"}
@@ -149,6 +152,8 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
     if step.mode == "host":
         # Explicitly unsandboxed: the caller's own environment, but PATH without the shims, so
         # the real tool runs instead of the shim handing the command back to sbox.
+        from sbox_shim import process
+
         env = dict(os.environ, PATH=step.environ["PATH"])
         return process.run_foreground(step.command, env, cwd=step.cwd, timeout=step.limits.timeout)
     assert backend is not None

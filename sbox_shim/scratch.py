@@ -11,7 +11,6 @@ wheelhouse can hold gigabytes, and /tmp is often in memory.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from sbox_shim.plan import Plan
@@ -46,10 +45,9 @@ def instantiate(plan: Plan, run_dir: str) -> tuple[Plan, list[str]]:
     from sbox_shim.replay import decode, encode
 
     relocated = decode(encode(plan), swap)
-    steps = tuple(dataclasses.replace(step, mounts=tuple(
-        dataclasses.replace(m, kind="cache") if m.kind == "run" else m for m in step.mounts))
-        for step in relocated.steps)
-    return dataclasses.replace(relocated, steps=steps), list(made.values())
+    steps = tuple(step.replace(mounts=tuple(m.replace(kind="cache") if m.kind == "run" else m for m in step.mounts))
+                  for step in relocated.steps)
+    return relocated.replace(steps=steps), list(made.values())
 
 
 def remove(paths: list[str]) -> None:

@@ -139,11 +139,9 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
 
 def unbridged(step: Step) -> Step:
     """The step without the egress bridge: its command alone, without the bridge's mounts."""
-    import dataclasses
-
     bridge = (f"{SANDBOX_DIR}/bridge.py", f"{SANDBOX_DIR}/run")  # build.BRIDGE and build.RUN_DIR
     mounts = tuple(m for m in step.mounts if m.target not in bridge)
-    return dataclasses.replace(step, argv=step.command, mounts=mounts)
+    return step.replace(argv=step.command, mounts=mounts)
 
 
 def pin(step: Step) -> list[int]:

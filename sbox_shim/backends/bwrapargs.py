@@ -1,10 +1,13 @@
 """The bubblewrap command line for a Step: a pure function of the step and its generated files."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
 from sbox_shim.backends.scratch import scratch_bytes
-from sbox_shim.plan import Mount, Step
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
+
+    from sbox_shim.plan import Mount, Step
 
 SHARED_NET = ("dns", "open")  # policies that keep the host's network namespace
 HOSTNAME = "sbox"

@@ -45,10 +45,13 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
-from typing import Sequence
 
 from sbox_shim.errors import SandboxError
+from sbox_shim.plan import Value
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 FORMAT = 1
 S_ISUID, S_ISGID = 0o4000, 0o2000
@@ -81,13 +84,20 @@ DOCKER_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "x86": "SCMP_ARCH_X86", "x32": "SCM
                "aarch64": "SCMP_ARCH_AARCH64", "arm": "SCMP_ARCH_ARM"}
 
 
-@dataclass(frozen=True)
-class Rule:
-    """Refuse `syscall` with `errno` when, for every (arg, mask, value), `arg & mask == value`."""
+EPERM = errno.EPERM  # Rule's default (its field `errno` hides the module there)
 
+
+class Rule(Value):
+    """Refuse `syscall` with `errno` when, for every (arg, mask, value), `arg & mask == value`.
+    (Its repr, which names the kept filter, is a dataclass's.)"""
+
+    __slots__ = ("syscall", "errno", "masked")
     syscall: str
-    errno: int = errno.EPERM
-    masked: tuple[tuple[int, int, int], ...] = ()
+    errno: int
+    masked: tuple[tuple[int, int, int], ...]
+
+    def __init__(self, syscall: str, errno: int = EPERM, masked: tuple[tuple[int, int, int], ...] = ()) -> None:
+        self._set(syscall=syscall, errno=errno, masked=masked)
 
 
 def rules() -> tuple[Rule, ...]:

@@ -7,17 +7,21 @@ Each module exposes `TOOLS` (the command names it serves) and
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Collection, Mapping, Sequence
 
-from sbox_shim.plan import File, Mount
+from sbox_shim.plan import Mount, Value
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import (npm's run-time
+if TYPE_CHECKING:  # hook, npm_run.py, is in this package and loads before an install's first step)
+    from types import ModuleType
+    from typing import Collection, Mapping, Sequence
+
+    from sbox_shim.plan import File
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(Value):
     """What an ecosystem may look at: all of it gathered by the caller."""
 
+    __slots__ = ("cwd", "project_root", "home", "env", "cache_dir", "real_tool")
     cwd: str
     project_root: str
     home: str
@@ -25,25 +29,39 @@ class Context:
     cache_dir: str  # sbox's own cache root; each ecosystem takes a subdirectory
     real_tool: str | None
 
+    def __init__(self, cwd: str, project_root: str, home: str, env: Mapping[str, str], cache_dir: str,
+                 real_tool: str | None) -> None:
+        self._set(cwd=cwd, project_root=project_root, home=home, env=env, cache_dir=cache_dir, real_tool=real_tool)
 
-@dataclass(frozen=True)
-class Phase:
+
+class Phase(Value):
+    __slots__ = ("label", "argv", "network", "allow", "env", "secrets", "mounts", "files", "reason", "implied",
+                 "credentials", "writable", "hook")
     label: str  # download | scripts | run
     argv: tuple[str, ...]
     network: bool
-    allow: tuple[str, ...] = ()  # the registries the user's own settings name
-    env: Mapping[str, str] = field(default_factory=dict)  # set inside (tool config, caches)
-    secrets: tuple[str, ...] = ()  # caller variables passed through in this phase only
-    mounts: tuple[Mount, ...] = ()
-    files: tuple[File, ...] = ()  # generated files, e.g. an empty file masking a credentials file
-    reason: str = ""
-    implied: tuple[str, ...] = ()  # names from project files: admitted, but never as explicit entries
-    credentials: tuple[str, ...] = ()  # credential files among the mounts, chosen by sbox for this phase
+    allow: tuple[str, ...]  # the registries the user's own settings name
+    env: Mapping[str, str]  # set inside (tool config, caches)
+    secrets: tuple[str, ...]  # caller variables passed through in this phase only
+    mounts: tuple[Mount, ...]
+    files: tuple[File, ...]  # generated files, e.g. an empty file masking a credentials file
+    reason: str
+    implied: tuple[str, ...]  # names from project files: admitted, but never as explicit entries
+    credentials: tuple[str, ...]  # credential files among the mounts, chosen by sbox for this phase
     # What of the project the phase writes: True (all but the protected paths), or its outputs,
     # project-relative, a trailing "/" for a directory (see layout.py). Only a built-in phase's
     # own value counts; a command that runs as given takes its profile's `writable`.
-    writable: bool | tuple[str, ...] = True
-    hook: tuple[str, ...] = ()  # decided at run time, between the steps (hooks.py)
+    writable: bool | tuple[str, ...]
+    hook: tuple[str, ...]  # decided at run time, between the steps (hooks.py)
+
+    def __init__(self, label: str, argv: tuple[str, ...], network: bool, allow: tuple[str, ...] = (),
+                 env: Mapping[str, str] | None = None, secrets: tuple[str, ...] = (), mounts: tuple[Mount, ...] = (),
+                 files: tuple[File, ...] = (), reason: str = "", implied: tuple[str, ...] = (),
+                 credentials: tuple[str, ...] = (), writable: bool | tuple[str, ...] = True,
+                 hook: tuple[str, ...] = ()) -> None:
+        self._set(label=label, argv=argv, network=network, allow=allow, env={} if env is None else env,
+                  secrets=secrets, mounts=mounts, files=files, reason=reason, implied=implied,
+                  credentials=credentials, writable=writable, hook=hook)
 
 
 def read_text(path: str) -> str:

@@ -137,9 +137,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         writable=outputs(ctx, tool), hook=hook,
     )
     if "--ignore-scripts" in argv or "--ignore-scripts=true" in argv:  # the user's own: no scripts to run
-        from dataclasses import replace
-
-        return (replace(download, hook=(), reason=f"built-in {tool} policy: install downloads; "
+        return (download.replace(hook=(), reason=f"built-in {tool} policy: install downloads; "
                                                   "--ignore-scripts, so no scripts phase"),)
     why = ("then runs the install scripts of what it added or changed, with the network off" if hook
            else "then runs install scripts with the network off")

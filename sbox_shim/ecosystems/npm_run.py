@@ -8,25 +8,26 @@ phase runs (npm_scope.py), or skip that phase.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import TextIO
-
 from sbox_shim import rollback
 from sbox_shim.ecosystems import npm_scope
-from sbox_shim.plan import Step
 from sbox_shim.text import printable
+
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from sbox_shim.plan import Step
 
 FILES = ("package.json", "package-lock.json", "npm-shrinkwrap.json")
 NOTHING = "nothing this install added or changed has install scripts"
 
 
-@dataclass
 class State:
-    kept: rollback.Kept | None
-    before: npm_scope.Entries | None
-    directory: str = ""
-    built: bool = False  # the scripts phase ran
+    def __init__(self, kept: rollback.Kept | None, before: npm_scope.Entries | None, directory: str = "") -> None:
+        self.kept = kept
+        self.before = before
+        self.directory = directory
+        self.built = False  # the scripts phase ran
 
 
 def before(state: State | None, step: Step, err: TextIO) -> tuple[State | None, Step | None, str]:
@@ -49,7 +50,7 @@ def before(state: State | None, step: Step, err: TextIO) -> tuple[State | None, 
     if argv is None:
         return state, None, NOTHING
     state.built = True
-    return state, dataclasses.replace(step, argv=argv), ""
+    return state, step.replace(argv=argv), ""
 
 
 def failed(state: State | None, err: TextIO) -> None:

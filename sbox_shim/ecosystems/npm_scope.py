@@ -14,9 +14,7 @@ absolute path below the package directory (npm reads it as a directory spec, nev
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 
 HIDDEN = "node_modules/.package-lock.json"
 LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
@@ -24,7 +22,9 @@ ROOT_EVENTS = ("preinstall", "install", "postinstall")
 MAX_TARGETS = 2000  # beyond that, a plain `npm rebuild` (every package) is the shorter command
 _LIMIT = 256 << 20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_KEY = re.compile(r"^node_modules/(?:@[^/\0\n]+/)?[^/\0\n]+(?:/node_modules/(?:@[^/\0\n]+/)?[^/\0\n]+)*$")
+# json and re are imported where used: before the download phase, a project without npm's hidden
+# lockfile needs neither (their imports cost milliseconds before the first step).
+_KEY = r"^node_modules/(?:@[^/\0\n]+/)?[^/\0\n]+(?:/node_modules/(?:@[^/\0\n]+/)?[^/\0\n]+)*$"
 
 Entries = dict[str, tuple[str, bool, bool]]  # lockfile key -> (identity, has install script, is a link)
 
@@ -81,8 +81,13 @@ def read_after(directory: str) -> Entries | None:
 
 
 def entries(data: bytes | None) -> Entries | None:
+    if not data:
+        return None
+    import json
+    import re
+
     try:
-        doc = json.loads(data) if data else None
+        doc = json.loads(data)
     except ValueError:
         return None
     packages = doc.get("packages") if isinstance(doc, dict) else None
@@ -90,7 +95,7 @@ def entries(data: bytes | None) -> Entries | None:
         return None
     out: Entries = {}
     for key, meta in packages.items():
-        if (not isinstance(meta, dict) or meta.get("inBundle") or not isinstance(key, str) or not _KEY.match(key)
+        if (not isinstance(meta, dict) or meta.get("inBundle") or not isinstance(key, str) or not re.match(_KEY, key)
                 or any(part in (".", "..", "@.", "@..") for part in key.split("/"))):
             continue  # the root (""), link targets outside node_modules, bundled packages (never built)
         identity = json.dumps([meta.get(k) for k in ("version", "resolved", "integrity", "link")])
@@ -120,6 +125,8 @@ def settled(directory: str, before: Entries | None) -> bool:
     data = _read(directory, ("package-lock.json",))
     if entries(data) != before:
         return False
+    import json
+
     try:
         lock = json.loads(data or b"{}")["packages"][""]
         manifest = json.loads(_read(directory, ("package.json",)) or b"{}")
@@ -133,6 +140,8 @@ ROOT_SECTIONS = ("dependencies", "devDependencies", "optionalDependencies", "pee
 
 def root_due(directory: str) -> bool:
     """Does the project's package.json have an install-time script (or a binding.gyp)?"""
+    import json
+
     try:
         scripts = json.loads(_read(directory, ("package.json",)) or b"{}").get("scripts") or {}
     except (ValueError, AttributeError):

@@ -31,7 +31,6 @@ import configparser
 import json
 import os
 import shlex
-from dataclasses import replace
 from typing import Sequence
 
 from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text, sandbox_writable,
@@ -241,8 +240,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                "wheel (no package code runs); else the two phases below",
         writable=(), hook=hook,
     )
-    return (first, replace(download, hook=hook, reason=download.reason + when),
-            replace(offline, hook=hook, reason=offline.reason + when))
+    return (first, download.replace(hook=hook, reason=download.reason + when),
+            offline.replace(hook=hook, reason=offline.reason + when))
 
 
 def _outside_venv(rest: list[str], ctx: Context) -> tuple[str, ...]:

@@ -511,7 +511,7 @@ def test_go_module_cache_is_read_only_offline_and_the_build_cache_is_per_project
     build = d.env["GOCACHE"]
     assert build.startswith(str(where["cache"] / "go" / "build") + "/")
     assert mounts(s)[build].readonly is False
-    other = Context(**{**ctx(where).__dict__, "project_root": str(where["elsewhere"])})
+    other = ctx(where).replace(project_root=str(where["elsewhere"]))
     assert ecosystems.phases(["go", "build"], other)[0].env["GOCACHE"] != build  # type: ignore[index]
 
 

@@ -4,7 +4,6 @@ Running records in real sandboxes is tests/e2e/test_plan_cache.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import marshal
 import os
 import time
@@ -148,8 +147,8 @@ def test_a_whole_plan_is_kept_as_data_and_restored_for_a_new_run(tmp_path: Path)
 
     plan = _plan(tmp_path, argv=("npm", "install"), run_dir="/tmp/sbox-run-1-aa")
     env = {"NPM_TOKEN": "s3cret-canary", **_host(tmp_path).env}
-    plan = dataclasses.replace(plan, steps=tuple(dataclasses.replace(s, env=(*s.env, ("NPM_TOKEN", "s3cret-canary")))
-                                                 for s in plan.steps))
+    plan = plan.replace(steps=tuple(s.replace(env=(*s.env, ("NPM_TOKEN", "s3cret-canary")))
+                               for s in plan.steps))
     data = replay.encode(replay.referenced(plan, env))
     assert "s3cret-canary" not in repr(data)
     restored = replay.restore(data, "/tmp/sbox-run-1-aa", "/tmp/sbox-run-2-bb", env)

@@ -38,5 +38,5 @@ def test_each_run_gets_its_own_empty_directory_removed_after_it(tmp_path: Path) 
 
 def test_a_plan_without_run_directories_is_unchanged(tmp_path: Path) -> None:
     plan = _plan(str(tmp_path))
-    plan = Plan((Step(**{**plan.steps[0].__dict__, "mounts": ()}),), "bwrap", None, "/")
+    plan = Plan((plan.steps[0].replace(mounts=()),), "bwrap", None, "/")
     assert scratch.instantiate(plan, str(tmp_path / "sbox-run-1-aa")) == (plan, [])

@@ -1,0 +1,148 @@
+"""Where a repeated `sbox run -- npm install` spends its time before its first step starts.
+
+    python bench/npm_stages.py [--runs 30] [--output bench/results/npm_stages.json]
+
+Run it with the interpreter of a venv where sbox is installed (not editable), as bench_backends.py.
+In bench_backends.py's npm project (its `npm` a stub that prints the wall clock and exits), each run
+is a fresh `python -I -S` that loads sbox's warm path as the launcher does, with a few functions
+wrapped to note the wall-clock time when they are entered and left (a module is wrapped right
+after the warm path itself imports it, so imports stay where they fall), and the time each of
+those modules is first imported. The print is a timeline: the median time of each mark from the
+moment the parent starts the process, to "first step" (the stub's own clock). Marks that a
+version of sbox does not reach are left out, so the same bench reads sbox before and after a
+change. Medians over the runs, in ms, with the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_backends  # noqa: E402
+import results_file  # noqa: E402
+
+# The child: the launcher's own lines, with marks. Prints one line: [[(name, wall ns)]] after what
+# the stub printed.
+CHILD = r"""
+import time
+_now = time.time_ns
+marks = [("python started", _now())]
+import sys, builtins
+sys.path[:0] = sys.argv[1].split(":")
+WRAP = {
+    "sbox_shim.compiled": ("_replay", "_read"),
+    "sbox_shim.replay": ("prepare", "run", "facts_hold", "start"),
+    "sbox_shim.runner": ("execute", "_run_step", "_Starting.begin", "_Starting.ready"),
+    "sbox_shim.backends.bwrap": ("run",),
+    "sbox_shim.backends.bwraprun": ("spawn", "finish"),
+    "sbox_shim.backends.mountcheck": ("verify",),
+    "sbox_shim.backends.bwrapend": ("watch",),
+    "sbox_shim.egress.netns": ("serve",),
+    "sbox_shim.egress.proxy": (),
+    "sbox_shim.guard": ("before",),
+    "sbox_shim.plan": (),
+    "dataclasses": (),
+}
+def wrap(module):
+    short = module.__name__.split(".")[-1]
+    for name in WRAP.get(module.__name__, ()):
+        owner, attr = module, name
+        if "." in name:
+            owner = getattr(module, name.split(".")[0], None)
+            attr = name.split(".")[1]
+        f = getattr(owner, attr, None) if owner is not None else None
+        if f is None:  # another version of sbox
+            continue
+        def timed(*a, __f=f, __n=short + "." + name, **k):
+            marks.append((__n + " >", _now()))
+            try:
+                return __f(*a, **k)
+            finally:
+                marks.append((__n + " <", _now()))
+        setattr(owner, attr, timed)
+_import = builtins.__import__
+def hooked(name, *a, **k):
+    fresh = [m for m in WRAP if m not in sys.modules]
+    out = _import(name, *a, **k)
+    for m in fresh:
+        if m in sys.modules and not getattr(sys.modules[m], "_staged", False):
+            sys.modules[m]._staged = True
+            marks.append(("imported " + m, _now()))
+            wrap(sys.modules[m])
+    return out
+builtins.__import__ = hooked
+from sbox_shim import compiled, lean
+marks.append(("compiled imported", _now()))
+code = compiled.run_cached(sys.argv[2:], lean.environ())
+marks.append(("done", _now()))
+sys.stdout.write(repr([code, marks]) + "\n")  # repr: json's import would count as exit
+sys.stdout.flush()
+__import__("posix")._exit(0)
+"""
+
+
+def one(python: str, paths: str, argv: Sequence[str], cwd: Path, env: dict[str, str]) -> dict[str, float] | None:
+    start = time.time_ns()
+    out = subprocess.run([python, "-I", "-S", "-c", CHILD, paths, *argv], cwd=cwd, env=env,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    end = time.time_ns()
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) < 2:
+        raise SystemExit(f"the warm run failed: {out.stderr[-500:]}")
+    code, marks = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    if code != 0:
+        return None  # not warm (the cold path would run), or the stub failed
+    at: dict[str, float] = {}
+    for name, ns in marks:
+        at.setdefault(name, (ns - start) / 1e6)  # the first of each
+    at["first step"] = (int(lines[0]) - start) / 1e6
+    at["exit"] = (end - start) / 1e6
+    return at
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "npm_stages.json"))
+    parser.add_argument("--python", default=sys.executable, help="the interpreter of the sbox to measure")
+    args = parser.parse_args(argv)
+    paths = subprocess.run([args.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib') + ':' + "
+                            "sysconfig.get_path('platlib'))"], capture_output=True, text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="sbox-bench-npm-stages-") as tmp:
+        variants, env, skipped = bench_backends.setup(Path(tmp), ["bwrap"])
+        if skipped:
+            raise SystemExit(f"bwrap is not usable here: {skipped}")
+        cmd, cwd, extra = variants[bench_backends.NPM_FIRST]
+        env = {**env, **extra}
+        prime = ("import sys; sys.path[:0] = sys.argv[1].split(':'); sys.argv[1:2] = []; "
+                 "from sbox_shim.entry import main; main()")
+        for _ in range(3):  # the record (its key names the interpreter), then the project settles
+            subprocess.run([args.python, "-I", "-S", "-c", prime, paths, *cmd[1:]], cwd=cwd, env=env,
+                           capture_output=True, check=True)
+        load_before = bench_backends.loadavg()
+        runs = [r for r in (one(args.python, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]
+        load_after = bench_backends.loadavg()
+    if not runs:
+        raise SystemExit("no run was warm")
+    names = [n for n in runs[0] if all(n in r for r in runs)]
+    medians = {name: round(statistics.median(r[name] for r in runs), 2) for name in names}
+    for name, value in sorted(medians.items(), key=lambda item: item[1]):
+        print(f"{name:40} {value:7.2f} ms")
+    print(f"{len(runs)} warm runs; load average before {load_before}, after {load_after}")
+    results_file.write({"benchmark": "npm_stages", "command": "sbox run --backend bwrap -- npm install (stub npm)",
+                        "unit": "ms", "runs": len(runs), "median_ms": medians,
+                        "loadavg": {"before": load_before, "after": load_after}}, args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
