@@ -42,6 +42,7 @@ WRAP = {
     "sbox_shim.compiled": ("_replay", "_read"),
     "sbox_shim.replay": ("prepare", "run", "facts_hold", "start"),
     "sbox_shim.runner": ("execute", "_run_step", "_Starting.begin", "_Starting.ready"),
+    "sbox_shim.egress.starting": ("Starting.begin", "Starting.ready", "Starting._start"),
     "sbox_shim.backends.bwrap": ("run",),
     "sbox_shim.backends.bwraprun": ("spawn", "finish"),
     "sbox_shim.backends.mountcheck": ("verify",),

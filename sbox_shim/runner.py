@@ -183,17 +183,23 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
     socket_path = os.path.join(run_dir, "egress.sock")
     if getattr(backend, "NAME", "") == "bwrap" and netns.usable():
         # The proxy listens in the sandbox's own network namespace and the bridge does not run
-        # (egress/netns.py); it is needed only once bwrap has set the sandbox up, so it is
-        # imported and started meanwhile (its imports cost milliseconds bwrap's work hides).
-        proxy = _Starting(step, socket_path)
+        # (egress/netns.py); its listeners are made once bwrap has set the sandbox up, and the
+        # proxy is imported and started while the command starts (egress/starting.py).
+        from sbox_shim.egress.starting import Starting
+
+        proxy = Starting(step, socket_path)
         try:
             code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin))
         finally:
-            denials = proxy.stop()
+            denials, problem = proxy.stop()
+        if problem:
+            err.write(problem + "\n")
+            code = code or 125
     else:
         from sbox_shim.egress.proxy import EgressProxy
+        from sbox_shim.egress.starting import policy
 
-        started = EgressProxy(_policy(step), socket_path)
+        started = EgressProxy(policy(step), socket_path)
         started.start()
         try:
             code = int(backend.run(step, run_dir, index, kept_in))
@@ -230,47 +236,6 @@ def _run_offline(step: Step, backend: ModuleType, run_dir: str, index: int, stat
         err.write(f"sbox: the {step.label} phase tried to reach {', '.join(names)} "
                   f"(looked up with the network off, refused){f'; record: {log}' if log else ''}\n")
     return code
-
-
-def _policy(step: Step) -> Any:
-    from sbox_shim.egress.policy import EgressPolicy
-
-    return EgressPolicy(pins=dict(step.network.pins), ports=dict(step.network.ports),
-                        explicit=frozenset(step.network.explicit))
-
-
-class _Starting:
-    """The step's egress proxy, imported and started by `begin` (bwrap calls it once it has
-    started, while it sets the sandbox up); `ready` (bwrap's hook, with the sandbox's pid once it
-    is set up) makes the proxy's listeners in there. Without a proxy, `ready` refuses: the
-    sandbox is killed before the command runs."""
-
-    def __init__(self, step: Step, socket_path: str) -> None:
-        self.step, self.socket_path = step, socket_path
-        self.made: list[Any] = []
-
-    def begin(self) -> None:
-        from sbox_shim.egress import netns
-        from sbox_shim.egress.proxy import EgressProxy
-
-        proxy = EgressProxy(_policy(self.step), self.socket_path)
-        proxy.start()
-        self.made.append(proxy)
-        netns.prepare()
-
-    def ready(self, pid: int) -> str:
-        from sbox_shim.egress import netns
-        from sbox_shim.plan import PROXY_PORT
-
-        if not self.made:
-            return "sbox could not start the egress proxy"
-        return netns.serve(self.made[0], pid, PROXY_PORT, self.step.network.forwards)
-
-    def stop(self) -> list[dict[str, Any]]:
-        """Stop the proxy (if it started); what it refused."""
-        for proxy in self.made:
-            proxy.stop()
-        return list(self.made[0].denials) if self.made else []
 
 
 def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> str | None:

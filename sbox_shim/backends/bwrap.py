@@ -4,7 +4,6 @@ This module sets the sandbox up (is bwrap usable, which options, which files); b
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
@@ -35,12 +34,25 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-@functools.lru_cache(maxsize=None)
+_OPTIONS: dict[tuple[str, str | None], frozenset[str]] = {}  # options_of's answers in this process
+
+
+def forget_options() -> None:
+    _OPTIONS.clear()
+
+
 def options_of(path: str, state_dir: str | None = None) -> frozenset[str]:
     """The options this bwrap knows, from its --help (bubblewrap has grown them over the years).
 
     With `state_dir`, kept there per bwrap binary (path and identity), so a run does not start
-    `bwrap --help` first."""
+    `bwrap --help` first. (Kept in the process by hand: functools' import costs milliseconds on
+    the plan cache's warm path.)"""
+    if (path, state_dir) not in _OPTIONS:
+        _OPTIONS[path, state_dir] = _options_of(path, state_dir)
+    return _OPTIONS[path, state_dir]
+
+
+def _options_of(path: str, state_dir: str | None) -> frozenset[str]:
     from sbox_shim import compiled, kept as private
 
     kept = state_dir and os.path.join(state_dir, "bwrap",

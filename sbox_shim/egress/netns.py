@@ -130,12 +130,22 @@ def serve(proxy: Any, pid: int, port: int, forwards: Sequence[Address]) -> str:
     """Make the sandbox's proxy `port` (plan.PROXY_PORT) and its forwarded registry ports (the
     Network's `forwards`) on 127.0.0.1 in the namespace of `pid`, and have `proxy` (an
     EgressProxy) serve them: "" once done, else why the sandbox must not run."""
-    targets: list[tuple[str, int] | None] = [None, *forwards]
-    addresses = [("127.0.0.1", port), *(("127.0.0.1", p) for _, p in forwards)]
     try:
-        listeners = listen_in(pid, addresses)
+        made = listen(pid, port, forwards)
     except OSError as e:
-        return f"sbox could not listen in the sandbox's network namespace: {e.strerror or e}"
-    for listener, target in zip(listeners, targets):
+        return refused(e)
+    for listener, target in made:
         proxy.serve(listener, target)
     return ""
+
+
+def listen(pid: int, port: int, forwards: Sequence[Address]) -> list[tuple[socket.socket, Address | None]]:
+    """`serve`'s listeners, each with what its connections are served as (None: proxy clients;
+    a forward's target). OSError if one cannot be made (then none is left open)."""
+    targets: list[Address | None] = [None, *forwards]
+    addresses = [("127.0.0.1", port), *(("127.0.0.1", p) for _, p in forwards)]
+    return list(zip(listen_in(pid, addresses), targets))
+
+
+def refused(error: OSError) -> str:
+    return f"sbox could not listen in the sandbox's network namespace: {error.strerror or error}"

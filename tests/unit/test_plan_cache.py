@@ -353,22 +353,22 @@ def test_bwraps_options_are_kept_per_binary(tmp_path: Path, monkeypatch: pytest.
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\necho '--args FD  --disable-userns  --json-status-fd FD'\n")
     fake.chmod(0o755)
-    bwrap.options_of.cache_clear()
+    bwrap.forget_options()
     state = str(tmp_path / "state")
     assert bwrap.options_of(str(fake), state) == {"--args", "--disable-userns", "--json-status-fd"}
     assert len(list((tmp_path / "state" / "bwrap").iterdir())) == 1
-    bwrap.options_of.cache_clear()
+    bwrap.forget_options()
 
     def no_process(*args: object, **kwargs: object) -> None:
         raise AssertionError("bwrap --help ran again")
 
     monkeypatch.setattr(subprocess, "run", no_process)
     assert "--disable-userns" in bwrap.options_of(str(fake), state)  # from the kept copy
-    bwrap.options_of.cache_clear()
+    bwrap.forget_options()
     fake.write_text("#!/bin/sh\necho '--args FD'\n")  # another binary at that path: asked again
     monkeypatch.undo()
     assert bwrap.options_of(str(fake), state) == {"--args"}
-    bwrap.options_of.cache_clear()
+    bwrap.forget_options()
 
 
 def test_a_big_file_read_while_planning_is_known_by_identity_and_any_write_shows(tmp_path: Path) -> None:
