@@ -41,7 +41,7 @@ sys.path[:0] = sys.argv[1].split(":")
 WRAP = {
     "sbox_shim.compiled": ("_replay", "_read"),
     "sbox_shim.replay": ("prepare", "run", "facts_hold", "start"),
-    "sbox_shim.runner": ("execute", "_run_step", "_Starting.begin", "_Starting.ready"),
+    "sbox_shim.runner": ("execute", "_run_step", "_run_staged", "_Starting.begin", "_Starting.ready"),
     "sbox_shim.egress.starting": ("Starting.begin", "Starting.ready", "Starting._start"),
     "sbox_shim.backends.bwrap": ("run",),
     "sbox_shim.backends.bwraprun": ("spawn", "finish"),
@@ -50,6 +50,9 @@ WRAP = {
     "sbox_shim.egress.netns": ("serve",),
     "sbox_shim.egress.proxy": (),
     "sbox_shim.guard": ("before",),
+    "sbox_shim.outputs": ("stage",),
+    "sbox_shim.hooks": ("Hooks.before",),
+    "sbox_shim.rollback": ("keep",),
     "sbox_shim.plan": (),
     "dataclasses": (),
 }

@@ -16,15 +16,18 @@ inside as before.
 """
 from __future__ import annotations
 
-import functools
 import os
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    import _socket
     import socket
-    from typing import Any, Callable, Sequence
+    from typing import Any, Callable, Sequence, TypeVar
+
+    Made = TypeVar("Made", bound=_socket.socket)
 # socket and threading are imported where used: `usable()` decides, before bwrap starts, whether
-# a step runs this way, and should not cost their imports (milliseconds) there.
+# a step runs this way, and should not cost their imports (milliseconds) there. Sockets made for
+# a sandbox about to run are made with _thread and _socket, which cost next to nothing (`listen_raw`).
 
 CLONE_NEWNET = 0x40000000
 CAP_SYS_ADMIN = 21
@@ -50,15 +53,22 @@ def usable() -> bool:
 def listen_in(pid: int, addresses: Sequence[Address]) -> list[socket.socket]:
     """A TCP listener on each address, made in the network namespace of process `pid`, which
     must not be ours. OSError if one cannot be made (then none is returned open)."""
-    return made_in(pid, [functools.partial(_listen, address) for address in addresses])
+    import socket  # noqa: F401 (loaded here, not by the thread that enters the namespace)
+
+    return made_in(pid, [_listener(address) for address in addresses])
 
 
-def made_in(pid: int, makers: Sequence[Callable[[], socket.socket]]) -> list[socket.socket]:
+def made_in(pid: int, makers: Sequence[Callable[[], Made]]) -> list[Made]:
     """The socket each of `makers` makes, made in the network namespace of process `pid`, which
-    must not be ours. OSError if one cannot be made (then none is returned open)."""
+    must not be ours. OSError if one cannot be made (then none is returned open). The makers'
+    modules are loaded by the caller, not by the thread that enters the namespace."""
+    import _thread
+
     ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    made: list[socket.socket] = []
+    made: list[Made] = []
     failed: list[OSError] = []
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def enter_and_make() -> None:  # a thread of its own, which ends in the sandbox's namespace
         try:
@@ -70,14 +80,12 @@ def made_in(pid: int, makers: Sequence[Callable[[], socket.socket]]) -> list[soc
                 made.append(make())
         except OSError as e:
             failed.append(e)
+        finally:
+            done.release()
 
-    try:
-        import socket  # noqa: F401 (loaded here, not by the thread that enters the namespace)
-        import threading
-
-        thread = threading.Thread(target=enter_and_make, name="sbox-netns", daemon=True)
-        thread.start()
-        thread.join()
+    try:  # a bare thread: threading's import (functools, collections) costs milliseconds
+        _thread.start_new_thread(enter_and_make, ())
+        done.acquire()
     finally:
         os.close(ns)
     if failed or len(made) != len(makers):
@@ -85,6 +93,12 @@ def made_in(pid: int, makers: Sequence[Callable[[], socket.socket]]) -> list[soc
             sock.close()
         raise failed[0] if failed else OSError("cannot listen in the sandbox")
     return made
+
+
+def _listener(address: Address) -> Callable[[], socket.socket]:
+    """What makes a listener on `address` (functools.partial, without functools' import: it
+    costs milliseconds before an allowlisted step's sandbox starts)."""
+    return lambda: _listen(address)
 
 
 def _listen(address: Address) -> socket.socket:
@@ -108,10 +122,15 @@ def prepare() -> None:
         _libc()
 
 
-def _libc() -> Any:
-    import ctypes
+_LIBC: list[Any] = []  # loaded once (prepare), used by each setns
 
-    return ctypes.CDLL(None, use_errno=True)
+
+def _libc() -> Any:
+    if not _LIBC:
+        import ctypes
+
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
 
 
 def _setns(fd: int, kind: int) -> None:
@@ -145,6 +164,33 @@ def listen(pid: int, port: int, forwards: Sequence[Address]) -> list[tuple[socke
     targets: list[Address | None] = [None, *forwards]
     addresses = [("127.0.0.1", port), *(("127.0.0.1", p) for _, p in forwards)]
     return list(zip(listen_in(pid, addresses), targets))
+
+
+def listen_raw(pid: int, port: int, forwards: Sequence[Address]) -> list[tuple[int, Address | None]]:
+    """`listen`, the listeners as bare descriptors: made with _socket, whose import costs next to
+    nothing where socket's costs milliseconds (its enums); `socket.socket(fileno=fd)` takes one."""
+    import _socket  # noqa: F401 (loaded here, not by the thread that enters the namespace)
+
+    targets: list[Address | None] = [None, *forwards]
+    addresses = [("127.0.0.1", port), *(("127.0.0.1", p) for _, p in forwards)]
+    made = made_in(pid, [_raw_listener(address) for address in addresses])
+    return [(sock.detach(), target) for sock, target in zip(made, targets)]
+
+
+def _raw_listener(address: Address) -> Callable[[], _socket.socket]:
+    def make() -> _socket.socket:
+        import _socket
+
+        sock = _socket.socket(_socket.AF_INET6 if ":" in address[0] else _socket.AF_INET, _socket.SOCK_STREAM)
+        try:
+            sock.bind(address)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return make
 
 
 def refused(error: OSError) -> str:

@@ -3,8 +3,9 @@ namespace (netns.py): started around the sandbox by the runner (runner._run_stag
 
 What the sandbox needs before its command may run is its proxy ports, listened on in its
 namespace: a connection made to them waits in the listen backlog until it is accepted. So while
-bwrap sets the sandbox up only what making those listeners takes is loaded (`begin`: socket,
-threading, ctypes); once it is set up `ready` makes them and lets the command go, and the proxy
+bwrap sets the sandbox up only what making those listeners takes is loaded (`begin`: ctypes,
+before Python 3.12; the listeners are made with _socket and _thread, which cost next to nothing);
+once it is set up `ready` makes them and lets the command go, and the proxy
 itself (its modules and the policy: most of the milliseconds an allowlisted step's start costs)
 is imported and started in a thread of its own while the command starts, then serves the
 listeners. Every connection is still decided by the proxy; none is served by anything else.
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
 if TYPE_CHECKING:
-    import socket
-    import threading
     from typing import Any
 
     from sbox_shim.egress.proxy import EgressProxy
@@ -27,14 +26,11 @@ class Starting:
     def __init__(self, step: Step, socket_path: str) -> None:
         self.step, self.socket_path = step, socket_path
         self.proxy: EgressProxy | None = None
-        self.thread: threading.Thread | None = None
+        self.started: Any = None  # a _thread lock, held until the proxy has started (or failed to)
         self.problem = ""
 
     def begin(self) -> None:
         """While bwrap sets the sandbox up: load what `ready` needs."""
-        import socket  # noqa: F401
-        import threading  # noqa: F401
-
         from sbox_shim.egress import netns
 
         netns.prepare()
@@ -42,38 +38,47 @@ class Starting:
     def ready(self, pid: int) -> str:
         """bwrap's hook, with the sandbox's pid once it is set up: its listeners made and the
         proxy's start begun; "" or why the command must not run."""
-        import threading
+        import _thread
 
         from sbox_shim.egress import netns
         from sbox_shim.plan import PROXY_PORT
 
         try:
-            made = netns.listen(pid, PROXY_PORT, self.step.network.forwards)
+            made = netns.listen_raw(pid, PROXY_PORT, self.step.network.forwards)
         except OSError as e:
             return netns.refused(e)
-        self.thread = threading.Thread(target=self._start, args=(made,), name="sbox-egress-start", daemon=True)
-        self.thread.start()
+        self.started = _thread.allocate_lock()
+        self.started.acquire()
+        _thread.start_new_thread(self._start, (made,))  # threading's import costs milliseconds here
         return ""
 
-    def _start(self, made: list[tuple[socket.socket, tuple[str, int] | None]]) -> None:
+    def _start(self, made: list[tuple[int, tuple[str, int] | None]]) -> None:
+        import os
+
         try:
+            import socket
+
             from sbox_shim.egress.proxy import EgressProxy
 
             proxy = EgressProxy(policy(self.step), self.socket_path)
             proxy.start()
             self.proxy = proxy
             while made:
-                listener, target = made.pop(0)
+                fd, target = made[0]
+                listener = socket.socket(fileno=fd)
+                made.pop(0)
                 proxy.serve(listener, target)
         except Exception as e:  # its listeners closed: every connection refused
             self.problem = f"sbox could not start the egress proxy ({type(e).__name__}: {e}); the step's connections were refused"
-            for listener, _ in made:
-                listener.close()
+            for fd, _ in made:
+                os.close(fd)
+        finally:
+            self.started.release()
 
     def stop(self) -> tuple[list[dict[str, Any]], str]:
         """Stop the proxy (once it has started): what it refused, and why it could not start ("")."""
-        if self.thread is not None:
-            self.thread.join()
+        if self.started is not None:
+            self.started.acquire()
         if self.proxy is None:
             return [], self.problem
         self.proxy.stop()
