@@ -10,7 +10,13 @@ after the warm path itself imports it, so imports stay where they fall), and the
 those modules is first imported. The print is a timeline: the median time of each mark from the
 moment the parent starts the process, to "first step" (the stub's own clock). Marks that a
 version of sbox does not reach are left out, so the same bench reads sbox before and after a
-change. Medians over the runs, in ms, with the load average.
+change. Medians over the runs, in ms, with the load average. The hook on every import costs a few
+milliseconds of its own: bench_backends.py's "npm install, to first step" is the figure to quote.
+
+`--lockfile`: the project as a repeated install finds it, with a package-lock.json and npm's
+hidden lockfile listing one installed package (the stub installs nothing): no output file to
+stage, and npm's hook reads both lockfiles to find the tree settled (no copy of node_modules
+kept for the rollback). Without it, bench_backends.py's project: package.json alone.
 """
 from __future__ import annotations
 
@@ -113,11 +119,28 @@ def one(python: str, paths: str, argv: Sequence[str], cwd: Path, env: dict[str, 
     return at
 
 
+LOCK = ('{"name": "app", "version": "1.0.0", "lockfileVersion": 3, "requires": true, "packages": '
+        '{%s"node_modules/a": {"version": "1.0.0", "resolved": "http://127.0.0.1:9/a/-/a-1.0.0.tgz", '
+        '"integrity": "sha512-AAAA"}}}\n')
+
+
+def add_lockfiles(project: Path) -> None:
+    """A settled tree of one package, as npm leaves it: package.json asks for it, both lockfiles list it."""
+    (project / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true, '
+                                          '"dependencies": {"a": "1.0.0"}}\n')
+    (project / "package-lock.json").write_text(
+        LOCK % '"": {"name": "app", "version": "1.0.0", "dependencies": {"a": "1.0.0"}}, ')
+    (project / "node_modules" / "a").mkdir(parents=True, exist_ok=True)
+    (project / "node_modules" / "a" / "package.json").write_text('{"name": "a", "version": "1.0.0"}\n')
+    (project / "node_modules" / ".package-lock.json").write_text(LOCK % "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "npm_stages.json"))
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the sbox to measure")
+    parser.add_argument("--lockfile", action="store_true", help="a project with its lockfiles (see above)")
     args = parser.parse_args(argv)
     paths = subprocess.run([args.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib') + ':' + "
                             "sysconfig.get_path('platlib'))"], capture_output=True, text=True, check=True).stdout.strip()
@@ -127,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"bwrap is not usable here: {skipped}")
         cmd, cwd, extra = variants[bench_backends.NPM_FIRST]
         env = {**env, **extra}
+        if args.lockfile:
+            add_lockfiles(cwd)
         prime = ("import sys; sys.path[:0] = sys.argv[1].split(':'); sys.argv[1:2] = []; "
                  "from sbox_shim.entry import main; main()")
         for _ in range(3):  # the record (its key names the interpreter), then the project settles
@@ -143,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name:40} {value:7.2f} ms")
     print(f"{len(runs)} warm runs; load average before {load_before}, after {load_after}")
     results_file.write({"benchmark": "npm_stages", "command": "sbox run --backend bwrap -- npm install (stub npm)",
+                        "project": "with lockfiles" if args.lockfile else "package.json alone",
                         "unit": "ms", "runs": len(runs), "median_ms": medians,
                         "loadavg": {"before": load_before, "after": load_after}}, args.output)
     return 0
