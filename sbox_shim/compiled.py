@@ -85,6 +85,11 @@ def _replay(path: str, record: Mapping[str, Any], env: Mapping[str, str]) -> int
     still fresh); None, and the record gone if it went stale, when the cold path must plan."""
     import time
 
+    backend = str(record.get("backend", "bwrap"))
+    if backend == "docker":  # the SDK and the daemon reached while the facts are checked
+        from sbox_shim.backends import dockerhelper
+
+        dockerhelper.start(env)
     try:
         state = str(record["state"])
         fresh = not record["expires"] or time.time() < float(record["expires"])
@@ -101,7 +106,7 @@ def _replay(path: str, record: Mapping[str, Any], env: Mapping[str, str]) -> int
     except (LookupError, TypeError, ValueError, AttributeError):  # a record of another shape
         kept.remove(path)
         return None
-    return None if prepared is None else replay.run(*prepared, env, state)
+    return None if prepared is None else replay.run(*prepared, env, state, backend)
 
 
 def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:

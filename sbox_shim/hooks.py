@@ -5,6 +5,7 @@ a failed install; pip's: whether its two phases run after its one-phase install)
     before(state, step, err) -> (state, step | None, why)  # the step to run; None: skip it, why
     failed(state, err)                                      # a step failed: undo what it must
     done(state)                                             # the steps succeeded
+    likely(step) -> bool  (optional)                        # a guess that the step will run
 
 The first step without a hook (the project's own `prepare`) ends the hooked group: what came
 before it is kept, as npm keeps an install whose root scripts fail.
@@ -36,6 +37,11 @@ class Hooks:
         state, chosen, why = _module(name).before(self.states.get(name), step, self.err)
         self.states[name] = state
         return chosen, why
+
+    def likely(self, step: Step) -> bool:
+        """Will `step` probably run (a guess: its container may be started early, never more)?"""
+        guess = getattr(_module(step.hook[0]), "likely", None) if step.hook else None
+        return bool(guess and guess(step))
 
     def failed(self) -> None:
         states, self.states = self.states, {}

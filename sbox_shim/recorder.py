@@ -25,12 +25,12 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     planning looked at (probe.py)."""
     if host.env.get("SBOX_PLAN_CACHE") == "0" or cacheable(plan, backend, host) is not None:
         return None
-    if not alone(plan, host):
+    if backend.NAME == "docker" or not alone(plan, host):
         if probed is None or not run_dir:
             return None
         from sbox_shim.recorder_plan import store_plan
 
-        return store_plan(argv, plan, host, explicit_config, probed, run_dir)
+        return store_plan(argv, plan, host, explicit_config, probed, run_dir, backend.NAME)
     from sbox_shim.backends import bwrap, seccomp
     from sbox_shim.backends.bwrapargs import bwrap_options
     from sbox_shim.errors import SandboxError
@@ -95,8 +95,10 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
     """None if the warm path can run this plan exactly as the cold path would; else why not."""
     from sbox_shim.environment import is_secret
 
-    if any(step.mode != "sandbox" for step in plan.steps) or backend is None or backend.NAME != "bwrap":
-        return "the warm path runs bwrap sandboxes only"
+    if any(step.mode != "sandbox" for step in plan.steps) or backend is None or backend.NAME not in ("bwrap", "docker"):
+        return "the warm path runs sandboxes only"
+    if backend.NAME == "docker" and plan.backend != "docker":
+        return "docker is kept only when named (backend: docker): `auto` chooses anew on each run"
     if any(is_secret(name) and host.env.get(name) != value for step in plan.steps for name, value in step.env):
         return "a credential-like value sbox computed would be written to disk"
     plans = os.path.realpath(directory(host.env))
@@ -154,7 +156,7 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
 
     step = plan.steps[step_index]
     path_var = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
-    watched = [("code", PACKAGE), ("stat", bwrap_path)]
+    watched = [("code", PACKAGE)] + ([("stat", bwrap_path)] if bwrap_path else [])  # "": docker
     if step.network.policy == "proxy":
         watched.append(("stat", "/etc/hosts"))  # names pinned to loopback may come from there
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]

@@ -22,12 +22,12 @@ PIN_TTL = 300  # seconds: about the DNS TTL of the registries' CDNs; then the na
 
 
 def store_plan(argv: Sequence[str], plan: Plan, host: Host, explicit_config: str | None,
-               probed: Sequence[tuple[str, str]], run_dir: str) -> str | None:
+               probed: Sequence[tuple[str, str]], run_dir: str, backend: str = "bwrap") -> str | None:
     from sbox_shim import replay
     from sbox_shim.backends import bwrap
     from sbox_shim.recorder import _watched, prepared
 
-    path = bwrap.bwrap_path()
+    path = bwrap.bwrap_path() if backend == "bwrap" else ""
     if path is None:
         return None
     target = prepared(host, argv, plan.steps)
@@ -56,6 +56,7 @@ def store_plan(argv: Sequence[str], plan: Plan, host: Host, explicit_config: str
             "run_dir": run_dir,
             "state": host.state_dir,
             "expires": time.time() + PIN_TTL if pins else 0,
+            "backend": backend,
         }
         kept.write_private(target, record)
     except (OSError, ValueError):

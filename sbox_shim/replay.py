@@ -96,9 +96,9 @@ def prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Plan, st
     return plan, run_dir
 
 
-def run(plan: Plan, run_dir: str, env: Mapping[str, str], state_dir: str) -> int:
-    """What the cold path does once it has planned: the runner, on bwrap."""
+def run(plan: Plan, run_dir: str, env: Mapping[str, str], state_dir: str, backend: str = "bwrap") -> int:
+    """What the cold path does once it has planned: the runner, on the recorded backend."""
     from sbox_shim import runner
-    from sbox_shim.backends import bwrap
+    from sbox_shim.backends.select import module
 
-    return runner.execute(plan, bwrap, run_dir, env, state_dir)
+    return runner.execute(plan, module(backend), run_dir, env, state_dir)

@@ -93,9 +93,10 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                     continue
                 step = chosen
             following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
-            # docker: the next step's container starts while this one runs, unless a hook decides
-            # that step only when this one has ended (npm's scripts phase)
-            if backend is not None and following is not None and not following.hook and hasattr(backend, "ahead"):
+            # docker: the next step's container starts while this one runs; one whose command a hook
+            # decides when this one has ended (npm's scripts phase) only if it will likely run
+            if backend is not None and following is not None and hasattr(backend, "ahead") and (
+                    not following.hook or (hooks is not None and hooks.likely(following))):
                 backend.ahead(following, run_dir, index + 1)
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")

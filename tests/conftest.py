@@ -23,6 +23,9 @@ def fake_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("SBOX_STATE_DIR", str(base / "state"))
     monkeypatch.setenv("SBOX_USER_CONFIG", str(base / "user-config.yaml"))
     monkeypatch.setenv("SBOX_QUIET", "1")
+    # Each test has a state directory of its own, so a kept docker helper serves one test: it
+    # ends soon after (tests of the kept helper set their own).
+    monkeypatch.setenv("SBOX_DOCKER_HELPER_IDLE", "2")
     # Toolchains installed under the real HOME stay reachable, read-only, by their own variables.
     for name, default in (("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo"), ("PYENV_ROOT", ".pyenv")):
         if name not in os.environ and os.path.isdir(os.path.join(REAL_HOME, default)):

@@ -92,11 +92,13 @@ VERIFY = (
 
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
-                     verify: Sequence[tuple[str, str, str]] = (), gate: str = "") -> dict[str, Any]:
+                     verify: Sequence[tuple[str, str, str]] = (), gate: str = "",
+                     gate_later: bool = False) -> dict[str, Any]:
     """The keyword arguments for creating the container: a pure function of the step. `verify`
     holds (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
     command runs; `gate`: the command waits for sbox to write this word instead (dockerahead.py),
-    the binds checked from the host."""
+    the binds checked from the host; `gate_later`: and the command's arguments after it, one per
+    line (a step whose command a hook decides once the step before it has ended)."""
     net = step.network
     size = scratch_bytes(step.limits.memory)
     scratch = f"rw,exec,nosuid,nodev,mode=1777,size={size}"
@@ -115,7 +117,9 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
                            "ReadOnly": m.readonly})
     init = _host_init() if not step.image else None
     argv = list(step.argv)
-    if gate:
+    if gate and gate_later:  # the command itself comes through the gate (a step a hook decides)
+        argv = ["/bin/sh", "-c", dockerahead.GATED_LATER, "sh", gate]
+    elif gate:
         argv = ["/bin/sh", "-c", dockerahead.GATED, "sh", gate, *argv]
     elif verify:
         argv = ["/bin/sh", "-c", VERIFY, "sh", *(w for pair in verify for w in pair), "--", *argv]

@@ -17,6 +17,12 @@ is not ready, not visible from here (a daemon in another pid namespace) or does 
 removed and the step gets a container made then, as before. Never started ahead: a step with staged
 files (run-dir files copied into the project; their content is written just before the step) or
 with an output directory outside the project (not pinned, so not checked at the step's turn).
+
+A step whose command a hook decides once the step before it has ended (npm's scripts phase: which
+packages' scripts run) is started ahead when the hook guesses it will run (the lockfile names
+install scripts). Its shell then reads the command's arguments after the word, one per line, until
+sbox closes the gate: everything else about the step (mounts, environment, network) must be what
+was started, and a command with a newline in a word gets a container made at its turn.
 """
 from __future__ import annotations
 
@@ -30,6 +36,9 @@ from sbox_shim.plan import Mount, Step
 
 GATE = "/.sbox-gate"
 GATED = f'read -r go < {GATE} && [ "$go" = "$1" ] && shift && exec "$@"; exit 125'
+# The command's arguments follow the word, one per line, until sbox closes the gate.
+GATED_LATER = ('{ read -r go && [ "$go" = "$1" ] || exit 125; set --; '
+               f'while IFS= read -r a; do set -- "$@" "$a"; done; [ $# -gt 0 ] && exec "$@"; }} < {GATE}; exit 125')
 OPEN_WITHIN = 20.0  # seconds for the waiting shell to open the gate
 
 
@@ -45,6 +54,8 @@ class Ahead:
         self.lifeline = -1
         self.made = False
         self.tty = sys.stdin.isatty() and sys.stdout.isatty()
+        self.later = bool(step.hook)  # its command is decided when its turn comes: sent through the gate
+        self.argv: tuple[str, ...] = step.argv
 
     def prepare(self, api: Any) -> None:
         from sbox_shim.backends import docker, dockerimage
@@ -62,7 +73,7 @@ class Ahead:
             os.mkfifo(self.fifo, 0o600)
             files = docker.materialize(step, self.run_dir, self.index) + [Mount(self.fifo, GATE)]
             config = docker.container_config(step, files, name, step.image or dockerimage.base_image_tag(links),
-                                             self.tty, gate=self.word)
+                                             self.tty, gate=self.word, gate_later=self.later)
             self.box = docker._create(api, config, step, links)
             self.sock = self.box.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             self.box.start()
@@ -98,8 +109,14 @@ class Ahead:
                 if time.monotonic() > deadline:
                     return  # the container's wait reports how it ended
                 time.sleep(0.002)
+        lines = [self.word, *self.argv] if self.later else [self.word]
+        data = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
         try:
-            os.write(fd, self.word.encode() + b"\n")
+            os.set_blocking(fd, True)
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError:  # the shell has gone: the container's wait reports how it ended
+            pass
         finally:
             os.close(fd)
 
@@ -142,7 +159,8 @@ def behind(removal: threading.Thread) -> None:
 
 
 def plan(step: Step, run_dir: str, index: int) -> None:
-    """The runner's word that step `index` comes next: start its container once this one runs."""
+    """The runner's word that step `index` comes next: start its container once this one runs
+    (for a step with a hook, the command waits at the gate to be told as well)."""
     from sbox_shim.backends.pinned import inside
 
     if step.mode == "sandbox" and not step.staged and all(inside(path, step.project) for path in step.create) \
@@ -163,10 +181,20 @@ def take(step: Step, index: int) -> Ahead | None:
     if ahead is None or ahead.thread is None:
         return None
     ahead.thread.join()
-    if ahead.step is not step or ahead.box is None:
+    if ahead.box is None or not (ahead.step is step or _decided(ahead, step)):
         ahead.discard()
         return None
+    ahead.argv = step.argv
     return ahead
+
+
+def _decided(ahead: Ahead, step: Step) -> bool:
+    """`step` is the one started ahead with only the command its hook decided, and that command
+    goes through the gate line by line."""
+    import dataclasses
+
+    return (ahead.later and dataclasses.replace(step, argv=ahead.step.argv) == ahead.step and bool(step.argv)
+            and not any("\n" in word or "\0" in word for word in step.argv))
 
 
 def discard_all() -> None:

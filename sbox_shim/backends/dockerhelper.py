@@ -12,7 +12,8 @@ its plan, and it sees no project file.
 It is also the lifeline of the containers it creates (in place of dockerwatch.py's process per
 container): in a session of its own, its stdio on /dev/null, it reads its end of the socket; when
 sbox's end closes (sbox exits, or is killed), the helper removes every container sbox has not
-removed, and exits.
+removed. The helper's side is dockerserve.py; dockerkept.py keeps it for the next runs, which then
+reach it in place of forking their own.
 Only for a daemon on a unix socket (an attached TLS stream cannot be handed over), and only forked
 while sbox has a single thread; otherwise sbox uses the SDK itself, as before.
 """
@@ -25,29 +26,60 @@ import signal
 import socket
 import struct
 import threading
-from typing import Any
+from typing import Any, Mapping
 
 FD = "\0fd"  # a response whose value is the file descriptor that came with it
 _HELPER: list["Remote"] = []
 
 
-def start(env: dict[str, str] | None = None) -> None:
-    """Fork the helper (once per sbox process), if this is a process it may be forked from."""
-    host = (os.environ if env is None else env).get("DOCKER_HOST", "")
+def start(env: Mapping[str, str] | None = None) -> None:
+    """Reach the kept helper (dockerkept.py), or start one (once per sbox process)."""
+    env = os.environ if env is None else env
+    host = env.get("DOCKER_HOST", "")
     if _HELPER or (host and not host.startswith("unix://")) or threading.active_count() > 1:
         return
+    from sbox_shim.backends import dockerkept
+
+    where = dockerkept.place(env)
+    if where is not None:
+        kept = dockerkept.reach(where, frame((-1, "ping", ())))
+        if kept is not None:
+            _HELPER.append(Remote(kept, 0))
+            return
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:  # the helper: never returns into sbox's code
-        code = 1
-        try:
-            ours.close()
-            _serve(theirs)
-            code = 0
-        finally:
-            os._exit(code)
-    theirs.close()
+    try:
+        pid = _spawn(theirs, env, where)
+    except OSError:
+        ours.close()
+        return
+    finally:
+        theirs.close()
     _HELPER.append(Remote(ours, pid))
+
+
+# What the helper gets of the run's environment: what the SDK reads, and no credential (a kept
+# helper outlives the run that started it).
+KEPT_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG", "HOME", "PATH", "LANG",
+             "LC_ALL", "TMPDIR")
+SERVE = "import sys; from sbox_shim.backends import dockerserve; dockerserve.main(sys.argv[1:])"
+
+
+def _spawn(sock: socket.socket, env: Mapping[str, str], where: Any) -> int:
+    """A fresh interpreter (-I: nothing from the project's directory or the environment is
+    imported) in a session of its own, its stdio on /dev/null, holding only its end of `sock`."""
+    import sys
+
+    sock.set_inheritable(True)
+    argv = [sys.executable, "-I", "-c", SERVE, str(sock.fileno())]
+    if where is not None:
+        argv += [where.directory, where.name, repr(where.idle)]
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        return os.posix_spawn(sys.executable, argv, {name: env[name] for name in KEPT_VARS if name in env},
+                              file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)], setsid=True,
+                              setsigmask=(), setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    finally:
+        os.close(null)
 
 
 def remote() -> "Remote | None":
@@ -82,7 +114,7 @@ class Remote:
             rid = next(self.ids)
             self.slots[rid] = slot
             try:
-                self.sock.sendall(_frame((rid, method, args)))
+                self.sock.sendall(frame((rid, method, args)))
             except OSError:
                 self.slots.pop(rid, None)
                 raise RemoteError("gone", "sbox's docker helper is gone") from None
@@ -94,7 +126,7 @@ class Remote:
 
     def _read(self) -> None:
         """Hand each response to its caller; if the helper goes, fail every caller still waiting."""
-        stream = _Stream(self.sock)
+        stream = Stream(self.sock)
         while (message := stream.next()) is not None:
             rid, ok, value = message
             if value == FD:
@@ -145,12 +177,12 @@ class Remote:
         self.call("build", context, tag, labels)
 
 
-def _frame(message: Any) -> bytes:
+def frame(message: Any) -> bytes:
     data = marshal.dumps(message)
     return struct.pack(">I", len(data)) + data
 
 
-class _Stream:
+class Stream:
     """Length-prefixed marshal messages from a socket, with the descriptors that came along."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -172,151 +204,3 @@ class _Stream:
             if not chunk:
                 return None
             self.buffer += chunk
-
-
-class _Helper:
-    """The helper's side: one thread per request (a wait blocks while its container runs)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.send = sock, threading.Lock()
-        self.api: Any = None
-        self.broken: tuple[str, str, None, None] | None = None
-        self.live: set[str] = set()  # created here and not removed: removed if sbox goes
-        self.creating = 0
-        self.closing = False
-        self.changed = threading.Condition()
-
-    def connect(self) -> None:
-        from sbox_shim.backends import docker, dockerapi
-
-        try:
-            self.api = dockerapi.connect()
-        except Exception as exc:  # the SDK raises many types for "no daemon"
-            self.broken = ("connect", dockerapi.short(exc), None, None)
-            return
-        threading.Thread(target=docker.reap_stale, args=(self.api,), daemon=True).start()
-
-    def answer(self, rid: int, method: str, args: tuple[Any, ...]) -> None:
-        fds: list[int] = []
-        try:
-            if self.broken is not None:
-                raise RemoteError(*self.broken)
-            value = getattr(self, "do_" + method)(*args)
-            if isinstance(value, socket.socket):
-                fds, value = [value.detach()], FD
-            reply = (rid, True, value)
-        except RemoteError as exc:
-            reply = (rid, False, (exc.kind, str(exc), exc.status_code, exc.explanation))
-        except Exception as exc:
-            from sbox_shim.backends import dockerapi
-
-            explanation = getattr(exc, "explanation", None)
-            reply = (rid, False, (type(exc).__name__, dockerapi.short(exc), getattr(exc, "status_code", None),
-                                  None if explanation is None else str(explanation)))
-        try:
-            data = _frame(reply)
-        except ValueError as exc:  # a value marshal cannot carry: a bug here, told to the caller
-            data = _frame((rid, False, ("ValueError", f"{method}: {exc}", None, None)))
-        with self.send:
-            try:
-                sent = socket.send_fds(self.sock, [data], fds) if fds else 0
-                self.sock.sendall(data[sent:])
-            except OSError:  # sbox has gone: wind_up follows
-                pass
-        for fd in fds:
-            os.close(fd)
-
-    def do_ping(self) -> None:
-        return None
-
-    def do_create(self, config: dict[str, Any]) -> str:
-        from sbox_shim.backends import dockerapi
-
-        with self.changed:
-            self.creating += 1
-        made = ""
-        try:
-            made = dockerapi.create(self.api, config).id
-            return made
-        finally:
-            with self.changed:
-                self.creating -= 1
-                if made:
-                    self.live.add(made)
-                self.changed.notify_all()
-            if made and self.closing:
-                self.remove_all()
-
-    def do_attach(self, container: str, params: dict[str, int]) -> socket.socket:
-        sock = self.api.attach_socket(container, params=params)
-        raw: socket.socket = getattr(sock, "_sock", sock)
-        return socket.socket(fileno=os.dup(raw.fileno()))  # closed once sent; ours stays with the SDK's object
-
-    def do_start(self, container: str) -> None:
-        self.api.start(container)
-
-    def do_wait(self, container: str) -> dict[str, Any]:
-        return {"StatusCode": int(self.api.wait(container).get("StatusCode", 125))}
-
-    def do_kill(self, container: str, sig: str) -> None:
-        self.api.kill(container, signal=sig)
-
-    def do_resize(self, container: str, height: int, width: int) -> None:
-        self.api.resize(container, height=height, width=width)
-
-    def do_state(self, container: str) -> dict[str, Any]:
-        state = self.api.inspect_container(container)["State"]
-        return {"Pid": int(state.get("Pid") or 0), "Running": bool(state.get("Running"))}
-
-    def do_remove(self, container: str, force: bool) -> None:
-        self.api.remove_container(container, force=force)
-        with self.changed:
-            self.live.discard(container)
-
-    def do_pull(self, image: str) -> None:
-        self.api.pull(image)
-
-    def do_build(self, context: bytes, tag: str, labels: dict[str, str]) -> None:
-        import io
-
-        from sbox_shim.backends import dockerapi
-
-        dockerapi.build(self.api, io.BytesIO(context), tag, labels)
-
-    def remove_all(self) -> None:
-        with self.changed:
-            left, self.live = list(self.live), set()
-        for container in left:
-            try:
-                self.api.remove_container(container, force=True)
-            except Exception:  # gone already
-                pass
-
-    def wind_up(self) -> None:
-        """sbox has gone: remove what it left, including what a create in flight makes."""
-        self.closing = True
-        if self.api is None:
-            return
-        self.remove_all()
-        with self.changed:
-            self.changed.wait_for(lambda: self.creating == 0, timeout=65)
-        self.remove_all()
-
-
-def _serve(sock: socket.socket) -> None:
-    """The helper's life: detach from sbox's session and stdio, connect, answer until EOF."""
-    os.setsid()
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGPIPE, signal.SIGWINCH):
-        signal.signal(signum, signal.SIG_IGN)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    keep = sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 65536)
-    helper = _Helper(sock)
-    helper.connect()
-    stream = _Stream(sock)
-    while (message := stream.next()) is not None:
-        threading.Thread(target=helper.answer, args=message, daemon=True).start()
-    helper.wind_up()

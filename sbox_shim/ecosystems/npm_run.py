@@ -53,6 +53,15 @@ def before(state: State | None, step: Step, err: TextIO) -> tuple[State | None, 
     return state, step.replace(argv=argv), ""
 
 
+def likely(step: Step) -> bool:
+    """Will the scripts phase probably run: a lockfile package with install scripts or a link, or
+    the project's own scripts due? A guess only (docker starts the phase's container early)."""
+    if step.label == "download":
+        return True
+    _, kind, directory = step.hook
+    return npm_scope.any_scripts(directory) or (kind != "named" and npm_scope.root_due(directory))
+
+
 def failed(state: State | None, err: TextIO) -> None:
     if state is None or state.kept is None:
         return

@@ -138,6 +138,11 @@ def settled(directory: str, before: Entries | None) -> bool:
 ROOT_SECTIONS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies", "workspaces")
 
 
+def any_scripts(directory: str) -> bool:
+    """Does package-lock.json list a package with install scripts, or a link?"""
+    return any(script or link for _, script, link in (entries(_read(directory, ("package-lock.json",))) or {}).values())
+
+
 def root_due(directory: str) -> bool:
     """Does the project's package.json have an install-time script (or a binding.gyp)?"""
     import json

@@ -85,8 +85,7 @@ def test_a_bind_swapped_after_the_container_started_is_refused_and_the_step_gets
 def test_a_container_started_ahead_for_a_step_that_never_comes_is_removed(tmp_path: Path, sbox_bin: str,
                                                                        docker_backend: str) -> None:
     """Phase 1 fails (a requirement the index does not have): phase 2's container, started while
-    phase 1 ran, goes with the run. (pip: npm's scripts phase is chosen only once its download
-    has ended, so it is never started ahead.)"""
+    phase 1 ran, goes with the run."""
     from sbox_shim.backends.docker import owner
 
     project = tmp_path / "project"
@@ -130,3 +129,86 @@ def test_a_line_that_is_not_sboxs_word_runs_nothing(started: tuple[Step, object,
         time.sleep(0.05)
     assert not ahead.ready()
     assert not (Path(step.cwd) / "out" / "ran").exists()
+
+
+def test_a_step_a_hook_decides_gets_its_command_through_the_gate(tmp_path: Path, docker_backend: str) -> None:
+    """npm's scripts phase: its container starts ahead before its command is known; the command
+    decided at its turn (here with spaces, an empty word and a leading dash) reaches it word for word."""
+    import dataclasses
+
+    from sbox_shim.backends import docker, dockerahead
+
+    project, run_dir = tmp_path / "my project", tmp_path / "run"
+    (project / "out").mkdir(parents=True)
+    run_dir.mkdir()
+    planned = dataclasses.replace(_step(project), hook=("npm", "ci", str(project)), argv=("/bin/false",))
+    api = docker._client()
+    docker.ahead(planned, str(run_dir), 1)
+    dockerahead.kick(api)
+    words = ("/bin/sh", "-c", 'printf "[%s]" "$@" > out/args', "sh", " a b ", "", "-x", str(project))
+    ahead = dockerahead.take(dataclasses.replace(planned, argv=words), 1)
+    try:
+        assert ahead is not None and ahead.ready()
+        code = docker.attach_and_run(api, ahead.box, False, None, sock=ahead.sock, go=ahead.go)
+        assert code == 0
+        assert (project / "out" / "args").read_text() == f"[ a b ][][-x][{project}]"
+    finally:
+        if ahead is not None:
+            ahead.discard()
+        docker.discard()
+
+
+@pytest.mark.parametrize("change", ["a newline in a word", "another mount"])
+def test_a_decided_step_that_cannot_go_through_the_gate_gets_a_new_container(tmp_path: Path, docker_backend: str,
+                                                                            change: str) -> None:
+    import dataclasses
+
+    from sbox_shim.backends import docker, dockerahead
+
+    project, run_dir = tmp_path / "project", tmp_path / "run"
+    (project / "out").mkdir(parents=True)
+    run_dir.mkdir()
+    planned = dataclasses.replace(_step(project), hook=("npm", "ci", str(project)))
+    api = docker._client()
+    docker.ahead(planned, str(run_dir), 1)
+    dockerahead.kick(api)
+    if change == "another mount":
+        decided = dataclasses.replace(planned, mounts=planned.mounts[:-1])
+    else:
+        decided = dataclasses.replace(planned, argv=("/bin/sh", "-c", "echo ran > out/ran", "a\nb"))
+    assert dockerahead.take(decided, 1) is None
+    docker.discard()
+    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.sbox.owner={docker.owner()}"],
+                          capture_output=True, text=True, check=True).stdout
+    assert left.strip() == ""
+
+
+def test_npm_ci_runs_its_scripts_phase_in_a_container_started_ahead(tmp_path: Path, sbox_bin: str,
+                                                                    docker_backend: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the lockfile naming a package with an install script, the scripts phase's container is
+    started while the download runs (its script finds the gate mounted); a first install without a
+    lockfile is the control: its container is made at its turn, with no gate."""
+    from support.registries import NpmRegistry
+
+    seen = ("node -e \"const fs = require('fs'); fs.appendFileSync(require('path').join(process.env.INIT_CWD, "
+            "'node_modules', 'gate.txt'), String(fs.existsSync('/.sbox-gate')) + '\\\\n')\"")
+    built = pkg.npm_package("sbox-built", "1.0.0", {"index.js": "module.exports = 1;\n"},
+                            scripts={"postinstall": seen})
+    project = tmp_path / "my project"
+    project.mkdir()
+    (project / "sbox.yaml").write_text("version: 1\nbackend: docker\n")
+    trust(project / "sbox.yaml")
+    with NpmRegistry([built]) as registry:
+        (project / "package.json").write_text(json.dumps({"name": "app", "version": "0.0.0", "private": True,
+                                                          "dependencies": {"sbox-built": "1.0.0"}}))
+        monkeypatch.setenv("npm_config_registry", f"{registry.url}/")
+        env = dict(os.environ)
+        first = subprocess.run([sbox_bin, "run", "--", "npm", "install", "--no-audit", "--no-fund"], cwd=project,
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert (project / "node_modules" / "gate.txt").read_text() == "false\n"
+        again = subprocess.run([sbox_bin, "run", "--", "npm", "ci", "--no-audit", "--no-fund"], cwd=project,
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert (project / "node_modules" / "gate.txt").read_text() == "true\n"

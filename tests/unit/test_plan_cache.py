@@ -118,7 +118,7 @@ def test_a_plain_sandboxed_command_is_cacheable(tmp_path: Path) -> None:
 
 def test_an_unsandboxed_step_is_not_cached(tmp_path: Path) -> None:
     plan = _plan(tmp_path, Profile("default", mode="host"))
-    assert "bwrap" in str(recorder.cacheable(plan, None, _host(tmp_path)))
+    assert "sandboxes only" in str(recorder.cacheable(plan, None, _host(tmp_path)))
 
 
 @pytest.mark.parametrize("profile", [
@@ -133,8 +133,9 @@ def test_what_compiled_cannot_run_alone_is_kept_for_the_runner(tmp_path: Path, p
     assert recorder.alone(_plan(tmp_path), _host(tmp_path))
 
 
-def test_docker_is_not_cached_and_ecosystem_phases_go_to_the_runner(tmp_path: Path) -> None:
-    assert "bwrap" in str(recorder.cacheable(_plan(tmp_path), DOCKER, _host(tmp_path)))
+def test_docker_is_kept_when_named_and_ecosystem_phases_go_to_the_runner(tmp_path: Path) -> None:
+    assert "only when named" in str(recorder.cacheable(_plan(tmp_path), DOCKER, _host(tmp_path)))  # auto
+    assert recorder.cacheable(dataclasses.replace(_plan(tmp_path), backend="docker"), DOCKER, _host(tmp_path)) is None
     two_phase = _plan(tmp_path, argv=("npm", "install"))
     assert len(two_phase.steps) == 2
     assert recorder.cacheable(two_phase, BWRAP, _host(tmp_path)) is None
