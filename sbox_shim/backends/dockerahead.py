@@ -191,9 +191,7 @@ def take(step: Step, index: int) -> Ahead | None:
 def _decided(ahead: Ahead, step: Step) -> bool:
     """`step` is the one started ahead with only the command its hook decided, and that command
     goes through the gate line by line."""
-    import dataclasses
-
-    return (ahead.later and dataclasses.replace(step, argv=ahead.step.argv) == ahead.step and bool(step.argv)
+    return (ahead.later and step.replace(argv=ahead.step.argv) == ahead.step and bool(step.argv)
             and not any("\n" in word or "\0" in word for word in step.argv))
 
 

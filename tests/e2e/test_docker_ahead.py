@@ -134,19 +134,17 @@ def test_a_line_that_is_not_sboxs_word_runs_nothing(started: tuple[Step, object,
 def test_a_step_a_hook_decides_gets_its_command_through_the_gate(tmp_path: Path, docker_backend: str) -> None:
     """npm's scripts phase: its container starts ahead before its command is known; the command
     decided at its turn (here with spaces, an empty word and a leading dash) reaches it word for word."""
-    import dataclasses
-
     from sbox_shim.backends import docker, dockerahead
 
     project, run_dir = tmp_path / "my project", tmp_path / "run"
     (project / "out").mkdir(parents=True)
     run_dir.mkdir()
-    planned = dataclasses.replace(_step(project), hook=("npm", "ci", str(project)), argv=("/bin/false",))
+    planned = _step(project).replace(hook=("npm", "ci", str(project)), argv=("/bin/false",))
     api = docker._client()
     docker.ahead(planned, str(run_dir), 1)
     dockerahead.kick(api)
     words = ("/bin/sh", "-c", 'printf "[%s]" "$@" > out/args', "sh", " a b ", "", "-x", str(project))
-    ahead = dockerahead.take(dataclasses.replace(planned, argv=words), 1)
+    ahead = dockerahead.take(planned.replace(argv=words), 1)
     try:
         assert ahead is not None and ahead.ready()
         code = docker.attach_and_run(api, ahead.box, False, None, sock=ahead.sock, go=ahead.go)
@@ -161,21 +159,19 @@ def test_a_step_a_hook_decides_gets_its_command_through_the_gate(tmp_path: Path,
 @pytest.mark.parametrize("change", ["a newline in a word", "another mount"])
 def test_a_decided_step_that_cannot_go_through_the_gate_gets_a_new_container(tmp_path: Path, docker_backend: str,
                                                                             change: str) -> None:
-    import dataclasses
-
     from sbox_shim.backends import docker, dockerahead
 
     project, run_dir = tmp_path / "project", tmp_path / "run"
     (project / "out").mkdir(parents=True)
     run_dir.mkdir()
-    planned = dataclasses.replace(_step(project), hook=("npm", "ci", str(project)))
+    planned = _step(project).replace(hook=("npm", "ci", str(project)))
     api = docker._client()
     docker.ahead(planned, str(run_dir), 1)
     dockerahead.kick(api)
     if change == "another mount":
-        decided = dataclasses.replace(planned, mounts=planned.mounts[:-1])
+        decided = planned.replace(mounts=planned.mounts[:-1])
     else:
-        decided = dataclasses.replace(planned, argv=("/bin/sh", "-c", "echo ran > out/ran", "a\nb"))
+        decided = planned.replace(argv=("/bin/sh", "-c", "echo ran > out/ran", "a\nb"))
     assert dockerahead.take(decided, 1) is None
     docker.discard()
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.sbox.owner={docker.owner()}"],
