@@ -135,7 +135,7 @@ def test_what_compiled_cannot_run_alone_is_kept_for_the_runner(tmp_path: Path, p
 
 def test_docker_is_kept_when_named_and_ecosystem_phases_go_to_the_runner(tmp_path: Path) -> None:
     assert "only when named" in str(recorder.cacheable(_plan(tmp_path), DOCKER, _host(tmp_path)))  # auto
-    assert recorder.cacheable(dataclasses.replace(_plan(tmp_path), backend="docker"), DOCKER, _host(tmp_path)) is None
+    assert recorder.cacheable(_plan(tmp_path).replace(backend="docker"), DOCKER, _host(tmp_path)) is None
     two_phase = _plan(tmp_path, argv=("npm", "install"))
     assert len(two_phase.steps) == 2
     assert recorder.cacheable(two_phase, BWRAP, _host(tmp_path)) is None
