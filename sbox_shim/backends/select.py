@@ -1,13 +1,15 @@
 """Pick a backend: the one asked for, or for `auto` bwrap where it works, else docker."""
 from __future__ import annotations
 
-import json
 import os
 import time
-from types import ModuleType
-from typing import Mapping
 
 from sbox_shim.errors import SandboxError
+
+TYPE_CHECKING = False  # mypy reads this as True; typing and json cost milliseconds to import on the
+if TYPE_CHECKING:  # plan cache's warm path, which picks a replayed plan's backend here (`module`)
+    from types import ModuleType
+    from typing import Mapping
 
 PROBE_TTL = 24 * 3600
 
@@ -26,6 +28,8 @@ def module(name: str) -> ModuleType:
 
 def _probe_cached(cache_dir: str, name: str) -> str | None:
     """`unavailable()` for a backend, remembered for a day so auto costs one probe, not one per run."""
+    import json
+
     path = os.path.join(cache_dir, f"probe-{name}.json")
     try:
         with open(path, encoding="utf-8") as f:
