@@ -82,7 +82,8 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
 
 def _replay(path: str, record: Mapping[str, Any], env: Mapping[str, str]) -> int | None:
     """A recorded plan, run by the runner once every fact holds (and its pinned addresses are
-    still fresh); None, and the record gone if it went stale, when the cold path must plan."""
+    still fresh: checked while bwrap sets the first step's sandbox up, held: replay.run); None,
+    and the record gone if it went stale, when the cold path must plan."""
     import time
 
     backend = str(record.get("backend", "bwrap"))
@@ -90,23 +91,28 @@ def _replay(path: str, record: Mapping[str, Any], env: Mapping[str, str]) -> int
         from sbox_shim.backends import dockerhelper
 
         dockerhelper.start(env)
-    try:
-        state = str(record["state"])
-        fresh = not record["expires"] or time.time() < float(record["expires"])
-        holds = fresh and all(fact(kind, p, state) == seen for kind, p, seen in record["facts"])
-    except (LookupError, TypeError, ValueError, AttributeError, OSError):
-        holds = False
-    if not holds:
-        kept.remove(path)
-        return None
+
+    def holds() -> bool:
+        try:
+            fresh = not record["expires"] or time.time() < float(record["expires"])
+            return fresh and all(fact(kind, p, state) == seen for kind, p, seen in record["facts"])
+        except (LookupError, TypeError, ValueError, AttributeError, OSError):
+            return False
+
     from sbox_shim import replay
 
     try:
+        state = str(record["state"])
         prepared = replay.prepare(record, env)
     except (LookupError, TypeError, ValueError, AttributeError):  # a record of another shape
         kept.remove(path)
         return None
-    return None if prepared is None else replay.run(*prepared, env, state, backend)
+    if prepared is None:
+        return None
+    code = replay.run(*prepared, env, state, backend, holds)
+    if code is None:
+        kept.remove(path)
+    return code
 
 
 def key(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> str:

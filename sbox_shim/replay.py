@@ -18,7 +18,7 @@ from sbox_shim.plan import File, Limits, Mount, Network, Plan, Step, Value
 
 TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
 if TYPE_CHECKING:
-    from typing import Any, Mapping
+    from typing import Any, Callable, Mapping
 
 TYPES = {t.__name__: t for t in (Plan, Step, Mount, File, Network, Limits)}
 REF = "\0"  # compiled.REF
@@ -96,9 +96,25 @@ def prepare(record: Mapping[str, Any], env: Mapping[str, str]) -> tuple[Plan, st
     return plan, run_dir
 
 
-def run(plan: Plan, run_dir: str, env: Mapping[str, str], state_dir: str, backend: str = "bwrap") -> int:
-    """What the cold path does once it has planned: the runner, on the recorded backend."""
+def run(plan: Plan, run_dir: str, env: Mapping[str, str], state_dir: str, backend: str = "bwrap",
+        holds: Callable[[], bool] | None = None) -> int | None:
+    """What the cold path does once it has planned: the runner, on the recorded backend, once
+    `holds` (the record's facts), which is asked while bwrap sets the first step's sandbox up,
+    held before its command (runner.prestart). None when they do not hold: the sandbox killed
+    unrun, the run directory gone, nothing run."""
     from sbox_shim import runner
     from sbox_shim.backends.select import module
 
-    return runner.execute(plan, module(backend), run_dir, env, state_dir)
+    chosen = module(backend)
+    started = runner.prestart(plan, chosen, run_dir, state_dir) if holds is not None else None
+    fresh = False
+    try:
+        fresh = holds is None or holds()
+    finally:
+        if not fresh:
+            if started is not None:
+                started.abandon()
+            runner.remove_run_dir(run_dir)
+    if not fresh:
+        return None
+    return runner.execute(plan, chosen, run_dir, env, state_dir, started=started)

@@ -70,11 +70,39 @@ def _ignore_errors(remove: Callable[[str], None], path: str) -> None:
         pass
 
 
+def prestart(plan: Plan, backend: ModuleType, run_dir: str, state_dir: str | None) -> Any:
+    """The first step's sandbox, started held before the runner's own work for it (then the plan
+    cache's facts, the step's hook and the guard's snapshot run while bwrap sets it up); None when
+    the step needs something made before bwrap starts (outputs staged or created, a cache
+    directory, run directories), or runs otherwise than on its own (the bridge, the lookups of an
+    offline phase). `execute` uses it only for the very step it was started for, with every pinned
+    source still where it was; else it is killed unrun. `state_dir`: as `_run_step`'s `kept_in`."""
+    step = plan.steps[0]
+    if (not hasattr(backend, "start") or step.mode != "sandbox" or step.staged or step.create
+            or (step.network.policy == "off" and step.label == "scripts")
+            or any(m.kind == "run" or (m.kind == "cache" and not os.path.isdir(m.source)) for m in step.mounts)):
+        return None
+    egress = step.network.policy == "proxy"
+    if egress:
+        from sbox_shim.egress import netns
+
+        if not netns.usable():
+            return None
+    from sbox_shim.errors import SboxError
+
+    try:
+        return backend.start(step, run_dir, 0, state_dir, egress=egress)
+    except SboxError:
+        return None  # the step's own run says why
+
+
 def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[str, str],
-            state_dir: str, err: TextIO = sys.stderr) -> int:
+            state_dir: str, err: TextIO = sys.stderr, started: Any = None) -> int:
+    """Run the plan's steps; `started`: its first step's sandbox, from `prestart`."""
     quiet = env.get("SBOX_QUIET") == "1"
     hooks = None
     scratch: list[str] = []
+    first = plan.steps[0] if plan.steps else None
     if any(s.hook for s in plan.steps):
         from sbox_shim.hooks import Hooks
 
@@ -92,6 +120,9 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                         err.write(f"sbox: step {index + 1}/{len(plan.steps)} [{step.label}] skipped: {why}\n")
                     continue
                 step = chosen
+            if started is not None and (index != 0 or step != first or not started.still_pinned()):
+                started.abandon()  # another step than it was started for, or a source moved since
+                started = None
             following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
             # docker: the next step's container starts while this one runs; one whose command a hook
             # decides when this one has ended (npm's scripts phase) only if it will likely run
@@ -102,7 +133,9 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
             code = guarded(step, plan.project_root, state_dir, err, lambda: _run_step(
-                step, backend, run_dir, index, state_dir, err, keep=env.get("SBOX_PLAN_CACHE") != "0"))
+                step, backend, run_dir, index, state_dir, err, keep=env.get("SBOX_PLAN_CACHE") != "0",
+                started=started))
+            started = None  # taken by the backend's run
             if code != 0:
                 if len(plan.steps) > 1 and not quiet:
                     err.write(f"sbox: step {index + 1} [{step.label}] exited {code}; stopping\n")
@@ -127,6 +160,8 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
             hooks.failed()
         raise
     finally:
+        if started is not None:  # unless the backend took it: its step was skipped, or failed before
+            started.abandon()
         if backend is not None and hasattr(backend, "discard"):
             backend.discard()
         if scratch:
@@ -147,8 +182,9 @@ def announce(step: Step, index: int, total: int, backend: ModuleType | None) -> 
 
 
 def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, state_dir: str,
-              err: TextIO, keep: bool = True) -> int:
-    """Run one step; `keep`: the backend may keep what it learns in the state directory."""
+              err: TextIO, keep: bool = True, started: Any = None) -> int:
+    """Run one step; `keep`: the backend may keep what it learns in the state directory;
+    `started`: its sandbox, from `prestart` (none is: it makes nothing first)."""
     kept_in = state_dir if keep else None
     if step.mode == "host":
         # Explicitly unsandboxed: the caller's own environment, but PATH without the shims, so
@@ -170,15 +206,16 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
             return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in)
         finally:
             outputs.unstage(staged, err)
-    return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in)
+    return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in, started)
 
 
 def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state_dir: str,
-                err: TextIO, kept_in: str | None) -> int:
+                err: TextIO, kept_in: str | None, started: Any = None) -> int:
+    held = {"started": started} if started is not None else {}  # bwrap's, started by `prestart`
     if step.network.policy == "off" and step.label == "scripts":
         return _run_offline(step, backend, run_dir, index, state_dir, err, kept_in)
     if step.network.policy != "proxy":
-        return int(backend.run(step, run_dir, index, kept_in))
+        return int(backend.run(step, run_dir, index, kept_in, **held))
     from sbox_shim.egress import netns
 
     socket_path = os.path.join(run_dir, "egress.sock")
@@ -190,7 +227,7 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
 
         proxy = Starting(step, socket_path)
         try:
-            code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin))
+            code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin, **held))
         finally:
             denials, problem = proxy.stop()
         if problem:

@@ -103,16 +103,77 @@ def _message(stderr: str, code: int) -> str:
 
 
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
-        egress: Callable[[int], str] | None = None, meanwhile: Callable[[], object] | None = None) -> int:
+        egress: Callable[[int], str] | None = None, meanwhile: Callable[[], object] | None = None,
+        started: Started | None = None) -> int:
     """Run the step in a sandbox; `state_dir`, where sbox may keep what it learns of bwrap.
 
     `egress` (an allowlisted step, when sbox can listen in the sandbox's network namespace:
     egress/netns.py): the step runs without the bridge that wraps it, and `egress` is called with
     the sandbox's pid before the command runs, to make the proxy's listeners in there.
     `meanwhile` is called once bwrap has started, while it sets the sandbox up and before the
-    command may run (the egress proxy's start); if it raises, the sandbox is killed unrun."""
+    command may run (the egress proxy's start); if it raises, the sandbox is killed unrun.
+    `started`: this very step's sandbox, started held already (`start`, with `egress` said)."""
+    if started is None:
+        started = start(step, run_dir, index, state_dir, egress=egress is not None)
+    held, step = started.take(), started.step
+    if meanwhile is not None:
+        try:
+            meanwhile()
+        except BaseException:
+            held.abandon()
+            raise
+    try:
+        code, status = bwraprun.finish(held, step.limits.timeout, warn=sys.stderr.write, verify=started.verify,
+                                       ready=egress)
+    except OSError as exc:
+        raise SandboxError(f"cannot start bwrap: {exc}") from None
+    if status is not None and status.exit_code is None and code == 1:
+        if status.set_up is False:  # it ended before its mounts were made: bwrap's own message says why
+            raise SandboxError("bwrap could not set the sandbox up; nothing ran")
+        _diagnose(started.path, step, started.disable_userns, started.bpf)
+    return code
+
+
+class Started:
+    """A step's sandbox started held before its command (bwraprun.Held), with what `run` needs."""
+
+    def __init__(self, step: Step, path: str, disable_userns: bool, bpf: bytes, held: bwraprun.Held,
+                 verify: list[tuple[str, int, int]]) -> None:
+        self.step, self.path, self.disable_userns, self.bpf = step, path, disable_userns, bpf
+        self.held, self.verify = held, verify  # verify: (target, device, inode) of each pinned source
+        self.taken = False  # by `run`, which lets it go or kills it
+
+    def take(self) -> bwraprun.Held:
+        if self.taken:
+            raise RuntimeError("a started sandbox is run once")
+        self.taken = True
+        return self.held
+
+    def still_pinned(self) -> bool:
+        """Does each pinned source's path still lead to the file bwrap was given? (Something may
+        have replaced one since: npm's hook moves node_modules away before `npm ci`.)"""
+        try:
+            fds = pin(self.step)
+        except SandboxError:
+            return False
+        try:
+            return [(st.st_dev, st.st_ino) for st in map(os.fstat, fds)] == [(d, i) for _, d, i in self.verify]
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def abandon(self) -> None:
+        """Kill the sandbox unrun, unless `run` has taken it."""
+        if not self.taken:
+            self.taken = True
+            self.held.abandon()
+
+
+def start(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None, egress: bool = False) -> Started:
+    """The step's sandbox, started and held before its command (`run` lets it go); `egress`: as
+    `run`'s. Raises SandboxError when it cannot be."""
     path = _path_for(step)
-    if egress is not None:
+    if egress:
         step = unbridged(step)
     if step.limits.memory:
         sys.stderr.write("sbox: warning: limits.memory is not enforced by the bwrap backend (no cgroups); "
@@ -131,22 +192,7 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
                               _nproc(step.limits.pids))
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
-    if meanwhile is not None:
-        try:
-            meanwhile()
-        except BaseException:
-            held.abandon()
-            raise
-    try:
-        code, status = bwraprun.finish(held, step.limits.timeout, warn=sys.stderr.write, verify=verify,
-                                       ready=egress)
-    except OSError as exc:
-        raise SandboxError(f"cannot start bwrap: {exc}") from None
-    if status is not None and status.exit_code is None and code == 1:
-        if status.set_up is False:  # it ended before its mounts were made: bwrap's own message says why
-            raise SandboxError("bwrap could not set the sandbox up; nothing ran")
-        _diagnose(path, step, disable_userns, bpf)
-    return code
+    return Started(step, path, disable_userns, bpf, held, verify)
 
 
 def unbridged(step: Step) -> Step:
