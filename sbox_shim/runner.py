@@ -116,6 +116,9 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
             if hooks is not None:
                 chosen, why = hooks.before(step)
                 if chosen is None:
+                    if started is not None:  # started for this step, which is skipped
+                        started.abandon()
+                        started = None
                     if not quiet:
                         err.write(f"sbox: step {index + 1}/{len(plan.steps)} [{step.label}] skipped: {why}\n")
                     continue
