@@ -102,7 +102,7 @@ def build_plan(
         if real and inside(os.path.realpath(real), os.path.realpath(config.root)):
             raise UsageError(f"mode: host would run {real}, which lies inside the project (sandboxes can write "
                              "it); run a tool installed outside the project")
-        if real and os.sep in argv[0] and _written_by_sandbox(os.path.join(host.cwd, real), writable):
+        if real and os.sep in argv[0] and written_by_sandbox(os.path.join(host.cwd, real), writable):
             raise UsageError(f"mode: host would run {real}, which lies where sandboxes write (a venv, "
                              "sbox's cache); run a tool installed elsewhere")
         for i, word in enumerate(argv):  # `pip --python .venv/bin/python`: an interpreter the project holds
@@ -150,7 +150,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
                 raise UsageError(f"{tool}: the only one on PATH is {planted}, where sandboxes write (the project, "
                                  f"a venv, sbox's cache); a step with the network will not run it: install "
                                  f"{tool} outside them (the system's, ~/.local/bin, pipx)")
-        elif tool.startswith("/") and _written_by_sandbox(tool, writable):
+        elif tool.startswith("/") and written_by_sandbox(tool, writable):
             raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
                              "the network will not run it")
     project = layout.project_layout(config.root, prof.writable, config.path,
@@ -228,7 +228,7 @@ def sandbox_written(root: str, host: Host) -> tuple[str, ...]:
     return tuple(os.path.realpath(p) for p in places if p.startswith("/"))
 
 
-def _written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
+def written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
     """A PATH entry or program a sandbox could have filled: inside `writable`, inside any venv, or
     under any directory an sbox opt-in file covers, as written or resolved (pip writes the venv
     it installs into, whichever that is, and may have moved its bin behind a link: `venv_of`
@@ -242,7 +242,7 @@ def _written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
 def network_path(path: str, writable: Sequence[str]) -> str:
     """PATH for a step with the network: absolute entries no sandbox could have filled."""
     return os.pathsep.join(d for d in path.split(os.pathsep)
-                           if d.startswith("/") and not _written_by_sandbox(d, writable))
+                           if d.startswith("/") and not written_by_sandbox(d, writable))
 
 
 def host_path(path: str, root: str, cwd: str, writable: Sequence[str] = ()) -> str:
@@ -250,7 +250,7 @@ def host_path(path: str, root: str, cwd: str, writable: Sequence[str] = ()) -> s
     none a sandbox could have filled (the project, a venv's bin, sbox's caches)."""
     keep = [d for d in path.split(os.pathsep)
             if d.startswith("/") and not inside(os.path.realpath(d), os.path.realpath(root))
-            and not _written_by_sandbox(d, writable)]
+            and not written_by_sandbox(d, writable)]
     return os.pathsep.join(keep)
 
 

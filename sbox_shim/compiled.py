@@ -53,7 +53,7 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     except OSError:
         return None
     records = directory(env)
-    if records.startswith(cwd.rstrip("/") + "/") or in_a_project(records):
+    if records.startswith(cwd.rstrip("/") + "/") or in_a_project(records) or in_a_project(resolved(records)):
         return None  # a sandbox could have written it: the cold path refuses, saying why
     path = lean.join(records, key(argv, env, cwd) + ".plan")
     record = _read(path)
@@ -127,6 +127,22 @@ def directory(env: Mapping[str, str]) -> str:
     from sbox_shim.paths import sbox_dir
 
     return lean.join(sbox_dir("state", env), "plans")
+
+
+def resolved(path: str) -> str:
+    """`path` with its links resolved: itself when none of its components is a link (lstat each,
+    no `os` loaded), else os.path.realpath."""
+    here = ""
+    for part in path.split("/")[1:]:
+        here += "/" + part
+        try:
+            if posix.lstat(here).st_mode & 0o170000 == 0o120000:
+                import os
+
+                return os.path.realpath(path)
+        except OSError:
+            return path
+    return path
 
 
 def in_a_project(path: str) -> bool:

@@ -23,7 +23,7 @@ def make_run_dir(env: Mapping[str, str] | None = None) -> str:
 
     Made by hand rather than with tempfile, whose imports cost milliseconds on every command.
     """
-    base = (env or os.environ).get("TMPDIR") or "/tmp"
+    base = _base((env or os.environ).get("TMPDIR") or "/tmp")
     sweep_stale_run_dirs(base)
     for _ in range(100):
         path = os.path.join(base, f"{RUN_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
@@ -36,6 +36,18 @@ def make_run_dir(env: Mapping[str, str] | None = None) -> str:
 
 
 RUN_PREFIX = "sbox-run-"
+
+
+def _base(tmpdir: str) -> str:
+    """Where run directories go: TMPDIR, unless it lies in a project (as written or resolved),
+    where a sandbox writing that project could reach a run's files, its egress socket or its gate
+    (a `TMPDIR=$PWD/.tmp` in an .envrc); then /tmp."""
+    from sbox_shim.compiled import in_a_project
+
+    if not tmpdir.startswith("/") or any(in_a_project(os.path.join(p, "x"))
+                                         for p in (tmpdir, os.path.realpath(tmpdir))):
+        return "/tmp"
+    return tmpdir
 
 
 def sweep_stale_run_dirs(base: str) -> None:
@@ -53,14 +65,40 @@ def sweep_stale_run_dirs(base: str) -> None:
 
 
 def remove_run_dir(path: str) -> None:
-    """Remove the run directory (files, the egress socket, subdirectories), ignoring errors."""
-    for root, dirs, files in os.walk(path, topdown=False):
-        for name in files:
-            _ignore_errors(os.unlink, os.path.join(root, name))
-        for name in dirs:
-            full = os.path.join(root, name)
-            _ignore_errors(os.unlink if os.path.islink(full) else os.rmdir, full)
+    """Remove the run directory (files, the egress socket, subdirectories), ignoring errors. Each
+    directory is opened below the one before it, never through a link: one swapped for a link
+    while this runs is removed as a link, and nothing it points to is touched."""
+    try:
+        fd = os.open(path, _BELOW)
+    except OSError:
+        return
+    try:
+        _empty(fd, 0)
+    finally:
+        os.close(fd)
     _ignore_errors(os.rmdir, path)
+
+
+_BELOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _empty(fd: int, depth: int) -> None:
+    with os.scandir(fd) as entries:
+        names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+    for name, is_dir in names:
+        if is_dir and depth < 64:
+            try:
+                below = os.open(name, _BELOW, dir_fd=fd)
+            except OSError:  # no longer a directory (a link now): removed as what it is
+                _ignore_errors(lambda n: os.unlink(n, dir_fd=fd), name)
+                continue
+            try:
+                _empty(below, depth + 1)
+            finally:
+                os.close(below)
+            _ignore_errors(lambda n: os.rmdir(n, dir_fd=fd), name)
+        else:
+            _ignore_errors(lambda n: os.unlink(n, dir_fd=fd), name)
 
 
 def _ignore_errors(remove: Callable[[str], None], path: str) -> None:

@@ -17,10 +17,53 @@ HOST_KEYS = frozenset({"auto_remove", "mounts", "tmpfs", "shm_size", "read_only"
 
 def connect() -> Any:
     """An APIClient for DOCKER_HOST (or the default socket), its API version agreed with the
-    daemon: that request is the reachability check. Raises the SDK's errors when there is none."""
+    daemon: that request is the reachability check. Raises the SDK's errors when there is none.
+
+    Docker's client config (`config.json`) names programs the SDK runs on the host
+    (`credsStore`, `credHelpers`: `docker-credential-NAME`, looked up on PATH) and proxies it would
+    put into every container, credentials included. So a config a sandbox could have written is
+    not read (`_config_outside_sandboxes`), no container gets its proxies (`use_config_proxy` off),
+    a build sends no credential (sbox builds FROM scratch), and a pull looks credential helpers up
+    only where no sandbox could have put one (`pull`)."""
     import docker  # lazily: the SDK (requests, urllib3) costs ~70 ms to import
 
-    return docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
+    _config_outside_sandboxes()
+    client = docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
+    client._set_auth_headers = lambda headers: None  # builds: no registry is reached, no helper run
+    return client
+
+
+def _config_outside_sandboxes() -> None:
+    """If Docker's config directory lies where a sandbox may write (a project, a venv, sbox's
+    cache), as written or resolved, the SDK reads an empty one instead."""
+    import os
+    import tempfile
+
+    from sbox_shim.build import written_by_sandbox
+    from sbox_shim.paths import sbox_dir
+
+    directory = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    if written_by_sandbox(directory, (os.path.realpath(sbox_dir("cache", os.environ)),)):
+        os.environ["DOCKER_CONFIG"] = tempfile.mkdtemp(prefix="sbox-docker-config-")
+
+
+def pull(api: Any, image: str) -> None:
+    """Pull `image`, a credential helper found only on PATH's entries no sandbox could fill."""
+    import os
+
+    from sbox_shim.backends.dockerhelper import Remote
+    from sbox_shim.build import network_path
+    from sbox_shim.paths import sbox_dir
+
+    if isinstance(api, Remote):  # the helper does the same
+        api.pull(image)
+        return
+    path = os.environ.get("PATH", os.defpath)
+    os.environ["PATH"] = network_path(path, (os.path.realpath(sbox_dir("cache", os.environ)),))
+    try:
+        api.pull(image)  # the SDK splits off the tag (latest if none)
+    finally:
+        os.environ["PATH"] = path
 
 
 def low_level(client: Any) -> Any:
@@ -36,7 +79,7 @@ def create(api: Any, config: dict[str, Any]) -> "Box":
         return Box(api, api.create(config), list(config.get("command") or []))
     host = api.create_host_config(**{k: v for k, v in config.items() if k in HOST_KEYS})
     rest = {k: v for k, v in config.items() if k not in HOST_KEYS}
-    made = api.create_container(host_config=host, **rest)
+    made = api.create_container(host_config=host, use_config_proxy=False, **rest)
     return Box(api, str(made["Id"]), list(rest.get("command") or []))
 
 
@@ -53,7 +96,8 @@ def build(api: Any, context: Any, tag: str, labels: dict[str, str]) -> None:
     if isinstance(api, Remote):
         api.build(context.getvalue(), tag, labels)
         return
-    for chunk in api.build(fileobj=context, custom_context=True, tag=tag, rm=True, labels=labels, decode=True):
+    for chunk in api.build(fileobj=context, custom_context=True, tag=tag, rm=True, labels=labels, decode=True,
+                           use_config_proxy=False):
         if isinstance(chunk, dict) and chunk.get("error"):
             raise RuntimeError(str(chunk["error"]).strip())
 

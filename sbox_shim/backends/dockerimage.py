@@ -62,6 +62,6 @@ def _add(tar: Any, name: str, kind: bytes, data: bytes = b"", link: str = "") ->
 
 def pull(api: Any, image: str) -> None:
     try:
-        api.pull(image)  # the SDK splits off the tag (latest if none)
+        dockerapi.pull(api, image)
     except Exception as exc:
         raise SandboxError(f"image {image!r} is not available: {dockerapi.short(exc)}") from None

@@ -14,8 +14,9 @@ see it, but a socket on a read-only mount still accepts connections. Both ends t
 other's credentials: the same uid, and the same mount namespace as the helper's own, which no
 bwrap sandbox or container shares. The socket is reached through a descriptor of its directory,
 which must be this user's and writable by no one else, and never inside a project; its name is a
-digest of what the helper was started with (sbox's code, the interpreter, the Docker variables),
-so a run with other settings, or after an upgrade, starts a helper of its own.
+digest of what the helper was started with (sbox's code, the Docker SDK's version, the interpreter,
+the Docker variables, PATH and the cache directory), so a run with other settings, or after an
+upgrade, starts a helper of its own.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from typing import Mapping, NamedTuple
 IDLE = 600  # seconds a kept helper waits for the next run
 # What the SDK's APIClient and its pulls read from the environment (docker.utils.kwargs_from_env,
 # the auth config): a helper serves only runs that agree on all of them.
-DOCKER_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG", "HOME")
-_CODE = ("dockerhelper.py", "dockerkept.py", "dockerapi.py", "docker.py")
+DOCKER_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG", "HOME", "PATH",
+               "SBOX_CACHE_DIR", "XDG_CACHE_HOME")
 
 
 class Place(NamedTuple):
@@ -50,18 +51,33 @@ def place(env: Mapping[str, str]) -> Place | None:
     from sbox_shim.paths import sbox_dir
 
     directory = os.path.join(sbox_dir("state", env), "docker")
-    if not directory.startswith("/") or compiled.in_a_project(directory):
+    if not directory.startswith("/") or any(compiled.in_a_project(d) for d in (directory, os.path.realpath(directory))):
         return None
-    here = os.path.dirname(os.path.abspath(__file__))
     parts = [sys.executable, str(os.getuid())]
-    for name in _CODE:
-        try:
-            st = os.stat(os.path.join(here, name))
-        except OSError:
-            return None
-        parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+    try:
+        parts += _code()
+    except OSError:
+        return None
     parts += [f"{name}={env.get(name, '')}" for name in DOCKER_VARS]
     return Place(directory, kept.digest("\0".join(parts).encode("utf-8", "surrogateescape"))[:32], idle)
+
+
+def _code() -> list[str]:
+    """What the helper runs: sbox's code (every source file, as the plan cache counts it) and the
+    Docker SDK's version file (found on sys.path, not imported)."""
+    from sbox_shim import compiled
+
+    here = repr(compiled.fact("code", compiled.PACKAGE, ""))
+    for entry in sys.path:
+        candidate = os.path.join(entry, "docker", "version.py")
+        if entry.startswith("/") and os.path.isfile(candidate):
+            return [here, _identity(candidate)]
+    raise OSError("no Docker SDK")
+
+
+def _identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def _directory(where: Place, make: bool) -> int | None:

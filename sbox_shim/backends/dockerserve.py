@@ -173,7 +173,9 @@ class _Helper:
             self.live.discard(container)
 
     def do_pull(self, image: str) -> None:
-        self.api.pull(image)
+        from sbox_shim.backends import dockerapi
+
+        dockerapi.pull(self.api, image)
 
     def do_build(self, context: bytes, tag: str, labels: dict[str, str]) -> None:
         import io

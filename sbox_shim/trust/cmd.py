@@ -45,7 +45,10 @@ def _writer(out: TextIO | None) -> Callable[[str], object]:
 def trust_paths(paths: Sequence[str], env: Mapping[str, str], cwd: str | None = None,
                 out: TextIO | None = None) -> int:
     """Trust the files named (or each project's inputs); print what was trusted."""
+    from sbox_shim.trust.gate import dirs_outside_projects
+
     state = _state_dir(env)
+    dirs_outside_projects(env, cwd or os.getcwd(), (("state directory", state),))  # where the records go
     write = _writer(out)
     items = _inputs(paths, env, cwd or os.getcwd())
     refused = 0

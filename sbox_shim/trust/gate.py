@@ -184,19 +184,30 @@ def before_config(host: Host, explicit: str | None) -> None:
 
 def own_dirs_outside_projects(host: Host) -> None:
     """sbox's state (trust records, kept parses, plan records), caches and user config must not
-    lie in a project (or the working directory, the project of a plain `sbox run`): a sandbox
-    that may write there could plant what the next run reads as trusted."""
-    from sbox_shim.lean import inside
-    from sbox_shim.config import opt_in_files, user_config_path
-    from sbox_shim.errors import UsageError
+    lie in a project (or the working directory, the project of a plain `sbox run`), as written or
+    resolved (a link into a dotfiles repository that opted in): a sandbox that may write there could
+    plant what the next run reads as trusted."""
+    from sbox_shim.config import user_config_path
 
-    for what, d in (("state directory", host.state_dir), ("cache directory", host.cache_dir),
-                    ("user config", os.path.dirname(user_config_path(host.env)))):
-        holder = next(iter(opt_in_files(d)), None) if os.path.isabs(d) else None
-        if holder or inside(os.path.abspath(d), host.cwd):
-            where = os.path.dirname(holder) if holder else host.cwd
-            raise UsageError(f"sbox's {what} {d} lies inside the project {where}, which sandboxes can write; "
-                             "move it out (SBOX_STATE_DIR, SBOX_CACHE_DIR, SBOX_USER_CONFIG or XDG_*)")
+    dirs_outside_projects(host.env, host.cwd, (
+        ("state directory", host.state_dir), ("cache directory", host.cache_dir),
+        ("user config", os.path.dirname(user_config_path(host.env)))))
+
+
+def dirs_outside_projects(env: Mapping[str, str], cwd: str, dirs: Sequence[tuple[str, str]]) -> None:
+    """UsageError for the first of `dirs` ((what, path)) that lies in a project or in `cwd`."""
+    from sbox_shim.config import opt_in_files
+    from sbox_shim.errors import UsageError
+    from sbox_shim.lean import inside
+
+    for what, d in dirs:
+        for seen in dict.fromkeys((os.path.abspath(d), os.path.realpath(d))):
+            holder = next(iter(opt_in_files(seen)), None) if os.path.isabs(d) else None
+            if holder or inside(seen, cwd) or inside(seen, os.path.realpath(cwd)):
+                where = os.path.dirname(holder) if holder else cwd
+                shown = d if seen == os.path.abspath(d) else f"{d} (resolved: {seen})"
+                raise UsageError(f"sbox's {what} {shown} lies inside the project {where}, which sandboxes can "
+                                 "write; move it out (SBOX_STATE_DIR, SBOX_CACHE_DIR, SBOX_USER_CONFIG or XDG_*)")
 
 
 def before_plan(argv: Sequence[str], cfg: Config, host: Host) -> None:

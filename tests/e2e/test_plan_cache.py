@@ -553,6 +553,40 @@ def test_a_user_config_reached_through_a_symlink_is_refused(sbox: Sbox, tmp_path
     assert verdicts(run.stdout) == {} and not os.path.exists(target)
 
 
+@pytest.mark.parametrize("which", ["user config", "state directory"])
+def test_own_dirs_reached_through_a_link_into_another_project_are_refused(sbox: Sbox, tmp_path: Path,
+                                                                          which: str) -> None:
+    """sbox's config or state is a link into another opted-in project (dotfiles kept in a repository
+    that uses sbox): a sandbox there may have written `mode: host` or trust records. sbox refuses,
+    cold and warm, and nothing runs; the control shows the same config honoured where no sandbox
+    writes."""
+    other = tmp_path / "dotfiles"
+    (other / ".cfg" / "sbox").mkdir(parents=True)
+    (other / "sbox.yaml").write_text("version: 1\n")
+    (other / ".cfg" / "sbox" / "config.yaml").write_text("profiles:\n  default:\n    mode: host\n")
+    link = tmp_path / "link"
+    link.symlink_to(other / ".cfg")
+    target = str(tmp_path / "on-the-host")
+    env = ({**sbox.env, "SBOX_USER_CONFIG": str(link / "sbox" / "config.yaml")} if which == "user config"
+           else {**sbox.env, "SBOX_STATE_DIR": str(link / "state")})
+    for _ in range(2):
+        run = sbox.run(PY, "-c", WRITE, target, env=env)
+        assert run.returncode == 2 and "lies inside the project" in run.stderr and "resolved" in run.stderr, str(run)
+        assert verdicts(run.stdout) == {} and not os.path.exists(target), str(run)
+    if which == "state directory":
+        refused = subprocess.run([*sbox.prefix, "trust", str(sbox.root / "sbox.yaml")], cwd=sbox.root, env=env,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and not (other / ".cfg" / "state").exists(), refused.stderr
+        return
+    # Control: the same config where no sandbox writes makes the command run on the host.
+    plain = tmp_path / "plain" / "config.yaml"
+    plain.parent.mkdir()
+    plain.write_text((other / ".cfg" / "sbox" / "config.yaml").read_text())
+    trust(plain, env={**sbox.env, "SBOX_USER_CONFIG": str(plain)})
+    run = sbox.run(PY, "-c", WRITE, target, env={**sbox.env, "SBOX_USER_CONFIG": str(plain)})
+    assert verdicts(run.stdout) == {target: "WROTE"}, str(run)
+
+
 # Inside: plant a record in PLANS (making the directory if need be), then rewrite every record of
 # `echo innocent` there to bind the host's / at /tmp/hostroot and write MARKER there. Prints
 # PLANTED or DENIED, then REWROTE or DENIED per record.
