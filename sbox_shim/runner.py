@@ -116,7 +116,7 @@ def prestart(plan: Plan, backend: ModuleType, run_dir: str, state_dir: str | Non
     offline phase). `execute` uses it only for the very step it was started for, with every pinned
     source still where it was; else it is killed unrun. `state_dir`: as `_run_step`'s `kept_in`."""
     step = plan.steps[0]
-    if (not hasattr(backend, "start") or step.mode != "sandbox" or step.staged or step.create
+    if (getattr(backend, "NAME", "") != "bwrap" or step.mode != "sandbox" or step.staged or step.create
             or (step.network.policy == "off" and step.label == "scripts")
             or any(m.kind == "run" or (m.kind == "cache" and not os.path.isdir(m.source)) for m in step.mounts)):
         return None
