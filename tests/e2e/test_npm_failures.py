@@ -2,12 +2,14 @@
 that exists after the run (issue 11, items 11 and 12; both backends)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -89,6 +91,32 @@ def test_a_failing_install_script_is_told_which_names_it_tried_to_reach(
     with NpmRegistry([_package()]) as registry:
         env["npm_config_registry"] = f"{registry.url}/"
         result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
+    _told(result)
+
+
+@pytest.mark.parametrize("backend_name", ["bwrap", "docker"])
+def test_a_rebuild_alone_is_told_too(tmp_path: Path, sbox_bin: str, backend_name: str) -> None:
+    """`npm rebuild` is one offline step, the run's first: on docker no container was started
+    ahead for it, and one is made now behind the gate so that sbox listens before it runs."""
+    from conftest import require_backend
+
+    require_backend(backend_name)
+    if os.geteuid() != 0:
+        pytest.skip("as root only: test_an_ordinary_user_on_bwrap_is_told_too covers an ordinary user")
+    project = tmp_path / "project"
+    env = _downloading(project, backend_name)
+    installed = project / "node_modules" / "sbox-downloads"
+    installed.mkdir(parents=True)
+    (installed / "package.json").write_text(json.dumps(
+        {"name": "sbox-downloads", "version": "1.0.0", "scripts": {"postinstall": "node install.js"}}))
+    with tarfile.open(fileobj=io.BytesIO(_package())) as tar:
+        member = tar.extractfile("package/install.js")
+        assert member is not None
+        (installed / "install.js").write_bytes(member.read())
+    trust(project / "sbox.yaml")
+    result = run_sbox(sbox_bin, ["run", "--", "npm", "rebuild"], project, env=env)
+    assert f"npm rebuild -> sandbox ({backend_name}), profile npm:scripts, network off" in result.stderr, \
+        result.stderr[-2000:]
     _told(result)
 
 
