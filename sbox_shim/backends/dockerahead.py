@@ -23,6 +23,10 @@ packages' scripts run) is started ahead when the hook guesses it will run (the l
 install scripts). Its shell then reads the command's arguments after the word, one per line, until
 sbox closes the gate: everything else about the step (mounts, environment, network) must be what
 was started, and a command with a newline in a word gets a container made at its turn.
+
+An offline phase whose lookups sbox hears (egress/lookups.py) and that was not started ahead gets
+such a container made in its turn (`now`): sbox makes the listening socket in its network namespace
+between the check and the word (docker.run's `egress`).
 """
 from __future__ import annotations
 
