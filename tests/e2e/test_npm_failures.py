@@ -74,12 +74,13 @@ def _told(result: subprocess.CompletedProcess[str]) -> None:
     record.unlink()
 
 
-@pytest.mark.parametrize("backend_name", ["bwrap", "docker"])
+@pytest.mark.parametrize("backend_name,locked", [("bwrap", False), ("docker", False), ("docker", True)])
 def test_a_failing_install_script_is_told_which_names_it_tried_to_reach(
-        tmp_path: Path, sbox_bin: str, backend_name: str) -> None:
+        tmp_path: Path, sbox_bin: str, backend_name: str, locked: bool) -> None:
     """As root, sbox hears the offline phase's lookups (egress/lookups.py), on bwrap and in a
     docker container alike: the failure names the host the script wanted, and the record beside
-    the denials keeps it."""
+    the denials keeps it. On docker, with a lockfile naming install scripts, the scripts phase's
+    container is started ahead while the download runs; without one, it is made in its turn."""
     from conftest import require_backend
 
     require_backend(backend_name)
@@ -88,10 +89,26 @@ def test_a_failing_install_script_is_told_which_names_it_tried_to_reach(
     project = tmp_path / "project"
     env = _downloading(project, backend_name)
     trust(project / "sbox.yaml")
-    with NpmRegistry([_package()]) as registry:
+    tgz = _package()
+    with NpmRegistry([tgz]) as registry:
         env["npm_config_registry"] = f"{registry.url}/"
+        if locked:
+            (project / "package-lock.json").write_text(json.dumps(_lockfile(registry.url, tgz)))
         result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
     _told(result)
+
+
+def _lockfile(registry: str, tgz: bytes) -> dict[str, object]:
+    """package-lock.json for _downloading's project: sbox-downloads has install scripts."""
+    import base64
+    import hashlib
+
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tgz).digest()).decode()
+    return {"name": "app", "version": "0.0.0", "lockfileVersion": 3, "requires": True, "packages": {
+        "": {"name": "app", "version": "0.0.0", "dependencies": {"sbox-downloads": "1.0.0"}},
+        "node_modules/sbox-downloads": {
+            "version": "1.0.0", "resolved": f"{registry}/sbox-downloads/-/sbox-downloads-1.0.0.tgz",
+            "integrity": integrity, "hasInstallScript": True, "license": "MIT"}}}
 
 
 @pytest.mark.parametrize("backend_name", ["bwrap", "docker"])
