@@ -11,13 +11,15 @@ sbox's own process never changes namespace; the child opens no file and runs no 
 sandbox's, before the sandbox's command runs (bwrap still waits on its block fd).
 
 What it enters is checked first, on descriptors that stay open: the user namespace is the one that
-owns the sandbox's network namespace (NS_GET_USERNS), it is not sbox's own, and it is a descendant
-of sbox's own (NS_GET_PARENT, within MAX_DEPTH levels); the network namespace is not sbox's own.
+owns the sandbox's network namespace (NS_GET_USERNS), it is not sbox's own, it was made by sbox's
+uid (NS_GET_OWNER_UID) and it is a descendant of sbox's own (NS_GET_PARENT, within MAX_DEPTH
+levels); the network namespace is not sbox's own.
 A docker container's namespaces (owned by the daemon's root) fail the check; then nothing is made.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1): the user namespace owning a namespace, as a new fd
 NS_GET_PARENT = 0xB702  # _IO(0xb7, 0x2): a user namespace's parent (EPERM above our own)
+NS_GET_OWNER_UID = 0xB704  # _IO(0xb7, 0x4): the uid that made a user namespace
 MAX_DEPTH = 32  # the kernel's own limit on nested user namespaces
 MAX_SOCKETS = 16
 
@@ -69,6 +72,10 @@ def _check(net: int, user: int) -> None:
         raise OSError("the sandbox shares sbox's own network namespace")
     if _same(user, "/proc/thread-self/ns/user"):
         raise OSError("the sandbox's network namespace belongs to sbox's own user namespace")
+    owner = bytearray(4)
+    fcntl.ioctl(user, NS_GET_OWNER_UID, owner)
+    if int.from_bytes(owner, sys.byteorder) != os.geteuid():
+        raise OSError("the sandbox's user namespace was made by another user")
     at = user
     try:
         for _ in range(MAX_DEPTH):

@@ -23,10 +23,10 @@ def _udp_53() -> socket.socket:
     return sock
 
 
-def _waiting(*options: str) -> Iterator[int]:
+def _waiting(*options: str, prefix: tuple[str, ...] = ()) -> Iterator[int]:
     """The pid of a `sleep` in the namespaces `unshare options` makes, once it is in them."""
-    # loopback up, as bwrap brings it up in a sandbox
-    proc = subprocess.Popen(["unshare", *options, "sh", "-c", "ip link set lo up && exec sleep 60"],
+    up = "ip link set lo up && " if "--map-root-user" in options else ""  # loopback up, as bwrap does
+    proc = subprocess.Popen([*prefix, "unshare", *options, "sh", "-c", f"{up}exec sleep 60"],
                             stderr=subprocess.PIPE)
     try:
         ours = os.stat("/proc/self/ns/net").st_ino
@@ -87,3 +87,12 @@ def test_a_maker_that_fails_leaves_nothing_open(child_userns: int) -> None:
     with pytest.raises(OSError, match="cannot make a socket"):
         userns.made_in(child_userns, [_udp_53, fails])
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="making another user's namespace takes root and setpriv")
+def test_nothing_is_made_in_another_user_s_namespace() -> None:
+    """One made by nobody: root could enter it, but it is no sandbox sbox started."""
+    for pid in _waiting("--user", "--net", prefix=("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups")):
+        with pytest.raises(OSError, match="made by another user"):
+            userns.made_in(pid, [_udp_53])
