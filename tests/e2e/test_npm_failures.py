@@ -63,15 +63,18 @@ def _package() -> bytes:
                            scripts={"postinstall": "node install.js"})
 
 
-def _told(result: subprocess.CompletedProcess[str]) -> None:
-    """The script's lookup was refused at once, the failure names WANTS, and the record keeps it."""
+def _told(result: subprocess.CompletedProcess[str]) -> int:
+    """The script's lookup was refused at once, the failure names WANTS, and the record keeps it:
+    the uid that wrote the record."""
     assert result.returncode != 0
     assert "lookup: EAI_AGAIN" in result.stderr, result.stderr[-2000:]  # refused, as a failed lookup
     line = [l for l in result.stderr.splitlines() if "tried to reach" in l]
     assert line and f"the scripts phase tried to reach {WANTS} " in line[0], result.stderr[-2000:]
     record = Path(line[0].rsplit("; record: ", 1)[1])
     assert json.loads(record.read_text())["looked_up"] == [WANTS]
+    writer = record.stat().st_uid
     record.unlink()
+    return writer
 
 
 @pytest.mark.parametrize("backend_name,locked", [("bwrap", False), ("docker", False), ("docker", True)])
@@ -156,7 +159,7 @@ def test_an_ordinary_user_on_bwrap_is_told_too(sbox_bin: str) -> None:
         with NpmRegistry([_package()]) as registry:
             env["npm_config_registry"] = f"{registry.url}/"
             result = user.run(["run", "--", "npm", "install"], project, env)
-        _told(result)
+        assert _told(result) == user.uid != 0  # sbox ran as an ordinary user
 
 
 class _Ordinary:
@@ -169,14 +172,25 @@ class _Ordinary:
         self.root = tempfile.mkdtemp(prefix="sbox-ordinary-")
         self.home = os.path.join(self.root, "home")
         self.prefix: list[str] = []
+        self.uid = os.getuid()
 
     def __enter__(self) -> _Ordinary:
+        try:
+            return self._enter()
+        except BaseException:  # a skip too: the directory goes
+            self.__exit__()
+            raise
+
+    def _enter(self) -> _Ordinary:
         os.mkdir(self.home)
         if os.geteuid() != 0:
             return self
         if shutil.which("setpriv") is None:
             pytest.skip("setpriv is not installed: cannot run sbox as an ordinary user")
         os.chmod(self.root, 0o755)
+        import pwd
+
+        self.uid = pwd.getpwnam("nobody").pw_uid
         self.own(Path(self.home))
         python = _python_for_nobody()
         if python is None:
@@ -185,6 +199,8 @@ class _Ordinary:
 
         package = os.path.dirname(os.path.dirname(os.path.abspath(sbox_shim.__file__)))
         site = [p for p in sys.path if p.endswith("site-packages")]
+        if not all(_others_may_enter(path) for path in (package, *site)):
+            pytest.skip(f"sbox's package or its dependencies lie where nobody may not read them: {[package, *site]}")
         script = os.path.join(self.root, "sbox")
         with open(script, "w") as f:
             f.write(f"#!{python} -I\nimport sys\nsys.path[:0] = {[package, *site]!r}\n"
@@ -217,10 +233,14 @@ def _python_for_nobody() -> str | None:
     others in, else the system's."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for python in (os.path.realpath(sys.executable), f"/usr/bin/{version}"):
-        if os.path.isfile(python) and all(os.stat(d).st_mode & 0o001 for d in _parents(python)) \
-                and os.stat(python).st_mode & 0o001:
+        if os.path.isfile(python) and _others_may_enter(os.path.dirname(python)) and os.stat(python).st_mode & 0o001:
             return python
     return None
+
+
+def _others_may_enter(directory: str) -> bool:
+    """Each directory down to this one lets others in (the test is root: os.access says yes)."""
+    return all(os.stat(d).st_mode & 0o001 for d in [*_parents(directory), directory])
 
 
 def _parents(path: str) -> list[str]:
