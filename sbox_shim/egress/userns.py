@@ -4,11 +4,13 @@ As root, sbox makes a socket in a sandbox's network namespace from a thread that
 (netns.made_in). An ordinary user cannot enter it from where it stands: entering a network
 namespace takes CAP_SYS_ADMIN in the user namespace that owns it. But that user namespace is
 bwrap's, made by a process of this very uid, and the same uid in a parent user namespace holds
-every capability in a child one. So a forked, single-threaded child of sbox enters that user
-namespace first (which is where CAP_SYS_ADMIN and CAP_NET_BIND_SERVICE now hold), then the
-network namespace, makes the sockets, passes them back over a socketpair (SCM_RIGHTS) and exits.
-sbox's own process never changes namespace; the child opens no file and runs no code of the
-sandbox's, before the sandbox's command runs (bwrap still waits on its block fd).
+every capability in a child one. (bwrap makes two: the outer one owns the network namespace, the
+sandbox's processes live in one nested in it.) So a forked, single-threaded child of sbox enters
+the owner first (where CAP_SYS_ADMIN and CAP_NET_BIND_SERVICE then hold), then the network
+namespace, makes the sockets, passes them back over a socketpair (SCM_RIGHTS) and exits. sbox's
+own process never changes namespace; the child opens no file and runs no code of the sandbox's.
+`pid` is the sandbox's pid 1 as bwrap reports it (bwraprun's `ready`), while bwrap still waits on
+its block fd: nothing of the command runs yet, and the process cannot be gone and its pid reused.
 
 What it enters is checked first, on descriptors that stay open: the user namespace is the one that
 owns the sandbox's network namespace (NS_GET_USERNS), it is not sbox's own, it was made by sbox's
@@ -65,7 +67,8 @@ def _same(fd: int, path: str) -> bool:
 
 
 def _check(net: int, user: int) -> None:
-    """OSError unless `net` is not ours and `user` is a strict descendant of our user namespace."""
+    """OSError unless `net` is not ours and `user` is a strict descendant of our user namespace,
+    made by our uid."""
     import fcntl
 
     if _same(net, "/proc/thread-self/ns/net"):
