@@ -10,7 +10,7 @@ the owner first (where CAP_SYS_ADMIN and CAP_NET_BIND_SERVICE then hold), then t
 namespace, makes the sockets, passes them back over a socketpair (SCM_RIGHTS) and exits. sbox's
 own process never changes namespace; the child opens no file and runs no code of the sandbox's.
 `pid` is the sandbox's pid 1 as bwrap reports it (bwraprun's `ready`), while bwrap still waits on
-its block fd: nothing of the command runs yet, and the process cannot be gone and its pid reused.
+its block fd: nothing of the command runs yet (and the checks below hold whatever the pid names).
 
 What it enters is checked first, on descriptors that stay open: the user namespace is the one that
 owns the sandbox's network namespace (NS_GET_USERNS), it is not sbox's own, it was made by sbox's
