@@ -296,12 +296,13 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
 
 def _run_offline(step: Step, backend: ModuleType, run_dir: str, index: int, state_dir: str,
                  err: TextIO, kept_in: str | None) -> int:
-    """A built-in offline phase: when sbox can (root, bwrap), it hears the names the phase looks
-    up (egress/lookups.py) and, if the phase fails, says which it tried to reach (printable
-    ASCII only: the parser keeps nothing else)."""
+    """A built-in offline phase: when sbox can (egress/lookups.py says where), it hears the names
+    the phase looks up and, if the phase fails, says which it tried to reach (printable ASCII
+    only: the parser keeps nothing else)."""
     from sbox_shim.egress import netns
 
-    if getattr(backend, "NAME", "") != "bwrap" or not netns.usable():
+    name = getattr(backend, "NAME", "")
+    if name != "bwrap" and (name != "docker" or not netns.usable()):  # docker's root daemon: root only
         return int(backend.run(step, run_dir, index, kept_in))
     from sbox_shim.egress.lookups import Lookups
 

@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from sbox_shim.backends import dockerahead, dockerapi, dockerhelper, pinned, seccomp
 from sbox_shim.backends.dockerimage import base_image_tag, build_base_image, pull
@@ -200,13 +200,26 @@ discard = dockerahead.discard_all
 _STEPS_CLIENT: list[Any] = []  # one client for the steps of a run: the daemon answered the first
 
 
-def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None) -> int:
+def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
+        egress: Callable[[int], str] | None = None) -> int:
+    """Run the step in a container. `egress` (an offline phase whose lookups sbox hears:
+    egress/lookups.py) is called with the pid of the container's init before the command runs,
+    which it waits for behind the gate of a container started ahead (dockerahead.py; one is made
+    now if none was); it returns "" or why nothing may run. Where no gated container can be used,
+    the step runs in a container made now, without `egress`."""
     api = _STEPS_CLIENT[0] if _STEPS_CLIENT else _steps_api()
     _STEPS_CLIENT[:] = [api]
     started = dockerahead.take(step, index)
+    within = 0.0
+    if started is None and egress is not None:
+        started, within = dockerahead.now(api, step, run_dir, index), dockerahead.START_WITHIN
     if started is not None:
         try:
-            if started.ready():
+            if started.ready(within):
+                why = egress(started.init) if egress is not None else ""
+                if why:
+                    sys.stderr.write(f"sbox: {why}; the sandbox was removed, nothing ran\n")
+                    return 125
                 return attach_and_run(api, started.box, started.tty, step.limits.timeout, sock=started.sock,
                                       go=started.go, started=lambda: dockerahead.kick(api))
         finally:

@@ -23,6 +23,10 @@ packages' scripts run) is started ahead when the hook guesses it will run (the l
 install scripts). Its shell then reads the command's arguments after the word, one per line, until
 sbox closes the gate: everything else about the step (mounts, environment, network) must be what
 was started, and a command with a newline in a word gets a container made at its turn.
+
+An offline phase whose lookups sbox hears (egress/lookups.py) and that was not started ahead gets
+such a container made in its turn (`now`): sbox makes the listening socket in its network namespace
+between the check and the word (docker.run's `egress`).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ GATED = f'read -r go < {GATE} && [ "$go" = "$1" ] && shift && exec "$@"; exit 12
 GATED_LATER = ('{ read -r go && [ "$go" = "$1" ] || exit 125; set --; '
                f'while IFS= read -r a; do set -- "$@" "$a"; done; [ $# -gt 0 ] && exec "$@"; }} < {GATE}; exit 125')
 OPEN_WITHIN = 20.0  # seconds for the waiting shell to open the gate
+START_WITHIN = 5.0  # seconds for a container made now to start its waiting shell
 
 
 class Ahead:
@@ -52,6 +57,7 @@ class Ahead:
         self.box: Any = None
         self.sock: Any = None
         self.lifeline = -1
+        self.init = 0  # the container's init, once `ready` has found it
         self.made = False
         self.tty = sys.stdin.isatty() and sys.stdout.isatty()
         self.later = bool(step.hook)  # its command is decided when its turn comes: sent through the gate
@@ -80,8 +86,9 @@ class Ahead:
         except Exception:  # the step gets a container made in its turn
             self.discard()
 
-    def ready(self) -> bool:
-        """The waiting shell sees each pinned bind of the step as sbox opens it now."""
+    def ready(self, within: float = 0.0) -> bool:
+        """The waiting shell sees each pinned bind of the step as sbox opens it now; `within`:
+        seconds to wait for the shell to be there (a container just started)."""
         from sbox_shim.backends import docker, mountcheck, procs
 
         expected = [(target, int(dev), int(ino)) for target, _, ident in docker.identities(self.step)
@@ -94,9 +101,16 @@ class Ahead:
         except Exception:
             return False
         shells = procs.children(init)
+        until = time.monotonic() + within
+        while not shells and time.monotonic() < until and os.path.exists(f"/proc/{init}"):
+            time.sleep(0.002)
+            shells = procs.children(init)
         if len(shells) != 1:
             return False
-        return mountcheck.mismatch(shells[0], mountcheck._mountinfo(shells[0]), expected) == ""
+        if mountcheck.mismatch(shells[0], mountcheck._mountinfo(shells[0]), expected) != "":
+            return False
+        self.init = init
+        return True
 
     def go(self) -> None:
         """Let the command run: the word into the gate once the shell has it open."""
@@ -158,14 +172,32 @@ def behind(removal: threading.Thread) -> None:
     _BEHIND.append(removal)
 
 
+def _eligible(step: Step) -> bool:
+    from sbox_shim.backends.pinned import inside
+
+    return step.mode == "sandbox" and not step.staged and all(inside(path, step.project) for path in step.create)
+
+
 def plan(step: Step, run_dir: str, index: int) -> None:
     """The runner's word that step `index` comes next: start its container once this one runs
     (for a step with a hook, the command waits at the gate to be told as well)."""
-    from sbox_shim.backends.pinned import inside
-
-    if step.mode == "sandbox" and not step.staged and all(inside(path, step.project) for path in step.create) \
-            and index not in _PLANNED:
+    if _eligible(step) and index not in _PLANNED:
         _PLANNED[index] = Ahead(step, run_dir, index)
+
+
+def now(api: Any, step: Step, run_dir: str, index: int) -> Ahead | None:
+    """Step `index`'s container made now the way one is ahead, its command waiting behind the
+    gate (so that sbox may prepare its network first: docker.run's `egress`); None where a
+    container could not be started ahead, or this one could not be made."""
+    if not _eligible(step):
+        return None
+    made = Ahead(step, run_dir, index)
+    made.later = False  # its command is known: in the container's arguments, not through the gate
+    made.prepare(api)
+    if made.box is None:
+        made.discard()
+        return None
+    return made
 
 
 def kick(api: Any) -> None:

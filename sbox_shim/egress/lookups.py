@@ -4,11 +4,14 @@ answers every question with REFUSED and remembers it.
 An install script that downloads (a prebuilt binary, headers) looks its host up first. In an
 offline sandbox that lookup used to fail with nothing kept of it, and all sbox could say was that
 scripts run offline. The sandbox's resolv.conf names 127.0.0.1 when its network is off
-(layout.etc_files); as root on bwrap, sbox makes a UDP socket on port 53 there from the host (the
-way egress/netns.py makes the proxy's listeners), answers each query at once with REFUSED (the
-lookup fails as fast as it did, with the same "try again" error), and keeps the name. When the
-phase fails, the runner names what it tried to reach. Without the socket (sbox not root, docker)
-the query meets a closed port and fails at once, as before, and the hint alone is printed.
+(layout.etc_files). Before the phase's command runs, sbox makes a UDP socket on port 53 there
+from the host, answers each query at once with REFUSED (the lookup fails as fast as it did, with
+the same "try again" error), and keeps the name. When the phase fails, the runner names what it
+tried to reach. The socket is made by a thread that enters the sandbox's network namespace when
+sbox is root (egress/netns.py, as the proxy's listeners are; bwrap, or a docker container's init),
+and otherwise by a child that enters the user namespace bwrap made first (egress/userns.py). A
+docker container run by a root daemon for sbox as an ordinary user cannot be entered: there the
+query meets a closed port and fails at once, as before, and the hint alone is printed.
 
 What the sandbox sends here is hostile: the parser reads a bounded header and question, never
 follows a compression pointer, and keeps at most MAX_NAMES names of at most 253 printable
@@ -19,7 +22,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from sbox_shim.egress import netns
+from sbox_shim.egress import netns, userns
 
 MAX_NAMES = 32
 MAX_PACKET = 512
@@ -39,7 +42,10 @@ class Lookups:
         """Answer the sandbox's lookups from now on. Always "": a sandbox whose lookups cannot be
         heard still runs, offline as before, only without the names."""
         try:
-            self._sock = netns.made_in(pid, [_udp_53])[0]
+            if netns.usable():  # root: a thread of sbox enters the sandbox's network namespace
+                self._sock = netns.made_in(pid, [_udp_53])[0]
+            else:  # an ordinary user: a child enters the sandbox's user namespace first (bwrap's)
+                self._sock = userns.made_in(pid, [_udp_53])[0]
         except OSError:
             return ""
         self._thread = threading.Thread(target=self._answer, args=(self._sock,), name="sbox-lookups", daemon=True)

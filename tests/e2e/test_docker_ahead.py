@@ -183,12 +183,15 @@ def test_npm_ci_runs_its_scripts_phase_in_a_container_started_ahead(tmp_path: Pa
                                                                     docker_backend: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """With the lockfile naming a package with an install script, the scripts phase's container is
-    started while the download runs (its script finds the gate mounted); a first install without a
-    lockfile is the control: its container is made at its turn, with no gate."""
+    started while the download runs (its script finds the gate mounted, and its command came through
+    it: it is not in the container's own arguments); a first install without a lockfile is the
+    control: its container is made at its turn, with no gate or (as root: sbox listens for its
+    lookups first, egress/lookups.py) with its command in its arguments."""
     from support.registries import NpmRegistry
 
     seen = ("node -e \"const fs = require('fs'); fs.appendFileSync(require('path').join(process.env.INIT_CWD, "
-            "'node_modules', 'gate.txt'), String(fs.existsSync('/.sbox-gate')) + '\\\\n')\"")
+            "'node_modules', 'gate.txt'), String(fs.existsSync('/.sbox-gate') && !fs.readFileSync('/proc/1/cmdline', "
+            "'latin1').includes('sbox-npm-scripts')) + '\\\\n')\"")
     built = pkg.npm_package("sbox-built", "1.0.0", {"index.js": "module.exports = 1;\n"},
                             scripts={"postinstall": seen})
     project = tmp_path / "my project"

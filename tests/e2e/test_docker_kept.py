@@ -236,8 +236,10 @@ def test_the_kept_helper_holds_no_credential(project: Path, sbox_bin: str, kept_
     for part in ("environ", "cmdline"):
         assert CANARY.encode() not in Path(f"/proc/{helper}/{part}").read_bytes()
     # Control: the way it is read finds a variable a process was given.
-    control = subprocess.Popen(["sleep", "30"], env=kept_env)
-    try:
+    control = subprocess.Popen(["sh", "-c", "echo ready; read line"], env=kept_env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+    try:  # once it has said ready, the shell has exec'd and waits, its environment in place
+        assert control.stdout is not None and control.stdout.readline() == b"ready\n"
         assert CANARY.encode() in Path(f"/proc/{control.pid}/environ").read_bytes()
     finally:
         control.kill()
