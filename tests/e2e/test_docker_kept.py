@@ -4,6 +4,7 @@ it, keeps each run's lifeline, and ends when idle or told to."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -284,3 +285,27 @@ def test_a_repeated_docker_run_is_replayed_and_a_changed_config_is_not(project: 
     trust(config)
     run = _run(sbox_bin, project, kept_env, "sh", "-c", "echo $WHO")
     assert (run.returncode, run.stdout) == (0, "second\n"), run.stderr
+
+
+def test_a_replayed_docker_run_that_cannot_start_says_why_in_one_line(project: Path, sbox_bin: str,
+                                                                      kept_env: dict[str, str]) -> None:
+    """The image a replayed plan names is gone (no fact covers the daemon's images): the pull fails,
+    and the replay reports it as the cold path would, one line and 125, not a traceback."""
+    tag = "127.0.0.1:9/sbox-replay-test:1"  # a registry that is not there: a pull fails at once
+    context = project.parent / "image"
+    for path in ("/bin/sh", "/usr/bin/true", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"):
+        (context / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.realpath(path), context / path.lstrip("/"))
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY bin /bin\nCOPY usr /usr\nCOPY lib /lib\nCOPY lib64 /lib64\n")
+    subprocess.run(["docker", "build", "-q", "-t", tag, "--label", "io.sbox.run=test", str(context)],
+                   check=True, capture_output=True, timeout=300)
+    (project / "sbox.yaml").write_text(f"version: 1\nbackend: docker\nprofiles:\n  default:\n    image: {tag}\n")
+    trust(project / "sbox.yaml")
+    try:
+        first = _run(sbox_bin, project, kept_env, "/usr/bin/true")
+        assert first.returncode == 0, first.stderr
+    finally:
+        subprocess.run(["docker", "rmi", tag], capture_output=True)
+    again = _run(sbox_bin, project, kept_env, "/usr/bin/true")
+    assert again.returncode == 125, again.stderr
+    assert again.stderr.startswith("sbox: image") and "Traceback" not in again.stderr, again.stderr
