@@ -264,9 +264,9 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
         # The proxy listens in the sandbox's own network namespace and the bridge does not run
         # (egress/netns.py); its listeners are made once bwrap has set the sandbox up, and the
         # proxy is imported and started while the command starts (egress/starting.py).
-        from sbox_shim.egress.starting import Starting
+        from sbox_shim.egress.starting import for_step
 
-        proxy = Starting(step, socket_path)
+        proxy = for_step(step, socket_path)
         try:
             code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin, **held))
         finally:

@@ -16,15 +16,22 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable, Sequence
 
     from sbox_shim.egress.proxy import EgressProxy
     from sbox_shim.plan import Step
 
 
 class Starting:
-    def __init__(self, step: Step, socket_path: str) -> None:
-        self.step, self.socket_path = step, socket_path
+    """`make_policy()` builds the proxy's policy (in the proxy's thread); `forwards` are the
+    registry ports forwarded besides the proxy's own `port`."""
+
+    def __init__(self, make_policy: Callable[[], Any], forwards: Sequence[tuple[str, int]], socket_path: str,
+                 port: int = 0) -> None:
+        from sbox_shim.plan import PROXY_PORT
+
+        self.make_policy, self.forwards, self.socket_path = make_policy, list(forwards), socket_path
+        self.port = port or PROXY_PORT
         self.proxy: EgressProxy | None = None
         self.started: Any = None  # a _thread lock, held until the proxy has started (or failed to)
         self.problem = ""
@@ -41,10 +48,9 @@ class Starting:
         import _thread
 
         from sbox_shim.egress import netns
-        from sbox_shim.plan import PROXY_PORT
 
         try:
-            made = netns.listen_raw(pid, PROXY_PORT, self.step.network.forwards)
+            made = netns.listen_raw(pid, self.port, self.forwards)
         except OSError as e:
             return netns.refused(e)
         self.started = _thread.allocate_lock()
@@ -60,7 +66,7 @@ class Starting:
 
             from sbox_shim.egress.proxy import EgressProxy
 
-            proxy = EgressProxy(policy(self.step), self.socket_path)
+            proxy = EgressProxy(self.make_policy(), self.socket_path)
             proxy.start()
             self.proxy = proxy
             while made:
@@ -83,6 +89,10 @@ class Starting:
             return [], self.problem
         self.proxy.stop()
         return list(self.proxy.denials), self.problem
+
+
+def for_step(step: Step, socket_path: str) -> Starting:
+    return Starting(lambda: policy(step), step.network.forwards, socket_path)
 
 
 def policy(step: Step) -> Any:

@@ -28,51 +28,46 @@ def record(step: Any, state_dir: str) -> dict[str, Any]:
 
 
 def run(egress: Mapping[str, Any], sandbox: Callable[[Ready], int | None]) -> int | None:
-    """Run `sandbox` (given the hook that makes the proxy's listeners in it) with the proxy up.
-
-    The proxy is imported and started in a thread while bwrap sets the sandbox up (its imports
-    cost milliseconds that bwrap's work hides); the hook waits for it. Without a proxy the hook
-    refuses: the sandbox is killed before the command runs."""
+    """Run `sandbox` (given the hook that makes the proxy's listeners in it) with the proxy up, as
+    the cold path does (egress/starting.py): once bwrap has set the sandbox up, its listeners are
+    made and the command goes; the proxy is imported and started in a thread meanwhile and serves
+    them (a connection waits in the backlog until then). A proxy that cannot start leaves them
+    closed (every connection refused) and the step fails, saying why."""
     import sys
     import threading
 
-    from sbox_shim.egress import netns
-
-    made: list[Any] = []
-
-    def make() -> None:
-        from sbox_shim.egress.policy import EgressPolicy
-        from sbox_shim.egress.proxy import EgressProxy
-
-        policy = EgressPolicy(
-            pins={str(name): tuple(map(str, addresses)) for name, addresses in egress["pins"]},
-            ports={str(name): tuple(map(int, ports)) for name, ports in egress["ports"]},
-            explicit=frozenset(map(str, egress["explicit"])),
-        )
-        proxy = EgressProxy(policy, "")
-        proxy.start()
-        made.append(proxy)
-        netns.prepare()
-
-    def ready(pid: int) -> str:
-        maker.join()
-        if not made:
-            return "sbox could not start the egress proxy"
-        return netns.serve(made[0], pid, int(egress["port"]), forwards)
+    from sbox_shim.egress.starting import Starting
 
     forwards = [(str(name), int(port)) for name, port in egress["forwards"]]
-    maker = threading.Thread(target=make, name="sbox-egress-start", daemon=True)
-    maker.start()
+    proxy = Starting(lambda: _policy(egress), forwards, "", int(egress["port"]))
+    loading = threading.Thread(target=proxy.begin, name="sbox-egress-begin", daemon=True)  # ctypes, while bwrap works
+    loading.start()
+
+    def ready(pid: int) -> str:
+        loading.join()
+        return proxy.ready(pid)
+
     try:
         code = sandbox(ready)
     finally:
-        maker.join()
-        for proxy in made:
-            proxy.stop()
-    denials = made[0].denials if made else []
+        loading.join()
+        denials, problem = proxy.stop()
+    if problem:
+        sys.stderr.write(problem + "\n")
+        code = 125 if code is None else code or 125
     if denials:
         _report(egress, denials, sys.stderr.write)
     return code
+
+
+def _policy(egress: Mapping[str, Any]) -> Any:
+    from sbox_shim.egress.policy import EgressPolicy
+
+    return EgressPolicy(
+        pins={str(name): tuple(map(str, addresses)) for name, addresses in egress["pins"]},
+        ports={str(name): tuple(map(int, ports)) for name, ports in egress["ports"]},
+        explicit=frozenset(map(str, egress["explicit"])),
+    )
 
 
 def _report(egress: Mapping[str, Any], denials: list[dict[str, Any]],

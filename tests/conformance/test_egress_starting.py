@@ -69,7 +69,7 @@ def test_a_connection_made_before_the_proxy_serves_waits_and_is_decided_by_it(
         return real(step)
 
     monkeypatch.setattr(starting, "policy", slow)
-    proxy = starting.Starting(_step(tmp_path), "")
+    proxy = starting.for_step(_step(tmp_path), "")
     code, said = _run(tmp_path, proxy)
     denials, problem = proxy.stop()
     assert code == 0 and problem == ""
@@ -84,7 +84,7 @@ def test_a_proxy_that_cannot_start_leaves_every_connection_refused(
         raise RuntimeError("no policy")
 
     monkeypatch.setattr(starting, "policy", broken)
-    proxy = starting.Starting(_step(tmp_path), "")
+    proxy = starting.for_step(_step(tmp_path), "")
     code, said = _run(tmp_path, proxy)
     denials, problem = proxy.stop()
     assert said in ("closed", "failed: ConnectionResetError", "failed: ConnectionRefusedError"), said
