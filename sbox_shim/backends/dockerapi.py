@@ -20,31 +20,62 @@ def connect() -> Any:
     daemon: that request is the reachability check. Raises the SDK's errors when there is none.
 
     Docker's client config (`config.json`) names programs the SDK runs on the host
-    (`credsStore`, `credHelpers`: `docker-credential-NAME`, looked up on PATH) and proxies it would
-    put into every container, credentials included. So a config a sandbox could have written is
-    not read (`_config_outside_sandboxes`), no container gets its proxies (`use_config_proxy` off),
-    a build sends no credential (sbox builds FROM scratch), and a pull looks credential helpers up
-    only where no sandbox could have put one (`pull`)."""
+    (`credsStore`, `credHelpers`: `docker-credential-NAME`), headers it sends and proxies it would
+    put into every container, credentials included. So the SDK reads a config only if no sandbox
+    could have written the file it would pick and each helper it names is a plain name
+    (`_config_outside_sandboxes`), else an empty one of sbox's; no container gets its proxies
+    (`use_config_proxy` off), a build sends no credential (sbox builds FROM scratch), and a pull
+    looks a helper up only where no sandbox could have put one (`pull`)."""
     import docker  # lazily: the SDK (requests, urllib3) costs ~70 ms to import
 
     _config_outside_sandboxes()
     client = docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
+    auth = client._auth_configs
+    if not all(_plain(name) for name in [auth.creds_store or "docker", *auth.cred_helpers.values()]):
+        _use_empty_config()  # a helper named with a path: run from the working directory
+        client = docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
     client._set_auth_headers = lambda headers: None  # builds: no registry is reached, no helper run
     return client
 
 
+def _plain(name: object) -> bool:
+    """A credential helper's name that PATH alone resolves: letters, digits, `.`, `_`, `-`."""
+    return isinstance(name, str) and bool(name) and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+
+
 def _config_outside_sandboxes() -> None:
-    """If Docker's config directory lies where a sandbox may write (a project, a venv, sbox's
-    cache), as written or resolved, the SDK reads an empty one instead."""
+    """If the config file the SDK would read (DOCKER_CONFIG's, else ~/.docker's, else
+    ~/.dockercfg) or its directory lies where a sandbox may write (a project, a venv, sbox's
+    cache), as written or resolved, the SDK reads sbox's empty one instead."""
     import os
-    import tempfile
+
+    from docker.utils.config import find_config_file
 
     from sbox_shim.build import written_by_sandbox
     from sbox_shim.paths import sbox_dir
 
-    directory = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
-    if written_by_sandbox(directory, (os.path.realpath(sbox_dir("cache", os.environ)),)):
-        os.environ["DOCKER_CONFIG"] = tempfile.mkdtemp(prefix="sbox-docker-config-")
+    chosen = find_config_file()
+    if chosen is None:
+        return
+    writable = (os.path.realpath(sbox_dir("cache", os.environ)),)
+    if any(written_by_sandbox(path, writable) for path in (chosen, os.path.dirname(chosen))):
+        _use_empty_config()
+
+
+def _use_empty_config() -> None:
+    """DOCKER_CONFIG: a directory of sbox's state holding `{}` (a directory without a config.json
+    would let the SDK fall through to ~/.docker)."""
+    import os
+
+    from sbox_shim import kept
+    from sbox_shim.paths import sbox_dir
+
+    directory = os.path.join(sbox_dir("state", os.environ), "docker", "empty-config")
+    kept.write_bytes(os.path.join(directory, "config.json"), b"{}", prune_old=False)  # 0600 in a 0700 directory
+    st = os.lstat(directory)
+    if st.st_uid != os.getuid() or st.st_mode & 0o022 or not os.path.isdir(directory) or os.path.islink(directory):
+        raise OSError(f"{directory} is not sbox's own")
+    os.environ["DOCKER_CONFIG"] = directory
 
 
 def pull(api: Any, image: str) -> None:

@@ -60,7 +60,7 @@ def start(env: Mapping[str, str] | None = None) -> None:
 # What the helper gets of the run's environment: what the SDK reads, and no credential (a kept
 # helper outlives the run that started it).
 KEPT_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG", "HOME", "PATH", "LANG",
-             "LC_ALL", "TMPDIR", "SBOX_CACHE_DIR", "XDG_CACHE_HOME")
+             "LC_ALL", "SBOX_CACHE_DIR", "XDG_CACHE_HOME", "SBOX_STATE_DIR", "XDG_STATE_HOME")
 SERVE = "import sys; from sbox_shim.backends import dockerserve; dockerserve.main(sys.argv[1:])"
 
 

@@ -14,7 +14,7 @@ docker container run by a root daemon for sbox as an ordinary user cannot be ent
 query meets a closed port and fails at once, as before, and the hint alone is printed.
 
 What the sandbox sends here is hostile: the parser reads a bounded header and question, never
-follows a compression pointer, and keeps at most MAX_NAMES names of at most 253 printable
+follows a compression pointer, and keeps at most MAX_NAMES names of at most 253 host-name
 characters; anything else is dropped unanswered.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ MAX_NAMES = 32
 MAX_PACKET = 512
 REFUSED = 5
 QTYPES = {1: "A", 28: "AAAA"}
+HOSTNAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
 class Lookups:
@@ -37,6 +38,7 @@ class Lookups:
         self.names: list[str] = []
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     def listen(self, pid: int) -> str:
         """Answer the sandbox's lookups from now on. Always "": a sandbox whose lookups cannot be
@@ -55,6 +57,7 @@ class Lookups:
     def stop(self) -> list[str]:
         """Stop answering; the names looked up, in order, each once."""
         if self._sock is not None:
+            self._stopping = True
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread's recvfrom
             except OSError:
@@ -71,8 +74,10 @@ class Lookups:
                 packet, peer = sock.recvfrom(MAX_PACKET)
             except OSError:
                 return
-            if not packet:
-                return
+            if not packet:  # shut down by `stop`, or an empty datagram from the sandbox
+                if self._stopping:
+                    return
+                continue
             parsed = question(packet)
             if parsed is None:
                 continue
@@ -112,8 +117,8 @@ def question(packet: bytes) -> tuple[str, int] | None:
         if size > 63 or at + size > len(packet):
             return None  # a pointer (0xC0) or a label past the end
         label = packet[at:at + size]
-        if not all(0x21 <= b < 0x7F for b in label):
-            return None
+        if not all(b in HOSTNAME_BYTES for b in label):
+            return None  # not a host name's: nothing to print in sbox's line
         labels.append(label.decode("ascii").lower())
         at += size
     if at + 4 > len(packet):

@@ -125,3 +125,70 @@ def test_the_config_s_proxies_reach_no_container(tmp_path: Path, sbox_bin: str, 
     finally:
         subprocess.run(["docker", "rm", "-f", made], capture_output=True)
     assert SECRET in seen, seen
+
+
+def _no_bwrap(env: dict[str, str]) -> None:
+    """`backend: auto` chooses docker, whose SDK then runs in sbox's own process (no helper): as
+    on a host where user namespaces are off (the probe's answer, kept for a day)."""
+    import time
+
+    cache = Path(env["SBOX_CACHE_DIR"])
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "probe-bwrap.json").write_text(json.dumps({"time": time.time(), "reason": "off for this test"}))
+
+
+@pytest.mark.parametrize("backend", ["auto", "docker"])
+@pytest.mark.parametrize("planted", ["config.json a link into a project", "a helper named with a path"])
+def test_a_config_that_names_a_program_to_run_from_a_project_is_not_read(
+        tmp_path: Path, sbox_bin: str, docker_backend: str, registry_port: int, planted: str, backend: str) -> None:
+    """The config file the SDK would pick is a link into another opted-in project (dotfiles kept
+    with stow), or names its credential helper `x/../evil`, which the SDK resolves against the
+    working directory, the project: neither runs anything. The control: the same helper named
+    plainly, in a config of the user's own, runs."""
+    canary = tmp_path / "canary"
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    project = _project(tmp_path / "project", f"127.0.0.1:{registry_port}/sbox/none:1")
+    (project / "sbox.yaml").write_text((project / "sbox.yaml").read_text().replace("backend: docker", f"backend: {backend}"))
+    trust(project / "sbox.yaml")
+    tools = tmp_path / "tools"
+    _helper(tools, canary)
+    if planted.startswith("config.json"):
+        dotfiles = _project(tmp_path / "dotfiles")
+        (dotfiles / "docker-config.json").write_text(json.dumps({"credsStore": "sboxcanary"}))
+        (home / ".docker" / "config.json").symlink_to(dotfiles / "docker-config.json")
+    else:
+        (home / ".docker" / "config.json").write_text(json.dumps({"credsStore": "x/../evil"}))
+        (project / "docker-credential-x").mkdir()
+        evil = project / "evil"
+        evil.write_text(HELPER.format(canary=canary))
+        evil.chmod(0o755)
+    env = dict(os.environ, HOME=str(home), PATH=f"{tools}:{os.environ['PATH']}", SBOX_DOCKER_HELPER_IDLE="0")
+    env.pop("DOCKER_CONFIG", None)
+    if backend == "auto":
+        _no_bwrap(env)
+    run = _sbox(sbox_bin, project, env, "true")
+    assert run.returncode == 125, run.stderr
+    assert not canary.exists(), canary.read_text()
+
+    (home / ".docker" / "config.json").unlink()
+    (home / ".docker" / "config.json").write_text(json.dumps({"credsStore": "sboxcanary"}))  # control
+    run = _sbox(sbox_bin, project, env, "true")
+    assert run.returncode == 125, run.stderr
+    assert canary.read_text().startswith(f"ran {os.getuid()} get"), run.stderr
+
+
+def test_the_config_sbox_reads_instead_lies_in_its_state_not_in_tmpdir(tmp_path: Path, sbox_bin: str,
+                                                                      docker_backend: str) -> None:
+    """DOCKER_CONFIG in the project (an .envrc) is not read; the empty config sbox reads instead is
+    its own, in its state directory, never in a TMPDIR that lies in the project too, where a
+    concurrent sandbox could fill it before the SDK reads it."""
+    project = _project(tmp_path / "project")
+    config = _config(project / ".docker", {"credsStore": "sboxcanary"})
+    (project / ".tmp").mkdir()
+    env = dict(os.environ, DOCKER_CONFIG=str(config), TMPDIR=str(project / ".tmp"), SBOX_DOCKER_HELPER_IDLE="0")
+    run = _sbox(sbox_bin, project, env, "true")
+    assert run.returncode == 0, run.stderr
+    assert list((project / ".tmp").iterdir()) == []
+    empty = Path(env["SBOX_STATE_DIR"]) / "docker" / "empty-config" / "config.json"
+    assert empty.read_text() == "{}" and empty.stat().st_mode & 0o077 == 0

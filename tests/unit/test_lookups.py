@@ -28,6 +28,8 @@ def test_what_is_not_a_plain_query_is_dropped() -> None:
     assert question(good[:4] + b"\0\0" + good[6:]) is None  # no question
     assert question(good[:12] + b"\xc0\x0c" + good[-4:]) is None  # a compression pointer
     assert question(query("a b.example")) is None  # not printable
+    assert question(query("fake);record:/root/x.example")) is None  # not a host name's characters
+    assert question(query("a\x1b[31m.example")) is None
     assert question(query("x" * 63 + "." + ".".join(["y" * 63] * 3))) is None  # longer than 253
 
 
@@ -50,6 +52,7 @@ def test_the_responder_answers_keeps_each_name_once_and_stops() -> None:
     client.settimeout(5)
     client.connect(server.getsockname())
     client.send(b"\xff" * 40)  # garbage: no answer, and the responder goes on
+    client.send(b"")  # an empty datagram: not the end either
     for name in ("one.example", "two.example", "one.example", *(f"n{i}.example" for i in range(40))):
         client.send(query(name))
         assert client.recv(512)[3] & 0x0F == 5
