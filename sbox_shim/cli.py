@@ -251,13 +251,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return quarantine.cmd_restore(paths.sbox_dir("state", env), args.id, args.force)
         _parser().print_help()
         return 2
-    except SboxError as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a file changed under sbox while it checked it (a sandbox racing it?)
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"sbox: {where}{exc.strerror or exc} (did it change while sbox checked it?); nothing more ran",
-              file=sys.stderr)
-        return 125
+    except (SboxError, OSError) as exc:
+        from sbox_shim.errors import reported
+
+        return reported(exc)
     except KeyboardInterrupt:
         return 130

@@ -46,3 +46,17 @@ class CommandNotFound(SboxError):
     """The command does not exist: 127, as a shell says."""
 
     exit_code = 127
+
+
+def reported(exc: BaseException) -> int:
+    """Print an expected failure as sbox's one line and give its exit code: an SboxError, or an
+    OSError of a file that changed under sbox while it checked it (a sandbox racing it?)."""
+    import sys
+
+    if isinstance(exc, SboxError):
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    where = f"{getattr(exc, 'filename', None)}: " if getattr(exc, "filename", None) else ""
+    print(f"sbox: {where}{getattr(exc, 'strerror', None) or exc} (did it change while sbox checked it?); "
+          "nothing more ran", file=sys.stderr)
+    return EXIT_SANDBOX

@@ -102,8 +102,6 @@ def run(plan: Plan, run_dir: str, env: Mapping[str, str], state_dir: str, backen
     `holds` (the record's facts), which is asked while bwrap sets the first step's sandbox up,
     held before its command (runner.prestart). None when they do not hold: the sandbox killed
     unrun, the run directory gone, nothing run."""
-    import sys
-
     from sbox_shim import runner
     from sbox_shim.backends.select import module
     from sbox_shim.errors import SboxError
@@ -122,13 +120,9 @@ def run(plan: Plan, run_dir: str, env: Mapping[str, str], state_dir: str, backen
         if not fresh:
             return None
         return runner.execute(plan, chosen, run_dir, env, state_dir, started=started)
-    except SboxError as exc:  # as the cold path reports them (cli.main)
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"sbox: {where}{exc.strerror or exc} (did it change while sbox checked it?); nothing more ran",
-              file=sys.stderr)
-        return 125
+    except (SboxError, OSError) as exc:  # as the cold path reports them (cli.main)
+        from sbox_shim.errors import reported
+
+        return reported(exc)
     except KeyboardInterrupt:
         return 130

@@ -104,8 +104,12 @@ def _listener(address: Address) -> Callable[[], socket.socket]:
 def _listen(address: Address) -> socket.socket:
     import socket
 
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    return _listening(socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM),
+                      address)
+
+
+def _listening(sock: Made, address: Address) -> Made:
+    """`sock` bound to `address` and listening; closed if it cannot be."""
     try:
         sock.bind(address)
         sock.listen(128)
@@ -181,14 +185,8 @@ def _raw_listener(address: Address) -> Callable[[], _socket.socket]:
     def make() -> _socket.socket:
         import _socket
 
-        sock = _socket.socket(_socket.AF_INET6 if ":" in address[0] else _socket.AF_INET, _socket.SOCK_STREAM)
-        try:
-            sock.bind(address)
-            sock.listen(128)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return _listening(_socket.socket(_socket.AF_INET6 if ":" in address[0] else _socket.AF_INET,
+                                         _socket.SOCK_STREAM), address)
 
     return make
 
