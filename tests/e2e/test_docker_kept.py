@@ -182,7 +182,7 @@ def test_a_sandbox_that_sees_the_socket_is_refused(project: Path, sbox_bin: str,
     # The same client in a bwrap sandbox (a mount namespace of its own, the same uid), the
     # directory bound read-only as sbox binds its state.
     sandboxed = subprocess.run(
-        ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
          "--ro-bind", directory, directory, "--ro-bind", str(script), str(script), "--unshare-pid",
          "--die-with-parent", sys.executable, str(script), directory, name],
         capture_output=True, text=True, timeout=30)
