@@ -34,6 +34,8 @@ class Starting:
         self.port = port or PROXY_PORT
         self.proxy: EgressProxy | None = None
         self.started: Any = None  # a _thread lock, held until the proxy has started (or failed to)
+        self.gate: Any = None  # a _thread lock: the proxy begins serving, or `stop` abandons it, not both
+        self.abandoned = False
         self.problem = ""
 
     def begin(self) -> None:
@@ -53,7 +55,7 @@ class Starting:
             made = netns.listen_raw(pid, self.port, self.forwards)
         except OSError as e:
             return netns.refused(e)
-        self.started = _thread.allocate_lock()
+        self.started, self.gate = _thread.allocate_lock(), _thread.allocate_lock()
         self.started.acquire()
         _thread.start_new_thread(self._start, (made,))  # threading's import costs milliseconds here
         return ""
@@ -68,12 +70,19 @@ class Starting:
 
             proxy = EgressProxy(self.make_policy(), self.socket_path)
             proxy.start()
-            self.proxy = proxy
-            while made:
-                fd, target = made[0]
-                listener = socket.socket(fileno=fd)
-                made.pop(0)
-                proxy.serve(listener, target)
+            with self.gate:
+                if self.abandoned:  # the step ended before the proxy was up: nothing to serve
+                    proxy.stop()
+                    raise _Abandoned()
+                self.proxy = proxy
+                while made:
+                    fd, target = made[0]
+                    listener = socket.socket(fileno=fd)
+                    made.pop(0)
+                    proxy.serve(listener, target)
+        except _Abandoned:
+            for fd, _ in made:
+                os.close(fd)
         except Exception as e:  # its listeners closed: every connection refused
             self.problem = f"sbox could not start the egress proxy ({type(e).__name__}: {e}); the step's connections were refused"
             for fd, _ in made:
@@ -82,8 +91,14 @@ class Starting:
             self.started.release()
 
     def stop(self) -> tuple[list[dict[str, Any]], str]:
-        """Stop the proxy (once it has started): what it refused, and why it could not start ("")."""
-        if self.started is not None:
+        """Stop the proxy: what it refused, and why it could not start (""). A proxy still loading
+        when the step has ended has served no connection: it is abandoned, not waited for (a short
+        command does not pay for its import)."""
+        if self.started is not None and not self.started.acquire(blocking=False):
+            with self.gate:
+                if self.proxy is None:
+                    self.abandoned = True
+                    return [], ""
             self.started.acquire()
         if self.proxy is None:
             return [], self.problem
@@ -100,3 +115,7 @@ def policy(step: Step) -> Any:
 
     return EgressPolicy(pins=dict(step.network.pins), ports=dict(step.network.ports),
                         explicit=frozenset(step.network.explicit))
+
+
+class _Abandoned(Exception):
+    pass

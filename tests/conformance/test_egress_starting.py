@@ -89,3 +89,28 @@ def test_a_proxy_that_cannot_start_leaves_every_connection_refused(
     denials, problem = proxy.stop()
     assert said in ("closed", "failed: ConnectionResetError", "failed: ConnectionRefusedError"), said
     assert denials == [] and "could not start the egress proxy" in problem and "no policy" in problem
+
+
+def test_a_step_that_ends_before_the_proxy_is_up_does_not_wait_for_it(tmp_path: Path) -> None:
+    """`true` under an allowlist: the command ends while the proxy still loads. `stop` returns at
+    once, and the proxy, once loaded, serves nothing: its listeners are closed."""
+    import threading
+
+    loaded = threading.Event()
+    release = threading.Event()
+
+    def slow() -> Any:
+        release.wait(30)
+        loaded.set()
+        return starting.policy(_step(tmp_path))
+
+    proxy = starting.Starting(slow, (), "")
+    held = bwraprun.start("/usr/bin/bwrap", _options(tmp_path), ["/bin/true"])
+    proxy.begin()
+    code, _ = bwraprun.finish(held, ready=proxy.ready)
+    assert code == 0
+    assert proxy.stop() == ([], "") and not loaded.is_set()  # not waited for
+    release.set()
+    assert loaded.wait(30)
+    proxy.started.acquire()  # the proxy's thread has ended: abandoned, nothing served
+    assert proxy.proxy is None and proxy.abandoned
