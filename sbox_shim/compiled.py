@@ -53,7 +53,7 @@ def run_cached(argv: Sequence[str], env: Mapping[str, str]) -> int | None:
     except OSError:
         return None
     records = directory(env)
-    if records.startswith(cwd.rstrip("/") + "/") or in_a_project(records) or in_a_project(resolved(records)):
+    if records.startswith(cwd.rstrip("/") + "/") or in_a_project(records):
         return None  # a sandbox could have written it: the cold path refuses, saying why
     path = lean.join(records, key(argv, env, cwd) + ".plan")
     record = _read(path)
@@ -146,8 +146,14 @@ def resolved(path: str) -> str:
 
 
 def in_a_project(path: str) -> bool:
-    """Does a directory above `path` hold an opt-in file (or a pyproject.toml, which might be one)?
-    Then `path` may lie in a project a sandbox could write, and nothing there is used."""
+    """Does a directory above `path`, as written or with its links resolved, hold an opt-in file
+    (or a pyproject.toml, which might be one)? Then `path` may lie in a project a sandbox could
+    write, and nothing there is used."""
+    real = resolved(path)
+    return _below_opt_in(path) or (real != path and _below_opt_in(real))
+
+
+def _below_opt_in(path: str) -> bool:
     while True:
         parent = lean.dirname(path)
         if parent == path:

@@ -44,8 +44,7 @@ def _base(tmpdir: str) -> str:
     (a `TMPDIR=$PWD/.tmp` in an .envrc); then /tmp."""
     from sbox_shim.compiled import in_a_project
 
-    if not tmpdir.startswith("/") or any(in_a_project(os.path.join(p, "x"))
-                                         for p in (tmpdir, os.path.realpath(tmpdir))):
+    if not tmpdir.startswith("/") or in_a_project(os.path.join(tmpdir, "x")):  # TMPDIR itself counts
         return "/tmp"
     return tmpdir
 

@@ -51,7 +51,7 @@ def place(env: Mapping[str, str]) -> Place | None:
     from sbox_shim.paths import sbox_dir
 
     directory = os.path.join(sbox_dir("state", env), "docker")
-    if not directory.startswith("/") or any(compiled.in_a_project(d) for d in (directory, os.path.realpath(directory))):
+    if not directory.startswith("/") or compiled.in_a_project(directory):
         return None
     parts = [sys.executable, str(os.getuid())]
     try:
