@@ -13,9 +13,9 @@ It is also the lifeline of the containers it creates (in place of dockerwatch.py
 container): in a session of its own, its stdio on /dev/null, it reads its end of the socket; when
 sbox's end closes (sbox exits, or is killed), the helper removes every container sbox has not
 removed. The helper's side is dockerserve.py; dockerkept.py keeps it for the next runs, which then
-reach it in place of forking their own.
-Only for a daemon on a unix socket (an attached TLS stream cannot be handed over), and only forked
-while sbox has a single thread; otherwise sbox uses the SDK itself, as before.
+reach it in place of starting their own.
+Only for a daemon on a unix socket (an attached TLS stream cannot be handed over); otherwise sbox
+uses the SDK itself, as before.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def start(env: Mapping[str, str] | None = None) -> None:
     """Reach the kept helper (dockerkept.py), or start one (once per sbox process)."""
     env = os.environ if env is None else env
     host = env.get("DOCKER_HOST", "")
-    if _HELPER or (host and not host.startswith("unix://")) or threading.active_count() > 1:
+    if _HELPER or (host and not host.startswith("unix://")):
         return
     from sbox_shim.backends import dockerkept
 
@@ -57,10 +57,6 @@ def start(env: Mapping[str, str] | None = None) -> None:
     _HELPER.append(Remote(ours, pid))
 
 
-# What the helper gets of the run's environment: what the SDK reads, and no credential (a kept
-# helper outlives the run that started it).
-KEPT_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG", "HOME", "PATH", "LANG",
-             "LC_ALL", "SBOX_CACHE_DIR", "XDG_CACHE_HOME", "SBOX_STATE_DIR", "XDG_STATE_HOME")
 SERVE = "import sys; from sbox_shim.backends import dockerserve; dockerserve.main(sys.argv[1:])"
 
 
@@ -69,13 +65,18 @@ def _spawn(sock: socket.socket, env: Mapping[str, str], where: Any) -> int:
     imported) in a session of its own, its stdio on /dev/null, holding only its end of `sock`."""
     import sys
 
+    from sbox_shim.backends.dockerkept import DOCKER_VARS
+
+    # What the helper gets of the run's environment: what its socket's name digests, and the
+    # locale; no credential (a kept helper outlives the run that started it).
+    kept = {name: env[name] for name in (*DOCKER_VARS, "LANG", "LC_ALL") if name in env}
     sock.set_inheritable(True)
     argv = [sys.executable, "-I", "-c", SERVE, str(sock.fileno())]
     if where is not None:
         argv += [where.directory, where.name, repr(where.idle)]
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
-        return os.posix_spawn(sys.executable, argv, {name: env[name] for name in KEPT_VARS if name in env},
+        return os.posix_spawn(sys.executable, argv, kept,
                               file_actions=[(os.POSIX_SPAWN_DUP2, null, fd) for fd in (0, 1, 2)], setsid=True,
                               setsigmask=(), setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     finally:

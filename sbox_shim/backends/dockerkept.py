@@ -28,7 +28,8 @@ from typing import Mapping, NamedTuple
 
 IDLE = 600  # seconds a kept helper waits for the next run
 # What the SDK's APIClient and its pulls read from the environment (docker.utils.kwargs_from_env,
-# the auth config): a helper serves only runs that agree on all of them.
+# the auth config, credential helpers on PATH), and sbox's own directories: all a helper is given
+# (dockerhelper._spawn), and a helper serves only runs that agree on all of them.
 DOCKER_VARS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG", "HOME", "PATH",
                "SBOX_CACHE_DIR", "XDG_CACHE_HOME", "SBOX_STATE_DIR", "XDG_STATE_HOME")
 
