@@ -21,12 +21,9 @@ kept for the rollback). Without it, bench_backends.py's project: package.json al
 from __future__ import annotations
 
 import argparse
-import ast
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -35,15 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_backends  # noqa: E402
 import results_file  # noqa: E402
+import stages_child  # noqa: E402
 
-# The child: the launcher's own lines, with marks. Prints one line: [[(name, wall ns)]] after what
-# the stub printed.
-CHILD = r"""
-import time
-_now = time.time_ns
-marks = [("python started", _now())]
-import sys, builtins
-sys.path[:0] = sys.argv[1].split(":")
 WRAP = {
     "sbox_shim.compiled": ("_replay", "_read", "fact"),
     "sbox_shim.replay": ("prepare", "run"),
@@ -62,65 +52,25 @@ WRAP = {
     "sbox_shim.plan": (),
     "dataclasses": (),
 }
-def wrap(module):
-    short = module.__name__.split(".")[-1]
-    for name in WRAP.get(module.__name__, ()):
-        owner, attr = module, name
-        if "." in name:
-            owner = getattr(module, name.split(".")[0], None)
-            attr = name.split(".")[1]
-        f = getattr(owner, attr, None) if owner is not None else None
-        if f is None:  # another version of sbox
-            continue
-        def timed(*a, __f=f, __n=short + "." + name, **k):
-            marks.append((__n + " >", _now()))
-            try:
-                return __f(*a, **k)
-            finally:
-                marks.append((__n + " <", _now()))
-        setattr(owner, attr, timed)
-_import = builtins.__import__
-def hooked(name, *a, **k):
-    fresh = [m for m in WRAP if m not in sys.modules]
-    out = _import(name, *a, **k)
-    for m in fresh:
-        if m in sys.modules and not getattr(sys.modules[m], "_staged", False):
-            sys.modules[m]._staged = True
-            marks.append(("imported " + m, _now()))
-            wrap(sys.modules[m])
-    return out
-builtins.__import__ = hooked
-from sbox_shim import compiled, lean
-marks.append(("compiled imported", _now()))
-code = compiled.run_cached(sys.argv[2:], lean.environ())
-marks.append(("done", _now()))
-sys.stdout.write(repr([code, marks]) + "\n")  # repr: json's import would count as exit
-sys.stdout.flush()
-__import__("posix")._exit(0)
-"""
+CHILD = stages_child.child(WRAP)
 
 
 def one(python: str, paths: str, argv: Sequence[str], cwd: Path, env: dict[str, str]) -> dict[str, float] | None:
-    start = time.time_ns()
-    out = subprocess.run([python, "-I", "-S", "-c", CHILD, paths, *argv], cwd=cwd, env=env,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    end = time.time_ns()
-    lines = out.stdout.split()
-    if out.returncode != 0 or len(lines) < 2:
-        raise SystemExit(f"the warm run failed: {out.stderr[-500:]}")
-    code, marks = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    code, marks, printed, end, start = stages_child.run(CHILD, python, paths, argv, cwd, env)
     if code != 0:
         return None  # not warm (the cold path would run), or the stub failed
+    if not printed:
+        raise SystemExit("the stub npm printed no time")
     at: dict[str, float] = {}
-    for name, ns in marks:
-        at.setdefault(name, (ns - start) / 1e6)  # the first of each
+    for name, ms in marks:
+        at.setdefault(name, ms)  # the first of each
     # the record's facts end before the runner starts (bwrap.options_of asks compiled.fact too, later)
-    ends = [(ns - start) / 1e6 for name, ns in marks if name == "compiled.fact <"]
+    ends = [ms for name, ms in marks if name == "compiled.fact <"]
     if ends and "runner.execute >" in at:
         at["facts checked"] = max([e for e in ends if e < at["runner.execute >"]], default=ends[0])
     at.pop("compiled.fact <", None)
-    at["first step"] = (int(lines[0]) - start) / 1e6
-    at["exit"] = (end - start) / 1e6
+    at["first step"] = (int(printed[0]) - start) / 1e6
+    at["exit"] = end
     return at
 
 
@@ -147,8 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the sbox to measure")
     parser.add_argument("--lockfile", action="store_true", help="a project with its lockfiles (see above)")
     args = parser.parse_args(argv)
-    paths = subprocess.run([args.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib') + ':' + "
-                            "sysconfig.get_path('platlib'))"], capture_output=True, text=True, check=True).stdout.strip()
+    paths = stages_child.sbox_paths(args.python)
     with tempfile.TemporaryDirectory(prefix="sbox-bench-npm-stages-") as tmp:
         variants, env, skipped = bench_backends.setup(Path(tmp), ["bwrap"])
         if skipped:
@@ -157,11 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = {**env, **extra}
         if args.lockfile:
             add_lockfiles(cwd)
-        prime = ("import sys; sys.path[:0] = sys.argv[1].split(':'); sys.argv[1:2] = []; "
-                 "from sbox_shim.entry import main; main()")
-        for _ in range(3):  # the record (its key names the interpreter), then the project settles
-            subprocess.run([args.python, "-I", "-S", "-c", prime, paths, *cmd[1:]], cwd=cwd, env=env,
-                           capture_output=True, check=True)
+        stages_child.prime(args.python, paths, cmd[1:], cwd, env, 3)  # the record, then the project settles
         load_before = bench_backends.loadavg()
         runs = [r for r in (one(args.python, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]
         load_after = bench_backends.loadavg()

@@ -5,7 +5,7 @@
 Run it with the interpreter of a venv where sbox is installed (not editable), as bench_backends.py.
 In the same temporary project (a writable one, network off, the persistence guard on), each run is
 a fresh `python -I -S` that loads sbox's warm path as the launcher does, with the functions that
-mark a stage wrapped to note the time on the monotonic clock the parent shares; nothing else is
+mark a stage wrapped to note the time on the wall clock (bench/stages_child.py); nothing else is
 changed (a module is wrapped right after the warm path itself imports it, so imports stay where
 they fall). Stages, from the moment the parent starts the process:
 
@@ -26,13 +26,9 @@ Medians over the runs, in ms, with the load average; "overlapped" rows run while
 from __future__ import annotations
 
 import argparse
-import ast
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -41,14 +37,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_backends  # noqa: E402
 import results_file  # noqa: E402
+import stages_child  # noqa: E402
 
-# The child: the launcher's own lines, with marks. Prints one line: [exit code, [(name, monotonic ns)]].
-CHILD = r"""
-import time
-_now = time.monotonic_ns
-marks = [("main", _now())]
-import sys, builtins
-sys.path[:0] = sys.argv[1].split(":")
 WRAP = {
     "sbox_shim.compiled": ("in_a_project", "_read", "_materials", "_still_holds", "_prepare", "record_fds"),
     "sbox_shim.backends.bwraprun": ("spawn", "finish"),
@@ -56,78 +46,43 @@ WRAP = {
     "sbox_shim.backends.bwrapend": ("watch",),
     "sbox_shim.guard": ("before", "after"),
 }
-def wrap(module):
-    for name in WRAP.get(module.__name__, ()):
-        f = getattr(module, name, None)
-        if f is None:  # another version of sbox
-            continue
-        def timed(*a, __f=f, __n=module.__name__.split(".")[-1] + "." + name, **k):
-            marks.append((__n + ">", _now()))
-            try:
-                return __f(*a, **k)
-            finally:
-                marks.append((__n + "<", _now()))
-        setattr(module, name, timed)
-_import = builtins.__import__
-def hooked(name, *a, **k):
-    fresh = [m for m in WRAP if m not in sys.modules]
-    out = _import(name, *a, **k)
-    for m in fresh:
-        if m in sys.modules and not getattr(sys.modules[m], "_staged", False):
-            sys.modules[m]._staged = True
-            wrap(sys.modules[m])
-    return out
-builtins.__import__ = hooked
-from sbox_shim import compiled, lean
-marks.append(("imported", _now()))
-code = compiled.run_cached(sys.argv[2:], lean.environ())
-marks.append(("done", _now()))
-sys.stdout.write(repr([code, marks]) + "\n")  # repr: json's import would count as exit
-sys.stdout.flush()
-__import__("posix")._exit(0)
-"""
+CHILD = stages_child.child(WRAP)
 
 
 def one(python: str, paths: str, argv: Sequence[str], cwd: Path, env: dict[str, str]) -> dict[str, float] | None:
-    start = time.monotonic_ns()
-    out = subprocess.run([python, "-I", "-S", "-c", CHILD, paths, *argv], cwd=cwd, env=env,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    end = time.monotonic_ns()
-    if out.returncode != 0 or not out.stdout.strip():
-        raise SystemExit(f"the warm run failed: {out.stderr[-500:]}")
-    code, marks = ast.literal_eval(out.stdout.strip())
+    code, marks, _, end, _ = stages_child.run(CHILD, python, paths, argv, cwd, env)
     if code != 0:
         return None  # not warm (the cold path would run): the record is being made
     at: dict[str, float] = {}
-    for name, ns in marks:
-        at.setdefault(name, (ns - start) / 1e6)  # the first of each (the guard runs once)
-    at["end"] = (end - start) / 1e6
+    for name, ms in marks:
+        at.setdefault(name, ms)  # the first of each (the guard runs once)
+    at["end"] = end
     return stages(at)
 
 
 def stages(at: dict[str, float]) -> dict[str, float]:
     """The stages of one run from its marks. Also for an sbox whose warm path checked the facts
     and took the guard's snapshot before starting bwrap (then those rows are not overlapped)."""
-    spawned = at["bwraprun.spawn<"]
-    held = "compiled._still_holds>" in at  # facts checked while bwrap sets up
-    facts = ((at["compiled._still_holds>"], at["compiled._still_holds<"]) if held
-             else (at["compiled._prepare>"], at["compiled.record_fds>"]))
-    data = at["compiled._materials>"] if held else at["compiled.record_fds>"]
+    spawned = at["bwraprun.spawn <"]
+    held = "compiled._still_holds >" in at  # facts checked while bwrap sets up
+    facts = ((at["compiled._still_holds >"], at["compiled._still_holds <"]) if held
+             else (at["compiled._prepare >"], at["compiled.record_fds >"]))
+    data = at["compiled._materials >"] if held else at["compiled.record_fds >"]
     out = {
-        "python start": at["main"],
-        "imports before the record": at["imported"] - at["main"],
-        "record (checks, key, read)": min(data, facts[0]) - at["imported"],
-        "bwrap's data (memfds, pins)": (at["bwraprun.spawn>"] - data if held
-                                        else at["compiled.record_fds<"] - at["compiled.record_fds>"]),
+        "python start": at["python started"],
+        "imports before the record": at["compiled imported"] - at["python started"],
+        "record (checks, key, read)": min(data, facts[0]) - at["compiled imported"],
+        "bwrap's data (memfds, pins)": (at["bwraprun.spawn >"] - data if held
+                                        else at["compiled.record_fds <"] - at["compiled.record_fds >"]),
         "facts" + (" (overlapped)" if held else ""): facts[1] - facts[0],
         "guard imports + snapshot" + (" (overlapped)" if held else ""):
-            at["guard.before<"] - (facts[1] if held else at["compiled.record_fds<"]),
-        "spawn": spawned - at["bwraprun.spawn>"],
-        "set-up: spawn to mounts made": at["mountcheck.verify<"] - spawned,
-        "mount check, command let go": at["bwrapend.watch>"] - at["mountcheck.verify<"],
-        "command + teardown": at["bwrapend.watch<"] - at["bwrapend.watch>"],
-        "guard after": at["guard.after<"] - at["guard.after>"],
-        "exit (after the guard)": at["end"] - at["guard.after<"],
+            at["guard.before <"] - (facts[1] if held else at["compiled.record_fds <"]),
+        "spawn": spawned - at["bwraprun.spawn >"],
+        "set-up: spawn to mounts made": at["mountcheck.verify <"] - spawned,
+        "mount check, command let go": at["bwrapend.watch >"] - at["mountcheck.verify <"],
+        "command + teardown": at["bwrapend.watch <"] - at["bwrapend.watch >"],
+        "guard after": at["guard.after <"] - at["guard.after >"],
+        "exit (after the guard)": at["end"] - at["guard.after <"],
         "total": at["end"],
     }
     return {k: round(v, 3) for k, v in out.items()}
@@ -139,18 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "warm_stages.json"))
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the sbox to measure")
     args = parser.parse_args(argv)
-    paths = subprocess.run([args.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib') + ':' + "
-                            "sysconfig.get_path('platlib'))"], capture_output=True, text=True, check=True).stdout.strip()
+    paths = stages_child.sbox_paths(args.python)
     with tempfile.TemporaryDirectory(prefix="sbox-bench-stages-") as tmp:
         variants, env, skipped = bench_backends.setup(Path(tmp), ["bwrap"])
         if skipped:
             raise SystemExit(f"bwrap is not usable here: {skipped}")
         cmd, cwd, _ = variants["sbox bwrap"]
-        prime = ("import sys; sys.path[:0] = sys.argv[1].split(':'); sys.argv[1:2] = []; "
-                 "from sbox_shim.entry import main; main()")
-        for _ in range(2):  # the record (its key names the interpreter), then the directory index settles
-            subprocess.run([args.python, "-I", "-S", "-c", prime, paths, *cmd[1:]], cwd=cwd, env=env,
-                           capture_output=True, check=True)
+        stages_child.prime(args.python, paths, cmd[1:], cwd, env, 2)  # the record, then the directory index settles
         load_before = bench_backends.loadavg()
         runs = [r for r in (one(args.python, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]
         load_after = bench_backends.loadavg()
