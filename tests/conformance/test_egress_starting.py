@@ -60,16 +60,14 @@ def _root() -> None:
         pytest.skip("sbox listens in the sandbox's namespace as root only (else the bridge runs)")
 
 
-def test_a_connection_made_before_the_proxy_serves_waits_and_is_decided_by_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = starting.policy
+def test_a_connection_made_before_the_proxy_serves_waits_and_is_decided_by_it(tmp_path: Path) -> None:
+    step = _step(tmp_path)
 
-    def slow(step: Step) -> Any:  # the proxy's start, slower than the command's first connection
+    def slow() -> Any:  # the proxy's start, slower than the command's first connection
         time.sleep(1.0)
-        return real(step)
+        return starting.policy(step)
 
-    monkeypatch.setattr(starting, "policy", slow)
-    proxy = starting.for_step(_step(tmp_path), "")
+    proxy = starting.Starting(slow, step.network.forwards, "")
     code, said = _run(tmp_path, proxy)
     denials, problem = proxy.stop()
     assert code == 0 and problem == ""
@@ -77,14 +75,12 @@ def test_a_connection_made_before_the_proxy_serves_waits_and_is_decided_by_it(
     assert [d["host"] for d in denials] == ["evil.sbox.test"]
 
 
-def test_a_proxy_that_cannot_start_leaves_every_connection_refused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(step: Step) -> Any:
+def test_a_proxy_that_cannot_start_leaves_every_connection_refused(tmp_path: Path) -> None:
+    def broken() -> Any:
         time.sleep(0.5)
         raise RuntimeError("no policy")
 
-    monkeypatch.setattr(starting, "policy", broken)
-    proxy = starting.for_step(_step(tmp_path), "")
+    proxy = starting.Starting(broken, (), "")
     code, said = _run(tmp_path, proxy)
     denials, problem = proxy.stop()
     assert said in ("closed", "failed: ConnectionResetError", "failed: ConnectionRefusedError"), said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,43 +45,45 @@ def test_a_tmpdir_in_the_project_gets_no_run_directory(tmp_path: Path, sbox_bin:
         assert seen and seen[0].startswith(f"{runner.RUN_PREFIX}{run.pid}-"), seen
 
 
-def test_a_directory_swapped_for_a_link_mid_removal_is_removed_as_a_link(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sweep of a killed run's directory (which another process of this user may have made, or
-    be changing): between listing `sub` and entering it, `sub` becomes a link to a directory of the
-    user's. Nothing there is removed."""
+# Another process of this user's, swapping `sub` (a directory) and `sub.x` (a link to the victim)
+# in a run directory, over and over (RENAME_EXCHANGE: each name is always one or the other).
+FLIP = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+end = time.time() + float(sys.argv[2])
+a, b = os.path.join(sys.argv[1], "sub").encode(), os.path.join(sys.argv[1], "sub.x").encode()
+while time.time() < end:
+    libc.renameat2(-100, a, -100, b, 2)
+"""
+
+
+def test_a_directory_swapped_for_a_link_mid_removal_is_removed_as_a_link(tmp_path: Path) -> None:
+    """The sweep of a killed run's directory, which another process of this user's is changing:
+    `sub` and a link to a directory of the user's trade places while sbox removes the tree. Nothing
+    the link points to is removed, round after round; the live control shows the link leads there."""
     victim = tmp_path / "victim"
     victim.mkdir()
-    (victim / "precious").write_text("keep me")
     run_dir = tmp_path / f"{runner.RUN_PREFIX}99999999-aa"
-    (run_dir / "sub").mkdir(parents=True)
-    (run_dir / "sub" / "f").write_text("x")
-    (run_dir / "g").write_text("y")
-    swapped: list[bool] = []
-
-    def swap() -> None:
-        if not swapped:
-            swapped.append(True)
-            (run_dir / "sub" / "f").unlink()
-            (run_dir / "sub").rmdir()
-            (run_dir / "sub").symlink_to(victim)
-
-    real_open, real_scandir = os.open, os.scandir
-
-    def opening(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if os.fspath(path) in ("sub", str(run_dir / "sub")):
-            swap()
-        return real_open(path, *args, **kwargs)
-
-    def listing(path=".", *args, **kwargs):  # type: ignore[no-untyped-def]
-        if not isinstance(path, int) and os.fspath(path) == str(run_dir / "sub"):
-            swap()
-        return real_scandir(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", opening)
-    monkeypatch.setattr(os, "scandir", listing)
-    runner.remove_run_dir(str(run_dir))
-    monkeypatch.undo()
-    assert swapped, "the removal never entered sub"
-    assert (victim / "precious").read_text() == "keep me"
-    assert not run_dir.exists()
+    flipper = None
+    try:
+        for _ in range(300):
+            (victim / "precious").write_text("keep me")
+            stage = tmp_path / "stage"  # made aside, then renamed into place: the flipper finds it whole
+            (stage / "sub").mkdir(parents=True)
+            for i in range(20):
+                (stage / "sub" / f"f{i}").write_text("x")
+            (stage / "sub.x").symlink_to(victim)
+            stage.rename(run_dir)
+            if flipper is None:
+                assert (run_dir / "sub.x" / "precious").read_text() == "keep me"  # control: the link leads there
+                flipper = subprocess.Popen([sys.executable, "-c", FLIP, str(run_dir), "600"])
+            for _ in range(100):  # an entry swapped in behind the removal is left for the next pass
+                runner.remove_run_dir(str(run_dir))
+                assert (victim / "precious").read_text() == "keep me", "the removal followed the link"
+                if not run_dir.exists():
+                    break
+            assert not run_dir.exists()
+    finally:
+        if flipper is not None:
+            flipper.kill()
+            flipper.wait()
