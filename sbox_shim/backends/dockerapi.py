@@ -30,10 +30,6 @@ def connect() -> Any:
 
     _config_outside_sandboxes()
     client = docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
-    auth = client._auth_configs
-    if not all(_plain(name) for name in [auth.creds_store or "docker", *auth.cred_helpers.values()]):
-        _use_empty_config()  # a helper named with a path: run from the working directory
-        client = docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
     client._set_auth_headers = lambda headers: None  # builds: no registry is reached, no helper run
     return client
 
@@ -46,9 +42,11 @@ def _plain(name: object) -> bool:
 def _config_outside_sandboxes() -> None:
     """If the config file the SDK would read (DOCKER_CONFIG's, else ~/.docker's, else
     ~/.dockercfg) or its directory lies where a sandbox may write (a project, a venv, sbox's
-    cache), as written or resolved, the SDK reads sbox's empty one instead."""
+    cache), as written or resolved, or it names a credential helper with a path (which the SDK
+    would run from the working directory), the SDK reads sbox's empty one instead."""
     import os
 
+    from docker.auth import load_config
     from docker.utils.config import find_config_file
 
     from sbox_shim.build import written_by_sandbox
@@ -59,6 +57,10 @@ def _config_outside_sandboxes() -> None:
         return
     writable = (os.path.realpath(sbox_dir("cache", os.environ)),)
     if any(written_by_sandbox(path, writable) for path in (chosen, os.path.dirname(chosen))):
+        _use_empty_config()
+        return
+    auth = load_config(chosen)
+    if not all(_plain(name) for name in [auth.creds_store or "docker", *auth.cred_helpers.values()]):
         _use_empty_config()
 
 
