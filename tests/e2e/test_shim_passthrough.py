@@ -43,7 +43,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _user_env(installed: dict[str, Path]) -> dict[str, str]:
     """The installed user's environment: their HOME, none of this test run's sbox settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SBOX_")}
-    env.update(HOME=str(installed["home"]))
+    env.update(HOME=str(installed["home"]), SBOX_DOCKER_HELPER_IDLE="2")  # no docker helper outlives the test
     return env
 
 
