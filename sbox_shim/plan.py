@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 DNS_SINKHOLE = "192.0.2.1"  # TEST-NET-1: never routed, so unlisted names never resolve
 PROXY_PORT = 3128  # the bridge's HTTP proxy port on the sandbox's own loopback
 SANDBOX_DIR = "/.sbox"  # sbox's own read-only files inside the sandbox
+# Where npm's scripts phase finds sbox's driver (ecosystems/npm_scripts.js), written into the sandbox.
+NPM_DRIVER = "/etc/sbox-npm-scripts.js"
 
 
 class Value:

@@ -165,10 +165,12 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                 started = None
             following = plan.steps[index + 1] if index + 1 < len(plan.steps) else None
             # docker: the next step's container starts while this one runs; one whose command a hook
-            # decides when this one has ended (npm's scripts phase) only if it will likely run
+            # decides when this one has ended (npm's scripts phase) only if it will likely run; bwrap:
+            # npm's scripts phase alone, its driver loading npm while this one runs (bwrapahead.py)
             if backend is not None and following is not None and hasattr(backend, "ahead") and (
                     not following.hook or (hooks is not None and hooks.likely(following))):
-                backend.ahead(following, run_dir, index + 1)
+                backend.ahead(following, run_dir, index + 1,
+                              state_dir=state_dir if env.get("SBOX_PLAN_CACHE") != "0" else None)
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()

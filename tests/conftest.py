@@ -81,6 +81,12 @@ def docker_backend() -> str:
 
 
 @pytest.fixture
+def bwrap_backend() -> str:
+    require_backend("bwrap")
+    return "bwrap"
+
+
+@pytest.fixture
 def sbox_bin() -> str:
     """The installed `sbox` console script next to this interpreter."""
     path = os.path.join(os.path.dirname(sys.executable), "sbox")

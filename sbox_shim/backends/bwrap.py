@@ -16,7 +16,9 @@ from sbox_shim.plan import SANDBOX_DIR, Step
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, Sequence
+
+    from sbox_shim.backends import bwrapahead
 
 NAME = "bwrap"
 KNOWN_PATHS = ("/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap")
@@ -113,6 +115,12 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
     `meanwhile` is called once bwrap has started, while it sets the sandbox up and before the
     command may run (the egress proxy's start); if it raises, the sandbox is killed unrun.
     `started`: this very step's sandbox, started held already (`start`, with `egress` said)."""
+    if started is None and meanwhile is None:
+        from sbox_shim.backends import bwrapahead
+
+        ahead = bwrapahead.take(step, index)
+        if ahead is not None:  # npm's scripts driver, waiting for its turn (bwrapahead.py)
+            return _run_ahead(ahead, step, egress)
     if started is None:
         started = start(step, run_dir, index, state_dir, egress=egress is not None)
     held, step = started.take(), started.step
@@ -124,13 +132,51 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
             raise
     try:
         code, status = bwraprun.finish(held, step.limits.timeout, warn=sys.stderr.write, verify=started.verify,
-                                       ready=egress)
+                                       ready=egress, going=_kick)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:
         if status.set_up is False:  # it ended before its mounts were made: bwrap's own message says why
             raise SandboxError("bwrap could not set the sandbox up; nothing ran")
         _diagnose(started.path, step, started.disable_userns, started.bpf)
+    return code
+
+
+def ahead(step: Step, run_dir: str, index: int, state_dir: str | None = None) -> None:
+    """The runner's word that step `index` comes next: npm's scripts phase starts once this
+    step's command runs (bwrapahead.py); any other step at its turn, as bwrap starts in
+    milliseconds."""
+    from sbox_shim.backends import bwrapahead
+
+    bwrapahead.plan(step, run_dir, index, state_dir)
+
+
+def _kick() -> None:
+    """This step's command runs: start the next step's sandbox if one was planned ahead."""
+    ahead = sys.modules.get("sbox_shim.backends.bwrapahead")
+    if ahead is not None:
+        ahead.kick()
+
+
+def discard() -> None:
+    """Kill what was started ahead and not used (the run stopped before its step)."""
+    ahead = sys.modules.get("sbox_shim.backends.bwrapahead")
+    if ahead is not None:
+        ahead.discard_all()
+
+
+def _run_ahead(ahead: bwrapahead.Ahead, step: Step, egress: Callable[[int], str] | None) -> int:
+    """The turn of a sandbox started ahead: its network made ready, then the driver's words."""
+    from sbox_shim.backends import bwrapahead
+
+    assert ahead.started is not None
+    held = ahead.started.take()
+    words = bwrapahead.appended(ahead, step)
+    try:
+        code, _ = bwraprun.finish_released(held, step.limits.timeout, warn=sys.stderr.write, ready=egress,
+                                           go=lambda: ahead.go(words))
+    finally:
+        ahead.discard()
     return code
 
 
@@ -169,9 +215,11 @@ class Started:
             self.held.abandon()
 
 
-def start(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None, egress: bool = False) -> Started:
+def start(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None, egress: bool = False,
+          relay: bool = True, keep: Sequence[int] = ()) -> Started:
     """The step's sandbox, started and held before its command (`run` lets it go); `egress`: as
-    `run`'s. Raises SandboxError when it cannot be."""
+    `run`'s. Raises SandboxError when it cannot be. `relay`: as bwraprun.start's; `keep`: more
+    descriptors for the command (left open here)."""
     path = _path_for(step)
     if egress:
         step = unbridged(step)
@@ -189,7 +237,7 @@ def start(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None
     verify = [(target, st.st_dev, st.st_ino) for (_, target), fd in zip(step.pinned(), pins) for st in [os.fstat(fd)]]
     try:
         held = bwraprun.start(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
-                              _nproc(step.limits.pids))
+                              _nproc(step.limits.pids), relay=relay, keep=keep)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     return Started(step, path, disable_userns, bpf, held, verify)

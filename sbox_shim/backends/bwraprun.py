@@ -17,6 +17,7 @@ procs.py) is imported then, while bwrap sets the sandbox up.
 """
 from __future__ import annotations
 
+import _thread
 import posix
 
 from sbox_shim.backends.bwrapio import HOST_DNS as HOST_DNS  # re-exported: what bwrap is given, and says
@@ -39,14 +40,30 @@ DEFAULT_IN_CHILD = (_signal.SIGPIPE, _signal.SIGXFSZ)  # Python ignores these; t
 
 def spawn(command: Sequence[str], keep: Sequence[int], nproc: int | None = None) -> int:
     """Start bwrap in a session of its own with an empty environment, passing only `keep` beyond
-    stdio: a terminal's ^C reaches sbox alone, and sbox relays it. Returns the pid."""
-    for fd in keep:
-        posix.set_inheritable(fd, True)
-    leaked = [fd for fd in _open_fds() if fd > 2 and fd not in keep and _inheritable(fd)]
-    if nproc is None:
-        return posix.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
-                              file_actions=[(posix.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
-    return _fork_with_nproc(command, leaked, nproc)
+    stdio: a terminal's ^C reaches sbox alone, and sbox relays it. Returns the pid.
+
+    One at a time (a sandbox started ahead is spawned from a thread while the step before it
+    starts its own): each spawn closes, in its child, every inheritable descriptor but its own,
+    so no sandbox's descriptors (its status pipe, its block fd) reach another's bwrap; `keep` is
+    made non-inheritable again before the next may spawn."""
+    with _SPAWNING:
+        for fd in keep:
+            posix.set_inheritable(fd, True)
+        try:
+            leaked = [fd for fd in _open_fds() if fd > 2 and fd not in keep and _inheritable(fd)]
+            if nproc is None:
+                return posix.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
+                                      file_actions=[(posix.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
+            return _fork_with_nproc(command, leaked, nproc)
+        finally:
+            for fd in keep:
+                try:
+                    posix.set_inheritable(fd, False)
+                except OSError:
+                    pass
+
+
+_SPAWNING = _thread.allocate_lock()
 
 
 def _inheritable(fd: int) -> bool:
@@ -90,6 +107,7 @@ class Held:
                  received: list[int]) -> None:
         self.pid, self.status, self.block_w, self.previous = pid, status, block_w, previous
         self.received = received  # the signals relayed so far
+        self.relay: Callable[[int, object], None] | None = None  # the handler, `start`'s
 
     def abandon(self) -> None:
         """Kill the sandbox before its command ran; nothing of it runs. A signal that came
@@ -102,7 +120,8 @@ class Held:
             posix.waitpid(self.pid, 0)
         except ChildProcessError:
             pass
-        posix.close(self.block_w)
+        if self.block_w >= 0:  # not let go early (`release`)
+            posix.close(self.block_w)
         self.status.close()
         _restore(self.previous)
         for signum in dict.fromkeys(self.received):
@@ -111,16 +130,40 @@ class Held:
 
 
 def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
-          nproc: int | None = None) -> Held:
+          nproc: int | None = None, relay: bool = True, keep: Sequence[int] = ()) -> Held:
     """Start bwrap held before the command (`--block-fd`), relaying signals; `pass_fds` (the data
     files the options name) are closed here once bwrap has them. The caller may check more while
     bwrap sets the sandbox up, then `finish` or `abandon` it. Raises OSError when bwrap cannot be
-    started at all."""
+    started at all. `relay` False: no signal is relayed until `finish_released` (a sandbox
+    started ahead, from a thread, while another step runs and has sbox's signals). `keep`: more
+    descriptors for the command, left open here."""
     block_r, block_w = posix.pipe()
     command, fds, status = command_line(path, options, argv, block_r)
     started: list[int] = []
     pending: list[int] = []
     received: list[int] = []
+    handler = _relay(status, started, pending, received)
+    previous = _install(handler) if relay else {}
+    try:
+        started.append(spawn(command, [*fds, *pass_fds, *keep], nproc))
+    except BaseException:
+        _restore(previous)
+        status.close()
+        posix.close(block_w)
+        raise
+    finally:
+        for fd in [*fds, *pass_fds]:
+            posix.close(fd)
+    for signum in pending:
+        posix.kill(started[0], signum)
+    held = Held(started[0], status, block_w, previous, received)
+    held.relay = handler
+    return held
+
+
+def _relay(status: Status, started: list[int], pending: list[int],
+           received: list[int]) -> Callable[[int, object], None]:
+    """The signal handler that relays to the sandbox's command (to bwrap while it sets up)."""
 
     def relay(signum: int, _frame: object) -> None:
         received.append(signum)
@@ -136,20 +179,45 @@ def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequ
         except ProcessLookupError:
             pass
 
-    previous = _install(relay)
-    try:
-        started.append(spawn(command, [*fds, *pass_fds], nproc))
-    except BaseException:
-        _restore(previous)
-        status.close()
-        posix.close(block_w)
-        raise
-    finally:
-        for fd in [*fds, *pass_fds]:
-            posix.close(fd)
-    for signum in pending:
-        posix.kill(started[0], signum)
-    return Held(started[0], status, block_w, previous, received)
+    return relay
+
+
+def release(held: Held, verify: Sequence[tuple[str, int, int]]) -> bool:
+    """Check the held sandbox's binds (`verify`, as `run` says) and let its command start now,
+    before its step's turn: a command that waits for its turn by itself (npm's scripts driver
+    reading the packages to build, `--later`). False: the sandbox has been killed, or bwrap had
+    ended; nothing ran (the step's turn `abandon`s it). May run in a thread."""
+    why = _checked(held.pid, held.status, verify, held.block_w)
+    held.block_w = -1  # closed by the check, either way
+    return why == ""
+
+
+def finish_released(held: Held, timeout: float | None = None, warn: Callable[[str], object] | None = None,
+                    ready: Callable[[int], str] | None = None,
+                    go: Callable[[], object] | None = None) -> tuple[int, Status | None]:
+    """The step's turn for a sandbox `release`d ahead: relay signals from now on, make it `ready`
+    (as `run` says: its network; else it is killed, 125), `go` (tell the waiting command its
+    turn has come), then wait for it as `finish` does."""
+    if held.relay is not None:
+        held.previous = _install(held.relay)
+    if ready is not None:
+        why = "sbox could not prepare the sandbox's network"
+        try:
+            why = ready(held.status.child_pid) if held.status.child_pid is not None else why
+        finally:
+            if why:
+                from sbox_shim.backends.bwrapend import stop
+
+                stop(held.pid, held.status)
+                held.status.close()
+                _restore(held.previous)
+        if why:
+            if warn:
+                warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
+            return 125, None
+    if go is not None:
+        go()
+    return _waited(held, timeout, warn)
 
 
 def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
@@ -172,11 +240,11 @@ def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequen
 
 def finish(held: Held, timeout: float | None = None, warn: Callable[[str], object] | None = None,
            verify: Sequence[tuple[str, int, int]] = (),
-           ready: Callable[[int], str] | None = None) -> tuple[int, Status | None]:
+           ready: Callable[[int], str] | None = None,
+           going: Callable[[], object] | None = None) -> tuple[int, Status | None]:
     """Check the held sandbox (`verify`, `ready`: as `run` says), let its command go and wait for
-    it: (exit code, status), as `run` returns."""
-    from sbox_shim.backends.bwrapend import GRACE, stop, watch
-
+    it: (exit code, status), as `run` returns. `going` is called once the command may run (the
+    next step's sandbox is started then: bwrapahead.py)."""
     pid, status, previous = held.pid, held.status, held.previous
     why = _checked(pid, status, verify, held.block_w, ready)
     if why is None:
@@ -186,6 +254,16 @@ def finish(held: Held, timeout: float | None = None, warn: Callable[[str], objec
         if warn:
             warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
         return 125, None
+    if going is not None:
+        going()
+    return _waited(held, timeout, warn)
+
+
+def _waited(held: Held, timeout: float | None, warn: Callable[[str], object] | None) -> tuple[int, Status | None]:
+    """Wait for the sandbox whose command runs: (exit code, status), as `finish` returns."""
+    from sbox_shim.backends.bwrapend import GRACE, stop, watch
+
+    pid, status, previous = held.pid, held.status, held.previous
     try:
         code, torn = watch(pid, status, timeout)
         if code is None:

@@ -178,9 +178,10 @@ def _eligible(step: Step) -> bool:
     return step.mode == "sandbox" and not step.staged and all(inside(path, step.project) for path in step.create)
 
 
-def plan(step: Step, run_dir: str, index: int) -> None:
+def plan(step: Step, run_dir: str, index: int, state_dir: str | None = None) -> None:
     """The runner's word that step `index` comes next: start its container once this one runs
-    (for a step with a hook, the command waits at the gate to be told as well)."""
+    (for a step with a hook, the command waits at the gate to be told as well). `state_dir` is
+    bwrap's to use (docker keeps nothing there for a container)."""
     if _eligible(step) and index not in _PLANNED:
         _PLANNED[index] = Ahead(step, run_dir, index)
 

@@ -10,11 +10,11 @@ import os
 from sbox_shim.environment import is_secret
 from sbox_shim.ecosystems.npm import _GLOBAL_VALUES as GLOBAL_VALUES
 from sbox_shim.ecosystems.npm import _NOT_OFFLINE as NOT_OFFLINE
-from sbox_shim.plan import File
+from sbox_shim.plan import NPM_DRIVER, File
 
 # Where the scripts phase finds the driver: written into the sandbox, never read from the host's
 # sbox installation (which may be out of the sandbox's sight).
-SCRIPTS_JS = "/etc/sbox-npm-scripts.js"
+SCRIPTS_JS = NPM_DRIVER
 
 
 def command(argv: tuple[str, ...], sub: str) -> tuple[str, ...]:

@@ -23,10 +23,37 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { createRequire } = require('node:module')
 
-const [tool, command, ...rest] = process.argv.slice(2)
-const split = rest.indexOf('--')
-const flags = split < 0 ? rest : rest.slice(0, split)
-const dirs = split < 0 ? [] : rest.slice(split + 1)
+// `--later=FD` first: started ahead, while the install's download runs. The driver loads npm and
+// its configuration, then reads the rest of its command line from FD (`go`, then each word, each
+// ended by a NUL) once sbox has decided it; anything else (FD closed unwritten) runs nothing.
+const args = process.argv.slice(2)
+const later = args[0] && args[0].startsWith('--later=') ? Number(args.shift().slice(8)) : null
+const [tool, command, ...rest] = args
+let flags, dirs
+const parse = (words) => {
+  const split = words.indexOf('--')
+  flags = split < 0 ? words : words.slice(0, split)
+  dirs = split < 0 ? [] : words.slice(split + 1)
+}
+parse(rest)
+
+// The rest of the command line, when started ahead: waits here until sbox writes it
+const awaitTurn = () => {
+  if (later === null) {
+    return
+  }
+  let words
+  try {
+    words = fs.readFileSync(later).toString('utf8').split('\0')
+    fs.closeSync(later)
+  } catch {
+    words = []
+  }
+  if (words.shift() !== 'go' || words.pop() !== '') {
+    process.exit(125)
+  }
+  parse([...rest, ...words])
+}
 
 const findNpm = (name) => {
   if (name.includes('/')) {
@@ -47,6 +74,7 @@ const root = path.dirname(path.dirname(cli))
 
 // `npm rebuild DIR...`, in this process: npm's own command line
 const rebuild = () => {
+  awaitTurn()
   process.argv = [process.argv[0], cli, 'rebuild', ...flags, ...dirs]
   require(cli)
 }
@@ -87,6 +115,13 @@ const main = async () => {
     const { exec } = await npm.load()
     if (!exec) {
       return exitHandler.exit()
+    }
+    if (later !== null) { // what the build needs loaded before the turn comes, then wait for it
+      for (const name of ['@npmcli/run-script', '@npmcli/package-json', '@npmcli/node-gyp', 'bin-links',
+        'promise-call-limit', '@isaacs/string-locale-compare']) {
+        arb(name)
+      }
+      awaitTurn()
     }
     if (await delegate(npm)) {
       await npm.exec('rebuild', dirs)
