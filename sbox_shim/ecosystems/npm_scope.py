@@ -22,9 +22,8 @@ ROOT_EVENTS = ("preinstall", "install", "postinstall")
 MAX_TARGETS = 2000  # beyond that, a plain `npm rebuild` (every package) is the shorter command
 _LIMIT = 256 << 20
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# json and re are imported where used: before the download phase, a project without npm's hidden
-# lockfile needs neither (their imports cost milliseconds before the first step).
-_KEY = r"^node_modules/(?:@[^/\0\n]+/)?[^/\0\n]+(?:/node_modules/(?:@[^/\0\n]+/)?[^/\0\n]+)*$"
+# Lockfiles are read with jsonread (the interpreter's own JSON scanner), not json: json imports re,
+# enum and functools, about 7 ms before the first step of every repeated install.
 
 Entries = dict[str, tuple[str, bool, bool]]  # lockfile key -> (identity, has install script, is a link)
 
@@ -83,11 +82,10 @@ def read_after(directory: str) -> Entries | None:
 def entries(data: bytes | None) -> Entries | None:
     if not data:
         return None
-    import json
-    import re
+    from sbox_shim.jsonread import loads
 
     try:
-        doc = json.loads(data)
+        doc = loads(data)
     except ValueError:
         return None
     packages = doc.get("packages") if isinstance(doc, dict) else None
@@ -95,12 +93,32 @@ def entries(data: bytes | None) -> Entries | None:
         return None
     out: Entries = {}
     for key, meta in packages.items():
-        if (not isinstance(meta, dict) or meta.get("inBundle") or not isinstance(key, str) or not re.match(_KEY, key)
+        if (not isinstance(meta, dict) or meta.get("inBundle") or not isinstance(key, str) or not _installed(key)
                 or any(part in (".", "..", "@.", "@..") for part in key.split("/"))):
             continue  # the root (""), link targets outside node_modules, bundled packages (never built)
-        identity = json.dumps([meta.get(k) for k in ("version", "resolved", "integrity", "link")])
+        identity = repr([meta.get(k) for k in ("version", "resolved", "integrity", "link")])
         out[key] = (identity, meta.get("hasInstallScript") is True, meta.get("link") is True)
     return out
+
+
+def _installed(key: str) -> bool:
+    """A key of a package installed in a node_modules: `node_modules/NAME`, then any number of
+    `/node_modules/NAME`, each NAME `pkg` or `@scope/pkg` (no empty part, NUL or newline)."""
+    if "\0" in key or "\n" in key:
+        return False
+    parts = key.split("/")
+    at = 0
+    while True:
+        if at >= len(parts) or parts[at] != "node_modules":
+            return False
+        at += 1
+        if at < len(parts) and len(parts[at]) > 1 and parts[at].startswith("@"):
+            at += 1  # the scope: its package's name follows
+        if at >= len(parts) or not parts[at]:
+            return False
+        at += 1
+        if at == len(parts):
+            return True
 
 
 def targets(before: Entries, after: Entries) -> list[str]:
@@ -125,11 +143,11 @@ def settled(directory: str, before: Entries | None) -> bool:
     data = _read(directory, ("package-lock.json",))
     if entries(data) != before:
         return False
-    import json
+    from sbox_shim.jsonread import loads
 
     try:
-        lock = json.loads(data or b"{}")["packages"][""]
-        manifest = json.loads(_read(directory, ("package.json",)) or b"{}")
+        lock = loads(data or b"{}")["packages"][""]  # type: ignore[index]
+        manifest = loads(_read(directory, ("package.json",)) or b"{}")
         return all((manifest.get(s) or {}) == (lock.get(s) or {}) for s in ROOT_SECTIONS)
     except (ValueError, KeyError, TypeError, AttributeError):
         return False
@@ -145,10 +163,10 @@ def any_scripts(directory: str) -> bool:
 
 def root_due(directory: str) -> bool:
     """Does the project's package.json have an install-time script (or a binding.gyp)?"""
-    import json
+    from sbox_shim.jsonread import loads
 
     try:
-        scripts = json.loads(_read(directory, ("package.json",)) or b"{}").get("scripts") or {}
+        scripts = loads(_read(directory, ("package.json",)) or b"{}").get("scripts") or {}  # type: ignore[attr-defined]
     except (ValueError, AttributeError):
         return True  # unreadable: as npm rebuild would, let it decide
     if not isinstance(scripts, dict):

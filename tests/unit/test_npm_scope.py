@@ -50,6 +50,13 @@ def test_a_lying_lockfile_names_nothing_outside_node_modules() -> None:
     assert npm_scope.entries(b"[1, 2]") is None and npm_scope.entries(b"\xff") is None
 
 
+def test_a_key_with_a_trailing_newline_is_not_a_package() -> None:
+    """A lying lockfile's `node_modules/a\n` named a folder that npm never made (a regular
+    expression's `$` matches before a final newline)."""
+    lock = _lock({"node_modules/a\n": {"version": "1", "hasInstallScript": True}, "node_modules/b": {"version": "1"}})
+    assert list(npm_scope.entries(lock) or {}) == ["node_modules/b"]
+
+
 def test_lockfiles_are_never_read_through_a_link(tmp_path: Path) -> None:
     real = tmp_path / "elsewhere"
     (real / "node_modules" / "a").mkdir(parents=True)
@@ -58,7 +65,7 @@ def test_lockfiles_are_never_read_through_a_link(tmp_path: Path) -> None:
     project.mkdir()
     (project / "node_modules").symlink_to(real / "node_modules")
     assert npm_scope.read_state(str(project)) is None
-    assert npm_scope.read_state(str(real)) == {"node_modules/a": (json.dumps(["1", None, None, None]), False, False)}
+    assert npm_scope.read_state(str(real)) == {"node_modules/a": (repr(["1", None, None, None]), False, False)}
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
