@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import _json
 
+TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
+if TYPE_CHECKING:
+    from typing import Any
+
 WHITESPACE = " \t\n\r"  # JSON's, which is narrower than str.strip()'s
 
 
@@ -26,10 +30,10 @@ class _Context:
     parse_constant = staticmethod(_CONSTANTS.__getitem__)
 
 
-_scan = _json.make_scanner(_Context())
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # it reads these attributes
 
 
-def loads(data: bytes | str) -> object:
+def loads(data: bytes | str) -> Any:
     if isinstance(data, bytes):
         if b"\0" in data[:4]:  # UTF-16 or UTF-32, which json.loads detects: rare enough to pay for it
             import json

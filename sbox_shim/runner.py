@@ -275,17 +275,19 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
         if problem:
             err.write(problem + "\n")
             code = code or 125
-    else:
-        from sbox_shim.egress.proxy import EgressProxy
-        from sbox_shim.egress.starting import policy
+    else:  # the bridge inside hands each connection to the proxy's unix socket, made first; the
+        # proxy is imported and started while the sandbox starts (a container: a quarter second)
+        from sbox_shim.egress.starting import for_step
 
-        started = EgressProxy(policy(step), socket_path)
-        started.start()
+        proxy = for_step(step, socket_path)
+        proxy.listen_unix()
         try:
             code = int(backend.run(step, run_dir, index, kept_in))
         finally:
-            started.stop()
-        denials = started.denials
+            denials, problem = proxy.stop()
+        if problem:
+            err.write(problem + "\n")
+            code = code or 125
     if denials:
         from sbox_shim.report import denial_summary
 

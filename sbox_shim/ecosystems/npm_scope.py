@@ -146,7 +146,7 @@ def settled(directory: str, before: Entries | None) -> bool:
     from sbox_shim.jsonread import loads
 
     try:
-        lock = loads(data or b"{}")["packages"][""]  # type: ignore[index]
+        lock = loads(data or b"{}")["packages"][""]
         manifest = loads(_read(directory, ("package.json",)) or b"{}")
         return all((manifest.get(s) or {}) == (lock.get(s) or {}) for s in ROOT_SECTIONS)
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -166,7 +166,7 @@ def root_due(directory: str) -> bool:
     from sbox_shim.jsonread import loads
 
     try:
-        scripts = loads(_read(directory, ("package.json",)) or b"{}").get("scripts") or {}  # type: ignore[attr-defined]
+        scripts = loads(_read(directory, ("package.json",)) or b"{}").get("scripts") or {}
     except (ValueError, AttributeError):
         return True  # unreadable: as npm rebuild would, let it decide
     if not isinstance(scripts, dict):

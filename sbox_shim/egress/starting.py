@@ -1,5 +1,6 @@
-"""The egress proxy of an allowlisted step on bwrap when sbox listens in the sandbox's own network
-namespace (netns.py): started around the sandbox by the runner (runner._run_staged).
+"""The egress proxy of an allowlisted step, started around the sandbox by the runner
+(runner._run_staged): on bwrap when sbox listens in the sandbox's own network namespace
+(netns.py), and otherwise with its unix socket (`listen_unix`).
 
 What the sandbox needs before its command may run is its proxy ports, listened on in its
 namespace: a connection made to them waits in the listen backlog until it is accepted. So while
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from sbox_shim.egress.proxy import EgressProxy
     from sbox_shim.plan import Step
 
+    Made = tuple[int, "tuple[str, int] | str | None"]  # a listener's fd, and where it forwards (UNIX: the proxy's own)
+
 
 class Starting:
     """`make_policy()` builds the proxy's policy (in the proxy's thread); `forwards` are the
@@ -37,6 +40,7 @@ class Starting:
         self.gate: Any = None  # a _thread lock: the proxy begins serving, or `stop` abandons it, not both
         self.abandoned = False
         self.problem = ""
+        self.unix = False  # `listen_unix` made the socket: `stop` removes it (the run's next step makes its own)
 
     def begin(self) -> None:
         """While bwrap sets the sandbox up: load what `ready` needs."""
@@ -52,7 +56,7 @@ class Starting:
         from sbox_shim.egress import netns
 
         try:
-            made = netns.listen_raw(pid, self.port, self.forwards)
+            made: list[Made] = list(netns.listen_raw(pid, self.port, self.forwards))
         except OSError as e:
             return netns.refused(e)
         self.started, self.gate = _thread.allocate_lock(), _thread.allocate_lock()
@@ -60,7 +64,30 @@ class Starting:
         _thread.start_new_thread(self._start, (made,))  # threading's import costs milliseconds here
         return ""
 
-    def _start(self, made: list[tuple[int, tuple[str, int] | None]]) -> None:
+    def listen_unix(self) -> None:
+        """Any other sandbox (docker; bwrap as an ordinary user): the proxy's unix socket, which the
+        forwarder inside the sandbox connects to, made now, before the sandbox; the proxy starts in
+        a thread of its own meanwhile and serves it (a connection made before that waits in its
+        backlog). Raises OSError when the socket cannot be made."""
+        import _socket
+        import _thread
+        import os
+
+        self.unix = True
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            listener.bind(self.socket_path)
+            os.chmod(self.socket_path, 0o777)  # the sandbox may run as another uid
+            listener.listen(128)
+        except BaseException:
+            listener.close()
+            raise
+        self.started, self.gate = _thread.allocate_lock(), _thread.allocate_lock()
+        self.started.acquire()
+        made: list[Made] = [(listener.detach(), UNIX)]
+        _thread.start_new_thread(self._start, (made,))
+
+    def _start(self, made: list[Made]) -> None:
         import os
 
         try:
@@ -68,7 +95,8 @@ class Starting:
 
             from sbox_shim.egress.proxy import EgressProxy
 
-            proxy = EgressProxy(self.make_policy(), self.socket_path)
+            unix = any(target == UNIX for _, target in made)  # the socket is made: not the proxy's to make
+            proxy = EgressProxy(self.make_policy(), "" if unix else self.socket_path)
             proxy.start()
             with self.gate:
                 if self.abandoned:  # the step ended before the proxy was up: nothing to serve
@@ -79,7 +107,11 @@ class Starting:
                     fd, target = made[0]
                     listener = socket.socket(fileno=fd)
                     made.pop(0)
-                    proxy.serve(listener, target)
+                    if target == UNIX:
+                        proxy.serve(listener, None, unix=True)
+                    else:
+                        assert not isinstance(target, str)
+                        proxy.serve(listener, target)
         except _Abandoned:
             for fd, _ in made:
                 os.close(fd)
@@ -94,6 +126,13 @@ class Starting:
         """Stop the proxy: what it refused, and why it could not start (""). A proxy still loading
         when the step has ended has served no connection: it is abandoned, not waited for (a short
         command does not pay for its import)."""
+        if self.unix:
+            import os
+
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
         if self.started is not None and not self.started.acquire(blocking=False):
             with self.gate:
                 if self.proxy is None:
@@ -115,6 +154,9 @@ def policy(step: Step) -> Any:
 
     return EgressPolicy(pins=dict(step.network.pins), ports=dict(step.network.ports),
                         explicit=frozenset(step.network.explicit))
+
+
+UNIX = "unix"  # in `made`: the proxy's own unix socket, not a TCP listener
 
 
 class _Abandoned(Exception):
