@@ -19,7 +19,9 @@ taken before the turn), and `bwrap.run` makes its network ready (the lookups' so
 checked, a skipped phase, a run that stops) kills it unrun: the driver never read `go`, so nothing
 of the packages ran. Only a step whose sources all exist now, whose network is off, with no files
 to stage and no memory limit (bwrap cannot enforce one and says so at the step's turn) is started
-ahead; its cache directories are made first, as the runner makes them before a step.
+ahead; its cache directories are made first, as the runner makes them before a step. And only
+when the driver's programs (`env`, `node`, npm) can only be the host's (`only_host_programs`):
+a PATH that names a directory of the project would run what a package put there before `go`.
 """
 from __future__ import annotations
 
@@ -137,7 +139,36 @@ def eligible(step: Step) -> bool:
             and SCRIPTS_JS in step.argv and step.network.policy == "off" and not step.staged
             and not step.limits.memory and not step.image
             and all(inside(path, step.project) and os.path.isdir(path) for path in step.create)
-            and all(os.path.exists(m.source) for m in step.mounts if m.kind == "bind"))
+            and all(os.path.exists(m.source) for m in step.mounts if m.kind == "bind")
+            and only_host_programs(step))
+
+
+def only_host_programs(step: Step) -> bool:
+    """Can the driver's programs only be the host's? `env`, then `node` and the npm it loads are
+    looked up on the step's PATH inside the sandbox (npm by its path when the user named one):
+    every entry must be absolute, outside the project and outside every place a sandbox writes
+    (as written and resolved), and no NODE_OPTIONS (a `--require`) or NODE_PATH may name more.
+    Else a program the project holds (`node_modules/.bin/env`, with that directory on the user's
+    PATH) would run before `go`, while the download runs and outside the persistence guard's
+    watch: then the phase starts at its turn, its programs found as they would be."""
+    from sbox_shim.backends.pinned import inside
+
+    env = step.environ
+    if env.get("NODE_OPTIONS") or env.get("NODE_PATH"):
+        return False
+    written = [step.project] + [place for m in step.mounts if not m.readonly and m.kind != "tmpfs"
+                                for place in (m.source, m.target) if place]
+    written += [os.path.realpath(place) for place in written]
+    at = step.argv.index(SCRIPTS_JS) + 1
+    tool = step.argv[at] if at < len(step.argv) else ""
+    entries = (env.get("PATH") or "").split(":") + ([os.path.dirname(tool)] if "/" in tool else [])
+    for entry in entries:
+        if not entry.startswith("/"):
+            return False  # "", ".", "node_modules/.bin": the working directory's, in the project
+        if any(inside(path, place) for path in (os.path.normpath(entry), os.path.realpath(entry))
+               for place in written):
+            return False
+    return True
 
 
 def plan(step: Step, run_dir: str, index: int, state_dir: str | None = None) -> None:

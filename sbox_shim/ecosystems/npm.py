@@ -127,7 +127,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     rebuild: tuple[str, ...] = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
-    logs = os.path.join(ctx.cache_dir, "npm-logs", "download")  # npm's log pointer leads somewhere
+    logs = _logs_dir(ctx, "download")  # npm's log pointer leads somewhere
     hook = _hook(argv, tool, sub, ctx)
     download = Phase(
         "download", _ignore_scripts(argv, tool), True, allow, {**env, **EXECUTABLES, "npm_config_logs_dir": logs},
@@ -154,6 +154,15 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         steps += (_scripts((runner, "run", "prepare"), env, cache, readonly, ctx,
                            "then runs the project's prepare script with the network off", True),)
     return steps
+
+
+def _logs_dir(ctx: Context, phase: str) -> str:
+    """npm's logs of one phase of this project's installs: never another project's (a phase writes
+    them, and a log names the commands and paths of the install that wrote it)."""
+    import hashlib
+
+    project = hashlib.sha256(ctx.project_root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(ctx.cache_dir, "npm-logs", project, phase)
 
 
 LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml")
@@ -264,7 +273,7 @@ def _scripts(argv: tuple[str, ...], env: dict[str, str], cache: str, readonly: t
     # hold registry URLs as configured, credentials included, from every project. An empty one.
     empty_cache = Mount("", cache, readonly=False, kind="tmpfs")
     # Its own logs, kept where npm's "complete log" line points (never the download phase's).
-    logs = os.path.join(ctx.cache_dir, "npm-logs", "scripts")
+    logs = _logs_dir(ctx, "scripts")
     settings = plain_settings(ctx)  # node-gyp's nodedir, python, ...: every phase; credentials: never here
     return Phase("scripts", argv, False, (), {**settings, **env, "npm_config_offline": "true",
                                               "npm_config_logs_dir": logs},

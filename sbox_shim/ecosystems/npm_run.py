@@ -54,12 +54,18 @@ def before(state: State | None, step: Step, err: TextIO) -> tuple[State | None, 
 
 
 def likely(step: Step) -> bool:
-    """Will the scripts phase probably run: a lockfile package with install scripts or a link, or
-    the project's own scripts due? A guess only (docker starts the phase's container early)."""
+    """Will the scripts phase probably run: the project's own scripts due, or a lockfile package
+    with install scripts or a link, unless a bare install finds its tree settled (it changes
+    nothing)? A guess only: the phase's sandbox is started early (docker's container, bwrap's
+    driver), which costs CPU the download could use when the phase is then skipped."""
     if step.label == "download":
         return True
     _, kind, directory = step.hook
-    return npm_scope.any_scripts(directory) or (kind != "named" and npm_scope.root_due(directory))
+    if kind != "named" and npm_scope.root_due(directory):
+        return True
+    if kind == "install" and npm_scope.settled(directory, npm_scope.read_state(directory)):
+        return False
+    return npm_scope.any_scripts(directory)
 
 
 def failed(state: State | None, err: TextIO) -> None:

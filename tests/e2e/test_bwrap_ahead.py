@@ -227,3 +227,37 @@ def test_the_driver_runs_nothing_unless_told_go(scripts: tuple[Step, Path, str])
         assert proc.returncode == code, (data, proc.stderr[-2000:])
         ran = project / "node_modules" / ".ran"
         assert ran.exists() == (code == 0), data
+
+
+@pytest.mark.parametrize("path", ["node_modules/.bin", "{project}/node_modules/.bin", "", "{cache}"])
+def test_a_path_naming_the_project_starts_nothing_ahead(scripts: tuple[Step, Path, str], path: str) -> None:
+    """The red team's attack: `node_modules/.bin` on the user's PATH (direnv's `layout node`), where
+    a package linked its own `env`. Started ahead, that `env` would run before `go`, during the
+    download and outside the guard's watch; so nothing is started ahead, and the phase at its turn
+    finds its programs as it would have. The control: the same step, PATH of the host's own."""
+    from sbox_shim.backends import bwrapahead
+
+    step, project, run_dir = scripts
+    bin_dir = project / "node_modules" / ".bin"
+    bin_dir.mkdir()
+    planted = bin_dir / "env"
+    planted.write_text(f"#!/bin/sh\ntouch {project}/node_modules/.planted-ran\nexec /usr/bin/env \"$@\"\n")
+    planted.chmod(0o755)
+    cache = next(m.source for m in step.mounts if m.kind == "cache" and not m.readonly)
+    entry = path.format(project=project, cache=cache)
+    env = dict(step.env)
+    hostile = step.replace(env=tuple({**env, "PATH": f"{entry}:{env['PATH']}"}.items()))
+    assert bwrapahead.eligible(step)  # the control: the host's PATH
+    assert not bwrapahead.eligible(hostile)
+    _start_ahead(hostile, run_dir)
+    time.sleep(1.0)
+    assert 1 not in bwrapahead._PLANNED or bwrapahead._PLANNED[1].started is None
+    assert not (project / "node_modules" / ".planted-ran").exists()
+
+
+def test_node_options_start_nothing_ahead(scripts: tuple[Step, Path, str]) -> None:
+    from sbox_shim.backends import bwrapahead
+
+    step, project, _ = scripts
+    for name, value in (("NODE_OPTIONS", f"--require {project}/node_modules/x.js"), ("NODE_PATH", str(project))):
+        assert not bwrapahead.eligible(step.replace(env=(*step.env, (name, value))))

@@ -199,6 +199,23 @@ def test_npm_cache_is_sbox_s_while_downloading_and_an_empty_one_for_scripts(wher
     assert mounts(d)[str(ca)].readonly and mounts(s)[str(ca)].readonly
 
 
+def test_npm_logs_are_kept_per_phase_and_per_project(where: dict[str, Path]) -> None:
+    """A phase writes its logs where they last after the run: never where another project's
+    install reads them or finds a file it planted (a red-team finding: one `scripts` directory
+    was every project's)."""
+    other = where["project"].parent / "other"
+    other.mkdir()
+    logs = []
+    for root in (where["project"], other):
+        c = Context(cwd=str(root), project_root=str(root), home=str(where["home"]), env={},
+                    cache_dir=str(where["cache"]), real_tool=None)
+        d, s = two("npm install", c)
+        logs += [d.env["npm_config_logs_dir"], s.env["npm_config_logs_dir"]]
+        assert mounts(s)[s.env["npm_config_logs_dir"]].kind == "cache"
+    assert len(set(logs)) == 4
+    assert all(path.startswith(str(where["cache"] / "npm-logs") + "/") for path in logs)
+
+
 # --- pip --------------------------------------------------------------------------------------
 
 
