@@ -179,6 +179,34 @@ def test_a_settled_tree_is_one_whose_lockfiles_agree_with_package_json(tmp_path:
     assert (tmp_path / "node_modules" / ".package-lock.json").exists()
 
 
+def test_the_scripts_phase_is_guessed_skipped_for_a_bare_install_of_a_settled_tree(tmp_path: Path) -> None:
+    """The guess that starts the phase's sandbox early: a settled tree changes nothing for a bare
+    `npm install` (no CPU spent on a phase that is then skipped); `npm ci` rebuilds it all; the
+    project's own install scripts are always due."""
+    from sbox_shim.ecosystems import npm_run
+    from sbox_shim.plan import Network, Step
+
+    packages = {"node_modules/a": {"version": "1.0.0", "hasInstallScript": True}}
+    (tmp_path / "node_modules" / "a").mkdir(parents=True)
+    (tmp_path / "node_modules" / ".package-lock.json").write_bytes(_lock(packages))
+    lock = json.loads(_lock(packages))
+    lock["packages"][""]["dependencies"] = {"a": "1.0.0"}
+    (tmp_path / "package-lock.json").write_text(json.dumps(lock))
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "1.0.0"}}))
+
+    def phase(kind: str) -> Step:
+        return Step("scripts", ("npm",), "p", "r", "sandbox", str(tmp_path), (), Network("off"),
+                    hook=("npm", kind, str(tmp_path)))
+
+    assert not npm_run.likely(phase("install"))
+    assert npm_run.likely(phase("ci")) and npm_run.likely(phase("named"))
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "1.0.0"},
+                                                      "scripts": {"postinstall": "x"}}))
+    assert npm_run.likely(phase("install"))
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "^2"}}))
+    assert npm_run.likely(phase("install"))
+
+
 def test_a_package_folder_gone_or_changed_since_the_hidden_lockfile_is_not_known(tmp_path: Path) -> None:
     """npm reinstalls (or looks anew at) a folder missing or changed since it wrote its hidden
     lockfile: its scripts are due again, as npm would run them."""
