@@ -212,12 +212,16 @@ def finish_released(held: Held, timeout: float | None = None, warn: Callable[[st
                 held.status.close()
                 _restore(held.previous)
         if why:
-            if warn:
-                warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
-            return 125, None
+            return _nothing_ran(why, warn)
     if go is not None:
         go()
     return _waited(held, timeout, warn)
+
+
+def _nothing_ran(why: str, warn: Callable[[str], object] | None) -> tuple[int, Status | None]:
+    if warn:
+        warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
+    return 125, None
 
 
 def run(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
@@ -251,9 +255,7 @@ def finish(held: Held, timeout: float | None = None, warn: Callable[[str], objec
         return _ended(held, warn)
     if why:
         _restore(previous)
-        if warn:
-            warn(f"sbox: {why}; the sandbox was killed, nothing ran\n")
-        return 125, None
+        return _nothing_ran(why, warn)
     if going is not None:
         going()
     return _waited(held, timeout, warn)

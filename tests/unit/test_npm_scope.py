@@ -159,7 +159,8 @@ def test_the_clone_shares_nothing_the_guard_watches(tmp_path: Path) -> None:
     assert not os.stat(tmp_path / "node_modules/a/index.js").st_mode & stat.S_ISUID
 
 
-def test_a_settled_tree_is_one_whose_lockfiles_agree_with_package_json(tmp_path: Path) -> None:
+def _settled(tmp_path: Path) -> None:
+    """A tree as npm leaves it: `a` (with an install script) asked for, locked and installed."""
     packages = {"node_modules/a": {"version": "1.0.0", "hasInstallScript": True}}
     (tmp_path / "node_modules" / "a").mkdir(parents=True)
     (tmp_path / "node_modules" / ".package-lock.json").write_bytes(_lock(packages))
@@ -167,6 +168,10 @@ def test_a_settled_tree_is_one_whose_lockfiles_agree_with_package_json(tmp_path:
     lock["packages"][""]["dependencies"] = {"a": "1.0.0"}
     (tmp_path / "package-lock.json").write_text(json.dumps(lock))
     (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "1.0.0"}}))
+
+
+def test_a_settled_tree_is_one_whose_lockfiles_agree_with_package_json(tmp_path: Path) -> None:
+    _settled(tmp_path)
     before = npm_scope.read_state(str(tmp_path))
     assert npm_scope.settled(str(tmp_path), before)
     (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "^2"}}))
@@ -186,13 +191,7 @@ def test_the_scripts_phase_is_guessed_skipped_for_a_bare_install_of_a_settled_tr
     from sbox_shim.ecosystems import npm_run
     from sbox_shim.plan import Network, Step
 
-    packages = {"node_modules/a": {"version": "1.0.0", "hasInstallScript": True}}
-    (tmp_path / "node_modules" / "a").mkdir(parents=True)
-    (tmp_path / "node_modules" / ".package-lock.json").write_bytes(_lock(packages))
-    lock = json.loads(_lock(packages))
-    lock["packages"][""]["dependencies"] = {"a": "1.0.0"}
-    (tmp_path / "package-lock.json").write_text(json.dumps(lock))
-    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "dependencies": {"a": "1.0.0"}}))
+    _settled(tmp_path)
 
     def phase(kind: str) -> Step:
         return Step("scripts", ("npm",), "p", "r", "sandbox", str(tmp_path), (), Network("off"),
