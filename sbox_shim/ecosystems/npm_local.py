@@ -74,9 +74,12 @@ def _outside(spec: str, package_dir: str, root: str) -> str | None:
 
 
 def inside_dirs(package_dir: str, root: str) -> tuple[str, ...]:
-    """The local dependencies of `package_dir`'s package.json that lie inside `root`, relative to
-    it with a trailing "/": their own install scripts write there (npm links them, then runs them
-    in place). Only directories below the root, never the root itself."""
+    """The local dependencies of `package_dir`'s package.json that lie inside `root` and build in
+    place, relative to it with a trailing "/": their own install scripts write there (npm links
+    them, then runs them in place). Only directories below the root, never the root itself, and
+    only a dependency with an install-time script or a binding.gyp: every package's scripts run in
+    the one phase, so a directory writable there is writable to all of them (a red-team finding:
+    a dependency's postinstall rewrote a first-party `file:` library that builds nothing)."""
     out = []
     for _, _, spec in _local_specs(read_text(os.path.join(package_dir, "package.json"))):
         if _outside(spec, package_dir, root) is not None:
@@ -88,10 +91,28 @@ def inside_dirs(package_dir: str, root: str) -> tuple[str, ...]:
         # never the root, a hidden directory (.git, .husky, .venv, .vscode: what the host runs) or a venv
         if rel == "." or rel.startswith("..") or any(c.startswith(".") for c in rel.split(os.sep)):
             continue
-        if os.path.lexists(os.path.join(target, "pyvenv.cfg")):
+        if os.path.lexists(os.path.join(target, "pyvenv.cfg")) or not builds(target):
             continue
         out.append(rel + "/")
     return tuple(dict.fromkeys(out))
+
+
+BUILD_EVENTS = ("preinstall", "install", "postinstall", "prepare")  # what npm runs for a link
+
+
+def builds(directory: str) -> bool:
+    """Does the local package in `directory` run anything when installed: one of BUILD_EVENTS in
+    its package.json, or node-gyp's default for a binding.gyp? (Unreadable: as if it did.)"""
+    if os.path.isfile(os.path.join(directory, "binding.gyp")):
+        return True
+    text = read_text(os.path.join(directory, "package.json"))
+    if not text:
+        return False
+    try:
+        scripts = json.loads(text).get("scripts") or {}
+    except (ValueError, AttributeError):
+        return True
+    return not isinstance(scripts, dict) or any(scripts.get(event) for event in BUILD_EVENTS)
 
 
 def _line_of(text: str, name: str, spec: str) -> int:

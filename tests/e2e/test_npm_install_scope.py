@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,6 +186,34 @@ def test_a_file_dependency_inside_the_project_runs_its_script_in_place(
     assert result.returncode == 0, result.stderr[-3000:]
     assert (lib / "built.txt").read_text() == "ok"
     assert not (project / "outside.txt").exists()  # the project around it stays read-only
+
+
+WRITER = ("node -e \"const p = process.env.INIT_CWD + '/packages/local-lib/index.js'; "
+          "try { require('fs').appendFileSync(p, '/* planted */') } catch (e) { console.error('writer: ' + e.code) }\"")
+
+
+def test_a_file_dependency_that_builds_nothing_is_not_writable_to_other_packages_scripts(
+        tmp_path: Path, backend: str, sbox_bin: str) -> None:
+    """A red-team finding: a registry package's postinstall rewrote a first-party `file:` library
+    (no scripts of its own), which the scripts phase had made writable to every script. Now only
+    a local dependency that builds in place is writable there. The control: npm alone lets it."""
+    writer = _package("sbox-writer", "postinstall", WRITER)
+    with NpmRegistry([writer]) as reg:
+        project, env = _project(tmp_path, backend, reg, {"local-lib": "file:packages/local-lib",
+                                                         "sbox-writer": "1.0.0"})
+        lib = project / "packages" / "local-lib"
+        lib.mkdir(parents=True)
+        (lib / "package.json").write_text(json.dumps({"name": "local-lib", "version": "1.0.0"}))
+        (lib / "index.js").write_text("module.exports = 1;\n")
+        control = tmp_path / "control"
+        shutil.copytree(project, control)
+        direct = subprocess.run(["npm", "install"], cwd=control, env=env, capture_output=True, text=True, timeout=300)
+        assert direct.returncode == 0, direct.stderr[-2000:]
+        assert (control / "packages" / "local-lib" / "index.js").read_text().endswith("/* planted */")
+        result = run_sbox(sbox_bin, ["run", "--", "npm", "install", "--foreground-scripts"], project, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "writer: EROFS" in result.stdout + result.stderr
+    assert (lib / "index.js").read_text() == "module.exports = 1;\n"
 
 
 def test_npx_of_a_package_not_installed_fails_at_once_with_the_remedy(

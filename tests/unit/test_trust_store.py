@@ -341,7 +341,17 @@ def test_npm_local_dependencies_the_scripts_phase_may_write(tmp_path: Path) -> N
     deps = {"a": "file:packages/lib", "b": "file:.husky", "c": "file:.venv", "d": "file:env", "e": "file:.",
             "f": "file:packages/lib/../.."}
     (root / "package.json").write_text(json.dumps({"dependencies": deps}))
-    assert npm_local.inside_dirs(str(root), str(root)) == ("packages/lib/",)
+    assert npm_local.inside_dirs(str(root), str(root)) == ()  # lib builds nothing: read-only
+    for lib in ({"scripts": {"postinstall": "node build.js"}}, {"scripts": {"prepare": "tsc"}}, "binding.gyp"):
+        if lib == "binding.gyp":
+            (root / "packages" / "lib" / "package.json").write_text("{}")
+            (root / "packages" / "lib" / "binding.gyp").write_text("{}")
+        else:
+            (root / "packages" / "lib" / "package.json").write_text(json.dumps(lib))
+        assert npm_local.inside_dirs(str(root), str(root)) == ("packages/lib/",)
+    (root / "packages" / "lib" / "binding.gyp").unlink()
+    (root / "packages" / "lib" / "package.json").write_text(json.dumps({"scripts": {"test": "x", "build": "y"}}))
+    assert npm_local.inside_dirs(str(root), str(root)) == ()
     (root / "package.json").write_text(json.dumps({"dependencies": {"g": "file:lnk/x"}}))
     with pytest.raises(UsageError, match="outside the project root"):
         npm_local.check(str(root), str(root), [])
