@@ -269,11 +269,34 @@ def present(root: str, names: Sequence[str]) -> list[str]:
     return [name for name in names if name.split("/", 1)[0] in listed]
 
 
+def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
+    """HOST_EXECUTED at the top of each directory of the project a step may write that is a
+    package of its own (a local `file:` dependency npm builds in place, which every package's
+    scripts in that phase may write): its Makefile runs when you `make` there. Not the project
+    itself (`watched`), a node_modules or a hidden directory."""
+    out = []
+    for part in writable_parts(mounts, root):
+        rel = _relative(part, root)
+        parts = rel.split("/")
+        if part == root.rstrip("/") or rel.startswith("..") or "node_modules" in parts \
+                or any(p.startswith(".") for p in parts) or not stat.S_ISDIR(_mode(part)):
+            continue
+        out += [f"{rel}/{name}" for name in HOST_EXECUTED]
+    return out
+
+
+def _mode(path: str) -> int:
+    try:
+        return posix.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
 def before(root: str, mounts: Sequence[Mount]) -> Before:
     """What the host-executed paths hold before a step (content kept to roll a change back)."""
     started = time.time_ns() - SLACK_NS
     skip = readonly_targets(mounts)
-    names = tuple(watched(root))
+    names = tuple(watched(root) + packages_watched(root, mounts))
     entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
     return Before(root, started, entries, names, _package(root))
 

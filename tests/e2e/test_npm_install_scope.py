@@ -216,6 +216,36 @@ def test_a_file_dependency_that_builds_nothing_is_not_writable_to_other_packages
     assert (lib / "index.js").read_text() == "module.exports = 1;\n"
 
 
+PLANTER = ("node -e \"require('fs').writeFileSync(process.env.INIT_CWD + '/packages/local-lib/Makefile', "
+           "'all:\\\\n\\\\ttouch pwned\\\\n')\"")
+
+
+def test_a_makefile_planted_in_a_file_dependency_that_builds_is_quarantined(
+        tmp_path: Path, backend: str, sbox_bin: str) -> None:
+    """A local dependency that builds in place is writable to every package's scripts in the phase:
+    a registry package's postinstall plants its Makefile (you `make` there on the host). The guard
+    watches the top of that directory as it watches the project's. The control: npm alone keeps it."""
+    planter = _package("sbox-planter", "postinstall", PLANTER)
+    with NpmRegistry([planter]) as reg:
+        project, env = _project(tmp_path, backend, reg, {"local-lib": "file:packages/local-lib",
+                                                         "sbox-planter": "1.0.0"})
+        lib = project / "packages" / "local-lib"
+        lib.mkdir(parents=True)
+        (lib / "package.json").write_text(json.dumps({
+            "name": "local-lib", "version": "1.0.0",
+            "scripts": {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\""}}))
+        control = tmp_path / "control"
+        shutil.copytree(project, control)
+        direct = subprocess.run(["npm", "install"], cwd=control, env=env, capture_output=True, text=True, timeout=300)
+        assert direct.returncode == 0, direct.stderr[-2000:]
+        assert (control / "packages" / "local-lib" / "Makefile").exists()
+        result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (lib / "built.txt").read_text() == "ok"  # its own build ran in place
+    assert not (lib / "Makefile").exists()
+    assert "sbox: quarantined packages/local-lib/Makefile" in result.stderr, result.stderr[-2000:]
+
+
 def test_npx_of_a_package_not_installed_fails_at_once_with_the_remedy(
         tmp_path: Path, backend: str, sbox_bin: str, registry: NpmRegistry) -> None:
     """`npx cowsay` runs in the default profile, network off: npm retried for about 70 s, then sbox
