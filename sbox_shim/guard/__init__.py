@@ -276,10 +276,11 @@ def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
     itself (`watched`), a node_modules or a hidden directory."""
     out = []
     for part in writable_parts(mounts, root):
+        if part == root.rstrip("/") or not inside(part, root):  # the project's own: `watched`
+            continue
         rel = _relative(part, root)
         parts = rel.split("/")
-        if part == root.rstrip("/") or rel.startswith("..") or "node_modules" in parts \
-                or any(p.startswith(".") for p in parts) or not stat.S_ISDIR(_mode(part)):
+        if "node_modules" in parts or any(p.startswith(".") for p in parts) or not stat.S_ISDIR(_mode(part)):
             continue
         out += [f"{rel}/{name}" for name in HOST_EXECUTED]
     return out
