@@ -188,6 +188,22 @@ def test_a_file_dependency_inside_the_project_runs_its_script_in_place(
     assert not (project / "outside.txt").exists()  # the project around it stays read-only
 
 
+def _beside_a_local_lib(tmp_path: Path, backend: str, reg: NpmRegistry, package: str,
+                        scripts: dict[str, str]) -> tuple[Path, dict[str, str], Path]:
+    """A project that depends on a registry `package` and on a first-party `file:` library (its
+    `scripts`), and a copy of it installed by npm alone: the control. (project, env, control)"""
+    project, env = _project(tmp_path, backend, reg, {"local-lib": "file:packages/local-lib", package: "1.0.0"})
+    lib = project / "packages" / "local-lib"
+    lib.mkdir(parents=True)
+    (lib / "package.json").write_text(json.dumps({"name": "local-lib", "version": "1.0.0", "scripts": scripts}))
+    (lib / "index.js").write_text("module.exports = 1;\n")
+    control = tmp_path / "control"
+    shutil.copytree(project, control)
+    direct = subprocess.run(["npm", "install"], cwd=control, env=env, capture_output=True, text=True, timeout=300)
+    assert direct.returncode == 0, direct.stderr[-2000:]
+    return project, env, control
+
+
 WRITER = ("node -e \"const p = process.env.INIT_CWD + '/packages/local-lib/index.js'; "
           "try { require('fs').appendFileSync(p, '/* planted */') } catch (e) { console.error('writer: ' + e.code) }\"")
 
@@ -197,18 +213,9 @@ def test_a_file_dependency_that_builds_nothing_is_not_writable_to_other_packages
     """A red-team finding: a registry package's postinstall rewrote a first-party `file:` library
     (no scripts of its own), which the scripts phase had made writable to every script. Now only
     a local dependency that builds in place is writable there. The control: npm alone lets it."""
-    writer = _package("sbox-writer", "postinstall", WRITER)
-    with NpmRegistry([writer]) as reg:
-        project, env = _project(tmp_path, backend, reg, {"local-lib": "file:packages/local-lib",
-                                                         "sbox-writer": "1.0.0"})
+    with NpmRegistry([_package("sbox-writer", "postinstall", WRITER)]) as reg:
+        project, env, control = _beside_a_local_lib(tmp_path, backend, reg, "sbox-writer", {})
         lib = project / "packages" / "local-lib"
-        lib.mkdir(parents=True)
-        (lib / "package.json").write_text(json.dumps({"name": "local-lib", "version": "1.0.0"}))
-        (lib / "index.js").write_text("module.exports = 1;\n")
-        control = tmp_path / "control"
-        shutil.copytree(project, control)
-        direct = subprocess.run(["npm", "install"], cwd=control, env=env, capture_output=True, text=True, timeout=300)
-        assert direct.returncode == 0, direct.stderr[-2000:]
         assert (control / "packages" / "local-lib" / "index.js").read_text().endswith("/* planted */")
         result = run_sbox(sbox_bin, ["run", "--", "npm", "install", "--foreground-scripts"], project, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -225,19 +232,10 @@ def test_a_makefile_planted_in_a_file_dependency_that_builds_is_quarantined(
     """A local dependency that builds in place is writable to every package's scripts in the phase:
     a registry package's postinstall plants its Makefile (you `make` there on the host). The guard
     watches the top of that directory as it watches the project's. The control: npm alone keeps it."""
-    planter = _package("sbox-planter", "postinstall", PLANTER)
-    with NpmRegistry([planter]) as reg:
-        project, env = _project(tmp_path, backend, reg, {"local-lib": "file:packages/local-lib",
-                                                         "sbox-planter": "1.0.0"})
+    builds = {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\""}
+    with NpmRegistry([_package("sbox-planter", "postinstall", PLANTER)]) as reg:
+        project, env, control = _beside_a_local_lib(tmp_path, backend, reg, "sbox-planter", builds)
         lib = project / "packages" / "local-lib"
-        lib.mkdir(parents=True)
-        (lib / "package.json").write_text(json.dumps({
-            "name": "local-lib", "version": "1.0.0",
-            "scripts": {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\""}}))
-        control = tmp_path / "control"
-        shutil.copytree(project, control)
-        direct = subprocess.run(["npm", "install"], cwd=control, env=env, capture_output=True, text=True, timeout=300)
-        assert direct.returncode == 0, direct.stderr[-2000:]
         assert (control / "packages" / "local-lib" / "Makefile").exists()
         result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
