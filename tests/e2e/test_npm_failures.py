@@ -140,10 +140,12 @@ def test_a_rebuild_alone_is_told_too(tmp_path: Path, sbox_bin: str, backend_name
     _told(result)
 
 
-def test_an_ordinary_user_on_bwrap_is_told_too(sbox_bin: str) -> None:
+@pytest.mark.parametrize("lockfile", [False, True])
+def test_an_ordinary_user_on_bwrap_is_told_too(sbox_bin: str, lockfile: bool) -> None:
     """sbox as an ordinary user (root becomes nobody with setpriv) hears the lookups of bwrap's
     sandbox too: a child of sbox enters the user namespace bwrap made, then its network namespace
-    (egress/userns.py)."""
+    (egress/userns.py). With the lockfile naming the package's script, the scripts phase starts
+    while the download runs (backends/bwrapahead.py), and is heard all the same."""
     from conftest import require_backend
 
     require_backend("bwrap")
@@ -156,9 +158,13 @@ def test_an_ordinary_user_on_bwrap_is_told_too(sbox_bin: str) -> None:
             env.pop(name, None)
         user.own(project)
         assert user.run(["trust", "sbox.yaml"], project, env).returncode == 0
-        with NpmRegistry([_package()]) as registry:
+        tgz = _package()
+        with NpmRegistry([tgz]) as registry:
             env["npm_config_registry"] = f"{registry.url}/"
-            result = user.run(["run", "--", "npm", "install"], project, env)
+            if lockfile:
+                (project / "package-lock.json").write_text(json.dumps(_lockfile(registry.url, tgz)))
+                user.own(project)
+            result = user.run(["run", "--", "npm", "ci" if lockfile else "install"], project, env)
         assert _told(result) == user.uid != 0  # sbox ran as an ordinary user
 
 
