@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sbox_shim import dispatch, ecosystems, layout, tree
 from sbox_shim.trust import boundary
-from sbox_shim.trust.written import opted_in_by, venv_of
+from sbox_shim.trust.written import network_path, written_by_sandbox
 from sbox_shim.config import Config, Profile
 from sbox_shim.environment import has_url_credentials, scrub
 from sbox_shim.errors import UsageError
@@ -226,23 +226,6 @@ def sandbox_written(root: str, host: Host) -> tuple[str, ...]:
     """Where a sandbox may have written programs: the project, sbox's caches, the active venv."""
     places = [root, host.cache_dir, host.env.get("VIRTUAL_ENV", "")]
     return tuple(os.path.realpath(p) for p in places if p.startswith("/"))
-
-
-def written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
-    """A PATH entry or program a sandbox could have filled: inside `writable`, inside any venv, or
-    under any directory an sbox opt-in file covers, as written or resolved (pip writes the venv
-    it installs into, whichever that is, and may have moved its bin behind a link: `venv_of`
-    looks for pyvenv.cfg in every directory above)."""
-    paths = tuple(dict.fromkeys((os.path.normpath(path), os.path.realpath(path))))
-    if any(inside(p, w) for p in paths for w in writable):
-        return True
-    return venv_of(path) is not None or any(opted_in_by(p) for p in paths)
-
-
-def network_path(path: str, writable: Sequence[str]) -> str:
-    """PATH for a step with the network: absolute entries no sandbox could have filled."""
-    return os.pathsep.join(d for d in path.split(os.pathsep)
-                           if d.startswith("/") and not written_by_sandbox(d, writable))
 
 
 def host_path(path: str, root: str, cwd: str, writable: Sequence[str] = ()) -> str:

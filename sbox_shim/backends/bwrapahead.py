@@ -146,12 +146,13 @@ def eligible(step: Step) -> bool:
 def only_host_programs(step: Step) -> bool:
     """Can the driver's programs only be the host's? `env`, then `node` and the npm it loads are
     looked up on the step's PATH inside the sandbox (npm by its path when the user named one):
-    every entry must be absolute, outside the project and outside every place a sandbox writes
-    (as written and resolved), and no NODE_OPTIONS (a `--require`) or NODE_PATH may name more.
-    Else a program the project holds (`node_modules/.bin/env`, with that directory on the user's
-    PATH) would run before `go`, while the download runs and outside the persistence guard's
-    watch: then the phase starts at its turn, its programs found as they would be."""
-    from sbox_shim.backends.pinned import inside
+    every entry must be one a step with the network keeps (trust/written.py: absolute, and in
+    nothing a sandbox writes, this step's writable places and the project included), and no
+    NODE_OPTIONS (a `--require`) or NODE_PATH may name more. Else a program the project holds
+    (`node_modules/.bin/env`, with that directory on the user's PATH) would run before `go`,
+    while the download runs and outside the persistence guard's watch: then the phase starts at
+    its turn, its programs found as they would be."""
+    from sbox_shim.trust.written import written_by_sandbox
 
     env = step.environ
     if env.get("NODE_OPTIONS") or env.get("NODE_PATH"):
@@ -162,13 +163,8 @@ def only_host_programs(step: Step) -> bool:
     at = step.argv.index(SCRIPTS_JS) + 1
     tool = step.argv[at] if at < len(step.argv) else ""
     entries = (env.get("PATH") or "").split(":") + ([os.path.dirname(tool)] if "/" in tool else [])
-    for entry in entries:
-        if not entry.startswith("/"):
-            return False  # "", ".", "node_modules/.bin": the working directory's, in the project
-        if any(inside(path, place) for path in (os.path.normpath(entry), os.path.realpath(entry))
-               for place in written):
-            return False
-    return True
+    # "", ".", "node_modules/.bin": relative, the working directory's, in the project
+    return all(entry.startswith("/") and not written_by_sandbox(entry, written) for entry in entries)
 
 
 def plan(step: Step, run_dir: str, index: int, state_dir: str | None = None) -> None:

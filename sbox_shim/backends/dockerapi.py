@@ -49,7 +49,7 @@ def _config_outside_sandboxes() -> None:
     from docker.auth import load_config
     from docker.utils.config import find_config_file
 
-    from sbox_shim.build import written_by_sandbox
+    from sbox_shim.trust.written import written_by_sandbox
     from sbox_shim.paths import sbox_dir
 
     chosen = find_config_file()
@@ -85,7 +85,7 @@ def pull(api: Any, image: str) -> None:
     import os
 
     from sbox_shim.backends.dockerhelper import Remote
-    from sbox_shim.build import network_path
+    from sbox_shim.trust.written import network_path
     from sbox_shim.paths import sbox_dir
 
     if isinstance(api, Remote):  # the helper does the same

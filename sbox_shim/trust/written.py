@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from sbox_shim.lean import inside
 
@@ -47,6 +47,23 @@ def opted_in_by(path: str) -> str | None:
         return next(iter(opt_in_files(path)), None)
     except ConfigError as exc:
         return exc.path
+
+
+def written_by_sandbox(path: str, writable: Sequence[str]) -> bool:
+    """A PATH entry or program a sandbox could have filled: inside `writable`, inside any venv, or
+    under any directory an sbox opt-in file covers, as written or resolved (pip writes the venv
+    it installs into, whichever that is, and may have moved its bin behind a link: `venv_of`
+    looks for pyvenv.cfg in every directory above)."""
+    paths = tuple(dict.fromkeys((os.path.normpath(path), os.path.realpath(path))))
+    if any(inside(p, w) for p in paths for w in writable):
+        return True
+    return venv_of(path) is not None or any(opted_in_by(p) for p in paths)
+
+
+def network_path(path: str, writable: Sequence[str]) -> str:
+    """PATH for a step with the network: absolute entries no sandbox could have filled."""
+    return os.pathsep.join(d for d in path.split(os.pathsep)
+                           if d.startswith("/") and not written_by_sandbox(d, writable))
 
 
 def install_places(env: Mapping[str, str], homes: Iterable[str]) -> tuple[str, ...]:

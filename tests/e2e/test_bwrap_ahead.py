@@ -28,6 +28,14 @@ SEEN = ("node -e \"const fs = require('fs'); const later = fs.readdirSync('/proc
         "process.env.npm_package_name + ':' + later + '\\\\n')\"")
 
 
+def _clean_path() -> str:
+    """The tests' PATH without what a sandbox could have written (an activated venv's bin, say):
+    a PATH with such an entry starts nothing early, which the tests below show apart."""
+    from sbox_shim.trust.written import network_path
+
+    return network_path(os.environ["PATH"], ())
+
+
 def _waiting(root: int) -> list[int]:
     """Processes below `root` whose command line holds the driver's `--later=`."""
     found, todo = [], [root]
@@ -59,7 +67,7 @@ def test_npm_ci_runs_its_scripts_with_a_driver_started_ahead(tmp_path: Path, sbo
                                                       "dependencies": {"sbox-built": "1.0.0"}}))
     with NpmRegistry([built]) as registry:
         monkeypatch.setenv("npm_config_registry", f"{registry.url}/")
-        env = dict(os.environ, npm_config_update_notifier="false", npm_config_audit="false")
+        env = dict(os.environ, PATH=_clean_path(), npm_config_update_notifier="false", npm_config_audit="false")
         first = subprocess.run([sbox_bin, "run", "--", "npm", "install"], cwd=project, env=env,
                                capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stderr[-3000:]
@@ -92,7 +100,7 @@ def scripts(tmp_path: Path, bwrap_backend: str, monkeypatch: pytest.MonkeyPatch)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     monkeypatch.chdir(project)
-    env = dict(os.environ, PWD=str(project), npm_config_update_notifier="false")
+    env = dict(os.environ, PATH=_clean_path(), PWD=str(project), npm_config_update_notifier="false")
     host = Host.current(env, str(project))
     plan = build_plan(["npm", "ci"], config.load(str(project), env), host, run_dir=str(run_dir))
     step = plan.steps[1]
@@ -229,7 +237,7 @@ def test_the_driver_runs_nothing_unless_told_go(scripts: tuple[Step, Path, str])
         assert ran.exists() == (code == 0), data
 
 
-@pytest.mark.parametrize("path", ["node_modules/.bin", "{project}/node_modules/.bin", "", "{cache}"])
+@pytest.mark.parametrize("path", ["node_modules/.bin", "{project}/node_modules/.bin", "", "{cache}", "{venv}/bin"])
 def test_a_path_naming_the_project_starts_nothing_ahead(scripts: tuple[Step, Path, str], path: str) -> None:
     """The red team's attack: `node_modules/.bin` on the user's PATH (direnv's `layout node`), where
     a package linked its own `env`. Started ahead, that `env` would run before `go`, during the
@@ -244,7 +252,11 @@ def test_a_path_naming_the_project_starts_nothing_ahead(scripts: tuple[Step, Pat
     planted.write_text(f"#!/bin/sh\ntouch {project}/node_modules/.planted-ran\nexec /usr/bin/env \"$@\"\n")
     planted.chmod(0o755)
     cache = next(m.source for m in step.mounts if m.kind == "cache" and not m.readonly)
-    entry = path.format(project=project, cache=cache)
+    venv = project.parent / "tools-venv"  # a venv outside the project: any sandboxed pip may write one
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    shutil.copy(planted, venv / "bin" / "env")
+    entry = path.format(project=project, cache=cache, venv=venv)
     env = dict(step.env)
     hostile = step.replace(env=tuple({**env, "PATH": f"{entry}:{env['PATH']}"}.items()))
     assert bwrapahead.eligible(step)  # the control: the host's PATH
