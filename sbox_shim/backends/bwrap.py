@@ -115,13 +115,11 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
     `meanwhile` is called once bwrap has started, while it sets the sandbox up and before the
     command may run (the egress proxy's start); if it raises, the sandbox is killed unrun.
     `started`: this very step's sandbox, started held already (`start`, with `egress` said)."""
-    if started is None and meanwhile is None:
-        from sbox_shim.backends import bwrapahead
-
-        ahead = bwrapahead.take(step, index)
-        if ahead is not None:  # npm's scripts driver, waiting for its turn (bwrapahead.py)
-            return _run_ahead(ahead, step, egress)
     if started is None:
+        ahead = sys.modules.get("sbox_shim.backends.bwrapahead")  # loaded if the runner planned one
+        taken = ahead.take(step, index) if ahead is not None else None
+        if taken is not None:  # npm's scripts driver, waiting for its turn
+            return _run_ahead(taken, step, egress)
         started = start(step, run_dir, index, state_dir, egress=egress is not None)
     held, step = started.take(), started.step
     if meanwhile is not None:

@@ -17,7 +17,6 @@ procs.py) is imported then, while bwrap sets the sandbox up.
 """
 from __future__ import annotations
 
-import _thread
 import posix
 
 from sbox_shim.backends.bwrapio import HOST_DNS as HOST_DNS  # re-exported: what bwrap is given, and says
@@ -40,30 +39,17 @@ DEFAULT_IN_CHILD = (_signal.SIGPIPE, _signal.SIGXFSZ)  # Python ignores these; t
 
 def spawn(command: Sequence[str], keep: Sequence[int], nproc: int | None = None) -> int:
     """Start bwrap in a session of its own with an empty environment, passing only `keep` beyond
-    stdio: a terminal's ^C reaches sbox alone, and sbox relays it. Returns the pid.
-
-    One at a time (a sandbox started ahead is spawned from a thread while the step before it
-    starts its own): each spawn closes, in its child, every inheritable descriptor but its own,
-    so no sandbox's descriptors (its status pipe, its block fd) reach another's bwrap; `keep` is
-    made non-inheritable again before the next may spawn."""
-    with _SPAWNING:
-        for fd in keep:
-            posix.set_inheritable(fd, True)
-        try:
-            leaked = [fd for fd in _open_fds() if fd > 2 and fd not in keep and _inheritable(fd)]
-            if nproc is None:
-                return posix.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
-                                      file_actions=[(posix.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
-            return _fork_with_nproc(command, leaked, nproc)
-        finally:
-            for fd in keep:
-                try:
-                    posix.set_inheritable(fd, False)
-                except OSError:
-                    pass
-
-
-_SPAWNING = _thread.allocate_lock()
+    stdio: a terminal's ^C reaches sbox alone, and sbox relays it. Returns the pid. From the main
+    thread only (a sandbox started ahead too, bwrapahead.py): `--die-with-parent` follows the
+    thread that started bwrap, and one spawn at a time closes every other inheritable descriptor,
+    so no sandbox's descriptors reach another's bwrap."""
+    for fd in keep:
+        posix.set_inheritable(fd, True)
+    leaked = [fd for fd in _open_fds() if fd > 2 and fd not in keep and _inheritable(fd)]
+    if nproc is None:
+        return posix.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
+                              file_actions=[(posix.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
+    return _fork_with_nproc(command, leaked, nproc)
 
 
 def _inheritable(fd: int) -> bool:
@@ -135,8 +121,8 @@ def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequ
     files the options name) are closed here once bwrap has them. The caller may check more while
     bwrap sets the sandbox up, then `finish` or `abandon` it. Raises OSError when bwrap cannot be
     started at all. `relay` False: no signal is relayed until `finish_released` (a sandbox
-    started ahead, from a thread, while another step runs and has sbox's signals). `keep`: more
-    descriptors for the command, left open here."""
+    started ahead while another step runs and has sbox's signals). `keep`: more descriptors for
+    the command, left open here."""
     block_r, block_w = posix.pipe()
     command, fds, status = command_line(path, options, argv, block_r)
     started: list[int] = []
