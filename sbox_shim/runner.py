@@ -259,35 +259,26 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
     if step.network.policy != "proxy":
         return int(backend.run(step, run_dir, index, kept_in, **held))
     from sbox_shim.egress import netns
+    from sbox_shim.egress.starting import for_step
 
-    socket_path = os.path.join(run_dir, "egress.sock")
-    if getattr(backend, "NAME", "") == "bwrap" and netns.usable():
-        # The proxy listens in the sandbox's own network namespace and the bridge does not run
-        # (egress/netns.py); its listeners are made once bwrap has set the sandbox up, and the
-        # proxy is imported and started while the command starts (egress/starting.py).
-        from sbox_shim.egress.starting import for_step
-
-        proxy = for_step(step, socket_path)
-        try:
-            code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin, **held))
-        finally:
-            denials, problem = proxy.stop()
-        if problem:
-            err.write(problem + "\n")
-            code = code or 125
-    else:  # the bridge inside hands each connection to the proxy's unix socket, made first; the
-        # proxy is imported and started while the sandbox starts (a container: a quarter second)
-        from sbox_shim.egress.starting import for_step
-
-        proxy = for_step(step, socket_path)
+    # The proxy is imported and started while the sandbox starts (egress/starting.py). On bwrap as
+    # root it listens in the sandbox's own network namespace, made once bwrap has set it up, and
+    # the bridge does not run (egress/netns.py); otherwise the bridge inside hands each connection
+    # to the proxy's unix socket, made first.
+    proxy = for_step(step, os.path.join(run_dir, "egress.sock"))
+    in_netns = getattr(backend, "NAME", "") == "bwrap" and netns.usable()
+    if not in_netns:
         proxy.listen_unix()
-        try:
-            code = int(backend.run(step, run_dir, index, kept_in))
-        finally:
-            denials, problem = proxy.stop()
-        if problem:
-            err.write(problem + "\n")
-            code = code or 125
+    try:
+        if in_netns:
+            code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin, **held))
+        else:
+            code = int(backend.run(step, run_dir, index, kept_in, **held))
+    finally:
+        denials, problem = proxy.stop()
+    if problem:
+        err.write(problem + "\n")
+        code = code or 125
     if denials:
         from sbox_shim.report import denial_summary
 
