@@ -120,31 +120,42 @@ def _listening(sock: Made, address: Address) -> Made:
 
 
 def prepare() -> None:
-    """Load what entering a namespace takes (ctypes before Python 3.12), ahead of time: the warm
-    path does it while bwrap sets the sandbox up."""
+    """Load what entering a namespace takes (libc's setns before Python 3.12), ahead of time: the
+    warm path does it while bwrap sets the sandbox up."""
     if not hasattr(os, "setns"):
-        _libc()
+        _libc_setns()
 
 
-_LIBC: list[Any] = []  # loaded once (prepare), used by each setns
+_SETNS: list[Any] = []  # libc's setns, found once (prepare), used by each _setns
 
 
-def _libc() -> Any:
-    if not _LIBC:
-        import ctypes
+def _libc_setns() -> Any:
+    """libc's setns(2) through _ctypes, ctypes' own C module: the ctypes package around it costs
+    about 4 ms to import (struct, its endian classes, dozens of types made at import), where
+    _ctypes costs about 0.5 and a call needs only one function type."""
+    if not _SETNS:
+        import _ctypes
 
-        _LIBC.append(ctypes.CDLL(None, use_errno=True))
-    return _LIBC[0]
+        class Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # ctypes.c_int
+            _type_ = "i"
+
+        class SetNs(_ctypes.CFuncPtr):  # ctypes.CFUNCTYPE(c_int, c_int, c_int, use_errno=True)
+            _argtypes_ = (Int, Int)
+            _restype_ = Int
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+
+        _SETNS.append(SetNs(_ctypes.dlsym(_ctypes.dlopen(None), "setns")))  # type: ignore[arg-type]  # None: the program
+    return _SETNS[0]
 
 
 def _setns(fd: int, kind: int) -> None:
     setns: Callable[[int, int], None] | None = getattr(os, "setns", None)  # Python >= 3.12
     if setns is not None:
         return setns(fd, kind)
-    import ctypes
+    if _libc_setns()(fd, kind) != 0:
+        import _ctypes
 
-    if _libc().setns(fd, kind) != 0:
-        error = ctypes.get_errno()
+        error = _ctypes.get_errno()
         raise OSError(error, os.strerror(error))
     return None
 

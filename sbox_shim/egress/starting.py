@@ -4,8 +4,8 @@
 
 What the sandbox needs before its command may run is its proxy ports, listened on in its
 namespace: a connection made to them waits in the listen backlog until it is accepted. So while
-bwrap sets the sandbox up only what making those listeners takes is loaded (`begin`: ctypes,
-before Python 3.12; the listeners are made with _socket and _thread, which cost next to nothing);
+bwrap sets the sandbox up only what making those listeners takes is loaded (`begin`: libc's setns
+through _ctypes, before Python 3.12; the listeners are made with _socket and _thread, which cost next to nothing);
 once it is set up `ready` makes them and lets the command go, and the proxy
 itself (its modules and the policy: most of the milliseconds an allowlisted step's start costs)
 is imported and started in a thread of its own while the command starts, then serves the

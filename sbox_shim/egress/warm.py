@@ -40,7 +40,7 @@ def run(egress: Mapping[str, Any], sandbox: Callable[[Ready], int | None]) -> in
 
     forwards = [(str(name), int(port)) for name, port in egress["forwards"]]
     proxy = Starting(lambda: _policy(egress), forwards, "", int(egress["port"]))
-    loading = threading.Thread(target=proxy.begin, name="sbox-egress-begin", daemon=True)  # ctypes, while bwrap works
+    loading = threading.Thread(target=proxy.begin, name="sbox-egress-begin", daemon=True)  # libc's setns, while bwrap works
     loading.start()
 
     def ready(pid: int) -> str:

@@ -124,6 +124,22 @@ def test_listeners_are_made_in_the_sandbox_not_on_the_host(tmp_path: Path) -> No
         assert host_side.hits == 0
 
 
+SETNS = ("import errno, os, sys; sys.path.insert(0, sys.argv[1]); from sbox_shim.egress import netns; netns.prepare()\n"
+         "try:\n    netns._setns(os.open('/dev/null', os.O_RDONLY), netns.CLONE_NEWNET)\n"
+         "except OSError as e:\n    print(errno.errorcode[e.errno])\n"
+         "print('ctypes' in sys.modules)")
+
+
+def test_libc_setns_is_called_without_loading_the_ctypes_package() -> None:
+    """Before Python 3.12, setns(2) is libc's, reached through _ctypes alone (the ctypes package
+    costs milliseconds before every allowlisted step); its errno still reaches the caller: /dev/null
+    is no namespace (EINVAL)."""
+    root = str(Path(netns.__file__).parents[2])
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", SETNS, root], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["EINVAL", "False"]
+
+
 def test_a_failing_ready_hook_kills_the_sandbox_before_the_command(tmp_path: Path) -> None:
     require_backend("bwrap")
     ran = tmp_path / "ran"
