@@ -6,7 +6,7 @@ pays once and a two-phase install twice. So when the runner names that phase as 
 (`plan`) and the hook guesses it will run, its sandbox is started once the download's command runs
 (`kick`: the outputs the download makes exist then): held, its binds checked in a thread where
 bwrap mounted them (as for any step), then let go with sbox's driver told to wait
-(`--later=FD`, npm_scripts.js). The driver loads npm and reads the rest of its command line from
+(`--later=FD`, npmahead.py). The driver loads npm and reads the rest of its command line from
 a pipe whose write end only sbox holds. No package's code runs before sbox writes it: the driver
 and npm are the sandbox's own read-only files, and the project's packages are not loaded.
 
@@ -20,7 +20,7 @@ checked, a skipped phase, a run that stops) kills it unrun: the driver never rea
 of the packages ran. Only a step whose sources all exist now, whose network is off, with no files
 to stage and no memory limit (bwrap cannot enforce one and says so at the step's turn) is started
 ahead; its cache directories are made first, as the runner makes them before a step. And only
-when the driver's programs (`env`, `node`, npm) can only be the host's (`only_host_programs`):
+when the driver's programs (`env`, `node`, npm) can only be the host's (npmahead.only_host_programs):
 a PATH that names a directory of the project would run what a package put there before `go`.
 """
 from __future__ import annotations
@@ -29,14 +29,12 @@ import os
 import signal
 import threading
 
-from sbox_shim.plan import NPM_DRIVER as SCRIPTS_JS
+from sbox_shim.backends import npmahead
 from sbox_shim.plan import Step
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from sbox_shim.backends.bwrap import Started
-
-LATER = "--later="
 
 
 class Ahead:
@@ -56,7 +54,7 @@ class Ahead:
 
         words_r, self.words_w = os.pipe()
         try:
-            argv = waiting(self.step.argv, words_r)
+            argv = npmahead.waiting(self.step.argv, words_r)
             self.started = bwrap.start(self.step.replace(argv=argv), self.run_dir, self.index, self.state_dir,
                                        relay=False, keep=[words_r])
         except (SboxError, OSError):
@@ -76,7 +74,7 @@ class Ahead:
 
     def go(self, words: tuple[str, ...]) -> None:
         """The driver's turn: `go` and the words its hook appended, then end of file."""
-        data = b"".join(w.encode("utf-8", "surrogateescape") + b"\0" for w in ("go", *words))
+        data = npmahead.turn(words)
         fd, self.words_w = self.words_w, -1
         try:
             while data:
@@ -122,49 +120,17 @@ def _gone(started: Started) -> None:
         os.close(sandbox)
 
 
-def waiting(argv: tuple[str, ...], fd: int) -> tuple[str, ...]:
-    """The driver's command line, told to wait for the rest on `fd`."""
-    at = argv.index(SCRIPTS_JS) + 1
-    return (*argv[:at], f"{LATER}{fd}", *argv[at:])
-
-
 _PLANNED: dict[int, Ahead] = {}
 
 
 def eligible(step: Step) -> bool:
-    """npm's scripts phase, run by sbox's driver, with nothing to make or stage first."""
+    """npm's scripts phase as npmahead.py starts it, with nothing to make first and nothing bwrap
+    cannot do."""
     from sbox_shim.backends.pinned import inside
 
-    return (step.mode == "sandbox" and step.label == "scripts" and bool(step.hook) and step.hook[0] == "npm"
-            and SCRIPTS_JS in step.argv and step.network.policy == "off" and not step.staged
-            and not step.limits.memory and not step.image
+    return (npmahead.preloadable(step) and not step.limits.memory and not step.image
             and all(inside(path, step.project) and os.path.isdir(path) for path in step.create)
-            and all(os.path.exists(m.source) for m in step.mounts if m.kind == "bind")
-            and only_host_programs(step))
-
-
-def only_host_programs(step: Step) -> bool:
-    """Can the driver's programs only be the host's? `env`, then `node` and the npm it loads are
-    looked up on the step's PATH inside the sandbox (npm by its path when the user named one):
-    every entry must be one a step with the network keeps (trust/written.py: absolute, and in
-    nothing a sandbox writes, this step's writable places and the project included), and no
-    NODE_OPTIONS (a `--require`) or NODE_PATH may name more. Else a program the project holds
-    (`node_modules/.bin/env`, with that directory on the user's PATH) would run before `go`,
-    while the download runs and outside the persistence guard's watch: then the phase starts at
-    its turn, its programs found as they would be."""
-    from sbox_shim.trust.written import written_by_sandbox
-
-    env = step.environ
-    if env.get("NODE_OPTIONS") or env.get("NODE_PATH"):
-        return False
-    written = [step.project] + [place for m in step.mounts if not m.readonly and m.kind != "tmpfs"
-                                for place in (m.source, m.target) if place]
-    written += [os.path.realpath(place) for place in written]
-    at = step.argv.index(SCRIPTS_JS) + 1
-    tool = step.argv[at] if at < len(step.argv) else ""
-    entries = (env.get("PATH") or "").split(":") + ([os.path.dirname(tool)] if "/" in tool else [])
-    # "", ".", "node_modules/.bin": relative, the working directory's, in the project
-    return all(entry.startswith("/") and not written_by_sandbox(entry, written) for entry in entries)
+            and all(os.path.exists(m.source) for m in step.mounts if m.kind == "bind"))
 
 
 def plan(step: Step, run_dir: str, index: int, state_dir: str | None = None) -> None:
@@ -201,26 +167,15 @@ def take(step: Step, index: int) -> Ahead | None:
     if ahead.thread.ident is not None:
         ahead.thread.join()
     started = ahead.started
-    if (started is None or not ahead.released or _appended(ahead.step, step) is None
+    if (started is None or not ahead.released or npmahead.appended(ahead.step, step) is None
             or not started.still_pinned()):
         ahead.discard()
         return None
     return ahead
 
 
-def _appended(planned: Step, step: Step) -> tuple[str, ...] | None:
-    """The words `step`'s hook appended to the planned step (`-- DIR...`, or none); None when it
-    differs in anything else."""
-    if step.replace(argv=planned.argv) != planned or step.argv[:len(planned.argv)] != planned.argv:
-        return None
-    words = step.argv[len(planned.argv):]
-    if words and words[0] != "--" or any("\0" in w for w in words):
-        return None
-    return words
-
-
 def appended(ahead: Ahead, step: Step) -> tuple[str, ...]:
-    words = _appended(ahead.step, step)
+    words = npmahead.appended(ahead.step, step)
     assert words is not None  # `take` checked it
     return words
 

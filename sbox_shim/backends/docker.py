@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import Any, Callable, Sequence
 
-from sbox_shim.backends import dockerahead, dockerapi, dockerhelper, pinned, seccomp
+from sbox_shim.backends import dockerahead, dockerapi, dockerhelper, npmahead, pinned, seccomp
 from sbox_shim.backends.dockerimage import base_image_tag, build_base_image, pull
 from sbox_shim.backends.dockerimage import ensure_base_image as ensure_base_image  # for tests and benches
 from sbox_shim.backends.dockerio import attach_and_run
@@ -93,12 +93,13 @@ VERIFY = (
 
 def container_config(step: Step, file_mounts: list[Any], name: str, image: str, tty: bool,
                      verify: Sequence[tuple[str, str, str]] = (), gate: str = "",
-                     gate_later: bool = False) -> dict[str, Any]:
+                     gate_later: bool = False, preload: bool = False) -> dict[str, Any]:
     """The keyword arguments for creating the container: a pure function of the step. `verify`
     holds (target, its mountinfo spelling, "dev:ino") of the pinned binds, checked inside before the
     command runs; `gate`: the command waits for sbox to write this word instead (dockerahead.py),
     the binds checked from the host; `gate_later`: and the command's arguments after it, one per
-    line (a step whose command a hook decides once the step before it has ended)."""
+    line (a step whose command a hook decides once the step before it has ended); `preload`:
+    instead, npm's driver loads npm and waits on the gate itself (npmahead.py)."""
     net = step.network
     size = scratch_bytes(step.limits.memory)
     scratch = f"rw,exec,nosuid,nodev,mode=1777,size={size}"
@@ -117,7 +118,9 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
                            "ReadOnly": m.readonly})
     init = _host_init() if not step.image else None
     argv = list(step.argv)
-    if gate and gate_later:  # the command itself comes through the gate (a step a hook decides)
+    if gate and preload:  # npm's driver, loading npm, then reading `go` and its last words there
+        argv = list(npmahead.waiting(step.argv, dockerahead.GATE))
+    elif gate and gate_later:  # the command itself comes through the gate (a step a hook decides)
         argv = ["/bin/sh", "-c", dockerahead.GATED_LATER, "sh", gate]
     elif gate:
         argv = ["/bin/sh", "-c", dockerahead.GATED, "sh", gate, *argv]

@@ -24,6 +24,13 @@ install scripts). Its shell then reads the command's arguments after the word, o
 sbox closes the gate: everything else about the step (mounts, environment, network) must be what
 was started, and a command with a newline in a word gets a container made at its turn.
 
+npm's scripts phase, when its driver's programs can only be the host's (npmahead.py), does not
+wait in a shell: its container runs the driver at once, told to wait on the gate (`--later=GATE`),
+so Node, npm's modules and npm's configuration load while the download runs. At the turn the
+decided step must be the one started but for the words its hook appended (`-- DIR...`), and sbox
+writes `go` and those words. The gate needs no word here: before `go` nothing but the driver and
+npm, the host's read-only files, runs in the container, and no other sandbox can reach the FIFO.
+
 An offline phase whose lookups sbox hears (egress/lookups.py) and that was not started ahead gets
 such a container made in its turn (`now`): sbox makes the listening socket in its network namespace
 between the check and the word (docker.run's `egress`).
@@ -36,6 +43,7 @@ import threading
 import time
 from typing import Any
 
+from sbox_shim.backends import npmahead
 from sbox_shim.plan import Mount, Step
 
 GATE = "/.sbox-gate"
@@ -62,6 +70,9 @@ class Ahead:
         self.tty = sys.stdin.isatty() and sys.stdout.isatty()
         self.later = bool(step.hook)  # its command is decided when its turn comes: sent through the gate
         self.argv: tuple[str, ...] = step.argv
+        self.preload = self.later and npmahead.preloadable(step)  # the driver loads npm, then waits
+        self.words: tuple[str, ...] = ()  # what the hook appended, for the driver (preload)
+        self.waiter = 0  # the process waiting at the gate, once `ready` has found it
 
     def prepare(self, api: Any) -> None:
         from sbox_shim.backends import docker, dockerimage
@@ -79,7 +90,8 @@ class Ahead:
             os.mkfifo(self.fifo, 0o600)
             files = docker.materialize(step, self.run_dir, self.index) + [Mount(self.fifo, GATE)]
             config = docker.container_config(step, files, name, step.image or dockerimage.base_image_tag(links),
-                                             self.tty, gate=self.word, gate_later=self.later)
+                                             self.tty, gate=self.word, gate_later=self.later,
+                                             preload=self.preload)
             self.box = docker._create(api, config, step, links)
             self.sock = self.box.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             self.box.start()
@@ -109,22 +121,26 @@ class Ahead:
             return False
         if mountcheck.mismatch(shells[0], mountcheck._mountinfo(shells[0]), expected) != "":
             return False
-        self.init = init
+        self.init, self.waiter = init, shells[0]
         return True
 
     def go(self) -> None:
-        """Let the command run: the word into the gate once the shell has it open."""
+        """Let the command run: the word into the gate once the shell has it open (or `go` and
+        the appended words, once the driver, still loading npm maybe, has)."""
         deadline = time.monotonic() + OPEN_WITHIN
         while True:
             try:
                 fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
                 break
             except OSError:  # ENXIO: no reader yet
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.waiter and not os.path.exists(f"/proc/{self.waiter}"):
                     return  # the container's wait reports how it ended
                 time.sleep(0.002)
-        lines = [self.word, *self.argv] if self.later else [self.word]
-        data = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+        if self.preload:
+            data = npmahead.turn(self.words)
+        else:
+            lines = [self.word, *self.argv] if self.later else [self.word]
+            data = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
         try:
             os.set_blocking(fd, True)
             while data:
@@ -193,7 +209,7 @@ def now(api: Any, step: Step, run_dir: str, index: int) -> Ahead | None:
     if not _eligible(step):
         return None
     made = Ahead(step, run_dir, index)
-    made.later = False  # its command is known: in the container's arguments, not through the gate
+    made.later = made.preload = False  # its command is known: in the container's arguments, not through the gate
     made.prepare(api)
     if made.box is None:
         made.discard()
@@ -214,17 +230,18 @@ def take(step: Step, index: int) -> Ahead | None:
     if ahead is None or ahead.thread is None:
         return None
     ahead.thread.join()
-    if ahead.box is None or not (ahead.step is step or _decided(ahead, step)):
+    words = npmahead.appended(ahead.step, step) if ahead.preload else None
+    if ahead.box is None or not (words is not None or ahead.step is step or _decided(ahead, step)):
         ahead.discard()
         return None
-    ahead.argv = step.argv
+    ahead.argv, ahead.words = step.argv, words or ()
     return ahead
 
 
 def _decided(ahead: Ahead, step: Step) -> bool:
     """`step` is the one started ahead with only the command its hook decided, and that command
     goes through the gate line by line."""
-    return (ahead.later and step.replace(argv=ahead.step.argv) == ahead.step and bool(step.argv)
+    return (ahead.later and not ahead.preload and step.replace(argv=ahead.step.argv) == ahead.step and bool(step.argv)
             and not any("\n" in word or "\0" in word for word in step.argv))
 
 

@@ -23,11 +23,13 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { createRequire } = require('node:module')
 
-// `--later=FD` first: started ahead, while the install's download runs. The driver loads npm and
-// its configuration, then reads the rest of its command line from FD (`go`, then each word, each
-// ended by a NUL) once sbox has decided it; anything else (FD closed unwritten) runs nothing.
+// `--later=FD` (bwrap) or `--later=PATH` (a container's gate, a FIFO) first: started ahead, while
+// the install's download runs. The driver loads npm and its configuration, then reads the rest of
+// its command line from there (`go`, then each word, each ended by a NUL, then end of file) once
+// sbox has decided it; anything else (closed unwritten) runs nothing.
 const args = process.argv.slice(2)
-const later = args[0] && args[0].startsWith('--later=') ? Number(args.shift().slice(8)) : null
+const laterArg = args[0] && args[0].startsWith('--later=') ? args.shift().slice(8) : null
+const later = laterArg === null ? null : /^[0-9]+$/.test(laterArg) ? Number(laterArg) : laterArg
 const [tool, command, ...rest] = args
 let flags, dirs
 const parse = (words) => {
@@ -44,8 +46,10 @@ const awaitTurn = () => {
   }
   let words
   try {
-    words = fs.readFileSync(later).toString('utf8').split('\0')
-    fs.closeSync(later)
+    words = fs.readFileSync(later).toString('utf8').split('\0') // a FIFO's open waits for sbox
+    if (typeof later === 'number') {
+      fs.closeSync(later)
+    }
   } catch {
     words = []
   }

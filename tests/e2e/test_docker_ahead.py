@@ -179,35 +179,70 @@ def test_a_decided_step_that_cannot_go_through_the_gate_gets_a_new_container(tmp
     assert left.strip() == ""
 
 
-def test_npm_ci_runs_its_scripts_phase_in_a_container_started_ahead(tmp_path: Path, sbox_bin: str,
-                                                                    docker_backend: str,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the lockfile naming a package with an install script, the scripts phase's container is
-    started while the download runs (its script finds the gate mounted, and its command came through
-    it: it is not in the container's own arguments); a first install without a lockfile is the
-    control: its container is made at its turn, with no gate or (as root: sbox listens for its
-    lookups first, egress/lookups.py) with its command in its arguments."""
+# Run by a package's postinstall: how the scripts phase's container started (its init's command line)
+SEEN = ("node -e \"const fs = require('fs'); const init = fs.readFileSync('/proc/1/cmdline', 'latin1'); "
+        "fs.appendFileSync(require('path').join(process.env.INIT_CWD, 'node_modules', 'gate.txt'), "
+        "(init.includes('--later=/.sbox-gate') ? 'driver waited' : fs.existsSync('/.sbox-gate') && "
+        "!init.includes('sbox-npm-scripts') ? 'shell waited' : 'made at its turn') + '\\\\n')\"")
+
+
+def _clean_path() -> str:
+    """The tests' PATH without what a sandbox could have written (an activated venv's bin)."""
+    from sbox_shim.trust.written import network_path
+
+    return network_path(os.environ["PATH"], ())
+
+
+def _install_twice(tmp_path: Path, sbox_bin: str, monkeypatch: pytest.MonkeyPatch, path: str,
+                   bins: dict[str, str] | None = None) -> tuple[str, str]:
+    """`npm install` (no lockfile), then `npm ci`, through sbox on docker, with the package's
+    postinstall noting how its phase's container started; `bins`: the package's own commands."""
     from support.registries import NpmRegistry
 
-    seen = ("node -e \"const fs = require('fs'); fs.appendFileSync(require('path').join(process.env.INIT_CWD, "
-            "'node_modules', 'gate.txt'), String(fs.existsSync('/.sbox-gate') && !fs.readFileSync('/proc/1/cmdline', "
-            "'latin1').includes('sbox-npm-scripts')) + '\\\\n')\"")
-    built = pkg.npm_package("sbox-built", "1.0.0", {"index.js": "module.exports = 1;\n"},
-                            scripts={"postinstall": seen})
+    files = {"index.js": "module.exports = 1;\n", **{f"bin/{name}": body for name, body in (bins or {}).items()}}
+    built = pkg.npm_package("sbox-built", "1.0.0", files, scripts={"postinstall": SEEN},
+                            bin={name: f"bin/{name}" for name in bins or {}})
     project = tmp_path / "my project"
     project.mkdir()
     (project / "sbox.yaml").write_text("version: 1\nbackend: docker\n")
     trust(project / "sbox.yaml")
+    seen = []
     with NpmRegistry([built]) as registry:
         (project / "package.json").write_text(json.dumps({"name": "app", "version": "0.0.0", "private": True,
                                                           "dependencies": {"sbox-built": "1.0.0"}}))
         monkeypatch.setenv("npm_config_registry", f"{registry.url}/")
-        env = dict(os.environ)
-        first = subprocess.run([sbox_bin, "run", "--", "npm", "install", "--no-audit", "--no-fund"], cwd=project,
-                               env=env, capture_output=True, text=True, timeout=300)
-        assert first.returncode == 0, first.stderr[-3000:]
-        assert (project / "node_modules" / "gate.txt").read_text() == "false\n"
-        again = subprocess.run([sbox_bin, "run", "--", "npm", "ci", "--no-audit", "--no-fund"], cwd=project,
-                               env=env, capture_output=True, text=True, timeout=300)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert (project / "node_modules" / "gate.txt").read_text() == "true\n"
+        env = dict(os.environ, PATH=path.replace("{project}", str(project)))
+        for command in ("install", "ci"):
+            done = subprocess.run([sbox_bin, "run", "--", "npm", command, "--no-audit", "--no-fund"], cwd=project,
+                                  env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            seen.append((project / "node_modules" / "gate.txt").read_text().strip())
+    return seen[0], seen[1]
+
+
+def test_npm_ci_runs_its_scripts_phase_in_a_container_started_ahead(tmp_path: Path, sbox_bin: str,
+                                                                    docker_backend: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the lockfile naming a package with an install script, the scripts phase's container is
+    started while the download runs, and sbox's driver in it loads npm then waits at the gate (its
+    `--later=` is in the container's own arguments); a first install without a lockfile is the
+    control: its container is made at its turn, the driver's command line without it."""
+    assert _install_twice(tmp_path, sbox_bin, monkeypatch, _clean_path()) == ("made at its turn", "driver waited")
+
+
+def test_a_path_naming_the_project_loads_no_driver_before_go(tmp_path: Path, sbox_bin: str, docker_backend: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack the early driver must not open: the package ships a command named `env`, which
+    npm links into node_modules/.bin, on the user's PATH (direnv's `layout node`). A driver started
+    before `go` is launched through that PATH during the download, outside the guard's watch (in a
+    tree that keeps node_modules/.bin/env; under `npm ci` it is launched before the download has
+    linked it, so `env` never runs). So the container started ahead waits in the shell, and the
+    phase finds its programs at its turn, as npm run directly would: `env` runs once the download
+    has ended (npm writes its hidden lockfile at the end)."""
+    env_bin = ("#!/bin/sh\n[ -e node_modules/.package-lock.json ] && r=after || r=before\n"  # run in the project
+               "echo $r >> node_modules/env-ran.txt\nexec /usr/bin/env \"$@\"\n")
+    first, again = _install_twice(tmp_path, sbox_bin, monkeypatch, "node_modules/.bin:" + _clean_path(),
+                                  bins={"env": env_bin})
+    ran = (tmp_path / "my project" / "node_modules" / "env-ran.txt").read_text().split()
+    assert ran and set(ran) == {"after"}, ran
+    assert (first, again) == ("made at its turn", "shell waited")

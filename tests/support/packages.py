@@ -55,13 +55,17 @@ def npm_package(
     files: Mapping[str, str],
     scripts: Mapping[str, str] | None = None,
     dependencies: Mapping[str, str] | None = None,
+    bin: Mapping[str, str] | None = None,
 ) -> bytes:
-    """A publishable npm tarball (``package/`` prefix) with a generated package.json."""
+    """A publishable npm tarball (``package/`` prefix) with a generated package.json; `bin`: the
+    commands npm links into node_modules/.bin (name: path in the package)."""
     manifest: dict[str, Any] = {"name": name, "version": version, "license": "MIT"}
     if scripts:
         manifest["scripts"] = dict(scripts)
     if dependencies:
         manifest["dependencies"] = dict(dependencies)
+    if bin:
+        manifest["bin"] = dict(bin)
     entries = {"package/package.json": json.dumps(manifest, indent=2) + "\n"}
     entries.update({f"package/{path}": body for path, body in files.items()})
     return _targz(entries)
