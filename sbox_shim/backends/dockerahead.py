@@ -84,6 +84,10 @@ class Ahead:
             for mount in step.mounts:  # as the runner makes them before the step
                 if mount.kind == "cache":
                     os.makedirs(mount.source, mode=0o700, exist_ok=True)
+            # Docker resolves each bind's source itself, following links: a bind under the project
+            # that goes through one now (a racing sandbox swapped it) gets no container, rather than
+            # one that holds the link's target until the step's turn finds it out (identities).
+            docker.identities(step)
             self.lifeline = docker.watch(api, name)
             os.mkdir(self.gates, 0o700)  # never one that exists (a link another user put there)
             self.made = True
@@ -95,6 +99,8 @@ class Ahead:
             self.box = docker._create(api, config, step, links)
             self.sock = self.box.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             self.box.start()
+            if not self.ready(START_WITHIN):  # checked now too, not only at its turn: a swap between
+                self.discard()  # that look and the daemon's own ends the container within milliseconds
         except Exception:  # the step gets a container made in its turn
             self.discard()
 

@@ -82,6 +82,49 @@ def test_a_bind_swapped_after_the_container_started_is_refused_and_the_step_gets
     assert not (out.with_name("out-old") / "ran").exists()
 
 
+def test_no_container_is_started_ahead_through_a_link_the_project_holds(tmp_path: Path, docker_backend: str) -> None:
+    """The red team's race, made deterministic: when the next step's container is to start, a
+    racing sandbox has swapped a writable bind (out/) for a link to a directory outside the project.
+    Docker follows links in a bind's source: a container made then would hold that directory,
+    writable, until the step's turn. So none is made, the outside directory is never mounted, and
+    at its turn (out/ put back) the step gets a container made then. The control: with out/ a
+    directory, the container is started ahead."""
+    from sbox_shim.backends import docker, dockerahead
+
+    project, run_dir, outside = tmp_path / "project", tmp_path / "run", tmp_path / "outside"
+    (project / "out").mkdir(parents=True)
+    run_dir.mkdir()
+    outside.mkdir()
+    step = _step(project)
+    api = docker._client()
+    try:
+        for swapped in (False, True):
+            out = project / "out"
+            if swapped:
+                out.rename(project / "out-real")
+                out.symlink_to(outside)
+            docker.ahead(step, str(run_dir), 1)
+            dockerahead.kick(api)
+            ahead = dockerahead._PLANNED[1]
+            assert ahead.thread is not None
+            ahead.thread.join()
+            sources = [] if ahead.box is None else [m["Source"] for m in api.inspect_container(ahead.box.id)["Mounts"]]
+            assert (ahead.box is not None) == (not swapped)
+            assert str(outside) not in sources
+            if swapped:
+                out.unlink()
+                (project / "out-real").rename(out)
+            taken = dockerahead.take(step, 1)
+            assert (taken is not None) == (not swapped)
+            if taken is not None:
+                taken.discard()
+        assert docker.run(step, str(run_dir), 1) == 0  # at its turn: a container made then
+        assert (project / "out" / "ran").read_text() == "ran\n"
+        assert list(outside.iterdir()) == []
+    finally:
+        docker.discard()
+
+
 def test_a_container_started_ahead_for_a_step_that_never_comes_is_removed(tmp_path: Path, sbox_bin: str,
                                                                        docker_backend: str) -> None:
     """Phase 1 fails (a requirement the index does not have): phase 2's container, started while
