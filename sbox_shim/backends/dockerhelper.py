@@ -65,11 +65,11 @@ def _spawn(sock: socket.socket, env: Mapping[str, str], where: Any) -> int:
     imported) in a session of its own, its stdio on /dev/null, holding only its end of `sock`."""
     import sys
 
-    from sbox_shim.backends.dockerkept import DOCKER_VARS
+    from sbox_shim.backends.dockerkept import helper_env
 
     # What the helper gets of the run's environment: what its socket's name digests, and the
     # locale; no credential (a kept helper outlives the run that started it).
-    kept = {name: env[name] for name in (*DOCKER_VARS, "LANG", "LC_ALL") if name in env}
+    kept = {**helper_env(env), **{name: env[name] for name in ("LANG", "LC_ALL") if name in env}}
     sock.set_inheritable(True)
     argv = [sys.executable, "-I", "-c", SERVE, str(sock.fileno())]
     if where is not None:

@@ -59,8 +59,24 @@ def place(env: Mapping[str, str]) -> Place | None:
         parts += _code()
     except OSError:
         return None
-    parts += [f"{name}={env.get(name, '')}" for name in DOCKER_VARS]
+    given = helper_env(env)
+    parts += [f"{name}={given.get(name, '')}" for name in DOCKER_VARS]
     return Place(directory, kept.digest("\0".join(parts).encode("utf-8", "surrogateescape"))[:32], idle)
+
+
+def helper_env(env: Mapping[str, str]) -> dict[str, str]:
+    """What a helper is given of the run's environment (DOCKER_VARS), PATH with only the entries
+    no sandbox could have filled: all the helper looks up on it is a pull's credential helper, which
+    it finds only there (dockerapi.pull). So one helper serves the runs of projects whose PATH
+    differs only in a venv's or a project's own directories: each project with its venv activated
+    no longer starts a helper of its own, and pays the SDK's import."""
+    from sbox_shim.paths import sbox_dir
+    from sbox_shim.trust.written import network_path
+
+    given = {name: env[name] for name in DOCKER_VARS if name in env}
+    if "PATH" in given:
+        given["PATH"] = network_path(given["PATH"], (os.path.realpath(sbox_dir("cache", env)),))
+    return given
 
 
 def _code() -> list[str]:

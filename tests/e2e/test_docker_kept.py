@@ -155,6 +155,35 @@ def test_the_next_run_is_served_by_the_kept_helper(project: Path, sbox_bin: str,
     assert _sockets(kept_env) == names and _peer(kept_env, names[0]) != helper
 
 
+def test_runs_whose_path_differs_only_in_a_venv_share_one_helper(tmp_path: Path, project: Path, sbox_bin: str,
+                                                                 kept_env: dict[str, str]) -> None:
+    """Each project with its venv activated used to start a helper of its own (PATH was digested
+    whole), paying the SDK's import. A helper is given only PATH's entries no sandbox could fill,
+    and only those tell helpers apart: two venvs' `bin` on PATH share one helper, which holds
+    neither. The control: a directory no sandbox writes, first on PATH, gets a helper of its own."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sbox.yaml").write_text("version: 1\nbackend: docker\n")
+    trust(other / "sbox.yaml")
+    seen = []
+    for root, venv in ((project, tmp_path / "venv-a"), (other, tmp_path / "venv-b")):
+        (venv / "bin").mkdir(parents=True)
+        (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+        env = dict(kept_env, VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{kept_env['PATH']}")
+        run = _run(sbox_bin, root, env, "true")
+        assert run.returncode == 0, run.stderr
+        seen.append(_sockets(kept_env))
+    assert len(seen[0]) == 1 and seen[1] == seen[0]
+    helper = _peer(kept_env, seen[0][0])
+    environ = Path(f"/proc/{helper}/environ").read_bytes()
+    assert b"venv-a" not in environ and b"venv-b" not in environ
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    run = _run(sbox_bin, project, dict(kept_env, PATH=f"{tools}:{kept_env['PATH']}"), "true")
+    assert run.returncode == 0, run.stderr
+    assert len(_sockets(kept_env)) == 2
+
+
 def test_the_kept_helper_ends_when_idle(project: Path, sbox_bin: str, kept_env: dict[str, str]) -> None:
     kept_env["SBOX_DOCKER_HELPER_IDLE"] = "1"
     run = _run(sbox_bin, project, kept_env, "true")
