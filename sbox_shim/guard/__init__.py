@@ -38,7 +38,15 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  ".continue", ".windsurf", "gradlew", "mvnw", ".mvn", "Taskfile.yml", "Taskfile.yaml", "Rakefile",
                  ".bazelrc", "Procfile", ".exrc", ".nvim.lua", ".lazy.lua", ".envrc.local", ".env.local",
                  ".lfsconfig", ".gitconfig", ".gitmodules", "CLAUDE.md", "AGENTS.md", "GEMINI.md", ".clinerules",
-                 ".aider.conf.yml")
+                 ".aider.conf.yml", ".pdbrc", ".pdbrc.py", "sitecustomize.py", "usercustomize.py", ".nvimrc",
+                 ".vimrc", ".hg", "taskfile.yml", "taskfile.yaml", "Taskfile.dist.yml", "Taskfile.dist.yaml",
+                 "taskfile.dist.yml", "taskfile.dist.yaml", ".config/lefthook.yml", ".config/lefthook.yaml",
+                 "mise", ".mise", "opencode.json", ".opencode", ".codex", ".qwen", ".crush.json", "crush.json",
+                 ".junie", ".augment", ".trae", "flake.nix", "shell.nix", "default.nix", "devenv.nix",
+                 "devenv.yaml", "devbox.json")
+# Also at the top, in any spelling of its case (just finds its file so) or by ending: listed names.
+CASELESS = ("justfile", ".justfile")
+ENDINGS = (".code-workspace",)
 # At any depth: git runs a repository's config (core.fsmonitor, hooks) wherever a `.git` is, and
 # direnv loads an `.envrc` in any directory the user enters.
 NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git finds (bare repository)
@@ -121,10 +129,11 @@ def readonly_targets(mounts: Sequence[Mount]) -> frozenset[str]:
 
 
 
-def _git_config(root: str) -> tuple[str | None, list[str]]:
-    """(core.hooksPath, the project files git includes) from `.git/config` and the files its
-    `include.path` / `includeIf.*.path` name, read as text (running git would run the config).
-    Paths relative to the root, only those inside the project."""
+def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str]]:
+    """(core.hooksPath, the project files git includes) from `<root>/.git/config` and the files
+    its `include.path` / `includeIf.*.path` name, read as text (running git would run the config).
+    Paths relative to the project's top (`top`, else the root), only those inside it."""
+    top = top or root
     gitdir = join(root, ".git")
     files, hooks = [join(gitdir, "config")], None
     seen: set[str] = set()
@@ -157,14 +166,14 @@ def _git_config(root: str) -> tuple[str | None, list[str]]:
 
                 target = os.path.normpath(join(dirname(path), value))
                 files.append(target)
-                if inside(target, root) and not inside(target, gitdir):
-                    includes.append(os.path.relpath(target, root))
+                if inside(target, top) and not inside(target, gitdir):
+                    includes.append(os.path.relpath(target, top))
     if not hooks or hooks.startswith("~"):
         return None, includes  # under HOME, never in a sandbox's reach
     import os  # only for a project that sets core.hooksPath
 
     full = os.path.normpath(join(root, hooks))
-    return (os.path.relpath(full, root) if inside(full, root) and full != root else None), includes
+    return (os.path.relpath(full, top) if inside(full, top) and full != top else None), includes
 
 
 def hooks_path(root: str) -> str | None:
@@ -174,10 +183,18 @@ def hooks_path(root: str) -> str | None:
 
 
 def watched(root: str) -> list[str]:
-    names = [*PROTECTED, *HOST_EXECUTED]
-    hooks, includes = _git_config(root)
-    names += [anchor(root, p) for p in includes]  # a config git includes from the project runs like .git/config
-    return list(dict.fromkeys(names + ([anchor(root, hooks)] if hooks else [])))
+    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root)]))
+
+
+def _repository(repo: str, root: str) -> list[str]:
+    """What `repo`'s `.git/config` makes host-executed in the project (relative to its root): the
+    files it includes (they run like .git/config) and its hooks directory, or, for husky's layout
+    (`core.hooksPath = .husky/_`, whose wrappers run `.husky/<hook>`), the directory above it."""
+    hooks, includes = _git_config(repo, root)
+    names = [anchor(root, p) for p in includes]
+    if hooks:
+        names.append(anchor(root, dirname(hooks) if _basename(hooks) == "_" and "/" in hooks else hooks))
+    return names
 
 
 def anchor(root: str, rel: str) -> str:
@@ -266,23 +283,27 @@ def present(root: str, names: Sequence[str]) -> list[str]:
             listed = {e.name for e in it}
     except OSError:
         return list(names)
-    return [name for name in names if name.split("/", 1)[0] in listed]
+    spelled = [name for name in sorted(listed) if name.lower() in CASELESS or name.endswith(ENDINGS)]
+    return list(dict.fromkeys([name for name in names if name.split("/", 1)[0] in listed] + spelled))
 
 
 def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
-    """HOST_EXECUTED at the top of each directory of the project a step may write that is a
-    package of its own (a local `file:` dependency npm builds in place, which every package's
-    scripts in that phase may write): its Makefile runs when you `make` there. Not the project
-    itself (`watched`), a node_modules or a hidden directory."""
+    """What `watched` is for the project's top, at the top of each directory in it that is a
+    package or repository of its own: a local `file:` dependency npm builds in place (a directory
+    of the project a step may write, which every package's scripts in that phase may write: its
+    Makefile runs when you `make` there), and each repository nested in the project (a `.git`
+    below the top, bound read-only: its hooks and its Makefile run when you work there). Not a
+    node_modules or a hidden directory."""
+    roots = [part for part in writable_parts(mounts, root) if part != root.rstrip("/") and inside(part, root)]
+    roots += [dirname(m.target) for m in mounts if m.readonly and _basename(m.target) == ".git"
+              and inside(m.target, root) and dirname(m.target) != root.rstrip("/")]
     out = []
-    for part in writable_parts(mounts, root):
-        if part == root.rstrip("/") or not inside(part, root):  # the project's own: `watched`
-            continue
+    for part in dict.fromkeys(roots):
         rel = _relative(part, root)
         parts = rel.split("/")
         if "node_modules" in parts or any(p.startswith(".") for p in parts) or not stat.S_ISDIR(_mode(part)):
             continue
-        out += [f"{rel}/{name}" for name in HOST_EXECUTED]
+        out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
     return out
 
 

@@ -50,6 +50,40 @@ def _move(source: str, target: str) -> None:
         os.unlink(source)
 
 
+def _own(path: str) -> None:
+    """Give every regular file at or under `path` (moved into a quarantine) an inode of its own: a
+    hard link the sandbox made to it elsewhere (node_modules/.m -> Makefile) would otherwise let a
+    later sandbox that writes there change what the quarantine holds. The old inode stays where
+    those links are; nothing is deleted."""
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        for name in os.listdir(path):
+            _own(os.path.join(path, name))
+    elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        copy = f"{path}.sbox-own"
+        shutil.copy2(path, copy, follow_symlinks=False)
+        os.rename(copy, path)
+
+
+def _digest(path: str) -> str | None:
+    """sha256 of a regular file (never through a link), as the guard recorded it; None otherwise."""
+    from sbox_shim import kept
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = kept.hasher()
+        while chunk := os.read(fd, 1 << 16):
+            digest.update(chunk)
+        return str(digest.hexdigest())
+    finally:
+        os.close(fd)
+
+
 def _specials(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if not (os.path.isdir(os.path.join(directory, n))
                                      or os.path.isfile(os.path.join(directory, n)))
@@ -126,6 +160,7 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
         if not inside:
             source = os.path.join(snapshot.root, change.path)
             _move(source, os.path.join(where, "files", change.path))
+            _own(os.path.join(where, "files", change.path))
             moved.append(change.path)
             if change.what == "changed":
                 restored = _put_back(snapshot.root, change.path, snapshot)
@@ -198,6 +233,13 @@ def cmd_restore(state_dir: str, ident: str, force: bool, err: TextIO = sys.stder
     if unsafe:
         err.write(f"sbox: not restored: a directory above {', '.join(unsafe)} in {root} is not a real directory "
                   "(a link?); sbox never restores through one: replace it with a directory, then try again\n")
+        return 1
+    altered = [e["path"] for e in manifest["entries"] if e.get("kind") == "file" and e.get("sha256")
+               and e["path"] in tops and _digest(os.path.join(where, "files", e["path"])) != e["sha256"]]
+    if altered:
+        err.write(printable(f"sbox: not restored: {', '.join(altered)} in quarantine {ident} is not what was "
+                            "quarantined (its sha256 differs from the manifest's); look at it in "
+                            f"{os.path.join(where, 'files')}") + "\n")
         return 1
     taken = [p for p in tops if os.path.lexists(os.path.join(root, p))]
     if taken and not force:

@@ -1,0 +1,127 @@
+"""The persistence guard beyond the project's top (every backend), against a red team's finds: a
+repository nested in the project and a package directory of its own get the top's watch (their
+Makefile, editors' and agents' settings, their own git hooks directory), husky's layout has its
+hooks one directory above `core.hooksPath`, and names the host runs in other spellings (`.pdbrc`,
+just's file in any case, a `.code-workspace`) are watched too. Each planted file is proven to run
+on the host when sbox is not there (the control), and quarantined when it is."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from .helpers import PY, Runs
+from .test_persistence_guard import git, husky_project
+
+GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.invalid", GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")
+
+
+def _commit(repo: Path) -> None:
+    """The user's next `git commit` there, on the host (hooks run)."""
+    (repo / "f.txt").write_text(str(os.urandom(4).hex()))
+    subprocess.run(["git", "add", "f.txt"], cwd=repo, env=GIT_ENV, capture_output=True, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "x"], cwd=repo, env=GIT_ENV, capture_output=True, timeout=60)
+
+
+def _hook(marker: Path) -> str:
+    return f"#!/bin/sh\\ntouch {marker}\\n"
+
+
+def test_husky_in_a_subdirectory_has_its_hooks_above_its_hooks_path(runs: Runs, tmp_path: Path) -> None:
+    """husky's monorepo layout: `core.hooksPath = frontend/.husky/_`, whose wrappers run
+    `frontend/.husky/<hook>`. A step that writes `frontend/.husky/pre-commit` (a package's bin the
+    project's own `prepare` runs) has it quarantined; the control, written on the host, runs."""
+    root = husky_project(tmp_path)
+    git(root, "config", "core.hooksPath", "frontend/.husky/_")
+    husky = root / "frontend" / ".husky" / "_"
+    husky.mkdir(parents=True)
+    (husky / "h").write_text('#!/bin/sh\nn=$(basename "$0")\ns=$(dirname "$(dirname "$0")")/$n\n'
+                             '[ -f "$s" ] && exec sh -e "$s" "$@"\nexit 0\n')
+    (husky / "pre-commit").write_text('#!/bin/sh\n. "$(dirname "$0")/h"\n')
+    for f in (husky / "h", husky / "pre-commit"):
+        f.chmod(0o755)
+    marker = tmp_path / "hook-ran"
+    result = runs.run(root, "sh", "-c", f"printf '{_hook(marker)}' > frontend/.husky/pre-commit")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined frontend/.husky/pre-commit (created by the sandbox" in result.stderr, result.stderr
+    _commit(root)
+    assert not marker.exists()
+    (root / "frontend" / ".husky" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))  # control
+    _commit(root)
+    assert marker.exists()
+
+
+def test_a_nested_repository_gets_the_watch_of_the_top(runs: Runs, tmp_path: Path) -> None:
+    """`app/` is a repository of its own inside the project, with its own `core.hooksPath`: what a
+    writable step plants there (its hooks, its Makefile, an editor's tasks) is quarantined."""
+    root = husky_project(tmp_path)
+    app = root / "app"
+    app.mkdir()
+    git(app, "init", "-q")
+    git(app, "config", "core.hooksPath", "hooks")
+    marker = tmp_path / "app-hook-ran"
+    plant = (f"mkdir -p app/hooks app/.vscode && printf '{_hook(marker)}' > app/hooks/pre-commit && "
+             "chmod +x app/hooks/pre-commit && printf 'all:\\n\\ttouch made\\n' > app/Makefile && "
+             "echo '{}' > app/.vscode/tasks.json")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    for planted in ("app/hooks", "app/Makefile", "app/.vscode"):
+        assert f"quarantined {planted}" in result.stderr, result.stderr
+    _commit(app)
+    assert not marker.exists()
+    (app / "hooks").mkdir(exist_ok=True)  # control: the same hook put there on the host runs
+    (app / "hooks" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))
+    (app / "hooks" / "pre-commit").chmod(0o755)
+    _commit(app)
+    assert marker.exists()
+
+
+def test_other_spellings_the_host_runs_are_watched_at_the_top(runs: Runs, tmp_path: Path) -> None:
+    """`.pdbrc` (pdb runs it at the user's next `breakpoint()`), just's file in any case, and a
+    VS Code workspace file are quarantined; the control shows pdb running a `.pdbrc` on the host."""
+    root = husky_project(tmp_path)
+    marker = tmp_path / "pdbrc-ran"
+    rc = f"import pathlib; pathlib.Path({str(marker)!r}).touch()\\ncontinue"
+    result = runs.run(root, "sh", "-c", f"printf '{rc}\\n' > .pdbrc && echo 'x:' > JUSTFILE && "
+                                        "echo '{}' > team.code-workspace")
+    assert result.returncode == 0, result.stderr
+    for planted in (".pdbrc", "JUSTFILE", "team.code-workspace"):
+        assert f"quarantined {planted} (created by the sandbox" in result.stderr, result.stderr
+    script = root / "t.py"
+    script.write_text("breakpoint()\n")
+    subprocess.run([PY, str(script)], cwd=root, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert not marker.exists()
+    (root / ".pdbrc").write_text(rc.replace("\\n", "\n") + "\n")  # control: pdb runs it
+    subprocess.run([PY, str(script)], cwd=root, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert marker.exists()
+
+
+def test_a_hard_link_cannot_change_what_the_quarantine_restores(runs: Runs, tmp_path: Path, sbox_bin: str) -> None:
+    """The red team's chain: a step plants a Makefile with a hard link to it in node_modules; the
+    Makefile is quarantined, and a later step writes through the link. The quarantine holds a copy
+    of its own, so what it restores is what was quarantined; and a quarantined file whose bytes no
+    longer match the manifest is not restored at all."""
+    from .test_persistence_guard import quarantines
+
+    root = husky_project(tmp_path)
+    state = Path(os.environ["SBOX_STATE_DIR"])
+    first = runs.run(root, "sh", "-c", "printf 'all:\\n\\t@echo benign\\n' > Makefile && ln Makefile node_modules/.m")
+    assert first.returncode == 0 and "quarantined Makefile" in first.stderr, first.stderr
+    ident = [q for q in quarantines(state) if any(e["path"] == "Makefile" for e in q["entries"])][-1]["id"]
+    second = runs.run(root, "sh", "-c", "printf 'all:\\n\\t@touch PWNED\\n' > node_modules/.m")
+    assert second.returncode == 0, second.stderr
+    assert "PWNED" in (root / "node_modules" / ".m").read_text()  # the write went through (the attack ran)
+    done = subprocess.run([sbox_bin, "quarantine", "restore", ident], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (root / "Makefile").read_text() == "all:\n\t@echo benign\n"
+    # A quarantined file changed by any other means is refused, with the reason.
+    third = runs.run(root, "sh", "-c", "mv Makefile Makefile.x; printf 'all:\\n' > Makefile")
+    assert third.returncode == 0 and "quarantined Makefile" in third.stderr, third.stderr
+    again = [q for q in quarantines(state) if any(e["path"] == "Makefile" for e in q["entries"])][-1]["id"]
+    held = state / "quarantine" / again / "files" / "Makefile"
+    held.write_text("all:\n\t@touch PWNED\n")
+    (root / "Makefile.x").unlink()
+    refused = subprocess.run([sbox_bin, "quarantine", "restore", again], capture_output=True, text=True)
+    assert refused.returncode == 1 and "is not what was quarantined" in refused.stderr, refused.stderr
+    assert not (root / "Makefile").exists() or "PWNED" not in (root / "Makefile").read_text()
