@@ -223,25 +223,34 @@ def test_a_file_dependency_that_builds_nothing_is_not_writable_to_other_packages
     assert (lib / "index.js").read_text() == "module.exports = 1;\n"
 
 
-PLANTER = ("node -e \"require('fs').writeFileSync(process.env.INIT_CWD + '/packages/local-lib/Makefile', "
-           "'all:\\\\n\\\\ttouch pwned\\\\n')\"")
+PLANTER = ("node -e \"const fs = require('fs'); const lib = process.env.INIT_CWD + '/packages/local-lib/'; "
+           "fs.writeFileSync(lib + 'Makefile', 'all:\\\\n\\\\ttouch pwned\\\\n'); "
+           "for (const d of ['.vscode', 'hooks']) { try { fs.mkdirSync(lib + d) } catch {} } "
+           "fs.writeFileSync(lib + '.vscode/tasks.json', '{}'); fs.writeFileSync(lib + 'hooks/pre-commit', 'touch pwned')\"")
 
 
 def test_a_makefile_planted_in_a_file_dependency_that_builds_is_quarantined(
         tmp_path: Path, backend: str, sbox_bin: str) -> None:
     """A local dependency that builds in place is writable to every package's scripts in the phase:
-    a registry package's postinstall plants its Makefile (you `make` there on the host). The guard
-    watches the top of that directory as it watches the project's. The control: npm alone keeps it."""
+    a registry package's postinstall plants its Makefile (you `make` there on the host), an
+    editor's tasks, and a hook in the hooks directory of the library's own repository
+    (`core.hooksPath = hooks`). The guard watches the top of that directory as it watches the
+    project's, and that repository's hooks directory. The control: npm alone keeps them."""
     builds = {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\""}
+    planted = ("Makefile", ".vscode", "hooks")
     with NpmRegistry([_package("sbox-planter", "postinstall", PLANTER)]) as reg:
         project, env, control = _beside_a_local_lib(tmp_path, backend, reg, "sbox-planter", builds)
         lib = project / "packages" / "local-lib"
-        assert (control / "packages" / "local-lib" / "Makefile").exists()
+        for name in planted:
+            assert (control / "packages" / "local-lib" / name).exists(), name
+        subprocess.run(["git", "init", "-q"], cwd=lib, check=True)
+        subprocess.run(["git", "config", "core.hooksPath", "hooks"], cwd=lib, check=True)
         result = run_sbox(sbox_bin, ["run", "--", "npm", "install"], project, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (lib / "built.txt").read_text() == "ok"  # its own build ran in place
-    assert not (lib / "Makefile").exists()
-    assert "sbox: quarantined packages/local-lib/Makefile" in result.stderr, result.stderr[-2000:]
+    for name in planted:
+        assert not (lib / name).exists(), name
+        assert f"sbox: quarantined packages/local-lib/{name}" in result.stderr, result.stderr[-2000:]
 
 
 def test_npx_of_a_package_not_installed_fails_at_once_with_the_remedy(
