@@ -143,22 +143,7 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
         if path in seen:
             continue
         seen.add(path)
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        section = ""
-        for line in lines:
-            line = line.strip()
-            if line.startswith("["):
-                section = line[1:line.find("]")].strip().lower() if "]" in line else ""
-                continue
-            name, eq, raw = line.partition("=")
-            if not eq:
-                continue
-            value = raw.split(" #")[0].split(" ;")[0].strip().strip('"')
-            key = name.strip().lower()
+        for section, key, value in _settings(path):
             if section == "core" and key == "hookspath" and value:
                 hooks = value
             elif section.startswith(("include", "includeif")) and key == "path" and value and not value.startswith("~"):
@@ -168,12 +153,52 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
                 files.append(target)
                 if inside(target, top) and not inside(target, gitdir):
                     includes.append(os.path.relpath(target, top))
+    if not hooks and _mode(gitdir):
+        hooks = _global_hooks()  # a repository of its own that sets none: the user's global one applies
     if not hooks or hooks.startswith("~"):
         return None, includes  # under HOME, never in a sandbox's reach
     import os  # only for a project that sets core.hooksPath
 
     full = os.path.normpath(join(root, hooks))
     return (os.path.relpath(full, top) if inside(full, top) and full != top else None), includes
+
+
+def _global_hooks() -> str | None:
+    """`core.hooksPath` from git's system and global configs (read as text, last one wins, as git
+    reads them): a relative one names a directory in every repository (`git-hooks`)."""
+    env = posix.environ
+    home = env.get(b"HOME", b"").decode("utf-8", "surrogateescape")
+    xdg = env.get(b"XDG_CONFIG_HOME", b"").decode("utf-8", "surrogateescape") or (home and join(home, ".config"))
+    files = [] if env.get(b"GIT_CONFIG_NOSYSTEM") else ["/etc/gitconfig"]
+    named = env.get(b"GIT_CONFIG_GLOBAL")
+    if named is not None:
+        files.append(named.decode("utf-8", "surrogateescape"))
+    else:
+        files += [p for p in (xdg and join(xdg, "git", "config"), home and join(home, ".gitconfig")) if p]
+    hooks = None
+    for path in files:
+        for section, key, value in _settings(path):
+            if section == "core" and key == "hookspath" and value:
+                hooks = value
+    return hooks if hooks and not hooks.startswith(("/", "~")) else None
+
+
+def _settings(path: str) -> Iterator[tuple[str, str, str]]:
+    """(section, key, value) of a git config file, read as text; nothing if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    section = ""
+    for line in lines:
+        line = line.strip()
+        if line.startswith("["):
+            section = line[1:line.find("]")].strip().lower() if "]" in line else ""
+            continue
+        name, eq, raw = line.partition("=")
+        if eq:
+            yield section, name.strip().lower(), raw.split(" #")[0].split(" ;")[0].strip().strip('"')
 
 
 def hooks_path(root: str) -> str | None:

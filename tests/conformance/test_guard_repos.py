@@ -125,3 +125,33 @@ def test_a_hard_link_cannot_change_what_the_quarantine_restores(runs: Runs, tmp_
     refused = subprocess.run([sbox_bin, "quarantine", "restore", again], capture_output=True, text=True)
     assert refused.returncode == 1 and "is not what was quarantined" in refused.stderr, refused.stderr
     assert not (root / "Makefile").exists() or "PWNED" not in (root / "Makefile").read_text()
+
+
+def test_a_relative_hooks_path_in_the_global_git_config_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """`core.hooksPath = git-hooks` in the user's global config names `git-hooks/` in every
+    repository that sets none: what a step plants there is quarantined. The control: the same hook
+    written on the host runs at the next commit under that global config."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    config = tmp_path / "gitconfig"
+    config.write_text("[core]\n\thooksPath = git-hooks\n")
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=str(config))
+    marker = tmp_path / "global-hook-ran"
+    result = runs.run(root, "sh", "-c", f"mkdir git-hooks && printf '{_hook(marker)}' > git-hooks/pre-commit && "
+                                        "chmod +x git-hooks/pre-commit", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined git-hooks/pre-commit (created by the sandbox" in result.stderr, result.stderr
+    commit_env = dict(GIT_ENV, GIT_CONFIG_GLOBAL=str(config))
+
+    def commit() -> None:
+        (root / "f.txt").write_text(os.urandom(4).hex())
+        subprocess.run(["git", "add", "f.txt"], cwd=root, env=commit_env, capture_output=True, check=True)
+        subprocess.run(["git", "commit", "-q", "-m", "x"], cwd=root, env=commit_env, capture_output=True, timeout=60)
+
+    commit()
+    assert not marker.exists()
+    (root / "git-hooks").mkdir()  # control
+    (root / "git-hooks" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))
+    (root / "git-hooks" / "pre-commit").chmod(0o755)
+    commit()
+    assert marker.exists()
