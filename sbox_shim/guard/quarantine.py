@@ -50,19 +50,24 @@ def _move(source: str, target: str) -> None:
         os.unlink(source)
 
 
-def _own(path: str) -> None:
+def _own(path: str, depth: int = 64) -> None:
     """Give every regular file at or under `path` (moved into a quarantine) an inode of its own: a
     hard link the sandbox made to it elsewhere (node_modules/.m -> Makefile) would otherwise let a
     later sandbox that writes there change what the quarantine holds. The old inode stays where
-    those links are; nothing is deleted."""
-    st = os.lstat(path)
-    if stat.S_ISDIR(st.st_mode):
-        for name in os.listdir(path):
-            _own(os.path.join(path, name))
-    elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-        copy = f"{path}.sbox-own"
-        shutil.copy2(path, copy, follow_symlinks=False)
-        os.rename(copy, path)
+    those links are; nothing is deleted. A tree deeper than `depth` (one built to outrun PATH_MAX,
+    moved whole) keeps what lies below that depth as it is."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            if depth > 0:
+                for name in os.listdir(path):
+                    _own(os.path.join(path, name), depth - 1)
+        elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            copy = f"{path}.sbox-own"
+            shutil.copy2(path, copy, follow_symlinks=False)
+            os.rename(copy, path)
+    except OSError:  # too long a path, or gone: left as it is
+        pass
 
 
 def _digest(path: str) -> str | None:
