@@ -118,6 +118,68 @@ def _put_back(root: str, rel: str, snapshot: Before) -> bool:
     return True
 
 
+NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_parent(root: str, rel: str) -> tuple[int, str]:
+    """A descriptor of the directory holding `rel` under `root`, reached one component at a time,
+    none followed if it is a link (a missing one is made), and `rel`'s last name. OSError (ELOOP,
+    ENOTDIR) where a component is a link or no directory."""
+    fd = os.open(root, NOFOLLOW_DIR)
+    try:
+        for part in rel.split("/")[:-1]:
+            try:
+                inner = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                inner = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, rel.rsplit("/", 1)[-1]
+
+
+def _place(source: str, parent: int, name: str) -> None:
+    """Move `source` (in the quarantine) to `name` in the directory `parent`: rename(2), or across
+    filesystems a copy made through descriptors (links as links), then the source removed."""
+    try:
+        os.rename(source, name, dst_dir_fd=parent)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    _copy_into(source, parent, name)
+    if os.path.isdir(source) and not os.path.islink(source):
+        shutil.rmtree(source)
+    else:
+        os.unlink(source)
+
+
+def _copy_into(source: str, parent: int, name: str) -> None:
+    st = os.lstat(source)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(source), name, dir_fd=parent)
+    elif stat.S_ISDIR(st.st_mode):
+        os.mkdir(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=parent)
+        inner = os.open(name, NOFOLLOW_DIR, dir_fd=parent)
+        try:
+            for child in os.listdir(source):
+                _copy_into(os.path.join(source, child), inner, child)
+        finally:
+            os.close(inner)
+    elif stat.S_ISREG(st.st_mode):
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      stat.S_IMODE(st.st_mode), dir_fd=parent)
+        try:
+            with open(source, "rb") as f:
+                while chunk := f.read(1 << 16):
+                    os.write(out, chunk)
+        finally:
+            os.close(out)
+
+
 def _parents_or_missing(root: str, rel: str) -> bool:
     """Every directory between root and rel that exists is a real directory (none is a link)."""
     return _real_parents(root, rel, missing_ok=True)
@@ -251,10 +313,34 @@ def cmd_restore(state_dir: str, ident: str, force: bool, err: TextIO = sys.stder
         err.write(f"sbox: not restored: {', '.join(taken)} exists in {root}; "
                   f"sbox quarantine restore {ident} --force moves it into the quarantine first\n")
         return 1
-    for p in taken:
-        _move(os.path.join(root, p), os.path.join(where, "displaced", p))
-    for p in tops:
-        _move(os.path.join(where, "files", p), os.path.join(root, p))
+    for p in tops:  # each placed through descriptors: a link a sandbox swaps in meanwhile is never followed
+        try:
+            parent, name = _open_parent(root, p)
+        except OSError as exc:
+            err.write(printable(f"sbox: not restored: a directory above {p} in {root} is not a real directory "
+                                f"({exc.strerror}); sbox never restores through a link") + "\n")
+            return 1
+        try:
+            try:
+                os.lstat(name, dir_fd=parent)
+                there = True
+            except FileNotFoundError:
+                there = False
+            if there and not force:  # made since the look above
+                err.write(printable(f"sbox: not restored: {p} exists in {root}; sbox quarantine restore {ident} "
+                                    "--force moves it into the quarantine first") + "\n")
+                return 1
+            if there:
+                displaced = os.path.join(where, "displaced", p)
+                os.makedirs(os.path.dirname(displaced), mode=0o700, exist_ok=True)
+                os.rename(name, displaced, src_dir_fd=parent)
+            _place(os.path.join(where, "files", p), parent, name)
+        except OSError as exc:  # something changed it meanwhile (a sandbox still running there)
+            err.write(printable(f"sbox: not restored: {p} in {root} changed while sbox restored it "
+                                f"({exc.strerror}); try again once nothing runs there") + "\n")
+            return 1
+        finally:
+            os.close(parent)
         err.write(printable(f"sbox: restored {p} in {root}") + "\n")
     manifest["restored"] = True
     with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:

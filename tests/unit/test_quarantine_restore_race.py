@@ -1,0 +1,68 @@
+"""`sbox quarantine restore` against a red team's race: while it restores `.husky/pre-commit`, a
+sandbox still running in the project swaps `.husky` for a link to a directory outside the project
+and back, as fast as it can. Restore may refuse, or fail, or put the file in the project; it
+never writes through the link (the file never appears outside)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from pathlib import Path
+
+from sbox_shim.guard import quarantine
+
+HOOK = b"#!/bin/sh\ntouch /nonexistent/pwned\n"
+
+
+def _quarantines(state: Path, root: Path, count: int) -> list[str]:
+    """`count` quarantines, each holding a `.husky/pre-commit` as the guard leaves one."""
+    idents = []
+    for i in range(count):
+        ident = f"20261130T000000-{i:06x}"
+        held = state / "quarantine" / ident / "files" / ".husky"
+        held.mkdir(parents=True)
+        (held / "pre-commit").write_bytes(HOOK)
+        manifest = {"id": ident, "root": str(root), "command": ["sh"], "time": 0.0,
+                    "entries": [{"path": ".husky/pre-commit", "what": "created", "kind": "file", "why": "host-executed",
+                                 "mode": "0o755", "sha256": hashlib.sha256(HOOK).hexdigest(), "link": None,
+                                 "previous_restored": False}]}
+        (state / "quarantine" / ident / "manifest.json").write_text(json.dumps(manifest))
+        idents.append(ident)
+    return idents
+
+
+def test_restore_never_writes_through_a_link_swapped_in_meanwhile(tmp_path: Path) -> None:
+    root, state, outside = tmp_path / "project", tmp_path / "state", tmp_path / "outside-hooks"
+    (root / ".husky").mkdir(parents=True)
+    outside.mkdir()
+    idents = _quarantines(state, root, 150)
+    stop = threading.Event()
+
+    def flip() -> None:  # what the red team's sandbox ran
+        husky, aside, link = root / ".husky", root / ".h2", root / "lnk"
+        link.symlink_to(outside)
+        while not stop.is_set():
+            try:
+                os.rename(husky, aside)
+                os.rename(link, husky)
+                os.rename(husky, link)
+                try:
+                    os.unlink(aside / "pre-commit")
+                except FileNotFoundError:
+                    pass
+                os.rename(aside, husky)
+            except OSError:
+                pass
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    try:
+        for ident in idents:
+            quarantine.cmd_restore(str(state), ident, force=True, err=io.StringIO())
+            assert not (outside / "pre-commit").exists(), f"restore {ident} wrote through the link"
+    finally:
+        stop.set()
+        flipper.join()
+    assert list(outside.iterdir()) == []
