@@ -42,6 +42,57 @@ def dirname(path: str) -> str:
     return head.rstrip("/") or head
 
 
+def normpath(path: str) -> str:
+    """`os.path.normpath` of an absolute path."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def git_dirs(dotgit: str) -> tuple[str, ...]:
+    """The git directories a `.git` entry stands for: itself if it is a directory; for a `.git`
+    file (`gitdir: X`, as `git worktree`, `--separate-git-dir` and submodules write it) the
+    directory it names and, through X/commondir, the repository's common one (config, hooks).
+    Absolute and normalized, not resolved: whoever uses them checks where they lie."""
+    import stat
+
+    try:
+        mode = posix.lstat(dotgit).st_mode
+    except OSError:
+        return ()
+    if stat.S_ISDIR(mode):
+        return (dotgit,)
+    if not stat.S_ISREG(mode):
+        return ()
+    found = _pointer(dotgit, "gitdir:")
+    if found is None:
+        return ()
+    common = _pointer(join(found, "commondir"), "")
+    return (found,) if common is None or common == found else (found, common)
+
+
+def _pointer(path: str, prefix: str) -> str | None:
+    """The path a small pointer file names (`gitdir: X`, commondir's `X`), made absolute against
+    the file's directory; None if it cannot be read or says nothing."""
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = posix.read(fd, 4096).decode("utf-8", "surrogateescape")
+    finally:
+        posix.close(fd)
+    line = text.splitlines()[0].strip() if text.strip() else ""
+    if not line.startswith(prefix) or not line[len(prefix):].strip():
+        return None
+    return normpath(join(dirname(path), line[len(prefix):].strip()))
+
+
 def makedirs(path: str, mode: int = 0o777) -> None:
     """`os.makedirs(path, mode, exist_ok=True)`."""
     parent = dirname(path)

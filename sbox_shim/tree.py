@@ -58,15 +58,15 @@ def hooks_path(root: str) -> tuple[str, ...]:
 
 
 def configured_hooks(root: str) -> str | None:
-    """The project path `core.hooksPath` names in `<root>/.git/config`, whether or not it exists."""
-    config = os.path.join(root, ".git", "config")
-    try:
-        if not stat.S_ISDIR(os.lstat(os.path.join(root, ".git")).st_mode):
-            return None
-        with open(config, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
+    """The project path `core.hooksPath` names in the config of `<root>/.git` (or of the git
+    directory a `.git` file names), whether or not it exists."""
+    text = ""
+    for gitdir in reversed(lean.git_dirs(os.path.join(root, ".git"))):  # the common one first
+        try:
+            with open(os.path.join(gitdir, "config"), encoding="utf-8", errors="replace") as f:
+                text += f.read() + "\n"
+        except OSError:
+            continue
     section = ""
     found = []
     for line in text.splitlines():
@@ -89,12 +89,26 @@ def inspect(root: str, writable: bool | tuple[str, ...]) -> Tree:
     """The facts `layout.project_layout` needs, for a step whose project is `writable`."""
     sockets = lean.sockets(root, SOCKET_DEPTH)
     if writable is True:
-        return Tree(gits=lean.git_entries(root), hooks=hooks_path(root), sockets=sockets)
+        return Tree(gits=_with_git_dirs(root, lean.git_entries(root)), hooks=hooks_path(root), sockets=sockets)
     if not writable:
         return Tree(sockets=sockets)
     kinds = tuple((p, kind(root, p)) for p in writable)
     gits = tuple(g for p, k in kinds if k == "dir" for g in lean.git_entries(os.path.join(root, p)))
-    return Tree(kinds, tuple(sorted(set(gits))), hooks_path(root), sockets)
+    return Tree(kinds, _with_git_dirs(root, gits), hooks_path(root), sockets)
+
+
+def _with_git_dirs(root: str, gits: tuple[str, ...]) -> tuple[str, ...]:
+    """`gits` and the git directories inside the project their `.git` files name (`gitdir: ../repos/sub`,
+    a bare `.bare` of worktrees, and its common directory): git runs their hooks and config as it
+    runs a `.git` directory's, so they stay read-only too. One reached through a link is not added
+    (the bind would follow it); the run's mount check refuses such a project anyway."""
+    out = list(gits)
+    for g in gits:
+        for found in lean.git_dirs(g):
+            if found != g and lean.inside(found, root) and found != root \
+                    and kind(root, os.path.relpath(found, root)) == "dir":
+                out.append(found)
+    return tuple(sorted(set(out)))
 
 
 def writable_dirs(root: str, writable: bool | tuple[str, ...]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ import stat
 import time
 
 from sbox_shim import kept
-from sbox_shim.lean import dirname, inside, join
+from sbox_shim.lean import dirname, git_dirs, inside, join
 from sbox_shim.protected import PROTECTED
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
@@ -43,7 +43,9 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  "taskfile.dist.yml", "taskfile.dist.yaml", ".config/lefthook.yml", ".config/lefthook.yaml",
                  "mise", ".mise", "opencode.json", ".opencode", ".codex", ".qwen", ".crush.json", "crush.json",
                  ".junie", ".augment", ".trae", "flake.nix", "shell.nix", "default.nix", "devenv.nix",
-                 "devenv.yaml", "devbox.json")
+                 "devenv.yaml", "devbox.json", ".cargo/config.toml", ".cargo/config", ".yarnrc.yml", ".yarnrc",
+                 ".pnpmfile.cjs", "bunfig.toml", ".sl", ".jj", "opencode.jsonc", ".lvimrc", ".dir-locals.el",
+                 ".gdbinit", ".lldbinit")
 # Also at the top, in any spelling of its case (just finds its file so) or by ending: listed names.
 CASELESS = ("justfile", ".justfile")
 ENDINGS = (".code-workspace",)
@@ -134,8 +136,8 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     its `include.path` / `includeIf.*.path` name, read as text (running git would run the config).
     Paths relative to the project's top (`top`, else the root), only those inside it."""
     top = top or root
-    gitdir = join(root, ".git")
-    files, hooks = [join(gitdir, "config")], None
+    gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
+    files, hooks = [join(d, "config") for d in reversed(gitdirs)], None
     seen: set[str] = set()
     includes: list[str] = []
     while files and len(seen) < 16:
@@ -151,9 +153,9 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
 
                 target = os.path.normpath(join(dirname(path), value))
                 files.append(target)
-                if inside(target, top) and not inside(target, gitdir):
+                if inside(target, top) and not any(inside(target, d) for d in gitdirs):
                     includes.append(os.path.relpath(target, top))
-    if not hooks and _mode(gitdir):
+    if not hooks and gitdirs:
         hooks = _global_hooks()  # a repository of its own that sets none: the user's global one applies
     if not hooks or hooks.startswith("~"):
         return None, includes  # under HOME, never in a sandbox's reach
@@ -170,16 +172,26 @@ def _global_hooks() -> str | None:
     home = env.get(b"HOME", b"").decode("utf-8", "surrogateescape")
     xdg = env.get(b"XDG_CONFIG_HOME", b"").decode("utf-8", "surrogateescape") or (home and join(home, ".config"))
     files = [] if env.get(b"GIT_CONFIG_NOSYSTEM") else ["/etc/gitconfig"]
-    named = env.get(b"GIT_CONFIG_GLOBAL")
-    if named is not None:
-        files.append(named.decode("utf-8", "surrogateescape"))
+    configured = env.get(b"GIT_CONFIG_GLOBAL")
+    if configured is not None:
+        files.append(configured.decode("utf-8", "surrogateescape"))
     else:
         files += [p for p in (xdg and join(xdg, "git", "config"), home and join(home, ".gitconfig")) if p]
     hooks = None
-    for path in files:
+    seen: set[str] = set()
+    while files and len(seen) < 16:  # each file, and what it includes, in git's order
+        path = files.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        included = []
         for section, key, value in _settings(path):
             if section == "core" and key == "hookspath" and value:
                 hooks = value
+            elif section.startswith(("include", "includeif")) and key == "path" and value:
+                named = join(home, value[2:]) if value.startswith("~/") and home else value
+                included.append(named if named.startswith("/") else join(dirname(path), named))
+        files[:0] = included
     return hooks if hooks and not hooks.startswith(("/", "~")) else None
 
 
@@ -208,7 +220,21 @@ def hooks_path(root: str) -> str | None:
 
 
 def watched(root: str) -> list[str]:
-    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root)]))
+    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root), *_enclosing(root)]))
+
+
+def _enclosing(root: str) -> list[str]:
+    """What the repository the project lies in (sbox.yaml below its top: a monorepo's `frontend/`)
+    makes host-executed inside the project: its hooks directory when `core.hooksPath` points there."""
+    here = dirname(root)
+    while here:
+        if git_dirs(join(here, ".git")):
+            return _repository(here, root)
+        parent = dirname(here)
+        if parent == here:
+            break
+        here = parent
+    return []
 
 
 def _repository(repo: str, root: str) -> list[str]:

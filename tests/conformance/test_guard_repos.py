@@ -155,3 +155,75 @@ def test_a_relative_hooks_path_in_the_global_git_config_is_watched(runs: Runs, t
     (root / "git-hooks" / "pre-commit").chmod(0o755)
     commit()
     assert marker.exists()
+
+
+def test_a_git_directory_named_by_a_git_file_stays_read_only(runs: Runs, tmp_path: Path) -> None:
+    """A `.git` *file* (`gitdir: ...`: a bare repository with worktrees, `--separate-git-dir`)
+    names a git directory that git runs the hooks and config of: when it lies in the project, it
+    is read-only like a `.git` directory, at the top and nested. The control: the same hooks put
+    there on the host run at the next commit."""
+    from .helpers import project
+    from support.trust import trust
+
+    root = project(tmp_path)
+    trust(root / "sbox.yaml")
+    subprocess.run(["git", "init", "-q", "--bare", ".bare"], cwd=root, env=GIT_ENV, check=True)
+    subprocess.run(["git", "config", "--file", ".bare/config", "core.bare", "false"], cwd=root, check=True)
+    (root / ".git").write_text("gitdir: ./.bare\n")
+    (root / "repos").mkdir()
+    subprocess.run(["git", "init", "-q", f"--separate-git-dir={root / 'repos' / 'sub'}", "sub"], cwd=root,
+                   env=GIT_ENV, check=True)
+    marker = tmp_path / "gitdir-hook-ran"
+    plant = " ; ".join(f"printf '{_hook(marker)}' > {d}/hooks/pre-commit ; chmod +x {d}/hooks/pre-commit"
+                       for d in (".bare", "repos/sub"))
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.stderr.count("Read-only file system") == 2, result.stderr
+    for repo in (root, root / "sub"):
+        _commit(repo)
+    assert not marker.exists()
+    for d in (root / ".bare", root / "repos" / "sub"):  # control: the hook written on the host runs
+        (d / "hooks" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))
+        (d / "hooks" / "pre-commit").chmod(0o755)
+    _commit(root / "sub")
+    assert marker.exists()
+
+
+def test_the_enclosing_repository_s_hooks_path_into_the_project_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """A monorepo whose `sbox.yaml` is in `frontend/`: the repository above it sets
+    `core.hooksPath = frontend/tools/hooks`. What a step plants there is quarantined; the control
+    (written on the host) runs at the monorepo's next commit."""
+    from support.trust import trust
+
+    mono = tmp_path / "mono"
+    root = mono / "frontend"
+    (root / "tools" / "hooks").mkdir(parents=True)
+    (root / "sbox.yaml").write_text("version: 1\n")
+    trust(root / "sbox.yaml")
+    git(mono, "init", "-q")
+    git(mono, "config", "core.hooksPath", "frontend/tools/hooks")
+    marker = tmp_path / "mono-hook-ran"
+    result = runs.run(root, "sh", "-c", f"printf '{_hook(marker)}' > tools/hooks/pre-commit && "
+                                        "chmod +x tools/hooks/pre-commit")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined tools/hooks/pre-commit (created by the sandbox" in result.stderr, result.stderr
+    _commit(mono)
+    assert not marker.exists()
+    (root / "tools" / "hooks" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))  # control
+    (root / "tools" / "hooks" / "pre-commit").chmod(0o755)
+    _commit(mono)
+    assert marker.exists()
+
+
+def test_a_global_hooks_path_set_through_an_include_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """`~/.gitconfig` includes a file that sets `core.hooksPath = .hooks`: what a step plants in
+    `.hooks/` is quarantined."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    (tmp_path / "gitconfig.d").mkdir()
+    (tmp_path / "gitconfig.d" / "h").write_text("[core]\n\thooksPath = .hooks\n")
+    config = tmp_path / "gitconfig"
+    config.write_text("[include]\n\tpath = gitconfig.d/h\n")
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=str(config))
+    result = runs.run(root, "sh", "-c", "mkdir .hooks && printf '#!/bin/sh\\n' > .hooks/pre-commit", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined .hooks/pre-commit (created by the sandbox" in result.stderr, result.stderr
