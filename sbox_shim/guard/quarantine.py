@@ -72,21 +72,13 @@ def _own(path: str, depth: int = 64) -> None:
 
 def _digest(path: str) -> str | None:
     """sha256 of a regular file (never through a link), as the guard recorded it; None otherwise."""
-    from sbox_shim import kept
+    from sbox_shim.guard import _entry
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        st = os.lstat(path)
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        digest = kept.hasher()
-        while chunk := os.read(fd, 1 << 16):
-            digest.update(chunk)
-        return str(digest.hexdigest())
-    finally:
-        os.close(fd)
+    return _entry(path, st, keep=False).sha256 if stat.S_ISREG(st.st_mode) else None
 
 
 def _specials(directory: str, names: list[str]) -> list[str]:
