@@ -11,7 +11,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from sbox_shim import lean
+from sbox_shim import gitconfig, lean
 
 SOCKET_DEPTH = 2  # `<project>/x.sock` and `<project>/dir/x.sock`, `.git/fsmonitor--daemon.ipc` among them
 
@@ -60,23 +60,9 @@ def hooks_path(root: str) -> tuple[str, ...]:
 def configured_hooks(root: str) -> str | None:
     """The project path `core.hooksPath` names in the config of `<root>/.git` (or of the git
     directory a `.git` file names), whether or not it exists."""
-    text = ""
-    for gitdir in reversed(lean.git_dirs(os.path.join(root, ".git"))):  # the common one first
-        try:
-            with open(os.path.join(gitdir, "config"), encoding="utf-8", errors="replace") as f:
-                text += f.read() + "\n"
-        except OSError:
-            continue
-    section = ""
-    found = []
-    for line in text.splitlines():
-        line = line.split("#")[0].split(";")[0].strip()
-        if line.startswith("["):
-            section = line.strip("[]").strip().split()[0].lower() if line.strip("[]").strip() else ""
-        elif section == "core" and "=" in line:
-            name, _, value = line.partition("=")
-            if name.strip().lower() == "hookspath":
-                found.append(value.strip().strip('"'))
+    found = [value for gitdir in reversed(lean.git_dirs(os.path.join(root, ".git")))  # the common one first
+             for section, key, value in gitconfig.settings(os.path.join(gitdir, "config"))
+             if section == "core" and key == "hookspath"]
     if not found or not found[-1] or found[-1].startswith("~"):
         return None
     path = os.path.normpath(os.path.join(root, found[-1]))
@@ -100,14 +86,18 @@ def inspect(root: str, writable: bool | tuple[str, ...]) -> Tree:
 def _with_git_dirs(root: str, gits: tuple[str, ...]) -> tuple[str, ...]:
     """`gits` and the git directories inside the project their `.git` files name (`gitdir: ../repos/sub`,
     a bare `.bare` of worktrees, and its common directory): git runs their hooks and config as it
-    runs a `.git` directory's, so they stay read-only too. One reached through a link is not added
-    (the bind would follow it); the run's mount check refuses such a project anyway."""
+    runs a `.git` directory's, so they stay read-only too, bound where they really are when the
+    name goes through a link (`gitdir: g2`, `g2 -> gd.git`)."""
     out = list(gits)
+    real_root = os.path.realpath(root)
     for g in gits:
-        for found in lean.git_dirs(g):
-            if found != g and lean.inside(found, root) and found != root \
-                    and kind(root, os.path.relpath(found, root)) == "dir":
-                out.append(found)
+        for named in lean.git_dirs(g):
+            real = os.path.realpath(named)  # as git reaches it, through any link on the way
+            if named == g or not lean.inside(real, real_root) or real == real_root:
+                continue
+            rel = os.path.relpath(real, real_root)
+            if kind(root, rel) == "dir":
+                out.append(os.path.join(root, rel))
     return tuple(sorted(set(out)))
 
 

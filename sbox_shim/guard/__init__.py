@@ -16,6 +16,7 @@ import stat
 import time
 
 from sbox_shim import kept
+from sbox_shim.gitconfig import settings
 from sbox_shim.lean import dirname, git_dirs, inside, join
 from sbox_shim.protected import PROTECTED
 
@@ -145,7 +146,7 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
         if path in seen:
             continue
         seen.add(path)
-        for section, key, value in _settings(path):
+        for section, key, value in settings(path):
             if section == "core" and key == "hookspath" and value:
                 hooks = value
             elif section.startswith(("include", "includeif")) and key == "path" and value and not value.startswith("~"):
@@ -157,12 +158,44 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
                     includes.append(os.path.relpath(target, top))
     if not hooks and gitdirs:
         hooks = _global_hooks()  # a repository of its own that sets none: the user's global one applies
-    if not hooks or hooks.startswith("~"):
-        return None, includes  # under HOME, never in a sandbox's reach
-    import os  # only for a project that sets core.hooksPath
+    if not hooks:
+        return None, includes
+    return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
 
-    full = os.path.normpath(join(root, hooks))
-    return (os.path.relpath(full, top) if inside(full, top) and full != top else None), includes
+
+def _home() -> str:
+    return posix.environ.get(b"HOME", b"/").decode("utf-8", "surrogateescape")
+
+
+def _in_project(path: str, top: str, written: bool = True) -> str | None:
+    """`path` relative to the project's top if it lies there, as written or as it resolves (git
+    follows a link on the way: `hooks -> frontend/hk` outside the project still names the project's
+    `frontend/hk`); only as it resolves unless `written`; None otherwise."""
+    import os  # only for a repository that sets core.hooksPath or links its hooks
+
+    ways = ((os.path.normpath(path), top),) if written else ()
+    for candidate, base in (*ways, (os.path.realpath(path), os.path.realpath(top))):
+        if inside(candidate, base) and candidate != base:
+            return str(os.path.relpath(candidate, base))
+    return None
+
+
+def _linked_hooks(gitdirs: Sequence[str], top: str) -> list[str]:
+    """The project paths a git directory's `hooks/` reaches through links (`.git/hooks ->
+    ../githooks`, `.git/hooks/pre-commit -> ../../tools/hooks/pre-commit`): git runs them."""
+    found = []
+    for gitdir in gitdirs:
+        hooks = join(gitdir, "hooks")
+        try:
+            if stat.S_ISLNK(posix.lstat(hooks).st_mode):
+                found.append(_in_project(hooks, top, written=False))
+                continue
+            with posix.scandir(hooks) as it:
+                links = [e.path for e in it if e.is_symlink()]
+        except OSError:
+            continue
+        found += [_in_project(link, top, written=False) for link in links]
+    return [rel for rel in found if rel]
 
 
 def _global_hooks() -> str | None:
@@ -171,7 +204,8 @@ def _global_hooks() -> str | None:
     env = posix.environ
     home = env.get(b"HOME", b"").decode("utf-8", "surrogateescape")
     xdg = env.get(b"XDG_CONFIG_HOME", b"").decode("utf-8", "surrogateescape") or (home and join(home, ".config"))
-    files = [] if env.get(b"GIT_CONFIG_NOSYSTEM") else ["/etc/gitconfig"]
+    system = env.get(b"GIT_CONFIG_SYSTEM", b"/etc/gitconfig").decode("utf-8", "surrogateescape")
+    files = [] if env.get(b"GIT_CONFIG_NOSYSTEM") else [system]
     configured = env.get(b"GIT_CONFIG_GLOBAL")
     if configured is not None:
         files.append(configured.decode("utf-8", "surrogateescape"))
@@ -185,7 +219,7 @@ def _global_hooks() -> str | None:
             continue
         seen.add(path)
         included = []
-        for section, key, value in _settings(path):
+        for section, key, value in settings(path):
             if section == "core" and key == "hookspath" and value:
                 hooks = value
             elif section.startswith(("include", "includeif")) and key == "path" and value:
@@ -193,24 +227,6 @@ def _global_hooks() -> str | None:
                 included.append(named if named.startswith("/") else join(dirname(path), named))
         files[:0] = included
     return hooks if hooks and not hooks.startswith(("/", "~")) else None
-
-
-def _settings(path: str) -> Iterator[tuple[str, str, str]]:
-    """(section, key, value) of a git config file, read as text; nothing if it cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return
-    section = ""
-    for line in lines:
-        line = line.strip()
-        if line.startswith("["):
-            section = line[1:line.find("]")].strip().lower() if "]" in line else ""
-            continue
-        name, eq, raw = line.partition("=")
-        if eq:
-            yield section, name.strip().lower(), raw.split(" #")[0].split(" ;")[0].strip().strip('"')
 
 
 def hooks_path(root: str) -> str | None:
@@ -242,7 +258,7 @@ def _repository(repo: str, root: str) -> list[str]:
     files it includes (they run like .git/config) and its hooks directory, or, for husky's layout
     (`core.hooksPath = .husky/_`, whose wrappers run `.husky/<hook>`), the directory above it."""
     hooks, includes = _git_config(repo, root)
-    names = [anchor(root, p) for p in includes]
+    names = [anchor(root, p) for p in includes + _linked_hooks(git_dirs(join(repo, ".git")), root)]
     if hooks:
         names.append(anchor(root, dirname(hooks) if _basename(hooks) == "_" and "/" in hooks else hooks))
     return names

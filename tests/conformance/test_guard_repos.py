@@ -227,3 +227,95 @@ def test_a_global_hooks_path_set_through_an_include_is_watched(runs: Runs, tmp_p
     result = runs.run(root, "sh", "-c", "mkdir .hooks && printf '#!/bin/sh\\n' > .hooks/pre-commit", env=env)
     assert result.returncode == 0, result.stderr
     assert "quarantined .hooks/pre-commit (created by the sandbox" in result.stderr, result.stderr
+
+
+def _planted_hook_runs(root: Path, rel: str, runs: Runs, tmp_path: Path, repo: Path | None = None,
+                       env: dict[str, str] | None = None) -> tuple[str, bool]:
+    """A step writes a hook to `rel` (appended, as to a tracked script); (its stderr, whether the
+    host's next commit in `repo` ran it)."""
+    marker = tmp_path / f"ran-{rel.replace('/', '-')}"
+    result = runs.run(root, "sh", "-c", f"mkdir -p $(dirname {rel}) && printf '\\ntouch {marker}\\n' >> {rel} && "
+                                        f"chmod +x {rel}", env=env)
+    _commit(repo or root)
+    return result.stderr, marker.exists()
+
+
+def test_hooks_linked_from_the_git_directory_into_the_project_are_watched(runs: Runs, tmp_path: Path) -> None:
+    """`.git/hooks/pre-commit -> ../../tools/hooks/pre-commit` (a hook kept in the tree), and
+    `.git/hooks -> ../githooks`: git runs what the links reach, so a step's change there is
+    quarantined and rolled back. The control: the same change made on the host runs."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    (root / "tools" / "hooks").mkdir(parents=True)
+    (root / "tools" / "hooks" / "pre-commit").write_text("#!/bin/sh\necho lint ok\n")
+    (root / "tools" / "hooks" / "pre-commit").chmod(0o755)
+    (root / ".git" / "hooks" / "pre-commit").symlink_to("../../tools/hooks/pre-commit")
+    err, ran = _planted_hook_runs(root, "tools/hooks/pre-commit", runs, tmp_path)
+    assert "quarantined tools/hooks/pre-commit (changed by the sandbox" in err, err
+    assert not ran
+    assert (root / "tools" / "hooks" / "pre-commit").read_text() == "#!/bin/sh\necho lint ok\n"
+    (tmp_path / "second").mkdir()
+    other = husky_project(tmp_path / "second")
+    git(other, "config", "--unset", "core.hooksPath")
+    (other / "githooks").mkdir()
+    subprocess.run(["rm", "-rf", str(other / ".git" / "hooks")], check=True)
+    (other / ".git" / "hooks").symlink_to("../githooks")
+    err, ran = _planted_hook_runs(other, "githooks/pre-commit", runs, tmp_path)
+    assert "quarantined githooks/pre-commit (created by the sandbox" in err, err
+    assert not ran
+    with open(other / "githooks" / "pre-commit", "w") as f:  # control
+        f.write(f"#!/bin/sh\ntouch {tmp_path / 'ran-githooks-pre-commit'}\n")
+    (other / "githooks" / "pre-commit").chmod(0o755)
+    _commit(other)
+    assert (tmp_path / "ran-githooks-pre-commit").exists()
+
+
+def test_a_git_directory_reached_through_a_link_stays_read_only(runs: Runs, tmp_path: Path) -> None:
+    """`.git` says `gitdir: g2`, and `g2 -> gd.git`: the real git directory is read-only."""
+    from .helpers import project
+    from support.trust import trust
+
+    root = project(tmp_path)
+    trust(root / "sbox.yaml")
+    subprocess.run(["git", "init", "-q", "--bare", "gd.git"], cwd=root, env=GIT_ENV, check=True)
+    subprocess.run(["git", "config", "--file", "gd.git/config", "core.bare", "false"], cwd=root, check=True)
+    (root / "g2").symlink_to("gd.git")
+    (root / ".git").write_text("gitdir: g2\n")
+    result = runs.run(root, "sh", "-c", "printf '#!/bin/sh\\n' > gd.git/hooks/pre-commit")
+    assert "Read-only file system" in result.stderr, result.stderr
+
+
+def test_git_config_as_git_reads_it(runs: Runs, tmp_path: Path) -> None:
+    """`[core] hooksPath = scripts/hooks` on one line, with a byte-order mark before it: the hooks
+    directory is read-only like any other; a global `[core]hooksPath=hk` continued by a backslash,
+    named by GIT_CONFIG_SYSTEM, is watched."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    (root / "scripts" / "hooks").mkdir(parents=True)
+    config = root / ".git" / "config"
+    config.write_text("\ufeff" + config.read_text() + "[core] hooksPath = scripts/hooks\n")
+    result = runs.run(root, "sh", "-c", "printf '#!/bin/sh\\n' > scripts/hooks/pre-commit")
+    assert "Read-only file system" in result.stderr, result.stderr
+    config.write_text(config.read_text().replace("[core] hooksPath = scripts/hooks\n", ""))
+    system = tmp_path / "system-gitconfig"
+    system.write_text("[core]hooksPath=h\\\nk\n")
+    env = dict(os.environ, GIT_CONFIG_SYSTEM=str(system))
+    env.pop("GIT_CONFIG_NOSYSTEM", None)
+    result = runs.run(root, "sh", "-c", "mkdir hk && printf '#!/bin/sh\\n' > hk/pre-commit", env=env)
+    assert "quarantined hk/pre-commit (created by the sandbox" in result.stderr, result.stderr
+
+
+def test_the_enclosing_repository_s_hooks_path_through_a_link_or_home_is_watched(runs: Runs, tmp_path: Path) -> None:
+    from support.trust import trust
+
+    mono = tmp_path / "mono"
+    root = mono / "frontend"
+    (root / "hk").mkdir(parents=True)
+    (root / "sbox.yaml").write_text("version: 1\n")
+    trust(root / "sbox.yaml")
+    git(mono, "init", "-q")
+    (mono / "hooks").symlink_to("frontend/hk")
+    git(mono, "config", "core.hooksPath", "hooks")
+    err, ran = _planted_hook_runs(root, "hk/pre-commit", runs, tmp_path, repo=mono)
+    assert "quarantined hk/pre-commit (created by the sandbox" in err, err
+    assert not ran

@@ -1,0 +1,62 @@
+"""git's config files read as text, never by running git (git would run what the config names):
+sections, a `[section] key = value` on one line, a byte-order mark, quoted values with escapes,
+`#` and `;` comments, lines continued by a backslash. No imports: the guard's warm path reads it."""
+from __future__ import annotations
+
+
+def settings(path: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) of each setting in the file at `path`, in order; the section as
+    written in lower case, subsection included (`includeif "gitdir:~/w/"`). Nothing if it cannot
+    be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return []
+    out = []
+    section = ""
+    for line in _lines(text.lstrip("\ufeff")):
+        line = line.strip()
+        if line.startswith("["):
+            end = line.find("]")
+            section = line[1:end].strip().lower() if end > 0 else ""
+            line = line[end + 1:].strip() if end > 0 else ""
+        if not line or line.startswith(("#", ";")):
+            continue
+        name, eq, raw = line.partition("=")
+        out.append((section, name.strip().lower(), _value(raw) if eq else "true"))
+    return out
+
+
+def _lines(text: str) -> list[str]:
+    """The file's lines, each one ended by a backslash joined with the next."""
+    lines: list[str] = []
+    held = ""
+    for raw in text.splitlines():
+        if raw.endswith("\\") and not raw.endswith("\\\\"):
+            held += raw[:-1]
+            continue
+        lines.append(held + raw)
+        held = ""
+    return lines + ([held] if held else [])
+
+
+def _value(raw: str) -> str:
+    """A value as git reads it: quotes removed, escapes undone, a comment outside quotes cut."""
+    out = []
+    quoted = False
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if c == "\\" and i + 1 < len(raw):
+            out.append({"n": "\n", "t": "\t", "b": "\b"}.get(raw[i + 1], raw[i + 1]))
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c in "#;" and not quoted:
+            break
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out).strip()
