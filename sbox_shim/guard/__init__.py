@@ -44,9 +44,10 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  "taskfile.dist.yml", "taskfile.dist.yaml", ".config/lefthook.yml", ".config/lefthook.yaml",
                  "mise", ".mise", "opencode.json", ".opencode", ".codex", ".qwen", ".crush.json", "crush.json",
                  ".junie", ".augment", ".trae", "flake.nix", "shell.nix", "default.nix", "devenv.nix",
-                 "devenv.yaml", "devbox.json", ".cargo/config.toml", ".cargo/config", ".yarnrc.yml", ".yarnrc",
-                 ".pnpmfile.cjs", "bunfig.toml", ".sl", ".jj", "opencode.jsonc", ".lvimrc", ".dir-locals.el",
-                 ".gdbinit", ".lldbinit")
+                 "devenv.yaml", "devbox.json", "bunfig.toml", ".sl", ".jj", "opencode.jsonc", ".lvimrc",
+                 ".dir-locals.el", ".gdbinit", ".lldbinit")
+# Not here: the tool configs sbox's trust gate holds instead (.cargo/config.toml, .yarnrc.yml,
+# .pnpmfile.cjs, .npmrc, pip.conf, ...): one a sandbox wrote is refused, named, until `sbox trust`.
 # Also at the top, in any spelling of its case (just finds its file so) or by ending: listed names.
 CASELESS = ("justfile", ".justfile")
 ENDINGS = (".code-workspace",)
