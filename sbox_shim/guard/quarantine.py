@@ -81,6 +81,18 @@ def _digest(path: str) -> str | None:
     return _entry(path, st, keep=False).sha256 if stat.S_ISREG(st.st_mode) else None
 
 
+def _move_from(parent: int, name: str, target: str) -> None:
+    """`_move` of `name` in the directory open as `parent`: renamed from that descriptor, or across
+    filesystems copied through it (/proc/self/fd/N names the directory itself, not a path)."""
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    try:
+        os.rename(name, target, src_dir_fd=parent)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _move(f"/proc/self/fd/{parent}/{name}", target)
+
+
 def _specials(directory: str, names: list[str]) -> list[str]:
     return [n for n in names if not (os.path.isdir(os.path.join(directory, n))
                                      or os.path.isfile(os.path.join(directory, n)))
@@ -91,38 +103,48 @@ def _put_back(root: str, rel: str, snapshot: Before) -> bool:
     """Recreate the previous version of `rel` (already moved away) from the snapshot; False if it
     was not kept."""
     old = snapshot.entries.get(rel)
-    path = os.path.join(root, rel)
-    if old is None or not _real_parents(root, rel):
+    if old is None:
         return False
-    if old.kind == "link" and old.target is not None:
-        os.symlink(old.target, path)
-    elif old.kind == "dir":
-        os.mkdir(path, stat.S_IMODE(old.mode))
+    try:  # through the parent's descriptor: a link another sandbox swaps in meanwhile is not followed
+        parent, name = _open_parent(root, rel, make=False)
+    except OSError:
+        return False
+    try:
+        if old.kind == "link" and old.target is not None:
+            os.symlink(old.target, name, dir_fd=parent)
+        elif old.kind == "dir":
+            os.mkdir(name, stat.S_IMODE(old.mode), dir_fd=parent)
+        elif old.kind == "file" and old.content is not None:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(old.content)
+                os.fchmod(f.fileno(), stat.S_IMODE(old.mode))
+        else:
+            return False
+    finally:
+        os.close(parent)
+    if old.kind == "dir":
         under = sorted(r for r in snapshot.entries if r.startswith(rel + "/"))
         return all([_put_back(root, r, snapshot) for r in under if "/" not in r[len(rel) + 1:]])
-    elif old.kind == "file" and old.content is not None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(old.content)
-        os.chmod(path, stat.S_IMODE(old.mode))
-    else:
-        return False
     return True
 
 
 NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _open_parent(root: str, rel: str) -> tuple[int, str]:
+def _open_parent(root: str, rel: str, make: bool = True) -> tuple[int, str]:
     """A descriptor of the directory holding `rel` under `root`, reached one component at a time,
-    none followed if it is a link (a missing one is made), and `rel`'s last name. OSError (ELOOP,
-    ENOTDIR) where a component is a link or no directory."""
+    none followed if it is a link (a missing one is made, with `make`), and `rel`'s last name.
+    OSError (ELOOP, ENOTDIR, ENOENT) where a component is a link, no directory or missing."""
     fd = os.open(root, NOFOLLOW_DIR)
     try:
         for part in rel.split("/")[:-1]:
             try:
                 inner = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
             except FileNotFoundError:
+                if not make:
+                    raise
                 os.mkdir(part, 0o755, dir_fd=fd)
                 inner = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
             os.close(fd)
@@ -214,11 +236,15 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
     for change in changes:
         inside = any(change.path.startswith(m + "/") for m in moved)
         restored = False
-        if not inside and not _real_parents(snapshot.root, change.path):
-            raise OSError(errno.ELOOP, f"{change.path}: a directory above it is a link; not followed")
         if not inside:
-            source = os.path.join(snapshot.root, change.path)
-            _move(source, os.path.join(where, "files", change.path))
+            try:  # moved through its parent's descriptor: a link swapped in meanwhile is not followed
+                parent, name = _open_parent(snapshot.root, change.path, make=False)
+            except OSError:
+                raise OSError(errno.ELOOP, f"{change.path}: a directory above it is a link; not followed") from None
+            try:
+                _move_from(parent, name, os.path.join(where, "files", change.path))
+            finally:
+                os.close(parent)
             _own(os.path.join(where, "files", change.path))
             moved.append(change.path)
             if change.what == "changed":

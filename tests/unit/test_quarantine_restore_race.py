@@ -66,3 +66,51 @@ def test_restore_never_writes_through_a_link_swapped_in_meanwhile(tmp_path: Path
         stop.set()
         flipper.join()
     assert list(outside.iterdir()) == []
+
+
+def test_quarantine_never_moves_a_file_through_a_link_swapped_in_meanwhile(tmp_path: Path) -> None:
+    """The same race on the way in: while the guard moves a planted `.husky/pre-commit` into the
+    quarantine, another sandbox swaps `.husky` for a link to a host directory that holds a file of
+    that name. The guard may fail (it says so) or move the project's file; it never moves the
+    host's."""
+    from sbox_shim.guard import Before, Change, Entry
+
+    root, state, outside = tmp_path / "project", tmp_path / "state", tmp_path / "host-hooks"
+    (root / ".husky").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "pre-commit").write_bytes(b"the host's own\n")
+    stop = threading.Event()
+
+    def flip() -> None:
+        husky, aside, link = root / ".husky", root / ".h2", root / "lnk"
+        link.symlink_to(outside)
+        while not stop.is_set():
+            try:
+                os.rename(husky, aside)
+                os.rename(link, husky)
+                os.rename(husky, link)
+                os.rename(aside, husky)
+            except OSError:
+                pass
+
+    change = Change(".husky/pre-commit", "created", Entry("file", 0o100755, (0, 0, 0, 0, 0)), "host-executed")
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    try:
+        for _ in range(300):
+            try:  # the sandbox plants its hook (in the project: it cannot reach the host's directory)
+                husky = os.open(root / ".husky", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+                try:
+                    planted = os.open("pre-commit", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755,
+                                      dir_fd=husky)
+                    os.write(planted, HOOK)
+                    os.close(planted)
+                finally:
+                    os.close(husky)
+                quarantine.quarantine([change], Before(str(root), 0, {}), str(state), ["sh"])
+            except OSError:
+                pass
+            assert (outside / "pre-commit").read_bytes() == b"the host's own\n"
+    finally:
+        stop.set()
+        flipper.join()
