@@ -17,7 +17,7 @@ import time
 
 from sbox_shim import kept
 from sbox_shim.gitconfig import settings
-from sbox_shim.lean import dirname, git_dirs, inside, join
+from sbox_shim.lean import dirname, git_dirs, inside, join, normpath
 from sbox_shim.protected import PROTECTED
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
@@ -139,33 +139,45 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     Paths relative to the project's top (`top`, else the root), only those inside it."""
     top = top or root
     gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
-    files, hooks = [join(d, "config") for d in reversed(gitdirs)], None
-    seen: set[str] = set()
-    includes: list[str] = []
-    while files and len(seen) < 16:
-        path = files.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        for section, key, value in settings(path):
-            if section == "core" and key == "hookspath" and value:
-                hooks = value
-            elif section.startswith(("include", "includeif")) and key == "path" and value and not value.startswith("~"):
-                import os  # only for a config that includes another
-
-                target = os.path.normpath(join(dirname(path), value))
-                files.append(target)
-                if inside(target, top) and not any(inside(target, d) for d in gitdirs):
-                    includes.append(os.path.relpath(target, top))
+    hooks, included = _configs([join(d, "config") for d in reversed(gitdirs)])
+    includes = [_relative(path, top) for path in included
+                if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
         hooks = _global_hooks()  # a repository of its own that sets none: the user's global one applies
-    if not hooks:
+    if not hooks or hooks.startswith("~/") and not _home():
         return None, includes
     return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
 
 
 def _home() -> str:
-    return posix.environ.get(b"HOME", b"/").decode("utf-8", "surrogateescape")
+    return posix.environ.get(b"HOME", b"").decode("utf-8", "surrogateescape")
+
+
+def _configs(files: list[str]) -> tuple[str | None, list[str]]:
+    """`core.hooksPath` as git reads it from `files` and the files they include (`include.path`,
+    `includeIf.*.path`, each read where it is included, `~/` being HOME), and every file included."""
+    home = _home()
+    hooks = None
+    every: list[str] = []
+    seen: set[str] = set()
+    while files and len(seen) < 16:
+        path = files.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        included = []
+        for section, key, value in settings(path):
+            if section == "core" and key == "hookspath" and value:
+                hooks = value
+            elif section.startswith(("include", "includeif")) and key == "path" and value:
+                if value.startswith("~"):
+                    if not value.startswith("~/") or not home:
+                        continue
+                    value = join(home, value[2:])
+                included.append(normpath(join(dirname(path), value)))
+        files[:0] = included
+        every += included
+    return hooks, every
 
 
 def _in_project(path: str, top: str, written: bool = True) -> str | None:
@@ -203,7 +215,7 @@ def _global_hooks() -> str | None:
     """`core.hooksPath` from git's system and global configs (read as text, last one wins, as git
     reads them): a relative one names a directory in every repository (`git-hooks`)."""
     env = posix.environ
-    home = env.get(b"HOME", b"").decode("utf-8", "surrogateescape")
+    home = _home()
     xdg = env.get(b"XDG_CONFIG_HOME", b"").decode("utf-8", "surrogateescape") or (home and join(home, ".config"))
     system = env.get(b"GIT_CONFIG_SYSTEM", b"/etc/gitconfig").decode("utf-8", "surrogateescape")
     files = [] if env.get(b"GIT_CONFIG_NOSYSTEM") else [system]
@@ -212,21 +224,7 @@ def _global_hooks() -> str | None:
         files.append(configured.decode("utf-8", "surrogateescape"))
     else:
         files += [p for p in (xdg and join(xdg, "git", "config"), home and join(home, ".gitconfig")) if p]
-    hooks = None
-    seen: set[str] = set()
-    while files and len(seen) < 16:  # each file, and what it includes, in git's order
-        path = files.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        included = []
-        for section, key, value in settings(path):
-            if section == "core" and key == "hookspath" and value:
-                hooks = value
-            elif section.startswith(("include", "includeif")) and key == "path" and value:
-                named = join(home, value[2:]) if value.startswith("~/") and home else value
-                included.append(named if named.startswith("/") else join(dirname(path), named))
-        files[:0] = included
+    hooks, _ = _configs(files)
     return hooks if hooks and not hooks.startswith(("/", "~")) else None
 
 
