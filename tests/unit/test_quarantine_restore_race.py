@@ -33,14 +33,10 @@ def _quarantines(state: Path, root: Path, count: int) -> list[str]:
     return idents
 
 
-def test_restore_never_writes_through_a_link_swapped_in_meanwhile(tmp_path: Path) -> None:
-    root, state, outside = tmp_path / "project", tmp_path / "state", tmp_path / "outside-hooks"
-    (root / ".husky").mkdir(parents=True)
-    outside.mkdir()
-    idents = _quarantines(state, root, 150)
-    stop = threading.Event()
-
-    def flip() -> None:  # what the red team's sandbox ran
+def _flipper(root: Path, outside: Path, stop: threading.Event, empty: bool) -> threading.Thread:
+    """What the red team's sandbox ran, started: `.husky` swapped for a link to `outside` and
+    back, as fast as it goes, until `stop`; with `empty`, what was put in it is removed each time."""
+    def flip() -> None:
         husky, aside, link = root / ".husky", root / ".h2", root / "lnk"
         link.symlink_to(outside)
         while not stop.is_set():
@@ -48,16 +44,27 @@ def test_restore_never_writes_through_a_link_swapped_in_meanwhile(tmp_path: Path
                 os.rename(husky, aside)
                 os.rename(link, husky)
                 os.rename(husky, link)
-                try:
-                    os.unlink(aside / "pre-commit")
-                except FileNotFoundError:
-                    pass
+                if empty:
+                    try:
+                        os.unlink(aside / "pre-commit")
+                    except FileNotFoundError:
+                        pass
                 os.rename(aside, husky)
             except OSError:
                 pass
 
     flipper = threading.Thread(target=flip, daemon=True)
     flipper.start()
+    return flipper
+
+
+def test_restore_never_writes_through_a_link_swapped_in_meanwhile(tmp_path: Path) -> None:
+    root, state, outside = tmp_path / "project", tmp_path / "state", tmp_path / "outside-hooks"
+    (root / ".husky").mkdir(parents=True)
+    outside.mkdir()
+    idents = _quarantines(state, root, 150)
+    stop = threading.Event()
+    flipper = _flipper(root, outside, stop, empty=True)
     try:
         for ident in idents:
             quarantine.cmd_restore(str(state), ident, force=True, err=io.StringIO())
@@ -80,22 +87,8 @@ def test_quarantine_never_moves_a_file_through_a_link_swapped_in_meanwhile(tmp_p
     outside.mkdir()
     (outside / "pre-commit").write_bytes(b"the host's own\n")
     stop = threading.Event()
-
-    def flip() -> None:
-        husky, aside, link = root / ".husky", root / ".h2", root / "lnk"
-        link.symlink_to(outside)
-        while not stop.is_set():
-            try:
-                os.rename(husky, aside)
-                os.rename(link, husky)
-                os.rename(husky, link)
-                os.rename(aside, husky)
-            except OSError:
-                pass
-
     change = Change(".husky/pre-commit", "created", Entry("file", 0o100755, (0, 0, 0, 0, 0)), "host-executed")
-    flipper = threading.Thread(target=flip, daemon=True)
-    flipper.start()
+    flipper = _flipper(root, outside, stop, empty=False)
     try:
         for _ in range(300):
             try:  # the sandbox plants its hook (in the project: it cannot reach the host's directory)
