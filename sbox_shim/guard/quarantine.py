@@ -109,7 +109,7 @@ def _put_back(root: str, rel: str, snapshot: Before) -> bool:
         parent, name = _open_parent(root, rel, make=False)
     except OSError:
         return False
-    try:
+    try:  # FileExistsError: put back meanwhile by the guard of an overlapping step, or remade by its sandbox
         if old.kind == "link" and old.target is not None:
             os.symlink(old.target, name, dir_fd=parent)
         elif old.kind == "dir":
@@ -122,6 +122,8 @@ def _put_back(root: str, rel: str, snapshot: Before) -> bool:
                 os.fchmod(f.fileno(), stat.S_IMODE(old.mode))
         else:
             return False
+    except FileExistsError:
+        return False
     finally:
         os.close(parent)
     if old.kind == "dir":
@@ -243,6 +245,8 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
                 raise OSError(errno.ELOOP, f"{change.path}: a directory above it is a link; not followed") from None
             try:
                 _move_from(parent, name, os.path.join(where, "files", change.path))
+            except FileNotFoundError:  # gone since the comparison: the guard of an overlapping step took it
+                continue
             finally:
                 os.close(parent)
             _own(os.path.join(where, "files", change.path))

@@ -44,19 +44,26 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
 
     if not guard.writable_parts(step.mounts, root):
         return run()
-    snapshot = guard.before(root, step.mounts)
+    from sbox_shim.guard import running
+
+    # the baseline of the writable steps already running here, if any: what a step that overlaps
+    # this one planted is not taken for the host's own
+    snapshot, registered = running.join(guard.before(root, step.mounts), state_dir)
     try:
-        code = run()
-    except BaseException:
-        _inspect(step, snapshot, 1, state_dir, err)
-        raise
-    try:
-        _inspect(step, snapshot, code, state_dir, err)
-    except OSError as exc:
-        err.write(f"sbox: the persistence guard could not check or quarantine {root}: {exc}; "
-                  f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them\n")
-        return code or 125
-    return code
+        try:
+            code = run()
+        except BaseException:
+            _inspect(step, snapshot, 1, state_dir, err)
+            raise
+        try:
+            _inspect(step, snapshot, code, state_dir, err)
+        except OSError as exc:
+            err.write(f"sbox: the persistence guard could not check or quarantine {root}: {exc}; "
+                      f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them\n")
+            return code or 125
+        return code
+    finally:
+        running.leave(registered)
 
 
 def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int | None:

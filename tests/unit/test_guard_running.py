@@ -1,0 +1,68 @@
+"""The persistence guard's baseline across overlapping steps (guard/running.py): what the oldest
+running step saw is what a later one compares with, and the files of steps whose sbox is gone are
+not used. The end-to-end attack is in tests/conformance/test_guard_overlap.py."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sbox_shim import kept
+from sbox_shim.guard import Before, Entry, running
+
+
+def _file(content: bytes) -> Entry:
+    return Entry("file", 0o100644, (1, 2, len(content), 0, 0), content.hex(), content)
+
+
+def test_the_oldest_step_that_watched_a_path_decides_its_baseline() -> None:
+    first = Before("/p", 1, {"Makefile": _file(b"host")}, (".husky", "Makefile"), b"{}")
+    second = Before("/p", 2, {"Makefile": _file(b"first's"), ".husky": Entry("dir", 0o40755, (1,)),
+                              ".husky/pre-commit": _file(b"planted")}, (".husky", "Makefile"), b"x")
+    own = Before("/p", 3, {"Makefile": _file(b"second's"), ".husky": Entry("dir", 0o40755, (1,)),
+                           ".husky/pre-commit": _file(b"planted"), "app/.husky/h": _file(b"app's")},
+                 (".husky", "Makefile", "app/.husky"), b"y")
+    merged = running.merged(own, [first, second])
+    assert merged.entries == {"Makefile": _file(b"host"), "app/.husky/h": _file(b"app's")}
+    assert merged.names == (".husky", "Makefile", "app/.husky")
+    assert merged.package == b"{}" and merged.started_ns == 3 and merged.root == "/p"
+    assert running.merged(own, []) is own
+
+
+def test_a_running_step_s_baseline_is_taken_and_a_gone_one_s_is_removed(tmp_path: Path) -> None:
+    state, root = str(tmp_path / "state"), str(tmp_path / "p")
+    host = Before(root, 1, {"Makefile": _file(b"host")}, ("Makefile",))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        base = running.directory(state, root)
+        alive = os.path.join(base, f"{other.pid}-{running._start_time(other.pid)}")
+        kept.write_private(alive, running._data(host), prune_old=False)
+        reused = os.path.join(base, f"{other.pid}-1")  # the same pid, another process's start: gone
+        kept.write_private(reused, running._data(host), prune_old=False)
+        own = Before(root, 2, {"Makefile": _file(b"planted")}, ("Makefile",))
+        baseline, mine = running.join(own, state)
+        assert baseline.entries == {"Makefile": _file(b"host")}
+        assert mine is not None and os.path.exists(mine) and not os.path.exists(reused)
+        running.leave(mine)
+        assert not os.path.exists(mine)
+    finally:
+        other.kill()
+        other.wait()
+    baseline, mine = running.join(own, state)
+    assert baseline is own and not os.path.exists(alive)
+    running.leave(mine)
+
+
+def test_a_file_that_is_not_sbox_s_own_is_not_read(tmp_path: Path) -> None:
+    """The directory is sbox's private state: a file anyone else can write is ignored."""
+    state, root = str(tmp_path / "state"), str(tmp_path / "p")
+    base = running.directory(state, root)
+    pid = os.getppid()
+    planted = os.path.join(base, f"{pid}-{running._start_time(pid)}")
+    kept.write_private(planted, running._data(Before(root, 1, {}, ("Makefile",))), prune_old=False)
+    os.chmod(planted, 0o666)
+    own = Before(root, 2, {"Makefile": _file(b"host")}, ("Makefile",))
+    baseline, mine = running.join(own, state)
+    assert baseline.entries == own.entries
+    running.leave(mine)
