@@ -380,12 +380,27 @@ def _mode(path: str) -> int:
         return 0
 
 
-def before(root: str, mounts: Sequence[Mount]) -> Before:
-    """What the host-executed paths hold before a step (content kept to roll a change back)."""
+def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> Before:
+    """What the host-executed paths hold before a step (content kept to roll a change back), with
+    each nested `.envrc` the last walk of the writable parts found (guard/index.py, in `state_dir`),
+    so that one a step rewrites in place is put back as the host had it."""
     started = time.time_ns() - SLACK_NS
     skip = readonly_targets(mounts)
     names = tuple(watched(root) + packages_watched(root, mounts))
     entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
+    if state_dir:
+        from sbox_shim.guard import index
+
+        for part in writable_parts(mounts, root):
+            for path in index.known(part, state_dir):
+                rel = _relative(path, root)
+                if _basename(path) == ".envrc" and rel not in entries:
+                    try:
+                        st = posix.lstat(path)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        entries[rel] = _entry(path, st, keep=True)
     return Before(root, started, entries, names, _package(root))
 
 

