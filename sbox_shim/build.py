@@ -127,8 +127,13 @@ def build_plan(
             "loopback and abstract unix sockets are reachable"
         )
     chosen = backend or config.backend
-    if chosen != "docker" and any(s.limits.memory for s in steps):
-        warnings.append("limits.memory is enforced by the docker backend only (bubblewrap has no cgroups)")
+    memory = [s.limits for s in steps if s.limits.memory]
+    if chosen != "docker" and memory:
+        from sbox_shim.backends import cgroups
+
+        why = cgroups.unusable(memory[0].memory, memory[0].pids)
+        if why:
+            warnings.append(f"limits.memory is not enforced by bubblewrap here ({why}); the docker backend enforces it")
     return Plan(tuple(steps), chosen, config.path, config.root, tuple(warnings))
 
 

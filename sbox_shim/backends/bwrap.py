@@ -18,7 +18,7 @@ TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Callable, Sequence
 
-    from sbox_shim.backends import bwrapahead
+    from sbox_shim.backends import bwrapahead, cgroups
 
 NAME = "bwrap"
 KNOWN_PATHS = ("/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap")
@@ -221,9 +221,6 @@ def start(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None
     path = _path_for(step)
     if egress:
         step = unbridged(step)
-    if step.limits.memory:
-        sys.stderr.write("sbox: warning: limits.memory is not enforced by the bwrap backend (no cgroups); "
-                         "use backend: docker to enforce it\n")
     disable_userns = "--disable-userns" in options_of(path, state_dir)
     bpf = seccomp.kept_filter(state_dir)  # before any fd is open: it raises when it cannot be built
     pins = pin(step)
@@ -233,9 +230,11 @@ def start(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None
     options = bwrap_options(step, fds, disable_userns=disable_userns, seccomp=filter_fd, masked=masked_proc(),
                             pinned=pinned)
     verify = [(target, st.st_dev, st.st_ino) for (_, target), fd in zip(step.pinned(), pins) for st in [os.fstat(fd)]]
+    group = _cgroup(step)
     try:
         held = bwraprun.start(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
-                              _nproc(step.limits.pids), relay=relay, keep=keep)
+                              None if group is not None else _nproc(step.limits.pids), relay=relay, keep=keep,
+                              group=group)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     return Started(step, path, disable_userns, bpf, held, verify)
@@ -282,6 +281,25 @@ def data_fds(step: Step) -> list[tuple[str, int]]:
     """`data_files` as memfds, in that order."""
     files = data_files(step)
     return list(zip([target for target, _, _ in files], bwraprun.data_fds(files, step.network.policy == "open")))
+
+
+def _cgroup(step: Step) -> cgroups.Group | None:
+    """The sandbox's own cgroup for `limits.memory` and `limits.pids` (cgroups.py); where none can
+    be made, the memory limit is not enforced and `limits.pids` is an RLIMIT_NPROC (not for
+    root), and sbox says so."""
+    memory, pids = step.limits.memory, step.limits.pids
+    if not (memory or pids):
+        return None
+    from sbox_shim.backends import cgroups
+
+    try:
+        return cgroups.make(memory, pids)
+    except cgroups.Unavailable as exc:
+        unenforced = [k for k, v in (("limits.memory", memory), ("limits.pids", pids and os.getuid() == 0)) if v]
+        if unenforced:
+            sys.stderr.write(f"sbox: warning: {' and '.join(unenforced)} not enforced by the bwrap backend: "
+                             f"{exc}; use backend: docker to enforce it\n")
+        return None
 
 
 def _nproc(pids: int | None) -> int | None:

@@ -29,7 +29,7 @@ from sbox_shim.backends.bwrapio import memfd as memfd
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     import signal as _signal  # the same functions, with types
-    from typing import Callable, Sequence
+    from typing import Any, Callable, Sequence
 else:
     import _signal  # built in; `signal` would import enum, functools and collections
 
@@ -37,19 +37,21 @@ RELAYED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _si
 DEFAULT_IN_CHILD = (_signal.SIGPIPE, _signal.SIGXFSZ)  # Python ignores these; the command must not
 
 
-def spawn(command: Sequence[str], keep: Sequence[int], nproc: int | None = None) -> int:
+def spawn(command: Sequence[str], keep: Sequence[int], nproc: int | None = None,
+          cgroup: Sequence[str] = ()) -> int:
     """Start bwrap in a session of its own with an empty environment, passing only `keep` beyond
     stdio: a terminal's ^C reaches sbox alone, and sbox relays it. Returns the pid. From the main
     thread only (a sandbox started ahead too, bwrapahead.py): `--die-with-parent` follows the
     thread that started bwrap, and one spawn at a time closes every other inheritable descriptor,
-    so no sandbox's descriptors reach another's bwrap."""
+    so no sandbox's descriptors reach another's bwrap. `cgroup`: the `cgroup.procs` files bwrap
+    joins before it execs (cgroups.py); if it cannot, it exits 1 and nothing runs."""
     for fd in keep:
         posix.set_inheritable(fd, True)
     leaked = [fd for fd in _open_fds() if fd > 2 and fd not in keep and _inheritable(fd)]
-    if nproc is None:
+    if nproc is None and not cgroup:
         return posix.posix_spawn(command[0], list(command), {}, setsid=True, setsigdef=DEFAULT_IN_CHILD,
                               file_actions=[(posix.POSIX_SPAWN_CLOSE, fd) for fd in leaked])
-    return _fork_with_nproc(command, leaked, nproc)
+    return _fork_with(command, leaked, nproc, cgroup)
 
 
 def _inheritable(fd: int) -> bool:
@@ -66,8 +68,9 @@ def _open_fds() -> list[int]:
         return list(range(3, 256))
 
 
-def _fork_with_nproc(command: Sequence[str], leaked: Sequence[int], nproc: int) -> int:
-    """RLIMIT_NPROC has to be set between fork and exec: the hard limit cannot be raised again."""
+def _fork_with(command: Sequence[str], leaked: Sequence[int], nproc: int | None, cgroup: Sequence[str]) -> int:
+    """RLIMIT_NPROC has to be set between fork and exec (the hard limit cannot be raised again),
+    and a cgroup joined there holds every process the sandbox will have."""
     import resource
 
     pid = posix.fork()
@@ -78,7 +81,16 @@ def _fork_with_nproc(command: Sequence[str], leaked: Sequence[int], nproc: int) 
                 posix.close(fd)
             for signum in DEFAULT_IN_CHILD:
                 _signal.signal(signum, _signal.SIG_DFL)
-            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            for procs in cgroup:
+                try:
+                    fd = posix.open(procs, posix.O_WRONLY | posix.O_CLOEXEC)
+                    posix.write(fd, str(posix.getpid()).encode())
+                    posix.close(fd)
+                except OSError as exc:
+                    posix.write(2, f"sbox: cannot put the sandbox in its cgroup ({procs}: {exc.strerror})\n".encode())
+                    posix._exit(1)
+            if nproc is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
             posix.execve(command[0], list(command), {})
         finally:
             posix._exit(127)
@@ -94,6 +106,13 @@ class Held:
         self.pid, self.status, self.block_w, self.previous = pid, status, block_w, previous
         self.received = received  # the signals relayed so far
         self.relay: Callable[[int, object], None] | None = None  # the handler, `start`'s
+        self.group: Any = None  # cgroups.Group: removed once bwrap has ended (`ended`)
+
+    def ended(self) -> None:
+        """bwrap has been waited for: remove its cgroup, if it has one."""
+        group, self.group = self.group, None
+        if group is not None:
+            group.remove()
 
     def abandon(self) -> None:
         """Kill the sandbox before its command ran; nothing of it runs. A signal that came
@@ -109,6 +128,7 @@ class Held:
         if self.block_w >= 0:  # not let go early (`release`)
             posix.close(self.block_w)
         self.status.close()
+        self.ended()
         _restore(self.previous)
         for signum in dict.fromkeys(self.received):
             if signum != _signal.SIGWINCH:
@@ -116,13 +136,14 @@ class Held:
 
 
 def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequence[int] = (),
-          nproc: int | None = None, relay: bool = True, keep: Sequence[int] = ()) -> Held:
+          nproc: int | None = None, relay: bool = True, keep: Sequence[int] = (), group: Any = None) -> Held:
     """Start bwrap held before the command (`--block-fd`), relaying signals; `pass_fds` (the data
     files the options name) are closed here once bwrap has them. The caller may check more while
     bwrap sets the sandbox up, then `finish` or `abandon` it. Raises OSError when bwrap cannot be
     started at all. `relay` False: no signal is relayed until `finish_released` (a sandbox
     started ahead while another step runs and has sbox's signals). `keep`: more descriptors for
-    the command, left open here."""
+    the command, left open here. `group`: the sandbox's cgroup (cgroups.Group), which bwrap
+    joins before it execs and which goes once bwrap has ended."""
     block_r, block_w = posix.pipe()
     command, fds, status = command_line(path, options, argv, block_r)
     started: list[int] = []
@@ -131,8 +152,10 @@ def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequ
     handler = _relay(status, started, pending, received)
     previous = _install(handler) if relay else {}
     try:
-        started.append(spawn(command, [*fds, *pass_fds, *keep], nproc))
+        started.append(spawn(command, [*fds, *pass_fds, *keep], nproc, group.procs if group is not None else ()))
     except BaseException:
+        if group is not None:
+            group.remove(wait=0)
         _restore(previous)
         status.close()
         posix.close(block_w)
@@ -143,7 +166,7 @@ def start(path: str, options: Sequence[str], argv: Sequence[str], pass_fds: Sequ
     for signum in pending:
         posix.kill(started[0], signum)
     held = Held(started[0], status, block_w, previous, received)
-    held.relay = handler
+    held.relay, held.group = handler, group
     return held
 
 
@@ -184,6 +207,14 @@ def finish_released(held: Held, timeout: float | None = None, warn: Callable[[st
     """The step's turn for a sandbox `release`d ahead: relay signals from now on, make it `ready`
     (as `run` says: its network; else it is killed, 125), `go` (tell the waiting command its
     turn has come), then wait for it as `finish` does."""
+    try:
+        return _finish_released(held, timeout, warn, ready, go)
+    finally:
+        held.ended()
+
+
+def _finish_released(held: Held, timeout: float | None, warn: Callable[[str], object] | None,
+                     ready: Callable[[int], str] | None, go: Callable[[], object] | None) -> tuple[int, Status | None]:
     if held.relay is not None:
         held.previous = _install(held.relay)
     if ready is not None:
@@ -235,6 +266,15 @@ def finish(held: Held, timeout: float | None = None, warn: Callable[[str], objec
     """Check the held sandbox (`verify`, `ready`: as `run` says), let its command go and wait for
     it: (exit code, status), as `run` returns. `going` is called once the command may run (the
     next step's sandbox is started then: bwrapahead.py)."""
+    try:
+        return _finish(held, timeout, warn, verify, ready, going)
+    finally:
+        held.ended()
+
+
+def _finish(held: Held, timeout: float | None, warn: Callable[[str], object] | None,
+            verify: Sequence[tuple[str, int, int]], ready: Callable[[int], str] | None,
+            going: Callable[[], object] | None) -> tuple[int, Status | None]:
     pid, status, previous = held.pid, held.status, held.previous
     why = _checked(pid, status, verify, held.block_w, ready)
     if why is None:
