@@ -64,6 +64,11 @@ def cmd_doctor(dir: str | None, env: Mapping[str, str]) -> int:
         print(f"  {name:7} {'ok' if reason is None else 'not usable: ' + reason}")
         if reason is None:
             usable.append(name)
+    if "bwrap" in usable:
+        from sbox_shim.backends import cgroups
+
+        why = cgroups.unusable(1, 1)
+        print(f"  limits on bwrap: {'memory and pids through a cgroup per sandbox' if not why else why}")
     if not usable:
         print("  no backend works: install bubblewrap (apt-get install bubblewrap) or start a Docker daemon")
 
