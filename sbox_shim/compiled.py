@@ -32,7 +32,7 @@ TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any, Callable, Mapping, Sequence
 
-FORMAT = 5  # 2: records carry the seccomp filter; 3: and the binds to pin; 4: and their targets; 5: or a plan
+FORMAT = 6  # 2: records carry the seccomp filter; 3: and the binds to pin; 4: and their targets; 5: or a plan; 6: nproc
 REF = "\0"  # an option that starts with it is filled in at run time: REF + "env" + REF + NAME | REF + "fd" + REF + N
 PACKAGE = lean.dirname(lean.join(posix.getcwd(), __file__))  # __file__ is absolute but from `python -m`
 # Shell bookkeeping that no plan is built from: `_` (the path the shell ran) and OLDPWD. Should a
@@ -324,7 +324,8 @@ def _start(record: Mapping[str, Any], options: list[str],
     targets = [str(t) for t in record["pins"][2]]
     pins = fds[len(fds) - len(targets):] if targets else []
     verify = [(t, st.st_dev, st.st_ino) for t, fd in zip(targets, pins) for st in [posix.fstat(fd)]]
-    return bwraprun.start(record["bwrap"], options, record["argv"], fds), verify
+    nproc = record.get("nproc")
+    return bwraprun.start(record["bwrap"], options, record["argv"], fds, nproc if isinstance(nproc, int) else None), verify
 
 
 def record_fds(record: Mapping[str, Any]) -> list[int]:

@@ -15,9 +15,12 @@ BACKENDS = ("auto", "docker", "bwrap")
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 
 
+DEFAULT_PIDS = 4096  # a brake on fork bombs; a `limits.pids` of another value is one the user set
+
+
 @dataclass(frozen=True)
 class Limits:
-    pids: int | None = 4096
+    pids: int | None = DEFAULT_PIDS
     memory: int | None = None  # bytes
     timeout: float | None = None  # seconds
 

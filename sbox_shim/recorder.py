@@ -12,6 +12,7 @@ from typing import Sequence
 
 from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
+from sbox_shim.config import DEFAULT_PIDS
 from sbox_shim.host import Host
 from sbox_shim.lean import inside
 from sbox_shim.plan import Plan, Step
@@ -70,6 +71,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
         "announce": "" if host.env.get("SBOX_QUIET") == "1" else announce,
         "guard": _guard(plan, host),
         "egress": _egress(step, host),
+        "nproc": bwrap.nproc(step.limits.pids),  # the default brake: RLIMIT_NPROC, not for root
     }
     try:
         kept.write_private(target, record)
@@ -111,7 +113,8 @@ def cacheable(plan: Plan, backend: ModuleType | None, host: Host) -> str | None:
 def alone(plan: Plan, host: Host) -> bool:
     """Can compiled.py run this plan from finished bwrap options, without the runner? One step as
     given, no allowlist (but one that egress/warm.py runs: `_egress_cacheable`), no limits sbox
-    must watch, no staged outputs. Else replay.py runs it."""
+    must watch or a cgroup holds (the default `pids` is an RLIMIT_NPROC, set on bwrap's start), no
+    staged outputs. Else replay.py runs it."""
     from sbox_shim.build import AS_IS
 
     if len(plan.steps) != 1 or plan.steps[0].label != AS_IS:
@@ -119,8 +122,9 @@ def alone(plan: Plan, host: Host) -> bool:
     step = plan.steps[0]
     network = step.network.policy in ("off", "open") or (step.network.policy == "proxy"
                                                           and _egress_cacheable(step) is None)
+    limits = step.limits
     return (network and not step.staged and not step.image
-            and not (step.limits.timeout or step.limits.memory or (step.limits.pids and host.uid != 0)))
+            and not (limits.timeout or limits.memory or (limits.pids is not None and limits.pids != DEFAULT_PIDS)))
 
 
 def _egress_cacheable(step: Step) -> str | None:

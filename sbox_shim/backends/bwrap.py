@@ -233,7 +233,7 @@ def start(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None
     group = _cgroup(step)
     try:
         held = bwraprun.start(path, options, step.argv, [*(fd for _, fd in fds), filter_fd, *pins],
-                              None if group is not None else _nproc(step.limits.pids), relay=relay, keep=keep,
+                              None if group is not None else nproc(step.limits.pids), relay=relay, keep=keep,
                               group=group)
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
@@ -284,11 +284,14 @@ def data_fds(step: Step) -> list[tuple[str, int]]:
 
 
 def _cgroup(step: Step) -> cgroups.Group | None:
-    """The sandbox's own cgroup for `limits.memory` and `limits.pids` (cgroups.py); where none can
-    be made, the memory limit is not enforced and `limits.pids` is an RLIMIT_NPROC (not for
-    root), and sbox says so."""
+    """The sandbox's own cgroup for `limits.memory` and a `limits.pids` the user set (cgroups.py);
+    where none can be made, the memory limit is not enforced and `limits.pids` is an RLIMIT_NPROC
+    (not for root), and sbox says so. The default `pids` alone is an RLIMIT_NPROC (not for root),
+    as the plan cache's warm path runs it: no cgroup to make and remove on every command."""
+    from sbox_shim.config import DEFAULT_PIDS
+
     memory, pids = step.limits.memory, step.limits.pids
-    if not (memory or pids):
+    if not (memory or (pids and pids != DEFAULT_PIDS)):  # the default brake alone: RLIMIT_NPROC, as on the warm path
         return None
     from sbox_shim.backends import cgroups
 
@@ -302,7 +305,7 @@ def _cgroup(step: Step) -> cgroups.Group | None:
         return None
 
 
-def _nproc(pids: int | None) -> int | None:
+def nproc(pids: int | None) -> int | None:
     """RLIMIT_NPROC, which user namespaces count per namespace (Linux >= 5.14). The kernel exempts
     host root from it, so for root it would only pretend: skipped."""
     return pids if pids and os.getuid() != 0 else None

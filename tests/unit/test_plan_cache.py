@@ -124,6 +124,8 @@ def test_an_unsandboxed_step_is_not_cached(tmp_path: Path) -> None:
 @pytest.mark.parametrize("profile", [
     Profile("default", network=True, network_allow=("registry.npmjs.org",)),
     Profile("default", limits=Limits(timeout=5.0)),
+    Profile("default", limits=Limits(memory=64 << 20)),
+    Profile("default", limits=Limits(pids=50)),  # one the user set: a cgroup where one can be made
     Profile("default", image="debian"),
 ])
 def test_what_compiled_cannot_run_alone_is_kept_for_the_runner(tmp_path: Path, profile: Profile) -> None:
@@ -390,3 +392,18 @@ def test_a_big_file_read_while_planning_is_known_by_identity_and_any_write_shows
     os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert big.stat().st_size == st.st_size and big.stat().st_mtime_ns == st.st_mtime_ns
     assert compiled.fact("content", str(big)) != seen
+
+
+@pytest.mark.parametrize("uid, nproc", [(1000, 4096), (0, None)])
+def test_the_default_pids_brake_is_kept_for_the_warm_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           uid: int, nproc: int | None) -> None:
+    """A user's plans with the default `limits.pids` run on the warm path, which sets the same
+    RLIMIT_NPROC the cold path does (none for root, whom the kernel exempts)."""
+    monkeypatch.setattr("os.getuid", lambda: uid)
+    host = _host(tmp_path)
+    plan = _plan(tmp_path)
+    assert plan.steps[0].limits.pids == 4096 and recorder.alone(plan, host)
+    path = recorder.store(ARGV, plan, BWRAP, host, None, "")  # type: ignore[arg-type]
+    assert path is not None
+    record = compiled._read(path)
+    assert record is not None and record["nproc"] == nproc
