@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from sbox_shim import __version__
 from sbox_shim.errors import ConfigError
+from sbox_shim.plan import DEFAULT_PIDS
 from sbox_shim.registries import parse_entry
 
 CONFIG_NAMES = ("sbox.yaml", ".sbox.yaml")
@@ -15,7 +16,6 @@ BACKENDS = ("auto", "docker", "bwrap")
 _BOOL_WORDS = {"on": True, "off": False, "true": True, "false": False, "yes": True, "no": False}
 
 
-DEFAULT_PIDS = 4096  # a brake on fork bombs; a `limits.pids` of another value is one the user set
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,9 @@ class Network(Value):
         return self.policy in ("off", "proxy")
 
 
+DEFAULT_PIDS = 4096  # a brake on fork bombs; a `limits.pids` of another value is one the user set
+
+
 class Limits(Value):
     __slots__ = ("pids", "memory", "timeout")
     pids: int | None

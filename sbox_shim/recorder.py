@@ -12,10 +12,9 @@ from typing import Sequence
 
 from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
-from sbox_shim.config import DEFAULT_PIDS
 from sbox_shim.host import Host
 from sbox_shim.lean import inside
-from sbox_shim.plan import Plan, Step
+from sbox_shim.plan import DEFAULT_PIDS, Plan, Step
 
 
 def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, explicit_config: str | None,

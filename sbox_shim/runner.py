@@ -261,21 +261,29 @@ def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state
     from sbox_shim.egress import netns
     from sbox_shim.egress.starting import for_step
 
-    # The proxy is imported and started while the sandbox starts (egress/starting.py). On bwrap as
-    # root it listens in the sandbox's own network namespace, made once bwrap has set it up, and
-    # the bridge does not run (egress/netns.py); otherwise the bridge inside hands each connection
-    # to the proxy's unix socket, made first.
+    # The proxy is imported and started while the sandbox starts (egress/starting.py). On bwrap it
+    # listens in the sandbox's own network namespace, made once bwrap has set it up, and the bridge
+    # does not run (egress/netns.py; as an ordinary user through a child in bwrap's user namespace,
+    # egress/userns.py); otherwise the bridge inside hands each connection to the proxy's unix
+    # socket, made first.
     proxy = for_step(step, os.path.join(run_dir, "egress.sock"))
-    in_netns = getattr(backend, "NAME", "") == "bwrap" and netns.usable()
+    bwrap = getattr(backend, "NAME", "") == "bwrap"
+    in_netns = bwrap and netns.enterable(state_dir)
     if not in_netns:
-        proxy.listen_unix()
+        proxy.listen_unix(serve=not bwrap)  # bwrap: once the command is let go (`going`)
     try:
         if in_netns:
             code = int(backend.run(step, run_dir, index, kept_in, egress=proxy.ready, meanwhile=proxy.begin, **held))
+        elif bwrap:
+            code = int(backend.run(step, run_dir, index, kept_in, going=proxy.serve, **held))
         else:
             code = int(backend.run(step, run_dir, index, kept_in, **held))
     finally:
         denials, problem = proxy.stop()
+    if in_netns and proxy.refusal and not netns.usable():  # an ordinary user's child could not enter
+        netns.refused_here(state_dir, proxy.refusal)
+        err.write("sbox: allowlisted steps run with the bridge inside the sandbox on this machine from now on\n")
+        return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in)
     if problem:
         err.write(problem + "\n")
         code = code or 125

@@ -12,7 +12,7 @@ from sbox_shim.backends import pinned as pinned_sources
 from sbox_shim.backends import seccomp
 from sbox_shim.backends.bwrapargs import MASKED_PROC, bwrap_options, namespace_args
 from sbox_shim.errors import CommandNotFound, SandboxError, SboxError
-from sbox_shim.plan import SANDBOX_DIR, Step
+from sbox_shim.plan import DEFAULT_PIDS, SANDBOX_DIR, Step
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def _message(stderr: str, code: int) -> str:
 
 def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
         egress: Callable[[int], str] | None = None, meanwhile: Callable[[], object] | None = None,
-        started: Started | None = None) -> int:
+        started: Started | None = None, going: Callable[[], object] | None = None) -> int:
     """Run the step in a sandbox; `state_dir`, where sbox may keep what it learns of bwrap.
 
     `egress` (an allowlisted step, when sbox can listen in the sandbox's network namespace:
@@ -114,12 +114,13 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
     the sandbox's pid before the command runs, to make the proxy's listeners in there.
     `meanwhile` is called once bwrap has started, while it sets the sandbox up and before the
     command may run (the egress proxy's start); if it raises, the sandbox is killed unrun.
-    `started`: this very step's sandbox, started held already (`start`, with `egress` said)."""
+    `started`: this very step's sandbox, started held already (`start`, with `egress` said).
+    `going` is called as the command is let go (the egress proxy's start on its unix socket)."""
     if started is None:
         ahead = sys.modules.get("sbox_shim.backends.bwrapahead")  # loaded if the runner planned one
         taken = ahead.take(step, index) if ahead is not None else None
         if taken is not None:  # npm's scripts driver, waiting for its turn
-            return _run_ahead(taken, step, egress)
+            return _run_ahead(taken, step, egress, going)
         started = start(step, run_dir, index, state_dir, egress=egress is not None)
     held, step = started.take(), started.step
     if meanwhile is not None:
@@ -130,7 +131,7 @@ def run(step: Step, run_dir: str, index: int = 0, state_dir: str | None = None,
             raise
     try:
         code, status = bwraprun.finish(held, step.limits.timeout, warn=sys.stderr.write, verify=started.verify,
-                                       ready=egress, going=_kick)
+                                       ready=egress, going=_then(going, _kick))
     except OSError as exc:
         raise SandboxError(f"cannot start bwrap: {exc}") from None
     if status is not None and status.exit_code is None and code == 1:
@@ -149,6 +150,18 @@ def ahead(step: Step, run_dir: str, index: int, state_dir: str | None = None) ->
     bwrapahead.plan(step, run_dir, index, state_dir)
 
 
+def _then(first: Callable[[], object] | None, second: Callable[[], object]) -> Callable[[], object]:
+    """`first` (if any), then `second`."""
+    if first is None:
+        return second
+
+    def both() -> None:
+        first()
+        second()
+
+    return both
+
+
 def _kick() -> None:
     """This step's command runs: start the next step's sandbox if one was planned ahead."""
     ahead = sys.modules.get("sbox_shim.backends.bwrapahead")
@@ -163,7 +176,8 @@ def discard() -> None:
         ahead.discard_all()
 
 
-def _run_ahead(ahead: bwrapahead.Ahead, step: Step, egress: Callable[[int], str] | None) -> int:
+def _run_ahead(ahead: bwrapahead.Ahead, step: Step, egress: Callable[[int], str] | None,
+               going: Callable[[], object] | None = None) -> int:
     """The turn of a sandbox started ahead: its network made ready, then the driver's words."""
     from sbox_shim.backends import bwrapahead
 
@@ -172,7 +186,7 @@ def _run_ahead(ahead: bwrapahead.Ahead, step: Step, egress: Callable[[int], str]
     words = bwrapahead.appended(ahead, step)
     try:
         code, _ = bwraprun.finish_released(held, step.limits.timeout, warn=sys.stderr.write, ready=egress,
-                                           go=lambda: ahead.go(words))
+                                           go=_then(going, lambda: ahead.go(words)))
     finally:
         ahead.discard()
     return code
@@ -288,8 +302,6 @@ def _cgroup(step: Step) -> cgroups.Group | None:
     where none can be made, the memory limit is not enforced and `limits.pids` is an RLIMIT_NPROC
     (not for root), and sbox says so. The default `pids` alone is an RLIMIT_NPROC (not for root),
     as the plan cache's warm path runs it: no cgroup to make and remove on every command."""
-    from sbox_shim.config import DEFAULT_PIDS
-
     memory, pids = step.limits.memory, step.limits.pids
     if not (memory or (pids and pids != DEFAULT_PIDS)):  # the default brake alone: RLIMIT_NPROC, as on the warm path
         return None

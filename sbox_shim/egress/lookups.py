@@ -47,7 +47,7 @@ class Lookups:
             if netns.usable():  # root: a thread of sbox enters the sandbox's network namespace
                 self._sock = netns.made_in(pid, [_udp_53])[0]
             else:  # an ordinary user: a child enters the sandbox's user namespace first (bwrap's)
-                self._sock = userns.made_in(pid, [_udp_53])[0]
+                self._sock = socket.socket(fileno=userns.made_in(pid, [_udp_53])[0].detach())
         except OSError:
             return ""
         self._thread = threading.Thread(target=self._answer, args=(self._sock,), name="sbox-lookups", daemon=True)

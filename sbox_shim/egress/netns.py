@@ -11,8 +11,12 @@ connection, whose other end alone the sandbox holds. Nothing of the host is moun
 descriptor is passed in or out, and no thread of sbox other than that one ever changes namespace.
 
 Entering a namespace takes CAP_SYS_ADMIN in the user namespace that owns it (bwrap's, a child of
-ours): root has it. Without it (sbox as an ordinary user) `usable()` is False and the bridge runs
-inside as before.
+ours): root has it (`usable()`). An ordinary user has it once in that user namespace, which only a
+single-threaded process may enter: a forked child of sbox does, makes the listeners and passes
+them back (egress/userns.py), so `enterable()` holds for both. Where that child cannot enter (a
+kernel or security module that refuses it), the step's sandbox is killed before its command ran,
+sbox remembers it in its state directory (`refused_here`) and runs the step again with the bridge
+inside, as every step on this machine from then on.
 """
 from __future__ import annotations
 
@@ -48,6 +52,29 @@ def usable() -> bool:
     except (OSError, ValueError):
         pass
     return False
+
+
+REFUSED = "userns-refused"  # in the state directory's egress/: a child could not enter bwrap's user namespace
+
+
+def enterable(state_dir: str | None) -> bool:
+    """Can sbox make listeners in the network namespace of a bwrap sandbox it starts? Root: from a
+    thread (`usable`); an ordinary user: from a child that enters bwrap's user namespace first,
+    unless that was refused here before (`refused_here`)."""
+    if usable():
+        return True
+    return os.geteuid() != 0 and not (state_dir and os.path.exists(os.path.join(state_dir, "egress", REFUSED)))
+
+
+def refused_here(state_dir: str, why: str) -> None:
+    """Remember that a child of sbox could not enter a sandbox's user namespace on this machine."""
+    directory = os.path.join(state_dir, "egress")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with open(os.path.join(directory, REFUSED), "w", encoding="utf-8") as f:
+            f.write(why + "\n")
+    except OSError:
+        pass
 
 
 def listen_in(pid: int, addresses: Sequence[Address]) -> list[socket.socket]:
@@ -188,7 +215,14 @@ def listen_raw(pid: int, port: int, forwards: Sequence[Address]) -> list[tuple[i
 
     targets: list[Address | None] = [None, *forwards]
     addresses = [("127.0.0.1", port), *(("127.0.0.1", p) for _, p in forwards)]
-    made = made_in(pid, [_raw_listener(address) for address in addresses])
+    makers = [_raw_listener(address) for address in addresses]
+    made: Sequence[_socket.socket]
+    if usable():
+        made = made_in(pid, makers)
+    else:  # an ordinary user: a child enters bwrap's user namespace first
+        from sbox_shim.egress import userns
+
+        made = userns.made_in(pid, makers)
     return [(sock.detach(), target) for sock, target in zip(made, targets)]
 
 

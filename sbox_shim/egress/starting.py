@@ -41,6 +41,8 @@ class Starting:
         self.abandoned = False
         self.problem = ""
         self.unix = False  # `listen_unix` made the socket: `stop` removes it (the run's next step makes its own)
+        self.pending: list[Made] = []  # the unix socket made, its proxy not started yet (`serve`)
+        self.refusal = ""  # `ready` could not make the listeners in the sandbox: why (nothing ran)
 
     def begin(self) -> None:
         """While bwrap sets the sandbox up: load what `ready` needs."""
@@ -58,17 +60,20 @@ class Starting:
         try:
             made: list[Made] = list(netns.listen_raw(pid, self.port, self.forwards))
         except OSError as e:
-            return netns.refused(e)
+            self.refusal = netns.refused(e)
+            return self.refusal
         self.started, self.gate = _thread.allocate_lock(), _thread.allocate_lock()
         self.started.acquire()
         _thread.start_new_thread(self._start, (made,))  # threading's import costs milliseconds here
         return ""
 
-    def listen_unix(self) -> None:
+    def listen_unix(self, serve: bool = True) -> None:
         """Any other sandbox (docker; bwrap as an ordinary user): the proxy's unix socket, which the
         forwarder inside the sandbox connects to, made now, before the sandbox; the proxy starts in
-        a thread of its own meanwhile and serves it (a connection made before that waits in its
-        backlog). Raises OSError when the socket cannot be made."""
+        a thread of its own and serves it (a connection made before that waits in its backlog):
+        at once, or (`serve` False) when `serve` is called, as the command is let go, so that its
+        import does not hold the interpreter while sbox starts bwrap and checks its mounts.
+        Raises OSError when the socket cannot be made."""
         import _socket
         import _thread
         import os
@@ -82,9 +87,20 @@ class Starting:
         except BaseException:
             listener.close()
             raise
+        self.pending = [(listener.detach(), UNIX)]
+        if serve:
+            self.serve()
+
+    def serve(self) -> None:
+        """Start the proxy on the unix socket `listen_unix` made (once)."""
+        import _thread
+
+        made: list[Made] = self.pending
+        if not made:
+            return
+        self.pending = []
         self.started, self.gate = _thread.allocate_lock(), _thread.allocate_lock()
         self.started.acquire()
-        made: list[Made] = [(listener.detach(), UNIX)]
         _thread.start_new_thread(self._start, (made,))
 
     def _start(self, made: list[Made]) -> None:
@@ -133,6 +149,9 @@ class Starting:
                 os.unlink(self.socket_path)
             except OSError:
                 pass
+            for fd, _ in self.pending:  # never served: the command never ran
+                os.close(fd)
+            self.pending = []
         if self.started is not None and not self.started.acquire(blocking=False):
             with self.gate:
                 if self.proxy is None:

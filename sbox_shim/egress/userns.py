@@ -25,7 +25,7 @@ import sys
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
-    import socket
+    import _socket
     from typing import Callable, Sequence
 
 CLONE_NEWUSER = 0x10000000
@@ -37,7 +37,7 @@ MAX_DEPTH = 32  # the kernel's own limit on nested user namespaces
 MAX_SOCKETS = 16
 
 
-def made_in(pid: int, makers: Sequence[Callable[[], socket.socket]]) -> list[socket.socket]:
+def made_in(pid: int, makers: Sequence[Callable[[], _socket.socket]]) -> list[_socket.socket]:
     """The socket each of `makers` makes, made in the network namespace of process `pid` (a
     sandbox this process started) by a child that enters the user namespace owning it first.
     OSError if one cannot be made (then none is returned open)."""
@@ -94,14 +94,16 @@ def _check(net: int, user: int) -> None:
     raise OSError("the sandbox's user namespace is not one sbox's own holds")
 
 
-def _made_by_child(user: int, net: int, makers: Sequence[Callable[[], socket.socket]]) -> list[socket.socket]:
+def _made_by_child(user: int, net: int, makers: Sequence[Callable[[], _socket.socket]]) -> list[_socket.socket]:
+    # _socket, not socket: its import (enums, selectors) would cost milliseconds before an
+    # allowlisted step's command may start
+    import _socket
     import array
-    import socket
 
     from sbox_shim.egress import netns
 
     netns.prepare()  # what setns takes is loaded here, not in the child
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     try:
         child = os.fork()
         if child == 0:  # pragma: no cover (the child: nothing returns from here)
@@ -111,7 +113,7 @@ def _made_by_child(user: int, net: int, makers: Sequence[Callable[[], socket.soc
                 netns._setns(user, CLONE_NEWUSER)
                 netns._setns(net, CLONE_NEWNET)
                 made = [make() for make in makers]
-                theirs.sendmsg([b"made"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                theirs.sendmsg([b"made"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                             array.array("i", [s.fileno() for s in made]))])
                 code = 0
             finally:
@@ -124,26 +126,26 @@ def _made_by_child(user: int, net: int, makers: Sequence[Callable[[], socket.soc
     finally:
         ours.close()
         theirs.close()
-    return [socket.socket(fileno=fd) for fd in fds]
+    return [_socket.socket(fileno=fd) for fd in fds]
 
 
-def _received(sock: socket.socket, count: int) -> list[int]:
+def _received(sock: _socket.socket, count: int) -> list[int]:
     """The `count` descriptors the child sent: all of them, or OSError (and none left open)."""
+    import _socket
     import array
-    import socket
 
     sock.setblocking(False)
     ints = array.array("i")
-    size = socket.CMSG_LEN(MAX_SOCKETS * ints.itemsize)
+    size = _socket.CMSG_LEN(MAX_SOCKETS * ints.itemsize)
     try:
-        _, ancillary, flags, _ = sock.recvmsg(16, size, socket.MSG_CMSG_CLOEXEC)
+        _, ancillary, flags, _ = sock.recvmsg(16, size, _socket.MSG_CMSG_CLOEXEC)
     except BlockingIOError:
         raise OSError("cannot make a socket in the sandbox's network namespace") from None
     for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             ints.frombytes(data[:len(data) - len(data) % ints.itemsize])
     fds = list(ints)
-    if len(fds) != count or flags & socket.MSG_CTRUNC:
+    if len(fds) != count or flags & _socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
         raise OSError("cannot make a socket in the sandbox's network namespace")

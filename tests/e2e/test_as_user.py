@@ -1,0 +1,176 @@
+"""sbox run by an ordinary user on bwrap, as most developers run it (CI runs as root, so this
+suite starts sbox as `nobody`): an allowlisted step's proxy listens in the sandbox's own network
+namespace through a child of sbox that enters bwrap's user namespace (egress/userns.py), with no
+bridge inside and the same refusals; and a repeated command keeps the default `limits.pids`
+(RLIMIT_NPROC) on the plan cache's warm path. Listeners this test owns, on loopback."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from support.listener import CanaryListener
+
+from conftest import require_backend
+from tests.conformance.helpers import PY
+from tests.conformance.test_egress_netns import PROCESSES
+from tests.conformance.test_network import VIA_PROXY, _verdicts
+
+USER = 65534  # nobody
+LIMIT = "import resource; print(resource.getrlimit(resource.RLIMIT_NPROC))"
+
+
+class AsUser:
+    """`sbox` as USER: a copy of sbox and its modules that USER may read, run by an interpreter
+    USER may run, with a HOME of USER's own (sbox's state and cache under it)."""
+
+    def __init__(self, base: Path, python: str, refuse_userns: bool = False) -> None:
+        self.base, self.home = base, base / "home"
+        site = base / "site"
+        site.mkdir()
+        import platformdirs
+        import pyseccomp
+        import yaml
+
+        import sbox_shim
+
+        for module in (sbox_shim, yaml, platformdirs):
+            shutil.copytree(os.path.dirname(str(module.__file__)), site / module.__name__,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(str(pyseccomp.__file__), site)
+        if refuse_userns:  # a kernel or security module that will not let a child enter bwrap's user namespace
+            with open(site / "sbox_shim" / "egress" / "userns.py", "a") as f:
+                f.write("\n\ndef _made_by_child(*args: object) -> list:  # noqa\n"
+                        "    raise PermissionError(1, 'Operation not permitted (this test)')\n")
+        self.sbox = base / "sbox"
+        self.sbox.write_text(f"#!{python} -IS\nimport sys\nsys.path[:0] = [{str(site)!r}]\n"
+                             "from sbox_shim.entry import main\nmain()\n")
+        self.home.mkdir()
+        for path in [base, *base.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() or path == self.sbox else 0o644)
+        os.chown(self.home, USER, USER)
+
+    def project(self, config: str) -> Path:
+        root = Path(tempfile.mkdtemp(dir=self.home))
+        (root / "sbox.yaml").write_text(config)
+        for path in (root, root / "sbox.yaml"):
+            os.chown(path, USER, USER)
+        assert self.run(root, "trust", "sbox.yaml").returncode == 0
+        return root
+
+    def run(self, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8"}
+        return subprocess.run([str(self.sbox), *argv], cwd=cwd, env=env, user=USER, group=USER, extra_groups=[],
+                              capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+
+def _python_for(user: int) -> str | None:
+    for python in (sys.executable, "/usr/bin/python3"):
+        try:
+            if subprocess.run([python, "-I", "-S", "-c", "pass"], user=user, group=user, extra_groups=[],
+                              capture_output=True, timeout=30).returncode == 0:
+                return python
+        except OSError:
+            continue
+    return None
+
+
+def _as_user(refuse_userns: bool = False) -> Iterator[AsUser]:
+    require_backend("bwrap")
+    if os.geteuid() != 0:
+        pytest.skip("starting sbox as another user takes root (run as an ordinary user, every test is this one)")
+    python = _python_for(USER)
+    if python is None:
+        pytest.skip(f"no Python interpreter here that uid {USER} may run")
+    base = Path(tempfile.mkdtemp(prefix="sbox-as-user-", dir="/tmp"))
+    try:
+        yield AsUser(base, python, refuse_userns)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def as_user() -> Iterator[AsUser]:
+    yield from _as_user()
+
+
+@pytest.fixture
+def as_user_refused() -> Iterator[AsUser]:
+    yield from _as_user(refuse_userns=True)
+
+
+def _config(allowed: CanaryListener) -> str:
+    return (f"version: 1\nprofiles:\n  default:\n    network: on\n    network_allow: [\"registry.sbox.test:{allowed.port}\"]\n"
+            "hosts:\n  registry.sbox.test: [127.0.0.1]\n  evil.sbox.test: [127.0.0.1]\n")
+
+
+def test_an_ordinary_user_s_allowlisted_step_runs_no_bridge_and_still_refuses(as_user: AsUser) -> None:
+    with CanaryListener() as allowed, CanaryListener() as evil:
+        root = as_user.project(_config(allowed))
+        result = as_user.run(root, "run", "--backend", "bwrap", "--", PY, "-c", PROCESSES)
+        seen = _verdicts(result)
+        assert not any("/.sbox/bridge.py --socket" in line for line in seen["processes"]), seen
+        assert seen["bridge"] is False, seen
+        result = as_user.run(root, "run", "--backend", "bwrap", "--", PY, "-c", VIA_PROXY,
+                             f"registry.sbox.test:{allowed.port}", f"evil.sbox.test:{evil.port}")
+        verdicts = _verdicts(result)
+        assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
+        assert allowed.wait_for(1, b"canary-via-proxy")
+        assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+        assert "blocked 1 connection attempt(s)" in result.stderr, result.stderr
+        assert evil.hits == 0
+        assert not os.path.exists(as_user.home / ".local" / "state" / "sbox" / "egress" / "userns-refused")
+        # the control: the same listener, reached from the host, does hear a connection
+        import socket
+
+        with socket.create_connection(("127.0.0.1", evil.port), timeout=5) as s:
+            s.sendall(b"control")
+        assert evil.wait_for(1, b"control")
+
+
+def test_an_ordinary_user_s_repeated_command_keeps_the_default_pids_brake_on_the_warm_path(as_user: AsUser) -> None:
+    root = as_user.project("version: 1\nprofiles:\n  default:\n    network: off\n")
+    for _ in range(2):  # the cold run records the plan, the second runs from the record
+        result = as_user.run(root, "run", "--backend", "bwrap", "--", PY, "-c", LIMIT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "(4096, 4096)", result.stdout
+    records = glob.glob(str(as_user.home / ".cache" / "sbox" / "plans" / "*.plan"))
+    records += glob.glob(str(as_user.home / ".local" / "state" / "sbox" / "plans" / "*.plan"))
+    assert records, "nothing was recorded for the warm path"
+
+    found = [r for r in map(_as_root_read, records) if isinstance(r, dict)]
+    assert any(r.get("nproc") == 4096 and r.get("options") for r in found), found
+
+
+def _as_root_read(path: str) -> object:
+    """A record USER's sbox kept (read_private insists on the reader's own uid: read it as root)."""
+    import marshal
+
+    return marshal.loads(Path(path).read_bytes())
+
+
+def test_where_a_child_cannot_enter_bwrap_s_user_namespace_the_bridge_runs(as_user_refused: AsUser) -> None:
+    """The step's sandbox is killed before its command ran, sbox says so once and runs the step
+    with the bridge inside; every later step starts with the bridge. Refusals hold either way."""
+    with CanaryListener() as allowed, CanaryListener() as evil:
+        root = as_user_refused.project(_config(allowed))
+        argv = ("run", "--backend", "bwrap", "--", PY, "-c", VIA_PROXY, f"registry.sbox.test:{allowed.port}",
+                f"evil.sbox.test:{evil.port}")
+        first = as_user_refused.run(root, *argv)
+        assert "bridge inside the sandbox on this machine from now on" in first.stderr, first.stderr
+        second = as_user_refused.run(root, *argv)
+        assert "from now on" not in second.stderr and "nothing ran" not in second.stderr, second.stderr
+        for result in (first, second):
+            verdicts = _verdicts(result)
+            assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
+            assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+        assert allowed.wait_for(2, b"canary-via-proxy")
+        assert evil.hits == 0
+        seen = _verdicts(as_user_refused.run(root, "run", "--backend", "bwrap", "--", PY, "-c", PROCESSES))
+        assert seen["bridge"] is True, seen
