@@ -36,7 +36,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     from sbox_shim.errors import SandboxError
 
     step = plan.steps[0]
-    if step.network.policy == "proxy":  # run without the bridge (cacheable: netns.usable())
+    if step.network.policy == "proxy":  # run without the bridge (cacheable: netns.enterable())
         step = bwrap.unbridged(step)
         plan = plan.replace(steps=(step,))
     path = bwrap.bwrap_path()
@@ -120,13 +120,13 @@ def alone(plan: Plan, host: Host) -> bool:
         return False
     step = plan.steps[0]
     network = step.network.policy in ("off", "open") or (step.network.policy == "proxy"
-                                                          and _egress_cacheable(step) is None)
+                                                          and _egress_cacheable(step, host.state_dir) is None)
     limits = step.limits
     return (network and not step.staged and not step.image
             and not (limits.timeout or limits.memory or (limits.pids is not None and limits.pids != DEFAULT_PIDS)))
 
 
-def _egress_cacheable(step: Step) -> str | None:
+def _egress_cacheable(step: Step, state_dir: str | None = None) -> str | None:
     """None if compiled.py may run this allowlisted step alone (egress/warm.py): sbox listens in
     the sandbox's network namespace (no bridge to start), and every allowed name is pinned to
     loopback, as `hosts:` in a watched config file or /etc/hosts (watched too) pins it. Any other
@@ -134,7 +134,7 @@ def _egress_cacheable(step: Step) -> str | None:
     from sbox_shim.egress import netns
 
     net = step.network
-    if not netns.usable():
+    if not netns.enterable(state_dir):
         return "an allowlisted step runs the egress bridge inside"
     if net.unresolved or not net.pins or not all(
             address.startswith("127.") or address == "::1" for _, addresses in net.pins for address in addresses):
@@ -161,7 +161,11 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     path_var = without_shims(host.env.get("PATH", os.defpath), host.shim_dirs)
     watched = [("code", PACKAGE)] + ([("stat", bwrap_path)] if bwrap_path else [])  # "": docker
     if step.network.policy == "proxy":
+        from sbox_shim.egress import netns
+
         watched.append(("stat", "/etc/hosts"))  # names pinned to loopback may come from there
+        # an ordinary user's child found it cannot enter bwrap's user namespace: the bridge from then on
+        watched.append(("exists", os.path.join(host.state_dir, "egress", netns.REFUSED)))
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
     watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]

@@ -1,7 +1,8 @@
 """An allowlisted step on the warm path (compiled.py): the egress proxy around a cached sandbox.
 
 The plan cache keeps such a step only when sbox listens in the sandbox's own network namespace
-(netns.py: no bridge inside) and every allowed name is pinned to loopback (recorder.py says why).
+(netns.py: no bridge inside; egress/userns.py for an ordinary user) and every allowed name is
+pinned to loopback (recorder.py says why).
 Its record holds the policy, as the cold path built it, and what the denial log names. Everything
 here is what the cold path does around the same sandbox (runner._run_staged): one proxy for the
 step, its denials written and summed up after.
@@ -52,6 +53,13 @@ def run(egress: Mapping[str, Any], sandbox: Callable[[Ready], int | None]) -> in
     finally:
         loading.join()
         denials, problem = proxy.stop()
+    if proxy.refusal:  # an ordinary user's child could not enter bwrap's user namespace: nothing ran
+        from sbox_shim.egress import netns
+
+        if not netns.usable():
+            netns.refused_here(str(egress["state"]), proxy.refusal)
+            sys.stderr.write("sbox: allowlisted steps run with the bridge inside the sandbox on this machine from now on\n")
+            return None  # the cold path runs it, with the bridge
     if problem:
         sys.stderr.write(problem + "\n")
         code = 125 if code is None else code or 125

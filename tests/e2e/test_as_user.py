@@ -5,7 +5,6 @@ bridge inside and the same refusals; and a repeated command keeps the default `l
 (RLIMIT_NPROC) on the plan cache's warm path. Listeners this test owns, on loopback."""
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -140,10 +139,8 @@ def test_an_ordinary_user_s_repeated_command_keeps_the_default_pids_brake_on_the
         result = as_user.run(root, "run", "--backend", "bwrap", "--", PY, "-c", LIMIT)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "(4096, 4096)", result.stdout
-    records = glob.glob(str(as_user.home / ".cache" / "sbox" / "plans" / "*.plan"))
-    records += glob.glob(str(as_user.home / ".local" / "state" / "sbox" / "plans" / "*.plan"))
+    records = [str(p) for p in as_user.home.rglob("*.plan")]
     assert records, "nothing was recorded for the warm path"
-
     found = [r for r in map(_as_root_read, records) if isinstance(r, dict)]
     assert any(r.get("nproc") == 4096 and r.get("options") for r in found), found
 
@@ -174,3 +171,21 @@ def test_where_a_child_cannot_enter_bwrap_s_user_namespace_the_bridge_runs(as_us
         assert evil.hits == 0
         seen = _verdicts(as_user_refused.run(root, "run", "--backend", "bwrap", "--", PY, "-c", PROCESSES))
         assert seen["bridge"] is True, seen
+
+
+def test_an_ordinary_user_s_repeated_allowlisted_step_is_warm_and_still_refuses(as_user: AsUser) -> None:
+    with CanaryListener() as allowed, CanaryListener() as evil:
+        root = as_user.project(_config(allowed))
+        argv = ("run", "--backend", "bwrap", "--", PY, "-c", VIA_PROXY, f"registry.sbox.test:{allowed.port}",
+                f"evil.sbox.test:{evil.port}")
+        for _ in range(2):  # the cold run records the step, the second runs from the record
+            result = as_user.run(root, *argv)
+            verdicts = _verdicts(result)
+            assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
+            assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+            assert "blocked 1 connection attempt(s)" in result.stderr, result.stderr
+        assert allowed.wait_for(2, b"canary-via-proxy")
+        assert evil.hits == 0
+        records = [_as_root_read(str(p)) for p in as_user.home.rglob("*.plan")]
+        assert any(isinstance(r, dict) and r.get("egress") and r.get("options") for r in records), \
+            "the allowlisted step was not kept for the warm path"
