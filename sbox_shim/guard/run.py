@@ -46,9 +46,12 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
         return run()
     from sbox_shim.guard import running
 
-    # the baseline of the writable steps already running here, if any: what a step that overlaps
-    # this one planted is not taken for the host's own
-    snapshot, registered = running.join(guard.before(root, step.mounts, state_dir), state_dir)
+    for orphan in running.orphans(state_dir, root):  # steps whose sbox died before their own check
+        _recover(orphan, state_dir, err)
+    # the baseline of the writable steps already running on this tree, if any: what a step that
+    # overlaps this one planted is not taken for the host's own
+    snapshot, registered = running.join(guard.before(root, step.mounts, state_dir), state_dir, step.mounts,
+                                        step.command)
     try:
         try:
             code = run()
@@ -102,6 +105,30 @@ def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -
                      "run npx husky (or the project's hook installer) outside sbox after reviewing it")
     for line in lines:
         err.write(line + "\n")
+
+
+def _recover(orphan: Any, state_dir: str, err: TextIO) -> None:
+    """The check a dead step's guard never made: what the tree holds now against its baseline."""
+    from sbox_shim import guard
+    from sbox_shim.guard import running
+    from sbox_shim.text import printable
+
+    try:
+        mounts = [_Mount(*m) for m in orphan.mounts]
+        changes = guard.after(orphan.snapshot, mounts, state_dir)  # type: ignore[arg-type]  # what it reads of a Mount
+        if changes:
+            from sbox_shim.guard import quarantine
+
+            moved = quarantine.quarantine(changes, orphan.snapshot, state_dir, orphan.command)
+            if moved:
+                err.write(printable(f"sbox: an earlier step in {orphan.snapshot.root} ({' '.join(orphan.command)}, "
+                                    f"sbox pid {orphan.pid}) ended before its persistence check; checked now:") + "\n")
+                for line in quarantine.report_lines(*moved):
+                    err.write(line + "\n")
+    except OSError as exc:
+        err.write(printable(f"sbox: the persistence guard could not check what an earlier step left in "
+                            f"{orphan.snapshot.root}: {exc}; review its host-executed files before using them") + "\n")
+    running.done(orphan)
 
 
 def _touches_hooks(records: Sequence[Mapping[str, Any]], hooks: str | None) -> bool:

@@ -6,12 +6,15 @@ baseline of the earliest step still running when it started."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 from .helpers import Runs
 from .test_guard_repos import _commit, _hook
-from .test_persistence_guard import husky_project, quarantines
+from tests.support.trust import trust
+
+from .test_persistence_guard import git, husky_project, quarantines
 
 
 def _wait_for(path: Path, proc: object, timeout: float = 120) -> None:
@@ -78,3 +81,56 @@ def test_a_host_file_an_overlapping_step_changed_is_put_back_as_the_host_had_it(
     assert second.returncode == 0, err_b
     assert "quarantined Makefile (changed by the sandbox" in err_b, err_b
     assert (root / "Makefile").read_text() == "all:\n\techo host\n"
+
+
+def test_overlapping_steps_in_a_project_and_one_nested_in_it_share_the_baseline(runs: Runs, tmp_path: Path) -> None:
+    """`sub/` is a repository with an sbox.yaml of its own. A step in the outer project rewrites
+    `sub/Makefile`; a step started in `sub/` meanwhile must not take the plant for the host's
+    file and, once the outer guard has put the host's back, swap the plant in again."""
+    root = husky_project(tmp_path)
+    sub = root / "sub"
+    sub.mkdir()
+    git(sub, "init", "-q")
+    (sub / "sbox.yaml").write_text((root / "sbox.yaml").read_text())
+    trust(sub / "sbox.yaml")
+    host = "all:\n\t@echo building\n"
+    (sub / "Makefile").write_text(host)
+    marker = tmp_path / "make-ran"
+    evil = f"printf 'all:\\n\\t@touch {marker}\\n' > sub/Makefile"
+    wait = "while [ ! -e {0} ]; do sleep 0.05; done"
+    first = runs.start(root, "sh", "-c", f"{evil} && touch a-planted && {wait.format('a-go')}")
+    _wait_for(root / "a-planted", first)
+    second = runs.start(sub, "sh", "-c", f"touch b-started && {wait.format('b-go')}")
+    _wait_for(sub / "b-started", second)
+    (root / "a-go").touch()
+    _, err_a = first.communicate(timeout=180)
+    assert "quarantined sub/Makefile (changed by the sandbox; the previous version is back" in err_a, err_a
+    (sub / "b-go").touch()
+    _, err_b = second.communicate(timeout=180)
+    assert second.returncode == 0, err_b
+    assert (sub / "Makefile").read_text() == host, err_b
+    subprocess.run(["make", "-s", "-C", str(sub)], capture_output=True, timeout=60)
+    assert not marker.exists()
+    (sub / "Makefile").write_text(f"all:\n\t@touch {marker}\n")  # control: the plant, on the host, runs
+    subprocess.run(["make", "-s", "-C", str(sub)], capture_output=True, timeout=60)
+    assert marker.exists()
+
+
+def test_what_a_step_whose_sbox_was_killed_left_is_checked_by_the_next_step(runs: Runs, tmp_path: Path) -> None:
+    """`kill -9` of sbox skips its guard; the step's baseline stays in sbox's state, and the next
+    step on that tree checks it first: the plant is quarantined and the host's file put back."""
+    root = husky_project(tmp_path)
+    host = "all:\n\t@echo building\n"
+    (root / "Makefile").write_text(host)
+    first = runs.start(root, "sh", "-c", "printf 'all:\\n\\ttouch pwned\\n' > Makefile && touch planted && sleep 600")
+    _wait_for(root / "planted", first)
+    first.kill()
+    first.communicate(timeout=60)
+    assert (root / "Makefile").read_text() != host  # the plant is there: nothing checked it
+    result = runs.run(root, "true")
+    assert result.returncode == 0, result.stderr
+    assert "ended before its persistence check; checked now:" in result.stderr, result.stderr
+    assert "quarantined Makefile (changed by the sandbox; the previous version is back" in result.stderr, result.stderr
+    assert (root / "Makefile").read_text() == host
+    again = runs.run(root, "true")
+    assert "checked now" not in again.stderr, again.stderr

@@ -30,37 +30,53 @@ def test_the_oldest_step_that_watched_a_path_decides_its_baseline() -> None:
     assert running.merged(own, []) is own
 
 
-def test_a_running_step_s_baseline_is_taken_and_a_gone_one_s_is_removed(tmp_path: Path) -> None:
+def test_a_running_step_s_baseline_is_taken_and_a_gone_one_s_is_left_to_be_checked(tmp_path: Path) -> None:
     state, root = str(tmp_path / "state"), str(tmp_path / "p")
     host = Before(root, 1, {"Makefile": _file(b"host")}, ("Makefile",))
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        base = running.directory(state, root)
+        base = running.directory(state)
         alive = os.path.join(base, f"{other.pid}-{running._start_time(other.pid)}")
-        kept.write_private(alive, running._data(host), prune_old=False)
+        kept.write_private(alive, running._data(host, [], ["npm", "run", "dev"]), prune_old=False)
         reused = os.path.join(base, f"{other.pid}-1")  # the same pid, another process's start: gone
-        kept.write_private(reused, running._data(host), prune_old=False)
+        kept.write_private(reused, running._data(host, [(root, root, False, "bind")], ["npm", "install"]),
+                           prune_old=False)
         own = Before(root, 2, {"Makefile": _file(b"planted")}, ("Makefile",))
         baseline, mine = running.join(own, state)
         assert baseline.entries == {"Makefile": _file(b"host")}
-        assert mine is not None and os.path.exists(mine) and not os.path.exists(reused)
+        assert mine is not None and os.path.exists(mine) and os.path.exists(reused)
         running.leave(mine)
         assert not os.path.exists(mine)
+        [orphan] = running.orphans(state, root)  # the dead one: claimed for its check
+        assert orphan.command == ["npm", "install"] and orphan.snapshot.entries == host.entries
+        assert orphan.mounts == [(root, root, False, "bind")] and not os.path.exists(reused)
+        assert running.orphans(state, root) == []  # claimed once
+        running.done(orphan)
+        assert os.listdir(base) == [os.path.basename(alive)]
     finally:
         other.kill()
         other.wait()
     baseline, mine = running.join(own, state)
-    assert baseline is own and not os.path.exists(alive)
+    assert baseline is own
     running.leave(mine)
+    assert [o.command for o in running.orphans(state, root + "/sub")] == [["npm", "run", "dev"]]  # a tree inside
+
+
+def test_an_overlapping_step_in_a_nested_project_is_seen_in_its_own_paths() -> None:
+    outer = Before("/p", 1, {"sub/Makefile": _file(b"host"), "Makefile": _file(b"top")}, ("Makefile", "sub/Makefile"))
+    inner = running._moved(outer, "/p/sub")
+    assert inner is not None and inner.entries == {"Makefile": _file(b"host")} and inner.names == ("Makefile",)
+    back = running._moved(Before("/p/sub", 1, {"Makefile": _file(b"host")}, ("Makefile",)), "/p")
+    assert back is not None and back.entries == {"sub/Makefile": _file(b"host")} and back.names == ("sub/Makefile",)
+    assert running._moved(outer, "/q") is None and running._moved(outer, "/pp") is None
 
 
 def test_a_file_that_is_not_sbox_s_own_is_not_read(tmp_path: Path) -> None:
     """The directory is sbox's private state: a file anyone else can write is ignored."""
     state, root = str(tmp_path / "state"), str(tmp_path / "p")
-    base = running.directory(state, root)
     pid = os.getppid()
-    planted = os.path.join(base, f"{pid}-{running._start_time(pid)}")
-    kept.write_private(planted, running._data(Before(root, 1, {}, ("Makefile",))), prune_old=False)
+    planted = os.path.join(running.directory(state), f"{pid}-{running._start_time(pid)}")
+    kept.write_private(planted, running._data(Before(root, 1, {}, ("Makefile",)), [], []), prune_old=False)
     os.chmod(planted, 0o666)
     own = Before(root, 2, {"Makefile": _file(b"host")}, ("Makefile",))
     baseline, mine = running.join(own, state)
