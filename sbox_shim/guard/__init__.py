@@ -55,6 +55,7 @@ ENDINGS = (".code-workspace",)
 # direnv loads an `.envrc` in any directory the user enters.
 NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git finds (bare repository)
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
+HASH_BYTES = 64 << 20  # a bigger one is known by its identity (a 2 TiB sparse file would take hours to hash)
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
@@ -282,7 +283,7 @@ def _entry(path: str, st: posix.stat_result, keep: bool) -> Entry:
     ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if kind == "link":
         return Entry(kind, st.st_mode, ident, target=posix.readlink(path))
-    if kind != "file":
+    if kind != "file" or st.st_size > HASH_BYTES:  # compared by `ident`: a write changes its ctime
         return Entry(kind, st.st_mode, ident)
     digest = kept.hasher()
     content = b""
@@ -432,6 +433,8 @@ def _differs(old: Entry, new: Entry) -> bool:
         return True
     if new.kind == "dir":
         return False  # compared per file
+    if new.kind == "file" and (old.sha256 is None or new.sha256 is None):  # too big to hash, or unreadable
+        return old.ident != new.ident or old.mode != new.mode
     if new.kind == "file":
         return old.sha256 != new.sha256 or old.mode != new.mode
     if new.kind == "link":

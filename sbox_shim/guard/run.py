@@ -52,21 +52,26 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
     # overlaps this one planted is not taken for the host's own
     snapshot, registered = running.join(guard.before(root, step.mounts, state_dir), state_dir, step.mounts,
                                         step.command)
+    interrupted: BaseException | None = None
     try:
-        try:
-            code = run()
-        except BaseException:
-            _inspect(step, snapshot, 1, state_dir, err)
-            raise
+        code = run()
+    except BaseException as exc:  # ^C while the command ran: checked all the same, then it goes on
+        interrupted, code = exc, 1
+    held = _hold()  # signals from now on wait for the check
+    try:
         try:
             _inspect(step, snapshot, code, state_dir, err)
         except OSError as exc:
             err.write(f"sbox: the persistence guard could not check or quarantine {root}: {exc}; "
                       f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them\n")
-            return code or 125
-        return code
-    finally:
+            code = code or 125
+        # only a check that ran to its end lets the baseline go: else the next step on this tree makes it
         running.leave(registered)
+    finally:
+        _release(held)
+    if interrupted is not None:
+        raise interrupted
+    return code
 
 
 def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int | None:
@@ -80,6 +85,41 @@ def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int 
 
     code = guarded(_Step(info), str(info["root"]), str(info["state"]), sys.stderr, once)
     return None if result == [None] else code
+
+
+def _hold() -> tuple[dict[int, Any], list[int]]:
+    """^C, SIGTERM, SIGHUP and SIGQUIT noted, not acted on, until `_release`: a signal the user
+    (or a CI job's timeout) sends as the step ends must not cut the check short. One that cuts in
+    before this is done leaves the step's baseline kept (guard/running.py), for the next step."""
+    if TYPE_CHECKING:
+        import signal as _signal
+    else:
+        import _signal  # built in; `signal` imports enum
+
+    got: list[int] = []
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT):
+            previous[signum] = _signal.signal(signum, lambda n, _frame: got.append(n))
+    except ValueError:  # not the main thread: signals go to the main thread's handlers anyway
+        pass
+    return previous, got
+
+
+def _release(held: tuple[dict[int, Any], list[int]]) -> None:
+    """The handlers back, then each signal noted meanwhile sent again, to be acted on as usual."""
+    if TYPE_CHECKING:
+        import signal as _signal
+    else:
+        import _signal
+
+    import posix
+
+    previous, got = held
+    for signum, handler in previous.items():
+        _signal.signal(signum, handler if handler is not None else _signal.SIG_DFL)
+    for signum in dict.fromkeys(got):
+        posix.kill(posix.getpid(), signum)
 
 
 def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -> None:

@@ -137,3 +137,41 @@ def test_a_nested_envrc_of_the_host_rewritten_in_place_is_put_back(runs: Runs, t
     assert envrc.read_text() == "export API_PORT=8080\n"
     moved = [e for q in quarantines(_state()) for e in q["entries"] if e["path"] == "services/api/.envrc"]
     assert len(moved) == 1
+
+
+def test_a_huge_sparse_file_under_a_watched_name_does_not_stall_the_guard(runs: Runs, tmp_path: Path) -> None:
+    """A 2 TiB sparse `.pdbrc` beside a planted Makefile: the guard knows a file that big by its
+    identity instead of hashing it for hours, and both are quarantined."""
+    root = husky_project(tmp_path)
+    (root / "Makefile").write_text("all:\n\t@echo host\n")
+    result = runs.run(root, "sh", "-c", "printf 'all:\\n\\ttouch pwned\\n' > Makefile && truncate -s 2T .pdbrc",
+                      timeout=300)  # hashing 2 TiB would take hours: the run would not end
+    assert result.returncode == 0, result.stderr
+    assert "quarantined Makefile (changed by the sandbox; the previous version is back" in result.stderr, result.stderr
+    assert "quarantined .pdbrc (created by the sandbox" in result.stderr, result.stderr
+    assert (root / "Makefile").read_text() == "all:\n\t@echo host\n" and not (root / ".pdbrc").exists()
+
+
+def test_a_signal_as_the_step_ends_does_not_skip_the_guard(runs: Runs, tmp_path: Path) -> None:
+    """^C (SIGINT) sent over and over as the step ends, while the guard hashes a big watched file:
+    the guard finishes first, the plant is quarantined, and sbox then ends as the signal says."""
+    import signal
+    import time
+
+    root = husky_project(tmp_path)
+    (root / "Makefile").write_text("all:\n\t@echo host\n")
+    proc = runs.start(root, "sh", "-c", "head -c 60000000 /dev/zero > .pdbrc && "
+                                        "printf 'all:\\n\\ttouch pwned\\n' > Makefile && touch planted")
+    end = time.monotonic() + 120
+    while not (root / "planted").exists() and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.01)
+    while proc.poll() is None and time.monotonic() < end:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=60)
+    if "quarantined Makefile" not in err:  # the signal cut in before the check began: the next step makes it
+        err = runs.run(root, "true").stderr
+        assert "ended before its persistence check; checked now:" in err, err
+    assert "quarantined Makefile (changed by the sandbox; the previous version is back" in err, err
+    assert (root / "Makefile").read_text() == "all:\n\t@echo host\n"
+    assert not (root / ".pdbrc").exists()
