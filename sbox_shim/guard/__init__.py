@@ -374,6 +374,25 @@ def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
     return out
 
 
+def _projects_watched(root: str, known: Sequence[str]) -> list[str]:
+    """`watched` at the top of each project nested in this one (a directory below the top with an
+    sbox.yaml of its own, as the last walk found them): its Makefile, editors' and agents'
+    settings run when you work there, as the top's do. Not in a node_modules or a hidden directory."""
+    from sbox_shim.guard.index import PROJECTS
+
+    out: list[str] = []
+    for path in known:
+        part = dirname(path)
+        if _basename(path) not in PROJECTS or part == root.rstrip("/") or not inside(part, root):
+            continue
+        parts = _relative(part, root).split("/")
+        if "node_modules" in parts or any(p.startswith(".") for p in parts):
+            continue
+        rel = "/".join(parts)
+        out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
+    return out
+
+
 def _mode(path: str) -> int:
     try:
         return posix.lstat(path).st_mode
@@ -383,25 +402,27 @@ def _mode(path: str) -> int:
 
 def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> Before:
     """What the host-executed paths hold before a step (content kept to roll a change back), with
-    each nested `.envrc` the last walk of the writable parts found (guard/index.py, in `state_dir`),
-    so that one a step rewrites in place is put back as the host had it."""
+    what the last walk of the writable parts found (guard/index.py, in `state_dir`): each nested
+    `.envrc`, so that one a step rewrites in place is put back as the host had it, and each
+    project nested in this one (a directory with an sbox.yaml of its own), watched as the top is."""
     started = time.time_ns() - SLACK_NS
     skip = readonly_targets(mounts)
-    names = tuple(watched(root) + packages_watched(root, mounts))
-    entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
+    known: list[str] = []
     if state_dir:
         from sbox_shim.guard import index
 
-        for part in writable_parts(mounts, root):
-            for path in index.known(part, state_dir):
-                rel = _relative(path, root)
-                if _basename(path) == ".envrc" and rel not in entries:
-                    try:
-                        st = posix.lstat(path)
-                    except OSError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        entries[rel] = _entry(path, st, keep=True)
+        known = [p for part in writable_parts(mounts, root) for p in index.known(part, state_dir)]
+    names = tuple(dict.fromkeys(watched(root) + packages_watched(root, mounts) + _projects_watched(root, known)))
+    entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
+    for path in known:
+        rel = _relative(path, root)
+        if _basename(path) == ".envrc" and rel not in entries:
+            try:
+                st = posix.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                entries[rel] = _entry(path, st, keep=True)
     return Before(root, started, entries, names, _package(root))
 
 

@@ -28,8 +28,10 @@ TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 NESTED = (".git", ".envrc", "HEAD")  # guard.NESTED: what git or direnv act on at any depth
+PROJECTS = ("sbox.yaml", ".sbox.yaml")  # config.CONFIG_NAMES: a project of its own (guard.before)
+KEPT = NESTED + PROJECTS  # the names a walk keeps the paths of
 SLACK_NS = 50_000_000  # as guard.SLACK_NS: file times lag time.time_ns() by up to a tick
 DIR = 0o040000
 
@@ -63,12 +65,13 @@ def path_of(top: str, state_dir: str) -> str | None:
 
 
 def known(top: str, state_dir: str) -> list[str]:
-    """The NESTED entries the last walk of `top` found (none without a kept index)."""
+    """The KEPT entries the last walk of `top` found; with no walk kept yet (a project's first
+    writable step), those of a walk made now, and kept."""
     where = path_of(top, state_dir)
     old = kept.read_private(where) if where else None
     if isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top:
         return [str(p) for p in old.get("nested", ())]
-    return []
+    return list(scan(top, state_dir).nested) if where else []
 
 
 def scan(top: str, state_dir: str | None) -> Scan:
@@ -144,7 +147,7 @@ def _walk(top: str, old: dict[str, Any]) -> tuple[Scan, dict[str, tuple[int, int
         with entries:
             for entry in entries:
                 out.listed.append(entry)
-                if entry.name in NESTED:
+                if entry.name in KEPT:
                     out.nested.append(entry.path)
                 if entry.name == ".git" or not entry.is_dir(follow_symlinks=False):
                     continue

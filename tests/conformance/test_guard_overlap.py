@@ -134,3 +134,28 @@ def test_what_a_step_whose_sbox_was_killed_left_is_checked_by_the_next_step(runs
     assert (root / "Makefile").read_text() == host
     again = runs.run(root, "true")
     assert "checked now" not in again.stderr, again.stderr
+
+
+def test_a_project_nested_in_this_one_is_watched_as_its_top_is(runs: Runs, tmp_path: Path) -> None:
+    """`packages/web` has an sbox.yaml of its own (no repository): a step in the outer project,
+    its first, that rewrites `packages/web/Makefile` has it quarantined and the host's put back."""
+    root = husky_project(tmp_path)
+    web = root / "packages" / "web"
+    web.mkdir(parents=True)
+    (web / "sbox.yaml").write_text((root / "sbox.yaml").read_text())
+    trust(web / "sbox.yaml")
+    host = "all:\n\t@echo web\n"
+    (web / "Makefile").write_text(host)
+    marker = tmp_path / "make-ran"
+    result = runs.run(root, "sh", "-c", f"printf 'all:\\n\\t@touch {marker}\\n' > packages/web/Makefile && "
+                                        "mkdir -p packages/web/.vscode && echo '{}' > packages/web/.vscode/tasks.json")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined packages/web/Makefile (changed by the sandbox; the previous version is back" in result.stderr, \
+        result.stderr
+    assert "quarantined packages/web/.vscode/tasks.json (created by the sandbox" in result.stderr, result.stderr
+    assert (web / "Makefile").read_text() == host
+    subprocess.run(["make", "-s", "-C", str(web)], capture_output=True, timeout=60)
+    assert not marker.exists()
+    (web / "Makefile").write_text(f"all:\n\t@touch {marker}\n")  # control: the plant, on the host, runs
+    subprocess.run(["make", "-s", "-C", str(web)], capture_output=True, timeout=60)
+    assert marker.exists()
