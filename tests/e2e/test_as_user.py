@@ -63,8 +63,8 @@ class AsUser:
         assert self.run(root, "trust", "sbox.yaml").returncode == 0
         return root
 
-    def run(self, cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8"}
+    def run(self, cwd: Path, *argv: str, **more: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8", **more}
         return subprocess.run([str(self.sbox), *argv], cwd=cwd, env=env, user=USER, group=USER, extra_groups=[],
                               capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
 
@@ -189,3 +189,38 @@ def test_an_ordinary_user_s_repeated_allowlisted_step_is_warm_and_still_refuses(
         records = [_as_root_read(str(p)) for p in as_user.home.rglob("*.plan")]
         assert any(isinstance(r, dict) and r.get("egress") and r.get("options") for r in records), \
             "the allowlisted step was not kept for the warm path"
+
+
+def test_an_ordinary_user_s_npm_install_downloads_then_runs_scripts_offline(as_user: AsUser) -> None:
+    """The two-phase npm install as an ordinary user, from a loopback registry: the download
+    reaches the registry through the proxy's listener in the sandbox, the package's postinstall
+    runs with the network off (its connection to a listener of the test's own fails)."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed")
+    from support import packages as pkg
+    from support.registries import NpmRegistry
+
+    with CanaryListener() as canary:
+        script = ("const fs = require('fs'), net = require('net');"
+                  "fs.writeFileSync('ran.txt', 'ran');"
+                  f"const s = net.connect({canary.port}, '127.0.0.1', () => {{ fs.writeFileSync('reached.txt', 'x'); s.end(); }});"
+                  "s.on('error', (e) => fs.writeFileSync('refused.txt', e.code || 'error'));")
+        tgz = pkg.npm_package("sbox-user-probe", "1.0.0", {"probe.js": script}, scripts={"postinstall": "node probe.js"})
+        with NpmRegistry([tgz]) as registry:
+            root = as_user.project("version: 1\n")
+            (root / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true, '
+                                               '"dependencies": {"sbox-user-probe": "1.0.0"}}\n')
+            os.chown(root / "package.json", USER, USER)
+            result = as_user.run(root, "run", "--backend", "bwrap", "--", "npm", "install", "--no-audit", "--no-fund",
+                                 npm_config_registry=f"{registry.url}/")
+            assert result.returncode == 0, result.stdout + result.stderr
+            installed = root / "node_modules" / "sbox-user-probe"
+            assert (installed / "ran.txt").exists(), result.stderr  # the script ran ...
+            assert (installed / "refused.txt").exists() and not (installed / "reached.txt").exists()  # ... offline
+            assert canary.hits == 0
+            assert (root / "package-lock.json").exists()
+        control = as_user.base / "control"  # the same script outside sbox does reach the listener
+        control.mkdir()
+        (control / "probe.js").write_text(script)
+        subprocess.run(["node", "probe.js"], cwd=control, capture_output=True, timeout=60)
+        assert (control / "reached.txt").exists() and canary.wait_for(1)
