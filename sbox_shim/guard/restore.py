@@ -9,6 +9,7 @@ nothing, and names them, so one hidden among legitimate edits is never restored 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import posixpath
@@ -41,11 +42,27 @@ def _manifests(state_dir: str) -> list[dict[str, Any]]:
     return out
 
 
-def _save(where: str, manifest: Mapping[str, Any]) -> None:
-    new = os.path.join(where, "manifest.json.new")
-    with open(new, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(new, os.path.join(where, "manifest.json"))
+def _mark(where: str, restored: Sequence[str]) -> None:
+    """Mark the entries at or under each of `restored` in the manifest, and the quarantine restored
+    once all are; under a lock, from the manifest as it is now (a restore of other entries of the
+    same quarantine may have run meanwhile)."""
+    if not restored:
+        return
+    lock = os.open(os.path.join(where, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(os.path.join(where, "manifest.json"), encoding="utf-8") as f:
+            manifest = json.load(f)
+        for e in manifest["entries"]:
+            if any(_under(str(e["path"]), p) for p in restored):
+                e["restored"] = True
+        manifest["restored"] = all(e.get("restored") for e in manifest["entries"])
+        new = os.path.join(where, "manifest.json.new")
+        with open(new, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+        os.replace(new, os.path.join(where, "manifest.json"))
+    finally:
+        os.close(lock)
 
 
 def _under(path: str, top: str) -> bool:
@@ -147,7 +164,7 @@ def _command(ident: str, paths: Sequence[str], force: bool) -> str:
 def _choose(ident: str, where: str, manifest: Mapping[str, Any], tops: Sequence[str], held: Sequence[str],
             paths: Sequence[str]) -> tuple[list[str], str | None]:
     """The top-level entries the user named, or the one-line reason one of them is refused."""
-    known = {str(e["path"]) for e in manifest["entries"]}
+    by_path = {str(e["path"]): e for e in manifest["entries"]}
     chosen: list[str] = []
     for raw in paths:
         p = posixpath.normpath(raw).rstrip("/") if raw else raw
@@ -155,9 +172,10 @@ def _choose(ident: str, where: str, manifest: Mapping[str, Any], tops: Sequence[
             chosen.append(p)
             continue
         if p in tops:
-            return [], f"sbox: {raw} in quarantine {ident} is restored already; see sbox quarantine list"
+            gone = "is restored already" if _restored(manifest, by_path[p]) else "is no longer held there"
+            return [], f"sbox: {raw} in quarantine {ident} {gone}; see sbox quarantine list"
         top = next((t for t in tops if p.startswith(t + "/")), None)
-        if top is not None and (p in known or os.path.lexists(os.path.join(where, "files", p))):
+        if top is not None and (p in by_path or os.path.lexists(os.path.join(where, "files", p))):
             return [], (f"sbox: {raw} lies inside {top}, quarantined whole; restore it by naming {top}: "
                         f"{_command(ident, [top], False)}")
         return [], f"sbox: {raw} is not in quarantine {ident}; see sbox quarantine list"
@@ -210,7 +228,7 @@ def cmd_restore(state_dir: str, ident: str, force: bool, paths: Sequence[str] = 
             rest = [p for p in tops if not hazards(where, manifest, p)]
             err.write(printable(
                 f"sbox: not restored: quarantine {ident} holds {', '.join(named)}, which sbox restores only when "
-                "named (git, direnv or the kernel acts on it); "
+                "named (git, direnv or another host program acts on such entries); "
                 + (f"the rest: {_command(ident, rest, force)}; " if rest else "")
                 + f"everything: {_command(ident, tops, force)}") + "\n")
             return 1
@@ -219,14 +237,16 @@ def cmd_restore(state_dir: str, ident: str, force: bool, paths: Sequence[str] = 
         err.write(printable(f"sbox: not restored: {', '.join(taken)} exists in {root}; "
                             f"{_command(ident, list(paths), True)} moves it into the quarantine first") + "\n")
         return 1
+    restored: list[str] = []
     try:
-        return _put_all(where, manifest, root, ident, tops, force, paths, err)
+        return _put_all(where, root, ident, tops, force, paths, restored, err)
     finally:
-        _save(where, manifest)
+        _mark(where, restored)
 
 
-def _put_all(where: str, manifest: dict[str, Any], root: str, ident: str, tops: Sequence[str], force: bool,
-             paths: Sequence[str], err: TextIO) -> int:
+def _put_all(where: str, root: str, ident: str, tops: Sequence[str], force: bool, paths: Sequence[str],
+             restored: list[str], err: TextIO) -> int:
+    """Place each of `tops`, appending each placed to `restored`; 1 at the first that fails."""
     for p in tops:  # each placed through descriptors: a link a sandbox swaps in meanwhile is never followed
         try:
             parent, name = _open_parent(root, p)
@@ -255,9 +275,6 @@ def _put_all(where: str, manifest: dict[str, Any], root: str, ident: str, tops: 
             return 1
         finally:
             os.close(parent)
-        for e in manifest["entries"]:
-            if _under(str(e["path"]), p):
-                e["restored"] = True
-        manifest["restored"] = all(e.get("restored") for e in manifest["entries"])
+        restored.append(p)
         err.write(printable(f"sbox: restored {p} in {root}") + "\n")
     return 0
