@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "docker", "bwrap")
 PLAN_OPTIONS = ("--profile", "--backend", "--config")
+RESTORE_HELP = (
+    "Move a quarantine's entries back where they were (paths relative to the project root). With PATHs, only "
+    "those entries; an entry inside a quarantined directory comes back only with it (name the directory). "
+    "Without PATH, everything, unless an entry is or holds a .git, .envrc or HEAD, a setuid file, a socket or "
+    "a FIFO (or a tree too deep to look into): then nothing is restored and sbox names those entries, which "
+    "come back only when named as PATHs. An existing file is never overwritten without --force. Nothing is "
+    "restored through a link, nor a file whose sha256 differs from the manifest's.")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,9 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check backends, shims and config")
     doctor.add_argument("--dir", help="shims directory")
     quarantine = sub.add_parser("quarantine", help="list or restore what the persistence guard moved away")
-    quarantine.add_argument("action", choices=("list", "restore"))
-    quarantine.add_argument("id", nargs="?", help="the quarantine to restore (see list)")
-    quarantine.add_argument("--force", action="store_true", help="restore over existing files (moved aside)")
+    actions = quarantine.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="each quarantine and its entries: kind, created/changed, why",
+                       description="Each quarantine and each of its entries (paths relative to the project root): "
+                       "created or changed, kind, why it was moved; '!!' marks one restored only when named.")
+    restoring = actions.add_parser("restore", help="move a quarantine's entries back", description=RESTORE_HELP)
+    restoring.add_argument("id", metavar="ID", help="the quarantine to restore (see sbox quarantine list)")
+    restoring.add_argument("paths", nargs="*", default=[], metavar="PATH",
+                         help="restore only these entries, as sbox quarantine list prints them")
+    restoring.add_argument("--force", action="store_true",
+                         help="restore over existing files, moving each into the quarantine's displaced/ first")
     return parser
 
 
@@ -242,13 +256,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return doctor.cmd_doctor(args.dir, env)
         if args.command == "quarantine":
             from sbox_shim import paths
-            from sbox_shim.guard import quarantine
+            from sbox_shim.guard import restore
 
             if args.action == "list":
-                return quarantine.cmd_list(paths.sbox_dir("state", env))
-            if not args.id:
-                raise UsageError("usage: sbox quarantine restore ID [--force] (IDs: sbox quarantine list)")
-            return quarantine.cmd_restore(paths.sbox_dir("state", env), args.id, args.force)
+                return restore.cmd_list(paths.sbox_dir("state", env))
+            return restore.cmd_restore(paths.sbox_dir("state", env), args.id, args.force, args.paths)
         _parser().print_help()
         return 2
     except (SboxError, OSError) as exc:

@@ -3,7 +3,7 @@
 Nothing is deleted: each entry is renamed (never followed) into
 `<state>/quarantine/<ID>/files/<its relative path>`, with `manifest.json` beside it; a changed
 file's previous version is put back from the snapshot when it was kept. `sbox quarantine list`
-and `sbox quarantine restore ID [--force]` read the manifests.
+and `sbox quarantine restore ID [PATH...] [--force]` read the manifests (guard/restore.py).
 """
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import json
 import os
 import shutil
 import stat
-import sys
 import time
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, Mapping, Sequence
 
 from sbox_shim.guard import Before, Change, Entry
 from sbox_shim.trust.files import printable
@@ -276,95 +275,3 @@ def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
 def touches_hooks(records: Sequence[Mapping[str, Any]], hooks: str | None) -> bool:
     dirs = [*HOOK_DIRS, *([hooks] if hooks else [])]
     return any(r["path"] == d or r["path"].startswith(d + "/") for r in records for d in dirs)
-
-
-def _manifests(state_dir: str) -> list[dict[str, Any]]:
-    base = directory(state_dir)
-    try:
-        names = sorted(os.listdir(base))
-    except OSError:
-        return []
-    out = []
-    for name in names:
-        try:
-            with open(os.path.join(base, name, "manifest.json"), encoding="utf-8") as f:
-                out.append(json.load(f))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def cmd_list(state_dir: str, out: TextIO = sys.stdout) -> int:
-    for m in _manifests(state_dir):
-        paths = [e["path"] for e in m["entries"] if not (e["kind"] == "dir" and e["what"] == "created")]
-        back = " (restored)" if m.get("restored") else ""
-        out.write(printable(f"{m['id']}{back}  {m['root']}  {' '.join(m['command'])}") + "\n")
-        for p in paths:
-            out.write(printable(f"  {p}") + "\n")
-    return 0
-
-
-def cmd_restore(state_dir: str, ident: str, force: bool, err: TextIO = sys.stderr) -> int:
-    """Move a quarantine's entries back where they were. An existing file is not overwritten
-    without --force, and with it is moved into the quarantine's `displaced/`, not lost."""
-    where = os.path.join(directory(state_dir), ident)
-    found = [m for m in _manifests(state_dir) if m.get("id") == ident and os.path.basename(where) == ident]
-    if not found or "/" in ident:
-        err.write(f"sbox: no quarantine {ident!r}; see sbox quarantine list\n")
-        return 1
-    manifest, root = found[0], found[0]["root"]
-    tops = [e["path"] for e in manifest["entries"] if os.path.lexists(os.path.join(where, "files", e["path"]))]
-    tops = [p for p in tops if not any(p.startswith(t + "/") for t in tops)]
-    if not tops:
-        err.write(f"sbox: quarantine {ident} holds nothing left to restore\n")
-        return 1
-    unsafe = [p for p in tops if p.startswith("/") or ".." in p.split("/") or not _parents_or_missing(root, p)]
-    if unsafe:
-        err.write(f"sbox: not restored: a directory above {', '.join(unsafe)} in {root} is not a real directory "
-                  "(a link?); sbox never restores through one: replace it with a directory, then try again\n")
-        return 1
-    altered = [e["path"] for e in manifest["entries"] if e.get("kind") == "file" and e.get("sha256")
-               and e["path"] in tops and _digest(os.path.join(where, "files", e["path"])) != e["sha256"]]
-    if altered:
-        err.write(printable(f"sbox: not restored: {', '.join(altered)} in quarantine {ident} is not what was "
-                            "quarantined (its sha256 differs from the manifest's); look at it in "
-                            f"{os.path.join(where, 'files')}") + "\n")
-        return 1
-    taken = [p for p in tops if os.path.lexists(os.path.join(root, p))]
-    if taken and not force:
-        err.write(f"sbox: not restored: {', '.join(taken)} exists in {root}; "
-                  f"sbox quarantine restore {ident} --force moves it into the quarantine first\n")
-        return 1
-    for p in tops:  # each placed through descriptors: a link a sandbox swaps in meanwhile is never followed
-        try:
-            parent, name = _open_parent(root, p)
-        except OSError as exc:
-            err.write(printable(f"sbox: not restored: a directory above {p} in {root} is not a real directory "
-                                f"({exc.strerror}); sbox never restores through a link") + "\n")
-            return 1
-        try:
-            try:
-                os.lstat(name, dir_fd=parent)
-                there = True
-            except FileNotFoundError:
-                there = False
-            if there and not force:  # made since the look above
-                err.write(printable(f"sbox: not restored: {p} exists in {root}; sbox quarantine restore {ident} "
-                                    "--force moves it into the quarantine first") + "\n")
-                return 1
-            if there:
-                displaced = os.path.join(where, "displaced", p)
-                os.makedirs(os.path.dirname(displaced), mode=0o700, exist_ok=True)
-                os.rename(name, displaced, src_dir_fd=parent)
-            _place(os.path.join(where, "files", p), parent, name)
-        except OSError as exc:  # something changed it meanwhile (a sandbox still running there)
-            err.write(printable(f"sbox: not restored: {p} in {root} changed while sbox restored it "
-                                f"({exc.strerror}); try again once nothing runs there") + "\n")
-            return 1
-        finally:
-            os.close(parent)
-        err.write(printable(f"sbox: restored {p} in {root}") + "\n")
-    manifest["restored"] = True
-    with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-    return 0

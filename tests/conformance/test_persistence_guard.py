@@ -127,11 +127,23 @@ def test_what_the_sandbox_plants_for_the_host_is_quarantined_and_restorable(runs
     git(root, "commit", "-q", "--allow-empty", "-m", "control")
     assert canary.read_text() == "planted\n"
 
-    # Restore: refused over an existing file, done with --force (the existing one moved aside).
-    refused = subprocess.run([sbox_bin, "quarantine", "restore", ident], capture_output=True, text=True)
+    # Restore without PATH: refused, naming the .envrc, FIFO and socket, which come back only when named.
+    refused = subprocess.run([sbox_bin, "quarantine", "restore", ident, "--force"], capture_output=True, text=True)
+    assert refused.returncode == 1, refused.stderr
+    for held in (".envrc (.envrc)", "planted.fifo (fifo)", "deep/er/planted.sock (socket)"):
+        assert held in refused.stderr, refused.stderr
+    assert (root / ".envrc").exists() is False
+    # Everything `list` shows, named: refused over an existing file, done with --force (the existing
+    # one moved aside).
+    listed = subprocess.run([sbox_bin, "quarantine", "list"], capture_output=True, text=True).stdout.splitlines()
+    start = next(i for i, line in enumerate(listed) if line.startswith(ident))
+    named = [line[2:].split("  [")[0] for line in listed[start + 1:] if line.startswith("  ")]
+    assert {HOOK.split("/")[0], ".envrc", ".vscode", "Makefile", "planted.fifo", "deep/er/planted.sock"} <= set(named)
+    refused = subprocess.run([sbox_bin, "quarantine", "restore", ident, *named], capture_output=True, text=True)
     assert refused.returncode == 1 and ".husky" in refused.stderr
     assert (root / ".envrc").exists() is False
-    done = subprocess.run([sbox_bin, "quarantine", "restore", ident, "--force"], capture_output=True, text=True)
+    done = subprocess.run([sbox_bin, "quarantine", "restore", ident, *named, "--force"], capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr
     assert (root / ".envrc").read_text() == "export PLANTED=1\n"
     assert stat.S_ISFIFO(os.lstat(root / "planted.fifo").st_mode)

@@ -11,7 +11,7 @@ import os
 import threading
 from pathlib import Path
 
-from sbox_shim.guard import quarantine
+from sbox_shim.guard import quarantine, restore
 
 HOOK = b"#!/bin/sh\ntouch /nonexistent/pwned\n"
 
@@ -67,7 +67,7 @@ def test_restore_never_writes_through_a_link_swapped_in_meanwhile(tmp_path: Path
     flipper = _flipper(root, outside, stop, empty=True)
     try:
         for ident in idents:
-            quarantine.cmd_restore(str(state), ident, force=True, err=io.StringIO())
+            restore.cmd_restore(str(state), ident, force=True, err=io.StringIO())
             assert not (outside / "pre-commit").exists(), f"restore {ident} wrote through the link"
     finally:
         stop.set()
