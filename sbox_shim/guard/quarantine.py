@@ -260,6 +260,13 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
     return ident, records
 
 
+def _shell_word(path: str) -> str:
+    """`path` as one shell word (shlex.quote, without shlex's import)."""
+    if path and all(c.isascii() and (c.isalnum() or c in "@%+=:,./-_") for c in path):
+        return path
+    return "'" + path.replace("'", "'\"'\"'") + "'"
+
+
 def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
     for r in records:
@@ -268,7 +275,8 @@ def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
         what = f"{r['what']} by the sandbox" + (f", {r['why']}" if r["why"] != "host-executed" else "")
         if r["what"] == "changed":
             what += "; the previous version is back" if r["previous_restored"] else "; no previous version kept"
-        out.append(printable(f"sbox: quarantined {r['path']} ({what}); restore: sbox quarantine restore {ident}"))
+        restore = f"sbox quarantine restore {ident} {_shell_word(r['path'])}"
+        out.append(printable(f"sbox: quarantined {r['path']} ({what}); restore: {restore}"))
     return out
 
 

@@ -99,7 +99,7 @@ def test_what_the_sandbox_plants_for_the_host_is_quarantined_and_restorable(runs
     assert stat.S_ISSOCK(os.lstat(files / "deep/er/planted.sock").st_mode)
     paths = {e["path"]: e for e in found[0]["entries"]}  # type: ignore[attr-defined]
     assert paths[HOOK]["what"] == "created" and paths[HOOK]["sha256"]
-    assert f"sbox: quarantined {HOOK} (created by the sandbox); restore: sbox quarantine restore {ident}" \
+    assert f"sbox: quarantined {HOOK} (created by the sandbox); restore: sbox quarantine restore {ident} {HOOK}" \
         in result.stderr
     assert "the git hooks were not installed" in result.stderr and "npx husky" in result.stderr
     if os.geteuid() == 0:  # a root-run sbox (CI): the sandbox's setuid files would be root's
