@@ -38,15 +38,53 @@ def _move(source: str, target: str) -> None:
     st = os.lstat(source)
     if stat.S_ISDIR(st.st_mode):
         try:
-            shutil.copytree(source, target, symlinks=True, ignore=_specials)
+            shutil.copytree(source, target, symlinks=True, ignore=_specials, copy_function=_copy_file)
         except RecursionError:  # a tree built deeper than a copy can follow: left where it is
             raise OSError(errno.ELOOP, f"{source} is too deep to copy across filesystems") from None
         shutil.rmtree(source)
     elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-        shutil.copy2(source, target, follow_symlinks=False)
+        _copy_file(source, target)
         os.unlink(source)
     else:
         os.unlink(source)
+
+
+def _copy_file(source: str, target: str) -> None:
+    """shutil.copy2 (a link copied as a link), with a regular file's holes kept as holes: a sparse
+    file of terabytes a sandbox made costs what its data costs, not its size."""
+    st = os.lstat(source)
+    if not stat.S_ISREG(st.st_mode):
+        shutil.copy2(source, target, follow_symlinks=False)
+        return
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            size, offset = os.fstat(src).st_size, 0
+            while offset < size:
+                try:
+                    start = os.lseek(src, offset, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # nothing but a hole to the end
+                        break
+                    raise
+                end = os.lseek(src, start, os.SEEK_HOLE)
+                os.lseek(dst, start, os.SEEK_SET)
+                while start < end:
+                    chunk = os.pread(src, min(end - start, 1 << 20), start)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(dst, view):]
+                    start += len(chunk)
+                offset = end
+            os.ftruncate(dst, size)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    shutil.copystat(source, target, follow_symlinks=False)
 
 
 def _own(path: str, depth: int = 64) -> None:
@@ -63,7 +101,7 @@ def _own(path: str, depth: int = 64) -> None:
                     _own(os.path.join(path, name), depth - 1)
         elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             copy = f"{path}.sbox-own"
-            shutil.copy2(path, copy, follow_symlinks=False)
+            _copy_file(path, copy)
             os.rename(copy, path)
     except OSError:  # too long a path, or gone: left as it is
         pass
