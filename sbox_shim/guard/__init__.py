@@ -5,8 +5,8 @@ names of layout.PROTECTED, `.husky/`, `.envrc`, `.pre-commit-config.yaml`, the r
 git's `core.hooksPath` directory) with the content of their small files, and the project's
 `package.json` scripts. After it, `after` compares them per file, and walks the writable part of
 the tree (no link followed, read-only mounts skipped) for setuid/setgid files, sockets and FIFOs
-whose inode changed since the step began (ctime, which no process can set back). Pure reading:
-guard/quarantine.py moves what this finds.
+whose inode changed since the step began (ctime, which no process can set back). What is watched,
+and where, is guard/watch.py's. Pure reading: guard/quarantine.py moves what this finds.
 """
 from __future__ import annotations
 
@@ -16,43 +16,17 @@ import stat
 import time
 
 from sbox_shim import kept
-from sbox_shim.gitconfig import settings
-from sbox_shim.lean import dirname, git_dirs, inside, join, normpath
-from sbox_shim.protected import PROTECTED
+from sbox_shim.guard.watch import _basename, _projects_watched, _relative, packages_watched, present, watched
+from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
+from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
+from sbox_shim.lean import dirname, inside, join
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
-    from typing import Any, Iterator, Mapping, Sequence
+    from typing import Iterator, Mapping, Sequence
 
     from sbox_shim.plan import Mount
 
-# At the project's top: files the host runs or reads as code later (git hooks and their managers,
-# direnv and dotenv, make in all its spellings, editors', dev containers' and agents' tasks).
-HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.yaml", "Makefile", "makefile",
-                 "GNUmakefile", "lefthook.yml", "lefthook.yaml", ".lefthook.yml", ".lefthook.yaml",
-                 ".lintstagedrc", ".lintstagedrc.json", ".lintstagedrc.js", ".lintstagedrc.cjs",
-                 ".lintstagedrc.mjs", ".lintstagedrc.yaml", ".lintstagedrc.yml", "lint-staged.config.js",
-                 "lint-staged.config.cjs", "lint-staged.config.mjs", ".mcp.json", ".devcontainer", ".zed",
-                 "mise.toml", ".mise.toml", "mise.local.toml", ".mise.local.toml", ".config/mise.toml",
-                 ".config/mise", ".tool-versions", "justfile", "Justfile", ".justfile", "lefthook-local.yml",
-                 ".lefthook-local.yml", ".devcontainer.json", ".cursor", ".gemini", ".roo", ".kiro", ".amazonq",
-                 ".continue", ".windsurf", "gradlew", "mvnw", ".mvn", "Taskfile.yml", "Taskfile.yaml", "Rakefile",
-                 ".bazelrc", "Procfile", ".exrc", ".nvim.lua", ".lazy.lua", ".envrc.local", ".env.local",
-                 ".lfsconfig", ".gitconfig", ".gitmodules", "CLAUDE.md", "AGENTS.md", "GEMINI.md", ".clinerules",
-                 ".aider.conf.yml", ".pdbrc", ".pdbrc.py", "sitecustomize.py", "usercustomize.py", ".nvimrc",
-                 ".vimrc", ".hg", "taskfile.yml", "taskfile.yaml", "Taskfile.dist.yml", "Taskfile.dist.yaml",
-                 "taskfile.dist.yml", "taskfile.dist.yaml", ".config/lefthook.yml", ".config/lefthook.yaml",
-                 "mise", ".mise", "opencode.json", ".opencode", ".codex", ".qwen", ".crush.json", "crush.json",
-                 ".junie", ".augment", ".trae", "flake.nix", "shell.nix", "default.nix", "devenv.nix",
-                 "devenv.yaml", "devbox.json", "bunfig.toml", ".sl", ".jj", "opencode.jsonc", ".lvimrc",
-                 ".dir-locals.el", ".gdbinit", ".lldbinit")
-# Not here: the tool configs sbox's trust gate holds instead (.cargo/config.toml, .yarnrc.yml,
-# .pnpmfile.cjs, .npmrc, pip.conf, ...): one a sandbox wrote is refused, named, until `sbox trust`.
-# Also at the top, in any spelling of its case (just finds its file so) or by ending: listed names.
-CASELESS = ("justfile", ".justfile")
-ENDINGS = (".code-workspace",)
-# At any depth: git runs a repository's config (core.fsmonitor, hooks) wherever a `.git` is, and
-# direnv loads an `.envrc` in any directory the user enters.
 NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git finds (bare repository)
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
 HASH_BYTES = 64 << 20  # a bigger one is known by its identity (a 2 TiB sparse file would take hours to hash)
@@ -113,169 +87,8 @@ class Before(_Record):
         return _parse_scripts(self.package)
 
 
-def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
-    """The parts of the project a step's mounts make writable (empty: the guard has nothing to do)."""
-    root = root.rstrip("/") or "/"
-    out = []
-    for m in mounts:
-        if m.readonly or m.kind not in ("bind", "cache"):
-            continue
-        source = m.source.rstrip("/") or "/"
-        if inside(root, source):
-            out.append(root)
-        elif inside(source, root):
-            out.append(source)
-    return list(dict.fromkeys(out))
-
-
 def readonly_targets(mounts: Sequence[Mount]) -> frozenset[str]:
     return frozenset(m.target.rstrip("/") for m in mounts if m.readonly and m.kind in ("bind", "cache"))
-
-
-
-
-def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str]]:
-    """(core.hooksPath, the project files git includes) from `<root>/.git/config` and the files
-    its `include.path` / `includeIf.*.path` name, read as text (running git would run the config).
-    Paths relative to the project's top (`top`, else the root), only those inside it."""
-    top = top or root
-    gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
-    hooks, included = _configs([join(d, "config") for d in reversed(gitdirs)])
-    includes = [_relative(path, top) for path in included
-                if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
-    if not hooks and gitdirs:
-        hooks = _global_hooks()  # a repository of its own that sets none: the user's global one applies
-    if not hooks or hooks.startswith("~/") and not _home():
-        return None, includes
-    return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
-
-
-def _home() -> str:
-    return posix.environ.get(b"HOME", b"").decode("utf-8", "surrogateescape")
-
-
-def _configs(files: list[str]) -> tuple[str | None, list[str]]:
-    """`core.hooksPath` as git reads it from `files` and the files they include (`include.path`,
-    `includeIf.*.path`, each read where it is included, `~/` being HOME), and every file included."""
-    home = _home()
-    hooks = None
-    every: list[str] = []
-    seen: set[str] = set()
-    while files and len(seen) < 16:
-        path = files.pop(0)
-        if path in seen:
-            continue
-        seen.add(path)
-        included = []
-        for section, key, value in settings(path):
-            if section == "core" and key == "hookspath" and value:
-                hooks = value
-            elif section.startswith(("include", "includeif")) and key == "path" and value:
-                if value.startswith("~"):
-                    if not value.startswith("~/") or not home:
-                        continue
-                    value = join(home, value[2:])
-                included.append(normpath(join(dirname(path), value)))
-        files[:0] = included
-        every += included
-    return hooks, every
-
-
-def _in_project(path: str, top: str, written: bool = True) -> str | None:
-    """`path` relative to the project's top if it lies there, as written or as it resolves (git
-    follows a link on the way: `hooks -> frontend/hk` outside the project still names the project's
-    `frontend/hk`); only as it resolves unless `written`; None otherwise."""
-    import os  # only for a repository that sets core.hooksPath or links its hooks
-
-    ways = ((os.path.normpath(path), top),) if written else ()
-    for candidate, base in (*ways, (os.path.realpath(path), os.path.realpath(top))):
-        if inside(candidate, base) and candidate != base:
-            return str(os.path.relpath(candidate, base))
-    return None
-
-
-def _linked_hooks(gitdirs: Sequence[str], top: str) -> list[str]:
-    """The project paths a git directory's `hooks/` reaches through links (`.git/hooks ->
-    ../githooks`, `.git/hooks/pre-commit -> ../../tools/hooks/pre-commit`): git runs them."""
-    found = []
-    for gitdir in gitdirs:
-        hooks = join(gitdir, "hooks")
-        try:
-            if stat.S_ISLNK(posix.lstat(hooks).st_mode):
-                found.append(_in_project(hooks, top, written=False))
-                continue
-            with posix.scandir(hooks) as it:
-                links = [e.path for e in it if e.is_symlink()]
-        except OSError:
-            continue
-        found += [_in_project(link, top, written=False) for link in links]
-    return [rel for rel in found if rel]
-
-
-def _global_hooks() -> str | None:
-    """`core.hooksPath` from git's system and global configs (read as text, last one wins, as git
-    reads them): a relative one names a directory in every repository (`git-hooks`)."""
-    env = posix.environ
-    home = _home()
-    xdg = env.get(b"XDG_CONFIG_HOME", b"").decode("utf-8", "surrogateescape") or (home and join(home, ".config"))
-    system = env.get(b"GIT_CONFIG_SYSTEM", b"/etc/gitconfig").decode("utf-8", "surrogateescape")
-    files = [] if env.get(b"GIT_CONFIG_NOSYSTEM") else [system]
-    configured = env.get(b"GIT_CONFIG_GLOBAL")
-    if configured is not None:
-        files.append(configured.decode("utf-8", "surrogateescape"))
-    else:
-        files += [p for p in (xdg and join(xdg, "git", "config"), home and join(home, ".gitconfig")) if p]
-    hooks, _ = _configs(files)
-    return hooks if hooks and not hooks.startswith(("/", "~")) else None
-
-
-def hooks_path(root: str) -> str | None:
-    """git's `core.hooksPath`, through the project's `.git/config` and what it includes, relative to
-    the root, if it lies in the project."""
-    return _git_config(root)[0]
-
-
-def watched(root: str) -> list[str]:
-    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root), *_enclosing(root)]))
-
-
-def _enclosing(root: str) -> list[str]:
-    """What the repository the project lies in (sbox.yaml below its top: a monorepo's `frontend/`)
-    makes host-executed inside the project: its hooks directory when `core.hooksPath` points there."""
-    here = dirname(root)
-    while here:
-        if git_dirs(join(here, ".git")):
-            return _repository(here, root)
-        parent = dirname(here)
-        if parent == here:
-            break
-        here = parent
-    return []
-
-
-def _repository(repo: str, root: str) -> list[str]:
-    """What `repo`'s `.git/config` makes host-executed in the project (relative to its root): the
-    files it includes (they run like .git/config) and its hooks directory, or, for husky's layout
-    (`core.hooksPath = .husky/_`, whose wrappers run `.husky/<hook>`), the directory above it."""
-    hooks, includes = _git_config(repo, root)
-    names = [anchor(root, p) for p in includes + _linked_hooks(git_dirs(join(repo, ".git")), root)]
-    if hooks:
-        names.append(anchor(root, dirname(hooks) if _basename(hooks) == "_" and "/" in hooks else hooks))
-    return names
-
-
-def anchor(root: str, rel: str) -> str:
-    """`rel`, or its first component that is a link: what lies beyond a link is not the
-    project's, and the guard never follows one (a planted `tools -> /elsewhere` is itself what
-    it moves)."""
-    parts = rel.split("/")
-    for i in range(1, len(parts)):
-        try:
-            if stat.S_ISLNK(posix.lstat(join(root, *parts[:i])).st_mode):
-                return "/".join(parts[:i])
-        except OSError:
-            return rel
-    return rel
 
 
 def _entry(path: str, st: posix.stat_result, keep: bool) -> Entry:
@@ -339,65 +152,6 @@ def _parse_scripts(data: bytes | None) -> dict[str, str]:
     except (ValueError, AttributeError):
         return {}
     return {str(k): str(v) for k, v in scripts.items()} if isinstance(scripts, dict) else {}
-
-
-def present(root: str, names: Sequence[str]) -> list[str]:
-    """The names that may exist: those whose first component the root lists (one directory
-    read instead of an lstat per name; a name it does not list has nothing for `_tree` to see).
-    All of them if the root cannot be listed."""
-    try:
-        with posix.scandir(root) as it:
-            listed = {e.name for e in it}
-    except OSError:
-        return list(names)
-    spelled = [name for name in sorted(listed) if name.lower() in CASELESS or name.endswith(ENDINGS)]
-    return list(dict.fromkeys([name for name in names if name.split("/", 1)[0] in listed] + spelled))
-
-
-def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
-    """What `watched` is for the project's top, at the top of each directory in it that is a
-    package or repository of its own: a local `file:` dependency npm builds in place (a directory
-    of the project a step may write, which every package's scripts in that phase may write: its
-    Makefile runs when you `make` there), and each repository nested in the project (a `.git`
-    below the top, bound read-only: its hooks and its Makefile run when you work there). Not a
-    node_modules or a hidden directory."""
-    roots = [part for part in writable_parts(mounts, root) if part != root.rstrip("/") and inside(part, root)]
-    roots += [dirname(m.target) for m in mounts if m.readonly and _basename(m.target) == ".git"
-              and inside(m.target, root) and dirname(m.target) != root.rstrip("/")]
-    out = []
-    for part in dict.fromkeys(roots):
-        rel = _relative(part, root)
-        parts = rel.split("/")
-        if "node_modules" in parts or any(p.startswith(".") for p in parts) or not stat.S_ISDIR(_mode(part)):
-            continue
-        out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
-    return out
-
-
-def _projects_watched(root: str, known: Sequence[str]) -> list[str]:
-    """`watched` at the top of each project nested in this one (a directory below the top with an
-    sbox.yaml of its own, as the last walk found them): its Makefile, editors' and agents'
-    settings run when you work there, as the top's do. Not in a node_modules or a hidden directory."""
-    from sbox_shim.guard.index import PROJECTS
-
-    out: list[str] = []
-    for path in known:
-        part = dirname(path)
-        if _basename(path) not in PROJECTS or part == root.rstrip("/") or not inside(part, root):
-            continue
-        parts = _relative(part, root).split("/")
-        if "node_modules" in parts or any(p.startswith(".") for p in parts):
-            continue
-        rel = "/".join(parts)
-        out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
-    return out
-
-
-def _mode(path: str) -> int:
-    try:
-        return posix.lstat(path).st_mode
-    except OSError:
-        return 0
 
 
 def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> Before:
@@ -518,20 +272,6 @@ def _too_deep(root: str, directory: str) -> tuple[str, Entry]:
     cut = "/".join(parts[:min(max(1, len(parts) // 2), 64)])
     st = posix.lstat(join(root, cut))
     return cut, _entry(join(root, cut), st, keep=False)
-
-
-def _basename(path: str) -> str:
-    """`os.path.basename`."""
-    return path[path.rfind("/") + 1:]
-
-
-def _relative(path: str, root: str) -> str:
-    """`os.path.relpath` of a path found by walking `root` (so below it, joined without `..`)."""
-    if inside(path, root) and path != root:
-        return path[len(root.rstrip("/")) + 1:]
-    import os
-
-    return os.path.relpath(path, root)
 
 
 def _printable(text: str) -> str:
