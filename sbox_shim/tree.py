@@ -49,12 +49,20 @@ def kind(root: str, relative: str) -> str:
 
 
 def hooks_path(root: str) -> tuple[str, ...]:
-    """git's `core.hooksPath` from `<root>/.git/config`, if it names a path inside the project
-    with no link on the way (git would run what is there on the host's next commit)."""
+    """git's `core.hooksPath` from `<root>/.git/config`, if it names a path inside the project (git
+    would run what is there on the host's next commit): as written when no link is on the way,
+    else where it resolves (`githooks -> tools/hooks`: git follows the link), if that is inside
+    the project too."""
     path = configured_hooks(root)
     if path is None:
         return ()
-    return (path,) if kind(root, os.path.relpath(path, root)) in ("dir", "file") else ()
+    found = kind(root, os.path.relpath(path, root))
+    if found in ("dir", "file"):
+        return (path,)
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    if found == "missing" or real == top or not real.startswith(top.rstrip("/") + "/"):
+        return ()
+    return (real,) if kind(top, os.path.relpath(real, top)) in ("dir", "file") else ()
 
 
 def configured_hooks(root: str) -> str | None:

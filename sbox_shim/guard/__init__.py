@@ -16,7 +16,7 @@ import stat
 import time
 
 from sbox_shim import kept
-from sbox_shim.guard.watch import _basename, _projects_watched, _relative, packages_watched, present, watched
+from sbox_shim.guard.watch import _basename, _projects_watched, _relative, packages_watched, present, resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.lean import dirname, inside, join
@@ -166,7 +166,8 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
         from sbox_shim.guard import index
 
         known = [p for part in writable_parts(mounts, root) for p in index.known(part, state_dir)]
-    names = tuple(dict.fromkeys(watched(root) + packages_watched(root, mounts) + _projects_watched(root, known)))
+    listed = watched(root) + packages_watched(root, mounts) + _projects_watched(root, known)
+    names = tuple(dict.fromkeys(listed + resolved(root, present(root, listed))))
     entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
     for path in known:
         rel = _relative(path, root)

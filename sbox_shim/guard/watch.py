@@ -194,10 +194,29 @@ def _repository(repo: str, root: str) -> list[str]:
     files it includes (they run like .git/config) and its hooks directory, or, for husky's layout
     (`core.hooksPath = .husky/_`, whose wrappers run `.husky/<hook>`), the directory above it."""
     hooks, includes = _git_config(repo, root)
-    names = [anchor(root, p) for p in includes + _linked_hooks(git_dirs(join(repo, ".git")), root)]
+    paths = includes + _linked_hooks(git_dirs(join(repo, ".git")), root)
     if hooks:
-        names.append(anchor(root, dirname(hooks) if _basename(hooks) == "_" and "/" in hooks else hooks))
-    return names
+        paths.append(dirname(hooks) if _basename(hooks) == "_" and "/" in hooks else hooks)
+    return [anchor(root, p) for p in paths] + resolved(root, paths)
+
+
+def resolved(root: str, rels: Sequence[str]) -> list[str]:
+    """Where each of `rels` lands in the project when it goes through a link: git, make and the
+    rest follow one (`githooks -> tools/hooks` as core.hooksPath, `Makefile -> build/Makefile.real`,
+    an include under `conf -> settings`), so what it reaches is watched too. What lies outside the
+    project is not (the link itself is what is watched, and moved)."""
+    out = []
+    for rel in rels:
+        parts = rel.split("/")
+        try:
+            linked = any(stat.S_ISLNK(posix.lstat(join(root, *parts[:i])).st_mode) for i in range(1, len(parts) + 1))
+        except OSError:
+            linked = False  # a component missing: nothing beyond it yet
+        if linked:
+            real = _in_project(join(root, rel), root, written=False)
+            if real and real != rel:
+                out.append(real)
+    return out
 
 
 def anchor(root: str, rel: str) -> str:

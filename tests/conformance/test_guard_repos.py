@@ -319,3 +319,46 @@ def test_the_enclosing_repository_s_hooks_path_through_a_link_or_home_is_watched
     err, ran = _planted_hook_runs(root, "hk/pre-commit", runs, tmp_path, repo=mono)
     assert "quarantined hk/pre-commit (created by the sandbox" in err, err
     assert not ran
+
+
+def test_watched_paths_reached_through_links_in_the_project_are_watched_where_they_land(runs: Runs,
+                                                                                       tmp_path: Path) -> None:
+    """git and make follow links: `core.hooksPath = githooks` with `githooks -> tools/hooks`, a
+    `Makefile -> build/Makefile.real`, and an include under `conf -> settings`. What a step writes
+    where they land (a hook appended to, a new hook, the real Makefile, the included config) is
+    refused or quarantined, and the host's next commit, make and status run nothing planted."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    marker = tmp_path / "planted-ran"
+    (root / "tools" / "hooks").mkdir(parents=True)
+    (root / "tools" / "hooks" / "pre-commit").write_text("#!/bin/sh\nexit 0\n")
+    (root / "tools" / "hooks" / "pre-commit").chmod(0o755)
+    (root / "githooks").symlink_to("tools/hooks")
+    git(root, "config", "core.hooksPath", "githooks")
+    (root / "build").mkdir()
+    (root / "build" / "Makefile.real").write_text("all:\n\t@echo host\n")
+    (root / "Makefile").symlink_to("build/Makefile.real")
+    (root / "settings").mkdir()
+    (root / "settings" / "git.inc").write_text("[user]\n\tname = t\n")
+    (root / "conf").symlink_to("settings")
+    git(root, "config", "include.path", "../conf/git.inc")
+    plant = (f"printf 'touch {marker}\\n' >> tools/hooks/pre-commit; "
+             f"printf '#!/bin/sh\\ntouch {marker}\\n' > tools/hooks/commit-msg; chmod +x tools/hooks/commit-msg; "
+             f"printf 'all:\\n\\t@touch {marker}\\n' > build/Makefile.real; "
+             f"printf '[core]\\n\\tfsmonitor = \"touch {marker}; false\"\\n' >> settings/git.inc; true")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined build/Makefile.real (changed by the sandbox; the previous version is back" in result.stderr, \
+        result.stderr
+    assert "quarantined settings/git.inc (changed by the sandbox; the previous version is back" in result.stderr, \
+        result.stderr
+    assert not (root / "tools" / "hooks" / "commit-msg").exists(), result.stderr
+    assert (root / "tools" / "hooks" / "pre-commit").read_text() == "#!/bin/sh\nexit 0\n", result.stderr
+    _commit(root)
+    subprocess.run(["git", "status"], cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
+    subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
+    assert not marker.exists()
+    with open(root / "build" / "Makefile.real", "w") as f:  # control: the same plant, on the host, runs
+        f.write(f"all:\n\t@touch {marker}\n")
+    subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
+    assert marker.exists()
