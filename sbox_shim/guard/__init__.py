@@ -19,7 +19,8 @@ from sbox_shim import kept
 from sbox_shim.guard.watch import _basename, _projects_watched, _relative, packages_watched, present, resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
-from sbox_shim.lean import dirname, inside, join
+from sbox_shim.guard.index import PROJECTS
+from sbox_shim.lean import dirname, inside, join, listing
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
@@ -124,8 +125,8 @@ def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tup
     yield rel, _entry(path, st, keep)
     if not stat.S_ISDIR(st.st_mode) or path in skip:
         return
-    try:
-        with posix.scandir(path) as it:
+    try:  # after the step, one a sandbox made unreadable to its owner is made readable again to look in
+        with (posix.scandir(path) if keep else listing(path)) as it:
             names = sorted(e.name for e in it)
     except OSError:
         return
@@ -198,7 +199,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
         for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
-                why = _basename(rel) if _basename(rel) in NESTED else \
+                why = _basename(rel) if _basename(rel) in NESTED + PROJECTS else \
                     "setuid" if entry.kind == "file" else entry.kind
                 changes[rel] = Change(rel, "changed" if old else "created", entry, why)
     return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
@@ -207,8 +208,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
 def _differs(old: Entry, new: Entry) -> bool:
     if old.kind != new.kind:
         return True
-    if new.kind == "dir":
-        return False  # compared per file
+    if new.kind == "dir":  # compared per file, and by its rights (a sandbox's `chmod 0311 .husky` hides what is in it)
+        return stat.S_IMODE(old.mode) != stat.S_IMODE(new.mode)
     if new.kind == "file" and (old.sha256 is None or new.sha256 is None):  # too big to hash, or unreadable
         return old.ident != new.ident or old.mode != new.mode
     if new.kind == "file":
@@ -257,7 +258,10 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
             continue
         fmt = stat.S_IFMT(st.st_mode)
         nested = name in NESTED and path not in skip
-        special = nested or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
+        # an sbox project of its own below the top (its config made or changed by the step) is the
+        # host's to make: guard/watch.py watches what it holds only once the host has made it
+        project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
+        special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
             fmt == stat.S_IFREG and bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)))
         if special and st.st_ctime_ns >= since_ns:
             if fmt == stat.S_IFDIR:

@@ -137,7 +137,7 @@ def _walk(top: str, old: dict[str, Any]) -> tuple[Scan, dict[str, tuple[int, int
                     stack.append((child, (cst.st_dev, cst.st_ino, cst.st_ctime_ns)))
             continue
         try:
-            entries = posix.scandir(directory)
+            entries = lean.listing(directory)
         except OSError as exc:
             if exc.errno == 36:
                 out.too_deep.append(directory)

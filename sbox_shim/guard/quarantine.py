@@ -97,7 +97,7 @@ def _own(path: str, depth: int = 64) -> None:
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
             if depth > 0:
-                for name in os.listdir(path):
+                for name in _names_in(path):
                     _own(os.path.join(path, name), depth - 1)
         elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             copy = f"{path}.sbox-own"
@@ -105,6 +105,14 @@ def _own(path: str, depth: int = 64) -> None:
             os.rename(copy, path)
     except OSError:  # too long a path, or gone: left as it is
         pass
+
+
+def _names_in(path: str) -> list[str]:
+    """What a quarantined directory holds; one a sandbox left unreadable to its owner made readable."""
+    from sbox_shim.lean import listing
+
+    with listing(path) as it:
+        return [e.name for e in it]
 
 
 def _digest(path: str) -> str | None:
@@ -120,14 +128,39 @@ def _digest(path: str) -> str | None:
 
 def _move_from(parent: int, name: str, target: str) -> None:
     """`_move` of `name` in the directory open as `parent`: renamed from that descriptor, or across
-    filesystems copied through it (/proc/self/fd/N names the directory itself, not a path)."""
+    filesystems copied through it (/proc/self/fd/N names the directory itself, not a path). A
+    directory of sbox's own user that a sandbox left without its owner's rights (renaming one
+    into another directory writes its `..`; copying one reads it) gets them back first."""
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     try:
         os.rename(name, target, src_dir_fd=parent)
     except OSError as exc:
+        if exc.errno == errno.EACCES and _let_owner(parent, name):
+            return _move_from(parent, name, target)
         if exc.errno != errno.EXDEV:
             raise
+        _let_owner(parent, name)
         _move(f"/proc/self/fd/{parent}/{name}", target)
+
+
+def _let_owner(parent: int, name: str) -> bool:
+    """Give a directory of this user's that lacks them its owner's read, write and search rights
+    back (a sandbox ran as this user and took them); True if it did. Reached without following a
+    link (an O_PATH descriptor, changed through /proc/self/fd: chmod on it follows nothing)."""
+    try:
+        fd = os.open(name, NOFOLLOW_DIR, dir_fd=parent)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or st.st_mode & 0o700 == 0o700:
+            return False
+        os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(st.st_mode) | 0o700)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _specials(directory: str, names: list[str]) -> list[str]:
@@ -169,7 +202,9 @@ def _put_back(root: str, rel: str, snapshot: Before) -> bool:
     return True
 
 
-NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: a directory is opened to act in (rename, make, open at), never read, so one its owner may
+# search but not list (a sandbox's `chmod 0311`) is reached all the same; a link is still refused
+NOFOLLOW_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _open_parent(root: str, rel: str, make: bool = True) -> tuple[int, str]:
@@ -271,30 +306,34 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
     where = os.path.join(directory(state_dir), ident)
     os.makedirs(os.path.join(where, "files"), mode=0o700)
     moved: list[str] = []
-    records = []
-    for change in changes:
-        inside = any(change.path.startswith(m + "/") for m in moved)
-        restored = False
-        if not inside:
-            try:  # moved through its parent's descriptor: a link swapped in meanwhile is not followed
-                parent, name = _open_parent(snapshot.root, change.path, make=False)
-            except OSError:
-                raise OSError(errno.ELOOP, f"{change.path}: a directory above it is a link; not followed") from None
-            try:
-                _move_from(parent, name, os.path.join(where, "files", change.path))
-            except FileNotFoundError:  # gone since the comparison: the guard of an overlapping step took it
-                continue
-            finally:
-                os.close(parent)
-            _own(os.path.join(where, "files", change.path))
-            moved.append(change.path)
-            if change.what == "changed":
-                restored = _put_back(snapshot.root, change.path, snapshot)
-        records.append(_record(change, restored))
-    manifest = {"id": ident, "root": snapshot.root, "command": list(command), "time": time.time(),
-                "entries": records}
-    with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
+    records: list[dict[str, Any]] = []
+    try:
+        for change in changes:
+            inside = any(change.path.startswith(m + "/") for m in moved)
+            restored = False
+            if not inside:
+                try:  # moved through its parent's descriptor: a link swapped in meanwhile is not followed
+                    parent, name = _open_parent(snapshot.root, change.path, make=False)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise OSError(exc.errno, f"{change.path}: a directory above it is a link; not followed") from None
+                    raise OSError(exc.errno, f"{change.path}: {exc.strerror}") from None
+                try:
+                    _move_from(parent, name, os.path.join(where, "files", change.path))
+                except FileNotFoundError:  # gone since the comparison: the guard of an overlapping step took it
+                    continue
+                finally:
+                    os.close(parent)
+                _own(os.path.join(where, "files", change.path))
+                moved.append(change.path)
+                if change.what == "changed":
+                    restored = _put_back(snapshot.root, change.path, snapshot)
+            records.append(_record(change, restored))
+    finally:  # what moved is listed and restorable even when a later entry could not be moved
+        manifest = {"id": ident, "root": snapshot.root, "command": list(command), "time": time.time(),
+                    "entries": records}
+        with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
     return ident, records
 
 

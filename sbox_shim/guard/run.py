@@ -41,13 +41,12 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
     if step.mode != "sandbox":
         return run()
     from sbox_shim import guard
-
-    if not guard.writable_parts(step.mounts, root):
-        return run()
     from sbox_shim.guard import running
 
     for orphan in running.orphans(state_dir, root):  # steps whose sbox died before their own check
         _recover(orphan, state_dir, err)
+    if not guard.writable_parts(step.mounts, root):
+        return run()
     # the baseline of the writable steps already running on this tree, if any: what a step that
     # overlaps this one planted is not taken for the host's own
     snapshot, registered = running.join(guard.before(root, step.mounts, state_dir), state_dir, step.mounts,
@@ -61,12 +60,12 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
     try:
         try:
             _inspect(step, snapshot, code, state_dir, err)
-        except OSError as exc:
+            running.leave(registered)  # only a check that ran to its end lets the baseline go
+        except OSError as exc:  # the baseline stays: the next sbox step on this tree checks again
             err.write(f"sbox: the persistence guard could not check or quarantine {root}: {exc}; "
-                      f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them\n")
+                      f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them; "
+                      f"the next sbox step here checks them again\n")
             code = code or 125
-        # only a check that ran to its end lets the baseline go: else the next step on this tree makes it
-        running.leave(registered)
     finally:
         _release(held)
     if interrupted is not None:
@@ -167,7 +166,10 @@ def _recover(orphan: Any, state_dir: str, err: TextIO) -> None:
                     err.write(line + "\n")
     except OSError as exc:
         err.write(printable(f"sbox: the persistence guard could not check what an earlier step left in "
-                            f"{orphan.snapshot.root}: {exc}; review its host-executed files before using them") + "\n")
+                            f"{orphan.snapshot.root}: {exc}; review its host-executed files before using them; "
+                            f"the next sbox step here checks them again") + "\n")
+        running.unclaim(orphan)
+        return
     running.done(orphan)
 
 

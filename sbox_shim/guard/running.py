@@ -168,6 +168,14 @@ def done(orphan: Orphan) -> None:
     kept.remove(orphan.path)
 
 
+def unclaim(orphan: Orphan) -> None:
+    """Leave a dead step's baseline for the next step (its check could not be made now)."""
+    try:
+        posix.rename(orphan.path, orphan.path[:orphan.path.rindex(CLAIMED)])
+    except OSError:
+        pass
+
+
 def join(snapshot: Before, state_dir: str, mounts: Sequence[Any] = (),
          command: Sequence[str] = ()) -> tuple[Before, str | None]:
     """Take the baseline of the steps running on trees that overlap this one's and keep this

@@ -159,3 +159,15 @@ def test_a_project_nested_in_this_one_is_watched_as_its_top_is(runs: Runs, tmp_p
     (web / "Makefile").write_text(f"all:\n\t@touch {marker}\n")  # control: the plant, on the host, runs
     subprocess.run(["make", "-s", "-C", str(web)], capture_output=True, timeout=60)
     assert marker.exists()
+
+
+def test_a_nested_sbox_project_a_step_creates_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """A project config below the top is the host's to make: one a step creates (with a Makefile
+    beside it, for a later `sbox run` or `make` there) is quarantined, in any spelling."""
+    root = husky_project(tmp_path)
+    result = runs.run(root, "sh", "-c", "mkdir -p sub sub2/.vscode && printf 'version: 1\\n' > sub/sbox.yaml && "
+                                        "printf 'version: 1\\n' > sub2/.sbox.yaml && echo '{}' > sub2/.vscode/tasks.json")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined sub/sbox.yaml (created by the sandbox, sbox.yaml)" in result.stderr, result.stderr
+    assert "quarantined sub2/.sbox.yaml (created by the sandbox, .sbox.yaml)" in result.stderr, result.stderr
+    assert not (root / "sub" / "sbox.yaml").exists() and not (root / "sub2" / ".sbox.yaml").exists()

@@ -224,3 +224,47 @@ def test_an_ordinary_user_s_npm_install_downloads_then_runs_scripts_offline(as_u
         (control / "probe.js").write_text(script)
         subprocess.run(["node", "probe.js"], cwd=control, capture_output=True, timeout=60)
         assert (control / "reached.txt").exists() and canary.wait_for(1)
+
+
+def _git_as_user(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, user=USER, group=USER, extra_groups=[],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_an_ordinary_user_s_step_cannot_hide_a_plant_in_a_directory_it_made_unreadable(as_user: AsUser) -> None:
+    """As the owner, the sandbox can take its own read right away (`chmod 0311`): the walk would
+    not see a nested `.git` planted inside, and the next step would take it for the host's. sbox
+    gives the owner the right back and looks; and a watched Makefile in a project root the step
+    made unreadable, or a `.git` it left unwritable, is still moved (each was refused before)."""
+    root = as_user.project("version: 1\nprofiles:\n  default:\n    network: off\n")
+    (root / "packages").mkdir()
+    (root / "Makefile").write_text("all:\n\t@echo host\n")
+    for path in (root / "packages", root / "Makefile"):
+        os.chown(path, USER, USER)
+    marker = as_user.home / "fsmonitor-ran"
+    assert as_user.run(root, "run", "--", "true").returncode == 0  # the walk knows the tree
+    plant = (f"git init -q packages/web && git -C packages/web config core.fsmonitor 'touch {marker}; false' && "
+             "chmod 0311 packages")
+    result = as_user.run(root, "run", "--", "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined packages/web/.git (created by the sandbox, .git)" in result.stderr, result.stderr
+    _git_as_user(root / "packages" / "web", "status")
+    assert not marker.exists()
+    result = as_user.run(root, "run", "--", "sh", "-c",
+                         f"printf 'all:\\n\\t@touch {marker}\\n' > Makefile && git init -q sub && "
+                         f"git -C sub config core.fsmonitor 'touch {marker}; false' && chmod 0555 sub/.git && chmod 0311 .")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined Makefile (changed by the sandbox; the previous version is back" in result.stderr, result.stderr
+    assert "quarantined sub/.git (created by the sandbox, .git)" in result.stderr, result.stderr
+    os.chmod(root, 0o755)
+    assert (root / "Makefile").read_text() == "all:\n\t@echo host\n"
+    _git_as_user(root / "sub", "status")
+    assert not marker.exists()
+    control = as_user.home / "control"  # the same nested repository, made on the host, runs its fsmonitor
+    control.mkdir()
+    os.chown(control, USER, USER)
+    _git_as_user(control, "init", "-q")
+    _git_as_user(control, "config", "core.fsmonitor", f"touch {marker}; false")
+    _git_as_user(control, "status")
+    assert marker.exists()

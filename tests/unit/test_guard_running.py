@@ -82,3 +82,54 @@ def test_a_file_that_is_not_sbox_s_own_is_not_read(tmp_path: Path) -> None:
     baseline, mine = running.join(own, state)
     assert baseline.entries == own.entries
     running.leave(mine)
+
+
+CHECK_FAILS = r"""
+import sys
+sys.path.insert(0, sys.argv[3])
+from sbox_shim.guard import run
+from sbox_shim.plan import Mount
+
+class Step:
+    mode, label, profile, cwd = "sandbox", "run", "default", sys.argv[1]
+    command = ("sh", "-c", "plant")
+    mounts = (Mount(sys.argv[1], sys.argv[1], readonly=False),)
+
+def plant():
+    open(sys.argv[1] + "/Makefile", "w").write("all:\n\ttouch pwned\n")
+    return 0
+
+def fails(*args):
+    raise OSError(13, "Permission denied (this test)")
+
+run._inspect = fails  # the check cannot be made (a directory it may not enter, say)
+print(run.guarded(Step(), sys.argv[1], sys.argv[2], sys.stderr, plant))
+"""
+
+
+def test_a_check_that_could_not_be_made_is_made_by_the_next_step(tmp_path: Path) -> None:
+    """The step's own check fails (an OSError): its baseline stays in sbox's state, and the next
+    step on the tree, once that sbox has ended, checks the tree against it."""
+    import io
+
+    from sbox_shim.guard import run
+    from sbox_shim.plan import Mount
+
+    root, state = tmp_path / "p", tmp_path / "state"
+    root.mkdir()
+    (root / "Makefile").write_text("all:\n\techo host\n")
+    repo = str(Path(running.__file__).parents[2])
+    first = subprocess.run([sys.executable, "-c", CHECK_FAILS, str(root), str(state), repo],
+                           capture_output=True, text=True, timeout=60)
+    assert first.stdout.strip() == "125" and "checks them again" in first.stderr, first.stderr
+    assert (root / "Makefile").read_text() == "all:\n\ttouch pwned\n"
+
+    class Step:
+        mode, label, profile, cwd, command = "sandbox", "run", "default", str(root), ("true",)
+        mounts = (Mount(str(root), str(root), readonly=True),)  # a read-only step checks it too
+
+    err = io.StringIO()
+    assert run.guarded(Step(), str(root), str(state), err, lambda: 0) == 0
+    assert "ended before its persistence check; checked now:" in err.getvalue(), err.getvalue()
+    assert "quarantined Makefile (changed by the sandbox; the previous version is back" in err.getvalue()
+    assert (root / "Makefile").read_text() == "all:\n\techo host\n"
