@@ -38,9 +38,14 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  "mise", ".mise", "opencode.json", ".opencode", ".codex", ".qwen", ".crush.json", "crush.json",
                  ".junie", ".augment", ".trae", "flake.nix", "shell.nix", "default.nix", "devenv.nix",
                  "devenv.yaml", "devbox.json", "bunfig.toml", ".sl", ".jj", "opencode.jsonc", ".lvimrc",
-                 ".dir-locals.el", ".gdbinit", ".lldbinit")
-# Not here: the tool configs sbox's trust gate holds instead (.cargo/config.toml, .yarnrc.yml,
-# .pnpmfile.cjs, .npmrc, pip.conf, ...): one a sandbox wrote is refused, named, until `sbox trust`.
+                 ".dir-locals.el", ".gdbinit", ".lldbinit",
+                 # run by tools sbox's shims do not front: rustup's proxies (rustc, rustfmt) run the
+                 # toolchain a `path` names, rust-analyzer runs `cargo check` with the config's
+                 # rustc-wrapper; a config the host made is still held by the trust gate
+                 "rust-toolchain.toml", "rust-toolchain", ".cargo/config.toml", ".cargo/config")
+# Not here: the tool configs sbox's trust gate holds instead (.yarnrc.yml, .pnpmfile.cjs, .npmrc,
+# pip.conf, ...), which only the tools sbox fronts read: one a sandbox wrote is refused, named,
+# until `sbox trust`.
 # Also at the top, in any spelling of its case (just finds its file so) or by ending: listed names.
 
 

@@ -362,3 +362,32 @@ def test_watched_paths_reached_through_links_in_the_project_are_watched_where_th
         f.write(f"all:\n\t@touch {marker}\n")
     subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
     assert marker.exists()
+
+
+def test_rust_toolchain_and_cargo_configs_a_step_writes_are_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """rustup's proxies (`rustc`, `rustfmt`) run the toolchain a `rust-toolchain.toml`'s `path`
+    names, and rust-analyzer runs `cargo check` with `.cargo/config.toml`'s rustc-wrapper: tools
+    sbox's shims do not front. What a step writes there is quarantined; the control runs the
+    planted toolchain through rustup on the host, where rustup is installed."""
+    import shutil
+
+    root = husky_project(tmp_path)
+    marker = tmp_path / "toolchain-ran"
+    plant = (f"mkdir -p .tc/bin .cargo && printf '#!/bin/sh\\ntouch {marker}\\n' > .tc/bin/rustc && "
+             f"chmod +x .tc/bin/rustc && printf '[toolchain]\\npath = \"{root}/.tc\"\\n' > rust-toolchain.toml && "
+             "printf '[build]\\nrustc-wrapper = \"./w\"\\n' > .cargo/config.toml")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined rust-toolchain.toml (created by the sandbox" in result.stderr, result.stderr
+    assert "quarantined .cargo/config.toml (created by the sandbox" in result.stderr, result.stderr
+    assert not (root / "rust-toolchain.toml").exists() and not (root / ".cargo" / "config.toml").exists()
+    import pwd
+
+    rustc = shutil.which("rustc") or os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".cargo", "bin", "rustc")
+    if os.path.exists(rustc) and os.path.basename(os.path.realpath(rustc)) == "rustup":
+        print("control: rustup's rustc proxy runs on the host")
+        subprocess.run([rustc, "--version"], cwd=root, capture_output=True, timeout=60)
+        assert not marker.exists()
+        (root / "rust-toolchain.toml").write_text(f'[toolchain]\npath = "{root}/.tc"\n')  # control, on the host
+        subprocess.run([rustc, "--version"], cwd=root, capture_output=True, timeout=60)
+        assert marker.exists()

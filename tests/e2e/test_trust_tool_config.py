@@ -112,7 +112,9 @@ def _cargo_project(root: Path, backend: str) -> None:
 @needs_cargo
 @pytest.mark.parametrize("written_by", ["sandbox", "user"])
 def test_cargo_config_rustc(tmp_path: Path, backend: str, sbox: Sbox, written_by: str) -> None:
-    """Planted: refused until trusted. Trusted: ./x never runs while cargo fetches."""
+    """Planted by a sandbox: quarantined at once (rust-analyzer and rustup's proxies, which sbox
+    does not front, would run it); put back by the user, refused until trusted. Trusted: ./x never
+    runs while cargo fetches."""
     root = tmp_path / "proj"
     _cargo_project(root, backend)
     cargo_home = tmp_path / "cargo-home"
@@ -122,7 +124,13 @@ def test_cargo_config_rustc(tmp_path: Path, backend: str, sbox: Sbox, written_by
     plant = f"mkdir -p .cargo && printf '[build]\\nrustc = \"./x\"\\n' > .cargo/config.toml && " + \
         _marker_script(root / "x", marker, 'exec rustc \"$@\"')
     if written_by == "sandbox":
-        sbox.plant(root, plant, env=env)
+        planted = sbox.run(root, "sh", "-c", plant, env=env)
+        assert planted.returncode == 0, planted.stderr
+        line = [ln for ln in planted.stderr.splitlines() if "quarantined .cargo/config.toml (created" in ln]
+        assert line and not (root / ".cargo" / "config.toml").exists(), planted.stderr
+        restore = line[0].split("restore: ", 1)[1].split()[1:]  # sbox quarantine restore ID PATH
+        assert sbox(root, *restore).returncode == 0
+        assert (root / ".cargo" / "config.toml").exists()
         refused(sbox.run(root, "cargo", "build", env=env), root / ".cargo" / "config.toml")
         assert not marker.exists()
         return
