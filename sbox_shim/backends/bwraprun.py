@@ -117,10 +117,11 @@ class Held:
     def abandon(self) -> None:
         """Kill the sandbox before its command ran; nothing of it runs. A signal that came
         meanwhile (a ^C) is sbox's again: sent to itself once its own handlers are back."""
-        try:
-            posix.kill(-self.pid, _signal.SIGKILL)
-        except OSError:
-            pass
+        for target in (-self.pid, self.pid):  # the group, and bwrap itself: forked (an RLIMIT_NPROC, a
+            try:                                # cgroup), it may not have made its session yet
+                posix.kill(target, _signal.SIGKILL)
+            except OSError:
+                pass
         try:
             posix.waitpid(self.pid, 0)
         except ChildProcessError:

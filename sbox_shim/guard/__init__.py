@@ -16,7 +16,8 @@ import stat
 import time
 
 from sbox_shim import kept
-from sbox_shim.guard.watch import _basename, _projects_watched, _relative, packages_watched, present, resolved, watched
+from sbox_shim.guard.watch import _basename, _projects_watched, _relative, anchor, packages_watched, present
+from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
@@ -170,6 +171,7 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
     listed = watched(root) + packages_watched(root, mounts) + _projects_watched(root, known)
     names = tuple(dict.fromkeys(listed + resolved(root, present(root, listed))))
     entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
+    entries.update(_on_the_way(root, present(root, names), entries))
     for path in known:
         rel = _relative(path, root)
         if _basename(path) == ".envrc" and rel not in entries:
@@ -182,6 +184,26 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
     return Before(root, started, entries, names, _package(root))
 
 
+def _on_the_way(root: str, names: Sequence[str], entries: Mapping[str, Entry]) -> dict[str, Entry]:
+    """Each directory on the way to a watched name, up to the first link (kind and target only):
+    one a step swaps for a link, or a link it re-points, sends the host elsewhere (`after`)."""
+    out: dict[str, Entry] = {}
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            rel = "/".join(parts[:i])
+            if rel in entries or rel in out:
+                continue
+            try:
+                st = posix.lstat(join(root, rel))
+            except OSError:
+                break
+            out[rel] = _entry(join(root, rel), st, keep=False)
+            if not stat.S_ISDIR(st.st_mode):
+                break
+    return out
+
+
 def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = None) -> list[Change]:
     """What the step created or changed among the host-executed paths, and the setuid/setgid
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
@@ -189,6 +211,16 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     names = dict.fromkeys([*snapshot.names, *watched(root)])
     changes: dict[str, Change] = {}
     for name in present(root, list(names)):
+        way = anchor(root, name)
+        if way != name:  # a directory on its way is a link: that link is what sends the host elsewhere
+            try:
+                entry = _entry(join(root, way), posix.lstat(join(root, way)), keep=False)
+            except OSError:
+                continue
+            old = snapshot.entries.get(way)
+            if old is None or old.kind != entry.kind or old.target != entry.target:
+                changes[way] = Change(way, "changed" if old else "created", entry, "host-executed")
+            continue
         for rel, entry in _tree(root, name, skip, keep=False):
             old = snapshot.entries.get(rel)
             if old is None:

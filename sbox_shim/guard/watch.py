@@ -128,8 +128,12 @@ def _in_project(path: str, top: str, written: bool = True) -> str | None:
     `frontend/hk`); only as it resolves unless `written`; None otherwise."""
     import os  # only for a repository that sets core.hooksPath or links its hooks
 
-    ways = ((os.path.normpath(path), top),) if written else ()
-    for candidate, base in (*ways, (os.path.realpath(path), os.path.realpath(top))):
+    ways = [(os.path.normpath(path), top)] if written else []
+    try:
+        ways.append((os.path.realpath(path), os.path.realpath(top)))
+    except OSError:  # a link changed while it was read (a sandbox racing): as written only
+        pass
+    for candidate, base in ways:
         if inside(candidate, base) and candidate != base:
             return str(os.path.relpath(candidate, base))
     return None
@@ -206,22 +210,55 @@ def _repository(repo: str, root: str) -> list[str]:
 
 
 def resolved(root: str, rels: Sequence[str]) -> list[str]:
-    """Where each of `rels` lands in the project when it goes through a link: git, make and the
-    rest follow one (`githooks -> tools/hooks` as core.hooksPath, `Makefile -> build/Makefile.real`,
-    an include under `conf -> settings`), so what it reaches is watched too. What lies outside the
-    project is not (the link itself is what is watched, and moved)."""
-    out = []
+    """What each of `rels` goes through and lands on in the project when a link is on its way: git,
+    make and the rest follow links (`githooks -> tools/hooks` as core.hooksPath, `Makefile ->
+    mk/Makefile` with `mk -> tools/mk`, an include under `conf -> settings`), so every link of the
+    chain that lies in the project (re-pointed, it sends the host elsewhere) and where the chain
+    ends, if in the project, are watched too. What lies outside the project is not: the link
+    that leads there is what is watched, and moved."""
+    out: list[str] = []
     for rel in rels:
-        parts = rel.split("/")
+        links, end = _chain(root, rel)
+        if links:
+            out += links
+            if end and end != rel:
+                out.append(end)
+    return list(dict.fromkeys(out))
+
+
+def _chain(root: str, rel: str, hops: int = 40) -> tuple[list[str], str | None]:
+    """The links (relative to `root`) that resolving `root/rel` goes through, as the kernel would
+    follow them, and where it ends relative to `root` (None outside it, or when it cannot be
+    resolved: a loop, a link changed meanwhile)."""
+    top = root.rstrip("/") or "/"
+    links: list[str] = []
+    here, todo = top, [p for p in rel.split("/") if p]
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            here = dirname(here)
+            continue
+        path = join(here, part)
         try:
-            linked = any(stat.S_ISLNK(posix.lstat(join(root, *parts[:i])).st_mode) for i in range(1, len(parts) + 1))
-        except OSError:
-            linked = False  # a component missing: nothing beyond it yet
-        if linked:
-            real = _in_project(join(root, rel), root, written=False)
-            if real and real != rel:
-                out.append(real)
-    return out
+            if not stat.S_ISLNK(posix.lstat(path).st_mode):
+                here = path
+                continue
+            target = posix.readlink(path)
+        except OSError:  # missing beyond here, or changed meanwhile
+            here = join(here, part, *todo)
+            todo = []
+            break
+        hops -= 1
+        if hops < 0:
+            return links, None
+        if inside(path, top) and path != top:
+            links.append(_relative(path, top))
+        here = "/" if target.startswith("/") else here
+        todo = [p for p in target.split("/") if p] + todo
+    end = normpath(here)
+    return links, (_relative(end, top) if inside(end, top) and end != top else None)
 
 
 def anchor(root: str, rel: str) -> str:

@@ -10,6 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests.support.trust import trust
+
 from .helpers import PY, Runs
 from .test_persistence_guard import git, husky_project
 
@@ -391,3 +393,55 @@ def test_rust_toolchain_and_cargo_configs_a_step_writes_are_quarantined(runs: Ru
         (root / "rust-toolchain.toml").write_text(f'[toolchain]\npath = "{root}/.tc"\n')  # control, on the host
         subprocess.run([rustc, "--version"], cwd=root, capture_output=True, timeout=60)
         assert marker.exists()
+
+
+def test_a_link_on_the_way_to_a_watched_path_swapped_or_re_pointed_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """The directory under a linked core.hooksPath swapped for a link out of the project, a link
+    in the middle of a chain (`Makefile -> mk/Makefile`, `mk -> tools/mk`) re-pointed, and the
+    directory a `.git/hooks` link leads into swapped for a link: each link is what is moved, and
+    the host's next commit and make run nothing from elsewhere."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    marker = tmp_path / "elsewhere-ran"
+    evil = tmp_path / "elsewhere"  # what a sandbox wrote in another project, say
+    (evil / "hooks").mkdir(parents=True)
+    for hook in ("pre-commit", "post-commit"):
+        (evil / "hooks" / hook).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (evil / "hooks" / hook).chmod(0o755)
+    (evil / "Makefile").write_text(f"all:\n\t@touch {marker}\n")
+    (root / "tools" / "hooks").mkdir(parents=True)
+    (root / "githooks").symlink_to("tools/hooks")
+    git(root, "config", "core.hooksPath", "githooks")
+    (root / "tools" / "mk").mkdir()
+    (root / "tools" / "mk" / "Makefile").write_text("all:\n\t@echo host\n")
+    (root / "mk").symlink_to("tools/mk")
+    (root / "Makefile").symlink_to("mk/Makefile")
+    plant = f"rm mk && ln -s {evil} mk && mv tools tools.old && ln -s {evil} tools"
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    for moved in ("mk", "tools"):
+        assert f"quarantined {moved} (changed by the sandbox; the previous version is back" in result.stderr, \
+            result.stderr
+    assert os.readlink(root / "mk") == "tools/mk" and not (root / "tools").is_symlink()
+    _commit(root)
+    subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
+    assert not marker.exists()
+    # a hook linked from the git directory into the project, its directory swapped for a link
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    (other / "sbox.yaml").write_text((root / "sbox.yaml").read_text())
+    trust(other / "sbox.yaml")
+    (other / "scripts").mkdir()
+    (other / "scripts" / "post-commit").write_text("#!/bin/sh\nexit 0\n")
+    (other / "scripts" / "post-commit").chmod(0o755)
+    (other / ".git" / "hooks" / "post-commit").symlink_to("../../scripts/post-commit")
+    result = runs.run(other, "sh", "-c", f"mv scripts scripts.old && ln -s {evil}/hooks scripts")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined scripts (changed by the sandbox" in result.stderr, result.stderr
+    _commit(other)
+    assert not marker.exists()
+    (other / "scripts" / "post-commit").unlink()  # control: the hook reached through a link, on the host, runs
+    (other / "scripts" / "post-commit").symlink_to(evil / "hooks" / "post-commit")
+    _commit(other)
+    assert marker.exists()

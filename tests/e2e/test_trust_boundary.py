@@ -37,7 +37,13 @@ def test_nested_opt_in_planted_by_a_sandbox_is_refused(tmp_path: Path, backend: 
     config(root, backend)
     web = root / "packages" / "web"
     web.mkdir(parents=True)
-    sbox.plant(root, f"printf '{HOST_MODE}' > packages/web/.sbox.yaml")
+    planted = sbox.run(root, "sh", "-c", f"printf '{HOST_MODE}' > packages/web/.sbox.yaml")
+    assert planted.returncode == 0, planted.stderr
+    # a nested project's config is the host's to make: the guard quarantines it at once ...
+    line = [ln for ln in planted.stderr.splitlines() if "quarantined packages/web/.sbox.yaml (created" in ln]
+    assert line and not (web / ".sbox.yaml").exists(), planted.stderr
+    # ... and put back by the user (restored from the quarantine), it is refused until trusted
+    assert sbox(root, *line[0].split("restore: ", 1)[1].split()[1:]).returncode == 0
     assert "mode: host" in (web / ".sbox.yaml").read_text()
 
     result = sbox.run(web, "sh", "-c", f"cat {canary.path} > leak")
