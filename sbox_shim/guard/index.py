@@ -28,10 +28,10 @@ TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
     from typing import Any
 
-FORMAT = 2
+FORMAT = 3
 NESTED = (".git", ".envrc", "HEAD")  # guard.NESTED: what git or direnv act on at any depth
 PROJECTS = ("sbox.yaml", ".sbox.yaml")  # config.CONFIG_NAMES: a project of its own (guard.before)
-KEPT = NESTED + PROJECTS  # the names a walk keeps the paths of
+KEPT = NESTED + PROJECTS + ("pyproject.toml",)  # the names a walk keeps the paths of ([tool.sbox] opts in too)
 SLACK_NS = 50_000_000  # as guard.SLACK_NS: file times lag time.time_ns() by up to a tick
 DIR = 0o040000
 

@@ -181,7 +181,8 @@ def hooks_path(root: str) -> str | None:
 
 
 def watched(root: str) -> list[str]:
-    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root), *_enclosing(root)]))
+    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root), *_enclosing(root),
+                               *make_includes(root)]))
 
 
 def _enclosing(root: str) -> list[str]:
@@ -305,6 +306,7 @@ def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
         if "node_modules" in parts or any(p.startswith(".") for p in parts) or not stat.S_ISDIR(_mode(part)):
             continue
         out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
+        out += make_includes(root, rel)
     return out
 
 
@@ -317,14 +319,75 @@ def _projects_watched(root: str, known: Sequence[str]) -> list[str]:
     out: list[str] = []
     for path in known:
         part = dirname(path)
-        if _basename(path) not in PROJECTS or part == root.rstrip("/") or not inside(part, root):
+        if part == root.rstrip("/") or not inside(part, root):
+            continue
+        if _basename(path) not in PROJECTS and not (_basename(path) == "pyproject.toml" and _opts_in(path)):
             continue
         parts = _relative(part, root).split("/")
         if "node_modules" in parts or any(p.startswith(".") for p in parts):
             continue
         rel = "/".join(parts)
         out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
+        out += make_includes(root, rel)
     return out
+
+
+def _opts_in(pyproject: str) -> bool:
+    """A pyproject.toml with a `[tool.sbox]` table (config.py's third opt-in), read as text."""
+    text = _text(pyproject)
+    return any(line.strip().replace(" ", "").startswith("[tool.sbox") for line in text.splitlines())
+
+
+def _text(path: str, limit: int = 1 << 20) -> str:
+    """A regular file's first `limit` bytes as text, never through a link at its end; "" if none."""
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(posix.fstat(fd).st_mode):
+            return ""
+        return posix.read(fd, limit).decode("utf-8", "replace")
+    finally:
+        posix.close(fd)
+
+
+MAKEFILES = ("GNUmakefile", "makefile", "Makefile")
+GLOB = "*?["
+
+
+def make_includes(root: str, rel: str = "") -> list[str]:
+    """What the Makefiles at `root/rel` include (`include`, `-include`, `sinclude`), relative to
+    `root`: make reads them as its own rules (`$(shell …)` runs at parse time). A literal name
+    (one the step may create: `-include local.mk`), or for a pattern (`include mk/*.mk`,
+    `$(wildcard mk/*.mk)`) the directory it lies in. Names made of other variables are not
+    followed (the README says so); what lies outside the project is not the project's."""
+    here = join(root, rel) if rel else root
+    out: list[str] = []
+    for name in MAKEFILES:
+        text = _text(join(here, name)).replace("\\\n", " ")
+        for line in text.splitlines():
+            words = line.split()
+            if not words or words[0] not in ("include", "-include", "sinclude"):
+                continue
+            rest = " ".join(words[1:])
+            patterns = []
+            while "$(wildcard " in rest:
+                start = rest.index("$(wildcard ")
+                end = rest.find(")", start)
+                if end < 0:
+                    break
+                patterns += rest[start + len("$(wildcard "):end].split()
+                rest = rest[:start] + " " + rest[end + 1:]
+            for word in rest.split() + patterns:
+                if "$" in word:
+                    continue
+                if any(c in word for c in GLOB):
+                    word = dirname(word[:min(word.index(c) for c in GLOB if c in word)] + "x")
+                path = normpath(join(here, word)) if not word.startswith("/") else normpath(word)
+                if inside(path, root) and path != root.rstrip("/"):
+                    out.append(_relative(path, root))
+    return list(dict.fromkeys(out))
 
 
 def _mode(path: str) -> int:

@@ -171,3 +171,18 @@ def test_a_nested_sbox_project_a_step_creates_is_quarantined(runs: Runs, tmp_pat
     assert "quarantined sub/sbox.yaml (created by the sandbox, sbox.yaml)" in result.stderr, result.stderr
     assert "quarantined sub2/.sbox.yaml (created by the sandbox, .sbox.yaml)" in result.stderr, result.stderr
     assert not (root / "sub" / "sbox.yaml").exists() and not (root / "sub2" / ".sbox.yaml").exists()
+
+
+def test_a_project_nested_through_pyproject_is_watched_as_its_top_is(runs: Runs, tmp_path: Path) -> None:
+    """`[tool.sbox]` in a pyproject.toml opts a directory in as an sbox.yaml does: a nested one's
+    Makefile a step in the outer project rewrites is quarantined and the host's put back."""
+    root = husky_project(tmp_path)
+    lib = root / "libs" / "py"
+    lib.mkdir(parents=True)
+    (lib / "pyproject.toml").write_text('[project]\nname = "py"\n\n[tool.sbox]\nversion = 1\n')
+    (lib / "Makefile").write_text("all:\n\t@echo lib\n")
+    result = runs.run(root, "sh", "-c", "printf 'all:\\n\\ttouch pwned\\n' > libs/py/Makefile")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined libs/py/Makefile (changed by the sandbox; the previous version is back" in result.stderr, \
+        result.stderr
+    assert (lib / "Makefile").read_text() == "all:\n\t@echo lib\n"

@@ -445,3 +445,29 @@ def test_a_link_on_the_way_to_a_watched_path_swapped_or_re_pointed_is_quarantine
     (other / "scripts" / "post-commit").symlink_to(evil / "hooks" / "post-commit")
     _commit(other)
     assert marker.exists()
+
+
+def test_what_a_makefile_includes_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """make reads what a Makefile includes as its own rules (`$(shell …)` runs as it parses): an
+    included file edited, an optional one (`-include local.mk`) created, and a file in a wildcard
+    include's directory are quarantined; `make` on the host then runs nothing planted."""
+    root = husky_project(tmp_path)
+    marker = tmp_path / "include-ran"
+    (root / "mk").mkdir()
+    (root / "mk" / "a.mk").write_text("A := 1\n")
+    (root / "conf").mkdir()
+    (root / "Makefile").write_text("include mk/a.mk\n-include local.mk\ninclude $(wildcard conf/*.mk)\n"
+                                   "all:\n\t@echo host\n")
+    shell = f"$(shell touch {marker})"
+    plant = (f"printf 'X := {shell}\\n' >> mk/a.mk && printf 'Y := {shell}\\n' > local.mk && "
+             f"printf 'Z := {shell}\\n' > conf/z.mk")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    for line in ("mk/a.mk (changed by the sandbox; the previous version is back", "local.mk (created by the sandbox",
+                 "conf/z.mk (created by the sandbox"):
+        assert f"quarantined {line}" in result.stderr, result.stderr
+    subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
+    assert not marker.exists()
+    (root / "local.mk").write_text(f"Y := {shell}\n")  # control: the same include, on the host, runs
+    subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
+    assert marker.exists()
