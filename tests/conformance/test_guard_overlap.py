@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 from .helpers import Runs
 from .test_guard_repos import _commit, _hook
@@ -25,6 +26,38 @@ def _wait_for(path: Path, proc: object, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+WAIT = "while [ ! -e {0} ]; do sleep 0.05; done"
+
+
+def _overlapping(runs: Runs, first_dir: Path, first: str, second_dir: Path,
+                 second: str = "") -> tuple[subprocess.Popen[str], str, Callable[[], tuple[int, str]]]:
+    """Step A (in `first_dir`) runs `first`, then runs on (a watcher, a dev server) until told to
+    end; step B (in `second_dir`) starts while A runs and waits. A is let end here: (A, its stderr,
+    and what lets B go on, run `second` and end, returning B's exit code and stderr)."""
+    a = runs.start(first_dir, "sh", "-c", f"{first} && touch a-planted && {WAIT.format('a-go')}")
+    _wait_for(first_dir / "a-planted", a)
+    b = runs.start(second_dir, "sh", "-c", f"touch b-started && {WAIT.format('b-go')}" + (f" && {second}" if second else ""))
+    _wait_for(second_dir / "b-started", b)
+    (first_dir / "a-go").touch()
+    _, err_a = a.communicate(timeout=180)
+
+    def go_on() -> tuple[int, str]:
+        (second_dir / "b-go").touch()
+        _, err_b = b.communicate(timeout=180)
+        return b.returncode, err_b
+
+    return a, err_a, go_on
+
+
+def _make_runs_nothing_planted_but_would(directory: Path, marker: Path) -> None:
+    """The host's `make` there creates no marker; the control, the plant written on the host, does."""
+    subprocess.run(["make", "-s", "-C", str(directory)], capture_output=True, timeout=60)
+    assert not marker.exists()
+    (directory / "Makefile").write_text(f"all:\n\t@touch {marker}\n")
+    subprocess.run(["make", "-s", "-C", str(directory)], capture_output=True, timeout=60)
+    assert marker.exists()
+
+
 def test_a_plant_written_back_by_an_overlapping_step_is_quarantined(runs: Runs, tmp_path: Path) -> None:
     root = husky_project(tmp_path)  # core.hooksPath = .husky/_ : husky's wrappers run .husky/<hook>
     hooks = root / ".husky" / "_"
@@ -34,28 +67,19 @@ def test_a_plant_written_back_by_an_overlapping_step_is_quarantined(runs: Runs, 
     (hooks / "pre-commit").chmod(0o755)
     marker = tmp_path / "hook-ran"
     plant = f"printf '{_hook(marker)}' > .husky/pre-commit"
-    wait = "while [ ! -e {0} ]; do sleep 0.05; done"
-    # A plants the hook, then runs on (a watcher, a dev server) until told to end
-    first = runs.start(root, "sh", "-c", f"{plant} && touch a-planted && {wait.format('a-go')}")
-    _wait_for(root / "a-planted", first)
-    # B starts while A's plant is there, and writes it back once A's guard has moved it away
-    second = runs.start(root, "sh", "-c", f"touch b-started && {wait.format('b-go')} && {plant}")
-    _wait_for(root / "b-started", second)
-    (root / "a-go").touch()
-    _, err_a = first.communicate(timeout=180)
+    # A plants the hook; B starts while it is there, and writes it back once A's guard moved it away
+    first, err_a, go_on = _overlapping(runs, root, plant, root, plant)
     assert first.returncode == 0, err_a
     assert "quarantined .husky/pre-commit (created by the sandbox" in err_a, err_a
     assert not (root / ".husky" / "pre-commit").exists()
-    (root / "b-go").touch()
-    _, err_b = second.communicate(timeout=180)
-    assert second.returncode == 0, err_b
+    code, err_b = go_on()
+    assert code == 0, err_b
     assert "quarantined .husky/pre-commit (created by the sandbox" in err_b, err_b
     _commit(root)
     assert not marker.exists()
     assert len(quarantines(Path(os.environ["SBOX_STATE_DIR"]))) >= 2
     running = Path(os.environ["SBOX_STATE_DIR"]) / "running"
-    assert not running.exists() or not any(p for d in running.iterdir() for p in d.iterdir()), \
-        "a step's baseline outlived it"
+    assert not running.exists() or not any(running.iterdir()), "a step's baseline outlived it"
     (root / ".husky" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))  # control
     _commit(root)
     assert marker.exists()
@@ -66,19 +90,12 @@ def test_a_host_file_an_overlapping_step_changed_is_put_back_as_the_host_had_it(
     has put the host's version back. B's guard puts back the host's version too, not A's."""
     root = husky_project(tmp_path)
     (root / "Makefile").write_text("all:\n\techo host\n")
-    wait = "while [ ! -e {0} ]; do sleep 0.05; done"
     evil = "printf 'all:\\n\\ttouch pwned\\n' > Makefile"
-    first = runs.start(root, "sh", "-c", f"{evil} && touch a-planted && {wait.format('a-go')}")
-    _wait_for(root / "a-planted", first)
-    second = runs.start(root, "sh", "-c", f"touch b-started && {wait.format('b-go')} && {evil}")
-    _wait_for(root / "b-started", second)
-    (root / "a-go").touch()
-    _, err_a = first.communicate(timeout=180)
+    _, err_a, go_on = _overlapping(runs, root, evil, root, evil)
     assert "quarantined Makefile (changed by the sandbox" in err_a, err_a
     assert (root / "Makefile").read_text() == "all:\n\techo host\n"
-    (root / "b-go").touch()
-    _, err_b = second.communicate(timeout=180)
-    assert second.returncode == 0, err_b
+    code, err_b = go_on()
+    assert code == 0, err_b
     assert "quarantined Makefile (changed by the sandbox" in err_b, err_b
     assert (root / "Makefile").read_text() == "all:\n\techo host\n"
 
@@ -97,23 +114,12 @@ def test_overlapping_steps_in_a_project_and_one_nested_in_it_share_the_baseline(
     (sub / "Makefile").write_text(host)
     marker = tmp_path / "make-ran"
     evil = f"printf 'all:\\n\\t@touch {marker}\\n' > sub/Makefile"
-    wait = "while [ ! -e {0} ]; do sleep 0.05; done"
-    first = runs.start(root, "sh", "-c", f"{evil} && touch a-planted && {wait.format('a-go')}")
-    _wait_for(root / "a-planted", first)
-    second = runs.start(sub, "sh", "-c", f"touch b-started && {wait.format('b-go')}")
-    _wait_for(sub / "b-started", second)
-    (root / "a-go").touch()
-    _, err_a = first.communicate(timeout=180)
+    _, err_a, go_on = _overlapping(runs, root, evil, sub)
     assert "quarantined sub/Makefile (changed by the sandbox; the previous version is back" in err_a, err_a
-    (sub / "b-go").touch()
-    _, err_b = second.communicate(timeout=180)
-    assert second.returncode == 0, err_b
+    code, err_b = go_on()
+    assert code == 0, err_b
     assert (sub / "Makefile").read_text() == host, err_b
-    subprocess.run(["make", "-s", "-C", str(sub)], capture_output=True, timeout=60)
-    assert not marker.exists()
-    (sub / "Makefile").write_text(f"all:\n\t@touch {marker}\n")  # control: the plant, on the host, runs
-    subprocess.run(["make", "-s", "-C", str(sub)], capture_output=True, timeout=60)
-    assert marker.exists()
+    _make_runs_nothing_planted_but_would(sub, marker)
 
 
 def test_what_a_step_whose_sbox_was_killed_left_is_checked_by_the_next_step(runs: Runs, tmp_path: Path) -> None:
@@ -154,11 +160,7 @@ def test_a_project_nested_in_this_one_is_watched_as_its_top_is(runs: Runs, tmp_p
         result.stderr
     assert "quarantined packages/web/.vscode/tasks.json (created by the sandbox" in result.stderr, result.stderr
     assert (web / "Makefile").read_text() == host
-    subprocess.run(["make", "-s", "-C", str(web)], capture_output=True, timeout=60)
-    assert not marker.exists()
-    (web / "Makefile").write_text(f"all:\n\t@touch {marker}\n")  # control: the plant, on the host, runs
-    subprocess.run(["make", "-s", "-C", str(web)], capture_output=True, timeout=60)
-    assert marker.exists()
+    _make_runs_nothing_planted_but_would(web, marker)
 
 
 def test_a_nested_sbox_project_a_step_creates_is_quarantined(runs: Runs, tmp_path: Path) -> None:
