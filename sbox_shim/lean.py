@@ -111,6 +111,27 @@ def makedirs(path: str, mode: int = 0o777) -> None:
         pass
 
 
+def let_owner_in(directory: str) -> bool:
+    """Give a directory of this user's its owner's read, write and search rights back if it lacks
+    one (a sandbox running as this user took them: `chmod 0 .` hides what is in it, even from an
+    lstat); True if it did. Reached without following a link: an O_PATH descriptor, changed
+    through /proc/self/fd."""
+    try:
+        fd = posix.open(directory, posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = posix.fstat(fd)
+        if st.st_uid != posix.getuid() or st.st_mode & 0o700 == 0o700:
+            return False
+        posix.chmod(f"/proc/self/fd/{fd}", st.st_mode & 0o7777 | 0o700)
+        return True
+    except OSError:
+        return False
+    finally:
+        posix.close(fd)
+
+
 def listing(directory: str) -> Any:
     """posix.scandir(directory); a directory of this user's that a sandbox (running as this user)
     left without its owner's read or search right gets its owner's rights back first, so that a
@@ -119,14 +140,8 @@ def listing(directory: str) -> Any:
     try:
         return posix.scandir(directory)
     except PermissionError:
-        fd = posix.open(directory, posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
-        try:
-            st = posix.fstat(fd)
-            if st.st_uid != posix.getuid() or st.st_mode & 0o700 == 0o700:
-                raise
-            posix.chmod(f"/proc/self/fd/{fd}", st.st_mode & 0o7777 | 0o700)
-        finally:
-            posix.close(fd)
+        if not let_owner_in(directory):
+            raise
         return posix.scandir(directory)
 
 

@@ -21,7 +21,7 @@ from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
-from sbox_shim.lean import dirname, inside, join, listing
+from sbox_shim.lean import dirname, inside, join, let_owner_in, listing
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
@@ -208,9 +208,12 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     """What the step created or changed among the host-executed paths, and the setuid/setgid
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
     root, skip = snapshot.root, readonly_targets(mounts)
+    let_owner_in(root)  # `chmod 0 .` in the sandbox must not hide the top from the comparison
     names = dict.fromkeys([*snapshot.names, *watched(root)])
     changes: dict[str, Change] = {}
     for name in present(root, list(names)):
+        for i in range(1, name.count("/") + 1):  # nor one on the way to a watched name
+            let_owner_in(join(root, *name.split("/")[:i]))
         way = anchor(root, name)
         if way != name:  # a directory on its way is a link: that link is what sends the host elsewhere
             try:

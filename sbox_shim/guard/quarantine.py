@@ -144,23 +144,10 @@ def _move_from(parent: int, name: str, target: str) -> None:
 
 
 def _let_owner(parent: int, name: str) -> bool:
-    """Give a directory of this user's that lacks them its owner's read, write and search rights
-    back (a sandbox ran as this user and took them); True if it did. Reached without following a
-    link (an O_PATH descriptor, changed through /proc/self/fd: chmod on it follows nothing)."""
-    try:
-        fd = os.open(name, NOFOLLOW_DIR, dir_fd=parent)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.getuid() or st.st_mode & 0o700 == 0o700:
-            return False
-        os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(st.st_mode) | 0o700)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    """lean.let_owner_in for `name` in the directory open as `parent` (no link followed)."""
+    from sbox_shim.lean import let_owner_in
+
+    return let_owner_in(f"/proc/self/fd/{parent}/{name}")
 
 
 def _specials(directory: str, names: list[str]) -> list[str]:

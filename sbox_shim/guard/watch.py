@@ -357,37 +357,48 @@ GLOB = "*?["
 
 
 def make_includes(root: str, rel: str = "") -> list[str]:
-    """What the Makefiles at `root/rel` include (`include`, `-include`, `sinclude`), relative to
-    `root`: make reads them as its own rules (`$(shell …)` runs at parse time). A literal name
-    (one the step may create: `-include local.mk`), or for a pattern (`include mk/*.mk`,
-    `$(wildcard mk/*.mk)`) the directory it lies in. Names made of other variables are not
-    followed (the README says so); what lies outside the project is not the project's."""
+    """What the Makefiles at `root/rel` include (`include`, `-include`, `sinclude`), and what those
+    include in turn, relative to `root`: make reads them as its own rules (`$(shell …)` runs at
+    parse time). A literal name (one the step may create: `-include local.mk`), or for a pattern
+    (`include mk/*.mk`, `$(wildcard mk/*.mk)`) the directory it lies in. Names made of other
+    variables are not followed (the README says so); what lies outside the project is not the
+    project's."""
     here = join(root, rel) if rel else root
     out: list[str] = []
-    for name in MAKEFILES:
-        text = _text(join(here, name)).replace("\\\n", " ")
-        for line in text.splitlines():
-            words = line.split()
-            if not words or words[0] not in ("include", "-include", "sinclude"):
-                continue
-            rest = " ".join(words[1:])
-            patterns = []
-            while "$(wildcard " in rest:
-                start = rest.index("$(wildcard ")
-                end = rest.find(")", start)
-                if end < 0:
-                    break
-                patterns += rest[start + len("$(wildcard "):end].split()
-                rest = rest[:start] + " " + rest[end + 1:]
-            for word in rest.split() + patterns:
-                if "$" in word:
-                    continue
-                if any(c in word for c in GLOB):
-                    word = dirname(word[:min(word.index(c) for c in GLOB if c in word)] + "x")
-                path = normpath(join(here, word)) if not word.startswith("/") else normpath(word)
-                if inside(path, root) and path != root.rstrip("/"):
-                    out.append(_relative(path, root))
-    return list(dict.fromkeys(out))
+    todo = [join(here, name) for name in MAKEFILES]
+    while todo and len(out) < 256:
+        for word in _included(_text(todo.pop(0))):
+            if any(c in word for c in GLOB):
+                word = dirname(word[:min(word.index(c) for c in GLOB if c in word)] + "x")
+            path = normpath(join(here, word)) if not word.startswith("/") else normpath(word)
+            if inside(path, root) and path != root.rstrip("/") and _relative(path, root) not in out:
+                out.append(_relative(path, root))
+                todo.append(path)  # make resolves an included file's includes from where it runs
+    return out
+
+
+def _included(text: str) -> list[str]:
+    """The words of a Makefile's include lines (a `$(wildcard …)`'s patterns among them), comments
+    cut where make cuts them (at a `#` not escaped), lines continued with a backslash joined."""
+    words: list[str] = []
+    for line in text.replace("\\\n", " ").splitlines():
+        cut = 0
+        while (cut := line.find("#", cut)) >= 0 and cut > 0 and line[cut - 1] == "\\":
+            cut += 1
+        line = line[:cut] if cut >= 0 else line
+        parts = line.split()
+        if not parts or parts[0] not in ("include", "-include", "sinclude"):
+            continue
+        rest = " ".join(parts[1:])
+        while "$(wildcard " in rest:
+            start = rest.index("$(wildcard ")
+            end = rest.find(")", start)
+            if end < 0:
+                break
+            words += rest[start + len("$(wildcard "):end].split()
+            rest = rest[:start] + " " + rest[end + 1:]
+        words += rest.split()
+    return [w for w in words if "$" not in w]
 
 
 def _mode(path: str) -> int:

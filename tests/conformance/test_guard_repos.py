@@ -456,15 +456,19 @@ def test_what_a_makefile_includes_is_watched(runs: Runs, tmp_path: Path) -> None
     (root / "mk").mkdir()
     (root / "mk" / "a.mk").write_text("A := 1\n")
     (root / "conf").mkdir()
+    (root / "mk" / "b.mk").write_text("B := 1\n")
+    (root / "mk" / "c.mk").write_text("C := 1\n")
+    (root / "mk" / "a.mk").write_text("A := 1\ninclude mk/b.mk\n")  # included by an included file
     (root / "Makefile").write_text("include mk/a.mk\n-include local.mk\ninclude $(wildcard conf/*.mk)\n"
-                                   "all:\n\t@echo host\n")
+                                   "include mk/c.mk# a comment right after the name\nall:\n\t@echo host\n")
     shell = f"$(shell touch {marker})"
     plant = (f"printf 'X := {shell}\\n' >> mk/a.mk && printf 'Y := {shell}\\n' > local.mk && "
-             f"printf 'Z := {shell}\\n' > conf/z.mk")
+             f"printf 'Z := {shell}\\n' > conf/z.mk && printf 'W := {shell}\\n' >> mk/b.mk && "
+             f"printf 'V := {shell}\\n' >> mk/c.mk")
     result = runs.run(root, "sh", "-c", plant)
     assert result.returncode == 0, result.stderr
     for line in ("mk/a.mk (changed by the sandbox; the previous version is back", "local.mk (created by the sandbox",
-                 "conf/z.mk (created by the sandbox"):
+                 "conf/z.mk (created by the sandbox", "mk/b.mk (changed by the sandbox", "mk/c.mk (changed by the sandbox"):
         assert f"quarantined {line}" in result.stderr, result.stderr
     subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
     assert not marker.exists()

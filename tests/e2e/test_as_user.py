@@ -259,6 +259,12 @@ def test_an_ordinary_user_s_step_cannot_hide_a_plant_in_a_directory_it_made_unre
     assert "quarantined sub/.git (created by the sandbox, .git)" in result.stderr, result.stderr
     os.chmod(root, 0o755)
     assert (root / "Makefile").read_text() == "all:\n\t@echo host\n"
+    # `chmod 0` takes the search right too: not even an lstat reaches what is inside
+    result = as_user.run(root, "run", "--", "sh", "-c", f"printf 'all:\\n\\t@touch {marker}\\n' > Makefile && chmod 0 .")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined Makefile (changed by the sandbox; the previous version is back" in result.stderr, result.stderr
+    os.chmod(root, 0o755)
+    assert (root / "Makefile").read_text() == "all:\n\t@echo host\n"
     _git_as_user(root / "sub", "status")
     assert not marker.exists()
     control = as_user.home / "control"  # the same nested repository, made on the host, runs its fsmonitor
