@@ -30,14 +30,26 @@ def status_field(pid: int, key: str) -> list[str]:
         return []
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command's name (which, in parentheses, may hold
+    anything): the state is [0], the start time [19], the exit code [49]; [] if it is gone."""
+    try:
+        fd = posix.open(f"/proc/{pid}/stat", posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        data = posix.read(fd, 4096)
+    except OSError:
+        return []
+    finally:
+        posix.close(fd)
+    return data.rpartition(b")")[2].decode("utf-8", "replace").split()
+
+
 def exit_code(pid: int) -> int | None:
     """A zombie's exit code as a shell reports it (128 + N when killed by signal N), from the
     `exit_code` field of /proc/PID/stat: its parent may never reap it (a stopped pid 1)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].decode("utf-8", "replace").split()
-    except OSError:
-        return None
+    fields = stat_fields(pid)
     if len(fields) < 50 or fields[0] not in ("Z", "X") or not fields[49].isdigit():
         return None
     try:

@@ -169,9 +169,12 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
 
         known = [p for part in writable_parts(mounts, root) for p in index.known(part, state_dir)]
     listed = watched(root) + packages_watched(root, mounts) + _projects_watched(root, known)
-    names = tuple(dict.fromkeys(listed + resolved(root, present(root, listed))))
-    entries = {rel: e for name in present(root, names) for rel, e in _tree(root, name, skip, keep=True)}
-    entries.update(_on_the_way(root, present(root, names), entries))
+    shown = present(root, listed)
+    found = resolved(root, shown)  # paths in the project: present once their link is
+    names = tuple(dict.fromkeys(listed + found))
+    shown = list(dict.fromkeys(shown + found))
+    entries = {rel: e for name in shown for rel, e in _tree(root, name, skip, keep=True)}
+    entries.update(_on_the_way(root, shown, entries))
     for path in known:
         rel = _relative(path, root)
         if _basename(path) == ".envrc" and rel not in entries:

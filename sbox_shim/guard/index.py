@@ -64,12 +64,19 @@ def path_of(top: str, state_dir: str) -> str | None:
     return lean.join(base, kept.digest(f"sbox-tree-{FORMAT}\0{top}".encode("utf-8", "surrogateescape")))
 
 
+# The index `known` read before a step, for the walk after it (`scan`): read once per step, not
+# twice. Should another sbox have kept a newer one meanwhile, the walk against this older one
+# lists more directories, never fewer (a kept ctime it trusts is older still).
+_READ: dict[str, object] = {}
+
+
 def known(top: str, state_dir: str) -> list[str]:
     """The KEPT entries the last walk of `top` found; with no walk kept yet (a project's first
     writable step), those of a walk made now, and kept."""
     where = path_of(top, state_dir)
     old = kept.read_private(where) if where else None
-    if isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top:
+    if where and isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top:
+        _READ[where] = old
         return [str(p) for p in old.get("nested", ())]
     return list(scan(top, state_dir).nested) if where else []
 
@@ -77,7 +84,7 @@ def known(top: str, state_dir: str) -> list[str]:
 def scan(top: str, state_dir: str | None) -> Scan:
     """Walk `top` against its kept index (none: a full walk) and keep the new one."""
     where = path_of(top, state_dir) if state_dir else None
-    old = kept.read_private(where) if where else None
+    old = (_READ.pop(where) if where in _READ else kept.read_private(where)) if where else None
     if not (isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top):
         old = {"time": 0, "dirs": {}, "nested": []}
     started = time.time_ns()

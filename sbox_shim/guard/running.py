@@ -50,18 +50,12 @@ def directory(state_dir: str) -> str:
 
 
 def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat's 22nd field): with the
-    pid, it names one process, never a later one given the same pid."""
-    try:
-        fd = posix.open(f"/proc/{pid}/stat", posix.O_RDONLY | posix.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = posix.read(fd, 4096)
-    finally:
-        posix.close(fd)
-    fields = data[data.rfind(b")") + 2:].split()  # the command's name, in parentheses, may hold anything
-    return fields[19].decode() if len(fields) > 19 else None
+    """The process's start time in clock ticks since boot: with the pid, it names one process,
+    never a later one given the same pid."""
+    from sbox_shim.backends.procs import stat_fields
+
+    fields = stat_fields(pid)
+    return fields[19] if len(fields) > 19 else None
 
 
 def _alive(name: str) -> bool:

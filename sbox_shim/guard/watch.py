@@ -338,18 +338,11 @@ def _opts_in(pyproject: str) -> bool:
     return any(line.strip().replace(" ", "").startswith("[tool.sbox") for line in text.splitlines())
 
 
-def _text(path: str, limit: int = 1 << 20) -> str:
-    """A regular file's first `limit` bytes as text, never through a link at its end; "" if none."""
-    try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
-    except OSError:
-        return ""
-    try:
-        if not stat.S_ISREG(posix.fstat(fd).st_mode):
-            return ""
-        return posix.read(fd, limit).decode("utf-8", "replace")
-    finally:
-        posix.close(fd)
+def _text(path: str) -> str:
+    """regular.read_regular's bytes as text ("" for anything but a regular file)."""
+    from sbox_shim.regular import read_regular
+
+    return (read_regular(path) or b"").decode("utf-8", "replace")
 
 
 MAKEFILES = ("GNUmakefile", "makefile", "Makefile")
