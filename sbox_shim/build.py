@@ -176,6 +176,9 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     prefix = layout.tool_prefix(real, host.home)
     if prefix:
         mounts.append(Mount(prefix, prefix))
+    # npm's, pip's and git's system-wide configs: without their credentials, but those a download
+    # phase reads itself
+    mounts += layout.system_configs(prefix, phase.configs, config.root)
     mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
     mounts += project.mounts
     mounts += phase.mounts

@@ -168,7 +168,8 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
         watched.append(("exists", os.path.join(host.state_dir, "egress", netns.REFUSED)))
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
-    watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]
+    watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN + layout.ETC]
+    watched += [("type", p) for p in layout.config_places(step.mounts, plan.project_root)]
     watched += [("exists", p) for p in MASKED_PROC]
     watched += [("exists", p) for p in layout.protected_paths(plan.project_root, plan.config_path)]
     watched += [("exists", p) for p in host.own_dirs]

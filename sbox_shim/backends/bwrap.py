@@ -286,9 +286,10 @@ def _path_for(step: Step) -> str:
 
 def data_files(step: Step) -> list[tuple[str, str, str]]:
     """What bwrap copies in, as (target, content, source): the generated files, then the host's
-    (read at run time)."""
+    (read at run time; content bwraprun.REDACTED: without its credentials, redact.py)."""
     return ([(f.target, f.content, "") for f in step.files]
-            + [(m.target, "", m.source) for m in step.mounts if m.kind == "copy"])
+            + [(m.target, bwraprun.REDACTED if m.kind == "redact" else "", m.source)
+               for m in step.mounts if m.kind in ("copy", "redact")])
 
 
 def data_fds(step: Step) -> list[tuple[str, int]]:

@@ -82,14 +82,14 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
             entries.append((m.target, ["--symlink", m.source, m.target]))
         elif m.kind == "tmpfs":
             entries.append((m.target, ["--size", str(size), "--tmpfs", m.target]))
-        elif m.kind == "copy":
+        elif m.kind in ("copy", "redact"):
             continue  # in `data`
         elif m.target in pinned:
             how = "--ro-bind-fd" if m.readonly else "--bind-fd"
             entries.append((m.target, [how, str(pinned[m.target]), m.target]))
         else:
             entries.append((m.target, ["--ro-bind" if m.readonly else "--bind", m.source, m.target]))
-    bound = [m.target.rstrip("/") for m in mounts if m.kind not in ("symlink", "tmpfs", "copy")]
+    bound = [m.target.rstrip("/") for m in mounts if m.kind not in ("symlink", "tmpfs", "copy", "redact")]
     for target, fd in data:
         inside = any(target == b or target.startswith(b + "/") for b in bound)
         how = "--ro-bind-data" if inside else "--file"

@@ -11,15 +11,17 @@ if TYPE_CHECKING:
     from typing import Sequence
 
 HOST_DNS = ("/etc/resolv.conf", "/etc/hosts")
+REDACTED = "\0redacted"  # the content of a host file copied in without its credentials (redact.py)
 
 
 def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tuple[str, bytes]]:
     """The bytes of each file sbox puts in, as (target, content, source): generated content, or
-    the host's file `source` (content ""), read now. With the host's network (`network: on`) names resolve as on the host: its
-    resolv.conf and hosts are read now too (often through a link into /run), never bound."""
+    the host's file `source` (content "", or REDACTED: without its credentials), read now. With the
+    host's network (`network: on`) names resolve as on the host: its resolv.conf and hosts are read
+    now too (often through a link into /run), never bound."""
     out = []
     for target, content, source in files:
-        data = content.encode()
+        data = b"" if content == REDACTED else content.encode()
         if host_dns and target in HOST_DNS:
             source = target
         if source:
@@ -27,7 +29,11 @@ def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tup
                 with open(source, "rb") as f:
                     data = f.read()
             except OSError:
-                pass
+                data = b""
+            if content == REDACTED:
+                from sbox_shim import redact
+
+                data = redact.text(data)
         out.append((target, data))
     return out
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import posix
 
 from sbox_shim.backends.bwrapio import HOST_DNS as HOST_DNS  # re-exported: what bwrap is given, and says
+from sbox_shim.backends.bwrapio import REDACTED as REDACTED
 from sbox_shim.backends.bwrapio import Status as Status
 from sbox_shim.backends.bwrapio import command_line as command_line
 from sbox_shim.backends.bwrapio import data_fds as data_fds

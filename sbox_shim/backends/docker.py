@@ -105,8 +105,8 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
     scratch = f"rw,exec,nosuid,nodev,mode=1777,size={size}"
     mounts: list[dict[str, Any]] = []
     for m in list(step.mounts) + file_mounts:
-        if m.kind == "symlink":
-            continue  # part of the base image
+        if m.kind in ("symlink", "redact"):
+            continue  # part of the base image; in file_mounts (materialize)
         if net.policy in ("dns", "open") and m.target in DNS_FILES:
             continue  # Docker writes them: from dns= and extra_hosts (the spec's mechanism), or the host's
         # the SDK's docker.types.Mount as a plain dict: it crosses to the helper as data
@@ -376,14 +376,27 @@ def leftovers() -> list[str]:
 
 
 def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:
-    """Write the step's generated files under run_dir and return read-only mounts for them."""
+    """Write the step's generated files, and the host's configs it reads without their
+    credentials (redact.py, read now), under run_dir; return read-only mounts for them."""
+    from sbox_shim import redact
+
     base = os.path.join(run_dir, f"files-{index}")
+    files = [(f.target, f.content.encode()) for f in step.files]
+    files += [(m.target, redact.text(_host_bytes(m.source))) for m in step.mounts if m.kind == "redact"]
     mounts = []
-    for f in step.files:
-        path = os.path.join(base, f.target.lstrip("/"))
+    for target, data in files:
+        path = os.path.join(base, target.lstrip("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(f.content)
+        with open(path, "wb") as out:
+            out.write(data)
         os.chmod(path, 0o644)
-        mounts.append(Mount(path, f.target))
+        mounts.append(Mount(path, target))
     return mounts
+
+
+def _host_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

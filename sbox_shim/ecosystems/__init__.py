@@ -36,7 +36,7 @@ class Context(Value):
 
 class Phase(Value):
     __slots__ = ("label", "argv", "network", "allow", "env", "secrets", "mounts", "files", "reason", "implied",
-                 "credentials", "writable", "hook")
+                 "credentials", "writable", "hook", "configs")
     label: str  # download | scripts | run
     argv: tuple[str, ...]
     network: bool
@@ -53,15 +53,18 @@ class Phase(Value):
     # own value counts; a command that runs as given takes its profile's `writable`.
     writable: bool | tuple[str, ...]
     hook: tuple[str, ...]  # decided at run time, between the steps (hooks.py)
+    # The machine's own configs the phase reads as they are, credentials included ("npmrc",
+    # "pip.conf", "gitconfig": redact.py); every other phase reads them without credentials.
+    configs: tuple[str, ...]
 
     def __init__(self, label: str, argv: tuple[str, ...], network: bool, allow: tuple[str, ...] = (),
                  env: Mapping[str, str] | None = None, secrets: tuple[str, ...] = (), mounts: tuple[Mount, ...] = (),
                  files: tuple[File, ...] = (), reason: str = "", implied: tuple[str, ...] = (),
                  credentials: tuple[str, ...] = (), writable: bool | tuple[str, ...] = True,
-                 hook: tuple[str, ...] = ()) -> None:
+                 hook: tuple[str, ...] = (), configs: tuple[str, ...] = ()) -> None:
         self._set(label=label, argv=argv, network=network, allow=allow, env={} if env is None else env,
                   secrets=secrets, mounts=mounts, files=files, reason=reason, implied=implied,
-                  credentials=credentials, writable=writable, hook=hook)
+                  credentials=credentials, writable=writable, hook=hook, configs=configs)
 
 
 def read_text(path: str) -> str:

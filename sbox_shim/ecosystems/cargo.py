@@ -106,14 +106,14 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
             credentials=tuple(m.source for m in credentials),
             mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
             reason=f"built-in cargo policy: {sub} resolves and downloads through the allowlist (nothing is compiled)",
-            writable=written,
+            writable=written, configs=("gitconfig",),
         ),)
     fetch = Phase(
         "download", _fetch(argv), True, allow, fetching, secrets=SECRETS, implied=implied,
         credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cargo_home, True), *readonly, *config, *credentials),
         reason="built-in cargo policy: fetch dependencies through the allowlist (no build scripts run)",
-        writable=outputs(argv, ctx),
+        writable=outputs(argv, ctx), configs=("gitconfig",),
     )
     # sbox's CARGO_HOME holds the registry sources every project builds from: read-only while
     # build scripts run, so that none can plant code or config there for the next build.

@@ -87,13 +87,13 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
             "download", argv, True, allow, {**env, "GOPROXY": proxy},
             mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly, *gobin),
             reason=f"built-in go policy: {what} resolves and downloads through the allowlist (no module code runs)",
-            writable=outputs(ctx),
+            writable=outputs(ctx), configs=("gitconfig",),
         ),)
     download = Phase(
         "download", (argv[0], "mod", "download"), True, allow, {**env, "GOPROXY": proxy},
         mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly),
         reason="built-in go policy: download modules through the allowlist (no code runs)",
-        writable=outputs(ctx),
+        writable=outputs(ctx), configs=("gitconfig",),
     )
     what = f"mod {modsub}" if sub == "mod" else sub
     vendored = os.path.isfile(os.path.join(ctx.project_root, "vendor", "modules.txt"))

@@ -134,7 +134,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         implied=implied, secrets=passthrough(ctx, True), credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cache, True), cache_mount(logs, True), *readonly, *credentials),
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
-        writable=outputs(ctx, tool), hook=hook,
+        writable=outputs(ctx, tool), hook=hook, configs=("npmrc", "gitconfig"),
     )
     if "--ignore-scripts" in argv or "--ignore-scripts=true" in argv:  # the user's own: no scripts to run
         return (download.replace(hook=(), reason=f"built-in {tool} policy: install downloads; "

@@ -200,7 +200,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                       secrets=_pip_variables(ctx, True), implied=implied,
                       mounts=(cache_mount(cache, True), *readonly, *configs, *target, *own),
                       reason="built-in pip policy: download runs with the registry allowlist",
-                      writable=destination(rest, ("-d", "--dest", "--destination-dir"), ctx)),)
+                      writable=destination(rest, ("-d", "--dest", "--destination-dir"), ctx),
+                      configs=("pip.conf", "gitconfig")),)
     if venv:  # sbox's fetch step also fetches the build requirements of the sdists it downloaded
         fetch_env["SBOX_PIP_BUILD_ARGS"] = json.dumps(index_args(rest, binary=True))
     download = Phase(
@@ -210,7 +211,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                 *configs, *target, *own),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
                "(with the build requirements of the sdists, when the index has them)",
-        writable=(),
+        writable=(), configs=("pip.conf", "gitconfig"),
     )
     if venv and sub == "install":
         target = list(writable_venv(venv))  # the install's destination
@@ -238,7 +239,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                                  *readonly, *configs, *target, *own),
         reason="built-in pip policy: sbox's own pip installs in this one phase when every distribution is a "
                "wheel (no package code runs); else the two phases below",
-        writable=(), hook=hook,
+        writable=(), hook=hook, configs=("pip.conf", "gitconfig"),
     )
     return (first, download.replace(hook=hook, reason=download.reason + when),
             offline.replace(hook=hook, reason=offline.reason + when))

@@ -46,6 +46,8 @@ class StaticServer:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.files: dict[str, tuple[str, bytes]] = {}
         self.requests: list[str] = []
+        self.token: str | None = None  # when set, a request without `Authorization: Bearer TOKEN` gets 401
+        self.refused: list[str] = []
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"owner": self})
         server_cls: type[_Server] = _Server
@@ -102,6 +104,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, with_body: bool) -> None:
         self.owner.requests.append(self.path)
+        token = self.owner.token
+        if token is not None and self.headers.get("Authorization") != f"Bearer {token}":
+            self.owner.refused.append(self.path)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", "Bearer")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         path = unquote(urlsplit(self.path).path)
         found = self.owner.lookup(path)
         if found is None:

@@ -244,10 +244,10 @@ def test_own_directories_are_found_through_links_and_protected_before_they_exist
 
 def test_small_etc_files_are_copied_and_directories_bound() -> None:
     mounts = {m.target: m for m in layout.toolchain_mounts(
-        exists=lambda p: p in ("/usr", "/etc/ssl", "/etc/services"),
+        exists=lambda p: p in ("/usr", "/etc/ssl/certs", "/etc/services"),
         readlink=lambda p: None,
         is_file=lambda p: p == "/etc/services")}
-    assert mounts["/etc/services"].kind == "copy" and mounts["/etc/ssl"].kind == "bind"
+    assert mounts["/etc/services"].kind == "copy" and mounts["/etc/ssl/certs"].kind == "bind"
     assert mounts["/usr"].kind == "bind"
 
 

@@ -1,0 +1,133 @@
+"""The host's system-wide npm, pip and git configs, and its TLS private keys, as package code sees
+them: a machine set up for a private registry keeps the token in /etc/npmrc, the index password in
+/etc/pip.conf's URL, a git token in /etc/gitconfig. Package code (a plain `sbox run`, npm's
+scripts phase) reads those files without the credentials and with every other setting; npm's
+download phase, which talks to the registry itself, gets the token and uses it. /etc/ssl/private
+is not in any sandbox.
+
+The canaries are planted in a private mount namespace (a copy of /etc bound over /etc for the
+test's processes alone), so the machine's own files are never touched; as root, since only root
+can make one here. Docker's daemon binds host paths in its own namespace: there the test plants
+only the files sbox itself hands the container (the redacted ones).
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import packages as pkg
+from support.boundary import config
+from support.registries import NpmRegistry
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace over /etc needs root"),
+    pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed"),
+]
+
+TOKEN = "SBOXETCSECRET" + secrets.token_hex(8)
+
+# What the package code reads, and the settings that must survive the redaction
+READ = ("/etc/npmrc", "/etc/pip.conf", "/etc/gitconfig", "/etc/xdg/pip/pip.conf", "/usr/local/etc/npmrc")
+KEPT = ("fund=false", "timeout = 60", "https://pypi.invalid/simple", "https://plain.invalid/simple",
+        "sslVerify = true", '[url "https://github.com/"]', "foreground-scripts=false", "global-style-setting=yes")
+
+
+def _plant(tmp_path: Path, registry_port: int = 9, xdg: bool = True) -> tuple[Path, Path | None]:
+    """A copy of /etc with the canaries, and a /usr/local/etc holding one (None: not on this machine)."""
+    etc = tmp_path / "etc"
+    subprocess.run(["cp", "-a", "/etc", str(etc)], check=True)
+    (etc / "npmrc").write_text(f"fund=false\n//127.0.0.1:{registry_port}/:_authToken={TOKEN}\n"
+                               f"//registry.invalid/:_password={TOKEN}\nforeground-scripts=false\n")
+    (etc / "pip.conf").write_text(f"[global]\nindex-url = https://user:{TOKEN}@pypi.invalid/simple\n"
+                                  f"extra-index-url =\n    https://u:{TOKEN}@x.invalid/simple\n"
+                                  "    https://plain.invalid/simple\ntimeout = 60\n")
+    (etc / "gitconfig").write_text(f"[http]\n\textraHeader = Authorization: Bearer {TOKEN}\n\tsslVerify = true\n"
+                                   f'[url "https://x-access-token:{TOKEN}@github.com/"]\n'
+                                   "\tinsteadOf = https://github.com/\n"
+                                   f'[credential]\n\thelper = "!f() {{ echo password={TOKEN}; }}; f"\n')
+    if xdg:
+        (etc / "xdg" / "pip").mkdir(parents=True, exist_ok=True)
+        (etc / "xdg" / "pip" / "pip.conf").write_text(f"[global]\nextra-index-url = https://u:{TOKEN}@y.invalid/\n")
+    (etc / "ssl" / "private").mkdir(parents=True, exist_ok=True)
+    (etc / "ssl" / "private" / "host.key").write_text(f"-----BEGIN PRIVATE KEY-----\n{TOKEN}\n")
+    local = None
+    if os.path.isdir("/usr/local/etc"):
+        local = tmp_path / "usr-local-etc"
+        subprocess.run(["cp", "-a", "/usr/local/etc", str(local)], check=True)
+        (local / "npmrc").write_text(f"global-style-setting=yes\n_authToken={TOKEN}\n")
+    return etc, local
+
+
+def _in_namespace(etc: Path, local: Path | None, argv: list[str], cwd: Path,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`argv` with the planted /etc (and /usr/local/etc) in a mount namespace of its own."""
+    script = ('mount --bind "$1" /etc || exit 99; if [ -n "$2" ]; then mount --bind "$2" /usr/local/etc || exit 99; '
+              'fi; shift 2; exec "$@"')
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(etc),
+                             str(local or ""), *argv], cwd=cwd, env=env or dict(os.environ),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 99, result.stderr
+    return result
+
+
+def test_package_code_reads_system_configs_without_their_credentials(tmp_path: Path, backend: str,
+                                                                     sbox_bin: str) -> None:
+    root = tmp_path / "proj"
+    config(root, backend)
+    # Docker's daemon binds /etc/xdg/pip and /usr/local from its own namespace: none planted there
+    etc, local = _plant(tmp_path, xdg=backend == "bwrap")
+    local = local if backend == "bwrap" else None
+    paths = [p for p in READ if p.startswith("/etc/") or local is not None]
+    if backend != "bwrap":
+        paths.remove("/etc/xdg/pip/pip.conf")
+    reader = f"for f in {' '.join(paths)}; do cat $f; done; ls /etc/ssl/private; cat /etc/ssl/private/*; true"
+    control = _in_namespace(etc, local, ["sh", "-c", reader], root)
+    assert control.stdout.count(TOKEN) >= 7, control.stdout + control.stderr  # the live control: there to steal
+
+    result = _in_namespace(etc, local, [sbox_bin, "run", "--", "sh", "-c", reader], root)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert TOKEN not in out, out
+    for setting in KEPT:
+        if "global-style" in setting and local is None:
+            continue
+        assert setting in result.stdout, f"{setting!r} lost:\n{out}"
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
+def test_npm_scripts_read_the_global_npmrc_without_the_token_the_download_used(tmp_path: Path, backend: str,
+                                                                                 sbox_bin: str) -> None:
+    """The registry wants the token of /etc/npmrc (bwrap: the download phase there gets the real
+    file; docker's daemon would bind the host's, where no token is planted, so it asks none). The
+    install script dumps what it can read of the configs into node_modules."""
+    root = tmp_path / "proj"
+    config(root, backend)
+    dump = ("const fs = require('fs'); const out = {};\n"
+            f"for (const f of {json.dumps(list(READ))}) {{ try {{ out[f] = fs.readFileSync(f, 'utf8') }} catch (e) {{}} }}\n"
+            "fs.writeFileSync(process.env.INIT_CWD + '/node_modules/dump.json', JSON.stringify(out));\n")
+    tgz = pkg.npm_package("sbox-etc-dump", "1.0.0", {"dump.js": dump}, scripts={"postinstall": "node dump.js"})
+    with NpmRegistry([tgz]) as registry:
+        registry.token = TOKEN if backend == "bwrap" else None
+        etc, local = _plant(tmp_path, registry.port)
+        (root / "package.json").write_text(json.dumps({"name": "app", "version": "0.0.0", "private": True,
+                                                       "dependencies": {"sbox-etc-dump": "1.0.0"}}))
+        env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_")}
+        # npm's global config is $PREFIX/etc/npmrc (/usr/etc/npmrc for an npm in /usr), /etc/npmrc
+        # for Debian's own npm: named here, so it is /etc/npmrc whichever npm this machine has
+        env.update(npm_config_registry=registry.local_url + "/", npm_config_audit="false",
+                   npm_config_update_notifier="false", npm_config_globalconfig="/etc/npmrc")
+        result = _in_namespace(etc, local if backend == "bwrap" else None, [sbox_bin, "run", "--", "npm", "install"],
+                               root, env)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-3000:]
+        assert "/sbox-etc-dump" in registry.requests and not registry.refused, registry.refused
+    seen = json.loads((root / "node_modules" / "dump.json").read_text())
+    assert "fund=false" in seen["/etc/npmrc"], seen  # the script read the file ...
+    assert "foreground-scripts=false" in seen["/etc/npmrc"], seen
+    assert TOKEN not in json.dumps(seen), seen  # ... without the token the download used
+    assert TOKEN not in out

@@ -1,0 +1,77 @@
+"""redact.py: the system configs package code reads, without their credentials; and
+layout.system_configs, which decides where each one is shown and how."""
+from __future__ import annotations
+
+from sbox_shim import layout, redact
+from sbox_shim.plan import Mount
+
+T = "SECRETVALUE"
+
+
+def _text(s: str) -> str:
+    return redact.text(s.encode()).decode()
+
+
+def test_npmrc_tokens_go_and_every_other_setting_stays() -> None:
+    out = _text(f"registry=https://r.example/\n//r.example/:_authToken={T}\n//r.example/:_auth={T}\n"
+                f"//r.example/:_password={T}\n//r.example/:username=me\n_authToken={T}\nemail=a@b.c\n"
+                f"key={T}\n//r.example/:keyfile=/k.pem\nnodedir=/opt/node\n# old: _authToken={T}\n"
+                f"@scope:registry=https://u:{T}@s.example/npm/\nfund=false\n")
+    assert T not in out and "keyfile" not in out and "username" not in out
+    assert out == "registry=https://r.example/\nnodedir=/opt/node\n@scope:registry=https://s.example/npm/\nfund=false\n"
+
+
+def test_pip_urls_lose_their_user_information_and_keep_their_place() -> None:
+    out = _text(f"[global]\nindex-url = https://user:{T}@pypi.example/simple\nextra-index-url =\n"
+                f"    https://u:{T}@x.example/simple\n    https://plain.example/simple\n"
+                f"trusted-host: h.example\nfind-links: https://{T}@f.example/a@b\n[install]\ntimeout = 60\n")
+    assert T not in out
+    assert out == ("[global]\nindex-url = https://pypi.example/simple\nextra-index-url =\n"
+                   "    https://x.example/simple\n    https://plain.example/simple\n"
+                   "trusted-host: h.example\nfind-links: https://f.example/a@b\n[install]\ntimeout = 60\n")
+
+
+def test_git_headers_helpers_and_rewrites_lose_their_secrets() -> None:
+    out = _text(f'[http "https://h.example/"]\n\textraHeader = Authorization: Bearer {T}\n\tsslVerify = true\n'
+                f'[url "https://x-access-token:{T}@github.com/"]\n\tinsteadOf = https://github.com/\n'
+                f'[credential]\n\thelper = "!f() {{ echo password={T}; \\\n\t}}; f"\n\tuseHttpPath = true\n'
+                f'[core]\n\tsshCommand = ssh\n\ttoken = {T}\n')
+    assert T not in out
+    assert out == ('[http "https://h.example/"]\n\tsslVerify = true\n[url "https://github.com/"]\n'
+                   '\tinsteadOf = https://github.com/\n[credential]\n\tuseHttpPath = true\n[core]\n\tsshCommand = ssh\n')
+
+
+def test_a_removed_setting_takes_its_continuation_lines() -> None:
+    out = _text(f"[global]\npassword =\n    {T}\n    more{T}\ntimeout = 60\n")
+    assert out == "[global]\ntimeout = 60\n"
+
+
+def test_bytes_that_are_not_utf8_pass_through() -> None:
+    assert redact.text(b"a=\xff\n//h/:_authToken=x\n") == b"a=\xff\n"
+
+
+def test_configs_are_redacted_copies_but_in_a_download_phase() -> None:
+    present = {"/etc/npmrc", "/etc/pip.conf", "/usr/local/etc/npmrc", "/opt/node/etc/npmrc", "/usr/etc/gitconfig",
+               "/srv/p/etc/npmrc"}
+    links = {"/usr/etc/gitconfig": "/etc/gitconfig", "/usr/local/etc/npmrc": "/usr/local/lib/npmrc"}
+
+    def real(p: str) -> str:
+        return links.get(p, p)
+
+    offline = layout.system_configs("/opt/node", (), "/srv/p", present.__contains__, real)
+    assert offline == [Mount("/etc/npmrc", "/etc/npmrc", kind="redact"), Mount("/etc/pip.conf", "/etc/pip.conf", kind="redact"),
+                       Mount("/usr/local/lib/npmrc", "/usr/local/lib/npmrc", kind="redact"),
+                       Mount("/opt/node/etc/npmrc", "/opt/node/etc/npmrc", kind="redact")]
+    # a link to /etc/gitconfig shows /etc/gitconfig, which is not there; the project's own is the project's
+    assert layout.system_configs("/srv/p", (), "/srv/p", present.__contains__, real) == offline[:3]
+    npm = layout.system_configs("/opt/node", ("npmrc", "gitconfig"), "/srv/p", present.__contains__, real)
+    assert npm == [Mount("/etc/npmrc", "/etc/npmrc", kind="copy"), Mount("/etc/pip.conf", "/etc/pip.conf", kind="redact")]
+    pip = layout.system_configs("/opt/node", ("pip.conf", "gitconfig"), "/srv/p", present.__contains__, real)
+    assert pip == [Mount("/etc/npmrc", "/etc/npmrc", kind="redact"), Mount("/etc/pip.conf", "/etc/pip.conf", kind="copy"),
+                   *offline[2:]]
+
+
+def test_no_private_key_directory_is_in_the_toolchain() -> None:
+    for path in layout.ETC:
+        assert not path.startswith(("/etc/ssl/private", "/etc/pki/tls/private", "/etc/pki/nssdb"))
+        assert path not in ("/etc/ssl", "/etc/pki", "/etc/pki/tls")
