@@ -111,15 +111,47 @@ def makedirs(path: str, mode: int = 0o777) -> None:
         pass
 
 
+_PATH_FLAGS = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
+
+
 def let_owner_in(directory: str) -> bool:
     """Give a directory of this user's its owner's read, write and search rights back if it lacks
     one (a sandbox running as this user took them: `chmod 0 .` hides what is in it, even from an
-    lstat); True if it did. Reached without following a link: an O_PATH descriptor, changed
-    through /proc/self/fd."""
+    lstat); True if it did. Reached without following a last link: an O_PATH descriptor, changed
+    through /proc/self/fd (let_owner_along: no link anywhere below a trusted top)."""
     try:
-        fd = posix.open(directory, posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+        fd = posix.open(directory, _PATH_FLAGS)
     except OSError:
         return False
+    try:
+        return _let_owner(fd)
+    finally:
+        posix.close(fd)
+
+
+def let_owner_along(top: str, relative: str) -> None:
+    """let_owner_in for `top` and each directory of `relative` below it, in turn, each opened in
+    the one before it without following a link: a directory swapped for a link meanwhile (by a
+    sandbox still running on the tree) ends the walk, and never sends it to another directory."""
+    try:
+        fd = posix.open(top, _PATH_FLAGS)
+    except OSError:
+        return
+    try:
+        _let_owner(fd)
+        for part in [p for p in relative.split("/") if p]:
+            try:
+                below = posix.open(part, _PATH_FLAGS, dir_fd=fd)
+            except OSError:
+                return
+            posix.close(fd)
+            fd = below
+            _let_owner(fd)
+    finally:
+        posix.close(fd)
+
+
+def _let_owner(fd: int) -> bool:
     try:
         st = posix.fstat(fd)
         if st.st_uid != posix.getuid() or st.st_mode & 0o700 == 0o700:
@@ -128,8 +160,6 @@ def let_owner_in(directory: str) -> bool:
         return True
     except OSError:
         return False
-    finally:
-        posix.close(fd)
 
 
 def listing(directory: str) -> Any:

@@ -21,7 +21,7 @@ from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
-from sbox_shim.lean import dirname, inside, join, let_owner_in, listing
+from sbox_shim.lean import dirname, inside, join, let_owner_along, let_owner_in, listing
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
@@ -215,8 +215,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     names = dict.fromkeys([*snapshot.names, *watched(root)])
     changes: dict[str, Change] = {}
     for name in present(root, list(names)):
-        for i in range(1, name.count("/") + 1):  # nor one on the way to a watched name
-            let_owner_in(join(root, *name.split("/")[:i]))
+        let_owner_along(root, dirname(name))  # nor one on the way to a watched name
         way = anchor(root, name)
         if way != name:  # a directory on its way is a link: that link is what sends the host elsewhere
             try:

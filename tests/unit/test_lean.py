@@ -52,3 +52,26 @@ def test_the_warm_path_does_not_load_os() -> None:
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(Path(lean.__file__).parents[1])],
                          capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_owner_rights_come_back_along_the_way_but_never_through_a_link(tmp_path: Path) -> None:
+    """The guard gives back the owner's rights a sandbox took on each directory on the way to a
+    watched path; a directory swapped for a link (a sandbox still running on the tree) must not
+    send it to another directory of the user's: the walk opens each level in the one before it."""
+    top = tmp_path / "proj"
+    (top / "a" / "b").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere" / "b"
+    elsewhere.mkdir(parents=True)
+    os.chmod(elsewhere, 0o000)
+    os.chmod(top / "a" / "b", 0o000)
+    os.chmod(top / "a", 0o311)
+    try:
+        lean.let_owner_along(str(top), "a/b")
+        assert (top / "a").stat().st_mode & 0o777 == 0o711
+        assert (top / "a" / "b").stat().st_mode & 0o777 == 0o700
+        os.rename(top / "a", top / "a-real")
+        os.symlink(tmp_path / "elsewhere", top / "a")
+        lean.let_owner_along(str(top), "a/b")
+        assert elsewhere.stat().st_mode & 0o777 == 0o000  # the link was not followed
+    finally:
+        os.chmod(elsewhere, 0o700)
