@@ -29,7 +29,7 @@ class AsUser:
     """`sbox` as USER: a copy of sbox and its modules that USER may read, run by an interpreter
     USER may run, with a HOME of USER's own (sbox's state and cache under it)."""
 
-    def __init__(self, base: Path, python: str, refuse_userns: bool = False) -> None:
+    def __init__(self, base: Path, python: str, refuse_userns: bool | str = False) -> None:
         self.base, self.home = base, base / "home"
         site = base / "site"
         site.mkdir()
@@ -43,9 +43,13 @@ class AsUser:
             shutil.copytree(os.path.dirname(str(module.__file__)), site / module.__name__,
                             ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(str(pyseccomp.__file__), site)
+        self.refuse_now = base / "refuse-now"  # with refuse_userns="later": refused once this exists
         if refuse_userns:  # a kernel or security module that will not let a child enter bwrap's user namespace
             with open(site / "sbox_shim" / "egress" / "userns.py", "a") as f:
-                f.write("\n\ndef _made_by_child(*args: object) -> list:  # noqa\n"
+                f.write("\n\n_allowed = _made_by_child\n\n\n"
+                        "def _made_by_child(*args: object) -> list:  # noqa\n"
+                        f"    if {refuse_userns == 'later'} and not __import__('posix').access({str(self.refuse_now)!r}, 0):\n"
+                        "        return _allowed(*args)  # noqa\n"
                         "    raise PermissionError(1, 'Operation not permitted (this test)')\n")
         self.sbox = base / "sbox"
         self.sbox.write_text(f"#!{python} -IS\nimport sys\nsys.path[:0] = [{str(site)!r}]\n"
@@ -80,7 +84,7 @@ def _python_for(user: int) -> str | None:
     return None
 
 
-def _as_user(refuse_userns: bool = False) -> Iterator[AsUser]:
+def _as_user(refuse_userns: bool | str = False) -> Iterator[AsUser]:
     require_backend("bwrap")
     if os.geteuid() != 0:
         pytest.skip("starting sbox as another user takes root (run as an ordinary user, every test is this one)")
@@ -102,6 +106,11 @@ def as_user() -> Iterator[AsUser]:
 @pytest.fixture
 def as_user_refused() -> Iterator[AsUser]:
     yield from _as_user(refuse_userns=True)
+
+
+@pytest.fixture
+def as_user_refused_later() -> Iterator[AsUser]:
+    yield from _as_user(refuse_userns="later")
 
 
 def _config(allowed: CanaryListener) -> str:
@@ -170,6 +179,36 @@ def test_where_a_child_cannot_enter_bwrap_s_user_namespace_the_bridge_runs(as_us
         assert allowed.wait_for(2, b"canary-via-proxy")
         assert evil.hits == 0
         seen = _verdicts(as_user_refused.run(root, "run", "--backend", "bwrap", "--", PY, "-c", PROCESSES))
+        assert seen["bridge"] is True, seen
+
+
+def test_a_refusal_met_on_the_warm_path_runs_the_step_once_with_the_bridge(as_user_refused_later: AsUser) -> None:
+    """The step was kept for the warm path while the child could enter bwrap's user namespace;
+    then a kernel or security module refuses it. The warm run's sandbox is killed before its
+    command ran, sbox says so once, and the cold path runs the step with the bridge: the command
+    runs once, and refusals hold; the next run starts with the bridge."""
+    user = as_user_refused_later
+    with CanaryListener() as allowed, CanaryListener() as evil:
+        root = user.project(_config(allowed))
+        argv = ("run", "--backend", "bwrap", "--", PY, "-c", VIA_PROXY, f"registry.sbox.test:{allowed.port}",
+                f"evil.sbox.test:{evil.port}")
+        kept = [user.run(root, *argv) for _ in range(2)]  # recorded, then run from the record
+        records = [_as_root_read(str(p)) for p in user.home.rglob("*.plan")]
+        assert any(isinstance(r, dict) and r.get("egress") and r.get("options") for r in records), \
+            "the allowlisted step was not kept for the warm path"
+        user.refuse_now.write_text("")
+        refused = user.run(root, *argv)
+        assert "bridge inside the sandbox on this machine from now on" in refused.stderr, refused.stderr
+        assert refused.stdout.count(f"registry.sbox.test:{allowed.port}") == 1, refused.stdout  # ran once
+        after = user.run(root, *argv)
+        assert "from now on" not in after.stderr and "nothing ran" not in after.stderr, after.stderr
+        for result in (*kept, refused, after):
+            verdicts = _verdicts(result)
+            assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
+            assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+        assert allowed.wait_for(4, b"canary-via-proxy")
+        assert evil.hits == 0
+        seen = _verdicts(user.run(root, "run", "--backend", "bwrap", "--", PY, "-c", PROCESSES))
         assert seen["bridge"] is True, seen
 
 
