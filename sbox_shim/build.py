@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from sbox_shim import dispatch, ecosystems, layout, tree
+from sbox_shim import configs, dispatch, ecosystems, layout, tree
 from sbox_shim.trust import boundary
 from sbox_shim.trust.written import network_path, written_by_sandbox
 from sbox_shim.config import Config, Profile
@@ -158,8 +158,8 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         elif tool.startswith("/") and written_by_sandbox(tool, writable):
             raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
                              "the network will not run it")
-    project = layout.project_layout(config.root, prof.writable, config.path,
-                                    tree.inspect(config.root, prof.writable), stage_dir)
+    inspected = tree.inspect(config.root, prof.writable)
+    project = layout.project_layout(config.root, prof.writable, config.path, inspected, stage_dir)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
@@ -178,9 +178,10 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         mounts.append(Mount(prefix, prefix))
     # npm's, pip's and git's system-wide configs: without their credentials, but those a download
     # phase reads itself
-    mounts += layout.system_configs(prefix, phase.configs, config.root)
+    mounts += configs.system_configs(prefix, phase.configs, config.root)
     mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
     mounts += project.mounts
+    mounts += configs.git_configs(config.root, inspected.gits)  # without their credentials
     mounts += phase.mounts
     argv = phase.argv
     if net.policy == "proxy":

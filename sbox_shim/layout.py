@@ -44,7 +44,7 @@ from sbox_shim.tree import Tree
 TOOLCHAIN = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # The host's /etc that tools need, never its private keys: /etc/ssl and /etc/pki only for their
 # certificates and OpenSSL's config (not /etc/ssl/private, /etc/pki/tls/private, /etc/pki/nssdb).
-# The system-wide npm, pip and git configs are redact.CONFIGS (system_configs).
+# The system-wide npm, pip and git configs are configs.py's.
 ETC = (
     "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/ca-certificates.conf",
     "/etc/pki/ca-trust", "/etc/pki/tls/certs", "/etc/pki/tls/cert.pem", "/etc/pki/tls/openssl.cnf",
@@ -76,46 +76,6 @@ def toolchain_mounts(exists: Callable[[str], bool] = os.path.lexists,
         else:
             mounts.append(Mount(path, path, kind="copy" if path in ETC and is_file(path) else "bind"))
     return mounts
-
-
-def system_configs(prefix: str | None, kept: Iterable[str], project: str,
-                   is_file: Callable[[str], bool] = os.path.isfile,
-                   realpath: Callable[[str], str] = os.path.realpath) -> list[Mount]:
-    """The system-wide npm, pip and git configs (redact.CONFIGS, and a mounted tool prefix's
-    etc/npmrc, npm's global config there), as a sandbox reads them: those named in `kept` (a
-    download phase's own tool's, which talks to the registry itself: "npmrc", "gitconfig") as they
-    are, every other without its credentials (redact.py), read when the step starts.
-
-    A config directly in /etc is a file of the sandbox's own /etc (read through a link the host
-    holds there); one elsewhere is covered where it really is, inside the read-only binds."""
-    from sbox_shim import redact
-
-    keep = set(kept)
-    paths = list(redact.CONFIGS) + ([os.path.join(prefix, "etc", "npmrc")] if prefix else [])
-    mounts: list[Mount] = []
-    for path in paths:
-        if not is_file(path):
-            continue
-        as_is = os.path.basename(path) in keep
-        if path.count("/") == 2:  # /etc/NAME: only what sbox puts there exists in the sandbox
-            mounts.append(Mount(path, path, kind="copy" if as_is else "redact"))
-            continue
-        real = realpath(path)
-        if as_is or real.count("/") == 2 and real.startswith("/etc/") or inside(real, project):
-            continue  # as it is; or not visible but as one of the above; or the project's own
-        mounts.append(Mount(real, real, kind="redact"))
-    return mounts
-
-
-def config_places(mounts: Sequence[Mount], project: str) -> list[str]:
-    """Where system_configs looks, for the plan cache to watch: a config that appears later (an
-    `npm config set --global`) must not be shown as it is by a kept plan. A read-only bind outside
-    the project may be a tool prefix, with an etc/npmrc."""
-    from sbox_shim import redact
-
-    prefixes = [m.source for m in mounts if m.kind == "bind" and m.readonly and m.source == m.target
-                and m.source not in TOOLCHAIN + ETC and not inside(m.source, project)]
-    return list(redact.CONFIGS) + [os.path.join(p, "etc", "npmrc") for p in prefixes]
 
 
 def tool_prefix(real_tool: str | None, home: str) -> str | None:

@@ -153,7 +153,7 @@ def _egress(step: Step, host: Host) -> dict[str, object] | None:
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str,
              step_index: int = 0) -> list[tuple[str, str]]:
     """The paths whose state built this plan's step, with what to compare (see `fact`)."""
-    from sbox_shim import config, layout, trust
+    from sbox_shim import config, configs, layout, trust
     from sbox_shim.backends.bwrapargs import MASKED_PROC
     from sbox_shim.toolpath import searched, without_shims
 
@@ -169,7 +169,8 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
     watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN + layout.ETC]
-    watched += [("type", p) for p in layout.config_places(step.mounts, plan.project_root)]
+    watched += configs.config_facts(step.mounts, plan.project_root)
+    watched += configs.git_config_facts(plan.project_root, step.mounts)
     watched += [("exists", p) for p in MASKED_PROC]
     watched += [("exists", p) for p in layout.protected_paths(plan.project_root, plan.config_path)]
     watched += [("exists", p) for p in host.own_dirs]

@@ -1,6 +1,6 @@
 """The host's system-wide tool configuration, as a sandbox without credentials reads it.
 
-/etc/npmrc, /etc/pip.conf, /etc/gitconfig and their kin (CONFIGS) configure every npm, pip and git
+/etc/npmrc, /etc/pip.conf, /etc/gitconfig and their kin (configs.py) configure every npm, pip and git
 on the machine, and a machine set up for a private registry often keeps its token there: npm's
 `//host/:_authToken=`, an index URL `https://user:token@host/simple`, git's `http.extraHeader =
 Authorization: ...` or `url."https://token@host/".insteadOf`. Package code runs in sandboxes
@@ -12,49 +12,91 @@ Line by line, without a parser (a config file sbox cannot parse must still lose 
 - a URL's user information (`scheme://user:secret@`) is removed, in values and section names;
 - a setting whose name says credential (`_authToken`, `_auth`, `_password`, `username`, npm's
   `key`/`keyfile`/`certfile`, git's `extraHeader` and credential `helper`, anything with TOKEN,
-  SECRET, PASSWORD, ... in it) is removed, with its continuation lines; so is any line that
-  carries an `Authorization` header, and every comment (a commented-out token is still one).
+  SECRET, PASS, COOKIE, ... in it) is removed, with its continuation lines (an indented ini line;
+  git's trailing backslash joins the lines first), also after a section name on the same line
+  (`[http] extraHeader = ...`); so is any line that carries an `Authorization` header, and every
+  comment (a commented-out token is still one).
+
+The same for the project's git configs (configs.git_configs): `actions/checkout` leaves the CI
+job's token in .git/config (`http.https://github.com/.extraheader = AUTHORIZATION: basic ...`),
+and a clone over https with a token keeps it in the remote's URL.
 
 Lean: it runs on the warm path, with built-in modules only.
 """
 from __future__ import annotations
 
-# The system's: npm's global config ($PREFIX/etc/npmrc for the prefixes npm is installed under),
-# pip's site-wide configs, git's system config (/etc, or $PREFIX/etc for a git built elsewhere).
-# A mounted tool prefix's etc/npmrc is one too (layout.system_configs).
-CONFIGS = ("/etc/npmrc", "/etc/pip.conf", "/etc/gitconfig", "/etc/xdg/pip/pip.conf",
-           "/usr/etc/npmrc", "/usr/etc/gitconfig", "/usr/local/etc/npmrc", "/usr/local/etc/gitconfig")
-
-_WORDS = ("token", "secret", "password", "passwd", "passphrase", "credential", "apikey", "api_key",
-          "api-key", "private", "_auth", "auth_", "auth-", "otp")
+_WORDS = ("token", "secret", "pass", "credential", "apikey", "api_key", "api-key", "private", "_auth", "auth_",
+          "auth-", "otp", "cookie", "session")
 _NAMES = {"_auth", "username", "key", "keyfile", "certfile", "extraheader", "helper", "email", "auth"}
+
+
+def read(path: str) -> bytes:
+    """The file at `path` without its credentials, read now: a regular file only, its last
+    component not a link (a project's .git/config could be one), at most regular.MAX_BYTES; empty
+    for anything else."""
+    from sbox_shim.regular import read_regular
+
+    return text(read_regular(path) or b"")
 
 
 def text(data: bytes) -> bytes:
     """`data` (a config file's bytes) without its credentials."""
     out: list[str] = []
     dropping = -1  # the indentation of a removed setting whose continuation lines go with it
-    continued = False  # the line before ended with a backslash (git's continuation)
-    for line in data.decode("utf-8", "surrogateescape").splitlines(keepends=True):
+    for line in _logical(data.decode("utf-8", "surrogateescape")):
         body = line.rstrip("\r\n")
         indent = len(body) - len(body.lstrip())
-        ends = body.endswith("\\")
-        if continued or (dropping >= 0 and body.strip() and indent > dropping):
-            continued = ends
-            continue  # part of a removed setting
-        dropping, continued = -1, False
+        if dropping >= 0 and body.strip() and indent > dropping:
+            continue  # an ini value's continuation line, part of a removed setting
+        dropping = -1
         if body.lstrip().startswith(("#", ";")):
             continue  # a comment configures nothing, and may hold an old token
-        if _credential(body):
-            dropping, continued = indent, ends
+        header, setting = _split_header(body)
+        if _credential(setting):
+            if header:  # git's `[http] extraHeader = ...` on one line: the section stays
+                out.append(_strip_userinfo(header) + line[len(body):])
+            else:
+                dropping = indent
             continue
         out.append(_strip_userinfo(line))
     return "".join(out).encode("utf-8", "surrogateescape")
 
 
+def _logical(text: str) -> list[str]:
+    """The lines, each joined with the next where it ends in a backslash (git's continuation;
+    the joined line means the same to git, and a credential cannot hide across the break)."""
+    lines: list[str] = []
+    pending = ""
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        if (len(body) - len(body.rstrip("\\"))) % 2:
+            pending += body[:-1]
+            continue
+        lines.append(pending + line)
+        pending = ""
+    if pending:
+        lines.append(pending)
+    return lines
+
+
+def _split_header(line: str) -> tuple[str, str]:
+    """(`[section "sub"]`, what follows it on the line) for a section line, else ("", line)."""
+    stripped = line.lstrip()
+    if not stripped.startswith("["):
+        return "", line
+    quoted = False
+    for i, c in enumerate(stripped):
+        if c == '"':
+            quoted = not quoted
+        elif c == "]" and not quoted:
+            cut = len(line) - len(stripped) + i + 1
+            return line[:cut], line[cut:]
+    return line, ""
+
+
 def _credential(line: str) -> bool:
     stripped = line.strip()
-    if not stripped or stripped[0] == "[":
+    if not stripped:
         return False
     if "authorization" in stripped.lower():
         return True

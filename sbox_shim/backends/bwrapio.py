@@ -21,7 +21,12 @@ def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tup
     now too (often through a link into /run), never bound."""
     out = []
     for target, content, source in files:
-        data = b"" if content == REDACTED else content.encode()
+        if content == REDACTED:
+            from sbox_shim import redact
+
+            out.append((target, redact.read(source)))
+            continue
+        data = content.encode()
         if host_dns and target in HOST_DNS:
             source = target
         if source:
@@ -30,10 +35,6 @@ def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tup
                     data = f.read()
             except OSError:
                 data = b""
-            if content == REDACTED:
-                from sbox_shim import redact
-
-                data = redact.text(data)
         out.append((target, data))
     return out
 

@@ -382,7 +382,7 @@ def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:
 
     base = os.path.join(run_dir, f"files-{index}")
     files = [(f.target, f.content.encode()) for f in step.files]
-    files += [(m.target, redact.text(_host_bytes(m.source))) for m in step.mounts if m.kind == "redact"]
+    files += [(m.target, redact.read(m.source)) for m in step.mounts if m.kind == "redact"]
     mounts = []
     for target, data in files:
         path = os.path.join(base, target.lstrip("/"))
@@ -393,10 +393,3 @@ def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:
         mounts.append(Mount(path, target))
     return mounts
 
-
-def _host_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""

@@ -201,7 +201,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                       mounts=(cache_mount(cache, True), *readonly, *configs, *target, *own),
                       reason="built-in pip policy: download runs with the registry allowlist",
                       writable=destination(rest, ("-d", "--dest", "--destination-dir"), ctx),
-                      configs=("pip.conf", "gitconfig")),)
+                      configs=("pip.conf",)),)
     if venv:  # sbox's fetch step also fetches the build requirements of the sdists it downloaded
         fetch_env["SBOX_PIP_BUILD_ARGS"] = json.dumps(index_args(rest, binary=True))
     download = Phase(
@@ -211,7 +211,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                 *configs, *target, *own),
         reason="built-in pip policy: download to a wheelhouse through the allowlist "
                "(with the build requirements of the sdists, when the index has them)",
-        writable=(), configs=("pip.conf", "gitconfig"),
+        writable=(), configs=("pip.conf",),
     )
     if venv and sub == "install":
         target = list(writable_venv(venv))  # the install's destination
@@ -239,7 +239,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
                                  *readonly, *configs, *target, *own),
         reason="built-in pip policy: sbox's own pip installs in this one phase when every distribution is a "
                "wheel (no package code runs); else the two phases below",
-        writable=(), hook=hook, configs=("pip.conf", "gitconfig"),
+        writable=(), hook=hook, configs=("pip.conf",),
     )
     return (first, download.replace(hook=hook, reason=download.reason + when),
             offline.replace(hook=hook, reason=offline.reason + when))

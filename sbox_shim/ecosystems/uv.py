@@ -188,7 +188,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         mounts=(cache_mount(cache, True), *readonly),
         reason="built-in uv policy: uv resolves, downloads and builds in one step (it has no download-only "
                "mode), with only the registries reachable",
-        writable=True if whole else tuple(dict.fromkeys(writes)), configs=("gitconfig",),
+        writable=True if whole else tuple(dict.fromkeys(writes)),
     )
     if kind != "run":
         return (download,)

