@@ -78,6 +78,13 @@ def toolchain_mounts(exists: Callable[[str], bool] = os.path.lexists,
     return mounts
 
 
+def in_toolchain(path: str) -> bool:
+    """`path` is in every sandbox as it is on the host: under the toolchain or a chosen /etc entry
+    (a file elsewhere in /etc, `/etc/ssl/private/client.pem`, is mounted only where a phase asks)."""
+    path = os.path.normpath(path)
+    return any(inside(path, top) for top in TOOLCHAIN + ETC)
+
+
 def tool_prefix(real_tool: str | None, home: str) -> str | None:
     """The installation prefix of a tool outside the system dirs, to mount read-only.
 

@@ -23,6 +23,8 @@ from typing import Iterable
 
 from sbox_shim.ecosystems import Context, Phase, cache_mount, read_text, sandbox_writable, subcommand, url_entry
 from sbox_shim.environment import is_secret
+from sbox_shim.configs import SYSTEM as SYSTEM_CONFIGS
+from sbox_shim.layout import in_toolchain
 from sbox_shim.plan import File, Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -118,12 +120,12 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     env = {"npm_config_cache": cache, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
     local = [m for text in texts for m in _CAFILE_LINE.findall(text) if m.startswith("/")]
     local += [v for k, v in ctx.env.items() if k.lower() == "npm_config_cafile" and v.startswith("/")]
-    readonly = tuple(Mount(p, p) for p in dict.fromkeys(local)
-                     if os.path.exists(p) and not p.startswith(("/etc/", "/usr/")))
+    readonly = tuple(Mount(p, p) for p in dict.fromkeys(local) if os.path.exists(p) and not in_toolchain(p))
     # The user's and the global config files may hold tokens: the download phase only. The project's
     # own .npmrc is part of the project; the scripts phase reads it as empty.
-    credentials = tuple(Mount(f, f) for f in files
-                        if f != os.path.join(ctx.project_root, ".npmrc") and not f.startswith(("/etc/", "/usr/")))
+    # (the machine's own, configs.SYSTEM, are the phase's `configs`)
+    credentials = tuple(Mount(f, f) for f in files if f != os.path.join(ctx.project_root, ".npmrc")
+                        and not in_toolchain(f) and f not in SYSTEM_CONFIGS)
     rebuild: tuple[str, ...] = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)

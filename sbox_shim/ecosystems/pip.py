@@ -39,7 +39,9 @@ from sbox_shim.ecosystems.pip_args import (TARGET_OPTIONS, destination, download
                                            one_phase)
 from sbox_shim.ecosystems.pip_index import index_root
 from sbox_shim.ecosystems.pip_run import DONE, fell_back
-from sbox_shim.ecosystems.pip_venv import SYSTEM, environment, fetcher, installer, writable_venv
+from sbox_shim.ecosystems.pip_venv import environment, fetcher, installer, writable_venv
+from sbox_shim.configs import SYSTEM as SYSTEM_CONFIGS
+from sbox_shim.layout import in_toolchain
 from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # noqa: F401 (uv.py uses it)
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
@@ -181,13 +183,13 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     implied = tuple(e for e in dict.fromkeys(_entries(project)) if e not in allow)
     local = [p for k in PATH_KEYS for v in found.get(k, []) for p in [local_path(v)] if p]
     local += [index_root(p, ctx.home, ctx.project_root) for u in urls for p in [local_path(u)] if p and os.path.isdir(p)]
-    readonly = [Mount(p, p) for p in dict.fromkeys(local)
-                if os.path.exists(p) and not (p + "/").startswith(SYSTEM)]
+    readonly = [Mount(p, p) for p in dict.fromkeys(local) if os.path.exists(p) and not in_toolchain(p)]
     readonly += bases
     # A client certificate holds its private key: a credential, for the network phases alone.
     keys = {p for v in found.get("client-cert", []) for p in [local_path(v)] if p}
     offline_readonly = [m for m in readonly if m.source not in keys]
-    configs = [Mount(f, f) for f in config_files(ctx, venv) if not (f + "/").startswith(SYSTEM)]
+    # the machine's own are the phase's `configs` (configs.SYSTEM): those in /etc copied in, not bound
+    configs = [Mount(f, f) for f in config_files(ctx, venv) if not in_toolchain(f) and f not in SYSTEM_CONFIGS]
     # The wheelhouse is this run's own (scratch.py): made empty for it, removed after it, so a wheel
     # a hostile sdist planted in one run's download phase is never installed by a later run.
     wheelhouse = os.path.join(ctx.cache_dir, "pip", "runs")

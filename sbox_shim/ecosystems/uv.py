@@ -32,13 +32,13 @@ from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, proje
 from sbox_shim.ecosystems.pip_venv import writable_venv
 from sbox_shim.environment import is_secret
 from sbox_shim.errors import UsageError
+from sbox_shim.layout import in_toolchain
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
 TOOLS = ("uv",)
 PROJECT = {"sync", "add", "remove", "lock"}
 PIP = {"install", "sync"}
-SYSTEM = ("/usr/", "/bin/", "/lib/", "/lib64/", "/etc/")
 INDEX_ENV = ("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_FIND_LINKS")
 # Options that take a value, before or after the subcommand.
 _VALUES = {"--directory", "--project", "--config-file", "--cache-dir", "--python", "-p", "--color",
@@ -159,8 +159,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["pip"] + _entries(_user_urls(argv, ctx, user))))
     implied = tuple(e for e in _entries([u for f in ours for u in _file_urls(f)]) if e not in allow)
     local = [p for u in _user_urls(argv, ctx, user) for p in [local_path(u)] if p and os.path.exists(p)]
-    readonly = [Mount(p, p) for p in dict.fromkeys(local) if not (p + "/").startswith(SYSTEM)]
-    readonly += [Mount(f, f) for f in user if not (f + "/").startswith(SYSTEM)]
+    readonly = [Mount(p, p) for p in dict.fromkeys(local) if not in_toolchain(p)]
+    readonly += [Mount(f, f) for f in user if not in_toolchain(f)]
     cache = project_cache(ctx, "uv")
     env = {"UV_CACHE_DIR": cache, "UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
     pythons = ctx.env.get("UV_PYTHON_INSTALL_DIR") or os.path.join(

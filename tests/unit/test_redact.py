@@ -99,3 +99,12 @@ def test_no_private_key_directory_is_in_the_toolchain() -> None:
     for path in layout.ETC:
         assert not path.startswith(("/etc/ssl/private", "/etc/pki/tls/private", "/etc/pki/nssdb"))
         assert path not in ("/etc/ssl", "/etc/pki", "/etc/pki/tls")
+
+
+def test_a_file_a_phase_names_under_etc_is_mounted_unless_every_sandbox_has_it() -> None:
+    """A pip client certificate in /etc/ssl/private, a PIP_CONFIG_FILE in /etc/pip/: no longer in
+    every sandbox (/etc/ssl is not bound whole), so the phase that names them mounts them."""
+    assert layout.in_toolchain("/etc/ssl/certs/ca-certificates.crt") and layout.in_toolchain("/usr/share/x")
+    assert not layout.in_toolchain("/etc/ssl/private/client.pem")
+    assert not layout.in_toolchain("/etc/pip/pip.conf") and not layout.in_toolchain("/etc/pip.conf")
+    assert not layout.in_toolchain("/etc/ssl") and not layout.in_toolchain("/usrx/y")
