@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "warm_stages.json"))
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the sbox to measure")
+    parser.add_argument("--git", action="store_true", help="the project a git repository (`git init`), as most are")
     args = parser.parse_args(argv)
     paths = stages_child.sbox_paths(args.python)
     with tempfile.TemporaryDirectory(prefix="sbox-bench-stages-") as tmp:
@@ -100,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if skipped:
             raise SystemExit(f"bwrap is not usable here: {skipped}")
         cmd, cwd, _ = variants["sbox bwrap"]
+        if args.git:
+            subprocess.run(["git", "init", "-q", str(cwd)], check=True)
         stages_child.prime(args.python, paths, cmd[1:], cwd, env, 2)  # the record, then the directory index settles
         load_before = bench_backends.loadavg()
         runs = [r for r in (one(args.python, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]
@@ -111,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name:40} {value:7.2f} ms")
     print(f"{len(runs)} warm runs; load average before {load_before}, after {load_after}")
     results_file.write({"benchmark": "warm_stages", "command": "sbox run --backend bwrap -- true", "unit": "ms",
+                        "project": "a git repository" if args.git else "no .git",
                         "runs": len(runs), "median_ms": medians,
                         "loadavg": {"before": load_before, "after": load_after}}, args.output)
     return 0

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 _WORDS = ("token", "secret", "pass", "credential", "apikey", "api_key", "api-key", "private", "_auth", "auth_",
           "auth-", "otp", "cookie", "session")
-_NAMES = {"_auth", "username", "key", "keyfile", "certfile", "extraheader", "helper", "email", "auth"}
+_NAMES = {"_auth", "username", "key", "keyfile", "certfile", "extraheader", "helper", "auth"}
 
 
 def read(path: str) -> bytes:

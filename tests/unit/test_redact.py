@@ -14,7 +14,7 @@ def _text(s: str) -> str:
 
 def test_npmrc_tokens_go_and_every_other_setting_stays() -> None:
     out = _text(f"registry=https://r.example/\n//r.example/:_authToken={T}\n//r.example/:_auth={T}\n"
-                f"//r.example/:_password={T}\n//r.example/:username=me\n_authToken={T}\nemail=a@b.c\n"
+                f"//r.example/:_password={T}\n//r.example/:username=me\n_authToken={T}\n"
                 f"key={T}\n//r.example/:keyfile=/k.pem\nnodedir=/opt/node\n# old: _authToken={T}\n"
                 f"@scope:registry=https://u:{T}@s.example/npm/\nfund=false\n")
     assert T not in out and "keyfile" not in out and "username" not in out
@@ -35,10 +35,11 @@ def test_git_headers_helpers_and_rewrites_lose_their_secrets() -> None:
     out = _text(f'[http "https://h.example/"]\n\textraHeader = Authorization: Bearer {T}\n\tsslVerify = true\n'
                 f'[url "https://x-access-token:{T}@github.com/"]\n\tinsteadOf = https://github.com/\n'
                 f'[credential]\n\thelper = "!f() {{ echo password={T}; \\\n\t}}; f"\n\tuseHttpPath = true\n'
-                f'[core]\n\tsshCommand = ssh\n\ttoken = {T}\n')
+                f'[core]\n\tsshCommand = ssh\n\ttoken = {T}\n[user]\n\temail = me@example.com\n\tsigningKey = ABC\n')
     assert T not in out
     assert out == ('[http "https://h.example/"]\n\tsslVerify = true\n[url "https://github.com/"]\n'
-                   '\tinsteadOf = https://github.com/\n[credential]\n\tuseHttpPath = true\n[core]\n\tsshCommand = ssh\n')
+                   '\tinsteadOf = https://github.com/\n[credential]\n\tuseHttpPath = true\n[core]\n\tsshCommand = ssh\n'
+                   '[user]\n\temail = me@example.com\n\tsigningKey = ABC\n')
 
 
 def test_a_removed_setting_takes_its_continuation_lines() -> None:
