@@ -181,7 +181,12 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     mounts += configs.system_configs(prefix, phase.configs, config.root)
     mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
     mounts += project.mounts
-    mounts += configs.git_configs(config.root, inspected.gits)  # without their credentials
+    shown = configs.git_configs(config.root, inspected.gits)  # without their credentials
+    if any(m.kind == "tmpfs" for m in shown):
+        notes += (f"{prof.name}: more than {configs.MAX_REDACTED} git configs: the submodules' git directories are "
+                  "hidden in the sandbox (git does not work inside submodules there), the rest shown without "
+                  "their credentials",)
+    mounts += shown
     mounts += phase.mounts
     argv = phase.argv
     if net.policy == "proxy":

@@ -30,6 +30,7 @@ SYSTEM = (
 # builtin npmrc, its Python's site pip.conf (pyenv's: one per version), its git's system config.
 PREFIXED = ("etc/npmrc", "npmrc", "lib/node_modules/npm/npmrc", "pip.conf", "versions/*/pip.conf", "etc/gitconfig")
 MAX_GIT_WALK = 4096  # directories git_configs looks at
+MAX_REDACTED = 256  # git configs shown redacted (each is a mount); beyond, submodules' are hidden
 
 
 def system_configs(prefix: str | None, kept: Iterable[str], project: str,
@@ -82,21 +83,42 @@ def config_facts(mounts: Sequence[Mount], project: str) -> list[tuple[str, str]]
 def git_configs(root: str, gits: Iterable[str] = ()) -> list[Mount]:
     """The project's git configs, as a sandbox reads them: without their credentials. Those of the
     project's own `.git` directory and of each git directory among `gits` (tree.inspect's, in a
-    writable project), with their submodules' (`modules/NAME/config`, NAME may have slashes, at any
-    depth). Found by lstat, never through a link; at most MAX_GIT_WALK directories looked at."""
-    return [Mount(p, p, kind="redact") for p in _git_walk(root, gits)[0]]
+    writable project), with their worktrees' (`worktrees/NAME/config.worktree`) and submodules'
+    (`modules/NAME/config`, NAME may have slashes, at any depth). Found by lstat; one that is a
+    link is shown redacted where it leads, if a sandbox sees that place (the project, /usr).
+
+    More than MAX_REDACTED of them (or more than MAX_GIT_WALK directories to look at): each git
+    directory's `modules/` is hidden instead (an empty directory: git does not work inside
+    submodules there); still too many, UsageError."""
+    configs, _, complete = _git_walk(root, gits)
+    if len(configs) <= MAX_REDACTED and complete:
+        return [Mount(c, c, kind="redact") for c in configs]
+    configs, _, complete = _git_walk(root, gits, submodules=False)
+    if len(configs) > MAX_REDACTED or not complete:
+        from sbox_shim.errors import UsageError
+
+        raise UsageError(f"{root}: more than {MAX_REDACTED} git configs to show without their credentials "
+                         "(nested repositories); nothing ran")
+    hidden = [Mount("", os.path.join(g, "modules"), readonly=False, kind="tmpfs")
+              for g in dict.fromkeys([os.path.join(root, ".git"), *gits]) if _is(os.path.join(g, "modules"), stat.S_ISDIR)]
+    return [Mount(c, c, kind="redact") for c in configs] + hidden
 
 
 def git_config_facts(root: str, mounts: Sequence[Mount]) -> list[tuple[str, str]]:
-    """What the plan cache watches for git_configs (walked again from the git directories of the
-    step's): a repository, a config or a submodule that appears later must not be shown as it is
-    by a kept plan."""
-    gits = [os.path.dirname(m.source) for m in mounts if m.kind == "redact" and inside(m.source, root)]
-    return _git_walk(root, gits)[1]
+    """What the plan cache watches for git_configs, walked again from the git directories the
+    step's mounts protect (a writable project's): a repository, a config, a worktree or a
+    submodule that appears later must not be shown as it is by a kept plan."""
+    gits = [m.source for m in mounts if m.kind == "bind" and m.readonly and m.source != root and inside(m.source, root)
+            and _is(os.path.join(m.source, "HEAD"), stat.S_ISREG)]
+    hidden = any(m.kind == "tmpfs" and os.path.basename(m.target) == "modules" and inside(m.target, root)
+                 for m in mounts)
+    return _git_walk(root, gits, submodules=not hidden)[1]
 
 
-def _git_walk(root: str, gits: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(the config files git_configs shows redacted, the facts that would change with them)."""
+def _git_walk(root: str, gits: Iterable[str],
+              submodules: bool = True) -> tuple[list[str], list[tuple[str, str]], bool]:
+    """(the config files git_configs shows redacted, where each really is; the facts that would
+    change with them; whether the walk looked at every directory)."""
     top = os.path.join(root, ".git")
     stack = [top, *gits]
     found: list[str] = []
@@ -108,17 +130,43 @@ def _git_walk(root: str, gits: Iterable[str]) -> tuple[list[str], list[tuple[str
             continue
         seen.add(d)
         if _is(os.path.join(d, "HEAD"), stat.S_ISREG) or d == top:  # a git directory
-            configs = (os.path.join(d, "config"), os.path.join(d, "config.worktree"))
-            found += [p for p in configs if _is(p, stat.S_ISREG)]
-            facts += [("type", p) for p in configs] + [("names", os.path.join(d, "modules"))]
-            stack.append(os.path.join(d, "modules"))
+            configs = [os.path.join(d, "config"), os.path.join(d, "config.worktree")]
+            configs += [os.path.join(w, "config.worktree") for w in _subdirs(os.path.join(d, "worktrees"))]
+            found += [p for p in (_shown(p, root) for p in configs) if p]
+            facts += [("type", p) for p in configs]
+            facts += [("names", os.path.join(d, "modules")), ("names", os.path.join(d, "worktrees"))]
+            if submodules:
+                stack.append(os.path.join(d, "modules"))
             continue
         facts.append(("names", d))  # modules/, or a directory of submodule names (modules/libs/core)
-        try:
-            stack += [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            continue
-    return sorted(found), list(dict.fromkeys(facts))
+        stack += _subdirs(d)
+    return sorted(set(found)), list(dict.fromkeys(facts)), not stack
+
+
+def _shown(path: str, root: str) -> str | None:
+    """Where the config at `path` is seen in a sandbox: itself, a regular file; for a link, the
+    regular file it leads to in the project or the toolchain (read redacted there, never shown
+    through the link as it is); None when there is nothing a sandbox could read."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return path
+    if not stat.S_ISLNK(mode):
+        return None
+    from sbox_shim.layout import in_toolchain
+
+    real = os.path.realpath(path)
+    visible = inside(real, os.path.realpath(root)) or in_toolchain(real)
+    return real if visible and _is(real, stat.S_ISREG) else None
+
+
+def _subdirs(d: str) -> list[str]:
+    try:
+        return [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
 
 
 def _is(path: str, test: Callable[[int], bool]) -> bool:

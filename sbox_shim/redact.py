@@ -84,9 +84,13 @@ def _split_header(line: str) -> tuple[str, str]:
     stripped = line.lstrip()
     if not stripped.startswith("["):
         return "", line
-    quoted = False
+    quoted = escaped = False
     for i, c in enumerate(stripped):
-        if c == '"':
+        if escaped:
+            escaped = False
+        elif c == "\\" and quoted:
+            escaped = True  # `[http "a\"b"]`: the quote is part of the name
+        elif c == '"':
             quoted = not quoted
         elif c == "]" and not quoted:
             cut = len(line) - len(stripped) + i + 1

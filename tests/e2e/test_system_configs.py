@@ -232,3 +232,61 @@ def test_pip_s_download_phase_runs_build_hooks_without_the_machine_s_git_and_npm
     assert leaks, index.requests  # the hook ran with the network, and read the files ...
     assert "sslVerify" in urllib.parse.unquote(leaks[0]), leaks
     assert all(TOKEN not in urllib.parse.unquote(r) for r in index.requests), leaks  # ... without the tokens
+
+
+def test_worktree_and_linked_git_configs_lose_the_token_too(tmp_path: Path, backend: str, sbox_bin: str) -> None:
+    """Red team 2: a worktree's own config (`git config --worktree`, worktrees/NAME/config.worktree)
+    of a worktree outside the project, and a .git/config that the host made a link to a file in
+    the project, were shown as they are."""
+    root = tmp_path / "proj"
+    config(root, backend)
+    _checkout(root)
+    git = ["git", "-C", str(root)]
+    subprocess.run([*git, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   check=True)
+    subprocess.run([*git, "config", "extensions.worktreeConfig", "true"], check=True)
+    outside = tmp_path / "wt-out"
+    subprocess.run([*git, "worktree", "add", "-q", str(outside)], check=True)
+    subprocess.run(["git", "-C", str(outside), "config", "--worktree", "http.https://github.com/.extraheader",
+                    f"AUTHORIZATION: basic {TOKEN}"], check=True)
+    reader = "cat .git/worktrees/*/config.worktree; cat .git/config"
+    control = subprocess.run(["sh", "-c", reader], cwd=root, capture_output=True, text=True)
+    assert control.stdout.count(TOKEN) == 2, control  # the live control
+    result = subprocess.run([sbox_bin, "run", "--", "sh", "-c", reader], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "[http" in result.stdout, result.stdout + result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+
+    kept = root / "keep"  # the host moves the config into the project and links to it
+    kept.mkdir()
+    os.rename(root / ".git" / "config", kept / "real.cfg")
+    os.symlink("../keep/real.cfg", root / ".git" / "config")
+    result = subprocess.run([sbox_bin, "run", "--", "sh", "-c", "git config --get-regexp 'http.*'; cat .git/config"],
+                            cwd=root, capture_output=True, text=True, timeout=300)
+    assert "[remote" in result.stdout, result.stdout + result.stderr  # git and cat read it ...
+    assert TOKEN not in result.stdout + result.stderr  # ... without the token
+
+
+def test_a_project_with_too_many_submodules_hides_their_git_directories(tmp_path: Path, backend: str,
+                                                                       sbox_bin: str) -> None:
+    """Red team 2: 4,200 submodules' configs were shown as they are past the walk's cap (docker), or
+    the step could not start (bwrap). Past MAX_REDACTED, sbox hides the submodules' git
+    directories, says so (`sbox plan`), and still redacts the project's own config."""
+    from sbox_shim import configs
+
+    root = tmp_path / "proj"
+    config(root, backend)
+    _checkout(root)
+    for n in range(configs.MAX_REDACTED + 5):
+        module = root / ".git" / "modules" / f"m{n}"
+        module.mkdir(parents=True, exist_ok=True)
+        (module / "HEAD").write_text("ref: refs/heads/main\n")
+        (module / "config").write_text(f'[remote "origin"]\n\turl = https://u:{TOKEN}@github.com/example/m{n}\n')
+    reader = "cat .git/config; cat .git/modules/*/config .git/modules/libs/core/config 2>/dev/null; true"
+    result = subprocess.run([sbox_bin, "run", "--", "sh", "-c", reader], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "[remote \"origin\"]" in result.stdout and TOKEN not in out, out[-2000:]
+    plan = subprocess.run([sbox_bin, "plan", "--", "sh"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert "submodules' git directories are hidden" in plan.stdout + plan.stderr, plan.stdout + plan.stderr

@@ -109,3 +109,9 @@ def test_a_file_a_phase_names_under_etc_is_mounted_unless_every_sandbox_has_it()
     assert not layout.in_toolchain("/etc/ssl/private/client.pem")
     assert not layout.in_toolchain("/etc/pip/pip.conf") and not layout.in_toolchain("/etc/pip.conf")
     assert not layout.in_toolchain("/etc/ssl") and not layout.in_toolchain("/usrx/y")
+
+
+def test_a_quoted_section_name_with_an_escaped_quote_stays_one_name() -> None:
+    """Red team 2: `[http "a\\"b"] extraHeader = ...` was cut at the escaped quote."""
+    out = _text(f'[http "a\\"b]"] extraHeader = Authorization: Basic {T}\n\tsslVerify = true\n')
+    assert out == '[http "a\\"b]"]\n\tsslVerify = true\n'
