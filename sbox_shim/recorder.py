@@ -50,14 +50,15 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     except SandboxError:
         return None
     env = [(name, REF + "env" + REF + name if host.env.get(name) == value else value) for name, value in step.env]
-    files = bwrap.data_files(step)
+    files, redacted = _redacted_now(bwrap.data_files(step))
     data = [(target, REF + "fd" + REF + str(i)) for i, (target, _, _) in enumerate(files)]
     filter_ref = REF + "fd" + REF + str(len(files))  # the filter's memfd comes after the files' (compiled.fds)
     # then the pinned binds' fds, reopened on each use (compiled.record_fds)
     pinned = {target: REF + "fd" + REF + str(len(files) + 1 + i) for i, (_, target) in enumerate(step.pinned())}
     record = {
         "format": FORMAT,
-        "facts": [(kind, p, fact(kind, p, host.state_dir)) for kind, p in _watched(plan, host, explicit_config, path)],
+        "facts": [(kind, p, fact(kind, p, host.state_dir))
+                  for kind, p in dict.fromkeys(_watched(plan, host, explicit_config, path) + redacted)],
         "bwrap": path,
         "options": bwrap_options(step, data, "--disable-userns" in bwrap.options_of(path, host.state_dir), env=env,
                                  seccomp=filter_ref, masked=bwrap.masked_proc(), pinned=pinned),
@@ -150,6 +151,24 @@ def _egress(step: Step, host: Host) -> dict[str, object] | None:
     return warm.record(step, host.state_dir)
 
 
+def _redacted_now(files: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """The record's files with each config shown without its credentials (redact.py) redacted now
+    and kept as content, so that the warm path neither reads nor redacts it before bwrap starts;
+    and the facts that vouch for it (what the file holds, and that it is still no link), checked
+    while bwrap works."""
+    from sbox_shim import redact
+    from sbox_shim.backends.bwrapio import REDACTED
+
+    out, facts = [], []
+    for target, content, source in files:
+        if content == REDACTED:
+            out.append((target, redact.read(source).decode("utf-8", "surrogateescape"), ""))
+            facts += [("type", source), ("content", source)]
+        else:
+            out.append((target, content, source))
+    return out, facts
+
+
 def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: str,
              step_index: int = 0) -> list[tuple[str, str]]:
     """The paths whose state built this plan's step, with what to compare (see `fact`)."""
@@ -168,7 +187,9 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
         watched.append(("exists", os.path.join(host.state_dir, "egress", netns.REFUSED)))
     watched += [("stat", p) for p in config.consulted(host.cwd, host.env, explicit_config)]
     watched.append(("stat", trust.directory(host.state_dir)))  # a trust recorded or withdrawn
-    watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN + layout.ETC]
+    watched += [("type", p) for p in layout.TOOLCHAIN + layout.ETC] + [("link", p) for p in layout.TOOLCHAIN]
+    # /etc links recreated as links (a file that becomes a link changes its type)
+    watched += [("link", p) for p in layout.ETC if os.path.islink(p)]
     watched += configs.config_facts(step.mounts, plan.project_root)
     watched += configs.git_config_facts(plan.project_root, step.mounts)
     watched += [("exists", p) for p in MASKED_PROC]

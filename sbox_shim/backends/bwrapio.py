@@ -26,7 +26,7 @@ def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tup
 
             out.append((target, redact.read(source)))
             continue
-        data = content.encode()
+        data = content.encode("utf-8", "surrogateescape")
         if host_dns and target in HOST_DNS:
             source = target
         if source:

@@ -290,3 +290,22 @@ def test_a_project_with_too_many_submodules_hides_their_git_directories(tmp_path
     assert "[remote \"origin\"]" in result.stdout and TOKEN not in out, out[-2000:]
     plan = subprocess.run([sbox_bin, "plan", "--", "sh"], cwd=root, capture_output=True, text=True, timeout=300)
     assert "submodules' git directories are hidden" in plan.stdout + plan.stderr, plan.stdout + plan.stderr
+
+
+def test_a_git_config_changed_after_a_kept_run_is_shown_as_it_is_now(tmp_path: Path, backend: str,
+                                                                    sbox_bin: str) -> None:
+    """The plan cache keeps the redacted config with the record: a repeated command shows what the
+    file holds now (a setting added since), still without the token added with it."""
+    root = tmp_path / "proj"
+    config(root, backend)
+    _checkout(root)
+    argv = [sbox_bin, "run", "--", "git", "config", "--list", "--local"]
+    for _ in range(2):  # recorded, then run from the record
+        first = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0 and "remote.origin.url" in first.stdout, first.stdout + first.stderr
+    subprocess.run(["git", "-C", str(root), "config", "sbox.added", "yes"], check=True)
+    subprocess.run(["git", "-C", str(root), "config", "remote.origin.url", f"https://u:{TOKEN}@github.com/e/app"],
+                   check=True)
+    later = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
+    assert "sbox.added=yes" in later.stdout and "remote.origin.url=https://github.com/e/app" in later.stdout, later
+    assert TOKEN not in later.stdout + later.stderr + first.stdout
