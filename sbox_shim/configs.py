@@ -3,7 +3,8 @@
 The machine's (npm's global and builtin npmrc, pip's site-wide and per-interpreter pip.conf, git's
 system gitconfig: SYSTEM, and the same names under a mounted tool prefix: PREFIXED) and the
 project's git configs (`.git/config`, its submodules'). A sandbox reads each without its
-credentials (redact.py), re-read at every start, no link followed; a download phase reads its
+credentials (redact.py), as they are when the step starts (read then; the warm path's record
+keeps the redacted copy, vouched for by the file's content), no link followed; a download phase reads its
 own tool's machine configs as they are (`kept`: "npmrc", "pip.conf", "gitconfig").
 
 Only these places: the rest of /usr and of a tool prefix is bound as it is (a `npmrc.bak` there
