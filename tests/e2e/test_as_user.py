@@ -161,6 +161,14 @@ def _as_root_read(path: str) -> object:
     return marshal.loads(Path(path).read_bytes())
 
 
+def _allowed_and_refused(result: subprocess.CompletedProcess[str], allowed: CanaryListener,
+                         evil: CanaryListener) -> None:
+    """The proxy let the CONNECT to the allowed listener through and refused the other."""
+    verdicts = _verdicts(result)
+    assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
+    assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+
+
 def test_where_a_child_cannot_enter_bwrap_s_user_namespace_the_bridge_runs(as_user_refused: AsUser) -> None:
     """The step's sandbox is killed before its command ran, sbox says so once and runs the step
     with the bridge inside; every later step starts with the bridge. Refusals hold either way."""
@@ -173,9 +181,7 @@ def test_where_a_child_cannot_enter_bwrap_s_user_namespace_the_bridge_runs(as_us
         second = as_user_refused.run(root, *argv)
         assert "from now on" not in second.stderr and "nothing ran" not in second.stderr, second.stderr
         for result in (first, second):
-            verdicts = _verdicts(result)
-            assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
-            assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+            _allowed_and_refused(result, allowed, evil)
         assert allowed.wait_for(2, b"canary-via-proxy")
         assert evil.hits == 0
         seen = _verdicts(as_user_refused.run(root, "run", "--backend", "bwrap", "--", PY, "-c", PROCESSES))
@@ -203,9 +209,7 @@ def test_a_refusal_met_on_the_warm_path_runs_the_step_once_with_the_bridge(as_us
         after = user.run(root, *argv)
         assert "from now on" not in after.stderr and "nothing ran" not in after.stderr, after.stderr
         for result in (*kept, refused, after):
-            verdicts = _verdicts(result)
-            assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
-            assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+            _allowed_and_refused(result, allowed, evil)
         assert allowed.wait_for(4, b"canary-via-proxy")
         assert evil.hits == 0
         seen = _verdicts(user.run(root, "run", "--backend", "bwrap", "--", PY, "-c", PROCESSES))
@@ -219,9 +223,7 @@ def test_an_ordinary_user_s_repeated_allowlisted_step_is_warm_and_still_refuses(
                 f"evil.sbox.test:{evil.port}")
         for _ in range(2):  # the cold run records the step, the second runs from the record
             result = as_user.run(root, *argv)
-            verdicts = _verdicts(result)
-            assert " 200 " in str(verdicts[f"registry.sbox.test:{allowed.port}"]) + " ", (verdicts, result.stderr)
-            assert " 403 " in str(verdicts[f"evil.sbox.test:{evil.port}"]) + " ", verdicts
+            _allowed_and_refused(result, allowed, evil)
             assert "blocked 1 connection attempt(s)" in result.stderr, result.stderr
         assert allowed.wait_for(2, b"canary-via-proxy")
         assert evil.hits == 0
