@@ -140,6 +140,9 @@ def _git_walk(root: str, gits: Iterable[str],
                 stack.append(os.path.join(d, "modules"))
             continue
         facts.append(("names", d))  # modules/, or a directory of submodule names (modules/libs/core)
+        config = os.path.join(d, "config")  # ... or a submodule's git directory without its HEAD
+        found += [p for p in [_shown(config, root)] if p]
+        facts.append(("type", config))
         stack += _subdirs(d)
     return sorted(set(found)), list(dict.fromkeys(facts)), not stack
 

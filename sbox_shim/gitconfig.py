@@ -1,6 +1,9 @@
 """git's config files read as text, never by running git (git would run what the config names):
 sections, a `[section] key = value` on one line, a byte-order mark, quoted values with escapes,
-`#` and `;` comments, lines continued by a backslash. No imports: the guard's warm path reads it."""
+`#` and `;` comments, lines continued by a backslash. A file is read only if it is a regular file
+of at most regular.MAX_BYTES, through links as git reads it: a config or an include a sandbox
+made a FIFO, /dev/zero or 50 GB must neither hang nor exhaust the guard that checks it. Lean: the
+guard's warm path reads it."""
 from __future__ import annotations
 
 
@@ -8,11 +11,12 @@ def settings(path: str) -> list[tuple[str, str, str]]:
     """(section, key, value) of each setting in the file at `path`, in order; the section as
     written in lower case, subsection included (`includeif "gitdir:~/w/"`). Nothing if it cannot
     be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
+    from sbox_shim.regular import read_regular
+
+    data = read_regular(path, follow=True)
+    if data is None:
         return []
+    text = data.decode("utf-8", "replace")
     out = []
     section = ""
     for line in _lines(text.lstrip("\ufeff")):

@@ -83,12 +83,16 @@ def git_dirs(dotgit: str) -> tuple[str, ...]:
 def _pointer(path: str, prefix: str) -> str | None:
     """The path a small pointer file names (`gitdir: X`, commondir's `X`), made absolute against
     the file's directory; None if it cannot be read or says nothing."""
-    try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
+    try:  # never blocks on a FIFO, reads nothing but a regular file
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
+        if posix.fstat(fd).st_mode & 0o170000 != 0o100000:
+            return None
         text = posix.read(fd, 4096).decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
     finally:
         posix.close(fd)
     line = text.splitlines()[0].strip() if text.strip() else ""

@@ -26,7 +26,9 @@ Lean: it runs on the warm path, with built-in modules only.
 from __future__ import annotations
 
 _WORDS = ("token", "secret", "pass", "credential", "apikey", "api_key", "api-key", "private", "_auth", "auth_",
-          "auth-", "otp", "cookie", "session")
+          "auth-", "otp", "cookie", "session", "oauth", "signature")
+# A URL's query parameter that carries a credential (`?private_token=`, `?auth=`, `?sig=`)
+_QUERY_NAMES = {"auth", "key", "sig", "code", "access_token", "id_token"}
 _NAMES = {"_auth", "username", "key", "keyfile", "certfile", "extraheader", "helper", "auth"}
 
 
@@ -102,7 +104,8 @@ def _credential(line: str) -> bool:
     stripped = line.strip()
     if not stripped:
         return False
-    if "authorization" in stripped.lower():
+    lowered = stripped.lower()
+    if "authorization" in lowered or "bearer " in lowered:
         return True
     eq = stripped.find("=")
     colon = stripped.find(":")
@@ -116,7 +119,8 @@ def _credential(line: str) -> bool:
 
 
 def _strip_userinfo(line: str) -> str:
-    """Every `scheme://userinfo@host` in the line as `scheme://host`."""
+    """Every `scheme://userinfo@host/path?query` in the line as `scheme://host/path?query`, the
+    query without a parameter that names a credential (`private_token`, `auth`, `sig`)."""
     out, at = [], 0
     while True:
         found = line.find("://", at)
@@ -131,3 +135,16 @@ def _strip_userinfo(line: str) -> str:
         out.append(line[at:start])
         out.append(authority.rsplit("@", 1)[-1] if "@" in authority else authority)
         at = end
+        rest = end
+        while rest < len(line) and line[rest] not in " \t\r\n\"'#;,]":
+            rest += 1
+        path, mark, query = line[at:rest].partition("?")
+        if mark:
+            kept = [p for p in query.split("&") if not _secret_parameter(p.partition("=")[0])]
+            out.append(path + ("?" + "&".join(kept) if kept else ""))
+            at = rest
+
+
+def _secret_parameter(name: str) -> bool:
+    name = name.lower()
+    return name in _QUERY_NAMES or name in _NAMES or any(word in name for word in _WORDS)

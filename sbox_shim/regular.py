@@ -14,13 +14,15 @@ S_IFMT, S_IFREG = 0o170000, 0o100000
 MAX_BYTES = 1 << 20  # no config, requirements or manifest file sbox reads is larger
 
 
-def read_regular(path: str, limit: int = MAX_BYTES, dir_fd: int | None = None) -> bytes | None:
+def read_regular(path: str, limit: int = MAX_BYTES, dir_fd: int | None = None, follow: bool = False) -> bytes | None:
     """The bytes of `path` (relative to the directory open at `dir_fd`, if given) if it is a
-    regular file (its last component not a link) of at most `limit` bytes; None for anything
+    regular file (its last component not a link, unless `follow`: a file the host's own config
+    names, as the tool reading it would follow it) of at most `limit` bytes; None for anything
     else, missing or unreadable."""
     calls = sys.modules.get("os") or posix
+    flags = posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC | (0 if follow else posix.O_NOFOLLOW)
     try:
-        fd = calls.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC, dir_fd=dir_fd)
+        fd = calls.open(path, flags, dir_fd=dir_fd)
     except OSError:
         return None
     try:

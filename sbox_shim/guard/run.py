@@ -61,8 +61,9 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
         try:
             _inspect(step, snapshot, code, state_dir, err)
             running.leave(registered)  # only a check that ran to its end lets the baseline go
-        except OSError as exc:  # the baseline stays: the next sbox step on this tree checks again
-            err.write(f"sbox: the persistence guard could not check or quarantine {root}: {exc}; "
+        except Exception as exc:  # OSError, MemoryError, ...: the baseline stays, the next step checks again
+            why = exc if isinstance(exc, OSError) else repr(exc)
+            err.write(f"sbox: the persistence guard could not check or quarantine {root}: {why}; "
                       f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them; "
                       f"the next sbox step here checks them again\n")
             code = code or 125

@@ -175,3 +175,53 @@ def test_a_signal_as_the_step_ends_does_not_skip_the_guard(runs: Runs, tmp_path:
     assert "quarantined Makefile (changed by the sandbox; the previous version is back" in err, err
     assert (root / "Makefile").read_text() == "all:\n\t@echo host\n"
     assert not (root / ".pdbrc").exists()
+
+
+def _included_config_project(tmp_path: Path) -> tuple[Path, Path]:
+    root = husky_project(tmp_path)
+    git(root, "config", "include.path", "../.gitconfig")
+    (root / ".gitconfig").write_text("[user]\n\tname = me\n")
+    return root, tmp_path / "fsmonitor-ran"
+
+
+def _host_git_status(root: Path) -> None:
+    subprocess.run(["git", "status"], cwd=root, capture_output=True, timeout=60,
+                   env=dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1"))
+
+
+def test_an_include_the_sandbox_makes_huge_does_not_break_the_guard(runs: Runs, tmp_path: Path) -> None:
+    """Red team 3: a step adds to the included .gitconfig a core.fsmonitor and an include of a
+    50 GB sparse file (behind an includeIf git itself skips). Reading that file for the includes it
+    names exhausted the guard's memory: a traceback, the plant kept, and the host's next
+    `git status` ran it. The guard reads no config over 1 MiB: the plant is quarantined."""
+    root, pwned = _included_config_project(tmp_path)
+    plant = (f"truncate -s 50G big && printf '[core]\\n\\tfsmonitor = \"touch {pwned}\"\\n"
+             "[includeIf \"gitdir:/nonexistent/\"]\\n\\tpath = big\\n' >> .gitconfig")
+    control = tmp_path / "control"  # the live control: the same config makes the host's git run it
+    subprocess.run(["cp", "-a", str(root), str(control)], check=True)
+    (control / ".gitconfig").write_text(f"[core]\n\tfsmonitor = \"touch {pwned}\"\n")
+    _host_git_status(control)
+    assert pwned.exists()
+    pwned.unlink()
+
+    result = runs.run(root, "sh", "-c", plant, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "quarantined .gitconfig" in result.stderr, result.stderr
+    assert (root / ".gitconfig").read_text() == "[user]\n\tname = me\n"
+    _host_git_status(root)
+    assert not pwned.exists()
+    assert runs.run(root, "true").returncode == 0  # and the next run plans as usual
+
+
+def test_an_include_the_sandbox_makes_a_fifo_does_not_hang_the_guard(runs: Runs, tmp_path: Path) -> None:
+    """Red team 3: the included .gitconfig replaced by a FIFO held the guard in open() for ever
+    (^C retried it); the FIFO, a planted .envrc and a nested repository stayed on the host."""
+    root, pwned = _included_config_project(tmp_path)
+    plant = ("rm .gitconfig && mkfifo .gitconfig && echo 'echo pwned' > .envrc && mkdir -p evil && cd evil && "
+             f"git init -q && git config core.fsmonitor 'touch {pwned}'")
+    result = runs.run(root, "sh", "-c", plant, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined .gitconfig" in result.stderr and "quarantined .envrc" in result.stderr, result.stderr
+    assert (root / ".gitconfig").read_text() == "[user]\n\tname = me\n" and not (root / ".envrc").exists()
+    assert not (root / "evil" / ".git").exists()

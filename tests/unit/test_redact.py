@@ -2,6 +2,8 @@
 decides where each one is shown and how."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sbox_shim import configs, layout, redact
@@ -118,3 +120,21 @@ def test_a_quoted_section_name_with_an_escaped_quote_stays_one_name() -> None:
     """Red team 2: `[http "a\\"b"] extraHeader = ...` was cut at the escaped quote."""
     out = _text(f'[http "a\\"b]"] extraHeader = Authorization: Basic {T}\n\tsslVerify = true\n')
     assert out == '[http "a\\"b]"]\n\tsslVerify = true\n'
+
+
+def test_query_tokens_oauth_and_bearer_go_red_team_3() -> None:
+    out = _text(f"@s:registry=https://r3/?auth={T}&x=1\n[remote \"o\"]\n\turl = https://gitlab.com/o/r.git?private_token={T}\n"
+                f"[github]\n\toauth = {T}\n\tuser = me\nheader = Bearer {T}\nindex = https://h/p?q=1&sig={T}#f\n")
+    assert T not in out
+    assert out == ("@s:registry=https://r3/?x=1\n[remote \"o\"]\n\turl = https://gitlab.com/o/r.git\n[github]\n"
+                   "\tuser = me\nindex = https://h/p?q=1#f\n")
+
+
+def test_a_submodule_git_directory_without_head_still_has_its_config_redacted(tmp_path: Path) -> None:
+    """Red team 3: modules/X/config was shown as it is when modules/X held no HEAD."""
+    root = tmp_path / "p"
+    (root / ".git" / "modules" / "x").mkdir(parents=True)
+    (root / ".git" / "config").write_text("[core]\n")
+    (root / ".git" / "modules" / "x" / "config").write_text("[core]\n")
+    shown = [m.target for m in configs.git_configs(str(root))]
+    assert shown == [str(root / ".git" / "config"), str(root / ".git" / "modules" / "x" / "config")]
