@@ -276,11 +276,14 @@ def _real_parents(root: str, rel: str, missing_ok: bool = False) -> bool:
     return True
 
 
-def _record(change: Change, restored: bool) -> dict[str, Any]:
+def _record(change: Change, restored: bool, held: str | None = None) -> dict[str, Any]:
     e: Entry = change.entry
-    return {"path": change.path, "what": change.what, "kind": e.kind, "why": change.why,
-            "mode": oct(stat.S_IMODE(e.mode)), "sha256": e.sha256, "link": e.target,
-            "previous_restored": restored}
+    record = {"path": change.path, "what": change.what, "kind": e.kind, "why": change.why,
+              "mode": oct(stat.S_IMODE(e.mode)), "sha256": e.sha256, "link": e.target,
+              "previous_restored": restored}
+    if held:  # renamed beside itself, in the project (_move_or_hold): where it is now
+        record["held"] = held
+    return record
 
 
 def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
@@ -294,34 +297,66 @@ def quarantine(changes: Sequence[Change], snapshot: Before, state_dir: str,
     os.makedirs(os.path.join(where, "files"), mode=0o700)
     moved: list[str] = []
     records: list[dict[str, Any]] = []
+    failed: list[str] = []  # each entry is tried: one that cannot be moved leaves none of the others
     try:
+        holders: dict[str, str] = {}  # what was renamed beside itself -> that name
         for change in changes:
-            inside = any(change.path.startswith(m + "/") for m in moved)
+            inside = next((m for m in moved if change.path.startswith(m + "/")), None)
             restored = False
+            held = None
+            if inside in holders:  # moved with a directory renamed beside itself
+                held = holders[inside] + change.path[len(inside):]
             if not inside:
                 try:  # moved through its parent's descriptor: a link swapped in meanwhile is not followed
                     parent, name = _open_parent(snapshot.root, change.path, make=False)
                 except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise OSError(exc.errno, f"{change.path}: a directory above it is a link; not followed") from None
-                    raise OSError(exc.errno, f"{change.path}: {exc.strerror}") from None
+                    above = exc.errno in (errno.ELOOP, errno.ENOTDIR)
+                    failed.append(f"{change.path}: " + ("a directory above it is a link; not followed" if above
+                                                        else exc.strerror or str(exc)))
+                    continue
                 try:
-                    _move_from(parent, name, os.path.join(where, "files", change.path))
+                    held = _move_or_hold(parent, name, os.path.join(where, "files", change.path), ident)
                 except FileNotFoundError:  # gone since the comparison: the guard of an overlapping step took it
+                    continue
+                except OSError as exc:
+                    failed.append(f"{change.path}: {exc.strerror or exc}")
                     continue
                 finally:
                     os.close(parent)
-                _own(os.path.join(where, "files", change.path))
+                if held is None:
+                    _own(os.path.join(where, "files", change.path))
+                else:
+                    held = holders[change.path] = os.path.join(os.path.dirname(change.path), held)
                 moved.append(change.path)
                 if change.what == "changed":
                     restored = _put_back(snapshot.root, change.path, snapshot)
-            records.append(_record(change, restored))
+            records.append(_record(change, restored, held))
     finally:  # what moved is listed and restorable even when a later entry could not be moved
         manifest = {"id": ident, "root": snapshot.root, "command": list(command), "time": time.time(),
                     "entries": records}
         with open(os.path.join(where, "manifest.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
+    if failed:
+        raise OSError(errno.EIO, "; ".join(failed))
     return ident, records
+
+
+def _move_or_hold(parent: int, name: str, target: str, ident: str) -> str | None:
+    """`_move_from`; where the quarantine is on another filesystem and the entry cannot be copied
+    there (a tree built deeper than a path can name), renamed beside itself instead, to a name no
+    tool reads (`NAME.sbox-quarantined-ID`): returns that name. A rename within a directory works
+    at any depth."""
+    try:
+        _move_from(parent, name, target)
+        return None
+    except FileNotFoundError:
+        raise
+    except OSError:
+        held = f"{name}.sbox-quarantined-{ident}"
+        if os.path.lexists(target):  # the part copied: set aside (removing it could recurse as deep)
+            os.rename(target, target + ".partial-copy")
+        os.rename(name, held, src_dir_fd=parent, dst_dir_fd=parent)
+        return held
 
 
 def _shell_word(path: str) -> str:
@@ -334,11 +369,15 @@ def _shell_word(path: str) -> str:
 def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
     for r in records:
-        if r["kind"] == "dir" and r["what"] == "created" and r["why"] == "host-executed":
-            continue  # a watched directory: its files have a line each (a moved-whole one has its own)
         what = f"{r['what']} by the sandbox" + (f", {r['why']}" if r["why"] != "host-executed" else "")
         if r["what"] == "changed":
             what += "; the previous version is back" if r["previous_restored"] else "; no previous version kept"
+        if r.get("held"):  # too deep to copy into the quarantine, on another filesystem
+            out.append(printable(f"sbox: quarantined {r['path']} ({what}) as {r['held']} beside it: too deep to copy "
+                                 f"into sbox's quarantine on another filesystem; delete it, or move it back by hand"))
+            continue
+        if r["kind"] == "dir" and r["what"] == "created" and r["why"] == "host-executed":
+            continue  # a watched directory: its files have a line each (a moved-whole one has its own)
         restore = f"sbox quarantine restore {ident} {_shell_word(r['path'])}"
         out.append(printable(f"sbox: quarantined {r['path']} ({what}); restore: {restore}"))
     return out

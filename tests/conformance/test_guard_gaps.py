@@ -225,3 +225,44 @@ def test_an_include_the_sandbox_makes_a_fifo_does_not_hang_the_guard(runs: Runs,
     assert "quarantined .gitconfig" in result.stderr and "quarantined .envrc" in result.stderr, result.stderr
     assert (root / ".gitconfig").read_text() == "[user]\n\tname = me\n" and not (root / ".envrc").exists()
     assert not (root / "evil" / ".git").exists()
+
+
+def test_a_plant_too_deep_to_copy_to_a_quarantine_elsewhere_leaves_no_other_plant(runs: Runs, tmp_path: Path) -> None:
+    """Red team 4: with sbox's state on another filesystem than the project, a planted `.vscode`
+    1,200 directories deep could not be copied into the quarantine (a path too long); the pass
+    stopped there, the planted Makefile stayed (make ran it), and every later run failed the same
+    way. Each entry is tried; the one that cannot be copied is renamed beside itself."""
+    from tests.support.trust import trust
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        import pytest
+
+        pytest.skip("no second filesystem (/dev/shm) here for sbox's state")
+    state = Path(__import__("tempfile").mkdtemp(prefix="sbox-guard-state-", dir=shm))
+    try:
+        env = dict(os.environ, SBOX_STATE_DIR=str(state))
+        root = husky_project(tmp_path)
+        trust(root / "sbox.yaml", env=env)
+        (root / "Makefile").write_text("all:\n\t@echo host\n")
+        pwned = tmp_path / "make-ran"
+        plant = (f"import os\nopen('Makefile', 'w').write('all:\\n\\ttouch {pwned}\\n')\nos.mkdir('.vscode')\n"
+                 "open('.vscode/settings.json', 'w').write('{}')\nos.chdir('.vscode')\n"
+                 "for _ in range(1200):\n    os.mkdir('aaaaaaaaaa')\n    os.chdir('aaaaaaaaaa')\n")
+        result = runs.run(root, PY, "-c", plant, env=env, timeout=300)
+        assert "quarantined Makefile (changed by the sandbox; the previous version is back" in result.stderr, \
+            result.stderr[-3000:]
+        assert (root / "Makefile").read_text() == "all:\n\t@echo host\n"
+        assert not (root / ".vscode").exists() and list(root.glob(".vscode.sbox-quarantined-*")), result.stderr[-3000:]
+        assert "quarantined .vscode (created by the sandbox) as .vscode.sbox-quarantined-" in result.stderr
+        assert "quarantined .vscode/settings.json (created by the sandbox) as .vscode.sbox-quarantined-" in result.stderr
+        assert "too deep to copy" in result.stderr and "restore .vscode" not in result.stderr, result.stderr
+        subprocess.run(["make"], cwd=root, capture_output=True, timeout=60)
+        assert not pwned.exists()
+        again = runs.run(root, "true", env=env)
+        assert again.returncode == 0, again.stderr  # the next run is not held up by it
+    finally:
+        from tests.support import deeptree
+
+        for deep in [*tmp_path.glob("project/.vscode*"), state]:
+            deeptree.remove(str(deep))
