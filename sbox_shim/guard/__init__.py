@@ -17,7 +17,7 @@ import time
 
 from sbox_shim import kept
 from sbox_shim.guard.watch import _basename, _projects_watched, _relative, anchor, packages_watched, present
-from sbox_shim.guard.watch import resolved, watched
+from sbox_shim.guard.watch import climbed, resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
@@ -175,6 +175,12 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
     shown = list(dict.fromkeys(shown + found))
     entries = {rel: e for name in shown for rel, e in _tree(root, name, skip, keep=True)}
     entries.update(_on_the_way(root, shown, entries))
+    for way in climbed(root):  # what each is (kind and target only): one made a link is moved (`after`)
+        if way not in entries:
+            try:
+                entries[way] = _entry(join(root, way), posix.lstat(join(root, way)), keep=False)
+            except OSError:
+                continue
     for path in known:
         rel = _relative(path, root)
         if _basename(path) == ".envrc" and rel not in entries:
@@ -232,6 +238,18 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
                 changes[rel] = Change(rel, "created", entry, "host-executed")
             elif _differs(old, entry):
                 changes[rel] = Change(rel, "changed", entry, "host-executed")
+    for way in climbed(root):  # a directory a path git or make reads climbs out of, made a link
+        way = anchor(root, way) if way not in changes else way
+        try:
+            st = posix.lstat(join(root, way))
+        except OSError:
+            continue
+        old = snapshot.entries.get(way)
+        if way in changes or not stat.S_ISLNK(st.st_mode):
+            continue
+        entry = _entry(join(root, way), st, keep=False)
+        if old is None or old.kind != entry.kind or old.target != entry.target:
+            changes[way] = Change(way, "changed" if old else "created", entry, "host-executed")
     for part in writable_parts(mounts, root):
         for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir):
             if rel not in changes:

@@ -81,7 +81,7 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     Paths relative to the project's top (`top`, else the root), only those inside it."""
     top = top or root
     gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
-    hooks, included = _configs([join(d, "config") for d in reversed(gitdirs)])
+    hooks, included, _ = _configs([join(d, "config") for d in reversed(gitdirs)])
     includes = [_relative(path, top) for path in included
                 if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
@@ -95,12 +95,14 @@ def _home() -> str:
     return posix.environ.get(b"HOME", b"").decode("utf-8", "surrogateescape")
 
 
-def _configs(files: list[str]) -> tuple[str | None, list[str]]:
+def _configs(files: list[str]) -> tuple[str | None, list[str], list[str]]:
     """`core.hooksPath` as git reads it from `files` and the files they include (`include.path`,
-    `includeIf.*.path`, each read where it is included, `~/` being HOME), and every file included."""
+    `includeIf.*.path`, each read where it is included, `~/` being HOME), every file included, and
+    each of those as written (`.git/../sub/../a.inc`: the kernel goes through `sub`)."""
     home = _home()
     hooks = None
     every: list[str] = []
+    written: list[str] = []
     seen: set[str] = set()
     while files and len(seen) < 16:
         path = files.pop(0)
@@ -116,10 +118,11 @@ def _configs(files: list[str]) -> tuple[str | None, list[str]]:
                     if not value.startswith("~/") or not home:
                         continue
                     value = join(home, value[2:])
-                included.append(normpath(join(dirname(path), value)))
+                written.append(join(dirname(path), value))
+                included.append(normpath(written[-1]))
         files[:0] = included
         every += included
-    return hooks, every
+    return hooks, every, written
 
 
 def _in_project(path: str, top: str, written: bool = True) -> str | None:
@@ -170,7 +173,7 @@ def _global_hooks() -> str | None:
         files.append(configured.decode("utf-8", "surrogateescape"))
     else:
         files += [p for p in (xdg and join(xdg, "git", "config"), home and join(home, ".gitconfig")) if p]
-    hooks, _ = _configs(files)
+    hooks, _, _ = _configs(files)
     return hooks if hooks and not hooks.startswith(("/", "~")) else None
 
 
@@ -178,6 +181,31 @@ def hooks_path(root: str) -> str | None:
     """git's `core.hooksPath`, through the project's `.git/config` and what it includes, relative to
     the root, if it lies in the project."""
     return _git_config(root)[0]
+
+
+def climbed(root: str) -> list[str]:
+    """The project's directories that a path git or make reads goes into and back out of
+    (`include.path = ../sub/../a.inc`, `core.hooksPath = tools/../githooks`, `-include
+    build/../local.mk`): read as text the path names the same file whatever `sub` is, but the
+    kernel goes through `sub`, so a step that makes it a link sends git or make elsewhere. Each is
+    watched for turning into a link (guard.after), relative to the root."""
+    gitdirs = git_dirs(join(root, ".git"))
+    hooks, _, written = _configs([join(d, "config") for d in reversed(gitdirs)])
+    paths = written + ([join(root, hooks)] if hooks and not hooks.startswith(("/", "~")) else [])
+    make_includes(root, written=paths)
+    out: list[str] = []
+    for path in paths:
+        here = ""
+        for part in path.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if inside(here, root) and here != root.rstrip("/"):
+                    out.append(_relative(here, root))
+                here = dirname(here) or "/"
+            else:
+                here = join(here or "/", part)
+    return list(dict.fromkeys(out))
 
 
 def watched(root: str) -> list[str]:
@@ -349,13 +377,13 @@ MAKEFILES = ("GNUmakefile", "makefile", "Makefile")
 GLOB = "*?["
 
 
-def make_includes(root: str, rel: str = "") -> list[str]:
+def make_includes(root: str, rel: str = "", written: list[str] | None = None) -> list[str]:
     """What the Makefiles at `root/rel` include (`include`, `-include`, `sinclude`), and what those
     include in turn, relative to `root`: make reads them as its own rules (`$(shell …)` runs at
     parse time). A literal name (one the step may create: `-include local.mk`), or for a pattern
     (`include mk/*.mk`, `$(wildcard mk/*.mk)`) the directory it lies in. Names made of other
     variables are not followed (the README says so); what lies outside the project is not the
-    project's."""
+    project's. `written` gets each included path as written (`build/../local.mk`)."""
     here = join(root, rel) if rel else root
     out: list[str] = []
     todo = [join(here, name) for name in MAKEFILES]
@@ -363,7 +391,10 @@ def make_includes(root: str, rel: str = "") -> list[str]:
         for word in _included(_text(todo.pop(0))):
             if any(c in word for c in GLOB):
                 word = dirname(word[:min(word.index(c) for c in GLOB if c in word)] + "x")
-            path = normpath(join(here, word)) if not word.startswith("/") else normpath(word)
+            raw = join(here, word) if not word.startswith("/") else word
+            if written is not None:
+                written.append(raw)
+            path = normpath(raw)
             if inside(path, root) and path != root.rstrip("/") and _relative(path, root) not in out:
                 out.append(_relative(path, root))
                 todo.append(path)  # make resolves an included file's includes from where it runs

@@ -266,3 +266,33 @@ def test_a_plant_too_deep_to_copy_to_a_quarantine_elsewhere_leaves_no_other_plan
 
         for deep in [*tmp_path.glob("project/.vscode*"), state]:
             deeptree.remove(str(deep))
+
+
+def test_a_directory_a_configured_path_climbs_out_of_made_a_link_is_moved(runs: Runs, tmp_path: Path) -> None:
+    """Red team 4: git and make resolve `sub/../a.inc` through `sub`; read as text it is `a.inc`.
+    A step that makes `sub` a link sent the host's git to an include it planted (core.fsmonitor
+    ran at `git status`) and make to a planted `local.mk`. The link is what is quarantined."""
+    root, pwned = _included_config_project(tmp_path)
+    git(root, "config", "--unset", "include.path")
+    git(root, "config", "include.path", "../sub/../a.inc")
+    (root / "Makefile").write_text("-include build/../local.mk\nall:\n\t@echo host\n")
+    made = tmp_path / "make-ran"
+    plant = ("mkdir -p zz/yy && ln -s zz/yy sub && "
+             f"printf '[core]\\n\\tfsmonitor = \"touch {pwned}\"\\n' > zz/a.inc && "
+             f"mkdir -p mk/in && ln -s mk/in build && echo 'X := $(shell touch {made})' > mk/local.mk")
+    control = tmp_path / "control"  # the live control: the same plant, made directly, runs on the host
+    subprocess.run(["cp", "-a", str(root), str(control)], check=True)
+    subprocess.run(["sh", "-c", plant], cwd=control, check=True)
+    _host_git_status(control)
+    subprocess.run(["make", "-s"], cwd=control, capture_output=True, timeout=60)
+    assert pwned.exists() and made.exists()
+    pwned.unlink()
+    made.unlink()
+
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined sub (created by the sandbox" in result.stderr, result.stderr
+    assert "quarantined build (created by the sandbox" in result.stderr, result.stderr
+    _host_git_status(root)
+    subprocess.run(["make", "-s"], cwd=root, capture_output=True, timeout=60)
+    assert not pwned.exists() and not made.exists()
