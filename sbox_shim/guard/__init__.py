@@ -57,7 +57,7 @@ class Entry(_Record):
                  content: bytes | None = None, target: str | None = None) -> None:
         self.kind = kind
         self.mode = mode  # st_mode
-        self.ident = ident  # device, inode, size, mtime, ctime: unchanged means untouched
+        self.ident = ident  # device, inode, size, mtime, ctime, links: unchanged means untouched
         self.sha256 = sha256  # regular files
         self.content = content  # regular files up to KEEP_BYTES, to roll a change back
         self.target = target  # links
@@ -95,7 +95,7 @@ def readonly_targets(mounts: Sequence[Mount]) -> frozenset[str]:
 
 def _entry(path: str, st: posix.stat_result, keep: bool) -> Entry:
     kind = KINDS.get(stat.S_IFMT(st.st_mode), "other")
-    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
     if kind == "link":
         return Entry(kind, st.st_mode, ident, target=posix.readlink(path))
     if kind != "file" or st.st_size > HASH_BYTES:  # compared by `ident`: a write changes its ctime
@@ -238,6 +238,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
                 changes[rel] = Change(rel, "created", entry, "host-executed")
             elif _differs(old, entry):
                 changes[rel] = Change(rel, "changed", entry, "host-executed")
+            elif _linked(old, entry):  # its inode, written through another name later, is the host's file
+                changes[rel] = Change(rel, "changed", entry, "a hard link was made to it")
     for way in climbed(root):  # a directory a path git or make reads climbs out of, made a link
         way = anchor(root, way) if way not in changes else way
         try:
@@ -258,6 +260,13 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
                     "setuid" if entry.kind == "file" else entry.kind
                 changes[rel] = Change(rel, "changed" if old else "created", entry, why)
     return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
+
+
+def _linked(old: Entry, new: Entry) -> bool:
+    """A host-executed file the step gave another name (`ln Makefile sub/.cache`): a later step
+    that may write that name (a nested project's) would rewrite the host's file unseen. Moved,
+    and put back as a file of its own."""
+    return old.kind == new.kind == "file" and len(old.ident) > 5 and new.ident[5] > old.ident[5]
 
 
 def _differs(old: Entry, new: Entry) -> bool:

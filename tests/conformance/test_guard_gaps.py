@@ -296,3 +296,35 @@ def test_a_directory_a_configured_path_climbs_out_of_made_a_link_is_moved(runs: 
     _host_git_status(root)
     subprocess.run(["make", "-s"], cwd=root, capture_output=True, timeout=60)
     assert not pwned.exists() and not made.exists()
+
+
+def test_a_hard_link_a_step_makes_to_a_watched_file_leaves_the_host_s_file_its_own(runs: Runs, tmp_path: Path) -> None:
+    """Red team 4: a step hard-links the Makefile into a nested project (`ln Makefile
+    sub/.cachefile`), changing nothing; a later step there, whose guard watches only the nested
+    tree, rewrites that name, and with it the host's Makefile. The link is seen as the step ends:
+    the Makefile is moved and put back as a file of its own."""
+    from tests.support.trust import trust
+
+    root = husky_project(tmp_path)
+    (root / "Makefile").write_text("all:\n\t@echo host\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "sbox.yaml").write_text("version: 1\n")
+    trust(root / "sub" / "sbox.yaml")
+    made = tmp_path / "make-ran"
+    rewrite = f"printf 'all:\\n\\ttouch {made}\\n' > .cachefile"
+    control = tmp_path / "control"  # the live control: the same two steps, made directly
+    subprocess.run(["cp", "-a", str(root), str(control)], check=True)
+    subprocess.run(["ln", "Makefile", "sub/.cachefile"], cwd=control, check=True)
+    subprocess.run(["sh", "-c", rewrite], cwd=control / "sub", check=True)
+    subprocess.run(["make", "-s"], cwd=control, capture_output=True, timeout=60)
+    assert made.exists()
+    made.unlink()
+
+    first = runs.run(root, "ln", "Makefile", "sub/.cachefile")
+    assert first.returncode == 0, first.stderr
+    assert "quarantined Makefile (changed by the sandbox, a hard link was made to it; the previous version is back" \
+        in first.stderr, first.stderr
+    second = runs.run(root / "sub", "sh", "-c", rewrite)
+    assert second.returncode == 0, second.stderr
+    subprocess.run(["make", "-s"], cwd=root, capture_output=True, timeout=60)
+    assert not made.exists() and (root / "Makefile").read_text() == "all:\n\t@echo host\n"
