@@ -117,22 +117,26 @@ def _entry(path: str, st: posix.stat_result, keep: bool) -> Entry:
 
 
 def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tuple[str, Entry]]:
-    """Every entry at and under root/rel, links not followed, read-only mounts not entered."""
-    path = join(root, rel)
-    try:
-        st = posix.lstat(path)
-    except OSError:
-        return
-    yield rel, _entry(path, st, keep)
-    if not stat.S_ISDIR(st.st_mode) or path in skip:
-        return
-    try:  # after the step, one a sandbox made unreadable to its owner is made readable again to look in
-        with (posix.scandir(path) if keep else listing(path)) as it:
-            names = sorted(e.name for e in it)
-    except OSError:
-        return
-    for name in names:
-        yield from _tree(root, join(rel, name), skip, keep)
+    """Every entry at and under root/rel, parents first, links not followed, read-only mounts not
+    entered. Iterative: a tree a step built thousands of levels deep must not exhaust the check
+    (what lies beyond a path's length is moved with the directory above it)."""
+    todo = [rel]
+    while todo:
+        rel = todo.pop()
+        path = join(root, rel)
+        try:
+            st = posix.lstat(path)
+        except OSError:
+            continue
+        yield rel, _entry(path, st, keep)
+        if not stat.S_ISDIR(st.st_mode) or path in skip:
+            continue
+        try:  # after the step, one a sandbox made unreadable to its owner is made readable again to look in
+            with (posix.scandir(path) if keep else listing(path)) as it:
+                names = sorted(e.name for e in it)
+        except OSError:
+            continue
+        todo += [join(rel, name) for name in reversed(names)]
 
 
 def _package(root: str) -> bytes | None:
@@ -266,7 +270,11 @@ def _linked(old: Entry, new: Entry) -> bool:
     """A host-executed file the step gave another name (`ln Makefile sub/.cache`): a later step
     that may write that name (a nested project's) would rewrite the host's file unseen. Moved,
     and put back as a file of its own."""
-    return old.kind == new.kind == "file" and len(old.ident) > 5 and new.ident[5] > old.ident[5]
+    if not (old.kind == new.kind == "file" and len(old.ident) > 5):
+        return False
+    # more names than before; or, with another name already, a name removed and one made (the
+    # count the same, its ctime moved: `rm docs/Makefile.bak; ln Makefile sub/mk`)
+    return new.ident[5] > old.ident[5] or (new.ident[5] > 1 and new.ident[4] != old.ident[4])
 
 
 def _differs(old: Entry, new: Entry) -> bool:

@@ -328,3 +328,47 @@ def test_a_hard_link_a_step_makes_to_a_watched_file_leaves_the_host_s_file_its_o
     assert second.returncode == 0, second.stderr
     subprocess.run(["make", "-s"], cwd=root, capture_output=True, timeout=60)
     assert not made.exists() and (root / "Makefile").read_text() == "all:\n\t@echo host\n"
+
+
+def test_a_watched_directory_thousands_of_levels_deep_is_still_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """Red team 5: a planted .husky/pre-commit beside 3,000 nested directories made the guard's
+    walk exceed Python's recursion limit: the check failed and the hook stayed (git commit ran it).
+    The walk is iterative; the directory is moved whole."""
+    from tests.support import deeptree
+
+    root = husky_project(tmp_path)
+    pwned = tmp_path / "hook-ran"
+    plant = ("import os\nos.makedirs('.husky/_')\n"
+             f"open('.husky/pre-commit', 'w').write('#!/bin/sh\\ntouch {pwned}\\n')\nos.chmod('.husky/pre-commit', 0o755)\n"
+             "os.chdir('.husky')\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n")
+    try:
+        result = runs.run(root, PY, "-c", plant, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "RecursionError" not in result.stderr and "quarantined .husky" in result.stderr, result.stderr[-2000:]
+        assert not (root / ".husky").exists()
+    finally:
+        for deep in [*root.glob(".husky*"), Path(os.environ["SBOX_STATE_DIR"]) / "quarantine"]:
+            if deep.exists():
+                deeptree.remove(str(deep))
+
+
+def test_a_host_file_with_two_names_whose_other_name_a_step_swaps_is_put_back(runs: Runs, tmp_path: Path) -> None:
+    """Red team 5: the host's Makefile already had a second name (docs/Makefile.bak); a step
+    removed that and made sub/mk instead: the count stayed 2, nothing was seen, and a nested
+    project's step then rewrote the Makefile through sub/mk."""
+    from tests.support.trust import trust
+
+    root = husky_project(tmp_path)
+    (root / "Makefile").write_text("all:\n\t@echo host\n")
+    (root / "docs").mkdir()
+    os.link(root / "Makefile", root / "docs" / "Makefile.bak")
+    (root / "sub").mkdir()
+    (root / "sub" / "sbox.yaml").write_text("version: 1\n")
+    trust(root / "sub" / "sbox.yaml")
+    made = tmp_path / "make-ran"
+    first = runs.run(root, "sh", "-c", "rm docs/Makefile.bak && ln Makefile sub/mk")
+    assert "quarantined Makefile (changed by the sandbox, a hard link was made to it" in first.stderr, first.stderr
+    second = runs.run(root / "sub", "sh", "-c", f"printf 'all:\\n\\ttouch {made}\\n' > mk")
+    assert second.returncode == 0, second.stderr
+    subprocess.run(["make", "-s"], cwd=root, capture_output=True, timeout=60)
+    assert not made.exists() and (root / "Makefile").read_text() == "all:\n\t@echo host\n"
