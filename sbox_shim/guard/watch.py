@@ -188,29 +188,64 @@ def climbed(root: str) -> list[str]:
     (`include.path = ../sub/../a.inc`, `core.hooksPath = tools/../githooks`, `-include
     build/../local.mk`): read as text the path names the same file whatever `sub` is, but the
     kernel goes through `sub`, so a step that makes it a link sends git or make elsewhere. Each is
-    watched for turning into a link (guard.after), relative to the root."""
+    watched for turning into a link (guard.after), relative to the root, as are the links met on
+    the way (`s/../a.inc` with `s -> real/in` climbs out of `real/in`). climbed_landings: where
+    such a path really ends."""
+    return _climbing(root)[0]
+
+
+def climbed_landings(root: str) -> list[str]:
+    """Where each path `climbed` looks at ends, resolved as the kernel resolves it (`s/../a.inc`
+    with `s -> real/in` is `real/a.inc`), if in the project: watched as what git or make reads."""
+    return _climbing(root)[1]
+
+
+def _climbing(root: str) -> tuple[list[str], list[str]]:
     gitdirs = git_dirs(join(root, ".git"))
     hooks, _, written = _configs([join(d, "config") for d in reversed(gitdirs)])
     paths = written + ([join(root, hooks)] if hooks and not hooks.startswith(("/", "~")) else [])
     make_includes(root, written=paths)
-    out: list[str] = []
+    ways: list[str] = []
+    landings: list[str] = []
+    top = root.rstrip("/") or "/"
     for path in paths:
-        here = ""
-        for part in path.split("/"):
-            if part in ("", "."):
+        if "/../" not in path + "/":
+            continue
+        here, todo, hops = "/", [p for p in path.split("/") if p], 40
+        while todo:
+            part = todo.pop(0)
+            if part == ".":
                 continue
             if part == "..":
-                if inside(here, root) and here != root.rstrip("/"):
-                    out.append(_relative(here, root))
+                if inside(here, top) and here != top:
+                    ways.append(_relative(here, top))
                 here = dirname(here) or "/"
-            else:
-                here = join(here or "/", part)
-    return list(dict.fromkeys(out))
+                continue
+            step = join(here, part)
+            try:
+                is_link = stat.S_ISLNK(posix.lstat(step).st_mode)
+                target = posix.readlink(step) if is_link else ""
+            except OSError:  # not there (yet): gone through as a directory, as a step could make it
+                here = step
+                continue
+            if not is_link:
+                here = step
+                continue
+            hops -= 1
+            if hops < 0:
+                break
+            if inside(step, top) and step != top:
+                ways.append(_relative(step, top))
+            here = "/" if target.startswith("/") else here
+            todo = [p for p in target.split("/") if p] + todo
+        if not todo and inside(here, top) and here != top:
+            landings.append(_relative(here, top))
+    return list(dict.fromkeys(ways)), list(dict.fromkeys(landings))
 
 
 def watched(root: str) -> list[str]:
     return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root), *_enclosing(root),
-                               *make_includes(root)]))
+                               *make_includes(root), *climbed_landings(root)]))
 
 
 def _enclosing(root: str) -> list[str]:

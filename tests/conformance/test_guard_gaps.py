@@ -372,3 +372,28 @@ def test_a_host_file_with_two_names_whose_other_name_a_step_swaps_is_put_back(ru
     assert second.returncode == 0, second.stderr
     subprocess.run(["make", "-s"], cwd=root, capture_output=True, timeout=60)
     assert not made.exists() and (root / "Makefile").read_text() == "all:\n\t@echo host\n"
+
+
+def test_a_path_that_climbs_out_through_a_link_is_resolved_as_git_resolves_it(runs: Runs, tmp_path: Path) -> None:
+    """Red team 5: with `s -> real/in`, `include.path = ../s/../a.inc` is real/a.inc to git. A step
+    that made `real` a link to its own directory sent git there; one that writes real/a.inc
+    writes what git includes. Both are quarantined."""
+    root, pwned = _included_config_project(tmp_path)
+    git(root, "config", "--unset", "include.path")
+    git(root, "config", "include.path", "../s/../a.inc")
+    (root / "real" / "in").mkdir(parents=True)
+    (root / "s").symlink_to("real/in")
+    fsmonitor = f"printf '[core]\\n\\tfsmonitor = \"touch {pwned}\"\\n'"
+    control = tmp_path / "control"  # the live control: the same plant, made directly, runs on the host
+    subprocess.run(["cp", "-a", str(root), str(control)], check=True)
+    subprocess.run(["sh", "-c", f"{fsmonitor} > real/a.inc"], cwd=control, check=True)
+    _host_git_status(control)
+    assert pwned.exists()
+    pwned.unlink()
+
+    relinked = runs.run(root, "sh", "-c", f"rm -rf real && mkdir -p evil/in && {fsmonitor} > evil/a.inc && ln -s evil real")
+    assert "quarantined real (changed by the sandbox" in relinked.stderr, relinked.stderr
+    written = runs.run(root, "sh", "-c", f"{fsmonitor} > real/a.inc")
+    assert "quarantined real/a.inc (created by the sandbox" in written.stderr, written.stderr
+    _host_git_status(root)
+    assert not pwned.exists()
