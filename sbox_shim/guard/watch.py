@@ -209,37 +209,11 @@ def _climbing(root: str) -> tuple[list[str], list[str]]:
     landings: list[str] = []
     top = root.rstrip("/") or "/"
     for path in paths:
-        if "/../" not in path + "/":
+        if "/../" not in path + "/" or not inside(path, top):
             continue
-        here, todo, hops = "/", [p for p in path.split("/") if p], 40
-        while todo:
-            part = todo.pop(0)
-            if part == ".":
-                continue
-            if part == "..":
-                if inside(here, top) and here != top:
-                    ways.append(_relative(here, top))
-                here = dirname(here) or "/"
-                continue
-            step = join(here, part)
-            try:
-                is_link = stat.S_ISLNK(posix.lstat(step).st_mode)
-                target = posix.readlink(step) if is_link else ""
-            except OSError:  # not there (yet): gone through as a directory, as a step could make it
-                here = step
-                continue
-            if not is_link:
-                here = step
-                continue
-            hops -= 1
-            if hops < 0:
-                break
-            if inside(step, top) and step != top:
-                ways.append(_relative(step, top))
-            here = "/" if target.startswith("/") else here
-            todo = [p for p in target.split("/") if p] + todo
-        if not todo and inside(here, top) and here != top:
-            landings.append(_relative(here, top))
+        links, climbed, end = _resolve(top, path[len(top):])
+        ways += climbed + links
+        landings += [end] if end else []
     return list(dict.fromkeys(ways)), list(dict.fromkeys(landings))
 
 
@@ -290,19 +264,30 @@ def resolved(root: str, rels: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _chain(root: str, rel: str, hops: int = 40) -> tuple[list[str], str | None]:
+def _chain(root: str, rel: str) -> tuple[list[str], str | None]:
     """The links (relative to `root`) that resolving `root/rel` goes through, as the kernel would
     follow them, and where it ends relative to `root` (None outside it, or when it cannot be
     resolved: a loop, a link changed meanwhile)."""
+    links, _, end = _resolve(root, rel)
+    return links, end
+
+
+def _resolve(root: str, rel: str, hops: int = 40) -> tuple[list[str], list[str], str | None]:
+    """`_chain`, and the directories of the project the way climbs out of (`sub` in
+    `sub/../a.inc`, where the kernel goes through `sub`). A component not there (yet) is gone
+    through as a directory."""
     top = root.rstrip("/") or "/"
     links: list[str] = []
+    climbed: list[str] = []
     here, todo = top, [p for p in rel.split("/") if p]
     while todo:
         part = todo.pop(0)
         if part == ".":
             continue
         if part == "..":
-            here = dirname(here)
+            if inside(here, top) and here != top:
+                climbed.append(_relative(here, top))
+            here = dirname(here) or "/"
             continue
         path = join(here, part)
         try:
@@ -310,19 +295,18 @@ def _chain(root: str, rel: str, hops: int = 40) -> tuple[list[str], str | None]:
                 here = path
                 continue
             target = posix.readlink(path)
-        except OSError:  # missing beyond here, or changed meanwhile
-            here = join(here, part, *todo)
-            todo = []
-            break
+        except OSError:  # missing (a step may make it), or changed meanwhile
+            here = path
+            continue
         hops -= 1
         if hops < 0:
-            return links, None
+            return links, climbed, None
         if inside(path, top) and path != top:
             links.append(_relative(path, top))
         here = "/" if target.startswith("/") else here
         todo = [p for p in target.split("/") if p] + todo
     end = normpath(here)
-    return links, (_relative(end, top) if inside(end, top) and end != top else None)
+    return links, climbed, (_relative(end, top) if inside(end, top) and end != top else None)
 
 
 def anchor(root: str, rel: str) -> str:
