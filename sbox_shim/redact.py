@@ -115,6 +115,11 @@ def _credential(line: str) -> bool:
         return False  # not a setting: a value's continuation line, or a bare git boolean
     name = stripped[:eq].strip().strip("\"'").lower()
     name = name.rsplit(":", 1)[-1]  # npm's `//host/path/:_authToken`
+    return _names_credential(name)
+
+
+def _names_credential(name: str) -> bool:
+    """A setting's or parameter's name (lower case) that says it holds a credential."""
     return name in _NAMES or any(word in name for word in _WORDS)
 
 
@@ -147,4 +152,4 @@ def _strip_userinfo(line: str) -> str:
 
 def _secret_parameter(name: str) -> bool:
     name = name.lower()
-    return name in _QUERY_NAMES or name in _NAMES or any(word in name for word in _WORDS)
+    return name in _QUERY_NAMES or _names_credential(name)

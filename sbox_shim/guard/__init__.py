@@ -17,7 +17,7 @@ import time
 
 from sbox_shim import kept
 from sbox_shim.guard.watch import _basename, _projects_watched, _relative, anchor, packages_watched, present
-from sbox_shim.guard.watch import climbed, resolved, watched
+from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
@@ -172,14 +172,15 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
         from sbox_shim.guard import index
 
         known = [p for part in writable_parts(mounts, root) for p in index.known(part, state_dir)]
-    listed = watched(root) + packages_watched(root, mounts) + _projects_watched(root, known)
+    ways: list[str] = []  # directories a configured path climbs out of (watch._climbing)
+    listed = watched(root, ways) + packages_watched(root, mounts) + _projects_watched(root, known)
     shown = present(root, listed)
     found = resolved(root, shown)  # paths in the project: present once their link is
     names = tuple(dict.fromkeys(listed + found))
     shown = list(dict.fromkeys(shown + found))
     entries = {rel: e for name in shown for rel, e in _tree(root, name, skip, keep=True)}
     entries.update(_on_the_way(root, shown, entries))
-    for way in climbed(root):  # what each is (kind and target only): one made a link is moved (`after`)
+    for way in ways:  # what each is (kind and target only): one made a link is moved (`after`)
         if way not in entries:
             try:
                 entries[way] = _entry(join(root, way), posix.lstat(join(root, way)), keep=False)
@@ -222,19 +223,14 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
     root, skip = snapshot.root, readonly_targets(mounts)
     let_owner_in(root)  # `chmod 0 .` in the sandbox must not hide the top from the comparison
-    names = dict.fromkeys([*snapshot.names, *watched(root)])
+    ways: list[str] = []
+    names = dict.fromkeys([*snapshot.names, *watched(root, ways)])
     changes: dict[str, Change] = {}
     for name in present(root, list(names)):
         let_owner_along(root, dirname(name))  # nor one on the way to a watched name
         way = anchor(root, name)
         if way != name:  # a directory on its way is a link: that link is what sends the host elsewhere
-            try:
-                entry = _entry(join(root, way), posix.lstat(join(root, way)), keep=False)
-            except OSError:
-                continue
-            old = snapshot.entries.get(way)
-            if old is None or old.kind != entry.kind or old.target != entry.target:
-                changes[way] = Change(way, "changed" if old else "created", entry, "host-executed")
+            _link_change(root, way, snapshot, changes)
             continue
         for rel, entry in _tree(root, name, skip, keep=False):
             old = snapshot.entries.get(rel)
@@ -244,18 +240,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
                 changes[rel] = Change(rel, "changed", entry, "host-executed")
             elif _linked(old, entry):  # its inode, written through another name later, is the host's file
                 changes[rel] = Change(rel, "changed", entry, "a hard link was made to it")
-    for way in climbed(root):  # a directory a path git or make reads climbs out of, made a link
-        way = anchor(root, way) if way not in changes else way
-        try:
-            st = posix.lstat(join(root, way))
-        except OSError:
-            continue
-        old = snapshot.entries.get(way)
-        if way in changes or not stat.S_ISLNK(st.st_mode):
-            continue
-        entry = _entry(join(root, way), st, keep=False)
-        if old is None or old.kind != entry.kind or old.target != entry.target:
-            changes[way] = Change(way, "changed" if old else "created", entry, "host-executed")
+    for way in ways:  # a directory a path git or make reads climbs out of, made a link
+        _link_change(root, anchor(root, way), snapshot, changes, links_only=True)
     for part in writable_parts(mounts, root):
         for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir):
             if rel not in changes:
@@ -264,6 +250,22 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
                     "setuid" if entry.kind == "file" else entry.kind
                 changes[rel] = Change(rel, "changed" if old else "created", entry, why)
     return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
+
+
+def _link_change(root: str, way: str, snapshot: Before, changes: dict[str, Change], links_only: bool = False) -> None:
+    """Note `way` (a directory on the way to a watched path) in `changes` if the step made it
+    another kind of thing, or a link it re-pointed (`links_only`: only if it is a link now)."""
+    if way in changes:
+        return
+    try:
+        entry = _entry(join(root, way), posix.lstat(join(root, way)), keep=False)
+    except OSError:
+        return
+    old = snapshot.entries.get(way)
+    if links_only and entry.kind != "link":
+        return
+    if old is None or old.kind != entry.kind or old.target != entry.target:
+        changes[way] = Change(way, "changed" if old else "created", entry, "host-executed")
 
 
 def _linked(old: Entry, new: Entry) -> bool:

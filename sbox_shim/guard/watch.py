@@ -183,28 +183,30 @@ def hooks_path(root: str) -> str | None:
     return _git_config(root)[0]
 
 
-def climbed(root: str) -> list[str]:
+def watched(root: str, ways: list[str] | None = None) -> list[str]:
+    """The host-executed names of the project, relative to its root. `ways` (if given) gets the
+    directories a path git or make reads climbs out of, and the links on such a path (_climbing):
+    the guard watches each for turning into a link."""
+    written: list[str] = []
+    included = make_includes(root, written=written)
+    climbs, landings = _climbing(root, written)
+    if ways is not None:
+        ways += climbs
+    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root), *_enclosing(root),
+                               *included, *landings]))
+
+
+def _climbing(root: str, made: list[str]) -> tuple[list[str], list[str]]:
     """The project's directories that a path git or make reads goes into and back out of
     (`include.path = ../sub/../a.inc`, `core.hooksPath = tools/../githooks`, `-include
-    build/../local.mk`): read as text the path names the same file whatever `sub` is, but the
-    kernel goes through `sub`, so a step that makes it a link sends git or make elsewhere. Each is
-    watched for turning into a link (guard.after), relative to the root, as are the links met on
-    the way (`s/../a.inc` with `s -> real/in` climbs out of `real/in`). climbed_landings: where
-    such a path really ends."""
-    return _climbing(root)[0]
-
-
-def climbed_landings(root: str) -> list[str]:
-    """Where each path `climbed` looks at ends, resolved as the kernel resolves it (`s/../a.inc`
-    with `s -> real/in` is `real/a.inc`), if in the project: watched as what git or make reads."""
-    return _climbing(root)[1]
-
-
-def _climbing(root: str) -> tuple[list[str], list[str]]:
+    build/../local.mk`, the last among `made`, the Makefile includes as written), with the links
+    met on the way (`s/../a.inc` with `s -> real/in` climbs out of `real/in`); and where each such
+    path really ends, resolved as the kernel resolves it (`real/a.inc`). Read as text such a path
+    names the same file whatever `sub` is, but the kernel goes through `sub`: a step that makes it
+    a link sends git or make elsewhere. Relative to the root."""
     gitdirs = git_dirs(join(root, ".git"))
     hooks, _, written = _configs([join(d, "config") for d in reversed(gitdirs)])
-    paths = written + ([join(root, hooks)] if hooks and not hooks.startswith(("/", "~")) else [])
-    make_includes(root, written=paths)
+    paths = written + ([join(root, hooks)] if hooks and not hooks.startswith(("/", "~")) else []) + made
     ways: list[str] = []
     landings: list[str] = []
     top = root.rstrip("/") or "/"
@@ -215,11 +217,6 @@ def _climbing(root: str) -> tuple[list[str], list[str]]:
         ways += climbed + links
         landings += [end] if end else []
     return list(dict.fromkeys(ways)), list(dict.fromkeys(landings))
-
-
-def watched(root: str) -> list[str]:
-    return list(dict.fromkeys([*PROTECTED, *HOST_EXECUTED, *_repository(root, root), *_enclosing(root),
-                               *make_includes(root), *climbed_landings(root)]))
 
 
 def _enclosing(root: str) -> list[str]:
