@@ -128,9 +128,26 @@ def let_owner_in(directory: str) -> bool:
     except OSError:
         return False
     try:
-        return _let_owner(fd)
+        return let_owner_at(fd)
     finally:
         posix.close(fd)
+
+
+def open_along(top: str, relative: str) -> int:
+    """An O_PATH descriptor of the directory `relative` below `top` (itself for ""), each
+    component opened in the one before it without following a link. OSError (ELOOP, ENOTDIR,
+    ENOENT) where one is a link, no directory or missing: a directory another sandbox swaps for
+    a link meanwhile never sends the caller outside the tree."""
+    fd = posix.open(top, _PATH_FLAGS)
+    try:
+        for part in [p for p in relative.split("/") if p]:
+            below = posix.open(part, _PATH_FLAGS, dir_fd=fd)
+            posix.close(fd)
+            fd = below
+    except BaseException:
+        posix.close(fd)
+        raise
+    return fd
 
 
 def let_owner_along(top: str, relative: str) -> None:
@@ -142,7 +159,7 @@ def let_owner_along(top: str, relative: str) -> None:
     except OSError:
         return
     try:
-        _let_owner(fd)
+        let_owner_at(fd)
         for part in [p for p in relative.split("/") if p]:
             try:
                 below = posix.open(part, _PATH_FLAGS, dir_fd=fd)
@@ -150,12 +167,13 @@ def let_owner_along(top: str, relative: str) -> None:
                 return
             posix.close(fd)
             fd = below
-            _let_owner(fd)
+            let_owner_at(fd)
     finally:
         posix.close(fd)
 
 
-def _let_owner(fd: int) -> bool:
+def let_owner_at(fd: int) -> bool:
+    """let_owner_in for the directory open (O_PATH) as `fd`."""
     try:
         st = posix.fstat(fd)
         if st.st_uid != posix.getuid() or st.st_mode & 0o700 == 0o700:

@@ -21,7 +21,7 @@ from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
-from sbox_shim.lean import dirname, inside, join, let_owner_along, let_owner_in, listing
+from sbox_shim.lean import dirname, inside, join, let_owner_along, let_owner_at, let_owner_in, open_along
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git finds (bare repository)
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
 HASH_BYTES = 64 << 20  # a bigger one is known by its identity (a 2 TiB sparse file would take hours to hash)
+MAX_DEPTH = 512  # directories a walk holds open at once (well below the usual 1024 descriptors)
+_LIST_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
+_HANDLE_FLAGS = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
@@ -94,49 +97,119 @@ def readonly_targets(mounts: Sequence[Mount]) -> frozenset[str]:
 
 
 def _entry(path: str, st: posix.stat_result, keep: bool) -> Entry:
+    """_entry_at for a path (one sbox found by walking, not one it keeps content from)."""
+    return _entry_at(None, path, st, keep)
+
+
+def _entry_at(fd: int | None, name: str, st: posix.stat_result, keep: bool) -> Entry:
+    """What `name` in the directory open as `fd` is, given its lstat `st`: kind, identity, and a
+    regular file's digest (and with `keep`, its content). Read without following a link: what a
+    sandbox swapped in since the lstat is another file of the same directory, never one elsewhere."""
     kind = KINDS.get(stat.S_IFMT(st.st_mode), "other")
     ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
     if kind == "link":
-        return Entry(kind, st.st_mode, ident, target=posix.readlink(path))
+        try:
+            target: str | None = posix.readlink(name, dir_fd=fd)
+        except OSError:  # no longer a link: compared as one whose target is unknown (a change)
+            target = None
+        return Entry(kind, st.st_mode, ident, target=target)
     if kind != "file" or st.st_size > HASH_BYTES:  # compared by `ident`: a write changes its ctime
         return Entry(kind, st.st_mode, ident)
     digest = kept.hasher()
     content = b""
     try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
+        file = posix.open(name, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC, dir_fd=fd)
     except OSError:
         return Entry(kind, st.st_mode, ident)
     try:
-        while chunk := posix.read(fd, 1 << 16):
+        while chunk := posix.read(file, 1 << 16):
             digest.update(chunk)
             if keep and len(content) <= KEEP_BYTES:
                 content += chunk
     finally:
-        posix.close(fd)
+        posix.close(file)
     return Entry(kind, st.st_mode, ident, digest.hexdigest(), content if keep and len(content) <= KEEP_BYTES else None)
 
 
+def _entry_under(root: str, rel: str, keep: bool = False) -> Entry | None:
+    """_entry_at for root/rel, its directories opened one by one without following a link; None
+    where one is a link or it is missing."""
+    head, _, name = rel.rpartition("/")
+    try:
+        fd = open_along(root, head)
+    except OSError:
+        return None
+    try:
+        return _entry_at(fd, name, posix.stat(name, dir_fd=fd, follow_symlinks=False), keep)
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+
+
 def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tuple[str, Entry]]:
-    """Every entry at and under root/rel, parents first, links not followed, read-only mounts not
-    entered. Iterative: a tree a step built thousands of levels deep must not exhaust the check
-    (what lies beyond a path's length is moved with the directory above it)."""
-    todo = [rel]
-    while todo:
-        rel = todo.pop()
-        path = join(root, rel)
+    """Every entry at and under root/rel, parents first, read-only mounts not entered. Walked
+    through descriptors, each directory opened in the one above it without following a link:
+    another sandbox swapping a directory for a link while the walk goes (`out` -> `../home`)
+    never sends it, or the content `keep` holds to roll a change back, out of the project.
+    Iterative, at most MAX_DEPTH directories open: what lies deeper in a tree a step built is
+    moved with the directory above it (created) or not seen."""
+    head, _, name = rel.rpartition("/")
+    try:
+        top = open_along(root, head)
+    except OSError:
+        return
+    stack = [(head, top, iter((name,)))]
+    try:
+        while stack:
+            here, fd, names = stack[-1]
+            name = next(names, "")
+            if not name:
+                posix.close(stack.pop()[1])
+                continue
+            rel = join(here, name) if here else name
+            try:
+                st = posix.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            yield rel, _entry_at(fd, name, st, keep)
+            if stat.S_ISDIR(st.st_mode) and join(root, rel) not in skip and len(stack) <= MAX_DEPTH:
+                inner = _open_listed(fd, name, owner=not keep)
+                if inner is not None:
+                    stack.append((rel, *inner))
+    finally:
+        for _, fd, _ in stack:
+            posix.close(fd)
+
+
+def _open_listed(fd: int, name: str, owner: bool) -> tuple[int, Iterator[str]] | None:
+    """The directory `name` in `fd`, open (never through a link), and its names, sorted. With
+    `owner` (after the step), one a sandbox made unreadable to its owner gets its owner's rights
+    back to be looked in. None if it cannot be."""
+    try:
+        inner = posix.open(name, _LIST_FLAGS, dir_fd=fd)
+    except PermissionError:
+        if not owner:
+            return None
         try:
-            st = posix.lstat(path)
+            handle = posix.open(name, _HANDLE_FLAGS, dir_fd=fd)
         except OSError:
-            continue
-        yield rel, _entry(path, st, keep)
-        if not stat.S_ISDIR(st.st_mode) or path in skip:
-            continue
-        try:  # after the step, one a sandbox made unreadable to its owner is made readable again to look in
-            with (posix.scandir(path) if keep else listing(path)) as it:
-                names = sorted(e.name for e in it)
+            return None
+        try:  # reopened through /proc/self/fd: the very directory whose rights were given back
+            inner = posix.open(f"/proc/self/fd/{handle}", _LIST_FLAGS) if let_owner_at(handle) else -1
         except OSError:
-            continue
-        todo += [join(rel, name) for name in reversed(names)]
+            inner = -1
+        finally:
+            posix.close(handle)
+        if inner < 0:
+            return None
+    except OSError:
+        return None
+    try:  # listed through its /proc link: listdir(fd) would dup, check and rewind it first
+        return inner, iter(sorted(posix.listdir(f"/proc/self/fd/{inner}")))
+    except OSError:
+        posix.close(inner)
+        return None
 
 
 def _package(root: str) -> bytes | None:
@@ -181,20 +254,14 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
     entries = {rel: e for name in shown for rel, e in _tree(root, name, skip, keep=True)}
     entries.update(_on_the_way(root, shown, entries))
     for way in ways:  # what each is (kind and target only): one made a link is moved (`after`)
-        if way not in entries:
-            try:
-                entries[way] = _entry(join(root, way), posix.lstat(join(root, way)), keep=False)
-            except OSError:
-                continue
+        if way not in entries and (entry := _entry_under(root, way)) is not None:
+            entries[way] = entry
     for path in known:
         rel = _relative(path, root)
-        if _basename(path) == ".envrc" and rel not in entries:
-            try:
-                st = posix.lstat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                entries[rel] = _entry(path, st, keep=True)
+        if _basename(path) == ".envrc" and rel not in entries and inside(path, root):
+            entry = _entry_under(root, rel, keep=True)
+            if entry is not None and entry.kind == "file":
+                entries[rel] = entry
     return Before(root, started, entries, names, _package(root))
 
 
@@ -208,12 +275,11 @@ def _on_the_way(root: str, names: Sequence[str], entries: Mapping[str, Entry]) -
             rel = "/".join(parts[:i])
             if rel in entries or rel in out:
                 continue
-            try:
-                st = posix.lstat(join(root, rel))
-            except OSError:
+            entry = _entry_under(root, rel)
+            if entry is None:
                 break
-            out[rel] = _entry(join(root, rel), st, keep=False)
-            if not stat.S_ISDIR(st.st_mode):
+            out[rel] = entry
+            if entry.kind != "dir":
                 break
     return out
 
@@ -255,11 +321,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
 def _link_change(root: str, way: str, snapshot: Before, changes: dict[str, Change], links_only: bool = False) -> None:
     """Note `way` (a directory on the way to a watched path) in `changes` if the step made it
     another kind of thing, or a link it re-pointed (`links_only`: only if it is a link now)."""
-    if way in changes:
-        return
-    try:
-        entry = _entry(join(root, way), posix.lstat(join(root, way)), keep=False)
-    except OSError:
+    entry = None if way in changes else _entry_under(root, way)
+    if entry is None:
         return
     old = snapshot.entries.get(way)
     if links_only and entry.kind != "link":

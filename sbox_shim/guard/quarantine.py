@@ -25,66 +25,92 @@ def directory(state_dir: str) -> str:
     return os.path.join(state_dir, "quarantine")
 
 
-def _move(source: str, target: str) -> None:
-    """rename(2) the entry itself; across filesystems copy it (links as links) and then remove it,
-    as mv does. A socket or FIFO holds no data: its manifest line is what is kept."""
+def _copy_out(parent: int, name: str, target: str) -> None:
+    """Copy `name`, in the directory open as `parent`, to `target` in the quarantine, as mv does
+    across filesystems: links as links, modes and times kept, a socket or FIFO left out (its
+    manifest line is what is kept). Each directory is opened in the one above it without
+    following a link: one another sandbox swaps for a link meanwhile (`out` -> `../home`) is
+    never copied as what it leads to. Iterative; OSError (ELOOP) for a tree deeper than
+    MAX_DEPTH, which `_move_or_hold` renames beside itself instead."""
+    from sbox_shim.guard import MAX_DEPTH, _open_listed
+
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    stack: list[tuple[int, Any, str, os.stat_result | None]] = [(parent, iter((name,)), os.path.dirname(target), None)]
     try:
-        os.rename(source, target)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    st = os.lstat(source)
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            shutil.copytree(source, target, symlinks=True, ignore=_specials, copy_function=_copy_file)
-        except RecursionError:  # a tree built deeper than a copy can follow: left where it is
-            raise OSError(errno.ELOOP, f"{source} is too deep to copy across filesystems") from None
-        shutil.rmtree(source)
-    elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-        _copy_file(source, target)
-        os.unlink(source)
-    else:
-        os.unlink(source)
+        while stack:
+            fd, names, into, st = stack[-1]
+            child = next(names, "")
+            if not child:
+                stack.pop()
+                if st is not None:  # a directory copied: its rights and times last, as cp -a does
+                    os.close(fd)
+                    os.chmod(into, stat.S_IMODE(st.st_mode))
+                    os.utime(into, ns=(st.st_atime_ns, st.st_mtime_ns))
+                continue
+            here = os.stat(child, dir_fd=fd, follow_symlinks=False)
+            copy = os.path.join(into, os.path.basename(target) if st is None else child)
+            if stat.S_ISLNK(here.st_mode):
+                os.symlink(os.readlink(child, dir_fd=fd), copy)
+                os.utime(copy, ns=(here.st_atime_ns, here.st_mtime_ns), follow_symlinks=False)
+            elif stat.S_ISREG(here.st_mode):
+                source = os.open(child, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    _copy_data(source, copy)
+                finally:
+                    os.close(source)
+                os.chmod(copy, stat.S_IMODE(here.st_mode))
+                os.utime(copy, ns=(here.st_atime_ns, here.st_mtime_ns))
+            elif stat.S_ISDIR(here.st_mode):
+                if len(stack) > MAX_DEPTH:
+                    raise OSError(errno.ELOOP, "too deep to copy across filesystems", child)
+                inner = _open_listed(fd, child, owner=True)
+                if inner is None:
+                    raise OSError(errno.EACCES, "cannot be read to copy across filesystems", child)
+                os.mkdir(copy, 0o700)
+                stack.append((inner[0], inner[1], copy, here))
+    finally:
+        for fd, _, _, st in stack:
+            if st is not None:
+                os.close(fd)
 
 
 def _copy_file(source: str, target: str) -> None:
-    """shutil.copy2 (a link copied as a link), with a regular file's holes kept as holes: a sparse
+    """A regular file copied (never through a final link) with its holes kept as holes: a sparse
     file of terabytes a sandbox made costs what its data costs, not its size."""
-    st = os.lstat(source)
-    if not stat.S_ISREG(st.st_mode):
-        shutil.copy2(source, target, follow_symlinks=False)
-        return
-    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            size, offset = os.fstat(src).st_size, 0
-            while offset < size:
-                try:
-                    start = os.lseek(src, offset, os.SEEK_DATA)
-                except OSError as exc:
-                    if exc.errno == errno.ENXIO:  # nothing but a hole to the end
-                        break
-                    raise
-                end = os.lseek(src, start, os.SEEK_HOLE)
-                os.lseek(dst, start, os.SEEK_SET)
-                while start < end:
-                    chunk = os.pread(src, min(end - start, 1 << 20), start)
-                    if not chunk:
-                        break
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(dst, view):]
-                    start += len(chunk)
-                offset = end
-            os.ftruncate(dst, size)
-        finally:
-            os.close(dst)
+        _copy_data(fd, target)
     finally:
-        os.close(src)
+        os.close(fd)
     shutil.copystat(source, target, follow_symlinks=False)
+
+
+def _copy_data(src: int, target: str) -> None:
+    """The data of the regular file open as `src` into a new file `target` (0600), holes kept."""
+    dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        size, offset = os.fstat(src).st_size, 0
+        while offset < size:
+            try:
+                start = os.lseek(src, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # nothing but a hole to the end
+                    break
+                raise
+            end = os.lseek(src, start, os.SEEK_HOLE)
+            os.lseek(dst, start, os.SEEK_SET)
+            while start < end:
+                chunk = os.pread(src, min(end - start, 1 << 20), start)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view):]
+                start += len(chunk)
+            offset = end
+        os.ftruncate(dst, size)
+    finally:
+        os.close(dst)
 
 
 def _own(path: str, depth: int = 64) -> None:
@@ -127,8 +153,8 @@ def _digest(path: str) -> str | None:
 
 
 def _move_from(parent: int, name: str, target: str) -> None:
-    """`_move` of `name` in the directory open as `parent`: renamed from that descriptor, or across
-    filesystems copied through it (/proc/self/fd/N names the directory itself, not a path). A
+    """Move `name` in the directory open as `parent` to `target`: renamed from that descriptor, or
+    across filesystems copied through descriptors (_copy_out) and then removed. A
     directory of sbox's own user that a sandbox left without its owner's rights (renaming one
     into another directory writes its `..`; copying one reads it) gets them back first."""
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
@@ -140,7 +166,19 @@ def _move_from(parent: int, name: str, target: str) -> None:
         if exc.errno != errno.EXDEV:
             raise
         _let_owner(parent, name)
-        _move(f"/proc/self/fd/{parent}/{name}", target)
+        _copy_out(parent, name, target)
+        _remove(parent, name)
+
+
+def _remove(parent: int, name: str) -> None:
+    """Remove `name` (copied into the quarantine) from the directory open as `parent`; a directory
+    with shutil.rmtree, which opens each directory without following a link (/proc/self/fd/N
+    names the parent itself, not a path)."""
+    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(f"/proc/self/fd/{parent}/{name}")
+    else:
+        os.unlink(name, dir_fd=parent)
 
 
 def _let_owner(parent: int, name: str) -> bool:
@@ -148,12 +186,6 @@ def _let_owner(parent: int, name: str) -> bool:
     from sbox_shim.lean import let_owner_in
 
     return let_owner_in(f"/proc/self/fd/{parent}/{name}")
-
-
-def _specials(directory: str, names: list[str]) -> list[str]:
-    return [n for n in names if not (os.path.isdir(os.path.join(directory, n))
-                                     or os.path.isfile(os.path.join(directory, n)))
-            and not os.path.islink(os.path.join(directory, n))]
 
 
 def _put_back(root: str, rel: str, snapshot: Before) -> bool:

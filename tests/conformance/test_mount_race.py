@@ -5,9 +5,15 @@ HOME-like directory holding a secret, over and over, while sbox sets up a sandbo
 write `out/`. Checked paths are re-resolved by the backend at mount time, so without pinning some
 runs mount the link's target, writable: the secret is read and the directory written. sbox binds
 the directory it opened (bwrap) or checks inside that the target is it (docker): never the link's.
+
+The persistence guard looks at the same tree before and after each such step (`out/` is a
+package directory it watches) and puts back what it kept: a walk that went through `out` while it
+was the link kept the secret and wrote it into the project, where the next run read it. So the
+host is checked afterwards too: no copy of the secret anywhere in the project or the quarantine.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,5 +64,8 @@ def test_a_bind_source_swapped_for_a_link_is_never_mounted(runs: Runs, tmp_path:
         flipper.wait()
     assert not (home / "written").exists(), "the sandbox wrote through the swapped-in link"
     assert sorted(home.iterdir()) == [home / "secret"]
+    copies = [str(p) for top in (root, Path(os.environ["SBOX_STATE_DIR"])) for p in top.rglob("*")
+              if p.is_file() and not p.is_symlink() and b"SBOX-RACE-CANARY" in p.read_bytes()]
+    assert not copies, f"the secret was copied out of the link's target: {copies}"
     assert outcomes.get(0, 0) > 0, (outcomes, said)  # the ordinary case still runs
     assert set(outcomes) <= {0, 2, 125}, outcomes  # a swap seen at the check is refused, never followed
