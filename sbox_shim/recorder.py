@@ -50,7 +50,7 @@ def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, expl
     except SandboxError:
         return None
     env = [(name, REF + "env" + REF + name if host.env.get(name) == value else value) for name, value in step.env]
-    files, redacted = _redacted_now(bwrap.data_files(step))
+    files, redacted = _redacted_now(bwrap.data_files(step), step.project)
     data = [(target, REF + "fd" + REF + str(i)) for i, (target, _, _) in enumerate(files)]
     filter_ref = REF + "fd" + REF + str(len(files))  # the filter's memfd comes after the files' (compiled.fds)
     # then the pinned binds' fds, reopened on each use (compiled.record_fds)
@@ -151,7 +151,7 @@ def _egress(step: Step, host: Host) -> dict[str, object] | None:
     return warm.record(step, host.state_dir)
 
 
-def _redacted_now(files: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+def _redacted_now(files: list[tuple[str, str, str]], project: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     """The record's files with each config shown without its credentials (redact.py) redacted now
     and kept as content, so that the warm path neither reads nor redacts it before bwrap starts;
     and the facts that vouch for it (what the file holds, and that it is still no link), checked
@@ -162,7 +162,7 @@ def _redacted_now(files: list[tuple[str, str, str]]) -> tuple[list[tuple[str, st
     out, facts = [], []
     for target, content, source in files:
         if content == REDACTED:
-            out.append((target, redact.read(source).decode("utf-8", "surrogateescape"), ""))
+            out.append((target, redact.read(source, project).decode("utf-8", "surrogateescape"), ""))
             facts += [("type", source), ("content", source)]
         else:
             out.append((target, content, source))

@@ -25,6 +25,8 @@ Lean: it runs on the warm path, with built-in modules only.
 """
 from __future__ import annotations
 
+import posix
+
 _WORDS = ("token", "secret", "pass", "credential", "apikey", "api_key", "api-key", "private", "_auth", "auth_",
           "auth-", "otp", "cookie", "session", "oauth", "signature")
 # A URL's query parameter that carries a credential (`?private_token=`, `?auth=`, `?sig=`)
@@ -32,13 +34,28 @@ _QUERY_NAMES = {"auth", "key", "sig", "code", "access_token", "id_token"}
 _NAMES = {"_auth", "username", "key", "keyfile", "certfile", "extraheader", "helper", "auth"}
 
 
-def read(path: str) -> bytes:
+def read(path: str, root: str = "") -> bytes:
     """The file at `path` without its credentials, read now: a regular file only, its last
     component not a link (a project's .git/config could be one), at most regular.MAX_BYTES; empty
-    for anything else."""
+    for anything else. Below `root` (the project, which another sandbox may be writing), each
+    directory on the way is opened without following a link: one swapped for a link meanwhile
+    (`sub` -> `~/other-repo`) shows nothing, never what it leads to."""
     from sbox_shim.regular import read_regular
 
-    return text(read_regular(path) or b"")
+    top = root.rstrip("/")
+    if not top or not path.startswith(top + "/"):
+        return text(read_regular(path) or b"")
+    from sbox_shim.lean import open_along
+
+    head, _, name = path[len(top) + 1:].rpartition("/")
+    try:
+        fd = open_along(top, head)
+    except OSError:
+        return b""
+    try:
+        return text(read_regular(name, dir_fd=fd) or b"")
+    finally:
+        posix.close(fd)
 
 
 def text(data: bytes) -> bytes:

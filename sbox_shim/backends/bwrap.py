@@ -295,7 +295,7 @@ def data_files(step: Step) -> list[tuple[str, str, str]]:
 def data_fds(step: Step) -> list[tuple[str, int]]:
     """`data_files` as memfds, in that order."""
     files = data_files(step)
-    return list(zip([target for target, _, _ in files], bwraprun.data_fds(files, step.network.policy == "open")))
+    return list(zip([target for target, _, _ in files], bwraprun.data_fds(files, step.network.policy == "open", step.project)))
 
 
 def _cgroup(step: Step) -> cgroups.Group | None:

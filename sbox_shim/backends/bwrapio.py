@@ -14,7 +14,7 @@ HOST_DNS = ("/etc/resolv.conf", "/etc/hosts")
 REDACTED = "\0redacted"  # the content of a host file copied in without its credentials (redact.py)
 
 
-def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tuple[str, bytes]]:
+def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool, project: str = "") -> list[tuple[str, bytes]]:
     """The bytes of each file sbox puts in, as (target, content, source): generated content, or
     the host's file `source` (content "", or REDACTED: without its credentials), read now. With the
     host's network (`network: on`) names resolve as on the host: its resolv.conf and hosts are read
@@ -24,7 +24,7 @@ def file_data(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[tup
         if content == REDACTED:
             from sbox_shim import redact
 
-            out.append((target, redact.read(source)))
+            out.append((target, redact.read(source, project)))
             continue
         data = content.encode("utf-8", "surrogateescape")
         if host_dns and target in HOST_DNS:
@@ -49,11 +49,11 @@ def memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def data_fds(files: Sequence[tuple[str, str, str]], host_dns: bool) -> list[int]:
+def data_fds(files: Sequence[tuple[str, str, str]], host_dns: bool, project: str = "") -> list[int]:
     """`file_data` as memfds, in that order: the fds bwrap's --file/--ro-bind-data options name."""
     fds: list[int] = []
     try:
-        for target, data in file_data(files, host_dns):
+        for target, data in file_data(files, host_dns, project):
             fds.append(memfd("sbox" + target.replace("/", "-"), data))
     except BaseException:
         for fd in fds:

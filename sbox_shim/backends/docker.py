@@ -382,7 +382,7 @@ def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:
 
     base = os.path.join(run_dir, f"files-{index}")
     files = [(f.target, f.content.encode()) for f in step.files]
-    files += [(m.target, redact.read(m.source)) for m in step.mounts if m.kind == "redact"]
+    files += [(m.target, redact.read(m.source, step.project)) for m in step.mounts if m.kind == "redact"]
     mounts = []
     for target, data in files:
         path = os.path.join(base, target.lstrip("/"))

@@ -138,3 +138,23 @@ def test_a_submodule_git_directory_without_head_still_has_its_config_redacted(tm
     (root / ".git" / "modules" / "x" / "config").write_text("[core]\n")
     shown = [m.target for m in configs.git_configs(str(root))]
     assert shown == [str(root / ".git" / "config"), str(root / ".git" / "modules" / "x" / "config")]
+
+
+def test_a_project_config_is_never_read_through_a_directory_swapped_for_a_link(tmp_path: Path) -> None:
+    """Another sandbox writing the project swaps `sub` (a nested repository sbox planned to show
+    redacted) for a link to a repository outside it between the plan and the read: nothing is
+    shown, not that repository's config (its remotes, its user) without the credentials."""
+    other = tmp_path / "other-repo" / ".git"
+    other.mkdir(parents=True)
+    (other / "config").write_text('[remote "origin"]\n\turl = https://git.example/private/other.git\n')
+    root = tmp_path / "project"
+    (root / "sub" / ".git").mkdir(parents=True)
+    (root / "sub" / ".git" / "config").write_text("[core]\n\tbare = false\n")
+    config = str(root / "sub" / ".git" / "config")
+    assert b"bare = false" in redact.read(config, str(root))
+    (root / "sub").rename(root / "sub.was")
+    (root / "sub").symlink_to(tmp_path / "other-repo")
+    # The live control: by its path, the config is the other repository's now.
+    assert b"private/other.git" in redact.read(config)
+    assert redact.read(config, str(root)) == b""
+    assert redact.read(config, str(root) + "/") == b""
