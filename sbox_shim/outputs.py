@@ -1,7 +1,10 @@
 """A step's missing outputs, on the host: directories made before it, staged files copied back after.
 
-See layout.py for why a missing output file is staged. Every host path here is reached a component
-at a time without following a link: the project may hold links an earlier run planted.
+See layout.py for why a missing output file is staged. Every host path here lies in the project and
+is reached from its root a directory at a time, each opened in the one before it without following
+a link, and the file itself is made, read, written or removed through that directory's descriptor:
+the project may hold links an earlier run planted, and another sandbox writing the same project (a
+dev server) can swap a directory for a link to HOME at any moment. A swap only makes the step fail.
 """
 from __future__ import annotations
 
@@ -15,6 +18,35 @@ if TYPE_CHECKING:
     from typing import Sequence, TextIO
 
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _parent(root: str, path: str, make: bool = False) -> tuple[int, str]:
+    """An O_PATH descriptor of the directory holding `path` (in the project `root`) and its last
+    name; with `make`, `path` itself is the directory wanted, made with its missing parents.
+    OSError (ELOOP, ENOTDIR, ENOENT) where a component is a link, no directory or missing."""
+    top = root.rstrip("/") or "/"
+    if not path.startswith(top + "/"):
+        raise OSError(0, "not in the project", path)
+    parts = [p for p in path[len(top):].split("/") if p]
+    if not parts or ".." in parts:
+        raise OSError(0, "not in the project", path)
+    walk, last = (parts, "") if make else (parts[:-1], parts[-1])
+    fd = os.open(top, _DIR)
+    try:
+        for part in walk:
+            if make:
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            inner = os.open(part, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, last
 
 
 class Placeholder(Value):
@@ -29,78 +61,94 @@ class Placeholder(Value):
         self._set(source=source, target=target, dev=dev, ino=ino, created=created)
 
 
-def make_dirs(paths: Sequence[str]) -> None:
-    """Create each missing output directory (and its missing parents), never through a link."""
+def make_dirs(root: str, paths: Sequence[str]) -> None:
+    """Create each missing output directory (and its missing parents) in the project `root`,
+    never through a link."""
     for path in paths:
-        here = "/"
-        for part in [p for p in path.split("/") if p]:
-            here = os.path.join(here, part)
-            try:
-                os.mkdir(here, 0o777)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise SandboxError(f"cannot create {path}: {exc.strerror}") from None
-            if not stat.S_ISDIR(os.lstat(here).st_mode):
-                raise SandboxError(f"cannot create {path}: {here} is not a directory (a link?); nothing ran")
+        try:
+            fd, _ = _parent(root, path, make=True)
+        except OSError as exc:
+            raise SandboxError(f"cannot create {path}: {exc.strerror or exc} (a directory on its way is a link, "
+                               "or no directory?); nothing ran") from None
+        os.close(fd)
 
 
-def stage(staged: Sequence[tuple[str, str]]) -> list[Placeholder]:
-    """An empty run-dir file and an empty placeholder (O_EXCL: never an existing file) for each.
-    A regular file an earlier step of the same run created there is staged with its content."""
+def stage(root: str, staged: Sequence[tuple[str, str]]) -> list[Placeholder]:
+    """An empty run-dir file and an empty placeholder (O_EXCL: never an existing file) for each
+    project file of `staged`. A regular file an earlier step of the same run created there is
+    staged with its content."""
     made = []
     try:
         for source, target in staged:
             os.makedirs(os.path.dirname(source), mode=0o700, exist_ok=True)
             data, created = b"", True
+            parent, name = _parent(root, target)
             try:
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
-            except FileExistsError:
-                fd = os.open(target, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK)
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    raise OSError(0, "not a regular file", target) from None
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    data, created = f.read(), False
+                try:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666, dir_fd=parent)
+                except FileExistsError:
+                    fd = os.open(name, os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        os.close(fd)
+                        raise OSError(0, "not a regular file", target) from None
+                    with os.fdopen(os.dup(fd), "rb") as f:
+                        data, created = f.read(), False
+            finally:
+                os.close(parent)
             st = os.fstat(fd)
             os.close(fd)
             with open(os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600), "wb") as out:
                 out.write(data)
             made.append(Placeholder(source, target, st.st_dev, st.st_ino, created))
     except OSError as exc:
-        unstage(made)
-        raise SandboxError(f"cannot stage {exc.filename}: {exc.strerror}; nothing ran") from None
+        unstage(root, made)
+        raise SandboxError(f"cannot stage {exc.filename or target}: {exc.strerror or exc}; nothing ran") from None
     return made
 
 
-def unstage(made: Sequence[Placeholder], err: TextIO | None = None) -> None:
+def unstage(root: str, made: Sequence[Placeholder], err: TextIO | None = None) -> None:
     """After the step: each staged file's content replaces its placeholder; an untouched (empty)
-    one sbox made leaves nothing behind. A placeholder that is no longer sbox's own is left alone."""
+    one sbox made leaves nothing behind. A placeholder that is no longer sbox's own, or no longer
+    reached without a link, is left alone."""
     for p in made:
         try:
-            st = os.lstat(p.target)
+            parent, name = _parent(root, p.target)
         except OSError:
-            continue
-        if (st.st_dev, st.st_ino) != (p.dev, p.ino) or not stat.S_ISREG(st.st_mode):
             if err:
                 err.write(f"sbox: {p.target} changed during the run; its staged output is not copied back\n")
             continue
         try:
-            with open(p.source, "rb") as f:
-                data = f.read()
-                # The placeholder's own mode (the user's umask), executable if the output was made
-                # so; never setuid.
-                made_exec = os.fstat(f.fileno()).st_mode & 0o100
-                mode = (st.st_mode & 0o666) | (((st.st_mode & 0o444) >> 2) if made_exec else 0)
-            if not data and p.created:
-                os.unlink(p.target)
-                continue
-            fd = os.open(p.target, os.O_WRONLY | os.O_TRUNC | _NOFOLLOW)
-            with os.fdopen(fd, "wb") as out:
-                if (os.fstat(out.fileno()).st_ino) == p.ino:
-                    out.write(data)
-                    if p.created:
-                        os.fchmod(out.fileno(), mode)
-        except OSError as exc:
-            if err:
-                err.write(f"sbox: cannot write {p.target}: {exc.strerror}\n")
+            _unstage_one(p, parent, name, err)
+        finally:
+            os.close(parent)
+
+
+def _unstage_one(p: Placeholder, parent: int, name: str, err: TextIO | None) -> None:
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) != (p.dev, p.ino) or not stat.S_ISREG(st.st_mode):
+        if err:
+            err.write(f"sbox: {p.target} changed during the run; its staged output is not copied back\n")
+        return
+    try:
+        with open(p.source, "rb") as f:
+            data = f.read()
+            # The placeholder's own mode (the user's umask), executable if the output was made
+            # so; never setuid.
+            made_exec = os.fstat(f.fileno()).st_mode & 0o100
+            mode = (st.st_mode & 0o666) | (((st.st_mode & 0o444) >> 2) if made_exec else 0)
+        if not data and p.created:
+            os.unlink(name, dir_fd=parent)
+            return
+        fd = os.open(name, os.O_WRONLY | _NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+        with os.fdopen(fd, "wb") as out:
+            if os.fstat(out.fileno()).st_ino == p.ino:  # truncated only once known to be sbox's own
+                out.truncate(0)
+                out.write(data)
+                if p.created:
+                    os.fchmod(out.fileno(), mode)
+    except OSError as exc:
+        if err:
+            err.write(f"sbox: cannot write {p.target}: {exc.strerror}\n")

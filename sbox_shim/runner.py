@@ -242,12 +242,12 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
     if step.create or step.staged:
         from sbox_shim import outputs
 
-        outputs.make_dirs(step.create)
-        staged = outputs.stage(step.staged)
+        outputs.make_dirs(step.project, step.create)
+        staged = outputs.stage(step.project, step.staged)
         try:
             return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in)
         finally:
-            outputs.unstage(staged, err)
+            outputs.unstage(step.project, staged, err)
     return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in, started)
 
 

@@ -69,3 +69,44 @@ def test_a_bind_source_swapped_for_a_link_is_never_mounted(runs: Runs, tmp_path:
     assert not copies, f"the secret was copied out of the link's target: {copies}"
     assert outcomes.get(0, 0) > 0, (outcomes, said)  # the ordinary case still runs
     assert set(outcomes) <= {0, 2, 125}, outcomes  # a swap seen at the check is refused, never followed
+
+
+def test_a_staged_output_s_directory_swapped_for_a_link_is_never_followed(runs: Runs, tmp_path: Path) -> None:
+    """A profile may write one file that does not exist yet (`writable: [gen/canary.txt]`): sbox
+    stages it, and copies the step's output back after. Another sandbox swaps `gen` and a link to
+    a directory in HOME meanwhile (red team 6, Critical: the staging read HOME's file into the
+    sandbox and wrote the step's output over it)."""
+    secret = tmp_path / "home" / "secret"
+    secret.mkdir(parents=True)
+    canary = secret / "canary.txt"
+    canary.write_text("SBOX-STAGE-CANARY\n")
+    before = canary.stat()
+    root = project(tmp_path, """\
+        version: 1
+        profiles:
+          stage:
+            network: off
+            writable: [gen/canary.txt]
+        """)
+    (root / "gen").mkdir()
+    (root / "gen.x").symlink_to("../home/secret")
+    # The live control: through the link, HOME's file is right there, and writable.
+    assert (root / "gen.x" / "canary.txt").read_text() == "SBOX-STAGE-CANARY\n"
+    flipper = subprocess.Popen([sys.executable, "-c", FLIP.replace('b"out"', 'b"gen"').replace('b"out.x"', 'b"gen.x"'),
+                                str(root), "600"])
+    outcomes: dict[int, int] = {}
+    try:
+        for _ in range(60):
+            command = ("sh", "-c", "cat gen/canary.txt 2>/dev/null; echo OVERWRITTEN > gen/canary.txt 2>/dev/null; true")
+            result = subprocess.run(runs.argv(command, "--profile", "stage"), cwd=root, capture_output=True,
+                                    text=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert "SBOX-STAGE-CANARY" not in result.stdout + result.stderr, "HOME's file was staged into the sandbox"
+            outcomes[result.returncode] = outcomes.get(result.returncode, 0) + 1
+    finally:
+        flipper.kill()
+        flipper.wait()
+    after = canary.stat()
+    assert canary.read_text() == "SBOX-STAGE-CANARY\n", "the step's output was written over HOME's file"
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert sorted(p.name for p in secret.iterdir()) == ["canary.txt"], "sbox made a file in HOME"
+    assert outcomes.get(0, 0) > 0, outcomes  # the ordinary case still runs

@@ -182,10 +182,10 @@ def test_staging_copies_back_and_leaves_nothing_when_untouched(tmp_path: Path) -
     project.mkdir()
     pairs = [(str(tmp_path / "run" / "0-lock"), str(project / "lock")),
              (str(tmp_path / "run" / "1-sum"), str(project / "sum"))]
-    made = outputs.stage(pairs)
+    made = outputs.stage(str(project), pairs)
     assert (project / "lock").read_bytes() == b"" and (project / "sum").exists()
     Path(pairs[0][0]).write_text('{"lockfileVersion": 3}\n')
-    outputs.unstage(made)
+    outputs.unstage(str(project), made)
     assert (project / "lock").read_text() == '{"lockfileVersion": 3}\n'
     assert not (project / "sum").exists()
 
@@ -197,19 +197,53 @@ def test_staging_never_writes_through_a_link_planted_at_the_output(tmp_path: Pat
     victim.write_text("keep")
     (project / "lock").symlink_to(victim)
     with pytest.raises(SandboxError):
-        outputs.stage([(str(tmp_path / "run" / "0-lock"), str(project / "lock"))])
-    made = outputs.stage([(str(tmp_path / "run" / "1-other"), str(project / "other"))])
+        outputs.stage(str(project), [(str(tmp_path / "run" / "0-lock"), str(project / "lock"))])
+    made = outputs.stage(str(project), [(str(tmp_path / "run" / "1-other"), str(project / "other"))])
     os.unlink(project / "other")
     (project / "other").symlink_to(victim)  # swapped while the step ran
     Path(made[0].source).write_text("evil")
-    outputs.unstage(made)
+    outputs.unstage(str(project), made)
     assert victim.read_text() == "keep"
 
 
 def test_missing_output_directories_are_made_but_never_through_a_link(tmp_path: Path) -> None:
-    outputs.make_dirs([str(tmp_path / "p" / "target")])
-    assert (tmp_path / "p" / "target").is_dir()
+    (tmp_path / "p").mkdir()
+    outputs.make_dirs(str(tmp_path / "p"), [str(tmp_path / "p" / "target" / "sub")])
+    assert (tmp_path / "p" / "target" / "sub").is_dir()
     (tmp_path / "p" / "node_modules").symlink_to(tmp_path / "elsewhere")
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(SandboxError):
-        outputs.make_dirs([str(tmp_path / "p" / "node_modules" / "x")])
+        outputs.make_dirs(str(tmp_path / "p"), [str(tmp_path / "p" / "node_modules" / "x")])
+    assert not (tmp_path / "elsewhere" / "x").exists()
+
+
+def test_a_directory_on_a_staged_output_s_way_swapped_for_a_link_is_never_followed(tmp_path: Path) -> None:
+    """Another sandbox writing the project swaps `gen/` for a link to a directory in HOME between
+    the plan and the step (red team 6, Critical): staging must neither read the file there into
+    the sandbox, nor make one there, nor write the step's output over it afterwards."""
+    project = tmp_path / "p"
+    (project / "gen").mkdir(parents=True)
+    home = tmp_path / "home" / "secret"
+    home.mkdir(parents=True)
+    (home / "canary.txt").write_text("CANARY-SECRET")
+    made = outputs.stage(str(project), [(str(tmp_path / "run" / "0-canary.txt"), str(project / "gen" / "canary.txt")),
+                                        (str(tmp_path / "run" / "1-new.txt"), str(project / "gen" / "new.txt"))])
+    (project / "gen").rename(project / "gen.was")
+    (project / "gen").symlink_to(home)  # swapped while the step ran
+    # The live control: by its path, the output is HOME's file now.
+    assert (project / "gen" / "canary.txt").read_text() == "CANARY-SECRET"
+    for p in made:
+        Path(p.source).write_text("OVERWRITTEN-BY-SANDBOX")
+    outputs.unstage(str(project), made)
+    assert (home / "canary.txt").read_text() == "CANARY-SECRET"
+    assert sorted(x.name for x in home.iterdir()) == ["canary.txt"]
+    # Swapped before the step: nothing staged, nothing read from or made in HOME.
+    with pytest.raises(SandboxError):
+        outputs.stage(str(project), [(str(tmp_path / "run2" / "0-canary.txt"), str(project / "gen" / "canary.txt"))])
+    with pytest.raises(SandboxError):
+        outputs.stage(str(project), [(str(tmp_path / "run3" / "0-new.txt"), str(project / "gen" / "new.txt"))])
+    assert (tmp_path / "run2" / "0-canary.txt").exists() is False
+    assert sorted(x.name for x in home.iterdir()) == ["canary.txt"]
+    with pytest.raises(SandboxError):
+        outputs.make_dirs(str(project), [str(project / "gen" / "made")])
+    assert sorted(x.name for x in home.iterdir()) == ["canary.txt"]
