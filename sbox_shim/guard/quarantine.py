@@ -318,9 +318,10 @@ def report_lines(ident: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
         what = f"{r['what']} by the sandbox" + (f", {r['why']}" if r["why"] != "host-executed" else "")
         if r["what"] == "changed":
             what += "; the previous version is back" if r["previous_restored"] else "; no previous version kept"
-        if r.get("held"):  # too deep to copy into the quarantine, on another filesystem
-            out.append(printable(f"sbox: quarantined {r['path']} ({what}) as {r['held']} beside it: too deep to copy "
-                                 f"into sbox's quarantine on another filesystem; delete it, or move it back by hand"))
+        if r.get("held"):  # not copied into the quarantine, on another filesystem
+            out.append(printable(f"sbox: quarantined {r['path']} ({what}) as {r['held']} beside it: it could not be "
+                                 "copied into sbox's quarantine on another filesystem (too deep, or changed while "
+                                 "copied); delete it, or move it back by hand"))
             continue
         if r["kind"] == "dir" and r["what"] == "created" and r["why"] == "host-executed":
             continue  # a watched directory: its files have a line each (a moved-whole one has its own)

@@ -18,7 +18,7 @@ import stat
 import sys
 from typing import Any, Mapping, Sequence, TextIO
 
-from sbox_shim.guard.quarantine import _digest, _open_parent, _parents_or_missing, _place, directory
+from sbox_shim.guard.quarantine import _digest, _move_from, _open_parent, _parents_or_missing, _place, directory
 from sbox_shim.trust.files import printable
 
 NESTED = (".git", ".envrc", "HEAD")  # guard.NESTED: acted on by git or direnv in any directory
@@ -264,10 +264,8 @@ def _put_all(where: str, root: str, ident: str, tops: Sequence[str], force: bool
                 err.write(printable(f"sbox: not restored: {p} exists in {root}; {_command(ident, list(paths), True)} "
                                     "moves it into the quarantine first") + "\n")
                 return 1
-            if there:
-                displaced = os.path.join(where, "displaced", p)
-                os.makedirs(os.path.dirname(displaced), mode=0o700, exist_ok=True)
-                os.rename(name, displaced, src_dir_fd=parent)
+            if there:  # moved as the guard moves (across filesystems: copied through descriptors)
+                _move_from(parent, name, os.path.join(where, "displaced", p))
             _place(os.path.join(where, "files", p), parent, name)
         except OSError as exc:  # something changed it meanwhile (a sandbox still running there)
             err.write(printable(f"sbox: not restored: {p} in {root} changed while sbox restored it "

@@ -24,9 +24,10 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-def _quarantined(tmp_path: Path) -> tuple[Path, Path, Path, str]:
+def _quarantined(tmp_path: Path, state: Path | None = None) -> tuple[Path, Path, Path, str]:
     """The project, the state directory, the fsmonitor's marker, and the quarantine's id."""
-    root, state, marker = tmp_path / "project", tmp_path / "state", tmp_path / "fsmonitor-ran"
+    root, marker = tmp_path / "project", tmp_path / "fsmonitor-ran"
+    state = state or tmp_path / "state"
     root.mkdir()
     (root / "Makefile").write_text("all:\n\techo old\n")
     mounts = [Mount(str(root), str(root), readonly=False)]
@@ -65,6 +66,28 @@ def test_list_shows_every_entry_with_what_it_is(tmp_path: Path, sbox_bin: str) -
     (nested,) = [line for line in lines if line.startswith(f"  {NESTED}  ")]
     assert "changed file, host-executed" in makefile and "!!" not in makefile
     assert "created dir, .git" in nested and "!! restored only when named" in nested
+
+
+def test_restore_force_with_the_state_on_another_filesystem(tmp_path: Path, sbox_bin: str) -> None:
+    """`--force` moves the file in the way into the quarantine: across filesystems too (red team 6,
+    Low: it failed with "Invalid cross-device link" every time)."""
+    import shutil
+    import tempfile
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        import pytest
+
+        pytest.skip("no second filesystem (/dev/shm) here for sbox's state")
+    state = Path(tempfile.mkdtemp(prefix="sbox-restore-state-", dir=shm))
+    try:
+        root, state, _, ident = _quarantined(tmp_path, state)
+        done = _sbox(sbox_bin, state, "restore", ident, "Makefile", "--force")
+        assert done.returncode == 0, done.stderr
+        assert (root / "Makefile").read_text() == "all:\n\techo edited on the host\n"
+        assert (state / "quarantine" / ident / "displaced" / "Makefile").read_text() == "all:\n\techo old\n"
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def test_restore_of_a_named_path_restores_that_path_alone(tmp_path: Path, sbox_bin: str) -> None:
