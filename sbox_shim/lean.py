@@ -133,14 +133,20 @@ def let_owner_in(directory: str) -> bool:
         posix.close(fd)
 
 
-def open_along(top: str, relative: str) -> int:
+def open_along(top: str, relative: str, make: int = 0) -> int:
     """An O_PATH descriptor of the directory `relative` below `top` (itself for ""), each
-    component opened in the one before it without following a link. OSError (ELOOP, ENOTDIR,
-    ENOENT) where one is a link, no directory or missing: a directory another sandbox swaps for
-    a link meanwhile never sends the caller outside the tree."""
+    component opened in the one before it without following a link (one missing made with mode
+    `make`, if given). OSError (ELOOP, ENOTDIR, ENOENT) where one is a link, no directory or
+    missing: a directory another sandbox swaps for a link meanwhile never sends the caller
+    outside the tree."""
     fd = posix.open(top, _PATH_FLAGS)
     try:
         for part in [p for p in relative.split("/") if p]:
+            if make:
+                try:
+                    posix.mkdir(part, make, dir_fd=fd)
+                except FileExistsError:
+                    pass
             below = posix.open(part, _PATH_FLAGS, dir_fd=fd)
             posix.close(fd)
             fd = below

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from typing import Sequence, TextIO
 
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _parent(root: str, path: str, make: bool = False) -> tuple[int, str]:
@@ -31,22 +30,11 @@ def _parent(root: str, path: str, make: bool = False) -> tuple[int, str]:
     parts = [p for p in path[len(top):].split("/") if p]
     if not parts or ".." in parts:
         raise OSError(0, "not in the project", path)
-    walk, last = (parts, "") if make else (parts[:-1], parts[-1])
-    fd = os.open(top, _DIR)
-    try:
-        for part in walk:
-            if make:
-                try:
-                    os.mkdir(part, 0o777, dir_fd=fd)
-                except FileExistsError:
-                    pass
-            inner = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, last
+    from sbox_shim.lean import open_along
+
+    if make:
+        return open_along(top, "/".join(parts), make=0o777), ""
+    return open_along(top, "/".join(parts[:-1])), parts[-1]
 
 
 class Placeholder(Value):

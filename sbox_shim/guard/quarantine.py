@@ -144,22 +144,10 @@ def _open_parent(root: str, rel: str, make: bool = True) -> tuple[int, str]:
     """A descriptor of the directory holding `rel` under `root`, reached one component at a time,
     none followed if it is a link (a missing one is made, with `make`), and `rel`'s last name.
     OSError (ELOOP, ENOTDIR, ENOENT) where a component is a link, no directory or missing."""
-    fd = os.open(root, NOFOLLOW_DIR)
-    try:
-        for part in rel.split("/")[:-1]:
-            try:
-                inner = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
-            except FileNotFoundError:
-                if not make:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                inner = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, rel.rsplit("/", 1)[-1]
+    from sbox_shim.lean import open_along
+
+    head, _, name = rel.rpartition("/")
+    return open_along(root, head, make=0o755 if make else 0), name
 
 
 def _place(source: str, parent: int, name: str) -> None:
