@@ -203,24 +203,51 @@ def listing(directory: str) -> Any:
         return posix.scandir(directory)
 
 
+_LIST_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
+
+
+def _entries(fd: int) -> list[Any]:
+    """What the directory open as `fd` holds (DirEntry: name and d_type): the very directory,
+    never a path another sandbox could have swapped for a link."""
+    try:
+        with posix.scandir(fd) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _open_in(fd: int, name: str) -> int:
+    """The directory `name` in the one open as `fd`, opened to list; -1 if a link (swapped in
+    since it was listed as a directory) or unreadable."""
+    try:
+        return posix.open(name, _LIST_FLAGS, dir_fd=fd)
+    except OSError:
+        return -1
+
+
 def git_entries(top: str) -> tuple[str, ...]:
     """Every `.git` file, directory or link below `top` (itself included), sorted. Links are
     not followed and nothing is skipped: a `.git` deep in node_modules is as host-executed as any
-    (git reads its config and hooks on `git status` in that directory)."""
+    (git reads its config and hooks on `git status` in that directory). Walked through directory
+    descriptors, each opened in its parent: another sandbox swapping a directory for a link while
+    sbox plans never has it list (or protect) what lies outside the project. Depth-first, so
+    only one directory per level is open at a time."""
     found = []
-    stack = [top]
+    try:
+        fd = posix.open(top, _LIST_FLAGS)
+    except OSError:
+        return ()
+    stack = [(top.rstrip("/"), fd, iter(_entries(fd)))]
     while stack:
-        directory = stack.pop()
-        try:
-            entries = posix.scandir(directory)
-        except OSError:
+        path, fd, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            posix.close(stack.pop()[1])
             continue
-        with entries:
-            for entry in entries:
-                if entry.name == ".git":
-                    found.append(entry.path)
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+        if entry.name == ".git":
+            found.append(path + "/" + entry.name)
+        elif entry.is_dir(follow_symlinks=False) and (inner := _open_in(fd, entry.name)) >= 0:
+            stack.append((path + "/" + entry.name, inner, iter(_entries(inner))))
     return tuple(sorted(found))
 
 
@@ -228,25 +255,27 @@ SOCKET = 0o140000
 
 
 def sockets(top: str, depth: int = 2) -> tuple[str, ...]:
-    """Unix sockets up to `depth` levels below `top` (links not followed), sorted."""
+    """Unix sockets up to `depth` levels below `top` (links not followed), sorted; walked through
+    directory descriptors as git_entries is."""
     found = []
-    level = [top]
-    for _ in range(depth):
+    try:
+        level = [(top.rstrip("/"), posix.open(top, _LIST_FLAGS))]
+    except OSError:
+        return ()
+    for n in range(depth):
         below = []
-        for directory in level:
-            try:
-                entries = posix.scandir(directory)
-            except OSError:
-                continue
-            with entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        below.append(entry.path)
-                    elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
-                        try:  # d_type said neither file, dir nor link: a socket, a fifo, a device
-                            if posix.lstat(entry.path).st_mode & 0o170000 == SOCKET:
-                                found.append(entry.path)
-                        except OSError:
-                            pass
+        for path, fd in level:
+            for entry in _entries(fd):
+                if entry.is_dir(follow_symlinks=False):
+                    if n + 1 < depth and (inner := _open_in(fd, entry.name)) >= 0:
+                        below.append((path + "/" + entry.name, inner))
+                elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
+                    try:  # d_type said neither file, dir nor link: a socket, a fifo, a device
+                        if posix.stat(entry.name, dir_fd=fd, follow_symlinks=False).st_mode & 0o170000 == SOCKET:
+                            found.append(path + "/" + entry.name)
+                    except OSError:
+                        pass
+            posix.close(fd)
         level = below
     return tuple(sorted(found))
+

@@ -124,3 +124,34 @@ def _refill(root: Path) -> None:
             (missing / "mine").write_text("built\n")
         else:
             missing.symlink_to("../home")
+
+
+def test_the_plan_s_walks_never_list_what_a_swapped_in_link_leads_to(tmp_path: Path) -> None:
+    """Planning walks the project for `.git` entries (kept read-only) and unix sockets (masked): a
+    walk by path went through `out` while it was the link and planned a mask for HOME's socket at
+    `out/agent.sock` (bwrap then made that file in the project) and binds of HOME's `.git` (red
+    team 7)."""
+    import socket
+
+    from sbox_shim import lean
+
+    root, home = _setup(tmp_path)
+    (home / ".git").mkdir()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(home / "agent.sock"))
+    (root / ".git").mkdir()  # the project's own, which the walks must find
+    # The live control: through the link, both are there for a walk that goes by path.
+    assert (root / "out.x" / ".git").is_dir() and (root / "out.x" / "agent.sock").is_socket()
+    flipper = _flipper(root)
+    seen: set[str] = set()
+    try:
+        for _ in range(3000):
+            seen.update(lean.git_entries(str(root)))
+            seen.update(lean.sockets(str(root)))
+    finally:
+        flipper.kill()
+        flipper.wait()
+        listener.close()
+    assert str(root / ".git") in seen, "the project's own .git was never found: the check would prove nothing"
+    outside = sorted(seen - {str(root / ".git")})
+    assert not outside, f"the walks listed what lies outside the project: {sorted(outside)}"
