@@ -206,7 +206,7 @@ def listing(directory: str) -> Any:
 _LIST_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 
 
-def _entries(fd: int) -> list[Any]:
+def entries(fd: int) -> list[Any]:
     """What the directory open as `fd` holds (DirEntry: name and d_type): the very directory,
     never a path another sandbox could have swapped for a link."""
     try:
@@ -216,13 +216,28 @@ def _entries(fd: int) -> list[Any]:
         return []
 
 
-def _open_in(fd: int, name: str) -> int:
+def open_in(fd: int, name: str, owner: bool = False) -> int:
     """The directory `name` in the one open as `fd`, opened to list; -1 if a link (swapped in
-    since it was listed as a directory) or unreadable."""
+    since it was listed as a directory), missing or unreadable. With `owner`, one of this user's
+    that a sandbox made unreadable to its owner gets its owner's rights back first (reopened
+    through /proc/self/fd: the very directory whose rights were given back)."""
     try:
         return posix.open(name, _LIST_FLAGS, dir_fd=fd)
+    except PermissionError:
+        if not owner:
+            return -1
     except OSError:
         return -1
+    try:
+        handle = posix.open(name, _PATH_FLAGS, dir_fd=fd)
+    except OSError:
+        return -1
+    try:
+        return posix.open(f"/proc/self/fd/{handle}", _LIST_FLAGS) if let_owner_at(handle) else -1
+    except OSError:
+        return -1
+    finally:
+        posix.close(handle)
 
 
 def git_entries(top: str) -> tuple[str, ...]:
@@ -237,17 +252,17 @@ def git_entries(top: str) -> tuple[str, ...]:
         fd = posix.open(top, _LIST_FLAGS)
     except OSError:
         return ()
-    stack = [(top.rstrip("/"), fd, iter(_entries(fd)))]
+    stack = [(top.rstrip("/"), fd, iter(entries(fd)))]
     while stack:
-        path, fd, entries = stack[-1]
-        entry = next(entries, None)
+        path, fd, pending = stack[-1]
+        entry = next(pending, None)
         if entry is None:
             posix.close(stack.pop()[1])
             continue
         if entry.name == ".git":
             found.append(path + "/" + entry.name)
-        elif entry.is_dir(follow_symlinks=False) and (inner := _open_in(fd, entry.name)) >= 0:
-            stack.append((path + "/" + entry.name, inner, iter(_entries(inner))))
+        elif entry.is_dir(follow_symlinks=False) and (inner := open_in(fd, entry.name)) >= 0:
+            stack.append((path + "/" + entry.name, inner, iter(entries(inner))))
     return tuple(sorted(found))
 
 
@@ -265,9 +280,9 @@ def sockets(top: str, depth: int = 2) -> tuple[str, ...]:
     for n in range(depth):
         below = []
         for path, fd in level:
-            for entry in _entries(fd):
+            for entry in entries(fd):
                 if entry.is_dir(follow_symlinks=False):
-                    if n + 1 < depth and (inner := _open_in(fd, entry.name)) >= 0:
+                    if n + 1 < depth and (inner := open_in(fd, entry.name)) >= 0:
                         below.append((path + "/" + entry.name, inner))
                 elif not entry.is_file(follow_symlinks=False) and not entry.is_symlink():
                     try:  # d_type said neither file, dir nor link: a socket, a fifo, a device

@@ -21,7 +21,7 @@ from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
-from sbox_shim.lean import dirname, inside, join, let_owner_along, let_owner_at, let_owner_in, open_along
+from sbox_shim.lean import dirname, entries, inside, join, let_owner_along, let_owner_in, open_along, open_in
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git 
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
 HASH_BYTES = 64 << 20  # a bigger one is known by its identity (a 2 TiB sparse file would take hours to hash)
 MAX_DEPTH = 512  # directories a walk holds open at once (well below the usual 1024 descriptors)
-_LIST_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
-_HANDLE_FLAGS = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
@@ -183,33 +181,11 @@ def _tree(root: str, rel: str, skip: frozenset[str], keep: bool) -> Iterator[tup
 
 
 def _open_listed(fd: int, name: str, owner: bool) -> tuple[int, Iterator[str]] | None:
-    """The directory `name` in `fd`, open (never through a link), and its names, sorted. With
-    `owner` (after the step), one a sandbox made unreadable to its owner gets its owner's rights
-    back to be looked in. None if it cannot be."""
-    try:
-        inner = posix.open(name, _LIST_FLAGS, dir_fd=fd)
-    except PermissionError:
-        if not owner:
-            return None
-        try:
-            handle = posix.open(name, _HANDLE_FLAGS, dir_fd=fd)
-        except OSError:
-            return None
-        try:  # reopened through /proc/self/fd: the very directory whose rights were given back
-            inner = posix.open(f"/proc/self/fd/{handle}", _LIST_FLAGS) if let_owner_at(handle) else -1
-        except OSError:
-            inner = -1
-        finally:
-            posix.close(handle)
-        if inner < 0:
-            return None
-    except OSError:
-        return None
-    try:  # listed through its /proc link: listdir(fd) would dup, check and rewind it first
-        return inner, iter(sorted(posix.listdir(f"/proc/self/fd/{inner}")))
-    except OSError:
-        posix.close(inner)
-        return None
+    """The directory `name` in `fd`, open (never through a link), and its names, sorted; None if
+    it cannot be. With `owner` (after the step), one a sandbox made unreadable to its owner gets
+    its owner's rights back to be looked in (lean.open_in)."""
+    inner = open_in(fd, name, owner)
+    return None if inner < 0 else (inner, iter(sorted(e.name for e in entries(inner))))
 
 
 def _package(root: str) -> bytes | None:
