@@ -10,7 +10,6 @@ and where, is guard/watch.py's. Pure reading: guard/quarantine.py moves what thi
 """
 from __future__ import annotations
 
-import errno
 import posix
 import stat
 import time
@@ -343,7 +342,7 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
     PATH_MAX) is yielded itself, so it is moved, not skipped."""
     from sbox_shim.guard import index
 
-    found = index.scan(top, state_dir)
+    found = index.scan(top, state_dir, stats=True)
     for directory in found.too_deep:
         yield _too_deep(root, directory)
     skipped: dict[str, bool] = {}
@@ -357,18 +356,10 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
 
     seen: set[str] = set()
     moved: list[str] = []  # NESTED directories yielded whole: what is in them goes with them
-    candidates = [(e.path, e.name, e) for e in found.listed]
-    candidates += [(p, _basename(p), None) for p in found.nested]
-    for path, name, e in candidates:
+    for path, name, st in found.listed:
         if path in seen or in_skip(dirname(path)) or any(inside(path, d) for d in moved):
             continue
         seen.add(path)
-        try:
-            st = e.stat(follow_symlinks=False) if e is not None else posix.lstat(path)
-        except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
-                yield _too_deep(root, path)
-            continue
         fmt = stat.S_IFMT(st.st_mode)
         nested = name in NESTED and path not in skip
         # an sbox project of its own below the top (its config made or changed by the step) is the
@@ -379,17 +370,41 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         if special and st.st_ctime_ns >= since_ns:
             if fmt == stat.S_IFDIR:
                 moved.append(path)
-            yield _relative(path, root), _entry(path, st, keep=False)
+            yield _relative(path, root), _found(root if inside(top, root) else top, path, st)
+
+
+def _found(base: str, path: str, st: posix.stat_result) -> Entry:
+    """The Entry of what a walk found at `path`, given its lstat: a file read (for its digest) or
+    a link read in its directory reached from `base` (the project, or a writable part outside
+    it) without following a link, as the walk reached it."""
+    if stat.S_ISDIR(st.st_mode):
+        return _entry_at(None, path, st, keep=False)  # nothing read
+    rel = path[len(base.rstrip("/")) + 1:]
+    try:
+        fd = open_along(base, dirname(rel))
+    except OSError:  # no longer there as it was: its identity only
+        return Entry(KINDS.get(stat.S_IFMT(st.st_mode), "other"), st.st_mode,
+                     (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink))
+    try:
+        return _entry_at(fd, _basename(rel), st, keep=False)
+    finally:
+        posix.close(fd)
 
 
 def _too_deep(root: str, directory: str) -> tuple[str, Entry]:
-    """An ancestor of `directory` well within reach of a path (at most 64 levels down, where no
-    real tree goes): moved whole, with everything under it."""
-    rel = _relative(directory, root)
-    parts = rel.split("/")
-    cut = "/".join(parts[:min(max(1, len(parts) // 2), 64)])
-    st = posix.lstat(join(root, cut))
-    return cut, _entry(join(root, cut), st, keep=False)
+    """An ancestor of `directory` (below MAX_DEPTH levels in a writable part) well within reach
+    of a path (at most 64 levels down and 2,048 characters, where no real tree goes): moved
+    whole, with everything under it. Reached from `root` without following a link."""
+    parts = _relative(directory, root).split("/")
+    n = min(max(1, len(parts) // 2), 64)
+    while n > 1 and len("/".join(parts[:n])) > 2048:
+        n -= 1
+    head, name = "/".join(parts[:n - 1]), parts[n - 1]
+    fd = open_along(root, head)
+    try:
+        return "/".join(parts[:n]), _entry_at(fd, name, posix.stat(name, dir_fd=fd, follow_symlinks=False), keep=False)
+    finally:
+        posix.close(fd)
 
 
 def _printable(text: str) -> str:

@@ -4,11 +4,17 @@ Listing every entry of node_modules (20,000 files: about 25 ms, 85 ms with an ls
 and after each step was most of a warm run. A directory's ctime changes whenever an entry is
 created, removed or renamed in it, and no process can set a ctime back. So each walk keeps, in
 sbox's state directory (kept.py's private files, which no sandbox can write), every directory's
-(device, inode, ctime) and the NESTED entries (.git, .envrc, HEAD) it holds; the next walk lstats
-each kept directory top-down and lists only those that changed, plus each one whose ctime is
+(device, inode, ctime) and the NESTED entries (.git, .envrc, HEAD) it holds; the next walk looks
+at each kept directory top-down and lists only those that changed, plus each one whose ctime is
 within SLACK_NS of the walk that kept it (file times come from a coarse clock: a change in the
 same tick would leave the same ctime), and every directory below a new one. Links are never
 followed; `.git` directories are not entered (each is a read-only bind in the sandbox).
+
+The walk goes through directory descriptors, each directory opened in its parent without
+following a link, and keeps for each path the identity of the directory it opened there. A walk
+by path kept, for a directory another sandbox had just swapped an ancestor of for a link, the
+identity seen before the swap with the listing of what the link led to: every later walk then
+took the real directory, and a plant in it, as unchanged.
 
 What a walk does not see is a change to an existing entry of an unchanged directory: its content
 (the guard hashes the host-executed names apart, and lstats every known NESTED entry itself) or
@@ -33,20 +39,23 @@ NESTED = (".git", ".envrc", "HEAD")  # guard.NESTED: what git or direnv act on a
 PROJECTS = ("sbox.yaml", ".sbox.yaml")  # config.CONFIG_NAMES: a project of its own (guard.before)
 KEPT = NESTED + PROJECTS + ("pyproject.toml",)  # the names a walk keeps the paths of ([tool.sbox] opts in too)
 SLACK_NS = 50_000_000  # as guard.SLACK_NS: file times lag time.time_ns() by up to a tick
+MAX_DEPTH = 512  # as guard.MAX_DEPTH: directories a walk holds open at once
+LIST_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC  # "." of an O_PATH descriptor
+PATH_FLAGS = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 DIR = 0o040000
 
 
 class Scan:
-    """One walk: `listed` holds the entries of every directory listed this time (os.DirEntry:
-    lstat them with `.stat(follow_symlinks=False)`), `nested` every NESTED entry in the tree,
-    `too_deep` the directories too deep to open by path, `complete` whether every directory was
-    listed or confirmed unchanged."""
+    """One walk: `listed` holds, when asked for (`stats`), every entry of each directory listed
+    this time and each known KEPT entry of the others, as (path, name, lstat result); `nested`
+    every NESTED entry in the tree, `too_deep` the directories deeper than MAX_DEPTH (not
+    entered), `complete` whether every directory was listed or confirmed unchanged."""
 
     __slots__ = ("listed", "nested", "too_deep", "complete", "lists")
 
     def __init__(self) -> None:
         self.lists = 0  # directories listed
-        self.listed: list[Any] = []
+        self.listed: list[tuple[str, str, Any]] = []
         self.nested: list[str] = []
         self.too_deep: list[str] = []
         self.complete = True
@@ -81,14 +90,15 @@ def known(top: str, state_dir: str) -> list[str]:
     return list(scan(top, state_dir).nested) if where else []
 
 
-def scan(top: str, state_dir: str | None) -> Scan:
-    """Walk `top` against its kept index (none: a full walk) and keep the new one."""
+def scan(top: str, state_dir: str | None, stats: bool = False) -> Scan:
+    """Walk `top` against its kept index (none: a full walk) and keep the new one; with `stats`,
+    note what the walk lists (Scan.listed)."""
     where = path_of(top, state_dir) if state_dir else None
     old = (_READ.pop(where) if where in _READ else kept.read_private(where)) if where else None
     if not (isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top):
         old = {"time": 0, "dirs": {}, "nested": []}
     started = time.time_ns()
-    result, dirs = _walk(top, old)
+    result, dirs = _walk(top, old, stats)
     if result.lists or dirs != old["dirs"] or not result.complete:  # else the kept index still holds
         _keep(where, top, started, dirs, result)
     return result
@@ -105,66 +115,133 @@ def _keep(where: str | None, top: str, started: int, dirs: dict[str, tuple[int, 
         kept.remove(where)
 
 
-def _walk(top: str, old: dict[str, Any]) -> tuple[Scan, dict[str, tuple[int, int, int]]]:
+def _walk(top: str, old: dict[str, Any], stats: bool) -> tuple[Scan, dict[str, tuple[int, int, int]]]:
+    """Depth-first through directory descriptors, each opened in its parent without following a
+    link: the identity kept for a path is that of the very directory listed (or confirmed
+    unchanged) there. A directory another sandbox swaps for a link, or moves, while the walk
+    passes is missed this once (the walk is then incomplete: nothing is kept), never recorded
+    with what another directory held."""
     kept_dirs: dict[str, tuple[int, int, int]] = old["dirs"]
     settled = int(old["time"]) - SLACK_NS  # a kept ctime before this cannot hide a later change
-    children: dict[str, list[str]] = {}
+    below: dict[str, list[str]] = {}  # kept directory -> the names of its kept subdirectories
     for p in kept_dirs:
         if p != top:
-            children.setdefault(lean.dirname(p), []).append(p)
+            below.setdefault(lean.dirname(p), []).append(p[p.rfind("/") + 1:])
     nested_in: dict[str, list[str]] = {}
     for p in old["nested"]:
-        nested_in.setdefault(lean.dirname(p), []).append(p)
+        nested_in.setdefault(lean.dirname(p), []).append(p[p.rfind("/") + 1:])
     out = Scan()
     dirs: dict[str, tuple[int, int, int]] = {}
     try:
         st = posix.lstat(top)
-    except OSError as exc:
+    except OSError:
         out.complete = False
-        if exc.errno == 36:  # ENAMETOOLONG
-            out.too_deep.append(top)
         return out, dirs
     if st.st_mode & 0o170000 != DIR:
         return out, dirs
-    stack = [(top, (st.st_dev, st.st_ino, st.st_ctime_ns))]
-    while stack:
-        directory, ident = stack.pop()
-        dirs[directory] = ident
-        if kept_dirs.get(directory) == ident and ident[2] < settled:
-            out.nested += nested_in.get(directory, ())  # the same names as when kept
-            for child in children.get(directory, ()):
-                try:
-                    cst = posix.lstat(child)
-                except OSError as exc:
-                    if exc.errno == 36:
-                        out.too_deep.append(child)
-                    out.complete = False  # an unchanged directory lost an entry: not as kept
+    fd = _open_top(top)
+    if fd < 0:
+        out.complete = False
+        return out, dirs
+    stack = [(top, fd, iter(_enter(fd, top, out, dirs, kept_dirs, settled, below, nested_in, stats)))]
+    try:
+        while stack:
+            path, fd, pending = stack[-1]
+            name = next(pending, None)
+            if name is None:
+                posix.close(stack.pop()[1])
+                continue
+            child = path + "/" + name
+            if len(stack) >= MAX_DEPTH:
+                out.too_deep.append(child)
+                out.complete = False
+                continue
+            ident = kept_dirs.get(child)
+            if ident is not None and ident[2] < settled and child not in below and child not in nested_in:
+                try:  # a kept leaf: its lstat in the parent's descriptor tells whether it changed
+                    cst = posix.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    cst = None
+                if cst is not None and (cst.st_dev, cst.st_ino, cst.st_ctime_ns) == ident:
+                    dirs[child] = ident
                     continue
-                if cst.st_mode & 0o170000 == DIR:
-                    stack.append((child, (cst.st_dev, cst.st_ino, cst.st_ctime_ns)))
-            continue
-        try:
-            entries = lean.listing(directory)
-        except OSError as exc:
-            if exc.errno == 36:
-                out.too_deep.append(directory)
-            out.complete = False
-            continue
-        out.lists += 1
-        with entries:
-            for entry in entries:
-                out.listed.append(entry)
-                if entry.name in KEPT:
-                    out.nested.append(entry.path)
-                if entry.name == ".git" or not entry.is_dir(follow_symlinks=False):
-                    continue
-                try:
-                    est = entry.stat(follow_symlinks=False)
-                except OSError as exc:
-                    if exc.errno == 36:
-                        out.too_deep.append(entry.path)
-                    out.complete = False
-                    continue
-                stack.append((entry.path, (est.st_dev, est.st_ino, est.st_ctime_ns)))
+            try:
+                inner = posix.open(name, PATH_FLAGS, dir_fd=fd)
+            except OSError:  # swapped for a link, moved or removed since it was seen: not as kept
+                out.complete = False
+                continue
+            stack.append((child, inner, iter(_enter(inner, child, out, dirs, kept_dirs, settled, below,
+                                                    nested_in, stats))))
+    finally:
+        for _, fd, _ in stack:
+            posix.close(fd)
     out.nested.sort()
     return out, dirs
+
+
+def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
+           kept_dirs: dict[str, tuple[int, int, int]], settled: int, below: dict[str, list[str]],
+           nested_in: dict[str, list[str]], stats: bool) -> list[str]:
+    """Note the directory open as `fd` (at `path`) and return the names of its subdirectories
+    to walk: those kept, if it is unchanged since it was kept; else those it lists."""
+    st = posix.fstat(fd)
+    ident = (st.st_dev, st.st_ino, st.st_ctime_ns)
+    dirs[path] = ident
+    if kept_dirs.get(path) == ident and ident[2] < settled:
+        for name in nested_in.get(path, ()):  # the same names as when kept
+            out.nested.append(path + "/" + name)
+            if stats:
+                try:
+                    out.listed.append((path + "/" + name, name, posix.stat(name, dir_fd=fd, follow_symlinks=False)))
+                except OSError:
+                    pass
+        return below.get(path, [])
+    entries = _listing(fd)
+    if entries is None:
+        out.complete = False
+        return []
+    out.lists += 1
+    subdirs = []
+    for name, is_dir in entries:
+        if name in KEPT:
+            out.nested.append(path + "/" + name)
+        if stats:
+            try:
+                out.listed.append((path + "/" + name, name, posix.stat(name, dir_fd=fd, follow_symlinks=False)))
+            except OSError:
+                pass
+        if is_dir and name != ".git":
+            subdirs.append(name)
+    return subdirs
+
+
+def _open_top(top: str) -> int:
+    """An O_PATH descriptor of `top`, not through a last link; -1 if it cannot be opened."""
+    try:
+        return posix.open(top, PATH_FLAGS)
+    except OSError:
+        return -1
+
+
+def _listing(fd: int) -> list[Any] | None:
+    """The entries of the directory `fd` holds (an O_PATH descriptor: looking in an unchanged
+    directory needs no more), opened again to list it; one of this user's that a sandbox made
+    unreadable to its owner gets its owner's rights back first. None if it cannot be listed."""
+    try:
+        listed = posix.open(".", LIST_FLAGS, dir_fd=fd)
+    except PermissionError:
+        if not lean.let_owner_at(fd):
+            return None
+        try:
+            listed = posix.open(".", LIST_FLAGS, dir_fd=fd)
+        except OSError:
+            return None
+    except OSError:
+        return None
+    try:
+        with posix.scandir(listed) as listing:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+    except OSError:
+        return None
+    finally:
+        posix.close(listed)

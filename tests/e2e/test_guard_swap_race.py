@@ -155,3 +155,58 @@ def test_the_plan_s_walks_never_list_what_a_swapped_in_link_leads_to(tmp_path: P
     assert str(root / ".git") in seen, "the project's own .git was never found: the check would prove nothing"
     outside = sorted(seen - {str(root / ".git")})
     assert not outside, f"the walks listed what lies outside the project: {sorted(outside)}"
+
+
+FLIP_SUB = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(sys.argv[1])
+print("flipping", flush=True)
+while True:
+    libc.renameat2(-100, b"sub", -100, b"sub.x", 2)  # RENAME_EXCHANGE: `sub` is the dir or the link
+"""
+
+
+def test_the_index_never_keeps_a_directory_as_walked_when_a_link_was_listed(tmp_path: Path) -> None:
+    """The guard's walk of a writable part keeps each directory's identity and ctime, and later
+    walks skip a directory whose own are unchanged. A walk by path noted `w/sub/x` while `sub` was
+    the directory and listed it while `sub` was a link to HOME's `sub`: the index then said the
+    project's `x` had been seen without its `.git`, and every later walk (the guard after each
+    step, the plan's check for `.git` entries to keep read-only) skipped it as unchanged."""
+    from sbox_shim import kept
+    from sbox_shim.guard import index
+
+    home = tmp_path / "home"
+    (home / "sub" / "x").mkdir(parents=True)  # the same names, without the plant
+    top = tmp_path / "project" / "w"
+    (top / "sub" / "x" / ".git").mkdir(parents=True)  # the plant, made by an earlier step
+    (top / "sub.x").symlink_to(home / "sub")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    x = os.lstat(top / "sub" / "x")
+    real = (x.st_dev, x.st_ino, x.st_ctime_ns)  # `x` is never renamed: this stays its identity
+    where = index.path_of(str(top), str(state))
+    assert where
+    flipper = subprocess.Popen([sys.executable, "-c", FLIP_SUB, str(top)], stdout=subprocess.PIPE, text=True)
+    assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+    poisoned = walked = through_link = 0
+    try:
+        for _ in range(4000):
+            # The live control: by path, `sub/x` is now and then HOME's, without the plant.
+            through_link += not os.path.lexists(top / "sub" / "x" / ".git")
+            kept.remove(where)  # a first walk of the tree each time
+            scan = index.scan(str(top), str(state))
+            record = kept.read_private(where)
+            if not isinstance(record, dict):
+                continue  # incomplete (a directory swapped away mid-walk): nothing kept
+            if record["dirs"].get(str(top / "sub" / "x")) == real:
+                walked += 1
+                if str(top / "sub" / "x" / ".git") not in record["nested"] or \
+                        str(top / "sub" / "x" / ".git") not in scan.nested:
+                    poisoned += 1
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert through_link, "the swap never showed HOME's directory by path: the check would prove nothing"
+    assert walked, "the project's `x` was never walked: the check would prove nothing"
+    assert not poisoned, f"{poisoned} of {walked} walks kept the project's `x` as seen, without its `.git`"

@@ -90,21 +90,34 @@ def test_an_index_sbox_did_not_keep_is_not_used(tmp_path: Path) -> None:
     assert index.path_of(str(root), str(root / "state")) is None  # never kept inside the tree it walks
 
 
-def test_a_tree_that_could_not_be_listed_keeps_no_index(tmp_path: Path) -> None:
-    root, state = tree(tmp_path)
-    index.scan(str(root), str(state))
-    where = index.path_of(str(root), str(state))
-    assert where and os.path.exists(where)
-    names = ["d" * 200] * 25  # deeper than PATH_MAX lets a path reach: made through fds
-    fd = os.open(root / "node_modules" / "b", os.O_RDONLY)
+def _nest(top: Path, names: list[str]) -> None:
+    """Directories one in another, made through descriptors (deeper than a path may reach)."""
+    fd = os.open(top, os.O_RDONLY)
     try:
         for name in names:
             os.mkdir(name, dir_fd=fd)
             next_fd = os.open(name, os.O_RDONLY, dir_fd=fd)
             os.close(fd)
             fd = next_fd
+        os.mkfifo("fifo", dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def test_a_tree_deeper_than_a_path_reaches_is_walked(tmp_path: Path) -> None:
+    root, state = tree(tmp_path)
+    _nest(root / "node_modules" / "b", ["d" * 200] * 25)  # 5,000 characters: past PATH_MAX
+    scan = index.scan(str(root), str(state), stats=True)
+    assert scan.complete and not scan.too_deep
+    assert [p for p, name, _ in scan.listed if name == "fifo"] == [str(root / "node_modules" / "b") + ("/" + "d" * 200) * 25 + "/fifo"]
+
+
+def test_a_tree_that_could_not_be_listed_keeps_no_index(tmp_path: Path) -> None:
+    root, state = tree(tmp_path)
+    index.scan(str(root), str(state))
+    where = index.path_of(str(root), str(state))
+    assert where and os.path.exists(where)
+    _nest(root / "node_modules" / "b", ["d"] * (index.MAX_DEPTH + 8))  # deeper than a walk holds directories open
     scan = index.scan(str(root), str(state))
     assert not scan.complete and scan.too_deep
     assert not os.path.exists(where)
