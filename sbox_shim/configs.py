@@ -91,17 +91,16 @@ def git_configs(root: str, gits: Iterable[str] = ()) -> list[Mount]:
     More than MAX_REDACTED of them (or more than MAX_GIT_WALK directories to look at): each git
     directory's `modules/` is hidden instead (an empty directory: git does not work inside
     submodules there); still too many, UsageError."""
-    configs, _, complete = _git_walk(root, gits)
+    configs, _, complete, _ = _git_walk(root, gits)
     if len(configs) <= MAX_REDACTED and complete:
         return [Mount(c, c, kind="redact") for c in configs]
-    configs, _, complete = _git_walk(root, gits, submodules=False)
+    configs, _, complete, modules = _git_walk(root, gits, submodules=False)
     if len(configs) > MAX_REDACTED or not complete:
         from sbox_shim.errors import UsageError
 
         raise UsageError(f"{root}: more than {MAX_REDACTED} git configs to show without their credentials "
                          "(nested repositories); nothing ran")
-    hidden = [Mount("", os.path.join(g, "modules"), readonly=False, kind="tmpfs")
-              for g in dict.fromkeys([os.path.join(root, ".git"), *gits]) if _is(os.path.join(g, "modules"), stat.S_ISDIR)]
+    hidden = [Mount("", m, readonly=False, kind="tmpfs") for m in modules]
     return [Mount(c, c, kind="redact") for c in configs] + hidden
 
 
@@ -110,49 +109,154 @@ def git_config_facts(root: str, mounts: Sequence[Mount]) -> list[tuple[str, str]
     step's mounts protect (a writable project's): a repository, a config, a worktree or a
     submodule that appears later must not be shown as it is by a kept plan."""
     gits = [m.source for m in mounts if m.kind == "bind" and m.readonly and m.source != root and inside(m.source, root)
-            and _is(os.path.join(m.source, "HEAD"), stat.S_ISREG)]
+            and _git_dir(root, m.source)]
     hidden = any(m.kind == "tmpfs" and os.path.basename(m.target) == "modules" and inside(m.target, root)
                  for m in mounts)
     return _git_walk(root, gits, submodules=not hidden)[1]
 
 
 def _git_walk(root: str, gits: Iterable[str],
-              submodules: bool = True) -> tuple[list[str], list[tuple[str, str]], bool]:
+              submodules: bool = True) -> tuple[list[str], list[tuple[str, str]], bool, list[str]]:
     """(the config files git_configs shows redacted, where each really is; the facts that would
-    change with them; whether the walk looked at every directory)."""
+    change with them; whether the walk looked at every directory; each git directory's `modules`
+    directory).
+
+    Each directory is reached from the project root one directory at a time without following a
+    link (opened in the one before it; a git directory outside the project, by path: no sandbox
+    writes there), and what is in it is looked at through that descriptor. A sandbox writing the
+    project (a dev server) could otherwise swap a directory on the way to a nested repository for
+    a link while sbox plans another step, so that its config looked absent and was left unredacted
+    in that step's sandbox, in every later run of a kept plan as well. A directory the plan found
+    (`gits`, the project's `.git`) that is no longer reached so is an error: nothing runs."""
     top = os.path.join(root, ".git")
     stack = [top, *gits]
     found: list[str] = []
     facts = [("type", top), ("type", os.path.join(top, "config"))]
     seen: set[str] = set()
+    modules: list[str] = []
     while stack and len(seen) < MAX_GIT_WALK:
         d = stack.pop()
-        if d in seen or not _is(d, stat.S_ISDIR):
+        if d in seen:
+            continue
+        fd = _open_dir(root, d)
+        if fd is None:
             continue
         seen.add(d)
-        if _is(os.path.join(d, "HEAD"), stat.S_ISREG) or d == top:  # a git directory
-            configs = [os.path.join(d, "config"), os.path.join(d, "config.worktree")]
-            configs += [os.path.join(w, "config.worktree") for w in _subdirs(os.path.join(d, "worktrees"))]
-            found += [p for p in (_shown(p, root) for p in configs) if p]
-            facts += [("type", p) for p in configs]
-            facts += [("names", os.path.join(d, "modules")), ("names", os.path.join(d, "worktrees"))]
-            if submodules:
-                stack.append(os.path.join(d, "modules"))
-            continue
-        facts.append(("names", d))  # modules/, or a directory of submodule names (modules/libs/core)
-        config = os.path.join(d, "config")  # ... or a submodule's git directory without its HEAD
-        found += [p for p in [_shown(config, root)] if p]
-        facts.append(("type", config))
-        stack += _subdirs(d)
-    return sorted(set(found)), list(dict.fromkeys(facts)), not stack
+        try:
+            if d == top or _at(fd, "HEAD", stat.S_ISREG):  # a git directory
+                configs = [(fd, "config", os.path.join(d, "config")),
+                           (fd, "config.worktree", os.path.join(d, "config.worktree"))]
+                worktrees = _open_in(fd, "worktrees")
+                opened = [(w, n) for n in _names(worktrees, dirs_only=True)
+                          if (w := _open_in(worktrees, n)) is not None]
+                try:
+                    configs += [(w, "config.worktree", os.path.join(d, "worktrees", n, "config.worktree"))
+                                for w, n in opened]
+                    found += [p for p in (_shown(at, name, path, root) for at, name, path in configs) if p]
+                    facts += [("type", path) for _, _, path in configs]
+                finally:
+                    for w, _ in opened:
+                        os.close(w)
+                    if worktrees is not None:
+                        os.close(worktrees)
+                facts += [("names", os.path.join(d, "modules")), ("names", os.path.join(d, "worktrees"))]
+                if _at(fd, "modules", stat.S_ISDIR):
+                    modules.append(os.path.join(d, "modules"))
+                if submodules:
+                    stack.append(os.path.join(d, "modules"))
+                continue
+            facts.append(("names", d))  # modules/, or a directory of submodule names (modules/libs/core)
+            config = os.path.join(d, "config")  # ... or a submodule's git directory without its HEAD
+            found += [p for p in [_shown(fd, "config", config, root)] if p]
+            facts.append(("type", config))
+            stack += [os.path.join(d, n) for n in _names(fd, dirs_only=True)]
+        finally:
+            os.close(fd)
+    return sorted(set(found)), list(dict.fromkeys(facts)), not stack, modules
 
 
-def _shown(path: str, root: str) -> str | None:
-    """Where the config at `path` is seen in a sandbox: itself, a regular file; for a link, the
-    regular file it leads to in the project or the toolchain (read redacted there, never shown
-    through the link as it is); None when there is nothing a sandbox could read."""
+_PATH = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _git_dir(root: str, d: str) -> bool:
+    """Is `d` a git directory (a HEAD in it), reached as _open_dir reaches it?"""
+    fd = _open_dir(root, d)
+    if fd is None:
+        return False
     try:
-        mode = os.lstat(path).st_mode
+        return _at(fd, "HEAD", stat.S_ISREG)
+    finally:
+        os.close(fd)
+
+
+def _open_dir(root: str, d: str) -> int | None:
+    """An O_PATH descriptor of the directory `d`: below `root`, reached from it without following
+    a link; elsewhere (a git directory outside the project), by path with no last link. None if
+    `d` is missing or not a directory (a `.git` file or link). UsageError if a directory on its
+    way inside the project no longer is one: each was there when the plan found `d` (a link
+    swapped in or the directory moved away since, by another sandbox writing this project)."""
+    if not inside(d, root) or d == root:
+        try:
+            return os.open(d, _PATH)
+        except OSError:
+            return None
+    from sbox_shim.lean import open_along
+
+    parent, name = os.path.split(os.path.relpath(d, root))
+    try:
+        fd = open_along(root, parent)
+    except OSError:
+        from sbox_shim.errors import UsageError
+
+        raise UsageError(f"{os.path.join(root, parent)}: no longer a directory reached without a link (changed "
+                         "while sbox planned: another sandbox writing this project?); nothing ran") from None
+    try:
+        return _open_in(fd, name)
+    finally:
+        os.close(fd)
+
+
+def _open_in(fd: int | None, name: str) -> int | None:
+    """The directory `name` in the one `fd` holds, not through a link; None if it is not one."""
+    if fd is None:
+        return None
+    try:
+        return os.open(name, _PATH, dir_fd=fd)
+    except OSError:
+        return None
+
+
+def _names(fd: int | None, dirs_only: bool = False) -> list[str]:
+    """What the directory `fd` holds (only its subdirectories, not through a link, with `dirs_only`)."""
+    if fd is None:
+        return []
+    try:
+        listed = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        return []
+    try:
+        with os.scandir(listed) as it:
+            return sorted(e.name for e in it if not dirs_only or e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+    finally:
+        os.close(listed)
+
+
+def _at(fd: int, name: str, test: Callable[[int], bool]) -> bool:
+    try:
+        return test(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _shown(fd: int, name: str, path: str, root: str) -> str | None:
+    """Where the config `name` in the directory `fd` holds (at `path`) is seen in a sandbox:
+    itself, a regular file; for a link, the regular file it leads to in the project or the
+    toolchain (read redacted there, never shown through the link as it is); None when there is
+    nothing a sandbox could read."""
+    try:
+        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
     except OSError:
         return None
     if stat.S_ISREG(mode):
@@ -164,13 +268,6 @@ def _shown(path: str, root: str) -> str | None:
     real = os.path.realpath(path)
     visible = inside(real, os.path.realpath(root)) or in_toolchain(real)
     return real if visible and _is(real, stat.S_ISREG) else None
-
-
-def _subdirs(d: str) -> list[str]:
-    try:
-        return [e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
 
 
 def _is(path: str, test: Callable[[int], bool]) -> bool:
