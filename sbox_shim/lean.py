@@ -80,11 +80,12 @@ def git_dirs(dotgit: str) -> tuple[str, ...]:
     return (found,) if common is None or common == found else (found, common)
 
 
-def _pointer(path: str, prefix: str) -> str | None:
+def _pointer(path: str, prefix: str, at: int | None = None, base: str = "") -> str | None:
     """The path a small pointer file names (`gitdir: X`, commondir's `X`), made absolute against
-    the file's directory; None if it cannot be read or says nothing."""
+    the file's directory (`base`, when the file is `path` in the directory open as `at`); None
+    if it cannot be read or says nothing."""
     try:  # never blocks on a FIFO, reads nothing but a regular file
-        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC, dir_fd=at)
     except OSError:
         return None
     try:
@@ -98,7 +99,16 @@ def _pointer(path: str, prefix: str) -> str | None:
     line = text.splitlines()[0].strip() if text.strip() else ""
     if not line.startswith(prefix) or not line[len(prefix):].strip():
         return None
-    return normpath(join(dirname(path), line[len(prefix):].strip()))
+    return normpath(join(base if at is not None else dirname(path), line[len(prefix):].strip()))
+
+
+def pointer(path: str, prefix: str) -> str | None:
+    return _pointer(path, prefix)
+
+
+def pointer_at(fd: int, name: str, base: str, prefix: str) -> str | None:
+    """_pointer for the file `name` in the directory open as `fd`, whose path is `base`."""
+    return _pointer(name, prefix, fd, base)
 
 
 def makedirs(path: str, mode: int = 0o777) -> None:

@@ -95,18 +95,104 @@ def _with_git_dirs(root: str, gits: tuple[str, ...]) -> tuple[str, ...]:
     """`gits` and the git directories inside the project their `.git` files name (`gitdir: ../repos/sub`,
     a bare `.bare` of worktrees, and its common directory): git runs their hooks and config as it
     runs a `.git` directory's, so they stay read-only too, bound where they really are when the
-    name goes through a link (`gitdir: g2`, `g2 -> gd.git`)."""
+    name goes through a link (`gitdir: g2`, `g2 -> gd.git`).
+
+    Each `.git` file is read, and each directory it names reached, from the project root one
+    directory at a time without following a link: by path, another sandbox writing the project
+    that swapped `repos/` for a link to HOME made `repos/sub.git` look outside the project, and
+    it was left writable. A directory on the way to a `.git` file that is no longer one, or a
+    name that leads out of the project through a link, stops the plan (UsageError)."""
     out = list(gits)
     real_root = os.path.realpath(root)
     for g in gits:
-        for named in lean.git_dirs(g):
-            real = os.path.realpath(named)  # as git reaches it, through any link on the way
-            if named == g or not lean.inside(real, real_root) or real == real_root:
-                continue
-            rel = os.path.relpath(real, real_root)
-            if kind(root, rel) == "dir":
-                out.append(os.path.join(root, rel))
+        for named in _named(root, g):
+            found = _git_dir_in(root, real_root, named)
+            if found is not None and found != g:
+                out.append(found)
     return tuple(sorted(set(out)))
+
+
+def _named(root: str, g: str) -> tuple[str, ...]:
+    """What the `.git` entry `g` (found below `root`) names, as lean.git_dirs reads it: for a
+    file, its git directory and that one's common directory. Each file is read in its directory
+    reached from `root` without following a link (by path outside the project)."""
+    rel = os.path.relpath(g, root)
+    if rel == ".." or rel.startswith("../"):
+        return lean.git_dirs(g)
+    fd = _open_at(root, os.path.dirname(rel))
+    try:
+        mode = os.stat(os.path.basename(rel), dir_fd=fd, follow_symlinks=False).st_mode
+    except OSError:
+        mode = 0
+    try:
+        if not stat.S_ISREG(mode):
+            return ()
+        found = lean.pointer_at(fd, os.path.basename(rel), os.path.dirname(g), "gitdir:")
+    finally:
+        os.close(fd)
+    if found is None:
+        return ()
+    frel = os.path.relpath(found, root)
+    if frel == ".." or frel.startswith("../"):  # outside the project: no sandbox writes there
+        common_dir = lean.pointer(os.path.join(found, "commondir"), "")
+    else:
+        try:
+            at = lean.open_along(root, frel)
+        except OSError:
+            return (found,)  # missing, or a link on the way: _git_dir_in looks again
+        try:
+            common_dir = lean.pointer_at(at, "commondir", found, "")
+        finally:
+            os.close(at)
+    return (found,) if common_dir is None or common_dir == found else (found, common_dir)
+
+
+def _open_at(root: str, rel: str) -> int:
+    """lean.open_along, the plan stopped (UsageError) where a directory on the way is no longer one."""
+    try:
+        return lean.open_along(root, rel)
+    except OSError:
+        raise _changed(os.path.join(root, rel)) from None
+
+
+def _git_dir_in(root: str, real_root: str, named: str) -> str | None:
+    """The directory `named` (absolute, normalized) as the plan binds it: itself when it lies in
+    the project with no link on its way; where it really is when a link the host made leads
+    elsewhere in the project; None when it is missing, or lies outside the project by name."""
+    if not lean.inside(named, root) or named == root:
+        real = os.path.realpath(named)
+        if lean.inside(real, real_root) and real != real_root and kind(root, os.path.relpath(real, real_root)) == "dir":
+            return os.path.join(root, os.path.relpath(real, real_root))
+        return None
+    rel = os.path.relpath(named, root)
+    try:
+        os.close(lean.open_along(root, rel))
+        return named
+    except FileNotFoundError:
+        return None  # a `.git` file naming a directory that is gone (a pruned worktree)
+    except OSError:
+        pass  # a link on the way: where it leads
+    try:
+        real = os.path.realpath(named)
+    except OSError:  # a link that is no longer one as it is read
+        raise _changed(named) from None
+    if not lean.inside(real, real_root) or real == real_root:
+        from sbox_shim.errors import UsageError
+
+        raise UsageError(f"{named}: a git directory named by a .git file in the project, reached through a link "
+                         f"that leads outside the project ({real}); sbox cannot keep it read-only; nothing ran")
+    try:
+        os.close(lean.open_along(root, os.path.relpath(real, real_root)))
+    except OSError:
+        raise _changed(named) from None
+    return os.path.join(root, os.path.relpath(real, real_root))
+
+
+def _changed(path: str) -> Exception:
+    from sbox_shim.errors import UsageError
+
+    return UsageError(f"{path}: no longer a directory reached without a link (changed while sbox planned: "
+                      "another sandbox writing this project?); nothing ran")
 
 
 def writable_dirs(root: str, writable: bool | tuple[str, ...]) -> tuple[str, ...]:

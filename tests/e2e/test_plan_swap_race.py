@@ -63,3 +63,49 @@ def test_a_nested_repository_s_config_is_never_left_unredacted_by_a_swap(tmp_pat
     assert through_link, "the swap never showed HOME's directory by path: the check would prove nothing"
     assert shown, "the config was never planned redacted: the check would prove nothing"
     assert not left, f"{left} of {shown + left} plans left the nested repository's config unredacted ({refused} refused)"
+
+
+FLIP_REPOS = FLIP.replace('b"sub"', 'b"repos"').replace('b"sub.x"', 'b"repos.x"')
+
+
+def test_a_git_directory_a_git_file_names_is_never_left_writable_by_a_swap(tmp_path: Path) -> None:
+    """`sub/.git` says `gitdir: ../repos/sub.git`: git runs that directory's hooks and config in
+    `sub`, so a writable step gets it read-only (tree.inspect's gits). Found by path, `repos`
+    swapped for a link to HOME's made it lie outside the project, and it was left writable."""
+    home = tmp_path / "home"
+    (home / "repos").mkdir(parents=True)
+    root = tmp_path / "project"
+    gitdir = root / "repos" / "sub.git"
+    (gitdir / "hooks").mkdir(parents=True)
+    (gitdir / "HEAD").write_text("ref: refs/heads/main\n")
+    (root / "sub").mkdir()
+    (root / "sub" / ".git").write_text("gitdir: ../repos/sub.git\n")
+    (root / "repos.x").symlink_to(home / "repos")
+    assert str(gitdir) in tree.inspect(str(root), True).gits  # the control: unraced, it is protected
+    flipper = subprocess.Popen([sys.executable, "-c", FLIP_REPOS, str(root)], stdout=subprocess.PIPE, text=True)
+    assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+    kept = refused = left = through_link = 0
+    crashed: list[str] = []
+    try:
+        for _ in range(3000):
+            through_link += not os.path.isdir(gitdir)
+            try:
+                gits = tree.inspect(str(root), True).gits
+            except UsageError as exc:
+                assert "outside the project" in str(exc) or "no longer" in str(exc), str(exc)
+                refused += 1
+                continue
+            except OSError as exc:  # planning failing with a traceback, not a line
+                crashed.append(repr(exc))
+                continue
+            if str(gitdir) in gits:
+                kept += 1
+            elif str(root / "sub" / ".git") in gits:  # the walk saw `sub/.git`, and not where it leads
+                left += 1
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert through_link, "the swap never showed HOME's directory by path: the check would prove nothing"
+    assert kept, "the git directory was never protected: the check would prove nothing"
+    assert not left, f"{left} of {kept + left} plans left the git directory writable ({refused} refused)"
+    assert not crashed, f"{len(crashed)} plans failed with an exception: {sorted(set(crashed))[:3]}"

@@ -86,6 +86,28 @@ def test_inspect_finds_every_git_without_following_links(project: Path) -> None:
     assert facts.hooks == (str(project / ".husky"),)
 
 
+def test_a_git_directory_named_through_a_link_out_of_the_project_stops_the_plan(project: Path, tmp_path: Path) -> None:
+    """sbox keeps the git directory a `.git` file names read-only; one that lies in the project by
+    name but leads out of it through a link (a racing sandbox's `repos -> HOME`) cannot be: the
+    plan stops, naming it. Inside the project through a link the host made, it is bound where it
+    really is; by name outside the project, no sandbox writes it and it is left alone."""
+    from sbox_shim.errors import UsageError
+
+    (tmp_path / "elsewhere" / "sub.git").mkdir(parents=True)
+    (project / "repos").symlink_to(tmp_path / "elsewhere")
+    (project / "vendor" / "sub" / ".git").write_text("gitdir: ../../repos/sub.git\n")
+    with pytest.raises(UsageError, match="repos/sub.git: a git directory named by a .git file in the project, "
+                                         "reached through a link that leads outside the project"):
+        tree.inspect(str(project), True)
+    (project / "repos").unlink()
+    (project / "real.git").mkdir()
+    (project / "repos").mkdir()
+    (project / "repos" / "sub.git").symlink_to(project / "real.git")
+    assert str(project / "real.git") in tree.inspect(str(project), True).gits
+    (project / "vendor" / "sub" / ".git").write_text(f"gitdir: {tmp_path / 'elsewhere' / 'sub.git'}\n")
+    assert not [g for g in tree.inspect(str(project), True).gits if "sub.git" in g]
+
+
 def test_inspect_kinds_refuse_links(project: Path) -> None:
     (project / "node_modules" / "lnk").symlink_to(project / "outside")
     facts = tree.inspect(str(project), ("node_modules/", "package.json", "package-lock.json", "linked/",
