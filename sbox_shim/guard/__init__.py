@@ -15,7 +15,8 @@ import stat
 import time
 
 from sbox_shim import kept
-from sbox_shim.guard.watch import _basename, _projects_watched, _relative, anchor, packages_watched, present
+from sbox_shim.guard.watch import _basename, _projects_watched, _relative, anchor, git_dirs_watched, packages_watched
+from sbox_shim.guard.watch import present
 from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
@@ -32,6 +33,7 @@ NESTED = (".git", ".envrc", "HEAD")  # a HEAD makes its directory a git dir git 
 KEEP_BYTES = 1 << 20  # a changed file at most this big is rolled back from the snapshot
 HASH_BYTES = 64 << 20  # a bigger one is known by its identity (a 2 TiB sparse file would take hours to hash)
 MAX_DEPTH = 512  # directories a walk holds open at once (well below the usual 1024 descriptors)
+LONGEST = 2048  # characters of a path the quarantine moves as it is; deeper, an ancestor is moved
 SLACK_NS = 50_000_000  # file times come from a coarse clock, a tick behind time.time_ns()
 KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "link", stat.S_IFSOCK: "socket",
          stat.S_IFIFO: "fifo", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device"}
@@ -221,7 +223,8 @@ def before(root: str, mounts: Sequence[Mount], state_dir: str | None = None) -> 
 
         known = [p for part in writable_parts(mounts, root) for p in index.known(part, state_dir)]
     ways: list[str] = []  # directories a configured path climbs out of (watch._climbing)
-    listed = watched(root, ways) + packages_watched(root, mounts) + _projects_watched(root, known)
+    listed = watched(root, ways) + packages_watched(root, mounts) + _projects_watched(root, known) + \
+        git_dirs_watched(root, known)
     shown = present(root, listed)
     found = resolved(root, shown)  # paths in the project: present once their link is
     names = tuple(dict.fromkeys(listed + found))
@@ -268,29 +271,50 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     names = dict.fromkeys([*snapshot.names, *watched(root, ways)])
     changes: dict[str, Change] = {}
     for name in present(root, list(names)):
-        let_owner_along(root, dirname(name))  # nor one on the way to a watched name
-        way = anchor(root, name)
-        if way != name:  # a directory on its way is a link: that link is what sends the host elsewhere
-            _link_change(root, way, snapshot, changes)
-            continue
-        for rel, entry in _tree(root, name, skip, keep=False):
-            old = snapshot.entries.get(rel)
-            if old is None:
-                changes[rel] = Change(rel, "created", entry, "host-executed")
-            elif _differs(old, entry):
-                changes[rel] = Change(rel, "changed", entry, "host-executed")
-            elif _linked(old, entry):  # its inode, written through another name later, is the host's file
-                changes[rel] = Change(rel, "changed", entry, "a hard link was made to it")
+        _compare(root, name, skip, snapshot, changes)
     for way in ways:  # a directory a path git or make reads climbs out of, made a link
         _link_change(root, anchor(root, way), snapshot, changes, links_only=True)
+    nested: list[str] = []
     for part in writable_parts(mounts, root):
-        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir):
+        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
                 why = _basename(rel) if _basename(rel) in NESTED + PROJECTS else \
                     "setuid" if entry.kind == "file" else entry.kind
                 changes[rel] = Change(rel, "changed" if old else "created", entry, why)
+    # The projects and repositories nested in this one as the step leaves them: one it moved in
+    # from elsewhere in the tree (`mv lib.tmp lib` after an earlier step's `mv lib lib.tmp`) was
+    # not watched there at its start, and its Makefile is the host's to run all the same (red team 8).
+    # Not what a `.git` holds (bound read-only wherever it is: a nested one made is moved whole
+    # above) nor a config (a nested project's own: trusted by the host, not copied back).
+    moved = list(changes)
+    extra = [n for n in _projects_watched(root, nested, repos=True) + git_dirs_watched(root, nested)
+             if n not in names and ".git" not in n.split("/") and _basename(n) not in PROJECTS]
+    for name in present(root, extra):
+        if not any(name == m or name.startswith(m + "/") for m in moved):
+            _compare(root, name, skip, snapshot, changes, since=snapshot.started_ns)
     return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
+
+
+def _compare(root: str, name: str, skip: frozenset[str], snapshot: Before, changes: dict[str, Change],
+             since: int = 0) -> None:
+    """Note in `changes` what of the watched `name` the step created or changed; with `since`,
+    only what was written (or renamed: that sets a ctime too) since then, for a name not watched
+    at the step's start (a project the host moved between runs is not the step's doing)."""
+    let_owner_along(root, dirname(name))  # nor one on the way to a watched name
+    way = anchor(root, name)
+    if way != name:  # a directory on its way is a link: that link is what sends the host elsewhere
+        return _link_change(root, way, snapshot, changes)
+    for rel, entry in _tree(root, name, skip, keep=False):
+        if rel in changes or entry.ident[4] < since:
+            continue
+        old = snapshot.entries.get(rel)
+        if old is None:
+            changes[rel] = Change(rel, "created", entry, "host-executed")
+        elif _differs(old, entry):
+            changes[rel] = Change(rel, "changed", entry, "host-executed")
+        elif _linked(old, entry):  # its inode, written through another name later, is the host's file
+            changes[rel] = Change(rel, "changed", entry, "a hard link was made to it")
 
 
 def _link_change(root: str, way: str, snapshot: Before, changes: dict[str, Change], links_only: bool = False) -> None:
@@ -332,7 +356,7 @@ def _differs(old: Entry, new: Entry) -> bool:
 
 
 def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
-                  state_dir: str | None = None) -> Iterator[tuple[str, Entry]]:
+                  state_dir: str | None = None, kept_out: list[str] | None = None) -> Iterator[tuple[str, Entry]]:
     """What a step left anywhere under `top` that the host would act on, judged by inodes that
     changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, and a `.git` or `.envrc`
     at any depth (NESTED; a directory is yielded whole, not entered). No link followed, read-only
@@ -343,6 +367,8 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
     from sbox_shim.guard import index
 
     found = index.scan(top, state_dir, stats=True)
+    if kept_out is not None:  # the KEPT entries the walk found
+        kept_out += found.nested
     for directory in found.too_deep:
         yield _too_deep(root, directory)
     skipped: dict[str, bool] = {}
@@ -368,6 +394,11 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
             fmt == stat.S_IFREG and bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)))
         if special and st.st_ctime_ns >= since_ns:
+            if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
+                cut, entry = _too_deep(root, path)
+                moved.append(join(root, cut))
+                yield cut, entry
+                continue
             if fmt == stat.S_IFDIR:
                 moved.append(path)
             yield _relative(path, root), _found(root if inside(top, root) else top, path, st)

@@ -51,9 +51,10 @@ class Scan:
     every NESTED entry in the tree, `too_deep` the directories deeper than MAX_DEPTH (not
     entered), `complete` whether every directory was listed or confirmed unchanged."""
 
-    __slots__ = ("listed", "nested", "too_deep", "complete", "lists")
+    __slots__ = ("listed", "nested", "too_deep", "complete", "lists", "record")
 
     def __init__(self) -> None:
+        self.record: dict[str, Any] | None = None  # the index this walk leaves kept, if complete
         self.lists = 0  # directories listed
         self.listed: list[tuple[str, str, Any]] = []
         self.nested: list[str] = []
@@ -81,13 +82,20 @@ _READ: dict[str, object] = {}
 
 def known(top: str, state_dir: str) -> list[str]:
     """The KEPT entries the last walk of `top` found; with no walk kept yet (a project's first
-    writable step), those of a walk made now, and kept."""
+    writable step), those of a walk made now, and kept. Either way the index the step's own walk
+    after it compares with is this one (`_READ`), never one another sbox keeps meanwhile: a walk
+    made for a later step (its plan's check for `.git` entries) lists a directory this step
+    changed and judges what is in it by that step's start, and the index it keeps says the
+    directory is as seen (red team 8: a FIFO this step made was never judged by its start)."""
     where = path_of(top, state_dir)
-    old = kept.read_private(where) if where else None
-    if where and isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top:
-        _READ[where] = old
-        return [str(p) for p in old.get("nested", ())]
-    return list(scan(top, state_dir).nested) if where else []
+    if not where:
+        return []
+    old = kept.read_private(where)
+    if not (isinstance(old, dict) and old.get("format") == FORMAT and old.get("top") == top):
+        found = scan(top, state_dir)
+        old = found.record or {"format": FORMAT, "top": top, "time": 0, "dirs": {}, "nested": []}
+    _READ[where] = old
+    return [str(p) for p in old.get("nested", ())]
 
 
 def scan(top: str, state_dir: str | None, stats: bool = False) -> Scan:
@@ -99,16 +107,28 @@ def scan(top: str, state_dir: str | None, stats: bool = False) -> Scan:
         old = {"time": 0, "dirs": {}, "nested": []}
     started = time.time_ns()
     result, dirs = _walk(top, old, stats)
+    if result.complete:
+        result.record = {"format": FORMAT, "top": top, "time": started, "dirs": dirs, "nested": result.nested}
     if result.lists or dirs != old["dirs"] or not result.complete:  # else the kept index still holds
-        _keep(where, top, started, dirs, result)
+        _keep(where, result)
+    elif where:
+        result.record = old  # what is kept
     return result
 
 
-def _keep(where: str | None, top: str, started: int, dirs: dict[str, tuple[int, int, int]], result: Scan) -> None:
-    if where and result.complete:
+def forget(top: str, state_dir: str) -> None:
+    """Drop the kept index of `top`: the next walk lists every directory (after a check that
+    failed, whose walk had kept one)."""
+    where = path_of(top, state_dir)
+    _READ.pop(where or "", None)
+    if where:
+        kept.remove(where)
+
+
+def _keep(where: str | None, result: Scan) -> None:
+    if where and result.record is not None:
         try:
-            kept.write_private(where, {"format": FORMAT, "top": top, "time": started, "dirs": dirs,
-                                       "nested": result.nested})
+            kept.write_private(where, result.record)
         except (OSError, ValueError):
             pass
     elif where:

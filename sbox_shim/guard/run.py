@@ -63,6 +63,7 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
             running.leave(registered)  # only a check that ran to its end lets the baseline go
         except Exception as exc:  # OSError, MemoryError, ...: the baseline stays, the next step checks again
             why = exc if isinstance(exc, OSError) else repr(exc)
+            _forget(snapshot, step.mounts, state_dir)
             err.write(f"sbox: the persistence guard could not check or quarantine {root}: {why}; "
                       f"review its host-executed files (.husky, .envrc, Makefile, .vscode, ...) before using them; "
                       f"the next sbox step here checks them again\n")
@@ -72,6 +73,20 @@ def guarded(step: Any, root: str, state_dir: str, err: TextIO, run: Callable[[],
     if interrupted is not None:
         raise interrupted
     return code
+
+
+def _forget(snapshot: Any, mounts: Any, state_dir: str) -> None:
+    """No kept index of a step's writable parts: the next walk lists them whole and judges what
+    is there against the baseline (after a check that failed, whose walk had kept one; before the
+    check of a step whose sbox died, since walks for later steps may have kept one)."""
+    from sbox_shim import guard
+    from sbox_shim.guard import index
+
+    for part in guard.writable_parts(mounts, snapshot.root):
+        try:
+            index.forget(part, state_dir)
+        except OSError:
+            pass
 
 
 def guarded_warm(info: Mapping[str, Any], run: Callable[[], int | None]) -> int | None:
@@ -153,8 +168,9 @@ def _recover(orphan: Any, state_dir: str, err: TextIO) -> None:
     from sbox_shim.guard import running
     from sbox_shim.text import printable
 
+    mounts = [_Mount(*m) for m in orphan.mounts]
+    _forget(orphan.snapshot, mounts, state_dir)  # the index kept since its start may have taken in what it left
     try:
-        mounts = [_Mount(*m) for m in orphan.mounts]
         changes = guard.after(orphan.snapshot, mounts, state_dir)  # type: ignore[arg-type]  # what it reads of a Mount
         if changes:
             from sbox_shim.guard import quarantine
@@ -169,6 +185,7 @@ def _recover(orphan: Any, state_dir: str, err: TextIO) -> None:
         err.write(printable(f"sbox: the persistence guard could not check what an earlier step left in "
                             f"{orphan.snapshot.root}: {exc}; review its host-executed files before using them; "
                             f"the next sbox step here checks them again") + "\n")
+        _forget(orphan.snapshot, mounts, state_dir)
         running.unclaim(orphan)
         return
     running.done(orphan)

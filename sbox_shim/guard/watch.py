@@ -354,10 +354,11 @@ def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
     return out
 
 
-def _projects_watched(root: str, known: Sequence[str]) -> list[str]:
+def _projects_watched(root: str, known: Sequence[str], repos: bool = False) -> list[str]:
     """`watched` at the top of each project nested in this one (a directory below the top with an
-    sbox.yaml of its own, as the last walk found them): its Makefile, editors' and agents'
-    settings run when you work there, as the top's do. Not in a node_modules or a hidden directory."""
+    sbox.yaml of its own, as the last walk found them; with `repos`, each nested repository too):
+    its Makefile, editors' and agents' settings run when you work there, as the top's do. Not in
+    a node_modules or a hidden directory."""
     from sbox_shim.guard.index import PROJECTS
 
     out: list[str] = []
@@ -365,7 +366,8 @@ def _projects_watched(root: str, known: Sequence[str]) -> list[str]:
         part = dirname(path)
         if part == root.rstrip("/") or not inside(part, root):
             continue
-        if _basename(path) not in PROJECTS and not (_basename(path) == "pyproject.toml" and _opts_in(path)):
+        if _basename(path) not in PROJECTS and not (_basename(path) == "pyproject.toml" and _opts_in(path)) \
+                and not (repos and _basename(path) == ".git"):
             continue
         parts = _relative(part, root).split("/")
         if "node_modules" in parts or any(p.startswith(".") for p in parts):
@@ -373,6 +375,26 @@ def _projects_watched(root: str, known: Sequence[str]) -> list[str]:
         rel = "/".join(parts)
         out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
         out += make_includes(root, rel)
+    return out
+
+
+def git_dirs_watched(root: str, known: Sequence[str]) -> list[str]:
+    """The config and hooks of each git directory in the project that is not a `.git` (a bare
+    repository kept as a test fixture, `repos/sub.git` that a `.git` file names), found by its
+    HEAD among the KEPT entries the last walk found: git runs them when you work there (`git
+    branch` in a bare repository reads its `core.pager`). Not in a node_modules or a hidden
+    directory; a HEAD beside a config file and an objects directory."""
+    out: list[str] = []
+    for path in known:
+        if _basename(path) != "HEAD" or not inside(path, root):
+            continue
+        part = dirname(path)
+        parts = _relative(part, root).split("/")
+        if part == root.rstrip("/") or "node_modules" in parts or any(p.startswith(".") for p in parts):
+            continue
+        if stat.S_ISREG(_mode(join(part, "config"))) and stat.S_ISDIR(_mode(join(part, "objects"))):
+            rel = "/".join(parts)
+            out += [f"{rel}/config", f"{rel}/hooks"]
     return out
 
 

@@ -43,6 +43,52 @@ def test_a_nested_git_repository_the_sandbox_creates_is_quarantined(runs: Runs, 
     assert pwned.exists()
 
 
+def test_a_nested_project_and_repository_moved_away_and_back_are_still_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 8: one step moves a nested project (its own sbox.yaml) and a nested repository out
+    of the way; the next moves them back and rewrites their Makefiles. Each step's guard watched
+    them only where they were at its start, so neither write was seen, and the host's `make`
+    there ran the plants. The step's end is looked at where they are then."""
+    root = husky_project(tmp_path)
+    web, lib = root / "packages" / "web", root / "lib"
+    web.mkdir(parents=True)
+    (web / "sbox.yaml").write_text("version: 1\n")
+    lib.mkdir()
+    git(lib, "init", "-q")
+    for d in (web, lib):
+        (d / "Makefile").write_text("all:\n\t@echo host\n")
+    first = runs.run(root, "sh", "-c", "mv packages packages.tmp && mv lib lib.tmp")
+    assert first.returncode == 0, first.stderr
+    plant = ("mv packages.tmp packages && mv lib.tmp lib && "
+             "printf 'all:\\n\\t@echo PWNED\\n' | tee packages/web/Makefile > lib/Makefile")
+    second = runs.run(root, "sh", "-c", plant)
+    assert second.returncode == 0, second.stderr
+    assert "quarantined packages/web/Makefile" in second.stderr, second.stderr
+    assert "quarantined lib/Makefile" in second.stderr, second.stderr
+    for d in (web, lib):
+        assert not (d / "Makefile").exists() or "PWNED" not in (d / "Makefile").read_text()
+
+
+def test_a_bare_repository_kept_in_the_project_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 8: a bare repository kept as a test fixture is a git directory whose config and
+    hooks git runs when you work in it (`git branch` there reads `core.pager`); only its HEAD was
+    looked at. A step that rewrites its config and adds a hook has both quarantined, the config
+    put back."""
+    root = husky_project(tmp_path)
+    bare = root / "tests" / "fixtures" / "repo.git"
+    bare.parent.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True, capture_output=True)
+    before = (bare / "config").read_text()
+    pwned = tmp_path / "pager-ran"
+    plant = (f"printf '[core]\\n\\tpager = touch {pwned}; cat\\n' >> tests/fixtures/repo.git/config && "
+             "printf '#!/bin/sh\\ntouch /tmp/x\\n' > tests/fixtures/repo.git/hooks/post-update && "
+             "chmod +x tests/fixtures/repo.git/hooks/post-update")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined tests/fixtures/repo.git/config (changed by the sandbox" in result.stderr, result.stderr
+    assert "quarantined tests/fixtures/repo.git/hooks/post-update (created" in result.stderr, result.stderr
+    assert (bare / "config").read_text() == before and not (bare / "hooks" / "post-update").exists()
+
+
 def test_every_spelling_make_reads_is_quarantined(runs: Runs, tmp_path: Path) -> None:
     root = husky_project(tmp_path)
     (root / "Makefile").write_text("all:\n\t@echo ok\n")
@@ -95,6 +141,20 @@ def test_a_fifo_deeper_than_a_path_reaches_is_still_moved(runs: Runs, tmp_path: 
     moved = [str(e["path"]) for e in q[0]["entries"]]  # type: ignore[union-attr]
     assert len(moved) == 1 and moved[0].startswith("f/ddd")
     # What is left in the project is shallow enough to walk: no FIFO in it.
+    left = [os.path.join(d, n) for d, _, names in os.walk(root / "f") for n in names]
+    assert not any(stat.S_ISFIFO(os.lstat(p).st_mode) for p in left)
+
+
+def test_a_fifo_whose_path_no_quarantine_could_take_is_moved_from_higher_up(runs: Runs, tmp_path: Path) -> None:
+    """Red team 8: the walk reaches a FIFO 40 levels of 255-character names down (10,000
+    characters), but a path that long cannot be moved as it is: the check failed, its walk had
+    kept the index, and no later step looked there again. An ancestor is moved whole instead."""
+    root = husky_project(tmp_path)
+    deep = ("import os\nos.mkdir('f'); os.chdir('f')\n"
+            "for i in range(40):\n    os.mkdir('d' * 255); os.chdir('d' * 255)\nos.mkfifo('p' * 255)\n")
+    result = runs.run(root, PY, "-c", deep)
+    assert result.returncode == 0, result.stderr
+    assert "could not check" not in result.stderr and "quarantined f/ddd" in result.stderr, result.stderr
     left = [os.path.join(d, n) for d, _, names in os.walk(root / "f") for n in names]
     assert not any(stat.S_ISFIFO(os.lstat(p).st_mode) for p in left)
 

@@ -121,3 +121,34 @@ def test_a_tree_that_could_not_be_listed_keeps_no_index(tmp_path: Path) -> None:
     scan = index.scan(str(root), str(state))
     assert not scan.complete and scan.too_deep
     assert not os.path.exists(where)
+
+
+def test_a_walk_for_another_step_meanwhile_does_not_hide_what_this_step_made(tmp_path: Path) -> None:
+    """Red team 8: a step started with no index kept (a project's first writable step, or one
+    whose walks a racing sandbox left incomplete); it made a FIFO; another sbox's walk (the next
+    command's plan checking `.git` entries) listed that directory and kept an index saying it was
+    seen; the step's own walk at its end then took the directory as unchanged, and the FIFO
+    stayed. The step's end is compared with the index of its start."""
+    import subprocess
+    import sys
+
+    root, state = tree(tmp_path)
+    from sbox_shim.plan import Mount
+
+    mounts = [Mount(str(root), str(root), readonly=False)]
+    other = ("import sys; sys.path.insert(0, sys.argv[3]); from sbox_shim.guard import index; "
+             "index.scan(sys.argv[1], sys.argv[2])")
+    source = str(Path(index.__file__).resolve().parents[2])
+    for meanwhile in (False, True):  # the control, then the other sbox's walk
+        where = index.path_of(str(root), str(state))
+        assert where
+        kept.remove(where)
+        snapshot = guard.before(str(root), mounts, str(state))
+        fifo = root / "node_modules" / "b" / f"ff-{meanwhile}"
+        os.mkfifo(fifo)  # what the step makes
+        time.sleep(SETTLE)
+        if meanwhile:
+            subprocess.run([sys.executable, "-c", other, str(root), str(state), source], check=True)
+            time.sleep(SETTLE)
+        changes = guard.after(snapshot, mounts, str(state))
+        assert f"node_modules/b/ff-{meanwhile}" in [c.path for c in changes], (meanwhile, changes)
