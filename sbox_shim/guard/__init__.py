@@ -288,7 +288,9 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     # Not what a `.git` holds (bound read-only wherever it is: a nested one made is moved whole
     # above) nor a config (a nested project's own: trusted by the host, not copied back).
     moved = list(changes)
-    extra = [n for n in _projects_watched(root, nested, repos=True) + git_dirs_watched(root, nested)
+    new = [p for p in nested if _relative(join(dirname(p), "Makefile"), root) not in names
+           and _relative(join(dirname(p), "config"), root) not in names]  # not watched from the start
+    extra = [n for n in _projects_watched(root, new, repos=True) + git_dirs_watched(root, new)
              if n not in names and ".git" not in n.split("/") and _basename(n) not in PROJECTS]
     for name in present(root, extra):
         if not any(name == m or name.startswith(m + "/") for m in moved):
