@@ -211,10 +211,7 @@ def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
         for name in nested_in.get(path, ()):  # the same names as when kept
             out.nested.append(path + "/" + name)
             if stats:
-                try:
-                    out.listed.append((path + "/" + name, name, posix.stat(name, dir_fd=fd, follow_symlinks=False)))
-                except OSError:
-                    pass
+                _note(out, fd, path, name)
         return below.get(path, [])
     entries = _listing(fd)
     if entries is None:
@@ -226,13 +223,18 @@ def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
         if name in KEPT:
             out.nested.append(path + "/" + name)
         if stats:
-            try:
-                out.listed.append((path + "/" + name, name, posix.stat(name, dir_fd=fd, follow_symlinks=False)))
-            except OSError:
-                pass
+            _note(out, fd, path, name)
         if is_dir and name != ".git":
             subdirs.append(name)
     return subdirs
+
+
+def _note(out: Scan, fd: int, path: str, name: str) -> None:
+    """`name` in the directory `fd` holds (at `path`) in Scan.listed, with its lstat, if it is there."""
+    try:
+        out.listed.append((path + "/" + name, name, posix.stat(name, dir_fd=fd, follow_symlinks=False)))
+    except OSError:
+        pass
 
 
 def _open_top(top: str) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,16 +22,9 @@ import pytest
 from sbox_shim import guard
 from sbox_shim.guard import quarantine
 from sbox_shim.plan import Mount
+from tests.support import flipper
 
 SECRET = b"SBOX-SWAP-CANARY"
-FLIP = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-os.chdir(sys.argv[1])
-print("flipping", flush=True)
-while True:
-    libc.renameat2(-100, b"out", -100, b"out.x", 2)  # RENAME_EXCHANGE: `out` is the dir or the link
-"""
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
@@ -49,9 +41,7 @@ def _setup(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _flipper(root: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", FLIP, str(root)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "flipping\n"
-    return proc
+    return flipper.start(root, "out", "out.x")
 
 
 def _holds_secret(path: Path) -> list[str]:
@@ -157,16 +147,6 @@ def test_the_plan_s_walks_never_list_what_a_swapped_in_link_leads_to(tmp_path: P
     assert not outside, f"the walks listed what lies outside the project: {sorted(outside)}"
 
 
-FLIP_SUB = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-os.chdir(sys.argv[1])
-print("flipping", flush=True)
-while True:
-    libc.renameat2(-100, b"sub", -100, b"sub.x", 2)  # RENAME_EXCHANGE: `sub` is the dir or the link
-"""
-
-
 def test_the_index_never_keeps_a_directory_as_walked_when_a_link_was_listed(tmp_path: Path) -> None:
     """The guard's walk of a writable part keeps each directory's identity and ctime, and later
     walks skip a directory whose own are unchanged. A walk by path noted `w/sub/x` while `sub` was
@@ -187,8 +167,7 @@ def test_the_index_never_keeps_a_directory_as_walked_when_a_link_was_listed(tmp_
     real = (x.st_dev, x.st_ino, x.st_ctime_ns)  # `x` is never renamed: this stays its identity
     where = index.path_of(str(top), str(state))
     assert where
-    flipper = subprocess.Popen([sys.executable, "-c", FLIP_SUB, str(top)], stdout=subprocess.PIPE, text=True)
-    assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+    flipping = flipper.start(top, "sub", "sub.x")
     poisoned = walked = through_link = 0
     try:
         for _ in range(4000):
@@ -205,8 +184,8 @@ def test_the_index_never_keeps_a_directory_as_walked_when_a_link_was_listed(tmp_
                         str(top / "sub" / "x" / ".git") not in scan.nested:
                     poisoned += 1
     finally:
-        flipper.kill()
-        flipper.wait()
+        flipping.kill()
+        flipping.wait()
     assert through_link, "the swap never showed HOME's directory by path: the check would prove nothing"
     assert walked, "the project's `x` was never walked: the check would prove nothing"
     assert not poisoned, f"{poisoned} of {walked} walks kept the project's `x` as seen, without its `.git`"

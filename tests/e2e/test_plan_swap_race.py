@@ -10,22 +10,11 @@ real concurrent process, the files on disk.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from sbox_shim import configs, tree
 from sbox_shim.errors import UsageError
-
-FLIP = r"""
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-os.chdir(sys.argv[1])
-print("flipping", flush=True)
-while True:
-    libc.renameat2(-100, b"sub", -100, b"sub.x", 2)  # RENAME_EXCHANGE: `sub` is the dir or the link
-"""
-
+from tests.support import flipper
 
 def test_a_nested_repository_s_config_is_never_left_unredacted_by_a_swap(tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -41,8 +30,7 @@ def test_a_nested_repository_s_config_is_never_left_unredacted_by_a_swap(tmp_pat
     assert str(repo) in gits
     # The control: unraced, the config is shown redacted.
     assert config in [m.source for m in configs.git_configs(str(root), gits)]
-    flipper = subprocess.Popen([sys.executable, "-c", FLIP, str(root)], stdout=subprocess.PIPE, text=True)
-    assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+    flipping = flipper.start(root, "sub", "sub.x")
     shown = refused = left = through_link = 0
     try:
         for _ in range(3000):
@@ -58,14 +46,11 @@ def test_a_nested_repository_s_config_is_never_left_unredacted_by_a_swap(tmp_pat
             else:
                 left += 1
     finally:
-        flipper.kill()
-        flipper.wait()
+        flipping.kill()
+        flipping.wait()
     assert through_link, "the swap never showed HOME's directory by path: the check would prove nothing"
     assert shown, "the config was never planned redacted: the check would prove nothing"
     assert not left, f"{left} of {shown + left} plans left the nested repository's config unredacted ({refused} refused)"
-
-
-FLIP_REPOS = FLIP.replace('b"sub"', 'b"repos"').replace('b"sub.x"', 'b"repos.x"')
 
 
 def test_a_git_directory_a_git_file_names_is_never_left_writable_by_a_swap(tmp_path: Path) -> None:
@@ -82,8 +67,7 @@ def test_a_git_directory_a_git_file_names_is_never_left_writable_by_a_swap(tmp_p
     (root / "sub" / ".git").write_text("gitdir: ../repos/sub.git\n")
     (root / "repos.x").symlink_to(home / "repos")
     assert str(gitdir) in tree.inspect(str(root), True).gits  # the control: unraced, it is protected
-    flipper = subprocess.Popen([sys.executable, "-c", FLIP_REPOS, str(root)], stdout=subprocess.PIPE, text=True)
-    assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+    flipping = flipper.start(root, "repos", "repos.x")
     kept = refused = left = through_link = 0
     crashed: list[str] = []
     try:
@@ -103,8 +87,8 @@ def test_a_git_directory_a_git_file_names_is_never_left_writable_by_a_swap(tmp_p
             elif str(root / "sub" / ".git") in gits:  # the walk saw `sub/.git`, and not where it leads
                 left += 1
     finally:
-        flipper.kill()
-        flipper.wait()
+        flipping.kill()
+        flipping.wait()
     assert through_link, "the swap never showed HOME's directory by path: the check would prove nothing"
     assert kept, "the git directory was never protected: the check would prove nothing"
     assert not left, f"{left} of {kept + left} plans left the git directory writable ({refused} refused)"

@@ -1,0 +1,25 @@
+"""A process that swaps two names in a directory as fast as it can (renameat2 RENAME_EXCHANGE): a
+directory and a link beside it, as another sandbox writing the same project could, while sbox
+plans or checks on the host."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+FLIP = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(sys.argv[1])
+a, b = os.fsencode(sys.argv[2]), os.fsencode(sys.argv[3])
+print("flipping", flush=True)
+while True:
+    libc.renameat2(-100, a, -100, b, 2)  # RENAME_EXCHANGE: each name is the dir or the link in turn
+"""
+
+
+def start(where: Path, a: str, b: str) -> subprocess.Popen[str]:
+    """Swap `where/a` and `where/b` until killed; returns once it has started."""
+    proc = subprocess.Popen([sys.executable, "-c", FLIP, str(where), a, b], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "flipping\n"
+    return proc
