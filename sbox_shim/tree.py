@@ -83,12 +83,23 @@ def inspect(root: str, writable: bool | tuple[str, ...]) -> Tree:
     """The facts `layout.project_layout` needs, for a step whose project is `writable`."""
     sockets = lean.sockets(root, SOCKET_DEPTH)
     if writable is True:
-        return Tree(gits=_with_git_dirs(root, lean.git_entries(root)), hooks=hooks_path(root), sockets=sockets)
+        return Tree(gits=_with_git_dirs(root, _git_entries(root)), hooks=hooks_path(root), sockets=sockets)
     if not writable:
         return Tree(sockets=sockets)
     kinds = tuple((p, kind(root, p)) for p in writable)
-    gits = tuple(g for p, k in kinds if k == "dir" for g in lean.git_entries(os.path.join(root, p)))
+    gits = tuple(g for p, k in kinds if k == "dir" for g in _git_entries(os.path.join(root, p)))
     return Tree(kinds, _with_git_dirs(root, gits), hooks_path(root), sockets)
+
+
+def _git_entries(top: str) -> tuple[str, ...]:
+    """lean.git_entries; UsageError if the tree would not hold still while it was walked."""
+    found = lean.git_entries(top)
+    if found is None:
+        from sbox_shim.errors import UsageError
+
+        raise UsageError(f"{top}: the tree kept changing while sbox looked for .git entries in it (another sandbox "
+                         "or a watcher moving directories?); nothing ran; run the command again")
+    return found
 
 
 def _with_git_dirs(root: str, gits: tuple[str, ...]) -> tuple[str, ...]:

@@ -76,7 +76,7 @@ def test_a_git_directory_a_git_file_names_is_never_left_writable_by_a_swap(tmp_p
             try:
                 gits = tree.inspect(str(root), True).gits
             except UsageError as exc:
-                assert "outside the project" in str(exc) or "no longer" in str(exc), str(exc)
+                assert any(w in str(exc) for w in ("outside the project", "no longer", "kept changing")), str(exc)
                 refused += 1
                 continue
             except OSError as exc:  # planning failing with a traceback, not a line
@@ -93,3 +93,38 @@ def test_a_git_directory_a_git_file_names_is_never_left_writable_by_a_swap(tmp_p
     assert kept, "the git directory was never protected: the check would prove nothing"
     assert not left, f"{left} of {kept + left} plans left the git directory writable ({refused} refused)"
     assert not crashed, f"{len(crashed)} plans failed with an exception: {sorted(set(crashed))[:3]}"
+
+
+def test_a_nested_repository_moved_while_the_plan_walks_is_found_where_it_is(tmp_path: Path) -> None:
+    """Red team 8: another sandbox moves `vendor/lib` (a nested repository whose config carries a
+    credential) to `zz/lib`, a directory the plan's walk has listed already, and back: the walk
+    never saw the repository, so its `.git` was neither read-only nor its config redacted, and a
+    sandbox read the token. The plan finds it where it is, or stops."""
+    root = tmp_path / "project"
+    repo = root / "vendor" / "lib" / ".git"
+    repo.mkdir(parents=True)
+    (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / "config").write_text('[remote "origin"]\n\turl = https://me:SBOX-TOKEN@git.example.test/x.git\n')
+    (root / "zz").mkdir()  # the walk lists it before or after `vendor`, as the directory's order has it
+    for n in range(30):  # some width, so that a walk takes a while
+        (root / "vendor" / f"d{n}").mkdir()
+    assert str(repo) in tree.inspect(str(root), True).gits  # the control: unraced, it is found
+    flipping = flipper.start(root, "vendor/lib", "zz/lib", move=True)
+    seen = refused = missed = 0
+    try:
+        for _ in range(3000):
+            try:
+                gits = tree.inspect(str(root), True).gits
+            except UsageError as exc:
+                assert "kept changing" in str(exc) or "no longer" in str(exc), str(exc)
+                refused += 1
+                continue
+            if str(repo) in gits or str(root / "zz" / "lib" / ".git") in gits:
+                seen += 1
+            else:
+                missed += 1
+    finally:
+        flipping.kill()
+        flipping.wait()
+    assert seen, "the repository was never found: the check would prove nothing"
+    assert not missed, f"{missed} of {seen + missed} plans did not find the repository ({refused} refused)"

@@ -1,6 +1,6 @@
 """A process that swaps two names in a directory as fast as it can (renameat2 RENAME_EXCHANGE): a
 directory and a link beside it, as another sandbox writing the same project could, while sbox
-plans or checks on the host."""
+plans or checks on the host; or one that moves a directory to another place and back (`mover`)."""
 from __future__ import annotations
 
 import subprocess
@@ -18,8 +18,23 @@ while True:
 """
 
 
-def start(where: Path, a: str, b: str) -> subprocess.Popen[str]:
-    """Swap `where/a` and `where/b` until killed; returns once it has started."""
-    proc = subprocess.Popen([sys.executable, "-c", FLIP, str(where), a, b], stdout=subprocess.PIPE, text=True)
+MOVE = r"""
+import os, sys
+os.chdir(sys.argv[1])
+print("flipping", flush=True)
+while True:
+    try:
+        os.rename(sys.argv[2], sys.argv[3])
+        os.rename(sys.argv[3], sys.argv[2])
+    except OSError:
+        pass
+"""
+
+
+def start(where: Path, a: str, b: str, move: bool = False) -> subprocess.Popen[str]:
+    """Swap `where/a` and `where/b` (with `move`: move `a` to `b` and back) until killed; returns
+    once it has started."""
+    proc = subprocess.Popen([sys.executable, "-c", MOVE if move else FLIP, str(where), a, b],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "flipping\n"
     return proc
