@@ -28,8 +28,9 @@ def _unescape(field: str) -> str:
     return field
 
 
-def _mountinfo(pid: int) -> list[tuple[str, str, str]] | None:
-    """(root, mount point, options) of each mount the process sees; None once it is gone."""
+def _mountinfo(pid: int) -> list[tuple[str, str, str, str]] | None:
+    """(root, mount point, options, device) of each mount the process sees, in mount order; None
+    once it is gone."""
     try:
         fd = posix.open(f"/proc/{pid}/mountinfo", posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
@@ -46,14 +47,14 @@ def _mountinfo(pid: int) -> list[tuple[str, str, str]] | None:
     for line in data.decode("utf-8", "surrogateescape").splitlines():
         fields = line.split(" ")
         if len(fields) > 5:
-            out.append((_unescape(fields[3]), _unescape(fields[4]), fields[5]))
+            out.append((_unescape(fields[3]), _unescape(fields[4]), fields[5], fields[2]))
     return out
 
 
-def _settled(mounts: Sequence[tuple[str, str, str]]) -> bool:
+def _settled(mounts: Sequence[tuple[str, str, str, str]]) -> bool:
     """bwrap has pivoted into the new root and made it read-only: every mount of ours is made."""
-    root = any(point == "/" and source == "/newroot" and opts.startswith("ro") for source, point, opts in mounts)
-    return root and not any(point.startswith(("/newroot", "/oldroot")) for _, point, _ in mounts)
+    root = any(point == "/" and source == "/newroot" and opts.startswith("ro") for source, point, opts, _ in mounts)
+    return root and not any(point.startswith(("/newroot", "/oldroot")) for _, point, _, _ in mounts)
 
 
 def verify(status: Any, expected: Sequence[tuple[str, int, int]], timeout: float = TIMEOUT) -> str | None:
@@ -82,14 +83,15 @@ def verify(status: Any, expected: Sequence[tuple[str, int, int]], timeout: float
     return mismatch(pid, mounts, expected)
 
 
-def mismatch(pid: int, mounts: Sequence[tuple[str, str, str]] | None,
+def mismatch(pid: int, mounts: Sequence[tuple[str, str, str, str]] | None,
              expected: Sequence[tuple[str, int, int]]) -> str | None:
     """"" when each (target, device, inode) is a mount point in the view of process `pid` (whose
-    mount table `mounts` is, as _mountinfo reads it) holding that very file; None once the process
-    is gone; otherwise what differs. Also the docker backend's check of a container started ahead."""
+    mount table `mounts` is, as _mountinfo reads it) holding that very file, mounted on itself;
+    None once the process is gone; otherwise what differs. Also the docker backend's check of a
+    container started ahead."""
     if mounts is None:
         return None
-    points = {point for _, point, _ in mounts}
+    points = {point for _, point, _, _ in mounts}
     for target, dev, ino in expected:
         if target not in points:
             return f"{target} was not mounted where sbox checked it (swapped for a link while the sandbox was set up?)"
@@ -99,4 +101,25 @@ def mismatch(pid: int, mounts: Sequence[tuple[str, str, str]] | None,
             return None if _mountinfo(pid) is None else f"{target} cannot be checked in the sandbox"
         if (st.st_dev, st.st_ino) != (dev, ino):
             return f"{target} is not what sbox checked (swapped while the sandbox was set up?)"
+        if not _on_itself(mounts, target):
+            return (f"{target} was mounted over another directory while it lay elsewhere (its parent moved "
+                    "while the sandbox was set up?)")
     return ""
+
+
+def _on_itself(mounts: Sequence[tuple[str, str, str, str]], target: str) -> bool:
+    """Is the mount at `target` (the last made there) on the very file it shows? Every bind sbox
+    pins under the project binds a path onto itself, so the mount's root (the file's place in its
+    file system now, which the kernel reads off the file itself) must be the place of `target`
+    in the mount that holds it (the project's). Without this, another sandbox that moves a parent
+    of a nested `.git` away between sbox's look and bwrap's mounts, and puts a directory of its
+    own in its place, has the real `.git` mounted read-only over the decoy while it stays
+    writable, and its config unredacted, where it went (red team 8)."""
+    mine = [m for m in mounts if m[1] == target][-1]
+    holders = [m for m in mounts if m[1] != target and (m[1] == "/" or target.startswith(m[1].rstrip("/") + "/"))]
+    if not holders:
+        return True
+    root, point, _, device = max(reversed(holders), key=lambda m: len(m[1]))  # the nearest; the last made there
+    if device != mine[3]:
+        return True  # another file system holds it: nothing to compare the place with
+    return mine[0] == root.rstrip("/") + target[len(point.rstrip("/")):]
