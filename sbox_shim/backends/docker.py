@@ -78,16 +78,23 @@ def unavailable() -> str | None:
 # (target, its mountinfo spelling, "dev:ino") for each bind, `--`, the command. One `stat` of every
 # target and one `awk` over mountinfo, whatever the number of binds (a stat that fails leaves its
 # line out: the count differs, and the check fails).
+# Each such mount must also be on that very directory (mountcheck._on_itself): its root (fourth
+# field) is its target's place in the nearest mount holding it, when that one is on the same device.
 VERIFY = (
     '( n=$#; for a; do [ "$a" = -- ] && break; set -- "$@" "$a"; done; shift "$n"\n'
     'ids=$(n=$#; k=0; for a; do [ $((k % 3)) = 0 ] && set -- "$@" "$a"; k=$((k + 1)); done; shift "$n"; '
     'exec stat -c %d:%i -- "$@" 2>/dev/null)\n'
     "exec awk -v ids=\"$ids\" 'BEGIN { n = split(ids, got, \"\\n\"); "
     'for (i = 2; i < ARGC; i += 3) { k++; t[k] = ARGV[i]; m[k] = ARGV[i + 1]; want[k] = ARGV[i + 2] } '
-    'for (i = 2; i < ARGC; i++) ARGV[i] = "" } { seen[$5] = 1 } '
-    'END { for (j = 1; j <= k; j++) if (!(m[j] in seen) || got[j] != want[j] || n != k) { '
-    'print "sbox: " t[j] " is not what sbox checked (swapped for a link while the sandbox was set up?); '
-    'nothing ran" > "/dev/stderr"; exit 1 } }\' /proc/self/mountinfo "$@" ) || exit 125\n'
+    'for (i = 2; i < ARGC; i++) ARGV[i] = "" } { seen[$5] = 1; pt[NR] = $5; rt[NR] = $4; dv[NR] = $3 } '
+    'END { for (j = 1; j <= k; j++) { o = 0; h = 0; hl = -1; '
+    'for (i = 1; i <= NR; i++) { if (pt[i] == m[j]) { o = i; continue } '
+    'pre = pt[i] == "/" ? "/" : pt[i] "/"; '
+    'if (substr(m[j], 1, length(pre)) == pre && length(pt[i]) >= hl) { h = i; hl = length(pt[i]) } } '
+    'r = rt[h]; sub(/\\/$/, "", r); p = pt[h]; sub(/\\/$/, "", p); '
+    'if (!(m[j] in seen) || got[j] != want[j] || n != k || (h && dv[h] == dv[o] && rt[o] != r substr(m[j], length(p) + 1))) { '
+    'print "sbox: " t[j] " is not what sbox checked (swapped, or its parent moved, while the sandbox was set up?); '
+    'nothing ran" > "/dev/stderr"; exit 1 } } }\' /proc/self/mountinfo "$@" ) || exit 125\n'
     'while [ "$1" != -- ]; do shift; done; shift; exec "$@"')
 
 

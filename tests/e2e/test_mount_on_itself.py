@@ -8,7 +8,8 @@ itself, a read-only mount in that sandbox, cannot move, its parent can) and make
 sandbox sees what sbox pinned, read-only, so a check of device and inode at the target passes,
 while the real directory is writable at `vendor/libX/.git`, its config unredacted (red team 8 read
 the token and planted a hook the host's `git commit` ran). Here the swap is made before bwrap
-starts, the rest is real: bwrap's mounts, the sandbox's mount table, sbox's check.
+starts, the rest is real: bwrap's mounts, the sandbox's mount table, sbox's check (and the docker
+backend's, which runs inside the container, run here in the same sandbox).
 """
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ def _sandbox(root: Path, pinned: int, target: Path) -> subprocess.Popen[str]:
     return proc
 
 
+def _in_container_check(root: Path, pinned: int, target: Path) -> subprocess.CompletedProcess[str]:
+    """The docker backend's check inside the container (docker.VERIFY: sh, stat, awk over the
+    mount table), run in the same sandbox as bwrap makes it: exit 125 when a bind is refused."""
+    from sbox_shim.backends.docker import VERIFY
+
+    st = os.fstat(pinned)
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", str(root), str(root),
+            "--ro-bind-fd", str(pinned), str(target), "--", "/bin/sh", "-c", VERIFY, "sh",
+            str(target), str(target), f"{st.st_dev}:{st.st_ino}", "--", "true"]
+    return subprocess.run(argv, capture_output=True, text=True, pass_fds=(pinned,), timeout=60)
+
+
 def _check(proc: subprocess.Popen[str], target: Path, pinned: int) -> str | None:
     assert proc.stdout is not None
     pid = int(proc.stdout.readline())
@@ -56,6 +69,8 @@ def test_a_pinned_git_mounted_over_a_decoy_is_refused(tmp_path: Path) -> None:
         finally:
             control.kill()
             control.wait()
+        inside = _in_container_check(root, pinned, real)
+        assert inside.returncode == 0, inside.stderr
         # The other sandbox's move, between sbox's look and bwrap's mounts.
         os.rename(root / "vendor" / "lib", root / "vendor" / "libX")
         (root / "vendor" / "lib" / ".git").mkdir(parents=True)
@@ -71,6 +86,8 @@ def test_a_pinned_git_mounted_over_a_decoy_is_refused(tmp_path: Path) -> None:
             raced.wait()
         assert TOKEN in seen.stdout, "the race did not expose the real config: the check would prove nothing"
         assert why and "mounted over another directory" in why, why
+        inside = _in_container_check(root, pinned, real)
+        assert inside.returncode == 125 and "its parent moved" in inside.stderr, (inside.returncode, inside.stderr)
     finally:
         os.close(pinned)
 
