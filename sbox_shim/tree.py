@@ -92,8 +92,10 @@ def inspect(root: str, writable: bool | tuple[str, ...]) -> Tree:
 
 
 def _git_entries(top: str) -> tuple[str, ...]:
-    """lean.git_entries; UsageError if the tree would not hold still while it was walked."""
-    found = lean.git_entries(top)
+    """gitwalk.git_entries; UsageError if the tree would not hold still while it was walked."""
+    from sbox_shim.gitwalk import git_entries
+
+    found = git_entries(top)
     if found is None:
         from sbox_shim.errors import UsageError
 

@@ -62,7 +62,7 @@ class Scan:
         self.complete = True
 
     def gits(self) -> tuple[str, ...]:
-        """Every `.git` below the top, as lean.git_entries finds them."""
+        """Every `.git` below the top, as gitwalk.git_entries finds them."""
         return tuple(sorted(p for p in self.nested if p.endswith("/.git")))
 
 

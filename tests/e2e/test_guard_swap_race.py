@@ -123,7 +123,7 @@ def test_the_plan_s_walks_never_list_what_a_swapped_in_link_leads_to(tmp_path: P
     team 7)."""
     import socket
 
-    from sbox_shim import lean
+    from sbox_shim import gitwalk, lean
 
     root, home = _setup(tmp_path)
     (home / ".git").mkdir()
@@ -136,7 +136,7 @@ def test_the_plan_s_walks_never_list_what_a_swapped_in_link_leads_to(tmp_path: P
     seen: set[str] = set()
     try:
         for _ in range(3000):
-            seen.update(lean.git_entries(str(root)) or ())  # None: the tree would not hold still
+            seen.update(gitwalk.git_entries(str(root)) or ())  # None: the tree would not hold still
             seen.update(lean.sockets(str(root)))
     finally:
         flipper.kill()
