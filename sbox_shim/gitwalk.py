@@ -8,12 +8,15 @@ import posix
 from sbox_shim.lean import LIST_FLAGS, entries, open_along, open_in
 
 SETTLE_PASSES = 3  # looks again at what changed while git_entries walked, before it gives up
+MAX_DEPTH = 512  # directories deep the walk goes (as guard.MAX_DEPTH): descriptors open at once
+_PATH = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 
 
 def git_entries(top: str) -> tuple[str, ...] | None:
     """Every `.git` file, directory or link below `top` (itself included), sorted. Links are
     not followed and nothing is skipped: a `.git` deep in node_modules is as host-executed as any
-    (git reads its config and hooks on `git status` in that directory). Walked through directory
+    (git reads its config and hooks on `git status` in that directory), down to MAX_DEPTH levels
+    (a tree a step builds deeper has its top moved by the guard). Walked through directory
     descriptors, each opened in its parent: another sandbox swapping a directory for a link while
     sbox plans never has it list (or protect) what lies outside the project. Depth-first, so
     only one directory per level is open at a time.
@@ -31,9 +34,9 @@ def git_entries(top: str) -> tuple[str, ...] | None:
         return ()
     seen: dict[str, tuple[int, int]] = {}
     found: set[str] = set()
-    _gits_below(top, fd, seen, found)
+    _gits_below(top, fd, seen, found, top.count("/"))
     for _ in range(SETTLE_PASSES):
-        changed = [p for p, ident in seen.items() if _dir_ident(p) != ident]
+        changed = _changed(top, seen)
         if not changed:
             return tuple(sorted(found))
         for path in changed:
@@ -43,10 +46,11 @@ def git_entries(top: str) -> tuple[str, ...] | None:
     return None
 
 
-def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set[str],
+def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set[str], floor: int,
                 skip: set[str] | None = None) -> None:
     """Walk the directory open as `fd` (at `path`; closed when done) for `.git` entries, noting
-    each directory listed; `skip`: names in it not to enter (walked already)."""
+    each directory listed, at most MAX_DEPTH levels below the top (whose path has `floor`
+    slashes); `skip`: names in it not to enter (walked already)."""
     st = posix.fstat(fd)
     seen[path] = (st.st_ino, st.st_ctime_ns)
     stack = [(path, fd, iter(entries(fd)))]
@@ -59,7 +63,7 @@ def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set
         if entry.name == ".git":
             found.add(here + "/" + entry.name)
         elif entry.is_dir(follow_symlinks=False) and not (skip and here == path and entry.name in skip) \
-                and (inner := open_in(fd, entry.name)) >= 0:
+                and here.count("/") - floor < MAX_DEPTH and (inner := open_in(fd, entry.name)) >= 0:
             st = posix.fstat(inner)
             seen[here + "/" + entry.name] = (st.st_ino, st.st_ctime_ns)
             stack.append((here + "/" + entry.name, inner, iter(entries(inner))))
@@ -86,12 +90,33 @@ def _relist(top: str, path: str, seen: dict[str, tuple[int, int]], found: set[st
         seen.pop(path, None)
         return
     below = {p[len(path) + 1:] for p in seen if p.startswith(path + "/") and "/" not in p[len(path) + 1:]}
-    _gits_below(path, fd, seen, found, skip=below)
+    _gits_below(path, fd, seen, found, top.count("/"), skip=below)
 
 
-def _dir_ident(path: str) -> tuple[int, int] | None:
+def _changed(top: str, seen: dict[str, tuple[int, int]]) -> list[str]:
+    """The directories of `seen` whose inode or ctime is not as noted (or that are gone, or a
+    link now): each opened in its parent without following a link, a subtree at a time (the
+    parents' descriptors held open on the way down), so no path is too long to look at."""
+    out: list[str] = []
+    stack: list[tuple[str, int]] = []
     try:
-        st = posix.lstat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_ctime_ns) if st.st_mode & 0o170000 == 0o040000 else None
+        for path in sorted(seen, key=lambda p: p.split("/")):  # each subtree after its top, in one run
+            while stack and not path.startswith(stack[-1][0] + "/"):
+                posix.close(stack.pop()[1])
+            parent = stack[-1][1] if stack else None
+            if path != top and (parent is None or stack[-1][0] != path[:path.rfind("/")]):
+                out.append(path)  # its parent is not as noted: looked at when that one is listed again
+                continue
+            try:
+                fd = posix.open(top if path == top else path[path.rfind("/") + 1:], _PATH, dir_fd=parent)
+            except OSError:
+                out.append(path)
+                continue
+            st = posix.fstat(fd)
+            if (st.st_ino, st.st_ctime_ns) != seen[path]:
+                out.append(path)
+            stack.append((path, fd))
+    finally:
+        for _, fd in stack:
+            posix.close(fd)
+    return out

@@ -269,3 +269,29 @@ def test_a_directory_on_a_staged_output_s_way_swapped_for_a_link_is_never_follow
     with pytest.raises(SandboxError):
         outputs.make_dirs(str(project), [str(project / "gen" / "made")])
     assert sorted(x.name for x in home.iterdir()) == ["canary.txt"]
+
+
+def test_a_tree_deeper_than_a_path_reaches_is_walked_for_git_entries(tmp_path: Path) -> None:
+    """A `.git` 30 levels of 200-character names down (past PATH_MAX) is found, and the look
+    again at what changed meanwhile reaches it too (by path, it failed every time: the plan then
+    stopped as if the tree kept changing); past gitwalk.MAX_DEPTH levels the walk stops, and the
+    plan goes on."""
+    from sbox_shim import gitwalk
+
+    root = tmp_path / "project"
+    root.mkdir()
+    for names, has_git in ((["d" * 200] * 30, True), (["e"] * (gitwalk.MAX_DEPTH + 10), False)):
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            for name in names:
+                os.mkdir(name, dir_fd=fd)
+                inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            if has_git:
+                os.mkdir(".git", dir_fd=fd)
+        finally:
+            os.close(fd)
+    found = gitwalk.git_entries(str(root))
+    assert found == (str(root) + ("/" + "d" * 200) * 30 + "/.git",)
+    assert tree.inspect(str(root), True).gits == found
