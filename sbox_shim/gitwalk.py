@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import posix
 
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
+
 from sbox_shim.lean import LIST_FLAGS, entries, open_along, open_in
 
 SETTLE_PASSES = 3  # looks again at what changed while git_entries walked, before it gives up
 MAX_DEPTH = 512  # directories deep the walk goes (as guard.MAX_DEPTH): descriptors open at once
 _PATH = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
+Holds = tuple[frozenset[tuple[int, int]], bool]  # a directory's subdirectories (device, inode), and a `.git` in it
 
 
 def git_entries(top: str) -> tuple[str, ...] | None:
@@ -25,8 +30,10 @@ def git_entries(top: str) -> tuple[str, ...] | None:
     already, would be missed (red team 8: a nested repository's config then shown unredacted, and
     its `.git` writable). So each directory's inode and ctime are noted when it is listed, and
     looked at again once the walk is done: one that changed is listed again and what appeared in
-    it walked, until a pass finds nothing changed. None if the tree is still changing after
-    SETTLE_PASSES such passes."""
+    it walked, until a pass finds nothing changed but the top itself, holding the same directories
+    (a rename of the top changes its ctime alone). A `.git` once found stays in the result (moved
+    since, its bind fails where the plan says, and nothing runs). None if the tree is still
+    changing after SETTLE_PASSES such passes."""
     top = top.rstrip("/") or "/"
     try:
         fd = posix.open(top, LIST_FLAGS)
@@ -34,26 +41,44 @@ def git_entries(top: str) -> tuple[str, ...] | None:
         return ()
     seen: dict[str, tuple[int, int]] = {}
     found: set[str] = set()
-    _gits_below(top, fd, seen, found, top.count("/"))
+    held: Holds | None = _gits_below(top, fd, seen, found, top.count("/"))
     for _ in range(SETTLE_PASSES):
         changed = _changed(top, seen)
-        if not changed:
+        if not changed or (changed == [top] and held is not None and _holds(top) == held):
             return tuple(sorted(found))
         for path in changed:
-            if path not in seen:
-                continue  # below one listed again in this pass
-            _relist(top, path, seen, found)
+            if path in seen:  # else below one listed again in this pass
+                again = _relist(top, path, seen, found)
+                held = again if path == top else held
     return None
 
 
+def _holds(top: str) -> Holds | None:
+    """What the top holds now: its directories (by device and inode) and whether it has a
+    `.git`. Its own ctime changes when it is renamed (another sandbox swapping it with a link
+    beside it: the walk went through a descriptor, its name is nothing to it), so that alone is
+    not taken for a change of what it holds."""
+    try:
+        fd = posix.open(top, LIST_FLAGS)
+    except OSError:
+        return None
+    try:
+        return _held(fd, entries(fd))
+    finally:
+        posix.close(fd)
+
+
 def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set[str], floor: int,
-                skip: set[str] | None = None) -> None:
+                skip: set[str] | None = None) -> Holds:
     """Walk the directory open as `fd` (at `path`; closed when done) for `.git` entries, noting
     each directory listed, at most MAX_DEPTH levels below the top (whose path has `floor`
-    slashes); `skip`: names in it not to enter (walked already)."""
+    slashes); `skip`: names in it not to enter (walked already). Returns what `path` held as it
+    was listed (_holds)."""
     st = posix.fstat(fd)
     seen[path] = (st.st_ino, st.st_ctime_ns)
-    stack = [(path, fd, iter(entries(fd)))]
+    listed = entries(fd)
+    held = _held(fd, listed)
+    stack = [(path, fd, iter(listed))]
     while stack:
         here, fd, pending = stack[-1]
         entry = next(pending, None)
@@ -67,9 +92,22 @@ def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set
             st = posix.fstat(inner)
             seen[here + "/" + entry.name] = (st.st_ino, st.st_ctime_ns)
             stack.append((here + "/" + entry.name, inner, iter(entries(inner))))
+    return held
 
 
-def _relist(top: str, path: str, seen: dict[str, tuple[int, int]], found: set[str]) -> None:
+def _held(fd: int, listed: list[Any]) -> Holds:
+    subs = set()
+    for e in listed:
+        if e.name != ".git" and e.is_dir(follow_symlinks=False):
+            try:
+                st = posix.stat(e.name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            subs.add((st.st_dev, st.st_ino))
+    return frozenset(subs), any(e.name == ".git" for e in listed)
+
+
+def _relist(top: str, path: str, seen: dict[str, tuple[int, int]], found: set[str]) -> Holds | None:
     """List `path` again: forget what is no longer in it (or all it held, if it is another
     directory now) and walk what is new."""
     try:
@@ -82,15 +120,14 @@ def _relist(top: str, path: str, seen: dict[str, tuple[int, int]], found: set[st
         fd = -1
     same = fd >= 0 and posix.fstat(fd).st_ino == seen[path][0]
     names = {e.name for e in entries(fd)} if same else set()
-    for p in [p for p in seen if p.startswith(path + "/")] + [p for p in found if p.startswith(path + "/")]:
+    for p in [p for p in seen if p.startswith(path + "/")]:  # a `.git` found stays: one moved fails to mount
         if p[len(path) + 1:].split("/", 1)[0] not in names:
             seen.pop(p, None)
-            found.discard(p)
     if fd < 0:
         seen.pop(path, None)
-        return
+        return None
     below = {p[len(path) + 1:] for p in seen if p.startswith(path + "/") and "/" not in p[len(path) + 1:]}
-    _gits_below(path, fd, seen, found, top.count("/"), skip=below)
+    return _gits_below(path, fd, seen, found, top.count("/"), skip=below)
 
 
 def _changed(top: str, seen: dict[str, tuple[int, int]]) -> list[str]:
