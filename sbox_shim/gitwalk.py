@@ -12,16 +12,23 @@ if TYPE_CHECKING:
 from sbox_shim.lean import LIST_FLAGS, entries, open_along, open_in
 
 SETTLE_PASSES = 3  # looks again at what changed while git_entries walked, before it gives up
-MAX_DEPTH = 512  # directories deep the walk goes (as guard.MAX_DEPTH): descriptors open at once
+MARGIN = 128  # descriptors kept free below the open-files limit: the walk goes as deep as the rest
 _PATH = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 Holds = tuple[frozenset[tuple[int, int]], bool]  # a directory's subdirectories (device, inode), and a `.git` in it
+
+
+class TooDeep(Exception):
+    """The tree goes deeper than the walk can hold directories open: what is below is not seen."""
 
 
 def git_entries(top: str) -> tuple[str, ...] | None:
     """Every `.git` file, directory or link below `top` (itself included), sorted. Links are
     not followed and nothing is skipped: a `.git` deep in node_modules is as host-executed as any
-    (git reads its config and hooks on `git status` in that directory), down to MAX_DEPTH levels
-    (a tree a step builds deeper has its top moved by the guard). Walked through directory
+    (git reads its config and hooks on `git status` in that directory), at any depth the
+    open-files limit allows (its hard limit, for the walk): a repository another sandbox moves
+    below a chain of directories deeper than that would not be seen, so TooDeep is raised then,
+    and the plan stops (red team 8 hid one 600 levels down when the walk stopped at 512, and the
+    step read its token). Walked through directory
     descriptors, each opened in its parent: another sandbox swapping a directory for a link while
     sbox plans never has it list (or protect) what lies outside the project. Depth-first, so
     only one directory per level is open at a time.
@@ -39,18 +46,54 @@ def git_entries(top: str) -> tuple[str, ...] | None:
         fd = posix.open(top, LIST_FLAGS)
     except OSError:
         return ()
-    seen: dict[str, tuple[int, int]] = {}
-    found: set[str] = set()
-    held: Holds | None = _gits_below(top, fd, seen, found, top.count("/"))
-    for _ in range(SETTLE_PASSES):
-        changed = _changed(top, seen)
-        if not changed or (changed == [top] and held is not None and _holds(top) == held):
-            return tuple(sorted(found))
-        for path in changed:
-            if path in seen:  # else below one listed again in this pass
-                again = _relist(top, path, seen, found)
-                held = again if path == top else held
-    return None
+    with _open_files():
+        seen: dict[str, tuple[int, int]] = {}
+        found: set[str] = set()
+        held: Holds | None = _gits_below(top, fd, seen, found, top.count("/"))
+        for _ in range(SETTLE_PASSES):
+            changed = _changed(top, seen)
+            if not changed or (changed == [top] and held is not None and _holds(top) == held):
+                return tuple(sorted(found))
+            for path in changed:
+                if path in seen:  # else below one listed again in this pass
+                    again = _relist(top, path, seen, found)
+                    held = again if path == top else held
+        return None
+
+
+_DEPTH = [1024 - MARGIN]  # levels the current walk may go down (set by _open_files)
+
+
+def _deep_enough(level: int) -> bool:
+    """May the walk open a directory `level` + 1 levels below its top? TooDeep if not."""
+    if level + 1 >= _DEPTH[0]:
+        raise TooDeep(f"directories nest deeper than {_DEPTH[0]} levels")
+    return True
+
+
+class _open_files:
+    """The open-files limit raised to its hard limit (at most 2**20) for the walk, then put back:
+    a walk holds one descriptor per level."""
+
+    def __enter__(self) -> None:
+        import resource
+
+        self.soft, self.hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(self.hard if self.hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+        if want > self.soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, self.hard))
+            except (ValueError, OSError):
+                want = self.soft
+        _DEPTH[0] = max(want - MARGIN, 64)
+
+    def __exit__(self, *_: object) -> None:
+        import resource
+
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.soft, self.hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _holds(top: str) -> Holds | None:
@@ -71,7 +114,7 @@ def _holds(top: str) -> Holds | None:
 def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set[str], floor: int,
                 skip: set[str] | None = None) -> Holds:
     """Walk the directory open as `fd` (at `path`; closed when done) for `.git` entries, noting
-    each directory listed, at most MAX_DEPTH levels below the top (whose path has `floor`
+    each directory listed, at most `depth` levels below the top (whose path has `floor`
     slashes); `skip`: names in it not to enter (walked already). Returns what `path` held as it
     was listed (_holds)."""
     st = posix.fstat(fd)
@@ -88,7 +131,7 @@ def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set
         if entry.name == ".git":
             found.add(here + "/" + entry.name)
         elif entry.is_dir(follow_symlinks=False) and not (skip and here == path and entry.name in skip) \
-                and here.count("/") - floor < MAX_DEPTH and (inner := open_in(fd, entry.name)) >= 0:
+                and _deep_enough(here.count("/") - floor) and (inner := open_in(fd, entry.name)) >= 0:
             st = posix.fstat(inner)
             seen[here + "/" + entry.name] = (st.st_ino, st.st_ctime_ns)
             stack.append((here + "/" + entry.name, inner, iter(entries(inner))))

@@ -93,9 +93,15 @@ def inspect(root: str, writable: bool | tuple[str, ...]) -> Tree:
 
 def _git_entries(top: str) -> tuple[str, ...]:
     """gitwalk.git_entries; UsageError if the tree would not hold still while it was walked."""
-    from sbox_shim.gitwalk import git_entries
+    from sbox_shim.gitwalk import TooDeep, git_entries
 
-    found = git_entries(top)
+    try:
+        found = git_entries(top)
+    except TooDeep as exc:
+        from sbox_shim.errors import UsageError
+
+        raise UsageError(f"{top}: {exc}, where sbox cannot look for .git entries to keep read-only (another "
+                         "sandbox's doing? look for a chain of nested directories); nothing ran") from None
     if found is None:
         from sbox_shim.errors import UsageError
 

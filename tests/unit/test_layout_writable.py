@@ -271,27 +271,51 @@ def test_a_directory_on_a_staged_output_s_way_swapped_for_a_link_is_never_follow
     assert sorted(x.name for x in home.iterdir()) == ["canary.txt"]
 
 
+def _chain(top: Path, names: list[str], git: bool) -> None:
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        if git:
+            os.mkdir(".git", dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def test_a_tree_deeper_than_a_path_reaches_is_walked_for_git_entries(tmp_path: Path) -> None:
     """A `.git` 30 levels of 200-character names down (past PATH_MAX) is found, and the look
     again at what changed meanwhile reaches it too (by path, it failed every time: the plan then
-    stopped as if the tree kept changing); past gitwalk.MAX_DEPTH levels the walk stops, and the
-    plan goes on."""
+    stopped as if the tree kept changing); so is one 600 levels down (red team 8 moved a
+    repository there when the walk stopped at 512, and the step read its token)."""
     from sbox_shim import gitwalk
 
     root = tmp_path / "project"
     root.mkdir()
-    for names, has_git in ((["d" * 200] * 30, True), (["e"] * (gitwalk.MAX_DEPTH + 10), False)):
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            for name in names:
-                os.mkdir(name, dir_fd=fd)
-                inner = os.open(name, os.O_RDONLY, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-            if has_git:
-                os.mkdir(".git", dir_fd=fd)
-        finally:
-            os.close(fd)
+    _chain(root, ["d" * 200] * 30, True)
+    _chain(root, ["e"] * 600, True)
     found = gitwalk.git_entries(str(root))
-    assert found == (str(root) + ("/" + "d" * 200) * 30 + "/.git",)
+    assert found == tuple(sorted((str(root) + ("/" + "d" * 200) * 30 + "/.git", str(root) + "/e" * 600 + "/.git")))
     assert tree.inspect(str(root), True).gits == found
+
+
+def test_a_tree_deeper_than_the_walk_can_go_stops_the_plan(tmp_path: Path) -> None:
+    """Deeper than the open-files limit lets the walk hold directories open (a hard limit of 1,000
+    here, in a process of its own), the plan stops rather than plan without what lies below."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "project"
+    root.mkdir()
+    _chain(root, ["e"] * 1200, True)
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (1000, 1000))\n"
+            "from sbox_shim import tree\n"
+            "from sbox_shim.errors import UsageError\n"
+            "try:\n    tree.inspect(sys.argv[1], True)\nexcept UsageError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=120)
+    assert "deeper than 872 levels" in out.stdout and "nothing ran" in out.stdout, (out.stdout, out.stderr)
+    # The control: with the machine's own limit, the same tree is walked, its `.git` found.
+    assert tree.inspect(str(root), True).gits == (str(root) + "/e" * 1200 + "/.git",)
