@@ -14,7 +14,7 @@ from sbox_shim.lean import LIST_FLAGS, entries, open_along, open_in
 SETTLE_PASSES = 3  # looks again at what changed while git_entries walked, before it gives up
 MARGIN = 128  # descriptors kept free below the open-files limit: the walk goes as deep as the rest
 _PATH = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
-Holds = tuple[frozenset[tuple[int, int]], bool]  # a directory's subdirectories (device, inode), and a `.git` in it
+Holds = tuple[frozenset[tuple[str, int, int]], bool]  # a directory's subdirectories (name, device, inode), and a `.git` in it
 
 
 class TooDeep(Exception):
@@ -97,10 +97,10 @@ class _open_files:
 
 
 def _holds(top: str) -> Holds | None:
-    """What the top holds now: its directories (by device and inode) and whether it has a
+    """What the top holds now: its directories (by name, device and inode) and whether it has a
     `.git`. Its own ctime changes when it is renamed (another sandbox swapping it with a link
     beside it: the walk went through a descriptor, its name is nothing to it), so that alone is
-    not taken for a change of what it holds."""
+    not taken for a change of what it holds; a directory in it renamed is (red team 8)."""
     try:
         fd = posix.open(top, LIST_FLAGS)
     except OSError:
@@ -112,15 +112,18 @@ def _holds(top: str) -> Holds | None:
 
 
 def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set[str], floor: int,
-                skip: set[str] | None = None) -> Holds:
+                skip: set[str] | None = None) -> Holds | None:
     """Walk the directory open as `fd` (at `path`; closed when done) for `.git` entries, noting
     each directory listed, at most `depth` levels below the top (whose path has `floor`
     slashes); `skip`: names in it not to enter (walked already). Returns what `path` held as it
-    was listed (_holds)."""
+    was listed (_holds); None if a directory listed in it could not be opened then. A directory
+    listed that cannot be opened (renamed, or swapped for a link, meanwhile) has the one holding
+    it noted with no ctime: it is listed again (red team 8 renamed `vendor` in that gap, and the
+    walk went on without what it holds)."""
     st = posix.fstat(fd)
     seen[path] = (st.st_ino, st.st_ctime_ns)
     listed = entries(fd)
-    held = _held(fd, listed)
+    held: Holds | None = _held(fd, listed)
     stack = [(path, fd, iter(listed))]
     while stack:
         here, fd, pending = stack[-1]
@@ -131,22 +134,27 @@ def _gits_below(path: str, fd: int, seen: dict[str, tuple[int, int]], found: set
         if entry.name == ".git":
             found.add(here + "/" + entry.name)
         elif entry.is_dir(follow_symlinks=False) and not (skip and here == path and entry.name in skip) \
-                and _deep_enough(here.count("/") - floor) and (inner := open_in(fd, entry.name)) >= 0:
+                and _deep_enough(here.count("/") - floor):
+            inner = open_in(fd, entry.name, owner=True)
+            if inner < 0:
+                seen[here] = (seen[here][0], -1)
+                held = None if here == path else held
+                continue
             st = posix.fstat(inner)
             seen[here + "/" + entry.name] = (st.st_ino, st.st_ctime_ns)
             stack.append((here + "/" + entry.name, inner, iter(entries(inner))))
     return held
 
 
-def _held(fd: int, listed: list[Any]) -> Holds:
+def _held(fd: int, listed: list[Any]) -> Holds | None:
     subs = set()
     for e in listed:
         if e.name != ".git" and e.is_dir(follow_symlinks=False):
             try:
                 st = posix.stat(e.name, dir_fd=fd, follow_symlinks=False)
             except OSError:
-                continue
-            subs.add((st.st_dev, st.st_ino))
+                return None  # gone since it was listed: not the same
+            subs.add((e.name, st.st_dev, st.st_ino))
     return frozenset(subs), any(e.name == ".git" for e in listed)
 
 

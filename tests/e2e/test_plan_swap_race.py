@@ -128,3 +128,36 @@ def test_a_nested_repository_moved_while_the_plan_walks_is_found_where_it_is(tmp
         flipping.wait()
     assert seen, "the repository was never found: the check would prove nothing"
     assert not missed, f"{missed} of {seen + missed} plans did not find the repository ({refused} refused)"
+
+
+def test_a_directory_renamed_at_the_top_while_the_plan_walks_hides_no_repository(tmp_path: Path) -> None:
+    """Red team 8: `vendor` (holding a nested repository) renamed to `vendorX` and back at the top
+    of the walk: listed by one name, gone when the walk opened it, and only the top's ctime
+    changed, which the look again took for the top's own rename. The plan went on without the
+    repository, and the step read its token and wrote its hooks (8 of 30 runs)."""
+    root = tmp_path / "project"
+    repo = root / "vendor" / "lib" / ".git"
+    repo.mkdir(parents=True)
+    (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    for n in range(30):  # width: the walk takes a while
+        (root / f"a{n}" / "b" / "c").mkdir(parents=True)
+    assert str(repo) in tree.inspect(str(root), True).gits  # the control: unraced, it is found
+    flipping = flipper.start(root, "vendor", "vendorX", move=True)
+    seen = refused = missed = 0
+    try:
+        for _ in range(2000):
+            try:
+                gits = tree.inspect(str(root), True).gits
+            except UsageError as exc:
+                assert "kept changing" in str(exc) or "no longer" in str(exc), str(exc)
+                refused += 1
+                continue
+            if str(repo) in gits or str(root / "vendorX" / "lib" / ".git") in gits:
+                seen += 1
+            else:
+                missed += 1
+    finally:
+        flipping.kill()
+        flipping.wait()
+    assert seen, "the repository was never found: the check would prove nothing"
+    assert not missed, f"{missed} of {seen + missed} plans did not find the repository ({refused} refused)"
