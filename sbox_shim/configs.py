@@ -228,19 +228,10 @@ def _open_in(fd: int | None, name: str) -> int | None:
 
 def _names(fd: int | None, dirs_only: bool = False) -> list[str]:
     """What the directory `fd` holds (only its subdirectories, not through a link, with `dirs_only`)."""
-    if fd is None:
-        return []
-    try:
-        listed = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
-    except OSError:
-        return []
-    try:
-        with os.scandir(listed) as it:
-            return sorted(e.name for e in it if not dirs_only or e.is_dir(follow_symlinks=False))
-    except OSError:
-        return []
-    finally:
-        os.close(listed)
+    from sbox_shim.lean import listed_at
+
+    listed = listed_at(fd) if fd is not None else None
+    return sorted(name for name, is_dir in listed or () if is_dir or not dirs_only)
 
 
 def _at(fd: int, name: str, test: Callable[[int], bool]) -> bool:

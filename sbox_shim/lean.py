@@ -226,6 +226,31 @@ def entries(fd: int) -> list[Any]:
         return []
 
 
+def listed_at(handle: int, owner: bool = False) -> list[tuple[str, bool]] | None:
+    """(name, is a directory, not through a link) of each entry of the directory an O_PATH
+    descriptor holds, opened again to list it; with `owner`, one of this user's that a sandbox
+    made unreadable to its owner gets its owner's rights back first. None if it cannot be listed."""
+    flags = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC
+    try:
+        listed = posix.open(".", flags, dir_fd=handle)
+    except PermissionError:
+        if not (owner and let_owner_at(handle)):
+            return None
+        try:
+            listed = posix.open(".", flags, dir_fd=handle)
+        except OSError:
+            return None
+    except OSError:
+        return None
+    try:
+        with posix.scandir(listed) as listing:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+    except OSError:
+        return None
+    finally:
+        posix.close(listed)
+
+
 def open_in(fd: int, name: str, owner: bool = False) -> int:
     """The directory `name` in the one open as `fd`, opened to list; -1 if a link (swapped in
     since it was listed as a directory), missing or unreadable. With `owner`, one of this user's

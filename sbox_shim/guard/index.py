@@ -40,7 +40,6 @@ PROJECTS = ("sbox.yaml", ".sbox.yaml")  # config.CONFIG_NAMES: a project of its 
 KEPT = NESTED + PROJECTS + ("pyproject.toml",)  # the names a walk keeps the paths of ([tool.sbox] opts in too)
 SLACK_NS = 50_000_000  # as guard.SLACK_NS: file times lag time.time_ns() by up to a tick
 MAX_DEPTH = 512  # as guard.MAX_DEPTH: directories a walk holds open at once
-LIST_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC  # "." of an O_PATH descriptor
 PATH_FLAGS = posix.O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 DIR = 0o040000
 
@@ -213,7 +212,7 @@ def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
             if stats:
                 _note(out, fd, path, name)
         return below.get(path, [])
-    entries = _listing(fd)
+    entries = lean.listed_at(fd, owner=True)  # an O_PATH descriptor: an unchanged directory needs no more
     if entries is None:
         out.complete = False
         return []
@@ -243,27 +242,3 @@ def _open_top(top: str) -> int:
         return posix.open(top, PATH_FLAGS)
     except OSError:
         return -1
-
-
-def _listing(fd: int) -> list[Any] | None:
-    """The entries of the directory `fd` holds (an O_PATH descriptor: looking in an unchanged
-    directory needs no more), opened again to list it; one of this user's that a sandbox made
-    unreadable to its owner gets its owner's rights back first. None if it cannot be listed."""
-    try:
-        listed = posix.open(".", LIST_FLAGS, dir_fd=fd)
-    except PermissionError:
-        if not lean.let_owner_at(fd):
-            return None
-        try:
-            listed = posix.open(".", LIST_FLAGS, dir_fd=fd)
-        except OSError:
-            return None
-    except OSError:
-        return None
-    try:
-        with posix.scandir(listed) as listing:
-            return [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
-    except OSError:
-        return None
-    finally:
-        posix.close(listed)
