@@ -24,7 +24,11 @@ temporary project whose `default` profile has the network off:
   of the download phase, bwrap), not npm's; the scripts phase's driver, which loads the `npm` it
   finds as JavaScript, finds a file that exits at once. The cold run resolves the registry names of npm's
   built-in allowlist, as every `sbox run -- npm install` does; warm runs reuse the pinned
-  addresses while the record lives (recorder_plan.PIN_TTL);
+  addresses while the record lives (recorder_plan.PIN_TTL). That project holds package.json
+  alone, so each run stages the lockfile npm may write (the step waits for that before bwrap);
+- npm install, to first step, lockfiles: the same in a project as a repeated install finds it
+  (package-lock.json and npm's hidden lockfile, one package installed: nothing to stage, npm's
+  hook finds the tree settled), so bwrap sets the step up while sbox checks the record;
 - docker run (bare): `docker run --rm --network none` of sbox's own base image with the host's
   toolchain directories bound read-only (the image holds only links: `true` comes from /usr),
   `true`: what a container costs through the docker CLI, the floor for `sbox docker`;
@@ -109,6 +113,21 @@ def bare_docker_run() -> list[str]:
 BWRAP_ALONE = "bwrap alone (sbox's options)"
 NPM_FIRST = "npm install, to first step"
 NPM_FIRST_COLD = "npm install, to first step, cold"
+NPM_FIRST_LOCKED = "npm install, to first step, lockfiles"
+LOCK = ('{"name": "app", "version": "1.0.0", "lockfileVersion": 3, "requires": true, "packages": '
+        '{%s"node_modules/a": {"version": "1.0.0", "resolved": "http://127.0.0.1:9/a/-/a-1.0.0.tgz", '
+        '"integrity": "sha512-AAAA"}}}\n')
+
+
+def add_lockfiles(project: Path) -> None:
+    """A settled tree of one package, as npm leaves it: package.json asks for it, both lockfiles list it."""
+    (project / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true, '
+                                          '"dependencies": {"a": "1.0.0"}}\n')
+    (project / "package-lock.json").write_text(
+        LOCK % '"": {"name": "app", "version": "1.0.0", "dependencies": {"a": "1.0.0"}}, ')
+    (project / "node_modules" / "a").mkdir(parents=True, exist_ok=True)
+    (project / "node_modules" / "a" / "package.json").write_text('{"name": "a", "version": "1.0.0"}\n')
+    (project / "node_modules" / ".package-lock.json").write_text(LOCK % "")
 
 
 def timed_first_step(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> float:
@@ -167,7 +186,8 @@ Variant = tuple[list[str], Path, dict[str, str]]  # argv, cwd, environment on to
 def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[dict[str, Variant], dict[str, str], dict[str, str]]:
     sandboxed, host, home = base / "project", base / "host-project", base / "home"
     readonly, npm, stubs = base / "readonly-project", base / "npm-project", base / "stubs"
-    for d in (sandboxed, host, home, readonly, npm, stubs):
+    locked = base / "npm-locked-project"
+    for d in (sandboxed, host, home, readonly, npm, stubs, locked):
         d.mkdir(parents=True)
     (sandboxed / "sbox.yaml").write_text(SANDBOX_CONFIG)
     (host / "sbox.yaml").write_text(HOST_CONFIG)
@@ -175,6 +195,8 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
     (npm / "sbox.yaml").write_text("version: 1\n")
     (npm / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true}\n')
     (npm / "node_modules").mkdir()
+    (locked / "sbox.yaml").write_text("version: 1\n")
+    add_lockfiles(locked)
     (stubs / "npm").write_text(NPM_STUB)
     (stubs / "npm").chmod(0o755)
     env = {
@@ -188,7 +210,8 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
     }
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
-    trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml", readonly / "sbox.yaml", npm / "sbox.yaml")
+    trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml", readonly / "sbox.yaml", npm / "sbox.yaml",
+                  locked / "sbox.yaml")
     script = sbox_executable()
     from sbox_shim import launcher
 
@@ -221,6 +244,8 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
             variants[NPM_FIRST] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm, stub_path)
             variants[NPM_FIRST_COLD] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm,
                                         {**stub_path, "SBOX_PLAN_CACHE": "0"})
+            variants[NPM_FIRST_LOCKED] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], locked,
+                                          stub_path)
             variants[PYTHON_ALONE] = ([sys.executable, "-I", "-S", "-c", "pass"], sandboxed, {})
             variants[BWRAP_ALONE] = ([], sandboxed, {})  # timed by timed_bwrap_alone
         if backend == "docker":
@@ -262,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return timed_bwrap_alone(Path(env["SBOX_STATE_DIR"]), {**env, **extra})
             if name == FIRST_RUN:  # an argv never run before: no plan to reuse, the config parsed
                 cmd = [*cmd, f"run-{next(fresh)}"]
-            if name in (NPM_FIRST, NPM_FIRST_COLD):
+            if name in (NPM_FIRST, NPM_FIRST_COLD, NPM_FIRST_LOCKED):
                 return timed_first_step(cmd, cwd, {**env, **extra})
             return timed(cmd, cwd, {**env, **extra}, name)
 

@@ -74,22 +74,6 @@ def one(python: str, paths: str, argv: Sequence[str], cwd: Path, env: dict[str, 
     return at
 
 
-LOCK = ('{"name": "app", "version": "1.0.0", "lockfileVersion": 3, "requires": true, "packages": '
-        '{%s"node_modules/a": {"version": "1.0.0", "resolved": "http://127.0.0.1:9/a/-/a-1.0.0.tgz", '
-        '"integrity": "sha512-AAAA"}}}\n')
-
-
-def add_lockfiles(project: Path) -> None:
-    """A settled tree of one package, as npm leaves it: package.json asks for it, both lockfiles list it."""
-    (project / "package.json").write_text('{"name": "app", "version": "1.0.0", "private": true, '
-                                          '"dependencies": {"a": "1.0.0"}}\n')
-    (project / "package-lock.json").write_text(
-        LOCK % '"": {"name": "app", "version": "1.0.0", "dependencies": {"a": "1.0.0"}}, ')
-    (project / "node_modules" / "a").mkdir(parents=True, exist_ok=True)
-    (project / "node_modules" / "a" / "package.json").write_text('{"name": "a", "version": "1.0.0"}\n')
-    (project / "node_modules" / ".package-lock.json").write_text(LOCK % "")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
@@ -105,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd, cwd, extra = variants[bench_backends.NPM_FIRST]
         env = {**env, **extra}
         if args.lockfile:
-            add_lockfiles(cwd)
+            bench_backends.add_lockfiles(cwd)
         stages_child.prime(args.python, paths, cmd[1:], cwd, env, 3)  # the record, then the project settles
         load_before = bench_backends.loadavg()
         runs = [r for r in (one(args.python, paths, cmd[1:], cwd, env) for _ in range(args.runs)) if r]

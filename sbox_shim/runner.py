@@ -5,8 +5,6 @@ import os
 import sys
 import time
 
-from sbox_shim.guard.run import guarded
-
 TYPE_CHECKING = False  # mypy reads this as True; typing costs milliseconds to import
 if TYPE_CHECKING:
     from types import ModuleType
@@ -136,6 +134,8 @@ def prestart(plan: Plan, backend: ModuleType, run_dir: str, state_dir: str | Non
 def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[str, str],
             state_dir: str, err: TextIO = sys.stderr, started: Any = None) -> int:
     """Run the plan's steps; `started`: its first step's sandbox, from `prestart`."""
+    from sbox_shim.guard.run import guarded  # here: the warm path starts bwrap before this import
+
     quiet = env.get("SBOX_QUIET") == "1"
     hooks = None
     scratch: list[str] = []

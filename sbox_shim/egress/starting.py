@@ -8,8 +8,12 @@ bwrap sets the sandbox up only what making those listeners takes is loaded (`beg
 through _ctypes, before Python 3.12; the listeners are made with _socket and _thread, which cost next to nothing);
 once it is set up `ready` makes them and lets the command go, and the proxy
 itself (its modules and the policy: most of the milliseconds an allowlisted step's start costs)
-is imported and started in a thread of its own while the command starts, then serves the
-listeners. Every connection is still decided by the proxy; none is served by anything else.
+is imported and started in a thread of its own, then serves the listeners. That thread waits
+first, until a connection comes or DEFER has passed: a command's own start (a shell, Node's or
+Python's first milliseconds) then has the CPU to itself (on two cores the import beside it made
+npm's first step start 2 to 3 ms later), a command that never connects and ends meanwhile costs
+no import at all, and one that connects at once waits for the import as it did. Every connection
+is still decided by the proxy; none is served by anything else.
 Should the proxy fail to start, its listeners are closed, so every connection is refused and
 nothing leaves, and the step fails with the reason (`stop`).
 """
@@ -107,6 +111,9 @@ class Starting:
         import os
 
         try:
+            _first_connection([fd for fd, _ in made], DEFER)
+            if self.abandoned:  # the step has ended meanwhile: nothing to load (read again under the gate)
+                raise _Abandoned()
             import socket
 
             from sbox_shim.egress.proxy import EgressProxy
@@ -176,6 +183,20 @@ def policy(step: Step) -> Any:
 
 
 UNIX = "unix"  # in `made`: the proxy's own unix socket, not a TCP listener
+DEFER = 0.02  # seconds the proxy's import waits for a first connection before it loads anyway
+
+
+def _first_connection(fds: Sequence[int], seconds: float) -> None:
+    """Wait until one of the listeners has a connection waiting, or `seconds` have passed."""
+    import select  # built in: no import to speak of
+
+    try:
+        poll = select.poll()
+        for fd in fds:
+            poll.register(fd, select.POLLIN)
+        poll.poll(int(seconds * 1000))
+    except (OSError, ValueError):
+        pass  # then load at once
 
 
 class _Abandoned(Exception):

@@ -87,11 +87,12 @@ def test_a_proxy_that_cannot_start_leaves_every_connection_refused(tmp_path: Pat
     assert denials == [] and "could not start the egress proxy" in problem and "no policy" in problem
 
 
-def test_a_step_that_ends_before_the_proxy_is_up_does_not_wait_for_it(tmp_path: Path) -> None:
+def test_a_step_that_ends_before_the_proxy_is_up_does_not_wait_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`true` under an allowlist: the command ends while the proxy still loads. `stop` returns at
     once, and the proxy, once loaded, serves nothing: its listeners are closed."""
     import threading
 
+    monkeypatch.setattr(starting, "DEFER", 0)  # loading at once: the command ends while it loads
     loaded = threading.Event()
     release = threading.Event()
 
@@ -110,3 +111,41 @@ def test_a_step_that_ends_before_the_proxy_is_up_does_not_wait_for_it(tmp_path: 
     assert loaded.wait(30)
     proxy.started.acquire()  # the proxy's thread has ended: abandoned, nothing served
     assert proxy.proxy is None and proxy.abandoned
+
+
+def test_the_proxy_loads_when_the_first_connection_comes_and_not_for_a_step_that_made_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy's import waits for a connection (or DEFER, made long here): the command's start
+    does not share the CPU with it. The command marks the moment it is about to connect; the
+    policy, built as the proxy loads, finds the mark there. A step that ends without connecting
+    never loads the proxy."""
+    monkeypatch.setattr(starting, "DEFER", 60)
+    mark = tmp_path / "connecting"
+    step = _step(tmp_path)
+    seen: list[bool] = []
+
+    def policy() -> Any:
+        seen.append(mark.exists())
+        return starting.policy(step)
+
+    proxy = starting.Starting(policy, (), "")
+    out = tmp_path / "out"
+    held = bwraprun.start("/usr/bin/bwrap", _options(tmp_path), [
+        "/bin/sh", "-c", f'sleep 0.5; : > {mark}; {PY} -c "$1" > {out}', "sh", ASK])
+    proxy.begin()
+    code, _ = bwraprun.finish(held, ready=proxy.ready)
+    denials, problem = proxy.stop()
+    said = out.read_text().strip()
+    assert code == 0 and problem == "" and seen == [True]
+    assert said.startswith("answer: ") and " 403 " in said + " ", said  # decided by the proxy
+    assert [d["host"] for d in denials] == ["evil.sbox.test"]
+
+    monkeypatch.setattr(starting, "DEFER", 2)  # far longer than `true` takes in its sandbox
+    loaded: list[int] = []
+    idle = starting.Starting(lambda: loaded.append(1), (), "")
+    held = bwraprun.start("/usr/bin/bwrap", _options(tmp_path), ["/bin/true"])
+    idle.begin()
+    code, _ = bwraprun.finish(held, ready=idle.ready)
+    assert code == 0 and idle.stop() == ([], "")
+    assert idle.started.acquire(timeout=30)  # its thread has ended, DEFER past
+    assert loaded == [] and idle.proxy is None and idle.abandoned
