@@ -31,7 +31,11 @@ def git_entries(top: str) -> tuple[str, ...] | None:
     step read its token). Walked through directory
     descriptors, each opened in its parent: another sandbox swapping a directory for a link while
     sbox plans never has it list (or protect) what lies outside the project. Depth-first, so
-    only one directory per level is open at a time.
+    only one directory per level is open at a time. A `.git` directory is a leaf: a repository
+    inside one (`x/.git/stash/lib`, moved there by a sandbox that made `x/.git`) is not looked
+    for, which red team 9 used before every sandbox pinned the repositories it started with
+    (layout.pins): no sandbox can move one now, and entering them all (a repository's own
+    `objects/` holds up to 256 directories) cost 5 ms a plan.
 
     A directory another sandbox moves while the walk passes, into one the walk has listed
     already, would be missed (red team 8: a nested repository's config then shown unredacted, and

@@ -137,6 +137,8 @@ def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str
         return ProjectLayout(tuple([Mount(root, root)] + masks))
     if isinstance(writable, bool):
         mounts = project_mounts(root, True, config_path, exists)
+        kept = [m.target for m in mounts if m.readonly] + list(tree.hooks)
+        mounts = mounts[:1] + [Mount(p, p, readonly=False) for p in pins(root, tree.gits, kept)] + mounts[1:]
         mounts += [Mount(p, p) for p in tree.gits + tree.hooks]
         return ProjectLayout(tuple(mounts + masks))
     mounts = [Mount(root, root)]
@@ -158,9 +160,46 @@ def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str
             refused.append(f"{relative} stays read-only ({found.split(': ', 1)[-1]})")
             continue
         mounts.append(Mount(path, path, readonly=False))
+        if found == "dir":
+            kept = protected_paths(root, config_path) + list(tree.hooks)
+            mounts += [Mount(p, p, readonly=False) for p in pins(path, tree.gits, kept)]
     guarded = [p for p in protected_paths(root, config_path) + list(tree.gits + tree.hooks) if exists(p)]
     mounts += [Mount(p, p) for p in guarded]
     return ProjectLayout(tuple(mounts + masks), tuple(create), tuple(staged), tuple(refused))
+
+
+def pins(top: str, gits: Iterable[str], readonly: Iterable[str] = ()) -> list[str]:
+    """The directories below `top` (a writable bind) on the way to each of `gits`, the repository's
+    own directory included, but none that is a `.git`, one of `readonly` or inside one (read-only
+    binds already, which no sandbox moves).
+    Each is bound on itself, writable as before: a mount point cannot be renamed or removed in its
+    own mount namespace (EBUSY), so this sandbox cannot move a repository of the project. A bind
+    protects a path through the mount it was made in: another sandbox writing the project moved
+    `vendor/lib` into `node_modules/` (or out of a `.git` it had made) once a step ran, and in
+    that step the repository was then reached through its writable `node_modules` bind, where no
+    read-only bind of its `.git` applies: its token read, its hooks written (red team 9)."""
+    top = top.rstrip("/")
+    kept = [r.rstrip("/") for r in readonly]
+    out: list[str] = []
+    for g in gits:
+        if not inside(g, top) or g == top:
+            continue
+        here = top
+        for part in os.path.relpath(os.path.dirname(g), top).split("/"):
+            here = os.path.join(here, part)
+            if part in (".", "", ".git") or any(inside(here, r) for r in kept):
+                break
+            out.append(here)
+    return list(dict.fromkeys(out))
+
+
+def pinned(mounts: Sequence[Mount], root: str) -> list[str]:
+    """The directories `pins` bound in a step, relative to `root`: writable binds on themselves
+    inside another writable bind."""
+    parts = [m.target for m in mounts if m.kind == "bind" and not m.readonly]
+    return [os.path.relpath(m.target, root) for m in mounts
+            if m.kind == "bind" and not m.readonly and m.source == m.target and inside(m.target, root)
+            and any(p != m.target and inside(m.target, p) for p in parts)]
 
 
 def own_mounts(mounts: Sequence[Mount], own: Iterable[str]) -> list[Mount]:

@@ -191,6 +191,14 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                     err.write(f"sbox: npx ran with the network off (profile {step.profile}): it runs what the "
                               f"project has installed, and cannot fetch a package; npm install it first, or "
                               f"give npx a dispatch rule to a profile with network_allow: [registry.npmjs.org]\n")
+                if code not in (124, 130):
+                    from sbox_shim.layout import pinned
+
+                    held = pinned(step.mounts, plan.project_root)
+                    if held:
+                        err.write(f"sbox: {', '.join(held[:3])}{' ...' if len(held) > 3 else ''} hold a git "
+                                  f"repository of the project: a sandbox cannot move or remove them (Device or "
+                                  f"resource busy); do that on the host, where sbox has no say\n")
                 if hooks is not None:
                     hooks.failed()
                 return code

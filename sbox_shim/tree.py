@@ -87,8 +87,7 @@ def inspect(root: str, writable: bool | tuple[str, ...]) -> Tree:
     if not writable:
         return Tree(sockets=sockets)
     kinds = tuple((p, kind(root, p)) for p in writable)
-    gits = tuple(g for p, k in kinds if k == "dir" for g in _git_entries(os.path.join(root, p)))
-    return Tree(kinds, _with_git_dirs(root, gits), hooks_path(root), sockets)
+    return Tree(kinds, _with_git_dirs(root, _git_entries(root)), hooks_path(root), sockets)
 
 
 def _git_entries(top: str) -> tuple[str, ...]:
@@ -215,9 +214,9 @@ def _changed(path: str) -> Exception:
 
 
 def writable_dirs(root: str, writable: bool | tuple[str, ...]) -> tuple[str, ...]:
-    """The directories whose .git entries a layout protects: the plan cache walks them again."""
-    if writable is True:
-        return (root,)
-    if not writable:
-        return ()
-    return tuple(os.path.join(root, p.rstrip("/")) for p in writable)
+    """The directories whose .git entries a layout protects: the plan cache walks them again.
+    The whole project when any of it is writable: a nested repository's config is redacted in
+    npm's scripts phase too, which writes `node_modules/` only, and layout.pins keeps each
+    repository where it is (red team 9 moved `vendor/lib` into `node_modules/` once that phase
+    ran, and it wrote the repository's hooks there)."""
+    return (root,) if writable else ()

@@ -72,7 +72,9 @@ def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
             out.append(root)
         elif inside(source, root):
             out.append(source)
-    return list(dict.fromkeys(out))
+    out = list(dict.fromkeys(out))
+    # a part inside another (layout.pins: a directory on the way to a repository, bound on itself)
+    return [p for p in out if not any(q != p and inside(p, q) for q in out)]
 
 
 def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str]]:

@@ -117,7 +117,9 @@ def test_inspect_kinds_refuse_links(project: Path) -> None:
     assert kinds["package-lock.json"] == "missing"
     for refused in ("linked/", "linked/x/", "node_modules/lnk/", "nodir/lock"):
         assert kinds[refused].startswith("refused"), refused
-    assert facts.gits == (str(project / "node_modules/a/b/.git"),)
+    # every .git of the project, not only those in the parts it writes: vendor/sub's config is
+    # redacted in a step that writes node_modules/ only (npm's scripts phase) too
+    assert facts.gits == tuple(str(project / g) for g in (".git", "node_modules/a/b/.git", "vendor/sub/.git"))
 
 
 def test_hooks_path_outside_the_project_or_through_a_link_is_ignored(project: Path) -> None:
@@ -320,3 +322,31 @@ def test_a_tree_deeper_than_the_walk_can_go_stops_the_plan(tmp_path: Path) -> No
     assert "deeper than 272 levels" in out.stdout and "nothing ran" in out.stdout, (out.stdout, out.stderr)
     # The control: with the machine's own limit, the same tree is walked, its `.git` found.
     assert tree.inspect(str(root), True).gits == (str(root) + "/e" * 300 + "/.git",)
+
+
+def test_pins_are_the_directories_on_the_way_to_each_repository() -> None:
+    """Below a writable top, each directory down to a repository's own (its `.git` excluded),
+    none inside a read-only target, none outside the top; `pinned` finds them again in a step."""
+    gits = ["/p/.git", "/p/vendor/lib/.git", "/p/vendor/lib/sub/.git", "/p/node_modules/a/b/.git",
+            "/p/keep/x/.git", "/q/other/.git", "/p/m/.git/modules/s/.git"]
+    pins = layout.pins("/p", gits, readonly=["/p/keep"])
+    assert pins == ["/p/vendor", "/p/vendor/lib", "/p/vendor/lib/sub", "/p/node_modules",
+                    "/p/node_modules/a", "/p/node_modules/a/b", "/p/m"]
+    assert layout.pins("/p/node_modules/", gits) == ["/p/node_modules/a", "/p/node_modules/a/b"]
+    mounts = [Mount("/p", "/p", readonly=False)] + [Mount(p, p, readonly=False) for p in pins[:2]] + [
+        Mount("/p/vendor/lib/.git", "/p/vendor/lib/.git"), Mount("/c", "/c", readonly=False, kind="cache")]
+    assert layout.pinned(mounts, "/p") == ["vendor", "vendor/lib"]
+    # a writable part of a read-only project is not a pin
+    assert layout.pinned([Mount("/p", "/p"), Mount("/p/node_modules", "/p/node_modules", readonly=False)], "/p") == []
+
+
+def test_a_writable_layout_pins_the_way_to_each_repository(project: Path) -> None:
+    (project / "vendor" / "lib" / ".git").mkdir(parents=True)
+    whole = layout.project_layout(str(project), True, str(project / "sbox.yaml"),
+                                  tree.inspect(str(project), True), "/r")
+    pinned = layout.pinned(whole.mounts, str(project))
+    assert "vendor" in pinned and "vendor/lib" in pinned
+    # the pins come after the project's own bind, so they are mounted on top of it
+    targets = [m.target for m in whole.mounts]
+    assert targets.index(str(project)) < targets.index(str(project / "vendor"))
+    assert targets.index(str(project / "vendor/lib")) < targets.index(str(project / "vendor/lib/.git"))
