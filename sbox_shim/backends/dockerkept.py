@@ -192,6 +192,15 @@ class Listener:
             return None
         return cls(sock, fd, where.name, ino)
 
+    def superseded(self) -> bool:
+        """Whether the name is no longer this socket's (a helper started at the same moment
+        renamed its own into place: each run that came at once started one, and those that lost
+        waited, unreachable, for their whole idle time)."""
+        try:
+            return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False).st_ino != self.ino
+        except OSError:
+            return True
+
     def close(self) -> None:
         """Take the name away first (if it is still ours), so that no run connects to a helper
         about to go; then stop listening. Once."""

@@ -17,6 +17,9 @@ from typing import Any
 from sbox_shim.backends.dockerhelper import FD, RemoteError, frame, Stream
 
 
+LOOK = 2.0  # seconds between an idle helper's looks at whether its socket's name is still its own
+
+
 class _Daemon:
     """What the helper's sessions share: the SDK's client, and how many runs it serves now."""
 
@@ -71,15 +74,17 @@ class _Daemon:
             helper.wind_up()
         os._exit(0)
 
-    def wait_idle(self, idle: float) -> None:
-        """Return once no run has been served for `idle` seconds; from then on, none is."""
+    def wait_idle(self, idle: float, superseded: Any = lambda: False) -> None:
+        """Return once no run has been served for `idle` seconds, or none is served and
+        `superseded()` (another helper started at the same moment has taken the socket's name:
+        no run can reach this one any more); from then on, none is."""
         with self.changed:
             while True:
                 left = idle - (time.monotonic() - self.last)
-                if self.sessions == 0 and left <= 0:
+                if self.sessions == 0 and (left <= 0 or superseded()):
                     self.closing = True
                     return
-                self.changed.wait(left if self.sessions == 0 else None)
+                self.changed.wait(min(left, LOOK) if self.sessions == 0 else None)
 
 
 class _Helper:
@@ -236,7 +241,7 @@ def serve(sock: socket.socket, where: Any = None) -> None:
     sock.close()
     daemon.leave()
     if listener is not None:
-        daemon.wait_idle(where.idle)
+        daemon.wait_idle(where.idle, listener.superseded)
         listener.close()
 
 

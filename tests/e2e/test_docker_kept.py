@@ -276,6 +276,53 @@ def test_the_kept_helper_holds_no_credential(project: Path, sbox_bin: str, kept_
         control.wait()
 
 
+def _serving(env: dict[str, str]) -> list[int]:
+    """Every helper process kept for this state directory (its argv names the directory)."""
+    directory = str(_directory(env))
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"dockerserve" in a for a in argv) and directory.encode() in argv and " Z " not in _stat(int(entry)):
+            pids.append(int(entry))
+    return pids
+
+
+def test_helpers_started_at_the_same_moment_leave_one(project: Path, sbox_bin: str, kept_env: dict[str, str]) -> None:
+    """Runs that start together, with no helper kept yet, each start one; each renames its socket
+    into place, and all but the last are then unreachable: they waited for their whole idle time
+    (a red team's runs in a loop left 17). Now one that has lost its name ends with its last run."""
+    seen: set[int] = set()
+    for _ in range(5):  # until two helpers were started at once (the case this is about)
+        runs = [subprocess.Popen([sbox_bin, "run", "--", "sleep", "1"], cwd=project, env=kept_env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        while any(run.poll() is None for run in runs):
+            seen.update(_serving(kept_env))
+            time.sleep(0.05)
+        for run in runs:
+            assert run.returncode == 0, run.communicate()[1]
+        if len(seen) > 1:
+            break
+        for pid in _serving(kept_env):  # one was started: let it go, and start together again
+            os.kill(pid, signal.SIGTERM)
+            assert _gone(pid)
+        seen.clear()
+    assert len(seen) > 1, "the runs never started two helpers at once"
+    names = _sockets(kept_env)
+    assert len(names) == 1, names
+    kept = _peer(kept_env, names[0])
+    deadline = time.monotonic() + 30
+    while _serving(kept_env) != [kept]:
+        assert time.monotonic() < deadline, (_serving(kept_env), kept)
+        time.sleep(0.2)
+    # the one left serves the next run
+    again = _run(sbox_bin, project, kept_env, "sh", "-c", "echo again")
+    assert (again.returncode, again.stdout) == (0, "again\n"), again.stderr
+    assert _serving(kept_env) == [kept]
+
+
 def test_a_killed_run_s_container_goes_and_the_helper_stays(project: Path, sbox_bin: str,
                                                             kept_env: dict[str, str]) -> None:
     warm = _run(sbox_bin, project, kept_env, "true")
