@@ -193,13 +193,27 @@ def pins(top: str, gits: Iterable[str], readonly: Iterable[str] = ()) -> list[st
     return list(dict.fromkeys(out))
 
 
-def pinned(mounts: Sequence[Mount], root: str) -> list[str]:
+def pinned(mounts: Sequence[Mount], root: str, since: int | None = None) -> list[str]:
     """The directories `pins` bound in a step, relative to `root`: writable binds on themselves
-    inside another writable bind."""
+    inside another writable bind; with `since` (ns), only those whose ctime is later, less the
+    filesystem clock's coarseness: a step emptied them (`rm -rf vendor`), and failed on them."""
     parts = [m.target for m in mounts if m.kind == "bind" and not m.readonly]
-    return [os.path.relpath(m.target, root) for m in mounts
+    held = [m.target for m in mounts
             if m.kind == "bind" and not m.readonly and m.source == m.target and inside(m.target, root)
             and any(p != m.target and inside(m.target, p) for p in parts)]
+    if since is not None:
+        held = [p for p in held if _ctime(p) >= since - COARSE]
+    return [os.path.relpath(p, root) for p in held]
+
+
+COARSE = 20_000_000  # ns: file times come from a clock that may lag the one time.time_ns reads
+
+
+def _ctime(path: str) -> int:
+    try:
+        return os.lstat(path).st_ctime_ns
+    except OSError:
+        return 0
 
 
 def own_mounts(mounts: Sequence[Mount], own: Iterable[str]) -> list[Mount]:

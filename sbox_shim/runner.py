@@ -174,6 +174,7 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
             if not quiet:
                 err.write(announce(step, index, len(plan.steps), backend) + "\n")
                 err.flush()
+            began = time.time_ns()
             code = guarded(step, plan.project_root, state_dir, err, lambda: _run_step(
                 step, backend, run_dir, index, state_dir, err, keep=env.get("SBOX_PLAN_CACHE") != "0",
                 started=started))
@@ -194,11 +195,11 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
                 if code not in (124, 130):
                     from sbox_shim.layout import pinned
 
-                    held = pinned(step.mounts, plan.project_root)
+                    held = pinned(step.mounts, plan.project_root, since=began)
                     if held:
-                        err.write(f"sbox: {', '.join(held[:3])}{' ...' if len(held) > 3 else ''} hold a git "
-                                  f"repository of the project: a sandbox cannot move or remove them (Device or "
-                                  f"resource busy); do that on the host, where sbox has no say\n")
+                        err.write(f"sbox: {', '.join(held[:3])}{' ...' if len(held) > 3 else ''}: on the way to a "
+                                  f"git repository of the project, which no sandbox can move or remove (Device or "
+                                  f"resource busy); do that on the host\n")
                 if hooks is not None:
                     hooks.failed()
                 return code

@@ -56,9 +56,13 @@ def test_a_nested_project_and_repository_moved_away_and_back_are_still_watched(r
     git(lib, "init", "-q")
     for d in (web, lib):
         (d / "Makefile").write_text("all:\n\t@echo host\n")
-    first = runs.run(root, "sh", "-c", "mv packages packages.tmp && mv lib lib.tmp")
+    first = runs.run(root, "sh", "-c", "mv packages packages.tmp")
     assert first.returncode == 0, first.stderr
-    plant = ("mv packages.tmp packages && mv lib.tmp lib && "
+    # a repository is pinned in every sandbox that writes the project (red team 9): no step moves it
+    refused = runs.run(root, "sh", "-c", "mv lib lib.tmp")
+    assert refused.returncode != 0 and "Device or resource busy" in refused.stderr, refused.stderr
+    assert (lib / ".git").is_dir() and not (root / "lib.tmp").exists()
+    plant = ("mv packages.tmp packages && "
              "printf 'all:\\n\\t@echo PWNED\\n' | tee packages/web/Makefile > lib/Makefile")
     second = runs.run(root, "sh", "-c", plant)
     assert second.returncode == 0, second.stderr

@@ -146,18 +146,25 @@ def test_a_repository_moved_into_the_part_a_step_writes_stays_protected(runs: Ru
     assert not marker.exists()
 
 
-def test_a_step_that_moves_a_repository_is_told_why_it_cannot(runs: Runs, tmp_path: Path) -> None:
-    """The cost of the pins: a step cannot rename a directory that holds a repository (a build that
-    moves `vendor/` aside, say); it fails as the kernel says, and sbox says why in one line."""
+def test_a_step_that_removes_a_repository_is_told_why_it_cannot(runs: Runs, tmp_path: Path) -> None:
+    """The cost of the pins: a step cannot move or remove a directory on the way to a repository
+    (a build that cleans `vendor/`, say); it fails as the kernel says, and when it emptied one of
+    them sbox says why in one line."""
     root = project(tmp_path, CONFIG)
     lib = _repo(root)
     (lib / "f.txt").write_text("kept")
-    result = runs.run(root, "sh", "-c", "mv vendor/lib vendor/lib2")
+    result = runs.run(root, "sh", "-c", "rm -rf vendor")
     assert result.returncode != 0
-    assert "vendor, vendor/lib hold a git repository of the project" in result.stderr, result.stderr
-    assert (lib / "f.txt").read_text() == "kept" and not (root / "vendor" / "lib2").exists()
-    # a directory without a repository on its way moves as it would directly
+    assert "sbox: vendor/lib: on the way to a git repository of the project" in result.stderr, result.stderr
+    assert (lib / ".git" / "config").is_file() and not (lib / "f.txt").exists()  # what rm could remove, it did
+    moved = runs.run(root, "sh", "-c", "mv vendor/lib vendor/lib2")
+    assert moved.returncode != 0 and "Device or resource busy" in moved.stderr, moved.stderr
+    assert "on the way to a git repository" not in moved.stderr  # nothing of them changed: not said
+    # a step that fails for its own reasons is not told about them
+    failed = runs.run(root, "sh", "-c", "exit 3")
+    assert failed.returncode == 3 and "git repository" not in failed.stderr, failed.stderr
+    # the control: a directory without a repository on its way moves and goes as it would directly
     (root / "other").mkdir()
-    moved = runs.run(root, "sh", "-c", "mv other other2")
-    assert moved.returncode == 0, moved.stderr
-    assert (root / "other2").is_dir()
+    gone = runs.run(root, "sh", "-c", "mv other other2 && rm -rf other2")
+    assert gone.returncode == 0, gone.stderr
+    assert not (root / "other").exists() and not (root / "other2").exists()
