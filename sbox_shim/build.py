@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from sbox_shim import configs, dispatch, ecosystems, layout, tree
+from sbox_shim import configs, dispatch, ecosystems, layout, skeleton, tree
 from sbox_shim.trust import boundary
 from sbox_shim.trust.written import network_path, written_by_sandbox
 from sbox_shim.config import Config, Profile
@@ -158,7 +158,9 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         elif tool.startswith("/") and written_by_sandbox(tool, writable):
             raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
                              "the network will not run it")
-    inspected = tree.inspect(config.root, prof.writable)
+    # a step that reads the project, runs package code and has the network sees nested configs redacted
+    sends = net.policy != "off" and prof.mode == "sandbox" and "gitconfig" not in phase.configs
+    inspected = tree.inspect(config.root, prof.writable, sends=sends)
     project = layout.project_layout(config.root, prof.writable, config.path, inspected, stage_dir)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
@@ -187,6 +189,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
                   "hidden in the sandbox (git does not work inside submodules there), the rest shown without "
                   "their credentials",)
     mounts += shown
+    mounts += skeleton.around(shown, config.root)  # so that no rename on the host shows them as they are
     mounts += phase.mounts
     argv = phase.argv
     if net.policy == "proxy":

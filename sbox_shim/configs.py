@@ -108,11 +108,15 @@ def git_config_facts(root: str, mounts: Sequence[Mount]) -> list[tuple[str, str]
     """What the plan cache watches for git_configs, walked again from the git directories the
     step's mounts protect (a writable project's): a repository, a config, a worktree or a
     submodule that appears later must not be shown as it is by a kept plan."""
-    gits = [m.source for m in mounts if m.kind == "bind" and m.readonly and m.source != root and inside(m.source, root)
-            and _git_dir(root, m.source)]
-    hidden = any(m.kind == "tmpfs" and os.path.basename(m.target) == "modules" and inside(m.target, root)
-                 for m in mounts)
-    return _git_walk(root, gits, submodules=not hidden)[1]
+    # each bound read-only, or rebuilt over a tmpfs (skeleton.py)
+    bound = [m.source if m.kind == "bind" else m.target for m in mounts
+             if m.readonly and (m.kind == "bind" or m.kind == "tmpfs" and not m.source)]
+    gits = [g for g in bound if g != root and inside(g, root) and _git_dir(root, g)]
+    hidden = any(m.kind == "tmpfs" and not m.readonly and os.path.basename(m.target) == "modules"
+                 and inside(m.target, root) for m in mounts)
+    configs, facts, _, _ = _git_walk(root, gits, submodules=not hidden)
+    # the directories skeleton.py rebuilds around them: an entry added or gone changes the mounts
+    return facts + list(dict.fromkeys(("names", os.path.dirname(c)) for c in configs))
 
 
 def _git_walk(root: str, gits: Iterable[str],

@@ -79,13 +79,17 @@ def configured_hooks(root: str) -> str | None:
     return path
 
 
-def inspect(root: str, writable: bool | tuple[str, ...]) -> Tree:
-    """The facts `layout.project_layout` needs, for a step whose project is `writable`."""
+def inspect(root: str, writable: bool | tuple[str, ...], sends: bool = False) -> Tree:
+    """The facts `layout.project_layout` needs, for a step whose project is `writable`. The
+    `.git` entries are found for a step that writes nothing too when it `sends` (has the network
+    and runs package code: pip's download phase builds sdists), whose nested repositories'
+    configs are then shown redacted (red team 10: an sdist's setup.py read `vendor/lib`'s token
+    and sent it through the registry's allowlist)."""
     sockets = lean.sockets(root, SOCKET_DEPTH)
     if writable is True:
         return Tree(gits=_with_git_dirs(root, _git_entries(root)), hooks=hooks_path(root), sockets=sockets)
     if not writable:
-        return Tree(sockets=sockets)
+        return Tree(gits=_with_git_dirs(root, _git_entries(root)) if sends else (), sockets=sockets)
     kinds = tuple((p, kind(root, p)) for p in writable)
     return Tree(kinds, _with_git_dirs(root, _git_entries(root)), hooks_path(root), sockets)
 
@@ -220,3 +224,9 @@ def writable_dirs(root: str, writable: bool | tuple[str, ...]) -> tuple[str, ...
     repository where it is (red team 9 moved `vendor/lib` into `node_modules/` once that phase
     ran, and it wrote the repository's hooks there)."""
     return (root,) if writable else ()
+
+
+def walked(writable: bool | tuple[str, ...], network: str) -> tuple[str, ...] | bool:
+    """What the plan cache treats as writable for `writable_dirs`: a step with the network is
+    walked as one that writes (`inspect`'s `sends`; the cache may watch more than the plan used)."""
+    return writable or network != "off"

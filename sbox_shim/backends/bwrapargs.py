@@ -96,6 +96,10 @@ def mount_args(mounts: Sequence[Mount], data: Sequence[tuple[str, int | str]] = 
         entries.append((target, ["--perms", "0644", how, str(fd), target]))
     entries.sort(key=lambda e: _depth(e[0]))
     args = [a for _, group in entries for a in group]
+    # a read-only tmpfs (skeleton.py's, a mask) once what is mounted inside it is there
+    for m in mounts:
+        if m.kind == "tmpfs" and m.readonly:
+            args += ["--remount-ro", m.target]
     # the root holds only mount points: read-only, as in docker; /dev too, a tmpfs bwrap cannot size
     return args + ["--remount-ro", "/dev", "--remount-ro", "/"]
 

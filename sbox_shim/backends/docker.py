@@ -123,6 +123,7 @@ def container_config(step: Step, file_mounts: list[Any], name: str, image: str, 
         else:
             mounts.append({"Target": m.target, "Source": os.path.realpath(m.source), "Type": "bind",
                            "ReadOnly": m.readonly})
+    mounts = list({m["Target"]: m for m in mounts}.values())  # the later of two at one target, as on bwrap
     init = _host_init() if not step.image else None
     argv = list(step.argv)
     if gate and preload:  # npm's driver, loading npm, then reading `go` and its last words there

@@ -92,7 +92,11 @@ class Before(_Record):
 
 
 def readonly_targets(mounts: Sequence[Mount]) -> frozenset[str]:
-    return frozenset(m.target.rstrip("/") for m in mounts if m.readonly and m.kind in ("bind", "cache"))
+    """What the step could not write: its read-only binds, and every tmpfs, under which the host's
+    directory is out of its reach (skeleton.py's over a git directory, on docker writable in the
+    container only)."""
+    return frozenset(m.target.rstrip("/") for m in mounts
+                     if m.readonly and m.kind in ("bind", "cache") or m.kind == "tmpfs")
 
 
 def _entry(path: str, st: posix.stat_result, keep: bool) -> Entry:

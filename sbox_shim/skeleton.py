@@ -1,0 +1,89 @@
+"""A git directory whose config a sandbox sees redacted, rebuilt in the sandbox around the copy.
+
+A redacted config (configs.git_configs) is a copy bound over the real file, inside the directory
+that holds it (the project's `.git`, a nested repository's, `modules/NAME`, `worktrees/NAME`), which
+the sandbox sees through a bind. When the host renames a file over the real config, as git does
+for every `git config`, `git remote add`, `git push -u` (a lock file, then a rename), the kernel
+detaches every mount on the file it replaced, in every mount namespace: a running sandbox then
+read the new config through the directory's bind, its credentials with it (red team 10: 8 of 8
+runs on bwrap, 3 of 3 on docker, and the project's own `.git/config` after `git remote add`).
+
+So that directory is rebuilt: a tmpfs over it (read-only on bwrap; docker cannot make a mount
+point in a read-only tmpfs, and what a sandbox writes there goes with its container), each entry
+bound on its own, read-only (a directory, a file; a link recreated as it is on bwrap, left out on
+docker; anything else, and git's lock files, left out), and the redacted copy in the tmpfs, where
+no rename on the host reaches it. What a rename there can still do is detach an entry's bind (git
+replaces HEAD and the index so): the sandbox then sees the empty file under it, never the host's.
+Each directory is listed through a descriptor, reached from the project's root without following
+a link (configs._open_dir), when the plan is made; the plan cache watches its names
+(configs.git_config_facts). The tmpfs takes the place of the directory's read-only bind (the
+plan keeps the later mount of a target): the guard skips it as it skipped that bind, and the
+plan cache walks it as a git directory still.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from typing import Iterable
+
+from sbox_shim.lean import inside
+from sbox_shim.plan import Mount
+
+TRANSIENT = ("gc.pid",)  # and every `*.lock`: git makes them for a moment
+
+
+def around(redacted: Iterable[Mount], root: str) -> list[Mount]:
+    """For each directory holding one of the `redacted` mounts' targets: a read-only tmpfs over it,
+    then its entries (but those redacted) bound again. After the mounts that bind the directory,
+    so that at its depth the tmpfs is the later mount."""
+    by_dir: dict[str, set[str]] = {}
+    for m in redacted:
+        if m.kind == "redact":
+            by_dir.setdefault(os.path.dirname(m.target), set()).add(os.path.basename(m.target))
+    out: list[Mount] = []
+    top = root.rstrip("/") or "/"
+    for directory in sorted(by_dir):
+        if directory == top or inside(top, directory):
+            continue  # never a tmpfs over the project or above it: the copy stays a bind there
+        entries = _entries(root, directory)
+        if entries is None:
+            continue  # gone since the plan found its config: the config's own bind fails then
+        out.append(Mount("", directory, readonly=True, kind="tmpfs"))
+        for name, kind, text in entries:
+            if name in by_dir[directory] or name.endswith(".lock") or name in TRANSIENT:
+                continue
+            path = os.path.join(directory, name)
+            out.append(Mount(text, path, kind="symlink") if kind == "link" else Mount(path, path))
+    return out
+
+
+def _entries(root: str, directory: str) -> list[tuple[str, str, str]] | None:
+    """(name, "dir" | "file" | "link", a link's text) of each entry of `directory` that is one of
+    those, listed through a descriptor; None if it cannot be opened or listed."""
+    from sbox_shim.configs import _open_dir
+
+    fd = _open_dir(root, directory)
+    if fd is None:
+        return None
+    try:
+        listed = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        os.close(fd)
+        return None
+    out = []
+    try:
+        with os.scandir(listed) as listing:
+            for e in listing:
+                st = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    out.append((e.name, "dir", ""))
+                elif stat.S_ISREG(st.st_mode):
+                    out.append((e.name, "file", ""))
+                elif stat.S_ISLNK(st.st_mode):
+                    out.append((e.name, "link", os.readlink(e.name, dir_fd=fd)))
+    except OSError:
+        return None
+    finally:
+        os.close(listed)
+        os.close(fd)
+    return sorted(out)
