@@ -32,17 +32,17 @@ from sbox_shim.plan import Mount
 TRANSIENT = ("gc.pid",)  # and every `*.lock`: git makes them for a moment
 
 
-def around(redacted: Iterable[Mount], root: str) -> list[Mount]:
-    """For each directory holding one of the `redacted` mounts' targets: a read-only tmpfs over it,
-    then its entries (but those redacted) bound again. After the mounts that bind the directory,
-    so that at its depth the tmpfs is the later mount."""
-    by_dir: dict[str, set[str]] = {}
-    for m in redacted:
-        if m.kind == "redact":
-            by_dir.setdefault(os.path.dirname(m.target), set()).add(os.path.basename(m.target))
+def around(shown: Iterable[Mount], root: str) -> list[Mount]:
+    """For each directory holding the target of one of the redact mounts among `shown`
+    (configs.git_configs): a read-only tmpfs over it, then its entries bound again, but those
+    `shown` mounts something at (the redacted copy; `modules/`, hidden past MAX_REDACTED
+    configs). After the mounts that bind the directory, so that at its depth the tmpfs is the
+    later mount."""
+    shown = list(shown)
+    taken = {m.target for m in shown}
     out: list[Mount] = []
     top = root.rstrip("/") or "/"
-    for directory in sorted(by_dir):
+    for directory in sorted({os.path.dirname(m.target) for m in shown if m.kind == "redact"}):
         if directory == top or inside(top, directory):
             continue  # never a tmpfs over the project or above it: the copy stays a bind there
         entries = _entries(root, directory)
@@ -50,9 +50,9 @@ def around(redacted: Iterable[Mount], root: str) -> list[Mount]:
             continue  # gone since the plan found its config: the config's own bind fails then
         out.append(Mount("", directory, readonly=True, kind="tmpfs"))
         for name, kind, text in entries:
-            if name in by_dir[directory] or name.endswith(".lock") or name in TRANSIENT:
-                continue
             path = os.path.join(directory, name)
+            if path in taken or name.endswith(".lock") or name in TRANSIENT:
+                continue
             out.append(Mount(text, path, kind="symlink") if kind == "link" else Mount(path, path))
     return out
 

@@ -71,3 +71,17 @@ def test_docker_keeps_the_later_mount_of_a_target() -> None:
     mounts = container_config(step, [], "sbox-test", "image", False)["mounts"]
     at = [m for m in mounts if m["Target"] == "/p/.git"]
     assert len(at) == 1 and at[0]["Type"] == "tmpfs"
+
+
+def test_what_the_configs_mount_in_it_stays(tmp_path: Path) -> None:
+    """Past MAX_REDACTED configs the submodules' git directories are hidden (a tmpfs over
+    `modules/`): the rebuilt `.git` must not bind the real `modules/` over that again."""
+    root = tmp_path / "p"
+    git = _repo(root)
+    (git / "modules").mkdir()
+    shown = [Mount(str(git / "config"), str(git / "config"), kind="redact"),
+             Mount("", str(git / "modules"), readonly=False, kind="tmpfs")]
+    out = skeleton.around(shown, str(root))
+    assert str(git / "modules") not in [m.target for m in out]
+    plan = layout.dedupe([Mount(str(git), str(git)), *shown, *out])
+    assert [m for m in plan if m.target == str(git / "modules")] == [shown[1]]
