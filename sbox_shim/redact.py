@@ -142,7 +142,8 @@ def _names_credential(name: str) -> bool:
 
 def _strip_userinfo(line: str) -> str:
     """Every `scheme://userinfo@host/path?query` in the line as `scheme://host/path?query`, the
-    query without a parameter that names a credential (`private_token`, `auth`, `sig`)."""
+    query without a parameter that names a credential (`private_token`, `auth`, `sig`). Not a
+    user part with a space, `#`, `;` or `,` in it (git would take one between quotes)."""
     out, at = [], 0
     while True:
         found = line.find("://", at)
@@ -151,7 +152,9 @@ def _strip_userinfo(line: str) -> str:
             return "".join(out)
         start = found + 3
         end = start
-        while end < len(line) and line[end] not in "/ \t\r\n\"'?#;,]":
+        # a double quote does not end it: git drops quotes inside a value, and `u:"TOKEN"@host` or
+        # `u:TOK\"EN@host` is then a URL whose user part holds the token (red team 11)
+        while end < len(line) and line[end] not in "/ \t\r\n'?#;,]":
             end += 1
         authority = line[start:end]
         out.append(line[at:start])

@@ -158,3 +158,13 @@ def test_a_project_config_is_never_read_through_a_directory_swapped_for_a_link(t
     assert b"private/other.git" in redact.read(config)
     assert redact.read(config, str(root)) == b""
     assert redact.read(config, str(root) + "/") == b""
+
+
+def test_a_user_part_with_quotes_in_it_goes_red_team_11() -> None:
+    """git drops quotes inside a value: `https://u:"TOKEN"@h/` is `https://u:TOKEN@h/` to it, and
+    `git config remote.s.url 'https://u:TO"KEN@h/'` writes `\\"` into the file."""
+    out = _text(f'[remote "c"]\n\turl = https://u:"{T}"@github.com/o/r\n\turl = https://u:{T}\\"X@github.com/x\n'
+                f'\turl = "https://u:{T}@h/q"\n[url "https://github.com"] insteadOf = git@github.com:\n')
+    assert T not in out
+    assert out == ('[remote "c"]\n\turl = https://github.com/o/r\n\turl = https://github.com/x\n'
+                   '\turl = "https://h/q"\n[url "https://github.com"] insteadOf = git@github.com:\n')
