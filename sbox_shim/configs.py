@@ -114,9 +114,9 @@ def git_config_facts(root: str, mounts: Sequence[Mount]) -> list[tuple[str, str]
     gits = [g for g in bound if g != root and inside(g, root) and _git_dir(root, g)]
     hidden = any(m.kind == "tmpfs" and not m.readonly and os.path.basename(m.target) == "modules"
                  and inside(m.target, root) for m in mounts)
-    configs, facts, _, _ = _git_walk(root, gits, submodules=not hidden)
-    # the directories skeleton.py rebuilds around them: an entry added or gone changes the mounts
-    return facts + list(dict.fromkeys(("names", os.path.dirname(c)) for c in configs))
+    facts = _git_walk(root, gits, submodules=not hidden)[1]
+    # the directories skeleton.py rebuilt: an entry added or gone changes the mounts
+    return facts + [("names", m.target) for m in mounts if m.kind == "tmpfs" and m.readonly and not m.source]
 
 
 def _git_walk(root: str, gits: Iterable[str],

@@ -8,7 +8,9 @@ detaches every mount on the file it replaced, in every mount namespace: a runnin
 read the new config through the directory's bind, its credentials with it (red team 10: 8 of 8
 runs on bwrap, 3 of 3 on docker, and the project's own `.git/config` after `git remote add`).
 
-So that directory is rebuilt: a tmpfs over it (read-only on bwrap; docker cannot make a mount
+So that directory is rebuilt, and its `modules/` and `worktrees/` (and the directories in
+them, down to each submodule's and worktree's git directory), where a config the host adds while
+the step runs would be seen as it is: a tmpfs over each (read-only on bwrap; docker cannot make a mount
 point in a read-only tmpfs, and what a sandbox writes there goes with its container), each entry
 bound on its own, read-only (a directory, a file; a link recreated as it is on bwrap, left out on
 docker; anything else, and git's lock files, left out), and the redacted copy in the tmpfs, where
@@ -33,28 +35,54 @@ TRANSIENT = ("gc.pid",)  # and every `*.lock`: git makes them for a moment
 
 
 def around(shown: Iterable[Mount], root: str) -> list[Mount]:
-    """For each directory holding the target of one of the redact mounts among `shown`
-    (configs.git_configs): a read-only tmpfs over it, then its entries bound again, but those
-    `shown` mounts something at (the redacted copy; `modules/`, hidden past MAX_REDACTED
-    configs). After the mounts that bind the directory, so that at its depth the tmpfs is the
-    later mount."""
+    """For each git directory holding the target of one of the redact mounts among `shown`
+    (configs.git_configs), and, in it, its `modules/` and `worktrees/` and every directory below
+    them down to the git directories there: a read-only tmpfs over it, then its entries bound
+    again, but those `shown` mounts something at (the redacted copies; `modules/`, hidden past
+    MAX_REDACTED configs). `modules/` is rebuilt even with no submodule's config redacted in it: a
+    submodule the host adds while a step runs would be seen there as it is, token and all (red
+    team 11, as `git submodule add` and a `git config` there). After the mounts that bind the
+    directory, so that at its depth the tmpfs is the later mount."""
     shown = list(shown)
     taken = {m.target for m in shown}
     out: list[Mount] = []
+    seen: set[str] = set()
     top = root.rstrip("/") or "/"
     for directory in sorted({os.path.dirname(m.target) for m in shown if m.kind == "redact"}):
         if directory == top or inside(top, directory):
             continue  # never a tmpfs over the project or above it: the copy stays a bind there
-        entries = _entries(root, directory)
-        if entries is None:
-            continue  # gone since the plan found its config: the config's own bind fails then
-        out.append(Mount("", directory, readonly=True, kind="tmpfs"))
-        for name, kind, text in entries:
-            path = os.path.join(directory, name)
-            if path in taken or name.endswith(".lock") or name in TRANSIENT:
-                continue
-            out.append(Mount(text, path, kind="symlink") if kind == "link" else Mount(path, path))
+        _rebuild(root, directory, "git", taken, seen, out)
     return out
+
+
+def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[str], out: list[Mount]) -> None:
+    """`directory` over a tmpfs, its entries bound again; `kind`: "git" (a git directory),
+    "modules" (its `modules/` or a directory of submodule names in it), "worktrees"."""
+    if directory in seen:
+        return
+    entries = _entries(root, directory)
+    if entries is None:
+        return  # gone since the plan found it: its config's own bind fails then
+    seen.add(directory)
+    out.append(Mount("", directory, readonly=True, kind="tmpfs"))
+    for name, what, text in entries:
+        path = os.path.join(directory, name)
+        if path in taken or name.endswith(".lock") or name in TRANSIENT:
+            continue
+        if what == "dir" and (kind != "git" or name in ("modules", "worktrees")):
+            inner = "worktrees" if kind == "git" and name == "worktrees" else "modules"
+            if kind in ("modules", "worktrees"):  # a submodule's or worktree's git directory, or more names
+                inner = "git" if kind == "worktrees" or _is_git_dir(root, path) else "modules"
+            _rebuild(root, path, inner, taken, seen, out)
+        elif what == "link":
+            out.append(Mount(text, path, kind="symlink"))
+        else:
+            out.append(Mount(path, path))
+
+
+def _is_git_dir(root: str, path: str) -> bool:
+    entries = _entries(root, path)
+    return entries is not None and ("HEAD", "file", "") in entries
 
 
 def _entries(root: str, directory: str) -> list[tuple[str, str, str]] | None:

@@ -33,7 +33,8 @@ profiles:
     network: off
     writable: [node_modules/]
 """
-READ = "cat .git/config vendor/lib/.git/config .git/modules/sub/config 2>&1; git rev-parse HEAD 2>&1"
+READ = ("cat .git/config vendor/lib/.git/config .git/modules/sub/config .git/modules/added/config 2>&1; "
+        "git rev-parse HEAD 2>&1")
 STEP = ("{ " + READ + "; } > OUT/before.txt; : > OUT/ready; "
         "i=0; while [ ! -e host.changed ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; "
         "{ " + READ + "; } > OUT/after.txt")
@@ -78,6 +79,10 @@ def test_a_config_the_host_rewrites_while_a_step_runs_stays_redacted(runs: Runs,
         _git(root, "remote", "add", "origin", "https://example.invalid/a.git")
         _git(root / "vendor" / "lib", "config", "user.name", "someone")
         _git(root / ".git" / "modules" / "sub", "config", "user.name", "someone")
+        # a submodule added meanwhile (`git submodule add`, then a `git config` there; red team 11)
+        added = root / ".git" / "modules" / "added"
+        subprocess.run(["git", "init", "-q", "--bare", str(added)], env=GIT_ENV, capture_output=True, check=True)
+        _git(added, "config", "http.extraheader", f"AUTHORIZATION: token {TOKEN}")
         (root / "host.changed").touch()
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -99,6 +104,7 @@ def test_a_config_the_host_rewrites_while_a_step_runs_stays_redacted(runs: Runs,
     assert TOKEN in (root / ".git" / "config").read_text()
     assert "example.invalid" in (root / ".git" / "config").read_text()
     assert "someone" in (root / "vendor" / "lib" / ".git" / "config").read_text()
+    assert TOKEN in (root / ".git" / "modules" / "added" / "config").read_text()
     assert TOKEN in (root / "vendor" / "lib" / ".git" / "config").read_text()
 
 

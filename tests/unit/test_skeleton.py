@@ -85,3 +85,23 @@ def test_what_the_configs_mount_in_it_stays(tmp_path: Path) -> None:
     assert str(git / "modules") not in [m.target for m in out]
     plan = layout.dedupe([Mount(str(git), str(git)), *shown, *out])
     assert [m for m in plan if m.target == str(git / "modules")] == [shown[1]]
+
+
+def test_modules_and_worktrees_are_rebuilt_down_to_each_git_directory(tmp_path: Path) -> None:
+    """A submodule the host adds while a step runs lands in `modules/` (red team 11): that and
+    each directory of names in it are rebuilt too, so nothing added there shows; the submodules'
+    and worktrees' git directories are rebuilt, their contents bound."""
+    root = tmp_path / "p"
+    git = _repo(root)
+    sub = git / "modules" / "libs" / "core"
+    subprocess.run(["git", "init", "-q", "--bare", str(sub)], check=True, capture_output=True)
+    (git / "worktrees" / "w").mkdir(parents=True)
+    (git / "worktrees" / "w" / "HEAD").write_text("ref: refs/heads/w\n")
+    shown = [Mount(str(p), str(p), kind="redact") for p in (git / "config", sub / "config")]
+    out = skeleton.around(shown, str(root))
+    tmpfs = [m.target for m in out if m.kind == "tmpfs"]
+    assert tmpfs == [str(git), str(git / "modules"), str(git / "modules" / "libs"), str(sub),
+                     str(git / "worktrees"), str(git / "worktrees" / "w")]
+    binds = {m.target for m in out if m.kind == "bind"}
+    assert {str(sub / "objects"), str(git / "objects"), str(git / "worktrees" / "w" / "HEAD")} <= binds
+    assert not binds & {str(git / "modules"), str(git / "modules" / "libs"), str(sub), str(sub / "config")}
