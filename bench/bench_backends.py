@@ -16,6 +16,8 @@ temporary project whose `default` profile has the network off:
 - sbox docker: `sbox run --backend docker -- true` (the docker backend is never cached);
 - sbox bwrap, read-only project: the same `true` where the profile has `writable: false` (no
   persistence guard to run);
+- sbox bwrap, git repository: the same `true` in a project that is a git repository with one
+  commit, as real projects are (its `.git` rebuilt in the sandbox around the redacted config);
 - npm install, to first step: `sbox run -- npm install` repeated in an unchanged project, from
   sbox's start to the moment the first step's command starts in its sandbox (warm: from the
   plan cache's record of the whole two-phase plan; cold: SBOX_PLAN_CACHE=0). `npm` is a stub on
@@ -114,6 +116,7 @@ BWRAP_ALONE = "bwrap alone (sbox's options)"
 NPM_FIRST = "npm install, to first step"
 NPM_FIRST_COLD = "npm install, to first step, cold"
 NPM_FIRST_LOCKED = "npm install, to first step, lockfiles"
+IN_GIT = "sbox bwrap, git repository"
 LOCK = ('{"name": "app", "version": "1.0.0", "lockfileVersion": 3, "requires": true, "packages": '
         '{%s"node_modules/a": {"version": "1.0.0", "resolved": "http://127.0.0.1:9/a/-/a-1.0.0.tgz", '
         '"integrity": "sha512-AAAA"}}}\n')
@@ -183,13 +186,25 @@ def unusable(backend: str) -> str | None:
 Variant = tuple[list[str], Path, dict[str, str]]  # argv, cwd, environment on top of the common one
 
 
+def add_repository(root: Path) -> None:
+    """A git repository with one commit, as every real project is: its `.git` is rebuilt in each
+    sandbox (skeleton.py), its config shown redacted."""
+    env = dict(os.environ, GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="b",
+               GIT_AUTHOR_EMAIL="b@example.invalid", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@example.invalid")
+    (root / "README").write_text("bench\n")
+    for args in (["init", "-q"], ["add", "README"], ["commit", "-q", "-m", "bench"]):
+        subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
+
+
 def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[dict[str, Variant], dict[str, str], dict[str, str]]:
     sandboxed, host, home = base / "project", base / "host-project", base / "home"
     readonly, npm, stubs = base / "readonly-project", base / "npm-project", base / "stubs"
-    locked = base / "npm-locked-project"
-    for d in (sandboxed, host, home, readonly, npm, stubs, locked):
+    locked, repo = base / "npm-locked-project", base / "git-project"
+    for d in (sandboxed, host, home, readonly, npm, stubs, locked, repo):
         d.mkdir(parents=True)
     (sandboxed / "sbox.yaml").write_text(SANDBOX_CONFIG)
+    (repo / "sbox.yaml").write_text(SANDBOX_CONFIG)
+    add_repository(repo)
     (host / "sbox.yaml").write_text(HOST_CONFIG)
     (readonly / "sbox.yaml").write_text(READONLY_CONFIG)
     (npm / "sbox.yaml").write_text("version: 1\n")
@@ -211,7 +226,7 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
     if "DOCKER_HOST" in os.environ:
         env["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
     trusting.trust(env, sandboxed / "sbox.yaml", host / "sbox.yaml", readonly / "sbox.yaml", npm / "sbox.yaml",
-                  locked / "sbox.yaml")
+                  locked / "sbox.yaml", repo / "sbox.yaml")
     script = sbox_executable()
     from sbox_shim import launcher
 
@@ -240,6 +255,7 @@ def setup(base: Path, backends: Sequence[str] = ("bwrap", "docker")) -> tuple[di
             variants[FIRST_RUN] = ([sbox, *argv[:-1], "sh", "-c", ":"], sandboxed, {})  # + a new word each run
             variants["sbox bwrap, cold"] = ([sbox, *argv], sandboxed, {"SBOX_PLAN_CACHE": "0"})
             variants["sbox bwrap, read-only project"] = ([sbox, *argv], readonly, {})
+            variants[IN_GIT] = ([sbox, *argv], repo, {})
             stub_path = {"PATH": f"{stubs}:{env['PATH']}"}
             variants[NPM_FIRST] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm, stub_path)
             variants[NPM_FIRST_COLD] = ([sbox, "run", "--backend", "bwrap", "--", "npm", "install"], npm,
