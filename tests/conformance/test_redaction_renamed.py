@@ -22,17 +22,9 @@ from support.listener import CanaryListener
 
 from .helpers import PY, Runs, project
 from .test_guard_repos import GIT_ENV
+from .test_hidden_repos import CONFIG  # default: the whole project writable; nm: node_modules/ only
 
 TOKEN = "SBOX-CANARY-TOKEN-10"
-CONFIG = """\
-version: 1
-profiles:
-  default:
-    network: off
-  nm:
-    network: off
-    writable: [node_modules/]
-"""
 READ = ("cat .git/config vendor/lib/.git/config .git/modules/sub/config .git/modules/added/config 2>&1; "
         "git rev-parse HEAD 2>&1")
 STEP = ("{ " + READ + "; } > OUT/before.txt; : > OUT/ready; "
