@@ -158,9 +158,8 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         elif tool.startswith("/") and written_by_sandbox(tool, writable):
             raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
                              "the network will not run it")
-    # a step that reads the project, runs package code and has the network sees nested configs redacted
-    sends = net.policy != "off" and prof.mode == "sandbox" and "gitconfig" not in phase.configs
-    inspected = tree.inspect(config.root, prof.writable, sends=sends)
+    # every sandbox sees nested repositories' configs redacted, one that writes nothing too
+    inspected = tree.inspect(config.root, prof.writable, every=prof.mode == "sandbox")
     project = layout.project_layout(config.root, prof.writable, config.path, inspected, stage_dir)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).

@@ -195,19 +195,19 @@ def _watched(plan: Plan, host: Host, explicit_config: str | None, bwrap_path: st
     watched += [("exists", p) for p in MASKED_PROC]
     watched += [("exists", p) for p in layout.protected_paths(plan.project_root, plan.config_path)]
     watched += [("exists", p) for p in host.own_dirs]
-    watched += _layout_facts(plan.project_root, step.writable, step.network.policy)
+    watched += _layout_facts(plan.project_root, step.writable, step.mode)
     for p in searched(step.argv[0], path_var, host.shim_dirs):
         watched += [("stat", p), ("lstat", p)]
     return list(dict.fromkeys(watched))
 
 
-def _layout_facts(root: str, writable: bool | tuple[str, ...], network: str = "off") -> list[tuple[str, str]]:
+def _layout_facts(root: str, writable: bool | tuple[str, ...], mode: str = "sandbox") -> list[tuple[str, str]]:
     """What tree.inspect looked at: each output's kind (and of every directory on its way), the
     .git entries of the writable parts, git's hooks path, the sockets near the top."""
     from sbox_shim import tree
 
     facts = [("sockets", root)]
-    facts += [("gits", d) for d in tree.writable_dirs(root, tree.walked(writable, network))]
+    facts += [("gits", d) for d in tree.writable_dirs(root, tree.walked(writable, mode))]
     if writable:
         facts += [("stat", os.path.join(root, ".git", "config")), ("type", os.path.join(root, ".git"))]
         hooks = tree.configured_hooks(root)

@@ -143,7 +143,7 @@ def _names_credential(name: str) -> bool:
 def _strip_userinfo(line: str) -> str:
     """Every `scheme://userinfo@host/path?query` in the line as `scheme://host/path?query`, the
     query without a parameter that names a credential (`private_token`, `auth`, `sig`). Not a
-    user part with a space, `#`, `;` or `,` in it (git would take one between quotes)."""
+    user part with a space, `#` or `;` in it (git would take one between quotes), or a `]`."""
     out, at = [], 0
     while True:
         found = line.find("://", at)
@@ -152,9 +152,10 @@ def _strip_userinfo(line: str) -> str:
             return "".join(out)
         start = found + 3
         end = start
-        # a double quote does not end it: git drops quotes inside a value, and `u:"TOKEN"@host` or
-        # `u:TOK\"EN@host` is then a URL whose user part holds the token (red team 11)
-        while end < len(line) and line[end] not in "/ \t\r\n'?#;,]":
+        # nor does a quote or a comma: git drops double quotes inside a value, and `u:"TOKEN"@host`,
+        # `u:TOK\"EN@host`, `u:TO'KEN@host`, `u:TO,KEN@host` are URLs whose user part holds the
+        # token (red teams 11 and 12)
+        while end < len(line) and line[end] not in "/ \t\r\n?#;]":
             end += 1
         authority = line[start:end]
         out.append(line[at:start])

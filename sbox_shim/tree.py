@@ -79,17 +79,18 @@ def configured_hooks(root: str) -> str | None:
     return path
 
 
-def inspect(root: str, writable: bool | tuple[str, ...], sends: bool = False) -> Tree:
-    """The facts `layout.project_layout` needs, for a step whose project is `writable`. The
-    `.git` entries are found for a step that writes nothing too when it `sends` (has the network
-    and runs package code: pip's download phase builds sdists), whose nested repositories'
-    configs are then shown redacted (red team 10: an sdist's setup.py read `vendor/lib`'s token
-    and sent it through the registry's allowlist)."""
+def inspect(root: str, writable: bool | tuple[str, ...], every: bool = False) -> Tree:
+    """The facts `layout.project_layout` needs, for a step whose project is `writable`. With
+    `every`, the `.git` entries are found for a step that writes nothing too, whose nested
+    repositories' configs are then shown redacted: pip's download phase writes nothing but builds
+    sdists with the network, and one sent `vendor/lib`'s token through the registry's allowlist
+    (red team 10); a step with neither handed it, through a FIFO a writing sandbox made deep in
+    `node_modules/`, to that sandbox, which kept it in the project (red team 12)."""
     sockets = lean.sockets(root, SOCKET_DEPTH)
     if writable is True:
         return Tree(gits=_with_git_dirs(root, _git_entries(root)), hooks=hooks_path(root), sockets=sockets)
     if not writable:
-        return Tree(gits=_with_git_dirs(root, _git_entries(root)) if sends else (), sockets=sockets)
+        return Tree(gits=_with_git_dirs(root, _git_entries(root)) if every else (), sockets=sockets)
     kinds = tuple((p, kind(root, p)) for p in writable)
     return Tree(kinds, _with_git_dirs(root, _git_entries(root)), hooks_path(root), sockets)
 
@@ -226,7 +227,7 @@ def writable_dirs(root: str, writable: bool | tuple[str, ...]) -> tuple[str, ...
     return (root,) if writable else ()
 
 
-def walked(writable: bool | tuple[str, ...], network: str) -> tuple[str, ...] | bool:
-    """What the plan cache treats as writable for `writable_dirs`: a step with the network is
-    walked as one that writes (`inspect`'s `sends`; the cache may watch more than the plan used)."""
-    return writable or network != "off"
+def walked(writable: bool | tuple[str, ...], mode: str) -> tuple[str, ...] | bool:
+    """What the plan cache treats as writable for `writable_dirs`: every sandboxed step is walked
+    as one that writes (`inspect`'s `every`)."""
+    return writable or mode == "sandbox"

@@ -133,3 +133,40 @@ hosts:
         assert TOKEN.encode() not in registry.received, registry.received
         # the control: what the step read is the host's config, which holds the token
         assert TOKEN in (root / "vendor" / "lib" / ".git" / "config").read_text()
+
+
+def test_a_step_that_writes_nothing_and_has_no_network_sees_nested_configs_redacted(
+        runs: Runs, tmp_path: Path) -> None:
+    """Red team 12: such a step showed nested configs as they are, and handed `vendor/lib`'s token
+    through a FIFO that a sandbox writing `node_modules/` made deep there (only the top two levels'
+    sockets are masked) to that sandbox, which kept it in the project. Here the relay is real: the
+    writing step reads the FIFO into `node_modules/loot` while the read-only step writes the
+    config into it."""
+    root = project(tmp_path, CONFIG + """\
+  ro:
+    network: off
+    writable: false
+""")
+    _repos(root)
+    (root / "node_modules" / ".c" / "d").mkdir(parents=True)
+    relay = subprocess.Popen(runs.argv(["sh", "-c", "mkfifo node_modules/.c/d/f && cat node_modules/.c/d/f > "
+                                        "node_modules/loot"], "--profile", "nm"), cwd=root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs.track(relay.pid)
+    try:
+        for _ in range(3000):
+            if (root / "node_modules" / ".c" / "d" / "f").exists() or relay.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert (root / "node_modules" / ".c" / "d" / "f").exists(), relay.communicate()[1]
+        sent = subprocess.run(runs.argv(["sh", "-c", "cat vendor/lib/.git/config > node_modules/.c/d/f"],
+                                        "--profile", "ro"), cwd=root, capture_output=True, text=True, timeout=120)
+        _, err = relay.communicate(timeout=120)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+    assert sent.returncode == 0 and relay.returncode == 0, (sent.stderr, err)
+    loot = (root / "node_modules" / "loot").read_text()
+    assert "[core]" in loot, loot  # the relay works: the config went through
+    assert TOKEN not in loot, "a read-only step handed the nested repository's token on"
+    assert TOKEN in (root / "vendor" / "lib" / ".git" / "config").read_text()  # the control

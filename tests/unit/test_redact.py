@@ -168,3 +168,10 @@ def test_a_user_part_with_quotes_in_it_goes_red_team_11() -> None:
     assert T not in out
     assert out == ('[remote "c"]\n\turl = https://github.com/o/r\n\turl = https://github.com/x\n'
                    '\turl = "https://h/q"\n[url "https://github.com"] insteadOf = git@github.com:\n')
+
+
+def test_a_user_part_with_an_apostrophe_or_a_comma_goes_red_team_12() -> None:
+    out = _text(f"[remote \"a\"]\n\turl = https://u:{T}'x@h/x\n\turl = https://u:{T},x@h/y\n"
+                f"index-url = 'https://u:{T}@h/simple'\n")
+    assert T not in out
+    assert out == "[remote \"a\"]\n\turl = https://h/x\n\turl = https://h/y\nindex-url = 'https://h/simple'\n"
