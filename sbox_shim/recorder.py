@@ -207,7 +207,7 @@ def _layout_facts(root: str, writable: bool | tuple[str, ...], mode: str = "sand
     from sbox_shim import tree
 
     facts = [("sockets", root)]
-    facts += [("gits", d) for d in tree.walked_dirs(root, writable, mode)]
+    facts += [("gits", d) for d in tree.writable_dirs(root, tree.walked(writable, mode))]
     if writable:
         facts += [("stat", os.path.join(root, ".git", "config")), ("type", os.path.join(root, ".git"))]
         hooks = tree.configured_hooks(root)

@@ -28,8 +28,6 @@ import os
 import stat
 from typing import Iterable
 
-from sbox_shim import lean
-from sbox_shim.configs import _git_dir, _open_dir
 from sbox_shim.lean import inside
 from sbox_shim.plan import Mount
 
@@ -74,7 +72,7 @@ def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[st
         if what == "dir" and (kind != "git" or name in ("modules", "worktrees")):
             inner = "worktrees" if kind == "git" and name == "worktrees" else "modules"
             if kind in ("modules", "worktrees"):  # a submodule's or worktree's git directory, or more names
-                inner = "git" if kind == "worktrees" or _git_dir(root, path) else "modules"
+                inner = "git" if kind == "worktrees" or _is_git_dir(root, path) else "modules"
             _rebuild(root, path, inner, taken, seen, out)
         elif what == "link":
             out.append(Mount(text, path, kind="symlink"))
@@ -82,27 +80,38 @@ def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[st
             out.append(Mount(path, path))
 
 
+def _is_git_dir(root: str, path: str) -> bool:
+    entries = _entries(root, path)
+    return entries is not None and ("HEAD", "file", "") in entries
+
+
 def _entries(root: str, directory: str) -> list[tuple[str, str, str]] | None:
     """(name, "dir" | "file" | "link", a link's text) of each entry of `directory` that is one of
     those, listed through a descriptor; None if it cannot be opened or listed."""
+    from sbox_shim.configs import _open_dir
+
     fd = _open_dir(root, directory)
     if fd is None:
         return None
+    try:
+        listed = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        os.close(fd)
+        return None
     out = []
     try:
-        listed = lean.listed_at(fd)
-        if listed is None:
-            return None
-        for name, _ in listed:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                out.append((name, "dir", ""))
-            elif stat.S_ISREG(st.st_mode):
-                out.append((name, "file", ""))
-            elif stat.S_ISLNK(st.st_mode):
-                out.append((name, "link", os.readlink(name, dir_fd=fd)))
+        with os.scandir(listed) as listing:
+            for e in listing:
+                st = os.stat(e.name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    out.append((e.name, "dir", ""))
+                elif stat.S_ISREG(st.st_mode):
+                    out.append((e.name, "file", ""))
+                elif stat.S_ISLNK(st.st_mode):
+                    out.append((e.name, "link", os.readlink(e.name, dir_fd=fd)))
     except OSError:
         return None
     finally:
+        os.close(listed)
         os.close(fd)
     return sorted(out)

@@ -87,9 +87,12 @@ def inspect(root: str, writable: bool | tuple[str, ...], every: bool = False) ->
     (red team 10); a step with neither handed it, through a FIFO a writing sandbox made deep in
     `node_modules/`, to that sandbox, which kept it in the project (red team 12)."""
     sockets = lean.sockets(root, SOCKET_DEPTH)
-    kinds = tuple((p, kind(root, p)) for p in writable) if isinstance(writable, tuple) else ()
-    gits = _with_git_dirs(root, _git_entries(root)) if writable or every else ()
-    return Tree(kinds, gits, hooks_path(root) if writable else (), sockets)
+    if writable is True:
+        return Tree(gits=_with_git_dirs(root, _git_entries(root)), hooks=hooks_path(root), sockets=sockets)
+    if not writable:
+        return Tree(gits=_with_git_dirs(root, _git_entries(root)) if every else (), sockets=sockets)
+    kinds = tuple((p, kind(root, p)) for p in writable)
+    return Tree(kinds, _with_git_dirs(root, _git_entries(root)), hooks_path(root), sockets)
 
 
 def _git_entries(top: str) -> tuple[str, ...]:
@@ -215,10 +218,16 @@ def _changed(path: str) -> Exception:
                       "another sandbox writing this project?); nothing ran")
 
 
-def walked_dirs(root: str, writable: bool | tuple[str, ...], mode: str) -> tuple[str, ...]:
-    """The directories `inspect` walked for .git entries: the plan cache walks them again. The
-    whole project for every sandboxed step (`every`), whatever it writes: a nested repository's
-    config is redacted in npm's scripts phase too, which writes `node_modules/` only, and
-    layout.pins keeps each repository where it is (red team 9 moved `vendor/lib` into
-    `node_modules/` once that phase ran, and it wrote the repository's hooks there)."""
-    return (root,) if writable or mode == "sandbox" else ()
+def writable_dirs(root: str, writable: bool | tuple[str, ...]) -> tuple[str, ...]:
+    """The directories whose .git entries a layout protects: the plan cache walks them again.
+    The whole project when any of it is writable: a nested repository's config is redacted in
+    npm's scripts phase too, which writes `node_modules/` only, and layout.pins keeps each
+    repository where it is (red team 9 moved `vendor/lib` into `node_modules/` once that phase
+    ran, and it wrote the repository's hooks there)."""
+    return (root,) if writable else ()
+
+
+def walked(writable: bool | tuple[str, ...], mode: str) -> tuple[str, ...] | bool:
+    """What the plan cache treats as writable for `writable_dirs`: every sandboxed step is walked
+    as one that writes (`inspect`'s `every`)."""
+    return writable or mode == "sandbox"
