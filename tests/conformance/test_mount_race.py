@@ -20,13 +20,18 @@ from pathlib import Path
 
 from .helpers import Runs, project
 
+# In bursts of up to a few milliseconds, with pauses of up to 6 ms between them: swapped without a pause,
+# the tree never held still for the plan's walk for `.git` entries, which then stops the plan (exit
+# 2, as it should) so often that on a loaded machine no run of 40 got as far as the mounts (CI).
 FLIP = r"""
-import ctypes, os, sys, time
+import ctypes, os, random, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 os.chdir(sys.argv[1])
 end = time.time() + float(sys.argv[2])
 while time.time() < end:
-    libc.renameat2(-100, b"out", -100, b"out.x", 2)  # RENAME_EXCHANGE: `out` is the dir or the link
+    for _ in range(random.randint(1, 2000)):
+        libc.renameat2(-100, b"out", -100, b"out.x", 2)  # RENAME_EXCHANGE: `out` is the dir or the link
+    time.sleep(random.uniform(0, 0.006))
 """
 
 
