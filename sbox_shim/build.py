@@ -182,6 +182,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     mounts += configs.system_configs(prefix, phase.configs, config.root)
     mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
     mounts += project.mounts
+    mounts += layout.phase_parts(config.root, phase.mounts, inspected, config.path)  # before the rebuilt gits
     shown = configs.git_configs(config.root, inspected.gits)  # without their credentials
     if any(m.kind == "tmpfs" for m in shown):
         notes += (f"{prof.name}: more than {configs.MAX_REDACTED} git configs: the submodules' git directories are "

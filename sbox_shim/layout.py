@@ -193,6 +193,23 @@ def pins(top: str, gits: Iterable[str], readonly: Iterable[str] = ()) -> list[st
     return list(dict.fromkeys(out))
 
 
+def phase_parts(root: str, phase_mounts: Sequence[Mount], tree: Tree, config_path: str | None) -> list[Mount]:
+    """For each writable bind a phase adds inside the project (pip's install phase writes an
+    in-project `.venv`), what project_layout gives a writable part: its directories on the way to
+    each repository in it pinned, and each `.git` entry in it read-only. Without them, pip's
+    phase moved `.venv/src/foo` (a `pip install -e git+` checkout) into a `.git` it had made,
+    where the walk of a step planned meanwhile does not look: that step read the repository's
+    token and wrote its hooks, and the host's next `git commit` there ran them (red team 13)."""
+    out: list[Mount] = []
+    for m in phase_mounts:
+        if m.kind not in ("bind", "cache") or m.readonly or m.target == root or not inside(m.target, root):
+            continue
+        kept = [k.target for k in phase_mounts if k.readonly] + protected_paths(root, config_path) + list(tree.hooks)
+        out += [Mount(p, p, readonly=False) for p in pins(m.target, tree.gits, kept)]
+        out += [Mount(g, g) for g in tree.gits if inside(g, m.target) and g != m.target]
+    return out
+
+
 def pinned(mounts: Sequence[Mount], root: str, since: int | None = None) -> list[str]:
     """The directories `pins` bound in a step, relative to `root`: writable binds on themselves
     inside another writable bind; with `since` (ns), only those whose ctime is later, less the

@@ -350,3 +350,20 @@ def test_a_writable_layout_pins_the_way_to_each_repository(project: Path) -> Non
     targets = [m.target for m in whole.mounts]
     assert targets.index(str(project)) < targets.index(str(project / "vendor"))
     assert targets.index(str(project / "vendor/lib")) < targets.index(str(project / "vendor/lib/.git"))
+
+
+def test_a_writable_bind_a_phase_adds_in_the_project_pins_its_repositories_too(project: Path) -> None:
+    """pip's install phase binds an in-project `.venv` writable: the way to `.venv/src/foo` is
+    pinned and its `.git` read-only, as in a writable part of the project (red team 13); a
+    read-only bind, one outside the project and the project itself get nothing."""
+    (project / ".venv" / "src" / "foo" / ".git").mkdir(parents=True)
+    (project / "vendor" / "lib" / ".git").mkdir(parents=True)
+    venv = str(project / ".venv")
+    inspected = tree.inspect(str(project), (), every=True)
+    phase = [Mount(venv, venv, readonly=False), Mount(venv + "/pyvenv.cfg", venv + "/pyvenv.cfg"),
+             Mount("/elsewhere", "/elsewhere", readonly=False), Mount(str(project / "vendor"), str(project / "vendor"))]
+    got = layout.phase_parts(str(project), phase, inspected, str(project / "sbox.yaml"))
+    assert got == [Mount(venv + "/src", venv + "/src", readonly=False),
+                   Mount(venv + "/src/foo", venv + "/src/foo", readonly=False),
+                   Mount(venv + "/src/foo/.git", venv + "/src/foo/.git")]
+    assert layout.pinned([Mount(str(project), str(project)), *phase, *got], str(project)) == [".venv/src", ".venv/src/foo"]
