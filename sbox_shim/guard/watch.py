@@ -341,15 +341,19 @@ def packages_watched(root: str, mounts: Sequence[Mount]) -> list[str]:
     of the project a step may write, which every package's scripts in that phase may write: its
     Makefile runs when you `make` there), and each repository nested in the project (a `.git`
     below the top, bound read-only: its hooks and its Makefile run when you work there). Not a
-    node_modules or a hidden directory."""
+    node_modules or a hidden directory, for a file: dependency; a repository anywhere, one in an
+    in-project `.venv/src/` (`pip install -e git+…`) or a node_modules too: package code wrote
+    the hooks its `core.hooksPath` names there, and the host's next `git commit` ran them (red
+    team 14)."""
+    repos = [dirname(m.target) for m in mounts if m.readonly and _basename(m.target) == ".git"
+             and inside(m.target, root) and dirname(m.target) != root.rstrip("/")]
     roots = [part for part in writable_parts(mounts, root) if part != root.rstrip("/") and inside(part, root)]
-    roots += [dirname(m.target) for m in mounts if m.readonly and _basename(m.target) == ".git"
-              and inside(m.target, root) and dirname(m.target) != root.rstrip("/")]
     out = []
-    for part in dict.fromkeys(roots):
+    for part in dict.fromkeys(roots + repos):
         rel = _relative(part, root)
         parts = rel.split("/")
-        if "node_modules" in parts or any(p.startswith(".") for p in parts) or not stat.S_ISDIR(_mode(part)):
+        skipped = part not in repos and ("node_modules" in parts or any(p.startswith(".") for p in parts))
+        if skipped or not stat.S_ISDIR(_mode(part)):
             continue
         out += [f"{rel}/{name}" for name in (*PROTECTED, *HOST_EXECUTED)] + _repository(part, root)
         out += make_includes(root, rel)

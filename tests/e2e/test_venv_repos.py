@@ -82,3 +82,47 @@ def test_pip_s_install_phase_cannot_move_a_repository_in_the_venv(tmp_path: Path
     log.unlink()
     subprocess.run([str(venv / "bin" / "python"), "-c", MOVE], check=True, timeout=60)
     assert log.read_text() == "src/foo: moved\nsrc: moved\n"
+
+
+PLANT = """import os, sys
+foo = os.path.join(sys.prefix, "src", "foo")
+for name, body in ((".githooks/pre-commit", "#!/bin/sh\\ntouch hook-ran\\n"), ("Makefile", "all:\\n\\ttrue\\n")):
+    try:
+        os.makedirs(os.path.dirname(os.path.join(foo, name)), exist_ok=True)
+        with open(os.path.join(foo, name), "w") as f:
+            f.write(body)
+        os.chmod(os.path.join(foo, name), 0o755)
+    except OSError:
+        pass  # the download phase: the venv is read-only there
+"""
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "docker"])
+def test_a_hook_planted_in_a_repository_in_the_venv_is_quarantined(tmp_path: Path, sbox_bin: str,
+                                                                   backend: str) -> None:
+    """Red team 14: the checkout's `core.hooksPath` is `.githooks` (relative, as husky's and most
+    teams' are). pip's install phase may write the venv, so package code there wrote
+    `.venv/src/foo/.githooks/pre-commit` and a Makefile at the checkout's top; the guard did not
+    watch a repository in a hidden directory (or a node_modules), and the host's next `git commit`
+    there ran the hook. Now both are quarantined when the step ends."""
+    from conftest import require_backend
+
+    require_backend(backend)
+    project, venv = _project(tmp_path, backend)
+    foo = venv / "src" / "foo"
+    subprocess.run(["git", "-C", str(foo), "config", "core.hooksPath", ".githooks"], check=True, timeout=60)
+    with PypiIndex([pkg.sdist("planter", "1.0", PLANT, {"planter.py": "OK = 1\n"}, backend="intree")]) as index:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        env.update(PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull)
+        result = run_sbox(sbox_bin, ["run", "--", str(venv / "bin" / "pip"), "install", "planter"], project, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "quarantined .venv/src/foo/.githooks/pre-commit" in result.stderr, result.stderr[-3000:]
+    assert "quarantined .venv/src/foo/Makefile" in result.stderr, result.stderr[-3000:]
+    assert not (foo / ".githooks" / "pre-commit").exists() and not (foo / "Makefile").exists()
+
+    # The control: planted outside sbox, the host's `git commit` there runs the hook.
+    subprocess.run([str(venv / "bin" / "python"), "-c", PLANT], check=True, timeout=60)
+    subprocess.run(["git", "-C", str(foo), "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                    "--allow-empty", "-m", "x"], check=True, timeout=60, capture_output=True)
+    assert (foo / "hook-ran").exists()

@@ -367,3 +367,18 @@ def test_a_writable_bind_a_phase_adds_in_the_project_pins_its_repositories_too(p
                    Mount(venv + "/src/foo", venv + "/src/foo", readonly=False),
                    Mount(venv + "/src/foo/.git", venv + "/src/foo/.git")]
     assert layout.pinned([Mount(str(project), str(project)), *phase, *got], str(project)) == [".venv/src", ".venv/src/foo"]
+
+
+def test_a_project_that_is_a_venv_keeps_what_writable_true_keeps_in_pip_s_install_phase(project: Path) -> None:
+    """`python3 -m venv .` in the project: pip's install phase binds the whole project writable.
+    Its repositories are pinned and their `.git` read-only, and sbox.yaml stays read-only, as
+    under `writable: true` (red team 14: the phase moved `src/foo` and edited sbox.yaml)."""
+    (project / "src" / "foo" / ".git").mkdir(parents=True)
+    (project / "sbox.yaml").write_text("version: 1\n")
+    root = str(project)
+    inspected = tree.inspect(root, (), every=True)
+    got = layout.phase_parts(root, [Mount(root, root, readonly=False)], inspected, str(project / "sbox.yaml"))
+    assert Mount(root + "/src", root + "/src", readonly=False) in got
+    assert Mount(root + "/src/foo", root + "/src/foo", readonly=False) in got
+    assert Mount(root + "/src/foo/.git", root + "/src/foo/.git") in got and Mount(root + "/.git", root + "/.git") in got
+    assert Mount(root + "/sbox.yaml", root + "/sbox.yaml") in got
