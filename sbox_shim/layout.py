@@ -201,10 +201,10 @@ def phase_parts(root: str, phase_mounts: Sequence[Mount], tree: Tree, config_pat
     where the walk of a step planned meanwhile does not look: that step read the repository's
     token and wrote its hooks, and the host's next `git commit` there ran them (red team 13)."""
     out: list[Mount] = []
+    kept = [k.target for k in phase_mounts if k.readonly] + protected_paths(root, config_path) + list(tree.hooks)
     for m in phase_mounts:
         if m.kind not in ("bind", "cache") or m.readonly or not inside(m.target, root):
             continue
-        kept = [k.target for k in phase_mounts if k.readonly] + protected_paths(root, config_path) + list(tree.hooks)
         out += [Mount(p, p, readonly=False) for p in pins(m.target, tree.gits, kept)]
         out += [Mount(g, g) for g in tree.gits if inside(g, m.target) and g != m.target]
         if m.target == root:  # a project that is a venv itself (`python3 -m venv .`): as `writable: true`

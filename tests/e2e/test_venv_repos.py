@@ -58,19 +58,19 @@ def _project(tmp_path: Path, backend: str) -> tuple[Path, Path]:
     return project, venv
 
 
-@pytest.mark.parametrize("backend", ["bwrap", "docker"])
-def test_pip_s_install_phase_cannot_move_a_repository_in_the_venv(tmp_path: Path, sbox_bin: str,
-                                                                 backend: str) -> None:
-    from conftest import require_backend
-
-    require_backend(backend)
-    project, venv = _project(tmp_path, backend)
-    log = venv / "mover.log"
-    with PypiIndex([pkg.sdist("mover", "1.0", MOVE, {"mover.py": "OK = 1\n"}, backend="intree")]) as index:
+def _install(sbox_bin: str, project: Path, venv: Path, name: str, setup_py: str) -> subprocess.CompletedProcess[str]:
+    """`sbox run -- .venv/bin/pip install NAME`, an sdist whose setup.py is `setup_py`, from a loopback index."""
+    with PypiIndex([pkg.sdist(name, "1.0", setup_py, {f"{name}.py": "OK = 1\n"}, backend="intree")]) as index:
         env = {k: v for k, v in os.environ.items()
                if k not in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull)
-        result = run_sbox(sbox_bin, ["run", "--", str(venv / "bin" / "pip"), "install", "mover"], project, env=env)
+        return run_sbox(sbox_bin, ["run", "--", str(venv / "bin" / "pip"), "install", name], project, env=env)
+
+
+def test_pip_s_install_phase_cannot_move_a_repository_in_the_venv(tmp_path: Path, sbox_bin: str, backend: str) -> None:
+    project, venv = _project(tmp_path, backend)
+    log = venv / "mover.log"
+    result = _install(sbox_bin, project, venv, "mover", MOVE)
     said = log.read_text() if log.exists() else ""
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "src/foo: refused" in said and "src: refused" in said, said  # the install phase ran it, and was refused
@@ -97,7 +97,6 @@ for name, body in ((".githooks/pre-commit", "#!/bin/sh\\ntouch hook-ran\\n"), ("
 """
 
 
-@pytest.mark.parametrize("backend", ["bwrap", "docker"])
 def test_a_hook_planted_in_a_repository_in_the_venv_is_quarantined(tmp_path: Path, sbox_bin: str,
                                                                    backend: str) -> None:
     """Red team 14: the checkout's `core.hooksPath` is `.githooks` (relative, as husky's and most
@@ -105,17 +104,10 @@ def test_a_hook_planted_in_a_repository_in_the_venv_is_quarantined(tmp_path: Pat
     `.venv/src/foo/.githooks/pre-commit` and a Makefile at the checkout's top; the guard did not
     watch a repository in a hidden directory (or a node_modules), and the host's next `git commit`
     there ran the hook. Now both are quarantined when the step ends."""
-    from conftest import require_backend
-
-    require_backend(backend)
     project, venv = _project(tmp_path, backend)
     foo = venv / "src" / "foo"
     subprocess.run(["git", "-C", str(foo), "config", "core.hooksPath", ".githooks"], check=True, timeout=60)
-    with PypiIndex([pkg.sdist("planter", "1.0", PLANT, {"planter.py": "OK = 1\n"}, backend="intree")]) as index:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-        env.update(PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull)
-        result = run_sbox(sbox_bin, ["run", "--", str(venv / "bin" / "pip"), "install", "planter"], project, env=env)
+    result = _install(sbox_bin, project, venv, "planter", PLANT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "quarantined .venv/src/foo/.githooks/pre-commit" in result.stderr, result.stderr[-3000:]
     assert "quarantined .venv/src/foo/Makefile" in result.stderr, result.stderr[-3000:]
