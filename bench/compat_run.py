@@ -30,6 +30,8 @@ NOISE = re.compile(r"(?i)^(note:|npm error (a complete log|command|path|code|nod
                    r"originates from a subprocess|subprocess-exited-with-error|^npm error\s*$")
 # the line that says where a step runs: sbox's announcement, not an explanation
 ANNOUNCE = re.compile(r"^sbox: (step \d+(/\d+)? \[[\w-]+\] )?.* -> (sandbox|host)")
+# progress, not a cause: a step that stopped the run, or one that had nothing to do
+PROGRESS = re.compile(r"exited \d+; stopping$|^sbox: step \d+(/\d+)? \[[\w-]+\] skipped: ")
 
 
 @dataclass
@@ -119,7 +121,7 @@ def explain(stderr: str, failed: bool) -> tuple[str, list[str]]:
     other = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("sbox:")]
     cause = _cause(other) if failed else []
     last = f" (output: {cause[0][:160]})" if cause else ""
-    hints = [ln for ln in said if not re.search(r"exited \d+; stopping$", ln)]
+    hints = [ln for ln in said if not PROGRESS.search(ln)]
     if hints:
         return hints[0] + last, said
     if said:
