@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from sbox_shim import configs, dispatch, ecosystems, layout, skeleton, tree
+from sbox_shim import checkout, configs, dispatch, ecosystems, layout, skeleton, tree
 from sbox_shim.trust import boundary
 from sbox_shim.trust.written import network_path, written_by_sandbox
 from sbox_shim.config import Config, Profile
@@ -183,7 +183,11 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     mounts.append(Mount("", host.home, readonly=False, kind="tmpfs"))
     mounts += project.mounts
     mounts += layout.phase_parts(config.root, phase.mounts, inspected, config.path)  # before the rebuilt gits
-    shown = configs.git_configs(config.root, inspected.gits)  # without their credentials
+    # a linked worktree's or a submodule's git directory, outside the project: git works there
+    outside, why = checkout.outside_git_dir(config.root, writable) if prof.mode == "sandbox" else ((), "")
+    notes += (f"{prof.name}: {why}",) if why else ()
+    mounts += [Mount(d, d) for d in outside]
+    shown = configs.git_configs(config.root, inspected.gits + outside)  # without their credentials
     if any(m.kind == "tmpfs" for m in shown):
         notes += (f"{prof.name}: more than {configs.MAX_REDACTED} git configs: the submodules' git directories are "
                   "hidden in the sandbox (git does not work inside submodules there), the rest shown without "

@@ -111,7 +111,8 @@ def git_config_facts(root: str, mounts: Sequence[Mount]) -> list[tuple[str, str]
     # each bound read-only, or rebuilt over a tmpfs (skeleton.py)
     bound = [m.source if m.kind == "bind" else m.target for m in mounts
              if m.readonly and (m.kind == "bind" or m.kind == "tmpfs" and not m.source)]
-    gits = [g for g in bound if g != root and inside(g, root) and _git_dir(root, g)]
+    # in the project, and a linked worktree's or a submodule's outside it (checkout.py)
+    gits = [g for g in bound if g != root and not inside(root, g) and _git_dir(root, g)]
     hidden = any(m.kind == "tmpfs" and not m.readonly and os.path.basename(m.target) == "modules"
                  and inside(m.target, root) for m in mounts)
     facts = _git_walk(root, gits, submodules=not hidden)[1]
