@@ -182,11 +182,6 @@ def execute(plan: Plan, backend: ModuleType | None, run_dir: str, env: Mapping[s
             if code != 0:
                 if len(plan.steps) > 1 and not quiet:
                     err.write(f"sbox: step {index + 1} [{step.label}] exited {code}; stopping\n")
-                if step.network.policy == "off" and step.label == "scripts" and code not in (124, 130):
-                    err.write(f"sbox: install scripts and builds run with the network off: one that downloads "
-                              f"(a prebuilt binary, headers) fails here; in sbox.yaml, a profile {step.profile} "
-                              f"with env: [PUPPETEER_SKIP_DOWNLOAD] (the package's skip variable) passes it in, "
-                              f"or network: on with network_allow: [host] admits what it needs\n")
                 if (step.network.policy == "off" and step.label == "run" and step.argv
                         and os.path.basename(step.argv[0]) == "npx" and code not in (124, 130)):
                     err.write(f"sbox: npx ran with the network off (profile {step.profile}): it runs what the "
@@ -314,19 +309,41 @@ def _run_offline(step: Step, backend: ModuleType, run_dir: str, index: int, stat
 
     name = getattr(backend, "NAME", "")
     if name != "bwrap" and (name != "docker" or not netns.usable()):  # docker's root daemon: root only
-        return int(backend.run(step, run_dir, index, kept_in))
+        code = int(backend.run(step, run_dir, index, kept_in))
+        if code not in QUIET_EXITS:  # its lookups unheard: it may have wanted the network
+            err.write(offline_remedy(step) + "\n")
+        return code
     from sbox_shim.egress.lookups import Lookups
 
     lookups = Lookups()
     try:
         code = int(backend.run(step, run_dir, index, kept_in, egress=lookups.listen))
     finally:
-        names = lookups.stop()
-    if names and code != 0:
+        heard, names = lookups.heard, lookups.stop()
+    if code in QUIET_EXITS:
+        return code
+    if names:
         log = write_record(state_dir, step, "lookups", {"looked_up": names})
         err.write(f"sbox: the {step.label} phase tried to reach {', '.join(names)} "
                   f"(looked up with the network off, refused){f'; record: {log}' if log else ''}\n")
+        err.write(offline_remedy(step) + "\n")
+    elif heard:  # no remedy that turns the network on for a failure that did not need it
+        err.write(f"sbox: the {step.label} phase looked up no host name before it failed: the network being off "
+                  f"there is likely not why\n")
+    else:
+        err.write(offline_remedy(step) + "\n")
     return code
+
+
+QUIET_EXITS = (0, 124, 130)  # success, sbox's timeout, ^C: nothing to explain
+
+
+def offline_remedy(step: Step) -> str:
+    """The line that says scripts run offline, and how a profile lets one have what it needs."""
+    skip = "PUPPETEER_SKIP_DOWNLOAD" if step.profile.startswith("npm") else "NAME"
+    return (f"sbox: install scripts and builds run with the network off: one that downloads (a prebuilt binary, "
+            f"headers) fails here; in sbox.yaml, a profile {step.profile} with env: [{skip}] (the package's skip "
+            f"variable) passes it in, or network: on with network_allow: [host] admits what it needs")
 
 
 def write_denials(state_dir: str, step: Step, denials: list[dict[str, Any]]) -> str | None:

@@ -39,6 +39,7 @@ class Lookups:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.heard = False  # the socket was made: every lookup of the sandbox reaches it
 
     def listen(self, pid: int) -> str:
         """Answer the sandbox's lookups from now on. Always "": a sandbox whose lookups cannot be
@@ -50,6 +51,7 @@ class Lookups:
                 self._sock = socket.socket(fileno=userns.made_in(pid, [_udp_53])[0].detach())
         except OSError:
             return ""
+        self.heard = True
         self._thread = threading.Thread(target=self._answer, args=(self._sock,), name="sbox-lookups", daemon=True)
         self._thread.start()
         return ""
