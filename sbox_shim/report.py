@@ -5,7 +5,7 @@ import json
 from typing import Any, Iterable, Mapping, Sequence
 
 from sbox_shim.network import allow_line
-from sbox_shim.plan import Limits, Plan, asdict
+from sbox_shim.plan import Limits, Plan, Step, asdict
 
 _NETWORK_TEXT = {
     "off": "off (own network namespace with nothing in it)",
@@ -28,6 +28,8 @@ def plan_text(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = 
         if step.network.policy in ("proxy", "dns"):
             lines.append("  " + allow_line(step.network))
         lines.append("  project: " + _writable(step.writable))
+        lines += [f"  git: {g} (this checkout's repository, outside the project: read-only, configs without "
+                  f"credentials)" for g in _outside_repositories(step)]
         if step.declared:
             lines.append(f"  env: {', '.join(step.declared)}")
         lines.append("  limits: " + _limits(step.limits))
@@ -36,6 +38,19 @@ def plan_text(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = 
             lines.append(f"  image: {step.image}")
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def _outside_repositories(step: Step) -> list[str]:
+    """The git directories outside the project a step is given (a linked worktree's or a
+    submodule's, checkout.py), from their redacted configs: the outermost of them."""
+    import os
+
+    from sbox_shim.lean import inside
+
+    dirs = sorted({os.path.dirname(m.target) for m in step.mounts if m.kind == "redact"
+                   and os.path.basename(m.target) == "config" and "/.git/" in m.target
+                   and not inside(m.target, step.project or "/")})
+    return [d for d in dirs if not any(o != d and inside(d, o) for o in dirs)]
 
 
 def _limits(limits: Limits) -> str:

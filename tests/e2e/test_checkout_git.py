@@ -74,6 +74,8 @@ def test_git_reads_a_linked_worktree_s_repository_without_its_credentials(tmp_pa
     assert "WROTE" not in result.stdout, out  # read-only
     assert not (common / "hooks" / "pre-commit").exists()
     assert (gitdir / "HEAD").read_bytes() == head
+    plan = run_sbox(sbox_bin, ["plan", "--", "true"], project)
+    assert f"  git: {common} (this checkout's repository, outside the project: read-only" in plan.stdout, plan.stdout
 
 
 @pytest.mark.skipif(not shutil.which("go"), reason="go is not installed")
