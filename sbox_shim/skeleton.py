@@ -32,6 +32,9 @@ from sbox_shim.lean import inside
 from sbox_shim.plan import Mount
 
 TRANSIENT = ("gc.pid",)  # and every `*.lock`: git makes them for a moment
+# Left out of a git directory: git-crypt's keys (`git-crypt/keys/default`), which decrypt the files
+# it keeps encrypted in every commit, past and future, not only those checked out decrypted.
+SECRET = ("git-crypt",)
 
 
 def around(shown: Iterable[Mount], root: str) -> list[Mount]:
@@ -67,7 +70,7 @@ def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[st
     out.append(Mount("", directory, readonly=True, kind="tmpfs"))
     for name, what, text in entries:
         path = os.path.join(directory, name)
-        if path in taken or name.endswith(".lock") or name in TRANSIENT:
+        if path in taken or name.endswith(".lock") or name in TRANSIENT or (kind == "git" and name in SECRET):
             continue
         if what == "dir" and (kind != "git" or name in ("modules", "worktrees")):
             inner = "worktrees" if kind == "git" and name == "worktrees" else "modules"

@@ -1,0 +1,42 @@
+"""git-crypt's keys are not in the sandbox's view of a git directory.
+
+`git-crypt unlock` keeps the repository's symmetric key in `.git/git-crypt/keys/default`: with
+it, every encrypted file in every commit (and every later one pushed) can be decrypted, not only
+what is checked out. Every sandbox saw the project's `.git`, key included. The git directory is
+rebuilt in the sandbox entry by entry (skeleton.py); that entry is now left out.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.boundary import config
+from support.sboxcli import run_sbox
+
+pytestmark = pytest.mark.skipif(not shutil.which("git"), reason="git is not installed")
+KEY = "SBOX-GIT-CRYPT-KEY"
+
+
+def _project(tmp_path: Path, backend: str) -> Path:
+    project = tmp_path / "p"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True, timeout=60)
+    keys = project / ".git" / "git-crypt" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "default").write_text(KEY)  # as `git-crypt unlock` leaves it (binary there; text here)
+    config(project, backend)
+    return project
+
+
+def test_git_crypt_s_key_is_not_in_the_sandbox(tmp_path: Path, sbox_bin: str, backend: str) -> None:
+    project = _project(tmp_path, backend)
+    probe = ["sh", "-c", "cat .git/git-crypt/keys/default; ls .git; git status --short >/dev/null && echo GIT-OK"]
+    direct = subprocess.run(probe, cwd=project, capture_output=True, text=True, timeout=60)
+    assert KEY in direct.stdout  # the control: the key is there to read
+    result = run_sbox(sbox_bin, ["run", "--", *probe], project)
+    out = result.stdout + result.stderr
+    assert KEY not in out, out
+    assert "HEAD" in result.stdout and "GIT-OK" in result.stdout, out  # the rest of .git is there, git works
+    assert (project / ".git" / "git-crypt" / "keys" / "default").read_text() == KEY  # the host's is untouched
