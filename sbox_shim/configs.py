@@ -165,10 +165,16 @@ def _git_walk(root: str, gits: Iterable[str],
                     if worktrees is not None:
                         os.close(worktrees)
                 facts += [("names", os.path.join(d, "modules")), ("names", os.path.join(d, "worktrees"))]
-                if _at(fd, "modules", stat.S_ISDIR):
-                    modules.append(os.path.join(d, "modules"))
-                if submodules:
-                    stack.append(os.path.join(d, "modules"))
+                # a worktree's own submodules: `git submodule update` in a linked worktree keeps their
+                # git directories in worktrees/NAME/modules (red team 16 read their tokens there)
+                inner = [os.path.join(d, "worktrees", n) for _, n in opened]
+                for at in [d, *inner]:
+                    if at != d:
+                        facts.append(("names", os.path.join(at, "modules")))
+                    if _at(fd, os.path.relpath(os.path.join(at, "modules"), d), stat.S_ISDIR):
+                        modules.append(os.path.join(at, "modules"))
+                    if submodules:
+                        stack.append(os.path.join(at, "modules"))
                 continue
             facts.append(("names", d))  # modules/, or a directory of submodule names (modules/libs/core)
             config = os.path.join(d, "config")  # ... or a submodule's git directory without its HEAD

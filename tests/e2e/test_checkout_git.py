@@ -126,3 +126,29 @@ def test_a_git_file_its_directory_does_not_name_back_mounts_nothing(tmp_path: Pa
     assert TOKEN not in out and "the first commit" not in out, out
     plan = run_sbox(sbox_bin, ["plan", "--", "true"], project)
     assert "its gitdir file does not name this project's .git" in plan.stdout + plan.stderr, plan.stdout
+
+
+def test_a_linked_worktree_s_own_submodules_are_shown_without_their_credentials(tmp_path: Path, sbox_bin: str,
+                                                                              backend: str) -> None:
+    """Red team 16: `git submodule update` in a linked worktree keeps the submodules' git
+    directories in REPO/.git/worktrees/NAME/modules/, where no config was looked for: a token a CI
+    checkout leaves in a submodule's config was read as it is (and in the main worktree too)."""
+    lib = _repo(tmp_path / "lib", "the library's commit")
+    repo = _repo(tmp_path / "repo", "the first commit")
+    _git("submodule", "add", "-q", str(lib), "sub", cwd=repo)
+    _git("commit", "-q", "-m", "sub", cwd=repo)
+    project = tmp_path / "wt"
+    _git("worktree", "add", "-q", str(project), cwd=repo)
+    _git("submodule", "update", "-q", "--init", cwd=project)
+    _git("config", "http.https://git.example.test/.extraheader", f"AUTHORIZATION: basic {TOKEN}-HEADER",
+         cwd=project / "sub")
+    inner = repo / ".git" / "worktrees" / "wt" / "modules" / "sub" / "config"
+    assert f"{TOKEN}-HEADER" in inner.read_text()  # the control: where git keeps it
+    config(project, backend)
+    config(repo, backend)
+    for where in (project, repo):  # the linked worktree, and the main one, whose .git holds it too
+        result = run_sbox(sbox_bin, ["run", "--", "sh", "-c", 'grep -rh TOKEN "$1"; git -C sub log --format=%s',
+                                     "p", str(repo / ".git")], where)
+        out = result.stdout + result.stderr
+        assert TOKEN not in out, out
+        assert "the library's commit" in result.stdout, out  # git works in the submodule
