@@ -83,7 +83,7 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     Paths relative to the project's top (`top`, else the root), only those inside it."""
     top = top or root
     gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
-    hooks, included, _ = _configs([join(d, "config") for d in reversed(gitdirs)])
+    hooks, included, _ = _configs(repository_configs(gitdirs))
     includes = [_relative(path, top) for path in included
                 if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
@@ -91,6 +91,14 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     if not hooks or hooks.startswith("~/") and not _home():
         return None, includes
     return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
+
+
+def repository_configs(gitdirs: tuple[str, ...]) -> list[str]:
+    """A repository's config files in the order git reads them (lean.git_dirs's `gitdirs`: the
+    worktree's git directory, then the common one): the common `config`, then the worktree's own
+    `config.worktree` (`git config --worktree`, read with extensions.worktreeConfig: taken here
+    either way; red team 16 set a worktree's core.hooksPath there, and its planted hook ran)."""
+    return [join(d, "config") for d in reversed(gitdirs)] + [join(gitdirs[0], "config.worktree")] if gitdirs else []
 
 
 def _home() -> str:
@@ -207,7 +215,7 @@ def _climbing(root: str, made: list[str]) -> tuple[list[str], list[str]]:
     names the same file whatever `sub` is, but the kernel goes through `sub`: a step that makes it
     a link sends git or make elsewhere. Relative to the root."""
     gitdirs = git_dirs(join(root, ".git"))
-    hooks, _, written = _configs([join(d, "config") for d in reversed(gitdirs)])
+    hooks, _, written = _configs(repository_configs(gitdirs))
     paths = written + ([join(root, hooks)] if hooks and not hooks.startswith(("/", "~")) else []) + made
     ways: list[str] = []
     landings: list[str] = []

@@ -475,3 +475,27 @@ def test_what_a_makefile_includes_is_watched(runs: Runs, tmp_path: Path) -> None
     (root / "local.mk").write_text(f"Y := {shell}\n")  # control: the same include, on the host, runs
     subprocess.run(["make", "-s", "-C", str(root)], capture_output=True, timeout=60)
     assert marker.exists()
+
+
+def test_a_hooks_path_set_for_one_worktree_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 16: `git config --worktree core.hooksPath githooks-local` (with
+    extensions.worktreeConfig) keeps the setting in the git directory's `config.worktree`, which
+    the guard did not read: a hook a step planted there ran at the host's next commit. The main
+    worktree here; a linked one keeps it in `.git/worktrees/NAME/config.worktree`, read the same way."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    git(root, "config", "extensions.worktreeConfig", "true")
+    git(root, "config", "--worktree", "core.hooksPath", "githooks-local")
+    assert "githooks-local" in (root / ".git" / "config.worktree").read_text()
+    marker = tmp_path / "worktree-hook-ran"
+    result = runs.run(root, "sh", "-c", f"mkdir githooks-local && printf '{_hook(marker)}' > githooks-local/pre-commit "
+                                        "&& chmod +x githooks-local/pre-commit")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined githooks-local/pre-commit (created by the sandbox" in result.stderr, result.stderr
+    _commit(root)
+    assert not marker.exists()
+    (root / "githooks-local").mkdir()  # the control: the same hook, made on the host, runs
+    (root / "githooks-local" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))
+    (root / "githooks-local" / "pre-commit").chmod(0o755)
+    _commit(root)
+    assert marker.exists()
