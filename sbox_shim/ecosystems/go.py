@@ -2,6 +2,11 @@
 
 Go runs no install scripts, but `go test`, `go run` and `go generate` run the project's and its
 dependencies' code: they get the network off. GOMODCACHE is sbox's own, read-only in that phase.
+Those three also get a build cache of their own (GOCACHE), which no other command reads: go trusts
+what its cache holds, and a test-only dependency's code in `go test` rewrote the cache's entries
+for the project's packages, so that the next `go build` linked its payload into the binary the
+host runs (red team 15). `go build`, `go install`, `go vet` and `go list` run no module code: the
+cache they share is written by the toolchain alone.
 `go get`, `go mod tidy`, `go mod download` and `go install pkg@version` run no module code and
 exist to reach the proxy: they are one step, the command itself, through the allowlist.
 
@@ -29,6 +34,7 @@ MOD_BUILD = ("vendor", "verify", "graph", "why")
 # the allowlist (offline they could not reach the new versions they exist to find).
 MOD_DOWNLOAD = ("download", "tidy")
 INSTALL = BUILD + ("get", "mod")
+RUNS_CODE = ("test", "run", "generate")  # run module code: a build cache no other command reads
 PASSTHROUGH_ENV = ("GOFLAGS", "GOPRIVATE", "GONOPROXY", "GONOSUMDB", "GOSUMDB",
                    "GOINSECURE", "CGO_ENABLED", "GOOS", "GOARCH", "GOEXPERIMENT", "GO111MODULE",
                    "GOAMD64", "GOARM", "GOWORK")
@@ -71,7 +77,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     base = os.path.join(ctx.cache_dir, "go")
     modcache = os.path.join(base, "mod")
     key = hashlib.sha256(ctx.project_root.encode()).hexdigest()[:16]
-    build_cache = os.path.join(base, "build", key)
+    # (sbox before red team 15 kept one shared cache in build/KEY: left unread, as it may be poisoned)
+    build_cache = os.path.join(base, "running" if sub in RUNS_CODE else "building", key)
     env = {k: ctx.env[k] for k in PASSTHROUGH_ENV if k in ctx.env}
     env.update(GOMODCACHE=modcache, GOPATH=os.path.join(base, "path"), GOCACHE=build_cache,
                GOTOOLCHAIN="local", GOENV="off", GOTELEMETRY="off")

@@ -525,11 +525,19 @@ def test_go_module_cache_is_read_only_offline_and_the_build_cache_is_per_project
     d, s = two("go test ./...", ctx(where))
     mod = str(where["cache"] / "go" / "mod")
     assert mounts(d)[mod].readonly is False and mounts(s)[mod].readonly is True
-    build = d.env["GOCACHE"]
-    assert build.startswith(str(where["cache"] / "go" / "build") + "/")
-    assert mounts(s)[build].readonly is False
+    running = d.env["GOCACHE"]
+    assert running.startswith(str(where["cache"] / "go" / "running") + "/")
+    assert mounts(s)[running].readonly is False
+    # what `go build` links from: a cache no command that runs module code is given (red team 15)
+    for words in ("go build", "go install ./cmd", "go vet ./...", "go list -export ./..."):
+        built = two(words, ctx(where))
+        building = built[1].env["GOCACHE"]
+        assert building.startswith(str(where["cache"] / "go" / "building") + "/"), words
+        assert all(running not in mounts(p) for p in built), words
+    for words in ("go run .", "go generate ./...", "go test ./..."):
+        assert all(building not in mounts(p) for p in two(words, ctx(where))), words
     other = ctx(where).replace(project_root=str(where["elsewhere"]))
-    assert ecosystems.phases(["go", "build"], other)[0].env["GOCACHE"] != build  # type: ignore[index]
+    assert ecosystems.phases(["go", "build"], other)[0].env["GOCACHE"] != building  # type: ignore[index]
 
 
 def test_go_vendored_project_keeps_its_mod_flag(where: dict[str, Path]) -> None:
