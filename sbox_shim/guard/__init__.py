@@ -283,8 +283,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
         for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
-                why = _basename(rel) if _basename(rel) in NESTED + PROJECTS else \
-                    "setuid" if entry.kind == "file" else entry.kind
+                why = _basename(rel) if _basename(rel) in NESTED + PROJECTS else entry.kind if entry.kind != "file" \
+                    else "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
                 changes[rel] = Change(rel, "changed" if old else "created", entry, why)
     # The projects and repositories nested in this one as the step leaves them: one it moved in
     # from elsewhere in the tree (`mv lib.tmp lib` after an earlier step's `mv lib lib.tmp`) was
@@ -364,8 +364,8 @@ def _differs(old: Entry, new: Entry) -> bool:
 def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
                   state_dir: str | None = None, kept_out: list[str] | None = None) -> Iterator[tuple[str, Entry]]:
     """What a step left anywhere under `top` that the host would act on, judged by inodes that
-    changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, and a `.git` or `.envrc`
-    at any depth (NESTED; a directory is yielded whole, not entered). No link followed, read-only
+    changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, Python bytecode of the
+    project's own (`bytecode`), and a `.git` or `.envrc` at any depth (NESTED; a directory is yielded whole, not entered). No link followed, read-only
     mounts not entered. Only the directories that changed since the last walk are listed (the
     index kept in `state_dir`, guard/index.py; without one, all of them), and each known NESTED
     entry is looked at again. A directory too deep to open by path (a tree built to outrun
@@ -398,7 +398,7 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         # host's to make: guard/watch.py watches what it holds only once the host has made it
         project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
-            fmt == stat.S_IFREG and bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)))
+            fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name)))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
                 cut, entry = _too_deep(root, path)
@@ -408,6 +408,28 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
             if fmt == stat.S_IFDIR:
                 moved.append(path)
             yield _relative(path, root), _found(root if inside(top, root) else top, path, st)
+
+
+def bytecode(path: str, name: str) -> bool:
+    """A file Python runs on the host in place of the project's source (red team 15: a step planted
+    `__pycache__/util.cpython-311.pyc` for a reviewed `util.py`, `git status` showed nothing, and
+    the host's `python3 app.py` and its own git hook ran it): any `.pyc`, and an extension module
+    beside a `.py` of its name (`util.cpython-311-x86_64-linux-gnu.so`, imported before it). Not
+    in installed packages (a venv's `site-packages`, `node_modules`): those are what was installed.
+    Sandboxes run Python with PYTHONDONTWRITEBYTECODE, so a step writes none of its own accord."""
+    from sbox_shim.guard.index import INSTALLED
+
+    if any(p in path for p in INSTALLED):
+        return False
+    if name.endswith(".pyc"):
+        return True
+    if not name.endswith(".so"):
+        return False
+    try:
+        posix.lstat(join(dirname(path), name.split(".", 1)[0] + ".py"))
+    except OSError:
+        return False
+    return True
 
 
 def _found(base: str, path: str, st: posix.stat_result) -> Entry:

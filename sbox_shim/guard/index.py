@@ -18,7 +18,9 @@ took the real directory, and a plant in it, as unchanged.
 
 What a walk does not see is a change to an existing entry of an unchanged directory: its content
 (the guard hashes the host-executed names apart, and lstats every known NESTED entry itself) or
-its mode (a setuid or setgid bit, which the seccomp filter refuses to every sandbox). A walk that
+its mode (a setuid or setgid bit, which the seccomp filter refuses to every sandbox). So the
+project's own `__pycache__` directories are listed at every walk (`relisted`): a bytecode file
+rewritten in place runs on the host instead of its source. A walk that
 could not list a directory keeps nothing: the next one lists the whole tree again.
 
 Lean (posix only): the plan cache's warm path checks a record's `.git` entries with it.
@@ -176,7 +178,8 @@ def _walk(top: str, old: dict[str, Any], stats: bool) -> tuple[Scan, dict[str, t
                 out.complete = False
                 continue
             ident = kept_dirs.get(child)
-            if ident is not None and ident[2] < settled and child not in below and child not in nested_in:
+            if ident is not None and ident[2] < settled and child not in below and child not in nested_in \
+                    and not relisted(child):
                 try:  # a kept leaf: its lstat in the parent's descriptor tells whether it changed
                     cst = posix.stat(name, dir_fd=fd, follow_symlinks=False)
                 except OSError:
@@ -206,7 +209,7 @@ def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
     st = posix.fstat(fd)
     ident = (st.st_dev, st.st_ino, st.st_ctime_ns)
     dirs[path] = ident
-    if kept_dirs.get(path) == ident and ident[2] < settled:
+    if kept_dirs.get(path) == ident and ident[2] < settled and not relisted(path):
         for name in nested_in.get(path, ()):  # the same names as when kept
             out.nested.append(path + "/" + name)
             if stats:
@@ -226,6 +229,16 @@ def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
         if is_dir and name != ".git":
             subdirs.append(name)
     return subdirs
+
+
+INSTALLED = ("/site-packages/", "/dist-packages/", "/node_modules/")  # installed packages' own files
+
+
+def relisted(path: str) -> bool:
+    """A directory listed at every walk, changed or not: a `__pycache__` of the project's own
+    Python, where a bytecode file rewritten in place (which leaves the directory's ctime as it
+    was) runs instead of its source on the host (red team 15). Not one of installed packages."""
+    return path.endswith("/__pycache__") and not any(p in path for p in INSTALLED)
 
 
 def _note(out: Scan, fd: int, path: str, name: str) -> None:

@@ -1,0 +1,114 @@
+"""Red team 15: Python bytecode a step leaves in the project runs on the host instead of its source.
+
+A step that may write the project (`sbox run`, `npm test`, the project's own `prepare`) wrote
+`__pycache__/util.cpython-311.pyc` for a reviewed, unchanged `util.py`: `__pycache__` is ignored by
+git, so `git status` showed nothing, and the host's next `python3 app.py` ran the step's code (an
+unchecked hash-based pyc is never compared with its source: it survives edits of the `.py`). The
+guard now moves away every `.pyc` of the project's own (not in a venv's `site-packages` or
+`node_modules`) that the step created or rewrote, in place too, and an extension module planted
+beside a `.py` of its name; Python in the sandbox writes none of its own (PYTHONDONTWRITEBYTECODE).
+Each plant is proven to run on the host without sbox (the control).
+"""
+from __future__ import annotations
+
+import importlib.util
+import marshal
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .helpers import PY, Runs, project
+
+HOST_PY = sys.executable  # the host's Python: the one whose bytecode the plant is made for
+
+
+def _app(tmp_path: Path) -> tuple[Path, Path]:
+    root = project(tmp_path)
+    (root / "util.py").write_text('def greet():\n    return "hello"\n')
+    (root / "app.py").write_text("import util\nprint(util.greet())\n")
+    return root, tmp_path / "bytecode-ran"
+
+
+def _payload(root: Path, marker: Path) -> Path:
+    """The host Python's pyc for util.py with the attacker's code, checked against util.py's
+    size and mtime as a real one is: a file in the project the step copies into place."""
+    code = compile(f"open({str(marker)!r}, 'w').write('ran')\ndef greet():\n    return 'hello'\n", "util.py", "exec")
+    st = (root / "util.py").stat()
+    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + \
+        (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    payload = root / "payload.bin"
+    payload.write_bytes(header + marshal.dumps(code))
+    return payload
+
+
+def _pyc(root: Path) -> Path:
+    return Path(importlib.util.cache_from_source(str(root / "util.py")))
+
+
+def _host_runs_app(root: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as a user's shell has it
+    return subprocess.run([HOST_PY, "app.py"], cwd=root, env=env, capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+
+
+def test_bytecode_a_step_plants_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    root, marker = _app(tmp_path)
+    payload = _payload(root, marker)
+    target = _pyc(root).relative_to(root)
+    plant = ["sh", "-c", f'mkdir -p "$(dirname {target})" && cp payload.bin {target}']
+    # the control: planted without sbox, the host's next run of the app runs it
+    subprocess.run(plant, cwd=root, check=True, timeout=60)
+    assert _host_runs_app(root) == "hello\n" and marker.exists()
+    marker.unlink()
+    _pyc(root).unlink()
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    assert f"quarantined {target} (created by the sandbox, bytecode)" in result.stderr, result.stderr
+    assert not _pyc(root).exists()
+    assert _host_runs_app(root) == "hello\n"
+    assert not marker.exists()
+    assert payload.exists()  # what it copied from is the project's file: not the guard's business
+
+
+def test_bytecode_rewritten_in_place_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """The host has run the app: a real pyc exists, in a `__pycache__` the walk has seen. The step
+    rewrites it in place (same inode: the directory's ctime does not change)."""
+    root, marker = _app(tmp_path)
+    _host_runs_app(root)
+    pyc = _pyc(root)
+    assert pyc.exists()
+    runs.run(root, "true")  # the guard's index now holds __pycache__ as unchanged
+    payload = _payload(root, marker)
+    inode = pyc.stat().st_ino
+    result = runs.run(root, PY, "-c", f"open({str(pyc)!r}, 'r+b').write(open('payload.bin', 'rb').read())")
+    assert result.returncode == 0, result.stderr
+    # ("created": the guard keeps no earlier copy of bytecode, so it cannot tell; nothing is put back either way)
+    assert f"quarantined {pyc.relative_to(root)} (created by the sandbox, bytecode)" in result.stderr, result.stderr
+    assert not pyc.exists() or pyc.stat().st_ino != inode
+    assert _host_runs_app(root) == "hello\n"
+    assert not marker.exists()
+    # the control: the same rewrite on the host keeps the inode, and the host runs it
+    _host_runs_app(root)
+    subprocess.run([PY, "-c", f"open({str(pyc)!r}, 'r+b').write(open('payload.bin', 'rb').read())"], cwd=root,
+                   check=True, timeout=60)
+    assert _host_runs_app(root) == "hello\n" and marker.exists()
+
+
+def test_an_extension_module_beside_its_source_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """`util.abi3.so` is imported before `util.py`: a step that plants one replaces the source."""
+    root, _ = _app(tmp_path)
+    result = runs.run(root, "sh", "-c", "printf 'not really ELF' > util.abi3.so && printf x > other.so")
+    assert result.returncode == 0, result.stderr
+    assert "quarantined util.abi3.so (created by the sandbox, bytecode)" in result.stderr, result.stderr
+    assert "other.so" not in result.stderr  # no source of that name: a build's output, left
+    assert not (root / "util.abi3.so").exists() and (root / "other.so").exists()
+
+
+def test_python_in_a_step_writes_no_bytecode_and_is_not_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """Running the project's Python in a step (tests, a dev server) leaves nothing to quarantine."""
+    root, _ = _app(tmp_path)
+    result = runs.run(root, PY, "app.py")
+    assert result.returncode == 0 and result.stdout == "hello\n", result.stderr
+    assert "quarantined" not in result.stderr, result.stderr
+    assert not (root / "__pycache__").exists()
