@@ -175,7 +175,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         return None
     rest = list(argv[argv.index(sub) + 1:])
     venv, bases = environment(ctx)
-    into = _outside_venv(rest, ctx) if sub == "install" and not venv else ()
+    # where the install writes: the venv, or a directory of the project it is told (`--target`, with
+    # or without a venv: a venv's pip given --target wrote nothing, its directory read-only)
+    into = _outside_venv(rest, ctx) if sub == "install" and not venv else _into(rest, ctx) if sub == "install" else ()
     user, project, _ = sources(ctx, rest, venv)
     found = {k: user.get(k, []) + project.get(k, []) for k in dict.fromkeys([*user, *project])}
     urls = [u for k in URL_KEYS for u in found.get(k, [])]
@@ -217,8 +219,10 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     )
     if venv and sub == "install":
         target = list(writable_venv(venv))  # the install's destination
+    # into a project directory: no bytecode, which the guard would quarantine there (guard.bytecode)
+    compiled = ("--no-compile",) if sub == "install" and into and "--compile" not in rest else ()
     offline = Phase(
-        "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *rest), False, (),
+        "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *compiled, *rest), False, (),
         {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
         # pip's cache, empty and thrown away: some pips fail a build where PIP_CACHE_DIR cannot be made
         mounts=(Mount(wheelhouse, wheelhouse, kind="run"), Mount("", cache, readonly=False, kind="tmpfs"),
@@ -260,6 +264,14 @@ def _outside_venv(rest: list[str], ctx: Context) -> tuple[str, ...]:
                          "HOME, not your Python: create and activate a venv (python3 -m venv .venv && "
                          ". .venv/bin/activate), or install with --target DIR inside the project")
     return into
+
+
+def _into(rest: list[str], ctx: Context) -> tuple[str, ...]:
+    """The project directory `--target`, `--prefix` or `--root` names, if one does."""
+    if not any(a.split("=", 1)[0] in TARGET_OPTIONS for a in rest):
+        return ()
+    into = destination(rest, TARGET_OPTIONS, ctx)
+    return into if isinstance(into, tuple) else ()
 
 
 def _entries(found: dict[str, list[str]]) -> tuple[str, ...]:

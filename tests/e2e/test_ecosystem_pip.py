@@ -243,6 +243,20 @@ def test_pip_install_outside_a_venv_is_refused_before_running(project: Path, sbo
     assert (project / "vendor" / "sbox_dep.py").read_text() == "N = 41\n"
 
 
+def test_a_venv_s_pip_installs_into_a_project_directory_it_is_told(project: Path, sbox_bin: str) -> None:
+    """`--target vendor` with a venv's pip: the directory was left read-only (pip failed with EROFS),
+    as the venv was taken for the destination. It is written now, and without bytecode, which the
+    guard would quarantine there (red team 15: bytecode a step leaves runs on the host)."""
+    venv = _venv(project)
+    with PypiIndex([pkg.wheel("sbox-dep", "2.0", {"sbox_dep.py": "N = 41\n"})]) as index:
+        result = run_sbox(sbox_bin, ["run", "--", str(venv / "bin" / "pip"), "install", "--target", "vendor",
+                                     "sbox-dep"], project, env=_env(venv, index))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert (project / "vendor" / "sbox_dep.py").read_text() == "N = 41\n"
+    assert "quarantined" not in result.stderr, result.stderr
+    assert not list((project / "vendor").rglob("*.pyc"))
+
+
 def test_a_local_project_installs_and_the_download_phase_writes_nothing_of_it(project: Path,
                                                                               sbox_bin: str) -> None:
     """`pip install ./localpkg`: learning its dependencies builds its metadata in its tree (setuptools'
