@@ -186,7 +186,10 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     mounts += project.mounts
     mounts += layout.phase_parts(config.root, phase.mounts, inspected, config.path)  # before the rebuilt gits
     # a linked worktree's or a submodule's git directory, outside the project: git works there
-    outside, why = checkout.outside_git_dir(config.root, writable) if prof.mode == "sandbox" else ((), "")
+    from sbox_shim.paths import sbox_dir
+
+    outside, why = checkout.outside_git_dir(config.root, writable, sbox_dir("state", host.env)) \
+        if prof.mode == "sandbox" else ((), "")
     notes += (f"{prof.name}: {why}",) if why else ()
     mounts += [Mount(d, d) for d in outside]
     shown = configs.git_configs(config.root, inspected.gits + outside)  # without their credentials

@@ -8,8 +8,11 @@ setuptools-scm's version). So a step is given that git directory read-only, its 
 and rebuilt around as a nested repository's are (configs.git_configs, skeleton.around).
 
 The `.git` file is the project's, which a sandbox may have written (a project with no repository
-of its own, writable): the directory it names is taken only if it names this checkout back, as
-only git on the host writes it (a worktree's `gitdir` file, a submodule's `core.worktree`), is a
+of its own, writable): it is not taken while it is not what the host had when a step still
+running on the tree started (the guard's shared baseline, guard/running.py: red team 16 had a
+running step write it, naming a stale worktree entry whose `gitdir` file named this path, and a
+step planned meanwhile was given that repository); and the directory it names is taken only if
+it names this checkout back, as only git on the host writes it (a worktree's `gitdir` file, a submodule's `core.worktree`), is a
 git directory (its `HEAD`), lies in no place a sandbox writes (sbox's caches, a venv, a project
 opted in to sbox, but inside that project's own `.git`, which its sandboxes keep read-only), and is
 reached by the path the file names, no link on the way (the sandbox sees it there, by that path).
@@ -25,12 +28,19 @@ from sbox_shim.lean import inside
 from sbox_shim.regular import read_regular
 
 
-def outside_git_dir(root: str, writable: Sequence[str]) -> tuple[tuple[str, ...], str]:
+def outside_git_dir(root: str, writable: Sequence[str], state_dir: str | None = None) -> tuple[tuple[str, ...], str]:
     """(the git directory to bind read-only: a worktree's common directory, which holds its own,
-    or a submodule's; or nothing) and, when the project's `.git` names one that is not taken, why."""
+    or a submodule's; or nothing) and, when the project's `.git` names one that is not taken, why.
+    With `state_dir`, a `.git` a step running on the tree may have written is not taken."""
     named = _pointer(os.path.join(root, ".git"), "gitdir:")
     if named is None:
         return (), ""
+    if state_dir:
+        from sbox_shim.guard.running import made_meanwhile
+
+        if made_meanwhile(state_dir, root, ".git"):
+            return (), (f"git does not work in the sandbox: the project's .git was made or changed while a sandboxed "
+                        f"step ran on this tree, so sbox does not mount the git directory it names ({named})")
     gitdir = os.path.normpath(os.path.join(root, named))
     real_root = os.path.realpath(root)
     if inside(gitdir, root) or inside(os.path.realpath(gitdir), real_root):

@@ -134,6 +134,31 @@ def _names(state_dir: str) -> list[str]:
         return []
 
 
+def made_meanwhile(state_dir: str, root: str, rel: str) -> bool:
+    """Is `rel` (a watched path of `root`, a file) not what the host had when a step still running
+    on an overlapping tree started, or one that died before its check: absent from that step's
+    baseline, or another file now? What such a step's sandbox made is its doing until its guard
+    has looked (red team 16: a dev server's step wrote the project's `.git` naming a stale
+    worktree's git directory, and a step planned meanwhile was given that repository)."""
+    try:
+        st = posix.lstat(lean.join(root, rel))
+    except OSError:
+        return False
+    now = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    base = directory(state_dir)
+    for name in _names(state_dir):
+        if name.endswith(".tmp"):
+            continue
+        loaded = _load(lean.join(base, name))
+        moved = _moved(loaded[0], root) if loaded is not None else None
+        if moved is None or not _covers(moved.names, rel):
+            continue
+        old = moved.entries.get(rel)
+        if old is None or tuple(old.ident[:5]) != now:
+            return True
+    return False
+
+
 def orphans(state_dir: str, root: str) -> list[Orphan]:
     """The baselines of dead steps whose trees overlap `root`'s, each claimed by this process
     (renamed: another step that finds it too leaves it); `done` removes one once checked."""

@@ -152,3 +152,40 @@ def test_a_linked_worktree_s_own_submodules_are_shown_without_their_credentials(
         out = result.stdout + result.stderr
         assert TOKEN not in out, out
         assert "the library's commit" in result.stdout, out  # git works in the submodule
+
+
+def test_a_git_file_written_while_a_step_runs_mounts_nothing(tmp_path: Path, sbox_bin: str, backend: str) -> None:
+    """Red team 16: a worktree removed by hand (`rm -rf`, not `git worktree remove`) leaves its
+    entry, whose `gitdir` file still names PATH/.git. A new project at PATH, with no repository of
+    its own: a running step (a dev server) writes `.git` naming that entry, and a step planned
+    meanwhile passed every check and was given the whole repository. A `.git` that is not what the
+    host had when a running step started is not taken now."""
+    import time
+
+    repo = _repo(tmp_path / "private", "the private commit")
+    (repo / "secret.txt").write_text(f"{TOKEN}-SOURCE\n")
+    _git("add", "secret.txt", cwd=repo)
+    _git("commit", "-q", "-m", "secret", cwd=repo)
+    project = tmp_path / "scratch"
+    _git("worktree", "add", "-q", str(project), "-b", "tmp", cwd=repo)
+    subprocess.run(["rm", "-rf", str(project)], check=True)  # by hand: the entry stays, "prunable"
+    config(project, backend)
+    plant = f"gitdir: {repo / '.git' / 'worktrees' / 'scratch'}"
+    running = subprocess.Popen([sbox_bin, "run", "--", "sh", "-c", f"echo '{plant}' > .git; i=0; while [ ! -e done ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (project / ".git").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (project / ".git").exists(), "the running step did not write .git"
+        probe = ["sh", "-c", "git show tmp:secret.txt 2>&1; git show master:secret.txt 2>&1"]
+        # the control first: this step's guard, at its end, quarantines the running step's .git too
+        direct = subprocess.run(probe, cwd=project, capture_output=True, text=True, timeout=60)
+        result = run_sbox(sbox_bin, ["run", "--", *probe], project)
+        (project / "done").write_text("")  # the running step ends
+    finally:
+        out, err = running.communicate(timeout=300)
+    assert f"{TOKEN}-SOURCE" in direct.stdout  # the control: with that .git, the repository is there to read
+    assert f"{TOKEN}-SOURCE" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "quarantined .git (created by the sandbox" in result.stderr + err, result.stderr + err  # a guard moved it
+    assert not (project / ".git").exists()
