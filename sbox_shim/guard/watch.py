@@ -78,13 +78,16 @@ def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
 
 
 def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str]]:
-    """(core.hooksPath, the project files git includes) from `<root>/.git/config` and the files
-    its `include.path` / `includeIf.*.path` name, read as text (running git would run the config).
+    """(core.hooksPath, the project files git includes or runs: command_path) from
+    `<root>/.git/config` and the files its `include.path` / `includeIf.*.path` name, read as text
+    (running git would run the config).
     Paths relative to the project's top (`top`, else the root), only those inside it."""
     top = top or root
     gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
-    hooks, included, _ = _configs(repository_configs(gitdirs))
-    includes = [_relative(path, top) for path in included
+    commands: list[str] = []
+    hooks, included, _ = _configs(repository_configs(gitdirs), commands)
+    included += [normpath(join(root, c)) for c in commands]  # run from the top of the worktree
+    includes = [_relative(path, top) for path in dict.fromkeys(included)
                 if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
         hooks = _global_hooks()  # a repository of its own that sets none: the user's global one applies
@@ -105,10 +108,39 @@ def _home() -> str:
     return posix.environ.get(b"HOME", b"").decode("utf-8", "surrogateescape")
 
 
-def _configs(files: list[str]) -> tuple[str | None, list[str], list[str]]:
+# Settings whose value is a command git runs (the first word a program, run from the top of the
+# worktree): `section` (a subsection's name aside) or "section.key" -> whether the key names one.
+COMMANDS = {"core": ("fsmonitor", "sshcommand", "editor", "pager", "askpass"), "sequence": ("editor",),
+            "diff": ("external", "textconv", "command"), "gpg": ("program",), "credential": ("helper",),
+            "merge": ("driver",), "filter": ("clean", "smudge", "process"), "alias": None, "pager": None}
+BOOLEAN = ("true", "false", "yes", "no", "on", "off", "1", "0", "")
+
+
+def command_path(section: str, key: str, value: str) -> str | None:
+    """The relative path of the program a git setting runs (`core.fsmonitor = tools/watch`,
+    `filter.x.clean = ./bin/clean %f`, `alias.t = !scripts/t.sh`), as written; None when the
+    setting runs none, or one found on PATH or by an absolute path: red team 16 had a step write
+    the `tools/fsmonitor-watchman` a relative core.fsmonitor named, and the host's `git status`
+    ran it. Relative names are the project's when git runs them from the worktree's top."""
+    keys = COMMANDS.get(section.split(" ", 1)[0], ())
+    if keys is not None and key not in keys:
+        return None
+    if section.startswith("alias") and not value.startswith("!"):
+        return None  # a git subcommand
+    if section == "core" and key == "fsmonitor" and value.lower() in BOOLEAN:
+        return None  # the built-in daemon
+    words = value.lstrip("!").strip().split()
+    word = words[0].strip("'\"") if words else ""
+    if "/" not in word or word.startswith(("/", "~", "$")):
+        return None
+    return word
+
+
+def _configs(files: list[str], commands: list[str] | None = None) -> tuple[str | None, list[str], list[str]]:
     """`core.hooksPath` as git reads it from `files` and the files they include (`include.path`,
     `includeIf.*.path`, each read where it is included, `~/` being HOME), every file included, and
-    each of those as written (`.git/../sub/../a.inc`: the kernel goes through `sub`)."""
+    each of those as written (`.git/../sub/../a.inc`: the kernel goes through `sub`); into
+    `commands`, if given, the relative programs their settings run (command_path)."""
     home = _home()
     hooks = None
     every: list[str] = []
@@ -121,6 +153,8 @@ def _configs(files: list[str]) -> tuple[str | None, list[str], list[str]]:
         seen.add(path)
         included = []
         for section, key, value in settings(path):
+            if commands is not None and (command := command_path(section, key, value)) is not None:
+                commands.append(command)
             if section == "core" and key == "hookspath" and value:
                 hooks = value
             elif section.startswith(("include", "includeif")) and key == "path" and value:

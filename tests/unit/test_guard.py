@@ -45,3 +45,17 @@ def test_a_hook_installer_step_is_recognised() -> None:
     assert guard.installs_hooks(("npm", "run", "prepare"), husky)
     assert not guard.installs_hooks(("npm", "run", "prepare"), plain)
     assert guard.installs_hooks(("npx", "husky"), plain)
+
+
+def test_the_programs_git_settings_run_from_the_project() -> None:
+    from sbox_shim.guard.watch import command_path
+
+    assert command_path("core", "fsmonitor", "tools/fsmon") == "tools/fsmon"
+    assert command_path("core", "fsmonitor", "true") is None  # the built-in daemon
+    assert command_path("core", "sshcommand", "./bin/ssh -i key") == "./bin/ssh"
+    assert command_path('filter "x"', "clean", "'scripts/clean' %f") == "scripts/clean"
+    assert command_path("alias", "t", "!scripts/t.sh --fast") == "scripts/t.sh"
+    assert command_path("alias", "co", "checkout") is None  # a git subcommand
+    assert command_path("core", "pager", "less -R") is None  # found on PATH
+    assert command_path("core", "editor", "/usr/bin/vim") is None
+    assert command_path("user", "name", "a/b") is None  # not a command
