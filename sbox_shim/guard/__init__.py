@@ -21,7 +21,7 @@ from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import PROJECTS
-from sbox_shim.lean import dirname, entries, inside, join, let_owner_along, let_owner_in, open_along, open_in
+from sbox_shim.lean import dirname, entries, inside, join, let_owner_along, let_owner_in, listed_at, open_along, open_in
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
@@ -408,6 +408,94 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
             if fmt == stat.S_IFDIR:
                 moved.append(path)
             yield _relative(path, root), _found(root if inside(top, root) else top, path, st)
+
+
+STARTUP = ("sitecustomize.py", "usercustomize.py")  # and every *.pth: site-packages code Python runs at start
+
+
+def venv_writes(snapshot: Before, mounts: Sequence[Mount]) -> list[str]:
+    """The startup code of a venv at the project's top (a directory there holding a pyvenv.cfg)
+    that a step wrote, the venv not being bound writable on its own (the destination of pip's and
+    uv's install phases): `pyvenv.cfg`, what `bin/` holds (`activate`, the `python` links, entry
+    points), and in `site-packages` each `.pth` and site/usercustomize. Judged by change time (no
+    process sets one back); relative to the project. Reported, not moved: a step that installs
+    there as you asked (`sbox run -- make setup`) writes them too (red team 15: an `npm test`
+    helper appended to `bin/activate`, added a `.pth` and a `bin/git`, which ran on the host, and
+    nothing was said)."""
+    root, since = snapshot.root.rstrip("/") or "/", snapshot.started_ns
+    parts = writable_parts(mounts, root)
+    own = {m.source.rstrip("/") for m in mounts if not m.readonly and m.kind in ("bind", "cache")}
+    found: list[str] = []
+    for name in _venvs(root):
+        venv = join(root, name)
+        if venv in own or not any(inside(venv, p) for p in parts):
+            continue
+        found += [f"{name}/{rel}" for rel in _startup(root, name, since)]
+    return found
+
+
+def _venvs(root: str) -> list[str]:
+    """The directories at the project's top holding a pyvenv.cfg (a regular file), never through a link."""
+    try:
+        top = open_along(root, "")
+    except OSError:
+        return []
+    try:
+        return sorted(name for name, is_dir in listed_at(top) or () if is_dir and name != ".git"
+                      and _changed_at(top, name + "/pyvenv.cfg", -1) is not None)
+    finally:
+        posix.close(top)
+
+
+def _changed_at(fd: int, rel: str, since: int) -> bool | None:
+    """Whether the regular file or link `rel` below the directory `fd` changed at or after `since`
+    (None: it is neither, or missing)."""
+    try:
+        st = posix.stat(rel, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        return None
+    return st.st_ctime_ns >= since
+
+
+def _startup(root: str, name: str, since: int) -> list[str]:
+    """What of the venv `name`'s startup code changed at or after `since`, relative to the venv."""
+    try:
+        venv = open_along(root, name)
+    except OSError:
+        return []
+    out: list[str] = []
+    try:
+        if _changed_at(venv, "pyvenv.cfg", since):
+            out.append("pyvenv.cfg")
+        out += ["bin/" + n for n in _names_in(venv, "bin") if _changed_at(venv, "bin/" + n, since)]
+        for lib in _names_in(venv, "lib"):
+            site = f"lib/{lib}/site-packages"
+            out += [f"{site}/{n}" for n in _names_in(venv, site)
+                    if (n.endswith(".pth") or n in STARTUP) and _changed_at(venv, f"{site}/{n}", since)]
+    finally:
+        posix.close(venv)
+    return out
+
+
+def _names_in(fd: int, rel: str) -> list[str]:
+    """The names in the directory `rel` below `fd`, reached without following a link."""
+    try:
+        here = posix.open(".", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        return []
+    try:
+        for part in rel.split("/"):
+            below = open_in(here, part)
+            posix.close(here)
+            here = below
+            if here < 0:
+                return []
+        return sorted(e.name for e in entries(here))
+    finally:
+        if here >= 0:
+            posix.close(here)
 
 
 def bytecode(path: str, name: str) -> bool:

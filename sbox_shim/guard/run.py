@@ -152,6 +152,13 @@ def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -
             ident, records = moved
             lines = quarantine.report_lines(ident, records) + lines
             write_record(state_dir, step, "quarantine", {"quarantine": ident, "entries": records})
+    if step.label != "download":  # pip's and uv's installs into a venv run as the download phase
+        venv = guard.venv_writes(snapshot, step.mounts)
+        if venv:
+            shown = ", ".join(venv[:4]) + (f" and {len(venv) - 4} more" if len(venv) > 4 else "")
+            lines.append(f"sbox: this step wrote a venv's startup code, which runs whenever you use that venv: {shown}; "
+                         f"sbox leaves it (an install writes it too): if this step installed nothing there, review "
+                         f"it or make the venv again")
     hooks = moved is not None and _touches_hooks(moved[1], guard.hooks_path(snapshot.root))
     # .git is read-only in every sandbox: a hook installer never succeeds there, even when it exits 0
     # (husky 9 does, having failed to set core.hooksPath)

@@ -1,0 +1,67 @@
+"""Red team 15: a step that installs nothing writes the startup code of the project's venv.
+
+An `npm test` helper (the default profile: the project writable) appended to `.venv/bin/activate`,
+added `site-packages/zz.pth` and a `.venv/bin/git`; they ran when the host used the venv, and
+nothing was said. sbox cannot tell such a write from an install the user ran in the step (`sbox
+run -- make setup`), so it moves nothing there: it says, in one line, what of the venv's startup
+code the step wrote. An install into the venv through sbox's pip (its install phase, where the
+venv is bound writable on its own) says nothing.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from support import packages as pkg
+from support.registries import PypiIndex
+
+from .helpers import Runs, project
+
+LINE = "sbox: this step wrote a venv's startup code, which runs whenever you use that venv: "
+
+
+def _venv(root: Path) -> tuple[Path, str]:
+    venv = root / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300,
+                   capture_output=True)
+    lib = next((venv / "lib").iterdir()).name
+    return venv, f".venv/lib/{lib}/site-packages"
+
+
+def test_a_step_that_writes_the_venv_s_startup_code_says_so(runs: Runs, tmp_path: Path) -> None:
+    root = project(tmp_path)
+    venv, site = _venv(root)
+    marker = tmp_path / "pth-ran"
+    plant = (f"echo 'touch {marker}' >> .venv/bin/activate && printf '#!/bin/sh\\n' > .venv/bin/git && "
+             f"echo \"import os; open('{marker}', 'w').write('ran')\" > {site}/zz.pth && echo ok > notes.txt")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
+    assert len(said) == 1, result.stderr
+    assert f".venv/bin/activate, .venv/bin/git, {site}/zz.pth;" in said[0], said
+    assert "notes.txt" not in said[0]
+    # what it said is real: the host's next use of the venv runs the .pth (the control)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
+    assert marker.exists()
+    # a step that leaves the venv alone says nothing
+    quiet = runs.run(root, "sh", "-c", "echo again > notes.txt")
+    assert LINE not in quiet.stderr, quiet.stderr
+
+
+def test_an_install_through_sbox_s_pip_says_nothing(runs: Runs, tmp_path: Path, fake_home: Path) -> None:
+    root = project(tmp_path, f"version: 1\nbackend: {runs.backend}\n")
+    venv = root / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300, capture_output=True)
+    files = {"sbox_dep.py": "N = 41\n", "sbox_dep.pth": "# a path line, as editable installs write\n"}
+    with PypiIndex([pkg.wheel("sbox-dep", "2.0", files)]) as index:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PYTHONPATH", "PYTHONHOME")}
+        env.update(PIP_INDEX_URL=index.index_url, PIP_CONFIG_FILE=os.devnull, VIRTUAL_ENV=str(venv),
+                   PATH=f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
+        result = runs.run(root, str(venv / "bin" / "pip"), "install", "sbox-dep", env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (next((venv / "lib").iterdir()) / "site-packages" / "sbox_dep.pth").exists()  # it wrote one
+    assert LINE not in result.stderr, result.stderr
