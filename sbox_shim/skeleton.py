@@ -33,8 +33,11 @@ from sbox_shim.plan import Mount
 
 TRANSIENT = ("gc.pid",)  # and every `*.lock`: git makes them for a moment
 # Left out of a git directory: git-crypt's keys (`git-crypt/keys/default`), which decrypt the files
-# it keeps encrypted in every commit, past and future, not only those checked out decrypted.
-SECRET = ("git-crypt",)
+# it keeps encrypted in every commit, past and future, not only those checked out decrypted; and
+# the old remotes files (`remotes/NAME`, `branches/NAME`: `URL: https://user:token@host/…`), whose
+# URLs no redaction reads (red team 16). git in the sandbox then knows no remote of those kinds:
+# it would have nothing to fetch with the network off.
+SECRET = ("git-crypt", "remotes", "branches")
 
 
 def around(shown: Iterable[Mount], root: str) -> list[Mount]:

@@ -39,6 +39,11 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  ".junie", ".augment", ".trae", "flake.nix", "shell.nix", "default.nix", "devenv.nix",
                  "devenv.yaml", "devbox.json", "bunfig.toml", ".sl", ".jj", "opencode.jsonc", ".lvimrc",
                  ".dir-locals.el", ".gdbinit", ".lldbinit",
+                 # red team 15's list: Emacs's second locals file, the REPLs that load one from the
+                 # working directory (irb, pry), husky 4's config (its hooks run what it names), editors'
+                 # and agents' workspace settings that name programs (helix's language servers, Kilo Code)
+                 ".dir-locals-2.el", ".irbrc", ".pryrc", ".huskyrc", ".huskyrc.json", ".huskyrc.js",
+                 ".huskyrc.yaml", ".huskyrc.yml", "husky.config.js", ".helix", ".kilocode",
                  # run by tools sbox's shims do not front: rustup's proxies (rustc, rustfmt) run the
                  # toolchain a `path` names, rust-analyzer runs `cargo check` with the config's
                  # rustc-wrapper; a config the host made is still held by the trust gate

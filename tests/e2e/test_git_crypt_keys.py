@@ -40,3 +40,18 @@ def test_git_crypt_s_key_is_not_in_the_sandbox(tmp_path: Path, sbox_bin: str, ba
     assert KEY not in out, out
     assert "HEAD" in result.stdout and "GIT-OK" in result.stdout, out  # the rest of .git is there, git works
     assert (project / ".git" / "git-crypt" / "keys" / "default").read_text() == KEY  # the host's is untouched
+
+
+def test_old_style_remotes_files_are_not_in_the_sandbox(tmp_path: Path, sbox_bin: str, backend: str) -> None:
+    """Red team 16: `.git/remotes/NAME` (`URL: https://user:token@host/…`), git's old way to name a
+    remote, was shown as it is: no config redaction reads it."""
+    project = _project(tmp_path, backend)
+    for kind in ("remotes", "branches"):
+        (project / ".git" / kind).mkdir(exist_ok=True)
+        (project / ".git" / kind / "old").write_text(f"URL: https://me:{KEY}-{kind}@git.example.test/r.git\n")
+    probe = ["sh", "-c", "cat .git/remotes/old .git/branches/old; git status --short >/dev/null && echo GIT-OK"]
+    direct = subprocess.run(probe, cwd=project, capture_output=True, text=True, timeout=60)
+    assert f"{KEY}-remotes" in direct.stdout and f"{KEY}-branches" in direct.stdout  # the control
+    result = run_sbox(sbox_bin, ["run", "--", *probe], project)
+    assert KEY not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "GIT-OK" in result.stdout
