@@ -129,6 +129,24 @@ def test_a_hard_link_cannot_change_what_the_quarantine_restores(runs: Runs, tmp_
     assert not (root / "Makefile").exists() or "PWNED" not in (root / "Makefile").read_text()
 
 
+def _planted_hook_is_held(runs: Runs, root: Path, hooks: str, repo: Path, marker: Path) -> None:
+    """A pre-commit hook a step writes in `hooks` (relative to `root`; made if missing) is
+    quarantined and does not run at `repo`'s next commit; the same hook made on the host does (the
+    control)."""
+    result = runs.run(root, "sh", "-c", f"mkdir -p {hooks} && printf '{_hook(marker)}' > {hooks}/pre-commit && "
+                                        f"chmod +x {hooks}/pre-commit")
+    assert result.returncode == 0, result.stderr
+    assert f"quarantined {hooks}/pre-commit (created by the sandbox" in result.stderr, result.stderr
+    _commit(repo)
+    assert not marker.exists()
+    hook = root / hooks / "pre-commit"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text(_hook(marker).replace("\\n", "\n"))
+    hook.chmod(0o755)
+    _commit(repo)
+    assert marker.exists()
+
+
 def test_a_relative_hooks_path_in_the_global_git_config_is_watched(runs: Runs, tmp_path: Path) -> None:
     """`core.hooksPath = git-hooks` in the user's global config names `git-hooks/` in every
     repository that sets none: what a step plants there is quarantined. The control: the same hook
@@ -203,17 +221,7 @@ def test_the_enclosing_repository_s_hooks_path_into_the_project_is_watched(runs:
     trust(root / "sbox.yaml")
     git(mono, "init", "-q")
     git(mono, "config", "core.hooksPath", "frontend/tools/hooks")
-    marker = tmp_path / "mono-hook-ran"
-    result = runs.run(root, "sh", "-c", f"printf '{_hook(marker)}' > tools/hooks/pre-commit && "
-                                        "chmod +x tools/hooks/pre-commit")
-    assert result.returncode == 0, result.stderr
-    assert "quarantined tools/hooks/pre-commit (created by the sandbox" in result.stderr, result.stderr
-    _commit(mono)
-    assert not marker.exists()
-    (root / "tools" / "hooks" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))  # control
-    (root / "tools" / "hooks" / "pre-commit").chmod(0o755)
-    _commit(mono)
-    assert marker.exists()
+    _planted_hook_is_held(runs, root, "tools/hooks", mono, tmp_path / "mono-hook-ran")
 
 
 def test_a_global_hooks_path_set_through_an_include_is_watched(runs: Runs, tmp_path: Path) -> None:
@@ -487,18 +495,7 @@ def test_a_hooks_path_set_for_one_worktree_is_watched(runs: Runs, tmp_path: Path
     git(root, "config", "extensions.worktreeConfig", "true")
     git(root, "config", "--worktree", "core.hooksPath", "githooks-local")
     assert "githooks-local" in (root / ".git" / "config.worktree").read_text()
-    marker = tmp_path / "worktree-hook-ran"
-    result = runs.run(root, "sh", "-c", f"mkdir githooks-local && printf '{_hook(marker)}' > githooks-local/pre-commit "
-                                        "&& chmod +x githooks-local/pre-commit")
-    assert result.returncode == 0, result.stderr
-    assert "quarantined githooks-local/pre-commit (created by the sandbox" in result.stderr, result.stderr
-    _commit(root)
-    assert not marker.exists()
-    (root / "githooks-local").mkdir()  # the control: the same hook, made on the host, runs
-    (root / "githooks-local" / "pre-commit").write_text(_hook(marker).replace("\\n", "\n"))
-    (root / "githooks-local" / "pre-commit").chmod(0o755)
-    _commit(root)
-    assert marker.exists()
+    _planted_hook_is_held(runs, root, "githooks-local", root, tmp_path / "worktree-hook-ran")
 
 
 def test_a_program_a_git_setting_runs_from_the_project_is_watched(runs: Runs, tmp_path: Path) -> None:
