@@ -467,11 +467,12 @@ def _startup(root: str, name: str, since: int) -> list[str]:
         return []
     out: list[str] = []
     try:
-        if _changed_at(venv, "pyvenv.cfg", since):
-            out.append("pyvenv.cfg")
+        # pyvenv.cfg, and a `bin`, `lib` or `site-packages` made a link (to a directory of the step's)
+        out += [rel for rel in ("pyvenv.cfg", "bin", "lib") if _changed_at(venv, rel, since)]
         out += ["bin/" + n for n in _names_in(venv, "bin") if _changed_at(venv, "bin/" + n, since)]
         for lib in _names_in(venv, "lib"):
             site = f"lib/{lib}/site-packages"
+            out += [rel for rel in (f"lib/{lib}", site) if _changed_at(venv, rel, since)]
             out += [f"{site}/{n}" for n in _names_in(venv, site)
                     if (n.endswith(".pth") or n in STARTUP) and _changed_at(venv, f"{site}/{n}", since)]
     finally:

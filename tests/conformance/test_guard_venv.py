@@ -65,3 +65,15 @@ def test_an_install_through_sbox_s_pip_says_nothing(runs: Runs, tmp_path: Path, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert (next((venv / "lib").iterdir()) / "site-packages" / "sbox_dep.pth").exists()  # it wrote one
     assert LINE not in result.stderr, result.stderr
+
+
+def test_a_venv_s_bin_made_a_link_is_said_too(runs: Runs, tmp_path: Path) -> None:
+    """`.venv/bin` swapped for a link to a directory the step filled: `activate` is then its own."""
+    root = project(tmp_path)
+    _venv(root)
+    result = runs.run(root, "sh", "-c", "mkdir .venv/own && cp -r .venv/bin/. .venv/own/ && "
+                                        "echo 'echo planted' >> .venv/own/activate && mv .venv/bin .venv/old && "
+                                        "ln -s own .venv/bin")
+    assert result.returncode == 0, result.stderr
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
+    assert len(said) == 1 and ".venv/bin" in said[0], result.stderr
