@@ -83,7 +83,7 @@ def writable_parts(mounts: Sequence[Mount], root: str) -> list[str]:
 
 
 def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str]]:
-    """(core.hooksPath, the project files git includes or runs: command_path) from
+    """(core.hooksPath, the project files git includes or runs: command_paths) from
     `<root>/.git/config` and the files its `include.path` / `includeIf.*.path` name, read as text
     (running git would run the config).
     Paths relative to the project's top (`top`, else the root), only those inside it."""
@@ -91,7 +91,8 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
     commands: list[str] = []
     hooks, included, _ = _configs(repository_configs(gitdirs), commands)
-    included += [normpath(join(root, c)) for c in commands]  # run from the top of the worktree
+    # run from the top of the worktree; a directory a command names (`make -C a/b`) is not what runs
+    included += [path for c in commands for path in [normpath(join(root, c))] if not _is_dir(path)]
     includes = [_relative(path, top) for path in dict.fromkeys(included)
                 if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
@@ -109,43 +110,50 @@ def repository_configs(gitdirs: tuple[str, ...]) -> list[str]:
     return [join(d, "config") for d in reversed(gitdirs)] + [join(gitdirs[0], "config.worktree")] if gitdirs else []
 
 
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(posix.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _home() -> str:
     return posix.environ.get(b"HOME", b"").decode("utf-8", "surrogateescape")
 
 
-# Settings whose value is a command git runs (the first word a program, run from the top of the
-# worktree): `section` (a subsection's name aside) or "section.key" -> whether the key names one.
-COMMANDS = {"core": ("fsmonitor", "sshcommand", "editor", "pager", "askpass"), "sequence": ("editor",),
-            "diff": ("external", "textconv", "command"), "gpg": ("program",), "credential": ("helper",),
-            "merge": ("driver",), "filter": ("clean", "smudge", "process"), "alias": None, "pager": None}
+# Settings whose value is a command git runs (from the top of the worktree): `section` (a
+# subsection's name aside) -> the keys that name one (None: every key of it).
+COMMANDS = {"core": ("fsmonitor", "sshcommand", "editor", "pager", "askpass", "gitproxy"),
+            "sequence": ("editor",), "diff": ("external", "textconv", "command"), "gpg": ("program",),
+            "credential": ("helper",), "merge": ("driver",), "filter": ("clean", "smudge", "process"),
+            "interactive": ("difffilter",), "difftool": ("cmd",), "mergetool": ("cmd",), "alias": None,
+            "pager": None}
 BOOLEAN = ("true", "false", "yes", "no", "on", "off", "1", "0", "")
 
 
-def command_path(section: str, key: str, value: str) -> str | None:
-    """The relative path of the program a git setting runs (`core.fsmonitor = tools/watch`,
-    `filter.x.clean = ./bin/clean %f`, `alias.t = !scripts/t.sh`), as written; None when the
-    setting runs none, or one found on PATH or by an absolute path: red team 16 had a step write
-    the `tools/fsmonitor-watchman` a relative core.fsmonitor named, and the host's `git status`
-    ran it. Relative names are the project's when git runs them from the worktree's top."""
+def command_paths(section: str, key: str, value: str) -> list[str]:
+    """The project-relative paths a git setting's command names, as written (any word with a `/`
+    that is not absolute, `~`, a variable or an option: `core.fsmonitor = tools/watch`,
+    `diff.csv.textconv = python3 tools/csv2txt.py`, `alias.t = !sh scripts/t.sh`); none when the
+    setting runs no command. Red teams 16 and 17 had a step write the script a relative
+    core.fsmonitor, a textconv or a clean filter named, and the host's `git status`, `git diff` and
+    `git commit` ran it. A program found on PATH (`less`) is not the project's."""
     keys = COMMANDS.get(section.split(" ", 1)[0], ())
     if keys is not None and key not in keys:
-        return None
+        return []
     if section.startswith("alias") and not value.startswith("!"):
-        return None  # a git subcommand
+        return []  # a git subcommand
     if section == "core" and key == "fsmonitor" and value.lower() in BOOLEAN:
-        return None  # the built-in daemon
-    words = value.lstrip("!").strip().split()
-    word = words[0].strip("'\"") if words else ""
-    if "/" not in word or word.startswith(("/", "~", "$")):
-        return None
-    return word
+        return []  # the built-in daemon
+    words = [w.strip("'\"") for w in value.lstrip("!").replace(";", " ").replace("&", " ").replace("|", " ").split()]
+    return [w for w in words if "/" in w and not w.startswith(("/", "~", "$", "-")) and "://" not in w]
 
 
 def _configs(files: list[str], commands: list[str] | None = None) -> tuple[str | None, list[str], list[str]]:
     """`core.hooksPath` as git reads it from `files` and the files they include (`include.path`,
     `includeIf.*.path`, each read where it is included, `~/` being HOME), every file included, and
     each of those as written (`.git/../sub/../a.inc`: the kernel goes through `sub`); into
-    `commands`, if given, the relative programs their settings run (command_path)."""
+    `commands`, if given, the relative programs their settings run (command_paths)."""
     home = _home()
     hooks = None
     every: list[str] = []
@@ -158,8 +166,8 @@ def _configs(files: list[str], commands: list[str] | None = None) -> tuple[str |
         seen.add(path)
         included = []
         for section, key, value in settings(path):
-            if commands is not None and (command := command_path(section, key, value)) is not None:
-                commands.append(command)
+            if commands is not None:
+                commands += command_paths(section, key, value)
             if section == "core" and key == "hookspath" and value:
                 hooks = value
             elif section.startswith(("include", "includeif")) and key == "path" and value:

@@ -501,18 +501,20 @@ def test_a_hooks_path_set_for_one_worktree_is_watched(runs: Runs, tmp_path: Path
 def test_a_program_a_git_setting_runs_from_the_project_is_watched(runs: Runs, tmp_path: Path) -> None:
     """Red team 16: `core.fsmonitor = tools/fsmon` makes the host's `git status` run the project's
     `tools/fsmon`; the guard watched core.hooksPath alone, so the program a step wrote there ran.
-    The same for a filter's command and a shell alias (`!scripts/t.sh`)."""
+    The same for a filter's command, a shell alias (`!scripts/t.sh`) and a script given to an
+    interpreter (`python3 tools/csv2txt.py`, red team 17)."""
     root = husky_project(tmp_path)
     git(root, "config", "--unset", "core.hooksPath")
     git(root, "config", "core.fsmonitor", "tools/fsmon")
     git(root, "config", "filter.x.clean", "./bin/clean %f")
     git(root, "config", "alias.t", "!scripts/t.sh --fast")
+    git(root, "config", "diff.csv.textconv", "python3 tools/csv2txt.py")  # red team 17: not the first word
     marker = tmp_path / "fsmonitor-ran"
     plant = (f"mkdir -p tools bin scripts && printf '{_hook(marker)}' > tools/fsmon && chmod +x tools/fsmon && "
-             "echo x > bin/clean && echo x > scripts/t.sh")
+             "echo x > bin/clean && echo x > scripts/t.sh && echo x > tools/csv2txt.py")
     result = runs.run(root, "sh", "-c", plant)
     assert result.returncode == 0, result.stderr
-    for planted in ("tools/fsmon", "bin/clean", "scripts/t.sh"):
+    for planted in ("tools/fsmon", "bin/clean", "scripts/t.sh", "tools/csv2txt.py"):
         assert f"quarantined {planted} (created by the sandbox" in result.stderr, result.stderr
     status = ["git", "status", "--short"]
     subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)

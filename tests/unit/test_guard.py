@@ -48,14 +48,19 @@ def test_a_hook_installer_step_is_recognised() -> None:
 
 
 def test_the_programs_git_settings_run_from_the_project() -> None:
-    from sbox_shim.guard.watch import command_path
+    from sbox_shim.guard.watch import command_paths
 
-    assert command_path("core", "fsmonitor", "tools/fsmon") == "tools/fsmon"
-    assert command_path("core", "fsmonitor", "true") is None  # the built-in daemon
-    assert command_path("core", "sshcommand", "./bin/ssh -i key") == "./bin/ssh"
-    assert command_path('filter "x"', "clean", "'scripts/clean' %f") == "scripts/clean"
-    assert command_path("alias", "t", "!scripts/t.sh --fast") == "scripts/t.sh"
-    assert command_path("alias", "co", "checkout") is None  # a git subcommand
-    assert command_path("core", "pager", "less -R") is None  # found on PATH
-    assert command_path("core", "editor", "/usr/bin/vim") is None
-    assert command_path("user", "name", "a/b") is None  # not a command
+    assert command_paths("core", "fsmonitor", "tools/fsmon") == ["tools/fsmon"]
+    assert command_paths("core", "fsmonitor", "true") == []  # the built-in daemon
+    assert command_paths("core", "sshcommand", "./bin/ssh -i keys/id") == ["./bin/ssh", "keys/id"]
+    assert command_paths('filter "x"', "clean", "'scripts/clean' %f") == ["scripts/clean"]
+    assert command_paths('filter "fmt"', "clean", "sh tools/clean.sh") == ["tools/clean.sh"]  # red team 17
+    assert command_paths('diff "csv"', "textconv", "python3 tools/csv2txt.py") == ["tools/csv2txt.py"]
+    assert command_paths("interactive", "difffilter", "tools/df --color") == ["tools/df"]
+    assert command_paths('difftool "x"', "cmd", 'sh t/d.sh "$LOCAL" "$REMOTE"') == ["t/d.sh"]
+    assert command_paths("alias", "t", "!scripts/t.sh --fast; make -C a/b") == ["scripts/t.sh", "a/b"]
+    assert command_paths("alias", "co", "checkout") == []  # a git subcommand
+    assert command_paths("core", "pager", "less -R") == []  # found on PATH
+    assert command_paths("core", "editor", "/usr/bin/vim") == []
+    assert command_paths("credential", "helper", "store --file=~/.git-credentials") == []
+    assert command_paths("user", "name", "a/b") == []  # not a command
