@@ -502,10 +502,16 @@ def _names_in(fd: int, rel: str) -> list[str]:
 def bytecode(path: str, name: str) -> bool:
     """A file Python runs on the host in place of the project's source (red team 15: a step planted
     `__pycache__/util.cpython-311.pyc` for a reviewed `util.py`, `git status` showed nothing, and
-    the host's `python3 app.py` and its own git hook ran it): any `.pyc`, and an extension module
-    beside a `.py` of its name (`util.cpython-311-x86_64-linux-gnu.so`, imported before it). Not
+    the host's `python3 app.py` and its own git hook ran it): any `.pyc`; any extension module
+    named for Python (`x.cpython-311-x86_64-linux-gnu.so`, `x.abi3.so`: red team 17 planted
+    `util/__init__.cpython-311-….so`, a package Python imports before `util.py`, and a top-level
+    `json.cpython-311-….so` before the standard library's); and a plain `x.so` that shadows a
+    `.py` or package beside it, a package's `__init__`, or a module of the standard library. Not
     in installed packages (a venv's `site-packages`, `node_modules`): those are what was installed.
-    Sandboxes run Python with PYTHONDONTWRITEBYTECODE, so a step writes none of its own accord."""
+    Sandboxes run Python with PYTHONDONTWRITEBYTECODE, so a step writes none of its own accord;
+    a C extension built in place in the project (`pip install -e .`) is moved too."""
+    import sys
+
     from sbox_shim.guard.index import INSTALLED
 
     if any(p in path for p in INSTALLED):
@@ -514,11 +520,18 @@ def bytecode(path: str, name: str) -> bool:
         return True
     if not name.endswith(".so"):
         return False
-    try:
-        posix.lstat(join(dirname(path), name.split(".", 1)[0] + ".py"))
-    except OSError:
-        return False
-    return True
+    stem, _, tag = name[:-3].partition(".")
+    if tag:
+        return tag == "abi3" or tag.startswith(("cpython-", "pypy"))
+    if stem == "__init__" or stem in getattr(sys, "stdlib_module_names", ()):
+        return True
+    for beside in (stem + ".py", stem + "/__init__.py"):
+        try:
+            posix.lstat(join(dirname(path), beside))
+            return True
+        except OSError:
+            pass
+    return False
 
 
 def _found(base: str, path: str, st: posix.stat_result) -> Entry:

@@ -95,14 +95,33 @@ def test_bytecode_rewritten_in_place_is_quarantined(runs: Runs, tmp_path: Path) 
     assert _host_runs_app(root) == "hello\n" and marker.exists()
 
 
-def test_an_extension_module_beside_its_source_is_quarantined(runs: Runs, tmp_path: Path) -> None:
-    """`util.abi3.so` is imported before `util.py`: a step that plants one replaces the source."""
+def test_an_extension_module_that_shadows_an_import_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """`util.abi3.so` is imported before `util.py`; red team 17: a package directory `util/` whose
+    `__init__` is an extension module before it too, and `json.so` at the top before the standard
+    library's `json`. A plain `.so` that shadows nothing (a build's library) is left."""
     root, _ = _app(tmp_path)
-    result = runs.run(root, "sh", "-c", "printf 'not really ELF' > util.abi3.so && printf x > other.so")
+    plants = ["util.abi3.so", "pkg/__init__.cpython-311-x86_64-linux-gnu.so", "json.so", "util.so"]
+    result = runs.run(root, "sh", "-c", "mkdir pkg && " + " && ".join(f"printf x > {p}" for p in plants)
+                      + " && printf x > libother.so")
     assert result.returncode == 0, result.stderr
-    assert "quarantined util.abi3.so (created by the sandbox, bytecode)" in result.stderr, result.stderr
-    assert "other.so" not in result.stderr  # no source of that name: a build's output, left
-    assert not (root / "util.abi3.so").exists() and (root / "other.so").exists()
+    for planted in plants:
+        assert f"quarantined {planted} (created by the sandbox, bytecode)" in result.stderr, result.stderr
+        assert not (root / planted).exists()
+    assert "libother.so" not in result.stderr and (root / "libother.so").exists()
+
+
+def test_an_extension_module_planted_as_a_package_runs_on_the_host_without_sbox(tmp_path: Path) -> None:
+    """The control for the package-directory plant: Python takes `util/` (its `__init__` an
+    extension module) over `util.py`; here a sourceless `__init__.pyc` stands in for the .so, which
+    the import system ranks the same way (a package before a module)."""
+    root, marker = tmp_path / "p", tmp_path / "pkg-ran"
+    root.mkdir()
+    (root / "util.py").write_text('def greet():\n    return "hello"\n')
+    (root / "app.py").write_text("import util\nprint(util.greet())\n")
+    (root / "util").mkdir()
+    code = compile(f"open({str(marker)!r}, 'w').write('ran')\ndef greet():\n    return 'hello'\n", "x", "exec")
+    (root / "util" / "__init__.pyc").write_bytes(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code))
+    assert _host_runs_app(root) == "hello\n" and marker.exists()
 
 
 def test_python_in_a_step_writes_no_bytecode_and_is_not_quarantined(runs: Runs, tmp_path: Path) -> None:
