@@ -157,7 +157,8 @@ def _git_walk(root: str, gits: Iterable[str],
                 try:
                     configs += [(w, "config.worktree", os.path.join(d, "worktrees", n, "config.worktree"))
                                 for w, n in opened]
-                    found += [p for p in (_shown(at, name, path, root) for at, name, path in configs) if p]
+                    shown = [p for p in (_shown(at, name, path, root) for at, name, path in configs) if p]
+                    found += shown + _included(d, shown, root, facts)
                     facts += [("type", path) for _, _, path in configs]
                 finally:
                     for w, _ in opened:
@@ -187,6 +188,42 @@ def _git_walk(root: str, gits: Iterable[str],
 
 
 _PATH = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_INCLUDES = 16
+
+
+def _included(d: str, configs: list[str], root: str, facts: list[tuple[str, str]]) -> list[str]:
+    """The files `configs` include (`include.path`, `includeIf.*.path`, and what those include)
+    that lie in the git directory `d`, to be shown redacted as the configs are: red team 17 read
+    the `http.extraHeader` a `.git/config` kept in `[include] path = credentials.inc`, bound as it
+    is. Each reached from `d` without following a link on the way (lean.open_along)."""
+    from sbox_shim.gitconfig import settings
+    from sbox_shim.lean import open_along
+
+    out: list[str] = []
+    pending, seen = list(configs), set(configs)
+    while pending and len(seen) < MAX_INCLUDES:
+        config = pending.pop(0)
+        for section, key, value in settings(config):
+            if key != "path" or not section.startswith("include") or not value or value.startswith("~"):
+                continue
+            path = os.path.normpath(os.path.join(os.path.dirname(config), value))
+            if path in seen or path == d or not inside(path, d):
+                continue
+            seen.add(path)
+            facts.append(("type", path))
+            head, name = os.path.split(os.path.relpath(path, d))
+            try:
+                at = open_along(d, head)
+            except OSError:
+                continue
+            try:
+                shown = _shown(at, name, path, root)
+            finally:
+                os.close(at)
+            if shown:
+                out.append(shown)
+                pending.append(shown)
+    return out
 
 
 def _git_dir(root: str, d: str) -> bool:

@@ -84,6 +84,9 @@ def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[st
             out.append(Mount(text, path, kind="symlink"))
         else:
             out.append(Mount(path, path))
+            if kind == "git" and name == "annex" and what == "dir" and _entries(root, path + "/creds") is not None:
+                # git-annex's special remotes' credentials (S3, WebDAV): hidden (red team 17)
+                out.append(Mount("", path + "/creds", readonly=False, kind="tmpfs"))
 
 
 def _is_git_dir(root: str, path: str) -> bool:

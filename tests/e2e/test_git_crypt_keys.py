@@ -55,3 +55,23 @@ def test_old_style_remotes_files_are_not_in_the_sandbox(tmp_path: Path, sbox_bin
     result = run_sbox(sbox_bin, ["run", "--", *probe], project)
     assert KEY not in result.stdout + result.stderr, result.stdout + result.stderr
     assert "GIT-OK" in result.stdout
+
+
+def test_an_included_config_and_annex_credentials_are_not_shown(tmp_path: Path, sbox_bin: str, backend: str) -> None:
+    """Red team 17: `.git/config` with `[include] path = credentials.inc` kept its extraHeader in a
+    file no redaction read, and git-annex keeps its special remotes' credentials in
+    `.git/annex/creds/`: both were bound as they are. The include is now shown redacted, the
+    credentials hidden; git still reads the rest of the included file."""
+    project = _project(tmp_path, backend)
+    git = project / ".git"
+    (git / "credentials.inc").write_text(f"[http]\n\textraHeader = Authorization: Bearer {KEY}-INCLUDE\n"
+                                         "[user]\n\tname = included-name\n")
+    subprocess.run(["git", "config", "include.path", "credentials.inc"], cwd=project, check=True, timeout=60)
+    (git / "annex" / "creds").mkdir(parents=True)
+    (git / "annex" / "creds" / "uuid-1").write_text(f"AWSKEY {KEY}-ANNEX\n")
+    probe = ["sh", "-c", "cat .git/credentials.inc .git/annex/creds/uuid-1 2>&1; git config user.name"]
+    direct = subprocess.run(probe, cwd=project, capture_output=True, text=True, timeout=60)
+    assert f"{KEY}-INCLUDE" in direct.stdout and f"{KEY}-ANNEX" in direct.stdout  # the control
+    result = run_sbox(sbox_bin, ["run", "--", *probe], project)
+    assert KEY not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "included-name" in result.stdout, result.stdout  # the include, redacted, still read by git
