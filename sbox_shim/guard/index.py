@@ -179,7 +179,7 @@ def _walk(top: str, old: dict[str, Any], stats: bool) -> tuple[Scan, dict[str, t
                 continue
             ident = kept_dirs.get(child)
             if ident is not None and ident[2] < settled and child not in below and child not in nested_in \
-                    and not relisted(child):
+                    and not (stats and relisted(child)):
                 try:  # a kept leaf: its lstat in the parent's descriptor tells whether it changed
                     cst = posix.stat(name, dir_fd=fd, follow_symlinks=False)
                 except OSError:
@@ -209,7 +209,8 @@ def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
     st = posix.fstat(fd)
     ident = (st.st_dev, st.st_ino, st.st_ctime_ns)
     dirs[path] = ident
-    if kept_dirs.get(path) == ident and ident[2] < settled and not relisted(path):
+    unchanged = kept_dirs.get(path) == ident and ident[2] < settled
+    if unchanged and not (stats and relisted(path)):
         for name in nested_in.get(path, ()):  # the same names as when kept
             out.nested.append(path + "/" + name)
             if stats:
@@ -219,7 +220,7 @@ def _enter(fd: int, path: str, out: Scan, dirs: dict[str, tuple[int, int, int]],
     if entries is None:
         out.complete = False
         return []
-    out.lists += 1
+    out.lists += not unchanged  # a relisted directory as kept leaves the index as it is
     subdirs = []
     for name, is_dir in entries:
         if name in KEPT:
@@ -235,9 +236,11 @@ INSTALLED = ("/site-packages/", "/dist-packages/", "/node_modules/")  # installe
 
 
 def relisted(path: str) -> bool:
-    """A directory listed at every walk, changed or not: a `__pycache__` of the project's own
-    Python, where a bytecode file rewritten in place (which leaves the directory's ctime as it
-    was) runs instead of its source on the host (red team 15). Not one of installed packages."""
+    """A directory the guard's walk (`stats`) lists every time, changed or not: a `__pycache__` of
+    the project's own Python, where a bytecode file rewritten in place (which leaves the
+    directory's ctime as it was) runs instead of its source on the host (red team 15). Not one of
+    installed packages. A walk for `.git` entries alone (the plan cache's) need not: an entry made
+    in it changes its ctime."""
     return path.endswith("/__pycache__") and not any(p in path for p in INSTALLED)
 
 
