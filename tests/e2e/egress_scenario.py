@@ -138,7 +138,7 @@ dispatch:
 
     denials = []
     for path in sorted(glob.glob(str(work / "state" / "denials" / "*.json"))):
-        denials += json.loads(Path(path).read_text())["denials"]
+        denials += json.loads(Path(path).read_text()).get("denials", [])  # not a quarantine's or lookups' record
     result = {
         "device": device,
         "npm": {"code": npm_run.returncode, "stderr": npm_run.stderr[-4000:],
