@@ -327,9 +327,10 @@ def _run_offline(step: Step, backend: ModuleType, run_dir: str, index: int, stat
         err.write(f"sbox: the {step.label} phase tried to reach {', '.join(names)} "
                   f"(looked up with the network off, refused){f'; record: {log}' if log else ''}\n")
         err.write(offline_remedy(step) + "\n")
-    elif heard:  # no remedy that turns the network on for a failure that did not need it
+    elif heard:  # no plain remedy that turns the network on for a failure that did not need it
         err.write(f"sbox: the {step.label} phase looked up no host name before it failed: the network being off "
-                  f"there is likely not why\n")
+                  f"there is likely not why (a connection to an address by number is not heard; a profile "
+                  f"{step.profile} with network: on and network_allow admits one)\n")
     else:
         err.write(offline_remedy(step) + "\n")
     return code
