@@ -173,10 +173,11 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         env.setdefault("npm_config_offline", "true")  # fail at once, not after a minute of retries
     # PYTHONDONTWRITEBYTECODE, PIP_COMPILE=false (pip's --no-compile): Python and pip in a sandbox
     # write no bytecode, so that any the step leaves in the project is its code's doing, which the
-    # guard quarantines (guard.bytecode); a venv's own is compiled by its Python on first use
+    # guard quarantines (guard.bytecode); but pip's install phases into a venv, which compile there
+    # as pip does directly (ecosystems/pip.py: bytecode in site-packages is what was installed)
     env.update(PATH=path, HOME=host.home, USER=host.user, LOGNAME=host.user, SHELL="/bin/sh",
                TMPDIR="/tmp", SBOX_ACTIVE="1", SBOX_PROFILE=prof.name, PYTHONDONTWRITEBYTECODE="1",
-               PIP_COMPILE="false")
+               PIP_COMPILE=phase.env.get("PIP_COMPILE", "false"))
     mounts: list[Mount] = layout.toolchain_mounts()
     prefix = layout.tool_prefix(real, host.home)
     if prefix:

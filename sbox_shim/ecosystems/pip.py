@@ -219,11 +219,14 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     )
     if venv and sub == "install":
         target = list(writable_venv(venv))  # the install's destination
+    # an install into the venv compiles its bytecode there, as pip does directly (build.py turns
+    # pip's compiling off elsewhere in a sandbox)
+    compiles = {"PIP_COMPILE": ctx.env.get("PIP_COMPILE", "true")} if venv and sub == "install" and not into else {}
     # into a project directory: no bytecode, which the guard would quarantine there (guard.bytecode)
     compiled = ("--no-compile",) if sub == "install" and into and "--compile" not in rest else ()
     offline = Phase(
         "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *compiled, *rest), False, (),
-        {**env, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
+        {**env, **compiles, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
         # pip's cache, empty and thrown away: some pips fail a build where PIP_CACHE_DIR cannot be made
         mounts=(Mount(wheelhouse, wheelhouse, kind="run"), Mount("", cache, readonly=False, kind="tmpfs"),
                 *offline_readonly, *target),
@@ -240,7 +243,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     hook, when = ("pip", wheelhouse, fell_back(ctx, argv)), "; only if step 1 did not install"
     first = Phase(
         "download", (*step, sub, *rest), True, allow,
-        {**env, **step_env, "SBOX_PIP_DONE": os.path.join(wheelhouse, DONE)}, secrets=_pip_variables(ctx, True),
+        {**env, **step_env, **compiles, "SBOX_PIP_DONE": os.path.join(wheelhouse, DONE)},
+        secrets=_pip_variables(ctx, True),
         implied=implied, mounts=(cache_mount(cache, True), Mount(wheelhouse, wheelhouse, readonly=False, kind="run"),
                                  *readonly, *configs, *target, *own),
         reason="built-in pip policy: sbox's own pip installs in this one phase when every distribution is a "
