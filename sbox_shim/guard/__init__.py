@@ -473,30 +473,70 @@ def _startup(root: str, name: str, since: int) -> list[str]:
         for lib in _names_in(venv, "lib"):
             site = f"lib/{lib}/site-packages"
             out += [rel for rel in (f"lib/{lib}", site) if _changed_at(venv, rel, since)]
-            out += [f"{site}/{n}" for n in _names_in(venv, site)
+            names = _names_in(venv, site)
+            out += [f"{site}/{n}" for n in names
                     if (n.endswith(".pth") or n in STARTUP) and _changed_at(venv, f"{site}/{n}", since)]
+            # what a .pth imports runs at every start too (setuptools' distutils-precedence.pth imports
+            # _distutils_hack: red team 17 appended to it): the module, or its package's own files
+            for module in _pth_imports(venv, site, [n for n in names if n.endswith(".pth")]):
+                files = [f"{module}.py"] + [f"{module}/{n}" for n in _names_in(venv, f"{site}/{module}")
+                                            if n.endswith(".py")]
+                out += [f"{site}/{f}" for f in files if _changed_at(venv, f"{site}/{f}", since)]
     finally:
         posix.close(venv)
     return out
 
 
-def _names_in(fd: int, rel: str) -> list[str]:
-    """The names in the directory `rel` below `fd`, reached without following a link."""
+def _pth_imports(venv: int, site: str, pths: list[str]) -> list[str]:
+    """The top-level modules the `.pth` files' import lines name (`import a, b.c`,
+    `__import__('x')`), as site.py runs those lines; read without following a link."""
+    from sbox_shim.regular import read_regular
+
+    found: list[str] = []
+    for name in pths:
+        at = open_along_fd(venv, site)
+        if at < 0:
+            return found
+        try:
+            data = read_regular(name, dir_fd=at) or b""
+        finally:
+            posix.close(at)
+        for line in data.decode("utf-8", "replace").splitlines():
+            if not line.startswith(("import ", "import\t")):
+                continue
+            words = line.replace("(", " ").replace(")", " ").replace(";", " ").replace(",", " ").split()
+            names = [w.split(".")[0] for i, w in enumerate(words) if i and words[i - 1] in ("import", "from")]
+            names += [w.strip("'\"").split(".")[0] for w in line.split("__import__")[1:]
+                      for w in [w.lstrip("( ").split(")")[0]]]
+            found += [n for n in names if n.isidentifier() and n not in found]
+    return found
+
+
+def open_along_fd(fd: int, rel: str) -> int:
+    """The directory `rel` below the directory `fd`, opened to list, each component without
+    following a link; -1 if one is a link, missing or not a directory."""
     try:
         here = posix.open(".", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC, dir_fd=fd)
     except OSError:
+        return -1
+    for part in rel.split("/"):
+        below = open_in(here, part)
+        posix.close(here)
+        here = below
+        if here < 0:
+            return -1
+    return here
+
+
+def _names_in(fd: int, rel: str) -> list[str]:
+    """The names in the directory `rel` below `fd`, reached without following a link."""
+    here = open_along_fd(fd, rel)
+    if here < 0:
         return []
     try:
-        for part in rel.split("/"):
-            below = open_in(here, part)
-            posix.close(here)
-            here = below
-            if here < 0:
-                return []
         return sorted(e.name for e in entries(here))
     finally:
-        if here >= 0:
-            posix.close(here)
+        posix.close(here)
 
 
 def bytecode(path: str, name: str) -> bool:

@@ -77,3 +77,26 @@ def test_a_venv_s_bin_made_a_link_is_said_too(runs: Runs, tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
     assert len(said) == 1 and ".venv/bin" in said[0], result.stderr
+
+
+def test_a_module_a_pth_imports_rewritten_in_place_is_said_too(runs: Runs, tmp_path: Path) -> None:
+    """Red team 17: setuptools' `distutils-precedence.pth` imports `_distutils_hack` at every start
+    of the venv's Python; a step appended to `_distutils_hack/__init__.py` and nothing was said."""
+    root = project(tmp_path)
+    venv, site = _venv(root)
+    (root / site / "distutils-precedence.pth").write_text(
+        "import os; var = 'X'; enabled = os.environ.get(var, 'local') == 'local'; "
+        "enabled and __import__('_distutils_hack').add_shim(); \n")
+    (root / site / "_distutils_hack").mkdir()
+    (root / site / "_distutils_hack" / "__init__.py").write_text("def add_shim():\n    pass\n")
+    (root / site / "other.py").write_text("X = 1\n")  # imported by no .pth
+    marker = tmp_path / "hack-ran"
+    result = runs.run(root, "sh", "-c", f"echo \"open('{marker}', 'w').write('ran')\" >> "
+                                        f"{site}/_distutils_hack/__init__.py && echo 'X = 2' >> {site}/other.py")
+    assert result.returncode == 0, result.stderr
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
+    assert len(said) == 1 and f"{site}/_distutils_hack/__init__.py" in said[0], result.stderr
+    assert "other.py" not in said[0]  # the limit: a module no .pth imports
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
+    assert marker.exists()  # the control: what it said runs at the venv's next start
