@@ -32,6 +32,14 @@ def settings(path: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def repository_configs(gitdirs: tuple[str, ...]) -> list[str]:
+    """A repository's config files in the order git reads them (lean.git_dirs's `gitdirs`: the
+    worktree's git directory, then the common one): the common `config`, then the worktree's own
+    `config.worktree` (`git config --worktree`, read with extensions.worktreeConfig: taken here
+    either way; red team 16 set a worktree's core.hooksPath there, and its planted hook ran)."""
+    return [d + "/config" for d in reversed(gitdirs)] + [gitdirs[0] + "/config.worktree"] if gitdirs else []
+
+
 def _lines(text: str) -> list[str]:
     """The file's lines, each one ended by a backslash joined with the next."""
     lines: list[str] = []

@@ -47,9 +47,9 @@ def _outside_repositories(step: Step) -> list[str]:
 
     from sbox_shim.lean import inside
 
+    # (the machine's redacted configs are named gitconfig, npmrc, pip.conf: a git directory's, config)
     dirs = sorted({os.path.dirname(m.target) for m in step.mounts if m.kind == "redact"
-                   and os.path.basename(m.target) == "config" and "/.git/" in m.target
-                   and not inside(m.target, step.project or "/")})
+                   and os.path.basename(m.target) == "config" and not inside(m.target, step.project or "/")})
     return [d for d in dirs if not any(o != d and inside(d, o) for o in dirs)]
 
 

@@ -68,9 +68,7 @@ def hooks_path(root: str) -> tuple[str, ...]:
 def configured_hooks(root: str) -> str | None:
     """The project path `core.hooksPath` names in the config of `<root>/.git` (or of the git
     directory a `.git` file names), whether or not it exists."""
-    from sbox_shim.guard.watch import repository_configs
-
-    found = [value for config in repository_configs(lean.git_dirs(os.path.join(root, ".git")))  # the common one first
+    found = [value for config in gitconfig.repository_configs(lean.git_dirs(os.path.join(root, ".git")))
              for section, key, value in gitconfig.settings(config)
              if section == "core" and key == "hookspath"]
     if not found or not found[-1] or found[-1].startswith("~"):

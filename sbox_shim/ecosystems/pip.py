@@ -222,10 +222,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     # an install into the venv compiles its bytecode there, as pip does directly (build.py turns
     # pip's compiling off elsewhere in a sandbox)
     compiles = {"PIP_COMPILE": ctx.env.get("PIP_COMPILE", "true")} if venv and sub == "install" and not into else {}
-    # into a project directory: no bytecode, which the guard would quarantine there (guard.bytecode)
-    compiled = ("--no-compile",) if sub == "install" and into and "--compile" not in rest else ()
     offline = Phase(
-        "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *compiled, *rest), False, (),
+        "scripts", (argv[0], sub, "--no-index", "--find-links", wheelhouse, *rest), False, (),
         {**env, **compiles, "PIP_NO_INDEX": "1"}, secrets=_pip_variables(ctx, False),
         # pip's cache, empty and thrown away: some pips fail a build where PIP_CACHE_DIR cannot be made
         mounts=(Mount(wheelhouse, wheelhouse, kind="run"), Mount("", cache, readonly=False, kind="tmpfs"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import posix
 import stat
+import sys
 import time
 
 from sbox_shim import kept
@@ -20,7 +21,7 @@ from sbox_shim.guard.watch import present
 from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
-from sbox_shim.guard.index import PROJECTS
+from sbox_shim.guard.index import INSTALLED, PROJECTS
 from sbox_shim.lean import dirname, entries, inside, join, let_owner_along, let_owner_in, listed_at, open_along, open_in
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
@@ -493,15 +494,15 @@ def _pth_imports(venv: int, site: str, pths: list[str]) -> list[str]:
     from sbox_shim.regular import read_regular
 
     found: list[str] = []
-    for name in pths:
-        at = open_along_fd(venv, site)
-        if at < 0:
-            return found
-        try:
-            data = read_regular(name, dir_fd=at) or b""
-        finally:
-            posix.close(at)
-        for line in data.decode("utf-8", "replace").splitlines():
+    at = open_along_fd(venv, site) if pths else -1
+    if at < 0:
+        return found
+    try:
+        texts = [(read_regular(name, dir_fd=at) or b"").decode("utf-8", "replace") for name in pths]
+    finally:
+        posix.close(at)
+    for text in texts:
+        for line in text.splitlines():
             if not line.startswith(("import ", "import\t")):
                 continue
             words = line.replace("(", " ").replace(")", " ").replace(";", " ").replace(",", " ").split()
@@ -549,17 +550,12 @@ def bytecode(path: str, name: str) -> bool:
     `.py` or package beside it, a package's `__init__`, or a module of the standard library. Not
     in installed packages (a venv's `site-packages`, `node_modules`): those are what was installed.
     Sandboxes run Python with PYTHONDONTWRITEBYTECODE, so a step writes none of its own accord;
-    a C extension built in place in the project (`pip install -e .`) is moved too."""
-    import sys
-
-    from sbox_shim.guard.index import INSTALLED
-
-    if any(p in path for p in INSTALLED):
+    a C extension built in place in the project (`pip install -e .`) is moved too. Called for every
+    regular file a guard walk lists (a whole node_modules after an install): the suffix first."""
+    if not name.endswith((".pyc", ".so")) or any(p in path for p in INSTALLED):
         return False
     if name.endswith(".pyc"):
         return True
-    if not name.endswith(".so"):
-        return False
     stem, _, tag = name[:-3].partition(".")
     if tag:
         return tag == "abi3" or tag.startswith(("cpython-", "pypy"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import posix
 import stat
 
-from sbox_shim.gitconfig import settings
+from sbox_shim.gitconfig import repository_configs, settings
 from sbox_shim.lean import dirname, git_dirs, inside, join, normpath
 from sbox_shim.protected import PROTECTED
 
@@ -100,14 +100,6 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     if not hooks or hooks.startswith("~/") and not _home():
         return None, includes
     return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
-
-
-def repository_configs(gitdirs: tuple[str, ...]) -> list[str]:
-    """A repository's config files in the order git reads them (lean.git_dirs's `gitdirs`: the
-    worktree's git directory, then the common one): the common `config`, then the worktree's own
-    `config.worktree` (`git config --worktree`, read with extensions.worktreeConfig: taken here
-    either way; red team 16 set a worktree's core.hooksPath there, and its planted hook ran)."""
-    return [join(d, "config") for d in reversed(gitdirs)] + [join(gitdirs[0], "config.worktree")] if gitdirs else []
 
 
 def _is_dir(path: str) -> bool:
