@@ -19,15 +19,17 @@ while True:
 
 
 MOVE = r"""
-import os, sys
+import os, sys, time
 os.chdir(sys.argv[1])
 print("flipping", flush=True)
 while True:
-    try:
-        os.rename(sys.argv[2], sys.argv[3])
-        os.rename(sys.argv[3], sys.argv[2])
-    except OSError:
-        pass
+    for _ in range(200):
+        try:
+            os.rename(sys.argv[2], sys.argv[3])
+            os.rename(sys.argv[3], sys.argv[2])
+        except OSError:
+            pass
+    time.sleep(0.005)  # a breath: a loaded machine's plans then finish too, raced or not
 """
 
 
