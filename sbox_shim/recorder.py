@@ -88,7 +88,10 @@ def _guard(plan: Plan, host: Host) -> dict[str, object] | None:
     step = plan.steps[0]
     if not writable_parts(step.mounts, plan.project_root):
         return None
-    mounts = [(m.source, m.target, m.readonly, m.kind) for m in step.mounts if m.kind in ("bind", "cache")]
+    # the binds, and the tmpfs mounts: skeleton.py's over a git directory puts it out of the step's
+    # reach (guard.readonly_targets); without them, the host's `git commit` while a warm step ran
+    # made the project's `.git` one the step had changed, and it was moved whole (red team 18)
+    mounts = [(m.source, m.target, m.readonly, m.kind) for m in step.mounts if m.kind in ("bind", "cache", "tmpfs")]
     return {"root": plan.project_root, "state": host.state_dir, "mounts": mounts, "label": step.label,
             "command": list(step.command), "profile": step.profile, "cwd": step.cwd}
 

@@ -48,3 +48,35 @@ def test_a_warm_run_over_a_kept_index_still_sees_deep_changes(sbox: Sbox) -> Non
                  "node_modules/b/.git (created by the sandbox"):
         assert f"sbox: quarantined {line}" in run.stderr, run
     assert (sbox.root / "node_modules" / "a" / ".envrc").read_text() == "echo hi\n"  # the host's, put back
+
+
+def _git(root: object, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.email=a@b.test", "-c", "user.name=a", *args], cwd=root, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_the_host_committing_while_a_warm_step_runs_keeps_its_repository(sbox: Sbox) -> None:  # noqa: F811
+    """Red team 18: a `git status` or `git commit` on the host rewrites `.git/index` by a rename,
+    which sets the `.git` directory's change time. The warm path's guard was not told the
+    directory is out of the step's reach (the record kept binds only, not the tmpfs skeleton.py
+    puts over it), so a change time after the step's start made it a `.git` the step had made:
+    the host's whole repository went to the quarantine and an empty one was left (8 of 8 runs
+    with `git status` just before the repeated command). The cold run is the control."""
+    import time
+
+    trust(sbox.root / "sbox.yaml")
+    _git(sbox.root, "init", "-q", ".")
+    _git(sbox.root, "add", "-A")
+    _git(sbox.root, "commit", "-qm", "one")
+    step = ("sh", "-c", "sleep 1.5")
+    for n, warm in ((2, False), (3, True)):
+        running = sbox.start(*step)
+        time.sleep(0.5)  # the step is running
+        _git(sbox.root, "commit", "-q", "--allow-empty", "-m", f"commit {n}")  # as a second terminal would
+        run = sbox.finish(running)
+        assert run.returncode == 0 and run.warm is warm, run
+        assert "quarantined" not in run.stderr, run
+        assert _git(sbox.root, "rev-list", "--count", "HEAD").strip() == str(n), run
+    assert not (sbox.state / "quarantine").exists() or not os.listdir(sbox.state / "quarantine")
