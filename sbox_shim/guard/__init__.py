@@ -284,7 +284,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
         for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
-                why = _basename(rel) if _basename(rel) in NESTED + PROJECTS else entry.kind if entry.kind != "file" \
+                why = _basename(rel) if _basename(rel) in NESTED + PROJECTS else entry.kind if entry.kind not in ("file", "link") \
                     else "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
                 changes[rel] = Change(rel, "changed" if old else "created", entry, why)
     # The projects and repositories nested in this one as the step leaves them: one it moved in
@@ -399,7 +399,8 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         # host's to make: guard/watch.py watches what it holds only once the host has made it
         project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
-            fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name)))
+            fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name))) or (
+            fmt == stat.S_IFLNK and (bytecode(path, name) or name == PYCACHE and not any(p in path for p in INSTALLED)))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
                 cut, entry = _too_deep(root, path)
@@ -538,6 +539,9 @@ def _names_in(fd: int, rel: str) -> list[str]:
         return sorted(e.name for e in entries(here))
     finally:
         posix.close(here)
+
+
+PYCACHE = "__pycache__"  # a link by this name sends Python to bytecode elsewhere (red team 18: into node_modules)
 
 
 def bytecode(path: str, name: str) -> bool:

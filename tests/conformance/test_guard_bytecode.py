@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .helpers import PY, Runs, project
 
 HOST_PY = sys.executable  # the host's Python: the one whose bytecode the plant is made for
@@ -93,6 +95,36 @@ def test_bytecode_rewritten_in_place_is_quarantined(runs: Runs, tmp_path: Path) 
     subprocess.run([PY, "-c", f"open({str(pyc)!r}, 'r+b').write(open('payload.bin', 'rb').read())"], cwd=root,
                    check=True, timeout=60)
     assert _host_runs_app(root) == "hello\n" and marker.exists()
+
+
+@pytest.mark.parametrize("form", ["directory", "file"])
+def test_bytecode_planted_as_a_link_into_node_modules_is_quarantined(runs: Runs, tmp_path: Path, form: str) -> None:
+    """Red team 18: the guard leaves bytecode in `node_modules` alone (installed code), and looked
+    at regular files only: a step put its pyc in `node_modules/.cache/pyc` and made `__pycache__`
+    a link to that directory (or `__pycache__/util.cpython-311.pyc` a link to the file), and the
+    host's Python ran it through the link (8 of 8 runs on bwrap, 6 of 6 on docker). A link named
+    as bytecode, or a `__pycache__` link, is moved as bytecode is."""
+    root, marker = _app(tmp_path)
+    payload = _payload(root, marker)
+    pyc = _pyc(root)
+    kept = f"node_modules/.cache/pyc/{pyc.name}"
+    if form == "directory":
+        link, points = "__pycache__", "node_modules/.cache/pyc"
+    else:
+        link, points = str(pyc.relative_to(root)), f"../{kept}"
+    plant = ["sh", "-c", f"mkdir -p node_modules/.cache/pyc __pycache__ && cp payload.bin {kept} && "
+             f"rm -rf {link} && ln -s {points} {link}"]
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control: the host runs it through the link
+    assert _host_runs_app(root) == "hello\n" and marker.exists()
+    marker.unlink()
+    subprocess.run(["rm", "-rf", "__pycache__", "node_modules"], cwd=root, check=True)
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    assert f"quarantined {link} (created by the sandbox, bytecode)" in result.stderr, result.stderr
+    assert not os.path.lexists(root / link)
+    assert _host_runs_app(root) == "hello\n"
+    assert not marker.exists()
+    assert payload.exists()
 
 
 def test_an_extension_module_that_shadows_an_import_is_quarantined(runs: Runs, tmp_path: Path) -> None:
