@@ -412,14 +412,15 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
             yield _relative(path, root), _found(root if inside(top, root) else top, path, st)
 
 
-STARTUP = ("sitecustomize.py", "usercustomize.py")  # and every *.pth: site-packages code Python runs at start
+STARTUP = ("sitecustomize", "usercustomize")  # and every *.pth: site-packages code Python runs at start
 
 
 def venv_writes(snapshot: Before, mounts: Sequence[Mount]) -> list[str]:
     """The startup code of a venv at the project's top (a directory there holding a pyvenv.cfg)
     that a step wrote, the venv not being bound writable on its own (the destination of pip's and
     uv's install phases): `pyvenv.cfg`, what `bin/` holds (`activate`, the `python` links, entry
-    points), and in `site-packages` each `.pth` and site/usercustomize. Judged by change time (no
+    points), and in `site-packages` each `.pth`, and site/usercustomize and the modules a `.pth`
+    imports in every form Python imports them (_module_files). Judged by change time (no
     process sets one back); relative to the project. Reported, not moved: a step that installs
     there as you asked (`sbox run -- make setup`) writes them too (red team 15: an `npm test`
     helper appended to `bin/activate`, added a `.pth` and a `bin/git`, which ran on the host, and
@@ -476,16 +477,31 @@ def _startup(root: str, name: str, since: int) -> list[str]:
             site = f"lib/{lib}/site-packages"
             out += [rel for rel in (f"lib/{lib}", site) if _changed_at(venv, rel, since)]
             names = _names_in(venv, site)
-            out += [f"{site}/{n}" for n in names
-                    if (n.endswith(".pth") or n in STARTUP) and _changed_at(venv, f"{site}/{n}", since)]
-            # what a .pth imports runs at every start too (setuptools' distutils-precedence.pth imports
-            # _distutils_hack: red team 17 appended to it): the module, or its package's own files
-            for module in _pth_imports(venv, site, [n for n in names if n.endswith(".pth")]):
-                files = [f"{module}.py"] + [f"{module}/{n}" for n in _names_in(venv, f"{site}/{module}")
-                                            if n.endswith(".py")]
-                out += [f"{site}/{f}" for f in files if _changed_at(venv, f"{site}/{f}", since)]
+            out += [f"{site}/{n}" for n in names if n.endswith(".pth") and _changed_at(venv, f"{site}/{n}", since)]
+            # the modules Python imports at every start: site/usercustomize, and what a .pth imports
+            # (setuptools' distutils-precedence.pth imports _distutils_hack: red team 17 appended to it)
+            modules = [*STARTUP, *_pth_imports(venv, site, [n for n in names if n.endswith(".pth")])]
+            out += [f"{site}/{f}" for f in _module_files(venv, site, names, modules)
+                    if _changed_at(venv, f"{site}/{f}", since)]
     finally:
         posix.close(venv)
+    return out
+
+
+def _module_files(venv: int, site: str, names: list[str], modules: list[str]) -> list[str]:
+    """The files (and links) of each of `modules` in `site` (whose entries are `names`), in every
+    form Python imports: its source, its bytecode (sourceless `x.pyc` too, and `__pycache__`'s),
+    an extension module, and a package's files and their bytecode (red team 18: a sourceless
+    `sitecustomize.pyc`, a package `sitecustomize/`, and `_distutils_hack`'s pyc rewritten)."""
+    out: list[str] = []
+    cached = _names_in(venv, f"{site}/{PYCACHE}")
+    for module in modules:
+        out += [n for n in names if n.startswith(module + ".")]
+        out += [f"{PYCACHE}/{n}" for n in cached if n.startswith(module + ".")]
+        if module in names:  # a package (a directory reached without a link), or a file of that bare name
+            package = f"{site}/{module}"
+            out += [module] + [f"{module}/{n}" for n in _names_in(venv, package)]
+            out += [f"{module}/{PYCACHE}/{n}" for n in _names_in(venv, f"{package}/{PYCACHE}")]
     return out
 
 

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from support import packages as pkg
 from support.registries import PypiIndex
 
@@ -100,3 +102,51 @@ def test_a_module_a_pth_imports_rewritten_in_place_is_said_too(runs: Runs, tmp_p
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
     assert marker.exists()  # the control: what it said runs at the venv's next start
+
+
+def _pyc_of(source: Path, code: str) -> bytes:
+    """The host Python's pyc for `source` (its mtime and size in the header), running `code`."""
+    import importlib.util
+    import marshal
+
+    st = source.stat()
+    return (importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+            + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little") + marshal.dumps(compile(code, str(source), "exec")))
+
+
+@pytest.mark.parametrize("form", ["sourceless", "package", "cached"])
+def test_startup_code_as_bytecode_or_a_package_is_said_too(runs: Runs, tmp_path: Path, form: str) -> None:
+    """Red team 18: the startup modules in the forms Python imports besides `x.py`: a sourceless
+    `sitecustomize.pyc`, a package `sitecustomize/`, and the pyc in `__pycache__` of the module a
+    .pth imports (`_distutils_hack`), rewritten with a header that matches its source. Each ran at
+    the venv's next start, and nothing was said."""
+    import importlib.util
+
+    root = project(tmp_path)
+    venv, site = _venv(root)
+    (root / site / "distutils-precedence.pth").write_text("import _distutils_hack\n")
+    (root / site / "_distutils_hack").mkdir()
+    source = root / site / "_distutils_hack" / "__init__.py"
+    source.write_text("X = 1\n")
+    marker = tmp_path / "startup-ran"
+    payload = f"open({str(marker)!r}, 'w').write('ran')\n"
+    if form == "sourceless":
+        planted = f"{site}/sitecustomize.pyc"
+        (root / "payload.bin").write_bytes(_pyc_of(source, payload))  # a sourceless pyc is not checked
+    elif form == "package":
+        planted = f"{site}/sitecustomize/__init__.py"
+        (root / "payload.bin").write_text(payload)
+    else:
+        planted = str(Path(importlib.util.cache_from_source(str(source))).relative_to(root))
+        (root / "payload.bin").write_bytes(_pyc_of(source, payload))
+    plant = ["sh", "-c", f"mkdir -p \"$(dirname {planted})\" && cp payload.bin {planted}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONDONTWRITEBYTECODE")}
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control: the venv's next start runs it
+    subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
+    assert marker.exists()
+    marker.unlink()
+    subprocess.run(["rm", "-rf", planted, f"{site}/sitecustomize"], cwd=root, check=True)
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
+    assert len(said) == 1 and planted in said[0], result.stderr
