@@ -115,21 +115,29 @@ def _home() -> str:
 
 # Settings whose value is a command git runs (from the top of the worktree): `section` (a
 # subsection's name aside) -> the keys that name one (None: every key of it).
-COMMANDS = {"core": ("fsmonitor", "sshcommand", "editor", "pager", "askpass", "gitproxy"),
-            "sequence": ("editor",), "diff": ("external", "textconv", "command"), "gpg": ("program",),
-            "credential": ("helper",), "merge": ("driver",), "filter": ("clean", "smudge", "process"),
-            "interactive": ("difffilter",), "difftool": ("cmd",), "mergetool": ("cmd",), "alias": None,
-            "pager": None}
+COMMANDS = {"core": ("fsmonitor", "sshcommand", "editor", "pager", "askpass", "gitproxy", "alternaterefscommand"),
+            "sequence": ("editor",), "diff": ("external", "textconv", "command"),
+            "gpg": ("program", "defaultkeycommand"), "credential": ("helper",), "merge": ("driver",),
+            "filter": ("clean", "smudge", "process"), "interactive": ("difffilter",),
+            "difftool": ("cmd", "path"), "mergetool": ("cmd", "path"), "alias": None, "pager": None,
+            "sendemail": ("smtpserver", "sendmailcmd", "tocmd", "cccmd"), "imap": ("tunnel",), "tar": ("command",),
+            "browser": ("cmd", "path"), "man": ("cmd", "path"), "guitool": ("cmd",),
+            "remote": ("receivepack", "uploadpack"), "uploadpack": ("packobjectshook",)}
 BOOLEAN = ("true", "false", "yes", "no", "on", "off", "1", "0", "")
 
 
+INTERPRETERS = ("sh", "bash", "dash", "zsh", "ksh", "fish", "perl", "ruby", "node", "nodejs", "deno", "bun", "php",
+                "lua", "tclsh", "Rscript", "pwsh")  # and python*: each runs the script its first word names
+
+
 def command_paths(section: str, key: str, value: str) -> list[str]:
-    """The project-relative paths a git setting's command names, as written (any word with a `/`
-    that is not absolute, `~`, a variable or an option: `core.fsmonitor = tools/watch`,
-    `diff.csv.textconv = python3 tools/csv2txt.py`, `alias.t = !sh scripts/t.sh`); none when the
-    setting runs no command. Red teams 16 and 17 had a step write the script a relative
-    core.fsmonitor, a textconv or a clean filter named, and the host's `git status`, `git diff` and
-    `git commit` ran it. A program found on PATH (`less`) is not the project's."""
+    """The project-relative paths a git setting's command names, as written: any word with a `/`
+    that is not absolute, `~`, a variable or an option (`core.fsmonitor = tools/watch`, `make -C
+    a/b`), and the script an interpreter runs, `/` or not (`python3 csv2txt.py`, `sh fsmon`: run
+    from the top of the worktree), or the module of `-m pkg.mod`; none when the setting runs no
+    command. A program without a `/` is found on PATH (`less`), not in the project. Red teams 16
+    to 18 had a step write the script a relative core.fsmonitor, a textconv, a clean filter or
+    gpg.ssh.defaultKeyCommand named, and the host's `git status`, `git diff` and `git commit` ran it."""
     keys = COMMANDS.get(section.split(" ", 1)[0], ())
     if keys is not None and key not in keys:
         return []
@@ -137,8 +145,23 @@ def command_paths(section: str, key: str, value: str) -> list[str]:
         return []  # a git subcommand
     if section == "core" and key == "fsmonitor" and value.lower() in BOOLEAN:
         return []  # the built-in daemon
-    words = [w.strip("'\"") for w in value.lstrip("!").replace(";", " ").replace("&", " ").replace("|", " ").split()]
-    return [w for w in words if "/" in w and not w.startswith(("/", "~", "$", "-")) and "://" not in w]
+    out: list[str] = []
+    for command in value.lstrip("!").replace(";", "\n").replace("&", "\n").replace("|", "\n").splitlines():
+        words = [w.strip("'\"") for w in command.split()]
+        program = words[0].rsplit("/", 1)[-1] if words else ""
+        script = program in INTERPRETERS or program.startswith("python")  # its first word not an option
+        for i, word in enumerate(words):
+            plain = bool(word) and not word.startswith(("/", "~", "$", "-", "%")) and "://" not in word
+            if i and words[i - 1] == "-m" and script and word.replace(".", "").isidentifier():  # python3 -m tools.conv
+                module = word.replace(".", "/")
+                out += [f"{module}.py", f"{module}/__init__.py", f"{module}/__main__.py"]
+                script = False
+            elif plain and ("/" in word or (i and script)):
+                out.append(word)
+                script = script and not i
+            elif i and plain:
+                script = False  # an interpreter's script is its first word that is not an option
+    return list(dict.fromkeys(out))
 
 
 def _configs(files: list[str], commands: list[str] | None = None) -> tuple[str | None, list[str], list[str]]:

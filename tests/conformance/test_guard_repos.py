@@ -523,3 +523,29 @@ def test_a_program_a_git_setting_runs_from_the_project_is_watched(runs: Runs, tm
     (root / "tools" / "fsmon").chmod(0o755)
     subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
     assert marker.exists()
+
+
+def test_a_script_an_interpreter_runs_from_the_top_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 18: the script words without a `/` (`core.fsmonitor = sh fsmon`, `diff.csv.textconv
+    = python3 csv2txt.py`, run from the top of the worktree), a module (`python3 -m conv`), and
+    gpg.ssh.defaultKeyCommand, a key the guard did not read: a step wrote them, and the host's
+    `git status`, `git diff` and `git commit -S` ran them."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    git(root, "config", "core.fsmonitor", "sh fsmon")
+    git(root, "config", "diff.csv.textconv", "python3 csv2txt.py")
+    git(root, "config", "diff.md.textconv", "python3 -m conv --plain")
+    git(root, "config", "gpg.ssh.defaultKeyCommand", "tools/keycmd.sh")
+    marker = tmp_path / "fsmonitor-ran"
+    plant = (f"mkdir -p tools && echo 'touch {marker}' > fsmon && echo x > csv2txt.py && echo x > conv.py && "
+             "echo x > tools/keycmd.sh")
+    result = runs.run(root, "sh", "-c", plant)
+    assert result.returncode == 0, result.stderr
+    for planted in ("fsmon", "csv2txt.py", "conv.py", "tools/keycmd.sh"):
+        assert f"quarantined {planted} (created by the sandbox" in result.stderr, result.stderr
+    status = ["git", "status", "--short"]
+    subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
+    assert not marker.exists()
+    (root / "fsmon").write_text(f"touch {marker}\n")  # the control, made on the host
+    subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
+    assert marker.exists()

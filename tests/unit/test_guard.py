@@ -59,6 +59,14 @@ def test_the_programs_git_settings_run_from_the_project() -> None:
     assert command_paths("interactive", "difffilter", "tools/df --color") == ["tools/df"]
     assert command_paths('difftool "x"', "cmd", 'sh t/d.sh "$LOCAL" "$REMOTE"') == ["t/d.sh"]
     assert command_paths("alias", "t", "!scripts/t.sh --fast; make -C a/b") == ["scripts/t.sh", "a/b"]
+    # red team 18: an interpreter's script without a `/`, a module, and a key not read before
+    assert command_paths("core", "fsmonitor", "sh fsmon") == ["fsmon"]
+    assert command_paths('filter "x"', "clean", "python3 -u conv.py %f") == ["conv.py"]
+    assert command_paths('diff "x"', "textconv", "python3 -m tools.conv") == [
+        "tools/conv.py", "tools/conv/__init__.py", "tools/conv/__main__.py"]
+    assert command_paths('gpg "ssh"', "defaultkeycommand", "tools/key.sh") == ["tools/key.sh"]
+    assert command_paths("alias", "b", "!npm run build") == []  # a program's arguments are not scripts
+    assert command_paths("core", "fsmonitor", "fsmon") == []  # found on PATH
     assert command_paths("alias", "co", "checkout") == []  # a git subcommand
     assert command_paths("core", "pager", "less -R") == []  # found on PATH
     assert command_paths("core", "editor", "/usr/bin/vim") == []
