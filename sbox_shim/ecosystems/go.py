@@ -11,7 +11,10 @@ cache they share is written by the toolchain alone.
 exist to reach the proxy: they are one step, the command itself, through the allowlist.
 
 What each phase may write of the project (layout.py): the module's `go.mod` and `go.sum` (and
-`go.work.sum` when there is a go.work), the caches being sbox's own; `go mod vendor` also
+`go.work.sum` when there is a go.work), the caches being sbox's own, but `go test` and `go run`
+not go.mod: a test-only dependency's code in `go test` pointed its `replace` at a lookalike module
+of its own in the tree, and the next `go build` linked it into the binary the host ran (red team
+18). Directly, those commands leave go.mod as it is too (-mod=readonly); `go mod vendor` also
 `vendor/`, `go build -o PATH` that path when it exists. `go build` without `-o` writes a binary
 named after the package into the working directory, a first `go build -o PATH` creates an
 executable (a staged file would not keep its mode), and `go generate` exists to write source
@@ -146,6 +149,8 @@ def _built(argv: tuple[str, ...], sub: str, modsub: str, ctx: Context) -> bool |
             return True  # a staged file would lose the executable mode go gives a new binary
         relative = os.path.relpath(path, ctx.project_root)
         return outputs(ctx) + (relative + "/" if out.endswith("/") else relative,)
+    if sub in RUNS_CODE:  # go.sum may gain hashes (-mod=mod), go.mod stays as it is (red team 18)
+        return tuple(p for p in outputs(ctx) if os.path.basename(p) != "go.mod")
     return outputs(ctx)
 
 
