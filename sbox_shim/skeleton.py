@@ -38,6 +38,20 @@ TRANSIENT = ("gc.pid",)  # and every `*.lock`: git makes them for a moment
 # URLs no redaction reads (red team 16). git in the sandbox then knows no remote of those kinds:
 # it would have nothing to fetch with the network off.
 SECRET = ("git-crypt", "remotes", "branches")
+# What a git directory holds that git and its usual companions (git-lfs, git-annex, git-svn, gitk)
+# read: everything else at a git directory's top is left out too. Red team 18 kept a token in
+# `.git/credentials-store` (`credential.helper = store --file=.git/credentials-store`): the helper
+# line was redacted, the file it names was shown as it is; any file a user or tool puts there may
+# be such a one. An include file a config names is shown redacted wherever it is (configs.py).
+KNOWN = frozenset((
+    "HEAD", "config", "config.worktree", "description", "index", "packed-refs", "shallow", "objects", "refs",
+    "logs", "reftable", "info", "hooks", "modules", "worktrees", "commondir", "gitdir", "locked", "FETCH_HEAD",
+    "ORIG_HEAD", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "MERGE_RR", "MERGE_AUTOSTASH", "AUTO_MERGE",
+    "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "BISECT_LOG", "BISECT_START", "BISECT_TERMS",
+    "BISECT_EXPECTED_REV", "BISECT_ANCESTORS_OK", "BISECT_NAMES", "BISECT_RUN", "BISECT_HEAD", "COMMIT_EDITMSG",
+    "TAG_EDITMSG", "SQUASH_MSG", "EDIT_DESCRIPTION", "NOTES_EDITMSG", "NOTES_MERGE_PARTIAL", "NOTES_MERGE_REF",
+    "NOTES_MERGE_WORKTREE", "rebase-merge", "rebase-apply", "sequencer", "rr-cache", "gc.log", "lfs", "annex",
+    "svn", "gitk.cache", "fsmonitor--daemon"))
 
 
 def around(shown: Iterable[Mount], root: str) -> list[Mount]:
@@ -73,7 +87,8 @@ def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[st
     out.append(Mount("", directory, readonly=True, kind="tmpfs"))
     for name, what, text in entries:
         path = os.path.join(directory, name)
-        if path in taken or name.endswith(".lock") or name in TRANSIENT or (kind == "git" and name in SECRET):
+        if path in taken or name.endswith(".lock") or name in TRANSIENT or (kind == "git" and name in SECRET) \
+                or (kind == "git" and name not in KNOWN and not name.startswith("sharedindex.")):
             continue
         if what == "dir" and (kind != "git" or name in ("modules", "worktrees")):
             inner = "worktrees" if kind == "git" and name == "worktrees" else "modules"

@@ -75,3 +75,21 @@ def test_an_included_config_and_annex_credentials_are_not_shown(tmp_path: Path, 
     result = run_sbox(sbox_bin, ["run", "--", *probe], project)
     assert KEY not in result.stdout + result.stderr, result.stdout + result.stderr
     assert "included-name" in result.stdout, result.stdout  # the include, redacted, still read by git
+
+
+def test_a_file_git_does_not_know_in_the_git_directory_is_not_in_the_sandbox(tmp_path: Path, sbox_bin: str,
+                                                                              backend: str) -> None:
+    """Red team 18: `credential.helper = store --file=.git/credentials-store` keeps a token in a
+    file of the git directory that no redaction reads; the helper line was redacted, the file
+    shown as it is. Only what git and its usual companions read is in the sandbox's git directory."""
+    project = _project(tmp_path, backend)
+    (project / ".git" / "credentials-store").write_text(f"https://ci:{KEY}-STORE@git.example.test\n")
+    subprocess.run(["git", "config", "credential.helper", "store --file=.git/credentials-store"], cwd=project,
+                   check=True, timeout=60)
+    (project / ".git" / "lfs").mkdir()
+    probe = ["sh", "-c", "cat .git/credentials-store 2>&1; ls .git; git status --short >/dev/null && echo GIT-OK"]
+    direct = subprocess.run(probe, cwd=project, capture_output=True, text=True, timeout=60)
+    assert f"{KEY}-STORE" in direct.stdout  # the control
+    result = run_sbox(sbox_bin, ["run", "--", *probe], project)
+    assert KEY not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "GIT-OK" in result.stdout and "lfs" in result.stdout.split(), result.stdout

@@ -16,7 +16,8 @@ def _repo(root: Path) -> Path:
     subprocess.run(["git", "init", "-q", str(root)], check=True, capture_output=True)
     git = root / ".git"
     (git / "index.lock").write_text("")  # git's, for a moment
-    os.symlink("../githooks", git / "linked")
+    os.symlink("../githooks", git / "lfs")  # a link, of a name git's companions read
+    (git / "notes-of-mine").write_text("x")  # a file no git reads: left out (red team 18)
     os.mkfifo(git / "pipe")
     return git
 
@@ -30,7 +31,8 @@ def test_the_directory_is_a_read_only_tmpfs_with_its_entries_bound_again(tmp_pat
     by_name = {os.path.basename(m.target): m for m in out[1:]}
     assert by_name["HEAD"] == Mount(str(git / "HEAD"), str(git / "HEAD"))  # read-only binds
     assert by_name["objects"] == Mount(str(git / "objects"), str(git / "objects"))
-    assert by_name["linked"] == Mount("../githooks", str(git / "linked"), kind="symlink")  # not followed
+    assert by_name["lfs"] == Mount("../githooks", str(git / "lfs"), kind="symlink")  # not followed
+    assert "notes-of-mine" not in by_name
     assert "config" not in by_name  # the redacted copy takes its place
     assert "index.lock" not in by_name and "pipe" not in by_name
     # in the plan the tmpfs takes the place of the directory's read-only bind, and comes first
