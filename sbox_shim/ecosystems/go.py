@@ -76,6 +76,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     proxy = ctx.env.get("GOPROXY") or DEFAULT_PROXY
     entries = [p for p in proxy.replace("|", ",").split(",") if p not in ("direct", "off")]
     allow = tuple(dict.fromkeys(ECOSYSTEM_ALLOW["go"] + tuple(e for e in map(url_entry, entries) if e)))
+    # GOPROXY=off: go fetches nothing, so the download phase needs no network (nor its names resolved)
+    online = any(p != "off" for p in proxy.replace("|", ",").split(","))
+    allow = allow if online else ()
     readonly = tuple(Mount(p, p) for e in entries for p in [local_path(e)] if p and os.path.isdir(p))
     base = os.path.join(ctx.cache_dir, "go")
     modcache = os.path.join(base, "mod")
@@ -94,13 +97,13 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     if sub == "get" or modsub in MOD_DOWNLOAD or remote:
         what = "go get" if sub == "get" else "go install pkg@version" if remote else f"go mod {modsub}"
         return (Phase(
-            "download", argv, True, allow, {**env, "GOPROXY": proxy},
+            "download", argv, online, allow, {**env, "GOPROXY": proxy},
             mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly, *gobin),
             reason=f"built-in go policy: {what} resolves and downloads through the allowlist (no module code runs)",
             writable=outputs(ctx), configs=("gitconfig",),
         ),)
     download = Phase(
-        "download", (argv[0], "mod", "download"), True, allow, {**env, "GOPROXY": proxy},
+        "download", (argv[0], "mod", "download"), online, allow, {**env, "GOPROXY": proxy},
         mounts=(cache_mount(modcache, True), cache_mount(build_cache, True), *readonly),
         reason="built-in go policy: download modules through the allowlist (no code runs)",
         writable=outputs(ctx), configs=("gitconfig",),

@@ -521,6 +521,15 @@ def test_go_allowlist_takes_goproxy_and_mounts_file_proxies(where: dict[str, Pat
     assert s.env["GOFLAGS"] == "-mod=mod -modcacherw"
 
 
+def test_go_with_goproxy_off_downloads_with_the_network_off(where: dict[str, Path]) -> None:
+    """GOPROXY=off: go fetches nothing, so no name of the allowlist is resolved (red team 18 saw
+    the plan look up proxy.golang.org on the host)."""
+    for argv in ("go build", "go mod tidy"):
+        d = phases(argv, ctx(where, {"GOPROXY": "off"}))[0]  # type: ignore[index]
+        assert (d.label, d.network, d.allow) == ("download", False, ()), argv
+    assert two("go build", ctx(where, {"GOPROXY": "off|https://proxy.example"}))[0].network
+
+
 def test_go_module_cache_is_read_only_offline_and_the_build_cache_is_per_project(where: dict[str, Path]) -> None:
     d, s = two("go test ./...", ctx(where))
     mod = str(where["cache"] / "go" / "mod")
