@@ -81,7 +81,7 @@ def test_bytecode_rewritten_in_place_is_quarantined(runs: Runs, tmp_path: Path) 
     pyc = _pyc(root)
     assert pyc.exists()
     runs.run(root, "true")  # the guard's index now holds __pycache__ as unchanged
-    payload = _payload(root, marker)
+    _payload(root, marker)  # payload.bin
     inode = pyc.stat().st_ino
     result = runs.run(root, PY, "-c", f"open({str(pyc)!r}, 'r+b').write(open('payload.bin', 'rb').read())")
     assert result.returncode == 0, result.stderr

@@ -503,26 +503,10 @@ def test_a_program_a_git_setting_runs_from_the_project_is_watched(runs: Runs, tm
     `tools/fsmon`; the guard watched core.hooksPath alone, so the program a step wrote there ran.
     The same for a filter's command, a shell alias (`!scripts/t.sh`) and a script given to an
     interpreter (`python3 tools/csv2txt.py`, red team 17)."""
-    root = husky_project(tmp_path)
-    git(root, "config", "--unset", "core.hooksPath")
-    git(root, "config", "core.fsmonitor", "tools/fsmon")
-    git(root, "config", "filter.x.clean", "./bin/clean %f")
-    git(root, "config", "alias.t", "!scripts/t.sh --fast")
-    git(root, "config", "diff.csv.textconv", "python3 tools/csv2txt.py")  # red team 17: not the first word
-    marker = tmp_path / "fsmonitor-ran"
-    plant = (f"mkdir -p tools bin scripts && printf '{_hook(marker)}' > tools/fsmon && chmod +x tools/fsmon && "
-             "echo x > bin/clean && echo x > scripts/t.sh && echo x > tools/csv2txt.py")
-    result = runs.run(root, "sh", "-c", plant)
-    assert result.returncode == 0, result.stderr
-    for planted in ("tools/fsmon", "bin/clean", "scripts/t.sh", "tools/csv2txt.py"):
-        assert f"quarantined {planted} (created by the sandbox" in result.stderr, result.stderr
-    status = ["git", "status", "--short"]
-    subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
-    assert not marker.exists()
-    (root / "tools" / "fsmon").write_text(_hook(marker).replace("\\n", "\n"))  # the control, made on the host
-    (root / "tools" / "fsmon").chmod(0o755)
-    subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
-    assert marker.exists()
+    _programs_are_held(runs, tmp_path, {"core.fsmonitor": "tools/fsmon", "filter.x.clean": "./bin/clean %f",
+                                        "alias.t": "!scripts/t.sh --fast",
+                                        "diff.csv.textconv": "python3 tools/csv2txt.py"},  # red team 17
+                       ("tools/fsmon", "bin/clean", "scripts/t.sh", "tools/csv2txt.py"))
 
 
 def test_a_script_an_interpreter_runs_from_the_top_is_watched(runs: Runs, tmp_path: Path) -> None:
@@ -530,22 +514,30 @@ def test_a_script_an_interpreter_runs_from_the_top_is_watched(runs: Runs, tmp_pa
     = python3 csv2txt.py`, run from the top of the worktree), a module (`python3 -m conv`), and
     gpg.ssh.defaultKeyCommand, a key the guard did not read: a step wrote them, and the host's
     `git status`, `git diff` and `git commit -S` ran them."""
+    _programs_are_held(runs, tmp_path, {"core.fsmonitor": "sh fsmon", "diff.csv.textconv": "python3 csv2txt.py",
+                                        "diff.md.textconv": "python3 -m conv --plain",
+                                        "gpg.ssh.defaultKeyCommand": "tools/keycmd.sh"},
+                       ("fsmon", "csv2txt.py", "conv.py", "tools/keycmd.sh"))
+
+
+def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], planted: tuple[str, ...]) -> None:
+    """A step writes `planted` (the first: what `core.fsmonitor` runs), which the repository's
+    `settings` run from the project: each is quarantined, and the host's `git status` runs
+    nothing; the control writes the first on the host, and `git status` runs it."""
     root = husky_project(tmp_path)
     git(root, "config", "--unset", "core.hooksPath")
-    git(root, "config", "core.fsmonitor", "sh fsmon")
-    git(root, "config", "diff.csv.textconv", "python3 csv2txt.py")
-    git(root, "config", "diff.md.textconv", "python3 -m conv --plain")
-    git(root, "config", "gpg.ssh.defaultKeyCommand", "tools/keycmd.sh")
+    for key, value in settings.items():
+        git(root, "config", key, value)
     marker = tmp_path / "fsmonitor-ran"
-    plant = (f"mkdir -p tools && echo 'touch {marker}' > fsmon && echo x > csv2txt.py && echo x > conv.py && "
-             "echo x > tools/keycmd.sh")
+    plant = " && ".join(f"mkdir -p ./$(dirname {p}) && printf '{_hook(marker)}' > {p} && chmod +x {p}" for p in planted)
     result = runs.run(root, "sh", "-c", plant)
     assert result.returncode == 0, result.stderr
-    for planted in ("fsmon", "csv2txt.py", "conv.py", "tools/keycmd.sh"):
-        assert f"quarantined {planted} (created by the sandbox" in result.stderr, result.stderr
+    for path in planted:
+        assert f"quarantined {path} (created by the sandbox" in result.stderr, result.stderr
     status = ["git", "status", "--short"]
     subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
     assert not marker.exists()
-    (root / "fsmon").write_text(f"touch {marker}\n")  # the control, made on the host
+    (root / planted[0]).write_text(_hook(marker).replace("\\n", "\n"))  # the control, made on the host
+    (root / planted[0]).chmod(0o755)
     subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
     assert marker.exists()

@@ -9,14 +9,13 @@ now get a cache of their own that `go build` and `go install` never read.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from support.boundary import config
-from support.sboxcli import run_sbox
+from support.golang import app, direct, go_env, through_sbox
+from support.golang import ran as _ran
 
 pytestmark = pytest.mark.skipif(not (shutil.which("go") and shutil.which("python3")),
                                 reason="go and python3 are not installed")
@@ -93,14 +92,7 @@ def _module(root: Path, marker: Path) -> None:
 
 
 def _go_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
-    env.update(GOFLAGS="-mod=mod", GOTOOLCHAIN="local", GOPROXY="off", GOTELEMETRY="off",
-               GOPATH=str(home / "gopath"))
-    return env
-
-
-def _ran(step: subprocess.CompletedProcess[str]) -> None:
-    assert step.returncode == 0, (step.stdout + step.stderr)[-3000:]
+    return go_env(home, GOFLAGS="-mod=mod")
 
 
 def test_the_control_a_test_poisons_the_next_build_when_they_share_the_cache(tmp_path: Path) -> None:
@@ -108,15 +100,12 @@ def test_the_control_a_test_poisons_the_next_build_when_they_share_the_cache(tmp
     project, marker = tmp_path / "p", tmp_path / "pwned"
     _module(project, marker)
     env = dict(_go_env(tmp_path), GOCACHE=str(tmp_path / "cache"))
-
-    def go(*args: str) -> None:
-        _ran(subprocess.run(["go", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600))
-
+    go = direct(project, env)
     go("build", "-o", "app", ".")
     go("test", "./...")
     (project / "app").unlink()  # else go keeps it: its build ID still matches
     go("build", "-o", "app", ".")
-    subprocess.run([str(project / "app")], check=True, timeout=60, capture_output=True)
+    app(project)
     assert marker.exists()
 
 
@@ -125,16 +114,12 @@ def test_go_test_cannot_poison_what_go_build_links(tmp_path: Path, sbox_bin: str
     _module(project, marker)
     config(project, backend)
     env = _go_env(tmp_path)
-
-    def sbox(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_sbox(sbox_bin, ["run", "--", "go", *args], project, env=env, timeout=600)
-
+    sbox = through_sbox(sbox_bin, project, env)
     _ran(sbox("build", "-o", "app", "."))  # the cache holds the real archive
     tested = sbox("test", "-v", "./...")
     _ran(tested)
     assert "poisoned " in tested.stdout + tested.stderr  # the attack ran, on the cache it was given
     (project / "app").unlink()
     _ran(sbox("build", "-o", "app", "."))  # the developer's next build
-    out = subprocess.run([str(project / "app")], check=True, timeout=60, capture_output=True, text=True).stdout
-    assert out == "hello\n"
+    assert app(project) == "hello\n"
     assert not marker.exists(), marker.read_text()
