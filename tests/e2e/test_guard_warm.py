@@ -80,3 +80,28 @@ def test_the_host_committing_while_a_warm_step_runs_keeps_its_repository(sbox: S
         assert "quarantined" not in run.stderr, run
         assert _git(sbox.root, "rev-list", "--count", "HEAD").strip() == str(n), run
     assert not (sbox.state / "quarantine").exists() or not os.listdir(sbox.state / "quarantine")
+
+
+def test_what_the_host_writes_just_before_a_warm_step_is_not_the_step_s(sbox: Sbox) -> None:  # noqa: F811
+    """Red team 19: the host's `python3 app.py` (writing `__pycache__/util.cpython-311.pyc`) and an
+    `.envrc` of its own, then at once a repeated step, which starts in some 20 ms: the guard took
+    everything changed 50 ms before the step's start as the step's, and moved the host's files
+    (bwrap 6 of 6). A file the step writes is still the step's (the first check)."""
+    import subprocess
+    import sys
+
+    trust(sbox.root / "sbox.yaml")
+    (sbox.root / "util.py").write_text("X = 1\n")
+    cold = sbox.run("sh", "-c", "printf x > planted.pyc")
+    assert "sbox: quarantined planted.pyc (created by the sandbox, bytecode)" in cold.stderr, cold
+    sbox.run("sh", "-c", "printf x > planted.pyc")
+    for n in range(3):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        subprocess.run([sys.executable, "-c", "import util"], cwd=sbox.root, env=env, check=True, timeout=60)
+        (sbox.root / ".envrc").write_text(f"export N={n}\n")
+        warm = sbox.run("sh", "-c", "printf x > planted.pyc")
+        assert warm.warm, warm
+        assert "sbox: quarantined planted.pyc (created by the sandbox, bytecode)" in warm.stderr, warm
+        assert "__pycache__" not in warm.stderr and ".envrc" not in warm.stderr, warm
+        assert list((sbox.root / "__pycache__").glob("util.*.pyc")), warm
+        assert (sbox.root / ".envrc").read_text() == f"export N={n}\n"
