@@ -43,9 +43,12 @@ SECRET = ("git-crypt", "remotes", "branches")
 # `.git/credentials-store` (`credential.helper = store --file=.git/credentials-store`): the helper
 # line was redacted, the file it names was shown as it is; any file a user or tool puts there may
 # be such a one. An include file a config names is shown redacted wherever it is (configs.py).
+# Not `logs/` either: git writes each reflog entry's command there, URL and all (`clone: from
+# https://x-access-token:TOKEN@host/r.git`, `pull https://…`), and red team 19 read the token of a
+# `git pull` with one; git in the sandbox then has no reflog (`git reflog`, `git stash list`).
 KNOWN = frozenset((
     "HEAD", "config", "config.worktree", "description", "index", "packed-refs", "shallow", "objects", "refs",
-    "logs", "reftable", "info", "hooks", "modules", "worktrees", "commondir", "gitdir", "locked", "FETCH_HEAD",
+    "reftable", "info", "hooks", "modules", "worktrees", "commondir", "gitdir", "locked", "FETCH_HEAD",
     "ORIG_HEAD", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "MERGE_RR", "MERGE_AUTOSTASH", "AUTO_MERGE",
     "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "BISECT_LOG", "BISECT_START", "BISECT_TERMS",
     "BISECT_EXPECTED_REV", "BISECT_ANCESTORS_OK", "BISECT_NAMES", "BISECT_RUN", "BISECT_HEAD", "COMMIT_EDITMSG",

@@ -93,3 +93,20 @@ def test_a_file_git_does_not_know_in_the_git_directory_is_not_in_the_sandbox(tmp
     result = run_sbox(sbox_bin, ["run", "--", *probe], project)
     assert KEY not in result.stdout + result.stderr, result.stdout + result.stderr
     assert "GIT-OK" in result.stdout and "lfs" in result.stdout.split(), result.stdout
+
+
+def test_a_token_in_a_reflog_is_not_in_the_sandbox(tmp_path: Path, sbox_bin: str, backend: str) -> None:
+    """Red team 19: git writes each reflog entry's command, URL and all, to `logs/` (`clone: from
+    https://x-access-token:TOKEN@host/r.git`, a `git pull` of one): a CI job's token was read
+    there. The sandbox's git directory has no `logs/`; git works without its reflog."""
+    project = _project(tmp_path, backend)
+    git = ["git", "-c", "user.email=a@b.test", "-c", "user.name=a"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], cwd=project, check=True, timeout=60)
+    subprocess.run([*git, "update-ref", "-m", f"pull https://ci:{KEY}-LOG@git.example.test/r.git: Fast-forward",
+                    "HEAD", "HEAD"], cwd=project, check=True, timeout=60)  # the entry a pull writes
+    probe = ["sh", "-c", "cat .git/logs/HEAD 2>&1; git log --oneline | wc -l"]
+    direct = subprocess.run(probe, cwd=project, capture_output=True, text=True, timeout=60)
+    assert f"{KEY}-LOG" in direct.stdout  # the control
+    result = run_sbox(sbox_bin, ["run", "--", *probe], project)
+    assert KEY not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("1"), result.stdout  # git log still works
