@@ -22,7 +22,8 @@ from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import INSTALLED, PROJECTS
-from sbox_shim.lean import dirname, entries, inside, join, let_owner_along, let_owner_in, listed_at, open_along, open_in
+from sbox_shim.lean import dirname, entries, inside, join, let_owner_along, let_owner_in, listed_at, normpath, open_along
+from sbox_shim.lean import open_in
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
@@ -442,7 +443,7 @@ def venv_writes(snapshot: Before, mounts: Sequence[Mount]) -> list[str]:
         venv = join(root, name)
         if venv in own or not any(inside(venv, p) for p in parts):
             continue
-        found += [f"{name}/{rel}" for rel in _startup(root, name, since)]
+        found += _startup(root, name, since)
     return found
 
 
@@ -472,29 +473,62 @@ def _changed_at(fd: int, rel: str, since: int) -> bool | None:
 
 
 def _startup(root: str, name: str, since: int) -> list[str]:
-    """What of the venv `name`'s startup code changed at or after `since`, relative to the venv."""
+    """What of the venv `name`'s startup code changed at or after `since`, relative to the project."""
     try:
         venv = open_along(root, name)
     except OSError:
         return []
     out: list[str] = []
+    paths: list[str] = []  # the directories the .pth files' path lines put on sys.path
+    imports: list[str] = []  # and the modules their import lines name
     try:
         # pyvenv.cfg, and a `bin`, `lib` or `site-packages` made a link (to a directory of the step's)
-        out += [rel for rel in ("pyvenv.cfg", "bin", "lib") if _changed_at(venv, rel, since)]
+        out += [rel for rel in ("pyvenv.cfg", "bin", "lib", "local") if _changed_at(venv, rel, since)]
         out += ["bin/" + n for n in _names_in(venv, "bin") if _changed_at(venv, "bin/" + n, since)]
-        for lib in _names_in(venv, "lib"):
-            site = f"lib/{lib}/site-packages"
-            out += [rel for rel in (f"lib/{lib}", site) if _changed_at(venv, rel, since)]
-            names = _names_in(venv, site)
-            out += [f"{site}/{n}" for n in names if n.endswith(".pth") and _changed_at(venv, f"{site}/{n}", since)]
-            # the modules Python imports at every start: site/usercustomize, and what a .pth imports
-            # (setuptools' distutils-precedence.pth imports _distutils_hack: red team 17 appended to it)
-            modules = [*STARTUP, *_pth_imports(venv, site, [n for n in names if n.endswith(".pth")])]
-            out += [f"{site}/{f}" for f in _module_files(venv, site, names, modules)
-                    if _changed_at(venv, f"{site}/{f}", since)]
+        # site-packages, and the dist-packages Debian's Python reads too (`lib/python3/dist-packages`,
+        # `local/lib/python3.11/dist-packages`: red team 19 added a .pth there)
+        for base in ("lib", "local/lib"):
+            for lib in _names_in(venv, base):
+                out += [f"{base}/{lib}"] if _changed_at(venv, f"{base}/{lib}", since) else []
+                for site in (f"{base}/{lib}/site-packages", f"{base}/{lib}/dist-packages"):
+                    out += [site] if _changed_at(venv, site, since) else []
+                    out += _site_writes(venv, site, since, paths, imports)
     finally:
         posix.close(venv)
+    out = [f"{name}/{rel}" for rel in out]
+    # a directory of the project a path line names (an editable install's `src`): its
+    # sitecustomize, and a module a .pth imports found there, run at every start too (red team 19)
+    for path in dict.fromkeys(paths):
+        if path == root or not inside(path, root):
+            continue
+        rel = _relative(path, root)
+        try:
+            top = open_along(root, "")
+        except OSError:
+            continue
+        try:
+            out += [f"{rel}/{f}" for f in _module_files(top, rel, _names_in(top, rel), [*STARTUP, *imports])
+                    if _changed_at(top, f"{rel}/{f}", since)]
+        finally:
+            posix.close(top)
     return out
+
+
+def _site_writes(venv: int, site: str, since: int, paths: list[str], imported: list[str]) -> list[str]:
+    """What of the site directory `site`'s startup code changed at or after `since`: each `.pth`,
+    and site/usercustomize and the modules a `.pth` imports in every form Python imports them;
+    into `paths` and `imported`, the directories its `.pth` files' path lines name and the modules
+    their import lines do."""
+    names = _names_in(venv, site)
+    pths = [n for n in names if n.endswith(".pth")]
+    out = [f"{site}/{n}" for n in pths if _changed_at(venv, f"{site}/{n}", since)]
+    # the modules Python imports at every start: site/usercustomize, and what a .pth imports
+    # (setuptools' distutils-precedence.pth imports _distutils_hack: red team 17 appended to it)
+    imports, lines = _pth_lines(venv, site, pths)
+    paths += [normpath(line) for line in lines if line.startswith("/")]
+    imported += imports
+    return out + [f"{site}/{f}" for f in _module_files(venv, site, names, [*STARTUP, *imports])
+                  if _changed_at(venv, f"{site}/{f}", since)]
 
 
 def _module_files(venv: int, site: str, names: list[str], modules: list[str]) -> list[str]:
@@ -514,15 +548,16 @@ def _module_files(venv: int, site: str, names: list[str], modules: list[str]) ->
     return out
 
 
-def _pth_imports(venv: int, site: str, pths: list[str]) -> list[str]:
-    """The top-level modules the `.pth` files' import lines name (`import a, b.c`,
-    `__import__('x')`), as site.py runs those lines; read without following a link."""
+def _pth_lines(venv: int, site: str, pths: list[str]) -> tuple[list[str], list[str]]:
+    """(The top-level modules the `.pth` files' import lines name (`import a, b.c`,
+    `__import__('x')`), their path lines), as site.py reads them; read without following a link."""
     from sbox_shim.regular import read_regular
 
     found: list[str] = []
+    paths: list[str] = []
     at = open_along_fd(venv, site) if pths else -1
     if at < 0:
-        return found
+        return found, paths
     try:
         texts = [(read_regular(name, dir_fd=at) or b"").decode("utf-8", "replace") for name in pths]
     finally:
@@ -530,13 +565,14 @@ def _pth_imports(venv: int, site: str, pths: list[str]) -> list[str]:
     for text in texts:
         for line in text.splitlines():
             if not line.startswith(("import ", "import\t")):
+                paths += [line.rstrip()] if line.strip() and not line.startswith("#") else []
                 continue
             words = line.replace("(", " ").replace(")", " ").replace(";", " ").replace(",", " ").split()
             names = [w.split(".")[0] for i, w in enumerate(words) if i and words[i - 1] in ("import", "from")]
             names += [w.strip("'\"").split(".")[0] for w in line.split("__import__")[1:]
                       for w in [w.lstrip("( ").split(")")[0]]]
             found += [n for n in names if n.isidentifier() and n not in found]
-    return found
+    return found, paths
 
 
 def open_along_fd(fd: int, rel: str) -> int:

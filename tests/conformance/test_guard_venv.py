@@ -150,3 +150,53 @@ def test_startup_code_as_bytecode_or_a_package_is_said_too(runs: Runs, tmp_path:
     assert result.returncode == 0, result.stderr
     said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
     assert len(said) == 1 and planted in said[0], result.stderr
+
+
+def test_a_pth_in_debian_s_dist_packages_is_said_too(runs: Runs, tmp_path: Path) -> None:
+    """Red team 19: a venv of Debian's Python reads `.pth` files in `lib/python3/dist-packages`
+    too (its site.py), and one a step added there ran at the venv's next start, unsaid."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no Debian python3 here")
+    root = project(tmp_path)
+    venv = root / ".venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300,
+                   capture_output=True)
+    marker = tmp_path / "dist-ran"
+    plant = ["sh", "-c", "mkdir -p .venv/lib/python3/dist-packages && "
+             f"echo \"import os; open('{marker}', 'w').write('ran')\" > .venv/lib/python3/dist-packages/zz.pth"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control: Debian's site.py reads it
+    subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
+    assert marker.exists()
+    marker.unlink()
+    subprocess.run(["rm", "-r", ".venv/lib/python3"], cwd=root, check=True)
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
+    assert len(said) == 1 and ".venv/lib/python3/dist-packages/zz.pth" in said[0], result.stderr
+
+
+def test_startup_code_in_a_directory_a_pth_puts_on_the_path_is_said_too(runs: Runs, tmp_path: Path) -> None:
+    """Red team 19: an editable install's `.pth` puts the project's `src` on sys.path, and a
+    `src/sitecustomize.py` a step wrote ran at every start of the venv's Python, unsaid. Here also
+    a module a `.pth` imports, found there (the control runs that one: a Python of its own may
+    have a sitecustomize before the project's)."""
+    root = project(tmp_path)
+    venv, site = _venv(root)
+    (root / "src").mkdir()
+    (root / site / "a_src.pth").write_text(f"{root / 'src'}\n")  # as an editable install writes it
+    (root / site / "b_hook.pth").write_text("import zz_startup\n")
+    (root / "src" / "zz_startup.py").write_text("X = 1\n")
+    marker = tmp_path / "src-ran"
+    plant = ["sh", "-c", f"echo \"open('{marker}', 'w').write('ran')\" > src/zz_startup.py && echo 'X = 2' > "
+             "src/sitecustomize.py && echo 'Y = 1' > src/other.py"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control
+    subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
+    assert marker.exists()
+    marker.unlink()
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
+    assert len(said) == 1 and "src/zz_startup.py" in said[0] and "src/sitecustomize.py" in said[0], result.stderr
+    assert "other.py" not in said[0]
