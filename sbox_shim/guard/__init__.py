@@ -410,7 +410,7 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
             fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name))) or (
-            fmt == stat.S_IFLNK and (bytecode(path, name) or name == PYCACHE and not any(p in path for p in INSTALLED)))
+            fmt == stat.S_IFLNK and (bytecode(path, name) or module_link(path, name)))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
                 cut, entry = _too_deep(root, path)
@@ -603,6 +603,35 @@ def _names_in(fd: int, rel: str) -> list[str]:
 
 
 PYCACHE = "__pycache__"  # a link by this name sends Python to bytecode elsewhere (red team 18: into node_modules)
+
+
+def module_link(path: str, name: str) -> bool:
+    """A link Python imports through in place of the project's code: a `__pycache__`, or one
+    named as a module that shadows a `.py` beside it or the standard library (`util` ->
+    `node_modules/.cache/u`, a package whose `__init__.pyc` the guard leaves alone there: red
+    teams 18 and 19). Not in installed packages."""
+    if any(p in path for p in INSTALLED):
+        return False
+    stem = name[:-3] if name.endswith(".py") else name
+    if name == PYCACHE or not stem.isidentifier():
+        return name == PYCACHE
+    if stem in getattr(sys, "stdlib_module_names", ()):  # `site`, `test`, `html`: where Python runs
+        try:
+            fd = open_along(dirname(path), "")
+        except OSError:
+            return True
+        try:
+            listed = listed_at(fd)
+        finally:
+            posix.close(fd)
+        return listed is None or any(n.endswith(".py") for n, _ in listed)
+    if stem != name:
+        return False  # `x.py`: a package `x/` beside it comes first
+    try:
+        posix.lstat(join(dirname(path), stem + ".py"))
+        return True
+    except OSError:
+        return False
 
 
 def bytecode(path: str, name: str) -> bool:

@@ -97,6 +97,30 @@ def test_bytecode_rewritten_in_place_is_quarantined(runs: Runs, tmp_path: Path) 
     assert _host_runs_app(root) == "hello\n" and marker.exists()
 
 
+def test_a_package_link_that_shadows_a_module_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """Red team 19: `util` made a link to `node_modules/.cache/u`, a package whose sourceless
+    `__init__.pyc` the guard leaves alone there: Python imports the package before `util.py`, and
+    the host's `python3 app.py` ran it (bwrap 2/2, docker 2/2). A link named as a module that
+    shadows one beside it, or the standard library, is moved; another link is left."""
+    root, marker = _app(tmp_path)
+    code = compile(f"open({str(marker)!r}, 'w').write('ran')\ndef greet():\n    return 'hello'\n", "x", "exec")
+    (root / "payload.bin").write_bytes(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code))
+    plant = ["sh", "-c", "mkdir -p node_modules/.cache/u && cp payload.bin node_modules/.cache/u/__init__.pyc && "
+             "ln -sfn node_modules/.cache/u util && ln -sfn node_modules/.cache/u json && ln -sfn app.py other"]
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control: the host imports the package
+    assert _host_runs_app(root) == "hello\n" and marker.exists()
+    marker.unlink()
+    subprocess.run(["rm", "-rf", "util", "json", "other", "node_modules"], cwd=root, check=True)
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    for link in ("util", "json"):
+        assert f"quarantined {link} (created by the sandbox, bytecode)" in result.stderr, result.stderr
+        assert not os.path.lexists(root / link)
+    assert "other" not in result.stderr and os.path.islink(root / "other")
+    assert _host_runs_app(root) == "hello\n"
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("form", ["directory", "file"])
 def test_bytecode_planted_as_a_link_into_node_modules_is_quarantined(runs: Runs, tmp_path: Path, form: str) -> None:
     """Red team 18: the guard leaves bytecode in `node_modules` alone (installed code), and looked
