@@ -90,9 +90,11 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     top = top or root
     gitdirs = git_dirs(join(root, ".git"))  # a `.git` file names its git directory (and the common one)
     commands: list[str] = []
-    hooks, included, _ = _configs(repository_configs(gitdirs), commands)
+    words: list[str] = []
+    hooks, included, _ = _configs(repository_configs(gitdirs), commands, words)
     # run from the top of the worktree; a directory a command names (`make -C a/b`) is not what runs
     included += [path for c in commands for path in [normpath(join(root, c))] if not _is_dir(path)]
+    included += [path for w in words for path in [normpath(join(root, w))] if _is_file(path)]
     includes = [_relative(path, top) for path in dict.fromkeys(included)
                 if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
@@ -100,6 +102,14 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     if not hooks or hooks.startswith("~/") and not _home():
         return None, includes
     return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
+
+
+def _is_file(path: str) -> bool:
+    """A regular file or a link (not followed)."""
+    try:
+        return stat.S_IFMT(posix.lstat(path).st_mode) in (stat.S_IFREG, stat.S_IFLNK)
+    except OSError:
+        return False
 
 
 def _is_dir(path: str) -> bool:
@@ -122,7 +132,7 @@ COMMANDS = {"core": ("fsmonitor", "sshcommand", "editor", "pager", "askpass", "g
             "difftool": ("cmd", "path"), "mergetool": ("cmd", "path"), "alias": None, "pager": None,
             "sendemail": ("smtpserver", "sendmailcmd", "tocmd", "cccmd"), "imap": ("tunnel",), "tar": ("command",),
             "browser": ("cmd", "path"), "man": ("cmd", "path"), "guitool": ("cmd",),
-            "remote": ("receivepack", "uploadpack"), "uploadpack": ("packobjectshook",)}
+            "remote": ("receivepack", "uploadpack"), "uploadpack": ("packobjectshook",), "submodule": ("update",)}
 BOOLEAN = ("true", "false", "yes", "no", "on", "off", "1", "0", "")
 
 
@@ -130,41 +140,81 @@ INTERPRETERS = ("sh", "bash", "dash", "zsh", "ksh", "fish", "perl", "ruby", "nod
                 "lua", "tclsh", "Rscript", "pwsh")  # and python*: each runs the script its first word names
 
 
+def _commands(section: str, key: str, value: str) -> list[list[str]]:
+    """The words of each command a git setting runs (split at `;`, `&`, `|`, quotes dropped);
+    none when it runs no command."""
+    keys = COMMANDS.get(section.split(" ", 1)[0], ())
+    if keys is not None and key not in keys:
+        return []
+    if section.startswith(("alias", "submodule")) and not value.startswith("!"):
+        return []  # a git subcommand; a submodule's `update = rebase`
+    if section == "core" and key == "fsmonitor" and value.lower() in BOOLEAN:
+        return []  # the built-in daemon
+    lines = value.lstrip("!").replace(";", "\n").replace("&", "\n").replace("|", "\n").splitlines()
+    return [[w.strip("'\"") for w in line.split()] for line in lines if line.split()]
+
+
+def _from_top(section: str, paths: list[str]) -> list[str]:
+    """`paths` relative to the worktree's top: a submodule's `update` command runs in the
+    submodule's directory, named as the submodule is by default (`submodule "lib"`)."""
+    if not section.startswith('submodule "'):
+        return paths
+    name = section[len('submodule "'):].rstrip('"')
+    return [normpath(f"/{name}/{p}")[1:] for p in paths]
+
+
+def _plain(word: str) -> bool:
+    """A word that may name a path of the project: not absolute, `~`, a variable, an option, git's
+    `%f` or a URL."""
+    return bool(word) and not word.startswith(("/", "~", "$", "-", "%")) and "://" not in word
+
+
 def command_paths(section: str, key: str, value: str) -> list[str]:
     """The project-relative paths a git setting's command names, as written: any word with a `/`
     that is not absolute, `~`, a variable or an option (`core.fsmonitor = tools/watch`, `make -C
     a/b`), and the script an interpreter runs, `/` or not (`python3 csv2txt.py`, `sh fsmon`: run
-    from the top of the worktree), or the module of `-m pkg.mod`; none when the setting runs no
-    command. A program without a `/` is found on PATH (`less`), not in the project. Red teams 16
-    to 18 had a step write the script a relative core.fsmonitor, a textconv, a clean filter or
-    gpg.ssh.defaultKeyCommand named, and the host's `git status`, `git diff` and `git commit` ran it."""
-    keys = COMMANDS.get(section.split(" ", 1)[0], ())
-    if keys is not None and key not in keys:
-        return []
-    if section.startswith("alias") and not value.startswith("!"):
-        return []  # a git subcommand
-    if section == "core" and key == "fsmonitor" and value.lower() in BOOLEAN:
-        return []  # the built-in daemon
+    from the top of the worktree), or the module of `-m pkg.mod` (`-mpkg.mod`), with its packages'
+    `__init__`; none when the setting runs no command. A program without a `/` is found on PATH
+    (`less`), not in the project. Red teams 16 to 19 had a step write the script a relative
+    core.fsmonitor, a textconv, a clean filter, gpg.ssh.defaultKeyCommand or a submodule's
+    `update = !…` named, and the host's `git status`, `git diff`, `git commit` and
+    `git submodule update` ran it. Other words: command_words."""
     out: list[str] = []
-    for command in value.lstrip("!").replace(";", "\n").replace("&", "\n").replace("|", "\n").splitlines():
-        words = [w.strip("'\"") for w in command.split()]
-        program = words[0].rsplit("/", 1)[-1] if words else ""
+    for words in _commands(section, key, value):
+        program = words[0].rsplit("/", 1)[-1]
         script = program in INTERPRETERS or program.startswith("python")  # its first word not an option
         for i, word in enumerate(words):
-            plain = bool(word) and not word.startswith(("/", "~", "$", "-", "%")) and "://" not in word
-            if i and words[i - 1] == "-m" and script and word.replace(".", "").isidentifier():  # python3 -m tools.conv
-                module = word.replace(".", "/")
-                out += [f"{module}.py", f"{module}/__init__.py", f"{module}/__main__.py"]
+            module = word[2:] if word.startswith("-m") and len(word) > 2 else words[i - 1] == "-m" and word
+            if i and script and module and module.replace(".", "").isidentifier():  # python3 -m tools.conv
+                parts = module.split(".")
+                out += [f"{'/'.join(parts)}.py", f"{'/'.join(parts)}/__main__.py"]
+                out += ["/".join(parts[:n]) + "/__init__.py" for n in range(1, len(parts) + 1)]
                 script = False
-            elif plain and ("/" in word or (i and script)):
+            elif _plain(word) and ("/" in word or (i and script)):
                 out.append(word)
                 script = script and not i
-            elif i and plain:
+            elif i and _plain(word):
                 script = False  # an interpreter's script is its first word that is not an option
-    return list(dict.fromkeys(out))
+    return _from_top(section, list(dict.fromkeys(out)))
 
 
-def _configs(files: list[str], commands: list[str] | None = None) -> tuple[str | None, list[str], list[str]]:
+def command_words(section: str, key: str, value: str) -> list[str]:
+    """Every other word of a git setting's commands that may name a file of the project (and, for
+    one that is a module's name, `NAME.py`), watched where the project holds such a file when the
+    guard looks: a script behind a wrapper or an option command_paths cannot parse (`env sh fsmon`,
+    `timeout 5 sh x`, `sh -c 'sh x'`, `python3 -X utf8 x.py`, `python3 -c 'import conv'`: red team
+    19). Not where none is: `!npm run build` then watches no `build` a step makes."""
+    out: list[str] = []
+    for words in _commands(section, key, value):
+        for word in words[1:]:
+            word = word.rstrip(";,)")
+            if _plain(word):
+                out += [word, word + ".py"] if word.isidentifier() else [word]
+    return _from_top(section, list(dict.fromkeys(out)))
+
+
+def _configs(files: list[str], commands: list[str] | None = None,
+             words: list[str] | None = None) -> tuple[str | None, list[str], list[str]]:
     """`core.hooksPath` as git reads it from `files` and the files they include (`include.path`,
     `includeIf.*.path`, each read where it is included, `~/` being HOME), every file included, and
     each of those as written (`.git/../sub/../a.inc`: the kernel goes through `sub`); into
@@ -183,6 +233,8 @@ def _configs(files: list[str], commands: list[str] | None = None) -> tuple[str |
         for section, key, value in settings(path):
             if commands is not None:
                 commands += command_paths(section, key, value)
+            if words is not None:
+                words += command_words(section, key, value)
             if section == "core" and key == "hookspath" and value:
                 hooks = value
             elif section.startswith(("include", "includeif")) and key == "path" and value:

@@ -520,20 +520,38 @@ def test_a_script_an_interpreter_runs_from_the_top_is_watched(runs: Runs, tmp_pa
                        ("fsmon", "csv2txt.py", "conv.py", "tools/keycmd.sh"))
 
 
-def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], planted: tuple[str, ...]) -> None:
-    """A step writes `planted` (the first: what `core.fsmonitor` runs), which the repository's
-    `settings` run from the project: each is quarantined, and the host's `git status` runs
-    nothing; the control writes the first on the host, and `git status` runs it."""
+def test_a_script_behind_a_wrapper_or_an_option_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 19: `nice sh fsmon`, `env sh x`, `python3 -X utf8 x.py`, `python3 -c 'import x'`:
+    a word no parse can place is watched where the project holds a file of that name (here the
+    project's own scripts, which a step rewrites), and a submodule's `update = !sh ../tools/upd`,
+    run in the submodule's directory."""
+    _programs_are_held(runs, tmp_path, {"core.fsmonitor": "nice sh fsmon", "diff.a.textconv": "env sh conv2",
+                                        "diff.b.textconv": "python3 -X utf8 conv15.py",
+                                        "diff.c.textconv": "python3 -c 'import conv18'",
+                                        'submodule.lib.update': "!sh ../tools/upd"},
+                       ("fsmon", "conv2", "conv15.py", "conv18.py", "tools/upd"), existing=True)
+
+
+def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], planted: tuple[str, ...],
+                       existing: bool = False) -> None:
+    """A step writes `planted` (the first: what `core.fsmonitor` runs; with `existing`, the
+    project's own first), which the repository's `settings` run from the project: each is
+    quarantined, and the host's `git status` runs nothing; the control writes the first on the
+    host, and `git status` runs it."""
     root = husky_project(tmp_path)
     git(root, "config", "--unset", "core.hooksPath")
     for key, value in settings.items():
         git(root, "config", key, value)
+    for path in planted if existing else ():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("exit 0\n")
     marker = tmp_path / "fsmonitor-ran"
     plant = " && ".join(f"mkdir -p ./$(dirname {p}) && printf '{_hook(marker)}' > {p} && chmod +x {p}" for p in planted)
     result = runs.run(root, "sh", "-c", plant)
     assert result.returncode == 0, result.stderr
     for path in planted:
-        assert f"quarantined {path} (created by the sandbox" in result.stderr, result.stderr
+        assert f"quarantined {path} ({'changed' if existing else 'created'} by the sandbox" in result.stderr, \
+            result.stderr
     status = ["git", "status", "--short"]
     subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
     assert not marker.exists()

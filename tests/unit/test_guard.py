@@ -48,7 +48,7 @@ def test_a_hook_installer_step_is_recognised() -> None:
 
 
 def test_the_programs_git_settings_run_from_the_project() -> None:
-    from sbox_shim.guard.watch import command_paths
+    from sbox_shim.guard.watch import command_paths, command_words
 
     assert command_paths("core", "fsmonitor", "tools/fsmon") == ["tools/fsmon"]
     assert command_paths("core", "fsmonitor", "true") == []  # the built-in daemon
@@ -63,7 +63,15 @@ def test_the_programs_git_settings_run_from_the_project() -> None:
     assert command_paths("core", "fsmonitor", "sh fsmon") == ["fsmon"]
     assert command_paths('filter "x"', "clean", "python3 -u conv.py %f") == ["conv.py"]
     assert command_paths('diff "x"', "textconv", "python3 -m tools.conv") == [
-        "tools/conv.py", "tools/conv/__init__.py", "tools/conv/__main__.py"]
+        "tools/conv.py", "tools/conv/__main__.py", "tools/__init__.py", "tools/conv/__init__.py"]
+    # red team 19: `-m` joined to its module, a submodule's `update = !…`, and the words behind a
+    # wrapper or an option, watched where they name a file (command_words)
+    assert command_paths('diff "x"', "textconv", "python3 -mconv") == ["conv.py", "conv/__main__.py", "conv/__init__.py"]
+    assert command_paths('submodule "lib"', "update", "!sh ../tools/upd") == ["tools/upd"]  # run in lib/
+    assert command_paths('submodule "lib"', "update", "rebase") == []
+    assert "fsmon" in command_words("core", "fsmonitor", "timeout 5 sh fsmon")
+    assert "conv.py" in command_words('diff "x"', "textconv", "python3 -c 'import conv'")
+    assert "x.py" in command_words('diff "x"', "textconv", "python3 -X utf8 x.py")
     assert command_paths('gpg "ssh"', "defaultkeycommand", "tools/key.sh") == ["tools/key.sh"]
     assert command_paths("alias", "b", "!npm run build") == []  # a program's arguments are not scripts
     assert command_paths("core", "fsmonitor", "fsmon") == []  # found on PATH
