@@ -492,29 +492,30 @@ def _startup(root: str, name: str, since: int) -> list[str]:
                 out += [f"{base}/{lib}"] if _changed_at(venv, f"{base}/{lib}", since) else []
                 for site in (f"{base}/{lib}/site-packages", f"{base}/{lib}/dist-packages"):
                     out += [site] if _changed_at(venv, site, since) else []
-                    out += _site_writes(venv, site, since, paths, imports)
+                    out += _site_writes(venv, site, join(root, name, site), since, paths, imports)
     finally:
         posix.close(venv)
     out = [f"{name}/{rel}" for rel in out]
     # a directory of the project a path line names (an editable install's `src`): its
     # sitecustomize, and a module a .pth imports found there, run at every start too (red team 19)
+    # (the project's top itself for a flat layout's editable install: red team 20)
     for path in dict.fromkeys(paths):
-        if path == root or not inside(path, root):
+        if not inside(path, root):
             continue
-        rel = _relative(path, root)
+        rel = _relative(path, root) if path != root else ""
         try:
             top = open_along(root, "")
         except OSError:
             continue
         try:
-            out += [f"{rel}/{f}" for f in _module_files(top, rel, _names_in(top, rel), [*STARTUP, *imports])
-                    if _changed_at(top, f"{rel}/{f}", since)]
+            found = [f"{rel}/{f}" if rel else f for f in _module_files(top, rel, _names_in(top, rel), [*STARTUP, *imports])]
+            out += [f for f in found if _changed_at(top, f, since)]
         finally:
             posix.close(top)
     return out
 
 
-def _site_writes(venv: int, site: str, since: int, paths: list[str], imported: list[str]) -> list[str]:
+def _site_writes(venv: int, site: str, where: str, since: int, paths: list[str], imported: list[str]) -> list[str]:
     """What of the site directory `site`'s startup code changed at or after `since`: each `.pth`,
     and site/usercustomize and the modules a `.pth` imports in every form Python imports them;
     into `paths` and `imported`, the directories its `.pth` files' path lines name and the modules
@@ -525,7 +526,7 @@ def _site_writes(venv: int, site: str, since: int, paths: list[str], imported: l
     # the modules Python imports at every start: site/usercustomize, and what a .pth imports
     # (setuptools' distutils-precedence.pth imports _distutils_hack: red team 17 appended to it)
     imports, lines = _pth_lines(venv, site, pths)
-    paths += [normpath(line) for line in lines if line.startswith("/")]
+    paths += [normpath(line if line.startswith("/") else join(where, line)) for line in lines]  # relative: to `site`
     imported += imports
     return out + [f"{site}/{f}" for f in _module_files(venv, site, names, [*STARTUP, *imports])
                   if _changed_at(venv, f"{site}/{f}", since)]
@@ -578,11 +579,10 @@ def _pth_lines(venv: int, site: str, pths: list[str]) -> tuple[list[str], list[s
 def open_along_fd(fd: int, rel: str) -> int:
     """The directory `rel` below the directory `fd`, opened to list, each component without
     following a link; -1 if one is a link, missing or not a directory."""
-    try:
-        here = posix.open(".", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC, dir_fd=fd)
-    except OSError:
+    here = open_in(fd, ".")  # to list: `rel` may be "" (the directory itself)
+    if here < 0:
         return -1
-    for part in rel.split("/"):
+    for part in [p for p in rel.split("/") if p]:
         below = open_in(here, part)
         posix.close(here)
         here = below

@@ -200,3 +200,29 @@ def test_startup_code_in_a_directory_a_pth_puts_on_the_path_is_said_too(runs: Ru
     said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
     assert len(said) == 1 and "src/zz_startup.py" in said[0] and "src/sitecustomize.py" in said[0], result.stderr
     assert "other.py" not in said[0]
+
+
+def test_the_top_or_a_relative_directory_a_pth_names_is_read_too(runs: Runs, tmp_path: Path) -> None:
+    """Red team 20: a flat layout's editable install puts the project's top itself on sys.path, and
+    a `.pth` path line may be relative (to site-packages): a `sitecustomize/` package at the top
+    (hidden by its own `.gitignore`) and a module in `lib2/` that a `.pth` imports ran at every
+    start, unsaid."""
+    root = project(tmp_path)
+    venv, site = _venv(root)
+    (root / "lib2").mkdir()
+    (root / site / "a_top.pth").write_text(f"{root}\n")
+    (root / site / "b_rel.pth").write_text("../../../../lib2\n")
+    (root / site / "c_hook.pth").write_text("import zz2\n")
+    (root / "lib2" / "zz2.py").write_text("X = 1\n")
+    marker = tmp_path / "rel-ran"
+    plant = ["sh", "-c", f"echo \"open('{marker}', 'w').write('ran')\" > lib2/zz2.py && mkdir -p sitecustomize && "
+             "echo '*' > sitecustomize/.gitignore && echo 'X = 2' > sitecustomize/__init__.py"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control: the relative line's module runs
+    subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
+    assert marker.exists()
+    marker.unlink()
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
+    assert len(said) == 1 and "lib2/zz2.py" in said[0] and "sitecustomize/__init__.py" in said[0], result.stderr
