@@ -605,6 +605,17 @@ def _names_in(fd: int, rel: str) -> list[str]:
 PYCACHE = "__pycache__"  # a link by this name sends Python to bytecode elsewhere (red team 18: into node_modules)
 
 
+PYTHON_PROJECT = ("pyproject.toml", "setup.py", "setup.cfg", "requirements.txt", "Pipfile", "tox.ini", "pytest.ini")
+
+
+def _is_package(fd: int, name: str) -> bool:
+    """Is `name` in the directory `fd` a package (its `__init__.py` there, reached without a link)?"""
+    try:
+        return stat.S_ISREG(posix.stat(f"{name}/__init__.py", dir_fd=fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def module_link(path: str, name: str) -> bool:
     """A link Python imports through in place of the project's code: a `__pycache__`, or one
     named as a module that shadows a `.py` beside it or the standard library (`util` ->
@@ -615,16 +626,19 @@ def module_link(path: str, name: str) -> bool:
     stem = name[:-3] if name.endswith(".py") else name
     if name == PYCACHE or not stem.isidentifier():
         return name == PYCACHE
-    if stem in getattr(sys, "stdlib_module_names", ()):  # `site`, `test`, `html`: where Python runs
+    # `site`, `test`, `html`: where Python runs (a `.py`, a package, a Python project's files there:
+    # `python3 -m pkg.app` at a top holding only `pkg/` imported `json` from a link, red team 20)
+    if stem in getattr(sys, "stdlib_module_names", ()):
         try:
             fd = open_along(dirname(path), "")
         except OSError:
             return True
         try:
             listed = listed_at(fd)
+            return listed is None or any(n.endswith(".py") or n in PYTHON_PROJECT or is_dir and _is_package(fd, n)
+                                         for n, is_dir in listed)
         finally:
             posix.close(fd)
-        return listed is None or any(n.endswith(".py") for n, _ in listed)
     if stem != name:
         return False  # `x.py`: a package `x/` beside it comes first
     try:

@@ -121,6 +121,29 @@ def test_a_package_link_that_shadows_a_module_is_quarantined(runs: Runs, tmp_pat
     assert not marker.exists()
 
 
+def test_a_standard_module_s_link_at_a_top_of_packages_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """Red team 20: the top holds `pkg/` and no `.py`; `python3 -m pkg.app` there puts the top first
+    on sys.path, and imported `json` from a link the step made (bwrap 4/4, docker 2/2)."""
+    root = project(tmp_path)
+    marker = tmp_path / "json-ran"
+    (root / "pkg").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "app.py").write_text("import json\nprint(json.dumps(1))\n")
+    (root / "evil").mkdir()
+    (root / "evil" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef dumps(x):\n    return '1'\n")
+    plant = ["ln", "-s", "evil", "json"]
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control
+    subprocess.run([HOST_PY, "-m", "pkg.app"], cwd=root, check=True, timeout=60, capture_output=True)
+    assert marker.exists()
+    marker.unlink()
+    (root / "json").unlink()
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined json (created by the sandbox, bytecode)" in result.stderr, result.stderr
+    subprocess.run([HOST_PY, "-m", "pkg.app"], cwd=root, check=True, timeout=60, capture_output=True)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("form", ["directory", "file"])
 def test_bytecode_planted_as_a_link_into_node_modules_is_quarantined(runs: Runs, tmp_path: Path, form: str) -> None:
     """Red team 18: the guard leaves bytecode in `node_modules` alone (installed code), and looked
