@@ -294,9 +294,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
         for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
-                why = _basename(rel) if _basename(rel) in NESTED + PROJECTS else entry.kind if entry.kind not in ("file", "link") \
-                    else "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
-                changes[rel] = Change(rel, "changed" if old else "created", entry, why)
+                changes[rel] = Change(rel, "changed" if old else "created", entry, _why(root, rel, entry))
     # The projects and repositories nested in this one as the step leaves them: one it moved in
     # from elsewhere in the tree (`mv lib.tmp lib` after an earlier step's `mv lib lib.tmp`) was
     # not watched there at its start, and its Makefile is the host's to run all the same (red team 8).
@@ -311,6 +309,18 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
         if not any(name == m or name.startswith(m + "/") for m in moved):
             _compare(root, name, skip, snapshot, changes, since=snapshot.started_ns)
     return [changes[k] for k in sorted(changes, key=lambda p: (p.count("/"), p))]
+
+
+def _why(root: str, rel: str, entry: Entry) -> str:
+    """Why special_files found `rel`, in a quarantine's record and line."""
+    name = _basename(rel)
+    if name in NESTED + PROJECTS:
+        return name
+    if entry.kind == "dir" and _entry_under(root, rel + ".py") is not None:
+        return f"a package before {name}.py"
+    if entry.kind not in ("file", "link"):
+        return entry.kind
+    return "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
 
 
 def _compare(root: str, name: str, skip: frozenset[str], snapshot: Before, changes: dict[str, Change],
@@ -410,7 +420,8 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
             fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name))) or (
-            fmt == stat.S_IFLNK and (bytecode(path, name) or module_link(path, name)))
+            fmt == stat.S_IFLNK and (bytecode(path, name) or module_link(path, name))) or (
+            fmt == stat.S_IFDIR and shadowing_package(path, name, since_ns))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
                 cut, entry = _too_deep(root, path)
@@ -614,6 +625,21 @@ def _is_package(fd: int, name: str) -> bool:
         return stat.S_ISREG(posix.stat(f"{name}/__init__.py", dir_fd=fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
+
+
+def shadowing_package(path: str, name: str, since_ns: int) -> bool:
+    """A package whose `__init__.py` the step wrote, beside a module of its name, which Python then
+    imports no more (red team 20: `tools/fsmonlib/__init__.py` beside the `fsmonlib.py` that the
+    watched `core.fsmonitor` script imports, hidden by its own `.gitignore`: the host's
+    `git status` ran it and showed nothing). Not in installed packages."""
+    if not name.isidentifier() or any(p in path for p in INSTALLED):
+        return False
+    try:
+        posix.lstat(join(dirname(path), name + ".py"))
+        init = posix.lstat(join(path, "__init__.py"))
+    except OSError:
+        return False
+    return init.st_ctime_ns >= since_ns
 
 
 def module_link(path: str, name: str) -> bool:

@@ -144,6 +144,28 @@ def test_a_standard_module_s_link_at_a_top_of_packages_is_quarantined(runs: Runs
     assert not marker.exists()
 
 
+def test_a_package_made_beside_a_module_of_its_name_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """Red team 20: `util/__init__.py` beside a reviewed `util.py`, hidden by `util/.gitignore`
+    (`*`): Python imports the package, `git status` shows nothing, and the host ran it (the script
+    `core.fsmonitor` runs imported it: `git status` itself ran the payload; bwrap 3/3, docker 2/2).
+    A package the step writes into beside no such module is left."""
+    root, marker = _app(tmp_path)
+    (root / "lib").mkdir()
+    (root / "lib" / "__init__.py").write_text("")
+    plant = ["sh", "-c", f"mkdir util && echo '*' > util/.gitignore && echo \"open({str(marker)!r}, 'w').write('ran')"
+             f"\ndef greet():\n    return 'hello'\" > util/__init__.py && echo 'X = 1' > lib/more.py"]
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control
+    assert _host_runs_app(root) == "hello\n" and marker.exists()
+    marker.unlink()
+    subprocess.run(["rm", "-rf", "util", "lib/more.py"], cwd=root, check=True)
+    result = runs.run(root, *plant)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined util (created by the sandbox, a package before util.py)" in result.stderr, result.stderr
+    assert not os.path.lexists(root / "util") and (root / "lib" / "more.py").exists()
+    assert _host_runs_app(root) == "hello\n"
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("form", ["directory", "file"])
 def test_bytecode_planted_as_a_link_into_node_modules_is_quarantined(runs: Runs, tmp_path: Path, form: str) -> None:
     """Red team 18: the guard leaves bytecode in `node_modules` alone (installed code), and looked
