@@ -199,17 +199,29 @@ def command_paths(section: str, key: str, value: str) -> list[str]:
 
 
 def command_words(section: str, key: str, value: str) -> list[str]:
-    """Every other word of a git setting's commands that may name a file of the project (and, for
-    one that is a module's name, `NAME.py`), watched where the project holds such a file when the
-    guard looks: a script behind a wrapper or an option command_paths cannot parse (`env sh fsmon`,
-    `timeout 5 sh x`, `sh -c 'sh x'`, `python3 -X utf8 x.py`, `python3 -c 'import conv'`: red team
-    19). Not where none is: `!npm run build` then watches no `build` a step makes."""
+    """Every other word of a git setting's commands that may name a file of the project, watched
+    where the project holds such a file when the guard looks: a script behind a wrapper or an
+    option command_paths cannot parse (`env sh fsmon`, `timeout 5 sh x`, `sh -c 'sh x'`,
+    `python3 -X utf8 x.py`: red team 19), a path or module inside code (`-c 'import tools.conv'`,
+    `runpy.run_path("tools/conv.py")`, `from tools.conv import main`: red team 20) as its `.py`
+    and its packages' `__init__.py`, and what follows a `cd DIR` from that directory too. Not where
+    none is: `!npm run build` then watches no `build` a step makes."""
+    if not _commands(section, key, value):
+        return []
+    tokens = "".join(c if c.isalnum() or c in "_./-" else " " for c in value).split()
     out: list[str] = []
-    for words in _commands(section, key, value):
-        for word in words[1:]:
-            word = word.rstrip(";,)")
-            if _plain(word):
-                out += [word, word + ".py"] if word.isidentifier() else [word]
+    base = ""  # the directory the last `cd` went to
+    for i, token in enumerate(tokens):
+        token = token.strip(".") if not token.startswith(("./", "../")) else token
+        if not _plain(token):
+            continue
+        names = [token]
+        if token.replace(".", "").isidentifier():  # a module, maybe dotted: tools.conv
+            parts = token.split(".")
+            names += ["/".join(parts) + ".py"] + ["/".join(parts[:n]) + "/__init__.py" for n in range(1, len(parts) + 1)]
+        out += names + [f"{base}/{n}" for n in names if base]
+        if i and tokens[i - 1] == "cd":
+            base = token
     return _from_top(section, list(dict.fromkeys(out)))
 
 

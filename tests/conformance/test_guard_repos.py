@@ -528,8 +528,12 @@ def test_a_script_behind_a_wrapper_or_an_option_is_watched(runs: Runs, tmp_path:
     _programs_are_held(runs, tmp_path, {"core.fsmonitor": "nice sh fsmon", "diff.a.textconv": "env sh conv2",
                                         "diff.b.textconv": "python3 -X utf8 conv15.py",
                                         "diff.c.textconv": "python3 -c 'import conv18'",
-                                        'submodule.lib.update': "!sh ../tools/upd"},
-                       ("fsmon", "conv2", "conv15.py", "conv18.py", "tools/upd"), existing=True)
+                                        'submodule.lib.update': "!sh ../tools/upd",
+                                        # red team 20: code, and a `cd`
+                                        "diff.d.textconv": "python3 -c 'from tools.conv import main; main()'",
+                                        "diff.e.textconv": "sh -c 'cd tools && exec ./conv3 \"$0\"'"},
+                       ("fsmon", "conv2", "conv15.py", "conv18.py", "tools/upd", "tools/conv.py", "tools/conv3"),
+                       existing=True)
 
 
 def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], planted: tuple[str, ...],
