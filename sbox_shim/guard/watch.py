@@ -94,7 +94,7 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     hooks, included, _ = _configs(repository_configs(gitdirs), commands, words)
     # run from the top of the worktree; a directory a command names (`make -C a/b`) is not what runs
     included += [path for c in commands for path in [normpath(join(root, c))] if not _is_dir(path)]
-    included += [path for w in words for path in [normpath(join(root, w))] if _is_file(path)]
+    included += [path for w in words for path in _expanded(normpath(join(root, w))) if _is_file(path)]
     includes = [_relative(path, top) for path in dict.fromkeys(included)
                 if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
@@ -102,6 +102,20 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     if not hooks or hooks.startswith("~/") and not _home():
         return None, includes
     return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
+
+
+def _expanded(path: str) -> list[str]:
+    """`path`, or what its last part matches if that is a glob (`tools/fsmo[n]`)."""
+    head, _, name = path.rpartition("/")
+    if not any(c in name for c in "[*?") or any(c in head for c in "[*?"):
+        return [path]
+    import fnmatch  # only for a git setting with a glob in it
+
+    try:
+        names = [e.name for e in posix.scandir(head or "/")]
+    except OSError:
+        return []
+    return [f"{head}/{n}" for n in fnmatch.filter(names, name)]
 
 
 def _is_file(path: str) -> bool:
@@ -198,29 +212,40 @@ def command_paths(section: str, key: str, value: str) -> list[str]:
     return _from_top(section, list(dict.fromkeys(out)))
 
 
+CHDIR = ("cd", "pushd", "C", "chdir", "PYTHONPATH", "NODE_PATH")  # what follows names a directory to run from
+# what a directory, or a name without its suffix, runs as: Python's and Node's lookups
+RUNS_AS = ("__main__.py", "index.js", "package.json")
+SUFFIXES = (".py", ".js", ".cjs", ".mjs", ".sh")
+
+
 def command_words(section: str, key: str, value: str) -> list[str]:
     """Every other word of a git setting's commands that may name a file of the project, watched
     where the project holds such a file when the guard looks: a script behind a wrapper or an
     option command_paths cannot parse (`env sh fsmon`, `timeout 5 sh x`, `sh -c 'sh x'`,
     `python3 -X utf8 x.py`: red team 19), a path or module inside code (`-c 'import tools.conv'`,
     `runpy.run_path("tools/conv.py")`, `from tools.conv import main`: red team 20) as its `.py`
-    and its packages' `__init__.py`, and what follows a `cd DIR` from that directory too. Not where
-    none is: `!npm run build` then watches no `build` a step makes."""
+    and its packages' `__init__.py`; what follows a `cd DIR`, `env -C DIR`, `PYTHONPATH=DIR` from
+    that directory too; a path after a variable or a substitution (`$PWD/tools/x`,
+    `"$(git rev-parse --show-toplevel)"/tools/x`) by each of its tails; a name as Node or Python
+    finds it (`node tools/conv` runs `tools/conv.js` or `tools/conv/index.js`, `python3 tools/conv`
+    its `__main__.py`); a glob (`tools/fsmo[n]`) by what it matches (red team 21). Not where none
+    is: `!npm run build` then watches no `build` a step makes."""
     if not _commands(section, key, value):
         return []
-    tokens = "".join(c if c.isalnum() or c in "_./-" else " " for c in value).split()
+    tokens = "".join(c if c.isalnum() or c in "_./-[]*?" else " " for c in value).split()
     out: list[str] = []
     base = ""  # the directory the last `cd` went to
     for i, token in enumerate(tokens):
         token = token.strip(".") if not token.startswith(("./", "../")) else token
-        if not _plain(token):
-            continue
-        names = [token]
-        if token.replace(".", "").isidentifier():  # a module, maybe dotted: tools.conv
-            parts = token.split(".")
-            names += ["/".join(parts) + ".py"] + ["/".join(parts[:n]) + "/__init__.py" for n in range(1, len(parts) + 1)]
-        out += names + [f"{base}/{n}" for n in names if base]
-        if i and tokens[i - 1] == "cd":
+        tails = [token.lstrip("/")] + [token.split("/", n)[-1] for n in range(1, token.count("/") + 1)]
+        for tail in dict.fromkeys(t for t in tails if _plain(t)):
+            names = [tail] + [tail + s for s in SUFFIXES] + [f"{tail}/{r}" for r in RUNS_AS]
+            if tail.replace(".", "").isidentifier():  # a module, maybe dotted: tools.conv
+                parts = tail.split(".")
+                names += ["/".join(parts) + ".py"] + ["/".join(parts[:n]) + "/__init__.py"
+                                                     for n in range(1, len(parts) + 1)]
+            out += names + [f"{base}/{n}" for n in names if base]
+        if i and tokens[i - 1].lstrip("-") in CHDIR:
             base = token
     return _from_top(section, list(dict.fromkeys(out)))
 

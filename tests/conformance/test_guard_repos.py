@@ -531,9 +531,19 @@ def test_a_script_behind_a_wrapper_or_an_option_is_watched(runs: Runs, tmp_path:
                                         'submodule.lib.update': "!sh ../tools/upd",
                                         # red team 20: code, and a `cd`
                                         "diff.d.textconv": "python3 -c 'from tools.conv import main; main()'",
-                                        "diff.e.textconv": "sh -c 'cd tools && exec ./conv3 \"$0\"'"},
-                       ("fsmon", "conv2", "conv15.py", "conv18.py", "tools/upd", "tools/conv.py", "tools/conv3"),
-                       existing=True)
+                                        "diff.e.textconv": "sh -c 'cd tools && exec ./conv3 \"$0\"'",
+                                        # red team 21: a variable or substitution, env -C, PYTHONPATH,
+                                        # a directory Python runs, Node's lookup, a glob
+                                        "diff.f.textconv": 'sh "$PWD/tools/t1.sh"',
+                                        "alias.lint": '!sh "$(git rev-parse --show-toplevel)/tools/lint.sh"',
+                                        "diff.g.textconv": "env -C tools ./t2",
+                                        "diff.h.textconv": "PYTHONPATH=tools python3 -m t5",
+                                        "diff.i.textconv": "python3 tools/pkgdir",
+                                        "diff.j.textconv": "node -e \"require('./tools/t3')\"",
+                                        "diff.k.textconv": "sh tools/t[4]"},
+                       ("fsmon", "conv2", "conv15.py", "conv18.py", "tools/upd", "tools/conv.py", "tools/conv3",
+                        "tools/t1.sh", "tools/lint.sh", "tools/t2", "tools/t5.py", "tools/pkgdir/__main__.py",
+                        "tools/t3.js", "tools/t4"), existing=True)
 
 
 def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], planted: tuple[str, ...],
