@@ -190,16 +190,8 @@ def test_startup_code_in_a_directory_a_pth_puts_on_the_path_is_said_too(runs: Ru
     marker = tmp_path / "src-ran"
     plant = ["sh", "-c", f"echo \"open('{marker}', 'w').write('ran')\" > src/zz_startup.py && echo 'X = 2' > "
              "src/sitecustomize.py && echo 'Y = 1' > src/other.py"]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control
-    subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
-    assert marker.exists()
-    marker.unlink()
-    result = runs.run(root, *plant)
-    assert result.returncode == 0, result.stderr
-    said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
-    assert len(said) == 1 and "src/zz_startup.py" in said[0] and "src/sitecustomize.py" in said[0], result.stderr
-    assert "other.py" not in said[0]
+    said = _said_after_control(runs, root, venv, marker, plant)
+    assert "src/zz_startup.py" in said and "src/sitecustomize.py" in said and "other.py" not in said, said
 
 
 def test_the_top_or_a_relative_directory_a_pth_names_is_read_too(runs: Runs, tmp_path: Path) -> None:
@@ -217,12 +209,20 @@ def test_the_top_or_a_relative_directory_a_pth_names_is_read_too(runs: Runs, tmp
     marker = tmp_path / "rel-ran"
     plant = ["sh", "-c", f"echo \"open('{marker}', 'w').write('ran')\" > lib2/zz2.py && mkdir -p sitecustomize && "
              "echo '*' > sitecustomize/.gitignore && echo 'X = 2' > sitecustomize/__init__.py"]
+    said = _said_after_control(runs, root, venv, marker, plant)  # the control: the relative line's module
+    assert "lib2/zz2.py" in said and "sitecustomize/__init__.py" in said, said
+
+
+def _said_after_control(runs: Runs, root: Path, venv: Path, marker: Path, plant: list[str]) -> str:
+    """The control (`plant` made without sbox: the venv's next start writes `marker`), then `plant`
+    in a step: the one line it says."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control: the relative line's module runs
+    subprocess.run(plant, cwd=root, check=True, timeout=60)
     subprocess.run([str(venv / "bin" / "python"), "-c", "pass"], env=env, check=True, timeout=60)
     assert marker.exists()
     marker.unlink()
     result = runs.run(root, *plant)
     assert result.returncode == 0, result.stderr
     said = [ln for ln in result.stderr.splitlines() if ln.startswith(LINE)]
-    assert len(said) == 1 and "lib2/zz2.py" in said[0] and "sitecustomize/__init__.py" in said[0], result.stderr
+    assert len(said) == 1, result.stderr
+    return said[0]
