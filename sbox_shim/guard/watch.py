@@ -92,9 +92,12 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     commands: list[str] = []
     words: list[str] = []
     hooks, included, _ = _configs(repository_configs(gitdirs), commands, words)
+    if gitdirs:  # the programs your global and system configs' settings run here too (red team 22:
+        _configs(_global_files(), commands, words)  # nbstripout --global's `python -m nbstripout`)
     # run from the top of the worktree; a directory a command names (`make -C a/b`) is not what runs
     included += [path for c in commands for path in [normpath(join(root, c))] if not _is_dir(path)]
     included += [path for w in words for path in _expanded(normpath(join(root, w))) if _is_file(path)]
+    included += [main for path in included if path.endswith("/package.json") for main in _node_main(path)]
     includes = [_relative(path, top) for path in dict.fromkeys(included)
                 if inside(path, top) and path != top and not any(inside(path, d) for d in gitdirs)]
     if not hooks and gitdirs:
@@ -102,6 +105,23 @@ def _git_config(root: str, top: str | None = None) -> tuple[str | None, list[str
     if not hooks or hooks.startswith("~/") and not _home():
         return None, includes
     return _in_project(join(_home(), hooks[2:]) if hooks.startswith("~/") else join(root, hooks), top), includes
+
+
+def _node_main(path: str) -> list[str]:
+    """The file a directory's `package.json` names as its `main`, which `node DIR` runs (red team 22:
+    `textconv = node tools/nbdiff`, whose `main` is `cli.js`)."""
+    import json
+
+    from sbox_shim.regular import read_regular
+
+    try:
+        main = json.loads(read_regular(path) or b"{}").get("main")
+    except (ValueError, AttributeError, OSError):
+        return []
+    if not isinstance(main, str) or not main:
+        return []
+    found = normpath(join(dirname(path), main))
+    return [p for p in (found, found + ".js", found + "/index.js") if _is_file(p)]
 
 
 def _expanded(path: str) -> list[str]:
@@ -212,6 +232,8 @@ def command_paths(section: str, key: str, value: str) -> list[str]:
     return _from_top(section, list(dict.fromkeys(out)))
 
 
+WRAPPERS = ("env", "exec", "nice", "nohup", "timeout", "stdbuf", "time", "command", "xargs", "cd", "pushd", "setsid",
+            "ionice", "chrt", "flock")  # run what follows: command_words reads a command with one
 CHDIR = ("cd", "pushd", "C", "chdir", "PYTHONPATH", "NODE_PATH")  # what follows names a directory to run from
 # what a directory, or a name without its suffix, runs as: Python's and Node's lookups
 RUNS_AS = ("__main__.py", "index.js", "package.json")
@@ -230,8 +252,9 @@ def command_words(section: str, key: str, value: str) -> list[str]:
     finds it (`node tools/conv` runs `tools/conv.js` or `tools/conv/index.js`, `python3 tools/conv`
     its `__main__.py`); a glob (`tools/fsmo[n]`) by what it matches (red team 21). Not where none
     is: `!npm run build` then watches no `build` a step makes."""
-    if not _commands(section, key, value):
-        return []
+    words = [w.rsplit("/", 1)[-1] for line in _commands(section, key, value) for w in line]
+    if not any(w in INTERPRETERS or w.startswith("python") or w in WRAPPERS for w in words):
+        return []  # `!make test`, `!npm run build`, `less -R`: their words are no scripts (red team 22)
     tokens = "".join(c if c.isalnum() or c in "_./-[]*?" else " " for c in value).split()
     out: list[str] = []
     base = ""  # the directory the last `cd` went to
@@ -324,6 +347,12 @@ def _linked_hooks(gitdirs: Sequence[str], top: str) -> list[str]:
 def _global_hooks() -> str | None:
     """`core.hooksPath` from git's system and global configs (read as text, last one wins, as git
     reads them): a relative one names a directory in every repository (`git-hooks`)."""
+    hooks, _, _ = _configs(_global_files())
+    return hooks if hooks and not hooks.startswith(("/", "~")) else None
+
+
+def _global_files() -> list[str]:
+    """git's system and global config files, as git finds them."""
     env = posix.environ
     home = _home()
     xdg = env.get(b"XDG_CONFIG_HOME", b"").decode("utf-8", "surrogateescape") or (home and join(home, ".config"))
@@ -334,8 +363,7 @@ def _global_hooks() -> str | None:
         files.append(configured.decode("utf-8", "surrogateescape"))
     else:
         files += [p for p in (xdg and join(xdg, "git", "config"), home and join(home, ".gitconfig")) if p]
-    hooks, _, _ = _configs(files)
-    return hooks if hooks and not hooks.startswith(("/", "~")) else None
+    return files
 
 
 def hooks_path(root: str) -> str | None:

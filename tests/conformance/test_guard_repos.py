@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.support.trust import trust
@@ -540,14 +541,16 @@ def test_a_script_behind_a_wrapper_or_an_option_is_watched(runs: Runs, tmp_path:
                                         "diff.h.textconv": "PYTHONPATH=tools python3 -m t5",
                                         "diff.i.textconv": "python3 tools/pkgdir",
                                         "diff.j.textconv": "node -e \"require('./tools/t3')\"",
-                                        "diff.k.textconv": "sh tools/t[4]"},
+                                        "diff.k.textconv": "sh tools/t[4]",
+                                        "diff.l.textconv": "node tools/nbdiff"},  # red team 22: its `main`
                        ("fsmon", "conv2", "conv15.py", "conv18.py", "tools/upd", "tools/conv.py", "tools/conv3",
                         "tools/t1.sh", "tools/lint.sh", "tools/t2", "tools/t5.py", "tools/pkgdir/__main__.py",
-                        "tools/t3.js", "tools/t4"), existing=True)
+                        "tools/t3.js", "tools/t4", "tools/nbdiff/cli.js"), existing=True,
+                       files={"tools/nbdiff/package.json": '{"main": "cli.js"}\n'})
 
 
 def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], planted: tuple[str, ...],
-                       existing: bool = False) -> None:
+                       existing: bool = False, files: dict[str, str] | None = None) -> None:
     """A step writes `planted` (the first: what `core.fsmonitor` runs; with `existing`, the
     project's own first), which the repository's `settings` run from the project: each is
     quarantined, and the host's `git status` runs nothing; the control writes the first on the
@@ -556,9 +559,9 @@ def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], pla
     git(root, "config", "--unset", "core.hooksPath")
     for key, value in settings.items():
         git(root, "config", key, value)
-    for path in planted if existing else ():
+    for path, text in [*((p, "exit 0\n") for p in (planted if existing else ())), *(files or {}).items()]:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text("exit 0\n")
+        (root / path).write_text(text)
     marker = tmp_path / "fsmonitor-ran"
     plant = " && ".join(f"mkdir -p ./$(dirname {p}) && printf '{_hook(marker)}' > {p} && chmod +x {p}" for p in planted)
     result = runs.run(root, "sh", "-c", plant)
@@ -573,3 +576,45 @@ def _programs_are_held(runs: Runs, tmp_path: Path, settings: dict[str, str], pla
     (root / planted[0]).chmod(0o755)
     subprocess.run(status, cwd=root, env=GIT_ENV, capture_output=True, timeout=60)
     assert marker.exists()
+
+
+def test_a_filter_from_the_global_git_config_is_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 22: `nbstripout --install --global` sets `filter.nbstripout.clean = python -m
+    nbstripout` in the user's global config; `-m` puts the worktree's top first on sys.path, so a
+    step's `nbstripout.py` there ran at the host's `git status`, `git diff`, `git commit` (bwrap 8/8, docker 7/7). The
+    programs the global config's settings run are watched as the repository's are."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    config = tmp_path / "gitconfig"
+    config.write_text(f'[filter "nbstripout"]\n\tclean = "{sys.executable}" -m nbstripout\n')
+    (root / ".gitattributes").write_text("*.ipynb filter=nbstripout\n")
+    (root / "nb.ipynb").write_text("{}\n")
+    subprocess.run(["git", "add", ".gitattributes", "nb.ipynb"], cwd=root, env=GIT_ENV, check=True, timeout=60)
+    subprocess.run(["git", "commit", "-qm", "nb"], cwd=root, env=GIT_ENV, check=True, timeout=60)
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=str(config))
+    marker = tmp_path / "filter-ran"
+    plant = ["sh", "-c", f"echo \"import sys; open('{marker}', 'w').write('ran'); sys.stdout.write(sys.stdin.read())\" "
+             "> nbstripout.py && echo '{ }' > nb.ipynb"]
+    status = ["git", "diff", "--stat"]
+    result = runs.run(root, *plant, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "quarantined nbstripout.py (created by the sandbox" in result.stderr, result.stderr
+    subprocess.run(status, cwd=root, env=dict(GIT_ENV, GIT_CONFIG_GLOBAL=str(config)), capture_output=True, timeout=60)
+    assert not marker.exists()
+    subprocess.run(plant, cwd=root, check=True, timeout=60)  # the control, made on the host
+    subprocess.run(status, cwd=root, env=dict(GIT_ENV, GIT_CONFIG_GLOBAL=str(config)), capture_output=True, timeout=60)
+    assert marker.exists()
+
+
+def test_words_of_commands_that_run_no_script_are_not_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 22: `alias.t = !make test`, `!git log --oneline`, `core.pager = less -R`: a step
+    building `test` or writing `log` had it quarantined, though no git setting runs it."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    for key, value in (("alias.t", "!make test"), ("alias.l", "!git log --oneline"), ("core.pager", "less -R"),
+                       ("alias.b", "!npm run build")):
+        git(root, "config", key, value)
+    for n in range(2):  # made, then made again over the first
+        result = runs.run(root, "sh", "-c", f"echo {n} > test && echo {n} > log && echo {n} > less && echo {n} > build")
+        assert result.returncode == 0 and "quarantined" not in result.stderr, result.stderr
+        assert (root / "test").read_text() == f"{n}\n"
