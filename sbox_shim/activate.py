@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Mapping
 
 from sbox_shim import shims
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Mapping
 
 # POSIX parameter expansion only, so bash, zsh, dash and busybox sh all read it the same way.
 # `_sbox_front` puts the shims first; `_sbox_hook` runs before every prompt (bash PROMPT_COMMAND,

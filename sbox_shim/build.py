@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from sbox_shim import checkout, configs, dispatch, ecosystems, layout, skeleton, tree
 from sbox_shim.trust import boundary
@@ -16,7 +15,10 @@ from sbox_shim.network import build_network
 from sbox_shim.plan import PROXY_PORT, SANDBOX_DIR, Limits, Mount, Plan, Step
 from sbox_shim.toolpath import find_real, without_shims
 
+TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Callable, Mapping, Sequence
+
     from sbox_shim.resolve import Resolver
 
 DEFAULT_PROFILE = Profile(name="default", network=False, writable=True)

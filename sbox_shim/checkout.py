@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Sequence
 
 from sbox_shim.lean import inside
 from sbox_shim.regular import read_regular
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 
 def outside_git_dir(root: str, writable: Sequence[str], state_dir: str | None = None) -> tuple[tuple[str, ...], str]:

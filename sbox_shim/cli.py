@@ -4,12 +4,13 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Mapping, Sequence
 
 from sbox_shim import __version__
 from sbox_shim.errors import CommandNotFound, SboxError, UsageError
 
+TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Mapping, Sequence
     import argparse
 
 BACKENDS = ("auto", "docker", "bwrap")

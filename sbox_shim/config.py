@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
 from sbox_shim import __version__
 from sbox_shim.errors import ConfigError
 from sbox_shim.plan import DEFAULT_PIDS
 from sbox_shim.registries import parse_entry
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 CONFIG_NAMES = ("sbox.yaml", ".sbox.yaml")
 PARSED_FORMAT = 2  # how _load_yaml reads a document; kept parses of another format are not used
@@ -394,14 +397,14 @@ def _rule(doc: _Doc, name: str, value: Any, profiles: Mapping[str, Profile]) -> 
 
 
 def _hosts(doc: _Doc, value: Any) -> dict[str, tuple[str, ...]]:
-    import ipaddress
-
     value = _check_keys(doc, ("hosts",), value, tuple(value) if isinstance(value, dict) else ())
     out: dict[str, tuple[str, ...]] = {}
     for name, ips in value.items():
         keys = ("hosts", name)
         addresses = _strings(doc, keys, ips)
         for ip in addresses:
+            import ipaddress  # here: most configs have no hosts
+
             try:
                 ipaddress.ip_address(ip)
             except ValueError:

@@ -15,10 +15,13 @@ from __future__ import annotations
 import glob
 import os
 import stat
-from typing import Callable, Iterable, Sequence
 
 from sbox_shim.lean import inside
 from sbox_shim.plan import Mount
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Sequence
 
 SYSTEM = (
     "/etc/npmrc", "/etc/pip.conf", "/etc/gitconfig", "/etc/xdg/pip/pip.conf",

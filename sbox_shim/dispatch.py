@@ -4,9 +4,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Sequence
 
 from sbox_shim.config import Config, Rule
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 
 @dataclass(frozen=True)

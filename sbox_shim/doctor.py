@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
 
 from sbox_shim import shims
 from sbox_shim.errors import SboxError
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Mapping
 
 BACKENDS = ("bwrap", "docker")
 

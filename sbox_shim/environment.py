@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Iterable, Mapping
 
 PASSTHROUGH = (
     "LANG", "LANGUAGE", "TERM", "COLORTERM", "TZ", "COLUMNS", "LINES", "NO_COLOR",

@@ -4,9 +4,12 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Mapping
 
 from sbox_shim.toolpath import split_path
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Mapping
 
 
 @dataclass(frozen=True)

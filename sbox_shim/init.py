@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Mapping
 
 from sbox_shim.config import CONFIG_NAMES, find_config
 from sbox_shim.errors import UsageError
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Mapping
 
 # What marks each ecosystem, and the registries its download phase needs.
 MARKERS = (

@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from sbox_shim.lean import inside
 from sbox_shim.plan import DNS_SINKHOLE, File, Mount, Network
 from sbox_shim.tree import Tree
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Sequence
 
 TOOLCHAIN = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # The host's /etc that tools need, never its private keys: /etc/ssl and /etc/pki only for their

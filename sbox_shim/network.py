@@ -1,12 +1,13 @@
 """Turn a profile's network keys into the Plan's Network: validate, expand, resolve."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Mapping
-
 from sbox_shim.plan import Network
 from sbox_shim.registries import expand, is_ip as _is_ip, is_known_wildcard, parse_entry
 
+TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Iterable, Mapping
+
     from sbox_shim.resolve import Resolver
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -101,9 +102,18 @@ def _unresolved(failures: Mapping[str, str], listed: set[str], any_resolved: boo
 
 
 def _loopback(addresses: Iterable[str]) -> bool:
+    return any(_is_loopback(a) for a in addresses)
+
+
+def _is_loopback(address: str) -> bool:
+    """ipaddress's is_loopback; an IPv4 address as getaddrinfo writes it is read here, without
+    loading ipaddress (milliseconds of every plan whose registry resolves)."""
+    parts = address.split(".")
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and str(int(p)) == p and int(p) < 256 for p in parts):
+        return parts[0] == "127"
     import ipaddress
 
-    return any(ipaddress.ip_address(a).is_loopback for a in addresses)
+    return ipaddress.ip_address(address).is_loopback
 
 
 def allow_line(net: Network) -> str:

@@ -6,9 +6,11 @@ phase's network on, explicitly (`sbox plan` shows it). build.py merges them in.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from sbox_shim.config import Limits, Profile, _allow, _bool, _Doc, _env, _kind, _limits
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 PHASE_LABELS = ("download", "scripts")  # the built-in phases of every ecosystem (ecosystems.Phase.label)
 PHASE_KEYS = ("env", "network", "network_allow", "limits")

@@ -19,7 +19,10 @@ import builtins
 import io
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator, Sequence
 
 IGNORED = ("/proc", "/sys", "/dev")
 

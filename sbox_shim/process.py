@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Mapping, Sequence
 
+TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Mapping, Sequence
     import subprocess  # imported where used: a plain `sbox run` on bwrap never needs it
 
 

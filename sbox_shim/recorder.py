@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Sequence
 
 from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, PACKAGE, REF, directory, fact, key, record_path
 from sbox_shim.host import Host
 from sbox_shim.lean import inside
 from sbox_shim.plan import DEFAULT_PIDS, Plan, Step
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 
 def store(argv: Sequence[str], plan: Plan, backend: ModuleType, host: Host, explicit_config: str | None,

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
 
 from sbox_shim import kept
 from sbox_shim.compiled import FORMAT, fact
 from sbox_shim.host import Host
 from sbox_shim.plan import Plan
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 PIN_TTL = 300  # seconds: about the DNS TTL of the registries' CDNs; then the names are resolved anew
 

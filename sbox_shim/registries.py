@@ -1,7 +1,6 @@
 """Allowlist patterns: validation and the built-in wildcard expansion tables."""
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -91,7 +90,14 @@ def _split_port(text: str) -> tuple[str, int | None]:
     return text, None
 
 
+_DOTTED = frozenset("0123456789.")
+
+
 def is_ip(text: str) -> bool:
+    if ":" not in text and not _DOTTED.issuperset(text):
+        return False  # a name (an IPv6 address has a colon, an IPv4 one only digits and dots): no ipaddress to load
+    import ipaddress
+
     try:
         ipaddress.ip_address(text)
         return True

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Sequence
 
 from sbox_shim.network import allow_line
 from sbox_shim.plan import Limits, Plan, Step, asdict
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Mapping, Sequence
 
 _NETWORK_TEXT = {
     "off": "off (own network namespace with nothing in it)",

@@ -3,14 +3,20 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable, Iterable, Mapping
 
-Resolver = Callable[[str], "tuple[str, ...]"]
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Mapping
+
+    Resolver = Callable[[str], "tuple[str, ...]"]
 
 
 def system_resolver(name: str) -> tuple[str, ...]:
     """A and AAAA records for `name`, IPv4 first, without duplicates."""
-    infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    # an ASCII name as bytes: as a str, socket encodes it with the idna codec, whose import costs
+    # more than the lookup of a name the host knows
+    host = name.encode("ascii") if name.isascii() else name
+    infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
     v6 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET6]
     return tuple(dict.fromkeys(v4 + v6))

@@ -8,10 +8,13 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from sbox_shim.errors import UsageError
 from sbox_shim.toolpath import SHIM_MARKER, find_real, is_shim, split_path, without_shims
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
 
 EXTRA_TOOLS = ("pip3", "uv", "poetry", "bun")
 SENTINEL = ".sbox-shims"  # marks a directory as an sbox shims dir, for other installs' shims

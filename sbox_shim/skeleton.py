@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Iterable
 
 from sbox_shim.lean import inside
 from sbox_shim.plan import Mount
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Iterable
 
 TRANSIENT = ("gc.pid",)  # and every `*.lock`: git makes them for a moment
 # Left out of a git directory: git-crypt's keys (`git-crypt/keys/default`), which decrypt the files

@@ -7,6 +7,7 @@ Each module exposes `TOOLS` (the command names it serves) and
 from __future__ import annotations
 
 import os
+import re
 
 from sbox_shim.plan import Mount, Value
 
@@ -85,20 +86,13 @@ def sandbox_writable(path: str, ctx: Context, *more: str) -> bool:
 
 def url_entry(url: str) -> str | None:
     """The allowlist entry for a registry URL the user configured: `host` or `host:port`."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url.strip().removeprefix("sparse+"))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return None
-    except ValueError:  # "http://[::1/" and the like: nothing to admit
+    split = url_parts(url.strip().removeprefix("sparse+"))
+    if split is None:
         return None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname.rstrip(".")
-    default = 443 if parts.scheme == "https" else 80
-    try:
-        entry = f"{host}:{parts.port}" if parts.port and parts.port != default else host
-    except ValueError:  # a port out of range
-        return None
+    scheme, hostname, port = split
+    host = f"[{hostname}]" if ":" in hostname else hostname.rstrip(".")
+    default = 443 if scheme == "https" else 80
+    entry = f"{host}:{port}" if port and port != default else host
     from sbox_shim.registries import parse_entry
 
     try:
@@ -106,6 +100,34 @@ def url_entry(url: str) -> str | None:
     except ValueError:  # not a name the allowlist can hold: nothing is admitted for it
         return None
     return entry
+
+
+# the common shape of a registry URL: a name of letters, digits, dots and hyphens, a port of digits
+_PLAIN_URL = re.compile(r"(https?)://([a-z0-9.-]+)(?::([0-9]+))?(?:[/?#][^\s\\]*)?", re.I | re.ASCII)
+
+
+def url_parts(text: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host name, port) of an http(s) URL, as urllib.parse reads them; None when it
+    has none of those schemes, no host, or a port out of range. A URL of the common shape is read
+    here: urllib.parse and the ipaddress it loads cost several milliseconds of every plan."""
+    plain = _PLAIN_URL.fullmatch(text)
+    if plain is not None:
+        port = None if plain[3] is None else int(plain[3])
+        return None if port is not None and port > 65535 else (plain[1].lower(), plain[2].lower(), port)
+    return urllib_parts(text)
+
+
+def urllib_parts(text: str) -> tuple[str, str, int | None] | None:
+    """url_parts by urllib.parse, for every URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        return parts.scheme, parts.hostname, parts.port
+    except ValueError:  # "http://[::1/", a port out of range and the like: nothing to admit
+        return None
 
 
 def local_path(url: str) -> str | None:
@@ -140,9 +162,9 @@ def project_cache(ctx: Context, tool: str) -> str:
     """sbox's cache of `tool` for this project alone: a subdirectory keyed by the project root's real
     path. A step that writes its cache (where sdists' build backends run) writes only what this
     project installs from, never another project's."""
-    import hashlib
+    from sbox_shim.kept import digest  # the built-in SHA-256: hashlib loads OpenSSL
 
-    key = hashlib.sha256(os.path.realpath(ctx.project_root).encode()).hexdigest()[:16]
+    key = digest(os.path.realpath(ctx.project_root).encode())[:16]
     return os.path.join(ctx.cache_dir, tool, key)
 
 

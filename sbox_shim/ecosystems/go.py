@@ -22,10 +22,10 @@ files: those keep the whole project writable (but the protected paths).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 
 from sbox_shim.ecosystems import Context, Phase, cache_mount, local_path, url_entry
+from sbox_shim.kept import digest
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
 
@@ -82,7 +82,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     readonly = tuple(Mount(p, p) for e in entries for p in [local_path(e)] if p and os.path.isdir(p))
     base = os.path.join(ctx.cache_dir, "go")
     modcache = os.path.join(base, "mod")
-    key = hashlib.sha256(ctx.project_root.encode()).hexdigest()[:16]
+    key = digest(ctx.project_root.encode())[:16]
     # (sbox before red team 15 kept one shared cache in build/KEY: left unread, as it may be poisoned)
     build_cache = os.path.join(base, "running" if sub in RUNS_CODE else "building", key)
     env = {k: ctx.env[k] for k in PASSTHROUGH_ENV if k in ctx.env}

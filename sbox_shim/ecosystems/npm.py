@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
 
 from sbox_shim.ecosystems import Context, Phase, cache_mount, read_text, sandbox_writable, subcommand, url_entry
 from sbox_shim.environment import is_secret
@@ -27,6 +26,10 @@ from sbox_shim.configs import SYSTEM as SYSTEM_CONFIGS
 from sbox_shim.layout import in_toolchain
 from sbox_shim.plan import File, Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Iterable
 
 TOOLS = ("npm", "npx", "pnpm", "yarn")
 INSTALL = {"install", "i", "in", "ins", "inst", "insta", "instal", "isnt", "isnta", "isntal", "isntall",
@@ -161,9 +164,9 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
 def _logs_dir(ctx: Context, phase: str) -> str:
     """npm's logs of one phase of this project's installs: never another project's (a phase writes
     them, and a log names the commands and paths of the install that wrote it)."""
-    import hashlib
+    from sbox_shim.kept import digest  # the built-in SHA-256: hashlib loads OpenSSL
 
-    project = hashlib.sha256(ctx.project_root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    project = digest(ctx.project_root.encode("utf-8", "surrogateescape"))[:16]
     return os.path.join(ctx.cache_dir, "npm-logs", project, phase)
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
 
 from sbox_shim.errors import UsageError
 from sbox_shim.lean import inside
 from sbox_shim.trust.files import printable, read_text
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 SECTIONS = ("dependencies", "devDependencies", "optionalDependencies", "peerDependencies")
 _PREFIXES = ("file:", "link:")

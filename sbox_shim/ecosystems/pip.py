@@ -31,7 +31,6 @@ import configparser
 import json
 import os
 import shlex
-from typing import Sequence
 
 from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text, sandbox_writable,
                                   url_entry)
@@ -46,6 +45,10 @@ from sbox_shim.ecosystems.pip_venv import _base_prefixes as _base_prefixes  # no
 from sbox_shim.errors import UsageError
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 TOOLS = ("pip", "pip3")
 INSTALL = ("install", "download", "wheel")

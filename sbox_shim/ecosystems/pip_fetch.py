@@ -24,7 +24,10 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from typing import Any
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 ROUNDS = 8
 PYPROJECT_CAP = 1 << 20

@@ -29,7 +29,10 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, NoReturn
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 CAP = 1 << 22  # what is read of a file the venv holds
 _CODE_PATH = re.compile(r"sys\s*\.\s*path\b|addsitedir|__import__\(\s*['\"]sys")

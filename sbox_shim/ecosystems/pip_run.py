@@ -14,14 +14,17 @@ for a day. Either way the install is as safe: the note only ever chooses the two
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
-from typing import Sequence, TextIO
 
 from sbox_shim.ecosystems import Context
+from sbox_shim.kept import digest
 from sbox_shim.plan import Step
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence, TextIO
 
 DONE = ".sbox-installed"
 SKIPPED = "every distribution was a wheel: installed in step 1"
@@ -31,7 +34,7 @@ NOTE_DAYS = 1
 
 def fell_back(ctx: Context, argv: Sequence[str]) -> str:
     """Where the note for this command in this project lives (sbox's cache, `pip/two-phase/`)."""
-    key = hashlib.sha256("\0".join([os.path.realpath(ctx.project_root), *argv]).encode()).hexdigest()[:32]
+    key = digest("\0".join([os.path.realpath(ctx.project_root), *argv]).encode())[:32]
     return os.path.join(ctx.cache_dir, "pip", "two-phase", key)
 
 

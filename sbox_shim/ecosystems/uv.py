@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Sequence
 
 from sbox_shim.ecosystems import (Context, Phase, cache_mount, local_path, project_cache, read_text,
                                   sandbox_writable, subcommand, url_entry)
@@ -35,6 +34,10 @@ from sbox_shim.errors import UsageError
 from sbox_shim.layout import in_toolchain
 from sbox_shim.plan import Mount
 from sbox_shim.registries import ECOSYSTEM_ALLOW
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Sequence
 
 TOOLS = ("uv",)
 PROJECT = {"sync", "add", "remove", "lock"}

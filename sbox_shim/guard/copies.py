@@ -6,7 +6,10 @@ import errno
 import os
 import shutil
 import stat
-from typing import Any
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def copy_out(parent: int, name: str, target: str) -> None:

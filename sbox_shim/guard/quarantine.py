@@ -13,12 +13,15 @@ import os
 import shutil
 import stat
 import time
-from typing import Any, Mapping, Sequence
 
 from sbox_shim.guard import Before, Change, Entry
 from sbox_shim.guard.copies import copy_file as _copy_file
 from sbox_shim.guard.copies import copy_out as _copy_out
 from sbox_shim.trust.files import printable
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Mapping, Sequence
 
 HOOK_DIRS = (".husky",)
 

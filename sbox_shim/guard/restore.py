@@ -16,10 +16,13 @@ import posixpath
 import shlex
 import stat
 import sys
-from typing import Any, Mapping, Sequence, TextIO
 
 from sbox_shim.guard.quarantine import _digest, _move_from, _open_parent, _parents_or_missing, _place, directory
 from sbox_shim.trust.files import printable
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any, Mapping, Sequence, TextIO
 
 NESTED = (".git", ".envrc", "HEAD")  # guard.NESTED: acted on by git or direnv in any directory
 NAMED_ONLY = (*NESTED, "setuid", "socket", "fifo", "dir")  # a `why` of "dir": moved whole, too deep to walk

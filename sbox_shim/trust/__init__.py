@@ -16,11 +16,14 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 from sbox_shim import kept
 from sbox_shim.errors import EXIT_USAGE, SboxError
 from sbox_shim.trust.files import printable, read_regular, why_unreadable
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Iterable, Mapping, Sequence
 
 OPT_IN = "opt-in config"
 SHOWN_LINES = 60  # how much of a new file `sbox trust` prints

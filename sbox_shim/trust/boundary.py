@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Iterable, Sequence
 
 from sbox_shim.errors import UsageError
 from sbox_shim.lean import inside
 from sbox_shim.plan import Mount
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Iterable, Sequence
 
 # Relative to HOME: what no sandbox ever sees, whichever mount would include it.
 SECRET_PLACES = (

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Mapping, Sequence, TextIO
 
 from sbox_shim import trust
 from sbox_shim.errors import UsageError
 from sbox_shim.trust import Input, gate
 from sbox_shim.trust.files import printable
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Callable, Mapping, Sequence, TextIO
 
 
 def _state_dir(env: Mapping[str, str]) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import TYPE_CHECKING, Mapping, Sequence
 
 from sbox_shim import trust
 from sbox_shim.trust import OPT_IN, Input
 
+TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Mapping, Sequence
+
     from sbox_shim.config import Config
     from sbox_shim.host import Host
     from sbox_shim.plan import Plan

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Iterable, Mapping, Sequence
 
 from sbox_shim.lean import inside
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Iterable, Mapping, Sequence
 
 # Where Pythons are installed and no sandbox is given write: the system's, /opt (CI's toolcaches,
 # Homebrew on macOS), Nix's store, Homebrew on Linux, macOS's frameworks.

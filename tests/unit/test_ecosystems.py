@@ -84,6 +84,98 @@ def test_url_entry(url: str, entry: str | None) -> None:
     assert url_entry(url) == entry
 
 
+URL_PIECES = ("http", "https", "HTTPS", "ftp", "://", ":", "/", "//", "@", "[", "]", "::1", "?", "#", "\\", "%2e",
+              "\t", " ", ".", "-", "reg", "Reg.Example", "K", "\u212a", "127.0.0.1", "0", "80", "443", "99999",
+              "00080", "x", "é", "sparse+")
+
+
+def test_url_parts_read_registry_urls_as_urllib_does() -> None:
+    """The common shape is read without urllib.parse (and the ipaddress it loads): for every URL,
+    the same scheme, host and port as urllib.parse, or None alike; many shapes tried, each built
+    from pieces that matter to a URL parser."""
+    import random
+
+    from sbox_shim.ecosystems import _PLAIN_URL, url_parts, urllib_parts
+
+    rng = random.Random(11)
+    urls = [f"{s}://{h}{p}{rest}" for s in ("http", "HTTPS", "ftp") for h in ("reg.example", "Reg.Example.", "a..b", "-", "K")
+            for p in ("", ":", ":0", ":8080", ":00080", ":65535", ":65536", ":99999", ":8o")
+            for rest in ("", "/", "/x?y#z", "?a@b", "#@evil", "/a b", "\\@evil/", "/%2e/\t")]
+    urls += ["".join(rng.choice(URL_PIECES) for _ in range(rng.randint(1, 9))) for _ in range(20000)]
+    urls += [f"https://{''.join(rng.choice(URL_PIECES) for _ in range(rng.randint(1, 5)))}/" for _ in range(20000)]
+    plain = 0
+    for url in urls:
+        plain += _PLAIN_URL.fullmatch(url) is not None
+        assert url_parts(url) == urllib_parts(url), url
+    assert plain > 500  # the fast reading was exercised, not only the fallback
+
+
+def test_is_ip_is_ipaddresses() -> None:
+    import ipaddress
+
+    from sbox_shim.registries import is_ip
+
+    for text in ("1.2.3.4", "01.2.3.4", "1.2.3", "256.1.1.1", "1.2.3.4.5", "", ".", "::1", "fe80::1%eth0", "[::1]",
+                 "a:b", "registry.npmjs.org", "1e2.3.4.5", "١.٢.٣.٤", "::ffff:1.2.3.4", "0x7f.0.0.1"):
+        try:
+            ipaddress.ip_address(text)
+            expected = True
+        except ValueError:
+            expected = False
+        assert is_ip(text) is expected, text
+
+
+def test_is_loopback_is_ipaddresses() -> None:
+    import ipaddress
+
+    from sbox_shim.network import _is_loopback
+
+    for text in ("127.0.0.1", "127.255.0.9", "128.0.0.1", "0.0.0.0", "10.1.2.3", "1.2.3.4", "::1", "::ffff:127.0.0.1",
+                 "fe80::1", "2001:db8::1", "255.255.255.255", "126.9.9.9"):
+        assert _is_loopback(text) is ipaddress.ip_address(text).is_loopback, text
+    for bad in ("127.0.0.01", "127.0.0.256", "127.0.0", "١٢٧.0.0.1", "x"):
+        with pytest.raises(ValueError):
+            _is_loopback(bad)
+
+
+def test_planning_an_install_loads_no_module_it_does_not_need(where: dict[str, Path]) -> None:
+    """typing, hashlib (OpenSSL), urllib.parse, ipaddress and the idna codec cost about 13 ms of
+    every plan here together: an `npm install` is planned, and its registry's name resolved by the
+    system's resolver, without loading them."""
+    import sys
+
+    write(where["project"] / "package.json", '{"name": "a", "version": "0.0.0"}\n')
+    write(where["project"] / ".npmrc", "registry=http://localhost:4873/\n")
+    code = """if True:
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from sbox_shim import resolve
+        from sbox_shim.build import build_plan
+        from sbox_shim.config import Config
+        from sbox_shim.host import Host
+        project, home, cache, state = sys.argv[2:6]
+        asked = []
+
+        def loopback_only(name):  # the system's resolver, for a name /etc/hosts answers
+            asked.append(name)
+            if name != "localhost":
+                raise OSError(-2, "not asked of any server in a test")
+            return resolve.system_resolver(name)
+
+        host = Host(uid=1000, gid=1000, user="dev", home=home, cwd=project, env={"PATH": "/usr/bin:/bin"},
+                    shim_dirs=(), python="/usr/bin/python3", python_prefix="/usr", package_dir="/opt/sbox/sbox_shim",
+                    cache_dir=cache, state_dir=state)
+        plan = build_plan(["npm", "install"], Config(project + "/sbox.yaml", project), host, resolver=loopback_only,
+                          which=lambda n, p, s: "/usr/bin/" + n)
+        assert [s.label for s in plan.steps] == ["download", "scripts"] and "localhost" in asked, (plan, asked)
+        print(sorted(m for m in ("typing", "hashlib", "urllib.parse", "ipaddress", "encodings.idna") if m in sys.modules))
+    """
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(Path(ecosystems.__file__).parents[2]),
+                          *(str(where[d]) for d in ("project", "home", "cache", "elsewhere"))],
+                         capture_output=True, text=True, cwd=where["project"])
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 # --- npm --------------------------------------------------------------------------------------
 
 
