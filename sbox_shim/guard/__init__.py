@@ -290,8 +290,10 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     for way in ways:  # a directory a path git or make reads climbs out of, made a link
         _link_change(root, anchor(root, way), snapshot, changes, links_only=True)
     nested: list[str] = []
+    top = root.rstrip("/") or "/"  # where Python runs scripts from: the top, each watched script's directory
+    py_dirs = frozenset([top] + [dirname(join(top, n)) for n in names if n.endswith(".py")])
     for part in writable_parts(mounts, root):
-        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested):
+        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested, py_dirs):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
                 changes[rel] = Change(rel, "changed" if old else "created", entry, _why(root, rel, entry))
@@ -318,9 +320,18 @@ def _why(root: str, rel: str, entry: Entry) -> str:
         return name
     if entry.kind == "dir" and _entry_under(root, rel + ".py") is not None:
         return f"a package before {name}.py"
+    if entry.kind == "dir" and _entry_under(root, rel + "/__init__.py") is not None:
+        return "a package named as a module of the standard library"
     if entry.kind not in ("file", "link"):
         return entry.kind
-    return "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
+    path = join(root, rel)
+    if entry.mode & (stat.S_ISUID | stat.S_ISGID) or bytecode(path, name) or module_link(path, name):
+        return "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
+    if name == "conftest.py":
+        return "pytest imports it"
+    if name.endswith(".py"):
+        return "named as a module of the standard library"
+    return "Node requires it before the project's own"
 
 
 def _compare(root: str, name: str, skip: frozenset[str], snapshot: Before, changes: dict[str, Change],
@@ -383,10 +394,14 @@ def _differs(old: Entry, new: Entry) -> bool:
 
 
 def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
-                  state_dir: str | None = None, kept_out: list[str] | None = None) -> Iterator[tuple[str, Entry]]:
+                  state_dir: str | None = None, kept_out: list[str] | None = None,
+                  py_dirs: frozenset[str] = frozenset()) -> Iterator[tuple[str, Entry]]:
     """What a step left anywhere under `top` that the host would act on, judged by inodes that
     changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, Python bytecode of the
-    project's own (`bytecode`), and a `.git` or `.envrc` at any depth (NESTED; a directory is yielded whole, not entered). No link followed, read-only
+    project's own (`bytecode`), source that Python or Node imports in place of the project's
+    (`shadowing_package`, `shadowing_source`; `py_dirs`: the directories Python runs scripts
+    from, the top among them), and a `.git` or `.envrc` at any depth (NESTED; a directory is
+    yielded whole, not entered). No link followed, read-only
     mounts not entered. Only the directories that changed since the last walk are listed (the
     index kept in `state_dir`, guard/index.py; without one, all of them), and each known NESTED
     entry is looked at again. A directory too deep to open by path (a tree built to outrun
@@ -421,7 +436,8 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
             fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name))) or (
             fmt == stat.S_IFLNK and (bytecode(path, name) or module_link(path, name))) or (
-            fmt == stat.S_IFDIR and shadowing_package(path, name, since_ns))
+            fmt == stat.S_IFDIR and shadowing_package(path, name, since_ns, py_dirs)) or (
+            fmt in (stat.S_IFREG, stat.S_IFLNK) and shadowing_source(path, name, py_dirs, since_ns))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
                 cut, entry = _too_deep(root, path)
@@ -627,19 +643,76 @@ def _is_package(fd: int, name: str) -> bool:
         return False
 
 
-def shadowing_package(path: str, name: str, since_ns: int) -> bool:
+def shadowing_package(path: str, name: str, since_ns: int, py_dirs: frozenset[str] = frozenset()) -> bool:
     """A package whose `__init__.py` the step wrote, beside a module of its name, which Python then
     imports no more (red team 20: `tools/fsmonlib/__init__.py` beside the `fsmonlib.py` that the
     watched `core.fsmonitor` script imports, hidden by its own `.gitignore`: the host's
-    `git status` ran it and showed nothing). Not in installed packages."""
+    `git status` ran it and showed nothing), or named as a module of the standard library in a
+    directory of `py_dirs` (red team 23). Not in installed packages."""
     if not name.isidentifier() or any(p in path for p in INSTALLED):
         return False
     try:
-        posix.lstat(join(dirname(path), name + ".py"))
         init = posix.lstat(join(path, "__init__.py"))
+        if not (dirname(path) in py_dirs and name in getattr(sys, "stdlib_module_names", ())):
+            posix.lstat(join(dirname(path), name + ".py"))
     except OSError:
         return False
     return init.st_ctime_ns >= since_ns
+
+
+NODE_ORDER = ("", ".js", ".json", ".node", "/")  # how `require("./x")` looks: x, x.js, x.json, x.node, x/
+ELF = b"\x7fELF"
+
+
+def shadowing_source(path: str, name: str, py_dirs: frozenset[str], since_ns: int) -> bool:
+    """Source a step made that Python or Node runs in place of the project's (red team 23):
+    - a module named as one of the standard library's in a directory Python runs scripts from
+      (`py_dirs`: the project's top, where `python3 -m tool` and `python3 app.py` put it first
+      on sys.path, and each directory of a script a git setting runs): `argparse.py` at the top
+      ran at the host's `git diff` through the global config's `textconv = python3 -m json.tool`;
+    - a file `require("./x")` finds before the project's `x.json`, `x.node` or `x/` (`lib.js`
+      beside `lib/`, `tools/nbdiff.node` beside `tools/nbdiff/`, `config.js` beside
+      `config.json`, an `x` beside `x.js`), those there before the step; not a `.json`, data
+      only, nor an ELF file (a build's binary: Node cannot load one as JavaScript);
+    - a `conftest.py`, which pytest imports wherever it collects tests (one in `tests/`, hidden by
+      its own `.gitignore`, ran at the host's `python3 -m pytest`).
+    Not in installed packages. Called for every file a guard walk lists: cheap tests first."""
+    if any(p in path for p in INSTALLED):
+        return False
+    if name == "conftest.py":
+        return True
+    stem, dot, suffix = name.rpartition(".")
+    if name.endswith(".py") and dirname(path) in py_dirs and stem in getattr(sys, "stdlib_module_names", ()):
+        return True
+    suffix = dot + suffix if dot and stem else ""
+    stem = stem if suffix else name
+    if suffix not in ("", ".js", ".node") or not stem or stem.startswith("."):
+        return False
+    later = NODE_ORDER[NODE_ORDER.index(suffix) + 1:]
+    here = dirname(path)
+    for s in later:
+        try:
+            st = posix.lstat(join(here, stem + s) if s != "/" else join(here, stem))
+        except OSError:
+            continue
+        if (s == "/") != stat.S_ISDIR(st.st_mode) or st.st_ctime_ns >= since_ns:
+            continue  # what the step made beside it too (a build's `dist/x.js` and `dist/x/`) is its own
+        return bool(suffix) or _elf(path) is not True  # unreadable: as Node may read it
+    return False
+
+
+def _elf(path: str) -> bool | None:
+    """Does the file at `path` begin as an ELF binary (None: unreadable)?"""
+    try:
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return posix.read(fd, 4) == ELF
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
 
 
 def module_link(path: str, name: str) -> bool:

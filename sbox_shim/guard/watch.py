@@ -47,7 +47,12 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  # run by tools sbox's shims do not front: rustup's proxies (rustc, rustfmt) run the
                  # toolchain a `path` names, rust-analyzer runs `cargo check` with the config's
                  # rustc-wrapper; a config the host made is still held by the trust gate
-                 "rust-toolchain.toml", "rust-toolchain", ".cargo/config.toml", ".cargo/config")
+                 "rust-toolchain.toml", "rust-toolchain", ".cargo/config.toml", ".cargo/config",
+                 # red team 23: Python tools' configs that run code or load plugins from the project
+                 # (pylint's init-hook and load-plugins, pytest's -p, flake8's local plugins, mypy's
+                 # and coverage's plugins) when the host runs the tool, from a hook or by hand
+                 ".pylintrc", "pylintrc", ".flake8", "pytest.ini", ".pytest.ini", "mypy.ini", ".mypy.ini",
+                 ".coveragerc")
 # Not here: the tool configs sbox's trust gate holds instead (.yarnrc.yml, .pnpmfile.cjs, .npmrc,
 # pip.conf, ...), which only the tools sbox fronts read: one a sandbox wrote is refused, named,
 # until `sbox trust`.
@@ -121,7 +126,8 @@ def _node_main(path: str) -> list[str]:
     if not isinstance(main, str) or not main:
         return []
     found = normpath(join(dirname(path), main))
-    return [p for p in (found, found + ".js", found + "/index.js") if _is_file(p)]
+    return [p for p in (found, found + ".js", found + ".node", found + "/index.js", found + "/index.node")
+            if _is_file(p)]
 
 
 def _expanded(path: str) -> list[str]:
@@ -237,7 +243,7 @@ WRAPPERS = ("env", "exec", "nice", "nohup", "timeout", "stdbuf", "time", "comman
 CHDIR = ("cd", "pushd", "C", "chdir", "PYTHONPATH", "NODE_PATH")  # what follows names a directory to run from
 # what a directory, or a name without its suffix, runs as: Python's and Node's lookups
 RUNS_AS = ("__main__.py", "index.js", "package.json")
-SUFFIXES = (".py", ".js", ".cjs", ".mjs", ".sh")
+SUFFIXES = (".py", ".js", ".cjs", ".mjs", ".sh", ".node")  # .node: a native addon (red team 23)
 
 
 def command_words(section: str, key: str, value: str) -> list[str]:
@@ -249,28 +255,149 @@ def command_words(section: str, key: str, value: str) -> list[str]:
     and its packages' `__init__.py`; what follows a `cd DIR`, `env -C DIR`, `PYTHONPATH=DIR` from
     that directory too; a path after a variable or a substitution (`$PWD/tools/x`,
     `"$(git rev-parse --show-toplevel)"/tools/x`) by each of its tails; a name as Node or Python
-    finds it (`node tools/conv` runs `tools/conv.js` or `tools/conv/index.js`, `python3 tools/conv`
-    its `__main__.py`); a glob (`tools/fsmo[n]`) by what it matches (red team 21). Not where none
-    is: `!npm run build` then watches no `build` a step makes."""
-    words = [w.rsplit("/", 1)[-1] for line in _commands(section, key, value) for w in line]
-    if not any(w in INTERPRETERS or w.startswith("python") or w in WRAPPERS for w in words):
-        return []  # `!make test`, `!npm run build`, `less -R`: their words are no scripts (red team 22)
-    tokens = "".join(c if c.isalnum() or c in "_./-[]*?" else " " for c in value).split()
+    finds it (`node tools/conv` runs `tools/conv.js`, `tools/conv.node` or `tools/conv/index.js`,
+    `python3 tools/conv` its `__main__.py`); a glob (`tools/fsmo[n]`) by what it matches (red
+    team 21). Only the words of a simple command (`;`, `&`, `|` outside quotes part them) that runs
+    an interpreter, directly or behind wrappers, and the code a shell's `-c` runs read as commands
+    again: `!make test`, `!npm run build` (red team 22), `!git branch --merged main | grep -v main
+    | xargs -n 1 git branch -d` and `!bash -c "git rebase origin/main"` (red team 23) watch no
+    `test`, `build` or `main` a step writes."""
+    if section.split(" ", 1)[0] not in COMMANDS or not _commands(section, key, value):
+        return []
     out: list[str] = []
     base = ""  # the directory the last `cd` went to
-    for i, token in enumerate(tokens):
-        token = token.strip(".") if not token.startswith(("./", "../")) else token
-        tails = [token.lstrip("/")] + [token.split("/", n)[-1] for n in range(1, token.count("/") + 1)]
-        for tail in dict.fromkeys(t for t in tails if _plain(t)):
-            names = [tail] + [tail + s for s in SUFFIXES] + [f"{tail}/{r}" for r in RUNS_AS]
-            if tail.replace(".", "").isidentifier():  # a module, maybe dotted: tools.conv
-                parts = tail.split(".")
-                names += ["/".join(parts) + ".py"] + ["/".join(parts[:n]) + "/__init__.py"
-                                                     for n in range(1, len(parts) + 1)]
-            out += names + [f"{base}/{n}" for n in names if base]
-        if i and tokens[i - 1].lstrip("-") in CHDIR:
-            base = token
+    for text, runs in _simple_commands(value.lstrip("!")):
+        tokens = _tokens(text)
+        for i, token in enumerate(tokens):
+            if runs == text:
+                out += _names(token, base)
+            if i and tokens[i - 1].lstrip("-") in CHDIR:
+                base = token
+        if runs and runs != text:  # a program by its path, behind wrappers (`env -C tools ./t2`)
+            out += [name for token in _tokens(runs) for name in _names(token, base)]
     return _from_top(section, list(dict.fromkeys(out)))
+
+
+def _tokens(text: str) -> list[str]:
+    """The words of a command and of the code in it that may be paths or modules."""
+    return "".join(c if c.isalnum() or c in "_./-[]*?" else " " for c in text).split()
+
+
+def _names(token: str, base: str) -> list[str]:
+    """What a word of a command may run, as Python and Node find it, from the top and from `base`."""
+    token = token.strip(".") if not token.startswith(("./", "../")) else token
+    tails = [token.lstrip("/")] + [token.split("/", n)[-1] for n in range(1, token.count("/") + 1)]
+    out: list[str] = []
+    for tail in dict.fromkeys(t for t in tails if _plain(t)):
+        names = [tail] + [tail + s for s in SUFFIXES] + [f"{tail}/{r}" for r in RUNS_AS]
+        if tail.replace(".", "").isidentifier():  # a module, maybe dotted: tools.conv
+            parts = tail.split(".")
+            names += ["/".join(parts) + ".py"] + ["/".join(parts[:n]) + "/__init__.py"
+                                                 for n in range(1, len(parts) + 1)]
+        out += names + [f"{base}/{n}" for n in names if base]
+    return out
+
+
+SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "fish")
+# words before a simple command's program: a function's head, braces, the shell's keywords
+SYNTAX = ("{", "}", "(", ")", "!", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for",
+          "in", "case", "esac", "function")
+
+
+def _simple_commands(value: str, depth: int = 0) -> list[tuple[str, str | None]]:
+    """Each simple command of a shell command line, as (its text, what of it may name a script:
+    _runs_code), in order; the code of a shell's `-c` in its place, parted the same way."""
+    out: list[tuple[str, str | None]] = []
+    for text, words in _split(value):
+        i = 0
+        while i < len(words) and (words[i] in SYNTAX or words[i].endswith("()") or _assignment(words[i])):
+            i += 1
+        program = words[i].rsplit("/", 1)[-1] if i < len(words) else ""
+        code = _shell_code(words[i + 1:]) if program in SHELLS and depth < 4 else None
+        if code is not None:
+            out += [(text, None)] + _simple_commands(code, depth + 1)
+            continue
+        runs = _runs_code(words[i:])
+        out.append((text, text if runs == "" else runs))
+    return out
+
+
+def _runs_code(words: list[str]) -> str | None:
+    """What of a simple command (from its program on) may name a script: all of it ("") when it
+    runs an interpreter, directly or behind wrappers (`timeout 5 sh x`, `nice -n 10 python3 x.py`);
+    the program alone when that is a path (`env -C tools ./t2`, `exec ./conv`); None otherwise."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        program = word.rsplit("/", 1)[-1]
+        if program in INTERPRETERS or program.startswith("python"):
+            return ""
+        if "/" in word:
+            return word
+        if program not in WRAPPERS:
+            return None
+        i += 1  # the wrapper's options, their values (a number, a NAME, an assignment, a directory)
+        while i < len(words) and (words[i].startswith("-") or words[i].isdigit() or words[i].isupper()
+                                  or _assignment(words[i]) or words[i - 1].lstrip("-") in CHDIR):
+            i += 1
+    return None
+
+
+def _assignment(word: str) -> bool:
+    name, eq, _ = word.partition("=")
+    return bool(eq) and name.isidentifier()
+
+
+def _shell_code(words: list[str]) -> str | None:
+    """The code a shell runs with `-c` (`sh -c CODE`, `bash -ec CODE`); None without one."""
+    for i, word in enumerate(words):
+        if not word.startswith("-") or word.startswith("--"):
+            return None
+        if "c" in word[1:] and i + 1 < len(words):
+            return words[i + 1]
+    return None
+
+
+def _split(value: str) -> list[tuple[str, list[str]]]:
+    """A shell command line's simple commands (parted at `;`, `&`, `|` and line ends outside
+    quotes), each as its text and its words with quotes and escapes taken out."""
+    out: list[tuple[str, list[str]]] = []
+    words: list[str] = []
+    word: list[str] = []
+    started = False  # a word is begun (`''` is one, empty)
+    start, quote, i = 0, "", 0
+    while i < len(value):
+        c = value[i]
+        if quote and c == quote:
+            quote = ""
+        elif quote == '"' and c == "\\" and i + 1 < len(value) and value[i + 1] in '"\\$`':
+            i += 1
+            word.append(value[i])
+        elif quote:
+            word.append(c)
+        elif c in "'\"":
+            quote, started = c, True
+        elif c == "\\" and i + 1 < len(value):
+            i += 1
+            word.append(value[i])
+            started = True
+        elif c in " \t;&|\n":
+            if started:
+                words.append("".join(word))
+                word, started = [], False
+            if c in ";&|\n":
+                if words:
+                    out.append((value[start:i], words))
+                words, start = [], i + 1
+        else:
+            word.append(c)
+            started = True
+        i += 1
+    if started:
+        words.append("".join(word))
+    if words:
+        out.append((value[start:], words))
+    return out
 
 
 def _configs(files: list[str], commands: list[str] | None = None,

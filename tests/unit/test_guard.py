@@ -80,3 +80,49 @@ def test_the_programs_git_settings_run_from_the_project() -> None:
     assert command_paths("core", "editor", "/usr/bin/vim") == []
     assert command_paths("credential", "helper", "store --file=~/.git-credentials") == []
     assert command_paths("user", "name", "a/b") == []  # not a command
+
+
+def test_only_the_simple_commands_that_run_an_interpreter_give_their_words() -> None:
+    """Red team 23: a wrapper anywhere in a setting (`| xargs -n 1 git branch -d`) made every word
+    of it (`main` in grep's pattern) a script; a shell's `-c` code is read as commands again."""
+    from sbox_shim.guard.watch import command_words
+
+    cleanup = "!git branch --merged main | grep -v '\\*\\|main' | xargs -n 1 git branch -d"
+    assert command_words("alias", "cleanup", cleanup) == []
+    assert command_words("alias", "up", '!bash -c "git rebase origin/main"') == []
+    assert command_words("alias", "f", "!f() { git log main; }; f") == []
+    assert "tools/x.py" in command_words("alias", "f", "!f() { python3 tools/x.py; }; f")
+    assert "tools/conv3" in command_words('diff "x"', "textconv", "sh -c 'cd tools && exec ./conv3 \"$0\"'")
+    assert "tools/t2" in command_words('diff "x"', "textconv", "env -C tools ./t2")
+    assert "x.py" in command_words("alias", "n", "!nice -n 10 python3 x.py")
+    assert "y.sh" in command_words("alias", "x", "!git ls-files | xargs -n 1 sh y.sh")
+    assert "tools/nbdiff.node" in command_words('diff "x"', "textconv", "node tools/nbdiff")
+
+
+def test_source_python_or_node_takes_before_the_project_s_own(tmp_path: Path) -> None:
+    """Red team 23: a standard module's name where Python runs scripts from, a file Node's
+    require finds before the project's (not data, not a build's binary), any conftest.py."""
+    top = str(tmp_path)
+    for name in ("lib/index.js", "config.json", "tools/nbdiff/package.json", "app.js", "cli.js", "node_modules/x/y.js",
+                 "node_modules/x/y.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    (tmp_path / "app").write_bytes(b"\x7fELF\x02\x01\x01")  # a build's binary beside app.js
+    (tmp_path / "cli").write_text("require('fs')")  # JavaScript Node would take for ./cli
+    since = guard.started_ns() + 2_000_000_000  # all of it there before the step
+
+    def shadows(rel: str, py_dirs: frozenset[str] = frozenset([top])) -> bool:
+        path = str(tmp_path / rel)
+        return guard.shadowing_source(path, rel.rsplit("/", 1)[-1], py_dirs, since)
+
+    assert shadows("argparse.py") and shadows("json.py")
+    assert not shadows("argparse.py", frozenset()) and not shadows("tools/argparse.py")
+    assert shadows("tools/argparse.py", frozenset([top + "/tools"]))
+    assert not shadows("mymodule.py")
+    assert shadows("lib.js") and shadows("config.js") and shadows("tools/nbdiff.node") and shadows("tools/nbdiff.js")
+    assert shadows("cli") and not shadows("app")
+    assert not shadows("config.json") and not shadows("other.js") and not shadows("lib.ts")
+    assert not shadows("node_modules/x/y.js")
+    assert shadows("tests/conftest.py") and not shadows("node_modules/x/conftest.py")
+    since = 0  # made by the step too: a build's `dist/lib.js` beside its `dist/lib/`
+    assert not shadows("lib.js") and not shadows("cli") and shadows("argparse.py")
