@@ -22,12 +22,13 @@ from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
 from sbox_shim.guard.index import INSTALLED, PROJECTS
+from sbox_shim.guard.tracked import tracker
 from sbox_shim.lean import dirname, entries, inside, join, let_owner_along, let_owner_in, listed_at, normpath, open_along
 from sbox_shim.lean import open_in
 
 TYPE_CHECKING = False  # mypy reads this as True; at run time typing and plan are not loaded (warm path)
 if TYPE_CHECKING:
-    from typing import Iterator, Mapping, Sequence
+    from typing import Callable, Iterator, Mapping, Sequence
 
     from sbox_shim.plan import Mount
 
@@ -292,8 +293,10 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     nested: list[str] = []
     top = root.rstrip("/") or "/"  # where Python runs scripts from: the top, each watched script's directory
     py_dirs = frozenset([top] + [dirname(join(top, n)) for n in names if n.endswith(".py")])
-    for part in writable_parts(mounts, root):
-        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested, py_dirs):
+    parts = writable_parts(mounts, root)
+    tracked = tracker(root, lambda dotgit: dotgit in skip or not any(inside(dotgit, p) for p in parts))
+    for part in parts:
+        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested, py_dirs, tracked):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
                 changes[rel] = Change(rel, "changed" if old else "created", entry, _why(root, rel, entry))
@@ -320,6 +323,10 @@ def _why(root: str, rel: str, entry: Entry) -> str:
         return name
     if entry.kind == "dir" and _entry_under(root, rel + ".py") is not None:
         return f"a package before {name}.py"
+    if entry.kind == "dir" and name == "node_modules":
+        return "Node requires from it before the project's node_modules"
+    if entry.kind == "dir" and name.endswith(".dist-info"):
+        return "Python loads its entry points"
     if entry.kind == "dir" and _entry_under(root, rel + "/__init__.py") is not None:
         return "a package named as a module of the standard library"
     if entry.kind not in ("file", "link"):
@@ -327,10 +334,10 @@ def _why(root: str, rel: str, entry: Entry) -> str:
     path = join(root, rel)
     if entry.mode & (stat.S_ISUID | stat.S_ISGID) or bytecode(path, name) or module_link(path, name):
         return "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
-    if name == "conftest.py":
+    if name == "conftest.py" or name.startswith("test_") and name.endswith(".py") or name.endswith("_test.py"):
         return "pytest imports it"
     if name.endswith(".py"):
-        return "named as a module of the standard library"
+        return "Python imports it before the project's own"
     return "Node requires it before the project's own"
 
 
@@ -395,7 +402,8 @@ def _differs(old: Entry, new: Entry) -> bool:
 
 def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
                   state_dir: str | None = None, kept_out: list[str] | None = None,
-                  py_dirs: frozenset[str] = frozenset()) -> Iterator[tuple[str, Entry]]:
+                  py_dirs: frozenset[str] = frozenset(),
+                  tracked: Callable[[str], bool | None] = lambda path: None) -> Iterator[tuple[str, Entry]]:
     """What a step left anywhere under `top` that the host would act on, judged by inodes that
     changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, Python bytecode of the
     project's own (`bytecode`), source that Python or Node imports in place of the project's
@@ -436,8 +444,9 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
             fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name))) or (
             fmt == stat.S_IFLNK and (bytecode(path, name) or module_link(path, name))) or (
-            fmt == stat.S_IFDIR and shadowing_package(path, name, since_ns, py_dirs)) or (
-            fmt in (stat.S_IFREG, stat.S_IFLNK) and shadowing_source(path, name, py_dirs, since_ns))
+            fmt == stat.S_IFDIR and (shadowing_package(path, name, since_ns, py_dirs)
+                                     or shadowing_dir(path, name, py_dirs, root, tracked))) or (
+            fmt in (stat.S_IFREG, stat.S_IFLNK) and shadowing_source(path, name, py_dirs, root, tracked))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
                 cut, entry = _too_deep(root, path)
@@ -653,7 +662,7 @@ def shadowing_package(path: str, name: str, since_ns: int, py_dirs: frozenset[st
         return False
     try:
         init = posix.lstat(join(path, "__init__.py"))
-        if not (dirname(path) in py_dirs and name in getattr(sys, "stdlib_module_names", ())):
+        if not (dirname(path) in py_dirs and _standard(name)):
             posix.lstat(join(dirname(path), name + ".py"))
     except OSError:
         return False
@@ -661,44 +670,110 @@ def shadowing_package(path: str, name: str, since_ns: int, py_dirs: frozenset[st
 
 
 NODE_ORDER = ("", ".js", ".json", ".node", "/")  # how `require("./x")` looks: x, x.js, x.json, x.node, x/
+NODE_INDEX = ("index.js", "index.json", "index.node")  # what `require("./x")` runs in x/ without a package.json
 ELF = b"\x7fELF"
+# modules the standard library (or pip, or pytest) tries to import and does without: `copy` and
+# `pickle` try `org.python.core`, a `__pypy__` is probed, pip's `_manylinux`, platform's `java`
+PROBED = ("org", "__pypy__", "_manylinux", "java", "vms_lib")
 
 
-def shadowing_source(path: str, name: str, py_dirs: frozenset[str], since_ns: int) -> bool:
-    """Source a step made that Python or Node runs in place of the project's (red team 23):
-    - a module named as one of the standard library's in a directory Python runs scripts from
-      (`py_dirs`: the project's top, where `python3 -m tool` and `python3 app.py` put it first
-      on sys.path, and each directory of a script a git setting runs): `argparse.py` at the top
-      ran at the host's `git diff` through the global config's `textconv = python3 -m json.tool`;
-    - a file `require("./x")` finds before the project's `x.json`, `x.node` or `x/` (`lib.js`
-      beside `lib/`, `tools/nbdiff.node` beside `tools/nbdiff/`, `config.js` beside
-      `config.json`, an `x` beside `x.js`), those there before the step; not a `.json`, data
-      only, nor an ELF file (a build's binary: Node cannot load one as JavaScript);
-    - a `conftest.py`, which pytest imports wherever it collects tests (one in `tests/`, hidden by
-      its own `.gitignore`, ran at the host's `python3 -m pytest`).
+def _standard(stem: str) -> bool:
+    """Is `stem` a module Python's own code imports (the standard library's, or one it probes)?"""
+    return stem in getattr(sys, "stdlib_module_names", ()) or stem in PROBED or stem.startswith("_sysconfigdata")
+
+
+def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
+                     tracked: Callable[[str], bool | None]) -> bool:
+    """Source a step made, git tracks not, that Python, pytest or Node runs in place of the
+    project's (red teams 23 and 24; `tracked`: guard/tracked.py, None without a repository):
+    - a module named as one Python's own code imports (the standard library's, `org`,
+      `__pypy__`, `_sysconfigdata*`) in a directory Python runs scripts from (`py_dirs`: the
+      project's top, where `python3 -m tool` and `python3 app.py` put it first on sys.path, and
+      each directory of a script a git setting runs): the global config's `textconv = python3 -m
+      json.tool` ran a step's `argparse.py` at the host's `git diff`;
+    - a `conftest.py`, `test_*.py` or `*_test.py`, which pytest imports wherever it collects
+      (one in `tests/`, hidden by its own `.gitignore`, ran at the host's `python3 -m pytest`);
+    - a file `require("./x")` finds before the project's tracked `x.json`, `x.node` or `x/`
+      (`lib.js` beside `lib/`, `config.js` beside `config.json`, `tools/nbdiff.node` beside
+      `tools/nbdiff/`, an `x` beside `x.js` unless an ELF binary, which Node cannot load), and a
+      `package.json` in a directory whose tracked `index.js` it replaces (its `main`); not what
+      shadows only what the step or a build made (`dist/api.js` beside `dist/api/`: red team 24
+      had a TypeScript build's output moved);
+    - an `x.py` beside a namespace package `x/` (no `__init__.py`) whose files git tracks.
     Not in installed packages. Called for every file a guard walk lists: cheap tests first."""
     if any(p in path for p in INSTALLED):
         return False
-    if name == "conftest.py":
-        return True
+    here = dirname(path)
     stem, dot, suffix = name.rpartition(".")
-    if name.endswith(".py") and dirname(path) in py_dirs and stem in getattr(sys, "stdlib_module_names", ()):
-        return True
+    if name.endswith(".py"):
+        tests = (name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py")) and _collected(path, root)
+        python = tests or here in py_dirs and _standard(stem) or _namespace_before(here, stem, tracked)
+        return python and tracked(path) is not True
+    if name == "package.json":
+        return here != root.rstrip("/") and any(tracked(join(here, n)) for n in NODE_INDEX) and not tracked(path)
     suffix = dot + suffix if dot and stem else ""
     stem = stem if suffix else name
     if suffix not in ("", ".js", ".node") or not stem or stem.startswith("."):
         return False
-    later = NODE_ORDER[NODE_ORDER.index(suffix) + 1:]
-    here = dirname(path)
-    for s in later:
+    for later in NODE_ORDER[NODE_ORDER.index(suffix) + 1:]:
+        sibling = join(here, stem) if later == "/" else join(here, stem + later)
         try:
-            st = posix.lstat(join(here, stem + s) if s != "/" else join(here, stem))
+            st = posix.lstat(sibling)
         except OSError:
             continue
-        if (s == "/") != stat.S_ISDIR(st.st_mode) or st.st_ctime_ns >= since_ns:
-            continue  # what the step made beside it too (a build's `dist/x.js` and `dist/x/`) is its own
+        if (later == "/") != stat.S_ISDIR(st.st_mode) or not tracked(sibling):
+            continue
+        if tracked(path):
+            return False
         return bool(suffix) or _elf(path) is not True  # unreadable: as Node may read it
     return False
+
+
+NOT_COLLECTED = ("build", "dist", "node_modules", "venv", "CVS", "_darcs", "{arch}")  # pytest's norecursedirs
+
+
+def _collected(path: str, root: str) -> bool:
+    """Would pytest, run at the project's top, look in this file's directory (not in `build/`, a
+    hidden directory or the others it skips: `pip install .` copies a package's tests to
+    `build/lib/`)?"""
+    parts = path[len(root.rstrip("/")) + 1:].split("/")[:-1] if inside(path, root) else []
+    return not any(p in NOT_COLLECTED or p.startswith(".") or p.endswith(".egg") for p in parts)
+
+
+def _namespace_before(here: str, stem: str, tracked: Callable[[str], bool | None]) -> bool:
+    """Is there a directory `stem` beside, without an `__init__.py`, with files git tracks (a
+    namespace package, which Python imports only when no `stem.py` is found)?"""
+    try:
+        if not stat.S_ISDIR(posix.lstat(join(here, stem)).st_mode):
+            return False
+        posix.lstat(join(here, stem, "__init__.py"))
+        return False
+    except FileNotFoundError:
+        return bool(tracked(join(here, stem)))
+    except OSError:
+        return False
+
+
+def shadowing_dir(path: str, name: str, py_dirs: frozenset[str], root: str,
+                  tracked: Callable[[str], bool | None]) -> bool:
+    """A directory a step made that Python or Node then searches before the project's own (red
+    team 24), git tracking nothing in it: a `node_modules` below the top in a directory with no
+    `package.json` (`src/node_modules/dep/` is what `src/app.js`'s `require("dep")` finds before
+    the installed `node_modules/dep`), and a `*.dist-info` where Python runs scripts from (its
+    `entry_points.txt` names pytest plugins that `python3 -m pytest` loads from the top)."""
+    if any(p in path + "/" for p in INSTALLED[:2]) or "/node_modules/" in path:
+        return False
+    here = dirname(path)
+    if name == "node_modules":  # not in a hidden directory: no project's source lies below one
+        top = root.rstrip("/")
+        if here == top or "/." in here[len(top):]:
+            return False
+        try:
+            posix.lstat(join(here, "package.json"))
+            return False
+        except OSError:
+            return not tracked(path)
+    return name.endswith(".dist-info") and here in py_dirs and not tracked(path)
 
 
 def _elf(path: str) -> bool | None:

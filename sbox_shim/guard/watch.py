@@ -257,11 +257,14 @@ def command_words(section: str, key: str, value: str) -> list[str]:
     `"$(git rev-parse --show-toplevel)"/tools/x`) by each of its tails; a name as Node or Python
     finds it (`node tools/conv` runs `tools/conv.js`, `tools/conv.node` or `tools/conv/index.js`,
     `python3 tools/conv` its `__main__.py`); a glob (`tools/fsmo[n]`) by what it matches (red
-    team 21). Only the words of a simple command (`;`, `&`, `|` outside quotes part them) that runs
-    an interpreter, directly or behind wrappers, and the code a shell's `-c` runs read as commands
-    again: `!make test`, `!npm run build` (red team 22), `!git branch --merged main | grep -v main
-    | xargs -n 1 git branch -d` and `!bash -c "git rebase origin/main"` (red team 23) watch no
-    `test`, `build` or `main` a step writes."""
+    team 21). Only the words of a command (a pipeline: `;`, `&`, `&&`, `||` outside quotes part
+    them) in which an interpreter or a runner of scripts appears (`timeout 30s python3 x.py`,
+    `(python3 x.py)`, `cat x.sh | sh`, `uv run x.py`, `npx tsx x.ts`, `source x.sh`); a shell's
+    `-c` code is read as commands again, and the shell's other words count when that code runs
+    one (`sh -c 'python3 "$0"' x.py`). So `!make test`, `!npm run build` (red team 22), `!git
+    branch --merged main | grep -v main | xargs -n 1 git branch -d` and `!bash -c "git rebase
+    origin/main"` (red team 23) watch no `test`, `build` or `main` a step writes; a program named
+    by its path behind a wrapper (`env -C tools ./t2`) is watched alone."""
     if section.split(" ", 1)[0] not in COMMANDS or not _commands(section, key, value):
         return []
     out: list[str] = []
@@ -298,46 +301,62 @@ def _names(token: str, base: str) -> list[str]:
     return out
 
 
-SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "fish")
-# words before a simple command's program: a function's head, braces, the shell's keywords
+SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "fish", "busybox")
+# what runs a script it is given, besides INTERPRETERS and python*/pypy*: package managers' and
+# environment managers' runners, privilege and tracing wrappers, the shell's own ways
+RUNNERS = ("uv", "uvx", "poetry", "pipenv", "pdm", "hatch", "rye", "conda", "mamba", "npx", "bunx", "pnpx", "tsx",
+           "ts-node", "ipython", "jupyter", "source", "eval", "sudo", "doas", "su", "nix-shell", "nix",
+           "direnv", "script", "parallel", "strace", "ltrace", "gdb", "watch", "entr", "exec", "runpy", "pytest")
 SYNTAX = ("{", "}", "(", ")", "!", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for",
           "in", "case", "esac", "function")
 
 
+def _runs_scripts(word: str) -> bool:
+    name = word.rsplit("/", 1)[-1]
+    return name in INTERPRETERS or name in RUNNERS or name.startswith(("python", "pypy"))
+
+
 def _simple_commands(value: str, depth: int = 0) -> list[tuple[str, str | None]]:
-    """Each simple command of a shell command line, as (its text, what of it may name a script:
-    _runs_code), in order; the code of a shell's `-c` in its place, parted the same way."""
+    """Each command (a pipeline) of a shell command line, as (its text, what of it may name a
+    script: the whole text, a program's path, or None), in order; the code of a shell's `-c`
+    after it, parted the same way."""
     out: list[tuple[str, str | None]] = []
     for text, words in _split(value):
-        i = 0
-        while i < len(words) and (words[i] in SYNTAX or words[i].endswith("()") or _assignment(words[i])):
-            i += 1
-        program = words[i].rsplit("/", 1)[-1] if i < len(words) else ""
-        code = _shell_code(words[i + 1:]) if program in SHELLS and depth < 4 else None
-        if code is not None:
-            out += [(text, None)] + _simple_commands(code, depth + 1)
+        tokens = _tokens(text)
+        starts = [i for i, w in enumerate(words) if i == 0 or words[i - 1] == "|"]
+        code: list[tuple[str, str | None]] = []
+        for i in starts:  # each program of the pipeline: a shell given code
+            while i < len(words) and (words[i] in SYNTAX or words[i].endswith("()") or _assignment(words[i])):
+                i += 1
+            if i < len(words) and words[i].rsplit("/", 1)[-1] in SHELLS and depth < 4:
+                given = _shell_code(words[i + 1:])
+                code += _simple_commands(given, depth + 1) if given is not None else []
+        if code or depth >= 4:
+            others = [t for t in tokens if t not in _tokens(" ".join(c for c, _ in code))]
+            relevant = any(runs == c for c, runs in code) or any(_runs_scripts(t) for t in others
+                                                                  if t.rsplit("/", 1)[-1] not in SHELLS)
+            out += [(text, text if relevant else None)] + code
             continue
-        runs = _runs_code(words[i:])
-        out.append((text, text if runs == "" else runs))
+        if any(_runs_scripts(t) for t in tokens) or any(words[i] == "." for i in starts):  # `. x.sh`
+            out.append((text, text))
+            continue
+        path = next((w for i in starts for w in [_behind_wrappers(words[i:])] if w), None)
+        out.append((text, path))
     return out
 
 
-def _runs_code(words: list[str]) -> str | None:
-    """What of a simple command (from its program on) may name a script: all of it ("") when it
-    runs an interpreter, directly or behind wrappers (`timeout 5 sh x`, `nice -n 10 python3 x.py`);
-    the program alone when that is a path (`env -C tools ./t2`, `exec ./conv`); None otherwise."""
+def _behind_wrappers(words: list[str]) -> str | None:
+    """The program a command runs by its path, directly or behind wrappers (`env -C tools ./t2`,
+    `exec ./conv`), if it is one; None otherwise."""
     i = 0
-    while i < len(words):
+    while i < len(words) and words[i] != "|":
         word = words[i]
-        program = word.rsplit("/", 1)[-1]
-        if program in INTERPRETERS or program.startswith("python"):
-            return ""
         if "/" in word:
             return word
-        if program not in WRAPPERS:
+        if word.rsplit("/", 1)[-1] not in WRAPPERS:
             return None
         i += 1  # the wrapper's options, their values (a number, a NAME, an assignment, a directory)
-        while i < len(words) and (words[i].startswith("-") or words[i].isdigit() or words[i].isupper()
+        while i < len(words) and (words[i].startswith("-") or words[i][:1].isdigit() or words[i].isupper()
                                   or _assignment(words[i]) or words[i - 1].lstrip("-") in CHDIR):
             i += 1
     return None
@@ -351,6 +370,8 @@ def _assignment(word: str) -> bool:
 def _shell_code(words: list[str]) -> str | None:
     """The code a shell runs with `-c` (`sh -c CODE`, `bash -ec CODE`); None without one."""
     for i, word in enumerate(words):
+        if word == "sh" and i == 0:  # busybox sh -c
+            continue
         if not word.startswith("-") or word.startswith("--"):
             return None
         if "c" in word[1:] and i + 1 < len(words):
@@ -359,8 +380,9 @@ def _shell_code(words: list[str]) -> str | None:
 
 
 def _split(value: str) -> list[tuple[str, list[str]]]:
-    """A shell command line's simple commands (parted at `;`, `&`, `|` and line ends outside
-    quotes), each as its text and its words with quotes and escapes taken out."""
+    """A shell command line's commands (parted at `;`, `&`, `&&`, `||` and line ends outside quotes;
+    a pipeline is one, its `|` a word), each as its text and its words with quotes and escapes
+    taken out (parentheses part words: `(python3 x.py)`)."""
     out: list[tuple[str, list[str]]] = []
     words: list[str] = []
     word: list[str] = []
@@ -381,13 +403,17 @@ def _split(value: str) -> list[tuple[str, list[str]]]:
             i += 1
             word.append(value[i])
             started = True
-        elif c in " \t;&|\n":
+        elif c in " \t;&|\n()":
             if started:
                 words.append("".join(word))
                 word, started = [], False
-            if c in ";&|\n":
+            if c == "|" and value[i + 1:i + 2] != "|":
+                words.append("|")  # a pipeline stays one command
+            elif c in ";&|\n":
+                if c in "&|" and value[i + 1:i + 2] == c:
+                    i += 1  # && and ||
                 if words:
-                    out.append((value[start:i], words))
+                    out.append((value[start:i + 1], words))
                 words, start = [], i + 1
         else:
             word.append(c)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .helpers import Runs
-from .test_guard_repos import GIT_ENV
+from .test_guard_repos import GIT_ENV, _programs_are_held
 from .test_persistence_guard import git, husky_project
 
 
@@ -28,6 +28,12 @@ def _plant(runs: Runs, root: Path, files: dict[str, str], env: dict[str, str] | 
 
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _commit(root: Path) -> None:
+    """What the project holds is reviewed and committed (the guard weighs a plant against it)."""
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "reviewed")
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -70,6 +76,7 @@ def test_a_file_node_requires_before_the_project_s_own_is_quarantined(runs: Runs
     _write(root, {"package.json": '{"name": "app", "version": "1.0.0", "main": "index.js"}\n',
                   "index.js": "require('./lib'); require('./config');\n",
                   "lib/index.js": "module.exports = 1;\n", "config.json": "{}\n"})
+    _commit(root)
     touch = f"require('fs').writeFileSync({str(marker)!r}, 'ran');\n"
     plant = {"lib.js": touch, "config.js": touch}
     stderr = _plant(runs, root, plant)
@@ -90,6 +97,7 @@ def test_a_native_addon_before_a_directory_node_runs_is_quarantined(runs: Runs, 
     git(root, "config", "diff.csv.textconv", "node tools/nbdiff")
     _write(root, {"tools/nbdiff/package.json": '{"main": "cli.js"}\n', "tools/nbdiff/cli.js": "",
                   "probe.js": "console.log(require.resolve('./tools/nbdiff'));\n"})
+    _commit(root)
     stderr = _plant(runs, root, {"tools/nbdiff.node": "not an addon\n"})
     assert "quarantined tools/nbdiff.node (created by the sandbox" in stderr, stderr
     assert not (root / "tools/nbdiff.node").exists()
@@ -106,6 +114,7 @@ def test_a_conftest_hidden_by_its_own_gitignore_is_quarantined(runs: Runs, tmp_p
     root = husky_project(tmp_path)
     marker = tmp_path / "conftest-ran"
     _write(root, {"tests/test_a.py": "def test_a():\n    pass\n"})
+    _commit(root)
     plant = {"tests/conftest.py": _payload(marker), "tests/.gitignore": "conftest.py\n.gitignore\n"}
     stderr = _plant(runs, root, plant)
     assert "quarantined tests/conftest.py (created by the sandbox" in stderr, stderr
@@ -144,3 +153,117 @@ def test_words_of_a_command_a_wrapper_runs_no_script_from_are_not_watched(runs: 
         result = runs.run(root, "sh", "-c", f"echo '# {n}' >> main.py && echo '// {n}' >> main.js", env=env)
         assert result.returncode == 0 and "quarantined" not in result.stderr, result.stderr
     assert (root / "main.py").read_text().endswith("# 1\n")
+
+
+def test_scripts_behind_runners_wrappers_and_pipes_are_watched(runs: Runs, tmp_path: Path) -> None:
+    """Red team 24: reading only the simple commands that run an interpreter missed `timeout 30s
+    python3 release.py` (a wrapper's value not a number) and `(python3 check.py)`, and with them
+    `uv run x.py`, `cat x.sh | sh`, `sh -c 'python3 "$0"' x.py`: a step's edit of each ran at the
+    host's git alias (bwrap 3/3, docker 3/3), where the word had been watched before."""
+    _programs_are_held(runs, tmp_path, {"core.fsmonitor": "timeout 30s sh fsmon", "alias.chk": "!(python3 check.py)",
+                                        "alias.u": "!uv run release.py", "alias.c": "!cat rel.sh | sh",
+                                        "alias.p": "!sh -c 'python3 \"$0\"' pos.py"},
+                       ("fsmon", "check.py", "release.py", "rel.sh", "pos.py"), existing=True)
+
+
+def test_a_build_s_output_beside_its_own_output_is_left_alone(runs: Runs, tmp_path: Path) -> None:
+    """Red team 24: an incremental TypeScript build (`src/api.ts` and `src/api/index.ts`) writes
+    `dist/api.js` beside the `dist/api/` an earlier build made; once any file was added to `dist/`
+    the guard moved `dist/api.js` ("Node requires it before the project's own") and the app broke.
+    git tracks neither: nothing reviewed is shadowed."""
+    root = husky_project(tmp_path)
+    _write(root, {"src/api.ts": "export {}\n", "src/api/index.ts": "export {}\n", ".gitignore": "dist/\n"})
+    _commit(root)
+    build = "mkdir -p dist/api && echo 1 > dist/api/index.js && echo 1 > dist/api.js"
+    assert "quarantined" not in _plant_by(runs, root, build)
+    rebuild = "echo 2 > dist/api.js && echo 2 > dist/new.js"
+    assert "quarantined" not in _plant_by(runs, root, rebuild)
+    assert (root / "dist/api.js").read_text() == "2\n"
+
+
+def _plant_by(runs: Runs, root: Path, script: str) -> str:
+    result = runs.run(root, "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+def test_node_takes_a_package_json_or_a_node_modules_a_step_hid(runs: Runs, tmp_path: Path) -> None:
+    """Red team 24: `lib/package.json` ({"main": "evil.js"}) beside a reviewed `lib/index.js`, and
+    `src/node_modules/dep/` before the installed `node_modules/dep`, each hidden by its own
+    `.gitignore`: the host's `node .` ran both (bwrap 3/3, docker 3/3)."""
+    root = husky_project(tmp_path)
+    lib, dep = tmp_path / "lib-ran", tmp_path / "dep-ran"
+    _write(root, {"package.json": '{"name": "app", "version": "1.0.0", "main": "src/app.js"}\n',
+                  "src/app.js": "require('../lib'); require('dep');\n", "lib/index.js": "module.exports = 1;\n",
+                  ".gitignore": "node_modules/\n", "node_modules/dep/index.js": "module.exports = 1;\n"})
+    _commit(root)
+    plant = {"lib/package.json": '{"main": "evil.js"}\n',
+             "lib/evil.js": f"require('fs').writeFileSync({str(lib)!r}, 'ran');\n",
+             "lib/.gitignore": "package.json\nevil.js\n.gitignore\n",
+             "src/node_modules/dep/index.js": f"require('fs').writeFileSync({str(dep)!r}, 'ran');\n"}
+    stderr = _plant(runs, root, plant)
+    assert "quarantined lib/package.json (created by the sandbox" in stderr, stderr
+    assert "quarantined src/node_modules (created by the sandbox" in stderr, stderr
+    assert not git(root, "status", "--porcelain").stdout.strip()
+    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
+    assert not lib.exists() and not dep.exists()
+    _write(root, plant)  # the control, made on the host
+    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
+    assert lib.exists() and dep.exists()
+
+
+def test_python_takes_a_test_module_a_plugin_or_a_probed_module_a_step_hid(runs: Runs, tmp_path: Path) -> None:
+    """Red team 24: a hidden `tests/test_zz_cache.py` and a `zz-1.0.dist-info` naming a pytest
+    plugin ran at the host's `python3 -m pytest`; an `org/` package (which `copy` tries to import)
+    and a `helpers.py` before the namespace package `helpers/` at the host's `python3 app.py`."""
+    root = husky_project(tmp_path)
+    marks = {n: tmp_path / f"{n}-ran" for n in ("test", "plugin", "org", "helpers")}
+    _write(root, {"app.py": "import copy\nfrom helpers import fmt\n", "helpers/fmt.py": "",
+                  "tests/test_a.py": "def test_a():\n    pass\n"})
+    _commit(root)
+    plant = {"tests/test_zz_cache.py": _payload(marks["test"]), "tests/.gitignore": "test_zz_cache.py\n.gitignore\n",
+             "zz-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: zz\nVersion: 1.0\n",
+             "zz-1.0.dist-info/entry_points.txt": "[pytest11]\nzz = zzplug\n",
+             "zz-1.0.dist-info/.gitignore": "*\n", "zzplug/__init__.py": _payload(marks["plugin"]),
+             "zzplug/.gitignore": "*\n",
+             "org/__init__.py": _payload(marks["org"]), "org/.gitignore": "*\n",
+             "helpers.py": _payload(marks["helpers"], "from importlib import import_module as i\n")}
+    stderr = _plant(runs, root, plant)
+    for path in ("tests/test_zz_cache.py", "zz-1.0.dist-info", "org", "helpers.py"):
+        assert f"quarantined {path} (created by the sandbox" in stderr, stderr
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    app = [sys.executable, "app.py"]
+    for command in (pytest, app):
+        subprocess.run(command, cwd=root, capture_output=True, timeout=120)
+    assert not any(m.exists() for m in marks.values())
+    _write(root, plant)  # the control, made on the host
+    for command in (pytest, app):
+        subprocess.run(command, cwd=root, capture_output=True, timeout=120)
+    assert all(m.exists() for m in marks.values()), [n for n, m in marks.items() if not m.exists()]
+
+
+def test_a_git_index_the_step_made_vouches_for_nothing(runs: Runs, tmp_path: Path) -> None:
+    """The fixes above, attacked: in a project below its repository's top (`mono/frontend`), a step
+    made `frontend/.git` whose index lists its `lib.js`, to pass it off as reviewed, and hid it
+    from the repository above with a `.gitignore`. The enclosing repository's index is read."""
+    mono = tmp_path / "mono"
+    mono.mkdir()
+    git(mono, "init", "-q")
+    root = husky_project(mono)  # mono/project, a repository of its own until the step's .git is moved
+    subprocess.run(["rm", "-rf", str(root / ".git")], check=True)
+    marker = tmp_path / "vouched-ran"
+    _write(root, {"package.json": '{"name": "app", "version": "1.0.0", "main": "index.js"}\n',
+                  "index.js": "require('./lib');\n", "lib/index.js": "module.exports = 1;\n"})
+    git(mono, "add", "-A")
+    git(mono, "commit", "-qm", "reviewed")
+    touch = f"require('fs').writeFileSync({str(marker)!r}, 'ran');\n"
+    step = (f"printf '%s' {_quoted(touch)} > lib.js && printf 'lib.js\\n.gitignore\\n' > .gitignore && "
+            "git init -q . && git add -f lib.js")
+    stderr = _plant_by(runs, root, step)
+    assert "quarantined lib.js (created by the sandbox" in stderr, stderr
+    assert "quarantined .git" in stderr, stderr
+    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
+    assert not marker.exists()
+    _write(root, {"lib.js": touch})  # the control, made on the host
+    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
+    assert marker.exists()

@@ -100,29 +100,76 @@ def test_only_the_simple_commands_that_run_an_interpreter_give_their_words() -> 
 
 
 def test_source_python_or_node_takes_before_the_project_s_own(tmp_path: Path) -> None:
-    """Red team 23: a standard module's name where Python runs scripts from, a file Node's
-    require finds before the project's (not data, not a build's binary), any conftest.py."""
+    """Red teams 23 and 24: what a step made that git does not track and Python, pytest or Node
+    takes before the project's tracked files; not a build's output beside its own output."""
+    import subprocess
+
+    from sbox_shim.guard.tracked import tracker
+
     top = str(tmp_path)
-    for name in ("lib/index.js", "config.json", "tools/nbdiff/package.json", "app.js", "cli.js", "node_modules/x/y.js",
-                 "node_modules/x/y.json"):
+    tracked_files = ("lib/index.js", "config.json", "tools/nbdiff/package.json", "app.js", "cli.js", "helpers/fmt.py",
+                     "pkg/index.js", "tests/test_a.py", "tests/conftest.py", "argparse.py")
+    made = ("node_modules/x/y.js", "node_modules/x/y.json", "dist/api/index.js", "dist/api.js", "src/app.js")
+    for name in tracked_files + made:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
     (tmp_path / "app").write_bytes(b"\x7fELF\x02\x01\x01")  # a build's binary beside app.js
     (tmp_path / "cli").write_text("require('fs')")  # JavaScript Node would take for ./cli
-    since = guard.started_ns() + 2_000_000_000  # all of it there before the step
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", *tracked_files], cwd=tmp_path, check=True)
+    is_tracked = tracker(top)
 
     def shadows(rel: str, py_dirs: frozenset[str] = frozenset([top])) -> bool:
-        path = str(tmp_path / rel)
-        return guard.shadowing_source(path, rel.rsplit("/", 1)[-1], py_dirs, since)
+        path, name = str(tmp_path / rel), rel.rsplit("/", 1)[-1]
+        return guard.shadowing_source(path, name, py_dirs, top, is_tracked)
 
-    assert shadows("argparse.py") and shadows("json.py")
-    assert not shadows("argparse.py", frozenset()) and not shadows("tools/argparse.py")
-    assert shadows("tools/argparse.py", frozenset([top + "/tools"]))
+    assert shadows("json.py") and shadows("copy.py") and shadows("__pypy__.py") and shadows("_sysconfigdata_x.py")
+    assert not shadows("argparse.py")  # tracked: an edit shows in git diff
+    assert not shadows("json.py", frozenset()) and not shadows("tools/json.py")
+    assert shadows("tools/json.py", frozenset([top + "/tools"]))
     assert not shadows("mymodule.py")
+    assert shadows("tests/conftest2/conftest.py") and shadows("tests/test_zz.py") and shadows("x_test.py")
+    assert not shadows("tests/conftest.py") and not shadows("tests/test_a.py")  # tracked
+    assert shadows("helpers.py")  # before the namespace package helpers/
     assert shadows("lib.js") and shadows("config.js") and shadows("tools/nbdiff.node") and shadows("tools/nbdiff.js")
     assert shadows("cli") and not shadows("app")
+    assert shadows("pkg/package.json") and not shadows("package.json")
     assert not shadows("config.json") and not shadows("other.js") and not shadows("lib.ts")
-    assert not shadows("node_modules/x/y.js")
-    assert shadows("tests/conftest.py") and not shadows("node_modules/x/conftest.py")
-    since = 0  # made by the step too: a build's `dist/lib.js` beside its `dist/lib/`
-    assert not shadows("lib.js") and not shadows("cli") and shadows("argparse.py")
+    assert not shadows("dist/api.js")  # beside a build's own dist/api/ (red team 24's TypeScript build)
+    assert not shadows("node_modules/x/y.js") and not shadows("node_modules/x/conftest.py")
+    assert not shadows("build/lib/pkg/tests/test_x.py") and not shadows(".tox/x/conftest.py")  # pytest skips them
+
+    def shadows_dir(rel: str) -> bool:
+        path, name = str(tmp_path / rel), rel.rsplit("/", 1)[-1]
+        return guard.shadowing_dir(path, name, frozenset([top]), top, is_tracked)
+
+    assert shadows_dir("src/node_modules") and not shadows_dir("node_modules") and not shadows_dir(".cache/x/node_modules")
+    assert not shadows_dir("node_modules/a/node_modules") and not shadows_dir("pkg/x.dist-info/..")
+    assert shadows_dir("zz-1.0.dist-info") and not shadows_dir("src/zz-1.0.dist-info")
+    elsewhere = tmp_path.parent / (tmp_path.name + "-norepo")
+    elsewhere.mkdir()
+    assert tracker(str(elsewhere))(str(elsewhere / "x")) is None  # no repository: no answer
+
+
+def test_a_git_index_a_step_could_have_made_vouches_for_nothing(tmp_path: Path) -> None:
+    """Red team 24's fixes, attacked: a step's own `frontend/.git` whose index lists its plant
+    would make the plant look reviewed; the enclosing repository's index is read instead."""
+    import subprocess
+
+    from sbox_shim.guard.tracked import tracker
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    front = tmp_path / "frontend"
+    (front / "lib").mkdir(parents=True)
+    (front / "lib/index.js").write_text("")
+    (front / "lib.js").write_text("")
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "frontend/lib/index.js"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "init", "-q"], cwd=front, check=True)  # the step's
+    subprocess.run([*git, "add", "lib.js"], cwd=front, check=True)
+    made = str(front / ".git")
+    believed = tracker(str(front))
+    assert believed(str(front / "lib.js"))  # what trusting the step's index would say
+    checked = tracker(str(front), lambda dotgit: dotgit != made)
+    assert checked(str(front / "lib.js")) is False and checked(str(front / "lib/index.js")) is True

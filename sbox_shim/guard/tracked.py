@@ -1,0 +1,121 @@
+"""What git tracks in the repository a project lies in, read from its index file, never by
+running git (the repository's config could make git run anything).
+
+The guard asks it of a file that would run in place of another (guard.shadowing_source): a step's
+new file hidden by its own `.gitignore` is what `git status` never shows, while a change to a
+tracked file shows in `git diff`, and what a build writes beside its own output (`dist/`) shadows
+nothing git tracks. The index lies in the git directory, which every sandbox sees read-only.
+Read lazily, once per guard walk, only when a candidate turns up. Lean (no imports at run time
+but sbox's own)."""
+from __future__ import annotations
+
+from sbox_shim.lean import dirname, git_dirs, join
+
+TYPE_CHECKING = False  # mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Callable
+
+MAX_INDEX = 256 << 20  # a bigger index is not read (as though there were no repository)
+
+
+def index_paths(data: bytes, hash_size: int = 20) -> list[str] | None:
+    """The paths an index file (versions 2, 3 and 4) lists; None if it is not one."""
+    if len(data) < 12 or data[:4] != b"DIRC":
+        return None
+    version = int.from_bytes(data[4:8], "big")
+    count = int.from_bytes(data[8:12], "big")
+    if version not in (2, 3, 4):
+        return None
+    fixed = 40 + hash_size + 2  # times, ids, mode, size; the object's hash; the flags
+    out: list[str] = []
+    at, previous = 12, b""
+    for _ in range(count):
+        if at + fixed > len(data):
+            return None
+        flags = int.from_bytes(data[at + fixed - 2:at + fixed], "big")
+        start = at + fixed + (2 if version >= 3 and flags & 0x4000 else 0)
+        if version == 4:  # the path: how much of the previous one to drop, then the rest
+            if start >= len(data):
+                return None
+            byte, i = data[start], start + 1
+            drop = byte & 0x7F
+            while byte & 0x80:  # git's offset varint: each continuation adds one before shifting
+                if i >= len(data):
+                    return None
+                byte, i = data[i], i + 1
+                drop = ((drop + 1) << 7) | (byte & 0x7F)
+            end = data.find(b"\0", i)
+            if end < 0 or drop > len(previous):
+                return None
+            path = previous[:len(previous) - drop] + data[i:end]
+            at = end + 1
+        else:
+            end = data.find(b"\0", start)
+            if end < 0:
+                return None
+            path = data[start:end]
+            at += (end - at + 8) & ~7  # entries are padded with NULs to a multiple of 8 bytes
+        previous = path
+        out.append(path.decode("utf-8", "surrogateescape"))
+    return out
+
+
+def _hash_size(gitdirs: tuple[str, ...]) -> int:
+    from sbox_shim.regular import read_regular
+
+    for gitdir in gitdirs:
+        text = (read_regular(join(gitdir, "config")) or b"").decode("utf-8", "replace").lower().replace(" ", "")
+        if "objectformat=sha256" in text:
+            return 32
+    return 20
+
+
+def repository(root: str, trusted: Callable[[str], bool]) -> tuple[str, tuple[str, ...]] | None:
+    """The top of the worktree `root` lies in (its own or an enclosing one) and its git directories:
+    the nearest `.git` that is `trusted` (no step could have made it: a read-only bind, or out of
+    the step's reach). One that is not is passed over: a step's own `.git`, index and all, would
+    vouch for its plants, and the guard moves it (NESTED), leaving the host's git the one above."""
+    here = root.rstrip("/") or "/"
+    while True:
+        dotgit = join(here, ".git")
+        found = git_dirs(dotgit)
+        if found and trusted(dotgit):
+            return here, found
+        parent = dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> Callable[[str], bool | None]:
+    """A test of an absolute path: is it tracked (a file, or a directory with a tracked file below
+    it)? None when there is no repository, or its index cannot be read. Reads the index at the
+    first question."""
+    from sbox_shim.regular import read_regular
+
+    state: list[tuple[str, set[str], set[str]] | None] = []
+
+    def load() -> tuple[str, set[str], set[str]] | None:
+        found = repository(root, trusted)
+        if found is None:
+            return None
+        top, gitdirs = found
+        paths = index_paths(read_regular(join(gitdirs[0], "index"), MAX_INDEX) or b"", _hash_size(gitdirs))
+        if paths is None:
+            return None
+        dirs = {p[:i] for p in paths for i in range(len(p)) if p[i] == "/"}
+        return top.rstrip("/"), set(paths), dirs
+
+    def tracked(path: str) -> bool | None:
+        if not state:
+            state.append(load())
+        known = state[0]
+        if known is None:
+            return None
+        top, files, dirs = known
+        if not path.startswith(top + "/"):
+            return None
+        rel = path[len(top) + 1:].rstrip("/")
+        return rel in files or rel in dirs
+
+    return tracked
