@@ -17,7 +17,7 @@ import time
 
 from sbox_shim import kept
 from sbox_shim.guard.watch import _basename, _projects_watched, _relative, anchor, git_dirs_watched, packages_watched
-from sbox_shim.guard.watch import present
+from sbox_shim.guard.watch import HOST_EXECUTED, present
 from sbox_shim.guard.watch import resolved, watched
 from sbox_shim.guard.watch import hooks_path as hooks_path  # re-exported
 from sbox_shim.guard.watch import writable_parts as writable_parts  # re-exported
@@ -292,7 +292,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
         _link_change(root, anchor(root, way), snapshot, changes, links_only=True)
     nested: list[str] = []
     top = root.rstrip("/") or "/"  # where Python runs scripts from: the top, each watched script's directory
-    py_dirs = frozenset([top] + [dirname(join(top, n)) for n in names if n.endswith(".py")])
+    py_dirs = frozenset([top] + [dirname(join(top, n)) for n in names  # a script a git setting runs, there
+                                 if n.endswith(".py") and _basename(n) not in HOST_EXECUTED and _exists(join(top, n))])
     parts = writable_parts(mounts, root)
     tracked = tracker(root, lambda dotgit: dotgit in skip or not any(inside(dotgit, p) for p in parts))
     for part in parts:
@@ -325,7 +326,7 @@ def _why(root: str, rel: str, entry: Entry) -> str:
         return f"a package before {name}.py"
     if entry.kind == "dir" and name == "node_modules":
         return "Node requires from it before the project's node_modules"
-    if entry.kind == "dir" and name.endswith(".dist-info"):
+    if entry.kind == "dir" and name.endswith((".dist-info", ".egg-info")):
         return "Python loads its entry points"
     if entry.kind == "dir" and _entry_under(root, rel + "/__init__.py") is not None:
         return "a package named as a module of the standard library"
@@ -456,6 +457,46 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
             if fmt == stat.S_IFDIR:
                 moved.append(path)
             yield _relative(path, root), _found(root if inside(top, root) else top, path, st)
+
+
+SYSTEM_BIN = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def bin_shadows(snapshot: Before) -> list[str]:
+    """The commands the step put in the project's `node_modules/.bin` that are named as the
+    system's (`"bin": {"git": …}` in a dependency: no install script needed), which run in place
+    of them in a shell that has `node_modules/.bin` on PATH (direnv's `layout node`; red team
+    23). Not the system's own Node tools (Debian's `tsc`, `rollup`: links into /usr/share/nodejs)."""
+    top = snapshot.root.rstrip("/")
+    try:
+        fd = open_along(top, "node_modules/.bin")
+    except OSError:
+        return []
+    try:
+        if posix.fstat(fd).st_ctime_ns < snapshot.started_ns:
+            return []
+        listed = listed_at(fd) or []
+        made = [n for n, _ in listed if _changed_at(fd, n, snapshot.started_ns)]
+    finally:
+        posix.close(fd)
+    out = []
+    for name in sorted(made):
+        for directory in SYSTEM_BIN:
+            try:
+                posix.stat(join(directory, name))
+            except OSError:
+                continue
+            if not _node_tool(join(directory, name)):
+                out.append(name)
+            break
+    return out
+
+
+def _node_tool(path: str) -> bool:
+    """Is the system's command at `path` itself a Node package's (Debian's node-* packages)?"""
+    import os
+
+    return any(p in os.path.realpath(path) for p in ("/nodejs/", "/node_modules/"))
 
 
 STARTUP = ("sitecustomize", "usercustomize")  # and every *.pth: site-packages code Python runs at start
@@ -707,7 +748,8 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
     stem, dot, suffix = name.rpartition(".")
     if name.endswith(".py"):
         tests = (name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py")) and _collected(path, root)
-        python = tests or here in py_dirs and _standard(stem) or _namespace_before(here, stem, tracked)
+        python = tests or here in py_dirs and _standard(stem) or _namespace_before(here, stem, tracked) or (
+            name == "__init__.py" and bool(tracked(here)))  # a package's, or `tests/` made one: imported first
         return python and tracked(path) is not True
     if name == "package.json":
         return here != root.rstrip("/") and any(tracked(join(here, n)) for n in NODE_INDEX) and not tracked(path)
@@ -721,7 +763,10 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
             st = posix.lstat(sibling)
         except OSError:
             continue
-        if (later == "/") != stat.S_ISDIR(st.st_mode) or not tracked(sibling):
+        if (later == "/") != stat.S_ISDIR(st.st_mode):
+            continue
+        loads = [join(sibling, n) for n in ("package.json",) + NODE_INDEX] if later == "/" else [sibling]
+        if not any(tracked(p) for p in loads):  # `src/routes/` of .ts files: tsc's `src/routes.js` is the build's
             continue
         if tracked(path):
             return False
@@ -773,7 +818,17 @@ def shadowing_dir(path: str, name: str, py_dirs: frozenset[str], root: str,
             return False
         except OSError:
             return not tracked(path)
+    if name.endswith(".egg-info") and here in py_dirs:  # setuptools writes one in a Python project's tree
+        return not any(_exists(join(here, n)) for n in PYTHON_PROJECT[:3]) and not tracked(path)
     return name.endswith(".dist-info") and here in py_dirs and not tracked(path)
+
+
+def _exists(path: str) -> bool:
+    try:
+        posix.lstat(path)
+        return True
+    except OSError:
+        return False
 
 
 def _elf(path: str) -> bool | None:
@@ -849,7 +904,10 @@ def bytecode(path: str, name: str) -> bool:
             return True
         except OSError:
             pass
-    return False
+    try:  # a namespace package `x/` (no `__init__`): Python takes `x.so` first (red team 25)
+        return stat.S_ISDIR(posix.lstat(join(dirname(path), stem)).st_mode)
+    except OSError:
+        return False
 
 
 def _found(base: str, path: str, st: posix.stat_result) -> Entry:

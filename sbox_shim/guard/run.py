@@ -159,6 +159,11 @@ def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -
             lines.append(f"sbox: this step wrote a venv's startup code, which runs whenever you use that venv: {shown}; "
                          f"sbox leaves it (an install writes it too): if this step installed nothing there, review "
                          f"it or make the venv again")
+    shadows = guard.bin_shadows(snapshot)
+    if shadows:
+        lines.append(f"sbox: node_modules/.bin now holds {', '.join(shadows)}, named as your system's commands: a shell "
+                     f"with node_modules/.bin on PATH (direnv's layout node) runs these instead; see what each is "
+                     f"(ls -l node_modules/.bin/{shadows[0]}) before you use one there")
     hooks = moved is not None and _touches_hooks(moved[1], guard.hooks_path(snapshot.root))
     # .git is read-only in every sandbox: a hook installer never succeeds there, even when it exits 0
     # (husky 9 does, having failed to set core.hooksPath)

@@ -20,6 +20,13 @@ MAX_INDEX = 256 << 20  # a bigger index is not read (as though there were no rep
 
 def index_paths(data: bytes, hash_size: int = 20) -> list[str] | None:
     """The paths an index file (versions 2, 3 and 4) lists; None if it is not one."""
+    read = index_file(data, hash_size)
+    return None if read is None else read[0]
+
+
+def index_file(data: bytes, hash_size: int = 20) -> tuple[list[str], str | None] | None:
+    """(The paths an index file lists, the shared index its `link` extension names: a split index,
+    `core.splitIndex`, whose entries there have no names); None if it is not one."""
     if len(data) < 12 or data[:4] != b"DIRC":
         return None
     version = int.from_bytes(data[4:8], "big")
@@ -57,7 +64,13 @@ def index_paths(data: bytes, hash_size: int = 20) -> list[str] | None:
             at += (end - at + 8) & ~7  # entries are padded with NULs to a multiple of 8 bytes
         previous = path
         out.append(path.decode("utf-8", "surrogateescape"))
-    return out
+    link = None
+    while at + 8 <= len(data) - hash_size:  # the extensions, then the file's own hash
+        size = int.from_bytes(data[at + 4:at + 8], "big")
+        if data[at:at + 4] == b"link" and size >= hash_size:
+            link = data[at + 8:at + 8 + hash_size].hex()
+        at += 8 + size
+    return [p for p in out if p], link
 
 
 def _hash_size(gitdirs: tuple[str, ...]) -> int:
@@ -100,9 +113,16 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
         if found is None:
             return None
         top, gitdirs = found
-        paths = index_paths(read_regular(join(gitdirs[0], "index"), MAX_INDEX) or b"", _hash_size(gitdirs))
-        if paths is None:
+        size = _hash_size(gitdirs)
+        read = index_file(read_regular(join(gitdirs[0], "index"), MAX_INDEX) or b"", size)
+        if read is None:
             return None
+        paths, link = read
+        if link is not None and link.strip("0"):  # a split index: the shared one holds the rest
+            shared = index_paths(read_regular(join(gitdirs[0], f"sharedindex.{link}"), MAX_INDEX) or b"", size)
+            if shared is None:
+                return None  # as though there were no repository: nothing reads as tracked
+            paths += shared  # its deleted entries counted as tracked too
         dirs = {p[:i] for p in paths for i in range(len(p)) if p[i] == "/"}
         return top.rstrip("/"), set(paths), dirs
 

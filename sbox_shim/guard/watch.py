@@ -306,14 +306,18 @@ SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "fish", "busybox")
 # environment managers' runners, privilege and tracing wrappers, the shell's own ways
 RUNNERS = ("uv", "uvx", "poetry", "pipenv", "pdm", "hatch", "rye", "conda", "mamba", "npx", "bunx", "pnpx", "tsx",
            "ts-node", "ipython", "jupyter", "source", "eval", "sudo", "doas", "su", "nix-shell", "nix",
-           "direnv", "script", "parallel", "strace", "ltrace", "gdb", "watch", "entr", "exec", "runpy", "pytest")
+           "direnv", "script", "parallel", "strace", "ltrace", "gdb", "watch", "entr", "exec", "runpy", "pytest",
+           "awk", "gawk", "mawk", "nawk", "busybox", "tclsh", "wish", "expect", "guile", "osascript")
 SYNTAX = ("{", "}", "(", ")", "!", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for",
           "in", "case", "esac", "function")
 
 
 def _runs_scripts(word: str) -> bool:
-    name = word.rsplit("/", 1)[-1]
+    name = word.rsplit("/", 1)[-1].lstrip("-")  # `${PY:-python3}` reads as `-python3`
     return name in INTERPRETERS or name in RUNNERS or name.startswith(("python", "pypy"))
+
+
+FILE_PROGRAMS = ("sed", "gsed", "make", "gmake", "bmake", "jq", "gdb")  # run the script their -f names
 
 
 def _simple_commands(value: str, depth: int = 0) -> list[tuple[str, str | None]]:
@@ -337,7 +341,9 @@ def _simple_commands(value: str, depth: int = 0) -> list[tuple[str, str | None]]
                                                                   if t.rsplit("/", 1)[-1] not in SHELLS)
             out += [(text, text if relevant else None)] + code
             continue
-        if any(_runs_scripts(t) for t in tokens) or any(words[i] == "." for i in starts):  # `. x.sh`
+        files = any(w.rsplit("/", 1)[-1] in FILE_PROGRAMS for w in words) and any(
+            w in ("-f", "--file") or w.startswith(("--file=", "--makefile=")) for w in words)  # `sed -f x.sed`
+        if any(_runs_scripts(t) for t in tokens) or files or any(words[i] == "." for i in starts):  # `. x.sh`
             out.append((text, text))
             continue
         path = next((w for i in starts for w in [_behind_wrappers(words[i:])] if w), None)

@@ -267,3 +267,71 @@ def test_a_git_index_the_step_made_vouches_for_nothing(runs: Runs, tmp_path: Pat
     _write(root, {"lib.js": touch})  # the control, made on the host
     subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
     assert marker.exists()
+
+
+def test_a_dependency_s_bin_named_as_a_system_command_is_said(runs: Runs, tmp_path: Path) -> None:
+    """Red team 23: a `file:` dependency's `"bin": {"git": "git.js"}` lands in node_modules/.bin
+    even under --ignore-scripts, and a shell with node_modules/.bin on PATH (direnv's `layout
+    node`) ran it at the next `git status`, sbox silent. Now one line names it; the control: the
+    same PATH runs the dependency's `git`."""
+    root = husky_project(tmp_path)
+    marker = tmp_path / "bin-ran"
+    _write(root, {"package.json": '{"name": "app", "version": "1.0.0"}\n'})
+    _commit(root)
+    step = ("mkdir -p node_modules/dep node_modules/.bin && "
+            f"printf '#!/bin/sh\\ntouch {marker}\\n' > node_modules/dep/git.js && chmod +x node_modules/dep/git.js && "
+            "ln -s ../dep/git.js node_modules/.bin/git && ln -s ../dep/git.js node_modules/.bin/not-a-system-command")
+    stderr = _plant_by(runs, root, step)
+    assert "sbox: node_modules/.bin now holds git, named as your system's commands" in stderr, stderr
+    again = _plant_by(runs, root, "true")  # said once: the step that put it there
+    assert "node_modules/.bin now holds" not in again, again
+    path = f"{root / 'node_modules/.bin'}:{os.environ['PATH']}"
+    subprocess.run(["git", "status"], cwd=root, env=dict(GIT_ENV, PATH=path), capture_output=True, timeout=60)
+    assert marker.exists()  # the control: what the line warns of
+
+
+def test_red_team_25_s_ways_in_are_held(runs: Runs, tmp_path: Path) -> None:
+    """Red team 25, each hidden by its own `.gitignore` (bwrap 2/2, docker 1/1): a `tests/__init__.py`
+    and an `evil.egg-info` naming a pytest plugin ran at the host's `python3 -m pytest`; under
+    `core.splitIndex` (the index's names in `sharedindex.*`) a `src/lib.js` before the tracked
+    `src/lib/` ran at `node .`; a textconv's `awk -f conv.awk` rewritten ran at `git diff`."""
+    root = husky_project(tmp_path)
+    git(root, "config", "--unset", "core.hooksPath")
+    git(root, "config", "core.splitIndex", "true")
+    git(root, "config", "diff.txt.textconv", "awk -f conv.awk")
+    marks = {n: tmp_path / f"{n}-ran" for n in ("init", "egg", "lib", "awk")}
+    _write(root, {"package.json": '{"name": "app", "version": "1.0.0", "main": "src/app.js"}\n',
+                  "src/app.js": "require('./lib');\n", "src/lib/index.js": "module.exports = 1;\n",
+                  "tests/test_a.py": "def test_a():\n    pass\n", "conv.awk": "{ print }\n",
+                  ".gitattributes": "*.txt diff=txt\n", "data.txt": "a\n"})
+    _commit(root)
+    git(root, "update-index", "--split-index")
+    plant = {"tests/__init__.py": _payload(marks["init"]), "tests/.gitignore": "__init__.py\n.gitignore\n",
+             "evil.egg-info/PKG-INFO": "Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n",
+             "evil.egg-info/entry_points.txt": "[pytest11]\nevilplug = evilplug\n", "evil.egg-info/.gitignore": "*\n",
+             "evilplug/__init__.py": _payload(marks["egg"]), "evilplug/.gitignore": "*\n",
+             "src/lib.js": f"require('fs').writeFileSync({str(marks['lib'])!r}, 'ran');\n",
+             "src/.gitignore": "lib.js\n.gitignore\n",
+             "conv.awk": f'BEGIN {{ system("touch {marks["awk"]}") }}\n{{ print }}\n', "data.txt": "b\n"}
+    stderr = _plant(runs, root, plant)
+    for path in ("tests/__init__.py", "evil.egg-info", "src/lib.js", "conv.awk"):
+        assert f"quarantined {path} (" in stderr, stderr
+    hosts = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], ["node", "."], ["git", "diff"])
+    for command in hosts:
+        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+    assert not any(m.exists() for m in marks.values()), [n for n, m in marks.items() if m.exists()]
+    _write(root, plant)  # the control, made on the host
+    for command in hosts:
+        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+    assert all(m.exists() for m in marks.values()), [n for n, m in marks.items() if not m.exists()]
+
+
+def test_typescript_compiled_in_place_is_left_alone(runs: Runs, tmp_path: Path) -> None:
+    """Red team 25: tsc without an outDir writes `src/routes.js` beside `src/routes/`, whose tracked
+    files are `.ts`: Node loads nothing there that git tracks, so the build's file is its own."""
+    root = husky_project(tmp_path)
+    _write(root, {"src/routes.ts": "export {}\n", "src/routes/index.ts": "export {}\n", "src/app.ts": "export {}\n"})
+    _commit(root)
+    build = "for f in routes routes/index app; do echo 'exports.x = 1;' > src/$f.js; done"
+    assert "quarantined" not in _plant_by(runs, root, build)
+    assert (root / "src/routes.js").exists()

@@ -173,3 +173,45 @@ def test_a_git_index_a_step_could_have_made_vouches_for_nothing(tmp_path: Path) 
     assert believed(str(front / "lib.js"))  # what trusting the step's index would say
     checked = tracker(str(front), lambda dotgit: dotgit != made)
     assert checked(str(front / "lib.js")) is False and checked(str(front / "lib/index.js")) is True
+
+
+def test_red_team_25_s_ways_in_are_named_and_a_build_in_place_is_not(tmp_path: Path) -> None:
+    """Red team 25: a `tests/__init__.py` (pytest imports the package), an `__init__.py` in a tracked
+    namespace package, an `*.egg-info` at a top with no Python packaging (its entry points), a plain
+    `x.so` before a namespace package `x/`, a split index (`core.splitIndex`: its entries' names lie
+    in the shared index); `sed -f`, `awk -f`, `make -f`, `${PY:-python3}` in a git setting; and
+    tsc's `src/routes.js` beside `src/routes/` of tracked `.ts` files is the build's, not a shadow."""
+    import subprocess
+
+    from sbox_shim.guard.tracked import tracker
+    from sbox_shim.guard.watch import command_words
+
+    top = str(tmp_path)
+    files = ("tests/test_a.py", "ns/mod.py", "src/routes/index.ts", "src/routes.ts", "lib/index.js")
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "core.splitIndex=true"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", *files], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "update-index", "--split-index"], cwd=tmp_path, check=True)
+    assert any(p.name.startswith("sharedindex.") for p in (tmp_path / ".git").iterdir())
+    is_tracked = tracker(top)
+    assert is_tracked(top + "/lib/index.js") and not is_tracked(top + "/lib.js")
+
+    def shadows(rel: str) -> bool:
+        return guard.shadowing_source(str(tmp_path / rel), rel.rsplit("/", 1)[-1], frozenset([top]), top, is_tracked)
+
+    assert shadows("tests/__init__.py") and shadows("ns/__init__.py") and not shadows("fresh/__init__.py")
+    assert shadows("lib.js")  # through the split index
+    assert not shadows("src/routes.js")
+    assert guard.shadowing_dir(top + "/evil.egg-info", "evil.egg-info", frozenset([top]), top, is_tracked)
+    (tmp_path / "pyproject.toml").write_text("")
+    assert not guard.shadowing_dir(top + "/evil.egg-info", "evil.egg-info", frozenset([top]), top, is_tracked)
+    assert guard.bytecode(top + "/ns.so", "ns.so") and not guard.bytecode(top + "/other.so", "other.so")
+    assert "conv.awk" in command_words('diff "x"', "textconv", "awk -f conv.awk")
+    assert "red.sed" in command_words('filter "x"', "clean", "sed -f red.sed")
+    assert "lint.mk" in command_words("alias", "lint", "!make -f lint.mk")
+    assert "conv.py" in command_words('diff "x"', "textconv", "${PY:-python3} conv.py")
+    assert command_words("alias", "t", "!make test") == [] and command_words("alias", "s", "!sed -n 1p x") == []
