@@ -278,7 +278,8 @@ def _on_the_way(root: str, names: Sequence[str], entries: Mapping[str, Entry]) -
     return out
 
 
-def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = None) -> list[Change]:
+def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = None,
+          told: list[str] | None = None) -> list[Change]:
     """What the step created or changed among the host-executed paths, and the setuid/setgid
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
     root, skip = snapshot.root, readonly_targets(mounts)
@@ -297,7 +298,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     parts = writable_parts(mounts, root)
     tracked = tracker(root, lambda dotgit: dotgit in skip or not any(inside(dotgit, p) for p in parts))
     for part in parts:
-        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested, py_dirs, tracked):
+        for rel, entry in special_files(root, part, skip, snapshot.started_ns, state_dir, nested, py_dirs, tracked,
+                                        told):
             if rel not in changes:
                 old = snapshot.entries.get(rel)
                 changes[rel] = Change(rel, "changed" if old else "created", entry, _why(root, rel, entry))
@@ -335,8 +337,6 @@ def _why(root: str, rel: str, entry: Entry) -> str:
     path = join(root, rel)
     if entry.mode & (stat.S_ISUID | stat.S_ISGID) or bytecode(path, name) or module_link(path, name):
         return "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
-    if name == "conftest.py" or name.startswith("test_") and name.endswith(".py") or name.endswith("_test.py"):
-        return "pytest imports it"
     if name.endswith(".py"):
         return "Python imports it before the project's own"
     return "Node requires it before the project's own"
@@ -404,7 +404,8 @@ def _differs(old: Entry, new: Entry) -> bool:
 def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
                   state_dir: str | None = None, kept_out: list[str] | None = None,
                   py_dirs: frozenset[str] = frozenset(),
-                  tracked: Callable[[str], bool | None] = lambda path: None) -> Iterator[tuple[str, Entry]]:
+                  tracked: Callable[[str], bool | None] = lambda path: None,
+                  told: list[str] | None = None) -> Iterator[tuple[str, Entry]]:
     """What a step left anywhere under `top` that the host would act on, judged by inodes that
     changed at or after `since_ns`: setuid/setgid files, sockets, FIFOs, Python bytecode of the
     project's own (`bytecode`), source that Python or Node imports in place of the project's
@@ -448,6 +449,9 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
             fmt == stat.S_IFDIR and (shadowing_package(path, name, since_ns, py_dirs)
                                      or shadowing_dir(path, name, py_dirs, root, tracked))) or (
             fmt in (stat.S_IFREG, stat.S_IFLNK) and shadowing_source(path, name, py_dirs, root, tracked))
+        if not special and told is not None and fmt == stat.S_IFREG and st.st_ctime_ns >= since_ns and \
+                tests_made(path, name, root, tracked):
+            told.append(_relative(path, root))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
                 cut, entry = _too_deep(root, path)
@@ -747,12 +751,11 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
     here = dirname(path)
     stem, dot, suffix = name.rpartition(".")
     if name.endswith(".py"):
-        tests = (name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py")) and _collected(path, root)
-        python = tests or here in py_dirs and _standard(stem) or _namespace_before(here, stem, tracked) or (
-            name == "__init__.py" and bool(tracked(here)))  # a package's, or `tests/` made one: imported first
+        python = here in py_dirs and _standard(stem) or _namespace_before(here, stem, tracked) or (
+            name == "__init__.py" and bool(tracked(join(here, "*.py"))))  # a package's, `tests/` made one
         return python and tracked(path) is not True
     if name == "package.json":
-        return here != root.rstrip("/") and any(tracked(join(here, n)) for n in NODE_INDEX) and not tracked(path)
+        return any(tracked(join(here, n)) for n in NODE_INDEX) and not tracked(path) and _points_elsewhere(path)
     suffix = dot + suffix if dot and stem else ""
     stem = stem if suffix else name
     if suffix not in ("", ".js", ".node") or not stem or stem.startswith("."):
@@ -768,10 +771,40 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
         loads = [join(sibling, n) for n in ("package.json",) + NODE_INDEX] if later == "/" else [sibling]
         if not any(tracked(p) for p in loads):  # `src/routes/` of .ts files: tsc's `src/routes.js` is the build's
             continue
-        if tracked(path):
-            return False
+        if tracked(path) or suffix == ".js" and any(tracked(join(here, stem + s)) for s in COMPILED):
+            return False  # tsc's `src/config.js` from a tracked `src/config.ts`, beside `src/config.json`
         return bool(suffix) or _elf(path) is not True  # unreadable: as Node may read it
     return False
+
+
+COMPILED = (".ts", ".tsx", ".mts", ".cts", ".jsx", ".coffee")  # what a build compiles to `x.js` beside it
+
+
+def _points_elsewhere(path: str) -> bool:
+    """Does this package.json send `require` of its directory to another file than its `index.js`
+    (a `main` or `exports` naming one; not `{"type": "module"}`, ncc's)?"""
+    import json
+
+    from sbox_shim.regular import read_regular
+
+    try:
+        data = json.loads(read_regular(path) or b"{}")
+    except ValueError:
+        return True  # Node fails on it: nothing it runs, but nothing to trust either
+    if not isinstance(data, dict):
+        return False
+    main = data.get("main")
+    same = main is None or isinstance(main, str) and normpath(main.removeprefix("./")) in ("index", "index.js", ".")
+    return not same or "exports" in data
+
+
+def tests_made(path: str, name: str, root: str, tracked: Callable[[str], bool | None]) -> bool:
+    """A test module a step made that git does not track, which pytest imports wherever it
+    collects (`conftest.py`, `test_*.py`, `*_test.py`; red teams 23 and 24 hid one with its own
+    `.gitignore`, and the host's `python3 -m pytest` ran it). Said in a line, not moved: a code
+    generator writes tests too (red team 26: openapi-generator's new `test/test_store_api.py`)."""
+    return (name == "conftest.py" or name.startswith("test_") and name.endswith(".py") or name.endswith("_test.py")) \
+        and not any(p in path for p in INSTALLED) and _collected(path, root) and tracked(path) is not True
 
 
 NOT_COLLECTED = ("build", "dist", "node_modules", "venv", "CVS", "_darcs", "{arch}")  # pytest's norecursedirs
@@ -818,9 +851,17 @@ def shadowing_dir(path: str, name: str, py_dirs: frozenset[str], root: str,
             return False
         except OSError:
             return not tracked(path)
-    if name.endswith(".egg-info") and here in py_dirs:  # setuptools writes one in a Python project's tree
-        return not any(_exists(join(here, n)) for n in PYTHON_PROJECT[:3]) and not tracked(path)
-    return name.endswith(".dist-info") and here in py_dirs and not tracked(path)
+    return name.endswith((".dist-info", ".egg-info")) and here in py_dirs and not tracked(path) and _plugins(path)
+
+
+def _plugins(path: str) -> bool:
+    """Does this metadata directory name entry points other than scripts (`[pytest11]`: plugins a
+    tool loads on its own)? A package vendored with `pip install --target .` names scripts only."""
+    from sbox_shim.regular import read_regular
+
+    text = (read_regular(join(path, "entry_points.txt")) or b"").decode("utf-8", "replace")
+    groups = [line.strip()[1:-1].strip() for line in text.splitlines() if line.strip().startswith("[")]
+    return any(g not in ("console_scripts", "gui_scripts") for g in groups)
 
 
 def _exists(path: str) -> bool:

@@ -140,8 +140,13 @@ def _release(held: tuple[dict[int, Any], list[int]]) -> None:
 def _inspect(step: Any, snapshot: Any, code: int, state_dir: str, err: TextIO) -> None:
     from sbox_shim import guard
 
-    changes = guard.after(snapshot, step.mounts, state_dir)
+    tests: list[str] = []
+    changes = guard.after(snapshot, step.mounts, state_dir, tests)
     lines = guard.script_changes(snapshot)
+    if tests:
+        shown = ", ".join(tests[:4]) + (f" and {len(tests) - 4} more" if len(tests) > 4 else "")
+        lines.append(f"sbox: this step made test modules git does not track, which pytest runs wherever it collects: "
+                     f"{shown}; review them before you run pytest (git status --ignored shows what a step added)")
     moved = None
     if changes:
         from sbox_shim.guard import quarantine

@@ -102,40 +102,43 @@ def repository(root: str, trusted: Callable[[str], bool]) -> tuple[str, tuple[st
 
 def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> Callable[[str], bool | None]:
     """A test of an absolute path: is it tracked (a file, or a directory with a tracked file below
-    it)? None when there is no repository, or its index cannot be read. Reads the index at the
-    first question."""
-    from sbox_shim.regular import read_regular
-
-    state: list[tuple[str, set[str], set[str]] | None] = []
-
-    def load() -> tuple[str, set[str], set[str]] | None:
-        found = repository(root, trusted)
-        if found is None:
-            return None
-        top, gitdirs = found
-        size = _hash_size(gitdirs)
-        read = index_file(read_regular(join(gitdirs[0], "index"), MAX_INDEX) or b"", size)
-        if read is None:
-            return None
-        paths, link = read
-        if link is not None and link.strip("0"):  # a split index: the shared one holds the rest
-            shared = index_paths(read_regular(join(gitdirs[0], f"sharedindex.{link}"), MAX_INDEX) or b"", size)
-            if shared is None:
-                return None  # as though there were no repository: nothing reads as tracked
-            paths += shared  # its deleted entries counted as tracked too
-        dirs = {p[:i] for p in paths for i in range(len(p)) if p[i] == "/"}
-        return top.rstrip("/"), set(paths), dirs
+    it) in the repository it lies in, the nearest trusted one above it (a submodule's, a nested
+    clone's, a linked worktree's in the project: red team 26)? None when there is none, or its
+    index cannot be read. Each index is read at the first question about a path in it."""
+    loaded: dict[str, tuple[str, set[str], set[str]] | None] = {}
 
     def tracked(path: str) -> bool | None:
-        if not state:
-            state.append(load())
-        known = state[0]
-        if known is None:
+        found = repository(dirname(path), trusted)
+        if found is None:
             return None
-        top, files, dirs = known
-        if not path.startswith(top + "/"):
+        top = found[0].rstrip("/")
+        if top not in loaded:
+            loaded[top] = _load(top, found[1])
+        known = loaded[top]
+        if known is None or not path.startswith(top + "/"):
             return None
+        _, files, dirs = known
         rel = path[len(top) + 1:].rstrip("/")
         return rel in files or rel in dirs
 
     return tracked
+
+
+def _load(top: str, gitdirs: tuple[str, ...]) -> tuple[str, set[str], set[str]] | None:
+    from sbox_shim.regular import read_regular
+
+    size = _hash_size(gitdirs)
+    read = index_file(read_regular(join(gitdirs[0], "index"), MAX_INDEX) or b"", size)
+    if read is None:
+        return None
+    paths, link = read
+    if link is not None and link.strip("0"):  # a split index: the shared one holds the rest
+        shared = index_paths(read_regular(join(gitdirs[0], f"sharedindex.{link}"), MAX_INDEX) or b"", size)
+        if shared is None:
+            return None  # as though there were no repository: nothing reads as tracked
+        paths += shared  # its deleted entries counted as tracked too
+    dirs = {p[:i] for p in paths for i in range(len(p)) if p[i] == "/"}
+    # a directory with a tracked Python module directly in it: "DIR/*.py" (the __init__.py rule)
+    dirs |= {p[:p.rindex("/")] + "/*.py" for p in paths if p.endswith(".py") and "/" in p}
+    dirs |= {"*.py"} if any(p.endswith(".py") and "/" not in p for p in paths) else set()
+    return top, set(paths), dirs

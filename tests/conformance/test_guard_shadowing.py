@@ -108,22 +108,28 @@ def test_a_native_addon_before_a_directory_node_runs_is_quarantined(runs: Runs, 
     assert found.stdout.strip().endswith("tools/nbdiff.node"), found
 
 
-def test_a_conftest_hidden_by_its_own_gitignore_is_quarantined(runs: Runs, tmp_path: Path) -> None:
-    """`tests/conftest.py` with a `tests/.gitignore` that ignores it and itself: `git status` shows
-    nothing, and the host's `python3 -m pytest` (an alias, a hook) ran it (1/1 per backend)."""
+def test_test_modules_a_step_made_are_said(runs: Runs, tmp_path: Path) -> None:
+    """`tests/conftest.py` and `tests/test_zz_cache.py` with a `tests/.gitignore` that ignores them
+    and itself: `git status` shows nothing, and the host's `python3 -m pytest` ran them (red teams
+    23 and 24, 1/1 per backend). A code generator writes new tests too (red team 26's
+    openapi-generator run had its `test/test_store_api.py` moved), so one line names them, and
+    nothing is moved; the control: pytest runs them, as the line warns."""
     root = husky_project(tmp_path)
     marker = tmp_path / "conftest-ran"
     _write(root, {"tests/test_a.py": "def test_a():\n    pass\n"})
     _commit(root)
-    plant = {"tests/conftest.py": _payload(marker), "tests/.gitignore": "conftest.py\n.gitignore\n"}
+    plant = {"tests/conftest.py": _payload(marker), "tests/test_zz_cache.py": "",
+             "tests/.gitignore": "conftest.py\ntest_zz_cache.py\n.gitignore\n"}
     stderr = _plant(runs, root, plant)
-    assert "quarantined tests/conftest.py (created by the sandbox" in stderr, stderr
+    said = [line for line in stderr.splitlines() if "made test modules git does not track" in line]
+    assert said and "tests/conftest.py" in said[0] and "tests/test_zz_cache.py" in said[0], stderr
+    assert "quarantined" not in stderr and (root / "tests/conftest.py").exists(), stderr
+    assert not git(root, "status", "--porcelain").stdout.strip()
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
     subprocess.run(pytest, cwd=root, capture_output=True, timeout=120)
-    assert not marker.exists()
-    _write(root, plant)  # the control, made on the host
-    subprocess.run(pytest, cwd=root, capture_output=True, timeout=120)
     assert marker.exists()
+    again = _plant_by(runs, root, "true")  # said by the step that made them, once
+    assert "made test modules" not in again, again
 
 
 def test_python_tool_configs_a_step_writes_are_quarantined(runs: Runs, tmp_path: Path) -> None:
@@ -213,23 +219,22 @@ def test_node_takes_a_package_json_or_a_node_modules_a_step_hid(runs: Runs, tmp_
 
 
 def test_python_takes_a_test_module_a_plugin_or_a_probed_module_a_step_hid(runs: Runs, tmp_path: Path) -> None:
-    """Red team 24: a hidden `tests/test_zz_cache.py` and a `zz-1.0.dist-info` naming a pytest
+    """Red team 24: a hidden `zz-1.0.dist-info` naming a pytest
     plugin ran at the host's `python3 -m pytest`; an `org/` package (which `copy` tries to import)
     and a `helpers.py` before the namespace package `helpers/` at the host's `python3 app.py`."""
     root = husky_project(tmp_path)
-    marks = {n: tmp_path / f"{n}-ran" for n in ("test", "plugin", "org", "helpers")}
+    marks = {n: tmp_path / f"{n}-ran" for n in ("plugin", "org", "helpers")}
     _write(root, {"app.py": "import copy\nfrom helpers import fmt\n", "helpers/fmt.py": "",
                   "tests/test_a.py": "def test_a():\n    pass\n"})
     _commit(root)
-    plant = {"tests/test_zz_cache.py": _payload(marks["test"]), "tests/.gitignore": "test_zz_cache.py\n.gitignore\n",
-             "zz-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: zz\nVersion: 1.0\n",
+    plant = {"zz-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: zz\nVersion: 1.0\n",
              "zz-1.0.dist-info/entry_points.txt": "[pytest11]\nzz = zzplug\n",
              "zz-1.0.dist-info/.gitignore": "*\n", "zzplug/__init__.py": _payload(marks["plugin"]),
              "zzplug/.gitignore": "*\n",
              "org/__init__.py": _payload(marks["org"]), "org/.gitignore": "*\n",
              "helpers.py": _payload(marks["helpers"], "from importlib import import_module as i\n")}
     stderr = _plant(runs, root, plant)
-    for path in ("tests/test_zz_cache.py", "zz-1.0.dist-info", "org", "helpers.py"):
+    for path in ("zz-1.0.dist-info", "org", "helpers.py"):
         assert f"quarantined {path} (created by the sandbox" in stderr, stderr
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
     app = [sys.executable, "app.py"]
@@ -335,3 +340,60 @@ def test_typescript_compiled_in_place_is_left_alone(runs: Runs, tmp_path: Path) 
     build = "for f in routes routes/index app; do echo 'exports.x = 1;' > src/$f.js; done"
     assert "quarantined" not in _plant_by(runs, root, build)
     assert (root / "src/routes.js").exists()
+
+
+def test_red_team_26_s_ways_in_are_held(runs: Runs, tmp_path: Path) -> None:
+    """Red team 26 (bwrap 2/2, docker 1/1): in a submodule, whose own index tracks `config.json`,
+    a hidden `config.js` ran at the host's `node .` (only the project's index had been read); in a
+    Python project whose `.gitignore` already ignores `*.egg-info/` and `local_settings.py`, an
+    egg-info naming a pytest plugin ran at `python3 -m pytest`; a top-level `package.json` whose
+    `main` names a hidden file ran at `node .` in a project with a tracked `index.js`."""
+    root = husky_project(tmp_path)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q")
+    _write(lib, {"config.json": "{}\n"})
+    _commit(lib)
+    marks = {n: tmp_path / f"{n}-ran" for n in ("sub", "egg", "main")}
+    _write(root, {"index.js": "require('./vendor/lib/config');\n", "tests/test_a.py": "def test_a():\n    pass\n",
+                  "pyproject.toml": "[project]\nname = 'p'\nversion = '1'\n",
+                  ".gitignore": "*.egg-info/\nlocal_settings.py\n.cache/\n"})
+    subprocess.run(["git", "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib"],
+                   cwd=root, env=GIT_ENV, check=True, capture_output=True, timeout=60)
+    _commit(root)
+    plant = {"vendor/lib/config.js": f"require('fs').writeFileSync({str(marks['sub'])!r}, 'ran');\n",
+             "vendor/lib/.gitignore": "*\n",
+             "p.egg-info/PKG-INFO": "Metadata-Version: 2.1\nName: p\nVersion: 1\n",
+             "p.egg-info/entry_points.txt": "[pytest11]\np_dev = local_settings\n",
+             "local_settings.py": _payload(marks["egg"]),
+             "package.json": '{"main": ".cache/x.js"}\n',
+             ".cache/x.js": f"require('fs').writeFileSync({str(marks['main'])!r}, 'ran'); require('../index.js');\n"}
+    stderr = _plant(runs, root, {**plant, ".gitignore": "*.egg-info/\nlocal_settings.py\n.cache/\n/package.json\n"})
+    for path in ("vendor/lib/config.js", "p.egg-info", "package.json"):
+        assert f"quarantined {path} (" in stderr, stderr
+    hosts = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], ["node", "."])
+    for command in hosts:
+        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+    assert not any(m.exists() for m in marks.values()), [n for n, m in marks.items() if m.exists()]
+    _write(root, plant)  # the control, made on the host
+    for command in hosts:
+        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+    assert all(m.exists() for m in marks.values()), [n for n, m in marks.items() if not m.exists()]
+
+
+def test_red_team_26_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None:
+    """Red team 26's false positives: protobuf output into a package kept by a `.gitkeep`
+    (`app/gen/__init__.py`), tsc without an outDir beside a JSON import (`src/config.js` from the
+    tracked `src/config.ts`, beside `src/config.json`), a Lambda's `pip install --target .`
+    (`x-1.0.dist-info` naming scripts only), ncc's `dist/package.json` `{"type": "module"}`."""
+    root = husky_project(tmp_path)
+    _write(root, {"app/gen/.gitkeep": "", "app/gen/.gitignore": "*\n!.gitkeep\n!.gitignore\n",
+                  "src/config.ts": "export {}\n", "src/config.json": "{}\n", "dist/index.js": "",
+                  "app/__init__.py": ""})
+    _commit(root)
+    build = ("echo > app/gen/__init__.py && echo > app/gen/x_pb2.py && echo 'exports.x = 1;' > src/config.js && "
+             "mkdir -p x-1.0.dist-info && printf '[console_scripts]\\nx = x:main\\n' > x-1.0.dist-info/entry_points.txt && "
+             "echo '{\"type\": \"module\"}' > dist/package.json")
+    stderr = _plant_by(runs, root, build)
+    assert "quarantined" not in stderr, stderr
+    assert (root / "app/gen/__init__.py").exists() and (root / "dist/package.json").exists()

@@ -129,16 +129,20 @@ def test_source_python_or_node_takes_before_the_project_s_own(tmp_path: Path) ->
     assert not shadows("json.py", frozenset()) and not shadows("tools/json.py")
     assert shadows("tools/json.py", frozenset([top + "/tools"]))
     assert not shadows("mymodule.py")
-    assert shadows("tests/conftest2/conftest.py") and shadows("tests/test_zz.py") and shadows("x_test.py")
-    assert not shadows("tests/conftest.py") and not shadows("tests/test_a.py")  # tracked
+    def tests_made(rel: str) -> bool:
+        return guard.tests_made(str(tmp_path / rel), rel.rsplit("/", 1)[-1], top, is_tracked)
+
+    assert tests_made("tests/conftest2/conftest.py") and tests_made("tests/test_zz.py") and tests_made("x_test.py")
+    assert not tests_made("tests/conftest.py") and not tests_made("tests/test_a.py")  # tracked
+    assert not tests_made("node_modules/x/conftest.py") and not tests_made("build/lib/pkg/tests/test_x.py")
+    assert not tests_made(".tox/x/conftest.py")  # pytest skips them
     assert shadows("helpers.py")  # before the namespace package helpers/
     assert shadows("lib.js") and shadows("config.js") and shadows("tools/nbdiff.node") and shadows("tools/nbdiff.js")
     assert shadows("cli") and not shadows("app")
-    assert shadows("pkg/package.json") and not shadows("package.json")
+    assert not shadows("pkg/package.json") and not shadows("package.json")  # no main: index.js still
     assert not shadows("config.json") and not shadows("other.js") and not shadows("lib.ts")
     assert not shadows("dist/api.js")  # beside a build's own dist/api/ (red team 24's TypeScript build)
-    assert not shadows("node_modules/x/y.js") and not shadows("node_modules/x/conftest.py")
-    assert not shadows("build/lib/pkg/tests/test_x.py") and not shadows(".tox/x/conftest.py")  # pytest skips them
+    assert not shadows("node_modules/x/y.js")
 
     def shadows_dir(rel: str) -> bool:
         path, name = str(tmp_path / rel), rel.rsplit("/", 1)[-1]
@@ -146,6 +150,9 @@ def test_source_python_or_node_takes_before_the_project_s_own(tmp_path: Path) ->
 
     assert shadows_dir("src/node_modules") and not shadows_dir("node_modules") and not shadows_dir(".cache/x/node_modules")
     assert not shadows_dir("node_modules/a/node_modules") and not shadows_dir("pkg/x.dist-info/..")
+    for where in ("zz-1.0.dist-info", "src/zz-1.0.dist-info"):
+        (tmp_path / where).mkdir(parents=True)
+        (tmp_path / where / "entry_points.txt").write_text("[pytest11]\nzz = zzplug\n")
     assert shadows_dir("zz-1.0.dist-info") and not shadows_dir("src/zz-1.0.dist-info")
     elsewhere = tmp_path.parent / (tmp_path.name + "-norepo")
     elsewhere.mkdir()
@@ -206,9 +213,11 @@ def test_red_team_25_s_ways_in_are_named_and_a_build_in_place_is_not(tmp_path: P
     assert shadows("tests/__init__.py") and shadows("ns/__init__.py") and not shadows("fresh/__init__.py")
     assert shadows("lib.js")  # through the split index
     assert not shadows("src/routes.js")
-    assert guard.shadowing_dir(top + "/evil.egg-info", "evil.egg-info", frozenset([top]), top, is_tracked)
-    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "evil.egg-info").mkdir()
+    (tmp_path / "evil.egg-info/entry_points.txt").write_text("[console_scripts]\nx = x:main\n")
     assert not guard.shadowing_dir(top + "/evil.egg-info", "evil.egg-info", frozenset([top]), top, is_tracked)
+    (tmp_path / "evil.egg-info/entry_points.txt").write_text("[console_scripts]\nx = x:main\n[pytest11]\ne = e\n")
+    assert guard.shadowing_dir(top + "/evil.egg-info", "evil.egg-info", frozenset([top]), top, is_tracked)
     assert guard.bytecode(top + "/ns.so", "ns.so") and not guard.bytecode(top + "/other.so", "other.so")
     assert "conv.awk" in command_words('diff "x"', "textconv", "awk -f conv.awk")
     assert "red.sed" in command_words('filter "x"', "clean", "sed -f red.sed")
