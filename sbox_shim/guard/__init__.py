@@ -335,7 +335,7 @@ def _why(root: str, rel: str, entry: Entry) -> str:
     if entry.kind not in ("file", "link"):
         return entry.kind
     path = join(root, rel)
-    if entry.mode & (stat.S_ISUID | stat.S_ISGID) or bytecode(path, name) or module_link(path, name):
+    if entry.mode & (stat.S_ISUID | stat.S_ISGID) or name.endswith((".pyc", ".so")) or module_link(path, name):
         return "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
     if name.endswith(".py"):
         return "Python imports it before the project's own"
@@ -419,6 +419,7 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
     from sbox_shim.guard import index
 
     found = index.scan(top, state_dir, stats=True)
+    every = told is not None and any(n.endswith(".py") for _, n, _ in found.listed) and collects_more(root)
     if kept_out is not None:  # the KEPT entries the walk found
         kept_out += found.nested
     for directory in found.too_deep:
@@ -444,13 +445,13 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         # host's to make: guard/watch.py watches what it holds only once the host has made it
         project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
-            fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name))) or (
-            fmt == stat.S_IFLNK and (bytecode(path, name) or module_link(path, name))) or (
-            fmt == stat.S_IFDIR and (shadowing_package(path, name, since_ns, py_dirs)
+            fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name, tracked))) or (
+            fmt == stat.S_IFLNK and (bytecode(path, name, tracked) or module_link(path, name))) or (
+            fmt == stat.S_IFDIR and (shadowing_package(path, name, since_ns, py_dirs, tracked)
                                      or shadowing_dir(path, name, py_dirs, root, tracked))) or (
             fmt in (stat.S_IFREG, stat.S_IFLNK) and shadowing_source(path, name, py_dirs, root, tracked))
         if not special and told is not None and fmt == stat.S_IFREG and st.st_ctime_ns >= since_ns and \
-                tests_made(path, name, root, tracked):
+                tests_made(path, name, root, tracked, every):
             told.append(_relative(path, root))
         if special and st.st_ctime_ns >= since_ns:
             if len(path) > LONGEST:  # the walk reaches it, a path would not: moved from higher up, whole
@@ -697,7 +698,8 @@ def _is_package(fd: int, name: str) -> bool:
         return False
 
 
-def shadowing_package(path: str, name: str, since_ns: int, py_dirs: frozenset[str] = frozenset()) -> bool:
+def shadowing_package(path: str, name: str, since_ns: int, py_dirs: frozenset[str] = frozenset(),
+                      tracked: Callable[[str], bool | None] = lambda path: None) -> bool:
     """A package whose `__init__.py` the step wrote, beside a module of its name, which Python then
     imports no more (red team 20: `tools/fsmonlib/__init__.py` beside the `fsmonlib.py` that the
     watched `core.fsmonitor` script imports, hidden by its own `.gitignore`: the host's
@@ -711,12 +713,17 @@ def shadowing_package(path: str, name: str, since_ns: int, py_dirs: frozenset[st
             posix.lstat(join(dirname(path), name + ".py"))
     except OSError:
         return False
-    return init.st_ctime_ns >= since_ns
+    # a package git tracks is the project's own (red team 27: a Django app `profile/` whose
+    # `__init__.py` a formatter rewrote was moved whole)
+    return init.st_ctime_ns >= since_ns and tracked(join(path, "__init__.py")) is not True
 
 
 NODE_ORDER = ("", ".js", ".json", ".node", "/")  # how `require("./x")` looks: x, x.js, x.json, x.node, x/
 NODE_INDEX = ("index.js", "index.json", "index.node")  # what `require("./x")` runs in x/ without a package.json
-ELF = b"\x7fELF"
+# executables' magic numbers, none of them a JavaScript file's start: ELF, Mach-O (both byte orders,
+# 32 and 64 bits, fat); not PE's `MZ`, which can begin a script
+BINARY = (b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe",
+          b"\xca\xfe\xba\xbe")
 # modules the standard library (or pip, or pytest) tries to import and does without: `copy` and
 # `pickle` try `org.python.core`, a `__pypy__` is probed, pip's `_manylinux`, platform's `java`
 PROBED = ("org", "__pypy__", "_manylinux", "java", "vms_lib")
@@ -740,7 +747,7 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
       (one in `tests/`, hidden by its own `.gitignore`, ran at the host's `python3 -m pytest`);
     - a file `require("./x")` finds before the project's tracked `x.json`, `x.node` or `x/`
       (`lib.js` beside `lib/`, `config.js` beside `config.json`, `tools/nbdiff.node` beside
-      `tools/nbdiff/`, an `x` beside `x.js` unless an ELF binary, which Node cannot load), and a
+      `tools/nbdiff/`, an `x` beside `x.js` unless an executable, which Node cannot load), and a
       `package.json` in a directory whose tracked `index.js` it replaces (its `main`); not what
       shadows only what the step or a build made (`dist/api.js` beside `dist/api/`: red team 24
       had a TypeScript build's output moved);
@@ -773,7 +780,7 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
             continue
         if tracked(path) or suffix == ".js" and any(tracked(join(here, stem + s)) for s in COMPILED):
             return False  # tsc's `src/config.js` from a tracked `src/config.ts`, beside `src/config.json`
-        return bool(suffix) or _elf(path) is not True  # unreadable: as Node may read it
+        return bool(suffix) or _binary(path) is not True  # unreadable: as Node may read it
     return False
 
 
@@ -798,13 +805,27 @@ def _points_elsewhere(path: str) -> bool:
     return not same or "exports" in data
 
 
-def tests_made(path: str, name: str, root: str, tracked: Callable[[str], bool | None]) -> bool:
+def tests_made(path: str, name: str, root: str, tracked: Callable[[str], bool | None], every: bool = False) -> bool:
     """A test module a step made that git does not track, which pytest imports wherever it
     collects (`conftest.py`, `test_*.py`, `*_test.py`; red teams 23 and 24 hid one with its own
     `.gitignore`, and the host's `python3 -m pytest` ran it). Said in a line, not moved: a code
     generator writes tests too (red team 26: openapi-generator's new `test/test_store_api.py`)."""
-    return (name == "conftest.py" or name.startswith("test_") and name.endswith(".py") or name.endswith("_test.py")) \
-        and not any(p in path for p in INSTALLED) and _collected(path, root) and tracked(path) is not True
+    test = name == "conftest.py" or name.startswith("test_") and name.endswith(".py") or name.endswith("_test.py")
+    return (test or every and name.endswith(".py")) and not any(p in path for p in INSTALLED) \
+        and _collected(path, root) and tracked(path) is not True
+
+
+PYTEST_CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+
+
+def collects_more(root: str) -> bool:
+    """Does the project's pytest configuration collect more than `test_*.py` (a `python_files`
+    setting: pytest-django's `tests.py`; `--doctest-modules`: every module)? Then every module a
+    step makes where pytest collects is said (red team 27)."""
+    from sbox_shim.regular import read_regular
+
+    text = " ".join((read_regular(join(root, n)) or b"").decode("utf-8", "replace") for n in PYTEST_CONFIGS)
+    return "python_files" in text or "doctest-modules" in text or "doctest_modules" in text
 
 
 NOT_COLLECTED = ("build", "dist", "node_modules", "venv", "CVS", "_darcs", "{arch}")  # pytest's norecursedirs
@@ -849,19 +870,23 @@ def shadowing_dir(path: str, name: str, py_dirs: frozenset[str], root: str,
         try:
             posix.lstat(join(here, "package.json"))
             return False
-        except OSError:
-            return not tracked(path)
-    return name.endswith((".dist-info", ".egg-info")) and here in py_dirs and not tracked(path) and _plugins(path)
+        except OSError:  # beside the project's tracked source, not in a build's output (red team 27)
+            return bool(tracked(here)) and not tracked(path)
+    return name.endswith((".dist-info", ".egg-info")) and here in py_dirs and not tracked(path) and _plugins(path, tracked)
 
 
-def _plugins(path: str) -> bool:
+def _plugins(path: str, tracked: Callable[[str], bool | None]) -> bool:
     """Does this metadata directory name entry points other than scripts (`[pytest11]`: plugins a
     tool loads on its own)? A package vendored with `pip install --target .` names scripts only."""
     from sbox_shim.regular import read_regular
 
     text = (read_regular(join(path, "entry_points.txt")) or b"").decode("utf-8", "replace")
     groups = [line.strip()[1:-1].strip() for line in text.splitlines() if line.strip().startswith("[")]
-    return any(g not in ("console_scripts", "gui_scripts") for g in groups)
+    plugins = [g for g in groups if g not in ("console_scripts", "gui_scripts")]
+    # a plugin project's own egg-info (`setup.py egg_info`): its packaging declares the group (red team 27)
+    declared = " ".join((read_regular(join(dirname(path), n)) or b"").decode("utf-8", "replace")
+                        for n in PYTHON_PROJECT[:3] if tracked(join(dirname(path), n))) if plugins else ""
+    return any(g not in declared for g in plugins)
 
 
 def _exists(path: str) -> bool:
@@ -872,14 +897,15 @@ def _exists(path: str) -> bool:
         return False
 
 
-def _elf(path: str) -> bool | None:
-    """Does the file at `path` begin as an ELF binary (None: unreadable)?"""
+def _binary(path: str) -> bool | None:
+    """Does the file at `path` begin as an executable (ELF, Mach-O: a build's `cli` beside `cli.js`,
+    cross-compiled by bun or pkg; red team 27)? None: unreadable."""
     try:
         fd = posix.open(path, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
-        return posix.read(fd, 4) == ELF
+        return posix.read(fd, 4) in BINARY
     except OSError:
         return None
     finally:
@@ -918,7 +944,7 @@ def module_link(path: str, name: str) -> bool:
         return False
 
 
-def bytecode(path: str, name: str) -> bool:
+def bytecode(path: str, name: str, tracked: Callable[[str], bool | None] | None = None) -> bool:
     """A file Python runs on the host in place of the project's source (red team 15: a step planted
     `__pycache__/util.cpython-311.pyc` for a reviewed `util.py`, `git status` showed nothing, and
     the host's `python3 app.py` and its own git hook ran it): any `.pyc`; any extension module
@@ -946,9 +972,10 @@ def bytecode(path: str, name: str) -> bool:
         except OSError:
             pass
     try:  # a namespace package `x/` (no `__init__`): Python takes `x.so` first (red team 25)
-        return stat.S_ISDIR(posix.lstat(join(dirname(path), stem)).st_mode)
+        is_dir = stat.S_ISDIR(posix.lstat(join(dirname(path), stem)).st_mode)
     except OSError:
-        return False
+        return False  # not a directory of Python git tracks: `go build -buildmode=plugin`'s (red team 27)
+    return is_dir and tracked is not None and bool(tracked(join(dirname(path), stem, "*.py")))
 
 
 def _found(base: str, path: str, st: posix.stat_result) -> Entry:

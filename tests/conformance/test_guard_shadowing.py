@@ -397,3 +397,40 @@ def test_red_team_26_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None
     stderr = _plant_by(runs, root, build)
     assert "quarantined" not in stderr, stderr
     assert (root / "app/gen/__init__.py").exists() and (root / "dist/package.json").exists()
+
+
+def test_red_team_27_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None:
+    """Red team 27's false positives: a tracked Django app `profile/` (a standard module's name)
+    whose `__init__.py` a formatter rewrote was moved whole, the tracked app deleted; `go build
+    -buildmode=plugin` into `plugins/greeter.so` beside the Go package `plugins/greeter/`; a Lambda's
+    staging `build/lambda/node_modules`; a cross-compiled Mach-O `cli` beside a tracked `cli.js`;
+    a pytest plugin's own `setup.py egg_info`, whose setup.py declares the `pytest11` group."""
+    root = husky_project(tmp_path)
+    _write(root, {"profile/__init__.py": "x=1\n", "profile/models.py": "", "manage.py": "",
+                  "plugins/greeter/greeter.go": "package main\n", "index.js": "", "cli.js": "",
+                  "setup.py": "setup(entry_points={'pytest11': ['myplugin = pytest_myplugin']})\n",
+                  "pytest_myplugin.py": ""})
+    _commit(root)
+    build = ("mkdir -p .ruff_cache2 profile/migrations && sed -i 's/=/ = /' profile/__init__.py && "
+             "printf '\\177ELF' > plugins/greeter.so && mkdir -p build/lambda/node_modules/dep && "
+             "echo > build/lambda/node_modules/dep/index.js && cp index.js build/lambda/ && "
+             "printf '\\317\\372\\355\\376 macho' > cli && mkdir -p pytest_myplugin.egg-info && "
+             "printf '[pytest11]\\nmyplugin = pytest_myplugin\\n' > pytest_myplugin.egg-info/entry_points.txt")
+    stderr = _plant_by(runs, root, build)
+    assert "quarantined" not in stderr, stderr
+    assert (root / "profile/models.py").exists() and (root / "cli").exists()
+
+
+def test_modules_pytest_s_own_config_collects_are_said(runs: Runs, tmp_path: Path) -> None:
+    """Red team 27: with pytest-django's `python_files = tests.py test_*.py` (or `--doctest-modules`)
+    in the tracked pytest.ini, a hidden `polls/tests.py` ran at the host's `python3 -m pytest`, no
+    line said (bwrap 1/1, docker 1/1). Every module a step makes where pytest collects is said then."""
+    root = husky_project(tmp_path)
+    marker = tmp_path / "tests-py-ran"
+    _write(root, {"pytest.ini": "[pytest]\npython_files = tests.py test_*.py\n", "polls/models.py": ""})
+    _commit(root)
+    stderr = _plant(runs, root, {"polls/tests.py": _payload(marker), "polls/.gitignore": "tests.py\n.gitignore\n"})
+    assert "made test modules git does not track" in stderr and "polls/tests.py" in stderr, stderr
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=root, capture_output=True,
+                   timeout=120)
+    assert marker.exists()  # the control: pytest runs it, as the line warns

@@ -108,8 +108,8 @@ def test_source_python_or_node_takes_before_the_project_s_own(tmp_path: Path) ->
 
     top = str(tmp_path)
     tracked_files = ("lib/index.js", "config.json", "tools/nbdiff/package.json", "app.js", "cli.js", "helpers/fmt.py",
-                     "pkg/index.js", "tests/test_a.py", "tests/conftest.py", "argparse.py")
-    made = ("node_modules/x/y.js", "node_modules/x/y.json", "dist/api/index.js", "dist/api.js", "src/app.js")
+                     "pkg/index.js", "tests/test_a.py", "tests/conftest.py", "argparse.py", "src/app.js")
+    made = ("node_modules/x/y.js", "node_modules/x/y.json", "dist/api/index.js", "dist/api.js", "build/lambda/index.js")
     for name in tracked_files + made:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
@@ -149,6 +149,7 @@ def test_source_python_or_node_takes_before_the_project_s_own(tmp_path: Path) ->
         return guard.shadowing_dir(path, name, frozenset([top]), top, is_tracked)
 
     assert shadows_dir("src/node_modules") and not shadows_dir("node_modules") and not shadows_dir(".cache/x/node_modules")
+    assert not shadows_dir("build/lambda/node_modules")  # a build's staging, nothing git tracks there
     assert not shadows_dir("node_modules/a/node_modules") and not shadows_dir("pkg/x.dist-info/..")
     for where in ("zz-1.0.dist-info", "src/zz-1.0.dist-info"):
         (tmp_path / where).mkdir(parents=True)
@@ -218,7 +219,8 @@ def test_red_team_25_s_ways_in_are_named_and_a_build_in_place_is_not(tmp_path: P
     assert not guard.shadowing_dir(top + "/evil.egg-info", "evil.egg-info", frozenset([top]), top, is_tracked)
     (tmp_path / "evil.egg-info/entry_points.txt").write_text("[console_scripts]\nx = x:main\n[pytest11]\ne = e\n")
     assert guard.shadowing_dir(top + "/evil.egg-info", "evil.egg-info", frozenset([top]), top, is_tracked)
-    assert guard.bytecode(top + "/ns.so", "ns.so") and not guard.bytecode(top + "/other.so", "other.so")
+    assert guard.bytecode(top + "/ns.so", "ns.so", is_tracked) and not guard.bytecode(top + "/other.so", "other.so")
+    assert not guard.bytecode(top + "/src.so", "src.so", is_tracked)  # src/ holds .ts only: a Go or C build's
     assert "conv.awk" in command_words('diff "x"', "textconv", "awk -f conv.awk")
     assert "red.sed" in command_words('filter "x"', "clean", "sed -f red.sed")
     assert "lint.mk" in command_words("alias", "lint", "!make -f lint.mk")
