@@ -36,6 +36,19 @@ def _commit(root: Path) -> None:
     git(root, "commit", "-qm", "reviewed")
 
 
+def _nothing_ran_then_the_control(root: Path, plant: dict[str, str], hosts: tuple[list[str], ...],
+                                  marks: dict[str, Path]) -> None:
+    """The host's `hosts` commands run no plant the guard moved; then `plant` made on the host (the
+    control), and they run each."""
+    for command in hosts:
+        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+    assert not any(m.exists() for m in marks.values()), [n for n, m in marks.items() if m.exists()]
+    _write(root, plant)
+    for command in hosts:
+        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+    assert all(m.exists() for m in marks.values()), [n for n, m in marks.items() if not m.exists()]
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for path, text in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
@@ -82,11 +95,7 @@ def test_a_file_node_requires_before_the_project_s_own_is_quarantined(runs: Runs
     stderr = _plant(runs, root, plant)
     for path in plant:
         assert f"quarantined {path} (created by the sandbox" in stderr, stderr
-    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
-    assert not marker.exists()
-    _write(root, {"lib.js": touch})  # the control, made on the host
-    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
-    assert marker.exists()
+    _nothing_ran_then_the_control(root, {"lib.js": touch}, (["node", "."],), {"lib": marker})
 
 
 def test_a_native_addon_before_a_directory_node_runs_is_quarantined(runs: Runs, tmp_path: Path) -> None:
@@ -237,14 +246,7 @@ def test_python_takes_a_test_module_a_plugin_or_a_probed_module_a_step_hid(runs:
     for path in ("zz-1.0.dist-info", "org", "helpers.py"):
         assert f"quarantined {path} (created by the sandbox" in stderr, stderr
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
-    app = [sys.executable, "app.py"]
-    for command in (pytest, app):
-        subprocess.run(command, cwd=root, capture_output=True, timeout=120)
-    assert not any(m.exists() for m in marks.values())
-    _write(root, plant)  # the control, made on the host
-    for command in (pytest, app):
-        subprocess.run(command, cwd=root, capture_output=True, timeout=120)
-    assert all(m.exists() for m in marks.values()), [n for n, m in marks.items() if not m.exists()]
+    _nothing_ran_then_the_control(root, plant, (pytest, [sys.executable, "app.py"]), marks)
 
 
 def test_a_git_index_the_step_made_vouches_for_nothing(runs: Runs, tmp_path: Path) -> None:
@@ -267,11 +269,7 @@ def test_a_git_index_the_step_made_vouches_for_nothing(runs: Runs, tmp_path: Pat
     stderr = _plant_by(runs, root, step)
     assert "quarantined lib.js (created by the sandbox" in stderr, stderr
     assert "quarantined .git" in stderr, stderr
-    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
-    assert not marker.exists()
-    _write(root, {"lib.js": touch})  # the control, made on the host
-    subprocess.run(["node", "."], cwd=root, capture_output=True, timeout=60)
-    assert marker.exists()
+    _nothing_ran_then_the_control(root, {"lib.js": touch}, (["node", "."],), {"lib": marker})
 
 
 def test_a_dependency_s_bin_named_as_a_system_command_is_said(runs: Runs, tmp_path: Path) -> None:
@@ -322,13 +320,7 @@ def test_red_team_25_s_ways_in_are_held(runs: Runs, tmp_path: Path) -> None:
     for path in ("tests/__init__.py", "evil.egg-info", "src/lib.js", "conv.awk"):
         assert f"quarantined {path} (" in stderr, stderr
     hosts = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], ["node", "."], ["git", "diff"])
-    for command in hosts:
-        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
-    assert not any(m.exists() for m in marks.values()), [n for n, m in marks.items() if m.exists()]
-    _write(root, plant)  # the control, made on the host
-    for command in hosts:
-        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
-    assert all(m.exists() for m in marks.values()), [n for n, m in marks.items() if not m.exists()]
+    _nothing_ran_then_the_control(root, plant, hosts, marks)
 
 
 def test_typescript_compiled_in_place_is_left_alone(runs: Runs, tmp_path: Path) -> None:
@@ -372,13 +364,7 @@ def test_red_team_26_s_ways_in_are_held(runs: Runs, tmp_path: Path) -> None:
     for path in ("vendor/lib/config.js", "p.egg-info", "package.json"):
         assert f"quarantined {path} (" in stderr, stderr
     hosts = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], ["node", "."])
-    for command in hosts:
-        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
-    assert not any(m.exists() for m in marks.values()), [n for n, m in marks.items() if m.exists()]
-    _write(root, plant)  # the control, made on the host
-    for command in hosts:
-        subprocess.run(command, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
-    assert all(m.exists() for m in marks.values()), [n for n, m in marks.items() if not m.exists()]
+    _nothing_ran_then_the_control(root, plant, hosts, marks)
 
 
 def test_red_team_26_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None:
