@@ -283,6 +283,8 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     """What the step created or changed among the host-executed paths, and the setuid/setgid
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
     root, skip = snapshot.root, readonly_targets(mounts)
+    _FIRST.clear()
+    _ELSEWHERE.clear()
     let_owner_in(root)  # `chmod 0 .` in the sandbox must not hide the top from the comparison
     ways: list[str] = []
     names = dict.fromkeys([*snapshot.names, *watched(root, ways)])
@@ -331,7 +333,8 @@ def _why(root: str, rel: str, entry: Entry) -> str:
     if entry.kind == "dir" and name.endswith((".dist-info", ".egg-info")):
         return "Python loads its entry points"
     if entry.kind == "dir" and _entry_under(root, rel + "/__init__.py") is not None:
-        return "a package named as a module of the standard library"
+        return "a package named as a module of the standard library" if _standard(name) else \
+            "a package Python imports before another of its name"
     if entry.kind not in ("file", "link"):
         return entry.kind
     path = join(root, rel)
@@ -445,9 +448,9 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         # host's to make: guard/watch.py watches what it holds only once the host has made it
         project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
-            fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name, tracked))) or (
-            fmt == stat.S_IFLNK and (bytecode(path, name, tracked) or module_link(path, name))) or (
-            fmt == stat.S_IFDIR and (shadowing_package(path, name, since_ns, py_dirs, tracked)
+            fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name, tracked, root))) or (
+            fmt == stat.S_IFLNK and (bytecode(path, name, tracked, root) or module_link(path, name))) or (
+            fmt == stat.S_IFDIR and (shadowing_package(path, name, since_ns, py_dirs, tracked, root)
                                      or shadowing_dir(path, name, py_dirs, root, tracked))) or (
             fmt in (stat.S_IFREG, stat.S_IFLNK) and shadowing_source(path, name, py_dirs, root, tracked))
         if not special and told is not None and fmt == stat.S_IFREG and st.st_ctime_ns >= since_ns and \
@@ -699,19 +702,22 @@ def _is_package(fd: int, name: str) -> bool:
 
 
 def shadowing_package(path: str, name: str, since_ns: int, py_dirs: frozenset[str] = frozenset(),
-                      tracked: Callable[[str], bool | None] = lambda path: None) -> bool:
+                      tracked: Callable[[str], bool | None] = lambda path: None, root: str = "") -> bool:
     """A package whose `__init__.py` the step wrote, beside a module of its name, which Python then
     imports no more (red team 20: `tools/fsmonlib/__init__.py` beside the `fsmonlib.py` that the
     watched `core.fsmonitor` script imports, hidden by its own `.gitignore`: the host's
     `git status` ran it and showed nothing), or named as a module of the standard library in a
-    directory of `py_dirs` (red team 23). Not in installed packages."""
+    directory of `py_dirs` (red team 23), or in a directory pytest puts first on sys.path named as
+    a module found elsewhere (`_first_for_pytest`, red team 28). Not in installed packages."""
     if not name.isidentifier() or any(p in path for p in INSTALLED):
         return False
+    here = dirname(path)
     try:
         init = posix.lstat(join(path, "__init__.py"))
-        if not (dirname(path) in py_dirs and _standard(name)):
-            posix.lstat(join(dirname(path), name + ".py"))
     except OSError:
+        return False
+    if not (here in py_dirs and _standard(name) or _exists(join(here, name + ".py"))
+            or root and _first_for_pytest(here, name, root, tracked)):
         return False
     # a package git tracks is the project's own (red team 27: a Django app `profile/` whose
     # `__init__.py` a formatter rewrote was moved whole)
@@ -751,7 +757,9 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
       `package.json` in a directory whose tracked `index.js` it replaces (its `main`); not what
       shadows only what the step or a build made (`dist/api.js` beside `dist/api/`: red team 24
       had a TypeScript build's output moved);
-    - an `x.py` beside a namespace package `x/` (no `__init__.py`) whose files git tracks.
+    - an `x.py` beside a namespace package `x/` (no `__init__.py`) whose files git tracks;
+    - in a directory pytest puts first on sys.path, a module named as one a test there imports
+      from elsewhere (`_first_for_pytest`, red team 28: a hidden `tests/app.py` before the top's).
     Not in installed packages. Called for every file a guard walk lists: cheap tests first."""
     if any(p in path for p in INSTALLED):
         return False
@@ -759,7 +767,8 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
     stem, dot, suffix = name.rpartition(".")
     if name.endswith(".py"):
         python = here in py_dirs and _standard(stem) or _namespace_before(here, stem, tracked) or (
-            name == "__init__.py" and bool(tracked(join(here, "*.py"))))  # a package's, `tests/` made one
+            name == "__init__.py" and bool(tracked(join(here, "*.py")))) or (  # a package's, `tests/` made one
+            stem.isidentifier() and tracked(path) is not True and _first_for_pytest(here, stem, root, tracked))
         return python and tracked(path) is not True
     if name == "package.json":
         return any(tracked(join(here, n)) for n in NODE_INDEX) and not tracked(path) and _points_elsewhere(path)
@@ -837,6 +846,82 @@ def _collected(path: str, root: str) -> bool:
     `build/lib/`)?"""
     parts = path[len(root.rstrip("/")) + 1:].split("/")[:-1] if inside(path, root) else []
     return not any(p in NOT_COLLECTED or p.startswith(".") or p.endswith(".egg") for p in parts)
+
+
+def _first_for_pytest(here: str, stem: str, root: str, tracked: Callable[[str], bool | None]) -> bool:
+    """Is `stem` in the directory `here` a module pytest's tests import in place of one found
+    elsewhere? pytest (its default `prepend` import mode) puts the directory of each test module
+    and conftest.py it collects first on sys.path when it has no `__init__.py`: so a step's hidden
+    `tests/app.py` ran at the host's `python3 -m pytest` in place of the reviewed top-level `app.py`
+    (red team 28). `here`: below the top, where pytest collects, with no `__init__.py`, and a Python
+    file git tracks (without a repository: a test module or conftest.py); `stem`: a standard
+    module, one git tracks at the top or in `src/` (a module, or a directory of them), or one
+    installed in a venv at the top."""
+    top = root.rstrip("/")
+    if here not in _FIRST:
+        _FIRST[here] = _pytest_dir(here, top, tracked)
+    first = _FIRST[here]
+    if not first:  # without a repository (None), only a standard module's name where a test module lies
+        return first is None and _standard(stem)
+    return _standard(stem) or stem in _elsewhere(top, tracked)
+
+
+def _pytest_dir(here: str, top: str, tracked: Callable[[str], bool | None]) -> bool | None:
+    """Does pytest put `here` first on sys.path? True: in a repository; None: without one, a
+    test module or conftest.py lies there; False: no."""
+    if here == top or not inside(here, top) or not _collected(join(here, "-"), top) \
+            or _exists(join(here, "__init__.py")):
+        return False
+    listed = tracked(join(here, "*.py"))
+    if listed is not None:
+        return listed
+    tests = any(n == "conftest.py" or n.startswith("test_") and n.endswith(".py") or n.endswith("_test.py")
+                for n in _names(top, here))
+    return None if tests else False
+
+
+# what `_first_for_pytest` learnt in one walk (`after` clears them: a step changes both)
+_FIRST: dict[str, bool | None] = {}
+_ELSEWHERE: dict[str, frozenset[str]] = {}
+
+
+def _names(top: str, directory: str) -> list[str]:
+    """The names in `directory` below `top`, reached without following a link."""
+    try:
+        fd = open_along(top, directory[len(top) + 1:])
+    except OSError:
+        return []
+    try:
+        return [name for name, _ in listed_at(fd) or ()]
+    finally:
+        posix.close(fd)
+
+
+def _elsewhere(top: str, tracked: Callable[[str], bool | None]) -> frozenset[str]:
+    """The modules a test imports from outside its directory: those git tracks at the project's
+    top and in its `src/` (`app.py`, a directory with a tracked `.py`), and the top-level names of
+    the venvs there (`requests` of `.venv/lib/python3.11/site-packages/requests/`), each directory
+    listed without following a link."""
+    if top not in _ELSEWHERE:
+        names = set()
+        for base in ("", "src"):
+            for entry in _names(top, join(top, base) if base else top):
+                path = join(top, base, entry)
+                if entry.endswith(".py") and tracked(path) or tracked(join(path, "*.py")):
+                    names.add(entry.removesuffix(".py"))
+        for venv in _venvs(top):
+            for python in _names(top, join(top, venv, "lib")):
+                try:
+                    fd = open_along(top, f"{venv}/lib/{python}/site-packages")
+                except OSError:
+                    continue
+                try:
+                    names |= {entry.partition(".")[0] for entry, is_dir in listed_at(fd) or ()
+                              if (entry.isidentifier() if is_dir else entry.endswith((".py", ".so")))}
+                finally:
+                    posix.close(fd)
+        _ELSEWHERE[top] = frozenset(names)
+    return _ELSEWHERE[top]
 
 
 def _namespace_before(here: str, stem: str, tracked: Callable[[str], bool | None]) -> bool:
@@ -944,14 +1029,15 @@ def module_link(path: str, name: str) -> bool:
         return False
 
 
-def bytecode(path: str, name: str, tracked: Callable[[str], bool | None] | None = None) -> bool:
+def bytecode(path: str, name: str, tracked: Callable[[str], bool | None] | None = None, root: str = "") -> bool:
     """A file Python runs on the host in place of the project's source (red team 15: a step planted
     `__pycache__/util.cpython-311.pyc` for a reviewed `util.py`, `git status` showed nothing, and
     the host's `python3 app.py` and its own git hook ran it): any `.pyc`; any extension module
     named for Python (`x.cpython-311-x86_64-linux-gnu.so`, `x.abi3.so`: red team 17 planted
     `util/__init__.cpython-311-….so`, a package Python imports before `util.py`, and a top-level
     `json.cpython-311-….so` before the standard library's); and a plain `x.so` that shadows a
-    `.py` or package beside it, a package's `__init__`, or a module of the standard library. Not
+    `.py` or package beside it, a package's `__init__`, a module of the standard library, or one
+    found elsewhere in a directory pytest puts first on sys.path (`_first_for_pytest`). Not
     in installed packages (a venv's `site-packages`, `node_modules`): those are what was installed.
     Sandboxes run Python with PYTHONDONTWRITEBYTECODE, so a step writes none of its own accord;
     a C extension built in place in the project (`pip install -e .`) is moved too. Called for every
@@ -971,6 +1057,8 @@ def bytecode(path: str, name: str, tracked: Callable[[str], bool | None] | None 
             return True
         except OSError:
             pass
+    if root and tracked is not None and stem.isidentifier() and _first_for_pytest(dirname(path), stem, root, tracked):
+        return True
     try:  # a namespace package `x/` (no `__init__`): Python takes `x.so` first (red team 25)
         is_dir = stat.S_ISDIR(posix.lstat(join(dirname(path), stem)).st_mode)
     except OSError:

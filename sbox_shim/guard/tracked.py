@@ -104,11 +104,16 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
     """A test of an absolute path: is it tracked (a file, or a directory with a tracked file below
     it) in the repository it lies in, the nearest trusted one above it (a submodule's, a nested
     clone's, a linked worktree's in the project: red team 26)? None when there is none, or its
-    index cannot be read. Each index is read at the first question about a path in it."""
+    index cannot be read. Each index is read at the first question about a path in it, and each
+    directory's repository looked for once: a tracker serves one walk, after the step."""
     loaded: dict[str, tuple[str, set[str], set[str]] | None] = {}
+    repositories: dict[str, tuple[str, tuple[str, ...]] | None] = {}  # by directory: asked once each
 
     def tracked(path: str) -> bool | None:
-        found = repository(dirname(path), trusted)
+        here = dirname(path)
+        if here not in repositories:
+            repositories[here] = repository(here, trusted)
+        found = repositories[here]
         if found is None:
             return None
         top = found[0].rstrip("/")

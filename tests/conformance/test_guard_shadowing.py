@@ -420,3 +420,32 @@ def test_modules_pytest_s_own_config_collects_are_said(runs: Runs, tmp_path: Pat
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=root, capture_output=True,
                    timeout=120)
     assert marker.exists()  # the control: pytest runs it, as the line warns
+
+
+def test_a_module_pytest_finds_first_in_a_test_directory_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """Red team 28: pytest's default import mode puts a test directory without an `__init__.py`
+    first on `sys.path`, so a hidden `tests/app.py` ran in place of the top's reviewed `app.py` at
+    the host's `python3 -m pytest` (bwrap 1/1). The same for a package named as one of the
+    project's (`tests/helpers/`), a standard module (`tests/wave.py`), and a package installed in
+    the project's venv (`tests/fakepkg.py`); a test helper of another name is left alone."""
+    root = husky_project(tmp_path)
+    site = root / ".venv/lib/python3/site-packages"
+    marks = {n: tmp_path / f"{n}-ran" for n in ("app", "helpers", "wave", "fakepkg")}
+    _write(root, {"app.py": "X = 1\n", "helpers/__init__.py": "", "helpers/fmt.py": "",
+                  "tests/test_app.py": "import app, wave, fakepkg\nfrom helpers import fmt\n\n"
+                                       "def test_a():\n    assert app.X == 1\n",
+                  ".gitignore": ".venv/\n"})
+    _write(site, {"fakepkg/__init__.py": ""})
+    (root / ".venv/pyvenv.cfg").write_text("home = /usr/bin\n")
+    _commit(root)
+    plant = {"tests/app.py": _payload(marks["app"]), "tests/helpers/__init__.py": _payload(marks["helpers"]),
+             "tests/helpers/fmt.py": "", "tests/wave.py": _payload(marks["wave"]),
+             "tests/fakepkg.py": _payload(marks["fakepkg"]), "tests/util_for_tests.py": "",
+             "tests/.gitignore": "*\n"}
+    stderr = _plant(runs, root, plant)
+    for path in ("tests/app.py", "tests/helpers", "tests/wave.py", "tests/fakepkg.py"):
+        assert f"quarantined {path} (created by the sandbox" in stderr, stderr
+    assert (root / "tests/util_for_tests.py").exists(), stderr
+    assert not git(root, "status", "--porcelain").stdout.strip()
+    pytest = ["env", f"PYTHONPATH={site}", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    _nothing_ran_then_the_control(root, plant, (pytest,), marks)

@@ -226,3 +226,50 @@ def test_red_team_25_s_ways_in_are_named_and_a_build_in_place_is_not(tmp_path: P
     assert "lint.mk" in command_words("alias", "lint", "!make -f lint.mk")
     assert "conv.py" in command_words('diff "x"', "textconv", "${PY:-python3} conv.py")
     assert command_words("alias", "t", "!make test") == [] and command_words("alias", "s", "!sed -n 1p x") == []
+
+
+def test_red_team_28_s_modules_pytest_finds_first_are_named(tmp_path: Path) -> None:
+    """Red team 28: in a directory pytest puts first on sys.path (collected, no `__init__.py`, a
+    tracked Python file), a module named as a tracked top-level or `src/` module, a standard one
+    or one installed in a venv at the top shadows it; elsewhere, or of another name, it does not."""
+    import subprocess
+
+    from sbox_shim.guard.tracked import tracker
+
+    top = str(tmp_path)
+    files = ("app.py", "src/lib/core.py", "tests/test_a.py", "pkgtests/__init__.py", "pkgtests/test_b.py",
+             "build/x/test_c.py")
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    (tmp_path / ".venv/lib/python3.11/site-packages/fakepkg").mkdir(parents=True)
+    (tmp_path / ".venv/lib/python3.11/site-packages/six.py").write_text("")
+    (tmp_path / ".venv/lib/python3.11/site-packages/easy-install.pth").write_text("")
+    (tmp_path / ".venv/pyvenv.cfg").write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-f", *files], cwd=tmp_path, check=True)
+    is_tracked = tracker(top)
+
+    def shadows(rel: str) -> bool:
+        return guard.shadowing_source(str(tmp_path / rel), rel.rsplit("/", 1)[-1], frozenset([top]), top, is_tracked)
+
+    for rel in ("tests/app.py", "tests/lib.py", "tests/wave.py", "tests/fakepkg.py", "tests/six.py"):
+        assert shadows(rel), rel
+    for rel in ("tests/helper.py", "tests/easy.py", "pkgtests/app.py", "build/x/app.py", "docs/app.py"):
+        assert not shadows(rel), rel
+    assert guard.bytecode(top + "/tests/app.so", "app.so", is_tracked, top)
+    assert not guard.bytecode(top + "/tests/helper.so", "helper.so", is_tracked, top)
+    (tmp_path / "tests/app/").mkdir()
+    (tmp_path / "tests/app/__init__.py").write_text("")
+    assert guard.shadowing_package(top + "/tests/app", "app", 0, frozenset([top]), is_tracked, top)
+    norepo = tmp_path.parent / (tmp_path.name + "-norepo")
+    (norepo / "tests").mkdir(parents=True)
+    (norepo / "tests/test_a.py").write_text("")
+    (norepo / "other").mkdir()
+
+    def shadows_here(rel: str) -> bool:
+        return guard.shadowing_source(str(norepo / rel), rel.rsplit("/", 1)[-1], frozenset([str(norepo)]),
+                                      str(norepo), tracker(str(norepo)))
+
+    assert shadows_here("tests/wave.py") and not shadows_here("tests/app.py") and not shadows_here("other/wave.py")
