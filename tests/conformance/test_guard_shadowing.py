@@ -449,3 +449,23 @@ def test_a_module_pytest_finds_first_in_a_test_directory_is_quarantined(runs: Ru
     assert not git(root, "status", "--porcelain").stdout.strip()
     pytest = ["env", f"PYTHONPATH={site}", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
     _nothing_ran_then_the_control(root, plant, (pytest,), marks)
+
+
+def test_a_plugin_project_s_egg_info_naming_another_module_is_quarantined(runs: Runs, tmp_path: Path) -> None:
+    """Red team 28's note: a pytest plugin's own egg-info is left alone when its tracked setup.py
+    declares the `pytest11` group (red team 27), but the group alone vouched for every entry: a
+    step's `pytest_myplugin.egg-info` naming a hidden `evilmod` too ran it at the host's
+    `python3 -m pytest`. Each entry's module must be one the packaging names."""
+    root = husky_project(tmp_path)
+    marker = tmp_path / "evilmod-ran"
+    _write(root, {"setup.py": "setup(entry_points={'pytest11': ['myplugin = pytest_myplugin']})\n",
+                  "pytest_myplugin.py": "", "tests/test_a.py": "def test_a():\n    pass\n",
+                  ".gitignore": "*.egg-info/\n"})
+    _commit(root)
+    plant = {"pytest_myplugin.egg-info/PKG-INFO": "Metadata-Version: 2.1\nName: pytest-myplugin\nVersion: 1\n",
+             "pytest_myplugin.egg-info/entry_points.txt": "[pytest11]\nmyplugin = pytest_myplugin\nevil = evilmod\n",
+             "evilmod.py": _payload(marker)}
+    stderr = _plant(runs, root, {**plant, ".gitignore": "*.egg-info/\nevilmod.py\n"})
+    assert "quarantined pytest_myplugin.egg-info (" in stderr, stderr
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
+    _nothing_ran_then_the_control(root, plant, (pytest,), {"evilmod": marker})

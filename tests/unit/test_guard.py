@@ -273,3 +273,28 @@ def test_red_team_28_s_modules_pytest_finds_first_are_named(tmp_path: Path) -> N
                                       str(norepo), tracker(str(norepo)))
 
     assert shadows_here("tests/wave.py") and not shadows_here("tests/app.py") and not shadows_here("other/wave.py")
+
+
+def test_a_plugin_project_s_own_entries_vouch_for_their_modules_only(tmp_path: Path) -> None:
+    """Red team 28's note: the packaging that declares `pytest11` vouches for the modules it
+    names, not for another entry a step adds to the group."""
+    import subprocess
+
+    from sbox_shim.guard.tracked import tracker
+
+    (tmp_path / "setup.py").write_text("setup(entry_points={'pytest11': ['p = pytest_p.plugin:main']})\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "setup.py"], cwd=tmp_path, check=True)
+    egg = tmp_path / "pytest_p.egg-info"
+    egg.mkdir()
+    top, is_tracked = str(tmp_path), tracker(str(tmp_path))
+
+    def moved(entries: str) -> bool:
+        (egg / "entry_points.txt").write_text(entries)
+        return guard.shadowing_dir(str(egg), egg.name, frozenset([top]), top, is_tracked)
+
+    assert not moved("[pytest11]\np = pytest_p.plugin:main\n")
+    assert not moved("[console_scripts]\nx = evil:main\n[pytest11]\np = pytest_p.plugin:main\n")
+    assert moved("[pytest11]\np = pytest_p.plugin:main\ne = evil\n")
+    assert moved("[pytest11]\np = pytest_p\n")  # the package, not the module the packaging names
+    assert moved("[flake8.extension]\nX = pytest_p.plugin\n")  # a group the packaging does not declare
