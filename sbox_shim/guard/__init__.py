@@ -284,7 +284,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
     root, skip = snapshot.root, readonly_targets(mounts)
     _FIRST.clear()
-    _ELSEWHERE.clear()
+    _INSTALLED.clear()
     let_owner_in(root)  # `chmod 0 .` in the sandbox must not hide the top from the comparison
     ways: list[str] = []
     names = dict.fromkeys([*snapshot.names, *watched(root, ways)])
@@ -337,9 +337,14 @@ def _why(root: str, rel: str, entry: Entry) -> str:
             "a package Python imports before another of its name"
     if entry.kind not in ("file", "link"):
         return entry.kind
-    path = join(root, rel)
-    if entry.mode & (stat.S_ISUID | stat.S_ISGID) or name.endswith((".pyc", ".so")) or module_link(path, name):
-        return "setuid" if entry.mode & (stat.S_ISUID | stat.S_ISGID) else "bytecode"
+    if entry.mode & (stat.S_ISUID | stat.S_ISGID):
+        return "setuid"
+    if name.endswith((".pyc", ".so")):
+        return "bytecode"
+    if entry.kind == "link" and not name.endswith((".js", ".node")) and _entry_under(root, rel + ".js") is None:
+        return "Python imports through it before the project's own"
+    if name in PYTEST_CONFIGS:
+        return "pytest takes it as its configuration when run below the top"
     if name.endswith(".py"):
         return "Python imports it before the project's own"
     return "Node requires it before the project's own"
@@ -449,7 +454,7 @@ def special_files(root: str, top: str, skip: frozenset[str], since_ns: int,
         project = name in PROJECTS and dirname(path) != root.rstrip("/") and "node_modules" not in path.split("/")
         special = nested or project or fmt in (stat.S_IFSOCK, stat.S_IFIFO) or (
             fmt == stat.S_IFREG and (bool(st.st_mode & (stat.S_ISUID | stat.S_ISGID)) or bytecode(path, name, tracked, root))) or (
-            fmt == stat.S_IFLNK and (bytecode(path, name, tracked, root) or module_link(path, name))) or (
+            fmt == stat.S_IFLNK and (bytecode(path, name, tracked, root) or module_link(path, name, tracked, root))) or (
             fmt == stat.S_IFDIR and (shadowing_package(path, name, since_ns, py_dirs, tracked, root)
                                      or shadowing_dir(path, name, py_dirs, root, tracked))) or (
             fmt in (stat.S_IFREG, stat.S_IFLNK) and shadowing_source(path, name, py_dirs, root, tracked))
@@ -759,11 +764,16 @@ def shadowing_source(path: str, name: str, py_dirs: frozenset[str], root: str,
       had a TypeScript build's output moved);
     - an `x.py` beside a namespace package `x/` (no `__init__.py`) whose files git tracks;
     - in a directory pytest puts first on sys.path, a module named as one a test there imports
-      from elsewhere (`_first_for_pytest`, red team 28: a hidden `tests/app.py` before the top's).
+      from elsewhere (`_first_for_pytest`, red team 28: a hidden `tests/app.py` before the top's);
+    - a pytest configuration below the top (`tests/pytest.ini`, a `tox.ini` with `[pytest]`):
+      `python3 -m pytest tests/` takes it over the top's, `addopts = -p x` and all (red team 29).
     Not in installed packages. Called for every file a guard walk lists: cheap tests first."""
     if any(p in path for p in INSTALLED):
         return False
     here = dirname(path)
+    if name in PYTEST_CONFIGS:
+        return here != root.rstrip("/") and inside(here, root) and _collected(path, root) \
+            and tracked(path) is not True and pytest_config(path, name)
     stem, dot, suffix = name.rpartition(".")
     if name.endswith(".py"):
         python = here in py_dirs and _standard(stem) or _namespace_before(here, stem, tracked) or (
@@ -825,6 +835,16 @@ def tests_made(path: str, name: str, root: str, tracked: Callable[[str], bool | 
 
 
 PYTEST_CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+PYTEST_SECTIONS = {"tox.ini": "[pytest]", "setup.cfg": "[tool:pytest]", "pyproject.toml": "[tool.pytest"}
+
+
+def pytest_config(path: str, name: str) -> bool:
+    """Is this file one pytest takes as its configuration (a `pytest.ini` whatever it holds; the
+    others with pytest's section)?"""
+    from sbox_shim.regular import read_regular
+
+    section = PYTEST_SECTIONS.get(name)
+    return section is None or section.encode() in (read_regular(path) or b"").replace(b" ", b"")
 
 
 def collects_more(root: str) -> bool:
@@ -850,78 +870,86 @@ def _collected(path: str, root: str) -> bool:
 
 def _first_for_pytest(here: str, stem: str, root: str, tracked: Callable[[str], bool | None]) -> bool:
     """Is `stem` in the directory `here` a module pytest's tests import in place of one found
-    elsewhere? pytest (its default `prepend` import mode) puts the directory of each test module
-    and conftest.py it collects first on sys.path when it has no `__init__.py`: so a step's hidden
-    `tests/app.py` ran at the host's `python3 -m pytest` in place of the reviewed top-level `app.py`
-    (red team 28). `here`: below the top, where pytest collects, with no `__init__.py`, and a Python
-    file git tracks (without a repository: a test module or conftest.py); `stem`: a standard
-    module, one git tracks at the top or in `src/` (a module, or a directory of them), or one
-    installed in a venv at the top."""
+    elsewhere? pytest (its default `prepend` import mode) puts the first directory without an
+    `__init__.py` above each test module and conftest.py it collects first on sys.path: so a
+    step's hidden `tests/app.py` ran at the host's `python3 -m pytest` in place of the reviewed
+    top-level `app.py` (red team 28). `stem`: a standard module, one git tracks anywhere in the
+    repository (a module, or a directory of them: a `pythonpath` setting or an editable install
+    reaches them), or one installed in a venv at the top; `here`: `_pytest_dir`."""
     top = root.rstrip("/")
+    if not (_standard(stem) or tracked(join(top, "**", stem + ".py")) or tracked(join(top, "**", stem, "*.py"))
+            or stem in _installed(top)):
+        return False
     if here not in _FIRST:
         _FIRST[here] = _pytest_dir(here, top, tracked)
-    first = _FIRST[here]
-    if not first:  # without a repository (None), only a standard module's name where a test module lies
-        return first is None and _standard(stem)
-    return _standard(stem) or stem in _elsewhere(top, tracked)
+    return _FIRST[here]
 
 
-def _pytest_dir(here: str, top: str, tracked: Callable[[str], bool | None]) -> bool | None:
-    """Does pytest put `here` first on sys.path? True: in a repository; None: without one, a
-    test module or conftest.py lies there; False: no."""
-    if here == top or not inside(here, top) or not _collected(join(here, "-"), top) \
-            or _exists(join(here, "__init__.py")):
+TEST_DEPTH = 4  # packages below a test directory looked into for test modules (tests/unit/api/…)
+
+
+def _pytest_dir(here: str, top: str, tracked: Callable[[str], bool | None], depth: int = 0) -> bool:
+    """Would pytest put `here` first on sys.path: below the top, where it collects, no package
+    itself (a regular `__init__.py` that stays: not one the guard moves, nor a directory or a link
+    by that name, red team 29), holding a Python file git tracks, or a test module or conftest.py
+    in it or in a package below it (`tests/unit/__init__.py`: pytest's basedir is `tests/`; a
+    test directory the step made: red team 29)?"""
+    if depth == 0:
+        if here == top or not inside(here, top) or not _collected(join(here, "-"), top) or _regular_package(here, tracked):
+            return False
+        if tracked(join(here, "*.py")):
+            return True
+    for name, is_dir in _listed(top, here):
+        if not is_dir and (name == "conftest.py" or name.startswith("test_") and name.endswith(".py")
+                           or name.endswith("_test.py")):
+            return True
+        if is_dir and depth < TEST_DEPTH and not name.startswith(".") and name not in NOT_COLLECTED \
+                and _regular_package(join(here, name), tracked) and _pytest_dir(join(here, name), top, tracked, depth + 1):
+            return True
+    return False
+
+
+def _regular_package(directory: str, tracked: Callable[[str], bool | None]) -> bool:
+    """Does `directory` hold a regular `__init__.py` that stays (git tracks it, or no tracked
+    module beside it makes the guard move it)?"""
+    init = join(directory, "__init__.py")
+    try:
+        if not stat.S_ISREG(posix.lstat(init).st_mode):
+            return False
+    except OSError:
         return False
-    listed = tracked(join(here, "*.py"))
-    if listed is not None:
-        return listed
-    tests = any(n == "conftest.py" or n.startswith("test_") and n.endswith(".py") or n.endswith("_test.py")
-                for n in _names(top, here))
-    return None if tests else False
+    return tracked(init) is not False or not tracked(join(directory, "*.py"))
 
 
 # what `_first_for_pytest` learnt in one walk (`after` clears them: a step changes both)
-_FIRST: dict[str, bool | None] = {}
-_ELSEWHERE: dict[str, frozenset[str]] = {}
+_FIRST: dict[str, bool] = {}
+_INSTALLED: dict[str, frozenset[str]] = {}
 
 
-def _names(top: str, directory: str) -> list[str]:
-    """The names in `directory` below `top`, reached without following a link."""
+def _listed(top: str, directory: str) -> list[tuple[str, bool]]:
+    """(name, is a directory) in `directory` below `top`, reached without following a link."""
     try:
         fd = open_along(top, directory[len(top) + 1:])
     except OSError:
         return []
     try:
-        return [name for name, _ in listed_at(fd) or ()]
+        return listed_at(fd) or []
     finally:
         posix.close(fd)
 
 
-def _elsewhere(top: str, tracked: Callable[[str], bool | None]) -> frozenset[str]:
-    """The modules a test imports from outside its directory: those git tracks at the project's
-    top and in its `src/` (`app.py`, a directory with a tracked `.py`), and the top-level names of
-    the venvs there (`requests` of `.venv/lib/python3.11/site-packages/requests/`), each directory
-    listed without following a link."""
-    if top not in _ELSEWHERE:
+def _installed(top: str) -> frozenset[str]:
+    """The top-level names importable from the venvs at the project's top (`requests` of
+    `.venv/lib/python3.11/site-packages/requests/`), listed without following a link."""
+    if top not in _INSTALLED:
         names = set()
-        for base in ("", "src"):
-            for entry in _names(top, join(top, base) if base else top):
-                path = join(top, base, entry)
-                if entry.endswith(".py") and tracked(path) or tracked(join(path, "*.py")):
-                    names.add(entry.removesuffix(".py"))
         for venv in _venvs(top):
-            for python in _names(top, join(top, venv, "lib")):
-                try:
-                    fd = open_along(top, f"{venv}/lib/{python}/site-packages")
-                except OSError:
-                    continue
-                try:
-                    names |= {entry.partition(".")[0] for entry, is_dir in listed_at(fd) or ()
-                              if (entry.isidentifier() if is_dir else entry.endswith((".py", ".so")))}
-                finally:
-                    posix.close(fd)
-        _ELSEWHERE[top] = frozenset(names)
-    return _ELSEWHERE[top]
+            for python, _ in _listed(top, join(top, venv, "lib")):
+                site = _listed(top, join(top, venv, "lib", python, "site-packages"))
+                names |= {entry.partition(".")[0] for entry, is_dir in site
+                          if (entry.isidentifier() if is_dir else entry.endswith((".py", ".so")))}
+        _INSTALLED[top] = frozenset(names)
+    return _INSTALLED[top]
 
 
 def _namespace_before(here: str, stem: str, tracked: Callable[[str], bool | None]) -> bool:
@@ -1015,16 +1043,19 @@ def _binary(path: str) -> bool | None:
         posix.close(fd)
 
 
-def module_link(path: str, name: str) -> bool:
+def module_link(path: str, name: str, tracked: Callable[[str], bool | None] | None = None, root: str = "") -> bool:
     """A link Python imports through in place of the project's code: a `__pycache__`, or one
     named as a module that shadows a `.py` beside it or the standard library (`util` ->
     `node_modules/.cache/u`, a package whose `__init__.pyc` the guard leaves alone there: red
-    teams 18 and 19). Not in installed packages."""
+    teams 18 and 19), or one found elsewhere in a directory pytest puts first on sys.path (`tests/app`
+    -> `../build/p`, red team 29). Not in installed packages."""
     if any(p in path for p in INSTALLED):
         return False
     stem = name[:-3] if name.endswith(".py") else name
     if name == PYCACHE or not stem.isidentifier():
         return name == PYCACHE
+    if root and tracked is not None and _first_for_pytest(dirname(path), stem, root, tracked):
+        return True
     # `site`, `test`, `html`: where Python runs (a `.py`, a package, a Python project's files there:
     # `python3 -m pkg.app` at a top holding only `pkg/` imported `json` from a link, red team 20)
     if stem in getattr(sys, "stdlib_module_names", ()):

@@ -469,3 +469,56 @@ def test_a_plugin_project_s_egg_info_naming_another_module_is_quarantined(runs: 
     assert "quarantined pytest_myplugin.egg-info (" in stderr, stderr
     pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"]
     _nothing_ran_then_the_control(root, plant, (pytest,), {"evilmod": marker})
+
+
+PYTEST_FIRST = {  # red team 29, on red team 28's fix: (the reviewed files, the step, the plant left to run, pytest's args)
+    # a `tests/__init__.py` the step made, which the guard moved: `tests/app.py` had been judged in a package
+    "init moved": ({}, "touch tests/__init__.py && echo '{payload}' > tests/app.py", ["tests"]),
+    # a directory named `__init__.py`: pytest wants a file
+    "init a directory": ({}, "mkdir tests/__init__.py && echo '{payload}' > tests/app.py", ["tests"]),
+    # `tests/unit/` a package, `tests/` not: pytest's basedir for `tests/unit/test_app.py` is `tests/`
+    "basedir above": ({"tests/test_app.py": None, "tests/unit/__init__.py": "", "tests/unit/test_app.py": "import app\n"},
+                      "echo '{payload}' > tests/app.py", ["tests"]),
+    # a test directory the step made, collected before `tests/`
+    "new test directory": ({}, "mkdir aaa && echo 'def test_ok(): pass' > aaa/test_ok.py && echo '{payload}' > aaa/app.py",
+                           []),
+    # a link to a directory, imported as the package `app`
+    "link to a package": ({}, "mkdir -p build/p && echo '{payload}' > build/p/__init__.py && ln -s ../build/p tests/app",
+                          ["tests"]),
+    # the reviewed module in `lib/`, which the tracked `pythonpath = lib` reaches
+    "pythonpath": ({"app.py": None, "lib/app.py": "", "pytest.ini": "[pytest]\npythonpath = lib\n"},
+                   "echo '{payload}' > tests/app.py", ["tests"]),
+    # a pytest.ini below the top: `pytest tests/` takes it over the top's pyproject.toml, `-p` and all
+    "config below the top": ({"pyproject.toml": "[tool.pytest.ini_options]\n"},
+                             "printf '[pytest]\\npythonpath = .\\naddopts = -p tplug\\n' > tests/pytest.ini && "
+                             "echo '{payload}' > tests/tplug.py", ["tests"]),
+}
+
+
+def test_red_team_29_s_ways_past_the_pytest_rule_are_held(runs: Runs, tmp_path: Path) -> None:
+    """Red team 29 (both backends, each 1/1 with its control): ways to have pytest import a step's
+    module in place of the reviewed `app.py` that red team 28's fix missed. Each plant, hidden by
+    the test directory's `.gitignore`, is quarantined (what makes it run), `python3 -m pytest`
+    runs nothing, and the same step run on the host makes it run."""
+    failed = []
+    for case, (files, step, args) in PYTEST_FIRST.items():
+        base = tmp_path / case.replace(" ", "-")
+        base.mkdir()
+        root = husky_project(base)
+        marker = base / "ran"
+        reviewed = {"app.py": "X = 1\n", "tests/test_app.py": "import app\n\ndef test_a():\n    pass\n", **files}
+        _write(root, {p: text for p, text in reviewed.items() if text is not None})
+        _commit(root)
+        script = step.format(payload=f'open("{marker}", "w").write("ran")')
+        hide = " && for d in tests aaa; do [ -d $d ] && printf '*\\n' > $d/.gitignore; done; true"
+        stderr = _plant_by(runs, root, script + hide)
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+        subprocess.run(pytest, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+        if "quarantined" not in stderr or marker.exists():
+            failed.append((case, stderr))
+        # the control: the same step on the host, less the `tests/__init__.py` file the guard moves
+        control = f"rm -rf build aaa tests/__init__.py && {script} && {{ [ ! -f tests/__init__.py ] || rm tests/__init__.py; }}"
+        subprocess.run(["sh", "-c", control], cwd=root, check=True)
+        subprocess.run(pytest, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
+        assert marker.exists(), case
+    assert not failed, " | ".join(c for c, _ in failed)

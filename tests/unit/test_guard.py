@@ -298,3 +298,45 @@ def test_a_plugin_project_s_own_entries_vouch_for_their_modules_only(tmp_path: P
     assert moved("[pytest11]\np = pytest_p.plugin:main\ne = evil\n")
     assert moved("[pytest11]\np = pytest_p\n")  # the package, not the module the packaging names
     assert moved("[flake8.extension]\nX = pytest_p.plugin\n")  # a group the packaging does not declare
+
+
+def test_red_team_29_s_ways_past_the_pytest_rule_are_named(tmp_path: Path) -> None:
+    """Red team 29: a package below a test directory makes pytest's basedir the directory above; an
+    `__init__.py` that is a directory, a link, or one the guard moves makes no package; a module
+    tracked anywhere in the repository (`lib/`, `packages/foo/foo/`) counts; a pytest config below
+    the top with pytest's section is named, one without is not."""
+    import subprocess
+
+    from sbox_shim.guard.tracked import tracker
+
+    top = str(tmp_path)
+    files = ("tests/unit/__init__.py", "tests/unit/test_a.py", "lib/app.py", "packages/foo/foo/__init__.py",
+             "checks/test_b.py", "docs/conf.py")
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", *files], cwd=tmp_path, check=True)
+    is_tracked = tracker(top)
+    assert is_tracked(top + "/**/app.py") and is_tracked(top + "/**/foo/*.py") and not is_tracked(top + "/**/bar.py")
+
+    def shadows(rel: str) -> bool:
+        guard._FIRST.clear()
+        return guard.shadowing_source(str(tmp_path / rel), rel.rsplit("/", 1)[-1], frozenset([top]), top, is_tracked)
+
+    assert shadows("tests/app.py") and shadows("tests/foo.py") and not shadows("tests/unit/app.py")
+    (tmp_path / "checks/__init__.py").mkdir()  # a directory: no package to pytest
+    assert shadows("checks/app.py")
+    (tmp_path / "checks/__init__.py").rmdir()
+    (tmp_path / "checks/__init__.py").write_text("")  # untracked beside a tracked module: the guard moves it
+    assert shadows("checks/app.py")
+    assert not shadows("docs/other.py")
+    (tmp_path / "tests/pytest.ini").write_text("")
+    (tmp_path / "tests/tox.ini").write_text("[testenv]\n")
+    (tmp_path / "tests/setup.cfg").write_text("[tool:pytest]\naddopts = -p x\n")
+    assert shadows("tests/pytest.ini") and not shadows("tests/tox.ini") and shadows("tests/setup.cfg")
+    (tmp_path / "pytest.ini").write_text("")
+    assert not shadows("pytest.ini")  # the top's: the tool configs the guard watches
+    (tmp_path / "tests/app").symlink_to(tmp_path / "packages/foo/foo")
+    assert guard.module_link(top + "/tests/app", "app", is_tracked, top)
+    assert not guard.module_link(top + "/tests/other", "other", is_tracked, top)
