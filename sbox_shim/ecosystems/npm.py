@@ -95,11 +95,29 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     out = [(f, "npm config", "all") for f in config_files(ctx) if sandbox_writable(f, ctx)]
     here = ctx.cwd
     while True:
-        out += [(p, f"{tool} project config", "all") for n in PROJECT_FILES
-                for p in [os.path.join(here, n)] if os.path.lexists(p)]
+        found = [p for n in PROJECT_FILES for p in [os.path.join(here, n)] if os.path.lexists(p)]
+        out += [(p, f"{tool} project config", "all") for p in found]
+        out += [(p, "yarn release or plugin (yarn runs it, registry token and all)", "program")
+                for rc in found if rc.endswith((".yarnrc", ".yml")) for p in yarn_programs(rc)
+                if sandbox_writable(p, ctx) and os.path.lexists(p)]
         if here == ctx.project_root or os.path.dirname(here) == here:
             return out
         here = os.path.dirname(here)
+
+
+_YARN_PATH = re.compile(r"""^\s*["']?yarn-path["']?\s+["']?([^"'\s]+)""", re.M)  # classic .yarnrc
+_YML_PROGRAM = re.compile(r"""^[\s-]*(?:(?:yarnPath|path)\s*:\s*)?["']?([^"'\s#]+\.[cm]?js)["']?\s*$""", re.M)
+
+
+def yarn_programs(rc: str) -> list[str]:
+    """The files a yarn config makes yarn run (red team 30: a step rewrote `.yarn/releases/yarn-*.cjs`,
+    which the trusted .yarnrc names, and the next install's download phase ran it): a classic
+    `.yarnrc`'s `yarn-path`; a `.yarnrc.yml`'s `yarnPath` and plugin paths (any `.js`, `.cjs` or
+    `.mjs` it names as a value or a list item). Relative to the config's directory."""
+    text = read_text(rc)
+    names = _YML_PROGRAM.findall(text) if rc.endswith(".yml") else _YARN_PATH.findall(text)
+    base = os.path.dirname(rc)
+    return list(dict.fromkeys(os.path.normpath(os.path.join(base, n)) for n in names))
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sbox_shim import kept
 from sbox_shim.errors import EXIT_USAGE, SboxError
-from sbox_shim.trust.files import printable, read_regular, why_unreadable
+from sbox_shim.trust.files import MAX_BYTES, printable, read_regular, why_unreadable
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ _SECRET_LINE = re.compile(r"(_auth|token|password|secret|credential)", re.I)
 class Input:
     path: str
     kind: str  # what it is, for the user
-    part: str = "all"  # all | options | tool.sbox | tool.uv | scripts: which part of it decides
+    part: str = "all"  # all | options | tool.sbox | tool.uv | scripts | program: which part of it decides
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,17 @@ def _record_path(state_dir: str, path: str) -> str:
 # ---------------------------------------------------------------- what decides
 
 
+PROGRAM_BYTES = 64 << 20  # a program a trusted config names (a yarn release: 2 to 6 MiB)
+
+
+def _read(item: Input) -> bytes | None:
+    return read_regular(item.path, PROGRAM_BYTES if item.part == "program" else MAX_BYTES)
+
+
 def decisive(data: bytes, part: str) -> str:
     """The part of a file's content that decides what sbox does."""
+    if part == "program":  # all of it, kept and shown as its digest
+        return f"a program of {len(data)} bytes, sha256 {kept.digest(data)}"
     text = data.decode("utf-8", "surrogateescape")
     if part == "options":
         from sbox_shim.trust.files import decode
@@ -101,9 +110,10 @@ def _shown(text: str) -> str:
 
 
 def verdict(item: Input, state_dir: str) -> Verdict:
-    data = read_regular(item.path)
+    data = _read(item)
     if data is None:
-        return Verdict(item, "unreadable", why_unreadable(item.path) or "cannot be read")
+        limit = PROGRAM_BYTES if item.part == "program" else MAX_BYTES
+        return Verdict(item, "unreadable", why_unreadable(item.path, limit) or "cannot be read")
     content = decisive(data, item.part)
     if item.part != "all" and not content.strip():
         return Verdict(item, "empty")
@@ -144,7 +154,7 @@ def _refusal(v: Verdict) -> str:
 def record(item: Input, state_dir: str) -> Verdict:
     """Trust the input's current content; the verdict before."""
     before = verdict(item, state_dir)
-    data = read_regular(item.path)
+    data = _read(item)
     if data is None:
         return before
     content = decisive(data, item.part)
@@ -184,7 +194,7 @@ def records(state_dir: str) -> list[dict[str, object]]:
 
 def change(v: Verdict) -> list[str]:
     """What `sbox trust` shows of an input: the change since the last trust, or the new content."""
-    data = read_regular(v.input.path) or b""
+    data = _read(v.input) or b""
     now = _shown(decisive(data, v.input.part)).splitlines()
     if v.state == "changed":
         import difflib

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.trust import trust
+
 from .helpers import Runs
 from .test_guard_repos import GIT_ENV, _programs_are_held
 from .test_persistence_guard import git, husky_project
@@ -522,3 +524,32 @@ def test_red_team_29_s_ways_past_the_pytest_rule_are_held(runs: Runs, tmp_path: 
         subprocess.run(pytest, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
         assert marker.exists(), case
     assert not failed, " | ".join(c for c, _ in failed)
+
+
+def test_a_yarn_release_a_step_rewrote_is_not_run(runs: Runs, tmp_path: Path) -> None:
+    """Red team 30 (bwrap and docker, yarn 1.22.22 and 4.x): the trusted `.yarnrc` names
+    `.yarn/releases/yarn-*.cjs`, which any step that writes the project could rewrite; the next
+    `yarn install` ran it in yarn's download phase, the user's `~/.npmrc` token and `NPM_TOKEN`
+    with it. The release is now an input the user trusts (`sbox trust` shows its digest): a
+    rewritten one stops the install before anything runs. The yarn here is a stand-in that does
+    what yarn classic does with `yarn-path` (runs that file with node); the control runs it."""
+    root = husky_project(tmp_path)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "yarn").write_text("#!/bin/sh\nexec node \"$(sed -n 's/^yarn-path \"\\(.*\\)\"/\\1/p' .yarnrc)\" \"$@\"\n")
+    (bindir / "yarn").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    release = ".yarn/releases/yarn-1.22.22.cjs"
+    _write(root, {".yarnrc": f'yarn-path "{release}"\n', release: "console.log('yarn 1.22.22');\n",
+                  "package.json": '{"name": "p", "version": "1.0.0"}\n'})
+    _commit(root)
+    untrusted = runs.run(root, "yarn", "install", env=env)
+    assert untrusted.returncode == 2 and f"{root / release}: yarn release or plugin" in untrusted.stderr, untrusted.stderr
+    trust(root, env=env)  # `sbox trust` in the project: the release with the config
+    marker = tmp_path / "release-ran"
+    _plant_by(runs, root, f"printf '%s' \"require('fs').writeFileSync('{marker}', 'ran');\" >> {release}")
+    result = runs.run(root, "yarn", "install", env=env)
+    assert result.returncode == 2 and "changed since you trusted it" in result.stderr, result.stderr
+    assert not marker.exists()
+    subprocess.run(["yarn"], cwd=root, env=env, capture_output=True, timeout=60)
+    assert marker.exists()  # the control: yarn runs the release it is given

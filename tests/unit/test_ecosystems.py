@@ -748,3 +748,33 @@ def test_npm_plain_settings_reach_the_scripts_phase_and_credentials_do_not(where
     joined = repr(s.env)
     for leaked in ("npm_CANARY", "u:pw", "script_shell", "abc"):
         assert leaked not in joined, leaked
+
+
+def test_the_programs_a_yarn_config_names_are_inputs(tmp_path: Path) -> None:
+    """Red team 30: the release a `.yarnrc`'s `yarn-path` or a `.yarnrc.yml`'s `yarnPath` names,
+    and berry's plugins, run in yarn's download phase: each one in the project is trusted as its
+    digest (a release is megabytes); one outside the project, or missing, is not asked for."""
+    from sbox_shim import trust
+    from sbox_shim.ecosystems.npm import yarn_programs
+
+    (tmp_path / ".yarnrc").write_text('yarn-path ".yarn/releases/yarn-1.22.22.cjs"\n')
+    (tmp_path / ".yarnrc.yml").write_text(
+        "yarnPath: .yarn/releases/yarn-4.5.0.cjs\nplugins:\n  - path: .yarn/plugins/p.cjs\n    spec: x\n"
+        "  - '/opt/yarn/plugin.js'\nnpmRegistryServer: 'https://registry.example/x.js'\n")
+    assert yarn_programs(str(tmp_path / ".yarnrc")) == [str(tmp_path / ".yarn/releases/yarn-1.22.22.cjs")]
+    assert yarn_programs(str(tmp_path / ".yarnrc.yml")) == [
+        str(tmp_path / ".yarn/releases/yarn-4.5.0.cjs"), str(tmp_path / ".yarn/plugins/p.cjs"), "/opt/yarn/plugin.js"]
+    release = tmp_path / ".yarn/releases/yarn-4.5.0.cjs"
+    release.parent.mkdir(parents=True)
+    release.write_bytes(b"x" * (3 << 20))
+    where = {"project": tmp_path, "home": tmp_path / "home", "cache": tmp_path / "cache"}
+    found = ecosystems.inputs(("yarn", "install"), ctx(where))
+    assert [(p, part) for p, _, part in found if part == "program"] == [(str(release), "program")]
+    item = trust.Input(str(release), "yarn release", "program")
+    state = tmp_path / "state"
+    assert trust.verdict(item, str(state)).state == "new"
+    trust.record(item, str(state))
+    assert trust.verdict(item, str(state)).state == "trusted"
+    release.write_bytes(b"x" * (3 << 20) + b";evil()")
+    changed = trust.verdict(item, str(state))
+    assert changed.state == "changed" and "sha256" in changed.detail and len(changed.detail) < 200
