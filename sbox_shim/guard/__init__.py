@@ -339,7 +339,7 @@ def _why(root: str, rel: str, entry: Entry) -> str:
         return entry.kind
     if entry.mode & (stat.S_ISUID | stat.S_ISGID):
         return "setuid"
-    if name.endswith((".pyc", ".so")):
+    if name.endswith((".pyc", ".so")) or name == PYCACHE:
         return "bytecode"
     if entry.kind == "link" and not name.endswith((".js", ".node")) and _entry_under(root, rel + ".js") is None:
         return "Python imports through it before the project's own"

@@ -114,7 +114,7 @@ def test_a_package_link_that_shadows_a_module_is_quarantined(runs: Runs, tmp_pat
     result = runs.run(root, *plant)
     assert result.returncode == 0, result.stderr
     for link in ("util", "json"):
-        assert f"quarantined {link} (created by the sandbox, bytecode)" in result.stderr, result.stderr
+        assert f"quarantined {link} (created by the sandbox, Python imports through it" in result.stderr, result.stderr
         assert not os.path.lexists(root / link)
     assert "other" not in result.stderr and os.path.islink(root / "other")
     assert _host_runs_app(root) == "hello\n"
@@ -139,7 +139,7 @@ def test_a_standard_module_s_link_at_a_top_of_packages_is_quarantined(runs: Runs
     (root / "json").unlink()
     result = runs.run(root, *plant)
     assert result.returncode == 0, result.stderr
-    assert "quarantined json (created by the sandbox, bytecode)" in result.stderr, result.stderr
+    assert "quarantined json (created by the sandbox, Python imports through it" in result.stderr, result.stderr
     subprocess.run([HOST_PY, "-m", "pkg.app"], cwd=root, check=True, timeout=60, capture_output=True)
     assert not marker.exists()
 
