@@ -97,9 +97,9 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     while True:
         found = [p for n in PROJECT_FILES for p in [os.path.join(here, n)] if os.path.lexists(p)]
         out += [(p, f"{tool} project config", "all") for p in found]
+        programs = dict.fromkeys(p for rc in found if rc.endswith((".yarnrc", ".yml")) for p in yarn_programs(rc))
         out += [(p, "yarn release or plugin (yarn runs it, registry token and all)", "program")
-                for rc in found if rc.endswith((".yarnrc", ".yml")) for p in yarn_programs(rc)
-                if sandbox_writable(p, ctx) and os.path.lexists(p)]
+                for p in programs if sandbox_writable(p, ctx) and os.path.lexists(p)]
         if here == ctx.project_root or os.path.dirname(here) == here:
             return out
         here = os.path.dirname(here)
@@ -117,7 +117,31 @@ def yarn_programs(rc: str) -> list[str]:
     text = read_text(rc)
     names = _YML_PROGRAM.findall(text) if rc.endswith(".yml") else _YARN_PATH.findall(text)
     base = os.path.dirname(rc)
-    return list(dict.fromkeys(os.path.normpath(os.path.join(base, n)) for n in names))
+    named = [os.path.normpath(os.path.join(base, n)) for n in names]
+    # and every file of yarn's own program directories: a `yarnPath: scripts/run-yarn.js` wrapper
+    # requires `.yarn/releases/yarn-*.cjs`, which a step rewrote (red team 31)
+    kept = [os.path.join(d, f) for sub in YARN_PROGRAM_DIRS if _real_dir(base, sub)
+            for d, _, files in os.walk(os.path.join(base, sub)) for f in sorted(files)] if names else []
+    return list(dict.fromkeys(named + kept[:MAX_YARN_PROGRAMS]))
+
+
+YARN_PROGRAM_DIRS = (".yarn/releases", ".yarn/plugins")
+
+
+def _real_dir(base: str, rel: str) -> bool:
+    """Is `rel` below `base` a directory reached without a link (sbox follows none a project holds)?"""
+    import stat
+
+    here = base
+    for part in rel.split("/"):
+        here = os.path.join(here, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(here).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+MAX_YARN_PROGRAMS = 200
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:

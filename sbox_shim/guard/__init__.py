@@ -284,7 +284,7 @@ def after(snapshot: Before, mounts: Sequence[Mount], state_dir: str | None = Non
     files, sockets and FIFOs it made anywhere it could write. Parents sort before children."""
     root, skip = snapshot.root, readonly_targets(mounts)
     _FIRST.clear()
-    _INSTALLED.clear()
+    _IMPORTABLE.clear()
     let_owner_in(root)  # `chmod 0 .` in the sandbox must not hide the top from the comparison
     ways: list[str] = []
     names = dict.fromkeys([*snapshot.names, *watched(root, ways)])
@@ -834,7 +834,7 @@ def tests_made(path: str, name: str, root: str, tracked: Callable[[str], bool | 
         and _collected(path, root) and tracked(path) is not True
 
 
-PYTEST_CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+PYTEST_CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg", "pytest.toml", ".pytest.toml")
 PYTEST_SECTIONS = {"tox.ini": "[pytest]", "setup.cfg": "[tool:pytest]", "pyproject.toml": "[tool.pytest"}
 
 
@@ -873,16 +873,19 @@ def _first_for_pytest(here: str, stem: str, root: str, tracked: Callable[[str], 
     elsewhere? pytest (its default `prepend` import mode) puts the first directory without an
     `__init__.py` above each test module and conftest.py it collects first on sys.path: so a
     step's hidden `tests/app.py` ran at the host's `python3 -m pytest` in place of the reviewed
-    top-level `app.py` (red team 28). `stem`: a standard module, one git tracks anywhere in the
-    repository (a module, or a directory of them: a `pythonpath` setting or an editable install
-    reaches them), or one installed in a venv at the top; `here`: `_pytest_dir`."""
+    top-level `app.py` (red team 28). `stem`: a standard module, or one `_importable` names;
+    `here`: `_pytest_dir`."""
     top = root.rstrip("/")
-    if not (_standard(stem) or tracked(join(top, "**", stem + ".py")) or tracked(join(top, "**", stem, "*.py"))
-            or stem in _installed(top)):
+    if stem in NOT_IMPORTED or not (_standard(stem) or stem in _importable(top, tracked)[0]):
         return False
     if here not in _FIRST:
         _FIRST[here] = _pytest_dir(here, top, tracked)
     return _FIRST[here]
+
+
+# names no test imports from elsewhere: a scaffolded `newproj/setup.py` or `newproj/tests/`
+# shadows nothing (red team 31); a `tests` package pytest has imported is in sys.modules already
+NOT_IMPORTED = ("setup", "conftest", "tests", "test", "__main__")
 
 
 TEST_DEPTH = 4  # packages below a test directory looked into for test modules (tests/unit/api/…)
@@ -895,6 +898,8 @@ def _pytest_dir(here: str, top: str, tracked: Callable[[str], bool | None], dept
     in it or in a package below it (`tests/unit/__init__.py`: pytest's basedir is `tests/`; a
     test directory the step made: red team 29)?"""
     if depth == 0:
+        if here in _importable(top, tracked)[1]:  # a `pythonpath` directory: first, tests or not (red team 31)
+            return here != top
         if here == top or not inside(here, top) or not _collected(join(here, "-"), top) or _regular_package(here, tracked):
             return False
         if tracked(join(here, "*.py")):
@@ -923,7 +928,7 @@ def _regular_package(directory: str, tracked: Callable[[str], bool | None]) -> b
 
 # what `_first_for_pytest` learnt in one walk (`after` clears them: a step changes both)
 _FIRST: dict[str, bool] = {}
-_INSTALLED: dict[str, frozenset[str]] = {}
+_IMPORTABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
 
 def _listed(top: str, directory: str) -> list[tuple[str, bool]]:
@@ -938,18 +943,70 @@ def _listed(top: str, directory: str) -> list[tuple[str, bool]]:
         posix.close(fd)
 
 
-def _installed(top: str) -> frozenset[str]:
-    """The top-level names importable from the venvs at the project's top (`requests` of
-    `.venv/lib/python3.11/site-packages/requests/`), listed without following a link."""
-    if top not in _INSTALLED:
-        names = set()
+def _importable(top: str, tracked: Callable[[str], bool | None]) -> tuple[frozenset[str], frozenset[str]]:
+    """(The top-level modules a test imports from outside its own directory, the directories
+    pytest's configuration puts first on sys.path). The modules: those git tracks (a `.py`, or a
+    directory with one) at the top, in `src/`, in the `pythonpath` directories of the project's
+    pytest configuration and in the project's directories a `.pth` of a venv at the top names (an
+    editable install: `packages/foo` for `foo`; setuptools' `__editable__.foo-1.0.pth` names
+    `foo`); and every top-level name of those venvs' `site-packages`. Directories are listed
+    without following a link; red team 31 had red team 29's "anywhere in the repository" move a
+    generated `tests/utils.py` for a tracked `src/pkg/utils.py`, which imports as `pkg.utils`."""
+    if top not in _IMPORTABLE:
+        names: set[str] = set()
+        first = {join(top, d) for d in _pythonpath(top)}
+        bases = {top, join(top, "src")} | first
         for venv in _venvs(top):
             for python, _ in _listed(top, join(top, venv, "lib")):
-                site = _listed(top, join(top, venv, "lib", python, "site-packages"))
-                names |= {entry.partition(".")[0] for entry, is_dir in site
-                          if (entry.isidentifier() if is_dir else entry.endswith((".py", ".so")))}
-        _INSTALLED[top] = frozenset(names)
-    return _INSTALLED[top]
+                site = join(top, venv, "lib", python, "site-packages")
+                for entry, is_dir in _listed(top, site):
+                    if is_dir and entry.isidentifier() or entry.endswith((".py", ".so")):
+                        names.add(entry.partition(".")[0])
+                    elif entry.endswith(".pth"):
+                        bases |= _pth_dirs(top, join(site, entry))
+                        if entry.startswith("__editable__."):
+                            names.add(entry[len("__editable__."):].partition("-")[0].replace("-", "_"))
+        for base in bases:
+            for entry, is_dir in _listed(top, base):
+                path = join(base, entry)
+                if tracked(path) and (entry.endswith(".py") or is_dir and tracked(join(path, "*.py"))):
+                    names.add(entry.removesuffix(".py"))
+        _IMPORTABLE[top] = (frozenset(names), frozenset(first))
+    return _IMPORTABLE[top]
+
+
+def _pythonpath(top: str) -> list[str]:
+    """The directories the pytest configuration at the top puts on sys.path (`pythonpath = src lib`,
+    `pythonpath = ["src", "lib"]`, over lines too), relative to the top, normalised, inside it."""
+    from sbox_shim.regular import read_regular
+
+    found: list[str] = []
+    for name in PYTEST_CONFIGS:
+        lines = (read_regular(join(top, name)) or b"").decode("utf-8", "replace").splitlines()
+        for i, line in enumerate(lines):
+            key, eq, value = line.partition("=")
+            if not eq or key.strip() != "pythonpath":
+                continue
+            words = [value]
+            for more in lines[i + 1:]:  # an ini value's indented lines, a TOML array's
+                if not more.strip() or "=" in more or not (more[0].isspace() or "[" in value and "]" not in " ".join(words)):
+                    break
+                words.append(more)
+            for word in " ".join(words).replace("[", " ").replace("]", " ").replace(",", " ").split():
+                word = word.strip("'\"")
+                parts = [part for part in word.split("/") if part not in ("", ".")]
+                if parts and not word.startswith("/") and ".." not in parts:
+                    found.append("/".join(parts))
+    return found
+
+
+def _pth_dirs(top: str, pth: str) -> set[str]:
+    """The project's directories a `.pth` file lists (an editable install's `packages/foo`)."""
+    from sbox_shim.regular import read_regular
+
+    text = (read_regular(pth) or b"").decode("utf-8", "replace")
+    return {normpath(line.strip()) for line in text.splitlines()
+            if line.startswith("/") and inside(normpath(line.strip()), top)}
 
 
 def _namespace_before(here: str, stem: str, tracked: Callable[[str], bool | None]) -> bool:

@@ -110,8 +110,7 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
     repositories: dict[str, tuple[str, tuple[str, ...]] | None] = {}  # by directory: asked once each
 
     def tracked(path: str) -> bool | None:
-        cut = path.find("/**/")  # a name anywhere in the repository `path[:cut]` lies in
-        here = path[:cut] if cut >= 0 else dirname(path)
+        here = dirname(path)
         if here not in repositories:
             repositories[here] = repository(here, trusted)
         found = repositories[here]
@@ -125,8 +124,6 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
             return None
         _, files, dirs = known
         rel = path[len(top) + 1:].rstrip("/")
-        if "**/" in rel:  # a module of this name anywhere in the repository (`**/x.py`, `**/x/*.py`)
-            rel = rel[rel.index("**/"):]
         return rel in files or rel in dirs
 
     return tracked
@@ -149,7 +146,4 @@ def _load(top: str, gitdirs: tuple[str, ...]) -> tuple[str, set[str], set[str]] 
     # a directory with a tracked Python module directly in it: "DIR/*.py" (the __init__.py rule)
     dirs |= {p[:p.rindex("/")] + "/*.py" for p in paths if p.endswith(".py") and "/" in p}
     dirs |= {"*.py"} if any(p.endswith(".py") and "/" not in p for p in paths) else set()
-    # each module's name, wherever it lies: "**/x.py", and "**/x/*.py" for a directory of them
-    dirs |= {"**/" + p[p.rfind("/") + 1:] for p in paths if p.endswith(".py")}
-    dirs |= {"**/" + d[d.rfind("/") + 1:] + "/*.py" for d in (p[:p.rfind("/")] for p in paths if p.endswith(".py") and "/" in p)}
     return top, set(paths), dirs

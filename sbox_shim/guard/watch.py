@@ -52,7 +52,7 @@ HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.ya
                  # (pylint's init-hook and load-plugins, pytest's -p, flake8's local plugins, mypy's
                  # and coverage's plugins) when the host runs the tool, from a hook or by hand
                  ".pylintrc", "pylintrc", ".flake8", "pytest.ini", ".pytest.ini", "mypy.ini", ".mypy.ini",
-                 ".coveragerc")
+                 ".coveragerc", "pytest.toml", ".pytest.toml")  # pytest 9's own TOML (red team 31)
 # Not here: the tool configs sbox's trust gate holds instead (.yarnrc.yml, .pnpmfile.cjs, .npmrc,
 # pip.conf, ...), which only the tools sbox fronts read: one a sandbox wrote is refused, named,
 # until `sbox trust`.

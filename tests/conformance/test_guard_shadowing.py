@@ -494,6 +494,13 @@ PYTEST_FIRST = {  # red team 29, on red team 28's fix: (the reviewed files, the 
     "config below the top": ({"pyproject.toml": "[tool.pytest.ini_options]\n"},
                              "printf '[pytest]\\npythonpath = .\\naddopts = -p tplug\\n' > tests/pytest.ini && "
                              "echo '{payload}' > tests/tplug.py", ["tests"]),
+    # red team 31: pytest 9's own `pytest.toml`, below the top
+    "pytest.toml below the top": ({"pyproject.toml": "[tool.pytest.ini_options]\n"},
+                                  "printf '[pytest]\\npythonpath = [\".\"]\\naddopts = [\"-p\", \"tplug\"]\\n' "
+                                  "> tests/pytest.toml && echo '{payload}' > tests/tplug.py", ["tests"]),
+    # red team 31: a `pythonpath` directory kept by a `.gitkeep`, no tracked module in it
+    "pythonpath kept empty": ({"pytest.ini": "[pytest]\npythonpath = gen\n", "gen/.gitkeep": ""},
+                              "echo '{payload}' > gen/app.py", ["tests"]),
 }
 
 
@@ -512,7 +519,7 @@ def test_red_team_29_s_ways_past_the_pytest_rule_are_held(runs: Runs, tmp_path: 
         _write(root, {p: text for p, text in reviewed.items() if text is not None})
         _commit(root)
         script = step.format(payload=f'open("{marker}", "w").write("ran")')
-        hide = " && for d in tests aaa; do [ -d $d ] && printf '*\\n' > $d/.gitignore; done; true"
+        hide = " && for d in tests aaa gen; do [ -d $d ] && printf '*\\n' > $d/.gitignore; done; true"
         stderr = _plant_by(runs, root, script + hide)
         pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
         subprocess.run(pytest, cwd=root, env=GIT_ENV, capture_output=True, timeout=120)
@@ -530,26 +537,50 @@ def test_a_yarn_release_a_step_rewrote_is_not_run(runs: Runs, tmp_path: Path) ->
     """Red team 30 (bwrap and docker, yarn 1.22.22 and 4.x): the trusted `.yarnrc` names
     `.yarn/releases/yarn-*.cjs`, which any step that writes the project could rewrite; the next
     `yarn install` ran it in yarn's download phase, the user's `~/.npmrc` token and `NPM_TOKEN`
-    with it. The release is now an input the user trusts (`sbox trust` shows its digest): a
-    rewritten one stops the install before anything runs. The yarn here is a stand-in that does
-    what yarn classic does with `yarn-path` (runs that file with node); the control runs it."""
-    root = husky_project(tmp_path)
+    with it. Red team 31: the same through a `yarn-path` wrapper that requires the release. The
+    release is now an input the user trusts (`sbox trust` shows its digest), and so is every file
+    of `.yarn/releases` and `.yarn/plugins`: a rewritten one stops the install before anything
+    runs. The yarn here is a stand-in that does what yarn classic does with `yarn-path` (runs that
+    file with node); the control runs it."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "yarn").write_text("#!/bin/sh\nexec node \"$(sed -n 's/^yarn-path \"\\(.*\\)\"/\\1/p' .yarnrc)\" \"$@\"\n")
     (bindir / "yarn").chmod(0o755)
     env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
     release = ".yarn/releases/yarn-1.22.22.cjs"
-    _write(root, {".yarnrc": f'yarn-path "{release}"\n', release: "console.log('yarn 1.22.22');\n",
-                  "package.json": '{"name": "p", "version": "1.0.0"}\n'})
+    for layout, named in (("direct", release), ("wrapper", "scripts/run-yarn.js")):
+        base = tmp_path / layout
+        base.mkdir()
+        root = husky_project(base)
+        _write(root, {".yarnrc": f'yarn-path "{named}"\n', release: "console.log('yarn 1.22.22');\n",
+                      "scripts/run-yarn.js": f"require('../{release}');\n",
+                      "package.json": '{"name": "p", "version": "1.0.0"}\n'})
+        _commit(root)
+        untrusted = runs.run(root, "yarn", "install", env=env)
+        assert untrusted.returncode == 2 and f"{root / release}: yarn release or plugin" in untrusted.stderr, \
+            untrusted.stderr
+        trust(root, env=env)  # `sbox trust` in the project: the release with the config
+        marker = base / "release-ran"
+        _plant_by(runs, root, f"printf '%s' \"require('fs').writeFileSync('{marker}', 'ran');\" >> {release}")
+        result = runs.run(root, "yarn", "install", env=env)
+        assert result.returncode == 2 and "changed since you trusted it" in result.stderr, (layout, result.stderr)
+        assert not marker.exists(), layout
+        subprocess.run(["yarn"], cwd=root, env=env, capture_output=True, timeout=60)
+        assert marker.exists(), layout  # the control: yarn runs the release it is given
+
+
+def test_red_team_31_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None:
+    """Red team 31's false positives of red team 29's fix: a generated `tests/utils.py` for a
+    project whose `src/pkg/utils.py` imports as `pkg.utils` (pytest then failed to collect), and a
+    scaffolded `newproj/` with its own `setup.py` and `tests/` package (both were moved)."""
+    root = husky_project(tmp_path)
+    _write(root, {"setup.py": "", "src/pkg/__init__.py": "", "src/pkg/utils.py": "",
+                  "tests/test_a.py": "def test_a():\n    pass\n"})
     _commit(root)
-    untrusted = runs.run(root, "yarn", "install", env=env)
-    assert untrusted.returncode == 2 and f"{root / release}: yarn release or plugin" in untrusted.stderr, untrusted.stderr
-    trust(root, env=env)  # `sbox trust` in the project: the release with the config
-    marker = tmp_path / "release-ran"
-    _plant_by(runs, root, f"printf '%s' \"require('fs').writeFileSync('{marker}', 'ran');\" >> {release}")
-    result = runs.run(root, "yarn", "install", env=env)
-    assert result.returncode == 2 and "changed since you trusted it" in result.stderr, result.stderr
-    assert not marker.exists()
-    subprocess.run(["yarn"], cwd=root, env=env, capture_output=True, timeout=60)
-    assert marker.exists()  # the control: yarn runs the release it is given
+    build = ("printf 'def mk():\\n    return 1\\n' > tests/utils.py && "
+             "printf 'from utils import mk\\n\\ndef test_gen():\\n    assert mk() == 1\\n' > tests/test_gen.py && "
+             "mkdir -p newproj/newproj newproj/tests && touch newproj/setup.py newproj/newproj/__init__.py "
+             "newproj/tests/__init__.py && printf 'def test_n():\\n    pass\\n' > newproj/tests/test_n.py")
+    stderr = _plant_by(runs, root, build)
+    assert "quarantined" not in stderr, stderr
+    assert (root / "tests/utils.py").exists() and (root / "newproj/tests/__init__.py").exists()

@@ -778,3 +778,11 @@ def test_the_programs_a_yarn_config_names_are_inputs(tmp_path: Path) -> None:
     release.write_bytes(b"x" * (3 << 20) + b";evil()")
     changed = trust.verdict(item, str(state))
     assert changed.state == "changed" and "sha256" in changed.detail and len(changed.detail) < 200
+    # red team 31: a wrapper `yarnPath` requires the release: yarn's program directories count whole
+    (tmp_path / ".yarnrc.yml").write_text("yarnPath: scripts/run-yarn.js\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts/run-yarn.js").write_text("require('../.yarn/releases/yarn-4.5.0.cjs');\n")
+    (tmp_path / ".yarn/plugins/@yarnpkg").mkdir(parents=True)
+    (tmp_path / ".yarn/plugins/@yarnpkg/p.cjs").write_text("")
+    assert yarn_programs(str(tmp_path / ".yarnrc.yml")) == [
+        str(tmp_path / "scripts/run-yarn.js"), str(release), str(tmp_path / ".yarn/plugins/@yarnpkg/p.cjs")]

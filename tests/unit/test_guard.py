@@ -317,14 +317,20 @@ def test_red_team_29_s_ways_past_the_pytest_rule_are_named(tmp_path: Path) -> No
         (tmp_path / name).write_text("")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", *files], cwd=tmp_path, check=True)
+    site = tmp_path / ".venv/lib/python3.11/site-packages"
+    site.mkdir(parents=True)
+    (tmp_path / ".venv/pyvenv.cfg").write_text("")
+    (site / "_foo.pth").write_text(f"{tmp_path / 'packages/foo'}\n")  # an editable install
+    (tmp_path / "pytest.ini").write_text("[pytest]\npythonpath =\n    lib\n    gen\n")
+    (tmp_path / "gen").mkdir()
     is_tracked = tracker(top)
-    assert is_tracked(top + "/**/app.py") and is_tracked(top + "/**/foo/*.py") and not is_tracked(top + "/**/bar.py")
 
     def shadows(rel: str) -> bool:
         guard._FIRST.clear()
         return guard.shadowing_source(str(tmp_path / rel), rel.rsplit("/", 1)[-1], frozenset([top]), top, is_tracked)
 
     assert shadows("tests/app.py") and shadows("tests/foo.py") and not shadows("tests/unit/app.py")
+    assert shadows("gen/app.py") and shadows("gen/wave.py") and not shadows("gen/other.py")  # a `pythonpath` directory
     (tmp_path / "checks/__init__.py").mkdir()  # a directory: no package to pytest
     assert shadows("checks/app.py")
     (tmp_path / "checks/__init__.py").rmdir()
@@ -340,3 +346,34 @@ def test_red_team_29_s_ways_past_the_pytest_rule_are_named(tmp_path: Path) -> No
     (tmp_path / "tests/app").symlink_to(tmp_path / "packages/foo/foo")
     assert guard.module_link(top + "/tests/app", "app", is_tracked, top)
     assert not guard.module_link(top + "/tests/other", "other", is_tracked, top)
+
+
+def test_red_team_31_s_builds_are_left_alone_and_its_configs_named(tmp_path: Path) -> None:
+    """Red team 31: a tracked `src/pkg/utils.py` imports as `pkg.utils`, so a generated
+    `tests/utils.py` shadows nothing; a scaffolded `newproj/` with its own `setup.py` and `tests/`
+    shadows nothing at the top; pytest 9's `pytest.toml` below the top is its config."""
+    import subprocess
+
+    from sbox_shim.guard.tracked import tracker
+
+    top = str(tmp_path)
+    files = ("setup.py", "src/pkg/__init__.py", "src/pkg/utils.py", "tests/test_a.py", "tests/__init__.py")
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", *files], cwd=tmp_path, check=True)
+    for name in ("gen/test_gen.py", "gen/utils.py", "newproj/setup.py", "newproj/newproj/__init__.py",
+                 "newproj/tests/__init__.py", "newproj/tests/test_n.py", "gen/pytest.toml", "gen/.pytest.toml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    is_tracked = tracker(top)
+
+    def shadows(rel: str) -> bool:
+        guard._FIRST.clear()
+        guard._IMPORTABLE.clear()
+        return guard.shadowing_source(str(tmp_path / rel), rel.rsplit("/", 1)[-1], frozenset([top]), top, is_tracked)
+
+    assert not shadows("gen/utils.py") and shadows("gen/pkg.py") and not shadows("newproj/setup.py")
+    assert not guard.shadowing_package(top + "/newproj/tests", "tests", 0, frozenset([top]), is_tracked, top)
+    assert shadows("gen/pytest.toml") and shadows("gen/.pytest.toml")
