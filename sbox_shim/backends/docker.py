@@ -389,7 +389,7 @@ def materialize(step: Step, run_dir: str, index: int) -> list[Mount]:
     from sbox_shim import redact
 
     base = os.path.join(run_dir, f"files-{index}")
-    files = [(f.target, f.content.encode()) for f in step.files]
+    files = [(f.target, f.content.encode("utf-8", "surrogateescape")) for f in step.files]
     files += [(m.target, redact.read(m.source, step.project)) for m in step.mounts if m.kind == "redact"]
     mounts = []
     for target, data in files:

@@ -141,7 +141,20 @@ def _real_dir(base: str, rel: str) -> bool:
         except OSError:
             return False
     return True
+
+
 MAX_YARN_PROGRAMS = 200
+
+
+def _held(argv: tuple[str, ...], ctx: Context) -> tuple[File, ...]:
+    """The project's files the tool reads that decide what it runs or where it connects (its
+    configs, yarn's releases and plugins: `inputs`), put in as the trust gate read them: a sandbox
+    racing this one that swaps one after the check changes nothing this phase reads (red team 31:
+    4 of 12 yarn installs ran a release swapped between the check and yarn's start)."""
+    from sbox_shim import trust
+
+    held = [(path, trust.checked(path)) for path, _, _ in inputs(argv, ctx)]
+    return tuple(File(path, data.decode("utf-8", "surrogateescape")) for path, data in held if data is not None)
 
 
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
@@ -181,7 +194,7 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         implied=implied, secrets=passthrough(ctx, True), credentials=tuple(m.source for m in credentials),
         mounts=(cache_mount(cache, True), cache_mount(logs, True), *readonly, *credentials),
         reason=f"built-in {tool} policy: install downloads with scripts disabled",
-        writable=outputs(ctx, tool), hook=hook, configs=("npmrc", "gitconfig"),
+        writable=outputs(ctx, tool), hook=hook, configs=("npmrc", "gitconfig"), files=_held(argv, ctx),
     )
     if "--ignore-scripts" in argv or "--ignore-scripts=true" in argv:  # the user's own: no scripts to run
         return (download.replace(hook=(), reason=f"built-in {tool} policy: install downloads; "

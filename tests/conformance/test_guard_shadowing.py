@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.support.trust import trust
@@ -584,3 +585,37 @@ def test_red_team_31_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None
     stderr = _plant_by(runs, root, build)
     assert "quarantined" not in stderr, stderr
     assert (root / "tests/utils.py").exists() and (root / "newproj/tests/__init__.py").exists()
+
+
+def test_a_yarn_release_swapped_after_the_check_is_not_what_runs(runs: Runs, tmp_path: Path) -> None:
+    """Red team 31 (bwrap 4/12, docker 4/8): another sandbox writing the same project swapped the
+    trusted release back and forth, and an install whose check saw the good one ran the bad one,
+    with the token. The download phase now reads each file the gate checked as the bytes it
+    checked. Made deterministic here: the step's yarn says it has started, the release is rewritten
+    then (as the racing sandbox would), and yarn reads it after."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "yarn").write_text("#!/bin/sh\nmkdir -p node_modules && touch node_modules/.started\nwhile [ ! -e node_modules/.rewritten ]; do sleep 0.05; done\n"
+                                 "exec node \"$(sed -n 's/^yarn-path \"\\(.*\\)\"/\\1/p' .yarnrc)\" \"$@\"\n")
+    (bindir / "yarn").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    root = husky_project(tmp_path)
+    release = ".yarn/releases/yarn-1.22.22.cjs"
+    _write(root, {".yarnrc": f'yarn-path "{release}"\n', release: "console.log('yarn 1.22.22');\n",
+                  "package.json": '{"name": "p", "version": "1.0.0"}\n', ".gitignore": "node_modules/\n"})
+    _commit(root)
+    trust(root, env=env)
+    marker = root / "node_modules/.swapped-ran"  # where the phase can write
+    proc = runs.start(root, "yarn", "install", env=env)
+    for _ in range(1200):
+        if (root / "node_modules/.started").exists() or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert (root / "node_modules/.started").exists(), proc.communicate()
+    with open(root / release, "a") as f:  # the racing sandbox's swap, after the check
+        f.write(f"require('fs').writeFileSync('{marker}', 'ran');\n")
+    (root / "node_modules/.rewritten").touch()
+    out, err = proc.communicate(timeout=180)
+    assert "yarn 1.22.22" in out + err and not marker.exists(), (out, err)
+    subprocess.run(["yarn"], cwd=root, env=env, capture_output=True, timeout=60)
+    assert marker.exists()  # the control: yarn runs the release the file holds
