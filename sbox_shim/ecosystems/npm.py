@@ -41,7 +41,7 @@ SECRETS = ("NPM_TOKEN", "NODE_AUTH_TOKEN", "npm_config__authToken", "npm_config_
 EXECUTABLES = {"npm_config_git": "git", "npm_config_script_shell": "/bin/sh", "npm_config_shell": "/bin/sh",
                "npm_config_node_options": ""}
 # Project files npm, pnpm and yarn read that decide what runs or where it connects.
-PROJECT_FILES = (".yarnrc", ".yarnrc.yml", ".pnpmfile.cjs", ".pnpmfile.mjs")
+PROJECT_FILES = (".yarnrc", ".yarnrc.yml", ".pnpmfile.cjs", ".pnpmfile.mjs", "pnpm-workspace.yaml")
 _REGISTRY_LINE = re.compile(r"^\s*(?:@[\w.-]+:)?registry\s*=\s*(\S+)", re.M)
 _CAFILE_LINE = re.compile(r"^\s*cafile\s*=\s*(\S+)", re.M)
 
@@ -92,21 +92,40 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     sub = _subcommand(argv) or ("install" if tool == "yarn" else "")
     if tool == "npx" or (sub not in INSTALL and sub not in REBUILD):
         return []
-    out = [(f, "npm config", "all") for f in config_files(ctx) if sandbox_writable(f, ctx)]
+    npmrcs = [f for f in config_files(ctx) if sandbox_writable(f, ctx)]
+    out = [(f, "npm config", "all") for f in npmrcs]
+    programs = {p: "a pnpmfile (pnpm runs it, registry token and all)" for rc in npmrcs for p in pnpmfiles(rc)}
     here = ctx.cwd
     while True:
         found = [p for n in PROJECT_FILES for p in [os.path.join(here, n)] if os.path.lexists(p)]
         out += [(p, f"{tool} project config", "all") for p in found]
-        programs = dict.fromkeys(p for rc in found if rc.endswith((".yarnrc", ".yml")) for p in yarn_programs(rc))
-        out += [(p, "yarn release or plugin (yarn runs it, registry token and all)", "program")
-                for p in programs if sandbox_writable(p, ctx) and os.path.lexists(p)]
+        for rc in found:
+            kind = "yarn release or plugin" if ".yarnrc" in rc else "a pnpmfile"
+            for p in (yarn_programs(rc) if ".yarnrc" in rc else pnpmfiles(rc)):
+                programs.setdefault(p, f"{kind} ({rc.rsplit('/', 1)[-1]} names it: it runs, registry token and all)")
         if here == ctx.project_root or os.path.dirname(here) == here:
-            return out
+            return out + [(p, kind, "program") for p, kind in programs.items()
+                          if sandbox_writable(p, ctx) and os.path.lexists(p)]
         here = os.path.dirname(here)
 
 
+_PNPMFILE = re.compile(r"""^\s*["']?(?:global-?)?pnpmfile["']?\s*[=:]\s*["']?([^"'\s#]+)""", re.M | re.I)
+
+
+def pnpmfiles(config: str) -> list[str]:
+    """The pnpmfiles a project's `.npmrc` (`pnpmfile=`, `global-pnpmfile=`) or `pnpm-workspace.yaml`
+    (`pnpmfile:`, `globalPnpmfile:`) names, which pnpm loads in its download phase (red team 32: a
+    step pointed the workspace file at its own hooks). Relative to the config's directory."""
+    if not config.endswith((".npmrc", "pnpm-workspace.yaml")):
+        return []
+    base = os.path.dirname(config)
+    return [os.path.normpath(os.path.join(base, n)) for n in _PNPMFILE.findall(read_text(config))]
+
+
 _YARN_PATH = re.compile(r"""^\s*["']?yarn-path["']?\s+["']?([^"'\s]+)""", re.M)  # classic .yarnrc
-_YML_PROGRAM = re.compile(r"""^[\s-]*(?:(?:yarnPath|path)\s*:\s*)?["']?([^"'\s#]+\.[cm]?js)["']?\s*$""", re.M)
+# any path to a script in a .yarnrc.yml, whatever YAML form holds it (a comment after it, a quoted
+# key, a flow mapping, a tag, `${PWD}/`: red team 32): more than yarn runs is asked, never less
+_YML_PROGRAM = re.compile(r"""([^\s"'{}\[\],#!|>]+\.[cm]?js)(?![\w.])""")
 
 
 def yarn_programs(rc: str) -> list[str]:
@@ -114,7 +133,7 @@ def yarn_programs(rc: str) -> list[str]:
     which the trusted .yarnrc names, and the next install's download phase ran it): a classic
     `.yarnrc`'s `yarn-path`; a `.yarnrc.yml`'s `yarnPath` and plugin paths (any `.js`, `.cjs` or
     `.mjs` it names as a value or a list item). Relative to the config's directory."""
-    text = read_text(rc)
+    text = read_text(rc).replace("${PWD}/", "").replace("$PWD/", "")  # yarn runs in the project
     names = _YML_PROGRAM.findall(text) if rc.endswith(".yml") else _YARN_PATH.findall(text)
     base = os.path.dirname(rc)
     named = [os.path.normpath(os.path.join(base, n)) for n in names]

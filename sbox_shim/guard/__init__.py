@@ -873,10 +873,13 @@ def _first_for_pytest(here: str, stem: str, root: str, tracked: Callable[[str], 
     elsewhere? pytest (its default `prepend` import mode) puts the first directory without an
     `__init__.py` above each test module and conftest.py it collects first on sys.path: so a
     step's hidden `tests/app.py` ran at the host's `python3 -m pytest` in place of the reviewed
-    top-level `app.py` (red team 28). `stem`: a standard module, or one `_importable` names;
-    `here`: `_pytest_dir`."""
+    top-level `app.py` (red team 28). `stem`: a standard module, one `_importable` names, or one
+    a `sys.path` entry anywhere in the repository would import by that name (tracked.py's
+    `_top_level`: a tracked conftest's `sys.path.insert(0, "lib")`, red team 32); `here`:
+    `_pytest_dir`."""
     top = root.rstrip("/")
-    if stem in NOT_IMPORTED or not (_standard(stem) or stem in _importable(top, tracked)[0]):
+    if stem in NOT_IMPORTED or not (_standard(stem) or stem in _importable(top, tracked)[0]
+                                    or tracked(join(top, "**", stem + ".py")) or tracked(join(top, "**", stem, "*.py"))):
         return False
     if here not in _FIRST:
         _FIRST[here] = _pytest_dir(here, top, tracked)

@@ -110,7 +110,8 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
     repositories: dict[str, tuple[str, tuple[str, ...]] | None] = {}  # by directory: asked once each
 
     def tracked(path: str) -> bool | None:
-        here = dirname(path)
+        cut = path.find("/**/")  # a top-level module of this name anywhere in `path[:cut]`'s repository
+        here = path[:cut] if cut >= 0 else dirname(path)
         if here not in repositories:
             repositories[here] = repository(here, trusted)
         found = repositories[here]
@@ -124,6 +125,8 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
             return None
         _, files, dirs = known
         rel = path[len(top) + 1:].rstrip("/")
+        if cut >= 0:
+            rel = rel[rel.index("**/"):]
         return rel in files or rel in dirs
 
     return tracked
@@ -146,4 +149,25 @@ def _load(top: str, gitdirs: tuple[str, ...]) -> tuple[str, set[str], set[str]] 
     # a directory with a tracked Python module directly in it: "DIR/*.py" (the __init__.py rule)
     dirs |= {p[:p.rindex("/")] + "/*.py" for p in paths if p.endswith(".py") and "/" in p}
     dirs |= {"*.py"} if any(p.endswith(".py") and "/" not in p for p in paths) else set()
+    dirs |= _top_level(set(paths))
     return top, set(paths), dirs
+
+
+def _top_level(files: set[str]) -> set[str]:
+    """Markers of the modules a `sys.path` entry anywhere in the repository makes importable by
+    their own name (a tracked conftest's `sys.path.insert(0, "lib")`: red team 32): `**/x.py` for a
+    module in a directory that is no package, `**/x/*.py` for a package or namespace directory in
+    one; not `pkg/utils.py`, which imports as `pkg.utils` (red team 31)."""
+    def package(d: str) -> bool:
+        return (d + "/__init__.py" if d else "__init__.py") in files
+
+    out = set()
+    for p in files:
+        if not p.endswith(".py"):
+            continue
+        d, _, name = p.rpartition("/")
+        if not package(d):
+            out.add("**/" + name)
+        if d and not package(d.rpartition("/")[0]):
+            out.add("**/" + d.rpartition("/")[2] + "/*.py")
+    return out

@@ -502,6 +502,11 @@ PYTEST_FIRST = {  # red team 29, on red team 28's fix: (the reviewed files, the 
     # red team 31: a `pythonpath` directory kept by a `.gitkeep`, no tracked module in it
     "pythonpath kept empty": ({"pytest.ini": "[pytest]\npythonpath = gen\n", "gen/.gitkeep": ""},
                               "echo '{payload}' > gen/app.py", ["tests"]),
+    # red team 32: a tracked conftest puts `lib/` on sys.path; `tests/` still comes first
+    "conftest sys.path": ({"conftest.py": "import os, sys\nsys.path.insert(0, os.path.join(os.path.dirname("
+                                          "__file__), 'lib'))\n", "lib/mylib.py": "",
+                           "tests/test_app.py": "import mylib\n\ndef test_a():\n    pass\n"},
+                          "echo '{payload}' > tests/mylib.py", ["tests"]),
 }
 
 
@@ -619,3 +624,31 @@ def test_a_yarn_release_swapped_after_the_check_is_not_what_runs(runs: Runs, tmp
     assert "yarn 1.22.22" in out + err and not marker.exists(), (out, err)
     subprocess.run(["yarn"], cwd=root, env=env, capture_output=True, timeout=60)
     assert marker.exists()  # the control: yarn runs the release the file holds
+
+
+def test_a_pnpmfile_the_workspace_file_names_is_trusted_first(runs: Runs, tmp_path: Path) -> None:
+    """Red team 32 (bwrap and docker): pnpm 10 reads its settings from `pnpm-workspace.yaml`, whose
+    `pnpmfile:` a step pointed at its own hooks; the next `pnpm install` loaded them in the
+    download phase, with the token. The workspace file and the pnpmfiles it or a project `.npmrc`
+    names are trust inputs now. The pnpm here is a stand-in that loads the workspace file's
+    pnpmfile as pnpm does (there is no pnpm on the machine); the control runs it."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "pnpm").write_text("#!/bin/sh\nf=$(sed -n 's/^pnpmfile: *//p' pnpm-workspace.yaml)\n"
+                                 "[ -z \"$f\" ] || exec node -e \"require(require('path').resolve('$f'))\"\n")
+    (bindir / "pnpm").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    root = husky_project(tmp_path)
+    _write(root, {"pnpm-workspace.yaml": 'packages:\n  - "."\n', "package.json": '{"name": "p", "version": "1.0.0"}\n'})
+    _commit(root)
+    trust(root, env=env)
+    marker = tmp_path / "pnpmfile-ran"
+    plant = {"tools/hooks.cjs": f"require('fs').writeFileSync('{marker}', 'ran');\n",
+             "pnpm-workspace.yaml": 'packages:\n  - "."\npnpmfile: tools/hooks.cjs\n'}
+    _plant(runs, root, plant)
+    result = runs.run(root, "pnpm", "install", env=env)
+    assert result.returncode == 2 and "pnpm-workspace.yaml: pnpm project config changed" in result.stderr, result.stderr
+    assert f"{root / 'tools/hooks.cjs'}: a pnpmfile" in result.stderr, result.stderr
+    assert not marker.exists()
+    subprocess.run(["pnpm", "install"], cwd=root, env=env, capture_output=True, timeout=60)
+    assert marker.exists()  # the control: pnpm loads the hooks the workspace file names
