@@ -149,16 +149,12 @@ YARN_PROGRAM_DIRS = (".yarn/releases", ".yarn/plugins")
 
 def _real_dir(base: str, rel: str) -> bool:
     """Is `rel` below `base` a directory reached without a link (sbox follows none a project holds)?"""
-    import stat
+    from sbox_shim.lean import open_along
 
-    here = base
-    for part in rel.split("/"):
-        here = os.path.join(here, part)
-        try:
-            if not stat.S_ISDIR(os.lstat(here).st_mode):
-                return False
-        except OSError:
-            return False
+    try:
+        os.close(open_along(base, rel))
+    except OSError:
+        return False
     return True
 
 
