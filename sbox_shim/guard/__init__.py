@@ -873,12 +873,13 @@ def _first_for_pytest(here: str, stem: str, root: str, tracked: Callable[[str], 
     elsewhere? pytest (its default `prepend` import mode) puts the first directory without an
     `__init__.py` above each test module and conftest.py it collects first on sys.path: so a
     step's hidden `tests/app.py` ran at the host's `python3 -m pytest` in place of the reviewed
-    top-level `app.py` (red team 28). `stem`: a standard module, one `_importable` names, or one
-    a `sys.path` entry anywhere in the repository would import by that name (tracked.py's
-    `_top_level`: a tracked conftest's `sys.path.insert(0, "lib")`, red team 32); `here`:
-    `_pytest_dir`."""
+    top-level `app.py` (red team 28). `stem`: a standard module, one installed in a venv at the
+    top (`_importable`), or one a `sys.path` entry anywhere in the repository would import by that
+    name (tracked.py's `_top_level`: the top's, `src/`'s, a `pythonpath` directory's, an editable
+    install's, a tracked conftest's `sys.path.insert(0, "lib")`: red team 32; not `pkg/utils.py`,
+    which imports as `pkg.utils`: red team 31); `here`: `_pytest_dir`."""
     top = root.rstrip("/")
-    if stem in NOT_IMPORTED or not (_standard(stem) or stem in _importable(top, tracked)[0]
+    if stem in NOT_IMPORTED or not (_standard(stem) or stem in _importable(top)[0]
                                     or tracked(join(top, "**", stem + ".py")) or tracked(join(top, "**", stem, "*.py"))):
         return False
     if here not in _FIRST:
@@ -901,7 +902,7 @@ def _pytest_dir(here: str, top: str, tracked: Callable[[str], bool | None], dept
     in it or in a package below it (`tests/unit/__init__.py`: pytest's basedir is `tests/`; a
     test directory the step made: red team 29)?"""
     if depth == 0:
-        if here in _importable(top, tracked)[1]:  # a `pythonpath` directory: first, tests or not (red team 31)
+        if here in _importable(top)[1]:  # a `pythonpath` directory: first, tests or not (red team 31)
             return here != top
         if here == top or not inside(here, top) or not _collected(join(here, "-"), top) or _regular_package(here, tracked):
             return False
@@ -946,35 +947,20 @@ def _listed(top: str, directory: str) -> list[tuple[str, bool]]:
         posix.close(fd)
 
 
-def _importable(top: str, tracked: Callable[[str], bool | None]) -> tuple[frozenset[str], frozenset[str]]:
-    """(The top-level modules a test imports from outside its own directory, the directories
-    pytest's configuration puts first on sys.path). The modules: those git tracks (a `.py`, or a
-    directory with one) at the top, in `src/`, in the `pythonpath` directories of the project's
-    pytest configuration and in the project's directories a `.pth` of a venv at the top names (an
-    editable install: `packages/foo` for `foo`; setuptools' `__editable__.foo-1.0.pth` names
-    `foo`); and every top-level name of those venvs' `site-packages`. Directories are listed
-    without following a link; red team 31 had red team 29's "anywhere in the repository" move a
-    generated `tests/utils.py` for a tracked `src/pkg/utils.py`, which imports as `pkg.utils`."""
+def _importable(top: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(The top-level names of the venvs at the project's top (`requests` of
+    `.venv/lib/python3.11/site-packages/requests/`), the directories the project's pytest
+    configuration puts first on sys.path (`pythonpath`)). Directories are listed without following
+    a link. The project's own modules a test imports are tracked.py's `_top_level` markers: the
+    top's, `src/`'s, a `pythonpath` directory's and an editable install's among them."""
     if top not in _IMPORTABLE:
         names: set[str] = set()
-        first = {join(top, d) for d in _pythonpath(top)}
-        bases = {top, join(top, "src")} | first
         for venv in _venvs(top):
             for python, _ in _listed(top, join(top, venv, "lib")):
-                site = join(top, venv, "lib", python, "site-packages")
-                for entry, is_dir in _listed(top, site):
+                for entry, is_dir in _listed(top, join(top, venv, "lib", python, "site-packages")):
                     if is_dir and entry.isidentifier() or entry.endswith((".py", ".so")):
                         names.add(entry.partition(".")[0])
-                    elif entry.endswith(".pth"):
-                        bases |= _pth_dirs(top, join(site, entry))
-                        if entry.startswith("__editable__."):
-                            names.add(entry[len("__editable__."):].partition("-")[0].replace("-", "_"))
-        for base in bases:
-            for entry, is_dir in _listed(top, base):
-                path = join(base, entry)
-                if tracked(path) and (entry.endswith(".py") or is_dir and tracked(join(path, "*.py"))):
-                    names.add(entry.removesuffix(".py"))
-        _IMPORTABLE[top] = (frozenset(names), frozenset(first))
+        _IMPORTABLE[top] = (frozenset(names), frozenset(join(top, d) for d in _pythonpath(top)))
     return _IMPORTABLE[top]
 
 
@@ -1001,15 +987,6 @@ def _pythonpath(top: str) -> list[str]:
                 if parts and not word.startswith("/") and ".." not in parts:
                     found.append("/".join(parts))
     return found
-
-
-def _pth_dirs(top: str, pth: str) -> set[str]:
-    """The project's directories a `.pth` file lists (an editable install's `packages/foo`)."""
-    from sbox_shim.regular import read_regular
-
-    text = (read_regular(pth) or b"").decode("utf-8", "replace")
-    return {normpath(line.strip()) for line in text.splitlines()
-            if line.startswith("/") and inside(normpath(line.strip()), top)}
 
 
 def _namespace_before(here: str, stem: str, tracked: Callable[[str], bool | None]) -> bool:

@@ -108,6 +108,7 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
     directory's repository looked for once: a tracker serves one walk, after the step."""
     loaded: dict[str, tuple[str, set[str], set[str]] | None] = {}
     repositories: dict[str, tuple[str, tuple[str, ...]] | None] = {}  # by directory: asked once each
+    top_level: dict[str, set[str]] = {}  # `_top_level`'s markers, made at the first question about one
 
     def tracked(path: str) -> bool | None:
         cut = path.find("/**/")  # a top-level module of this name anywhere in `path[:cut]`'s repository
@@ -126,7 +127,9 @@ def tracker(root: str, trusted: Callable[[str], bool] = lambda dotgit: True) -> 
         _, files, dirs = known
         rel = path[len(top) + 1:].rstrip("/")
         if cut >= 0:
-            rel = rel[rel.index("**/"):]
+            if top not in top_level:
+                top_level[top] = _top_level(files)
+            return rel[rel.index("**/"):] in top_level[top]
         return rel in files or rel in dirs
 
     return tracked
@@ -149,7 +152,6 @@ def _load(top: str, gitdirs: tuple[str, ...]) -> tuple[str, set[str], set[str]] 
     # a directory with a tracked Python module directly in it: "DIR/*.py" (the __init__.py rule)
     dirs |= {p[:p.rindex("/")] + "/*.py" for p in paths if p.endswith(".py") and "/" in p}
     dirs |= {"*.py"} if any(p.endswith(".py") and "/" not in p for p in paths) else set()
-    dirs |= _top_level(set(paths))
     return top, set(paths), dirs
 
 

@@ -67,14 +67,19 @@ def _record_path(state_dir: str, path: str) -> str:
 PROGRAM_BYTES = 64 << 20  # a program a trusted config names (a yarn release: 2 to 6 MiB)
 
 
+def _limit(item: Input) -> int:
+    return PROGRAM_BYTES if item.part == "program" else MAX_BYTES
+
+
 def _read(item: Input) -> bytes | None:
-    return read_regular(item.path, PROGRAM_BYTES if item.part == "program" else MAX_BYTES)
+    return read_regular(item.path, _limit(item))
 
 
-def decisive(data: bytes, part: str) -> str:
-    """The part of a file's content that decides what sbox does."""
+def decisive(data: bytes, part: str, whole: str = "") -> str:
+    """The part of a file's content that decides what sbox does (`whole`: the content's digest,
+    if known)."""
     if part == "program":  # all of it, kept and shown as its digest
-        return f"a program of {len(data)} bytes, sha256 {kept.digest(data)}"
+        return f"a program of {len(data)} bytes, sha256 {whole or kept.digest(data)}"
     text = data.decode("utf-8", "surrogateescape")
     if part == "options":
         from sbox_shim.trust.files import decode
@@ -121,9 +126,9 @@ def checked(path: str) -> bytes | None:
 def verdict(item: Input, state_dir: str) -> Verdict:
     data = _read(item)
     if data is None:
-        limit = PROGRAM_BYTES if item.part == "program" else MAX_BYTES
-        return Verdict(item, "unreadable", why_unreadable(item.path, limit) or "cannot be read")
-    content = decisive(data, item.part)
+        return Verdict(item, "unreadable", why_unreadable(item.path, _limit(item)) or "cannot be read")
+    whole = kept.digest(data)  # a release is megabytes: hashed once
+    content = decisive(data, item.part, whole)
     if item.part != "all" and not content.strip():
         return Verdict(item, "empty")
     record = kept.read_private(_record_path(state_dir, item.path))
@@ -131,7 +136,7 @@ def verdict(item: Input, state_dir: str) -> Verdict:
     if not isinstance(record, dict):
         return Verdict(item, "new")
     if record.get("sha256") == digest and record.get("part") == item.part \
-            or record.get("sha256_all") == kept.digest(data):  # or the whole file was trusted as it is now
+            or record.get("sha256_all") == whole:  # or the whole file was trusted as it is now
         CHECKED[item.path] = data
         return Verdict(item, "trusted")
     return Verdict(item, "changed", str(record.get("shown", "")))
@@ -166,11 +171,12 @@ def record(item: Input, state_dir: str) -> Verdict:
     data = _read(item)
     if data is None:
         return before
-    content = decisive(data, item.part)
+    whole = kept.digest(data)
+    content = decisive(data, item.part, whole)
     kept.write_private(_record_path(state_dir, item.path), {
         "path": item.path, "kind": item.kind, "part": item.part, "at": int(time.time()),
         "sha256": kept.digest(content.encode("utf-8", "surrogateescape")), "shown": _shown(content),
-        "sha256_all": kept.digest(data),
+        "sha256_all": whole,
     }, prune_old=False)
     return before
 
