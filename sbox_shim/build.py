@@ -161,8 +161,9 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
             raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
                              "the network will not run it")
     # every sandbox sees nested repositories' configs redacted, one that writes nothing too
-    inspected = tree.inspect(config.root, prof.writable, every=prof.mode == "sandbox")
-    project = layout.project_layout(config.root, prof.writable, config.path, inspected, stage_dir)
+    outputs, optional, top = layout.optional_outputs(prof.writable)
+    inspected = tree.inspect(config.root, outputs, every=prof.mode == "sandbox")
+    project = layout.project_layout(config.root, outputs, config.path, inspected, stage_dir, top=top)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
@@ -211,7 +212,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         mounts += bridge_mounts
         proxy = f"http://127.0.0.1:{PROXY_PORT}"
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
-                     "npm_config_proxy", "npm_config_https_proxy"):
+                     "npm_config_proxy", "npm_config_https_proxy", "YARN_HTTP_PROXY", "YARN_HTTPS_PROXY"):
             env[name] = proxy
         env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1,::1"
     if prof.mode == "sandbox":  # mode: host mounts nothing
@@ -223,10 +224,11 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         label=phase.label, argv=tuple(argv), profile=prof.name, reason=phase.reason, mode=prof.mode,
         cwd=cwd, env=tuple(sorted(env.items())), network=net, mounts=layout.dedupe(mounts),
         files=tuple(layout.etc_files(host.user, host.uid, host.gid, host.home, net)) + phase.files,
-        writable=prof.writable, no_new_privileges=prof.no_new_privileges, image=prof.image,
+        writable=outputs, no_new_privileges=prof.no_new_privileges, image=prof.image,
         uid=host.uid, gid=host.gid, home=host.home, limits=limits, project=config.root,
         declared=_declared(prof, host.env),
         create=project.create, staged=project.staged, hook=phase.hook,
+        optional=tuple(os.path.join(config.root, o.rstrip("/")) for o in optional),
     )
     return step, notes
 

@@ -1,6 +1,7 @@
 """Decisions a plan leaves to run time, between its steps: a step's `hook` names the ecosystem
 module that makes them (npm's: which install scripts the offline phase runs, and the rollback of
-a failed install; pip's: whether its two phases run after its one-phase install). Each module offers
+a failed install; pip's: whether its two phases run after its one-phase install; yarn's: why a download with a git
+dependency failed). Each module offers
 
     before(state, step, err) -> (state, step | None, why)  # the step to run; None: skip it, why
     failed(state, err)                                      # a step failed: undo what it must
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
     from sbox_shim.plan import Step
 
-MODULES = {"npm": "sbox_shim.ecosystems.npm_run", "pip": "sbox_shim.ecosystems.pip_run"}
+MODULES = {"npm": "sbox_shim.ecosystems.npm_run", "pip": "sbox_shim.ecosystems.pip_run",
+           "yarn": "sbox_shim.ecosystems.yarn"}
 
 
 class Hooks:

@@ -19,7 +19,22 @@ O_NOFOLLOW descriptor, only if the placeholder is still the very inode sbox made
 wrote nothing, the placeholder is removed. npm and cargo read an empty lockfile as none and write a
 whole one. An output that is a symbolic link, or lies under one, is refused: left read-only, with a
 warning, so a mount source never resolves through a link the project holds. A missing file is
-staged only where its directory exists; sbox creates no parents for it.
+staged only where its directory exists or is one sbox makes for a directory output (berry's
+`.yarn/install-state.gz` beside `.yarn/unplugged/`); sbox creates no other parent for it.
+
+A built-in phase may also ask for the project's top rebuilt (TOP among its outputs, which no
+`writable:` of a config can hold: it names the root): a writable tmpfs over the root, and in it
+each entry of the top, bound again as it is when the step starts (read-only but for the outputs;
+a link recreated on bwrap, left out on docker), so that what the step makes or removes at the top
+but its outputs happens in a throwaway layer, never on the host (berry's scripts phase: yarn
+removes a `node_modules` that is not there, which a read-only mount refuses with EROFS, not the
+ENOENT it expects). The runner lists the top as the step starts (runner.present): a step before
+it may have made entries there (yarn.lock, `.pnp.cjs`).
+
+A built-in phase may mark an output optional (a trailing "?", which no `writable:` of a config can
+hold: it is a glob character there): it is bound only if it exists as the step starts, the step
+after one that may or may not have made it (yarn 2+ removes a `.pnp.loader.mjs` or a
+`.yarn/unplugged/` it does not need, which a bind sbox made would stop it doing).
 
 Making the project root writable to let a lockfile appear would have undone all of this; binding a
 staging file keeps every other path of the project read-only even in the phase that makes it.
@@ -116,6 +131,34 @@ def protected_paths(root: str, config_path: str | None) -> list[str]:
     return list(dict.fromkeys(protected))
 
 
+TOP = "./"  # among a built-in phase's outputs: the project's top rebuilt in a throwaway layer
+
+
+def optional_outputs(writable: bool | tuple[str, ...]) -> tuple[bool | tuple[str, ...], tuple[str, ...], bool]:
+    """`writable` without the optional marks and TOP, the optional outputs as written, and whether
+    TOP was there."""
+    if isinstance(writable, bool):
+        return writable, (), False
+    outputs = tuple(w.rstrip("?") for w in writable if w != TOP)
+    return outputs, tuple(w[:-1] for w in writable if w.endswith("?")), TOP in writable
+
+
+def rebuilt_top(mounts: tuple[Mount, ...], root: str) -> tuple[Mount, ...]:
+    """`mounts` with the top's entries as they are now after the tmpfs over the root (TOP), each
+    bound read-only but those a later mount takes (outputs, protected paths, masks); a link
+    recreated as it is; anything else left out. Listed through a descriptor of the root."""
+    from sbox_shim.skeleton import entries
+
+    at = next((i for i, m in enumerate(mounts) if m.kind == "tmpfs" and m.target == root), None)
+    if at is None:
+        return mounts
+    taken = {m.target for m in mounts[at + 1:]}
+    found = entries(root, root) or []
+    added = tuple(Mount(text, path, kind="symlink") if what == "link" else Mount(path, path)
+                  for name, what, text in found for path in [os.path.join(root, name)] if path not in taken)
+    return mounts[:at + 1] + added + mounts[at + 1:]
+
+
 def project_mounts(root: str, writable: bool, config_path: str | None,
                    exists: Callable[[str], bool] = os.path.lexists) -> list[Mount]:
     mounts = [Mount(root, root, readonly=not writable)]
@@ -133,7 +176,7 @@ class ProjectLayout:
 
 
 def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str | None, tree: Tree,
-                   stage_dir: str, exists: Callable[[str], bool] = os.path.lexists) -> ProjectLayout:
+                   stage_dir: str, exists: Callable[[str], bool] = os.path.lexists, top: bool = False) -> ProjectLayout:
     """The project's mounts for a step (see the module's docstring); `tree` from tree.inspect."""
     masks = [Mount("/dev/null", s) for s in tree.sockets]
     if writable is False or writable == ():
@@ -145,13 +188,20 @@ def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str
         mounts += [Mount(p, p) for p in tree.gits + tree.hooks]
         return ProjectLayout(tuple(mounts + masks))
     mounts = [Mount(root, root)]
+    if top:  # its entries follow it at run time (runner.present)
+        mounts.append(Mount("", root, readonly=False, kind="tmpfs"))
     create: list[str] = []
     staged: list[tuple[str, str]] = []
     refused: list[str] = []
     kinds = dict(tree.kinds)
+    # the directories sbox makes (with their parents): a file output may be staged in one
+    made = {os.path.join(root, *r.split("/")[:i]) for r in writable if kinds.get(r) == "missing" and r.endswith("/")
+            for i in range(1, r.count("/") + 1)}
     for n, relative in enumerate(writable):
         path = os.path.join(root, relative.rstrip("/"))
         found = kinds.get(relative, "refused: not inspected")
+        if found.endswith(" does not exist") and os.path.dirname(path) in made and not relative.endswith("/"):
+            found = "missing"  # `.yarn/install-state.gz` beside a `.yarn/unplugged/` sbox makes
         if found == "missing" and relative.endswith("/"):
             create.append(path)
         elif found == "missing":

@@ -133,7 +133,7 @@ class Step(Value):
 
     __slots__ = ("label", "argv", "profile", "reason", "mode", "cwd", "env", "network", "mounts", "files",
                  "writable", "no_new_privileges", "image", "uid", "gid", "home", "limits", "create", "staged",
-                 "project", "declared", "hook")
+                 "project", "declared", "hook", "optional")
     label: str  # "run", "download", "scripts"
     argv: tuple[str, ...]
     profile: str
@@ -157,6 +157,9 @@ class Step(Value):
     declared: tuple[str, ...]  # the variables its profile names, as `sbox plan` shows them
     # A run-time decision between steps (hooks.py): the module's name first, then its data.
     hook: tuple[str, ...]
+    # outputs bound only if they exist as the step starts (layout.optional): of the mounts, `create`
+    # and `staged`, the runner drops those of one that does not
+    optional: tuple[str, ...]
 
     def __init__(self, label: str, argv: tuple[str, ...], profile: str, reason: str, mode: str, cwd: str,
                  env: tuple[tuple[str, str], ...], network: Network, mounts: tuple[Mount, ...] = (),
@@ -164,12 +167,12 @@ class Step(Value):
                  no_new_privileges: bool = True, image: str | None = None, uid: int = 0, gid: int = 0,
                  home: str = "/tmp/home", limits: Limits | None = None, create: tuple[str, ...] = (),
                  staged: tuple[tuple[str, str], ...] = (), project: str = "", declared: tuple[str, ...] = (),
-                 hook: tuple[str, ...] = ()) -> None:
+                 hook: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> None:
         self._set(label=label, argv=argv, profile=profile, reason=reason, mode=mode, cwd=cwd, env=env,
                   network=network, mounts=mounts, files=files, writable=writable,
                   no_new_privileges=no_new_privileges, image=image, uid=uid, gid=gid, home=home,
                   limits=Limits() if limits is None else limits, create=create, staged=staged, project=project,
-                  declared=declared, hook=hook)
+                  declared=declared, hook=hook, optional=optional)
 
     def pinned(self) -> list[tuple[str, str]]:
         """(source, target) of the binds at or under the project root, in mount order."""

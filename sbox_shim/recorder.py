@@ -246,7 +246,7 @@ def prepared(host: Host, argv: Sequence[str], steps: Sequence[Step]) -> str | No
             for m in step.mounts:
                 if m.kind == "cache":
                     os.makedirs(m.source, mode=0o700, exist_ok=True)
-            outputs.make_dirs(step.project, step.create)
+            outputs.make_dirs(step.project, [p for p in step.create if p not in step.optional])
     except (OSError, SboxError):
         return None
     return target

@@ -114,7 +114,7 @@ def prestart(plan: Plan, backend: ModuleType, run_dir: str, state_dir: str | Non
     source still where it was; else it is killed unrun. `state_dir`: as `_run_step`'s `kept_in`."""
     step = plan.steps[0]
     if (getattr(backend, "NAME", "") != "bwrap" or step.mode != "sandbox" or step.staged or step.create
-            or (step.network.policy == "off" and step.label == "scripts")
+            or step.optional or any(m.kind == "tmpfs" and m.target == step.project for m in step.mounts) or (step.network.policy == "off" and step.label == "scripts")
             or any(m.kind == "run" or (m.kind == "cache" and not os.path.isdir(m.source)) for m in step.mounts)):
         return None
     egress = step.network.policy == "proxy"
@@ -240,6 +240,7 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
         env = dict(os.environ, PATH=step.environ["PATH"])
         return process.run_foreground(step.command, env, cwd=step.cwd, timeout=step.limits.timeout)
     assert backend is not None
+    step = present(step)
     for mount in step.mounts:
         if mount.kind == "cache":
             os.makedirs(mount.source, mode=0o700, exist_ok=True)
@@ -253,6 +254,20 @@ def _run_step(step: Step, backend: ModuleType | None, run_dir: str, index: int, 
         finally:
             outputs.unstage(step.project, staged, err)
     return _run_staged(step, backend, run_dir, index, state_dir, err, kept_in, started)
+
+
+def present(step: Step) -> Step:
+    """The step as the project is now (layout.py): without its optional outputs that do not exist
+    (not bound, not made, not staged), with its rebuilt top's entries."""
+    from sbox_shim.layout import rebuilt_top
+
+    absent = {p for p in step.optional if not os.path.lexists(p)}
+    if absent:
+        step = step.replace(mounts=tuple(m for m in step.mounts if m.target not in absent),
+                            create=tuple(p for p in step.create if p not in absent),
+                            staged=tuple(s for s in step.staged if s[1] not in absent))
+    mounts = rebuilt_top(step.mounts, step.project) if step.mode == "sandbox" else step.mounts
+    return step if mounts == step.mounts else step.replace(mounts=mounts)
 
 
 def _run_staged(step: Step, backend: ModuleType, run_dir: str, index: int, state_dir: str,

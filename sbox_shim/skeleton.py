@@ -86,12 +86,12 @@ def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[st
     "modules" (its `modules/` or a directory of submodule names in it), "worktrees"."""
     if directory in seen:
         return
-    entries = _entries(root, directory)
-    if entries is None:
+    listed = entries(root, directory)
+    if listed is None:
         return  # gone since the plan found it: its config's own bind fails then
     seen.add(directory)
     out.append(Mount("", directory, readonly=True, kind="tmpfs"))
-    for name, what, text in entries:
+    for name, what, text in listed:
         path = os.path.join(directory, name)
         if path in taken or name.endswith(".lock") or name in TRANSIENT or (kind == "git" and name in SECRET) \
                 or (kind == "git" and name not in KNOWN and not name.startswith("sharedindex.")):
@@ -105,17 +105,17 @@ def _rebuild(root: str, directory: str, kind: str, taken: set[str], seen: set[st
             out.append(Mount(text, path, kind="symlink"))
         else:
             out.append(Mount(path, path))
-            if kind == "git" and name == "annex" and what == "dir" and _entries(root, path + "/creds") is not None:
+            if kind == "git" and name == "annex" and what == "dir" and entries(root, path + "/creds") is not None:
                 # git-annex's special remotes' credentials (S3, WebDAV): hidden (red team 17)
                 out.append(Mount("", path + "/creds", readonly=False, kind="tmpfs"))
 
 
 def _is_git_dir(root: str, path: str) -> bool:
-    entries = _entries(root, path)
-    return entries is not None and ("HEAD", "file", "") in entries
+    listed = entries(root, path)
+    return listed is not None and ("HEAD", "file", "") in listed
 
 
-def _entries(root: str, directory: str) -> list[tuple[str, str, str]] | None:
+def entries(root: str, directory: str) -> list[tuple[str, str, str]] | None:
     """(name, "dir" | "file" | "link", a link's text) of each entry of `directory` that is one of
     those, listed through a descriptor; None if it cannot be opened or listed."""
     from sbox_shim.configs import _open_dir

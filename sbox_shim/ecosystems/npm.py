@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 import re
 
-from sbox_shim.ecosystems import Context, Phase, cache_mount, read_text, sandbox_writable, subcommand, url_entry
+from sbox_shim.ecosystems import Context, Phase, cache_mount, project_cache, read_text, sandbox_writable, subcommand
+from sbox_shim.ecosystems import url_entry
+from sbox_shim.ecosystems import yarn
 from sbox_shim.environment import is_secret
 from sbox_shim.configs import SYSTEM as SYSTEM_CONFIGS
 from sbox_shim.layout import in_toolchain
@@ -199,6 +201,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     # (the machine's own, configs.SYSTEM, are the phase's `configs`)
     credentials = tuple(Mount(f, f) for f in files if f != os.path.join(ctx.project_root, ".npmrc")
                         and not in_toolchain(f) and f not in SYSTEM_CONFIGS)
+    if tool == "yarn" and sub in INSTALL and yarn.is_berry(ctx, _package_dir(ctx)):
+        return _berry(argv, ctx, env, allow, implied, readonly, credentials)
     rebuild: tuple[str, ...] = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
@@ -229,6 +233,53 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
         steps += (_scripts((runner, "run", "prepare"), env, cache, readonly, ctx,
                            "then runs the project's prepare script with the network off", True),)
     return steps
+
+
+def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tuple[str, ...],
+           implied: tuple[str, ...], readonly: tuple[Mount, ...], credentials: tuple[Mount, ...]) -> tuple[Phase, ...]:
+    """yarn 2 and later (yarn.py): `--mode=skip-build` with the network, then a second `yarn install`
+    offline, which builds what the first one added or changed; berry's registries and the user's
+    `~/.yarnrc.yml` in the download phase; its cache sbox's, this project's own."""
+    here = _package_dir(ctx)
+    users = yarn.user_config(ctx)
+    allow = tuple(dict.fromkeys(allow + tuple(
+        e for e in map(url_entry, yarn.registries([read_text(f) for f in users], ctx.env)) if e)))
+    ours = yarn.registries([read_text(f) for f in yarn.project_configs(ctx, here)], None)
+    implied = tuple(dict.fromkeys(implied + tuple(e for e in map(url_entry, ours) if e and e not in allow)))
+    cache = project_cache(ctx, "yarn")
+    berry_env = {"YARN_GLOBAL_FOLDER": cache}
+    prefix = os.path.relpath(here, ctx.project_root)
+    prefix = "" if prefix == "." else prefix + "/"
+    logs = _logs_dir(ctx, "download")
+    # the project writable but for the protected paths: berry makes and removes its Plug'n'Play
+    # files at the top as it goes, which a bind of each cannot allow; only yarn runs here
+    download = Phase(
+        "download", yarn.download(argv), True, allow,
+        {**env, **EXECUTABLES, **yarn.DOWNLOAD_ENV, **berry_env, "npm_config_logs_dir": logs},
+        implied=implied, secrets=passthrough(ctx, True) + yarn.passthrough(ctx, True),
+        credentials=tuple(m.source for m in credentials) + tuple(users),
+        mounts=(cache_mount(cache, True), cache_mount(logs, True), *readonly, *credentials,
+                *(Mount(f, f) for f in users)),
+        reason="built-in yarn policy (yarn 2+): install downloads and links with the build step skipped",
+        writable=True, configs=("npmrc", "gitconfig"), files=_held(argv, ctx) + (yarn.classic_off(ctx.home),),
+        hook=("yarn", *yarn.git_dependencies(here)),
+    )
+    if not yarn.builds(argv):
+        return (download,)
+    scripts = _scripts(yarn.scripts(argv[0]), {**env, **berry_env}, os.path.join(ctx.cache_dir, "npm"), readonly,
+                       ctx, "then `yarn install` offline builds what the install added or changed")
+    local = tuple(w for w in scripts.writable if not w.endswith("node_modules/")) \
+        if isinstance(scripts.writable, tuple) else ()
+    # what berry's second install writes, each where the first one left it (layout.py: optional),
+    # and the top in a throwaway layer (layout.TOP): yarn removes what it does not need there, at
+    # times what is not there (`rmdir node_modules`: EROFS, not ENOENT, from a read-only top)
+    from sbox_shim.layout import TOP
+
+    built = (TOP, *(prefix + n + "?" for n in ("node_modules/", *yarn.BUILT)))
+    scripts = scripts.replace(
+        env={**scripts.env, **yarn.SCRIPTS_ENV}, secrets=scripts.secrets + yarn.passthrough(ctx, False),
+        mounts=(*scripts.mounts, cache_mount(cache, False)), writable=built + local)
+    return (download, scripts)
 
 
 def _logs_dir(ctx: Context, phase: str) -> str:

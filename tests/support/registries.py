@@ -173,6 +173,9 @@ class NpmRegistry(StaticServer):
             name, {"_id": name, "name": name, "dist-tags": {}, "versions": {}}
         )
         packument["versions"][version] = doc
+        # published long ago: yarn 4's minimal age gate (npmMinimalAgeGate) quarantines the new
+        packument.setdefault("time", {"created": "2020-01-01T00:00:00.000Z"})[version] = "2020-01-01T00:00:00.000Z"
+        packument["time"]["modified"] = "2020-01-01T00:00:00.000Z"
         latest = max(packument["versions"], key=version_key)
         packument["dist-tags"]["latest"] = latest
         self.add_file(tar_path, tgz)

@@ -1,0 +1,270 @@
+"""yarn through the built-in two-phase policy, with the real `sbox run` and real yarn releases:
+classic 1.22 and 2+ ("berry", 4.x and 3.x), which run-tests.sh fetches (support/yarns.py).
+
+yarn 2+: `yarn install --mode=skip-build` with the registry allowlist and the credentials, then a
+second `yarn install` with the network off, which builds what the first one added (berry keeps its
+own record of what it has built), in Plug'n'Play's layout and in node_modules'. In that phase the
+project is read-only but for what berry writes there, and its top is a throwaway layer: yarn may
+make and remove what it likes at the top, and none of it reaches the host. The registry is a
+loopback one that the caller names (YARN_NPM_REGISTRY_SERVER), so it joins the allowlist.
+
+yarn classic: `yarn install --ignore-scripts`, then `npm rebuild` offline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import packages as pkg
+from support import yarns
+from support.hostile import Trap, trap
+from support.registries import NpmRegistry
+from support.sboxcli import run_sbox
+from support.trust import trust
+
+pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+
+# What the scripts phase could see of the credentials (written next to the proofs).
+ENV_DUMP = r"""const fs = require("fs"), path = require("path"), os = require("os");
+const home = process.env.HOME || os.homedir();
+fs.writeFileSync(path.join(__DIR__, "env-" + process.pid + ".json"), JSON.stringify({
+  profile: process.env.SBOX_PROFILE || null, env: Object.keys(process.env).sort(),
+  home_yarnrc: fs.existsSync(path.join(home, ".yarnrc.yml")), home_npmrc: fs.existsSync(path.join(home, ".npmrc"))}));
+"""
+# What an install script would do to the project's top: make a file, rewrite the manifest, remove
+# the lockfile, rewrite a source file, rewrite Plug'n'Play's loader (which `yarn run` loads).
+TOP_ATTEMPTS = r"""const fs = require("fs"), path = require("path");
+const top = __TOP__, done = {};
+for (const [name, act] of [
+    ["planted", () => fs.writeFileSync(path.join(top, "planted-top.cjs"), "require('child_process')")],
+    ["manifest", () => fs.writeFileSync(path.join(top, "package.json"), "{}")],
+    ["lockfile", () => fs.rmSync(path.join(top, "yarn.lock"))],
+    ["source", () => fs.writeFileSync(path.join(top, "src", "index.js"), "pwned")],
+    ["loader", () => fs.writeFileSync(path.join(top, ".pnp.cjs"), "pwned")]]) {
+  try { act(); done[name] = true; } catch (e) { done[name] = String(e.code || e); }
+}
+fs.writeFileSync(path.join(__DIR__, "top-" + process.pid + ".json"), JSON.stringify(done));
+"""
+TOKEN = "yarn-token-for-download-only"
+# yarn 2+ versions and linkers the install is proved with (3.x: the oldest major still in use)
+BERRIES = [(yarns.BERRY, "pnp"), (yarns.BERRY, "node-modules"), (yarns.BERRY_3, "pnp")]
+
+
+def _proofs_in(linker: str) -> str:
+    # where a dependency's install script runs and may write: its own package's directory
+    return ".yarn/unplugged" if linker == "pnp" else "node_modules"
+
+
+def _packages(t: Trap, project: Path, proofs: Path) -> list[bytes]:
+    evil = pkg.npm_package(
+        "sbox-evil", "1.0.0",
+        {"hostile.js": pkg.hostile_npm_script(*t.args()),
+         "envdump.js": ENV_DUMP.replace("__DIR__", json.dumps(str(proofs))),
+         "top.js": TOP_ATTEMPTS.replace("__TOP__", json.dumps(str(project))).replace("__DIR__", json.dumps(str(proofs)))},
+        scripts={"postinstall": "node hostile.js && node envdump.js && node top.js"})
+    dep = pkg.npm_package("@sbox/dep", "1.2.0", {"index.js": "module.exports = 41;\n"})
+    hello = pkg.npm_package("sbox-hello", "1.0.0", {"index.js": "module.exports = require('@sbox/dep') + 1;\n"},
+                            dependencies={"@sbox/dep": "^1.0.0"})
+    return [evil, dep, hello]
+
+
+@pytest.fixture
+def berry(request: pytest.FixtureRequest, tmp_path: Path, fake_home: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Trap, NpmRegistry, str, str]]:
+    version, linker = request.param
+    monkeypatch.setenv("PATH", yarns.path_with(version))
+    project = tmp_path / "project"
+    with trap(fake_home, tmp_path, project, proofs_in=_proofs_in(linker)) as t:
+        with NpmRegistry(_packages(t, project, t.proof_dirs[0])) as registry:
+            (project / "src").mkdir()
+            (project / "src" / "index.js").write_text("module.exports = require('sbox-hello');\n")
+            (project / "package.json").write_text(json.dumps({
+                "name": "app", "version": "0.0.0", "private": True, "packageManager": f"yarn@{version}",
+                "dependencies": {"sbox-hello": "1.0.0", "sbox-evil": "1.0.0"}}, indent=2))
+            (project / ".yarnrc.yml").write_text(
+                f"nodeLinker: {linker}\nenableScripts: true\nunsafeHttpWhitelist: ['127.0.0.1']\n")
+            # the user names the registry (a loopback one is admitted only so) and holds its token
+            monkeypatch.setenv("YARN_NPM_REGISTRY_SERVER", registry.url)
+            monkeypatch.setenv("YARN_NPM_AUTH_TOKEN", TOKEN)
+            (fake_home / ".yarnrc.yml").write_text(f"npmAuthToken: {TOKEN}-in-home\n")
+            yield t, registry, version, linker
+
+
+def _opt_in(project: Path, backend: str) -> None:
+    (project / "sbox.yaml").write_text(f"version: 1\nbackend: {backend}\n")
+    trust(project)
+
+
+def _yarn_node(project: Path, code: str) -> str:
+    out = subprocess.run(["yarn", "node", "-p", code], cwd=project, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.strip()
+
+
+def _json(folder: Path, prefix: str) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(prefix + "-*.json"))]
+
+
+@pytest.mark.parametrize("berry", BERRIES, indirect=True, ids=[f"{v}-{linker}" for v, linker in BERRIES])
+def test_yarn_berry_builds_offline_confined_and_keeps_the_top(
+        berry: tuple[Trap, NpmRegistry, str, str], backend: str, sbox_bin: str) -> None:
+    t, registry, version, linker = berry
+    _opt_in(t.project, backend)
+    manifest = json.loads((t.project / "package.json").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "SBOX_QUIET"}
+    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert [ln.split(" -> ")[0] for ln in result.stderr.splitlines() if ln.startswith("sbox:")] == [
+        "sbox: step 1/2 [download] yarn install --mode=skip-build", "sbox: step 2/2 [scripts] yarn install"]
+
+    # Installed, from the loopback registry, and it works.
+    assert "/sbox-evil/-/sbox-evil-1.0.0.tgz" in registry.paths
+    assert _yarn_node(t.project, "require('sbox-hello')") == "42"
+
+    # The install script ran once, in the scripts phase, and could do none of its four things.
+    proofs = t.proofs()
+    assert len(proofs) == 1 and proofs[0]["profile"] == "yarn:scripts", proofs
+    t.assert_confined(proofs[0])
+    t.assert_nothing_escaped(out)
+    (seen,) = _json(t.proof_dirs[0], "env")
+    assert "YARN_NPM_AUTH_TOKEN" not in seen["env"] and seen["home_yarnrc"] is False  # type: ignore[operator]
+
+    # The top: what it made there is gone, what it changed is as it was.
+    (top,) = _json(t.proof_dirs[0], "top")
+    assert top["planted"] is True, top  # made, in the throwaway layer
+    assert not (t.project / "planted-top.cjs").exists()
+    assert top["manifest"] != True and json.loads((t.project / "package.json").read_text()) == manifest  # noqa: E712
+    assert top["lockfile"] != True and (t.project / "yarn.lock").is_file()  # noqa: E712
+    assert top["source"] != True and "pwned" not in (t.project / "src" / "index.js").read_text()  # noqa: E712
+    loader = t.project / ".pnp.cjs"
+    assert loader.is_file() if linker == "pnp" else not loader.exists()
+    assert not loader.exists() or "pwned" not in loader.read_text()
+
+    # Again, unchanged: berry builds nothing it has built (with Plug'n'Play it prunes the proofs
+    # from `.yarn/unplugged`, which holds only unpacked packages: what it says counts here).
+    again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "must be built" not in again.stdout and "sbox-evil@npm:1.0.0 must be built" in result.stdout
+
+
+@pytest.mark.parametrize("berry", [BERRIES[0]], indirect=True, ids=["4-pnp"])
+def test_control_the_same_berry_install_on_the_bare_host_leaks_and_writes_the_top(
+        berry: tuple[Trap, NpmRegistry, str, str]) -> None:
+    t, _, _, _ = berry
+    result = subprocess.run(["yarn", "install"], cwd=t.project, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]
+    (proof,) = t.proofs()
+    assert proof["profile"] is None
+    t.assert_leaked(proof)
+    assert (t.project / "planted-top.cjs").is_file()
+    (seen,) = _json(t.proof_dirs[0], "env")
+    assert "YARN_NPM_AUTH_TOKEN" in seen["env"]  # type: ignore[operator]
+
+
+def _git_dependency(t: Trap, tmp: Path, registry: NpmRegistry) -> Path:
+    """A repository served by dumb HTTP beside the registry, whose `prepack` (berry runs it to
+    build the dependency as it downloads) is the hostile script, and prints the token it sees. Its
+    proofs go to the directory returned (yarn prunes node_modules of what it did not put there)."""
+    work, proofs = tmp / "gitdep-work", tmp / "gitdep-proofs"
+    work.mkdir()
+    proofs.mkdir(mode=0o777)
+    canary, host, port, outside, _, udp = t.args()
+    (work / "hostile.js").write_text(
+        pkg.hostile_npm_script(canary, host, port, outside, str(proofs / "proof-{unique}.json"), udp))
+    (work / "package.json").write_text(json.dumps({
+        "name": "gitdep", "version": "1.0.0",
+        "scripts": {"prepack": "node hostile.js && node -e \"console.log('TOKEN=' + process.env.YARN_NPM_AUTH_TOKEN)\""}}))
+    git = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "gitdep"]):
+        subprocess.run(git + args, cwd=work, check=True)
+    subprocess.run(git + ["clone", "-q", "--bare", str(work), str(tmp / "gitdep.git")], check=True)
+    subprocess.run(["git", "update-server-info"], cwd=tmp / "gitdep.git", check=True)
+    for path in (tmp / "gitdep.git").rglob("*"):
+        if path.is_file():
+            registry.add_file("/gitdep.git/" + path.relative_to(tmp / "gitdep.git").as_posix(), path.read_bytes())
+    return proofs
+
+
+@pytest.mark.parametrize("berry", [(yarns.BERRY, "node-modules")], indirect=True, ids=["4-node-modules"])
+def test_a_berry_git_dependency_s_scripts_do_not_run_with_the_network_and_the_token(
+        berry: tuple[Trap, NpmRegistry, str, str], backend: str, sbox_bin: str, tmp_path: Path) -> None:
+    """Berry builds a git dependency from its sources while it downloads: `yarn install` and
+    `yarn pack` in the clone, its `prepack` with them, which `--mode=skip-build` does not reach.
+    In sbox's download phase that is third-party code with the network and the registry token: git
+    has no transport there, so the install stops before anything of it runs, and one line says why.
+    The control: the same install outside sbox runs the prepack."""
+    t, registry, _, _ = berry
+    proofs = _git_dependency(t, tmp_path, registry)
+    manifest = json.loads((t.project / "package.json").read_text())
+    manifest["dependencies"] = {"gitdep": f"git+{registry.url}/gitdep.git#main"}
+    (t.project / "package.json").write_text(json.dumps(manifest))
+    with open(t.project / ".yarnrc.yml", "a") as rc:
+        rc.write("approvedGitRepositories: ['**']\n")  # yarn 4.1x's own gate, opened as a project would
+    _opt_in(t.project, backend)
+    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-4000:]
+    assert list(proofs.iterdir()) == [] and f"TOKEN={TOKEN}" not in out, out[-4000:]
+    t.assert_nothing_escaped(out)
+    assert "sbox: gitdep: a git dependency, which yarn 2+ builds from its sources" in result.stderr, out[-4000:]
+
+    control = subprocess.run(["yarn", "install"], cwd=t.project, capture_output=True, text=True, timeout=300)
+    assert control.returncode == 0, control.stdout[-4000:]
+    assert [json.loads(p.read_text())["profile"] for p in proofs.iterdir()] == [None]
+
+
+@pytest.fixture
+def classic(tmp_path: Path, fake_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Trap, NpmRegistry]]:
+    monkeypatch.setenv("PATH", yarns.path_with(yarns.CLASSIC))
+    project = tmp_path / "project"
+    with trap(fake_home, tmp_path, project, proofs_in="node_modules") as t:
+        with NpmRegistry(_packages(t, project, t.proof_dirs[0])) as registry:
+            (project / "src").mkdir()
+            (project / "src" / "index.js").write_text("module.exports = 1;\n")
+            (project / "package.json").write_text(json.dumps({
+                "name": "app", "version": "0.0.0", "private": True,
+                "dependencies": {"sbox-hello": "1.0.0", "sbox-evil": "1.0.0"}}))
+            (project / ".npmrc").write_text(f"registry={registry.url}/\n")
+            monkeypatch.setenv("npm_config_registry", f"{registry.url}/")
+            yield t, registry
+
+
+def test_yarn_classic_downloads_then_builds_offline(classic: tuple[Trap, NpmRegistry], backend: str,
+                                                    sbox_bin: str) -> None:
+    t, registry = classic
+    _opt_in(t.project, backend)
+    env = {k: v for k, v in os.environ.items() if k != "SBOX_QUIET"}
+    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert [ln.split(" -> ")[0] for ln in result.stderr.splitlines() if ln.startswith("sbox:")] == [
+        "sbox: step 1/2 [download] yarn install --ignore-scripts", "sbox: step 2/2 [scripts] npm rebuild"]
+    assert (t.project / "yarn.lock").is_file() and "/sbox-evil/-/sbox-evil-1.0.0.tgz" in registry.paths
+    proofs = t.proofs()
+    assert len(proofs) == 1 and proofs[0]["profile"] == "yarn:scripts", proofs
+    t.assert_confined(proofs[0])
+    t.assert_nothing_escaped(out)
+
+
+def test_yarn_classic_in_a_project_that_looks_like_berry_runs_no_script_while_it_downloads(
+        classic: tuple[Trap, NpmRegistry], backend: str, sbox_bin: str) -> None:
+    """A `.yarnrc.yml` is berry's, so the download phase is `yarn install --mode=skip-build`; had
+    classic run there, it would have taken `--mode` silently and run the install scripts with the
+    network and the token. The sandbox's `~/.yarnrc` turns them off for classic: no script runs
+    in the download phase (the offline phase then fails: classic has nothing to install from)."""
+    t, _ = classic
+    (t.project / ".yarnrc.yml").write_text("enableTelemetry: false\n")
+    _opt_in(t.project, backend)
+    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project,
+                      env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
+    out = result.stdout + result.stderr
+    assert "sbox: step 1/2 [download] yarn install --mode=skip-build" in result.stderr, out[-4000:]
+    assert (t.project / "node_modules" / "sbox-evil" / "hostile.js").is_file(), out[-4000:]  # downloaded
+    assert [p["profile"] for p in t.proofs()] in ([], ["yarn:scripts"]), out[-4000:]
+    t.assert_nothing_escaped(out)

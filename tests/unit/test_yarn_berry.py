@@ -1,0 +1,145 @@
+"""yarn 2+ ("berry") in the built-in policy, pure: which yarn a project says it uses, the phases'
+commands, settings and outputs; and the two layout pieces its scripts phase needs (optional outputs,
+the rebuilt top), on real directories. The sandboxes themselves: tests/e2e/test_ecosystem_yarn.py."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from sbox_shim import ecosystems
+from sbox_shim.ecosystems import Context, Phase, yarn
+from sbox_shim.layout import TOP, optional_outputs, rebuilt_top
+from sbox_shim.plan import Mount, Network, Step
+from sbox_shim.runner import present
+
+
+@pytest.fixture
+def where(tmp_path: Path) -> dict[str, Path]:
+    dirs = {name: tmp_path / name for name in ("project", "home", "cache")}
+    for d in dirs.values():
+        d.mkdir()
+    return dirs
+
+
+def ctx(where: dict[str, Path], env: dict[str, str] | None = None) -> Context:
+    return Context(cwd=str(where["project"]), project_root=str(where["project"]), home=str(where["home"]),
+                   env=env or {}, cache_dir=str(where["cache"]), real_tool=None)
+
+
+def phases(argv: str, c: Context) -> tuple[Phase, ...]:
+    found = ecosystems.phases(argv.split(), c)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize("files,berry", [
+    ({"package.json": '{"packageManager": "yarn@4.5.0"}'}, True),
+    ({"package.json": '{"packageManager": "yarn@3.8.7+sha512.abc"}'}, True),
+    ({"package.json": '{"packageManager": "yarn@1.22.22"}', ".yarnrc.yml": "x: 1\n"}, False),  # it says classic
+    ({"package.json": "{}", ".yarnrc.yml": "nodeLinker: node-modules\n"}, True),
+    ({"package.json": "{}", "yarn.lock": '# comment\n\n__metadata:\n  version: 8\n'}, True),
+    ({"package.json": "{}", "yarn.lock": "# yarn lockfile v1\n\nleft-pad@^1:\n  version \"1.3.0\"\n"}, False),
+    ({"package.json": "{}"}, False),
+])
+def test_which_yarn_the_project_says(where: dict[str, Path], files: dict[str, str], berry: bool) -> None:
+    for name, text in files.items():
+        (where["project"] / name).write_text(text)
+    assert yarn.is_berry(ctx(where), str(where["project"])) is berry
+
+
+def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: dict[str, Path]) -> None:
+    (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
+    (where["home"] / ".yarnrc.yml").write_text("npmRegistryServer: 'https://npm.example.org/'\n")
+    c = ctx(where, {"YARN_NPM_AUTH_TOKEN": "t", "YARN_ENABLE_PROGRESS_BARS": "0", "NPM_TOKEN": "n"})
+    download, scripts = phases("yarn add left-pad --mode skip-build", c)
+    assert download.argv == ("yarn", "add", "left-pad", "--mode=skip-build")
+    assert download.network and "npm.example.org" in download.allow
+    assert download.env["GIT_ALLOW_PROTOCOL"] == "none" and download.writable is True
+    assert {"YARN_NPM_AUTH_TOKEN", "YARN_ENABLE_PROGRESS_BARS", "NPM_TOKEN"} <= set(download.secrets)
+    assert str(where["home"] / ".yarnrc.yml") in download.credentials
+    # yarn classic, had it run instead, reads its scripts off from the sandbox's HOME
+    assert any(f.target == str(where["home"] / ".yarnrc") and "ignore-scripts true" in f.content
+               for f in download.files)
+    assert scripts.argv == ("yarn", "install") and not scripts.network
+    assert scripts.env["YARN_ENABLE_NETWORK"] == "0" and scripts.env["YARN_ENABLE_IMMUTABLE_INSTALLS"] == "1"
+    assert "YARN_NPM_AUTH_TOKEN" not in scripts.secrets and "NPM_TOKEN" not in scripts.secrets
+    assert "YARN_ENABLE_PROGRESS_BARS" in scripts.secrets
+    assert not any(".yarnrc.yml" in m.source for m in scripts.mounts)
+    assert scripts.writable == (TOP, "node_modules/?", ".yarn/install-state.gz?", ".yarn/unplugged/?",
+                                ".yarn/build-state.yml?")
+    # one cache for both, this project's own: written by the download, read-only to the scripts
+    cache = download.env["YARN_GLOBAL_FOLDER"]
+    assert scripts.env["YARN_GLOBAL_FOLDER"] == cache and cache.startswith(str(where["cache"]))
+    assert {m.target: m.readonly for m in download.mounts}[cache] is False
+    assert {m.target: m.readonly for m in scripts.mounts}[cache] is True
+
+
+def test_berry_with_update_lockfile_mode_links_nothing_so_builds_nothing(where: dict[str, Path]) -> None:
+    (where["project"] / ".yarnrc.yml").write_text("")
+    (only,) = phases("yarn install --mode=update-lockfile", ctx(where))
+    assert only.argv == ("yarn", "install", "--mode=update-lockfile")
+
+
+def test_a_berry_git_dependency_is_named_when_the_download_fails(where: dict[str, Path]) -> None:
+    (where["project"] / "package.json").write_text(
+        '{"packageManager": "yarn@4.18.1", "dependencies": {"a": "git+https://h/a.git", "b": "^1.0.0",'
+        ' "c": "user/repo#v1", "d": "npm:e@^1", "f": "github:u/f"}, "devDependencies": {"g": "https://h/g.git"}}')
+    download, _ = phases("yarn install", ctx(where))
+    assert download.hook == ("yarn", "a", "c", "f", "g")
+    err = io.StringIO()
+    state, _, _ = yarn.before(None, Step("download", (), "p", "r", "sandbox", "/", (), Network("off")), err)
+    yarn.failed(("a", "c"), err)
+    assert err.getvalue().startswith("sbox: a, c: a git dependency") and err.getvalue().count("\n") == 1
+
+
+def test_optional_outputs_and_the_top_are_read_off_the_outputs() -> None:
+    assert optional_outputs(True) == (True, (), False)
+    assert optional_outputs((TOP, "node_modules/?", "yarn.lock")) == (("node_modules/", "yarn.lock"),
+                                                                      ("node_modules/",), True)
+
+
+def _step(project: Path, mounts: tuple[Mount, ...], optional: tuple[str, ...] = (),
+          create: tuple[str, ...] = (), staged: tuple[tuple[str, str], ...] = ()) -> Step:
+    return Step("scripts", ("true",), "p", "r", "sandbox", str(project), (), Network("off"), mounts=mounts,
+                project=str(project), optional=optional, create=create, staged=staged)
+
+
+def test_an_optional_output_that_is_not_there_as_the_step_starts_is_not_bound(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / ".yarn").mkdir(parents=True)
+    (root / ".pnp.cjs").write_text("")
+    there, gone, made = str(root / ".pnp.cjs"), str(root / ".pnp.loader.mjs"), str(root / ".yarn/unplugged")
+    step = _step(root, (Mount(str(root), str(root)), Mount(there, there, readonly=False),
+                        Mount("/run/x", gone, readonly=False), Mount(made, made, readonly=False)),
+                 optional=(there, gone, made), create=(made,), staged=(("/run/x", gone),))
+    now = present(step)
+    assert [m.target for m in now.mounts] == [str(root), there]
+    assert now.create == () and now.staged == ()
+    os.mkdir(made)  # made since the plan: bound after all
+    assert made in [m.target for m in present(step).mounts]
+
+
+def test_the_top_is_rebuilt_from_what_is_there_as_the_step_starts(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    (root / "src").mkdir(parents=True)
+    (root / "package.json").write_text("{}")
+    (root / "yarn.lock").write_text("")
+    os.symlink("src", root / "lib")
+    os.mkfifo(root / "pipe")
+    nm = str(root / "node_modules")
+    os.mkdir(nm)
+    mounts = (Mount(str(root), str(root)), Mount("", str(root), readonly=False, kind="tmpfs"),
+              Mount(nm, nm, readonly=False), Mount(str(root / "sbox.yaml"), str(root / "sbox.yaml")))
+    rebuilt = rebuilt_top(mounts, str(root))
+    assert rebuilt[:2] == mounts[:2] and rebuilt[-2:] == mounts[2:]
+    added = rebuilt[2:-2]
+    assert {(m.target, m.kind, m.readonly, m.source) for m in added} == {
+        (str(root / "lib"), "symlink", True, "src"),
+        (str(root / "package.json"), "bind", True, str(root / "package.json")),
+        (str(root / "src"), "bind", True, str(root / "src")),
+        (str(root / "yarn.lock"), "bind", True, str(root / "yarn.lock")),
+    }  # node_modules: a later mount's (the output); the FIFO left out
+    assert rebuilt_top(mounts[:1] + mounts[2:], str(root)) == mounts[:1] + mounts[2:]  # no TOP: as it was
