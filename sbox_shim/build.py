@@ -161,9 +161,9 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
             raise UsageError(f"{tool} lies where sandboxes write (the project, a venv, sbox's cache); a step with "
                              "the network will not run it")
     # every sandbox sees nested repositories' configs redacted, one that writes nothing too
-    outputs, optional, top = layout.optional_outputs(prof.writable)
+    outputs, optional, tops = layout.optional_outputs(prof.writable)
     inspected = tree.inspect(config.root, outputs, every=prof.mode == "sandbox")
-    project = layout.project_layout(config.root, outputs, config.path, inspected, stage_dir, top=top)
+    project = layout.project_layout(config.root, outputs, config.path, inspected, stage_dir, tops=tops)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)
@@ -229,6 +229,7 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
         declared=_declared(prof, host.env),
         create=project.create, staged=project.staged, hook=phase.hook,
         optional=tuple(os.path.join(config.root, o.rstrip("/")) for o in optional),
+        rebuilt=tuple(os.path.join(config.root, t) if t else config.root for t in tops),
     )
     return step, notes
 

@@ -22,14 +22,14 @@ warning, so a mount source never resolves through a link the project holds. A mi
 staged only where its directory exists or is one sbox makes for a directory output (berry's
 `.yarn/install-state.gz` beside `.yarn/unplugged/`); sbox creates no other parent for it.
 
-A built-in phase may also ask for the project's top rebuilt (TOP among its outputs, which no
-`writable:` of a config can hold: it names the root): a writable tmpfs over the root, and in it
-each entry of the top, bound again as it is when the step starts (read-only but for the outputs;
-a link recreated on bwrap, left out on docker), so that what the step makes or removes at the top
-but its outputs happens in a throwaway layer, never on the host (berry's scripts phase: yarn
-removes a `node_modules` that is not there, which a read-only mount refuses with EROFS, not the
-ENOENT it expects). The runner lists the top as the step starts (runner.present): a step before
-it may have made entries there (yarn.lock, `.pnp.cjs`).
+A built-in phase may also ask for a directory's top rebuilt (an output ending in TOP, "./" for
+the project's own, "web/./" for `web/`'s; no `writable:` of a config can hold one): a writable
+tmpfs over the directory, and in it each of its entries, bound again as it is when the step starts
+(read-only but for the outputs; a link recreated on bwrap, left out on docker), so that what the
+step makes or removes there but its outputs happens in a throwaway layer, never on the host
+(berry's scripts phase: yarn removes a `node_modules` that is not there, which a read-only mount
+refuses with EROFS, not the ENOENT it expects). The runner lists the directory as the step starts
+(runner.present): a step before it may have made entries there (yarn.lock, `.pnp.cjs`).
 
 A built-in phase may mark an output optional (a trailing "?", which no `writable:` of a config can
 hold: it is a glob character there): it is bound only if it exists as the step starts, the step
@@ -131,31 +131,34 @@ def protected_paths(root: str, config_path: str | None) -> list[str]:
     return list(dict.fromkeys(protected))
 
 
-TOP = "./"  # among a built-in phase's outputs: the project's top rebuilt in a throwaway layer
+TOP = "./"  # ending a built-in phase's output: that directory's top rebuilt in a throwaway layer
 
 
-def optional_outputs(writable: bool | tuple[str, ...]) -> tuple[bool | tuple[str, ...], tuple[str, ...], bool]:
-    """`writable` without the optional marks and TOP, the optional outputs as written, and whether
-    TOP was there."""
+def optional_outputs(writable: bool | tuple[str, ...]) -> tuple[bool | tuple[str, ...], tuple[str, ...],
+                                                                tuple[str, ...]]:
+    """`writable` without the optional marks and the tops, the optional outputs as written, and the
+    directories whose top is rebuilt ("" for the project's own)."""
     if isinstance(writable, bool):
-        return writable, (), False
-    outputs = tuple(w.rstrip("?") for w in writable if w != TOP)
-    return outputs, tuple(w[:-1] for w in writable if w.endswith("?")), TOP in writable
+        return writable, (), ()
+    outputs = tuple(w.rstrip("?") for w in writable if not w.endswith(TOP))
+    tops = tuple(w[:-len(TOP)].rstrip("/") for w in writable if w.endswith(TOP))
+    return outputs, tuple(w[:-1] for w in writable if w.endswith("?")), tops
 
 
-def rebuilt_top(mounts: tuple[Mount, ...], root: str) -> tuple[Mount, ...]:
-    """`mounts` with the top's entries as they are now after the tmpfs over the root (TOP), each
-    bound read-only but those a later mount takes (outputs, protected paths, masks); a link
-    recreated as it is; anything else left out. Listed through a descriptor of the root."""
+def rebuilt_top(mounts: tuple[Mount, ...], root: str, top: str) -> tuple[Mount, ...]:
+    """`mounts` with the entries of `top` (the project `root` or a directory in it) as they are now
+    after the tmpfs over it (TOP), each bound read-only but those a later mount takes (outputs,
+    protected paths, masks); a link recreated as it is; anything else left out. Listed through a
+    descriptor reached from the root without following a link."""
     from sbox_shim.skeleton import entries
 
-    at = next((i for i, m in enumerate(mounts) if m.kind == "tmpfs" and m.target == root), None)
+    at = next((i for i, m in enumerate(mounts) if m.kind == "tmpfs" and m.target == top), None)
     if at is None:
         return mounts
     taken = {m.target for m in mounts[at + 1:]}
-    found = entries(root, root) or []
+    found = entries(root, top) or []
     added = tuple(Mount(text, path, kind="symlink") if what == "link" else Mount(path, path)
-                  for name, what, text in found for path in [os.path.join(root, name)] if path not in taken)
+                  for name, what, text in found for path in [os.path.join(top, name)] if path not in taken)
     return mounts[:at + 1] + added + mounts[at + 1:]
 
 
@@ -176,7 +179,8 @@ class ProjectLayout:
 
 
 def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str | None, tree: Tree,
-                   stage_dir: str, exists: Callable[[str], bool] = os.path.lexists, top: bool = False) -> ProjectLayout:
+                   stage_dir: str, exists: Callable[[str], bool] = os.path.lexists,
+                   tops: tuple[str, ...] = ()) -> ProjectLayout:
     """The project's mounts for a step (see the module's docstring); `tree` from tree.inspect."""
     masks = [Mount("/dev/null", s) for s in tree.sockets]
     if writable is False or writable == ():
@@ -188,8 +192,8 @@ def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str
         mounts += [Mount(p, p) for p in tree.gits + tree.hooks]
         return ProjectLayout(tuple(mounts + masks))
     mounts = [Mount(root, root)]
-    if top:  # its entries follow it at run time (runner.present)
-        mounts.append(Mount("", root, readonly=False, kind="tmpfs"))
+    # each rebuilt top: its entries follow its tmpfs at run time (runner.present)
+    mounts += [Mount("", os.path.join(root, t) if t else root, readonly=False, kind="tmpfs") for t in tops]
     create: list[str] = []
     staged: list[tuple[str, str]] = []
     refused: list[str] = []

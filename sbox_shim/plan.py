@@ -133,7 +133,7 @@ class Step(Value):
 
     __slots__ = ("label", "argv", "profile", "reason", "mode", "cwd", "env", "network", "mounts", "files",
                  "writable", "no_new_privileges", "image", "uid", "gid", "home", "limits", "create", "staged",
-                 "project", "declared", "hook", "optional")
+                 "project", "declared", "hook", "optional", "rebuilt")
     label: str  # "run", "download", "scripts"
     argv: tuple[str, ...]
     profile: str
@@ -160,6 +160,7 @@ class Step(Value):
     # outputs bound only if they exist as the step starts (layout.optional): of the mounts, `create`
     # and `staged`, the runner drops those of one that does not
     optional: tuple[str, ...]
+    rebuilt: tuple[str, ...]  # directories whose top is a throwaway layer, their entries bound at run time
 
     def __init__(self, label: str, argv: tuple[str, ...], profile: str, reason: str, mode: str, cwd: str,
                  env: tuple[tuple[str, str], ...], network: Network, mounts: tuple[Mount, ...] = (),
@@ -167,12 +168,12 @@ class Step(Value):
                  no_new_privileges: bool = True, image: str | None = None, uid: int = 0, gid: int = 0,
                  home: str = "/tmp/home", limits: Limits | None = None, create: tuple[str, ...] = (),
                  staged: tuple[tuple[str, str], ...] = (), project: str = "", declared: tuple[str, ...] = (),
-                 hook: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> None:
+                 hook: tuple[str, ...] = (), optional: tuple[str, ...] = (), rebuilt: tuple[str, ...] = ()) -> None:
         self._set(label=label, argv=argv, profile=profile, reason=reason, mode=mode, cwd=cwd, env=env,
                   network=network, mounts=mounts, files=files, writable=writable,
                   no_new_privileges=no_new_privileges, image=image, uid=uid, gid=gid, home=home,
                   limits=Limits() if limits is None else limits, create=create, staged=staged, project=project,
-                  declared=declared, hook=hook, optional=optional)
+                  declared=declared, hook=hook, optional=optional, rebuilt=rebuilt)
 
     def pinned(self) -> list[tuple[str, str]]:
         """(source, target) of the binds at or under the project root, in mount order."""

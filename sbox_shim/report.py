@@ -31,8 +31,8 @@ def plan_text(plan: Plan, backend: str, cache: str = "", trust: Sequence[str] = 
         if step.network.policy in ("proxy", "dns"):
             lines.append("  " + allow_line(step.network))
         lines.append("  project: " + _writable(step.writable) + (
-            "; anything else made or removed at its top is kept from the host (a throwaway layer)"
-            if any(m.kind == "tmpfs" and m.target == step.project for m in step.mounts) else ""))
+            f"; anything else made or removed at the top of {', '.join(step.rebuilt)} is kept from the host (a "
+            f"throwaway layer)" if step.rebuilt else ""))
         lines += [f"  git: {g} (this checkout's repository, outside the project: read-only, configs without "
                   f"credentials)" for g in _outside_repositories(step)]
         if step.declared:

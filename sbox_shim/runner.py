@@ -114,7 +114,7 @@ def prestart(plan: Plan, backend: ModuleType, run_dir: str, state_dir: str | Non
     source still where it was; else it is killed unrun. `state_dir`: as `_run_step`'s `kept_in`."""
     step = plan.steps[0]
     if (getattr(backend, "NAME", "") != "bwrap" or step.mode != "sandbox" or step.staged or step.create
-            or step.optional or any(m.kind == "tmpfs" and m.target == step.project for m in step.mounts) or (step.network.policy == "off" and step.label == "scripts")
+            or step.optional or step.rebuilt or (step.network.policy == "off" and step.label == "scripts")
             or any(m.kind == "run" or (m.kind == "cache" and not os.path.isdir(m.source)) for m in step.mounts)):
         return None
     egress = step.network.policy == "proxy"
@@ -266,7 +266,9 @@ def present(step: Step) -> Step:
         step = step.replace(mounts=tuple(m for m in step.mounts if m.target not in absent),
                             create=tuple(p for p in step.create if p not in absent),
                             staged=tuple(s for s in step.staged if s[1] not in absent))
-    mounts = rebuilt_top(step.mounts, step.project) if step.mode == "sandbox" else step.mounts
+    mounts = step.mounts
+    for top in step.rebuilt if step.mode == "sandbox" else ():
+        mounts = rebuilt_top(mounts, step.project, top)
     return step if mounts == step.mounts else step.replace(mounts=mounts)
 
 

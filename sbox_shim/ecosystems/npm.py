@@ -240,7 +240,7 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
     """yarn 2 and later (yarn.py): `--mode=skip-build` with the network, then a second `yarn install`
     offline, which builds what the first one added or changed; berry's registries and the user's
     `~/.yarnrc.yml` in the download phase; its cache sbox's, this project's own."""
-    here = _package_dir(ctx)
+    here = yarn.project_dir(ctx, _package_dir(ctx))
     users = yarn.user_config(ctx)
     allow = tuple(dict.fromkeys(allow + tuple(
         e for e in map(url_entry, yarn.registries([read_text(f) for f in users], ctx.env)) if e)))
@@ -262,7 +262,7 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
                 *(Mount(f, f) for f in users)),
         reason="built-in yarn policy (yarn 2+): install downloads and links with the build step skipped",
         writable=True, configs=("npmrc", "gitconfig"), files=_held(argv, ctx) + (yarn.classic_off(ctx.home),),
-        hook=("yarn", *yarn.git_dependencies(here)),
+        hook=("yarn", *dict.fromkeys(yarn.git_dependencies(_package_dir(ctx)) + yarn.git_dependencies(here))),
     )
     if not yarn.builds(argv):
         return (download,)
@@ -270,12 +270,15 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
                        ctx, "then `yarn install` offline builds what the install added or changed")
     local = tuple(w for w in scripts.writable if not w.endswith("node_modules/")) \
         if isinstance(scripts.writable, tuple) else ()
-    # what berry's second install writes, each where the first one left it (layout.py: optional),
-    # and the top in a throwaway layer (layout.TOP): yarn removes what it does not need there, at
-    # times what is not there (`rmdir node_modules`: EROFS, not ENOENT, from a read-only top)
+    # what berry's second install writes, each where the first one left it (layout.py: optional):
+    # its own files, node_modules at its root and in each workspace (where a version that cannot be
+    # hoisted goes); and its root's top in a throwaway layer (layout.TOP): yarn removes what it does
+    # not need there, at times what is not there (`rmdir node_modules`: EROFS, not ENOENT)
     from sbox_shim.layout import TOP
 
-    built = (TOP, *(prefix + n + "?" for n in ("node_modules/", *yarn.BUILT)))
+    modules = [os.path.relpath(w, ctx.project_root) + "/node_modules/" for w in yarn.workspace_dirs(here)
+               if (w + "/").startswith(ctx.project_root.rstrip("/") + "/")]
+    built = (prefix + TOP, *(prefix + n + "?" for n in ("node_modules/", *yarn.BUILT)), *(m + "?" for m in modules))
     scripts = scripts.replace(
         env={**scripts.env, **yarn.SCRIPTS_ENV}, secrets=scripts.secrets + yarn.passthrough(ctx, False),
         mounts=(*scripts.mounts, cache_mount(cache, False)), writable=built + local)

@@ -73,6 +73,27 @@ def is_berry(ctx: Context, package_dir: str) -> bool:
         here = os.path.dirname(here)
 
 
+def project_dir(ctx: Context, package_dir: str) -> str:
+    """The directory berry takes for the project from `package_dir`: the nearest one up to the
+    root with a yarn.lock; with none, the highest with a package.json (a workspace's root)."""
+    here, highest = package_dir, package_dir
+    while True:
+        if os.path.isfile(os.path.join(here, "yarn.lock")):
+            return here
+        if os.path.isfile(os.path.join(here, "package.json")):
+            highest = here
+        if here == ctx.project_root or os.path.dirname(here) == here:
+            return highest
+        here = os.path.dirname(here)
+
+
+def workspace_dirs(root: str) -> list[str]:
+    """The workspaces the package.json of berry's project names (trust.gate reads them so)."""
+    from sbox_shim.trust.gate import workspaces
+
+    return [os.path.dirname(p) for p in workspaces(os.path.join(root, "package.json"))]
+
+
 def _package_manager(path: str) -> int | None:
     text = read_text(path)
     if "packageManager" not in text:

@@ -268,3 +268,39 @@ def test_yarn_classic_in_a_project_that_looks_like_berry_runs_no_script_while_it
     assert (t.project / "node_modules" / "sbox-evil" / "hostile.js").is_file(), out[-4000:]  # downloaded
     assert [p["profile"] for p in t.proofs()] in ([], ["yarn:scripts"]), out[-4000:]
     t.assert_nothing_escaped(out)
+
+
+@pytest.mark.parametrize("linker", ["node-modules", "pnp"])
+def test_a_berry_monorepo_in_a_directory_of_the_project_builds_where_yarn_puts_each_package(
+        linker: str, backend: str, sbox_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sbox's project is the repository; berry's is `web/` in it, with workspaces, run from one of
+    them. A version the root cannot hoist goes to the workspace's own node_modules (node-modules
+    linker), where its build script runs and writes: that directory is an output of the scripts
+    phase too, and `web/`'s top the throwaway layer."""
+    monkeypatch.setenv("PATH", yarns.path_with(yarns.BERRY))
+    built = "require('fs').writeFileSync('built.txt', process.env.SBOX_PROFILE || 'host')"
+    lib1 = pkg.npm_package("sbox-lib", "1.0.0", {"index.js": "module.exports = 1;\n"})
+    lib2 = pkg.npm_package("sbox-lib", "2.0.0", {"index.js": "module.exports = 2;\n", "b.js": built},
+                           scripts={"postinstall": "node b.js"})
+    project = tmp_path / "repo"
+    web = project / "web"
+    (web / "packages" / "a").mkdir(parents=True)
+    with NpmRegistry([lib1, lib2]) as registry:
+        (web / "package.json").write_text(json.dumps({
+            "name": "web", "private": True, "packageManager": f"yarn@{yarns.BERRY}", "workspaces": ["packages/*"],
+            "dependencies": {"sbox-lib": "1.0.0"}}))
+        (web / "packages" / "a" / "package.json").write_text(json.dumps({
+            "name": "a", "version": "1.0.0", "dependencies": {"sbox-lib": "2.0.0"}}))
+        (web / ".yarnrc.yml").write_text(f"nodeLinker: {linker}\nenableScripts: true\n"
+                                         "unsafeHttpWhitelist: ['127.0.0.1']\n")
+        monkeypatch.setenv("YARN_NPM_REGISTRY_SERVER", registry.url)
+        _opt_in(project, backend)
+        trust(web / ".yarnrc.yml")
+        result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], web / "packages" / "a")
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    marks = [p.read_text() for p in web.rglob("built.txt")]
+    assert marks == ["yarn:scripts"], marks
+    if linker == "node-modules":
+        assert (web / "packages" / "a" / "node_modules" / "sbox-lib" / "built.txt").is_file()
+    assert _yarn_node(web / "packages" / "a", "require('sbox-lib')") == "2"
+    assert _yarn_node(web, "require('sbox-lib')") == "1"

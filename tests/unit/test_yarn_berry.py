@@ -77,6 +77,24 @@ def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: 
     assert {m.target: m.readonly for m in scripts.mounts}[cache] is True
 
 
+def test_a_berry_monorepo_in_a_directory_of_the_project(where: dict[str, Path]) -> None:
+    """sbox's project is the repository; berry's, `web/` in it, whose workspaces each may get a
+    node_modules of their own (a version that cannot be hoisted): `yarn install` in a workspace."""
+    web = where["project"] / "web"
+    (web / "packages" / "a").mkdir(parents=True)
+    (web / "packages" / "b").mkdir()
+    (web / "package.json").write_text('{"packageManager": "yarn@4.18.1", "workspaces": ["packages/*"]}')
+    (web / "yarn.lock").write_text("__metadata:\n  version: 8\n")
+    for name in ("a", "b"):
+        (web / "packages" / name / "package.json").write_text('{"name": "%s"}' % name)
+    c = Context(cwd=str(web / "packages" / "a"), project_root=str(where["project"]), home=str(where["home"]),
+                env={}, cache_dir=str(where["cache"]), real_tool=None)
+    _, scripts = phases("yarn install", c)
+    assert scripts.writable == ("web/" + TOP, "web/node_modules/?", "web/.yarn/install-state.gz?",
+                                "web/.yarn/unplugged/?", "web/.yarn/build-state.yml?",
+                                "web/packages/a/node_modules/?", "web/packages/b/node_modules/?")
+
+
 def test_berry_with_update_lockfile_mode_links_nothing_so_builds_nothing(where: dict[str, Path]) -> None:
     (where["project"] / ".yarnrc.yml").write_text("")
     (only,) = phases("yarn install --mode=update-lockfile", ctx(where))
@@ -95,10 +113,10 @@ def test_a_berry_git_dependency_is_named_when_the_download_fails(where: dict[str
     assert err.getvalue().startswith("sbox: a, c: a git dependency") and err.getvalue().count("\n") == 1
 
 
-def test_optional_outputs_and_the_top_are_read_off_the_outputs() -> None:
-    assert optional_outputs(True) == (True, (), False)
-    assert optional_outputs((TOP, "node_modules/?", "yarn.lock")) == (("node_modules/", "yarn.lock"),
-                                                                      ("node_modules/",), True)
+def test_optional_outputs_and_the_tops_are_read_off_the_outputs() -> None:
+    assert optional_outputs(True) == (True, (), ())
+    assert optional_outputs((TOP, "web/" + TOP, "node_modules/?", "yarn.lock")) == (
+        ("node_modules/", "yarn.lock"), ("node_modules/",), ("", "web"))
 
 
 def _step(project: Path, mounts: tuple[Mount, ...], optional: tuple[str, ...] = (),
@@ -133,7 +151,7 @@ def test_the_top_is_rebuilt_from_what_is_there_as_the_step_starts(tmp_path: Path
     os.mkdir(nm)
     mounts = (Mount(str(root), str(root)), Mount("", str(root), readonly=False, kind="tmpfs"),
               Mount(nm, nm, readonly=False), Mount(str(root / "sbox.yaml"), str(root / "sbox.yaml")))
-    rebuilt = rebuilt_top(mounts, str(root))
+    rebuilt = rebuilt_top(mounts, str(root), str(root))
     assert rebuilt[:2] == mounts[:2] and rebuilt[-2:] == mounts[2:]
     added = rebuilt[2:-2]
     assert {(m.target, m.kind, m.readonly, m.source) for m in added} == {
@@ -142,4 +160,4 @@ def test_the_top_is_rebuilt_from_what_is_there_as_the_step_starts(tmp_path: Path
         (str(root / "src"), "bind", True, str(root / "src")),
         (str(root / "yarn.lock"), "bind", True, str(root / "yarn.lock")),
     }  # node_modules: a later mount's (the output); the FIFO left out
-    assert rebuilt_top(mounts[:1] + mounts[2:], str(root)) == mounts[:1] + mounts[2:]  # no TOP: as it was
+    assert rebuilt_top(mounts[:1] + mounts[2:], str(root), str(root)) == mounts[:1] + mounts[2:]  # no TOP
