@@ -105,6 +105,9 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
             kind = "yarn release or plugin" if ".yarnrc" in rc else "a pnpmfile"
             for p in (yarn_programs(rc) if ".yarnrc" in rc else pnpmfiles(rc)):
                 programs.setdefault(p, f"{kind} ({rc.rsplit('/', 1)[-1]} names it: it runs, registry token and all)")
+        if any(rc.endswith(".yarnrc.yml") for rc in found) and yarn.constraints_checked(ctx, found):
+            programs.setdefault(os.path.join(here, "yarn.config.cjs"),
+                                "yarn's constraints (yarn 4 runs them at install, registry token and all)")
         if here == ctx.project_root or os.path.dirname(here) == here:
             return out + [(p, kind, "program") for p, kind in programs.items()
                           if sandbox_writable(p, ctx) and os.path.lexists(p)]

@@ -87,6 +87,18 @@ def project_dir(ctx: Context, package_dir: str) -> str:
         here = os.path.dirname(here)
 
 
+_CONSTRAINTS = re.compile(r"""["']?enableConstraintsChecks["']?\s*:\s*["']?(?:true|1)""", re.I)
+
+
+def constraints_checked(ctx: Context, configs: list[str]) -> bool:
+    """Does `yarn install` run the project's constraints (`yarn.config.cjs`, JavaScript, in the
+    download phase): `enableConstraintsChecks` on in one of `configs`, the user's `~/.yarnrc.yml`
+    or the environment?"""
+    texts = [read_text(f) for f in configs + user_config(ctx)]
+    value = next((v for k, v in ctx.env.items() if k.upper() == "YARN_ENABLE_CONSTRAINTS_CHECKS"), "")
+    return value.lower() in ("1", "true") or any(_CONSTRAINTS.search(t) for t in texts)
+
+
 def workspace_dirs(root: str) -> list[str]:
     """The workspaces the package.json of berry's project names (trust.gate reads them so)."""
     from sbox_shim.trust.gate import workspaces

@@ -304,3 +304,34 @@ def test_a_berry_monorepo_in_a_directory_of_the_project_builds_where_yarn_puts_e
         assert (web / "packages" / "a" / "node_modules" / "sbox-lib" / "built.txt").is_file()
     assert _yarn_node(web / "packages" / "a", "require('sbox-lib')") == "2"
     assert _yarn_node(web, "require('sbox-lib')") == "1"
+
+
+@pytest.mark.parametrize("berry", [(yarns.BERRY, "node-modules")], indirect=True, ids=["4-node-modules"])
+def test_a_constraints_file_a_step_wrote_does_not_run_in_the_download_phase(
+        berry: tuple[Trap, NpmRegistry, str, str], backend: str, sbox_bin: str, tmp_path: Path) -> None:
+    """With `enableConstraintsChecks` on (the project's trusted `.yarnrc.yml`), yarn 4's install
+    runs the project's `yarn.config.cjs`, JavaScript, in the download phase, with the network and
+    the registry token. A step that could write the project planted one: it is a program the user
+    has not trusted, so the install stops before anything runs. The control: yarn alone runs it."""
+    t, _, _, _ = berry
+    with open(t.project / ".yarnrc.yml", "a") as rc:
+        rc.write("enableConstraintsChecks: true\n")
+    _opt_in(t.project, backend)
+    proofs = tmp_path / "constraints-proofs"
+    proofs.mkdir(mode=0o777)
+    (t.project / "yarn.config.cjs").write_text(
+        "const fs = require('fs'); let canary = null;\n"
+        f"try {{ canary = fs.readFileSync({json.dumps(str(t.canary))}, 'utf8'); }} catch (e) {{}}\n"
+        f"fs.writeFileSync({json.dumps(str(proofs))} + '/proof-' + process.pid + '.json', JSON.stringify("
+        "{profile: process.env.SBOX_PROFILE || null, token: process.env.YARN_NPM_AUTH_TOKEN || null, canary}));\n"
+        "module.exports = {};\n")
+    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2 and "yarn.config.cjs: yarn's constraints" in result.stderr, out[-4000:]
+    assert list(proofs.iterdir()) == []
+    t.assert_nothing_escaped(out)
+
+    control = subprocess.run(["yarn", "install", "--mode=skip-build"], cwd=t.project, capture_output=True,
+                             text=True, timeout=120)
+    seen = [json.loads(p.read_text()) for p in proofs.iterdir()]
+    assert [(p["profile"], p["token"], p["canary"]) for p in seen] == [(None, TOKEN, t.token)], control.stdout[-3000:]
