@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # At the project's top: files the host runs or reads as code later (git hooks and their managers,
 # direnv and dotenv, make in all its spellings, editors', dev containers' and agents' tasks).
-HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".pre-commit-config.yaml", "Makefile", "makefile",
+HOST_EXECUTED = (".husky", ".githooks", ".envrc", ".env", ".env.yarn", ".pre-commit-config.yaml", "Makefile", "makefile",
                  "GNUmakefile", "lefthook.yml", "lefthook.yaml", ".lefthook.yml", ".lefthook.yaml",
                  ".lintstagedrc", ".lintstagedrc.json", ".lintstagedrc.js", ".lintstagedrc.cjs",
                  ".lintstagedrc.mjs", ".lintstagedrc.yaml", ".lintstagedrc.yml", "lint-staged.config.js",

@@ -335,3 +335,29 @@ def test_a_constraints_file_a_step_wrote_does_not_run_in_the_download_phase(
                              text=True, timeout=120)
     seen = [json.loads(p.read_text()) for p in proofs.iterdir()]
     assert [(p["profile"], p["token"], p["canary"]) for p in seen] == [(None, TOKEN, t.token)], control.stdout[-3000:]
+
+
+def test_a_dot_env_yarn_a_step_plants_is_quarantined(backend: str, sbox_bin: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """yarn 4 puts the variables of the project's `.env.yarn` into every script it runs: one that
+    a step plants with `NODE_OPTIONS=--require=./planted.cjs` runs the step's code at the host's
+    next `yarn run`. The persistence guard moves it to the quarantine. The control: yarn runs it."""
+    monkeypatch.setenv("PATH", yarns.path_with(yarns.BERRY))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "package.json").write_text(json.dumps({
+        "name": "app", "private": True, "packageManager": f"yarn@{yarns.BERRY}", "scripts": {"hello": "node -e 0"}}))
+    (project / ".yarnrc.yml").write_text("enableTelemetry: false\n")
+    assert subprocess.run(["yarn", "install"], cwd=project, capture_output=True, timeout=120).returncode == 0
+    _opt_in(project, backend)
+    plant = ("const fs = require('fs'); fs.writeFileSync('.env.yarn', 'NODE_OPTIONS=--require=./planted.cjs\\n');"
+             "fs.writeFileSync('planted.cjs', \"require('fs').writeFileSync('ran-on-host', '1')\");")
+    result = run_sbox(sbox_bin, ["run", "--", "node", "-e", plant], project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (project / ".env.yarn").exists(), result.stderr[-3000:]
+    subprocess.run(["yarn", "run", "hello"], cwd=project, capture_output=True, timeout=120)
+    assert not (project / "ran-on-host").exists()
+
+    (project / ".env.yarn").write_text("NODE_OPTIONS=--require=./planted.cjs\n")  # the control
+    subprocess.run(["yarn", "run", "hello"], cwd=project, capture_output=True, timeout=120)
+    assert (project / "ran-on-host").is_file()
