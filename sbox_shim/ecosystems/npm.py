@@ -99,15 +99,14 @@ def inputs(argv: tuple[str, ...], ctx: Context) -> list[tuple[str, str, str]]:
     programs = {p: "a pnpmfile (pnpm runs it, registry token and all)" for rc in npmrcs for p in pnpmfiles(rc)}
     here = ctx.cwd
     while True:
-        found = [p for n in PROJECT_FILES for p in [os.path.join(here, n)] if os.path.lexists(p)]
-        out += [(p, f"{tool} project config", "all") for p in found]
+        found = [p for n in PROJECT_FILES + yarn.rc_names(ctx.env) for p in [os.path.join(here, n)]
+                 if os.path.lexists(p)]
+        out += [(p, f"{'pnpm' if 'pnpm' in os.path.basename(p) else 'yarn'} project config", "all") for p in found]
         for rc in found:
-            kind = "yarn release or plugin" if ".yarnrc" in rc else "a pnpmfile"
-            for p in (yarn_programs(rc) if ".yarnrc" in rc else pnpmfiles(rc)):
+            yarnrc = ".yarnrc" in rc or os.path.basename(rc) in yarn.rc_names(ctx.env)
+            kind = "yarn release or plugin" if yarnrc else "a pnpmfile"
+            for p in (yarn_programs(rc) if yarnrc else pnpmfiles(rc)):
                 programs.setdefault(p, f"{kind} ({rc.rsplit('/', 1)[-1]} names it: it runs, registry token and all)")
-        if any(rc.endswith(".yarnrc.yml") for rc in found) and yarn.constraints_checked(ctx, found):
-            programs.setdefault(os.path.join(here, "yarn.config.cjs"),
-                                "yarn's constraints (yarn 4 runs them at install, registry token and all)")
         if here == ctx.project_root or os.path.dirname(here) == here:
             return out + [(p, kind, "program") for p, kind in programs.items()
                           if sandbox_writable(p, ctx) and os.path.lexists(p)]
@@ -139,7 +138,7 @@ def yarn_programs(rc: str) -> list[str]:
     `.yarnrc`'s `yarn-path`; a `.yarnrc.yml`'s `yarnPath` and plugin paths (any `.js`, `.cjs` or
     `.mjs` it names as a value or a list item). Relative to the config's directory."""
     text = read_text(rc).replace("${PWD}/", "").replace("$PWD/", "")  # yarn runs in the project
-    names = _YML_PROGRAM.findall(text) if rc.endswith(".yml") else _YARN_PATH.findall(text)
+    names = _YARN_PATH.findall(text) if os.path.basename(rc) == ".yarnrc" else _YML_PROGRAM.findall(text)
     base = os.path.dirname(rc)
     named = [os.path.normpath(os.path.join(base, n)) for n in names]
     # and every file of yarn's own program directories: a `yarnPath: scripts/run-yarn.js` wrapper
@@ -258,7 +257,8 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
     # files at the top as it goes, which a bind of each cannot allow; only yarn runs here
     download = Phase(
         "download", yarn.download(argv), True, allow,
-        {**env, **EXECUTABLES, **yarn.DOWNLOAD_ENV, **berry_env, "npm_config_logs_dir": logs},
+        {**env, **EXECUTABLES, **yarn.DOWNLOAD_ENV, **berry_env, **yarn.constraints_off(ctx, here),
+         "npm_config_logs_dir": logs},
         implied=implied, secrets=passthrough(ctx, True) + yarn.passthrough(ctx, True),
         credentials=tuple(m.source for m in credentials) + tuple(users),
         mounts=(cache_mount(cache, True), cache_mount(logs, True), *readonly, *credentials,

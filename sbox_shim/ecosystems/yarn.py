@@ -90,13 +90,32 @@ def project_dir(ctx: Context, package_dir: str) -> str:
 _CONSTRAINTS = re.compile(r"""["']?enableConstraintsChecks["']?\s*:\s*["']?(?:true|1)""", re.I)
 
 
-def constraints_checked(ctx: Context, configs: list[str]) -> bool:
-    """Does `yarn install` run the project's constraints (`yarn.config.cjs`, JavaScript, in the
-    download phase): `enableConstraintsChecks` on in one of `configs`, the user's `~/.yarnrc.yml`
-    or the environment?"""
-    texts = [read_text(f) for f in configs + user_config(ctx)]
+def rc_names(env: Mapping[str, str]) -> tuple[str, ...]:
+    """berry's configuration files under another name than `.yarnrc.yml` (YARN_RC_FILENAME)."""
+    name = env.get("YARN_RC_FILENAME", "")
+    return (name,) if name and "/" not in name and name not in (".yarnrc", ".yarnrc.yml") else ()
+
+
+def constraints_off(ctx: Context, project: str) -> dict[str, str]:
+    """The download phase's override of yarn 4's constraints checks, where they could be on. With
+    `enableConstraintsChecks`, `yarn install` loads the project's `yarn.config.cjs`, and what it
+    requires (`@yarnpkg/types`, as yarn's docs begin it: a package in node_modules, which the last
+    scripts phase could write), in its own process: in the download phase, the network and the
+    registry token with it (red team 33). So they run in the scripts phase alone, offline. Set only
+    where the setting is on (in a configuration from the project up to `/`, the user's, the
+    environment) or the project says yarn 4 or later: yarn 3 refuses a setting it does not know."""
+    names = (".yarnrc.yml", *rc_names(ctx.env))
+    texts, here = [], project
+    while True:
+        texts += [read_text(os.path.join(here, n)) for n in names]
+        if os.path.dirname(here) == here:
+            break
+        here = os.path.dirname(here)
+    texts += [read_text(os.path.join(ctx.home, n)) for n in names]
     value = next((v for k, v in ctx.env.items() if k.upper() == "YARN_ENABLE_CONSTRAINTS_CHECKS"), "")
-    return value.lower() in ("1", "true") or any(_CONSTRAINTS.search(t) for t in texts)
+    on = value.lower() in ("1", "true") or any(_CONSTRAINTS.search(t) for t in texts)
+    major = _package_manager(os.path.join(project, "package.json"))
+    return {"YARN_ENABLE_CONSTRAINTS_CHECKS": "0"} if on or (major or 0) >= 4 else {}
 
 
 def workspace_dirs(root: str) -> list[str]:
@@ -155,16 +174,16 @@ def scripts(tool: str) -> tuple[str, ...]:
 
 def user_config(ctx: Context) -> list[str]:
     """The user's `~/.yarnrc.yml` (berry's home configuration, where `npmAuthToken` lives)."""
-    path = os.path.join(ctx.home, ".yarnrc.yml")
-    return [path] if os.path.isfile(path) else []
+    paths = [os.path.join(ctx.home, n) for n in (".yarnrc.yml", *rc_names(ctx.env))]
+    return [p for p in paths if os.path.isfile(p)]
 
 
 def project_configs(ctx: Context, package_dir: str) -> list[str]:
     """The `.yarnrc.yml` files berry reads in the project, from the package's directory up."""
     out, here = [], package_dir
     while True:
-        path = os.path.join(here, ".yarnrc.yml")
-        out += [path] if os.path.isfile(path) else []
+        paths = [os.path.join(here, n) for n in (".yarnrc.yml", *rc_names(ctx.env))]
+        out += [p for p in paths if os.path.isfile(p)]
         if here == ctx.project_root or os.path.dirname(here) == here:
             return out
         here = os.path.dirname(here)

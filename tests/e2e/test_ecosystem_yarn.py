@@ -306,33 +306,51 @@ def test_a_berry_monorepo_in_a_directory_of_the_project_builds_where_yarn_puts_e
     assert _yarn_node(web, "require('sbox-lib')") == "1"
 
 
-@pytest.mark.parametrize("berry", [(yarns.BERRY, "node-modules")], indirect=True, ids=["4-node-modules"])
-def test_a_constraints_file_a_step_wrote_does_not_run_in_the_download_phase(
+@pytest.mark.parametrize("berry", [(yarns.BERRY, "node-modules"), (yarns.BERRY, "pnp")], indirect=True,
+                         ids=["4-node-modules", "4-pnp"])
+def test_yarn_s_constraints_and_what_they_require_run_offline_only(
         berry: tuple[Trap, NpmRegistry, str, str], backend: str, sbox_bin: str, tmp_path: Path) -> None:
-    """With `enableConstraintsChecks` on (the project's trusted `.yarnrc.yml`), yarn 4's install
-    runs the project's `yarn.config.cjs`, JavaScript, in the download phase, with the network and
-    the registry token. A step that could write the project planted one: it is a program the user
-    has not trusted, so the install stops before anything runs. The control: yarn alone runs it."""
-    t, _, _, _ = berry
+    """Red team 33: with `enableConstraintsChecks` on (the project's trusted `.yarnrc.yml`), yarn
+    4's install loads `yarn.config.cjs` and what it requires (`@yarnpkg/types`, as yarn's docs
+    begin it) in its own process, `--mode=skip-build` or not: in the download phase, with the
+    network and the registry token. A package the last scripts phase rewrote in node_modules then
+    ran there on the next install. Now the download phase turns the checks off; they run in the
+    scripts phase, offline, without the token. The control: yarn alone runs them with the token."""
+    t, registry, _, linker = berry
+    types = pkg.npm_package("@yarnpkg/types", "4.0.1", {"index.js": (
+        "const fs = require('fs'); let canary = null;\n"
+        f"try {{ canary = fs.readFileSync({json.dumps(str(t.canary))}, 'utf8'); }} catch (e) {{}}\n"
+        "const seen = JSON.stringify({profile: process.env.SBOX_PROFILE || null,"
+        " token: process.env.YARN_NPM_AUTH_TOKEN || null, canary});\n"
+        f"try {{ fs.writeFileSync({json.dumps(str(tmp_path / 'types-proofs'))} + '/proof-' + process.pid + '.json', seen); }}"
+        " catch (e) { process.stderr.write('TYPES-PROOF ' + seen + '\\n'); }\n"
+        "module.exports = {defineConfig: (c) => c};\n")})
+    registry.add(types)
+    proofs = tmp_path / "types-proofs"
+    proofs.mkdir(mode=0o777)
+    manifest = json.loads((t.project / "package.json").read_text())
+    manifest["dependencies"] = {"sbox-hello": "1.0.0"}
+    manifest["devDependencies"] = {"@yarnpkg/types": "4.0.1"}
+    (t.project / "package.json").write_text(json.dumps(manifest))
+    (t.project / "yarn.config.cjs").write_text(
+        "const {defineConfig} = require('@yarnpkg/types');\n"
+        "module.exports = defineConfig({async constraints() {}});\n")
     with open(t.project / ".yarnrc.yml", "a") as rc:
         rc.write("enableConstraintsChecks: true\n")
     _opt_in(t.project, backend)
-    proofs = tmp_path / "constraints-proofs"
-    proofs.mkdir(mode=0o777)
-    (t.project / "yarn.config.cjs").write_text(
-        "const fs = require('fs'); let canary = null;\n"
-        f"try {{ canary = fs.readFileSync({json.dumps(str(t.canary))}, 'utf8'); }} catch (e) {{}}\n"
-        f"fs.writeFileSync({json.dumps(str(proofs))} + '/proof-' + process.pid + '.json', JSON.stringify("
-        "{profile: process.env.SBOX_PROFILE || null, token: process.env.YARN_NPM_AUTH_TOKEN || null, canary}));\n"
-        "module.exports = {};\n")
-    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project)
-    out = result.stdout + result.stderr
-    assert result.returncode == 2 and "yarn.config.cjs: yarn's constraints" in result.stderr, out[-4000:]
-    assert list(proofs.iterdir()) == []
+    printed = []
+    for _ in range(2):  # the second: after a scripts phase that could have rewritten the package
+        result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-4000:]
+        printed += [json.loads(ln.split("TYPES-PROOF ", 1)[1]) for ln in out.splitlines() if "TYPES-PROOF " in ln]
+    seen = [json.loads(p.read_text()) for p in sorted(proofs.iterdir())] + printed
+    assert seen and {(p["profile"], p["token"], p["canary"]) for p in seen} == {("yarn:scripts", None, None)}, seen
     t.assert_nothing_escaped(out)
 
-    control = subprocess.run(["yarn", "install", "--mode=skip-build"], cwd=t.project, capture_output=True,
-                             text=True, timeout=120)
+    for p in proofs.iterdir():
+        p.unlink()
+    control = subprocess.run(["yarn", "install"], cwd=t.project, capture_output=True, text=True, timeout=120)
     seen = [json.loads(p.read_text()) for p in proofs.iterdir()]
     assert [(p["profile"], p["token"], p["canary"]) for p in seen] == [(None, TOKEN, t.token)], control.stdout[-3000:]
 

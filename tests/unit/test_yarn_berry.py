@@ -95,6 +95,22 @@ def test_a_berry_monorepo_in_a_directory_of_the_project(where: dict[str, Path]) 
                                 "web/packages/a/node_modules/?", "web/packages/b/node_modules/?")
 
 
+@pytest.mark.parametrize("manager,rc,env,off", [
+    ("yarn@4.18.1", "", {}, True),  # yarn 4 knows the setting: off in the download phase whatever
+    ("yarn@3.8.7", "", {}, False),  # yarn 3 refuses a setting it does not know, and has no JS constraints
+    ("", "enableConstraintsChecks: true\n", {}, True),
+    ("", "", {"YARN_ENABLE_CONSTRAINTS_CHECKS": "true"}, True),
+    ("", "", {}, False),
+])
+def test_yarn_s_constraints_are_off_in_the_download_phase_where_they_could_be_on(
+        where: dict[str, Path], manager: str, rc: str, env: dict[str, str], off: bool) -> None:
+    (where["project"] / "package.json").write_text('{"packageManager": "%s"}' % manager if manager else "{}")
+    (where["project"] / ".yarnrc.yml").write_text(rc)
+    download, scripts = phases("yarn install", ctx(where, env))
+    assert ("YARN_ENABLE_CONSTRAINTS_CHECKS" in download.env) is off
+    assert "YARN_ENABLE_CONSTRAINTS_CHECKS" not in scripts.env
+
+
 def test_berry_with_update_lockfile_mode_links_nothing_so_builds_nothing(where: dict[str, Path]) -> None:
     (where["project"] / ".yarnrc.yml").write_text("")
     (only,) = phases("yarn install --mode=update-lockfile", ctx(where))
