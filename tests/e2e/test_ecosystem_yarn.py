@@ -100,6 +100,17 @@ def _opt_in(project: Path, backend: str) -> None:
     trust(project)
 
 
+def _install(sbox_bin: str, project: Path, *steps: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`sbox run -- yarn install`, which must succeed announcing `steps` (the commands of its steps)."""
+    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project,
+                      env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert [ln.split(" -> ")[0] for ln in result.stderr.splitlines() if ln.startswith("sbox:")] == [
+        f"sbox: step {n}/{len(steps)} [{'download' if n == 1 else 'scripts'}] {s}" for n, s in enumerate(steps, 1)]
+    return result, out
+
+
 def _yarn_node(project: Path, code: str) -> str:
     out = subprocess.run(["yarn", "node", "-p", code], cwd=project, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -116,12 +127,7 @@ def test_yarn_berry_builds_offline_confined_and_keeps_the_top(
     t, registry, version, linker = berry
     _opt_in(t.project, backend)
     manifest = json.loads((t.project / "package.json").read_text())
-    env = {k: v for k, v in os.environ.items() if k != "SBOX_QUIET"}
-    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project, env=env)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    assert [ln.split(" -> ")[0] for ln in result.stderr.splitlines() if ln.startswith("sbox:")] == [
-        "sbox: step 1/2 [download] yarn install --mode=skip-build", "sbox: step 2/2 [scripts] yarn install"]
+    result, out = _install(sbox_bin, t.project, "yarn install --mode=skip-build", "yarn install")
 
     # Installed, from the loopback registry, and it works.
     assert "/sbox-evil/-/sbox-evil-1.0.0.tgz" in registry.paths
@@ -239,12 +245,7 @@ def test_yarn_classic_downloads_then_builds_offline(classic: tuple[Trap, NpmRegi
                                                     sbox_bin: str) -> None:
     t, registry = classic
     _opt_in(t.project, backend)
-    env = {k: v for k, v in os.environ.items() if k != "SBOX_QUIET"}
-    result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project, env=env)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    assert [ln.split(" -> ")[0] for ln in result.stderr.splitlines() if ln.startswith("sbox:")] == [
-        "sbox: step 1/2 [download] yarn install --ignore-scripts", "sbox: step 2/2 [scripts] npm rebuild"]
+    _, out = _install(sbox_bin, t.project, "yarn install --ignore-scripts", "npm rebuild")
     assert (t.project / "yarn.lock").is_file() and "/sbox-evil/-/sbox-evil-1.0.0.tgz" in registry.paths
     proofs = t.proofs()
     assert len(proofs) == 1 and proofs[0]["profile"] == "yarn:scripts", proofs
