@@ -51,6 +51,13 @@ for (const [name, act] of [
 fs.writeFileSync(path.join(__DIR__, "top-" + process.pid + ".json"), JSON.stringify(done));
 """
 TOKEN = "yarn-token-for-download-only"
+
+
+@pytest.fixture(autouse=True)
+def _lockfiles_may_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """yarn 2+ refuses to write a lockfile when CI is set (enableImmutableInstalls), with sbox or
+    without: these projects start without one, as a developer's do."""
+    monkeypatch.setenv("YARN_ENABLE_IMMUTABLE_INSTALLS", "false")
 # yarn 2+ versions and linkers the install is proved with (3.x: the oldest major still in use)
 BERRIES = [(yarns.BERRY, "pnp"), (yarns.BERRY, "node-modules"), (yarns.BERRY_3, "pnp")]
 
