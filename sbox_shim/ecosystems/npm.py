@@ -242,7 +242,9 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
     """yarn 2 and later (yarn.py): `--mode=skip-build` with the network, then a second `yarn install`
     offline, which builds what the first one added or changed; berry's registries and the user's
     `~/.yarnrc.yml` in the download phase; its cache sbox's, this project's own."""
-    here = yarn.project_dir(ctx, _package_dir(ctx))
+    package = _package_dir(ctx)
+    here = yarn.project_dir(ctx, package)
+    git = tuple(dict.fromkeys(yarn.git_dependencies(package) + yarn.git_dependencies(here)))  # for the hint
     users = yarn.user_config(ctx)
     allow = tuple(dict.fromkeys(allow + tuple(
         e for e in map(url_entry, yarn.registries([read_text(f) for f in users], ctx.env)) if e)))
@@ -265,7 +267,7 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
                 *(Mount(f, f) for f in users)),
         reason="built-in yarn policy (yarn 2+): install downloads and links with the build step skipped",
         writable=True, configs=("npmrc", "gitconfig"), files=_held(argv, ctx) + (yarn.classic_off(ctx.home),),
-        hook=("yarn", *dict.fromkeys(yarn.git_dependencies(_package_dir(ctx)) + yarn.git_dependencies(here))),
+        hook=("yarn", *git) if git else (),
     )
     if not yarn.builds(argv):
         return (download,)

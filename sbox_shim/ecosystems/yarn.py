@@ -36,7 +36,7 @@ from sbox_shim.plan import File
 
 TYPE_CHECKING = False  # mypy reads this as True
 if TYPE_CHECKING:
-    from typing import Mapping, TextIO
+    from typing import Iterator, Mapping, TextIO
 
     from sbox_shim.plan import Step
 
@@ -56,11 +56,20 @@ _PACKAGE_MANAGER = re.compile(r"^yarn@(\d+)")
 _REGISTRY = re.compile(r"""["']?npm(?:Publish)?RegistryServer["']?\s*:\s*["']?([^"'\s#,}]+)""")
 
 
+def _upward(start: str, stop: str) -> Iterator[str]:
+    """`start` and each directory above it, up to `stop` (or `/`)."""
+    here = start
+    while True:
+        yield here
+        if here == stop or os.path.dirname(here) == here:
+            return
+        here = os.path.dirname(here)
+
+
 def is_berry(ctx: Context, package_dir: str) -> bool:
     """Does the project say it uses yarn 2 or later: `packageManager`, a `.yarnrc.yml` from the
     package's directory up to the root, or a yarn.lock in berry's format?"""
-    here = package_dir
-    while True:
+    for here in _upward(package_dir, ctx.project_root):
         manager = _package_manager(os.path.join(here, "package.json"))
         if manager is not None:
             return manager >= 2
@@ -68,23 +77,19 @@ def is_berry(ctx: Context, package_dir: str) -> bool:
             return True
         if "\n__metadata:" in "\n" + read_text(os.path.join(here, "yarn.lock"))[:4096]:
             return True
-        if here == ctx.project_root or os.path.dirname(here) == here:
-            return False
-        here = os.path.dirname(here)
+    return False
 
 
 def project_dir(ctx: Context, package_dir: str) -> str:
     """The directory berry takes for the project from `package_dir`: the nearest one up to the
     root with a yarn.lock; with none, the highest with a package.json (a workspace's root)."""
-    here, highest = package_dir, package_dir
-    while True:
+    highest = package_dir
+    for here in _upward(package_dir, ctx.project_root):
         if os.path.isfile(os.path.join(here, "yarn.lock")):
             return here
         if os.path.isfile(os.path.join(here, "package.json")):
             highest = here
-        if here == ctx.project_root or os.path.dirname(here) == here:
-            return highest
-        here = os.path.dirname(here)
+    return highest
 
 
 _CONSTRAINTS = re.compile(r"""["']?enableConstraintsChecks["']?\s*:\s*["']?(?:true|1)""", re.I)
@@ -105,13 +110,7 @@ def constraints_off(ctx: Context, project: str) -> dict[str, str]:
     where the setting is on (in a configuration from the project up to `/`, the user's, the
     environment) or the project says yarn 4 or later: yarn 3 refuses a setting it does not know."""
     names = (".yarnrc.yml", *rc_names(ctx.env))
-    texts, here = [], project
-    while True:
-        texts += [read_text(os.path.join(here, n)) for n in names]
-        if os.path.dirname(here) == here:
-            break
-        here = os.path.dirname(here)
-    texts += [read_text(os.path.join(ctx.home, n)) for n in names]
+    texts = [read_text(os.path.join(d, n)) for d in (*_upward(project, "/"), ctx.home) for n in names]
     value = next((v for k, v in ctx.env.items() if k.upper() == "YARN_ENABLE_CONSTRAINTS_CHECKS"), "")
     on = value.lower() in ("1", "true") or any(_CONSTRAINTS.search(t) for t in texts)
     major = _package_manager(os.path.join(project, "package.json"))
@@ -142,7 +141,7 @@ def _package_manager(path: str) -> int | None:
 def download(argv: tuple[str, ...]) -> tuple[str, ...]:
     """The user's command with the build step skipped: any `--mode` of theirs but `update-lockfile`
     (which links nothing, so builds nothing) gives way to `--mode=skip-build`."""
-    if "--mode=update-lockfile" in argv or _mode_value(argv) == "update-lockfile":
+    if _mode(argv) == "update-lockfile":
         return argv
     out: list[str] = []
     words = iter(argv)
@@ -154,13 +153,21 @@ def download(argv: tuple[str, ...]) -> tuple[str, ...]:
     return (*out, "--mode=skip-build")
 
 
-def _mode_value(argv: tuple[str, ...]) -> str:
-    return argv[argv.index("--mode") + 1] if "--mode" in argv[:-1] else ""
+def _mode(argv: tuple[str, ...]) -> str:
+    """The user's `--mode`, `--mode=X` or `--mode X` (the last one, as yarn takes it)."""
+    found = ""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--mode="):
+            found = arg[len("--mode="):]
+        elif arg == "--mode" and i + 1 < len(argv):
+            found = argv[i + 1]
+    return found
 
 
 def builds(argv: tuple[str, ...]) -> bool:
-    """Does the command link, and so have a build step for the scripts phase to run?"""
-    return download(argv) != argv
+    """Is there a build step for the scripts phase to run: not when the user skips it themselves
+    (`--mode skip-build`) or links nothing (`--mode update-lockfile`)?"""
+    return _mode(argv) not in ("skip-build", "update-lockfile")
 
 
 def classic_off(home: str) -> File:
@@ -180,13 +187,9 @@ def user_config(ctx: Context) -> list[str]:
 
 def project_configs(ctx: Context, package_dir: str) -> list[str]:
     """The `.yarnrc.yml` files berry reads in the project, from the package's directory up."""
-    out, here = [], package_dir
-    while True:
-        paths = [os.path.join(here, n) for n in (".yarnrc.yml", *rc_names(ctx.env))]
-        out += [p for p in paths if os.path.isfile(p)]
-        if here == ctx.project_root or os.path.dirname(here) == here:
-            return out
-        here = os.path.dirname(here)
+    names = (".yarnrc.yml", *rc_names(ctx.env))
+    paths = [os.path.join(d, n) for d in _upward(package_dir, ctx.project_root) for n in names]
+    return [p for p in paths if os.path.isfile(p)]
 
 
 def registries(texts: list[str], env: Mapping[str, str] | None) -> list[str]:

@@ -54,8 +54,8 @@ def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: 
     (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
     (where["home"] / ".yarnrc.yml").write_text("npmRegistryServer: 'https://npm.example.org/'\n")
     c = ctx(where, {"YARN_NPM_AUTH_TOKEN": "t", "YARN_ENABLE_PROGRESS_BARS": "0", "NPM_TOKEN": "n"})
-    download, scripts = phases("yarn add left-pad --mode skip-build", c)
-    assert download.argv == ("yarn", "add", "left-pad", "--mode=skip-build")
+    download, scripts = phases("yarn add left-pad --exact", c)
+    assert download.argv == ("yarn", "add", "left-pad", "--exact", "--mode=skip-build")
     assert download.network and "npm.example.org" in download.allow
     assert download.env["GIT_ALLOW_PROTOCOL"] == "none" and download.writable is True
     assert {"YARN_NPM_AUTH_TOKEN", "YARN_ENABLE_PROGRESS_BARS", "NPM_TOKEN"} <= set(download.secrets)
@@ -115,6 +115,16 @@ def test_berry_with_update_lockfile_mode_links_nothing_so_builds_nothing(where: 
     (where["project"] / ".yarnrc.yml").write_text("")
     (only,) = phases("yarn install --mode=update-lockfile", ctx(where))
     assert only.argv == ("yarn", "install", "--mode=update-lockfile")
+    (only,) = phases("yarn install --mode update-lockfile", ctx(where))
+    assert only.argv == ("yarn", "install", "--mode", "update-lockfile")
+    assert only.hook == ()  # no git dependency to name if it fails
+
+
+@pytest.mark.parametrize("argv", ["yarn install --mode=skip-build", "yarn install --mode skip-build"])
+def test_berry_with_the_users_own_skip_build_has_no_scripts_phase(where: dict[str, Path], argv: str) -> None:
+    (where["project"] / ".yarnrc.yml").write_text("")
+    (only,) = phases(argv, ctx(where))
+    assert only.argv == ("yarn", "install", "--mode=skip-build")
 
 
 def test_a_berry_git_dependency_is_named_when_the_download_fails(where: dict[str, Path]) -> None:
