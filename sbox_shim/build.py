@@ -163,7 +163,8 @@ def _step(prof: Profile, phase: ecosystems.Phase, config: Config, host: Host, pa
     # every sandbox sees nested repositories' configs redacted, one that writes nothing too
     outputs, optional, tops = layout.optional_outputs(prof.writable)
     inspected = tree.inspect(config.root, outputs, every=prof.mode == "sandbox")
-    project = layout.project_layout(config.root, outputs, config.path, inspected, stage_dir, tops=tops)
+    project = layout.project_layout(config.root, outputs, config.path, inspected, stage_dir, tops=tops,
+                                    optional=optional)
     notes += tuple(f"{prof.name}: {why}" for why in project.refused)
     # A phase's `secrets` are caller variables passed through in that phase only (tokens, index URLs).
     env = scrub(host.env, extra=prof.env + phase.secrets, allow_secrets=prof.env + phase.secrets)

@@ -19,8 +19,8 @@ O_NOFOLLOW descriptor, only if the placeholder is still the very inode sbox made
 wrote nothing, the placeholder is removed. npm and cargo read an empty lockfile as none and write a
 whole one. An output that is a symbolic link, or lies under one, is refused: left read-only, with a
 warning, so a mount source never resolves through a link the project holds. A missing file is
-staged only where its directory exists or is one sbox makes for a directory output (berry's
-`.yarn/install-state.gz` beside `.yarn/unplugged/`); sbox creates no other parent for it.
+staged only where its directory exists (or, for an optional output, will exist: below); sbox creates
+no parents for it.
 
 A built-in phase may also ask for a directory's top rebuilt (an output ending in TOP, "./" for
 the project's own, "web/./" for `web/`'s; no `writable:` of a config can hold one): a writable
@@ -33,8 +33,10 @@ refuses with EROFS, not the ENOENT it expects). The runner lists the directory a
 
 A built-in phase may mark an output optional (a trailing "?", which no `writable:` of a config can
 hold: it is a glob character there): it is bound only if it exists as the step starts, the step
-after one that may or may not have made it (yarn 2+ removes a `.pnp.loader.mjs` or a
-`.yarn/unplugged/` it does not need, which a bind sbox made would stop it doing).
+after one that may or may not have made it (yarn 2+ removes a `.yarn/unplugged/` it does not need,
+which a bind sbox made would stop it doing). So one whose directory is missing when the plan is
+made is planned as staged all the same: by the step's start either both are there or it is left
+out (`.yarn/install-state.gz`, which berry's download makes with `.yarn/`).
 
 Making the project root writable to let a lockfile appear would have undone all of this; binding a
 staging file keeps every other path of the project read-only even in the phase that makes it.
@@ -180,7 +182,7 @@ class ProjectLayout:
 
 def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str | None, tree: Tree,
                    stage_dir: str, exists: Callable[[str], bool] = os.path.lexists,
-                   tops: tuple[str, ...] = ()) -> ProjectLayout:
+                   tops: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> ProjectLayout:
     """The project's mounts for a step (see the module's docstring); `tree` from tree.inspect."""
     masks = [Mount("/dev/null", s) for s in tree.sockets]
     if writable is False or writable == ():
@@ -198,14 +200,11 @@ def project_layout(root: str, writable: bool | tuple[str, ...], config_path: str
     staged: list[tuple[str, str]] = []
     refused: list[str] = []
     kinds = dict(tree.kinds)
-    # the directories sbox makes (with their parents): a file output may be staged in one
-    made = {os.path.join(root, *r.split("/")[:i]) for r in writable if kinds.get(r) == "missing" and r.endswith("/")
-            for i in range(1, r.count("/") + 1)}
     for n, relative in enumerate(writable):
         path = os.path.join(root, relative.rstrip("/"))
         found = kinds.get(relative, "refused: not inspected")
-        if found.endswith(" does not exist") and os.path.dirname(path) in made and not relative.endswith("/"):
-            found = "missing"  # `.yarn/install-state.gz` beside a `.yarn/unplugged/` sbox makes
+        if found.endswith(" does not exist") and relative in optional:
+            found = "missing"  # its directory too: decided as the step starts (runner.present)
         if found == "missing" and relative.endswith("/"):
             create.append(path)
         elif found == "missing":

@@ -197,7 +197,8 @@ def behind(removal: threading.Thread) -> None:
 def _eligible(step: Step) -> bool:
     from sbox_shim.backends.pinned import inside
 
-    return step.mode == "sandbox" and not step.staged and not step.optional and all(inside(path, step.project) for path in step.create)
+    return (step.mode == "sandbox" and not step.staged and not step.optional
+            and all(inside(path, step.project) for path in step.create))
 
 
 def plan(step: Step, run_dir: str, index: int, state_dir: str | None = None) -> None:

@@ -45,6 +45,17 @@ def test_outputs_are_the_only_writable_binds_of_a_read_only_project() -> None:
     assert args[args.index(f"{ROOT}/node_modules") - 1] == "--bind"
 
 
+def test_an_optional_file_whose_directory_is_missing_is_staged_a_plain_one_stays_read_only() -> None:
+    """berry's `.yarn/install-state.gz`, planned before the download makes `.yarn/`: staged, and the
+    runner leaves it out if it is still missing as the step starts (runner.present)."""
+    missing = f"refused: {ROOT}/.yarn does not exist"
+    facts = tree.Tree(kinds=((".yarn/install-state.gz", missing), (".yarn/other.gz", missing)))
+    out = layout.project_layout(ROOT, (".yarn/install-state.gz", ".yarn/other.gz"), None, facts, "/run/x/out/1",
+                                exists=lambda p: False, optional=(".yarn/install-state.gz",))
+    assert out.staged == (("/run/x/out/1/0-install-state.gz", f"{ROOT}/.yarn/install-state.gz"),)
+    assert out.refused == (f".yarn/other.gz stays read-only ({ROOT}/.yarn does not exist)",)
+
+
 def test_a_writable_project_protects_every_git_and_the_hooks_path() -> None:
     facts = tree.Tree(gits=(f"{ROOT}/.git", f"{ROOT}/vendor/sub/.git", f"{ROOT}/node_modules/x/.git"),
                       hooks=(f"{ROOT}/.husky",), sockets=(f"{ROOT}/tmp/db.sock",))
