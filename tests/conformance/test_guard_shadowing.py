@@ -205,6 +205,30 @@ def _plant_by(runs: Runs, root: Path, script: str) -> str:
     return result.stderr
 
 
+# what yarn classic does with the `.yarnrc`'s `yarn-path`: runs that release (a stand-in's last line)
+YARN_PATH_RUN = "exec node \"$(sed -n 's/^yarn-path \"\\(.*\\)\"/\\1/p' .yarnrc)\" \"$@\"\n"
+
+
+def _stand_in(tmp_path: Path, tool: str, script: str) -> dict[str, str]:
+    """The environment with a stand-in `tool` (a shell `script`) first on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / tool).write_text(script)
+    (bindir / tool).chmod(0o755)
+    return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+
+
+def _left_alone(runs: Runs, tmp_path: Path, files: dict[str, str], build: str, kept: tuple[str, ...]) -> None:
+    """A reviewed, committed project with `files`; a step runs `build` in it: nothing is moved, and
+    each of `kept` is still there."""
+    root = husky_project(tmp_path)
+    _write(root, files)
+    _commit(root)
+    stderr = _plant_by(runs, root, build)
+    assert "quarantined" not in stderr, stderr
+    assert all((root / path).exists() for path in kept), kept
+
+
 def test_node_takes_a_package_json_or_a_node_modules_a_step_hid(runs: Runs, tmp_path: Path) -> None:
     """Red team 24: `lib/package.json` ({"main": "evil.js"}) beside a reviewed `lib/index.js`, and
     `src/node_modules/dep/` before the installed `node_modules/dep`, each hidden by its own
@@ -375,17 +399,12 @@ def test_red_team_26_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None
     (`app/gen/__init__.py`), tsc without an outDir beside a JSON import (`src/config.js` from the
     tracked `src/config.ts`, beside `src/config.json`), a Lambda's `pip install --target .`
     (`x-1.0.dist-info` naming scripts only), ncc's `dist/package.json` `{"type": "module"}`."""
-    root = husky_project(tmp_path)
-    _write(root, {"app/gen/.gitkeep": "", "app/gen/.gitignore": "*\n!.gitkeep\n!.gitignore\n",
-                  "src/config.ts": "export {}\n", "src/config.json": "{}\n", "dist/index.js": "",
-                  "app/__init__.py": ""})
-    _commit(root)
+    files = {"app/gen/.gitkeep": "", "app/gen/.gitignore": "*\n!.gitkeep\n!.gitignore\n",
+             "src/config.ts": "export {}\n", "src/config.json": "{}\n", "dist/index.js": "", "app/__init__.py": ""}
     build = ("echo > app/gen/__init__.py && echo > app/gen/x_pb2.py && echo 'exports.x = 1;' > src/config.js && "
              "mkdir -p x-1.0.dist-info && printf '[console_scripts]\\nx = x:main\\n' > x-1.0.dist-info/entry_points.txt && "
              "echo '{\"type\": \"module\"}' > dist/package.json")
-    stderr = _plant_by(runs, root, build)
-    assert "quarantined" not in stderr, stderr
-    assert (root / "app/gen/__init__.py").exists() and (root / "dist/package.json").exists()
+    _left_alone(runs, tmp_path, files, build, ("app/gen/__init__.py", "dist/package.json"))
 
 
 def test_red_team_27_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None:
@@ -394,20 +413,15 @@ def test_red_team_27_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None
     -buildmode=plugin` into `plugins/greeter.so` beside the Go package `plugins/greeter/`; a Lambda's
     staging `build/lambda/node_modules`; a cross-compiled Mach-O `cli` beside a tracked `cli.js`;
     a pytest plugin's own `setup.py egg_info`, whose setup.py declares the `pytest11` group."""
-    root = husky_project(tmp_path)
-    _write(root, {"profile/__init__.py": "x=1\n", "profile/models.py": "", "manage.py": "",
-                  "plugins/greeter/greeter.go": "package main\n", "index.js": "", "cli.js": "",
-                  "setup.py": "setup(entry_points={'pytest11': ['myplugin = pytest_myplugin']})\n",
-                  "pytest_myplugin.py": ""})
-    _commit(root)
+    files = {"profile/__init__.py": "x=1\n", "profile/models.py": "", "manage.py": "",
+             "plugins/greeter/greeter.go": "package main\n", "index.js": "", "cli.js": "",
+             "setup.py": "setup(entry_points={'pytest11': ['myplugin = pytest_myplugin']})\n", "pytest_myplugin.py": ""}
     build = ("mkdir -p .ruff_cache2 profile/migrations && sed -i 's/=/ = /' profile/__init__.py && "
              "printf '\\177ELF' > plugins/greeter.so && mkdir -p build/lambda/node_modules/dep && "
              "echo > build/lambda/node_modules/dep/index.js && cp index.js build/lambda/ && "
              "printf '\\317\\372\\355\\376 macho' > cli && mkdir -p pytest_myplugin.egg-info && "
              "printf '[pytest11]\\nmyplugin = pytest_myplugin\\n' > pytest_myplugin.egg-info/entry_points.txt")
-    stderr = _plant_by(runs, root, build)
-    assert "quarantined" not in stderr, stderr
-    assert (root / "profile/models.py").exists() and (root / "cli").exists()
+    _left_alone(runs, tmp_path, files, build, ("profile/models.py", "cli"))
 
 
 def test_modules_pytest_s_own_config_collects_are_said(runs: Runs, tmp_path: Path) -> None:
@@ -548,11 +562,7 @@ def test_a_yarn_release_a_step_rewrote_is_not_run(runs: Runs, tmp_path: Path) ->
     of `.yarn/releases` and `.yarn/plugins`: a rewritten one stops the install before anything
     runs. The yarn here is a stand-in that does what yarn classic does with `yarn-path` (runs that
     file with node); the control runs it."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "yarn").write_text("#!/bin/sh\nexec node \"$(sed -n 's/^yarn-path \"\\(.*\\)\"/\\1/p' .yarnrc)\" \"$@\"\n")
-    (bindir / "yarn").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    env = _stand_in(tmp_path, "yarn", "#!/bin/sh\n" + YARN_PATH_RUN)
     release = ".yarn/releases/yarn-1.22.22.cjs"
     for layout, named in (("direct", release), ("wrapper", "scripts/run-yarn.js")):
         base = tmp_path / layout
@@ -579,17 +589,13 @@ def test_red_team_31_s_builds_are_left_alone(runs: Runs, tmp_path: Path) -> None
     """Red team 31's false positives of red team 29's fix: a generated `tests/utils.py` for a
     project whose `src/pkg/utils.py` imports as `pkg.utils` (pytest then failed to collect), and a
     scaffolded `newproj/` with its own `setup.py` and `tests/` package (both were moved)."""
-    root = husky_project(tmp_path)
-    _write(root, {"setup.py": "", "src/pkg/__init__.py": "", "src/pkg/utils.py": "",
-                  "tests/test_a.py": "def test_a():\n    pass\n"})
-    _commit(root)
+    files = {"setup.py": "", "src/pkg/__init__.py": "", "src/pkg/utils.py": "",
+             "tests/test_a.py": "def test_a():\n    pass\n"}
     build = ("printf 'def mk():\\n    return 1\\n' > tests/utils.py && "
              "printf 'from utils import mk\\n\\ndef test_gen():\\n    assert mk() == 1\\n' > tests/test_gen.py && "
              "mkdir -p newproj/newproj newproj/tests && touch newproj/setup.py newproj/newproj/__init__.py "
              "newproj/tests/__init__.py && printf 'def test_n():\\n    pass\\n' > newproj/tests/test_n.py")
-    stderr = _plant_by(runs, root, build)
-    assert "quarantined" not in stderr, stderr
-    assert (root / "tests/utils.py").exists() and (root / "newproj/tests/__init__.py").exists()
+    _left_alone(runs, tmp_path, files, build, ("tests/utils.py", "newproj/tests/__init__.py"))
 
 
 def test_a_yarn_release_swapped_after_the_check_is_not_what_runs(runs: Runs, tmp_path: Path) -> None:
@@ -598,12 +604,8 @@ def test_a_yarn_release_swapped_after_the_check_is_not_what_runs(runs: Runs, tmp
     with the token. The download phase now reads each file the gate checked as the bytes it
     checked. Made deterministic here: the step's yarn says it has started, the release is rewritten
     then (as the racing sandbox would), and yarn reads it after."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "yarn").write_text("#!/bin/sh\nmkdir -p node_modules && touch node_modules/.started\nwhile [ ! -e node_modules/.rewritten ]; do sleep 0.05; done\n"
-                                 "exec node \"$(sed -n 's/^yarn-path \"\\(.*\\)\"/\\1/p' .yarnrc)\" \"$@\"\n")
-    (bindir / "yarn").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    env = _stand_in(tmp_path, "yarn", "#!/bin/sh\nmkdir -p node_modules && touch node_modules/.started\n"
+                    "while [ ! -e node_modules/.rewritten ]; do sleep 0.05; done\n" + YARN_PATH_RUN)
     root = husky_project(tmp_path)
     release = ".yarn/releases/yarn-1.22.22.cjs"
     _write(root, {".yarnrc": f'yarn-path "{release}"\n', release: "console.log('yarn 1.22.22');\n",
@@ -632,12 +634,8 @@ def test_a_pnpmfile_the_workspace_file_names_is_trusted_first(runs: Runs, tmp_pa
     download phase, with the token. The workspace file and the pnpmfiles it or a project `.npmrc`
     names are trust inputs now. The pnpm here is a stand-in that loads the workspace file's
     pnpmfile as pnpm does (there is no pnpm on the machine); the control runs it."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "pnpm").write_text("#!/bin/sh\nf=$(sed -n 's/^pnpmfile: *//p' pnpm-workspace.yaml)\n"
-                                 "[ -z \"$f\" ] || exec node -e \"require(require('path').resolve('$f'))\"\n")
-    (bindir / "pnpm").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    env = _stand_in(tmp_path, "pnpm", "#!/bin/sh\nf=$(sed -n 's/^pnpmfile: *//p' pnpm-workspace.yaml)\n"
+                    "[ -z \"$f\" ] || exec node -e \"require(require('path').resolve('$f'))\"\n")
     root = husky_project(tmp_path)
     _write(root, {"pnpm-workspace.yaml": 'packages:\n  - "."\n', "package.json": '{"name": "p", "version": "1.0.0"}\n'})
     _commit(root)
