@@ -15,6 +15,7 @@ PROXY_PORT = 3128  # the bridge's HTTP proxy port on the sandbox's own loopback
 SANDBOX_DIR = "/.sbox"  # sbox's own read-only files inside the sandbox
 # Where npm's scripts phase finds sbox's driver (ecosystems/npm_scripts.js), written into the sandbox.
 NPM_DRIVER = "/etc/sbox-npm-scripts.js"
+YARN_STATE = "/etc/sbox-yarn-state.js"  # yarn_state.js
 
 
 class Value:

@@ -267,10 +267,10 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
                 *(Mount(f, f) for f in users)),
         reason="built-in yarn policy (yarn 2+): install downloads and links with the build step skipped",
         writable=True, configs=("npmrc", "gitconfig"), files=_held(argv, ctx) + (yarn.classic_off(ctx.home),),
-        hook=("yarn", *git) if git else (),
+        hook=("yarn", "download", *git),
     )
     if not yarn.builds(argv):
-        return (download,)
+        return (download.replace(hook=download.hook if git else ()),)
     scripts = _scripts(yarn.scripts(argv[0]), {**env, **berry_env}, os.path.join(ctx.cache_dir, "npm"), readonly,
                        ctx, "then `yarn install` offline builds what the install added or changed")
     local = tuple(w for w in scripts.writable if not w.endswith("node_modules/")) \
@@ -284,10 +284,18 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
     modules = [os.path.relpath(w, ctx.project_root) + "/node_modules/" for w in yarn.workspace_dirs(here)
                if (w + "/").startswith(ctx.project_root.rstrip("/") + "/")]
     built = (prefix + TOP, *(prefix + n + "?" for n in ("node_modules/", *yarn.BUILT)), *(m + "?" for m in modules))
+    # the state step (yarn.py): the install state as the download wrote it, with only the scripts
+    # phase's build record merged in, from a copy in this run's own directory (scratch.py)
+    run = os.path.join(ctx.cache_dir, "yarn-state")
+    hook, merge, script = yarn.state_step(prefix, os.path.join(here, yarn.STATE), run)
     scripts = scripts.replace(
         env={**scripts.env, **yarn.SCRIPTS_ENV}, secrets=scripts.secrets + yarn.passthrough(ctx, False),
-        mounts=(*scripts.mounts, cache_mount(cache, False)), writable=built + local)
-    return (download, scripts)
+        mounts=(*scripts.mounts, cache_mount(cache, False)), writable=built + local, hook=hook)
+    state = Phase("state", merge, False, env={}, mounts=(Mount(run, run, kind="run"),), files=(script,),
+                  reason="then keeps yarn's install state as the download wrote it, with the build record of "
+                         "the scripts phase alone (offline)",
+                  writable=(prefix + yarn.STATE + "?",), hook=("yarn", "state", *hook[2:]))
+    return (download, scripts, state)
 
 
 def _logs_dir(ctx: Context, phase: str) -> str:

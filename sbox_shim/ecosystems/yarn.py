@@ -231,18 +231,156 @@ def git_dependencies(package_dir: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-# The download phase's hook (hooks.py): nothing to decide, one line to say if it fails.
-def before(state: object, step: Step, err: TextIO) -> tuple[object, Step, str]:
-    return step.hook[1:], step, ""
+# The install state: yarn 2+'s scripts phase must write `.yarn/install-state.gz` (its record of what
+# it built), and `yarn run`, `exec` and `bin` on the host take each package's `bin` from that file
+# (red team 34: a postinstall pointed one at its own file, which the user's next `yarn build` ran
+# unsandboxed). So the scripts phase's hook keeps a copy of the file as the download phase wrote
+# it (only yarn ran there), in this run's own directory (scratch.py), and a third step, offline,
+# writes that copy back with only the scripts phase's build record merged in (yarn_state.js,
+# which parses what a script could have written in a sandbox, never on the host). When the scripts
+# phase left the file as it was, that step is skipped; when a step fails, the copy is put back.
+STATE = ".yarn/install-state.gz"
+KEPT = "install-state.gz"  # the copy's name in the run's directory
+
+
+def state_step(prefix: str, path: str, run: str) -> tuple[tuple[str, ...], tuple[str, ...], File]:
+    """The scripts phase's hook, the state step's command and the script it runs, for berry's
+    project at `prefix` (relative to the root, "" or "web/"), its state file `path` and the run's
+    directory `run` (scratch.py)."""
+    from sbox_shim.plan import YARN_STATE
+
+    with open(os.path.join(os.path.dirname(__file__), "yarn_state.js"), encoding="utf-8") as f:
+        script = File(YARN_STATE, f.read())
+    return ("yarn", "scripts", path, run), ("env", "node", YARN_STATE, os.path.join(run, KEPT), path), script
+
+
+# The hook of berry's steps (hooks.py): `step.hook` is ("yarn", "download", git dependencies...),
+# ("yarn", "scripts", the state file, the run's directory) or ("yarn", "state", the same two).
+def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[object, Step | None, str]:
+    held = dict(state or {})
+    role = held["at"] = step.hook[1]
+    if role == "download":
+        held["git"] = step.hook[2:]
+        return held, step, ""
+    path, run = step.hook[2:4]
+    if role == "scripts":
+        held["kept"] = _keep(path, os.path.join(run, KEPT), err)
+        return held, step, ""
+    if not held.get("kept"):
+        return held, None, "the download phase left yarn no install state to keep"
+    if _same(path, os.path.join(run, KEPT)):
+        return held, None, "the scripts phase left yarn's install state as the download wrote it"
+    return held, step, ""
+
+
+def likely(step: Step) -> bool:
+    """The scripts phase always runs (its container may start early); the state step seldom."""
+    return step.hook[1] != "state"
 
 
 def failed(state: object, err: TextIO) -> None:
-    if isinstance(state, tuple) and state:
-        err.write(f"sbox: {', '.join(state[:3])}: a git dependency, which yarn 2+ builds from its sources while it "
+    if not isinstance(state, dict):
+        return
+    git = state.get("git")
+    if state.get("at") == "download" and isinstance(git, tuple) and git:
+        err.write(f"sbox: {', '.join(git[:3])}: a git dependency, which yarn 2+ builds from its sources while it "
                   f"downloads, running its own scripts with the network and your registry token: sbox gives git no "
                   f"transport there; depend on a published version or vendor it (a `portal:` or `file:` "
                   f"dependency), or install it once without sbox if you trust its scripts\n")
+    kept = state.get("kept")
+    if isinstance(kept, tuple):
+        path, copy = kept
+        _put_back(str(path), str(copy), err)
 
 
 def done(state: object) -> None:
     pass
+
+
+def _keep(path: str, copy: str, err: TextIO) -> tuple[str, str] | None:
+    """Copy the state file as the download phase left it to `copy`: (path, copy), or None if
+    there is none (nor, then, anything for the scripts phase to write: layout.py's optional)."""
+    import shutil
+
+    try:
+        source = _open_state(path)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as out, \
+                os.fdopen(source, "rb", closefd=False) as f:
+            shutil.copyfileobj(f, out)
+    except OSError as exc:
+        from sbox_shim.errors import SandboxError
+
+        raise SandboxError(f"cannot keep a copy of {path} for after the scripts phase: {exc.strerror or exc}; "
+                           f"nothing of the scripts phase ran") from None
+    finally:
+        os.close(source)
+    return path, copy
+
+
+def _open_state(path: str) -> int:
+    """The state file, opened to read: never through a link, in a directory reached through none
+    (from `/`: the project's root is a real path), a regular file only; OSError otherwise."""
+    import stat
+
+    from sbox_shim.lean import open_along
+
+    directory = open_along("/", os.path.dirname(path))
+    try:
+        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=directory)
+    finally:
+        os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(0, "not a regular file", path)
+    return fd
+
+
+def _same(path: str, copy: str) -> bool:
+    """Is the state file now byte for byte the copy?"""
+    try:
+        fd = _open_state(path)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as now, open(copy, "rb") as was:
+        if os.fstat(now.fileno()).st_size != os.fstat(was.fileno()).st_size:
+            return False
+        while True:
+            a, b = now.read(1 << 20), was.read(1 << 20)
+            if a != b:
+                return False
+            if not a:
+                return True
+
+
+def _put_back(path: str, copy: str, err: TextIO) -> None:
+    """The copy back in the state file's place (a new file renamed over whatever is there now);
+    a state file that cannot be put back is said, never left as the scripts phase wrote it
+    unsaid."""
+    from sbox_shim.lean import open_along
+
+    if _same(path, copy):
+        return
+    name = os.path.basename(path)
+    temporary = f".{name}.sbox-{os.getpid()}"
+    try:
+        directory = open_along("/", os.path.dirname(path))
+        try:
+            with open(copy, "rb") as f:
+                data = f.read()
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=directory)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        err.write(f"sbox: {path}: could not put yarn's install state back as the download wrote it "
+                  f"({exc.strerror or exc}); remove it before you run `yarn run` on this host\n")
+        return
+    err.write(f"sbox: {path}: put back as the download wrote it (the install stopped after it was written); "
+              f"the next install builds again\n")

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from support.hostile import Trap, trap
 from support.registries import NpmRegistry
 from support.sboxcli import run_sbox
 from support.trust import trust
+
+from sbox_shim.plan import YARN_STATE
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 
@@ -108,13 +111,16 @@ def _opt_in(project: Path, backend: str) -> None:
 
 
 def _install(sbox_bin: str, project: Path, *steps: str) -> tuple[subprocess.CompletedProcess[str], str]:
-    """`sbox run -- yarn install`, which must succeed announcing `steps` (the commands of its steps)."""
+    """`sbox run -- yarn install`, which must succeed announcing `steps` (how the lines of its steps
+    begin after their labels: download, scripts, state)."""
     result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project,
                       env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
-    assert [ln.split(" -> ")[0] for ln in result.stderr.splitlines() if ln.startswith("sbox:")] == [
-        f"sbox: step {n}/{len(steps)} [{'download' if n == 1 else 'scripts'}] {s}" for n, s in enumerate(steps, 1)]
+    lines = [ln.split(" -> ")[0] for ln in result.stderr.splitlines() if ln.startswith("sbox:")]
+    assert len(lines) == len(steps), out[-4000:]
+    for n, (line, begins) in enumerate(zip(lines, steps), 1):
+        assert line.startswith(f"sbox: step {n}/{len(steps)} [{('download', 'scripts', 'state')[n - 1]}] {begins}"), line
     return result, out
 
 
@@ -134,7 +140,8 @@ def test_yarn_berry_builds_offline_confined_and_keeps_the_top(
     t, registry, version, linker = berry
     _opt_in(t.project, backend)
     manifest = json.loads((t.project / "package.json").read_text())
-    result, out = _install(sbox_bin, t.project, "yarn install --mode=skip-build", "yarn install")
+    result, out = _install(sbox_bin, t.project, "yarn install --mode=skip-build", "yarn install",
+                           f"env node {YARN_STATE} ")
 
     # Installed, from the loopback registry, and it works.
     assert "/sbox-evil/-/sbox-evil-1.0.0.tgz" in registry.paths
@@ -272,7 +279,7 @@ def test_yarn_classic_in_a_project_that_looks_like_berry_runs_no_script_while_it
     result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project,
                       env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
     out = result.stdout + result.stderr
-    assert "sbox: step 1/2 [download] yarn install --mode=skip-build" in result.stderr, out[-4000:]
+    assert "sbox: step 1/3 [download] yarn install --mode=skip-build" in result.stderr, out[-4000:]
     assert (t.project / "node_modules" / "sbox-evil" / "hostile.js").is_file(), out[-4000:]  # downloaded
     assert [p["profile"] for p in t.proofs()] in ([], ["yarn:scripts"]), out[-4000:]
     t.assert_nothing_escaped(out)
@@ -387,3 +394,83 @@ def test_a_dot_env_yarn_a_step_plants_is_quarantined(backend: str, sbox_bin: str
     (project / ".env.yarn").write_text("NODE_OPTIONS=--require=./planted.cjs\n")  # the control
     subprocess.run(["yarn", "run", "hello"], cwd=project, capture_output=True, timeout=120)
     assert (project / "ran-on-host").is_file()
+
+
+# A postinstall that points another package's `bin` at its own file in yarn's install state, which
+# `yarn run`, `yarn exec` and `yarn bin` on the host read (red team 34): at once, and from a
+# detached watcher that keeps at it, to outlast yarn's own last write of the file.
+RETARGET = r"""const fs = require("fs"), path = require("path"), v8 = require("v8"), zlib = require("zlib");
+const state = path.join(__TOP__, ".yarn", "install-state.gz");
+const target = "../".repeat(40) + path.join(__dirname, "pwn.js").slice(1);
+function retarget() {
+  let s; try { s = v8.deserialize(zlib.gunzipSync(fs.readFileSync(state))); } catch (e) { return; }
+  for (const [, p] of s.storedPackages) {
+    if (p.name === "sbox-tool" && p.bin.get("tool") !== target) {
+      p.bin.set("tool", target);
+      fs.writeFileSync(state, zlib.gzipSync(v8.serialize(s)));
+      fs.appendFileSync(path.join(__dirname, "retargeted.log"), "retargeted\n");
+    }
+  }
+}
+retarget();
+if (process.argv[2] !== "watch") {
+  require("child_process").spawn(process.execPath, [__filename, "watch"], {detached: true, stdio: "ignore"}).unref();
+  const ready = path.join(__dirname, "watching"), until = Date.now() + 10000;  // its node takes a while to start
+  while (!fs.existsSync(ready) && Date.now() < until) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+} else {
+  fs.writeFileSync(path.join(__dirname, "watching"), "");
+  fs.watch(state, retarget);  // at once after each write of yarn's
+  const started = Date.now();
+  setInterval(() => { retarget(); if (Date.now() - started > 4000) process.exit(0); }, 2);
+}
+"""
+
+
+@pytest.mark.parametrize("version", [yarns.BERRY, yarns.BERRY_3])
+def test_a_script_cannot_point_a_bin_of_yarn_s_install_state_at_its_own_code(
+        backend: str, sbox_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """yarn 2+'s scripts phase writes `.yarn/install-state.gz`, where `yarn run` on the host finds
+    each package's `bin`. A postinstall that points `tool` at its own file there is undone: the
+    file is the download's, with the scripts phase's build record alone, so the host's `yarn run
+    tool` runs the real tool, and a repeated install builds nothing. The control: without sbox,
+    the host's `yarn run tool` runs the postinstall's file."""
+    monkeypatch.setenv("PATH", yarns.path_with(version))
+    outcome = {}
+    for mode in ("sbox", "control"):
+        project = tmp_path / mode
+        project.mkdir()
+        marker = tmp_path / f"pwned-{mode}"
+        pwn = f"require('fs').writeFileSync({json.dumps(str(marker))}, process.env.SBOX_PROFILE || 'host');\n"
+        packages = [
+            pkg.npm_package("sbox-tool", "1.0.0", {"cli.js": "#!/usr/bin/env node\nconsole.log('the real tool');\n"},
+                            bin={"tool": "cli.js"}),
+            pkg.npm_package("sbox-evil", "1.0.0", {"retarget.js": RETARGET.replace("__TOP__", json.dumps(str(project))),
+                                                   "pwn.js": pwn}, scripts={"postinstall": "node retarget.js"})]
+        with NpmRegistry(packages) as registry:
+            monkeypatch.setenv("YARN_NPM_REGISTRY_SERVER", registry.url)
+            (project / "package.json").write_text(json.dumps({
+                "name": "app", "private": True, "packageManager": f"yarn@{version}",
+                "dependencies": {"sbox-tool": "1.0.0", "sbox-evil": "1.0.0"}}))
+            (project / ".yarnrc.yml").write_text("nodeLinker: pnp\nenableScripts: true\nunsafeHttpWhitelist: ['127.0.0.1']\n")
+            if mode == "sbox":
+                _opt_in(project, backend)
+                result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project,
+                                  env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
+                assert result.returncode == 0, result.stderr[-3000:]
+                # the watcher had the last word in the scripts phase: what the state step undid
+                assert f"[state] env node {YARN_STATE}" in result.stderr, result.stderr[-3000:]
+                assert "the scripts phase changed yarn's storedPackages in its install state" in result.stderr
+            else:
+                direct = subprocess.run(["yarn", "install"], cwd=project, capture_output=True, text=True, timeout=300)
+                assert direct.returncode == 0, direct.stdout[-3000:]
+                time.sleep(1)  # the watcher outlives a direct install
+        # the postinstall did retarget the bin, in the scripts phase
+        assert list(project.glob(".yarn/unplugged/sbox-evil-*/node_modules/sbox-evil/retargeted.log")), mode
+        ran = subprocess.run(["yarn", "run", "tool"], cwd=project, capture_output=True, text=True, timeout=120)
+        outcome[mode] = (ran.stdout.strip(), marker.read_text() if marker.exists() else None)
+        if mode == "sbox":
+            again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project,
+                             env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
+            assert again.returncode == 0 and "must be built" not in again.stdout, again.stderr[-3000:]
+    assert outcome["sbox"] == ("the real tool", None), outcome
+    assert outcome["control"] == ("", "host"), outcome

@@ -12,7 +12,7 @@ import pytest
 from sbox_shim import ecosystems
 from sbox_shim.ecosystems import Context, Phase, yarn
 from sbox_shim.layout import TOP, optional_outputs, rebuilt_top
-from sbox_shim.plan import Mount, Network, Step
+from sbox_shim.plan import YARN_STATE, Mount, Network, Step
 from sbox_shim.runner import present
 
 
@@ -54,7 +54,7 @@ def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: 
     (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
     (where["home"] / ".yarnrc.yml").write_text("npmRegistryServer: 'https://npm.example.org/'\n")
     c = ctx(where, {"YARN_NPM_AUTH_TOKEN": "t", "YARN_ENABLE_PROGRESS_BARS": "0", "NPM_TOKEN": "n"})
-    download, scripts = phases("yarn add left-pad --exact", c)
+    download, scripts, state = phases("yarn add left-pad --exact", c)
     assert download.argv == ("yarn", "add", "left-pad", "--exact", "--mode=skip-build")
     assert download.network and "npm.example.org" in download.allow
     assert download.env["GIT_ALLOW_PROTOCOL"] == "none" and download.writable is True
@@ -75,6 +75,14 @@ def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: 
     assert scripts.env["YARN_GLOBAL_FOLDER"] == cache and cache.startswith(str(where["cache"]))
     assert {m.target: m.readonly for m in download.mounts}[cache] is False
     assert {m.target: m.readonly for m in scripts.mounts}[cache] is True
+    # then the install state as the download wrote it, with the scripts phase's build record alone:
+    # offline, from a copy in this run's own directory, writing that one file of the project
+    path = str(where["project"] / ".yarn" / "install-state.gz")
+    (run,) = [m.source for m in state.mounts if m.kind == "run"]
+    assert scripts.hook == ("yarn", "scripts", path, run) and state.hook == ("yarn", "state", path, run)
+    assert state.argv == ("env", "node", YARN_STATE, run + "/install-state.gz", path)
+    assert not state.network and state.writable == (".yarn/install-state.gz?",) and not state.secrets
+    assert [f.target for f in state.files] == [YARN_STATE] and "storedBuildState" in state.files[0].content
 
 
 def test_a_berry_monorepo_in_a_directory_of_the_project(where: dict[str, Path]) -> None:
@@ -89,7 +97,9 @@ def test_a_berry_monorepo_in_a_directory_of_the_project(where: dict[str, Path]) 
         (web / "packages" / name / "package.json").write_text('{"name": "%s"}' % name)
     c = Context(cwd=str(web / "packages" / "a"), project_root=str(where["project"]), home=str(where["home"]),
                 env={}, cache_dir=str(where["cache"]), real_tool=None)
-    _, scripts = phases("yarn install", c)
+    _, scripts, state = phases("yarn install", c)
+    assert state.writable == ("web/.yarn/install-state.gz?",)
+    assert scripts.hook[2] == str(web / ".yarn" / "install-state.gz")
     assert scripts.writable == ("web/" + TOP, "web/node_modules/?", "web/.yarn/install-state.gz?",
                                 "web/.yarn/unplugged/?", "web/.yarn/build-state.yml?",
                                 "web/packages/a/node_modules/?", "web/packages/b/node_modules/?")
@@ -106,7 +116,7 @@ def test_yarn_s_constraints_are_off_in_the_download_phase_where_they_could_be_on
         where: dict[str, Path], manager: str, rc: str, env: dict[str, str], off: bool) -> None:
     (where["project"] / "package.json").write_text('{"packageManager": "%s"}' % manager if manager else "{}")
     (where["project"] / ".yarnrc.yml").write_text(rc)
-    download, scripts = phases("yarn install", ctx(where, env))
+    download, scripts, _ = phases("yarn install", ctx(where, env))
     assert ("YARN_ENABLE_CONSTRAINTS_CHECKS" in download.env) is off
     assert "YARN_ENABLE_CONSTRAINTS_CHECKS" not in scripts.env
 
@@ -131,12 +141,16 @@ def test_a_berry_git_dependency_is_named_when_the_download_fails(where: dict[str
     (where["project"] / "package.json").write_text(
         '{"packageManager": "yarn@4.18.1", "dependencies": {"a": "git+https://h/a.git", "b": "^1.0.0",'
         ' "c": "user/repo#v1", "d": "npm:e@^1", "f": "github:u/f"}, "devDependencies": {"g": "https://h/g.git"}}')
-    download, _ = phases("yarn install", ctx(where))
-    assert download.hook == ("yarn", "a", "c", "f", "g")
+    download, _, _ = phases("yarn install", ctx(where))
+    assert download.hook == ("yarn", "download", "a", "c", "f", "g")
     err = io.StringIO()
-    state, _, _ = yarn.before(None, Step("download", (), "p", "r", "sandbox", "/", (), Network("off")), err)
-    yarn.failed(("a", "c"), err)
+    state, _, _ = yarn.before(None, _hooked("download", ("yarn", "download", "a", "c")), err)
+    yarn.failed(state, err)
     assert err.getvalue().startswith("sbox: a, c: a git dependency") and err.getvalue().count("\n") == 1
+
+
+def _hooked(label: str, hook: tuple[str, ...]) -> Step:
+    return Step(label, (), "p", "r", "sandbox", "/", (), Network("off"), hook=hook)
 
 
 def test_optional_outputs_and_the_tops_are_read_off_the_outputs() -> None:
@@ -187,3 +201,37 @@ def test_the_top_is_rebuilt_from_what_is_there_as_the_step_starts(tmp_path: Path
         (str(root / "yarn.lock"), "bind", True, str(root / "yarn.lock")),
     }  # node_modules: a later mount's (the output); the FIFO left out
     assert rebuilt_top(mounts[:1] + mounts[2:], str(root), str(root)) == mounts[:1] + mounts[2:]  # no TOP
+
+
+def test_the_install_state_is_kept_skipped_when_unchanged_and_put_back_when_a_step_fails(tmp_path: Path) -> None:
+    """The hook on real files: the copy taken as the scripts phase starts; the state step skipped
+    when that phase left the file as it was; the copy renamed back over a rewritten file (and over
+    a link put in its place, never through it) when a step fails."""
+    project, run, outside = tmp_path / "p", tmp_path / "run", tmp_path / "outside"
+    (project / ".yarn").mkdir(parents=True)
+    run.mkdir()
+    path = project / ".yarn" / "install-state.gz"
+    path.write_bytes(b"as the download wrote it")
+    scripts_hook = ("yarn", "scripts", str(path), str(run))
+    err = io.StringIO()
+    state, step, _ = yarn.before({"at": "download", "git": ()}, _hooked("scripts", scripts_hook), err)
+    assert step is not None and (run / "install-state.gz").read_bytes() == b"as the download wrote it"
+    _, skipped, why = yarn.before(state, _hooked("state", ("yarn", "state", str(path), str(run))), err)
+    assert skipped is None and "as the download wrote it" in why
+    path.write_bytes(b"a bin pointed elsewhere")
+    state, merge, _ = yarn.before(state, _hooked("state", ("yarn", "state", str(path), str(run))), err)
+    assert merge is not None
+    yarn.failed(state, err)
+    assert path.read_bytes() == b"as the download wrote it" and "put back" in err.getvalue()
+    # a link in its place: replaced, the file it names untouched
+    outside.write_bytes(b"the user's")
+    path.unlink()
+    path.symlink_to(outside)
+    yarn.failed(state, err)
+    assert not path.is_symlink() and path.read_bytes() == b"as the download wrote it"
+    assert outside.read_bytes() == b"the user's"
+    # no state file after the download: nothing kept, the state step skipped
+    path.unlink()
+    state, _, _ = yarn.before({}, _hooked("scripts", scripts_hook), err)
+    assert state["kept"] is None
+    assert yarn.before(state, _hooked("state", ("yarn", "state", str(path), str(run))), err)[1] is None

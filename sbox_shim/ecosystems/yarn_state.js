@@ -1,0 +1,60 @@
+// sbox: yarn 2+'s install state after its offline scripts phase (yarn.py), written into the
+// sandbox by sbox; run with the network off, the project read-only but for the state file.
+//
+//   node yarn_state.js KEPT STATE
+//
+// KEPT is sbox's copy of `.yarn/install-state.gz` as the download phase wrote it (only yarn ran
+// there); STATE is the same file after the scripts phase, whose packages' scripts could write it.
+// STATE becomes KEPT with the scripts phase's record of what it built (`storedBuildState`,
+// `skippedBuilds`: which packages the next install builds) and nothing else of that phase's file:
+// `yarn run`, `yarn exec` and `yarn bin` on the host take each package's `bin` from
+// `storedPackages`, which a script could have pointed at a file of its own. The record is taken
+// only for packages the download phase knew, each entry two short strings.
+'use strict';
+const fs = require('fs');
+const v8 = require('v8');
+const zlib = require('zlib');
+const { isDeepStrictEqual } = require('util');
+
+const [kept, state] = process.argv.slice(2);
+const CAP = 1 << 30; // a gzip bomb stops here, not in the sandbox's memory
+const read = (path) => v8.deserialize(zlib.gunzipSync(fs.readFileSync(path), { maxOutputLength: CAP }));
+
+const merged = read(kept);
+let built = null;
+try {
+  built = read(state);
+  built = typeof built === 'object' ? built : null;
+} catch (e) {
+  process.stderr.write(`sbox: yarn's install state after the scripts phase is unreadable (${e.message}); kept as the download wrote it\n`);
+}
+const known = merged.storedPackages instanceof Map ? merged.storedPackages : new Map();
+const hash = (value) => typeof value === 'string' && value.length <= 256 && known.has(value);
+const plain = (value) => typeof value === 'string' && value.length <= 256;
+
+if (built !== null && built.storedBuildState instanceof Map) {
+  const record = new Map();
+  for (const [locator, digest] of built.storedBuildState) {
+    if (hash(locator) && plain(digest)) record.set(locator, digest);
+  }
+  merged.storedBuildState = record;
+}
+if (built !== null && 'skippedBuilds' in merged && built.skippedBuilds instanceof Set) {
+  merged.skippedBuilds = new Set([...built.skippedBuilds].filter(hash));
+}
+// what else the scripts phase changed, which is dropped: said, as a package's doing
+if (built !== null) {
+  const differs = (key) => {
+    try {
+      return !isDeepStrictEqual(merged[key], built[key]); // content, not which objects yarn shared
+    } catch (e) {
+      return true; // nested past the stack
+    }
+  };
+  const changed = Object.keys(merged).filter((key) => key !== 'storedBuildState' && key !== 'skippedBuilds' && differs(key));
+  if (changed.length) {
+    process.stderr.write(`sbox: ${state}: the scripts phase changed yarn's ${changed.join(', ')} in its install state; `
+      + `kept as the download wrote it (a package's install script may have tried to change what \`yarn run\` runs)\n`);
+  }
+}
+fs.writeFileSync(state, zlib.gzipSync(v8.serialize(merged)));
