@@ -51,9 +51,9 @@ def packages(count: int, scripts: bool = True) -> tuple[list[bytes], dict[str, s
         files = {"index.js": f"module.exports = {i};\n", "README.md": "bench fixture\n" * 20,
                  "lib/util.js": "exports.id = (x) => x;\n" * 50}
         deps = {names[i + 1]: "1.0.0"} if i % 2 == 0 and i + 1 < count else None
-        scripts = {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\""} \
+        postinstall = {"postinstall": "node -e \"require('fs').writeFileSync('built.txt', 'ok')\""} \
             if i == count - 1 and scripts else None
-        tarballs.append(npm_package(name, "1.0.0", files, scripts=scripts, dependencies=deps))
+        tarballs.append(npm_package(name, "1.0.0", files, scripts=postinstall, dependencies=deps))
     top = {n: "1.0.0" for i, n in enumerate(names) if i % 2 == 0}
     return tarballs, top
 
