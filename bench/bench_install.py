@@ -179,12 +179,7 @@ def main() -> int:
                 print(f"  run {run + 1}/{args.runs} {way:<15} {times[way][-1]:.2f} s", file=sys.stderr)
 
         load_after = results_file_load()
-    direct = statistics.median(times["direct"])
-    results = {
-        way: {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3), "max_s": round(max(t), 3),
-              "runs_s": [round(x, 3) for x in t], "ratio_to_direct": round(statistics.median(t) / direct, 2)}
-        for way, t in times.items()
-    }
+    results = results_file.summary(times, {way: statistics.median(times["direct"]) for way in times})
     versions = {tool: subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip()
                 for tool in ("node", "npm")}
     record = {
@@ -195,12 +190,8 @@ def main() -> int:
     }
     results_file.write(record, args.output)
 
-    print(f"npm {args.command}, {args.packages} packages{', no install scripts' if args.no_scripts else ''}, median of {args.runs} runs (fresh node_modules each)")
-    print(f"{'way':<15} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
-    for way, r in results.items():
-        print(f"{way:<15} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
-    for way, why in skipped.items():
-        print(f"{way:<15} skipped: {why}")
+    results_file.table(f"npm {args.command}, {args.packages} packages{', no install scripts' if args.no_scripts else ''}, "
+                       f"median of {args.runs} runs (fresh node_modules each)", results, skipped)
     print(f"load average before {load_before}, after {load_after}")
     return 0
 

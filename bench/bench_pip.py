@@ -107,12 +107,7 @@ def main() -> int:
                 times[way].append(one_run(way, work, index, top, env, run))
                 print(f"  run {run + 1}/{args.runs} {way:<7} {times[way][-1]:.2f} s", file=sys.stderr)
 
-    direct = statistics.median(times["direct"])
-    results = {
-        way: {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3), "max_s": round(max(t), 3),
-              "runs_s": [round(x, 3) for x in t], "ratio_to_direct": round(statistics.median(t) / direct, 2)}
-        for way, t in times.items()
-    }
+    results = results_file.summary(times, {way: statistics.median(times["direct"]) for way in times})
     pip = subprocess.run([PYTHON, "-m", "pip", "--version"], capture_output=True, text=True).stdout.split(" from ")[0]
     record = {
         "benchmark": "wheel-only pip install into a fresh venv from a loopback index",
@@ -122,12 +117,8 @@ def main() -> int:
     }
     results_file.write(record, args.output)
 
-    print(f"pip install, {args.packages} wheels, median of {args.runs} runs (fresh venv each)")
-    print(f"{'way':<8} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
-    for way, r in results.items():
-        print(f"{way:<8} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
-    for way, why in skipped.items():
-        print(f"{way:<8} skipped: {why}")
+    results_file.table(f"pip install, {args.packages} wheels, median of {args.runs} runs (fresh venv each)", results,
+                       skipped, width=8)
     return 0
 
 

@@ -117,24 +117,15 @@ def main() -> int:
                     times[key].append(one_run(way, projects[way], kind, env))
                     print(f"  run {run + 1}/{args.runs} {key:<15} {times[key][-1]:.2f} s", file=sys.stderr)
         load_after = results_file_load()
-    results = {}
-    for key, t in times.items():
-        direct = statistics.median(times["direct " + key.split()[1]])
-        results[key] = {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3),
-                        "max_s": round(max(t), 3), "runs_s": [round(x, 3) for x in t],
-                        "ratio_to_direct": round(statistics.median(t) / direct, 2)}
+    results = results_file.summary(times, {key: statistics.median(times["direct " + key.split()[1]]) for key in times})
     record = {
         "benchmark": f"yarn {yarns.BERRY} install ({args.linker}) of a small tree from a loopback registry",
         "packages": args.packages, "runs": args.runs, "machine": {**results_file.machine(), "yarn": yarns.BERRY},
         "results": results, "skipped": skipped, "loadavg": {"before": load_before, "after": load_after},
     }
     results_file.write(record, args.output)
-    print(f"yarn {yarns.BERRY} install, {args.linker}, {args.packages} packages, median of {args.runs} runs")
-    print(f"{'way':<15} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
-    for key, r in results.items():
-        print(f"{key:<15} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
-    for way, why in skipped.items():
-        print(f"{way:<15} skipped: {why}")
+    results_file.table(f"yarn {yarns.BERRY} install, {args.linker}, {args.packages} packages, median of {args.runs} runs",
+                       results, skipped)
     print(f"load average before {load_before}, after {load_after}")
     return 0
 

@@ -23,3 +23,22 @@ def write(result: dict[str, Any], output: str) -> Path:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return out
+
+
+def summary(times: dict[str, list[float]], direct: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Each way's median, min, max, runs and ratio to `direct[way]` (the direct median it compares with)."""
+    import statistics
+
+    return {way: {"median_s": round(statistics.median(t), 3), "min_s": round(min(t), 3), "max_s": round(max(t), 3),
+                  "runs_s": [round(x, 3) for x in t], "ratio_to_direct": round(statistics.median(t) / direct[way], 2)}
+            for way, t in times.items()}
+
+
+def table(title: str, results: dict[str, dict[str, Any]], skipped: dict[str, str], width: int = 15) -> None:
+    """The medians (min, max, ratio to direct) as a table under `title`, then the ways skipped."""
+    print(title)
+    print(f"{'way':<{width}} {'median':>9} {'min':>9} {'max':>9} {'vs direct':>10}")
+    for way, r in results.items():
+        print(f"{way:<{width}} {r['median_s']:>8.2f}s {r['min_s']:>8.2f}s {r['max_s']:>8.2f}s {r['ratio_to_direct']:>9.2f}x")
+    for way, why in skipped.items():
+        print(f"{way:<{width}} skipped: {why}")
