@@ -287,13 +287,13 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
     # the state step (yarn.py): the install state as the download wrote it, with only the scripts
     # phase's build record merged in, from a copy in this run's own directory (scratch.py)
     run = os.path.join(ctx.cache_dir, "yarn-state")
-    hook, merge, script = yarn.state_step(prefix, os.path.join(here, yarn.STATE), run)
+    hook, merge, script = yarn.state_step(ctx, here, run)
     scripts = scripts.replace(
         env={**scripts.env, **yarn.SCRIPTS_ENV}, secrets=scripts.secrets + yarn.passthrough(ctx, False),
         mounts=(*scripts.mounts, cache_mount(cache, False)), writable=built + local, hook=hook)
     state = Phase("state", merge, False, env={}, mounts=(Mount(run, run, kind="run"),), files=(script,),
-                  reason="then keeps yarn's install state as the download wrote it, with the build record of "
-                         "the scripts phase alone (offline)",
+                  reason="then, offline, keeps yarn's install state as the download wrote it, with only the "
+                         "scripts phase's record of what it built",
                   writable=(prefix + yarn.STATE + "?",), hook=("yarn", "state", *hook[2:]))
     return (download, scripts, state)
 

@@ -241,31 +241,51 @@ def git_dependencies(package_dir: str) -> list[str]:
 # phase left the file as it was, that step is skipped; when a step fails, the copy is put back.
 STATE = ".yarn/install-state.gz"
 KEPT = "install-state.gz"  # the copy's name in the run's directory
+UNCHANGED = "nothing to build: yarn's install state, yarn, node and the built packages' places are as the last " \
+            "complete install left them"
 
 
-def state_step(prefix: str, path: str, run: str) -> tuple[tuple[str, ...], tuple[str, ...], File]:
+def state_step(ctx: Context, here: str, run: str) -> tuple[tuple[str, ...], tuple[str, ...], File]:
     """The scripts phase's hook, the state step's command and the script it runs, for berry's
-    project at `prefix` (relative to the root, "" or "web/"), its state file `path` and the run's
-    directory `run` (scratch.py)."""
+    project `here` and the run's directory `run` (scratch.py)."""
+    from sbox_shim.kept import digest
     from sbox_shim.plan import YARN_STATE
 
+    path = os.path.join(here, STATE)
+    note = os.path.join(ctx.cache_dir, "yarn-built", digest(here.encode("utf-8", "surrogateescape"))[:32])
     with open(os.path.join(os.path.dirname(__file__), "yarn_state.js"), encoding="utf-8") as f:
         script = File(YARN_STATE, f.read())
-    return ("yarn", "scripts", path, run), ("env", "node", YARN_STATE, os.path.join(run, KEPT), path), script
+    return ("yarn", "scripts", path, run, note), ("env", "node", YARN_STATE, os.path.join(run, KEPT), path), script
 
 
 # The hook of berry's steps (hooks.py): `step.hook` is ("yarn", "download", git dependencies...),
-# ("yarn", "scripts", the state file, the run's directory) or ("yarn", "state", the same two).
+# ("yarn", "scripts", the state file, the run's directory, the note) or ("yarn", "state", the same).
+#
+# The note (a file in sbox's cache, which no sandbox mounts, one per berry project) holds what
+# decided the last complete install's builds: the install state as that install left it, and which
+# yarn and node ran it (node's version is in every build's hash), and the places builds live (the
+# unplugged packages, node_modules, Plug'n'Play's loader). When the download phase leaves all of
+# that as the note has it, berry's own record says every package is built as it would build it now:
+# the scripts phase would start yarn (half a second) to build nothing, so it and the state step are
+# skipped. A failed step removes the note: the next install tries its builds again. The note only
+# ever skips a phase of package code; what it says cannot make anything run.
 def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[object, Step | None, str]:
     held = dict(state or {})
     role = held["at"] = step.hook[1]
     if role == "download":
         held["git"] = step.hook[2:]
         return held, step, ""
-    path, run = step.hook[2:4]
+    path, run, note = step.hook[2:5]
     if role == "scripts":
         held["kept"] = _keep(path, os.path.join(run, KEPT), err)
+        held["note"] = note
+        held["search"] = dict(step.env).get("PATH", "")
+        if held["kept"] is not None and _read_note(note) == _fingerprint(path, str(held["search"])):
+            held["unchanged"] = True
+            return held, None, UNCHANGED
         return held, step, ""
+    if held.get("unchanged"):
+        return held, None, UNCHANGED
     if not held.get("kept"):
         return held, None, "the download phase left yarn no install state to keep"
     if _same(path, os.path.join(run, KEPT)):
@@ -274,13 +294,87 @@ def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[ob
 
 
 def likely(step: Step) -> bool:
-    """The scripts phase always runs (its container may start early); the state step seldom."""
-    return step.hook[1] != "state"
+    """Will the step run (its container may start early)? The scripts phase unless the state is
+    now as the note has it (the download will likely leave it so); the state step seldom."""
+    if step.hook[1] != "scripts":
+        return False
+    path, _, note = step.hook[2:5]
+    return _read_note(note) != _fingerprint(path, dict(step.env).get("PATH", ""))
+
+
+def done(state: object) -> None:
+    """The install is complete: the note says what decided its builds."""
+    if not isinstance(state, dict) or not isinstance(state.get("note"), str) or not state.get("kept"):
+        return
+    note, found = str(state["note"]), _fingerprint(str(state["kept"][0]), str(state.get("search", "")))
+    if found is None:
+        _remove(note)
+        return
+    from sbox_shim.kept import write_bytes
+
+    try:
+        write_bytes(note, found.encode(), prune_old=False)
+    except OSError:
+        pass
+
+
+def _fingerprint(path: str, search: str) -> str | None:
+    """What decides berry's builds in the project of the state file `path` (see the note), as a
+    digest; None without a state file. `search`: the scripts phase's PATH (which yarn and node)."""
+    import shutil
+
+    from sbox_shim.environment import is_secret
+    from sbox_shim.kept import hasher
+
+    try:
+        fd = _open_state(path)
+    except OSError:
+        return None
+    h = hasher()
+    with os.fdopen(fd, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    here = os.path.dirname(os.path.dirname(path))
+    tools = [shutil.which(tool, path=search) or tool for tool in ("yarn", "node")]
+    tools.append(os.path.join(os.path.expanduser("~"), ".yarnrc.yml"))
+    # the places builds live, and what says which packages build (a workspace's new postinstall
+    # changes no install state), yarn's settings and plugins
+    places = [os.path.join(here, p) for p in _PLACES] + [os.path.join(w, "package.json") for w in workspace_dirs(here)]
+    for place, follow in [(t, True) for t in tools] + [(p, False) for p in places]:
+        try:
+            st = os.stat(place, follow_symlinks=follow)
+            h.update(f"\0{place}:{st.st_mode}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"\0{place}:-".encode())
+    settings = sorted((k, v) for k, v in os.environ.items()
+                      if k.upper().startswith("YARN_") and not is_secret(k) and "AUTH" not in k.upper())
+    h.update(repr(settings).encode("utf-8", "surrogateescape"))
+    return str(h.hexdigest())
+
+
+_PLACES = (".yarn/unplugged", "node_modules", "node_modules/.yarn-state.yml", ".pnp.cjs", "package.json", "yarn.lock",
+           ".yarnrc.yml", ".yarn/plugins", ".yarn/releases")
+
+
+def _read_note(note: str) -> str | None:
+    from sbox_shim.regular import read_regular
+
+    data = read_regular(note, 256)
+    return data.decode("ascii", "replace") if data else None
+
+
+def _remove(note: str) -> None:
+    try:
+        os.unlink(note)
+    except OSError:
+        pass
 
 
 def failed(state: object, err: TextIO) -> None:
     if not isinstance(state, dict):
         return
+    if isinstance(state.get("note"), str):
+        _remove(str(state["note"]))
     git = state.get("git")
     if state.get("at") == "download" and isinstance(git, tuple) and git:
         err.write(f"sbox: {', '.join(git[:3])}: a git dependency, which yarn 2+ builds from its sources while it "
@@ -291,10 +385,6 @@ def failed(state: object, err: TextIO) -> None:
     if isinstance(kept, tuple):
         path, copy = kept
         _put_back(str(path), str(copy), err)
-
-
-def done(state: object) -> None:
-    pass
 
 
 def _keep(path: str, copy: str, err: TextIO) -> tuple[str, str] | None:

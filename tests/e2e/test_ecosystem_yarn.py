@@ -166,11 +166,23 @@ def test_yarn_berry_builds_offline_confined_and_keeps_the_top(
     assert loader.is_file() if linker == "pnp" else not loader.exists()
     assert not loader.exists() or "pwned" not in loader.read_text()
 
-    # Again, unchanged: berry builds nothing it has built (with Plug'n'Play it prunes the proofs
-    # from `.yarn/unplugged`, which holds only unpacked packages: what it says counts here).
-    again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project)
-    assert again.returncode == 0, again.stderr[-4000:]
+    # Again, package.json touched (else, nothing changed, no scripts phase): it runs, and berry
+    # builds nothing it has built: the state step kept its record (with Plug'n'Play it prunes
+    # the proofs from `.yarn/unplugged`, which holds only unpacked packages: what it says counts)
+    loud = {k: v for k, v in os.environ.items() if k != "SBOX_QUIET"}
+    os.utime(t.project / "package.json")
+    again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project, env=loud)
+    assert again.returncode == 0 and "[scripts] yarn install" in again.stderr, again.stderr[-4000:]
     assert "must be built" not in again.stdout and "sbox-evil@npm:1.0.0 must be built" in result.stdout
+    # Again, unchanged: nothing decides a build differently, so no scripts phase at all.
+    again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project, env=loud)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "[scripts] skipped: nothing to build" in again.stderr, again.stderr[-4000:]
+    # a postinstall of the project's own, which changes no install state: built
+    manifest["scripts"] = {"postinstall": "node -e 0"}
+    (t.project / "package.json").write_text(json.dumps(manifest, indent=2))
+    again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], t.project, env=loud)
+    assert again.returncode == 0 and "app@workspace:. must be built" in again.stdout, again.stdout[-4000:]
 
 
 @pytest.mark.parametrize("berry", [BERRIES[0]], indirect=True, ids=["4-pnp"])
@@ -469,8 +481,10 @@ def test_a_script_cannot_point_a_bin_of_yarn_s_install_state_at_its_own_code(
         ran = subprocess.run(["yarn", "run", "tool"], cwd=project, capture_output=True, text=True, timeout=120)
         outcome[mode] = (ran.stdout.strip(), marker.read_text() if marker.exists() else None)
         if mode == "sbox":
+            os.utime(project / "package.json")  # else no scripts phase at all (nothing changed)
             again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project,
                              env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
-            assert again.returncode == 0 and "must be built" not in again.stdout, again.stderr[-3000:]
+            assert again.returncode == 0 and "[scripts] yarn install" in again.stderr, again.stderr[-3000:]
+            assert "must be built" not in again.stdout, again.stdout[-3000:]  # the build record was kept
     assert outcome["sbox"] == ("the real tool", None), outcome
     assert outcome["control"] == ("", "host"), outcome

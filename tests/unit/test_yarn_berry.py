@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,9 @@ def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: 
     # offline, from a copy in this run's own directory, writing that one file of the project
     path = str(where["project"] / ".yarn" / "install-state.gz")
     (run,) = [m.source for m in state.mounts if m.kind == "run"]
-    assert scripts.hook == ("yarn", "scripts", path, run) and state.hook == ("yarn", "state", path, run)
+    note = scripts.hook[4]
+    assert note.startswith(str(where["cache"] / "yarn-built") + "/")  # sbox's cache, which no sandbox mounts
+    assert scripts.hook == ("yarn", "scripts", path, run, note) and state.hook == ("yarn", "state", path, run, note)
     assert state.argv == ("env", "node", YARN_STATE, run + "/install-state.gz", path)
     assert not state.network and state.writable == (".yarn/install-state.gz?",) and not state.secrets
     assert [f.target for f in state.files] == [YARN_STATE] and "storedBuildState" in state.files[0].content
@@ -212,14 +215,14 @@ def test_the_install_state_is_kept_skipped_when_unchanged_and_put_back_when_a_st
     run.mkdir()
     path = project / ".yarn" / "install-state.gz"
     path.write_bytes(b"as the download wrote it")
-    scripts_hook = ("yarn", "scripts", str(path), str(run))
+    scripts_hook = ("yarn", "scripts", str(path), str(run), str(tmp_path / "note"))
     err = io.StringIO()
     state, step, _ = yarn.before({"at": "download", "git": ()}, _hooked("scripts", scripts_hook), err)
     assert step is not None and (run / "install-state.gz").read_bytes() == b"as the download wrote it"
-    _, skipped, why = yarn.before(state, _hooked("state", ("yarn", "state", str(path), str(run))), err)
+    _, skipped, why = yarn.before(state, _hooked("state", ("yarn", "state", *scripts_hook[2:])), err)
     assert skipped is None and "as the download wrote it" in why
     path.write_bytes(b"a bin pointed elsewhere")
-    state, merge, _ = yarn.before(state, _hooked("state", ("yarn", "state", str(path), str(run))), err)
+    state, merge, _ = yarn.before(state, _hooked("state", ("yarn", "state", *scripts_hook[2:])), err)
     assert merge is not None
     yarn.failed(state, err)
     assert path.read_bytes() == b"as the download wrote it" and "put back" in err.getvalue()
@@ -234,4 +237,40 @@ def test_the_install_state_is_kept_skipped_when_unchanged_and_put_back_when_a_st
     path.unlink()
     state, _, _ = yarn.before({}, _hooked("scripts", scripts_hook), err)
     assert state["kept"] is None
-    assert yarn.before(state, _hooked("state", ("yarn", "state", str(path), str(run))), err)[1] is None
+    assert yarn.before(state, _hooked("state", ("yarn", "state", *scripts_hook[2:])), err)[1] is None
+
+
+def test_berry_s_scripts_phase_is_skipped_when_nothing_that_decides_its_builds_changed(tmp_path: Path) -> None:
+    """The note of the last complete install: the same install state, yarn, node and places
+    skip the scripts phase and the state step; a changed state or package.json runs them; a failed
+    step removes the note."""
+    project, run = tmp_path / "p", tmp_path / "run"
+    (project / ".yarn").mkdir(parents=True)
+    (project / "package.json").write_text("{}")
+    state = project / ".yarn" / "install-state.gz"
+    state.write_bytes(b"built")
+    hook = ("yarn", "scripts", str(state), str(run), str(tmp_path / "cache" / "yarn-built" / "n"))
+    err = io.StringIO()
+
+    def turn() -> tuple[object, Step | None, str]:
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
+        return yarn.before({"at": "download"}, _hooked("scripts", hook), err)
+
+    held, step, _ = turn()
+    assert step is not None and yarn.likely(_hooked("scripts", hook))
+    yarn.done(held)  # complete: noted
+    held, step, why = turn()
+    assert step is None and why == yarn.UNCHANGED and not yarn.likely(_hooked("scripts", hook))
+    assert yarn.before(held, _hooked("state", ("yarn", "state", *hook[2:])), err)[1] is None
+    state.write_bytes(b"a package added")  # the download changed the state
+    held, step, _ = turn()
+    assert step is not None
+    yarn.done(held)
+    assert turn()[1] is None
+    (project / "package.json").write_text('{"scripts": {"postinstall": "x"}}')  # which builds, not in the state
+    os.utime(project / "package.json", ns=(1, 1))
+    held, step, _ = turn()
+    assert step is not None
+    yarn.failed(held, err)  # a failed build: tried again next time
+    assert turn()[1] is not None
