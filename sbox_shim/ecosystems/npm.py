@@ -287,6 +287,13 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
     # the state step (yarn.py): the install state as the download wrote it, with only the scripts
     # phase's build record merged in, from a copy in this run's own directory (scratch.py)
     run = os.path.join(ctx.cache_dir, "yarn-state")
+    moved = yarn.moved_state(ctx, here)
+    if moved:
+        from sbox_shim.errors import UsageError
+
+        raise UsageError(f"{moved} moves yarn's install state, where `yarn run` on this host finds each "
+                         f"package's commands, and which sbox keeps from the install scripts only at "
+                         f"{yarn.STATE}: remove the setting, or install without sbox")
     hook, merge, script = yarn.state_step(ctx, here, run)
     scripts = scripts.replace(
         env={**scripts.env, **yarn.SCRIPTS_ENV}, secrets=scripts.secrets + yarn.passthrough(ctx, False),

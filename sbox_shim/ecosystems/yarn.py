@@ -47,10 +47,11 @@ DOWNLOAD_ENV = {"YARN_ENABLE_TELEMETRY": "0", "GIT_ALLOW_PROTOCOL": "none"}
 SCRIPTS_ENV = {"YARN_ENABLE_TELEMETRY": "0", "YARN_ENABLE_NETWORK": "0",
                "YARN_ENABLE_IMMUTABLE_INSTALLS": "1", "YARN_ENABLE_IMMUTABLE_CACHE": "1"}
 # what berry's scripts phase writes besides node_modules/ (each only if the download phase left it
-# there: layout.py): the packages it unpacks to build them, its record of what it built. Not
+# there: layout.py): the packages it unpacks to build them, yarn 2's record of what it built (yarn
+# 3 and 4 keep theirs in the install state, which the scripts phase writes in a copy: below). Not
 # Plug'n'Play's loader (`.pnp.cjs`, which `yarn run` loads on the host): the download phase wrote
 # it, and a build changes nothing in it, so yarn leaves it as it is
-BUILT = (".yarn/install-state.gz", ".yarn/unplugged/", ".yarn/build-state.yml")
+BUILT = (".yarn/unplugged/", ".yarn/build-state.yml")
 
 _PACKAGE_MANAGER = re.compile(r"^yarn@(\d+)")
 _REGISTRY = re.compile(r"""["']?npm(?:Publish)?RegistryServer["']?\s*:\s*["']?([^"'\s#,}]+)""")
@@ -234,28 +235,51 @@ def git_dependencies(package_dir: str) -> list[str]:
 # The install state: yarn 2+'s scripts phase must write `.yarn/install-state.gz` (its record of what
 # it built), and `yarn run`, `exec` and `bin` on the host take each package's `bin` from that file
 # (red team 34: a postinstall pointed one at its own file, which the user's next `yarn build` ran
-# unsandboxed). So the scripts phase's hook keeps a copy of the file as the download phase wrote
-# it (only yarn ran there), in this run's own directory (scratch.py), and a third step, offline,
-# writes that copy back with only the scripts phase's build record merged in (yarn_state.js,
-# which parses what a script could have written in a sandbox, never on the host). When the scripts
-# phase left the file as it was, that step is skipped; when a step fails, the copy is put back.
+# unsandboxed). So the scripts phase never writes the project's file: its hook copies the file as
+# the download phase wrote it (only yarn ran there) into this run's own directory (scratch.py),
+# twice, and binds one copy over the project's file for the scripts phase to write (red team 35:
+# a file that phase wrote reached the project, for as long as a padded one took to copy, before
+# anything undid it). A third step, offline, writes the project's file: the other copy with only the
+# scripts phase's build record merged in (yarn_state.js, which parses what a script could have
+# written in a sandbox, never on the host), by a node that no sandbox could have written. When the
+# scripts phase left its copy as it was, that step is skipped.
 STATE = ".yarn/install-state.gz"
-KEPT = "install-state.gz"  # the copy's name in the run's directory
+KEPT, WRITTEN = "install-state.gz", "scripts-install-state.gz"  # the copies' names in the run's directory
 UNCHANGED = "nothing to build: yarn's install state, yarn, node and the built packages' places are as the last " \
             "complete install left them"
+_STATE_PATH = re.compile(r"""^\s*["']?installStatePath["']?\s*:""", re.M)
 
 
 def state_step(ctx: Context, here: str, run: str) -> tuple[tuple[str, ...], tuple[str, ...], File]:
     """The scripts phase's hook, the state step's command and the script it runs, for berry's
     project `here` and the run's directory `run` (scratch.py)."""
+    import shutil
+
     from sbox_shim.kept import digest
     from sbox_shim.plan import YARN_STATE
+    from sbox_shim.trust.written import network_path
 
     path = os.path.join(here, STATE)
     note = os.path.join(ctx.cache_dir, "yarn-built", digest(here.encode("utf-8", "surrogateescape"))[:32])
     with open(os.path.join(os.path.dirname(__file__), "yarn_state.js"), encoding="utf-8") as f:
         script = File(YARN_STATE, f.read())
-    return ("yarn", "scripts", path, run, note), ("env", "node", YARN_STATE, os.path.join(run, KEPT), path), script
+    # node from a PATH entry no sandbox could have filled (not the project's node_modules/.bin)
+    node = shutil.which("node", path=network_path(ctx.env.get("PATH", os.defpath),
+                                                 (ctx.project_root, ctx.cache_dir))) or "node"
+    argv = ("env", node, YARN_STATE, os.path.join(run, KEPT), os.path.join(run, WRITTEN), path)
+    return ("yarn", "scripts", path, run, note), argv, script
+
+
+def moved_state(ctx: Context, here: str) -> str | None:
+    """Where the project's settings move yarn's install state (`installStatePath`,
+    YARN_INSTALL_STATE_PATH), if they do: the file sbox keeps is `.yarn/install-state.gz`."""
+    if any(k.upper() == "YARN_INSTALL_STATE_PATH" for k in ctx.env):
+        return "YARN_INSTALL_STATE_PATH"
+    names = (".yarnrc.yml", *rc_names(ctx.env))
+    for place in [os.path.join(d, n) for d in (*_upward(here, "/"), ctx.home) for n in names]:
+        if _STATE_PATH.search(read_text(place)):
+            return f"installStatePath in {place}"
+    return None
 
 
 # The hook of berry's steps (hooks.py): `step.hook` is ("yarn", "download", git dependencies...),
@@ -280,15 +304,21 @@ def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[ob
         held["kept"] = _keep(path, os.path.join(run, KEPT), err)
         held["note"] = note
         held["search"] = dict(step.env).get("PATH", "")
-        if held["kept"] is not None and _read_note(note) == _fingerprint(path, str(held["search"])):
+        if held["kept"] is None:
+            return held, step, ""
+        if _read_note(note) == _fingerprint(path, str(held["search"])):
             held["unchanged"] = True
             return held, None, UNCHANGED
-        return held, step, ""
+        _keep(path, os.path.join(run, WRITTEN), err)
+        from sbox_shim.plan import Mount
+
+        # the scripts phase writes its own copy, bound over the project's file
+        return held, step.replace(mounts=(*step.mounts, Mount(os.path.join(run, WRITTEN), path, readonly=False))), ""
     if held.get("unchanged"):
         return held, None, UNCHANGED
     if not held.get("kept"):
         return held, None, "the download phase left yarn no install state to keep"
-    if _same(path, os.path.join(run, KEPT)):
+    if _same(os.path.join(run, WRITTEN), os.path.join(run, KEPT)):
         return held, None, "the scripts phase left yarn's install state as the download wrote it"
     return held, step, ""
 
@@ -430,7 +460,7 @@ def _open_state(path: str) -> int:
 
 
 def _same(path: str, copy: str) -> bool:
-    """Is the state file now byte for byte the copy?"""
+    """Is the file `path` byte for byte the copy?"""
     try:
         fd = _open_state(path)
     except OSError:

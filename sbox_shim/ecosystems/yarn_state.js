@@ -1,13 +1,13 @@
 // sbox: yarn 2+'s install state after its offline scripts phase (yarn.py), written into the
 // sandbox by sbox; run with the network off, the project read-only but for the state file.
 //
-//   node yarn_state.js KEPT STATE
+//   node yarn_state.js KEPT WRITTEN STATE
 //
 // KEPT is sbox's copy of `.yarn/install-state.gz` as the download phase wrote it (only yarn ran
-// there); STATE is the same file after the scripts phase, whose packages' scripts could write it.
-// STATE becomes KEPT with the scripts phase's record of what it built (`storedBuildState`,
-// `skippedBuilds`: which packages the next install builds) and nothing else of that phase's file:
-// `yarn run`, `yarn exec` and `yarn bin` on the host take each package's `bin` from
+// there); WRITTEN the copy the scripts phase wrote, whose packages' scripts could write it; STATE
+// the project's file, which becomes KEPT with the scripts phase's record of what it built
+// (`storedBuildState`, `skippedBuilds`: which packages the next install builds) and nothing else
+// of WRITTEN: `yarn run`, `yarn exec` and `yarn bin` on the host take each package's `bin` from
 // `storedPackages`, which a script could have pointed at a file of its own. The record is taken
 // only for packages the download phase knew, each entry two short strings.
 'use strict';
@@ -16,14 +16,17 @@ const v8 = require('v8');
 const zlib = require('zlib');
 const { isDeepStrictEqual } = require('util');
 
-const [kept, state] = process.argv.slice(2);
-const CAP = 1 << 30; // a gzip bomb stops here, not in the sandbox's memory
-const read = (path) => v8.deserialize(zlib.gunzipSync(fs.readFileSync(path), { maxOutputLength: CAP }));
+const [kept, written, state] = process.argv.slice(2);
+const CAP = 1 << 28; // a gzip bomb, or a file padded past it, stops here
+const read = (path) => {
+  if (fs.statSync(path).size > CAP) throw new Error(`larger than ${CAP} bytes`);
+  return v8.deserialize(zlib.gunzipSync(fs.readFileSync(path), { maxOutputLength: CAP }));
+};
 
 const merged = read(kept);
 let built = null;
 try {
-  built = read(state);
+  built = read(written);
   built = typeof built === 'object' ? built : null;
 } catch (e) {
   process.stderr.write(`sbox: yarn's install state after the scripts phase is unreadable (${e.message}); kept as the download wrote it\n`);
@@ -51,9 +54,10 @@ if (built !== null) {
       return true; // nested past the stack
     }
   };
-  const changed = Object.keys(merged).filter((key) => key !== 'storedBuildState' && key !== 'skippedBuilds' && differs(key));
+  const keys = [...new Set([...Object.keys(merged), ...Object.keys(built)])];
+  const changed = keys.filter((key) => key !== 'storedBuildState' && key !== 'skippedBuilds' && differs(key));
   if (changed.length) {
-    process.stderr.write(`sbox: ${state}: the scripts phase changed yarn's ${changed.join(', ')} in its install state; `
+    process.stderr.write(`sbox: ${state}: the scripts phase changed yarn's ${changed.slice(0, 8).map((k) => JSON.stringify(k)).join(', ')} in its install state; `
       + `kept as the download wrote it (a package's install script may have tried to change what \`yarn run\` runs)\n`);
   }
 }

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,7 @@ def test_yarn_berry_builds_offline_confined_and_keeps_the_top(
     _opt_in(t.project, backend)
     manifest = json.loads((t.project / "package.json").read_text())
     result, out = _install(sbox_bin, t.project, "yarn install --mode=skip-build", "yarn install",
-                           f"env node {YARN_STATE} ")
+                           "env ")
 
     # Installed, from the loopback registry, and it works.
     assert "/sbox-evil/-/sbox-evil-1.0.0.tgz" in registry.paths
@@ -448,43 +449,86 @@ def test_a_script_cannot_point_a_bin_of_yarn_s_install_state_at_its_own_code(
     the host's `yarn run tool` runs the postinstall's file."""
     monkeypatch.setenv("PATH", yarns.path_with(version))
     outcome = {}
-    for mode in ("sbox", "control"):
-        project = tmp_path / mode
-        project.mkdir()
-        marker = tmp_path / f"pwned-{mode}"
-        pwn = f"require('fs').writeFileSync({json.dumps(str(marker))}, process.env.SBOX_PROFILE || 'host');\n"
-        packages = [
-            pkg.npm_package("sbox-tool", "1.0.0", {"cli.js": "#!/usr/bin/env node\nconsole.log('the real tool');\n"},
-                            bin={"tool": "cli.js"}),
-            pkg.npm_package("sbox-evil", "1.0.0", {"retarget.js": RETARGET.replace("__TOP__", json.dumps(str(project))),
-                                                   "pwn.js": pwn}, scripts={"postinstall": "node retarget.js"})]
-        with NpmRegistry(packages) as registry:
-            monkeypatch.setenv("YARN_NPM_REGISTRY_SERVER", registry.url)
-            (project / "package.json").write_text(json.dumps({
-                "name": "app", "private": True, "packageManager": f"yarn@{version}",
-                "dependencies": {"sbox-tool": "1.0.0", "sbox-evil": "1.0.0"}}))
-            (project / ".yarnrc.yml").write_text("nodeLinker: pnp\nenableScripts: true\nunsafeHttpWhitelist: ['127.0.0.1']\n")
-            if mode == "sbox":
-                _opt_in(project, backend)
-                result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project,
-                                  env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
-                assert result.returncode == 0, result.stderr[-3000:]
-                # the watcher had the last word in the scripts phase: what the state step undid
-                assert f"[state] env node {YARN_STATE}" in result.stderr, result.stderr[-3000:]
-                assert "the scripts phase changed yarn's storedPackages in its install state" in result.stderr
-            else:
-                direct = subprocess.run(["yarn", "install"], cwd=project, capture_output=True, text=True, timeout=300)
-                assert direct.returncode == 0, direct.stdout[-3000:]
-                time.sleep(1)  # the watcher outlives a direct install
-        # the postinstall did retarget the bin, in the scripts phase
-        assert list(project.glob(".yarn/unplugged/sbox-evil-*/node_modules/sbox-evil/retargeted.log")), mode
-        ran = subprocess.run(["yarn", "run", "tool"], cwd=project, capture_output=True, text=True, timeout=120)
-        outcome[mode] = (ran.stdout.strip(), marker.read_text() if marker.exists() else None)
-        if mode == "sbox":
+    # The watcher races yarn's last write of the file and the sandbox's end, and now and then
+    # loses: a fresh project, up to three times, until it had the last word (what the state step
+    # says it undid), so that the attack the test proves blocked did happen.
+    for attempt in range(3):
+        with _retargeting(tmp_path, f"sbox-{attempt}", version, monkeypatch) as (project, marker):
+            _opt_in(project, backend)
+            loud = {k: v for k, v in os.environ.items() if k != "SBOX_QUIET"}  # with the registry set
+            with _watching(project / ".yarn" / "install-state.gz", b"pwn.js") as seen:
+                result = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project, env=loud)
+            # not for a moment did the project's file hold what a script wrote (red team 35: a
+            # padded file was there for as long as sbox took to copy it, before the state step)
+            assert seen == [], seen
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert f"/node {YARN_STATE} " in result.stderr and "[state] env /" in result.stderr, result.stderr[-3000:]
+            if "the scripts phase changed yarn's \"storedPackages\" in its install state" not in result.stderr:
+                continue
+            # the postinstall did retarget the bin, in the scripts phase
+            assert list(project.glob(".yarn/unplugged/sbox-evil-*/node_modules/sbox-evil/retargeted.log"))
+            ran = subprocess.run(["yarn", "run", "tool"], cwd=project, capture_output=True, text=True, timeout=120)
+            outcome["sbox"] = (ran.stdout.strip(), marker.read_text() if marker.exists() else None)
             os.utime(project / "package.json")  # else no scripts phase at all (nothing changed)
-            again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project,
-                             env={k: v for k, v in os.environ.items() if k != "SBOX_QUIET"})
+            again = run_sbox(sbox_bin, ["run", "--", "yarn", "install"], project, env=loud)
             assert again.returncode == 0 and "[scripts] yarn install" in again.stderr, again.stderr[-3000:]
             assert "must be built" not in again.stdout, again.stdout[-3000:]  # the build record was kept
+            break
+    assert "sbox" in outcome, "the watcher never had the last word in three installs"
+    with _retargeting(tmp_path, "control", version, monkeypatch) as (project, marker):
+        direct = subprocess.run(["yarn", "install"], cwd=project, capture_output=True, text=True, timeout=300)
+        assert direct.returncode == 0, direct.stdout[-3000:]
+        time.sleep(1)  # the watcher outlives a direct install
+        ran = subprocess.run(["yarn", "run", "tool"], cwd=project, capture_output=True, text=True, timeout=120)
+        outcome["control"] = (ran.stdout.strip(), marker.read_text() if marker.exists() else None)
     assert outcome["sbox"] == ("the real tool", None), outcome
     assert outcome["control"] == ("", "host"), outcome
+
+
+@contextmanager
+def _retargeting(tmp_path: Path, name: str, version: str,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    """A berry project depending on `sbox-tool` (its command `tool`) and `sbox-evil` (whose
+    postinstall is RETARGET, its `pwn.js` writing the marker), from a loopback registry."""
+    project, marker = tmp_path / name, tmp_path / f"pwned-{name}"
+    project.mkdir()
+    pwn = f"require('fs').writeFileSync({json.dumps(str(marker))}, process.env.SBOX_PROFILE || 'host');\n"
+    packages = [
+        pkg.npm_package("sbox-tool", "1.0.0", {"cli.js": "#!/usr/bin/env node\nconsole.log('the real tool');\n"},
+                        bin={"tool": "cli.js"}),
+        pkg.npm_package("sbox-evil", "1.0.0", {"retarget.js": RETARGET.replace("__TOP__", json.dumps(str(project))),
+                                               "pwn.js": pwn}, scripts={"postinstall": "node retarget.js"})]
+    with NpmRegistry(packages) as registry:
+        monkeypatch.setenv("YARN_NPM_REGISTRY_SERVER", registry.url)
+        (project / "package.json").write_text(json.dumps({
+            "name": "app", "private": True, "packageManager": f"yarn@{version}",
+            "dependencies": {"sbox-tool": "1.0.0", "sbox-evil": "1.0.0"}}))
+        (project / ".yarnrc.yml").write_text("nodeLinker: pnp\nenableScripts: true\nunsafeHttpWhitelist: ['127.0.0.1']\n")
+        yield project, marker
+
+
+@contextmanager
+def _watching(path: Path, needle: bytes) -> Iterator[list[float]]:
+    """While the block runs, read `path` every 2 ms; the times its gunzipped content held `needle`."""
+    import gzip
+    import threading
+
+    seen: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                if needle in gzip.decompress(path.read_bytes()):
+                    seen.append(time.time())
+            except (OSError, EOFError, gzip.BadGzipFile):
+                pass
+            stop.wait(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()

@@ -69,8 +69,7 @@ def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: 
     assert "YARN_NPM_AUTH_TOKEN" not in scripts.secrets and "NPM_TOKEN" not in scripts.secrets
     assert "YARN_ENABLE_PROGRESS_BARS" in scripts.secrets
     assert not any(".yarnrc.yml" in m.source for m in scripts.mounts)
-    assert scripts.writable == (TOP, "node_modules/?", ".yarn/install-state.gz?", ".yarn/unplugged/?",
-                                ".yarn/build-state.yml?")
+    assert scripts.writable == (TOP, "node_modules/?", ".yarn/unplugged/?", ".yarn/build-state.yml?")
     # one cache for both, this project's own: written by the download, read-only to the scripts
     cache = download.env["YARN_GLOBAL_FOLDER"]
     assert scripts.env["YARN_GLOBAL_FOLDER"] == cache and cache.startswith(str(where["cache"]))
@@ -83,7 +82,8 @@ def test_berry_downloads_with_the_build_step_skipped_then_builds_offline(where: 
     note = scripts.hook[4]
     assert note.startswith(str(where["cache"] / "yarn-built") + "/")  # sbox's cache, which no sandbox mounts
     assert scripts.hook == ("yarn", "scripts", path, run, note) and state.hook == ("yarn", "state", path, run, note)
-    assert state.argv == ("env", "node", YARN_STATE, run + "/install-state.gz", path)
+    assert state.argv[0] == "env" and os.path.isabs(state.argv[1]) and os.path.basename(state.argv[1]) == "node"
+    assert state.argv[2:] == (YARN_STATE, run + "/install-state.gz", run + "/scripts-install-state.gz", path)
     assert not state.network and state.writable == (".yarn/install-state.gz?",) and not state.secrets
     assert [f.target for f in state.files] == [YARN_STATE] and "storedBuildState" in state.files[0].content
 
@@ -103,8 +103,7 @@ def test_a_berry_monorepo_in_a_directory_of_the_project(where: dict[str, Path]) 
     _, scripts, state = phases("yarn install", c)
     assert state.writable == ("web/.yarn/install-state.gz?",)
     assert scripts.hook[2] == str(web / ".yarn" / "install-state.gz")
-    assert scripts.writable == ("web/" + TOP, "web/node_modules/?", "web/.yarn/install-state.gz?",
-                                "web/.yarn/unplugged/?", "web/.yarn/build-state.yml?",
+    assert scripts.writable == ("web/" + TOP, "web/node_modules/?", "web/.yarn/unplugged/?", "web/.yarn/build-state.yml?",
                                 "web/packages/a/node_modules/?", "web/packages/b/node_modules/?")
 
 
@@ -206,24 +205,28 @@ def test_the_top_is_rebuilt_from_what_is_there_as_the_step_starts(tmp_path: Path
     assert rebuilt_top(mounts[:1] + mounts[2:], str(root), str(root)) == mounts[:1] + mounts[2:]  # no TOP
 
 
-def test_the_install_state_is_kept_skipped_when_unchanged_and_put_back_when_a_step_fails(tmp_path: Path) -> None:
-    """The hook on real files: the copy taken as the scripts phase starts; the state step skipped
-    when that phase left the file as it was; the copy renamed back over a rewritten file (and over
-    a link put in its place, never through it) when a step fails."""
+def test_the_install_state_is_kept_and_the_scripts_phase_writes_a_copy(tmp_path: Path) -> None:
+    """The hook on real files: as the scripts phase starts, two copies of the file the download
+    wrote, one bound over the project's file for that phase to write; the state step skipped when
+    that copy is unchanged; the copy renamed back over the file (and over a link put in its place,
+    never through it) when the state step fails."""
     project, run, outside = tmp_path / "p", tmp_path / "run", tmp_path / "outside"
     (project / ".yarn").mkdir(parents=True)
     run.mkdir()
     path = project / ".yarn" / "install-state.gz"
     path.write_bytes(b"as the download wrote it")
     scripts_hook = ("yarn", "scripts", str(path), str(run), str(tmp_path / "note"))
+    state_hook = ("yarn", "state", *scripts_hook[2:])
     err = io.StringIO()
     state, step, _ = yarn.before({"at": "download", "git": ()}, _hooked("scripts", scripts_hook), err)
-    assert step is not None and (run / "install-state.gz").read_bytes() == b"as the download wrote it"
-    _, skipped, why = yarn.before(state, _hooked("state", ("yarn", "state", *scripts_hook[2:])), err)
+    assert step is not None and step.mounts[-1] == Mount(str(run / "scripts-install-state.gz"), str(path), False)
+    assert (run / "install-state.gz").read_bytes() == (run / "scripts-install-state.gz").read_bytes() == path.read_bytes()
+    _, skipped, why = yarn.before(state, _hooked("state", state_hook), err)
     assert skipped is None and "as the download wrote it" in why
-    path.write_bytes(b"a bin pointed elsewhere")
-    state, merge, _ = yarn.before(state, _hooked("state", ("yarn", "state", *scripts_hook[2:])), err)
-    assert merge is not None
+    (run / "scripts-install-state.gz").write_bytes(b"a bin pointed elsewhere")
+    state, merge, _ = yarn.before(state, _hooked("state", state_hook), err)
+    assert merge is not None and path.read_bytes() == b"as the download wrote it"
+    path.write_bytes(b"half written")  # the state step failed
     yarn.failed(state, err)
     assert path.read_bytes() == b"as the download wrote it" and "put back" in err.getvalue()
     # a link in its place: replaced, the file it names untouched
@@ -233,11 +236,13 @@ def test_the_install_state_is_kept_skipped_when_unchanged_and_put_back_when_a_st
     yarn.failed(state, err)
     assert not path.is_symlink() and path.read_bytes() == b"as the download wrote it"
     assert outside.read_bytes() == b"the user's"
-    # no state file after the download: nothing kept, the state step skipped
+    # no state file after the download: nothing kept, nothing bound, the state step skipped
     path.unlink()
-    state, _, _ = yarn.before({}, _hooked("scripts", scripts_hook), err)
-    assert state["kept"] is None
-    assert yarn.before(state, _hooked("state", ("yarn", "state", *scripts_hook[2:])), err)[1] is None
+    shutil.rmtree(run)
+    run.mkdir()
+    state, step, _ = yarn.before({}, _hooked("scripts", scripts_hook), err)
+    assert state["kept"] is None and step is not None and step.mounts == ()
+    assert yarn.before(state, _hooked("state", state_hook), err)[1] is None
 
 
 def test_berry_s_scripts_phase_is_skipped_when_nothing_that_decides_its_builds_changed(tmp_path: Path) -> None:
@@ -274,3 +279,28 @@ def test_berry_s_scripts_phase_is_skipped_when_nothing_that_decides_its_builds_c
     assert step is not None
     yarn.failed(held, err)  # a failed build: tried again next time
     assert turn()[1] is not None
+
+
+@pytest.mark.parametrize("where_set", ["rc", "env"])
+def test_a_moved_install_state_is_refused(where: dict[str, Path], where_set: str) -> None:
+    """`installStatePath` moves the file sbox keeps from the scripts (red team 35): refused, in one
+    line naming the setting, before anything runs."""
+    from sbox_shim.errors import UsageError
+
+    (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
+    (where["project"] / ".yarnrc.yml").write_text("installStatePath: ./node_modules/.state.gz\n" if where_set == "rc" else "")
+    env = {"YARN_INSTALL_STATE_PATH": "/x"} if where_set == "env" else {}
+    with pytest.raises(UsageError, match="installStatePath in .*yarnrc.yml moves|YARN_INSTALL_STATE_PATH moves"):
+        phases("yarn install", ctx(where, env))
+
+
+def test_the_state_step_runs_a_node_no_sandbox_could_have_written(where: dict[str, Path], tmp_path: Path) -> None:
+    """A PATH with the project's node_modules/.bin first (direnv's `layout node`): the state step's
+    node is the next one (red team 35: a postinstall's `node_modules/.bin/node` ran there)."""
+    bin_dir = where["project"] / "node_modules" / ".bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "node").write_text("#!/bin/sh\n")
+    (bin_dir / "node").chmod(0o755)
+    (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
+    _, _, state = phases("yarn install", ctx(where, {"PATH": f"{bin_dir}:{os.environ['PATH']}"}))
+    assert state.argv[1] == shutil.which("node") and not state.argv[1].startswith(str(where["project"]))
