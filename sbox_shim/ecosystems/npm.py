@@ -179,6 +179,12 @@ def _held(argv: tuple[str, ...], ctx: Context) -> tuple[File, ...]:
 def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     tool = os.path.basename(argv[0])
     sub = _subcommand(argv) or ("install" if tool == "yarn" else "")
+    berry = False
+    if tool == "yarn":  # yarn 2+: its `--cwd`, and what installs besides (yarn.py)
+        ctx = ctx.replace(cwd=yarn.cwd_of(argv, ctx))
+        berry = yarn.is_berry(ctx, _package_dir(ctx))
+        if berry:
+            sub = yarn.installing(argv, sub)
     if tool == "npx" or (sub not in INSTALL and sub not in REBUILD):
         return None
     if sub in INSTALL:
@@ -203,8 +209,8 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     # (the machine's own, configs.SYSTEM, are the phase's `configs`)
     credentials = tuple(Mount(f, f) for f in files if f != os.path.join(ctx.project_root, ".npmrc")
                         and not in_toolchain(f) and f not in SYSTEM_CONFIGS)
-    if tool == "yarn" and sub in INSTALL and yarn.is_berry(ctx, _package_dir(ctx)):
-        return _berry(argv, ctx, env, allow, implied, readonly, credentials)
+    if berry:
+        return _berry(argv, sub in REBUILD, ctx, env, allow, implied, readonly, credentials)
     rebuild: tuple[str, ...] = ("npm", "rebuild") if tool == "yarn" else (argv[0], "rebuild")
     if sub in REBUILD:
         return (_scripts(argv, env, cache, readonly, ctx, "rebuild runs install scripts with the network off"),)
@@ -237,11 +243,12 @@ def phases(argv: tuple[str, ...], ctx: Context) -> tuple[Phase, ...] | None:
     return steps
 
 
-def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tuple[str, ...],
+def _berry(argv: tuple[str, ...], rebuild: bool, ctx: Context, env: dict[str, str], allow: tuple[str, ...],
            implied: tuple[str, ...], readonly: tuple[Mount, ...], credentials: tuple[Mount, ...]) -> tuple[Phase, ...]:
     """yarn 2 and later (yarn.py): `--mode=skip-build` with the network, then a second `yarn install`
     offline, which builds what the first one added or changed; berry's registries and the user's
-    `~/.yarnrc.yml` in the download phase; its cache sbox's, this project's own."""
+    `~/.yarnrc.yml` in the download phase; its cache sbox's, this project's own. `yarn rebuild`:
+    the scripts phase alone, the command as given."""
     package = _package_dir(ctx)
     here = yarn.project_dir(ctx, package)
     git = tuple(dict.fromkeys(yarn.git_dependencies(package) + yarn.git_dependencies(here)))  # for the hint
@@ -269,10 +276,11 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
         writable=True, configs=("npmrc", "gitconfig"), files=_held(argv, ctx) + (yarn.classic_off(ctx.home),),
         hook=("yarn", "download", *git),
     )
-    if not yarn.builds(argv):
+    if not yarn.builds(argv) and not rebuild:
         return (download.replace(hook=download.hook if git else ()),)
-    scripts = _scripts(yarn.scripts(argv[0]), {**env, **berry_env}, os.path.join(ctx.cache_dir, "npm"), readonly,
-                       ctx, "then `yarn install` offline builds what the install added or changed")
+    scripts = _scripts(argv if rebuild else yarn.scripts(argv), {**env, **berry_env}, os.path.join(ctx.cache_dir, "npm"),
+                       readonly, ctx, "rebuild runs install scripts with the network off" if rebuild
+                       else "then `yarn install` offline builds what the install added or changed")
     local = tuple(w for w in scripts.writable if not w.endswith("node_modules/")) \
         if isinstance(scripts.writable, tuple) else ()
     # what berry's second install writes, each where the first one left it (layout.py: optional):
@@ -294,7 +302,7 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
         raise UsageError(f"{moved} moves yarn's install state, where `yarn run` on this host finds each "
                          f"package's commands, and which sbox keeps from the install scripts only at "
                          f"{yarn.STATE}: remove the setting, or install without sbox")
-    hook, merge, script = yarn.state_step(ctx, here, run)
+    hook, merge, script = yarn.state_step(ctx, here, run, noted=not rebuild)
     scripts = scripts.replace(
         env={**scripts.env, **yarn.SCRIPTS_ENV}, secrets=scripts.secrets + yarn.passthrough(ctx, False),
         mounts=(*scripts.mounts, cache_mount(cache, False)), writable=built + local, hook=hook)
@@ -302,7 +310,7 @@ def _berry(argv: tuple[str, ...], ctx: Context, env: dict[str, str], allow: tupl
                   reason="then, offline, keeps yarn's install state as the download wrote it, with only the "
                          "scripts phase's record of what it built",
                   writable=(prefix + yarn.STATE + "?",), hook=("yarn", "state", *hook[2:]))
-    return (download, scripts, state)
+    return (scripts, state) if rebuild else (download, scripts, state)
 
 
 def _logs_dir(ctx: Context, phase: str) -> str:
@@ -385,7 +393,7 @@ def _root_scripts(ctx: Context) -> dict[str, str]:
 _GLOBAL_VALUES = {"--registry", "--prefix", "-C", "--workspace", "-w", "--userconfig", "--globalconfig",
                   "--cache", "--loglevel", "--cafile", "--dir", "--filter", "--script-shell", "--shell",
                   "--nodedir", "--python", "--git", "--logs-dir", "--init-module", "--editor", "--viewer",
-                  "--tmp", "--node-gyp"}
+                  "--tmp", "--node-gyp", "--cwd"}  # --cwd: yarn's
 
 
 def _subcommand(argv: tuple[str, ...]) -> str:

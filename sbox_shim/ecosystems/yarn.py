@@ -176,8 +176,62 @@ def classic_off(home: str) -> File:
     return File(os.path.join(home, ".yarnrc"), "ignore-scripts true\n")
 
 
-def scripts(tool: str) -> tuple[str, ...]:
-    return (tool, "install")
+def scripts(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The scripts phase's `yarn install`, in the directory the user's `--cwd` names."""
+    at = _cwd_option(argv)
+    return (argv[0], *(("--cwd", at) if at is not None else ()), "install")
+
+
+# Berry's commands that install besides `install`, `add` and `up`: each takes `--mode`, so each goes
+# through the two phases as they do. `workspace NAME CMD` runs CMD in a workspace. Those that
+# install and take no `--mode` (`unplug`, `workspaces focus`) cannot be split: refused, with the
+# remedy (run in a writable project as they were, their packages' scripts could plant what `yarn
+# run` on the host runs: red team 36).
+ALSO_INSTALL = {"remove", "dedupe"}
+UNSPLIT = {"unplug": "add the package to dependenciesMeta (unplugged: true) in package.json and run `yarn install`",
+           "workspaces focus": "run `yarn install`"}
+
+
+def installing(argv: tuple[str, ...], sub: str) -> str:
+    """The subcommand to plan berry's `argv` as: `install` for each of ALSO_INSTALL, the command
+    after `workspace NAME`; a UsageError for one that installs but cannot be split."""
+    words, skip = [], False
+    for word in argv[1:]:
+        if skip or word.startswith("-"):
+            skip = word == "--cwd" and not skip
+            continue
+        words.append(word)
+    if sub == "workspace" and len(words) >= 3:
+        sub = words[2]
+    name = "workspaces focus" if sub == "workspaces" and words[1:2] == ["focus"] else sub
+    if name in UNSPLIT:
+        from sbox_shim.errors import UsageError
+
+        raise UsageError(f"yarn {name} installs with the build step, which sbox cannot run apart from the download "
+                         f"(it takes no --mode): {UNSPLIT[name]}, which sbox runs in two phases")
+    return "install" if sub in ALSO_INSTALL else sub
+
+
+def _cwd_option(argv: tuple[str, ...]) -> str | None:
+    """The value of yarn's own `--cwd` (before the subcommand), if given."""
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--cwd" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--cwd="):
+            return arg[len("--cwd="):]
+        if not arg.startswith("-"):
+            return None
+    return None
+
+
+def cwd_of(argv: tuple[str, ...], ctx: Context) -> str:
+    """The directory yarn runs in: the user's `--cwd` if it lies in the project, else where sbox was
+    called (a `--cwd` outside the project: yarn finds no project there that sbox mounts)."""
+    at = _cwd_option(argv)
+    if at is None:
+        return ctx.cwd
+    chosen = os.path.normpath(os.path.join(ctx.cwd, at))
+    return chosen if (chosen + "/").startswith(ctx.project_root.rstrip("/") + "/") else ctx.cwd
 
 
 def user_config(ctx: Context) -> list[str]:
@@ -250,9 +304,10 @@ UNCHANGED = "nothing to build: yarn's install state, yarn, node and the built pa
 _STATE_PATH = re.compile(r"""^\s*["']?installStatePath["']?\s*:""", re.M)
 
 
-def state_step(ctx: Context, here: str, run: str) -> tuple[tuple[str, ...], tuple[str, ...], File]:
+def state_step(ctx: Context, here: str, run: str, noted: bool = True) -> tuple[tuple[str, ...], tuple[str, ...], File]:
     """The scripts phase's hook, the state step's command and the script it runs, for berry's
-    project `here` and the run's directory `run` (scratch.py)."""
+    project `here` and the run's directory `run` (scratch.py); without `noted` (`yarn rebuild`,
+    which builds whatever the note says), no note."""
     import shutil
 
     from sbox_shim.kept import digest
@@ -260,7 +315,8 @@ def state_step(ctx: Context, here: str, run: str) -> tuple[tuple[str, ...], tupl
     from sbox_shim.trust.written import network_path
 
     path = os.path.join(here, STATE)
-    note = os.path.join(ctx.cache_dir, "yarn-built", digest(here.encode("utf-8", "surrogateescape"))[:32])
+    note = os.path.join(ctx.cache_dir, "yarn-built", digest(here.encode("utf-8", "surrogateescape"))[:32]) \
+        if noted else ""
     with open(os.path.join(os.path.dirname(__file__), "yarn_state.js"), encoding="utf-8") as f:
         script = File(YARN_STATE, f.read())
     # node from a PATH entry no sandbox could have filled (not the project's node_modules/.bin)
@@ -306,7 +362,7 @@ def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[ob
         held["search"] = dict(step.env).get("PATH", "")
         if held["kept"] is None:
             return held, step, ""
-        if _read_note(note) == _fingerprint(path, str(held["search"])):
+        if note and _read_note(note) == _fingerprint(path, str(held["search"])):
             held["unchanged"] = True
             return held, None, UNCHANGED
         _keep(path, os.path.join(run, WRITTEN), err)
@@ -329,12 +385,12 @@ def likely(step: Step) -> bool:
     if step.hook[1] != "scripts":
         return False
     path, _, note = step.hook[2:5]
-    return _read_note(note) != _fingerprint(path, dict(step.env).get("PATH", ""))
+    return not note or _read_note(note) != _fingerprint(path, dict(step.env).get("PATH", ""))
 
 
 def done(state: object) -> None:
     """The install is complete: the note says what decided its builds."""
-    if not isinstance(state, dict) or not isinstance(state.get("note"), str) or not state.get("kept"):
+    if not isinstance(state, dict) or not state.get("note") or not state.get("kept"):
         return
     note, found = str(state["note"]), _fingerprint(str(state["kept"][0]), str(state.get("search", "")))
     if found is None:
@@ -403,7 +459,7 @@ def _remove(note: str) -> None:
 def failed(state: object, err: TextIO) -> None:
     if not isinstance(state, dict):
         return
-    if isinstance(state.get("note"), str):
+    if state.get("note"):
         _remove(str(state["note"]))
     git = state.get("git")
     if state.get("at") == "download" and isinstance(git, tuple) and git:

@@ -200,6 +200,31 @@ def test_control_the_same_berry_install_on_the_bare_host_leaks_and_writes_the_to
     assert "YARN_NPM_AUTH_TOKEN" in seen["env"]  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("berry", [BERRIES[0]], indirect=True, ids=["4-pnp"])
+def test_berry_commands_that_install_build_in_the_scripts_phase(
+        berry: tuple[Trap, NpmRegistry, str, str], backend: str, sbox_bin: str) -> None:
+    """Red team 36: `yarn --cwd . install` and `yarn dedupe` install and build as `yarn install`
+    does; run as commands given (the default profile) their packages' scripts wrote the project,
+    planting what `yarn run` on the host runs. They go through the three steps: the script runs in
+    `yarn:scripts`, confined, and what it makes at the top never reaches the host."""
+    t, _, _, _ = berry
+    _opt_in(t.project, backend)
+    loud = {k: v for k, v in os.environ.items() if k != "SBOX_QUIET"}
+    for argv in (["yarn", "--cwd", ".", "install"], ["yarn", "dedupe"]):
+        for name in (".yarn/unplugged", ".yarn/install-state.gz", ".pnp.cjs", ".pnp.loader.mjs"):  # builds again
+            path = t.project / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        result = run_sbox(sbox_bin, ["run", "--", *argv], t.project, env=loud)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"[download] {' '.join(argv)} --mode=skip-build" in result.stderr, result.stderr[-3000:]
+        assert "[scripts] yarn " in result.stderr and "must be built" in result.stdout, result.stdout[-3000:]
+        assert [p["profile"] for p in t.proofs()] == ["yarn:scripts"], argv
+        t.assert_confined(t.proofs()[0])
+        assert not (t.project / "planted-top.cjs").exists(), argv
+        for proof in t.proof_dirs[0].glob("proof-*.json"):
+            proof.unlink()
+
+
 def _git_dependency(t: Trap, tmp: Path, registry: NpmRegistry) -> Path:
     """A repository served by dumb HTTP beside the registry, whose `prepack` (berry runs it to
     build the dependency as it downloads) is the hostile script, and prints the token it sees. Its

@@ -304,3 +304,40 @@ def test_the_state_step_runs_a_node_no_sandbox_could_have_written(where: dict[st
     (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
     _, _, state = phases("yarn install", ctx(where, {"PATH": f"{bin_dir}:{os.environ['PATH']}"}))
     assert state.argv[1] == shutil.which("node") and not state.argv[1].startswith(str(where["project"]))
+
+
+@pytest.mark.parametrize("argv,download,scripts", [
+    ("yarn --cwd . install", "yarn --cwd . install --mode=skip-build", "yarn --cwd . install"),
+    ("yarn --cwd=web install", "yarn --cwd=web install --mode=skip-build", "yarn --cwd web install"),
+    ("yarn dedupe", "yarn dedupe --mode=skip-build", "yarn install"),
+    ("yarn remove left-pad", "yarn remove left-pad --mode=skip-build", "yarn install"),
+    ("yarn workspace a add left-pad", "yarn workspace a add left-pad --mode=skip-build", "yarn install"),
+])
+def test_berry_commands_that_install_go_through_the_two_phases(where: dict[str, Path], argv: str, download: str,
+                                                                scripts: str) -> None:
+    """Red team 36: `yarn --cwd . install`, `dedupe`, `remove`, `workspace X add` install with the
+    build step as `install` does; planned as commands given, their packages' scripts ran in a
+    writable project and planted what `yarn run` on the host runs."""
+    (where["project"] / "web").mkdir()
+    (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
+    first, second, state = phases(argv, ctx(where))
+    assert (" ".join(first.argv), " ".join(second.argv), state.label) == (download, scripts, "state")
+    assert first.network and not second.network
+
+
+@pytest.mark.parametrize("argv", ["yarn unplug left-pad", "yarn workspaces focus", "yarn --cwd . unplug x"])
+def test_berry_commands_that_install_and_cannot_be_split_are_refused(where: dict[str, Path], argv: str) -> None:
+    from sbox_shim.errors import UsageError
+
+    (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
+    with pytest.raises(UsageError, match="cannot run apart from the download"):
+        phases(argv, ctx(where))
+
+
+def test_berry_rebuild_is_the_scripts_phase_and_the_state_step(where: dict[str, Path]) -> None:
+    """`yarn rebuild`: offline, berry's outputs (not npm's, which left PnP's top read-only: EROFS),
+    then the state step; no note decides it (the user asked for the builds)."""
+    (where["project"] / "package.json").write_text('{"packageManager": "yarn@4.18.1"}')
+    scripts, state = phases("yarn rebuild", ctx(where))
+    assert scripts.argv == ("yarn", "rebuild") and not scripts.network and scripts.writable[0] == TOP
+    assert scripts.hook[4] == "" and state.label == "state"
