@@ -223,6 +223,10 @@ def test_berry_commands_that_install_build_in_the_scripts_phase(
         assert not (t.project / "planted-top.cjs").exists(), argv
         for proof in t.proof_dirs[0].glob("proof-*.json"):
             proof.unlink()
+    # `yarn rebuild`: berry's scripts phase (not npm's outputs, under which PnP's top was EROFS)
+    result = run_sbox(sbox_bin, ["run", "--", "yarn", "rebuild"], t.project, env=loud)
+    assert result.returncode == 0 and "step 1/2 [scripts] yarn rebuild" in result.stderr, result.stderr[-3000:]
+    assert not (t.project / "planted-top.cjs").exists()
 
 
 def _git_dependency(t: Trap, tmp: Path, registry: NpmRegistry) -> Path:
