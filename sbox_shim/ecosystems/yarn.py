@@ -380,12 +380,9 @@ def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[ob
 
 
 def likely(step: Step) -> bool:
-    """Will the step run (its container may start early)? The scripts phase unless the state is
-    now as the note has it (the download will likely leave it so); the state step seldom."""
-    if step.hook[1] != "scripts":
-        return False
-    path, _, note = step.hook[2:5]
-    return not note or _read_note(note) != _fingerprint(path, dict(step.env).get("PATH", ""))
+    """Never worth starting early (docker): the scripts phase's copy of the state is bound at its
+    turn (a container started before it would be thrown away), and the state step seldom runs."""
+    return False
 
 
 def done(state: object) -> None:
