@@ -1,7 +1,8 @@
 """Decisions a plan leaves to run time, between its steps: a step's `hook` names the ecosystem
 module that makes them (npm's: which install scripts the offline phase runs, and the rollback of
-a failed install; pip's: whether its two phases run after its one-phase install; yarn's: why a download with a git
-dependency failed). Each module offers
+a failed install; pip's: whether its two phases run after its one-phase install; yarn 2+'s: its
+install state copied for the scripts phase and merged back, whether that phase has anything to
+build, why a download with a git dependency failed). Each module offers
 
     before(state, step, err) -> (state, step | None, why)  # the step to run; None: skip it, why
     failed(state, err)                                      # a step failed: undo what it must

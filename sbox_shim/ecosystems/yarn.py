@@ -21,6 +21,13 @@ registry token, so git has no transport in the download phase (GIT_ALLOW_PROTOCO
 install fails there, and when the project names one, one line says why (the download phase's
 hook: `failed`).
 
+Berry's record of what it built lives in `.yarn/install-state.gz`, which `yarn run` on the host also
+reads each package's commands from: the scripts phase writes a copy of it, and a third step keeps
+the download's file with only that phase's build record (below: the install state). A note of the
+last complete install skips the scripts phase when nothing that decides berry's builds changed.
+Berry's other installing commands (`remove`, `dedupe`, `workspace NAME add`, `--cwd DIR`) take the
+same steps; `unplug` and `workspaces focus`, which cannot be split, are refused.
+
 Berry reads its settings from `.yarnrc.yml` files (the project's: trust inputs; the user's
 `~/.yarnrc.yml`, which may hold `npmAuthToken`: the download phase only) and YARN_* variables. Its
 cache (the "global folder") is sbox's, one per project: written by the download phase, read-only to
