@@ -12,8 +12,11 @@ is per project); two kinds of run, interleaved:
   fresh clone: berry resolves, fetches from its warm cache, links and builds. Through sbox: the
   download with the build step skipped, the scripts phase offline, and the state step that keeps
   the install state as the download wrote it with the scripts phase's build record.
-- `repeat`: `yarn install` again in the installed project: nothing to fetch or build (sbox's state
-  step is skipped then).
+- `repeat`: `yarn install` again in the installed project: nothing to fetch or build. Through sbox
+  the scripts phase still runs once here: the download rewrites the install state in yarn's own
+  serialization, which differs byte for byte from the state step's, so the note of the first
+  install does not match; the state step is skipped.
+- `settled`: `yarn install` once more: through sbox the note matches, so no scripts phase at all.
 
 Prints the median (and min/max) of each and its ratio to direct; writes the numbers as JSON, with
 the load average before and after. All traffic stays on 127.0.0.1.
@@ -43,7 +46,7 @@ from support import yarns  # noqa: E402
 from support.registries import NpmRegistry  # noqa: E402
 
 WAYS = ("direct", "bwrap", "docker")
-KINDS = ("first", "repeat")
+KINDS = ("first", "repeat", "settled")
 FRESH = ("yarn.lock", ".yarn", ".pnp.cjs", ".pnp.loader.mjs", "node_modules")
 
 
