@@ -12,11 +12,9 @@ is per project); two kinds of run, interleaved:
   fresh clone: berry resolves, fetches from its warm cache, links and builds. Through sbox: the
   download with the build step skipped, the scripts phase offline, and the state step that keeps
   the install state as the download wrote it with the scripts phase's build record.
-- `repeat`: `yarn install` again in the installed project: nothing to fetch or build. Through sbox
-  the scripts phase still runs once here: the download rewrites the install state in yarn's own
-  serialization, which differs byte for byte from the state step's, so the note of the first
-  install does not match; the state step is skipped.
-- `settled`: `yarn install` once more: through sbox the note matches, so no scripts phase at all.
+- `repeat`: `yarn install` again in the installed project: nothing to fetch or build; through sbox
+  the note of the first install matches, so no scripts phase at all.
+- `settled`: `yarn install` once more, the same.
 
 Prints the median (and min/max) of each and its ratio to direct; writes the numbers as JSON, with
 the load average before and after. All traffic stays on 127.0.0.1.

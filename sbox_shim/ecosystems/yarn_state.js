@@ -18,15 +18,17 @@ const { isDeepStrictEqual } = require('util');
 
 const [kept, written, state] = process.argv.slice(2);
 const CAP = 1 << 28; // a gzip bomb, or a file padded past it, stops here
-const read = (path) => {
+const raw = (path) => {
   if (fs.statSync(path).size > CAP) throw new Error(`larger than ${CAP} bytes`);
-  return v8.deserialize(zlib.gunzipSync(fs.readFileSync(path), { maxOutputLength: CAP }));
+  return zlib.gunzipSync(fs.readFileSync(path), { maxOutputLength: CAP });
 };
 
-const merged = read(kept);
+const merged = v8.deserialize(raw(kept));
 let built = null;
+let builtRaw = null;
 try {
-  built = read(written);
+  builtRaw = raw(written);
+  built = v8.deserialize(builtRaw);
   built = typeof built === 'object' ? built : null;
 } catch (e) {
   process.stderr.write(`sbox: yarn's install state after the scripts phase is unreadable (${e.message}); kept as the download wrote it\n`);
@@ -61,4 +63,14 @@ if (built !== null) {
       + `kept as the download wrote it (a package's install script may have tried to change what \`yarn run\` runs)\n`);
   }
 }
-fs.writeFileSync(state, zlib.gzipSync(v8.serialize(merged)));
+// When the merged state is the scripts phase's in content (nothing dropped: a plain install), its
+// bytes are yarn's own serialization of it (which objects it shares), which the next download then
+// leaves byte for byte, so that the next install's note can match; re-compressed, so that nothing
+// after the data (a padding) is kept. Else sbox's serialization of the merged state.
+let same = false;
+try {
+  same = built !== null && isDeepStrictEqual(merged, built);
+} catch (e) {
+  same = false;
+}
+fs.writeFileSync(state, zlib.gzipSync(same ? builtRaw : v8.serialize(merged)));
