@@ -352,10 +352,12 @@ def moved_state(ctx: Context, here: str) -> str | None:
 # decided the last complete install's builds: the install state as that install left it, and which
 # yarn and node ran it (node's version is in every build's hash), and the places builds live (the
 # unplugged packages, node_modules, Plug'n'Play's loader). When the download phase leaves all of
-# that as the note has it, berry's own record says every package is built as it would build it now:
-# the scripts phase would start yarn (half a second) to build nothing, so it and the state step are
-# skipped. A failed step removes the note: the next install tries its builds again. The note only
-# ever skips a phase of package code; what it says cannot make anything run.
+# that as the note has it, berry would go by the record that install's scripts phase left: the
+# scripts phase would start yarn (half a second) to build what that record does not cover, which
+# for a complete install is nothing but a build berry retries every time (a failed optional one, or
+# one a package kept out of the record: README), so it and the state step are skipped. A failed
+# step removes the note: the next install tries its builds again. The note only ever skips a phase
+# of package code; what it says cannot make anything run.
 def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[object, Step | None, str]:
     held = dict(state or {})
     role = held["at"] = step.hook[1]
@@ -364,16 +366,20 @@ def before(state: dict[str, object] | None, step: Step, err: TextIO) -> tuple[ob
         return held, step, ""
     path, run, note = step.hook[2:5]
     if role == "scripts":
-        held["kept"] = _keep(path, os.path.join(run, KEPT), err)
         held["note"] = note
         held["search"] = dict(step.env).get("PATH", "")
-        if held["kept"] is None:
-            return held, step, ""
-        if note and _read_note(note) == _fingerprint(path, str(held["search"])):
+        noted = _read_note(note) if note else None
+        if noted is not None and noted == _fingerprint(path, str(held["search"])):  # no copies needed then
             held["unchanged"] = True
             return held, None, UNCHANGED
-        _keep(path, os.path.join(run, WRITTEN), err)
+        held["kept"] = _keep(path, os.path.join(run, KEPT), err)
+        if held["kept"] is None:
+            return held, step, ""
+        import shutil
+
         from sbox_shim.plan import Mount
+
+        shutil.copyfile(os.path.join(run, KEPT), os.path.join(run, WRITTEN))  # the run's own: no link there
 
         # the scripts phase writes its own copy, bound over the project's file
         return held, step.replace(mounts=(*step.mounts, Mount(os.path.join(run, WRITTEN), path, readonly=False))), ""
@@ -394,8 +400,8 @@ def likely(step: Step) -> bool:
 
 def done(state: object) -> None:
     """The install is complete: the note says what decided its builds."""
-    if not isinstance(state, dict) or not state.get("note") or not state.get("kept"):
-        return
+    if not isinstance(state, dict) or not state.get("note") or not state.get("kept") or state.get("unchanged"):
+        return  # no note to write, or the one there says it all
     note, found = str(state["note"]), _fingerprint(str(state["kept"][0]), str(state.get("search", "")))
     if found is None:
         _remove(note)
@@ -479,7 +485,7 @@ def failed(state: object, err: TextIO) -> None:
 
 def _keep(path: str, copy: str, err: TextIO) -> tuple[str, str] | None:
     """Copy the state file as the download phase left it to `copy`: (path, copy), or None if
-    there is none (nor, then, anything for the scripts phase to write: layout.py's optional)."""
+    there is none (nor, then, a copy for the scripts phase to write: the file stays read-only)."""
     import shutil
 
     try:
